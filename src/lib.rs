@@ -1,2 +1,11 @@
 //! hopgate: one binary for every HTTP integration point of "HTTP: The Definitive Guide", chapter 8:
-//! relays, tunnels, protocol gateways and resource gateways.
+//! relays, tunnels, protocol gateways and resource gateways. docs/ARCHITECTURE.md has the map.
+
+pub mod backend;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod route;
+pub mod server;
+pub mod upstream;

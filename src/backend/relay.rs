@@ -1,0 +1,381 @@
+//! The relay: forwards an HTTP request to an origin over a pooled connection and streams the response back,
+//! as a forward proxy (absolute-form `http://` targets, RFC 9110 §7.6, RFC 9112 §3.2.2) and as a gateway
+//! (`--to http://HOST:PORT[/base]`, a reverse proxy).
+//!
+//! The order of steps is the design: loop check -> Max-Forwards -> strip hop-by-hop -> Host, Via (and
+//! Forwarded for gateways) -> send with the response-head timeout -> strip the response -> Via -> stream.
+//! Bodies are never buffered: hyper's `Incoming` goes straight through in both directions, with back-pressure.
+//! Does not: cache, retry requests that reached the origin, or rewrite bodies.
+
+use std::error::Error as _;
+use std::fmt::Write as _;
+
+use http::header::{self, HeaderValue};
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use hyper::body::Incoming;
+
+use super::Ctx;
+use crate::error::{Error, Kind, Side};
+use crate::http::{
+    Body, MaxForwards, append_via, hop, is_sensitive, max_forwards, set_forwarded, via_names,
+};
+use crate::upstream::HttpClient;
+
+/// A gateway route's upstream: `http(s)://authority[/base]`.
+pub struct Gateway {
+    pub client: HttpClient,
+    pub scheme: Scheme,
+    pub authority: Authority,
+    /// Path prefix on the upstream, without a trailing slash ("" for none).
+    pub base: String,
+    /// The route's path prefix on hopgate, stripped before `base` is prepended ("/" strips nothing).
+    pub prefix: String,
+}
+
+/// Forward proxy: `GET http://host/path HTTP/1.1` from a client configured to use hopgate.
+pub async fn forward(
+    mut req: Request<Incoming>,
+    ctx: &Ctx<'_>,
+    client: &HttpClient,
+) -> Result<Response<Body>, Error> {
+    let uri = req.uri().clone();
+    let authority = uri
+        .authority()
+        .ok_or_else(|| Error::bad_request("absolute request target without a host"))?;
+    let host = authority.host();
+    if host.is_empty() {
+        return Err(Error::bad_request("absolute request target without a host"));
+    }
+    // userinfo never travels: rebuild the authority from host and port alone.
+    let authority: Authority = match authority.port() {
+        Some(p) => format!("{host}:{}", p.as_u16()),
+        None => host.to_string(),
+    }
+    .parse()
+    .map_err(|_| Error::bad_request("invalid host in request target"))?;
+    if let Some(resp) = before_forwarding(&mut req, ctx)? {
+        return Ok(resp);
+    }
+    let path = uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    *req.uri_mut() = Uri::builder()
+        .scheme(Scheme::HTTP)
+        .authority(authority.clone())
+        .path_and_query(path)
+        .build()
+        .map_err(|_| Error::bad_request("invalid request target"))?;
+    // RFC 9112 §3.2.2: a proxy replaces Host with the target URI's authority.
+    let host_value = HeaderValue::from_str(authority.as_str())
+        .map_err(|_| Error::bad_request("invalid host"))?;
+    req.headers_mut().insert(header::HOST, host_value);
+    send(req, ctx, client, None).await
+}
+
+/// Gateway: an origin-form request matched a route; map its path under the upstream base.
+pub async fn gateway(
+    mut req: Request<Incoming>,
+    ctx: &Ctx<'_>,
+    gw: &Gateway,
+) -> Result<Response<Body>, Error> {
+    if let Some(resp) = before_forwarding(&mut req, ctx)? {
+        return Ok(resp);
+    }
+    let path = req.uri().path();
+    let rest = if gw.prefix == "/" {
+        path
+    } else {
+        path.strip_prefix(gw.prefix.as_str()).unwrap_or(path)
+    };
+    let mut mapped = format!("{}{}", gw.base, rest);
+    if mapped.is_empty() {
+        mapped.push('/');
+    }
+    if let Some(q) = req.uri().query() {
+        mapped.push('?');
+        mapped.push_str(q);
+    }
+    let public_host = req.headers().get(header::HOST).cloned().or_else(|| {
+        req.uri()
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    });
+    *req.uri_mut() = Uri::builder()
+        .scheme(gw.scheme.clone())
+        .authority(gw.authority.clone())
+        .path_and_query(mapped)
+        .build()
+        .map_err(|_| Error::bad_request("invalid request path"))?;
+    // The client's Host is passed on: the origin sees the name the client used.
+    match &public_host {
+        Some(h) => req.headers_mut().insert(header::HOST, h.clone()),
+        None => req.headers_mut().insert(
+            header::HOST,
+            HeaderValue::from_str(gw.authority.as_str())
+                .map_err(|_| Error::bad_request("invalid host"))?,
+        ),
+    };
+    let proto = if ctx.listener.tls { "https" } else { "http" };
+    set_forwarded(req.headers_mut(), ctx.client, proto, public_host.as_ref());
+    let rewrite = public_host.and_then(|h| {
+        h.to_str().ok().map(|h| LocationRewrite {
+            upstream: format!("{}://{}{}", gw.scheme, gw.authority, gw.base),
+            public: format!(
+                "{proto}://{h}{}",
+                if gw.prefix == "/" {
+                    ""
+                } else {
+                    gw.prefix.as_str()
+                }
+            ),
+        })
+    });
+    send(req, ctx, &gw.client, rewrite).await
+}
+
+/// Loop check and Max-Forwards; `Some` when hopgate answers the request itself.
+fn before_forwarding(
+    req: &mut Request<Incoming>,
+    ctx: &Ctx<'_>,
+) -> Result<Option<Response<Body>>, Error> {
+    let name = &ctx.listener.via_name;
+    if via_names(req.headers(), name) {
+        return Err(Error::client(
+            Kind::Loop,
+            format!("request already passed through {name} (Via): loop"),
+        ));
+    }
+    let method = req.method().clone();
+    if max_forwards(&method, req.headers_mut()) == MaxForwards::AnswerHere {
+        return Ok(Some(answer_here(req, name)));
+    }
+    Ok(None)
+}
+
+/// Max-Forwards: 0 on TRACE or OPTIONS: this proxy is the final recipient (RFC 9110 §7.6.2).
+fn answer_here(req: &Request<Incoming>, via_name: &str) -> Response<Body> {
+    let mut resp = Response::new(Body::empty());
+    if req.method() == Method::TRACE {
+        // RFC 9110 §9.3.8: reflect the request as received, minus fields likely to hold credentials.
+        let mut echo = format!("TRACE {} {:?}\r\n", req.uri(), req.version());
+        for (name, value) in req.headers() {
+            if !is_sensitive(name) {
+                let _ = write!(
+                    echo,
+                    "{}: {}\r\n",
+                    name,
+                    String::from_utf8_lossy(value.as_bytes())
+                );
+            }
+        }
+        echo.push_str("\r\n");
+        *resp.body_mut() = Body::full(echo);
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("message/http"),
+        );
+    } else {
+        resp.headers_mut().insert(
+            header::ALLOW,
+            HeaderValue::from_static(
+                "OPTIONS, GET, HEAD, POST, PUT, PATCH, DELETE, TRACE, CONNECT",
+            ),
+        );
+        resp.headers_mut()
+            .insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+    }
+    append_via(resp.headers_mut(), Version::HTTP_11, via_name);
+    resp
+}
+
+/// How `Location` values that point at the upstream are turned into the public address.
+struct LocationRewrite {
+    upstream: String,
+    public: String,
+}
+
+/// Strips, adds Via, sends with the response-head timeout, and prepares the response for the client.
+async fn send(
+    mut req: Request<Incoming>,
+    ctx: &Ctx<'_>,
+    client: &HttpClient,
+    rewrite: Option<LocationRewrite>,
+) -> Result<Response<Body>, Error> {
+    let target = req.uri().clone();
+    let name = &ctx.listener.via_name;
+    let stripped = hop::strip(req.headers_mut());
+    let version = req.version();
+    append_via(req.headers_mut(), version, name);
+    // RFC 9110 §7.8: an upgrade is hop-by-hop, so hopgate re-offers it on its own hop (HTTP/1.1 only).
+    let client_upgrade = match &stripped.upgrade {
+        Some(proto) if req.version() == Version::HTTP_11 => {
+            req.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            req.headers_mut().insert(header::UPGRADE, proto.clone());
+            Some(hyper::upgrade::on(&mut req))
+        }
+        _ => None,
+    };
+    *req.version_mut() = Version::HTTP_11;
+    let (parts, body) = req.into_parts();
+    let req = Request::from_parts(parts, Body::from(body));
+
+    let timeout = ctx.listener.timeouts.response_head;
+    let mut resp = match tokio::time::timeout(timeout, client.request(req)).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => return Err(client_error(e, &target)),
+        Err(_) => {
+            return Err(Error::upstream(
+                Kind::ResponseTimeout,
+                format!(
+                    "no response head from {} within {:?}",
+                    display_authority(&target),
+                    timeout
+                ),
+            ));
+        }
+    };
+
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        let Some(client_upgrade) = client_upgrade else {
+            return Err(Error::upstream(
+                Kind::UpstreamProtocol,
+                "upstream switched protocols without being asked",
+            ));
+        };
+        let proto = resp.headers().get(header::UPGRADE).cloned();
+        let upstream_upgrade = hyper::upgrade::on(&mut resp);
+        ctx.tasks.spawn(async move {
+            match tokio::try_join!(client_upgrade, upstream_upgrade) {
+                Ok((c, u)) => {
+                    let mut c = hyper_util::rt::TokioIo::new(c);
+                    let mut u = hyper_util::rt::TokioIo::new(u);
+                    let _ = tokio::io::copy_bidirectional(&mut c, &mut u).await;
+                }
+                Err(e) => tracing::debug!("upgrade failed: {e}"),
+            }
+        });
+        let (mut parts, _) = resp.into_parts();
+        hop::strip(&mut parts.headers);
+        if let Some(p) = proto {
+            parts
+                .headers
+                .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            parts.headers.insert(header::UPGRADE, p);
+        }
+        append_via(&mut parts.headers, parts.version, name);
+        return Ok(Response::from_parts(parts, Body::empty()));
+    }
+
+    let (mut parts, body) = resp.into_parts();
+    hop::strip(&mut parts.headers);
+    append_via(&mut parts.headers, parts.version, name);
+    if let Some(rw) = rewrite {
+        rewrite_location(&mut parts.headers, &rw);
+    }
+    parts.version = Version::HTTP_11;
+    Ok(Response::from_parts(parts, Body::from(body)))
+}
+
+fn rewrite_location(headers: &mut http::HeaderMap, rw: &LocationRewrite) {
+    let Some(loc) = headers.get(header::LOCATION).and_then(|l| l.to_str().ok()) else {
+        return;
+    };
+    let Some(rest) = loc.strip_prefix(rw.upstream.as_str()) else {
+        return;
+    };
+    if !(rest.is_empty() || rest.starts_with(['/', '?', '#'])) {
+        return;
+    }
+    if let Ok(v) = HeaderValue::from_str(&format!(
+        "{}{}",
+        rw.public,
+        if rest.is_empty() { "/" } else { rest }
+    )) {
+        headers.insert(header::LOCATION, v);
+    }
+}
+
+fn display_authority(uri: &Uri) -> String {
+    uri.authority().map(|a| a.to_string()).unwrap_or_default()
+}
+
+/// Turns the pooled client's error into hopgate's: the connector's own error when it has one, else what
+/// hyper saw on the connection.
+fn client_error(e: hyper_util::client::legacy::Error, target: &Uri) -> Error {
+    let upstream = display_authority(target);
+    let mut src = e.source();
+    while let Some(s) = src {
+        if let Some(ours) = s.downcast_ref::<Error>() {
+            return Error::new(ours.kind(), ours.side(), ours.detail().to_string());
+        }
+        if let Some(h) = s.downcast_ref::<hyper::Error>() {
+            if h.is_user() {
+                // Our side of the request failed: the client's body stream broke off.
+                return Error::client(
+                    Kind::BadRequest,
+                    "the request body ended before its declared length",
+                )
+                .with_source(e.to_string());
+            }
+            if h.is_parse() {
+                return Error::upstream(
+                    Kind::UpstreamProtocol,
+                    format!("invalid response from {upstream}"),
+                )
+                .with_source(h.to_string());
+            }
+            if h.is_incomplete_message() || h.is_closed() || h.is_canceled() {
+                return Error::upstream(
+                    Kind::UpstreamClosedEarly,
+                    format!("{upstream} closed the connection before a complete response"),
+                );
+            }
+        }
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            return Error::upstream(
+                Kind::UpstreamClosedEarly,
+                format!("connection to {upstream} failed: {}", io.kind()),
+            )
+            .with_source(io.to_string());
+        }
+        src = s.source();
+    }
+    Error::new(
+        Kind::UpstreamClosedEarly,
+        Side::Upstream,
+        format!("request to {upstream} failed"),
+    )
+    .with_source(e)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn location_rewrite() {
+        let rw = LocationRewrite {
+            upstream: "http://127.0.0.1:9000/app".into(),
+            public: "https://example.com/pub".into(),
+        };
+        let mut h = http::HeaderMap::new();
+        h.insert(
+            header::LOCATION,
+            "http://127.0.0.1:9000/app/login?x=1".parse().unwrap(),
+        );
+        rewrite_location(&mut h, &rw);
+        assert_eq!(h[header::LOCATION], "https://example.com/pub/login?x=1");
+        h.insert(
+            header::LOCATION,
+            "http://127.0.0.1:9000/application".parse().unwrap(),
+        );
+        rewrite_location(&mut h, &rw);
+        assert_eq!(h[header::LOCATION], "http://127.0.0.1:9000/application");
+        h.insert(header::LOCATION, "/relative".parse().unwrap());
+        rewrite_location(&mut h, &rw);
+        assert_eq!(h[header::LOCATION], "/relative");
+    }
+}

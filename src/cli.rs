@@ -1,0 +1,198 @@
+//! The command line: every form builds a [`Config`] (a one-listener config for `proxy` and `gateway`) and
+//! runs it the same way `hopgate run FILE` does.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{self, AccessLog, Config, ListenAddr, Listener, Proxy, Route, Target};
+use crate::server::Server;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "hopgate",
+    version,
+    about = "One binary for every HTTP integration point: relay (forward proxy), tunnels, protocol and resource gateways",
+    after_help = "With no command, hopgate runs the embedded default: a forward proxy on 127.0.0.1:8080."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub global: Global,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct Global {
+    /// Seconds to let in-flight requests finish after SIGINT/SIGTERM [default: 10, or drain_secs in FILE]
+    #[arg(long, global = true, value_name = "SECS")]
+    pub drain: Option<f64>,
+    /// Access log: stdout, off, or a file path [default: stdout, or access_log in FILE]
+    #[arg(long, global = true, value_name = "WHERE")]
+    pub access_log: Option<String>,
+    /// More diagnostics on stderr (-v debug, -vv trace); RUST_LOG overrides
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Only errors on stderr
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run everything a config file describes
+    Run { file: PathBuf },
+    /// Validate a config file: exit 0 with a summary, or exit 2 with FILE:LINE and the reason
+    Check { file: PathBuf },
+    /// Forward proxy: absolute-form http:// requests (relay)
+    Proxy(ProxyArgs),
+    /// Reverse gateway in front of one upstream
+    Gateway(GatewayArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ProxyArgs {
+    /// ADDR, http://ADDR or https://ADDR
+    #[arg(long, default_value = config::DEFAULT_LISTEN, value_parser = config::parse_listen)]
+    pub listen: ListenAddr,
+    /// Allow client-chosen targets inside this CIDR even when they are loopback, link-local... (repeatable)
+    #[arg(long = "allow-target", value_name = "CIDR", value_parser = parse_cidr)]
+    pub allow_targets: Vec<ipnet::IpNet>,
+}
+
+#[derive(Args, Debug)]
+pub struct GatewayArgs {
+    /// ADDR, http://ADDR or https://ADDR
+    #[arg(long, value_parser = config::parse_listen)]
+    pub listen: ListenAddr,
+    /// http://HOST:PORT[/base]
+    #[arg(long, value_parser = Target::parse)]
+    pub to: Target,
+}
+
+fn parse_cidr(s: &str) -> Result<ipnet::IpNet, String> {
+    s.parse::<ipnet::IpNet>()
+        .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("{s:?} is not a CIDR (for example 10.0.0.0/8) or an IP address"))
+}
+
+impl Cli {
+    /// The config this command line describes; `Err` is an exit code after printing why.
+    fn config(&self) -> Result<Config, ExitCode> {
+        let mut config = match &self.command {
+            None => Config::embedded_default(),
+            Some(Command::Run { file }) | Some(Command::Check { file }) => {
+                match config::load_file(file) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        eprintln!("{e}");
+                        return Err(ExitCode::from(2));
+                    }
+                }
+            }
+            Some(Command::Proxy(p)) => Config::single(Listener {
+                listen: p.listen,
+                certs: Vec::new(),
+                proxy: Some(Proxy {
+                    allow_targets: p.allow_targets.clone(),
+                    ..Proxy::default()
+                }),
+                routes: Vec::new(),
+                via_name: None,
+            }),
+            Some(Command::Gateway(g)) => Config::single(Listener {
+                listen: g.listen,
+                certs: Vec::new(),
+                proxy: None,
+                routes: vec![Route::new(g.to.clone())],
+                via_name: None,
+            }),
+        };
+        if let Some(d) = self.global.drain {
+            if !(d.is_finite() && d >= 0.0) {
+                eprintln!("hopgate: --drain must be a number of seconds");
+                return Err(ExitCode::from(2));
+            }
+            config.drain = Duration::from_secs_f64(d);
+        }
+        match self.global.access_log.as_deref() {
+            None => {}
+            Some("stdout") => config.access_log = AccessLog::Stdout,
+            Some("off") => config.access_log = AccessLog::Off,
+            Some(p) => config.access_log = AccessLog::File(PathBuf::from(p)),
+        }
+        Ok(config)
+    }
+}
+
+/// Runs the command line; the exit code is the process's.
+pub async fn run(cli: Cli) -> ExitCode {
+    let config = match cli.config() {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    if let Some(Command::Check { file }) = &cli.command {
+        return match Server::check(&config) {
+            Ok(()) => {
+                println!("{}: ok", file.display());
+                print!("{}", config.summary());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{}: {e}", file.display());
+                ExitCode::from(2)
+            }
+        };
+    }
+    let server = match Server::bind(&config).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("hopgate: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    for b in server.bound() {
+        eprintln!("hopgate: listening on {b}");
+    }
+    server.run(shutdown_signal()).await;
+    ExitCode::SUCCESS
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stop hopgate with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = int.recv() => {}
+        _ = term.recv() => {}
+    }
+}
+
+/// Diagnostics go to stderr; RUST_LOG wins over -v/-q.
+pub fn init_tracing(global: &Global) {
+    let default = if global.quiet {
+        "error"
+    } else {
+        match global.verbose {
+            0 => "warn,hopgate=info",
+            1 => "info,hopgate=debug",
+            _ => "debug,hopgate=trace",
+        }
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    use std::io::IsTerminal;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false)
+        .init();
+}

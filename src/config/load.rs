@@ -1,0 +1,493 @@
+//! TOML loading for `hopgate run` and `hopgate check`: one loader, errors as `FILE:LINE: reason`.
+//! examples/hopgate.toml documents every key with its default.
+
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer};
+use toml::Spanned;
+
+use super::*;
+
+/// A config error with the place it was found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: String,
+    pub line: usize,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}: {}", self.file, self.line, self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Loads and validates a config file, checking that every file it names can be read.
+pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
+    let file = path.display().to_string();
+    let src = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        file: file.clone(),
+        line: 0,
+        message: format!("cannot read config: {e}"),
+    })?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    load_str(&src, &file, base)
+}
+
+/// Loads a config from text; relative paths in it are resolved against `base`.
+pub fn load_str(src: &str, file: &str, base: &Path) -> Result<Config, ConfigError> {
+    let at = |span: Option<Range<usize>>, message: String| ConfigError {
+        file: file.to_string(),
+        line: span.map(|s| line_of(src, s.start)).unwrap_or(0),
+        message,
+    };
+    let raw: RawConfig =
+        toml::from_str(src).map_err(|e| at(e.span(), e.message().trim().to_string()))?;
+    let ctx = Ctx { src, file, base };
+    ctx.build(raw)
+}
+
+fn line_of(src: &str, offset: usize) -> usize {
+    src.as_bytes()[..offset.min(src.len())]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}
+
+/// Seconds as an integer or a float, positive and finite.
+#[derive(Debug, Clone, Copy)]
+struct Secs(Duration);
+
+impl<'de> Deserialize<'de> for Secs {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl de::Visitor<'_> for V {
+            type Value = Secs;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a positive number of seconds")
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Secs, E> {
+                self.visit_f64(v as f64)
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Secs, E> {
+                self.visit_f64(v as f64)
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Secs, E> {
+                if v.is_finite() && v > 0.0 && v < 1e9 {
+                    Ok(Secs(Duration::from_secs_f64(v)))
+                } else {
+                    Err(E::custom(format!(
+                        "{v} is not a positive number of seconds"
+                    )))
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A value parsed from a string by a function, so that its errors carry the value's span.
+macro_rules! parsed_string {
+    ($name:ident, $ty:ty, $parse:expr) => {
+        #[derive(Debug, Clone)]
+        struct $name($ty);
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = String::deserialize(d)?;
+                let f: fn(&str) -> Result<$ty, String> = $parse;
+                f(&s).map($name).map_err(de::Error::custom)
+            }
+        }
+    };
+}
+
+parsed_string!(ListenField, ListenAddr, parse_listen);
+parsed_string!(TargetField, Target, Target::parse);
+parsed_string!(ParentField, Parent, parse_parent);
+parsed_string!(CidrField, ipnet::IpNet, |s| {
+    s.parse::<ipnet::IpNet>()
+        .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("{s:?} is not a CIDR (for example 10.0.0.0/8) or an IP address"))
+});
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    drain_secs: Option<Secs>,
+    access_log: Option<String>,
+    #[serde(default)]
+    limits: RawLimits,
+    #[serde(default)]
+    timeouts: RawTimeouts,
+    #[serde(default)]
+    listener: Vec<Spanned<RawListener>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    max_head_bytes: Option<Spanned<usize>>,
+    max_uri_bytes: Option<Spanned<usize>>,
+    max_headers: Option<Spanned<usize>>,
+    max_connections: Option<Spanned<usize>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawTimeouts {
+    header_read_secs: Option<Secs>,
+    idle_secs: Option<Secs>,
+    connect_secs: Option<Secs>,
+    response_head_secs: Option<Secs>,
+    pool_idle_secs: Option<Secs>,
+    tunnel_idle_secs: Option<Secs>,
+    tls_handshake_secs: Option<Secs>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawListener {
+    listen: Spanned<ListenField>,
+    #[serde(default)]
+    tls: Vec<Spanned<RawCert>>,
+    proxy: Option<Spanned<RawProxy>>,
+    #[serde(default)]
+    route: Vec<Spanned<RawRoute>>,
+    via_name: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCert {
+    cert: Spanned<PathBuf>,
+    key: Spanned<PathBuf>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProxy {
+    connect_ports: Option<Vec<Spanned<u16>>>,
+    #[serde(default)]
+    allow_targets: Vec<CidrField>,
+    users: Option<Spanned<PathBuf>>,
+    parent: Option<ParentField>,
+    ca: Option<Spanned<PathBuf>>,
+    max_tunnels: Option<Spanned<usize>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoute {
+    host: Option<Spanned<String>>,
+    path: Option<Spanned<String>>,
+    to: Spanned<TargetField>,
+    ca: Option<Spanned<PathBuf>>,
+    root: Option<Spanned<PathBuf>>,
+    index: Option<Spanned<String>>,
+    uploads: Option<bool>,
+    script_timeout_secs: Option<Secs>,
+    max_scripts: Option<Spanned<usize>>,
+    split_path: Option<Spanned<String>>,
+    pass_authorization: Option<bool>,
+}
+
+struct Ctx<'a> {
+    src: &'a str,
+    file: &'a str,
+    base: &'a Path,
+}
+
+impl Ctx<'_> {
+    fn err(&self, span: Range<usize>, message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            file: self.file.to_string(),
+            line: line_of(self.src, span.start),
+            message: message.into(),
+        }
+    }
+
+    fn positive(
+        &self,
+        v: &Option<Spanned<usize>>,
+        name: &str,
+        default: usize,
+    ) -> Result<usize, ConfigError> {
+        match v {
+            None => Ok(default),
+            Some(s) if *s.get_ref() == 0 => {
+                Err(self.err(s.span(), format!("{name} must be at least 1")))
+            }
+            Some(s) => Ok(*s.get_ref()),
+        }
+    }
+
+    /// Resolves a path against the config file's directory and checks that it can be opened.
+    fn readable(&self, p: &Spanned<PathBuf>, what: &str) -> Result<PathBuf, ConfigError> {
+        let path = self.base.join(p.get_ref());
+        match std::fs::metadata(&path) {
+            Ok(_) => Ok(path),
+            Err(e) => Err(self.err(p.span(), format!("{what} {}: {e}", path.display()))),
+        }
+    }
+
+    fn build(&self, raw: RawConfig) -> Result<Config, ConfigError> {
+        let limits = Limits {
+            max_head_bytes: self.positive(
+                &raw.limits.max_head_bytes,
+                "max_head_bytes",
+                DEFAULT_MAX_HEAD_BYTES,
+            )?,
+            max_uri_bytes: self.positive(
+                &raw.limits.max_uri_bytes,
+                "max_uri_bytes",
+                DEFAULT_MAX_URI_BYTES,
+            )?,
+            max_headers: self.positive(
+                &raw.limits.max_headers,
+                "max_headers",
+                DEFAULT_MAX_HEADERS,
+            )?,
+            max_connections: self.positive(
+                &raw.limits.max_connections,
+                "max_connections",
+                DEFAULT_MAX_CONNECTIONS,
+            )?,
+        };
+        if let Some(h) = &raw.limits.max_head_bytes
+            && *h.get_ref() < 1024
+        {
+            return Err(self.err(h.span(), "max_head_bytes must be at least 1024"));
+        }
+        let t = &raw.timeouts;
+        let d = Timeouts::default();
+        let pick = |v: Option<Secs>, def: Duration| v.map(|s| s.0).unwrap_or(def);
+        let timeouts = Timeouts {
+            header_read: pick(t.header_read_secs, d.header_read),
+            idle: pick(t.idle_secs, d.idle),
+            connect: pick(t.connect_secs, d.connect),
+            response_head: pick(t.response_head_secs, d.response_head),
+            pool_idle: pick(t.pool_idle_secs, d.pool_idle),
+            tunnel_idle: pick(t.tunnel_idle_secs, d.tunnel_idle),
+            tls_handshake: pick(t.tls_handshake_secs, d.tls_handshake),
+        };
+        let access_log = match raw.access_log.as_deref() {
+            None | Some("stdout") => AccessLog::Stdout,
+            Some("off") => AccessLog::Off,
+            Some(path) => AccessLog::File(self.base.join(path)),
+        };
+        if raw.listener.is_empty() {
+            return Err(ConfigError {
+                file: self.file.to_string(),
+                line: 1,
+                message: "no [[listener]]: a config needs at least one".into(),
+            });
+        }
+        let mut listeners: Vec<Listener> = Vec::new();
+        for l in raw.listener {
+            let span = l.span();
+            let listener = self.listener(l.into_inner(), span)?;
+            listeners.push(listener);
+        }
+        Ok(Config {
+            drain: raw
+                .drain_secs
+                .map(|s| s.0)
+                .unwrap_or(Duration::from_secs_f64(DEFAULT_DRAIN_SECS)),
+            access_log,
+            limits,
+            timeouts,
+            listeners,
+        })
+    }
+
+    fn listener(&self, l: RawListener, span: Range<usize>) -> Result<Listener, ConfigError> {
+        let listen = l.listen.get_ref().0;
+        let mut certs = Vec::new();
+        for c in &l.tls {
+            certs.push(CertPair {
+                cert: self.readable(&c.get_ref().cert, "certificate")?,
+                key: self.readable(&c.get_ref().key, "key")?,
+            });
+        }
+        if listen.tls && certs.is_empty() {
+            return Err(self.err(
+                l.listen.span(),
+                "an https:// listener needs a certificate: add [[listener.tls]] with cert and key",
+            ));
+        }
+        if !listen.tls && !certs.is_empty() {
+            return Err(self.err(
+                l.tls[0].span(),
+                "[[listener.tls]] on a plain listener: use listen = \"https://...\"",
+            ));
+        }
+        let proxy = match l.proxy {
+            None => None,
+            Some(p) => Some(self.proxy(p.into_inner())?),
+        };
+        let mut routes = Vec::new();
+        for r in l.route {
+            routes.push(self.route(r.into_inner())?);
+        }
+        if proxy.is_none() && routes.is_empty() {
+            return Err(self.err(
+                span,
+                "this listener serves nothing: add [listener.proxy] or a [[listener.route]]",
+            ));
+        }
+        // Most specific route first: longer paths, then routes with a host before host-less ones.
+        routes.sort_by(|a, b| {
+            b.path
+                .len()
+                .cmp(&a.path.len())
+                .then(b.host.is_some().cmp(&a.host.is_some()))
+        });
+        Ok(Listener {
+            listen,
+            certs,
+            proxy,
+            routes,
+            via_name: l.via_name.map(|v| v.into_inner()),
+        })
+    }
+
+    fn proxy(&self, p: RawProxy) -> Result<Proxy, ConfigError> {
+        let mut out = Proxy::default();
+        if let Some(ports) = p.connect_ports {
+            out.connect_ports = Vec::new();
+            for port in ports {
+                if *port.get_ref() == 0 {
+                    return Err(self.err(port.span(), "connect port 0"));
+                }
+                out.connect_ports.push(*port.get_ref());
+            }
+        }
+        out.allow_targets = p.allow_targets.into_iter().map(|c| c.0).collect();
+        out.users = p
+            .users
+            .as_ref()
+            .map(|u| self.readable(u, "users file"))
+            .transpose()?;
+        out.parent = p.parent.map(|p| p.0);
+        out.ca =
+            p.ca.as_ref()
+                .map(|c| self.readable(c, "CA bundle"))
+                .transpose()?;
+        out.max_tunnels = self.positive(&p.max_tunnels, "max_tunnels", DEFAULT_MAX_TUNNELS)?;
+        Ok(out)
+    }
+
+    fn route(&self, r: RawRoute) -> Result<Route, ConfigError> {
+        let to = r.to.get_ref().0.clone();
+        let mut route = Route::new(to.clone());
+        if let Some(h) = &r.host {
+            let host = h.get_ref().to_ascii_lowercase();
+            if host.is_empty() || host.contains(['/', ' ', ':']) {
+                return Err(self.err(
+                    h.span(),
+                    format!("host {host:?}: a bare host name without port is expected"),
+                ));
+            }
+            route.host = Some(host);
+        }
+        if let Some(p) = &r.path {
+            let path = p.get_ref();
+            if !path.starts_with('/') {
+                return Err(self.err(p.span(), format!("path {path:?} must start with /")));
+            }
+            route.path = path.trim_end_matches('/').to_string();
+            if route.path.is_empty() {
+                route.path = "/".into();
+            }
+        }
+        route.ca =
+            r.ca.as_ref()
+                .map(|c| self.readable(c, "CA bundle"))
+                .transpose()?;
+        route.root = r
+            .root
+            .as_ref()
+            .map(|c| self.readable(c, "root directory"))
+            .transpose()?;
+        route.index = r.index.map(|i| i.into_inner());
+        route.uploads = r.uploads.unwrap_or(true);
+        route.script_timeout = r.script_timeout_secs.map(|s| s.0);
+        route.max_scripts = match &r.max_scripts {
+            Some(_) => Some(self.positive(&r.max_scripts, "max_scripts", 1)?),
+            None => None,
+        };
+        route.split_path = r.split_path.map(|s| s.into_inner());
+        route.pass_authorization = r.pass_authorization.unwrap_or(false);
+        if let Target::Cgi { dir } = &to {
+            let dir = self.base.join(dir);
+            if !dir.is_dir() {
+                return Err(self.err(
+                    r.to.span(),
+                    format!("CGI directory {} does not exist", dir.display()),
+                ));
+            }
+            route.to = Target::Cgi { dir };
+        }
+        Ok(route)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(src: &str) -> Result<Config, ConfigError> {
+        load_str(src, "t.toml", Path::new("."))
+    }
+
+    #[test]
+    fn minimal_proxy() {
+        let c = load("[[listener]]\nlisten = \"127.0.0.1:0\"\n[listener.proxy]\n").unwrap();
+        assert_eq!(c.listeners.len(), 1);
+        assert_eq!(
+            c.listeners[0].proxy.as_ref().unwrap().connect_ports,
+            vec![443]
+        );
+        assert_eq!(c.timeouts, Timeouts::default());
+    }
+
+    #[test]
+    fn errors_name_the_line() {
+        let e = load("drain_secs = 1\n\n[[listener]]\nlisten = \"nope\"\n[listener.proxy]\n")
+            .unwrap_err();
+        assert_eq!(e.line, 4, "{e}");
+        assert!(e.to_string().starts_with("t.toml:4: "), "{e}");
+        let e = load(
+            "[[listener]]\nlisten = \":1\"\n[listener.proxy]\nallow_targets = [\"10.0.0.0/33\"]\n",
+        )
+        .unwrap_err();
+        assert_eq!(e.line, 4, "{e}");
+        let e = load("[timeouts]\nidle_secs = -1\n").unwrap_err();
+        assert_eq!(e.line, 2, "{e}");
+        let e = load("bogus = 1\n").unwrap_err();
+        assert_eq!(e.line, 1, "{e}");
+        assert!(e.message.contains("bogus"), "{e}");
+        let e = load("[[listener]]\nlisten = \":1\"\n").unwrap_err();
+        assert!(e.message.contains("serves nothing"), "{e}");
+        let e = load("[[listener]]\nlisten = \"https://:1\"\n[listener.proxy]\n").unwrap_err();
+        assert_eq!(e.line, 2, "{e}");
+    }
+
+    #[test]
+    fn routes_sorted_most_specific_first() {
+        let c = load(
+            "[[listener]]\nlisten = \":1\"\n[[listener.route]]\nto = \"http://a:1\"\n\
+             [[listener.route]]\npath = \"/api/\"\nto = \"http://b:1\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.listeners[0].routes[0].path, "/api");
+        assert_eq!(c.listeners[0].routes[1].path, "/");
+    }
+}

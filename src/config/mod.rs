@@ -1,0 +1,414 @@
+//! The one configuration type. Every command-line form (`hopgate`, `hopgate proxy`, `hopgate gateway`) builds the
+//! same [`Config`] a TOML file describes (`hopgate run FILE`), so a config that checks is a config that runs.
+//! Defaults are `DEFAULT_*` constants next to the field they fill; docs/configuration.md lists them all.
+
+mod load;
+mod target;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+pub use load::{ConfigError, load_file, load_str};
+pub use target::{Authority, Target, UpstreamSocket};
+
+/// Where the embedded default listens.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// Seconds in-flight work may take to finish after SIGINT/SIGTERM.
+pub const DEFAULT_DRAIN_SECS: f64 = 10.0;
+
+/// Largest request head (request line plus header fields) in bytes; larger gets 431.
+pub const DEFAULT_MAX_HEAD_BYTES: usize = 32 * 1024;
+/// Longest request target in bytes; longer gets 414.
+pub const DEFAULT_MAX_URI_BYTES: usize = 8 * 1024;
+/// Most header fields in a request head; more gets 431.
+pub const DEFAULT_MAX_HEADERS: usize = 128;
+/// Most client connections open at once per process; past it new connections wait in the kernel's backlog.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 16_384;
+
+/// A client must send a complete request head within this many seconds of its first byte (slowloris).
+pub const DEFAULT_HEADER_READ_SECS: f64 = 10.0;
+/// A kept-alive client connection with no request in flight is closed after this many idle seconds.
+pub const DEFAULT_IDLE_SECS: f64 = 60.0;
+/// Seconds to establish a TCP (and TLS) connection to an upstream.
+pub const DEFAULT_CONNECT_SECS: f64 = 10.0;
+/// Seconds from sending a request upstream until its response head arrives.
+pub const DEFAULT_RESPONSE_HEAD_SECS: f64 = 60.0;
+/// Seconds a pooled upstream connection may stay idle before it is closed.
+pub const DEFAULT_POOL_IDLE_SECS: f64 = 30.0;
+/// Most idle pooled connections kept per upstream host.
+pub const DEFAULT_POOL_MAX_IDLE_PER_HOST: usize = 64;
+/// A tunnel (CONNECT, upgrade) with no bytes either way for this many seconds is closed.
+pub const DEFAULT_TUNNEL_IDLE_SECS: f64 = 300.0;
+/// Most tunnels open at once per listener; past it CONNECT gets 503.
+pub const DEFAULT_MAX_TUNNELS: usize = 10_000;
+/// Seconds a client has to finish its TLS handshake.
+pub const DEFAULT_TLS_HANDSHAKE_SECS: f64 = 10.0;
+
+/// The only port CONNECT may reach unless `connect_ports` says otherwise.
+pub const DEFAULT_CONNECT_PORTS: &[u16] = &[443];
+
+/// Everything one hopgate process serves.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub drain: Duration,
+    pub access_log: AccessLog,
+    pub limits: Limits,
+    pub timeouts: Timeouts,
+    pub listeners: Vec<Listener>,
+}
+
+/// Where the one-line-per-request access log goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessLog {
+    Stdout,
+    Off,
+    File(PathBuf),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub max_head_bytes: usize,
+    pub max_uri_bytes: usize,
+    pub max_headers: usize,
+    pub max_connections: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_head_bytes: DEFAULT_MAX_HEAD_BYTES,
+            max_uri_bytes: DEFAULT_MAX_URI_BYTES,
+            max_headers: DEFAULT_MAX_HEADERS,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    pub header_read: Duration,
+    pub idle: Duration,
+    pub connect: Duration,
+    pub response_head: Duration,
+    pub pool_idle: Duration,
+    pub tunnel_idle: Duration,
+    pub tls_handshake: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            header_read: Duration::from_secs_f64(DEFAULT_HEADER_READ_SECS),
+            idle: Duration::from_secs_f64(DEFAULT_IDLE_SECS),
+            connect: Duration::from_secs_f64(DEFAULT_CONNECT_SECS),
+            response_head: Duration::from_secs_f64(DEFAULT_RESPONSE_HEAD_SECS),
+            pool_idle: Duration::from_secs_f64(DEFAULT_POOL_IDLE_SECS),
+            tunnel_idle: Duration::from_secs_f64(DEFAULT_TUNNEL_IDLE_SECS),
+            tls_handshake: Duration::from_secs_f64(DEFAULT_TLS_HANDSHAKE_SECS),
+        }
+    }
+}
+
+/// One listening socket and what it serves.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Listener {
+    pub listen: ListenAddr,
+    /// Certificates for `https://` listeners; the first is the default, the others are picked by SNI.
+    pub certs: Vec<CertPair>,
+    /// Present: this listener is a forward proxy for absolute-form requests and CONNECT.
+    pub proxy: Option<Proxy>,
+    /// Origin-form requests are matched against these, most specific first.
+    pub routes: Vec<Route>,
+    /// The `received-by` name this listener writes into Via; default `HOSTNAME:PORT`.
+    pub via_name: Option<String>,
+}
+
+/// `ADDR`, `http://ADDR` or `https://ADDR`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListenAddr {
+    pub tls: bool,
+    pub addr: SocketAddr,
+}
+
+impl ListenAddr {
+    pub fn scheme(&self) -> &'static str {
+        if self.tls { "https" } else { "http" }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertPair {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// Forward-proxy settings of a listener.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Proxy {
+    pub connect_ports: Vec<u16>,
+    pub allow_targets: Vec<IpNet>,
+    pub users: Option<PathBuf>,
+    pub parent: Option<Parent>,
+    pub ca: Option<PathBuf>,
+    pub max_tunnels: usize,
+}
+
+impl Default for Proxy {
+    fn default() -> Self {
+        Proxy {
+            connect_ports: DEFAULT_CONNECT_PORTS.to_vec(),
+            allow_targets: Vec::new(),
+            users: None,
+            parent: None,
+            ca: None,
+            max_tunnels: DEFAULT_MAX_TUNNELS,
+        }
+    }
+}
+
+/// An upstream proxy every request and tunnel goes through: `http://[user:pass@]host:port`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Parent {
+    pub authority: Authority,
+    pub credentials: Option<(String, String)>,
+}
+
+impl std::fmt::Debug for Parent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Keep credentials out of Debug output.
+        f.debug_struct("Parent")
+            .field("authority", &self.authority)
+            .field(
+                "credentials",
+                &self.credentials.as_ref().map(|(u, _)| (u, "<hidden>")),
+            )
+            .finish()
+    }
+}
+
+/// A gateway route: requests whose Host and path match go to `to`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Route {
+    /// Exact host name (no port) to match; None matches every host.
+    pub host: Option<String>,
+    /// Path prefix, always starting with `/`; matched on segment boundaries.
+    pub path: String,
+    pub to: Target,
+    /// Extra CA bundle for `https://` targets.
+    pub ca: Option<PathBuf>,
+    /// FastCGI: the directory SCRIPT_FILENAME is resolved under.
+    pub root: Option<PathBuf>,
+    /// CGI and FastCGI: the file served for a directory request.
+    pub index: Option<String>,
+    /// FTP: whether PUT becomes STOR (otherwise 405).
+    pub uploads: bool,
+    /// CGI: seconds a script may run before its process group is killed (504).
+    pub script_timeout: Option<Duration>,
+    /// CGI: scripts running at once; the rest queue.
+    pub max_scripts: Option<usize>,
+    /// FastCGI: PATH_INFO starts after the first path segment ending in this suffix.
+    pub split_path: Option<String>,
+    /// CGI/FastCGI/SCGI: pass the Authorization header as HTTP_AUTHORIZATION.
+    pub pass_authorization: bool,
+}
+
+impl Route {
+    pub fn new(to: Target) -> Route {
+        Route {
+            host: None,
+            path: "/".to_string(),
+            to,
+            ca: None,
+            root: None,
+            index: None,
+            uploads: true,
+            script_timeout: None,
+            max_scripts: None,
+            split_path: None,
+            pass_authorization: false,
+        }
+    }
+}
+
+impl Config {
+    /// A config with one listener and default limits and timeouts.
+    pub fn single(listener: Listener) -> Config {
+        Config {
+            drain: Duration::from_secs_f64(DEFAULT_DRAIN_SECS),
+            access_log: AccessLog::Stdout,
+            limits: Limits::default(),
+            timeouts: Timeouts::default(),
+            listeners: vec![listener],
+        }
+    }
+
+    /// The forward proxy `hopgate proxy` runs, with default settings, on `listen`.
+    pub fn proxy(listen: ListenAddr) -> Config {
+        Config::single(Listener {
+            listen,
+            certs: Vec::new(),
+            proxy: Some(Proxy::default()),
+            routes: Vec::new(),
+            via_name: None,
+        })
+    }
+
+    /// The embedded default: `hopgate` with no arguments.
+    pub fn embedded_default() -> Config {
+        let addr = DEFAULT_LISTEN
+            .parse()
+            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 8080)));
+        Config::proxy(ListenAddr { tls: false, addr })
+    }
+
+    /// A one-line-per-listener description, printed by `hopgate check`.
+    pub fn summary(&self) -> String {
+        let mut out = String::new();
+        for l in &self.listeners {
+            let mut roles = Vec::new();
+            if let Some(p) = &l.proxy {
+                let mut s = String::from("forward proxy");
+                if p.users.is_some() {
+                    s.push_str(" (auth)");
+                }
+                if let Some(parent) = &p.parent {
+                    s.push_str(&format!(" via {}", parent.authority));
+                }
+                roles.push(s);
+            }
+            for r in &l.routes {
+                roles.push(format!(
+                    "{}{} -> {}",
+                    r.host.as_deref().unwrap_or(""),
+                    r.path,
+                    r.to
+                ));
+            }
+            out.push_str(&format!(
+                "listener {}://{}: {}\n",
+                l.listen.scheme(),
+                l.listen.addr,
+                roles.join(", ")
+            ));
+        }
+        out
+    }
+}
+
+/// Parses `ADDR`, `http://ADDR` or `https://ADDR` where ADDR is `IP:PORT`, `[IPv6]:PORT`, `:PORT` or
+/// `localhost:PORT`.
+pub fn parse_listen(s: &str) -> Result<ListenAddr, String> {
+    let (tls, rest) = if let Some(r) = s.strip_prefix("https://") {
+        (true, r)
+    } else if let Some(r) = s.strip_prefix("http://") {
+        (false, r)
+    } else if s.contains("://") {
+        return Err(format!(
+            "listen address {s:?}: scheme must be http:// or https://"
+        ));
+    } else {
+        (false, s)
+    };
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    let addr = if let Some(port) = rest.strip_prefix(':') {
+        let port: u16 = port
+            .parse()
+            .map_err(|_| format!("listen address {s:?}: bad port"))?;
+        SocketAddr::from(([0, 0, 0, 0], port))
+    } else if let Some(port) = rest.strip_prefix("localhost:") {
+        let port: u16 = port
+            .parse()
+            .map_err(|_| format!("listen address {s:?}: bad port"))?;
+        SocketAddr::from(([127, 0, 0, 1], port))
+    } else {
+        rest.parse()
+            .map_err(|_| format!("listen address {s:?}: expected IP:PORT, [IPv6]:PORT or :PORT"))?
+    };
+    Ok(ListenAddr { tls, addr })
+}
+
+/// Parses `http://[user:pass@]host:port` for `--parent`.
+pub fn parse_parent(s: &str) -> Result<Parent, String> {
+    let rest = s
+        .strip_prefix("http://")
+        .ok_or_else(|| format!("parent proxy {s:?}: must start with http://"))?;
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    let (creds, hostport) = match rest.rsplit_once('@') {
+        Some((c, h)) => (Some(c), h),
+        None => (None, rest),
+    };
+    let credentials = match creds {
+        Some(c) => {
+            let (u, p) = c.split_once(':').unwrap_or((c, ""));
+            Some((percent_decode(u), percent_decode(p)))
+        }
+        None => None,
+    };
+    let authority =
+        Authority::parse(hostport, None).map_err(|e| format!("parent proxy {s:?}: {e}"))?;
+    Ok(Parent {
+        authority,
+        credentials,
+    })
+}
+
+/// Decodes %XX escapes (used for credentials in URLs); invalid escapes are kept as they are.
+pub fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            let hex = |c: u8| (c as char).to_digit(16);
+            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listen_forms() {
+        assert_eq!(
+            parse_listen("127.0.0.1:0").unwrap().addr.to_string(),
+            "127.0.0.1:0"
+        );
+        assert!(parse_listen("https://[::1]:8443").unwrap().tls);
+        assert_eq!(
+            parse_listen(":8080").unwrap().addr.to_string(),
+            "0.0.0.0:8080"
+        );
+        assert_eq!(
+            parse_listen("http://localhost:1").unwrap().addr.to_string(),
+            "127.0.0.1:1"
+        );
+        assert!(parse_listen("ftp://1.2.3.4:5").is_err());
+        assert!(parse_listen("1.2.3.4").is_err());
+    }
+
+    #[test]
+    fn parent_forms() {
+        let p = parse_parent("http://u%40x:p%3Aw@127.0.0.1:3128").unwrap();
+        assert_eq!(p.credentials, Some(("u@x".into(), "p:w".into())));
+        assert_eq!(p.authority.to_string(), "127.0.0.1:3128");
+        assert!(parse_parent("https://h:1").is_err());
+        assert!(format!("{p:?}").contains("<hidden>"));
+    }
+
+    #[test]
+    fn percent() {
+        assert_eq!(percent_decode("a%20b%zz%4"), "a b%zz%4");
+    }
+}

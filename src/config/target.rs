@@ -1,0 +1,293 @@
+//! What a gateway route points at (`--to`), and host:port authorities.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use super::percent_decode;
+
+/// A host (name or IP, IPv6 without brackets) and a port.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Authority {
+    pub host: String,
+    pub port: u16,
+}
+
+impl Authority {
+    /// Parses `host:port`, `[v6]:port`, or `host` when a default port is given.
+    pub fn parse(s: &str, default_port: Option<u16>) -> Result<Authority, String> {
+        if s.is_empty() {
+            return Err("empty host".into());
+        }
+        let (host, port) = if let Some(rest) = s.strip_prefix('[') {
+            let (h, after) = rest.split_once(']').ok_or("unclosed [ in IPv6 address")?;
+            h.parse::<std::net::Ipv6Addr>()
+                .map_err(|_| format!("bad IPv6 address {h:?}"))?;
+            let port = match after.strip_prefix(':') {
+                Some(p) => Some(p),
+                None if after.is_empty() => None,
+                None => return Err(format!("unexpected {after:?} after IPv6 address")),
+            };
+            (h, port)
+        } else {
+            match s.rsplit_once(':') {
+                Some((h, _)) if h.contains(':') => {
+                    return Err(format!("IPv6 address {s:?} needs brackets: [ADDR]:PORT"));
+                }
+                Some((h, p)) => (h, Some(p)),
+                None => (s, None),
+            }
+        };
+        let port = match port {
+            Some(p) => p.parse::<u16>().map_err(|_| format!("bad port {p:?}"))?,
+            None => default_port.ok_or("missing port")?,
+        };
+        if port == 0 {
+            return Err("port 0".into());
+        }
+        if host.is_empty()
+            || host
+                .bytes()
+                .any(|b| !(b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b':')))
+        {
+            return Err(format!("bad host {host:?}"));
+        }
+        Ok(Authority {
+            host: host.to_ascii_lowercase(),
+            port,
+        })
+    }
+}
+
+impl fmt::Display for Authority {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// A TCP address or a unix socket path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpstreamSocket {
+    Tcp(Authority),
+    Unix(PathBuf),
+}
+
+/// Where a gateway route sends requests.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Target {
+    /// `http://HOST:PORT[/base]` (relay) or `https://...` (HTTP/HTTPS: verified TLS to the origin).
+    Http {
+        tls: bool,
+        authority: Authority,
+        base: String,
+    },
+    /// `ftp://[USER[:PASS]@]HOST[:PORT][/dir]`.
+    Ftp {
+        authority: Authority,
+        user: Option<String>,
+        pass: Option<String>,
+        dir: String,
+    },
+    /// `cgi:DIR`.
+    Cgi { dir: PathBuf },
+    /// `fastcgi://HOST:PORT` or `fastcgi+unix:PATH`.
+    FastCgi { socket: UpstreamSocket },
+    /// `scgi://HOST:PORT`.
+    Scgi { authority: Authority },
+}
+
+impl Target {
+    pub fn parse(s: &str) -> Result<Target, String> {
+        let bad = |why: &str| format!("target {s:?}: {why}");
+        if let Some(dir) = s.strip_prefix("cgi:") {
+            if dir.is_empty() {
+                return Err(bad("cgi: needs a directory"));
+            }
+            return Ok(Target::Cgi {
+                dir: PathBuf::from(dir),
+            });
+        }
+        if let Some(path) = s.strip_prefix("fastcgi+unix:") {
+            if path.is_empty() {
+                return Err(bad("fastcgi+unix: needs a socket path"));
+            }
+            return Ok(Target::FastCgi {
+                socket: UpstreamSocket::Unix(PathBuf::from(path)),
+            });
+        }
+        let (scheme, rest) = s.split_once("://").ok_or_else(|| {
+            bad("expected http://, https://, ftp://, cgi:DIR, fastcgi://, fastcgi+unix:PATH or scgi://")
+        })?;
+        let (hostpart, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, ""),
+        };
+        let base = path.trim_end_matches('/').to_string();
+        if base.contains(['?', '#']) {
+            return Err(bad("a query or fragment is not allowed"));
+        }
+        match scheme {
+            "http" | "https" => {
+                let tls = scheme == "https";
+                let authority = Authority::parse(hostpart, Some(if tls { 443 } else { 80 }))
+                    .map_err(|e| bad(&e))?;
+                Ok(Target::Http {
+                    tls,
+                    authority,
+                    base,
+                })
+            }
+            "ftp" => {
+                let (creds, hostport) = match hostpart.rsplit_once('@') {
+                    Some((c, h)) => (Some(c), h),
+                    None => (None, hostpart),
+                };
+                let (user, pass) = match creds {
+                    Some(c) => match c.split_once(':') {
+                        Some((u, p)) => (Some(percent_decode(u)), Some(percent_decode(p))),
+                        None => (Some(percent_decode(c)), None),
+                    },
+                    None => (None, None),
+                };
+                let authority = Authority::parse(hostport, Some(21)).map_err(|e| bad(&e))?;
+                Ok(Target::Ftp {
+                    authority,
+                    user,
+                    pass,
+                    dir: percent_decode(&base),
+                })
+            }
+            "fastcgi" | "scgi" => {
+                if !base.is_empty() {
+                    return Err(bad("a path is not allowed"));
+                }
+                let authority = Authority::parse(hostpart, None).map_err(|e| bad(&e))?;
+                Ok(if scheme == "scgi" {
+                    Target::Scgi { authority }
+                } else {
+                    Target::FastCgi {
+                        socket: UpstreamSocket::Tcp(authority),
+                    }
+                })
+            }
+            other => Err(bad(&format!("unknown scheme {other:?}"))),
+        }
+    }
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Target::Http {
+                tls,
+                authority,
+                base,
+            } => {
+                write!(
+                    f,
+                    "{}://{authority}{base}",
+                    if *tls { "https" } else { "http" }
+                )
+            }
+            // Credentials stay out of logs and summaries.
+            Target::Ftp {
+                authority,
+                user,
+                dir,
+                ..
+            } => match user {
+                Some(u) => write!(f, "ftp://{u}@{authority}{dir}"),
+                None => write!(f, "ftp://{authority}{dir}"),
+            },
+            Target::Cgi { dir } => write!(f, "cgi:{}", dir.display()),
+            Target::FastCgi {
+                socket: UpstreamSocket::Tcp(a),
+            } => write!(f, "fastcgi://{a}"),
+            Target::FastCgi {
+                socket: UpstreamSocket::Unix(p),
+            } => write!(f, "fastcgi+unix:{}", p.display()),
+            Target::Scgi { authority } => write!(f, "scgi://{authority}"),
+        }
+    }
+}
+
+impl fmt::Debug for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn authorities() {
+        assert_eq!(
+            Authority::parse("Example.com", Some(80))
+                .unwrap()
+                .to_string(),
+            "example.com:80"
+        );
+        assert_eq!(Authority::parse("[::1]:8080", None).unwrap().host, "::1");
+        assert_eq!(
+            Authority::parse("[::1]:8080", None).unwrap().to_string(),
+            "[::1]:8080"
+        );
+        assert!(Authority::parse("h:0", None).is_err());
+        assert!(Authority::parse("h", None).is_err());
+        assert!(Authority::parse("a b:1", None).is_err());
+        assert!(Authority::parse("::1:80", None).is_err());
+    }
+
+    #[test]
+    fn targets() {
+        assert_eq!(
+            Target::parse("http://127.0.0.1:9000/app/").unwrap(),
+            Target::Http {
+                tls: false,
+                authority: Authority {
+                    host: "127.0.0.1".into(),
+                    port: 9000
+                },
+                base: "/app".into()
+            }
+        );
+        match Target::parse("ftp://bob:s%40cret@ftp.example.org/pub").unwrap() {
+            Target::Ftp {
+                authority,
+                user,
+                pass,
+                dir,
+            } => {
+                assert_eq!(authority.port, 21);
+                assert_eq!(user.as_deref(), Some("bob"));
+                assert_eq!(pass.as_deref(), Some("s@cret"));
+                assert_eq!(dir, "/pub");
+            }
+            t => panic!("{t}"),
+        }
+        assert!(matches!(
+            Target::parse("cgi:/srv/cgi").unwrap(),
+            Target::Cgi { .. }
+        ));
+        assert!(matches!(
+            Target::parse("fastcgi+unix:/run/php.sock").unwrap(),
+            Target::FastCgi {
+                socket: UpstreamSocket::Unix(_)
+            }
+        ));
+        assert!(Target::parse("scgi://127.0.0.1:4000").is_ok());
+        assert!(Target::parse("scgi://127.0.0.1").is_err());
+        assert!(Target::parse("gopher://x:70").is_err());
+        assert!(
+            !Target::parse("ftp://u:pw@h/")
+                .unwrap()
+                .to_string()
+                .contains("pw")
+        );
+    }
+}

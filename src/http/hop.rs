@@ -1,0 +1,84 @@
+//! Hop-by-hop fields (RFC 9110 §7.6.1): the one function that strips a message before it is forwarded.
+
+use http::HeaderMap;
+use http::header::{self, HeaderName};
+
+/// Fields that only ever concern one connection, removed from every forwarded message.
+static HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    // Not standard, but sent by old clients to proxies; the book's dumb-relay hang in one header.
+    HeaderName::from_static("proxy-connection"),
+    HeaderName::from_static("keep-alive"),
+    header::TE,
+    // hopgate frames every message itself (chunked, Content-Length or close-delimited).
+    header::TRANSFER_ENCODING,
+    // Announces trailer fields of a chunked body, which is re-framed here.
+    header::TRAILER,
+    header::UPGRADE,
+    // Credentials and challenges for this proxy hop; a parent proxy gets its own.
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+];
+
+/// What [`strip`] found out about a message before removing its hop-by-hop fields.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Stripped {
+    /// The `Upgrade` value when `Connection` contained the `upgrade` token.
+    pub upgrade: Option<http::HeaderValue>,
+}
+
+/// Removes every field named in `Connection`, then the fixed hop-by-hop list.
+pub fn strip(headers: &mut HeaderMap) -> Stripped {
+    let mut out = Stripped::default();
+    let mut named: Vec<HeaderName> = Vec::new();
+    for value in headers.get_all(header::CONNECTION) {
+        let Ok(value) = value.to_str() else { continue };
+        for token in value.split(',') {
+            let token = token.trim();
+            if token.eq_ignore_ascii_case("upgrade") {
+                out.upgrade = headers.get(header::UPGRADE).cloned();
+            }
+            if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
+                named.push(name);
+            }
+        }
+    }
+    for name in named {
+        headers.remove(name);
+    }
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_named_and_fixed() {
+        let mut h = HeaderMap::new();
+        h.insert("connection", "Keep-Alive, X-Secret".parse().unwrap());
+        h.append("connection", "close".parse().unwrap());
+        h.insert("x-secret", "1".parse().unwrap());
+        h.insert("keep-alive", "timeout=5".parse().unwrap());
+        h.insert("proxy-connection", "keep-alive".parse().unwrap());
+        h.insert("te", "trailers".parse().unwrap());
+        h.insert("transfer-encoding", "chunked".parse().unwrap());
+        h.insert("x-kept", "1".parse().unwrap());
+        let s = strip(&mut h);
+        assert_eq!(s.upgrade, None);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn remembers_upgrade() {
+        let mut h = HeaderMap::new();
+        h.insert("connection", "Upgrade".parse().unwrap());
+        h.insert("upgrade", "websocket".parse().unwrap());
+        assert_eq!(strip(&mut h).upgrade.unwrap(), "websocket");
+        assert!(h.is_empty());
+    }
+}

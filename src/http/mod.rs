@@ -1,0 +1,166 @@
+//! HTTP rules shared by every room: hop-by-hop stripping, Via, Max-Forwards, Forwarded/X-Forwarded-*, and the
+//! pages hopgate writes itself.
+
+mod body;
+pub mod hop;
+pub mod pages;
+
+use std::net::SocketAddr;
+
+use http::{HeaderMap, HeaderValue, Method, Version, header};
+
+pub use body::Body;
+
+/// The Via `received-protocol` for a message of `version` (RFC 9110 §7.6.3; "HTTP/" is omitted).
+fn via_protocol(version: Version) -> &'static str {
+    match version {
+        Version::HTTP_09 => "0.9",
+        Version::HTTP_10 => "1.0",
+        Version::HTTP_2 => "2",
+        Version::HTTP_3 => "3",
+        _ => "1.1",
+    }
+}
+
+/// Appends this hop to Via: `1.1 NAME`.
+pub fn append_via(headers: &mut HeaderMap, version: Version, name: &str) {
+    if let Ok(v) = HeaderValue::from_str(&format!("{} {}", via_protocol(version), name)) {
+        headers.append(header::VIA, v);
+    }
+}
+
+/// Whether a Via field already names this hopgate: the request went round in a loop.
+pub fn via_names(headers: &HeaderMap, name: &str) -> bool {
+    headers.get_all(header::VIA).iter().any(|v| {
+        v.to_str().is_ok_and(|v| {
+            v.split(',').any(|hop| {
+                let mut parts = hop.split_whitespace();
+                let _protocol = parts.next();
+                parts.next().is_some_and(|by| by.eq_ignore_ascii_case(name))
+            })
+        })
+    })
+}
+
+/// What Max-Forwards says for this request (RFC 9110 §7.6.2): only TRACE and OPTIONS honour it.
+#[derive(Debug, PartialEq, Eq)]
+pub enum MaxForwards {
+    /// Not applicable or absent: forward as is.
+    Forward,
+    /// 0: this proxy is the final recipient and answers itself.
+    AnswerHere,
+}
+
+/// Applies Max-Forwards: decrements it in place, or says the proxy must answer.
+pub fn max_forwards(method: &Method, headers: &mut HeaderMap) -> MaxForwards {
+    if method != Method::TRACE && method != Method::OPTIONS {
+        return MaxForwards::Forward;
+    }
+    let Some(v) = headers.get(header::MAX_FORWARDS) else {
+        return MaxForwards::Forward;
+    };
+    // An unparseable value is ignored, as if absent.
+    let Some(n) = v.to_str().ok().and_then(|s| s.trim().parse::<u64>().ok()) else {
+        return MaxForwards::Forward;
+    };
+    if n == 0 {
+        return MaxForwards::AnswerHere;
+    }
+    headers.insert(
+        header::MAX_FORWARDS,
+        HeaderValue::from((n - 1).min(u32::MAX as u64) as u32),
+    );
+    MaxForwards::Forward
+}
+
+/// Fields a TRACE echo leaves out: they likely carry credentials (RFC 9110 §9.3.8).
+pub fn is_sensitive(name: &header::HeaderName) -> bool {
+    name == header::AUTHORIZATION || name == header::PROXY_AUTHORIZATION || name == header::COOKIE
+}
+
+/// Replaces whatever Forwarded/X-Forwarded-* the client sent with what hopgate saw (RFC 7239): hopgate is the
+/// edge, so values from the client can't be trusted.
+pub fn set_forwarded(
+    headers: &mut HeaderMap,
+    client: SocketAddr,
+    proto: &str,
+    host: Option<&HeaderValue>,
+) {
+    headers.remove(header::FORWARDED);
+    let ip = client.ip().to_canonical();
+    let node = if ip.is_ipv6() {
+        format!("\"[{ip}]\"")
+    } else {
+        ip.to_string()
+    };
+    let mut fwd = format!("for={node};proto={proto}");
+    if let Some(h) = host.and_then(|h| h.to_str().ok()) {
+        fwd.push_str(&format!(";host=\"{}\"", h.replace(['"', '\\'], "")));
+    }
+    if let Ok(v) = HeaderValue::from_str(&fwd) {
+        headers.insert(header::FORWARDED, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&ip.to_string()) {
+        headers.insert("x-forwarded-for", v);
+    }
+    headers.insert(
+        "x-forwarded-proto",
+        HeaderValue::from_static(if proto == "https" { "https" } else { "http" }),
+    );
+    match host {
+        Some(h) => {
+            headers.insert("x-forwarded-host", h.clone());
+        }
+        None => {
+            headers.remove("x-forwarded-host");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn via_roundtrip() {
+        let mut h = HeaderMap::new();
+        h.insert(header::VIA, "1.0 fred, 1.1 p.example.net".parse().unwrap());
+        append_via(&mut h, Version::HTTP_11, "me:8080");
+        assert!(via_names(&h, "me:8080"));
+        assert!(via_names(&h, "fred"));
+        assert!(!via_names(&h, "me"));
+        assert_eq!(
+            h.get_all(header::VIA).iter().next_back().unwrap(),
+            "1.1 me:8080"
+        );
+    }
+
+    #[test]
+    fn max_forwards_rules() {
+        let mut h = HeaderMap::new();
+        h.insert(header::MAX_FORWARDS, "0".parse().unwrap());
+        assert_eq!(max_forwards(&Method::GET, &mut h), MaxForwards::Forward);
+        assert_eq!(
+            max_forwards(&Method::TRACE, &mut h),
+            MaxForwards::AnswerHere
+        );
+        h.insert(header::MAX_FORWARDS, "3".parse().unwrap());
+        assert_eq!(max_forwards(&Method::OPTIONS, &mut h), MaxForwards::Forward);
+        assert_eq!(h[header::MAX_FORWARDS], "2");
+    }
+
+    #[test]
+    fn forwarded_replaces_client_values() {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", "6.6.6.6".parse().unwrap());
+        h.insert(header::FORWARDED, "for=6.6.6.6".parse().unwrap());
+        let host = HeaderValue::from_static("example.com");
+        set_forwarded(&mut h, "[::1]:5".parse().unwrap(), "https", Some(&host));
+        assert_eq!(h["x-forwarded-for"], "::1");
+        assert_eq!(
+            h[header::FORWARDED],
+            "for=\"[::1]\";proto=https;host=\"example.com\""
+        );
+        assert_eq!(h["x-forwarded-proto"], "https");
+    }
+}

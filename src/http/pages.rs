@@ -1,0 +1,58 @@
+//! Every response hopgate writes itself: a status line, a two-line text/plain body naming hopgate and the
+//! reason, Content-Length, `Cache-Control: no-store`, and `Connection: close` when the request framing can no
+//! longer be trusted. A client can tell hopgate's 502 from an origin's by the first body line.
+
+use http::{HeaderValue, Response, StatusCode, header};
+
+use crate::http::Body;
+
+/// Renders a page for `status` with a one-line `reason`.
+pub fn render(status: StatusCode, reason: &str, close: bool) -> Response<Body> {
+    let body = format!(
+        "hopgate: {} {}\n{}\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or(""),
+        one_line(reason)
+    );
+    let mut resp = Response::new(Body::full(body));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if close {
+        h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    resp
+}
+
+/// Control characters (CR, LF...) never reach a page: a reason may quote client input.
+fn one_line(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    #[tokio::test]
+    async fn page_shape() {
+        let r = render(
+            StatusCode::BAD_GATEWAY,
+            "connection refused by 127.0.0.1:9\r\nx",
+            true,
+        );
+        assert_eq!(r.status(), 502);
+        assert_eq!(r.headers()["connection"], "close");
+        let b = r.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(
+            &b[..],
+            b"hopgate: 502 Bad Gateway\nconnection refused by 127.0.0.1:9  x\n"
+        );
+    }
+}

@@ -1,0 +1,88 @@
+//! (listener, request) -> [`Route`]: the only place that picks a room.
+
+use http::{Method, Request, header};
+
+use crate::error::{Error, Kind};
+use crate::server::listener::{ListenerState, ProxyState, RouteState};
+
+/// Where a request goes.
+pub enum Route<'a> {
+    /// Absolute-form `http://` through the forward proxy (the relay).
+    Forward(&'a ProxyState),
+    /// Origin-form matched a gateway route.
+    Gateway(&'a RouteState),
+}
+
+/// Picks the room for `req`. Absolute-form and CONNECT go to the forward proxy (when this listener is one);
+/// origin-form is matched against the routes by Host and path prefix, most specific first.
+pub fn pick<'a, B>(req: &Request<B>, l: &'a ListenerState) -> Result<Route<'a>, Error> {
+    if req.method() == Method::CONNECT {
+        return Err(match &l.proxy {
+            Some(_) => Error::client(
+                Kind::MethodNotAllowed,
+                "CONNECT tunnels are not enabled on this listener",
+            ),
+            None => Error::client(
+                Kind::MethodNotAllowed,
+                "CONNECT is only served by a forward proxy listener",
+            ),
+        });
+    }
+    // An HTTP/2 request always carries a scheme; only HTTP/1 absolute-form means "proxy this".
+    let absolute = req.uri().scheme().is_some() && req.version() != http::Version::HTTP_2;
+    if absolute && let Some(proxy) = &l.proxy {
+        return match req.uri().scheme_str() {
+            Some("http") => Ok(Route::Forward(proxy)),
+            Some(other) => Err(Error::client(
+                Kind::BadRequest,
+                format!("the forward proxy does not serve {other}:// targets"),
+            )),
+            None => Err(Error::bad_request("request target has no scheme")),
+        };
+    }
+    let host = request_host(req);
+    let path = req.uri().path();
+    if let Some(r) = l.routes.iter().find(|r| r.matches(host.as_deref(), path)) {
+        return Ok(Route::Gateway(r));
+    }
+    if l.proxy.is_some() {
+        return Err(Error::bad_request(format!(
+            "this is a forward proxy: send requests in absolute form, for example curl -x {} http://example.com/",
+            l.public_addr()
+        )));
+    }
+    Err(Error::client(
+        Kind::NotFound,
+        format!("no route for {path}"),
+    ))
+}
+
+/// The host a request is for (no port, lowercase): from an absolute target, else the Host field.
+pub fn request_host<B>(req: &Request<B>) -> Option<String> {
+    if let Some(h) = req.uri().host() {
+        return Some(h.to_ascii_lowercase());
+    }
+    let h = req.headers().get(header::HOST)?.to_str().ok()?;
+    let host = match h.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(v6),
+        None => h.split(':').next().unwrap_or(h),
+    };
+    Some(host.to_ascii_lowercase())
+}
+
+impl RouteState {
+    /// Host equal (when the route names one) and path under the prefix on a segment boundary.
+    pub fn matches(&self, host: Option<&str>, path: &str) -> bool {
+        if let Some(want) = &self.cfg.host
+            && host != Some(want.as_str())
+        {
+            return false;
+        }
+        let prefix = self.cfg.path.as_str();
+        prefix == "/"
+            || path == prefix
+            || path
+                .strip_prefix(prefix)
+                .is_some_and(|rest| rest.starts_with('/'))
+    }
+}

@@ -1,0 +1,216 @@
+//! One client connection: the IO wrapper that notices activity, and the loop that runs hyper's connection
+//! beside the two client-side timers (a head that trickles in, a kept-alive connection that sits idle) and the
+//! drain signal.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// What the connection's IO, its requests and its timer loop share.
+#[derive(Debug, Default)]
+pub struct ConnShared {
+    /// Milliseconds since [`epoch`] of the last byte read or written.
+    last_activity: AtomicU64,
+    /// When the first byte of a request head arrived while no request was in flight; 0 when none is arriving.
+    head_started: AtomicU64,
+    /// Requests whose response has not finished yet.
+    in_flight: AtomicUsize,
+    /// The head that is arriving names Content-Length more than once.
+    duplicate_content_length: AtomicBool,
+}
+
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+fn now_ms() -> u64 {
+    // +1 so that 0 can mean "not set".
+    epoch().elapsed().as_millis() as u64 + 1
+}
+
+impl ConnShared {
+    pub fn new() -> Arc<ConnShared> {
+        let s = ConnShared::default();
+        s.last_activity.store(now_ms(), Ordering::Relaxed);
+        Arc::new(s)
+    }
+
+    /// A request head is complete and its handling starts.
+    pub fn request_started(&self) {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.head_started.store(0, Ordering::Relaxed);
+    }
+
+    /// The response (body included) is done, or was abandoned.
+    pub fn request_finished(&self) {
+        self.last_activity.store(now_ms(), Ordering::Relaxed);
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Whether the head of the request now starting named Content-Length twice; clears the flag.
+    pub fn take_duplicate_content_length(&self) -> bool {
+        self.duplicate_content_length.swap(false, Ordering::Relaxed)
+    }
+
+    fn on_read(&self, bytes: &[u8]) {
+        let now = now_ms();
+        self.last_activity.store(now, Ordering::Relaxed);
+        if self.in_flight.load(Ordering::Relaxed) == 0
+            && self.head_started.load(Ordering::Relaxed) == 0
+        {
+            self.head_started.store(now, Ordering::Relaxed);
+            if count_content_length(bytes) > 1 {
+                self.duplicate_content_length.store(true, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// When the connection should be closed if nothing happens before then; None while a request is in flight
+    /// (its own upstream timeouts bound it).
+    pub fn deadline(&self, header_read: Duration, idle: Duration) -> Option<Instant> {
+        if self.in_flight.load(Ordering::Relaxed) > 0 {
+            return None;
+        }
+        let at = |ms: u64, d: Duration| epoch() + Duration::from_millis(ms.saturating_sub(1)) + d;
+        let head = self.head_started.load(Ordering::Relaxed);
+        let idle_at = at(self.last_activity.load(Ordering::Relaxed), idle);
+        if head != 0 {
+            Some(at(head, header_read).min(idle_at))
+        } else {
+            Some(idle_at)
+        }
+    }
+}
+
+/// How many `Content-Length` fields the head at the start of `bytes` has. hyper merges identical duplicates
+/// silently; RFC 9112 §6.3 lets a recipient reject them, and hopgate does, so that no two parsers along the
+/// path can disagree about the framing. Only the head in this first read is seen.
+fn count_content_length(bytes: &[u8]) -> usize {
+    const NAME: &[u8] = b"content-length:";
+    let end = bytes
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or(bytes.len());
+    bytes[..end]
+        .split(|&b| b == b'\n')
+        .skip(1)
+        .filter(|line| line.len() >= NAME.len() && line[..NAME.len()].eq_ignore_ascii_case(NAME))
+        .count()
+}
+
+/// The client socket, reporting every read and write to [`ConnShared`].
+pub struct ConnIo<T> {
+    inner: T,
+    shared: Arc<ConnShared>,
+}
+
+impl<T> ConnIo<T> {
+    pub fn new(inner: T, shared: Arc<ConnShared>) -> ConnIo<T> {
+        ConnIo { inner, shared }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for ConnIo<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = r
+            && buf.filled().len() > before
+        {
+            self.shared.on_read(&buf.filled()[before..]);
+        }
+        r
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for ConnIo<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = r
+            && n > 0
+        {
+            self.shared.last_activity.store(now_ms(), Ordering::Relaxed);
+        }
+        r
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(n)) = r
+            && n > 0
+        {
+            self.shared.last_activity.store(now_ms(), Ordering::Relaxed);
+        }
+        r
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_content_length_in_head_only() {
+        assert_eq!(
+            count_content_length(
+                b"POST / HTTP/1.1\r\nContent-Length: 5\r\ncontent-length: 5\r\n\r\n"
+            ),
+            2
+        );
+        assert_eq!(
+            count_content_length(
+                b"POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\nContent-Length: 5\r\n"
+            ),
+            1
+        );
+        assert_eq!(
+            count_content_length(b"GET /content-length: HTTP/1.1\r\n\r\n"),
+            0
+        );
+    }
+
+    #[test]
+    fn deadlines() {
+        let s = ConnShared::new();
+        let idle = Duration::from_secs(60);
+        let hr = Duration::from_secs(5);
+        let d0 = s.deadline(hr, idle).unwrap();
+        s.on_read(b"GE");
+        let d1 = s.deadline(hr, idle).unwrap();
+        assert!(
+            d1 < d0,
+            "a started head is bound by the shorter header-read timeout"
+        );
+        s.request_started();
+        assert!(s.deadline(hr, idle).is_none());
+        s.request_finished();
+        assert!(s.deadline(hr, idle).unwrap() > d1);
+    }
+}

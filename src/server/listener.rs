@@ -1,0 +1,160 @@
+//! The run-time state of a listener, built once from its config at start-up: pooled clients, dialers, and one
+//! state per gateway route.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http::uri::{Authority, Scheme};
+
+use super::log::AccessLogger;
+use crate::backend::relay;
+use crate::config::{self, Limits, Target, Timeouts};
+use crate::upstream::{Dialer, HttpClient, OwnAddrs, TargetPolicy, http_client};
+
+pub struct ListenerState {
+    /// The address actually bound (port 0 resolved).
+    pub local: SocketAddr,
+    pub tls: bool,
+    /// The `received-by` this listener writes into Via and recognises as a loop.
+    pub via_name: String,
+    pub limits: Limits,
+    pub timeouts: Timeouts,
+    pub proxy: Option<ProxyState>,
+    pub routes: Vec<RouteState>,
+    pub log: Arc<AccessLogger>,
+}
+
+impl ListenerState {
+    /// The address clients reach this listener on, for hints in error pages.
+    pub fn public_addr(&self) -> String {
+        format!(
+            "{}://{}",
+            if self.tls { "https" } else { "http" },
+            self.local
+        )
+    }
+}
+
+pub struct ProxyState {
+    pub cfg: config::Proxy,
+    /// Client-chosen targets: the target policy applies.
+    pub dialer: Dialer,
+    pub client: HttpClient,
+}
+
+pub struct RouteState {
+    pub cfg: config::Route,
+    pub backend: Backend,
+}
+
+/// A gateway route's room, ready to serve.
+pub enum Backend {
+    Relay(relay::Gateway),
+}
+
+/// What start-up needs from the outside world to build a listener.
+pub struct Shared {
+    pub own: Arc<OwnAddrs>,
+    pub log: Arc<AccessLogger>,
+    pub limits: Limits,
+    pub timeouts: Timeouts,
+}
+
+pub fn build(
+    cfg: &config::Listener,
+    local: SocketAddr,
+    shared: &Shared,
+) -> Result<ListenerState, String> {
+    let t = shared.timeouts;
+    let proxy = match &cfg.proxy {
+        None => None,
+        Some(p) => {
+            let dialer = Dialer::new(
+                Some(TargetPolicy::new(p.allow_targets.clone())),
+                shared.own.clone(),
+                t.connect,
+            );
+            let client = http_client(
+                dialer.clone(),
+                t.pool_idle,
+                config::DEFAULT_POOL_MAX_IDLE_PER_HOST,
+            );
+            Some(ProxyState {
+                cfg: p.clone(),
+                dialer,
+                client,
+            })
+        }
+    };
+    let mut routes = Vec::new();
+    for r in &cfg.routes {
+        routes.push(RouteState {
+            cfg: r.clone(),
+            backend: build_backend(r, shared)?,
+        });
+    }
+    Ok(ListenerState {
+        local,
+        tls: cfg.listen.tls,
+        via_name: cfg
+            .via_name
+            .clone()
+            .unwrap_or_else(|| format!("{}:{}", hostname(), local.port())),
+        limits: shared.limits,
+        timeouts: t,
+        proxy,
+        routes,
+        log: shared.log.clone(),
+    })
+}
+
+fn build_backend(r: &config::Route, shared: &Shared) -> Result<Backend, String> {
+    let t = shared.timeouts;
+    match &r.to {
+        Target::Http {
+            tls,
+            authority,
+            base,
+        } => {
+            if *tls {
+                return Err(format!(
+                    "{}: https:// targets need TLS origination, which this build lacks",
+                    r.to
+                ));
+            }
+            // The operator chose this target: no target policy, but the loop check still applies.
+            let dialer = Dialer::new(None, shared.own.clone(), t.connect);
+            let client = http_client(dialer, t.pool_idle, config::DEFAULT_POOL_MAX_IDLE_PER_HOST);
+            let authority: Authority = authority
+                .to_string()
+                .parse()
+                .map_err(|_| format!("{}: invalid authority", r.to))?;
+            Ok(Backend::Relay(relay::Gateway {
+                client,
+                scheme: Scheme::HTTP,
+                authority,
+                base: base.clone(),
+                prefix: r.path.clone(),
+            }))
+        }
+        other => Err(format!(
+            "{other}: this kind of target is not available in this build"
+        )),
+    }
+}
+
+fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates on success.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return "hopgate".into();
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    let name = String::from_utf8_lossy(&buf[..end]).into_owned();
+    if name.is_empty() || name.contains(|c: char| c.is_whitespace() || c == ',') {
+        "hopgate".into()
+    } else {
+        name
+    }
+}

@@ -1,0 +1,286 @@
+//! Listeners, client connections and the drain: binds every listener, accepts, runs one hyper connection per
+//! client, and on shutdown stops accepting and lets in-flight work finish for up to the drain time.
+
+pub mod conn;
+pub mod listener;
+pub mod log;
+pub mod service;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, watch};
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::upstream::OwnAddrs;
+use conn::{ConnIo, ConnShared};
+use listener::ListenerState;
+use service::ConnCtx;
+
+/// Bound listeners, ready to serve.
+pub struct Server {
+    bound: Vec<(TcpListener, Arc<ListenerState>)>,
+    drain: Duration,
+    connections: Arc<Semaphore>,
+}
+
+/// A listener as bound: what the `listening on` line says.
+#[derive(Debug, Clone, Copy)]
+pub struct Bound {
+    pub scheme: &'static str,
+    pub addr: SocketAddr,
+}
+
+impl std::fmt::Display for Bound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}://{}", self.scheme, self.addr)
+    }
+}
+
+impl Server {
+    /// Binds every listener and builds its state. Errors name the listener and the cause.
+    pub async fn bind(config: &Config) -> Result<Server, String> {
+        let own = OwnAddrs::new();
+        let log = Arc::new(
+            log::AccessLogger::open(&config.access_log).map_err(|e| format!("access log: {e}"))?,
+        );
+        let shared = listener::Shared {
+            own: own.clone(),
+            log,
+            limits: config.limits,
+            timeouts: config.timeouts,
+        };
+        let mut bound = Vec::new();
+        for l in &config.listeners {
+            let tcp = bind_tcp(l.listen.addr)
+                .map_err(|e| format!("cannot listen on {}: {e}", l.listen.addr))?;
+            let local = tcp
+                .local_addr()
+                .map_err(|e| format!("cannot listen on {}: {e}", l.listen.addr))?;
+            own.add(local);
+            let state =
+                listener::build(l, local, &shared).map_err(|e| format!("listener {local}: {e}"))?;
+            bound.push((tcp, Arc::new(state)));
+        }
+        Ok(Server {
+            bound,
+            drain: config.drain,
+            connections: Arc::new(Semaphore::new(config.limits.max_connections)),
+        })
+    }
+
+    pub fn bound(&self) -> Vec<Bound> {
+        self.bound
+            .iter()
+            .map(|(_, s)| Bound {
+                scheme: if s.tls { "https" } else { "http" },
+                addr: s.local,
+            })
+            .collect()
+    }
+
+    /// Serves until `shutdown` completes, then drains for up to the drain time.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let tasks = TaskTracker::new();
+        let mut accepters = Vec::new();
+        for (tcp, state) in self.bound {
+            let accept = accept_loop(
+                tcp,
+                state,
+                tasks.clone(),
+                stop_rx.clone(),
+                self.connections.clone(),
+            );
+            accepters.push(tokio::spawn(accept));
+        }
+        shutdown.await;
+        tracing::info!(
+            "shutting down: no new connections, draining for up to {:?}",
+            self.drain
+        );
+        let _ = stop_tx.send(true);
+        for a in accepters {
+            let _ = a.await;
+        }
+        tasks.close();
+        if tokio::time::timeout(self.drain, tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "drain time over with {} connections or tunnels still open; closing them",
+                tasks.len()
+            );
+        }
+    }
+}
+
+fn bind_tcp(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        None,
+    )?;
+    socket.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    TcpListener::from_std(socket.into())
+}
+
+async fn accept_loop(
+    tcp: TcpListener,
+    state: Arc<ListenerState>,
+    tasks: TaskTracker,
+    mut stop: watch::Receiver<bool>,
+    connections: Arc<Semaphore>,
+) {
+    let http = http1_builder(&state);
+    loop {
+        let permit = tokio::select! {
+            p = connections.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+            _ = stop.changed() => return,
+        };
+        let (stream, peer) = tokio::select! {
+            r = tcp.accept() => match r {
+                Ok(s) => s,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning; the listener stays up.
+                    tracing::warn!("accept on {}: {e}", state.local);
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = stop.changed() => return,
+        };
+        let state = state.clone();
+        let http = http.clone();
+        let stop = stop.clone();
+        let conn_tasks = tasks.clone();
+        tasks.spawn(async move {
+            let _permit = permit;
+            serve_tcp(stream, peer, state, http, conn_tasks, stop).await;
+        });
+    }
+}
+
+fn http1_builder(state: &ListenerState) -> http1::Builder {
+    let limits = state.limits;
+    let mut b = http1::Builder::new();
+    // hopgate enforces its documented limits itself, with a page naming the cause (service::admit); hyper's
+    // own limits sit above them as a hard backstop.
+    b.max_buf_size((limits.max_head_bytes * 2).max(16 * 1024))
+        .max_headers(limits.max_headers * 2)
+        // The idle and head timers live in the connection loop below, not in hyper.
+        .header_read_timeout(None)
+        // A client may shut down its sending side after the request and still get the response.
+        .half_close(true)
+        .keep_alive(true);
+    b
+}
+
+async fn serve_tcp(
+    stream: TcpStream,
+    peer: SocketAddr,
+    state: Arc<ListenerState>,
+    http: http1::Builder,
+    tasks: TaskTracker,
+    stop: watch::Receiver<bool>,
+) {
+    let _ = stream.set_nodelay(true);
+    serve_http1(stream, peer, state, http, tasks, stop).await;
+}
+
+/// Runs one HTTP/1.1 connection with its idle and header-read timers and the drain signal.
+pub async fn serve_http1<S>(
+    stream: S,
+    peer: SocketAddr,
+    state: Arc<ListenerState>,
+    http: http1::Builder,
+    tasks: TaskTracker,
+    mut stop: watch::Receiver<bool>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let shared = ConnShared::new();
+    let timeouts = state.timeouts;
+    let ctx = Arc::new(ConnCtx {
+        listener: state,
+        client: peer,
+        shared: shared.clone(),
+        tasks,
+    });
+    let svc = service_fn(move |req| {
+        let ctx = ctx.clone();
+        async move { Ok::<_, Infallible>(service::handle(req, ctx).await) }
+    });
+    let conn = http
+        .serve_connection(TokioIo::new(ConnIo::new(stream, shared.clone())), svc)
+        .with_upgrades();
+    tokio::pin!(conn);
+    let sleep = tokio::time::sleep(timeouts.idle);
+    tokio::pin!(sleep);
+    let mut draining = *stop.borrow();
+    if draining {
+        conn.as_mut().graceful_shutdown();
+    }
+    loop {
+        let deadline = shared
+            .deadline(timeouts.header_read, timeouts.idle)
+            .unwrap_or(Instant::now() + timeouts.idle);
+        sleep.as_mut().reset(deadline.into());
+        tokio::select! {
+            r = conn.as_mut() => {
+                if let Err(e) = r {
+                    tracing::debug!(client = %peer, "connection ended: {e}");
+                }
+                return;
+            }
+            _ = &mut sleep => {
+                if shared.deadline(timeouts.header_read, timeouts.idle).is_some_and(|d| d <= Instant::now()) {
+                    tracing::debug!(client = %peer, "closing connection: idle or request head too slow");
+                    return;
+                }
+            }
+            _ = stop.changed(), if !draining => {
+                draining = true;
+                conn.as_mut().graceful_shutdown();
+            }
+        }
+    }
+}
+
+impl Server {
+    /// Builds every listener's state without binding: what `hopgate check` runs, so that a config that checks
+    /// is a config that runs (certificates, users files, targets).
+    pub fn check(config: &Config) -> Result<(), String> {
+        let shared = listener::Shared {
+            own: OwnAddrs::new(),
+            log: Arc::new(
+                log::AccessLogger::open(&crate::config::AccessLog::Off)
+                    .map_err(|e| e.to_string())?,
+            ),
+            limits: config.limits,
+            timeouts: config.timeouts,
+        };
+        for l in &config.listeners {
+            listener::build(l, l.listen.addr, &shared)
+                .map_err(|e| format!("listener {}: {e}", l.listen.addr))?;
+        }
+        Ok(())
+    }
+}

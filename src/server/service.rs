@@ -1,0 +1,138 @@
+//! The per-request path through hopgate: admit (limits, framing) -> route::pick -> backend -> one page for any
+//! error -> one access-log line when the response is done.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::{Request, Response, header};
+use hyper::body::Incoming;
+use tokio_util::task::TaskTracker;
+
+use super::conn::ConnShared;
+use super::listener::{Backend, ListenerState};
+use super::log::{LoggedBody, Record};
+use crate::backend::{Ctx, relay};
+use crate::error::{Error, Kind, Side};
+use crate::http::{Body, pages};
+use crate::route::{self, Route};
+use crate::upstream::UpstreamAddr;
+
+/// Everything a request on one connection shares.
+pub struct ConnCtx {
+    pub listener: Arc<ListenerState>,
+    pub client: SocketAddr,
+    pub shared: Arc<ConnShared>,
+    pub tasks: TaskTracker,
+}
+
+pub async fn handle(req: Request<Incoming>, conn: Arc<ConnCtx>) -> Response<LoggedBody> {
+    conn.shared.request_started();
+    let mut record = Record {
+        client: conn.client,
+        method: req.method().clone(),
+        target: req.uri().to_string(),
+        version: req.version(),
+        status: http::StatusCode::OK,
+        upstream: None,
+        start: Instant::now(),
+    };
+    let ctx = Ctx {
+        client: conn.client,
+        listener: &conn.listener,
+        tasks: &conn.tasks,
+    };
+    let resp = match serve(req, &ctx, &conn.shared).await {
+        Ok(resp) => resp,
+        Err(e) => {
+            match e.side() {
+                Side::Client => {
+                    tracing::info!(client = %conn.client, target = %record.target, "{}: {}", e.status(), e.chain())
+                }
+                _ => {
+                    tracing::warn!(client = %conn.client, target = %record.target, "{}: {}", e.status(), e.chain())
+                }
+            }
+            pages::render(e.status(), e.detail(), e.closes_connection())
+        }
+    };
+    record.status = resp.status();
+    record.upstream = resp
+        .extensions()
+        .get::<UpstreamAddr>()
+        .map(|a| a.0.to_string());
+    let log = conn.listener.log.clone();
+    resp.map(|b| LoggedBody::new(b, record, log, conn.shared.clone()))
+}
+
+async fn serve(
+    req: Request<Incoming>,
+    ctx: &Ctx<'_>,
+    shared: &ConnShared,
+) -> Result<Response<Body>, Error> {
+    admit(&req, ctx.listener, shared)?;
+    match route::pick(&req, ctx.listener)? {
+        Route::Forward(proxy) => relay::forward(req, ctx, &proxy.client).await,
+        Route::Gateway(r) => match &r.backend {
+            Backend::Relay(gw) => relay::gateway(req, ctx, gw).await,
+        },
+    }
+}
+
+/// Limits and framing checks that apply to every request, before any routing.
+fn admit(req: &Request<Incoming>, l: &ListenerState, shared: &ConnShared) -> Result<(), Error> {
+    if shared.take_duplicate_content_length() {
+        return Err(Error::client(
+            Kind::BadFraming,
+            "duplicate Content-Length fields",
+        ));
+    }
+    let limits = &l.limits;
+    let uri_len = req.uri().path_and_query().map_or(0, |p| p.as_str().len())
+        + req.uri().authority().map_or(0, |a| a.as_str().len())
+        + req.uri().scheme_str().map_or(0, |s| s.len() + 3);
+    if uri_len > limits.max_uri_bytes {
+        return Err(Error::client(
+            Kind::UriTooLong,
+            format!(
+                "request target of {uri_len} bytes is over the limit of {}",
+                limits.max_uri_bytes
+            ),
+        ));
+    }
+    if req.headers().len() > limits.max_headers {
+        return Err(Error::client(
+            Kind::HeadTooLarge,
+            format!(
+                "{} header fields are over the limit of {}",
+                req.headers().len(),
+                limits.max_headers
+            ),
+        ));
+    }
+    let head_bytes: usize = uri_len
+        + req
+            .headers()
+            .iter()
+            .map(|(n, v)| n.as_str().len() + v.len() + 4)
+            .sum::<usize>()
+        + req.method().as_str().len()
+        + 12;
+    if head_bytes > limits.max_head_bytes {
+        return Err(Error::client(
+            Kind::HeadTooLarge,
+            format!(
+                "request head of {head_bytes} bytes is over the limit of {}",
+                limits.max_head_bytes
+            ),
+        ));
+    }
+    // hyper accepts a single field listing one length twice ("5, 5"); see conn::count_content_length.
+    if req.headers().get_all(header::CONTENT_LENGTH).iter().count() > 1 {
+        return Err(Error::client(
+            Kind::BadFraming,
+            "duplicate Content-Length fields",
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,262 @@
+//! Everything hopgate connects to: name resolution, the target policy, connect timeouts, and the pooled HTTP
+//! client the relay uses. A name is resolved once; the policy checks every address; the connection goes to an
+//! address that passed.
+
+pub mod policy;
+
+use std::future::Future;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::Uri;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::{Connected, Connection};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::TcpStream;
+
+use crate::error::{Error, Kind};
+use crate::http::Body;
+pub use policy::{OwnAddrs, TargetPolicy};
+
+/// Resolves and connects, applying the target policy (when there is one) and the loop check.
+#[derive(Debug, Clone)]
+pub struct Dialer {
+    /// None for operator-chosen targets (a gateway's `--to`, a parent proxy).
+    policy: Option<TargetPolicy>,
+    own: Arc<OwnAddrs>,
+    connect_timeout: Duration,
+}
+
+impl Dialer {
+    pub fn new(
+        policy: Option<TargetPolicy>,
+        own: Arc<OwnAddrs>,
+        connect_timeout: Duration,
+    ) -> Dialer {
+        Dialer {
+            policy,
+            own,
+            connect_timeout,
+        }
+    }
+
+    /// Connects to `host:port` within the connect timeout; returns the stream and the address it reached.
+    pub async fn dial(&self, host: &str, port: u16) -> Result<(TcpStream, SocketAddr), Error> {
+        let target = display_target(host, port);
+        match tokio::time::timeout(self.connect_timeout, self.dial_inner(host, port, &target)).await
+        {
+            Ok(r) => r,
+            Err(_) => Err(Error::upstream(
+                Kind::ConnectTimeout,
+                format!(
+                    "connecting to {target} timed out after {:?}",
+                    self.connect_timeout
+                ),
+            )),
+        }
+    }
+
+    async fn dial_inner(
+        &self,
+        host: &str,
+        port: u16,
+        target: &str,
+    ) -> Result<(TcpStream, SocketAddr), Error> {
+        let addrs = self.resolve(host, port, target).await?;
+        let mut last: Option<(io::Error, SocketAddr)> = None;
+        for addr in addrs {
+            match TcpStream::connect(addr).await {
+                Ok(s) => {
+                    let _ = s.set_nodelay(true);
+                    return Ok((s, addr));
+                }
+                Err(e) => last = Some((e, addr)),
+            }
+        }
+        let Some((e, addr)) = last else {
+            return Err(Error::upstream(
+                Kind::DnsFailed,
+                format!("{target} resolved to no address"),
+            ));
+        };
+        let kind = match e.kind() {
+            io::ErrorKind::ConnectionRefused => Kind::ConnectRefused,
+            io::ErrorKind::TimedOut => Kind::ConnectTimeout,
+            _ => Kind::ConnectFailed,
+        };
+        let what = if kind == Kind::ConnectRefused {
+            "connection refused by"
+        } else {
+            "cannot connect to"
+        };
+        Err(Error::upstream(kind, format!("{what} {}", describe(target, addr))).with_source(e))
+    }
+
+    /// Resolves once and keeps only the addresses the loop check and the policy allow.
+    async fn resolve(&self, host: &str, port: u16, target: &str) -> Result<Vec<SocketAddr>, Error> {
+        let resolved: Vec<SocketAddr> = match host.parse::<IpAddr>() {
+            Ok(ip) => vec![SocketAddr::new(ip, port)],
+            Err(_) => match tokio::net::lookup_host((host, port)).await {
+                Ok(addrs) => addrs.collect(),
+                Err(e) => {
+                    return Err(
+                        Error::upstream(Kind::DnsFailed, format!("cannot resolve {host}"))
+                            .with_source(e),
+                    );
+                }
+            },
+        };
+        if resolved.is_empty() {
+            return Err(Error::upstream(
+                Kind::DnsFailed,
+                format!("cannot resolve {host}: no addresses"),
+            ));
+        }
+        if let Some(addr) = resolved.iter().find(|a| self.own.contains(**a)) {
+            return Err(Error::client(
+                Kind::Loop,
+                format!("{} is this proxy itself", describe(target, *addr)),
+            ));
+        }
+        let Some(policy) = &self.policy else {
+            return Ok(resolved);
+        };
+        let allowed: Vec<SocketAddr> = resolved
+            .iter()
+            .copied()
+            .filter(|a| policy.permits(a.ip()))
+            .collect();
+        if allowed.is_empty() {
+            return Err(Error::client(
+                Kind::TargetForbidden,
+                format!(
+                    "target {target} resolves to {}, which the target policy refuses",
+                    resolved[0].ip()
+                ),
+            ));
+        }
+        Ok(allowed)
+    }
+}
+
+/// `name:port (ip:port)`, or just `ip:port` when the target was an address already.
+fn describe(target: &str, addr: SocketAddr) -> String {
+    if target == addr.to_string() {
+        target.to_string()
+    } else {
+        format!("{target} ({addr})")
+    }
+}
+
+/// `host:port` with brackets around IPv6 literals.
+pub fn display_target(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+/// The address an upstream connection reached, attached to responses for the access log.
+#[derive(Debug, Clone, Copy)]
+pub struct UpstreamAddr(pub SocketAddr);
+
+/// An upstream connection as the pooled client sees it.
+pub struct UpstreamIo {
+    io: TokioIo<TcpStream>,
+    addr: SocketAddr,
+}
+
+impl Connection for UpstreamIo {
+    fn connected(&self) -> Connected {
+        Connected::new().extra(UpstreamAddr(self.addr))
+    }
+}
+
+impl hyper::rt::Read for UpstreamIo {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl hyper::rt::Write for UpstreamIo {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+}
+
+/// The connector the pooled client calls for a new connection to `scheme://host:port`.
+#[derive(Debug, Clone)]
+pub struct Connector {
+    dialer: Dialer,
+}
+
+impl tower_service::Service<Uri> for Connector {
+    type Response = UpstreamIo;
+    type Error = Error;
+    type Future = Pin<Box<dyn Future<Output = Result<UpstreamIo, Error>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let dialer = self.dialer.clone();
+        Box::pin(async move {
+            let host = uri
+                .host()
+                .ok_or_else(|| Error::bad_request("request target has no host"))?;
+            // Brackets are part of the URI syntax, not of the address.
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            let port = uri.port_u16().unwrap_or(80);
+            let (tcp, addr) = dialer.dial(host, port).await?;
+            Ok(UpstreamIo {
+                io: TokioIo::new(tcp),
+                addr,
+            })
+        })
+    }
+}
+
+/// The pooled HTTP/1.1 client the relay sends requests with.
+pub type HttpClient = Client<Connector, Body>;
+
+/// Builds a pooled client over `dialer`.
+pub fn http_client(dialer: Dialer, pool_idle: Duration, max_idle_per_host: usize) -> HttpClient {
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(pool_idle)
+        .pool_max_idle_per_host(max_idle_per_host)
+        .pool_timer(TokioTimer::new())
+        .timer(TokioTimer::new())
+        // Host comes from the request target, set by the relay.
+        .set_host(false)
+        .build(Connector { dialer })
+}
