@@ -87,6 +87,18 @@ impl ConnShared {
             Some(idle_at)
         }
     }
+
+    /// When the connection loop should look again: a head that starts arriving does not wake the loop, so
+    /// while none is arriving (or a request is in flight) it re-checks every half header-read timeout (a slow head is cut off between
+    /// 1x and 1.5x the timeout after its first byte).
+    pub fn next_check(&self, header_read: Duration, idle: Duration) -> Instant {
+        let recheck = Instant::now() + header_read / 2;
+        match self.deadline(header_read, idle) {
+            Some(d) if self.head_started.load(Ordering::Relaxed) != 0 => d,
+            Some(d) => d.min(recheck),
+            None => recheck,
+        }
+    }
 }
 
 /// How many `Content-Length` fields the head at the start of `bytes` has. hyper merges identical duplicates

@@ -239,10 +239,11 @@ pub async fn serve_http1<S>(
         conn.as_mut().graceful_shutdown();
     }
     loop {
-        let deadline = shared
-            .deadline(timeouts.header_read, timeouts.idle)
-            .unwrap_or(Instant::now() + timeouts.idle);
-        sleep.as_mut().reset(deadline.into());
+        sleep.as_mut().reset(
+            shared
+                .next_check(timeouts.header_read, timeouts.idle)
+                .into(),
+        );
         tokio::select! {
             r = conn.as_mut() => {
                 if let Err(e) = r {

@@ -1,0 +1,229 @@
+//! Bad input gets a clear status, and the process keeps serving everyone else.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use support::origin::Origin;
+use support::{Hopgate, Raw, curl, exchange};
+
+fn proxy() -> Hopgate {
+    Hopgate::start(&[
+        "proxy",
+        "--listen",
+        "127.0.0.1:0",
+        "--allow-target",
+        "127.0.0.0/8",
+    ])
+}
+
+/// After each bad request, a good one on a new connection still works.
+fn still_serving(hg: &Hopgate, origin: &Origin) {
+    let (code, body, _) = curl(&["-x", &hg.url(), &origin.url("/ok")]);
+    assert_eq!((code, body.as_slice()), (200, &b"fine"[..]));
+}
+
+#[test]
+fn malformed_request_line_is_400() {
+    let origin = Origin::fixed("fine");
+    let hg = proxy();
+    for bad in [
+        "GARBAGE\r\n\r\n",
+        "GET http://x/ HTTP/9.9\r\n\r\n",
+        "GET  HTTP/1.1\r\n\r\n",
+        "G\x01T / HTTP/1.1\r\n\r\n",
+    ] {
+        let r = exchange(hg.addr, bad);
+        assert_eq!(r.status, 400, "{bad:?} -> {}", r.head);
+        still_serving(&hg, &origin);
+    }
+    let r = exchange(hg.addr, "GET http://x/ HTTP/1.1\r\nBad Header\r\n\r\n");
+    assert_eq!(r.status, 400);
+    assert_eq!(origin.count(), 4);
+}
+
+#[test]
+fn content_length_conflicts_are_400() {
+    let origin = Origin::fixed("fine");
+    let hg = proxy();
+    let o = origin.addr;
+    for cl in [
+        "Content-Length: 5\r\nContent-Length: 6",
+        "Content-Length: 5\r\nContent-Length: 5",
+        "Content-Length: 5, 5",
+        "Content-Length: -1",
+        "Content-Length: 0x5",
+    ] {
+        let r = exchange(
+            hg.addr,
+            &format!("POST http://{o}/ HTTP/1.1\r\nHost: x\r\n{cl}\r\n\r\nhello"),
+        );
+        assert_eq!(r.status, 400, "{cl:?} -> {}", r.head);
+        still_serving(&hg, &origin);
+    }
+    assert!(
+        origin
+            .seen
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|s| s.method == "GET"),
+        "no bad request reached the origin"
+    );
+}
+
+#[test]
+fn the_duplicate_content_length_page_says_why() {
+    let hg = proxy();
+    let r = exchange(
+        hg.addr,
+        "POST http://127.0.0.1:1/ HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello",
+    );
+    assert_eq!(r.status, 400);
+    assert!(r.text().contains("Content-Length"), "{}", r.text());
+    assert_eq!(r.header("connection"), Some("close"));
+}
+
+#[test]
+fn unknown_transfer_encoding_is_rejected() {
+    let hg = proxy();
+    let r = exchange(
+        hg.addr,
+        "POST http://127.0.0.1:1/ HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n",
+    );
+    assert!(r.status == 501 || r.status == 400, "{}", r.head);
+}
+
+#[test]
+fn content_length_with_chunked_never_smuggles() {
+    let origin = Origin::echo();
+    let hg = proxy();
+    let mut c = Raw::connect(hg.addr);
+    c.send(format!(
+        "POST http://{}/ HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n\
+         5\r\nhello\r\n0\r\n\r\nGET http://{}/smuggled HTTP/1.1\r\nHost: x\r\n\r\n",
+        origin.addr, origin.addr
+    ));
+    let r = c.response();
+    if r.status == 200 {
+        // Chunked wins, Content-Length is dropped, and the connection closes after the response.
+        assert_eq!(r.body, b"hello");
+        assert!(
+            c.closed_within(Duration::from_secs(5)),
+            "the connection is closed after the response"
+        );
+        assert!(
+            !origin
+                .seen
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|s| s.target == "/smuggled")
+        );
+        let seen = origin.last();
+        assert!(seen.header("content-length") != Some("3"), "{}", seen.head);
+    } else {
+        assert_eq!(r.status, 400);
+    }
+}
+
+#[test]
+fn oversized_head_is_431_and_long_uri_414() {
+    let origin = Origin::fixed("fine");
+    let hg = Hopgate::start_config(
+        "[limits]\nmax_head_bytes = 4096\nmax_uri_bytes = 1024\n\
+         [[listener]]\nlisten = \"127.0.0.1:0\"\n[listener.proxy]\nallow_targets = [\"127.0.0.0/8\"]\n",
+    );
+    let o = origin.addr;
+    let big = "a".repeat(5000);
+    let r = exchange(
+        hg.addr,
+        &format!("GET http://{o}/ HTTP/1.1\r\nHost: x\r\nX-Big: {big}\r\n\r\n"),
+    );
+    assert_eq!(r.status, 431, "{}", r.head);
+    assert!(r.text().contains("limit"), "{}", r.text());
+    // Far over any limit: still 431, never a crash.
+    let huge = "b".repeat(200_000);
+    let mut c = Raw::connect(hg.addr);
+    let _ = c.stream.set_write_timeout(Some(Duration::from_secs(5)));
+    let _ = std::io::Write::write_all(
+        &mut c.stream,
+        format!("GET http://{o}/ HTTP/1.1\r\nX-Huge: {huge}\r\n\r\n").as_bytes(),
+    );
+    assert_eq!(c.response().status, 431);
+    let many: String = (0..300).map(|i| format!("X-H{i}: v\r\n")).collect();
+    let r = exchange(
+        hg.addr,
+        &format!("GET http://{o}/ HTTP/1.1\r\nHost: x\r\n{many}\r\n"),
+    );
+    assert_eq!(r.status, 431, "{}", r.head);
+    let long = "p".repeat(2000);
+    let r = exchange(
+        hg.addr,
+        &format!("GET http://{o}/{long} HTTP/1.1\r\nHost: x\r\n\r\n"),
+    );
+    assert_eq!(r.status, 414, "{}", r.head);
+    assert!(r.text().contains("limit"), "{}", r.text());
+    assert_eq!(origin.count(), 0);
+    still_serving(&hg, &origin);
+}
+
+#[test]
+fn slowloris_is_cut_off_while_others_are_served() {
+    let origin = Origin::fixed("fine");
+    let hg = Hopgate::start_config(
+        "[timeouts]\nheader_read_secs = 1\n\
+         [[listener]]\nlisten = \"127.0.0.1:0\"\n[listener.proxy]\nallow_targets = [\"127.0.0.0/8\"]\n",
+    );
+    let mut slow = Raw::connect(hg.addr);
+    let started = Instant::now();
+    slow.send("GET http://127.0.0.1/ HTTP/1.1\r\n");
+    let mut cut = false;
+    for i in 0..40 {
+        std::thread::sleep(Duration::from_millis(100));
+        if std::io::Write::write_all(&mut slow.stream, format!("X-{i}: y\r\n").as_bytes()).is_err()
+        {
+            cut = true;
+            break;
+        }
+        if i == 3 {
+            still_serving(&hg, &origin);
+        }
+        if slow.closed_within(Duration::from_millis(1)) {
+            cut = true;
+            break;
+        }
+    }
+    assert!(cut, "a trickling head is cut off");
+    let t = started.elapsed();
+    assert!(
+        t >= Duration::from_millis(900) && t < Duration::from_secs(4),
+        "cut after {t:?}"
+    );
+    still_serving(&hg, &origin);
+}
+
+#[test]
+fn idle_keep_alive_connections_are_closed() {
+    let origin = Origin::fixed("fine");
+    let hg = Hopgate::start_config(
+        "[timeouts]\nidle_secs = 1\n\
+         [[listener]]\nlisten = \"127.0.0.1:0\"\n[listener.proxy]\nallow_targets = [\"127.0.0.0/8\"]\n",
+    );
+    let mut c = Raw::connect(hg.addr);
+    c.send(format!(
+        "GET {} HTTP/1.1\r\nHost: x\r\n\r\n",
+        origin.url("/")
+    ));
+    assert_eq!(c.response().status, 200);
+    let started = Instant::now();
+    assert!(c.closed_within(Duration::from_secs(5)), "closed when idle");
+    assert!(
+        started.elapsed() >= Duration::from_millis(800),
+        "{:?}",
+        started.elapsed()
+    );
+    // A connection that never sends anything is closed too.
+    let mut silent = Raw::connect(hg.addr);
+    assert!(silent.closed_within(Duration::from_secs(5)));
+}
