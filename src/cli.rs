@@ -83,22 +83,17 @@ impl Cli {
     fn config(&self) -> Result<Config, ExitCode> {
         let mut config = match &self.command {
             None => Config::embedded_default(),
-            Some(Command::Run { file }) | Some(Command::Check { file }) => {
-                match config::load_file(file) {
-                    Ok(c) => c,
-                    Err(e) => {
-                        eprintln!("{e}");
-                        return Err(ExitCode::from(2));
-                    }
+            Some(Command::Run { file }) | Some(Command::Check { file }) => match config::load_file(file) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return Err(ExitCode::from(2));
                 }
-            }
+            },
             Some(Command::Proxy(p)) => Config::single(Listener {
                 listen: p.listen,
                 certs: Vec::new(),
-                proxy: Some(Proxy {
-                    allow_targets: p.allow_targets.clone(),
-                    ..Proxy::default()
-                }),
+                proxy: Some(Proxy { allow_targets: p.allow_targets.clone(), ..Proxy::default() }),
                 routes: Vec::new(),
                 via_name: None,
             }),
@@ -162,10 +157,7 @@ pub async fn run(cli: Cli) -> ExitCode {
 
 async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut int), Ok(mut term)) = (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) else {
+    let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
         tracing::error!("cannot install signal handlers; stop hopgate with SIGKILL");
         return std::future::pending().await;
     };

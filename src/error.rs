@@ -64,12 +64,7 @@ pub struct Error {
 
 impl Error {
     pub fn new(kind: Kind, side: Side, detail: impl Into<String>) -> Error {
-        Error {
-            kind,
-            side,
-            detail: detail.into(),
-            source: None,
-        }
+        Error { kind, side, detail: detail.into(), source: None }
     }
 
     pub fn client(kind: Kind, detail: impl Into<String>) -> Error {
@@ -132,17 +127,13 @@ impl Error {
 
     /// Whether the client connection must be closed after the error page.
     pub fn closes_connection(&self) -> bool {
-        matches!(
-            self.kind,
-            Kind::BadFraming | Kind::HeadTooLarge | Kind::UriTooLong
-        )
+        matches!(self.kind, Kind::BadFraming | Kind::HeadTooLarge | Kind::UriTooLong)
     }
 
     /// The full chain, for the one log line where the request ends.
     pub fn chain(&self) -> String {
         let mut s = self.detail.clone();
-        let mut next: Option<&(dyn std::error::Error + 'static)> =
-            self.source.as_deref().map(|e| e as _);
+        let mut next: Option<&(dyn std::error::Error + 'static)> = self.source.as_deref().map(|e| e as _);
         while let Some(e) = next {
             let text = e.to_string();
             if !s.contains(&text) {

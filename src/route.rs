@@ -18,14 +18,8 @@ pub enum Route<'a> {
 pub fn pick<'a, B>(req: &Request<B>, l: &'a ListenerState) -> Result<Route<'a>, Error> {
     if req.method() == Method::CONNECT {
         return Err(match &l.proxy {
-            Some(_) => Error::client(
-                Kind::MethodNotAllowed,
-                "CONNECT tunnels are not enabled on this listener",
-            ),
-            None => Error::client(
-                Kind::MethodNotAllowed,
-                "CONNECT is only served by a forward proxy listener",
-            ),
+            Some(_) => Error::client(Kind::MethodNotAllowed, "CONNECT tunnels are not enabled on this listener"),
+            None => Error::client(Kind::MethodNotAllowed, "CONNECT is only served by a forward proxy listener"),
         });
     }
     // An HTTP/2 request always carries a scheme; only HTTP/1 absolute-form means "proxy this".
@@ -33,10 +27,9 @@ pub fn pick<'a, B>(req: &Request<B>, l: &'a ListenerState) -> Result<Route<'a>, 
     if absolute && let Some(proxy) = &l.proxy {
         return match req.uri().scheme_str() {
             Some("http") => Ok(Route::Forward(proxy)),
-            Some(other) => Err(Error::client(
-                Kind::BadRequest,
-                format!("the forward proxy does not serve {other}:// targets"),
-            )),
+            Some(other) => {
+                Err(Error::client(Kind::BadRequest, format!("the forward proxy does not serve {other}:// targets")))
+            }
             None => Err(Error::bad_request("request target has no scheme")),
         };
     }
@@ -51,10 +44,7 @@ pub fn pick<'a, B>(req: &Request<B>, l: &'a ListenerState) -> Result<Route<'a>, 
             l.public_addr()
         )));
     }
-    Err(Error::client(
-        Kind::NotFound,
-        format!("no route for {path}"),
-    ))
+    Err(Error::client(Kind::NotFound, format!("no route for {path}")))
 }
 
 /// The host a request is for (no port, lowercase): from an absolute target, else the Host field.
@@ -79,10 +69,6 @@ impl RouteState {
             return false;
         }
         let prefix = self.cfg.path.as_str();
-        prefix == "/"
-            || path == prefix
-            || path
-                .strip_prefix(prefix)
-                .is_some_and(|rest| rest.starts_with('/'))
+        prefix == "/" || path == prefix || path.strip_prefix(prefix).is_some_and(|rest| rest.starts_with('/'))
     }
 }

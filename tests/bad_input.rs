@@ -8,13 +8,7 @@ use support::origin::Origin;
 use support::{Hopgate, Raw, curl, exchange};
 
 fn proxy() -> Hopgate {
-    Hopgate::start(&[
-        "proxy",
-        "--listen",
-        "127.0.0.1:0",
-        "--allow-target",
-        "127.0.0.0/8",
-    ])
+    Hopgate::start(&["proxy", "--listen", "127.0.0.1:0", "--allow-target", "127.0.0.0/8"])
 }
 
 /// After each bad request, a good one on a new connection still works.
@@ -27,12 +21,9 @@ fn still_serving(hg: &Hopgate, origin: &Origin) {
 fn malformed_request_line_is_400() {
     let origin = Origin::fixed("fine");
     let hg = proxy();
-    for bad in [
-        "GARBAGE\r\n\r\n",
-        "GET http://x/ HTTP/9.9\r\n\r\n",
-        "GET  HTTP/1.1\r\n\r\n",
-        "G\x01T / HTTP/1.1\r\n\r\n",
-    ] {
+    for bad in
+        ["GARBAGE\r\n\r\n", "GET http://x/ HTTP/9.9\r\n\r\n", "GET  HTTP/1.1\r\n\r\n", "G\x01T / HTTP/1.1\r\n\r\n"]
+    {
         let r = exchange(hg.addr, bad);
         assert_eq!(r.status, 400, "{bad:?} -> {}", r.head);
         still_serving(&hg, &origin);
@@ -54,22 +45,11 @@ fn content_length_conflicts_are_400() {
         "Content-Length: -1",
         "Content-Length: 0x5",
     ] {
-        let r = exchange(
-            hg.addr,
-            &format!("POST http://{o}/ HTTP/1.1\r\nHost: x\r\n{cl}\r\n\r\nhello"),
-        );
+        let r = exchange(hg.addr, &format!("POST http://{o}/ HTTP/1.1\r\nHost: x\r\n{cl}\r\n\r\nhello"));
         assert_eq!(r.status, 400, "{cl:?} -> {}", r.head);
         still_serving(&hg, &origin);
     }
-    assert!(
-        origin
-            .seen
-            .lock()
-            .unwrap()
-            .iter()
-            .all(|s| s.method == "GET"),
-        "no bad request reached the origin"
-    );
+    assert!(origin.seen.lock().unwrap().iter().all(|s| s.method == "GET"), "no bad request reached the origin");
 }
 
 #[test]
@@ -87,10 +67,7 @@ fn the_duplicate_content_length_page_says_why() {
 #[test]
 fn unknown_transfer_encoding_is_rejected() {
     let hg = proxy();
-    let r = exchange(
-        hg.addr,
-        "POST http://127.0.0.1:1/ HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n",
-    );
+    let r = exchange(hg.addr, "POST http://127.0.0.1:1/ HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n");
     assert!(r.status == 501 || r.status == 400, "{}", r.head);
 }
 
@@ -108,18 +85,8 @@ fn content_length_with_chunked_never_smuggles() {
     if r.status == 200 {
         // Chunked wins, Content-Length is dropped, and the connection closes after the response.
         assert_eq!(r.body, b"hello");
-        assert!(
-            c.closed_within(Duration::from_secs(5)),
-            "the connection is closed after the response"
-        );
-        assert!(
-            !origin
-                .seen
-                .lock()
-                .unwrap()
-                .iter()
-                .any(|s| s.target == "/smuggled")
-        );
+        assert!(c.closed_within(Duration::from_secs(5)), "the connection is closed after the response");
+        assert!(!origin.seen.lock().unwrap().iter().any(|s| s.target == "/smuggled"));
         let seen = origin.last();
         assert!(seen.header("content-length") != Some("3"), "{}", seen.head);
     } else {
@@ -136,10 +103,7 @@ fn oversized_head_is_431_and_long_uri_414() {
     );
     let o = origin.addr;
     let big = "a".repeat(5000);
-    let r = exchange(
-        hg.addr,
-        &format!("GET http://{o}/ HTTP/1.1\r\nHost: x\r\nX-Big: {big}\r\n\r\n"),
-    );
+    let r = exchange(hg.addr, &format!("GET http://{o}/ HTTP/1.1\r\nHost: x\r\nX-Big: {big}\r\n\r\n"));
     assert_eq!(r.status, 431, "{}", r.head);
     assert!(r.text().contains("limit"), "{}", r.text());
     // Far over any limit: still 431, never a crash.
@@ -152,16 +116,10 @@ fn oversized_head_is_431_and_long_uri_414() {
     );
     assert_eq!(c.response().status, 431);
     let many: String = (0..300).map(|i| format!("X-H{i}: v\r\n")).collect();
-    let r = exchange(
-        hg.addr,
-        &format!("GET http://{o}/ HTTP/1.1\r\nHost: x\r\n{many}\r\n"),
-    );
+    let r = exchange(hg.addr, &format!("GET http://{o}/ HTTP/1.1\r\nHost: x\r\n{many}\r\n"));
     assert_eq!(r.status, 431, "{}", r.head);
     let long = "p".repeat(2000);
-    let r = exchange(
-        hg.addr,
-        &format!("GET http://{o}/{long} HTTP/1.1\r\nHost: x\r\n\r\n"),
-    );
+    let r = exchange(hg.addr, &format!("GET http://{o}/{long} HTTP/1.1\r\nHost: x\r\n\r\n"));
     assert_eq!(r.status, 414, "{}", r.head);
     assert!(r.text().contains("limit"), "{}", r.text());
     assert_eq!(origin.count(), 0);
@@ -181,8 +139,7 @@ fn slowloris_is_cut_off_while_others_are_served() {
     let mut cut = false;
     for i in 0..40 {
         std::thread::sleep(Duration::from_millis(100));
-        if std::io::Write::write_all(&mut slow.stream, format!("X-{i}: y\r\n").as_bytes()).is_err()
-        {
+        if std::io::Write::write_all(&mut slow.stream, format!("X-{i}: y\r\n").as_bytes()).is_err() {
             cut = true;
             break;
         }
@@ -196,10 +153,7 @@ fn slowloris_is_cut_off_while_others_are_served() {
     }
     assert!(cut, "a trickling head is cut off");
     let t = started.elapsed();
-    assert!(
-        t >= Duration::from_millis(900) && t < Duration::from_secs(4),
-        "cut after {t:?}"
-    );
+    assert!(t >= Duration::from_millis(900) && t < Duration::from_secs(4), "cut after {t:?}");
     still_serving(&hg, &origin);
 }
 
@@ -211,18 +165,11 @@ fn idle_keep_alive_connections_are_closed() {
          [[listener]]\nlisten = \"127.0.0.1:0\"\n[listener.proxy]\nallow_targets = [\"127.0.0.0/8\"]\n",
     );
     let mut c = Raw::connect(hg.addr);
-    c.send(format!(
-        "GET {} HTTP/1.1\r\nHost: x\r\n\r\n",
-        origin.url("/")
-    ));
+    c.send(format!("GET {} HTTP/1.1\r\nHost: x\r\n\r\n", origin.url("/")));
     assert_eq!(c.response().status, 200);
     let started = Instant::now();
     assert!(c.closed_within(Duration::from_secs(5)), "closed when idle");
-    assert!(
-        started.elapsed() >= Duration::from_millis(800),
-        "{:?}",
-        started.elapsed()
-    );
+    assert!(started.elapsed() >= Duration::from_millis(800), "{:?}", started.elapsed());
     // A connection that never sends anything is closed too.
     let mut silent = Raw::connect(hg.addr);
     assert!(silent.closed_within(Duration::from_secs(5)));

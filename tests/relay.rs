@@ -10,13 +10,7 @@ use support::origin::{Next, Origin, respond};
 use support::{Hopgate, Raw, curl, exchange};
 
 fn proxy() -> Hopgate {
-    Hopgate::start(&[
-        "proxy",
-        "--listen",
-        "127.0.0.1:0",
-        "--allow-target",
-        "127.0.0.0/8",
-    ])
+    Hopgate::start(&["proxy", "--listen", "127.0.0.1:0", "--allow-target", "127.0.0.0/8"])
 }
 
 #[test]
@@ -30,11 +24,7 @@ fn curl_through_the_proxy() {
     assert_eq!(seen.target, "/a/b?c=d", "origin-form upstream");
     assert_eq!(seen.version, "HTTP/1.1");
     assert_eq!(seen.header("host"), Some(origin.addr.to_string().as_str()));
-    assert!(
-        seen.header("via").is_some_and(|v| v.starts_with("1.1 ")),
-        "{}",
-        seen.head
-    );
+    assert!(seen.header("via").is_some_and(|v| v.starts_with("1.1 ")), "{}", seen.head);
     assert!(!seen.has("proxy-connection"), "{}", seen.head);
 }
 
@@ -67,23 +57,11 @@ fn hop_by_hop_fields_are_removed_both_ways() {
     assert_eq!(resp.status, 200);
     assert_eq!(resp.body, b"ok");
     let seen = origin.last();
-    for gone in [
-        "x-secret",
-        "keep-alive",
-        "proxy-connection",
-        "te",
-        "proxy-authorization",
-        "upgrade",
-        "connection",
-    ] {
+    for gone in ["x-secret", "keep-alive", "proxy-connection", "te", "proxy-authorization", "upgrade", "connection"] {
         assert!(!seen.has(gone), "{gone} reached the origin:\n{}", seen.head);
     }
     assert_eq!(seen.header("x-end-to-end"), Some("1"));
-    assert_eq!(
-        seen.header("host"),
-        Some(o.to_string().as_str()),
-        "Host comes from the absolute URI"
-    );
+    assert_eq!(seen.header("host"), Some(o.to_string().as_str()), "Host comes from the absolute URI");
     assert!(resp.header("x-origin-secret").is_none(), "{}", resp.head);
     assert!(resp.header("keep-alive").is_none(), "{}", resp.head);
     assert_eq!(resp.header("x-kept"), Some("yes"));
@@ -96,17 +74,10 @@ fn hop_by_hop_fields_are_removed_both_ways() {
 fn keep_alive_from_an_http10_client_does_not_hang() {
     let origin = Origin::start(|seen, s| {
         // An HTTP/1.0-style origin: keep-alive only when asked, and then it never closes.
-        let ka = seen
-            .header("connection")
-            .is_some_and(|c| c.eq_ignore_ascii_case("keep-alive"));
+        let ka = seen.header("connection").is_some_and(|c| c.eq_ignore_ascii_case("keep-alive"));
         let body = format!("request {}", seen.target);
         if ka || seen.version == "HTTP/1.1" {
-            respond(
-                s,
-                "HTTP/1.0 200 OK",
-                &[("Connection", "Keep-Alive")],
-                body.as_bytes(),
-            );
+            respond(s, "HTTP/1.0 200 OK", &[("Connection", "Keep-Alive")], body.as_bytes());
             Next::KeepAlive
         } else {
             let _ = s.write_all(format!("HTTP/1.0 200 OK\r\n\r\n{body}").as_bytes());
@@ -117,30 +88,15 @@ fn keep_alive_from_an_http10_client_does_not_hang() {
     let o = origin.addr;
     let mut c = Raw::connect(hg.addr);
     let started = Instant::now();
-    c.send(format!(
-        "GET http://{o}/one HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n"
-    ));
+    c.send(format!("GET http://{o}/one HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n"));
     let r1 = c.response();
     assert_eq!(r1.status, 200);
     assert_eq!(r1.body, b"request /one");
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "the response came at once"
-    );
-    assert!(
-        origin.last().header("connection").is_none(),
-        "Connection: Keep-Alive was not forwarded"
-    );
+    assert!(started.elapsed() < Duration::from_secs(5), "the response came at once");
+    assert!(origin.last().header("connection").is_none(), "Connection: Keep-Alive was not forwarded");
     // The client asked for keep-alive and gets it: the next request works on the same connection.
-    assert!(
-        r1.header("connection")
-            .is_some_and(|v| v.eq_ignore_ascii_case("keep-alive")),
-        "{}",
-        r1.head
-    );
-    c.send(format!(
-        "GET http://{o}/two HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n"
-    ));
+    assert!(r1.header("connection").is_some_and(|v| v.eq_ignore_ascii_case("keep-alive")), "{}", r1.head);
+    c.send(format!("GET http://{o}/two HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n"));
     let r2 = c.response();
     assert_eq!(r2.body, b"request /two");
 }
@@ -148,7 +104,8 @@ fn keep_alive_from_an_http10_client_does_not_hang() {
 #[test]
 fn http10_client_gets_close_delimited_not_chunked() {
     let origin = Origin::start(|_, s| {
-        let _ = s.write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n");
+        let _ =
+            s.write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n");
         Next::KeepAlive
     });
     let hg = proxy();
@@ -156,14 +113,8 @@ fn http10_client_gets_close_delimited_not_chunked() {
     c.send(format!("GET http://{}/ HTTP/1.0\r\n\r\n", origin.addr));
     let all = c.read_to_close();
     let text = String::from_utf8_lossy(&all);
-    assert!(
-        text.starts_with("HTTP/1.0 200") || text.starts_with("HTTP/1.1 200"),
-        "{text}"
-    );
-    assert!(
-        !text.to_ascii_lowercase().contains("transfer-encoding"),
-        "{text}"
-    );
+    assert!(text.starts_with("HTTP/1.0 200") || text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(!text.to_ascii_lowercase().contains("transfer-encoding"), "{text}");
     assert!(text.ends_with("\r\n\r\nhello world"), "{text}");
 }
 
@@ -175,18 +126,12 @@ fn close_delimited_origin_response_is_reframed_for_http11() {
     });
     let hg = proxy();
     let mut c = Raw::connect(hg.addr);
-    c.send(format!(
-        "GET http://{}/ HTTP/1.1\r\nHost: x\r\n\r\n",
-        origin.addr
-    ));
+    c.send(format!("GET http://{}/ HTTP/1.1\r\nHost: x\r\n\r\n", origin.addr));
     let r = c.response();
     assert_eq!(r.body, b"until the end");
     assert_eq!(r.header("transfer-encoding"), Some("chunked"), "{}", r.head);
     // The client connection is still usable.
-    c.send(format!(
-        "GET http://{}/ HTTP/1.1\r\nHost: x\r\n\r\n",
-        origin.addr
-    ));
+    c.send(format!("GET http://{}/ HTTP/1.1\r\nHost: x\r\n\r\n", origin.addr));
     assert_eq!(c.response().body, b"until the end");
 }
 
@@ -231,88 +176,49 @@ fn expect_100_continue() {
 #[test]
 fn max_forwards_on_trace_and_options() {
     let origin = Origin::start(|seen, s| {
-        respond(
-            s,
-            "HTTP/1.1 200 OK",
-            &[],
-            seen.header("max-forwards").unwrap_or("none").as_bytes(),
-        );
+        respond(s, "HTTP/1.1 200 OK", &[], seen.header("max-forwards").unwrap_or("none").as_bytes());
         Next::KeepAlive
     });
     let hg = proxy();
     let o = origin.addr;
     let r = exchange(
         hg.addr,
-        &format!(
-            "TRACE http://{o}/ HTTP/1.1\r\nHost: x\r\nMax-Forwards: 0\r\nX-Mark: 7\r\nCookie: secret\r\n\r\n"
-        ),
+        &format!("TRACE http://{o}/ HTTP/1.1\r\nHost: x\r\nMax-Forwards: 0\r\nX-Mark: 7\r\nCookie: secret\r\n\r\n"),
     );
     assert_eq!(r.status, 200);
     assert_eq!(r.header("content-type"), Some("message/http"));
     let echo = r.text();
-    assert!(
-        echo.starts_with(&format!("TRACE http://{o}/ HTTP/1.1\r\n")),
-        "{echo}"
-    );
+    assert!(echo.starts_with(&format!("TRACE http://{o}/ HTTP/1.1\r\n")), "{echo}");
     assert!(echo.contains("x-mark: 7"), "{echo}");
-    assert!(
-        !echo.contains("secret"),
-        "cookies are not reflected: {echo}"
-    );
-    assert_eq!(
-        origin.count(),
-        0,
-        "Max-Forwards: 0 is answered by the proxy"
-    );
+    assert!(!echo.contains("secret"), "cookies are not reflected: {echo}");
+    assert_eq!(origin.count(), 0, "Max-Forwards: 0 is answered by the proxy");
 
-    let r = exchange(
-        hg.addr,
-        &format!("OPTIONS http://{o}/ HTTP/1.1\r\nHost: x\r\nMax-Forwards: 0\r\n\r\n"),
-    );
+    let r = exchange(hg.addr, &format!("OPTIONS http://{o}/ HTTP/1.1\r\nHost: x\r\nMax-Forwards: 0\r\n\r\n"));
     assert_eq!(r.status, 200);
-    assert!(
-        r.header("allow").is_some_and(|a| a.contains("GET")),
-        "{}",
-        r.head
-    );
+    assert!(r.header("allow").is_some_and(|a| a.contains("GET")), "{}", r.head);
     assert_eq!(origin.count(), 0);
 
-    let r = exchange(
-        hg.addr,
-        &format!("OPTIONS http://{o}/ HTTP/1.1\r\nHost: x\r\nMax-Forwards: 3\r\n\r\n"),
-    );
+    let r = exchange(hg.addr, &format!("OPTIONS http://{o}/ HTTP/1.1\r\nHost: x\r\nMax-Forwards: 3\r\n\r\n"));
     assert_eq!(r.body, b"2", "decremented on the way");
-    let r = exchange(
-        hg.addr,
-        &format!("GET http://{o}/ HTTP/1.1\r\nHost: x\r\nMax-Forwards: 0\r\n\r\n"),
-    );
+    let r = exchange(hg.addr, &format!("GET http://{o}/ HTTP/1.1\r\nHost: x\r\nMax-Forwards: 0\r\n\r\n"));
     assert_eq!(r.body, b"0", "GET ignores Max-Forwards");
 }
 
 #[test]
 fn loops_get_508() {
     let hg = proxy();
-    let r = exchange(
-        hg.addr,
-        &format!("GET http://{}/ HTTP/1.1\r\nHost: x\r\n\r\n", hg.addr),
-    );
+    let r = exchange(hg.addr, &format!("GET http://{}/ HTTP/1.1\r\nHost: x\r\n\r\n", hg.addr));
     assert_eq!(r.status, 508, "{}", r.text());
     assert!(r.text().starts_with("hopgate: 508"), "{}", r.text());
 
     // A request that already carries this proxy's Via name came round in a loop.
     let origin = Origin::fixed("x");
-    let first = exchange(
-        hg.addr,
-        &format!("GET {} HTTP/1.1\r\nHost: x\r\n\r\n", origin.url("/")),
-    );
+    let first = exchange(hg.addr, &format!("GET {} HTTP/1.1\r\nHost: x\r\n\r\n", origin.url("/")));
     let via = first.header("via").expect("via").to_string();
     let name = via.split_whitespace().nth(1).unwrap();
     let r = exchange(
         hg.addr,
-        &format!(
-            "GET {} HTTP/1.1\r\nHost: x\r\nVia: 1.1 other, 1.1 {name}\r\n\r\n",
-            origin.url("/")
-        ),
+        &format!("GET {} HTTP/1.1\r\nHost: x\r\nVia: 1.1 other, 1.1 {name}\r\n\r\n", origin.url("/")),
     );
     assert_eq!(r.status, 508);
 }
@@ -323,38 +229,16 @@ fn target_policy_refuses_loopback_unless_allowed() {
     let strict = Hopgate::start(&["proxy", "--listen", "127.0.0.1:0"]);
     let (code, body, _) = curl(&["-x", &strict.url(), &origin.url("/")]);
     assert_eq!(code, 403);
-    assert!(
-        String::from_utf8_lossy(&body).contains("target policy"),
-        "{}",
-        String::from_utf8_lossy(&body)
-    );
-    let (code, _, _) = curl(&[
-        "-x",
-        &strict.url(),
-        &format!("http://localhost:{}/", origin.addr.port()),
-    ]);
+    assert!(String::from_utf8_lossy(&body).contains("target policy"), "{}", String::from_utf8_lossy(&body));
+    let (code, _, _) = curl(&["-x", &strict.url(), &format!("http://localhost:{}/", origin.addr.port())]);
     assert_eq!(code, 403, "names are checked after resolution");
-    let (code, _, _) = curl(&[
-        "-x",
-        &strict.url(),
-        &format!("http://[::ffff:127.0.0.1]:{}/", origin.addr.port()),
-    ]);
+    let (code, _, _) = curl(&["-x", &strict.url(), &format!("http://[::ffff:127.0.0.1]:{}/", origin.addr.port())]);
     assert_eq!(code, 403);
-    let (code, _, _) = curl(&[
-        "-x",
-        &strict.url(),
-        "http://169.254.169.254/latest/meta-data/",
-    ]);
+    let (code, _, _) = curl(&["-x", &strict.url(), "http://169.254.169.254/latest/meta-data/"]);
     assert_eq!(code, 403);
     assert_eq!(origin.count(), 0);
 
-    let open = Hopgate::start(&[
-        "proxy",
-        "--listen",
-        "127.0.0.1:0",
-        "--allow-target",
-        "127.0.0.1/32",
-    ]);
+    let open = Hopgate::start(&["proxy", "--listen", "127.0.0.1:0", "--allow-target", "127.0.0.1/32"]);
     let (code, body, _) = curl(&["-x", &open.url(), &origin.url("/")]);
     assert_eq!(code, 200);
     assert_eq!(body, b"secret admin page");
@@ -370,22 +254,14 @@ fn upstream_failures() {
     let port = support::free_port();
     let (code, body, _) = curl(&["-x", &hg.url(), &format!("http://127.0.0.1:{port}/")]);
     assert_eq!(code, 502);
-    assert!(
-        String::from_utf8_lossy(&body).contains("refused"),
-        "{}",
-        String::from_utf8_lossy(&body)
-    );
+    assert!(String::from_utf8_lossy(&body).contains("refused"), "{}", String::from_utf8_lossy(&body));
     // DNS failure.
     let (code, body, _) = curl(&["-x", &hg.url(), "http://no-such-host.invalid/"]);
     assert_eq!(code, 502);
     assert!(String::from_utf8_lossy(&body).contains("resolve"));
     // Accepts, never answers: response-head timeout.
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let (code, _, _) = curl(&[
-        "-x",
-        &hg.url(),
-        &format!("http://{}/", silent.local_addr().unwrap()),
-    ]);
+    let (code, _, _) = curl(&["-x", &hg.url(), &format!("http://{}/", silent.local_addr().unwrap())]);
     assert_eq!(code, 504);
     // Resets mid-response.
     let origin = Origin::start(|_, s| {
@@ -393,17 +269,11 @@ fn upstream_failures() {
         Next::Close
     });
     let mut c = Raw::connect(hg.addr);
-    c.send(format!(
-        "GET {} HTTP/1.1\r\nHost: x\r\n\r\n",
-        origin.url("/")
-    ));
+    c.send(format!("GET {} HTTP/1.1\r\nHost: x\r\n\r\n", origin.url("/")));
     let got = c.read_to_close();
     let text = String::from_utf8_lossy(&got);
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
-    assert!(
-        !text.ends_with("\r\n\r\n"),
-        "the truncated body is not passed off as complete: {text}"
-    );
+    assert!(!text.ends_with("\r\n\r\n"), "the truncated body is not passed off as complete: {text}");
     // An origin that answers garbage.
     let garbage = Origin::start(|_, s| {
         let _ = s.write_all(b"SMTP ready\r\n\r\n");
@@ -433,13 +303,7 @@ fn connect_timeout_is_504() {
 
 fn socket_with_full_backlog() -> (std::net::SocketAddr, socket2::Socket, Vec<TcpStream>) {
     let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    s.bind(
-        &"127.0.0.1:0"
-            .parse::<std::net::SocketAddr>()
-            .unwrap()
-            .into(),
-    )
-    .unwrap();
+    s.bind(&"127.0.0.1:0".parse::<std::net::SocketAddr>().unwrap().into()).unwrap();
     s.listen(0).unwrap();
     let addr = s.local_addr().unwrap().as_socket().unwrap();
     let mut fillers = Vec::new();
@@ -454,10 +318,7 @@ fn socket_with_full_backlog() -> (std::net::SocketAddr, socket2::Socket, Vec<Tcp
 #[test]
 fn origin_form_to_the_proxy_gets_a_hint() {
     let hg = proxy();
-    let r = exchange(
-        hg.addr,
-        "GET /index.html HTTP/1.1\r\nHost: example.com\r\n\r\n",
-    );
+    let r = exchange(hg.addr, "GET /index.html HTTP/1.1\r\nHost: example.com\r\n\r\n");
     assert_eq!(r.status, 400);
     assert!(r.text().contains("absolute form"), "{}", r.text());
     assert!(r.text().contains("curl -x"), "{}", r.text());
@@ -472,11 +333,7 @@ fn upstream_connections_are_pooled() {
         assert_eq!(code, 200);
     }
     assert_eq!(origin.count(), 5);
-    assert_eq!(
-        origin.connections.load(std::sync::atomic::Ordering::SeqCst),
-        1,
-        "one upstream connection reused"
-    );
+    assert_eq!(origin.connections.load(std::sync::atomic::Ordering::SeqCst), 1, "one upstream connection reused");
 }
 
 #[test]
@@ -489,13 +346,7 @@ fn access_log_line_per_request() {
     loop {
         let out = hg.stdout_text();
         if let Some(line) = out.lines().find(|l| l.contains("/logged")) {
-            assert!(
-                line.contains(&format!(
-                    "\"GET {} HTTP/1.1\" 200 10 ",
-                    origin.url("/logged")
-                )),
-                "{line}"
-            );
+            assert!(line.contains(&format!("\"GET {} HTTP/1.1\" 200 10 ", origin.url("/logged"))), "{line}");
             assert!(line.ends_with(&origin.addr.to_string()), "{line}");
             break;
         }
@@ -514,21 +365,14 @@ fn drain_finishes_in_flight_requests_then_exits_0() {
     let mut hg = proxy();
     let addr = hg.addr;
     let url = origin.url("/slow");
-    let client = std::thread::spawn(move || {
-        exchange(addr, &format!("GET {url} HTTP/1.1\r\nHost: x\r\n\r\n"))
-    });
+    let client = std::thread::spawn(move || exchange(addr, &format!("GET {url} HTTP/1.1\r\nHost: x\r\n\r\n")));
     std::thread::sleep(Duration::from_millis(300));
     hg.signal("TERM");
     std::thread::sleep(Duration::from_millis(200));
-    assert!(
-        TcpStream::connect(addr).is_err(),
-        "no new connections while draining"
-    );
+    assert!(TcpStream::connect(addr).is_err(), "no new connections while draining");
     let r = client.join().unwrap();
     assert_eq!(r.body, b"finished");
-    let status = hg
-        .wait_exit(Duration::from_secs(10))
-        .expect("exits after the drain");
+    let status = hg.wait_exit(Duration::from_secs(10)).expect("exits after the drain");
     assert_eq!(status.code(), Some(0));
 }
 
@@ -539,15 +383,8 @@ fn drain_time_limit_is_honoured() {
         respond(s, "HTTP/1.1 200 OK", &[], b"too late");
         Next::Close
     });
-    let mut hg = Hopgate::start(&[
-        "proxy",
-        "--listen",
-        "127.0.0.1:0",
-        "--allow-target",
-        "127.0.0.1/32",
-        "--drain",
-        "1",
-    ]);
+    let mut hg =
+        Hopgate::start(&["proxy", "--listen", "127.0.0.1:0", "--allow-target", "127.0.0.1/32", "--drain", "1"]);
     let addr = hg.addr;
     let url = origin.url("/");
     let _client = std::thread::spawn(move || {
@@ -560,9 +397,5 @@ fn drain_time_limit_is_honoured() {
     hg.signal("INT");
     let status = hg.wait_exit(Duration::from_secs(10)).expect("exits");
     assert_eq!(status.code(), Some(0));
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "{:?}",
-        started.elapsed()
-    );
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
 }

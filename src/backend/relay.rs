@@ -17,9 +17,7 @@ use hyper::body::Incoming;
 
 use super::Ctx;
 use crate::error::{Error, Kind, Side};
-use crate::http::{
-    Body, MaxForwards, append_via, hop, is_sensitive, max_forwards, set_forwarded, via_names,
-};
+use crate::http::{Body, MaxForwards, append_via, hop, is_sensitive, max_forwards, set_forwarded, via_names};
 use crate::upstream::HttpClient;
 
 /// A gateway route's upstream: `http(s)://authority[/base]`.
@@ -34,15 +32,9 @@ pub struct Gateway {
 }
 
 /// Forward proxy: `GET http://host/path HTTP/1.1` from a client configured to use hopgate.
-pub async fn forward(
-    mut req: Request<Incoming>,
-    ctx: &Ctx<'_>,
-    client: &HttpClient,
-) -> Result<Response<Body>, Error> {
+pub async fn forward(mut req: Request<Incoming>, ctx: &Ctx<'_>, client: &HttpClient) -> Result<Response<Body>, Error> {
     let uri = req.uri().clone();
-    let authority = uri
-        .authority()
-        .ok_or_else(|| Error::bad_request("absolute request target without a host"))?;
+    let authority = uri.authority().ok_or_else(|| Error::bad_request("absolute request target without a host"))?;
     let host = authority.host();
     if host.is_empty() {
         return Err(Error::bad_request("absolute request target without a host"));
@@ -57,10 +49,7 @@ pub async fn forward(
     if let Some(resp) = before_forwarding(&mut req, ctx)? {
         return Ok(resp);
     }
-    let path = uri
-        .path_and_query()
-        .cloned()
-        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    let path = uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
     *req.uri_mut() = Uri::builder()
         .scheme(Scheme::HTTP)
         .authority(authority.clone())
@@ -68,27 +57,18 @@ pub async fn forward(
         .build()
         .map_err(|_| Error::bad_request("invalid request target"))?;
     // RFC 9112 §3.2.2: a proxy replaces Host with the target URI's authority.
-    let host_value = HeaderValue::from_str(authority.as_str())
-        .map_err(|_| Error::bad_request("invalid host"))?;
+    let host_value = HeaderValue::from_str(authority.as_str()).map_err(|_| Error::bad_request("invalid host"))?;
     req.headers_mut().insert(header::HOST, host_value);
     send(req, ctx, client, None).await
 }
 
 /// Gateway: an origin-form request matched a route; map its path under the upstream base.
-pub async fn gateway(
-    mut req: Request<Incoming>,
-    ctx: &Ctx<'_>,
-    gw: &Gateway,
-) -> Result<Response<Body>, Error> {
+pub async fn gateway(mut req: Request<Incoming>, ctx: &Ctx<'_>, gw: &Gateway) -> Result<Response<Body>, Error> {
     if let Some(resp) = before_forwarding(&mut req, ctx)? {
         return Ok(resp);
     }
     let path = req.uri().path();
-    let rest = if gw.prefix == "/" {
-        path
-    } else {
-        path.strip_prefix(gw.prefix.as_str()).unwrap_or(path)
-    };
+    let rest = if gw.prefix == "/" { path } else { path.strip_prefix(gw.prefix.as_str()).unwrap_or(path) };
     let mut mapped = format!("{}{}", gw.base, rest);
     if mapped.is_empty() {
         mapped.push('/');
@@ -97,11 +77,11 @@ pub async fn gateway(
         mapped.push('?');
         mapped.push_str(q);
     }
-    let public_host = req.headers().get(header::HOST).cloned().or_else(|| {
-        req.uri()
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-    });
+    let public_host = req
+        .headers()
+        .get(header::HOST)
+        .cloned()
+        .or_else(|| req.uri().authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
     *req.uri_mut() = Uri::builder()
         .scheme(gw.scheme.clone())
         .authority(gw.authority.clone())
@@ -113,8 +93,7 @@ pub async fn gateway(
         Some(h) => req.headers_mut().insert(header::HOST, h.clone()),
         None => req.headers_mut().insert(
             header::HOST,
-            HeaderValue::from_str(gw.authority.as_str())
-                .map_err(|_| Error::bad_request("invalid host"))?,
+            HeaderValue::from_str(gw.authority.as_str()).map_err(|_| Error::bad_request("invalid host"))?,
         ),
     };
     let proto = if ctx.listener.tls { "https" } else { "http" };
@@ -122,30 +101,17 @@ pub async fn gateway(
     let rewrite = public_host.and_then(|h| {
         h.to_str().ok().map(|h| LocationRewrite {
             upstream: format!("{}://{}{}", gw.scheme, gw.authority, gw.base),
-            public: format!(
-                "{proto}://{h}{}",
-                if gw.prefix == "/" {
-                    ""
-                } else {
-                    gw.prefix.as_str()
-                }
-            ),
+            public: format!("{proto}://{h}{}", if gw.prefix == "/" { "" } else { gw.prefix.as_str() }),
         })
     });
     send(req, ctx, &gw.client, rewrite).await
 }
 
 /// Loop check and Max-Forwards; `Some` when hopgate answers the request itself.
-fn before_forwarding(
-    req: &mut Request<Incoming>,
-    ctx: &Ctx<'_>,
-) -> Result<Option<Response<Body>>, Error> {
+fn before_forwarding(req: &mut Request<Incoming>, ctx: &Ctx<'_>) -> Result<Option<Response<Body>>, Error> {
     let name = &ctx.listener.via_name;
     if via_names(req.headers(), name) {
-        return Err(Error::client(
-            Kind::Loop,
-            format!("request already passed through {name} (Via): loop"),
-        ));
+        return Err(Error::client(Kind::Loop, format!("request already passed through {name} (Via): loop")));
     }
     let method = req.method().clone();
     if max_forwards(&method, req.headers_mut()) == MaxForwards::AnswerHere {
@@ -162,29 +128,18 @@ fn answer_here(req: &Request<Incoming>, via_name: &str) -> Response<Body> {
         let mut echo = format!("TRACE {} {:?}\r\n", req.uri(), req.version());
         for (name, value) in req.headers() {
             if !is_sensitive(name) {
-                let _ = write!(
-                    echo,
-                    "{}: {}\r\n",
-                    name,
-                    String::from_utf8_lossy(value.as_bytes())
-                );
+                let _ = write!(echo, "{}: {}\r\n", name, String::from_utf8_lossy(value.as_bytes()));
             }
         }
         echo.push_str("\r\n");
         *resp.body_mut() = Body::full(echo);
-        resp.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("message/http"),
-        );
+        resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("message/http"));
     } else {
         resp.headers_mut().insert(
             header::ALLOW,
-            HeaderValue::from_static(
-                "OPTIONS, GET, HEAD, POST, PUT, PATCH, DELETE, TRACE, CONNECT",
-            ),
+            HeaderValue::from_static("OPTIONS, GET, HEAD, POST, PUT, PATCH, DELETE, TRACE, CONNECT"),
         );
-        resp.headers_mut()
-            .insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+        resp.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
     }
     append_via(resp.headers_mut(), Version::HTTP_11, via_name);
     resp
@@ -211,8 +166,7 @@ async fn send(
     // RFC 9110 §7.8: an upgrade is hop-by-hop, so hopgate re-offers it on its own hop (HTTP/1.1 only).
     let client_upgrade = match &stripped.upgrade {
         Some(proto) if req.version() == Version::HTTP_11 => {
-            req.headers_mut()
-                .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            req.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
             req.headers_mut().insert(header::UPGRADE, proto.clone());
             Some(hyper::upgrade::on(&mut req))
         }
@@ -229,21 +183,14 @@ async fn send(
         Err(_) => {
             return Err(Error::upstream(
                 Kind::ResponseTimeout,
-                format!(
-                    "no response head from {} within {:?}",
-                    display_authority(&target),
-                    timeout
-                ),
+                format!("no response head from {} within {:?}", display_authority(&target), timeout),
             ));
         }
     };
 
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         let Some(client_upgrade) = client_upgrade else {
-            return Err(Error::upstream(
-                Kind::UpstreamProtocol,
-                "upstream switched protocols without being asked",
-            ));
+            return Err(Error::upstream(Kind::UpstreamProtocol, "upstream switched protocols without being asked"));
         };
         let proto = resp.headers().get(header::UPGRADE).cloned();
         let upstream_upgrade = hyper::upgrade::on(&mut resp);
@@ -260,9 +207,7 @@ async fn send(
         let (mut parts, _) = resp.into_parts();
         hop::strip(&mut parts.headers);
         if let Some(p) = proto {
-            parts
-                .headers
-                .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
             parts.headers.insert(header::UPGRADE, p);
         }
         append_via(&mut parts.headers, parts.version, name);
@@ -289,11 +234,7 @@ fn rewrite_location(headers: &mut http::HeaderMap, rw: &LocationRewrite) {
     if !(rest.is_empty() || rest.starts_with(['/', '?', '#'])) {
         return;
     }
-    if let Ok(v) = HeaderValue::from_str(&format!(
-        "{}{}",
-        rw.public,
-        if rest.is_empty() { "/" } else { rest }
-    )) {
+    if let Ok(v) = HeaderValue::from_str(&format!("{}{}", rw.public, if rest.is_empty() { "/" } else { rest })) {
         headers.insert(header::LOCATION, v);
     }
 }
@@ -314,18 +255,12 @@ fn client_error(e: hyper_util::client::legacy::Error, target: &Uri) -> Error {
         if let Some(h) = s.downcast_ref::<hyper::Error>() {
             if h.is_user() {
                 // Our side of the request failed: the client's body stream broke off.
-                return Error::client(
-                    Kind::BadRequest,
-                    "the request body ended before its declared length",
-                )
-                .with_source(e.to_string());
+                return Error::client(Kind::BadRequest, "the request body ended before its declared length")
+                    .with_source(e.to_string());
             }
             if h.is_parse() {
-                return Error::upstream(
-                    Kind::UpstreamProtocol,
-                    format!("invalid response from {upstream}"),
-                )
-                .with_source(h.to_string());
+                return Error::upstream(Kind::UpstreamProtocol, format!("invalid response from {upstream}"))
+                    .with_source(h.to_string());
             }
             if h.is_incomplete_message() || h.is_closed() || h.is_canceled() {
                 return Error::upstream(
@@ -343,12 +278,7 @@ fn client_error(e: hyper_util::client::legacy::Error, target: &Uri) -> Error {
         }
         src = s.source();
     }
-    Error::new(
-        Kind::UpstreamClosedEarly,
-        Side::Upstream,
-        format!("request to {upstream} failed"),
-    )
-    .with_source(e)
+    Error::new(Kind::UpstreamClosedEarly, Side::Upstream, format!("request to {upstream} failed")).with_source(e)
 }
 
 #[cfg(test)]
@@ -357,21 +287,13 @@ mod tests {
 
     #[test]
     fn location_rewrite() {
-        let rw = LocationRewrite {
-            upstream: "http://127.0.0.1:9000/app".into(),
-            public: "https://example.com/pub".into(),
-        };
+        let rw =
+            LocationRewrite { upstream: "http://127.0.0.1:9000/app".into(), public: "https://example.com/pub".into() };
         let mut h = http::HeaderMap::new();
-        h.insert(
-            header::LOCATION,
-            "http://127.0.0.1:9000/app/login?x=1".parse().unwrap(),
-        );
+        h.insert(header::LOCATION, "http://127.0.0.1:9000/app/login?x=1".parse().unwrap());
         rewrite_location(&mut h, &rw);
         assert_eq!(h[header::LOCATION], "https://example.com/pub/login?x=1");
-        h.insert(
-            header::LOCATION,
-            "http://127.0.0.1:9000/application".parse().unwrap(),
-        );
+        h.insert(header::LOCATION, "http://127.0.0.1:9000/application".parse().unwrap());
         rewrite_location(&mut h, &rw);
         assert_eq!(h[header::LOCATION], "http://127.0.0.1:9000/application");
         h.insert(header::LOCATION, "/relative".parse().unwrap());

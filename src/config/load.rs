@@ -47,18 +47,13 @@ pub fn load_str(src: &str, file: &str, base: &Path) -> Result<Config, ConfigErro
         line: span.map(|s| line_of(src, s.start)).unwrap_or(0),
         message,
     };
-    let raw: RawConfig =
-        toml::from_str(src).map_err(|e| at(e.span(), e.message().trim().to_string()))?;
+    let raw: RawConfig = toml::from_str(src).map_err(|e| at(e.span(), e.message().trim().to_string()))?;
     let ctx = Ctx { src, file, base };
     ctx.build(raw)
 }
 
 fn line_of(src: &str, offset: usize) -> usize {
-    src.as_bytes()[..offset.min(src.len())]
-        .iter()
-        .filter(|&&b| b == b'\n')
-        .count()
-        + 1
+    src.as_bytes()[..offset.min(src.len())].iter().filter(|&&b| b == b'\n').count() + 1
 }
 
 /// Seconds as an integer or a float, positive and finite.
@@ -83,9 +78,7 @@ impl<'de> Deserialize<'de> for Secs {
                 if v.is_finite() && v > 0.0 && v < 1e9 {
                     Ok(Secs(Duration::from_secs_f64(v)))
                 } else {
-                    Err(E::custom(format!(
-                        "{v} is not a positive number of seconds"
-                    )))
+                    Err(E::custom(format!("{v} is not a positive number of seconds")))
                 }
             }
         }
@@ -206,24 +199,13 @@ struct Ctx<'a> {
 
 impl Ctx<'_> {
     fn err(&self, span: Range<usize>, message: impl Into<String>) -> ConfigError {
-        ConfigError {
-            file: self.file.to_string(),
-            line: line_of(self.src, span.start),
-            message: message.into(),
-        }
+        ConfigError { file: self.file.to_string(), line: line_of(self.src, span.start), message: message.into() }
     }
 
-    fn positive(
-        &self,
-        v: &Option<Spanned<usize>>,
-        name: &str,
-        default: usize,
-    ) -> Result<usize, ConfigError> {
+    fn positive(&self, v: &Option<Spanned<usize>>, name: &str, default: usize) -> Result<usize, ConfigError> {
         match v {
             None => Ok(default),
-            Some(s) if *s.get_ref() == 0 => {
-                Err(self.err(s.span(), format!("{name} must be at least 1")))
-            }
+            Some(s) if *s.get_ref() == 0 => Err(self.err(s.span(), format!("{name} must be at least 1"))),
             Some(s) => Ok(*s.get_ref()),
         }
     }
@@ -239,26 +221,10 @@ impl Ctx<'_> {
 
     fn build(&self, raw: RawConfig) -> Result<Config, ConfigError> {
         let limits = Limits {
-            max_head_bytes: self.positive(
-                &raw.limits.max_head_bytes,
-                "max_head_bytes",
-                DEFAULT_MAX_HEAD_BYTES,
-            )?,
-            max_uri_bytes: self.positive(
-                &raw.limits.max_uri_bytes,
-                "max_uri_bytes",
-                DEFAULT_MAX_URI_BYTES,
-            )?,
-            max_headers: self.positive(
-                &raw.limits.max_headers,
-                "max_headers",
-                DEFAULT_MAX_HEADERS,
-            )?,
-            max_connections: self.positive(
-                &raw.limits.max_connections,
-                "max_connections",
-                DEFAULT_MAX_CONNECTIONS,
-            )?,
+            max_head_bytes: self.positive(&raw.limits.max_head_bytes, "max_head_bytes", DEFAULT_MAX_HEAD_BYTES)?,
+            max_uri_bytes: self.positive(&raw.limits.max_uri_bytes, "max_uri_bytes", DEFAULT_MAX_URI_BYTES)?,
+            max_headers: self.positive(&raw.limits.max_headers, "max_headers", DEFAULT_MAX_HEADERS)?,
+            max_connections: self.positive(&raw.limits.max_connections, "max_connections", DEFAULT_MAX_CONNECTIONS)?,
         };
         if let Some(h) = &raw.limits.max_head_bytes
             && *h.get_ref() < 1024
@@ -296,10 +262,7 @@ impl Ctx<'_> {
             listeners.push(listener);
         }
         Ok(Config {
-            drain: raw
-                .drain_secs
-                .map(|s| s.0)
-                .unwrap_or(Duration::from_secs_f64(DEFAULT_DRAIN_SECS)),
+            drain: raw.drain_secs.map(|s| s.0).unwrap_or(Duration::from_secs_f64(DEFAULT_DRAIN_SECS)),
             access_log,
             limits,
             timeouts,
@@ -323,10 +286,7 @@ impl Ctx<'_> {
             ));
         }
         if !listen.tls && !certs.is_empty() {
-            return Err(self.err(
-                l.tls[0].span(),
-                "[[listener.tls]] on a plain listener: use listen = \"https://...\"",
-            ));
+            return Err(self.err(l.tls[0].span(), "[[listener.tls]] on a plain listener: use listen = \"https://...\""));
         }
         let proxy = match l.proxy {
             None => None,
@@ -337,25 +297,11 @@ impl Ctx<'_> {
             routes.push(self.route(r.into_inner())?);
         }
         if proxy.is_none() && routes.is_empty() {
-            return Err(self.err(
-                span,
-                "this listener serves nothing: add [listener.proxy] or a [[listener.route]]",
-            ));
+            return Err(self.err(span, "this listener serves nothing: add [listener.proxy] or a [[listener.route]]"));
         }
         // Most specific route first: longer paths, then routes with a host before host-less ones.
-        routes.sort_by(|a, b| {
-            b.path
-                .len()
-                .cmp(&a.path.len())
-                .then(b.host.is_some().cmp(&a.host.is_some()))
-        });
-        Ok(Listener {
-            listen,
-            certs,
-            proxy,
-            routes,
-            via_name: l.via_name.map(|v| v.into_inner()),
-        })
+        routes.sort_by(|a, b| b.path.len().cmp(&a.path.len()).then(b.host.is_some().cmp(&a.host.is_some())));
+        Ok(Listener { listen, certs, proxy, routes, via_name: l.via_name.map(|v| v.into_inner()) })
     }
 
     fn proxy(&self, p: RawProxy) -> Result<Proxy, ConfigError> {
@@ -370,16 +316,9 @@ impl Ctx<'_> {
             }
         }
         out.allow_targets = p.allow_targets.into_iter().map(|c| c.0).collect();
-        out.users = p
-            .users
-            .as_ref()
-            .map(|u| self.readable(u, "users file"))
-            .transpose()?;
+        out.users = p.users.as_ref().map(|u| self.readable(u, "users file")).transpose()?;
         out.parent = p.parent.map(|p| p.0);
-        out.ca =
-            p.ca.as_ref()
-                .map(|c| self.readable(c, "CA bundle"))
-                .transpose()?;
+        out.ca = p.ca.as_ref().map(|c| self.readable(c, "CA bundle")).transpose()?;
         out.max_tunnels = self.positive(&p.max_tunnels, "max_tunnels", DEFAULT_MAX_TUNNELS)?;
         Ok(out)
     }
@@ -390,10 +329,7 @@ impl Ctx<'_> {
         if let Some(h) = &r.host {
             let host = h.get_ref().to_ascii_lowercase();
             if host.is_empty() || host.contains(['/', ' ', ':']) {
-                return Err(self.err(
-                    h.span(),
-                    format!("host {host:?}: a bare host name without port is expected"),
-                ));
+                return Err(self.err(h.span(), format!("host {host:?}: a bare host name without port is expected")));
             }
             route.host = Some(host);
         }
@@ -407,15 +343,8 @@ impl Ctx<'_> {
                 route.path = "/".into();
             }
         }
-        route.ca =
-            r.ca.as_ref()
-                .map(|c| self.readable(c, "CA bundle"))
-                .transpose()?;
-        route.root = r
-            .root
-            .as_ref()
-            .map(|c| self.readable(c, "root directory"))
-            .transpose()?;
+        route.ca = r.ca.as_ref().map(|c| self.readable(c, "CA bundle")).transpose()?;
+        route.root = r.root.as_ref().map(|c| self.readable(c, "root directory")).transpose()?;
         route.index = r.index.map(|i| i.into_inner());
         route.uploads = r.uploads.unwrap_or(true);
         route.script_timeout = r.script_timeout_secs.map(|s| s.0);
@@ -428,10 +357,7 @@ impl Ctx<'_> {
         if let Target::Cgi { dir } = &to {
             let dir = self.base.join(dir);
             if !dir.is_dir() {
-                return Err(self.err(
-                    r.to.span(),
-                    format!("CGI directory {} does not exist", dir.display()),
-                ));
+                return Err(self.err(r.to.span(), format!("CGI directory {} does not exist", dir.display())));
             }
             route.to = Target::Cgi { dir };
         }
@@ -451,23 +377,17 @@ mod tests {
     fn minimal_proxy() {
         let c = load("[[listener]]\nlisten = \"127.0.0.1:0\"\n[listener.proxy]\n").unwrap();
         assert_eq!(c.listeners.len(), 1);
-        assert_eq!(
-            c.listeners[0].proxy.as_ref().unwrap().connect_ports,
-            vec![443]
-        );
+        assert_eq!(c.listeners[0].proxy.as_ref().unwrap().connect_ports, vec![443]);
         assert_eq!(c.timeouts, Timeouts::default());
     }
 
     #[test]
     fn errors_name_the_line() {
-        let e = load("drain_secs = 1\n\n[[listener]]\nlisten = \"nope\"\n[listener.proxy]\n")
-            .unwrap_err();
+        let e = load("drain_secs = 1\n\n[[listener]]\nlisten = \"nope\"\n[listener.proxy]\n").unwrap_err();
         assert_eq!(e.line, 4, "{e}");
         assert!(e.to_string().starts_with("t.toml:4: "), "{e}");
-        let e = load(
-            "[[listener]]\nlisten = \":1\"\n[listener.proxy]\nallow_targets = [\"10.0.0.0/33\"]\n",
-        )
-        .unwrap_err();
+        let e =
+            load("[[listener]]\nlisten = \":1\"\n[listener.proxy]\nallow_targets = [\"10.0.0.0/33\"]\n").unwrap_err();
         assert_eq!(e.line, 4, "{e}");
         let e = load("[timeouts]\nidle_secs = -1\n").unwrap_err();
         assert_eq!(e.line, 2, "{e}");

@@ -181,10 +181,7 @@ impl std::fmt::Debug for Parent {
         // Keep credentials out of Debug output.
         f.debug_struct("Parent")
             .field("authority", &self.authority)
-            .field(
-                "credentials",
-                &self.credentials.as_ref().map(|(u, _)| (u, "<hidden>")),
-            )
+            .field("credentials", &self.credentials.as_ref().map(|(u, _)| (u, "<hidden>")))
             .finish()
     }
 }
@@ -258,9 +255,7 @@ impl Config {
 
     /// The embedded default: `hopgate` with no arguments.
     pub fn embedded_default() -> Config {
-        let addr = DEFAULT_LISTEN
-            .parse()
-            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 8080)));
+        let addr = DEFAULT_LISTEN.parse().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 8080)));
         Config::proxy(ListenAddr { tls: false, addr })
     }
 
@@ -280,19 +275,9 @@ impl Config {
                 roles.push(s);
             }
             for r in &l.routes {
-                roles.push(format!(
-                    "{}{} -> {}",
-                    r.host.as_deref().unwrap_or(""),
-                    r.path,
-                    r.to
-                ));
+                roles.push(format!("{}{} -> {}", r.host.as_deref().unwrap_or(""), r.path, r.to));
             }
-            out.push_str(&format!(
-                "listener {}://{}: {}\n",
-                l.listen.scheme(),
-                l.listen.addr,
-                roles.join(", ")
-            ));
+            out.push_str(&format!("listener {}://{}: {}\n", l.listen.scheme(), l.listen.addr, roles.join(", ")));
         }
         out
     }
@@ -306,35 +291,26 @@ pub fn parse_listen(s: &str) -> Result<ListenAddr, String> {
     } else if let Some(r) = s.strip_prefix("http://") {
         (false, r)
     } else if s.contains("://") {
-        return Err(format!(
-            "listen address {s:?}: scheme must be http:// or https://"
-        ));
+        return Err(format!("listen address {s:?}: scheme must be http:// or https://"));
     } else {
         (false, s)
     };
     let rest = rest.strip_suffix('/').unwrap_or(rest);
     let addr = if let Some(port) = rest.strip_prefix(':') {
-        let port: u16 = port
-            .parse()
-            .map_err(|_| format!("listen address {s:?}: bad port"))?;
+        let port: u16 = port.parse().map_err(|_| format!("listen address {s:?}: bad port"))?;
         SocketAddr::from(([0, 0, 0, 0], port))
     } else if let Some(port) = rest.strip_prefix("localhost:") {
-        let port: u16 = port
-            .parse()
-            .map_err(|_| format!("listen address {s:?}: bad port"))?;
+        let port: u16 = port.parse().map_err(|_| format!("listen address {s:?}: bad port"))?;
         SocketAddr::from(([127, 0, 0, 1], port))
     } else {
-        rest.parse()
-            .map_err(|_| format!("listen address {s:?}: expected IP:PORT, [IPv6]:PORT or :PORT"))?
+        rest.parse().map_err(|_| format!("listen address {s:?}: expected IP:PORT, [IPv6]:PORT or :PORT"))?
     };
     Ok(ListenAddr { tls, addr })
 }
 
 /// Parses `http://[user:pass@]host:port` for `--parent`.
 pub fn parse_parent(s: &str) -> Result<Parent, String> {
-    let rest = s
-        .strip_prefix("http://")
-        .ok_or_else(|| format!("parent proxy {s:?}: must start with http://"))?;
+    let rest = s.strip_prefix("http://").ok_or_else(|| format!("parent proxy {s:?}: must start with http://"))?;
     let rest = rest.strip_suffix('/').unwrap_or(rest);
     let (creds, hostport) = match rest.rsplit_once('@') {
         Some((c, h)) => (Some(c), h),
@@ -347,12 +323,8 @@ pub fn parse_parent(s: &str) -> Result<Parent, String> {
         }
         None => None,
     };
-    let authority =
-        Authority::parse(hostport, None).map_err(|e| format!("parent proxy {s:?}: {e}"))?;
-    Ok(Parent {
-        authority,
-        credentials,
-    })
+    let authority = Authority::parse(hostport, None).map_err(|e| format!("parent proxy {s:?}: {e}"))?;
+    Ok(Parent { authority, credentials })
 }
 
 /// Decodes %XX escapes (used for credentials in URLs); invalid escapes are kept as they are.
@@ -381,19 +353,10 @@ mod tests {
 
     #[test]
     fn listen_forms() {
-        assert_eq!(
-            parse_listen("127.0.0.1:0").unwrap().addr.to_string(),
-            "127.0.0.1:0"
-        );
+        assert_eq!(parse_listen("127.0.0.1:0").unwrap().addr.to_string(), "127.0.0.1:0");
         assert!(parse_listen("https://[::1]:8443").unwrap().tls);
-        assert_eq!(
-            parse_listen(":8080").unwrap().addr.to_string(),
-            "0.0.0.0:8080"
-        );
-        assert_eq!(
-            parse_listen("http://localhost:1").unwrap().addr.to_string(),
-            "127.0.0.1:1"
-        );
+        assert_eq!(parse_listen(":8080").unwrap().addr.to_string(), "0.0.0.0:8080");
+        assert_eq!(parse_listen("http://localhost:1").unwrap().addr.to_string(), "127.0.0.1:1");
         assert!(parse_listen("ftp://1.2.3.4:5").is_err());
         assert!(parse_listen("1.2.3.4").is_err());
     }

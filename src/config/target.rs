@@ -20,8 +20,7 @@ impl Authority {
         }
         let (host, port) = if let Some(rest) = s.strip_prefix('[') {
             let (h, after) = rest.split_once(']').ok_or("unclosed [ in IPv6 address")?;
-            h.parse::<std::net::Ipv6Addr>()
-                .map_err(|_| format!("bad IPv6 address {h:?}"))?;
+            h.parse::<std::net::Ipv6Addr>().map_err(|_| format!("bad IPv6 address {h:?}"))?;
             let port = match after.strip_prefix(':') {
                 Some(p) => Some(p),
                 None if after.is_empty() => None,
@@ -45,16 +44,11 @@ impl Authority {
             return Err("port 0".into());
         }
         if host.is_empty()
-            || host
-                .bytes()
-                .any(|b| !(b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b':')))
+            || host.bytes().any(|b| !(b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b':')))
         {
             return Err(format!("bad host {host:?}"));
         }
-        Ok(Authority {
-            host: host.to_ascii_lowercase(),
-            port,
-        })
+        Ok(Authority { host: host.to_ascii_lowercase(), port })
     }
 }
 
@@ -79,18 +73,9 @@ pub enum UpstreamSocket {
 #[derive(Clone, PartialEq, Eq)]
 pub enum Target {
     /// `http://HOST:PORT[/base]` (relay) or `https://...` (HTTP/HTTPS: verified TLS to the origin).
-    Http {
-        tls: bool,
-        authority: Authority,
-        base: String,
-    },
+    Http { tls: bool, authority: Authority, base: String },
     /// `ftp://[USER[:PASS]@]HOST[:PORT][/dir]`.
-    Ftp {
-        authority: Authority,
-        user: Option<String>,
-        pass: Option<String>,
-        dir: String,
-    },
+    Ftp { authority: Authority, user: Option<String>, pass: Option<String>, dir: String },
     /// `cgi:DIR`.
     Cgi { dir: PathBuf },
     /// `fastcgi://HOST:PORT` or `fastcgi+unix:PATH`.
@@ -106,17 +91,13 @@ impl Target {
             if dir.is_empty() {
                 return Err(bad("cgi: needs a directory"));
             }
-            return Ok(Target::Cgi {
-                dir: PathBuf::from(dir),
-            });
+            return Ok(Target::Cgi { dir: PathBuf::from(dir) });
         }
         if let Some(path) = s.strip_prefix("fastcgi+unix:") {
             if path.is_empty() {
                 return Err(bad("fastcgi+unix: needs a socket path"));
             }
-            return Ok(Target::FastCgi {
-                socket: UpstreamSocket::Unix(PathBuf::from(path)),
-            });
+            return Ok(Target::FastCgi { socket: UpstreamSocket::Unix(PathBuf::from(path)) });
         }
         let (scheme, rest) = s.split_once("://").ok_or_else(|| {
             bad("expected http://, https://, ftp://, cgi:DIR, fastcgi://, fastcgi+unix:PATH or scgi://")
@@ -132,13 +113,8 @@ impl Target {
         match scheme {
             "http" | "https" => {
                 let tls = scheme == "https";
-                let authority = Authority::parse(hostpart, Some(if tls { 443 } else { 80 }))
-                    .map_err(|e| bad(&e))?;
-                Ok(Target::Http {
-                    tls,
-                    authority,
-                    base,
-                })
+                let authority = Authority::parse(hostpart, Some(if tls { 443 } else { 80 })).map_err(|e| bad(&e))?;
+                Ok(Target::Http { tls, authority, base })
             }
             "ftp" => {
                 let (creds, hostport) = match hostpart.rsplit_once('@') {
@@ -153,12 +129,7 @@ impl Target {
                     None => (None, None),
                 };
                 let authority = Authority::parse(hostport, Some(21)).map_err(|e| bad(&e))?;
-                Ok(Target::Ftp {
-                    authority,
-                    user,
-                    pass,
-                    dir: percent_decode(&base),
-                })
+                Ok(Target::Ftp { authority, user, pass, dir: percent_decode(&base) })
             }
             "fastcgi" | "scgi" => {
                 if !base.is_empty() {
@@ -168,9 +139,7 @@ impl Target {
                 Ok(if scheme == "scgi" {
                     Target::Scgi { authority }
                 } else {
-                    Target::FastCgi {
-                        socket: UpstreamSocket::Tcp(authority),
-                    }
+                    Target::FastCgi { socket: UpstreamSocket::Tcp(authority) }
                 })
             }
             other => Err(bad(&format!("unknown scheme {other:?}"))),
@@ -181,34 +150,17 @@ impl Target {
 impl fmt::Display for Target {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Target::Http {
-                tls,
-                authority,
-                base,
-            } => {
-                write!(
-                    f,
-                    "{}://{authority}{base}",
-                    if *tls { "https" } else { "http" }
-                )
+            Target::Http { tls, authority, base } => {
+                write!(f, "{}://{authority}{base}", if *tls { "https" } else { "http" })
             }
             // Credentials stay out of logs and summaries.
-            Target::Ftp {
-                authority,
-                user,
-                dir,
-                ..
-            } => match user {
+            Target::Ftp { authority, user, dir, .. } => match user {
                 Some(u) => write!(f, "ftp://{u}@{authority}{dir}"),
                 None => write!(f, "ftp://{authority}{dir}"),
             },
             Target::Cgi { dir } => write!(f, "cgi:{}", dir.display()),
-            Target::FastCgi {
-                socket: UpstreamSocket::Tcp(a),
-            } => write!(f, "fastcgi://{a}"),
-            Target::FastCgi {
-                socket: UpstreamSocket::Unix(p),
-            } => write!(f, "fastcgi+unix:{}", p.display()),
+            Target::FastCgi { socket: UpstreamSocket::Tcp(a) } => write!(f, "fastcgi://{a}"),
+            Target::FastCgi { socket: UpstreamSocket::Unix(p) } => write!(f, "fastcgi+unix:{}", p.display()),
             Target::Scgi { authority } => write!(f, "scgi://{authority}"),
         }
     }
@@ -226,17 +178,9 @@ mod tests {
 
     #[test]
     fn authorities() {
-        assert_eq!(
-            Authority::parse("Example.com", Some(80))
-                .unwrap()
-                .to_string(),
-            "example.com:80"
-        );
+        assert_eq!(Authority::parse("Example.com", Some(80)).unwrap().to_string(), "example.com:80");
         assert_eq!(Authority::parse("[::1]:8080", None).unwrap().host, "::1");
-        assert_eq!(
-            Authority::parse("[::1]:8080", None).unwrap().to_string(),
-            "[::1]:8080"
-        );
+        assert_eq!(Authority::parse("[::1]:8080", None).unwrap().to_string(), "[::1]:8080");
         assert!(Authority::parse("h:0", None).is_err());
         assert!(Authority::parse("h", None).is_err());
         assert!(Authority::parse("a b:1", None).is_err());
@@ -249,20 +193,12 @@ mod tests {
             Target::parse("http://127.0.0.1:9000/app/").unwrap(),
             Target::Http {
                 tls: false,
-                authority: Authority {
-                    host: "127.0.0.1".into(),
-                    port: 9000
-                },
+                authority: Authority { host: "127.0.0.1".into(), port: 9000 },
                 base: "/app".into()
             }
         );
         match Target::parse("ftp://bob:s%40cret@ftp.example.org/pub").unwrap() {
-            Target::Ftp {
-                authority,
-                user,
-                pass,
-                dir,
-            } => {
+            Target::Ftp { authority, user, pass, dir } => {
                 assert_eq!(authority.port, 21);
                 assert_eq!(user.as_deref(), Some("bob"));
                 assert_eq!(pass.as_deref(), Some("s@cret"));
@@ -270,24 +206,14 @@ mod tests {
             }
             t => panic!("{t}"),
         }
-        assert!(matches!(
-            Target::parse("cgi:/srv/cgi").unwrap(),
-            Target::Cgi { .. }
-        ));
+        assert!(matches!(Target::parse("cgi:/srv/cgi").unwrap(), Target::Cgi { .. }));
         assert!(matches!(
             Target::parse("fastcgi+unix:/run/php.sock").unwrap(),
-            Target::FastCgi {
-                socket: UpstreamSocket::Unix(_)
-            }
+            Target::FastCgi { socket: UpstreamSocket::Unix(_) }
         ));
         assert!(Target::parse("scgi://127.0.0.1:4000").is_ok());
         assert!(Target::parse("scgi://127.0.0.1").is_err());
         assert!(Target::parse("gopher://x:70").is_err());
-        assert!(
-            !Target::parse("ftp://u:pw@h/")
-                .unwrap()
-                .to_string()
-                .contains("pw")
-        );
+        assert!(!Target::parse("ftp://u:pw@h/").unwrap().to_string().contains("pw"));
     }
 }

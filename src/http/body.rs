@@ -25,11 +25,7 @@ impl Body {
 
     pub fn full(b: impl Into<Bytes>) -> Body {
         let b = b.into();
-        if b.is_empty() {
-            Body::Empty
-        } else {
-            Body::Full(Some(b))
-        }
+        if b.is_empty() { Body::Empty } else { Body::Full(Some(b)) }
     }
 
     /// Any other body (a stream from a gateway, say), boxed.
@@ -53,10 +49,7 @@ impl http_body::Body for Body {
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
             Body::Empty => Poll::Ready(None),
             Body::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),

@@ -66,10 +66,7 @@ pub fn max_forwards(method: &Method, headers: &mut HeaderMap) -> MaxForwards {
     if n == 0 {
         return MaxForwards::AnswerHere;
     }
-    headers.insert(
-        header::MAX_FORWARDS,
-        HeaderValue::from((n - 1).min(u32::MAX as u64) as u32),
-    );
+    headers.insert(header::MAX_FORWARDS, HeaderValue::from((n - 1).min(u32::MAX as u64) as u32));
     MaxForwards::Forward
 }
 
@@ -80,19 +77,10 @@ pub fn is_sensitive(name: &header::HeaderName) -> bool {
 
 /// Replaces whatever Forwarded/X-Forwarded-* the client sent with what hopgate saw (RFC 7239): hopgate is the
 /// edge, so values from the client can't be trusted.
-pub fn set_forwarded(
-    headers: &mut HeaderMap,
-    client: SocketAddr,
-    proto: &str,
-    host: Option<&HeaderValue>,
-) {
+pub fn set_forwarded(headers: &mut HeaderMap, client: SocketAddr, proto: &str, host: Option<&HeaderValue>) {
     headers.remove(header::FORWARDED);
     let ip = client.ip().to_canonical();
-    let node = if ip.is_ipv6() {
-        format!("\"[{ip}]\"")
-    } else {
-        ip.to_string()
-    };
+    let node = if ip.is_ipv6() { format!("\"[{ip}]\"") } else { ip.to_string() };
     let mut fwd = format!("for={node};proto={proto}");
     if let Some(h) = host.and_then(|h| h.to_str().ok()) {
         fwd.push_str(&format!(";host=\"{}\"", h.replace(['"', '\\'], "")));
@@ -103,10 +91,7 @@ pub fn set_forwarded(
     if let Ok(v) = HeaderValue::from_str(&ip.to_string()) {
         headers.insert("x-forwarded-for", v);
     }
-    headers.insert(
-        "x-forwarded-proto",
-        HeaderValue::from_static(if proto == "https" { "https" } else { "http" }),
-    );
+    headers.insert("x-forwarded-proto", HeaderValue::from_static(if proto == "https" { "https" } else { "http" }));
     match host {
         Some(h) => {
             headers.insert("x-forwarded-host", h.clone());
@@ -129,10 +114,7 @@ mod tests {
         assert!(via_names(&h, "me:8080"));
         assert!(via_names(&h, "fred"));
         assert!(!via_names(&h, "me"));
-        assert_eq!(
-            h.get_all(header::VIA).iter().next_back().unwrap(),
-            "1.1 me:8080"
-        );
+        assert_eq!(h.get_all(header::VIA).iter().next_back().unwrap(), "1.1 me:8080");
     }
 
     #[test]
@@ -140,10 +122,7 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(header::MAX_FORWARDS, "0".parse().unwrap());
         assert_eq!(max_forwards(&Method::GET, &mut h), MaxForwards::Forward);
-        assert_eq!(
-            max_forwards(&Method::TRACE, &mut h),
-            MaxForwards::AnswerHere
-        );
+        assert_eq!(max_forwards(&Method::TRACE, &mut h), MaxForwards::AnswerHere);
         h.insert(header::MAX_FORWARDS, "3".parse().unwrap());
         assert_eq!(max_forwards(&Method::OPTIONS, &mut h), MaxForwards::Forward);
         assert_eq!(h[header::MAX_FORWARDS], "2");
@@ -157,10 +136,7 @@ mod tests {
         let host = HeaderValue::from_static("example.com");
         set_forwarded(&mut h, "[::1]:5".parse().unwrap(), "https", Some(&host));
         assert_eq!(h["x-forwarded-for"], "::1");
-        assert_eq!(
-            h[header::FORWARDED],
-            "for=\"[::1]\";proto=https;host=\"example.com\""
-        );
+        assert_eq!(h[header::FORWARDED], "for=\"[::1]\";proto=https;host=\"example.com\"");
         assert_eq!(h["x-forwarded-proto"], "https");
     }
 }

@@ -8,19 +8,12 @@ use crate::http::Body;
 
 /// Renders a page for `status` with a one-line `reason`.
 pub fn render(status: StatusCode, reason: &str, close: bool) -> Response<Body> {
-    let body = format!(
-        "hopgate: {} {}\n{}\n",
-        status.as_u16(),
-        status.canonical_reason().unwrap_or(""),
-        one_line(reason)
-    );
+    let body =
+        format!("hopgate: {} {}\n{}\n", status.as_u16(), status.canonical_reason().unwrap_or(""), one_line(reason));
     let mut resp = Response::new(Body::full(body));
     *resp.status_mut() = status;
     let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     if close {
         h.insert(header::CONNECTION, HeaderValue::from_static("close"));
@@ -30,9 +23,7 @@ pub fn render(status: StatusCode, reason: &str, close: bool) -> Response<Body> {
 
 /// Control characters (CR, LF...) never reach a page: a reason may quote client input.
 fn one_line(s: &str) -> String {
-    s.chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect()
+    s.chars().map(|c| if c.is_control() { ' ' } else { c }).collect()
 }
 
 #[cfg(test)]
@@ -42,17 +33,10 @@ mod tests {
 
     #[tokio::test]
     async fn page_shape() {
-        let r = render(
-            StatusCode::BAD_GATEWAY,
-            "connection refused by 127.0.0.1:9\r\nx",
-            true,
-        );
+        let r = render(StatusCode::BAD_GATEWAY, "connection refused by 127.0.0.1:9\r\nx", true);
         assert_eq!(r.status(), 502);
         assert_eq!(r.headers()["connection"], "close");
         let b = r.into_body().collect().await.unwrap().to_bytes();
-        assert_eq!(
-            &b[..],
-            b"hopgate: 502 Bad Gateway\nconnection refused by 127.0.0.1:9  x\n"
-        );
+        assert_eq!(&b[..], b"hopgate: 502 Bad Gateway\nconnection refused by 127.0.0.1:9  x\n");
     }
 }

@@ -62,9 +62,7 @@ impl ConnShared {
     fn on_read(&self, bytes: &[u8]) {
         let now = now_ms();
         self.last_activity.store(now, Ordering::Relaxed);
-        if self.in_flight.load(Ordering::Relaxed) == 0
-            && self.head_started.load(Ordering::Relaxed) == 0
-        {
+        if self.in_flight.load(Ordering::Relaxed) == 0 && self.head_started.load(Ordering::Relaxed) == 0 {
             self.head_started.store(now, Ordering::Relaxed);
             if count_content_length(bytes) > 1 {
                 self.duplicate_content_length.store(true, Ordering::Relaxed);
@@ -81,11 +79,7 @@ impl ConnShared {
         let at = |ms: u64, d: Duration| epoch() + Duration::from_millis(ms.saturating_sub(1)) + d;
         let head = self.head_started.load(Ordering::Relaxed);
         let idle_at = at(self.last_activity.load(Ordering::Relaxed), idle);
-        if head != 0 {
-            Some(at(head, header_read).min(idle_at))
-        } else {
-            Some(idle_at)
-        }
+        if head != 0 { Some(at(head, header_read).min(idle_at)) } else { Some(idle_at) }
     }
 
     /// When the connection loop should look again: a head that starts arriving does not wake the loop, so
@@ -106,10 +100,7 @@ impl ConnShared {
 /// path can disagree about the framing. Only the head in this first read is seen.
 fn count_content_length(bytes: &[u8]) -> usize {
     const NAME: &[u8] = b"content-length:";
-    let end = bytes
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .unwrap_or(bytes.len());
+    let end = bytes.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(bytes.len());
     bytes[..end]
         .split(|&b| b == b'\n')
         .skip(1)
@@ -130,11 +121,7 @@ impl<T> ConnIo<T> {
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for ConnIo<T> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = r
@@ -147,11 +134,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for ConnIo<T> {
 }
 
 impl<T: AsyncWrite + Unpin> AsyncWrite for ConnIo<T> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let r = Pin::new(&mut self.inner).poll_write(cx, buf);
         if let Poll::Ready(Ok(n)) = r
             && n > 0
@@ -190,22 +173,9 @@ mod tests {
 
     #[test]
     fn counts_content_length_in_head_only() {
-        assert_eq!(
-            count_content_length(
-                b"POST / HTTP/1.1\r\nContent-Length: 5\r\ncontent-length: 5\r\n\r\n"
-            ),
-            2
-        );
-        assert_eq!(
-            count_content_length(
-                b"POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\nContent-Length: 5\r\n"
-            ),
-            1
-        );
-        assert_eq!(
-            count_content_length(b"GET /content-length: HTTP/1.1\r\n\r\n"),
-            0
-        );
+        assert_eq!(count_content_length(b"POST / HTTP/1.1\r\nContent-Length: 5\r\ncontent-length: 5\r\n\r\n"), 2);
+        assert_eq!(count_content_length(b"POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\nContent-Length: 5\r\n"), 1);
+        assert_eq!(count_content_length(b"GET /content-length: HTTP/1.1\r\n\r\n"), 0);
     }
 
     #[test]
@@ -216,10 +186,7 @@ mod tests {
         let d0 = s.deadline(hr, idle).unwrap();
         s.on_read(b"GE");
         let d1 = s.deadline(hr, idle).unwrap();
-        assert!(
-            d1 < d0,
-            "a started head is bound by the shorter header-read timeout"
-        );
+        assert!(d1 < d0, "a started head is bound by the shorter header-read timeout");
         s.request_started();
         assert!(s.deadline(hr, idle).is_none());
         s.request_finished();

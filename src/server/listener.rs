@@ -27,11 +27,7 @@ pub struct ListenerState {
 impl ListenerState {
     /// The address clients reach this listener on, for hints in error pages.
     pub fn public_addr(&self) -> String {
-        format!(
-            "{}://{}",
-            if self.tls { "https" } else { "http" },
-            self.local
-        )
+        format!("{}://{}", if self.tls { "https" } else { "http" }, self.local)
     }
 }
 
@@ -60,46 +56,24 @@ pub struct Shared {
     pub timeouts: Timeouts,
 }
 
-pub fn build(
-    cfg: &config::Listener,
-    local: SocketAddr,
-    shared: &Shared,
-) -> Result<ListenerState, String> {
+pub fn build(cfg: &config::Listener, local: SocketAddr, shared: &Shared) -> Result<ListenerState, String> {
     let t = shared.timeouts;
     let proxy = match &cfg.proxy {
         None => None,
         Some(p) => {
-            let dialer = Dialer::new(
-                Some(TargetPolicy::new(p.allow_targets.clone())),
-                shared.own.clone(),
-                t.connect,
-            );
-            let client = http_client(
-                dialer.clone(),
-                t.pool_idle,
-                config::DEFAULT_POOL_MAX_IDLE_PER_HOST,
-            );
-            Some(ProxyState {
-                cfg: p.clone(),
-                dialer,
-                client,
-            })
+            let dialer = Dialer::new(Some(TargetPolicy::new(p.allow_targets.clone())), shared.own.clone(), t.connect);
+            let client = http_client(dialer.clone(), t.pool_idle, config::DEFAULT_POOL_MAX_IDLE_PER_HOST);
+            Some(ProxyState { cfg: p.clone(), dialer, client })
         }
     };
     let mut routes = Vec::new();
     for r in &cfg.routes {
-        routes.push(RouteState {
-            cfg: r.clone(),
-            backend: build_backend(r, shared)?,
-        });
+        routes.push(RouteState { cfg: r.clone(), backend: build_backend(r, shared)? });
     }
     Ok(ListenerState {
         local,
         tls: cfg.listen.tls,
-        via_name: cfg
-            .via_name
-            .clone()
-            .unwrap_or_else(|| format!("{}:{}", hostname(), local.port())),
+        via_name: cfg.via_name.clone().unwrap_or_else(|| format!("{}:{}", hostname(), local.port())),
         limits: shared.limits,
         timeouts: t,
         proxy,
@@ -111,24 +85,15 @@ pub fn build(
 fn build_backend(r: &config::Route, shared: &Shared) -> Result<Backend, String> {
     let t = shared.timeouts;
     match &r.to {
-        Target::Http {
-            tls,
-            authority,
-            base,
-        } => {
+        Target::Http { tls, authority, base } => {
             if *tls {
-                return Err(format!(
-                    "{}: https:// targets need TLS origination, which this build lacks",
-                    r.to
-                ));
+                return Err(format!("{}: https:// targets need TLS origination, which this build lacks", r.to));
             }
             // The operator chose this target: no target policy, but the loop check still applies.
             let dialer = Dialer::new(None, shared.own.clone(), t.connect);
             let client = http_client(dialer, t.pool_idle, config::DEFAULT_POOL_MAX_IDLE_PER_HOST);
-            let authority: Authority = authority
-                .to_string()
-                .parse()
-                .map_err(|_| format!("{}: invalid authority", r.to))?;
+            let authority: Authority =
+                authority.to_string().parse().map_err(|_| format!("{}: invalid authority", r.to))?;
             Ok(Backend::Relay(relay::Gateway {
                 client,
                 scheme: Scheme::HTTP,
@@ -137,9 +102,7 @@ fn build_backend(r: &config::Route, shared: &Shared) -> Result<Backend, String> 
                 prefix: r.path.clone(),
             }))
         }
-        other => Err(format!(
-            "{other}: this kind of target is not available in this build"
-        )),
+        other => Err(format!("{other}: this kind of target is not available in this build")),
     }
 }
 
@@ -152,9 +115,5 @@ fn hostname() -> String {
     }
     let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
     let name = String::from_utf8_lossy(&buf[..end]).into_owned();
-    if name.is_empty() || name.contains(|c: char| c.is_whitespace() || c == ',') {
-        "hopgate".into()
-    } else {
-        name
-    }
+    if name.is_empty() || name.contains(|c: char| c.is_whitespace() || c == ',') { "hopgate".into() } else { name }
 }

@@ -28,16 +28,9 @@ impl AccessLogger {
         let sink: Option<Box<dyn Write + Send>> = match cfg {
             AccessLog::Off => None,
             AccessLog::Stdout => Some(Box::new(std::io::stdout())),
-            AccessLog::File(p) => Some(Box::new(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(p)?,
-            )),
+            AccessLog::File(p) => Some(Box::new(std::fs::OpenOptions::new().create(true).append(true).open(p)?)),
         };
-        Ok(AccessLogger {
-            sink: sink.map(Mutex::new),
-        })
+        Ok(AccessLogger { sink: sink.map(Mutex::new) })
     }
 
     pub fn enabled(&self) -> bool {
@@ -101,19 +94,8 @@ pub struct LoggedBody {
 }
 
 impl LoggedBody {
-    pub fn new(
-        inner: Body,
-        record: Record,
-        log: Arc<AccessLogger>,
-        conn: Arc<ConnShared>,
-    ) -> LoggedBody {
-        LoggedBody {
-            inner,
-            bytes: 0,
-            record: Some(Box::new(record)),
-            log,
-            conn,
-        }
+    pub fn new(inner: Body, record: Record, log: Arc<AccessLogger>, conn: Arc<ConnShared>) -> LoggedBody {
+        LoggedBody { inner, bytes: 0, record: Some(Box::new(record)), log, conn }
     }
 
     fn finish(&mut self, complete: bool) {
@@ -136,10 +118,7 @@ impl http_body::Body for LoggedBody {
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
         let r = Pin::new(&mut this.inner).poll_frame(cx);
         match &r {
@@ -169,10 +148,7 @@ impl http_body::Body for LoggedBody {
 
 /// `2026-11-25T23:19:25Z` without a date crate (days-to-civil from Howard Hinnant's algorithms).
 pub fn rfc3339(t: SystemTime) -> String {
-    let secs = t
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0) as i64;
+    let secs = t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0) as i64;
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
@@ -183,12 +159,7 @@ pub fn rfc3339(t: SystemTime) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
 #[cfg(test)]
@@ -199,13 +170,7 @@ mod tests {
     #[test]
     fn timestamps() {
         assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00Z");
-        assert_eq!(
-            rfc3339(UNIX_EPOCH + Duration::from_secs(1_795_648_765)),
-            "2026-11-25T23:19:25Z"
-        );
-        assert_eq!(
-            rfc3339(UNIX_EPOCH + Duration::from_secs(951_782_400)),
-            "2000-02-29T00:00:00Z"
-        );
+        assert_eq!(rfc3339(UNIX_EPOCH + Duration::from_secs(1_795_648_765)), "2026-11-25T23:19:25Z");
+        assert_eq!(rfc3339(UNIX_EPOCH + Duration::from_secs(951_782_400)), "2000-02-29T00:00:00Z");
     }
 }

@@ -51,42 +51,21 @@ impl Server {
     /// Binds every listener and builds its state. Errors name the listener and the cause.
     pub async fn bind(config: &Config) -> Result<Server, String> {
         let own = OwnAddrs::new();
-        let log = Arc::new(
-            log::AccessLogger::open(&config.access_log).map_err(|e| format!("access log: {e}"))?,
-        );
-        let shared = listener::Shared {
-            own: own.clone(),
-            log,
-            limits: config.limits,
-            timeouts: config.timeouts,
-        };
+        let log = Arc::new(log::AccessLogger::open(&config.access_log).map_err(|e| format!("access log: {e}"))?);
+        let shared = listener::Shared { own: own.clone(), log, limits: config.limits, timeouts: config.timeouts };
         let mut bound = Vec::new();
         for l in &config.listeners {
-            let tcp = bind_tcp(l.listen.addr)
-                .map_err(|e| format!("cannot listen on {}: {e}", l.listen.addr))?;
-            let local = tcp
-                .local_addr()
-                .map_err(|e| format!("cannot listen on {}: {e}", l.listen.addr))?;
+            let tcp = bind_tcp(l.listen.addr).map_err(|e| format!("cannot listen on {}: {e}", l.listen.addr))?;
+            let local = tcp.local_addr().map_err(|e| format!("cannot listen on {}: {e}", l.listen.addr))?;
             own.add(local);
-            let state =
-                listener::build(l, local, &shared).map_err(|e| format!("listener {local}: {e}"))?;
+            let state = listener::build(l, local, &shared).map_err(|e| format!("listener {local}: {e}"))?;
             bound.push((tcp, Arc::new(state)));
         }
-        Ok(Server {
-            bound,
-            drain: config.drain,
-            connections: Arc::new(Semaphore::new(config.limits.max_connections)),
-        })
+        Ok(Server { bound, drain: config.drain, connections: Arc::new(Semaphore::new(config.limits.max_connections)) })
     }
 
     pub fn bound(&self) -> Vec<Bound> {
-        self.bound
-            .iter()
-            .map(|(_, s)| Bound {
-                scheme: if s.tls { "https" } else { "http" },
-                addr: s.local,
-            })
-            .collect()
+        self.bound.iter().map(|(_, s)| Bound { scheme: if s.tls { "https" } else { "http" }, addr: s.local }).collect()
     }
 
     /// Serves until `shutdown` completes, then drains for up to the drain time.
@@ -95,43 +74,24 @@ impl Server {
         let tasks = TaskTracker::new();
         let mut accepters = Vec::new();
         for (tcp, state) in self.bound {
-            let accept = accept_loop(
-                tcp,
-                state,
-                tasks.clone(),
-                stop_rx.clone(),
-                self.connections.clone(),
-            );
+            let accept = accept_loop(tcp, state, tasks.clone(), stop_rx.clone(), self.connections.clone());
             accepters.push(tokio::spawn(accept));
         }
         shutdown.await;
-        tracing::info!(
-            "shutting down: no new connections, draining for up to {:?}",
-            self.drain
-        );
+        tracing::info!("shutting down: no new connections, draining for up to {:?}", self.drain);
         let _ = stop_tx.send(true);
         for a in accepters {
             let _ = a.await;
         }
         tasks.close();
-        if tokio::time::timeout(self.drain, tasks.wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                "drain time over with {} connections or tunnels still open; closing them",
-                tasks.len()
-            );
+        if tokio::time::timeout(self.drain, tasks.wait()).await.is_err() {
+            tracing::warn!("drain time over with {} connections or tunnels still open; closing them", tasks.len());
         }
     }
 }
 
 fn bind_tcp(addr: SocketAddr) -> io::Result<TcpListener> {
-    let socket = socket2::Socket::new(
-        socket2::Domain::for_address(addr),
-        socket2::Type::STREAM,
-        None,
-    )?;
+    let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
     socket.set_reuse_address(true)?;
     if addr.is_ipv6() {
         socket.set_only_v6(true)?;
@@ -218,19 +178,12 @@ pub async fn serve_http1<S>(
 {
     let shared = ConnShared::new();
     let timeouts = state.timeouts;
-    let ctx = Arc::new(ConnCtx {
-        listener: state,
-        client: peer,
-        shared: shared.clone(),
-        tasks,
-    });
+    let ctx = Arc::new(ConnCtx { listener: state, client: peer, shared: shared.clone(), tasks });
     let svc = service_fn(move |req| {
         let ctx = ctx.clone();
         async move { Ok::<_, Infallible>(service::handle(req, ctx).await) }
     });
-    let conn = http
-        .serve_connection(TokioIo::new(ConnIo::new(stream, shared.clone())), svc)
-        .with_upgrades();
+    let conn = http.serve_connection(TokioIo::new(ConnIo::new(stream, shared.clone())), svc).with_upgrades();
     tokio::pin!(conn);
     let sleep = tokio::time::sleep(timeouts.idle);
     tokio::pin!(sleep);
@@ -239,11 +192,7 @@ pub async fn serve_http1<S>(
         conn.as_mut().graceful_shutdown();
     }
     loop {
-        sleep.as_mut().reset(
-            shared
-                .next_check(timeouts.header_read, timeouts.idle)
-                .into(),
-        );
+        sleep.as_mut().reset(shared.next_check(timeouts.header_read, timeouts.idle).into());
         tokio::select! {
             r = conn.as_mut() => {
                 if let Err(e) = r {
@@ -271,16 +220,12 @@ impl Server {
     pub fn check(config: &Config) -> Result<(), String> {
         let shared = listener::Shared {
             own: OwnAddrs::new(),
-            log: Arc::new(
-                log::AccessLogger::open(&crate::config::AccessLog::Off)
-                    .map_err(|e| e.to_string())?,
-            ),
+            log: Arc::new(log::AccessLogger::open(&crate::config::AccessLog::Off).map_err(|e| e.to_string())?),
             limits: config.limits,
             timeouts: config.timeouts,
         };
         for l in &config.listeners {
-            listener::build(l, l.listen.addr, &shared)
-                .map_err(|e| format!("listener {}: {e}", l.listen.addr))?;
+            listener::build(l, l.listen.addr, &shared).map_err(|e| format!("listener {}: {e}", l.listen.addr))?;
         }
         Ok(())
     }

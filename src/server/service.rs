@@ -37,11 +37,7 @@ pub async fn handle(req: Request<Incoming>, conn: Arc<ConnCtx>) -> Response<Logg
         upstream: None,
         start: Instant::now(),
     };
-    let ctx = Ctx {
-        client: conn.client,
-        listener: &conn.listener,
-        tasks: &conn.tasks,
-    };
+    let ctx = Ctx { client: conn.client, listener: &conn.listener, tasks: &conn.tasks };
     let resp = match serve(req, &ctx, &conn.shared).await {
         Ok(resp) => resp,
         Err(e) => {
@@ -57,19 +53,12 @@ pub async fn handle(req: Request<Incoming>, conn: Arc<ConnCtx>) -> Response<Logg
         }
     };
     record.status = resp.status();
-    record.upstream = resp
-        .extensions()
-        .get::<UpstreamAddr>()
-        .map(|a| a.0.to_string());
+    record.upstream = resp.extensions().get::<UpstreamAddr>().map(|a| a.0.to_string());
     let log = conn.listener.log.clone();
     resp.map(|b| LoggedBody::new(b, record, log, conn.shared.clone()))
 }
 
-async fn serve(
-    req: Request<Incoming>,
-    ctx: &Ctx<'_>,
-    shared: &ConnShared,
-) -> Result<Response<Body>, Error> {
+async fn serve(req: Request<Incoming>, ctx: &Ctx<'_>, shared: &ConnShared) -> Result<Response<Body>, Error> {
     admit(&req, ctx.listener, shared)?;
     match route::pick(&req, ctx.listener)? {
         Route::Forward(proxy) => relay::forward(req, ctx, &proxy.client).await,
@@ -82,10 +71,7 @@ async fn serve(
 /// Limits and framing checks that apply to every request, before any routing.
 fn admit(req: &Request<Incoming>, l: &ListenerState, shared: &ConnShared) -> Result<(), Error> {
     if shared.take_duplicate_content_length() {
-        return Err(Error::client(
-            Kind::BadFraming,
-            "duplicate Content-Length fields",
-        ));
+        return Err(Error::client(Kind::BadFraming, "duplicate Content-Length fields"));
     }
     let limits = &l.limits;
     let uri_len = req.uri().path_and_query().map_or(0, |p| p.as_str().len())
@@ -94,45 +80,28 @@ fn admit(req: &Request<Incoming>, l: &ListenerState, shared: &ConnShared) -> Res
     if uri_len > limits.max_uri_bytes {
         return Err(Error::client(
             Kind::UriTooLong,
-            format!(
-                "request target of {uri_len} bytes is over the limit of {}",
-                limits.max_uri_bytes
-            ),
+            format!("request target of {uri_len} bytes is over the limit of {}", limits.max_uri_bytes),
         ));
     }
     if req.headers().len() > limits.max_headers {
         return Err(Error::client(
             Kind::HeadTooLarge,
-            format!(
-                "{} header fields are over the limit of {}",
-                req.headers().len(),
-                limits.max_headers
-            ),
+            format!("{} header fields are over the limit of {}", req.headers().len(), limits.max_headers),
         ));
     }
     let head_bytes: usize = uri_len
-        + req
-            .headers()
-            .iter()
-            .map(|(n, v)| n.as_str().len() + v.len() + 4)
-            .sum::<usize>()
+        + req.headers().iter().map(|(n, v)| n.as_str().len() + v.len() + 4).sum::<usize>()
         + req.method().as_str().len()
         + 12;
     if head_bytes > limits.max_head_bytes {
         return Err(Error::client(
             Kind::HeadTooLarge,
-            format!(
-                "request head of {head_bytes} bytes is over the limit of {}",
-                limits.max_head_bytes
-            ),
+            format!("request head of {head_bytes} bytes is over the limit of {}", limits.max_head_bytes),
         ));
     }
     // hyper accepts a single field listing one length twice ("5, 5"); see conn::count_content_length.
     if req.headers().get_all(header::CONTENT_LENGTH).iter().count() > 1 {
-        return Err(Error::client(
-            Kind::BadFraming,
-            "duplicate Content-Length fields",
-        ));
+        return Err(Error::client(Kind::BadFraming, "duplicate Content-Length fields"));
     }
     Ok(())
 }

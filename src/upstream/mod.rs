@@ -32,40 +32,23 @@ pub struct Dialer {
 }
 
 impl Dialer {
-    pub fn new(
-        policy: Option<TargetPolicy>,
-        own: Arc<OwnAddrs>,
-        connect_timeout: Duration,
-    ) -> Dialer {
-        Dialer {
-            policy,
-            own,
-            connect_timeout,
-        }
+    pub fn new(policy: Option<TargetPolicy>, own: Arc<OwnAddrs>, connect_timeout: Duration) -> Dialer {
+        Dialer { policy, own, connect_timeout }
     }
 
     /// Connects to `host:port` within the connect timeout; returns the stream and the address it reached.
     pub async fn dial(&self, host: &str, port: u16) -> Result<(TcpStream, SocketAddr), Error> {
         let target = display_target(host, port);
-        match tokio::time::timeout(self.connect_timeout, self.dial_inner(host, port, &target)).await
-        {
+        match tokio::time::timeout(self.connect_timeout, self.dial_inner(host, port, &target)).await {
             Ok(r) => r,
             Err(_) => Err(Error::upstream(
                 Kind::ConnectTimeout,
-                format!(
-                    "connecting to {target} timed out after {:?}",
-                    self.connect_timeout
-                ),
+                format!("connecting to {target} timed out after {:?}", self.connect_timeout),
             )),
         }
     }
 
-    async fn dial_inner(
-        &self,
-        host: &str,
-        port: u16,
-        target: &str,
-    ) -> Result<(TcpStream, SocketAddr), Error> {
+    async fn dial_inner(&self, host: &str, port: u16, target: &str) -> Result<(TcpStream, SocketAddr), Error> {
         let addrs = self.resolve(host, port, target).await?;
         let mut last: Option<(io::Error, SocketAddr)> = None;
         for addr in addrs {
@@ -78,21 +61,14 @@ impl Dialer {
             }
         }
         let Some((e, addr)) = last else {
-            return Err(Error::upstream(
-                Kind::DnsFailed,
-                format!("{target} resolved to no address"),
-            ));
+            return Err(Error::upstream(Kind::DnsFailed, format!("{target} resolved to no address")));
         };
         let kind = match e.kind() {
             io::ErrorKind::ConnectionRefused => Kind::ConnectRefused,
             io::ErrorKind::TimedOut => Kind::ConnectTimeout,
             _ => Kind::ConnectFailed,
         };
-        let what = if kind == Kind::ConnectRefused {
-            "connection refused by"
-        } else {
-            "cannot connect to"
-        };
+        let what = if kind == Kind::ConnectRefused { "connection refused by" } else { "cannot connect to" };
         Err(Error::upstream(kind, format!("{what} {}", describe(target, addr))).with_source(e))
     }
 
@@ -103,40 +79,24 @@ impl Dialer {
             Err(_) => match tokio::net::lookup_host((host, port)).await {
                 Ok(addrs) => addrs.collect(),
                 Err(e) => {
-                    return Err(
-                        Error::upstream(Kind::DnsFailed, format!("cannot resolve {host}"))
-                            .with_source(e),
-                    );
+                    return Err(Error::upstream(Kind::DnsFailed, format!("cannot resolve {host}")).with_source(e));
                 }
             },
         };
         if resolved.is_empty() {
-            return Err(Error::upstream(
-                Kind::DnsFailed,
-                format!("cannot resolve {host}: no addresses"),
-            ));
+            return Err(Error::upstream(Kind::DnsFailed, format!("cannot resolve {host}: no addresses")));
         }
         if let Some(addr) = resolved.iter().find(|a| self.own.contains(**a)) {
-            return Err(Error::client(
-                Kind::Loop,
-                format!("{} is this proxy itself", describe(target, *addr)),
-            ));
+            return Err(Error::client(Kind::Loop, format!("{} is this proxy itself", describe(target, *addr))));
         }
         let Some(policy) = &self.policy else {
             return Ok(resolved);
         };
-        let allowed: Vec<SocketAddr> = resolved
-            .iter()
-            .copied()
-            .filter(|a| policy.permits(a.ip()))
-            .collect();
+        let allowed: Vec<SocketAddr> = resolved.iter().copied().filter(|a| policy.permits(a.ip())).collect();
         if allowed.is_empty() {
             return Err(Error::client(
                 Kind::TargetForbidden,
-                format!(
-                    "target {target} resolves to {}, which the target policy refuses",
-                    resolved[0].ip()
-                ),
+                format!("target {target} resolves to {}, which the target policy refuses", resolved[0].ip()),
             ));
         }
         Ok(allowed)
@@ -145,20 +105,12 @@ impl Dialer {
 
 /// `name:port (ip:port)`, or just `ip:port` when the target was an address already.
 fn describe(target: &str, addr: SocketAddr) -> String {
-    if target == addr.to_string() {
-        target.to_string()
-    } else {
-        format!("{target} ({addr})")
-    }
+    if target == addr.to_string() { target.to_string() } else { format!("{target} ({addr})") }
 }
 
 /// `host:port` with brackets around IPv6 literals.
 pub fn display_target(host: &str, port: u16) -> String {
-    if host.contains(':') {
-        format!("[{host}]:{port}")
-    } else {
-        format!("{host}:{port}")
-    }
+    if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") }
 }
 
 /// The address an upstream connection reached, attached to responses for the access log.
@@ -188,11 +140,7 @@ impl hyper::rt::Read for UpstreamIo {
 }
 
 impl hyper::rt::Write for UpstreamIo {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.io).poll_write(cx, buf)
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -231,17 +179,12 @@ impl tower_service::Service<Uri> for Connector {
     fn call(&mut self, uri: Uri) -> Self::Future {
         let dialer = self.dialer.clone();
         Box::pin(async move {
-            let host = uri
-                .host()
-                .ok_or_else(|| Error::bad_request("request target has no host"))?;
+            let host = uri.host().ok_or_else(|| Error::bad_request("request target has no host"))?;
             // Brackets are part of the URI syntax, not of the address.
             let host = host.trim_start_matches('[').trim_end_matches(']');
             let port = uri.port_u16().unwrap_or(80);
             let (tcp, addr) = dialer.dial(host, port).await?;
-            Ok(UpstreamIo {
-                io: TokioIo::new(tcp),
-                addr,
-            })
+            Ok(UpstreamIo { io: TokioIo::new(tcp), addr })
         })
     }
 }

@@ -31,11 +31,7 @@ impl TargetPolicy {
 fn is_internal(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => {
-            v4.is_loopback()
-                || v4.is_link_local()
-                || v4.is_unspecified()
-                || v4.is_multicast()
-                || v4.is_broadcast()
+            v4.is_loopback() || v4.is_link_local() || v4.is_unspecified() || v4.is_multicast() || v4.is_broadcast()
         }
         IpAddr::V6(v6) => {
             v6.is_loopback()
@@ -86,16 +82,7 @@ mod tests {
     #[test]
     fn default_refuses_internal() {
         let p = TargetPolicy::default();
-        for ip in [
-            "127.0.0.1",
-            "::1",
-            "169.254.169.254",
-            "0.0.0.0",
-            "224.0.0.1",
-            "fe80::1",
-            "::ffff:127.0.0.1",
-            "::",
-        ] {
+        for ip in ["127.0.0.1", "::1", "169.254.169.254", "0.0.0.0", "224.0.0.1", "fe80::1", "::ffff:127.0.0.1", "::"] {
             assert!(!p.permits(ip.parse().unwrap()), "{ip}");
         }
         for ip in ["93.184.216.34", "10.0.0.1", "2001:db8::1"] {

@@ -74,26 +74,14 @@ impl Hopgate {
                     let _ = child.kill();
                     let _ = child.wait();
                     std::thread::sleep(Duration::from_millis(100));
-                    panic!(
-                        "hopgate {args:?} did not print 'listening on'; stderr:\n{}",
-                        stderr.lock().unwrap()
-                    );
+                    panic!("hopgate {args:?} did not print 'listening on'; stderr:\n{}", stderr.lock().unwrap());
                 }
             }
         }
         let first = &listening[0];
         let hostport = first.split("://").nth(1).unwrap_or(first);
-        let addr = hostport
-            .parse()
-            .unwrap_or_else(|_| panic!("bad listening line {first:?}"));
-        Hopgate {
-            child,
-            addr,
-            listening,
-            stderr,
-            stdout,
-            dir: None,
-        }
+        let addr = hostport.parse().unwrap_or_else(|_| panic!("bad listening line {first:?}"));
+        Hopgate { child, addr, listening, stderr, stdout, dir: None }
     }
 
     pub fn start(args: &[&str]) -> Hopgate {
@@ -131,10 +119,7 @@ impl Hopgate {
     }
 
     pub fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .args([&format!("-{sig}"), &self.pid().to_string()])
-            .status()
-            .expect("kill");
+        let ok = Command::new("kill").args([&format!("-{sig}"), &self.pid().to_string()]).status().expect("kill");
         assert!(ok.success());
     }
 
@@ -190,17 +175,10 @@ pub struct Resp {
 
 impl Resp {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
     pub fn all(&self, name: &str) -> Vec<&str> {
-        self.headers
-            .iter()
-            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-            .collect()
+        self.headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str()).collect()
     }
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
@@ -215,14 +193,12 @@ pub struct Raw {
 
 impl Raw {
     pub fn connect(addr: SocketAddr) -> Raw {
-        let stream = TcpStream::connect(addr).expect("connect");
-        stream
-            .set_read_timeout(Some(Duration::from_secs(15)))
-            .unwrap();
-        Raw {
-            stream,
-            buf: Vec::new(),
-        }
+        Raw::from_stream(TcpStream::connect(addr).expect("connect"))
+    }
+
+    pub fn from_stream(stream: TcpStream) -> Raw {
+        stream.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+        Raw { stream, buf: Vec::new() }
     }
 
     pub fn send(&mut self, bytes: impl AsRef<[u8]>) -> &mut Self {
@@ -248,10 +224,7 @@ impl Raw {
                 break i + 4;
             }
             if self.fill() == 0 {
-                panic!(
-                    "connection closed before a response head: {:?}",
-                    String::from_utf8_lossy(&self.buf)
-                );
+                panic!("connection closed before a response head: {:?}", String::from_utf8_lossy(&self.buf));
             }
         };
         let head = String::from_utf8_lossy(&self.buf[..head_end]).into_owned();
@@ -260,10 +233,8 @@ impl Raw {
         let status_line = lines.next().unwrap_or_default().to_string();
         let mut parts = status_line.splitn(3, ' ');
         let version = parts.next().unwrap_or_default().to_string();
-        let status: u16 = parts
-            .next()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| panic!("status line {status_line:?}"));
+        let status: u16 =
+            parts.next().and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("status line {status_line:?}"));
         let headers: Vec<(String, String)> = lines
             .filter(|l| !l.is_empty())
             .map(|l| {
@@ -271,28 +242,16 @@ impl Raw {
                 (n.trim().to_string(), v.trim().to_string())
             })
             .collect();
-        let mut resp = Resp {
-            version,
-            status,
-            headers,
-            body: Vec::new(),
-            head,
-        };
+        let mut resp = Resp { version, status, headers, body: Vec::new(), head };
         if status == 100 || status == 101 || (100..200).contains(&status) {
             return resp;
         }
         if method == "HEAD" || status == 204 || status == 304 {
             return resp;
         }
-        if resp
-            .header("transfer-encoding")
-            .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"))
-        {
+        if resp.header("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked")) {
             resp.body = self.read_chunked();
-        } else if let Some(n) = resp
-            .header("content-length")
-            .and_then(|v| v.parse::<usize>().ok())
-        {
+        } else if let Some(n) = resp.header("content-length").and_then(|v| v.parse::<usize>().ok()) {
             while self.buf.len() < n {
                 if self.fill() == 0 {
                     panic!("closed after {} of {n} body bytes", self.buf.len());
@@ -353,10 +312,7 @@ impl Raw {
             match self.stream.read(&mut chunk) {
                 Ok(0) => break,
                 Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-                Err(e) => panic!(
-                    "read_to_close: {e}; have {:?}",
-                    String::from_utf8_lossy(&self.buf)
-                ),
+                Err(e) => panic!("read_to_close: {e}; have {:?}", String::from_utf8_lossy(&self.buf)),
             }
         }
         std::mem::take(&mut self.buf)
@@ -375,9 +331,7 @@ impl Raw {
             Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => true,
             Err(_) => false,
         };
-        self.stream
-            .set_read_timeout(Some(Duration::from_secs(15)))
-            .unwrap();
+        self.stream.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
         r
     }
 }
@@ -397,31 +351,15 @@ pub fn exchange(addr: SocketAddr, request: &str) -> Resp {
 /// Runs curl with `args` (a 20 s limit); returns (status code, body, stderr).
 pub fn curl(args: &[&str]) -> (u16, Vec<u8>, String) {
     let out = Command::new("curl")
-        .args([
-            "-s",
-            "-S",
-            "--max-time",
-            "20",
-            "-o",
-            "-",
-            "-w",
-            "\n%{http_code}",
-        ])
+        .args(["-s", "-S", "--max-time", "20", "-o", "-", "-w", "\n%{http_code}"])
         .args(args)
         .output()
         .expect("curl is installed (Debian package curl)");
     let mut body = out.stdout;
     let nl = body.iter().rposition(|&b| b == b'\n').unwrap_or(0);
-    let code = String::from_utf8_lossy(&body[nl + 1..])
-        .trim()
-        .parse()
-        .unwrap_or(0);
+    let code = String::from_utf8_lossy(&body[nl + 1..]).trim().parse().unwrap_or(0);
     body.truncate(nl);
-    (
-        code,
-        body,
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    (code, body, String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
 /// A temp dir with files in it.
@@ -444,14 +382,7 @@ pub fn repo() -> PathBuf {
 
 /// Fails with a message naming the Debian package when a peer binary is missing.
 pub fn require(binary: &str, package: &str) -> PathBuf {
-    for dir in [
-        "/usr/sbin",
-        "/usr/bin",
-        "/usr/local/bin",
-        "/usr/local/sbin",
-        "/sbin",
-        "/bin",
-    ] {
+    for dir in ["/usr/sbin", "/usr/bin", "/usr/local/bin", "/usr/local/sbin", "/sbin", "/bin"] {
         let p = Path::new(dir).join(binary);
         if p.exists() {
             return p;
@@ -462,21 +393,14 @@ pub fn require(binary: &str, package: &str) -> PathBuf {
 
 /// A free TCP port on 127.0.0.1 (bound and released: for peers that can't take port 0).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// Waits until something accepts on `addr`.
 pub fn wait_listening(addr: SocketAddr, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "{what} is not listening on {addr}"
-        );
+        assert!(Instant::now() < deadline, "{what} is not listening on {addr}");
         std::thread::sleep(Duration::from_millis(50));
     }
 }

@@ -24,10 +24,7 @@ pub struct Seen {
 
 impl Seen {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
     pub fn has(&self, name: &str) -> bool {
         self.header(name).is_some()
@@ -50,9 +47,7 @@ pub struct Origin {
 
 impl Origin {
     /// Starts an origin on 127.0.0.1:0 answering with `handler`.
-    pub fn start(
-        handler: impl Fn(&Seen, &mut TcpStream) -> Next + Send + Sync + 'static,
-    ) -> Origin {
+    pub fn start(handler: impl Fn(&Seen, &mut TcpStream) -> Next + Send + Sync + 'static) -> Origin {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
@@ -67,22 +62,13 @@ impl Origin {
                 std::thread::spawn(move || serve(stream, n, s, h));
             }
         });
-        Origin {
-            addr,
-            seen,
-            connections,
-        }
+        Origin { addr, seen, connections }
     }
 
     /// An origin answering every request 200 with `body` and Content-Length.
     pub fn fixed(body: &'static str) -> Origin {
         Origin::start(move |_, s| {
-            respond(
-                s,
-                "HTTP/1.1 200 OK",
-                &[("Content-Type", "text/plain")],
-                body.as_bytes(),
-            );
+            respond(s, "HTTP/1.1 200 OK", &[("Content-Type", "text/plain")], body.as_bytes());
             Next::KeepAlive
         })
     }
@@ -96,12 +82,7 @@ impl Origin {
     }
 
     pub fn last(&self) -> Seen {
-        self.seen
-            .lock()
-            .unwrap()
-            .last()
-            .cloned()
-            .expect("the origin received no request")
+        self.seen.lock().unwrap().last().cloned().expect("the origin received no request")
     }
 
     pub fn count(&self) -> usize {
@@ -166,11 +147,7 @@ fn read_request(stream: &mut TcpStream, buf: &mut Vec<u8>, conn: usize) -> Optio
     let mut lines = head.split("\r\n");
     let line = lines.next()?.to_string();
     let mut parts = line.split(' ');
-    let (method, target, version) = (
-        parts.next()?.to_string(),
-        parts.next()?.to_string(),
-        parts.next()?.to_string(),
-    );
+    let (method, target, version) = (parts.next()?.to_string(), parts.next()?.to_string(), parts.next()?.to_string());
     let headers: Vec<(String, String)> = lines
         .filter(|l| !l.is_empty())
         .map(|l| {
@@ -178,19 +155,8 @@ fn read_request(stream: &mut TcpStream, buf: &mut Vec<u8>, conn: usize) -> Optio
             (n.trim().to_string(), v.trim().to_string())
         })
         .collect();
-    let mut seen = Seen {
-        head,
-        method,
-        target,
-        version,
-        headers,
-        body: Vec::new(),
-        conn,
-    };
-    if seen
-        .header("transfer-encoding")
-        .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"))
-    {
+    let mut seen = Seen { head, method, target, version, headers, body: Vec::new(), conn };
+    if seen.header("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked")) {
         loop {
             let le = loop {
                 if let Some(i) = find(buf, b"\r\n") {
@@ -200,14 +166,7 @@ fn read_request(stream: &mut TcpStream, buf: &mut Vec<u8>, conn: usize) -> Optio
                     return None;
                 }
             };
-            let size = usize::from_str_radix(
-                String::from_utf8_lossy(&buf[..le])
-                    .split(';')
-                    .next()?
-                    .trim(),
-                16,
-            )
-            .ok()?;
+            let size = usize::from_str_radix(String::from_utf8_lossy(&buf[..le]).split(';').next()?.trim(), 16).ok()?;
             buf.drain(..le + 2);
             if size == 0 {
                 while find(buf, b"\r\n").is_none() {
@@ -227,14 +186,8 @@ fn read_request(stream: &mut TcpStream, buf: &mut Vec<u8>, conn: usize) -> Optio
             seen.body.extend(buf.drain(..size));
             buf.drain(..2);
         }
-    } else if let Some(n) = seen
-        .header("content-length")
-        .and_then(|v| v.parse::<usize>().ok())
-    {
-        if seen
-            .header("expect")
-            .is_some_and(|e| e.eq_ignore_ascii_case("100-continue"))
-        {
+    } else if let Some(n) = seen.header("content-length").and_then(|v| v.parse::<usize>().ok()) {
+        if seen.header("expect").is_some_and(|e| e.eq_ignore_ascii_case("100-continue")) {
             let _ = stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n");
         }
         while buf.len() < n {
@@ -245,4 +198,19 @@ fn read_request(stream: &mut TcpStream, buf: &mut Vec<u8>, conn: usize) -> Optio
         seen.body = buf.drain(..n).collect();
     }
     Some(seen)
+}
+
+/// An origin that hands each accepted connection to `f` untouched (for byte-level and streaming tests).
+pub fn raw(f: impl Fn(TcpStream) + Send + Sync + 'static) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let f = Arc::new(f);
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { continue };
+            let f = f.clone();
+            std::thread::spawn(move || f(stream));
+        }
+    });
+    addr
 }
