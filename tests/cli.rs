@@ -1,0 +1,137 @@
+//! The command line: the embedded default, `check` on every example and on broken files, `run`, `gateway`.
+
+mod support;
+
+use std::process::Command;
+
+use support::origin::Origin;
+use support::{Hopgate, bin, curl, repo};
+
+#[test]
+fn every_example_config_checks() {
+    let dir = repo().join("examples");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().and_then(|e| e.to_str()) != Some("toml") {
+            continue;
+        }
+        let out = Command::new(bin()).arg("check").arg(&path).output().unwrap();
+        assert!(out.status.success(), "{} does not check:\n{}", path.display(), String::from_utf8_lossy(&out.stderr));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(stdout.contains(": ok"), "{stdout}");
+        assert!(stdout.contains("listener "), "the summary lists listeners: {stdout}");
+        n += 1;
+    }
+    assert!(n >= 3, "examples/ has {n} configs");
+}
+
+#[test]
+fn check_reports_file_and_line() {
+    let cases = [
+        ("[[listener]]\nlisten = \"127.0.0.1:0\"\n[listener.proxy]\nallow_targets = [\"300.0.0.0/8\"]\n", 4, "CIDR"),
+        ("[timeouts]\nidle_secs = \"soon\"\n", 2, "seconds"),
+        ("[[listener]]\nlisten = \"127.0.0.1:0\"\nbogus_key = 1\n[listener.proxy]\n", 3, "bogus_key"),
+        ("[[listener]]\nlisten = \"127.0.0.1:0\"\n\n[[listener.route]]\nto = \"gopher://x:70\"\n", 5, "gopher"),
+        ("[[listener]]\nlisten = \"127.0.0.1:0\n", 2, ""),
+        ("drain_secs = 1\n", 1, "listener"),
+    ];
+    for (text, line, needle) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, text).unwrap();
+        for cmd in ["check", "run"] {
+            let out = Command::new(bin()).arg(cmd).arg(&path).output().unwrap();
+            assert_eq!(out.status.code(), Some(2), "{cmd} {text:?}");
+            let err = String::from_utf8_lossy(&out.stderr);
+            let want = format!("{}:{line}: ", path.display());
+            assert!(err.starts_with(&want), "{cmd} {text:?}: expected {want:?} in {err:?}");
+            assert!(err.contains(needle), "{err}");
+        }
+    }
+}
+
+#[test]
+fn check_of_a_missing_file_is_exit_2() {
+    let out = Command::new(bin()).args(["check", "/nonexistent/hopgate.toml"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/hopgate.toml"));
+}
+
+#[test]
+fn embedded_default_is_a_proxy_on_8080() {
+    let origin = Origin::fixed("default");
+    // The embedded default listens on 127.0.0.1:8080. If that port is taken on this machine, say so clearly.
+    if std::net::TcpListener::bind("127.0.0.1:8080").is_err() {
+        panic!("127.0.0.1:8080 is in use on this machine: the embedded-default test needs it free");
+    }
+    let hg = Hopgate::start(&[]);
+    assert_eq!(hg.listening, vec!["http://127.0.0.1:8080".to_string()]);
+    // Loopback origins are refused by the default target policy: the proxy answers 403 itself.
+    let (code, body, _) = curl(&["-x", "http://127.0.0.1:8080", &origin.url("/")]);
+    assert_eq!(code, 403, "{}", String::from_utf8_lossy(&body));
+}
+
+#[test]
+fn run_serves_several_listeners_from_one_file() {
+    let a = Origin::fixed("from a");
+    let b = Origin::fixed("from b");
+    let hg = Hopgate::start_config(&format!(
+        "[[listener]]\nlisten = \"127.0.0.1:0\"\n[listener.proxy]\nallow_targets = [\"127.0.0.1/32\"]\n\n\
+         [[listener]]\nlisten = \"127.0.0.1:0\"\n[[listener.route]]\npath = \"/b\"\nto = \"http://{}/\"\n\
+         [[listener.route]]\nto = \"http://{}\"\n",
+        b.addr, a.addr
+    ));
+    assert_eq!(hg.listening.len(), 2);
+    let (code, body, _) = curl(&["-x", &hg.listening[0], &a.url("/x")]);
+    assert_eq!((code, body.as_slice()), (200, &b"from a"[..]));
+    let (code, body, _) = curl(&[&format!("{}/b/thing?q=1", hg.listening[1])]);
+    assert_eq!((code, body.as_slice()), (200, &b"from b"[..]));
+    assert_eq!(b.last().target, "/thing?q=1", "the route prefix is replaced by the target's base");
+    let (code, body, _) = curl(&[&format!("{}/other", hg.listening[1])]);
+    assert_eq!((code, body.as_slice()), (200, &b"from a"[..]));
+    assert_eq!(a.last().target, "/other");
+}
+
+#[test]
+fn gateway_passes_host_and_sets_forwarded_fields() {
+    let origin = Origin::start(|_, s| {
+        support::origin::respond(s, "HTTP/1.1 302 Found", &[("Location", "http://PLACEHOLDER/base/next")], b"");
+        support::origin::Next::KeepAlive
+    });
+    let to = format!("http://{}/base", origin.addr);
+    let hg = Hopgate::start(&["gateway", "--listen", "127.0.0.1:0", "--to", &to]);
+    let r = support::exchange(
+        hg.addr,
+        "GET /page?x=1 HTTP/1.1\r\nHost: public.example\r\nX-Forwarded-For: 6.6.6.6\r\nForwarded: for=6.6.6.6\r\n\r\n",
+    );
+    assert_eq!(r.status, 302);
+    let seen = origin.last();
+    assert_eq!(seen.target, "/base/page?x=1");
+    assert_eq!(seen.header("host"), Some("public.example"));
+    assert_eq!(seen.header("x-forwarded-for"), Some("127.0.0.1"));
+    assert_eq!(seen.header("x-forwarded-proto"), Some("http"));
+    assert_eq!(seen.header("x-forwarded-host"), Some("public.example"));
+    assert_eq!(seen.header("forwarded"), Some("for=127.0.0.1;proto=http;host=\"public.example\""));
+}
+
+#[test]
+fn gateway_rewrites_upstream_locations() {
+    let origin = Origin::start(|seen, s| {
+        let upstream = seen.header("x-self").unwrap_or("").to_string();
+        support::origin::respond(
+            s,
+            "HTTP/1.1 302 Found",
+            &[("Location", &format!("http://{upstream}/base/next?a=b"))],
+            b"",
+        );
+        support::origin::Next::KeepAlive
+    });
+    let to = format!("http://{}/base", origin.addr);
+    let hg = Hopgate::start(&["gateway", "--listen", "127.0.0.1:0", "--to", &to]);
+    let r = support::exchange(
+        hg.addr,
+        &format!("GET / HTTP/1.1\r\nHost: public.example:8443\r\nX-Self: {}\r\n\r\n", origin.addr),
+    );
+    assert_eq!(r.header("location"), Some("http://public.example:8443/next?a=b"));
+}
