@@ -39,6 +39,7 @@ async fn sha256_of(mut r: impl AsyncRead + Unpin) -> Result<(u64, String), std::
 fn fill_tree(root: &Path) {
     fs::write(root.join("big.bin"), pseudo_random(BIG, 1)).unwrap();
     fs::write(root.join("hello.txt"), b"hello\n").unwrap();
+    fs::write(root.join("empty.txt"), b"").unwrap();
     fs::write(root.join("a file  with spaces.txt"), b"spaces\n").unwrap();
     fs::write(root.join("über ☃.bin"), b"utf8").unwrap();
     fs::create_dir(root.join("sub dir")).unwrap();
@@ -109,7 +110,8 @@ async fn vsftpd_lists_names_with_spaces_utf8_and_links() {
         (link.kind, link.link_target.as_deref()),
         (EntryKind::Link, Some("hello.txt"))
     );
-    assert_eq!(entries.len(), 6, "{entries:#?}");
+    assert_eq!(find("empty.txt").expect("empty file").size, Some(0));
+    assert_eq!(entries.len(), 7, "{entries:#?}");
 
     let inner = s.list("sub dir").await.unwrap();
     assert_eq!(inner.len(), 1);
@@ -117,6 +119,17 @@ async fn vsftpd_lists_names_with_spaces_utf8_and_links() {
     // stat and list come back to the log-in directory
     assert_eq!(s.stat("sub dir").await.unwrap().kind, EntryKind::Dir);
     assert_eq!(s.pwd().await.unwrap(), "/");
+    // a caller's own CWD keeps the session out of a pool until it changes back
+    s.cwd("sub dir").await.unwrap();
+    assert!(!s.is_reusable());
+    let home = s.home().to_owned();
+    s.cwd(&home).await.unwrap();
+    assert!(s.is_reusable());
+    // an empty file is a complete, empty download
+    let mut d = s.retr("empty.txt", 0).await.unwrap().with_expected_len(0);
+    let mut body = Vec::new();
+    d.read_to_end(&mut body).await.unwrap();
+    assert!(body.is_empty() && d.is_complete());
     let page = render_html("/", &entries, true);
     assert!(page.contains("href=\"%C3%BCber%20%E2%98%83.bin\""));
     assert!(page.contains("href=\"sub%20dir/\""));

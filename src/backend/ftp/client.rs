@@ -1,5 +1,6 @@
 //! One FTP control connection (RFC 959): greeting, log-in, FEAT (RFC 2389), `TYPE I`, and the
-//! commands the gateway needs. Transfers (RETR, STOR) live in `transfer.rs`, listings here.
+//! commands the gateway needs. Transfers (RETR, STOR) live in `transfer.rs`, `stat` and `list`
+//! in `dir.rs`.
 //!
 //! The session's working directory is always its log-in directory between calls: `stat` and
 //! `list` change into a directory and back. Relative paths are thus relative to the log-in
@@ -11,11 +12,11 @@ use std::net::SocketAddr;
 use std::task::{Context, Poll};
 use std::time::SystemTime;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
-use super::listing::{self, Entry, EntryKind};
+use super::listing::EntryKind;
 use super::reply::{self, Reply, ReplyError};
 use super::transfer::{Download, Upload};
 use super::{FtpError, FtpSettings, check_path};
@@ -159,10 +160,12 @@ impl Control {
 pub struct FtpSession {
     pub(crate) ctrl: Control,
     pub(crate) settings: FtpSettings,
-    features: Features,
+    pub(crate) features: Features,
     passive: Passive,
-    mlsd_refused: bool,
-    home: String,
+    pub(crate) mlsd_refused: bool,
+    pub(crate) home: String,
+    /// The working directory is not `home` (after a caller's own `cwd`).
+    pub(crate) away: bool,
     /// Set when a failure leaves the connection's state unknown; then it is never reused.
     pub(crate) poisoned: bool,
 }
@@ -205,6 +208,7 @@ impl FtpSession {
             passive: Passive::Untried,
             mlsd_refused: false,
             home: "/".into(),
+            away: false,
             poisoned: false,
         };
         s.greet().await?;
@@ -215,7 +219,7 @@ impl FtpSession {
             // RFC 2640 §3.1 (draft OPTS UTF8): servers that announce UTF8 may need it switched on
             s.cmd("OPTS UTF8 ON").await?;
         }
-        s.expect("TYPE", "TYPE I", &[200]).await?;
+        s.expect_reply("TYPE", "TYPE I", &[200]).await?;
         let pwd = s.cmd("PWD").await?;
         if let Some(home) = reply::parse_pwd(&pwd).filter(|h| check_path(h).is_ok()) {
             s.home = home;
@@ -273,9 +277,10 @@ impl FtpSession {
         &self.home
     }
 
-    /// False once a failure left the connection's state unknown.
+    /// False once a failure left the connection's state unknown, or while the working
+    /// directory is not the log-in directory.
     pub fn is_reusable(&self) -> bool {
-        !self.poisoned && self.ctrl.buf.is_empty()
+        !self.poisoned && !self.away && self.ctrl.buf.is_empty()
     }
 
     /// Without a round trip: false when the server has closed the connection or sent
@@ -342,7 +347,7 @@ impl FtpSession {
     }
 
     /// Sends a command; a reply code outside `ok` is an error classified by `from_reply`.
-    pub(crate) async fn expect(
+    pub(crate) async fn expect_reply(
         &mut self,
         command: &'static str,
         line: &str,
@@ -358,31 +363,34 @@ impl FtpSession {
 
     /// NOOP: a cheap liveness check.
     pub async fn noop(&mut self) -> Result<(), FtpError> {
-        self.expect("NOOP", "NOOP", &[200]).await.map(drop)
+        self.expect_reply("NOOP", "NOOP", &[200]).await.map(drop)
     }
 
     /// PWD: the working directory.
     pub async fn pwd(&mut self) -> Result<String, FtpError> {
-        let reply = self.expect("PWD", "PWD", &[257]).await?;
+        let reply = self.expect_reply("PWD", "PWD", &[257]).await?;
         reply::parse_pwd(&reply).ok_or_else(|| FtpError::Protocol {
             detail: format!("unparseable PWD reply {:?}", reply.text()),
         })
     }
 
     /// CWD: changes the working directory (550 gives `NotFound` or `PermissionDenied`). The
-    /// gateway's own calls (`stat`, `list`) change back; a caller of `cwd` must do the same
-    /// (`cwd(session.home())`) before the session goes back to a pool.
+    /// gateway's own calls (`stat`, `list`) change back; after a caller's own `cwd` the
+    /// session is not reusable until it changes back to [`FtpSession::home`].
     pub async fn cwd(&mut self, path: &str) -> Result<(), FtpError> {
         check_path(path)?;
-        self.expect("CWD", &format!("CWD {path}"), &[250, 200])
-            .await
-            .map(drop)
+        self.expect_reply("CWD", &format!("CWD {path}"), &[250, 200])
+            .await?;
+        self.away = path != self.home;
+        Ok(())
     }
 
     /// SIZE (RFC 3659 §4): the size in bytes, as transferred in `TYPE I`.
     pub async fn size(&mut self, path: &str) -> Result<u64, FtpError> {
         check_path(path)?;
-        let reply = self.expect("SIZE", &format!("SIZE {path}"), &[213]).await?;
+        let reply = self
+            .expect_reply("SIZE", &format!("SIZE {path}"), &[213])
+            .await?;
         reply::parse_size(&reply).ok_or_else(|| FtpError::Protocol {
             detail: format!("unparseable SIZE reply {:?}", reply.text()),
         })
@@ -391,160 +399,12 @@ impl FtpSession {
     /// MDTM (RFC 3659 §3): the modification time, UTC.
     pub async fn mdtm(&mut self, path: &str) -> Result<SystemTime, FtpError> {
         check_path(path)?;
-        let reply = self.expect("MDTM", &format!("MDTM {path}"), &[213]).await?;
+        let reply = self
+            .expect_reply("MDTM", &format!("MDTM {path}"), &[213])
+            .await?;
         reply::parse_mdtm(&reply).ok_or_else(|| FtpError::Protocol {
             detail: format!("unparseable MDTM reply {:?}", reply.text()),
         })
-    }
-
-    /// Whether `path` is a file or a directory, with size and time where the server tells.
-    /// `""` and `/` are directories without asking. Uses MLST where announced; else SIZE
-    /// (then MDTM) for files and CWD (and back) for directories. A path that is neither is
-    /// the SIZE reply's `NotFound`, or `PermissionDenied` when SIZE or CWD said so. A server
-    /// without SIZE gives a `File` of unknown size for whatever CWD refuses; RETR then decides.
-    pub async fn stat(&mut self, path: &str) -> Result<Stat, FtpError> {
-        check_path(path)?;
-        if path.is_empty() || path == "/" {
-            return Ok(dir_stat());
-        }
-        if self.features.mlst {
-            let reply = self.cmd(&format!("MLST {path}")).await?;
-            if reply.code == 250 {
-                // 250-Listing path / " facts; name" / 250 End (RFC 3659 §7.2)
-                let line = reply.lines.get(1).map(|l| l.trim_start()).unwrap_or("");
-                if let Some(e) = listing::parse_facts(line, true) {
-                    let kind = if e.kind == EntryKind::Dir {
-                        e.kind
-                    } else {
-                        EntryKind::File
-                    };
-                    return Ok(Stat {
-                        kind,
-                        size: e.size,
-                        modified: e.modified,
-                    });
-                }
-            } else if !matches!(reply.code, 500 | 501 | 502 | 504) {
-                return Err(FtpError::from_reply("MLST", &reply));
-            }
-        }
-        let size_err = match self.size(path).await {
-            Ok(size) => {
-                let modified = match self.mdtm(path).await {
-                    Ok(t) => Some(t),
-                    Err(e) if e.leaves_session_unknown() => return Err(e),
-                    Err(_) => None,
-                };
-                return Ok(Stat {
-                    kind: EntryKind::File,
-                    size: Some(size),
-                    modified,
-                });
-            }
-            Err(e @ FtpError::PermissionDenied { .. }) => return Err(e),
-            Err(e) if e.leaves_session_unknown() => return Err(e),
-            Err(e) => e,
-        };
-        match self.cwd(path).await {
-            Ok(()) => {
-                self.return_home().await?;
-                Ok(dir_stat())
-            }
-            Err(e @ FtpError::PermissionDenied { .. }) => Err(e),
-            Err(e) if e.leaves_session_unknown() => Err(e),
-            // SIZE itself unsupported: let RETR find out
-            Err(_) if matches!(&size_err, FtpError::Rejected { .. }) => Ok(Stat {
-                kind: EntryKind::File,
-                size: None,
-                modified: None,
-            }),
-            Err(_) => Err(size_err),
-        }
-    }
-
-    /// Back to the log-in directory; failing that, the session's directory is unknown.
-    async fn return_home(&mut self) -> Result<(), FtpError> {
-        let home = self.home.clone();
-        match self.cwd(&home).await {
-            Ok(()) => Ok(()),
-            Err(e) => Err(self.poison(e)),
-        }
-    }
-
-    /// The entries of directory `path` (`""` is the log-in directory): MLSD where announced
-    /// (falling back to LIST if refused), else LIST in Unix or DOS format. The listing is held
-    /// in memory up to `settings.max_listing_bytes`; beyond that `ListingTooLarge`.
-    pub async fn list(&mut self, path: &str) -> Result<Vec<Entry>, FtpError> {
-        check_path(path)?;
-        let moved = !path.is_empty() && path != self.home;
-        if moved {
-            self.cwd(path).await?;
-        }
-        let result = self.list_here().await;
-        if moved && !self.poisoned {
-            self.return_home().await?;
-        }
-        result
-    }
-
-    async fn list_here(&mut self) -> Result<Vec<Entry>, FtpError> {
-        let mlsd = self.features.mlst && !self.mlsd_refused;
-        let mut data = self.open_data().await?;
-        let reply = self.cmd(if mlsd { "MLSD" } else { "LIST" }).await?;
-        if mlsd && matches!(reply.code, 500 | 501 | 502 | 504) {
-            // FEAT promised MLST but MLSD is refused: LIST from now on
-            drop(data);
-            self.mlsd_refused = true;
-            return Box::pin(self.list_here()).await;
-        }
-        if reply.class() != 1 {
-            return Err(FtpError::from_reply(
-                if mlsd { "MLSD" } else { "LIST" },
-                &reply,
-            ));
-        }
-        let limit = self.settings.max_listing_bytes;
-        let body = match self.read_capped(&mut data, limit).await {
-            Ok(body) => body,
-            Err(e) => return Err(self.poison(e)),
-        };
-        drop(data);
-        let done = self.read_reply("listing").await?;
-        if !matches!(done.code, 226 | 250) {
-            return Err(self.poison(FtpError::TransferIncomplete {
-                received: body.len() as u64,
-                reply: Some(done.text()),
-            }));
-        }
-        Ok(if mlsd {
-            listing::parse_mlsd(&body)
-        } else {
-            listing::parse_list(&body, SystemTime::now())
-        })
-    }
-
-    async fn read_capped(&self, data: &mut TcpStream, limit: usize) -> Result<Vec<u8>, FtpError> {
-        let mut body = Vec::new();
-        let mut chunk = vec![0u8; 64 * 1024];
-        loop {
-            let n = match timeout(self.settings.data_idle_timeout, data.read(&mut chunk)).await {
-                Err(_) => return Err(FtpError::Timeout { during: "listing" }),
-                Ok(Err(source)) => {
-                    return Err(FtpError::Io {
-                        during: "listing",
-                        source,
-                    });
-                }
-                Ok(Ok(n)) => n,
-            };
-            if n == 0 {
-                return Ok(body);
-            }
-            if body.len() + n > limit {
-                return Err(FtpError::ListingTooLarge { limit });
-            }
-            body.extend_from_slice(&chunk[..n]);
-        }
     }
 
     /// Opens a passive data connection: EPSV (RFC 2428) first, PASV when EPSV is refused,
@@ -590,7 +450,7 @@ impl FtpSession {
     }
 
     async fn pasv(&mut self) -> Result<u16, FtpError> {
-        let reply = self.expect("PASV", "PASV", &[227]).await?;
+        let reply = self.expect_reply("PASV", "PASV", &[227]).await?;
         match reply::parse_pasv(&reply) {
             Some((advertised, port)) => {
                 if std::net::IpAddr::V4(advertised) != self.ctrl.peer.ip() {
@@ -632,15 +492,7 @@ impl FtpSession {
 
     /// QUIT, politely; the connection closes either way.
     pub async fn quit(mut self) -> Result<(), FtpError> {
-        self.expect("QUIT", "QUIT", &[221]).await.map(drop)
-    }
-}
-
-fn dir_stat() -> Stat {
-    Stat {
-        kind: EntryKind::Dir,
-        size: None,
-        modified: None,
+        self.expect_reply("QUIT", "QUIT", &[221]).await.map(drop)
     }
 }
 

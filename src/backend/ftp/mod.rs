@@ -22,6 +22,7 @@
 
 mod client;
 mod date;
+mod dir;
 mod error;
 pub mod listing;
 mod pool;
@@ -34,7 +35,10 @@ use std::time::Duration;
 pub use client::{Features, FtpSession, Login, Stat};
 pub use error::FtpError;
 pub use listing::{Entry, EntryKind};
-pub use pool::{FtpPool, FtpPoolConfig, PooledSession, Target};
+pub use pool::{
+    DEFAULT_FTP_IDLE_SECS, DEFAULT_FTP_MAX_IDLE_PER_KEY, DEFAULT_FTP_MAX_IDLE_TOTAL,
+    DEFAULT_FTP_NOOP_AFTER_SECS, FtpPool, FtpPoolConfig, PooledSession, Target,
+};
 pub use render::{mime_for, render_html, render_json};
 pub use transfer::{Download, Upload};
 
@@ -172,6 +176,29 @@ mod tests {
             assert!(matches!(err, FtpError::BadPath { .. }), "{bad}: {err}");
             assert_eq!(err.status(), http::StatusCode::BAD_REQUEST);
         }
+    }
+
+    fn assert_send<T: Send>(_: &T) {}
+    fn assert_send_sync<T: Send + Sync + 'static>() {}
+
+    /// Type-checked only: what the HTTP side holds across awaits or puts in a response body
+    /// must be `Send` (hyper's service futures and bodies run on any worker thread).
+    #[allow(dead_code)]
+    fn futures_are_send(pool: &FtpPool, target: &Target, mut s: PooledSession) {
+        assert_send(&pool.checkout(target));
+        assert_send(&s.stat(""));
+        assert_send(&s.list(""));
+        assert_send(&s.stor("", &mut tokio::io::empty()));
+        assert_send(&s.retr("", 0));
+    }
+
+    #[test]
+    fn handles_are_send_and_sync() {
+        assert_send_sync::<FtpPool>();
+        assert_send_sync::<PooledSession>();
+        assert_send_sync::<Download<PooledSession>>();
+        assert_send_sync::<Upload<PooledSession>>();
+        assert_send_sync::<FtpError>();
     }
 
     #[test]

@@ -51,7 +51,8 @@ impl<S: BorrowMut<FtpSession>> Download<S> {
         let data = s.open_data().await?;
         // REST right before RETR (RFC 3659 §5.3), after the passive command
         if offset > 0 {
-            s.expect("REST", &format!("REST {offset}"), &[350]).await?;
+            s.expect_reply("REST", &format!("REST {offset}"), &[350])
+                .await?;
         }
         let reply = s.cmd(&format!("RETR {path}")).await?;
         let final_seen = match reply.class() {
@@ -106,6 +107,10 @@ impl<S: BorrowMut<FtpSession> + Unpin> AsyncRead for Download<S> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if buf.remaining() == 0 {
+            // reading into a full buffer yields nothing, and must not be taken for EOF
+            return Poll::Ready(Ok(()));
+        }
         loop {
             match &mut this.state {
                 State::Streaming(data) => {
