@@ -12,8 +12,7 @@ use std::time::Duration;
 
 use ftp_peers::{hex, pseudo_random, pyftpdlib, sha256_hex, vsftpd};
 use hopgate::backend::ftp::{
-    EntryKind, FtpError, FtpPool, FtpPoolConfig, FtpSession, FtpSettings, Login, Target,
-    render_html,
+    EntryKind, FtpError, FtpPool, FtpPoolConfig, FtpSession, FtpSettings, Login, Target, render_html,
 };
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
@@ -63,27 +62,18 @@ async fn vsftpd_streams_a_large_file_byte_exact_and_from_an_offset() {
         .await
         .unwrap_or_else(|e| panic!("{e}\n{}", peer.log()));
     let f = s.features().clone();
-    assert!(
-        f.epsv && f.size && f.mdtm && f.rest_stream && f.utf8 && !f.mlst,
-        "{f:?}"
-    );
+    assert!(f.epsv && f.size && f.mdtm && f.rest_stream && f.utf8 && !f.mlst, "{f:?}");
     let mut s = s;
     let stat = s.stat("big.bin").await.unwrap();
     assert_eq!((stat.kind, stat.size), (EntryKind::File, Some(BIG as u64)));
     assert!(stat.modified.is_some());
 
-    let download = s
-        .retr("big.bin", 0)
-        .await
-        .unwrap()
-        .with_expected_len(BIG as u64);
+    let download = s.retr("big.bin", 0).await.unwrap().with_expected_len(BIG as u64);
     let (n, sum) = sha256_of(download).await.unwrap();
     assert_eq!((n, sum), (BIG as u64, sha256_hex(&want)));
 
     // REST: the rest of the file from an odd offset, on a new session
-    let s = FtpSession::connect(peer.addr, &Login::anonymous(), quick())
-        .await
-        .unwrap();
+    let s = FtpSession::connect(peer.addr, &Login::anonymous(), quick()).await.unwrap();
     let offset = 3_000_001u64;
     let download = s.retr("big.bin", offset).await.unwrap();
     let (n, sum) = sha256_of(download).await.unwrap();
@@ -95,9 +85,7 @@ async fn vsftpd_streams_a_large_file_byte_exact_and_from_an_offset() {
 #[tokio::test]
 async fn vsftpd_lists_names_with_spaces_utf8_and_links() {
     let peer = vsftpd(fill_tree, "");
-    let mut s = FtpSession::connect(peer.addr, &Login::anonymous(), quick())
-        .await
-        .unwrap();
+    let mut s = FtpSession::connect(peer.addr, &Login::anonymous(), quick()).await.unwrap();
     let entries = s.list("").await.unwrap();
     let find = |name: &str| entries.iter().find(|e| e.name == name).cloned();
     let spaced = find("a file  with spaces.txt").expect("name with spaces");
@@ -106,10 +94,7 @@ async fn vsftpd_lists_names_with_spaces_utf8_and_links() {
     assert_eq!(find("über ☃.bin").expect("utf-8 name").size, Some(4));
     assert_eq!(find("sub dir").expect("dir").kind, EntryKind::Dir);
     let link = find("link").expect("symlink");
-    assert_eq!(
-        (link.kind, link.link_target.as_deref()),
-        (EntryKind::Link, Some("hello.txt"))
-    );
+    assert_eq!((link.kind, link.link_target.as_deref()), (EntryKind::Link, Some("hello.txt")));
     assert_eq!(find("empty.txt").expect("empty file").size, Some(0));
     assert_eq!(entries.len(), 7, "{entries:#?}");
 
@@ -138,9 +123,7 @@ async fn vsftpd_lists_names_with_spaces_utf8_and_links() {
 #[tokio::test]
 async fn vsftpd_missing_paths_are_404_and_the_session_survives() {
     let peer = vsftpd(fill_tree, "");
-    let mut s = FtpSession::connect(peer.addr, &Login::anonymous(), quick())
-        .await
-        .unwrap();
+    let mut s = FtpSession::connect(peer.addr, &Login::anonymous(), quick()).await.unwrap();
     let e = s.stat("nope.txt").await.unwrap_err();
     assert!(matches!(e, FtpError::NotFound { .. }), "{e}");
     assert_eq!(e.status(), 404);
@@ -149,17 +132,11 @@ async fn vsftpd_missing_paths_are_404_and_the_session_survives() {
     assert_eq!(e.status(), 404, "{e}");
     assert!(s.is_reusable());
     s.noop().await.unwrap();
-    let e = s
-        .retr("nope.txt", 0)
-        .await
-        .err()
-        .expect("RETR of a missing file");
+    let e = s.retr("nope.txt", 0).await.err().expect("RETR of a missing file");
     assert_eq!(e.status(), 404, "{e}");
 
     // CR/LF never reach the server
-    let mut s = FtpSession::connect(peer.addr, &Login::anonymous(), quick())
-        .await
-        .unwrap();
+    let mut s = FtpSession::connect(peer.addr, &Login::anonymous(), quick()).await.unwrap();
     let e = s.stat("x\r\nDELE hello.txt").await.unwrap_err();
     assert_eq!(e.status(), 400);
     assert!(s.is_reusable());
@@ -184,36 +161,21 @@ async fn vsftpd_anonymous_upload_and_read_back() {
         |root| {
             fill_tree(root);
             fs::create_dir(root.join("incoming")).unwrap();
-            let ok = Command::new("chown")
-                .arg("ftp")
-                .arg(root.join("incoming"))
-                .status();
+            let ok = Command::new("chown").arg("ftp").arg(root.join("incoming")).status();
             assert!(ok.is_ok_and(|s| s.success()), "chown ftp incoming");
         },
         "write_enable=YES\nanon_upload_enable=YES\nanon_umask=022",
     );
     let data = pseudo_random(2 * 1024 * 1024 + 7, 2);
-    let mut s = FtpSession::connect(peer.addr, &Login::anonymous(), quick())
-        .await
-        .unwrap();
-    let n = s
-        .stor("incoming/up load ü.bin", &mut &data[..])
-        .await
-        .unwrap();
+    let mut s = FtpSession::connect(peer.addr, &Login::anonymous(), quick()).await.unwrap();
+    let n = s.stor("incoming/up load ü.bin", &mut &data[..]).await.unwrap();
     assert_eq!(n, data.len() as u64);
-    assert_eq!(
-        s.size("incoming/up load ü.bin").await.unwrap(),
-        data.len() as u64
-    );
-    let (_, sum) = sha256_of(s.retr("incoming/up load ü.bin", 0).await.unwrap())
-        .await
-        .unwrap();
+    assert_eq!(s.size("incoming/up load ü.bin").await.unwrap(), data.len() as u64);
+    let (_, sum) = sha256_of(s.retr("incoming/up load ü.bin", 0).await.unwrap()).await.unwrap();
     assert_eq!(sum, sha256_hex(&data));
 
     // the root is not writable: 553 Could not create file -> 403
-    let mut s = FtpSession::connect(peer.addr, &Login::anonymous(), quick())
-        .await
-        .unwrap();
+    let mut s = FtpSession::connect(peer.addr, &Login::anonymous(), quick()).await.unwrap();
     let e = s.stor("top.bin", &mut &b"x"[..]).await.unwrap_err();
     assert_eq!(e.status(), 403, "{e}");
 }
@@ -222,9 +184,7 @@ async fn vsftpd_anonymous_upload_and_read_back() {
 async fn pyftpdlib_mlsd_upload_rest_and_listing() {
     let peer = pyftpdlib(fill_tree, "bob", "secret");
     let login = Login::new("bob", "secret");
-    let s = FtpSession::connect(peer.addr, &login, quick())
-        .await
-        .unwrap_or_else(|e| panic!("{e}\n{}", peer.log()));
+    let s = FtpSession::connect(peer.addr, &login, quick()).await.unwrap_or_else(|e| panic!("{e}\n{}", peer.log()));
     assert!(s.features().mlst && s.features().rest_stream);
 
     // upload through the AsyncWrite side, in uneven pieces
@@ -234,64 +194,37 @@ async fn pyftpdlib_mlsd_upload_rest_and_listing() {
         up.write_all(piece).await.unwrap();
     }
     assert_eq!(up.finish().await.unwrap(), data.len() as u64);
-    assert_eq!(
-        fs::read(peer.root.join("new ü dir file.bin")).unwrap(),
-        data
-    );
+    assert_eq!(fs::read(peer.root.join("new ü dir file.bin")).unwrap(), data);
 
-    let mut s = FtpSession::connect(peer.addr, &login, quick())
-        .await
-        .unwrap();
+    let mut s = FtpSession::connect(peer.addr, &login, quick()).await.unwrap();
     let stat = s.stat("new ü dir file.bin").await.unwrap();
-    assert_eq!(
-        (stat.kind, stat.size),
-        (EntryKind::File, Some(data.len() as u64))
-    );
+    assert_eq!((stat.kind, stat.size), (EntryKind::File, Some(data.len() as u64)));
     assert_eq!(s.stat("sub dir").await.unwrap().kind, EntryKind::Dir);
     let e = s.stat("nope").await.unwrap_err();
     assert_eq!(e.status(), 404, "{e}");
 
     let entries = s.list("").await.unwrap();
     let names: Vec<&str> = entries.iter().map(|e| e.name.as_str()).collect();
-    for want in [
-        "a file  with spaces.txt",
-        "über ☃.bin",
-        "sub dir",
-        "new ü dir file.bin",
-    ] {
+    for want in ["a file  with spaces.txt", "über ☃.bin", "sub dir", "new ü dir file.bin"] {
         assert!(names.contains(&want), "{want} not in {names:?}");
     }
     assert!(!names.contains(&".") && !names.contains(&".."));
 
     let offset = 1_234_567u64;
-    let (n, sum) = sha256_of(s.retr("new ü dir file.bin", offset).await.unwrap())
-        .await
-        .unwrap();
-    assert_eq!(
-        (n, sum),
-        (
-            data.len() as u64 - offset,
-            sha256_hex(&data[offset as usize..])
-        )
-    );
+    let (n, sum) = sha256_of(s.retr("new ü dir file.bin", offset).await.unwrap()).await.unwrap();
+    assert_eq!((n, sum), (data.len() as u64 - offset, sha256_hex(&data[offset as usize..])));
 }
 
 #[tokio::test]
 async fn pyftpdlib_refusals_map_to_401_and_403() {
     let peer = pyftpdlib(fill_tree, "bob", "secret");
     let pool = FtpPool::new(quick(), FtpPoolConfig::default());
-    let bad = Target {
-        host: "127.0.0.1".into(),
-        port: peer.addr.port(),
-        login: Login::new("bob", "wrong"),
-    };
+    let bad = Target { host: "127.0.0.1".into(), port: peer.addr.port(), login: Login::new("bob", "wrong") };
     let e = pool.checkout(&bad).await.err().expect("wrong password");
     assert_eq!(e.status(), 401, "{e}");
     assert_eq!(pool.idle_count(), 0);
 
-    let mut s = FtpSession::connect(peer.addr, &Login::anonymous(), quick())
-        .await
-        .unwrap();
+    let mut s = FtpSession::connect(peer.addr, &Login::anonymous(), quick()).await.unwrap();
     let e = s.stor("up.bin", &mut &b"x"[..]).await.unwrap_err();
     assert!(matches!(e, FtpError::PermissionDenied { .. }), "{e}");
     assert_eq!(e.status(), 403);
@@ -302,11 +235,7 @@ async fn pyftpdlib_refusals_map_to_401_and_403() {
 async fn pool_reuses_logged_in_sessions_for_many_small_files() {
     let peer = pyftpdlib(fill_tree, "bob", "secret");
     let pool = FtpPool::new(quick(), FtpPoolConfig::default());
-    let target = Target {
-        host: "localhost".into(),
-        port: peer.addr.port(),
-        login: Login::new("bob", "secret"),
-    };
+    let target = Target { host: "localhost".into(), port: peer.addr.port(), login: Login::new("bob", "secret") };
     let mut reused = 0;
     for _ in 0..20 {
         let mut s = pool.checkout(&target).await.unwrap();
@@ -314,11 +243,7 @@ async fn pool_reuses_logged_in_sessions_for_many_small_files() {
         let stat = s.stat("hello.txt").await.unwrap();
         let size = stat.size.unwrap();
         let mut body = Vec::new();
-        let mut d = s
-            .retr("hello.txt", 0)
-            .await
-            .unwrap()
-            .with_expected_len(size);
+        let mut d = s.retr("hello.txt", 0).await.unwrap().with_expected_len(size);
         d.read_to_end(&mut body).await.unwrap();
         assert_eq!(body, b"hello\n");
         drop(d);

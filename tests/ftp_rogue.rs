@@ -7,9 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use hopgate::backend::ftp::{
-    EntryKind, FtpError, FtpPool, FtpPoolConfig, FtpSession, FtpSettings, Login, Target,
-};
+use hopgate::backend::ftp::{EntryKind, FtpError, FtpPool, FtpPoolConfig, FtpSession, FtpSettings, Login, Target};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
@@ -66,10 +64,7 @@ impl Seen {
         self.commands.lock().unwrap().clone()
     }
     fn count(&self, verb: &str) -> usize {
-        self.commands()
-            .iter()
-            .filter(|c| c.starts_with(verb))
-            .count()
+        self.commands().iter().filter(|c| c.starts_with(verb)).count()
     }
 }
 
@@ -95,9 +90,7 @@ async fn serve(conn: TcpStream, script: Script, seen: Seen) {
         tokio::time::sleep(Duration::from_secs(10)).await;
         return;
     }
-    let _ = wr
-        .write_all(format!("{}\r\n", script.greeting).as_bytes())
-        .await;
+    let _ = wr.write_all(format!("{}\r\n", script.greeting).as_bytes()).await;
     if script.greeting.starts_with("421") {
         return;
     }
@@ -148,11 +141,7 @@ async fn serve(conn: TcpStream, script: Script, seen: Seen) {
                 }
                 data = Some(l);
                 let [a, b, c, d] = script.pasv_names.octets();
-                format!(
-                    "227 Entering Passive Mode ({a},{b},{c},{d},{},{})",
-                    port >> 8,
-                    port & 255
-                )
+                format!("227 Entering Passive Mode ({a},{b},{c},{d},{},{})", port >> 8, port & 255)
             }
             "RETR" | "LIST" | "MLSD" => {
                 let Some(l) = data.take() else {
@@ -163,21 +152,9 @@ async fn serve(conn: TcpStream, script: Script, seen: Seen) {
                 let Ok(Ok((mut d, _))) = timeout(Duration::from_secs(5), l.accept()).await else {
                     return;
                 };
-                let body = if verb == "RETR" {
-                    &script.file
-                } else {
-                    &script.list
-                };
-                let mode = if verb == "RETR" {
-                    script.retr
-                } else {
-                    Retr::Whole
-                };
-                let cut = if mode == Retr::Whole {
-                    body.len()
-                } else {
-                    body.len() / 2
-                };
+                let body = if verb == "RETR" { &script.file } else { &script.list };
+                let mode = if verb == "RETR" { script.retr } else { Retr::Whole };
+                let cut = if mode == Retr::Whole { body.len() } else { body.len() / 2 };
                 let _ = d.write_all(&body[..cut]).await;
                 drop(d);
                 match mode {
@@ -213,22 +190,14 @@ async fn read_all(d: impl tokio::io::AsyncRead + Unpin) -> Result<Vec<u8>, std::
 
 #[tokio::test]
 async fn pasv_address_is_ignored_data_goes_to_the_control_peer() {
-    let script = Script {
-        epsv: false,
-        pasv_names: Ipv4Addr::new(127, 0, 0, 2),
-        ..Script::default()
-    };
+    let script = Script { epsv: false, pasv_names: Ipv4Addr::new(127, 0, 0, 2), ..Script::default() };
     let file = script.file.clone();
     let (addr, seen) = rogue(script).await;
-    let s = FtpSession::connect(addr, &Login::anonymous(), settings())
-        .await
-        .unwrap();
+    let s = FtpSession::connect(addr, &Login::anonymous(), settings()).await.unwrap();
     let got = read_all(s.retr("f.bin", 0).await.unwrap()).await.unwrap();
     assert_eq!(got, file);
     // a second transfer on the same session goes straight to PASV
-    let mut s = FtpSession::connect(addr, &Login::anonymous(), settings())
-        .await
-        .unwrap();
+    let mut s = FtpSession::connect(addr, &Login::anonymous(), settings()).await.unwrap();
     s.list("").await.unwrap();
     s.list("").await.unwrap();
     assert_eq!(seen.decoy_hits.load(Ordering::SeqCst), 0);
@@ -238,99 +207,45 @@ async fn pasv_address_is_ignored_data_goes_to_the_control_peer() {
 
 #[tokio::test]
 async fn a_dropped_data_connection_then_426_is_an_error() {
-    let (addr, _) = rogue(Script {
-        retr: Retr::DropThen426,
-        ..Script::default()
-    })
-    .await;
-    let s = FtpSession::connect(addr, &Login::anonymous(), settings())
-        .await
-        .unwrap();
-    let err = read_all(s.retr("f.bin", 0).await.unwrap())
-        .await
-        .unwrap_err();
+    let (addr, _) = rogue(Script { retr: Retr::DropThen426, ..Script::default() }).await;
+    let s = FtpSession::connect(addr, &Login::anonymous(), settings()).await.unwrap();
+    let err = read_all(s.retr("f.bin", 0).await.unwrap()).await.unwrap_err();
     let ftp = FtpError::from_io(&err).expect("an FtpError inside");
-    assert!(
-        matches!(
-            ftp,
-            FtpError::TransferIncomplete {
-                received: 100_000,
-                ..
-            }
-        ),
-        "{ftp}"
-    );
+    assert!(matches!(ftp, FtpError::TransferIncomplete { received: 100_000, .. }), "{ftp}");
     assert!(ftp.reply_text().unwrap().starts_with("426"));
     assert_eq!(ftp.status(), 502);
 }
 
 #[tokio::test]
 async fn a_dropped_data_connection_without_a_reply_is_an_error() {
-    let (addr, _) = rogue(Script {
-        retr: Retr::DropAndHangUp,
-        ..Script::default()
-    })
-    .await;
-    let s = FtpSession::connect(addr, &Login::anonymous(), settings())
-        .await
-        .unwrap();
-    let err = read_all(s.retr("f.bin", 0).await.unwrap())
-        .await
-        .unwrap_err();
+    let (addr, _) = rogue(Script { retr: Retr::DropAndHangUp, ..Script::default() }).await;
+    let s = FtpSession::connect(addr, &Login::anonymous(), settings()).await.unwrap();
+    let err = read_all(s.retr("f.bin", 0).await.unwrap()).await.unwrap_err();
     let ftp = FtpError::from_io(&err).expect("an FtpError inside");
     assert!(matches!(ftp, FtpError::TransferIncomplete { .. }), "{ftp}");
 }
 
 #[tokio::test]
 async fn a_short_file_with_226_is_caught_by_the_expected_length() {
-    let (addr, _) = rogue(Script {
-        retr: Retr::ShortThen226,
-        ..Script::default()
-    })
-    .await;
-    let mut s = FtpSession::connect(addr, &Login::anonymous(), settings())
-        .await
-        .unwrap();
+    let (addr, _) = rogue(Script { retr: Retr::ShortThen226, ..Script::default() }).await;
+    let mut s = FtpSession::connect(addr, &Login::anonymous(), settings()).await.unwrap();
     let size = s.size("f.bin").await.unwrap();
     let d = s.retr("f.bin", 0).await.unwrap().with_expected_len(size);
     let err = read_all(d).await.unwrap_err();
-    assert!(matches!(
-        FtpError::from_io(&err),
-        Some(FtpError::TransferIncomplete {
-            received: 100_000,
-            ..
-        })
-    ));
+    assert!(matches!(FtpError::from_io(&err), Some(FtpError::TransferIncomplete { received: 100_000, .. })));
 }
 
 #[tokio::test]
 async fn greeting_421_is_502_and_silence_is_504() {
-    let (addr, _) = rogue(Script {
-        greeting: "421 Too many users, sorry.",
-        ..Script::default()
-    })
-    .await;
-    let e = FtpSession::connect(addr, &Login::anonymous(), settings())
-        .await
-        .err()
-        .unwrap();
+    let (addr, _) = rogue(Script { greeting: "421 Too many users, sorry.", ..Script::default() }).await;
+    let e = FtpSession::connect(addr, &Login::anonymous(), settings()).await.err().unwrap();
     assert!(matches!(e, FtpError::ServiceUnavailable { .. }), "{e}");
     assert_eq!(e.status(), 502);
     assert_eq!(e.reply_text(), Some("421 Too many users, sorry."));
 
-    let (addr, _) = rogue(Script {
-        greeting: "",
-        ..Script::default()
-    })
-    .await;
-    let quick = FtpSettings {
-        reply_timeout: Duration::from_millis(300),
-        ..settings()
-    };
-    let e = FtpSession::connect(addr, &Login::anonymous(), quick)
-        .await
-        .err()
-        .unwrap();
+    let (addr, _) = rogue(Script { greeting: "", ..Script::default() }).await;
+    let quick = FtpSettings { reply_timeout: Duration::from_millis(300), ..settings() };
+    let e = FtpSession::connect(addr, &Login::anonymous(), quick).await.err().unwrap();
     assert!(matches!(e, FtpError::Timeout { .. }), "{e}");
     assert_eq!(e.status(), 504);
 
@@ -338,10 +253,7 @@ async fn greeting_421_is_502_and_silence_is_504() {
     let closed = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let gone = closed.local_addr().unwrap();
     drop(closed);
-    let e = FtpSession::connect(gone, &Login::anonymous(), settings())
-        .await
-        .err()
-        .unwrap();
+    let e = FtpSession::connect(gone, &Login::anonymous(), settings()).await.err().unwrap();
     assert!(matches!(e, FtpError::Connect { .. }), "{e}");
     assert_eq!(e.status(), 502);
 }
@@ -349,9 +261,7 @@ async fn greeting_421_is_502_and_silence_is_504() {
 #[tokio::test]
 async fn bad_paths_and_logins_send_no_command() {
     let (addr, seen) = rogue(Script::default()).await;
-    let mut s = FtpSession::connect(addr, &Login::anonymous(), settings())
-        .await
-        .unwrap();
+    let mut s = FtpSession::connect(addr, &Login::anonymous(), settings()).await.unwrap();
     for bad in ["a\r\nDELE b", "a\nb", "a\0b"] {
         assert_eq!(s.stat(bad).await.unwrap_err().status(), 400);
         assert_eq!(s.list(bad).await.unwrap_err().status(), 400);
@@ -364,17 +274,9 @@ async fn bad_paths_and_logins_send_no_command() {
     assert_eq!(e.err().unwrap().status(), 400);
     let cmds = seen.commands();
     assert!(cmds[before..].is_empty(), "{cmds:?}");
-    assert!(
-        !cmds
-            .iter()
-            .any(|c| c.contains("DELE") || c.starts_with("RETR")),
-        "{cmds:?}"
-    );
+    assert!(!cmds.iter().any(|c| c.contains("DELE") || c.starts_with("RETR")), "{cmds:?}");
 
-    let e = FtpSession::connect(addr, &Login::new("bob", "bad"), settings())
-        .await
-        .err()
-        .unwrap();
+    let e = FtpSession::connect(addr, &Login::new("bob", "bad"), settings()).await.err().unwrap();
     assert_eq!(e.status(), 401);
 }
 
@@ -385,36 +287,18 @@ async fn listings_are_capped_and_odd_lines_skipped() {
                 02-01-2023  09:05AM                 1234 a file.txt\r\n"
         .as_bytes()
         .to_vec();
-    let (addr, _) = rogue(Script {
-        list: list.clone(),
-        ..Script::default()
-    })
-    .await;
-    let mut s = FtpSession::connect(addr, &Login::anonymous(), settings())
-        .await
-        .unwrap();
+    let (addr, _) = rogue(Script { list: list.clone(), ..Script::default() }).await;
+    let mut s = FtpSession::connect(addr, &Login::anonymous(), settings()).await.unwrap();
     let e = s.list("").await.unwrap();
     assert_eq!(e.len(), 2);
     assert_eq!((e[0].name.as_str(), e[0].kind), ("sub dir", EntryKind::Dir));
     assert_eq!((e[1].name.as_str(), e[1].size), ("a file.txt", Some(1234)));
 
-    let (addr, _) = rogue(Script {
-        list: list.repeat(100),
-        ..Script::default()
-    })
-    .await;
-    let small = FtpSettings {
-        max_listing_bytes: 1000,
-        ..settings()
-    };
-    let mut s = FtpSession::connect(addr, &Login::anonymous(), small)
-        .await
-        .unwrap();
+    let (addr, _) = rogue(Script { list: list.repeat(100), ..Script::default() }).await;
+    let small = FtpSettings { max_listing_bytes: 1000, ..settings() };
+    let mut s = FtpSession::connect(addr, &Login::anonymous(), small).await.unwrap();
     let e = s.list("").await.unwrap_err();
-    assert!(
-        matches!(e, FtpError::ListingTooLarge { limit: 1000 }),
-        "{e}"
-    );
+    assert!(matches!(e, FtpError::ListingTooLarge { limit: 1000 }), "{e}");
     assert!(!s.is_reusable());
 }
 
@@ -422,11 +306,7 @@ async fn listings_are_capped_and_odd_lines_skipped() {
 async fn the_pool_replaces_a_session_the_server_closed() {
     let (addr, seen) = rogue(Script::default()).await;
     let pool = FtpPool::new(settings(), FtpPoolConfig::default());
-    let target = Target {
-        host: "127.0.0.1".into(),
-        port: addr.port(),
-        login: Login::anonymous(),
-    };
+    let target = Target { host: "127.0.0.1".into(), port: addr.port(), login: Login::anonymous() };
     let mut s = pool.checkout(&target).await.unwrap();
     s.noop().await.unwrap();
     drop(s);
@@ -445,10 +325,7 @@ async fn the_pool_replaces_a_session_the_server_closed() {
     assert_eq!(seen.logins.load(Ordering::SeqCst), 2);
 
     // other credentials get their own session; a failed transfer is not pooled
-    let other = Target {
-        login: Login::new("bob", "pw"),
-        ..target.clone()
-    };
+    let other = Target { login: Login::new("bob", "pw"), ..target.clone() };
     let o = pool.checkout(&other).await.unwrap();
     assert!(!o.is_reused());
     drop(o);

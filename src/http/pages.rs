@@ -6,6 +6,21 @@ use http::{HeaderValue, Response, StatusCode, header};
 
 use crate::http::Body;
 
+/// Renders the page for an error: its status, its detail, its challenge (401/407), Connection: close when the
+/// framing can't be trusted.
+pub fn error(e: &crate::error::Error) -> Response<Body> {
+    let mut resp = render(e.status(), e.detail(), e.closes_connection());
+    if let Some(c) = e.challenge() {
+        let name = if e.status() == StatusCode::PROXY_AUTHENTICATION_REQUIRED {
+            header::PROXY_AUTHENTICATE
+        } else {
+            header::WWW_AUTHENTICATE
+        };
+        resp.headers_mut().insert(name, c.clone());
+    }
+    resp
+}
+
 /// Renders a page for `status` with a one-line `reason`.
 pub fn render(status: StatusCode, reason: &str, close: bool) -> Response<Body> {
     let body =

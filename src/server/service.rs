@@ -49,7 +49,7 @@ pub async fn handle(req: Request<Incoming>, conn: Arc<ConnCtx>) -> Response<Logg
                     tracing::warn!(client = %conn.client, target = %record.target, "{}: {}", e.status(), e.chain())
                 }
             }
-            pages::render(e.status(), e.detail(), e.closes_connection())
+            pages::error(&e)
         }
     };
     record.status = resp.status();

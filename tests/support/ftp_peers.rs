@@ -82,16 +82,13 @@ pub fn open_up(path: &Path) {
 /// `count` consecutive free loopback ports below the ephemeral range (32768+): vsftpd's
 /// passive ports there never collide with client sockets in TIME_WAIT (shared/PEERS.md).
 fn free_low_ports(count: u16) -> u16 {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
     let mut seed = u64::from(nanos) ^ (u64::from(std::process::id()) << 20);
     for _ in 0..100 {
         seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
         let base = 20_000 + ((seed >> 33) % (12_000 - u64::from(count))) as u16;
-        let held: Vec<TcpListener> = (base..base + count)
-            .filter_map(|p| TcpListener::bind(("127.0.0.1", p)).ok())
-            .collect();
+        let held: Vec<TcpListener> =
+            (base..base + count).filter_map(|p| TcpListener::bind(("127.0.0.1", p)).ok()).collect();
         if held.len() == usize::from(count) {
             return base;
         }
@@ -123,10 +120,7 @@ fn wait_for_greeting(addr: SocketAddr, child: &mut Child, dir: &Path, what: &str
 /// `extra` lines are appended to the config (e.g. uploads).
 pub fn vsftpd(fill: impl FnOnce(&Path), extra: &str) -> Peer {
     let bin = Path::new("/usr/sbin/vsftpd");
-    assert!(
-        bin.exists(),
-        "/usr/sbin/vsftpd is missing: install the Debian package vsftpd (apt-get install -y vsftpd)"
-    );
+    assert!(bin.exists(), "/usr/sbin/vsftpd is missing: install the Debian package vsftpd (apt-get install -y vsftpd)");
     let dir = tempfile::tempdir().expect("tempdir");
     let root = dir.path().join("root");
     let empty = dir.path().join("empty");
@@ -137,15 +131,7 @@ pub fn vsftpd(fill: impl FnOnce(&Path), extra: &str) -> Peer {
     let base = free_low_ports(12);
     let addr: SocketAddr = ([127, 0, 0, 1], base).into();
     let conf = dir.path().join("vsftpd.conf");
-    let user = if Command::new("id")
-        .arg("ftp")
-        .output()
-        .is_ok_and(|o| o.status.success())
-    {
-        "ftp"
-    } else {
-        "nobody"
-    };
+    let user = if Command::new("id").arg("ftp").output().is_ok_and(|o| o.status.success()) { "ftp" } else { "nobody" };
     fs::write(
         &conf,
         format!(
@@ -175,12 +161,7 @@ pub fn vsftpd(fill: impl FnOnce(&Path), extra: &str) -> Peer {
         .spawn()
         .expect("spawn vsftpd");
     wait_for_greeting(addr, &mut child, dir.path(), "vsftpd");
-    Peer {
-        addr,
-        root,
-        child,
-        dir,
-    }
+    Peer { addr, root, child, dir }
 }
 
 const PYFTPD_SCRIPT: &str = r#"
@@ -210,10 +191,7 @@ server.serve_forever()
 /// full rights and read-only anonymous, on a port the server picks and prints.
 pub fn pyftpdlib(fill: impl FnOnce(&Path), user: &str, password: &str) -> Peer {
     let python = Path::new("/usr/bin/python3");
-    assert!(
-        python.exists(),
-        "/usr/bin/python3 is missing: install the Debian packages python3 and python3-pyftpdlib"
-    );
+    assert!(python.exists(), "/usr/bin/python3 is missing: install the Debian packages python3 and python3-pyftpdlib");
     let dir = tempfile::tempdir().expect("tempdir");
     let root = dir.path().join("root");
     fs::create_dir(&root).expect("mkdir root");
@@ -243,16 +221,9 @@ pub fn pyftpdlib(fill: impl FnOnce(&Path), user: &str, password: &str) -> Peer {
         let _ = child.kill();
         let _ = child.wait();
         let err = fs::read_to_string(dir.path().join("stderr.txt")).unwrap_or_default();
-        panic!(
-            "pyftpdlib did not start (install the Debian package python3-pyftpdlib): {line:?} {err}"
-        );
+        panic!("pyftpdlib did not start (install the Debian package python3-pyftpdlib): {line:?} {err}");
     };
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
     wait_for_greeting(addr, &mut child, dir.path(), "pyftpdlib");
-    Peer {
-        addr,
-        root,
-        child,
-        dir,
-    }
+    Peer { addr, root, child, dir }
 }

@@ -36,10 +36,7 @@ impl Login {
     }
 
     pub fn new(user: impl Into<String>, password: impl Into<String>) -> Login {
-        Login {
-            user: user.into(),
-            password: password.into(),
-        }
+        Login { user: user.into(), password: password.into() }
     }
 }
 
@@ -51,10 +48,7 @@ impl Default for Login {
 
 impl fmt::Debug for Login {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Login")
-            .field("user", &self.user)
-            .field("password", &"<redacted>")
-            .finish()
+        f.debug_struct("Login").field("user", &self.user).field("password", &"<redacted>").finish()
     }
 }
 
@@ -125,14 +119,10 @@ impl Control {
                 }
                 Ok(None) => {}
                 Err(ReplyError::TooLarge) => {
-                    return Poll::Ready(Err(FtpError::Protocol {
-                        detail: "reply too large".into(),
-                    }));
+                    return Poll::Ready(Err(FtpError::Protocol { detail: "reply too large".into() }));
                 }
                 Err(ReplyError::Malformed(line)) => {
-                    return Poll::Ready(Err(FtpError::Protocol {
-                        detail: format!("malformed reply {line:?}"),
-                    }));
+                    return Poll::Ready(Err(FtpError::Protocol { detail: format!("malformed reply {line:?}") }));
                 }
             }
             let mut chunk = [0u8; 4096];
@@ -140,15 +130,10 @@ impl Control {
             match std::pin::Pin::new(&mut self.stream).poll_read(cx, &mut rb) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Err(source)) => {
-                    return Poll::Ready(Err(FtpError::Io {
-                        during: "reading a reply",
-                        source,
-                    }));
+                    return Poll::Ready(Err(FtpError::Io { during: "reading a reply", source }));
                 }
                 Poll::Ready(Ok(())) if rb.filled().is_empty() => {
-                    return Poll::Ready(Err(FtpError::ConnectionClosed {
-                        during: "reading a reply",
-                    }));
+                    return Poll::Ready(Err(FtpError::ConnectionClosed { during: "reading a reply" }));
                 }
                 Poll::Ready(Ok(())) => self.buf.extend_from_slice(rb.filled()),
             }
@@ -172,11 +157,7 @@ pub struct FtpSession {
 
 impl FtpSession {
     /// Connects to `addr` within `settings.connect_timeout`, then [`FtpSession::start`].
-    pub async fn connect(
-        addr: SocketAddr,
-        login: &Login,
-        settings: FtpSettings,
-    ) -> Result<FtpSession, FtpError> {
+    pub async fn connect(addr: SocketAddr, login: &Login, settings: FtpSettings) -> Result<FtpSession, FtpError> {
         let stream = match timeout(settings.connect_timeout, TcpStream::connect(addr)).await {
             Err(_) => return Err(FtpError::Timeout { during: "connect" }),
             Ok(Err(source)) => return Err(FtpError::Connect { source }),
@@ -188,21 +169,11 @@ impl FtpSession {
     /// Runs the start of a session over a connected stream (dialed by the caller, e.g. with the
     /// proxy's target policy): greeting (421 is an error), USER/PASS, FEAT, `OPTS UTF8 ON`
     /// when announced, `TYPE I`, PWD.
-    pub async fn start(
-        stream: TcpStream,
-        login: &Login,
-        settings: FtpSettings,
-    ) -> Result<FtpSession, FtpError> {
-        let peer = stream
-            .peer_addr()
-            .map_err(|source| FtpError::Connect { source })?;
+    pub async fn start(stream: TcpStream, login: &Login, settings: FtpSettings) -> Result<FtpSession, FtpError> {
+        let peer = stream.peer_addr().map_err(|source| FtpError::Connect { source })?;
         let _ = stream.set_nodelay(true);
         let mut s = FtpSession {
-            ctrl: Control {
-                stream,
-                buf: Vec::new(),
-                peer,
-            },
+            ctrl: Control { stream, buf: Vec::new(), peer },
             settings,
             features: Features::default(),
             passive: Passive::Untried,
@@ -241,9 +212,7 @@ impl FtpSession {
             }
         }
         self.poisoned = true;
-        Err(FtpError::Protocol {
-            detail: "no 220 greeting".into(),
-        })
+        Err(FtpError::Protocol { detail: "no 220 greeting".into() })
     }
 
     async fn login(&mut self, login: &Login) -> Result<(), FtpError> {
@@ -309,13 +278,8 @@ impl FtpSession {
         let write = self.ctrl.stream.write_all(wire.as_bytes());
         match timeout(self.settings.reply_timeout, write).await {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(source)) => Err(self.poison(FtpError::Io {
-                during: "sending a command",
-                source,
-            })),
-            Err(_) => Err(self.poison(FtpError::Timeout {
-                during: "sending a command",
-            })),
+            Ok(Err(source)) => Err(self.poison(FtpError::Io { during: "sending a command", source })),
+            Err(_) => Err(self.poison(FtpError::Timeout { during: "sending a command" })),
         }
     }
 
@@ -354,11 +318,7 @@ impl FtpSession {
         ok: &[u16],
     ) -> Result<Reply, FtpError> {
         let reply = self.cmd(line).await?;
-        if ok.contains(&reply.code) {
-            Ok(reply)
-        } else {
-            Err(FtpError::from_reply(command, &reply))
-        }
+        if ok.contains(&reply.code) { Ok(reply) } else { Err(FtpError::from_reply(command, &reply)) }
     }
 
     /// NOOP: a cheap liveness check.
@@ -369,9 +329,8 @@ impl FtpSession {
     /// PWD: the working directory.
     pub async fn pwd(&mut self) -> Result<String, FtpError> {
         let reply = self.expect_reply("PWD", "PWD", &[257]).await?;
-        reply::parse_pwd(&reply).ok_or_else(|| FtpError::Protocol {
-            detail: format!("unparseable PWD reply {:?}", reply.text()),
-        })
+        reply::parse_pwd(&reply)
+            .ok_or_else(|| FtpError::Protocol { detail: format!("unparseable PWD reply {:?}", reply.text()) })
     }
 
     /// CWD: changes the working directory (550 gives `NotFound` or `PermissionDenied`). The
@@ -379,8 +338,7 @@ impl FtpSession {
     /// session is not reusable until it changes back to [`FtpSession::home`].
     pub async fn cwd(&mut self, path: &str) -> Result<(), FtpError> {
         check_path(path)?;
-        self.expect_reply("CWD", &format!("CWD {path}"), &[250, 200])
-            .await?;
+        self.expect_reply("CWD", &format!("CWD {path}"), &[250, 200]).await?;
         self.away = path != self.home;
         Ok(())
     }
@@ -388,23 +346,17 @@ impl FtpSession {
     /// SIZE (RFC 3659 §4): the size in bytes, as transferred in `TYPE I`.
     pub async fn size(&mut self, path: &str) -> Result<u64, FtpError> {
         check_path(path)?;
-        let reply = self
-            .expect_reply("SIZE", &format!("SIZE {path}"), &[213])
-            .await?;
-        reply::parse_size(&reply).ok_or_else(|| FtpError::Protocol {
-            detail: format!("unparseable SIZE reply {:?}", reply.text()),
-        })
+        let reply = self.expect_reply("SIZE", &format!("SIZE {path}"), &[213]).await?;
+        reply::parse_size(&reply)
+            .ok_or_else(|| FtpError::Protocol { detail: format!("unparseable SIZE reply {:?}", reply.text()) })
     }
 
     /// MDTM (RFC 3659 §3): the modification time, UTC.
     pub async fn mdtm(&mut self, path: &str) -> Result<SystemTime, FtpError> {
         check_path(path)?;
-        let reply = self
-            .expect_reply("MDTM", &format!("MDTM {path}"), &[213])
-            .await?;
-        reply::parse_mdtm(&reply).ok_or_else(|| FtpError::Protocol {
-            detail: format!("unparseable MDTM reply {:?}", reply.text()),
-        })
+        let reply = self.expect_reply("MDTM", &format!("MDTM {path}"), &[213]).await?;
+        reply::parse_mdtm(&reply)
+            .ok_or_else(|| FtpError::Protocol { detail: format!("unparseable MDTM reply {:?}", reply.text()) })
     }
 
     /// Opens a passive data connection: EPSV (RFC 2428) first, PASV when EPSV is refused,
@@ -428,9 +380,7 @@ impl FtpSession {
         match timeout(self.settings.data_connect_timeout, TcpStream::connect(addr)).await {
             Ok(Ok(stream)) => Ok(stream),
             Ok(Err(source)) => Err(self.poison(FtpError::Connect { source })),
-            Err(_) => Err(self.poison(FtpError::Timeout {
-                during: "data connect",
-            })),
+            Err(_) => Err(self.poison(FtpError::Timeout { during: "data connect" })),
         }
     }
 
@@ -439,9 +389,7 @@ impl FtpSession {
         let reply = self.cmd("EPSV").await?;
         match reply.code {
             229 => reply::parse_epsv(&reply).map(Some).ok_or_else(|| {
-                self.poison(FtpError::Protocol {
-                    detail: format!("unparseable EPSV reply {:?}", reply.text()),
-                })
+                self.poison(FtpError::Protocol { detail: format!("unparseable EPSV reply {:?}", reply.text()) })
             }),
             // PASV cannot express an IPv6 peer: EPSV is the only way there
             500..=504 if self.passive == Passive::Untried && self.ctrl.peer.is_ipv4() => Ok(None),
@@ -454,16 +402,13 @@ impl FtpSession {
         match reply::parse_pasv(&reply) {
             Some((advertised, port)) => {
                 if std::net::IpAddr::V4(advertised) != self.ctrl.peer.ip() {
-                    tracing::debug!(
-                        "ftp PASV names {advertised}; connecting to {} instead",
-                        self.ctrl.peer.ip()
-                    );
+                    tracing::debug!("ftp PASV names {advertised}; connecting to {} instead", self.ctrl.peer.ip());
                 }
                 Ok(port)
             }
-            None => Err(self.poison(FtpError::Protocol {
-                detail: format!("unparseable PASV reply {:?}", reply.text()),
-            })),
+            None => {
+                Err(self.poison(FtpError::Protocol { detail: format!("unparseable PASV reply {:?}", reply.text()) }))
+            }
         }
     }
 
@@ -502,17 +447,10 @@ mod tests {
 
     #[test]
     fn features_from_feat_lines() {
-        let lines: Vec<String> = [
-            "EPSV",
-            "MDTM",
-            "MLST TYPE*;SIZE*;MODIFY*;",
-            "REST STREAM",
-            "SIZE",
-            "UTF8",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+        let lines: Vec<String> = ["EPSV", "MDTM", "MLST TYPE*;SIZE*;MODIFY*;", "REST STREAM", "SIZE", "UTF8"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
         let f = Features::from_lines(&lines);
         assert!(f.epsv && f.mdtm && f.mlst && f.rest_stream && f.size && f.utf8);
         let f = Features::from_lines(&["REST".to_string()]);

@@ -29,16 +29,8 @@ impl FtpSession {
                 // 250-Listing path / " facts; name" / 250 End (RFC 3659 §7.2)
                 let line = reply.lines.get(1).map(|l| l.trim_start()).unwrap_or("");
                 if let Some(e) = listing::parse_facts(line, true) {
-                    let kind = if e.kind == EntryKind::Dir {
-                        e.kind
-                    } else {
-                        EntryKind::File
-                    };
-                    return Ok(Stat {
-                        kind,
-                        size: e.size,
-                        modified: e.modified,
-                    });
+                    let kind = if e.kind == EntryKind::Dir { e.kind } else { EntryKind::File };
+                    return Ok(Stat { kind, size: e.size, modified: e.modified });
                 }
             } else if !matches!(reply.code, 500 | 501 | 502 | 504) {
                 return Err(FtpError::from_reply("MLST", &reply));
@@ -51,11 +43,7 @@ impl FtpSession {
                     Err(e) if e.leaves_session_unknown() => return Err(e),
                     Err(_) => None,
                 };
-                return Ok(Stat {
-                    kind: EntryKind::File,
-                    size: Some(size),
-                    modified,
-                });
+                return Ok(Stat { kind: EntryKind::File, size: Some(size), modified });
             }
             Err(e @ FtpError::PermissionDenied { .. }) => return Err(e),
             Err(e) if e.leaves_session_unknown() => return Err(e),
@@ -69,11 +57,9 @@ impl FtpSession {
             Err(e @ FtpError::PermissionDenied { .. }) => Err(e),
             Err(e) if e.leaves_session_unknown() => Err(e),
             // SIZE itself unsupported: let RETR find out
-            Err(_) if matches!(&size_err, FtpError::Rejected { .. }) => Ok(Stat {
-                kind: EntryKind::File,
-                size: None,
-                modified: None,
-            }),
+            Err(_) if matches!(&size_err, FtpError::Rejected { .. }) => {
+                Ok(Stat { kind: EntryKind::File, size: None, modified: None })
+            }
             Err(_) => Err(size_err),
         }
     }
@@ -114,10 +100,7 @@ impl FtpSession {
             return Box::pin(self.list_here()).await;
         }
         if reply.class() != 1 {
-            return Err(FtpError::from_reply(
-                if mlsd { "MLSD" } else { "LIST" },
-                &reply,
-            ));
+            return Err(FtpError::from_reply(if mlsd { "MLSD" } else { "LIST" }, &reply));
         }
         let limit = self.settings.max_listing_bytes;
         let body = match self.read_capped(&mut data, limit).await {
@@ -127,16 +110,11 @@ impl FtpSession {
         drop(data);
         let done = self.read_reply("listing").await?;
         if !matches!(done.code, 226 | 250) {
-            return Err(self.poison(FtpError::TransferIncomplete {
-                received: body.len() as u64,
-                reply: Some(done.text()),
-            }));
+            return Err(
+                self.poison(FtpError::TransferIncomplete { received: body.len() as u64, reply: Some(done.text()) })
+            );
         }
-        Ok(if mlsd {
-            listing::parse_mlsd(&body)
-        } else {
-            listing::parse_list(&body, SystemTime::now())
-        })
+        Ok(if mlsd { listing::parse_mlsd(&body) } else { listing::parse_list(&body, SystemTime::now()) })
     }
 
     async fn read_capped(&self, data: &mut TcpStream, limit: usize) -> Result<Vec<u8>, FtpError> {
@@ -146,10 +124,7 @@ impl FtpSession {
             let n = match timeout(self.settings.data_idle_timeout, data.read(&mut chunk)).await {
                 Err(_) => return Err(FtpError::Timeout { during: "listing" }),
                 Ok(Err(source)) => {
-                    return Err(FtpError::Io {
-                        during: "listing",
-                        source,
-                    });
+                    return Err(FtpError::Io { during: "listing", source });
                 }
                 Ok(Ok(n)) => n,
             };
@@ -165,9 +140,5 @@ impl FtpSession {
 }
 
 fn dir_stat() -> Stat {
-    Stat {
-        kind: EntryKind::Dir,
-        size: None,
-        modified: None,
-    }
+    Stat { kind: EntryKind::Dir, size: None, modified: None }
 }

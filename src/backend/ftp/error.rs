@@ -26,25 +26,16 @@ pub enum FtpError {
     /// 550 with a permission text, 553, or 532. 403.
     PermissionDenied { reply: String },
     /// Any other negative or unexpected reply to `command`. 502.
-    Rejected {
-        command: &'static str,
-        reply: String,
-    },
+    Rejected { command: &'static str, reply: String },
     /// The server broke the protocol: an unparseable or oversized reply. 502.
     Protocol { detail: String },
     /// The server closed the control connection while a reply was awaited. 502.
     ConnectionClosed { during: &'static str },
     /// An I/O error on the control or data connection. 502.
-    Io {
-        during: &'static str,
-        source: io::Error,
-    },
+    Io { during: &'static str, source: io::Error },
     /// A download ended without a 226/250 (a dropped data connection, 426, or fewer or more bytes
     /// than announced): the file must not be taken as complete. 502.
-    TransferIncomplete {
-        received: u64,
-        reply: Option<String>,
-    },
+    TransferIncomplete { received: u64, reply: Option<String> },
     /// A listing exceeded `FtpSettings::max_listing_bytes`. 502.
     ListingTooLarge { limit: usize },
 }
@@ -92,17 +83,12 @@ impl FtpError {
     /// Unwraps an `FtpError` carried in an `io::Error`, or wraps a foreign one as `Io`.
     pub fn from_io_owned(err: io::Error, during: &'static str) -> FtpError {
         if !err.get_ref().is_some_and(|e| e.is::<FtpError>()) {
-            return FtpError::Io {
-                during,
-                source: err,
-            };
+            return FtpError::Io { during, source: err };
         }
         match err.into_inner().map(|inner| inner.downcast::<FtpError>()) {
             Some(Ok(ftp)) => *ftp,
             // unreachable: checked just above
-            _ => FtpError::Protocol {
-                detail: "lost ftp error".into(),
-            },
+            _ => FtpError::Protocol { detail: "lost ftp error".into() },
         }
     }
 
@@ -124,10 +110,7 @@ impl FtpError {
             532 | 553 => FtpError::PermissionDenied { reply: text },
             550 if says_permission(&text) => FtpError::PermissionDenied { reply: text },
             550 => FtpError::NotFound { reply: text },
-            _ => FtpError::Rejected {
-                command,
-                reply: text,
-            },
+            _ => FtpError::Rejected { command, reply: text },
         }
     }
 
@@ -147,15 +130,7 @@ impl FtpError {
 
 fn says_permission(text: &str) -> bool {
     let lower = text.to_ascii_lowercase();
-    [
-        "permission",
-        "denied",
-        "not allowed",
-        "forbidden",
-        "privilege",
-    ]
-    .iter()
-    .any(|word| lower.contains(word))
+    ["permission", "denied", "not allowed", "forbidden", "privilege"].iter().any(|word| lower.contains(word))
 }
 
 impl fmt::Display for FtpError {
@@ -203,10 +178,7 @@ mod tests {
     use super::*;
 
     fn reply(code: u16, text: &str) -> Reply {
-        Reply {
-            code,
-            lines: vec![format!("{code} {text}")],
-        }
+        Reply { code, lines: vec![format!("{code} {text}")] }
     }
 
     #[test]
@@ -238,19 +210,10 @@ mod tests {
     #[test]
     fn ftp_error_survives_an_io_error() {
         let io = io::Error::other(FtpError::ListingTooLarge { limit: 5 });
-        assert!(matches!(
-            FtpError::from_io(&io),
-            Some(FtpError::ListingTooLarge { limit: 5 })
-        ));
-        assert!(matches!(
-            FtpError::from_io_owned(io, "x"),
-            FtpError::ListingTooLarge { limit: 5 }
-        ));
+        assert!(matches!(FtpError::from_io(&io), Some(FtpError::ListingTooLarge { limit: 5 })));
+        assert!(matches!(FtpError::from_io_owned(io, "x"), FtpError::ListingTooLarge { limit: 5 }));
         let foreign = io::Error::new(io::ErrorKind::BrokenPipe, "pipe");
         assert!(FtpError::from_io(&foreign).is_none());
-        assert!(matches!(
-            FtpError::from_io_owned(foreign, "upload"),
-            FtpError::Io { .. }
-        ));
+        assert!(matches!(FtpError::from_io_owned(foreign, "upload"), FtpError::Io { .. }));
     }
 }

@@ -70,9 +70,7 @@ pub(crate) fn parse_facts(line: &str, own_dir: bool) -> Option<Entry> {
                     "cdir" | "pdir" if own_dir => Some(EntryKind::Dir),
                     "cdir" | "pdir" => return None,
                     // e.g. OS.unix=symlink, OS.unix=slink:/target
-                    v if v.starts_with("os.unix=symlink") || v.starts_with("os.unix=slink") => {
-                        Some(EntryKind::Link)
-                    }
+                    v if v.starts_with("os.unix=symlink") || v.starts_with("os.unix=slink") => Some(EntryKind::Link),
                     _ => return None,
                 };
             }
@@ -84,11 +82,7 @@ pub(crate) fn parse_facts(line: &str, own_dir: bool) -> Option<Entry> {
     Some(Entry {
         name: name.to_owned(),
         kind: kind?,
-        size: if kind == Some(EntryKind::Dir) {
-            None
-        } else {
-            size
-        },
+        size: if kind == Some(EntryKind::Dir) { None } else { size },
         modified,
         link_target: None,
     })
@@ -131,9 +125,7 @@ fn tokens(line: &str) -> Vec<(usize, usize)> {
     out
 }
 
-const MONTHS: [&str; 12] = [
-    "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec",
-];
+const MONTHS: [&str; 12] = ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"];
 
 /// `-rw-r--r-- 1 owner group 1234 Jan 01 12:00 name` (group optional, `2023` for the time, a
 /// symlink as `name -> target`). The date anchors the parse: owner and group may be anything.
@@ -152,9 +144,7 @@ fn parse_unix_line(line: &str, now: SystemTime) -> Option<Entry> {
     // find "Mon DD HH:MM|YYYY" preceded by a numeric size, at token 3 or later
     let month_at = (3..toks.len().saturating_sub(2)).find(|&i| {
         month_number(tok(i)).is_some()
-            && tok(i + 1)
-                .parse::<u32>()
-                .is_ok_and(|d| (1..=31).contains(&d))
+            && tok(i + 1).parse::<u32>().is_ok_and(|d| (1..=31).contains(&d))
             && (tok(i + 2).contains(':') || tok(i + 2).len() == 4)
             && tok(i - 1).bytes().all(|b| b.is_ascii_digit())
             && toks.len() > i + 3
@@ -175,21 +165,12 @@ fn parse_unix_line(line: &str, now: SystemTime) -> Option<Entry> {
     if name.is_empty() {
         return None;
     }
-    Some(Entry {
-        name: name.to_owned(),
-        kind,
-        size: (kind != EntryKind::Dir).then_some(size),
-        modified,
-        link_target,
-    })
+    Some(Entry { name: name.to_owned(), kind, size: (kind != EntryKind::Dir).then_some(size), modified, link_target })
 }
 
 fn month_number(s: &str) -> Option<u32> {
     let lower = s.to_ascii_lowercase();
-    MONTHS
-        .iter()
-        .position(|m| *m == lower)
-        .map(|i| i as u32 + 1)
+    MONTHS.iter().position(|m| *m == lower).map(|i| i as u32 + 1)
 }
 
 fn unix_date(month: u32, day: u32, time_or_year: &str, now: SystemTime) -> Option<SystemTime> {
@@ -281,10 +262,7 @@ mod tests {
         assert_eq!(e[0].kind, EntryKind::File);
         assert_eq!(e[0].size, Some(1234));
         assert_eq!(e[0].modified, date::from_civil(2023, 1, 31, 12, 0, 5));
-        assert_eq!(
-            (e[1].name.as_str(), e[1].kind, e[1].size),
-            ("sub dir", EntryKind::Dir, None)
-        );
+        assert_eq!((e[1].name.as_str(), e[1].kind, e[1].size), ("sub dir", EntryKind::Dir, None));
         assert_eq!(e[1].modified, at(2022, 1, 1, 0, 0));
         assert_eq!(e[2].name, "über ☃.bin");
         assert_eq!(e[3].kind, EntryKind::Link);
@@ -307,14 +285,7 @@ mod tests {
         let names: Vec<&str> = e.iter().map(|e| e.name.as_str()).collect();
         assert_eq!(
             names,
-            [
-                "big.bin",
-                "name  with  spaces.txt",
-                "sub dir",
-                "a link",
-                "no-group ü ☃.txt",
-                "owner with space"
-            ]
+            ["big.bin", "name  with  spaces.txt", "sub dir", "a link", "no-group ü ☃.txt", "owner with space"]
         );
         assert_eq!(e[0].size, Some(8_388_608));
         assert_eq!(e[0].modified, at(2024, 3, 10, 12, 34));

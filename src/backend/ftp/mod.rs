@@ -36,8 +36,8 @@ pub use client::{Features, FtpSession, Login, Stat};
 pub use error::FtpError;
 pub use listing::{Entry, EntryKind};
 pub use pool::{
-    DEFAULT_FTP_IDLE_SECS, DEFAULT_FTP_MAX_IDLE_PER_KEY, DEFAULT_FTP_MAX_IDLE_TOTAL,
-    DEFAULT_FTP_NOOP_AFTER_SECS, FtpPool, FtpPoolConfig, PooledSession, Target,
+    DEFAULT_FTP_IDLE_SECS, DEFAULT_FTP_MAX_IDLE_PER_KEY, DEFAULT_FTP_MAX_IDLE_TOTAL, DEFAULT_FTP_NOOP_AFTER_SECS,
+    FtpPool, FtpPoolConfig, PooledSession, Target,
 };
 pub use render::{mime_for, render_html, render_json};
 pub use transfer::{Download, Upload};
@@ -82,9 +82,7 @@ impl Default for FtpSettings {
 /// on many servers.
 pub fn check_path(path: &str) -> Result<(), FtpError> {
     if path.contains(['\r', '\n', '\0']) {
-        return Err(FtpError::BadPath {
-            reason: "path contains CR, LF or NUL",
-        });
+        return Err(FtpError::BadPath { reason: "path contains CR, LF or NUL" });
     }
     Ok(())
 }
@@ -106,24 +104,16 @@ pub fn decode_url_path(url_path: &str) -> Result<String, FtpError> {
     let mut segments = Vec::new();
     for segment in decoded.split('/').filter(|s| !s.is_empty()) {
         if segment == "." || segment == ".." {
-            return Err(FtpError::BadPath {
-                reason: "path has a . or .. segment",
-            });
+            return Err(FtpError::BadPath { reason: "path has a . or .. segment" });
         }
         segments.push(segment);
     }
     let joined = segments.join("/");
-    Ok(if absolute {
-        format!("/{joined}")
-    } else {
-        joined
-    })
+    Ok(if absolute { format!("/{joined}") } else { joined })
 }
 
 fn percent_decode(s: &str) -> Result<String, FtpError> {
-    const BAD: FtpError = FtpError::BadPath {
-        reason: "invalid percent-encoding in path",
-    };
+    const BAD: FtpError = FtpError::BadPath { reason: "invalid percent-encoding in path" };
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -139,9 +129,7 @@ fn percent_decode(s: &str) -> Result<String, FtpError> {
             i += 1;
         }
     }
-    String::from_utf8(out).map_err(|_| FtpError::BadPath {
-        reason: "path is not UTF-8",
-    })
+    String::from_utf8(out).map_err(|_| FtpError::BadPath { reason: "path is not UTF-8" })
 }
 
 #[cfg(test)]
@@ -161,17 +149,9 @@ mod tests {
 
     #[test]
     fn url_paths_refuse_bad_input() {
-        for bad in [
-            "/a%0D%0ADELE%20x",
-            "/a%0a",
-            "/a%00b",
-            "/a/../b",
-            "/./a",
-            "/a%2E%2E/x/%2e%2e",
-            "/%zz",
-            "/%4",
-            "/%FF",
-        ] {
+        for bad in
+            ["/a%0D%0ADELE%20x", "/a%0a", "/a%00b", "/a/../b", "/./a", "/a%2E%2E/x/%2e%2e", "/%zz", "/%4", "/%FF"]
+        {
             let err = decode_url_path(bad).unwrap_err();
             assert!(matches!(err, FtpError::BadPath { .. }), "{bad}: {err}");
             assert_eq!(err.status(), http::StatusCode::BAD_REQUEST);

@@ -96,21 +96,14 @@ pub struct FtpPool {
 
 impl fmt::Debug for FtpPool {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("FtpPool")
-            .field("idle", &self.idle_count())
-            .finish()
+        f.debug_struct("FtpPool").field("idle", &self.idle_count()).finish()
     }
 }
 
 impl FtpPool {
     pub fn new(settings: FtpSettings, config: FtpPoolConfig) -> FtpPool {
         FtpPool {
-            inner: Arc::new(Inner {
-                settings,
-                config,
-                hasher: RandomState::new(),
-                idle: Mutex::new(HashMap::new()),
-            }),
+            inner: Arc::new(Inner { settings, config, hasher: RandomState::new(), idle: Mutex::new(HashMap::new()) }),
         }
     }
 
@@ -123,17 +116,12 @@ impl FtpPool {
     /// address of `target.host` that answers (resolved with the system resolver).
     pub async fn checkout(&self, target: &Target) -> Result<PooledSession, FtpError> {
         let settings = self.inner.settings.clone();
-        self.checkout_with(target, || dial(target.host.clone(), target.port, settings))
-            .await
+        self.checkout_with(target, || dial(target.host.clone(), target.port, settings)).await
     }
 
     /// Like [`FtpPool::checkout`], but a new connection comes from `dial` (the HTTP side's own
     /// dialer, applying its target policy); its error type is the caller's.
-    pub async fn checkout_with<F, Fut, E>(
-        &self,
-        target: &Target,
-        dial: F,
-    ) -> Result<PooledSession, E>
+    pub async fn checkout_with<F, Fut, E>(&self, target: &Target, dial: F) -> Result<PooledSession, E>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<TcpStream, E>>,
@@ -145,9 +133,7 @@ impl FtpPool {
             if !idle.session.looks_alive() {
                 continue;
             }
-            if idle.since.elapsed() > self.inner.config.noop_after
-                && idle.session.noop().await.is_err()
-            {
+            if idle.since.elapsed() > self.inner.config.noop_after && idle.session.noop().await.is_err() {
                 continue;
             }
             return Ok(self.wrap(idle.session, key, true));
@@ -188,12 +174,7 @@ impl FtpPool {
     }
 
     fn wrap(&self, session: FtpSession, key: Key, reused: bool) -> PooledSession {
-        PooledSession {
-            session: Some(session),
-            home: Arc::downgrade(&self.inner),
-            key,
-            reused,
-        }
+        PooledSession { session: Some(session), home: Arc::downgrade(&self.inner), key, reused }
     }
 }
 
@@ -206,19 +187,13 @@ fn prune(idle: &mut HashMap<Key, Vec<Idle>>, idle_timeout: Duration) {
 
 /// The default dialer: resolve, then try each address within the connect timeout.
 async fn dial(host: String, port: u16, settings: FtpSettings) -> Result<TcpStream, FtpError> {
-    let resolved = timeout(
-        settings.connect_timeout,
-        tokio::net::lookup_host((host.as_str(), port)),
-    )
-    .await
-    .map_err(|_| FtpError::Timeout {
-        during: "resolving the host",
-    })?
-    .map_err(|source| FtpError::Connect { source })?;
+    let resolved = timeout(settings.connect_timeout, tokio::net::lookup_host((host.as_str(), port)))
+        .await
+        .map_err(|_| FtpError::Timeout { during: "resolving the host" })?
+        .map_err(|source| FtpError::Connect { source })?;
     let addrs: Vec<SocketAddr> = resolved.collect();
-    let mut last = FtpError::Connect {
-        source: std::io::Error::new(std::io::ErrorKind::NotFound, "host has no address"),
-    };
+    let mut last =
+        FtpError::Connect { source: std::io::Error::new(std::io::ErrorKind::NotFound, "host has no address") };
     for addr in addrs {
         match timeout(settings.connect_timeout, TcpStream::connect(addr)).await {
             Ok(Ok(stream)) => return Ok(stream),
@@ -258,15 +233,11 @@ impl PooledSession {
     }
 
     fn session(&self) -> &FtpSession {
-        self.session
-            .as_ref()
-            .expect("a PooledSession holds its session until dropped")
+        self.session.as_ref().expect("a PooledSession holds its session until dropped")
     }
 
     fn session_mut(&mut self) -> &mut FtpSession {
-        self.session
-            .as_mut()
-            .expect("a PooledSession holds its session until dropped")
+        self.session.as_mut().expect("a PooledSession holds its session until dropped")
     }
 }
 
@@ -310,9 +281,6 @@ impl Drop for PooledSession {
         if list.len() >= inner.config.max_idle_per_key || total >= inner.config.max_idle_total {
             return;
         }
-        list.push(Idle {
-            session,
-            since: Instant::now(),
-        });
+        list.push(Idle { session, since: Instant::now() });
     }
 }

@@ -71,11 +71,7 @@ pub fn render_json(entries: &[Entry]) -> String {
 
 fn sorted(entries: &[Entry]) -> Vec<&Entry> {
     let mut v: Vec<&Entry> = entries.iter().collect();
-    v.sort_by(|a, b| {
-        (b.kind == EntryKind::Dir)
-            .cmp(&(a.kind == EntryKind::Dir))
-            .then_with(|| a.name.cmp(&b.name))
-    });
+    v.sort_by(|a, b| (b.kind == EntryKind::Dir).cmp(&(a.kind == EntryKind::Dir)).then_with(|| a.name.cmp(&b.name)));
     v
 }
 
@@ -210,11 +206,7 @@ mod tests {
         assert!(page.contains("<title>Index of /pub/&lt;x&gt;/</title>"));
         assert!(page.contains("<a href=\"../\">../</a>"));
         assert!(page.contains("<a href=\"sub%20dir/\">sub dir/</a>"));
-        assert!(
-            page.contains(
-                "<a href=\"z%20%3Cb%3E%26%22%27.txt\">z &lt;b&gt;&amp;&quot;&#39;.txt</a>"
-            )
-        );
+        assert!(page.contains("<a href=\"z%20%3Cb%3E%26%22%27.txt\">z &lt;b&gt;&amp;&quot;&#39;.txt</a>"));
         assert!(page.contains("<a href=\"%C3%BCber%20%E2%98%83%3F%23%25.bin\">über ☃?#%.bin</a>"));
         assert!(page.contains("<a href=\"a%3Ab\">a:b</a>"));
         assert!(page.contains("<td align=\"right\">12</td><td>2023-01-31 12:00</td>"));

@@ -34,11 +34,7 @@ impl Reply {
 
     /// The last line after its code: `Failed to open file.`
     pub fn message(&self) -> &str {
-        self.lines
-            .last()
-            .and_then(|l| l.get(4..))
-            .unwrap_or("")
-            .trim()
+        self.lines.last().and_then(|l| l.get(4..)).unwrap_or("").trim()
     }
 }
 
@@ -75,8 +71,7 @@ pub fn parse_reply(buf: &[u8]) -> Result<Option<(Reply, usize)>, ReplyError> {
                 return Ok(Some((Reply { code, lines }, end)));
             }
         } else {
-            let last =
-                raw.len() >= 3 && raw[..3] == code_bytes && matches!(raw.get(3), None | Some(b' '));
+            let last = raw.len() >= 3 && raw[..3] == code_bytes && matches!(raw.get(3), None | Some(b' '));
             lines.push(line);
             if last {
                 return Ok(Some((Reply { code, lines }, end)));
@@ -99,11 +94,7 @@ fn first_line_code(raw: &[u8]) -> Option<u16> {
     if !matches!(raw.get(3), None | Some(b' ') | Some(b'-')) {
         return None;
     }
-    Some(
-        digits
-            .iter()
-            .fold(0u16, |n, d| n * 10 + u16::from(d - b'0')),
-    )
+    Some(digits.iter().fold(0u16, |n, d| n * 10 + u16::from(d - b'0')))
 }
 
 fn truncate(line: &str) -> String {
@@ -178,14 +169,7 @@ pub fn parse_time_val(s: &str) -> Option<SystemTime> {
         return None;
     }
     let n = |r: std::ops::Range<usize>| whole[r].parse::<u32>().ok();
-    date::from_civil(
-        i64::from(n(0..4)?),
-        n(4..6)?,
-        n(6..8)?,
-        n(8..10)?,
-        n(10..12)?,
-        n(12..14)?,
-    )
+    date::from_civil(i64::from(n(0..4)?), n(4..6)?, n(6..8)?, n(8..10)?, n(10..12)?, n(12..14)?)
 }
 
 /// `257 "/a ""quoted"" dir" is the current directory`: the path, `""` unescaped.
@@ -263,10 +247,7 @@ mod tests {
     #[test]
     fn malformed_and_oversized_replies() {
         for bad in ["hello\r\n", "22 x\r\n", "220x\r\n", "620 x\r\n", "\r\n"] {
-            assert!(matches!(
-                parse_reply(bad.as_bytes()),
-                Err(ReplyError::Malformed(_))
-            ));
+            assert!(matches!(parse_reply(bad.as_bytes()), Err(ReplyError::Malformed(_))));
         }
         let endless = format!("220-{}", "x".repeat(MAX_REPLY_BYTES + 1));
         assert_eq!(parse_reply(endless.as_bytes()), Err(ReplyError::TooLarge));
@@ -277,10 +258,7 @@ mod tests {
     #[test]
     fn pasv_and_epsv() {
         let r = one("227 Entering Passive Mode (10,1,2,3,195,80).\r\n");
-        assert_eq!(
-            parse_pasv(&r),
-            Some((Ipv4Addr::new(10, 1, 2, 3), 195 * 256 + 80))
-        );
+        assert_eq!(parse_pasv(&r), Some((Ipv4Addr::new(10, 1, 2, 3), 195 * 256 + 80)));
         let r = one("227 Entering Passive Mode 127,0,0,1,4,1\r\n");
         assert_eq!(parse_pasv(&r), Some((Ipv4Addr::LOCALHOST, 1025)));
         for bad in [
@@ -315,12 +293,9 @@ mod tests {
         assert_eq!(t, UNIX_EPOCH + Duration::from_secs(1_675_166_405));
         let t = parse_mdtm(&one("213 20230131120005.123\r\n")).unwrap();
         assert_eq!(t, UNIX_EPOCH + Duration::from_secs(1_675_166_405));
-        for bad in [
-            "213 2023013112000\r\n",
-            "213 20231331120005\r\n",
-            "213 20230131120005.\r\n",
-            "213 1910131120005x\r\n",
-        ] {
+        for bad in
+            ["213 2023013112000\r\n", "213 20231331120005\r\n", "213 20230131120005.\r\n", "213 1910131120005x\r\n"]
+        {
             assert_eq!(parse_mdtm(&one(bad)), None, "{bad}");
         }
         let r = one("257 \"/a \"\"q\"\" dir\" is the current directory\r\n");

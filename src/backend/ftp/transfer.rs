@@ -51,8 +51,7 @@ impl<S: BorrowMut<FtpSession>> Download<S> {
         let data = s.open_data().await?;
         // REST right before RETR (RFC 3659 §5.3), after the passive command
         if offset > 0 {
-            s.expect_reply("REST", &format!("REST {offset}"), &[350])
-                .await?;
+            s.expect_reply("REST", &format!("REST {offset}"), &[350]).await?;
         }
         let reply = s.cmd(&format!("RETR {path}")).await?;
         let final_seen = match reply.class() {
@@ -101,11 +100,7 @@ impl<S: BorrowMut<FtpSession>> Download<S> {
 }
 
 impl<S: BorrowMut<FtpSession> + Unpin> AsyncRead for Download<S> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         if buf.remaining() == 0 {
             // reading into a full buffer yields nothing, and must not be taken for EOF
@@ -132,10 +127,8 @@ impl<S: BorrowMut<FtpSession> + Unpin> AsyncRead for Download<S> {
                                 return Poll::Ready(Ok(()));
                             }
                             if this.expected.is_some_and(|e| this.received != e) {
-                                return this.fail(FtpError::TransferIncomplete {
-                                    received: this.received,
-                                    reply: None,
-                                });
+                                return this
+                                    .fail(FtpError::TransferIncomplete { received: this.received, reply: None });
                             }
                             if this.final_seen {
                                 this.state = State::Done;
@@ -146,10 +139,7 @@ impl<S: BorrowMut<FtpSession> + Unpin> AsyncRead for Download<S> {
                             this.reset_deadline(wait);
                         }
                         Poll::Ready(Err(source)) => {
-                            return this.fail(FtpError::Io {
-                                during: "download",
-                                source,
-                            });
+                            return this.fail(FtpError::Io { during: "download", source });
                         }
                         Poll::Pending => {
                             if this.deadline.as_mut().poll(cx).is_ready() {
@@ -166,19 +156,14 @@ impl<S: BorrowMut<FtpSession> + Unpin> AsyncRead for Download<S> {
                             this.state = State::Done;
                             Poll::Ready(Ok(()))
                         }
-                        Poll::Ready(Ok(reply)) => this.fail(FtpError::TransferIncomplete {
-                            received: this.received,
-                            reply: Some(reply.text()),
-                        }),
-                        Poll::Ready(Err(_)) => this.fail(FtpError::TransferIncomplete {
-                            received: this.received,
-                            reply: None,
-                        }),
+                        Poll::Ready(Ok(reply)) => this
+                            .fail(FtpError::TransferIncomplete { received: this.received, reply: Some(reply.text()) }),
+                        Poll::Ready(Err(_)) => {
+                            this.fail(FtpError::TransferIncomplete { received: this.received, reply: None })
+                        }
                         Poll::Pending => {
                             if this.deadline.as_mut().poll(cx).is_ready() {
-                                return this.fail(FtpError::Timeout {
-                                    during: "waiting for the end of a download",
-                                });
+                                return this.fail(FtpError::Timeout { during: "waiting for the end of a download" });
                             }
                             Poll::Pending
                         }
@@ -251,25 +236,16 @@ impl<S: BorrowMut<FtpSession>> Upload<S> {
             match timeout(idle, data.shutdown()).await {
                 Ok(Ok(())) => {}
                 Ok(Err(source)) => {
-                    return Err(self.session.borrow_mut().poison(FtpError::Io {
-                        during: "ending an upload",
-                        source,
-                    }));
+                    return Err(self.session.borrow_mut().poison(FtpError::Io { during: "ending an upload", source }));
                 }
                 Err(_) => {
-                    return Err(self.session.borrow_mut().poison(FtpError::Timeout {
-                        during: "ending an upload",
-                    }));
+                    return Err(self.session.borrow_mut().poison(FtpError::Timeout { during: "ending an upload" }));
                 }
             }
         }
         let reply = self.session.borrow_mut().read_reply("upload").await?;
         self.finished = true;
-        if matches!(reply.code, 226 | 250) {
-            Ok(self.sent)
-        } else {
-            Err(FtpError::from_reply("STOR", &reply))
-        }
+        if matches!(reply.code, 226 | 250) { Ok(self.sent) } else { Err(FtpError::from_reply("STOR", &reply)) }
     }
 
     fn poll_data<T>(
@@ -278,9 +254,7 @@ impl<S: BorrowMut<FtpSession>> Upload<S> {
         op: impl FnOnce(Pin<&mut TcpStream>, &mut Context<'_>) -> Poll<io::Result<T>>,
     ) -> Poll<io::Result<T>> {
         let Some(data) = self.data.as_mut() else {
-            return Poll::Ready(Err(io::Error::other(FtpError::Protocol {
-                detail: "upload already finished".into(),
-            })));
+            return Poll::Ready(Err(io::Error::other(FtpError::Protocol { detail: "upload already finished".into() })));
         };
         match op(Pin::new(data), cx) {
             Poll::Ready(Ok(v)) => {
@@ -289,18 +263,12 @@ impl<S: BorrowMut<FtpSession>> Upload<S> {
                 Poll::Ready(Ok(v))
             }
             Poll::Ready(Err(source)) => {
-                let e = self.session.borrow_mut().poison(FtpError::Io {
-                    during: "upload",
-                    source,
-                });
+                let e = self.session.borrow_mut().poison(FtpError::Io { during: "upload", source });
                 Poll::Ready(Err(io::Error::other(e)))
             }
             Poll::Pending => {
                 if self.deadline.as_mut().poll(cx).is_ready() {
-                    let e = self
-                        .session
-                        .borrow_mut()
-                        .poison(FtpError::Timeout { during: "upload" });
+                    let e = self.session.borrow_mut().poison(FtpError::Timeout { during: "upload" });
                     return Poll::Ready(Err(io::Error::other(e)));
                 }
                 Poll::Pending
@@ -310,11 +278,7 @@ impl<S: BorrowMut<FtpSession>> Upload<S> {
 }
 
 impl<S: BorrowMut<FtpSession> + Unpin> AsyncWrite for Upload<S> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let polled = this.poll_data(cx, |d, cx| d.poll_write(cx, buf));
         if let Poll::Ready(Ok(n)) = polled {
