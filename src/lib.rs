@@ -1,2 +1,5 @@
 //! hopgate: one binary for every HTTP integration point of "HTTP: The Definitive Guide", chapter 8:
 //! relays, tunnels, protocol gateways and resource gateways.
+pub mod http;
+pub mod tunnel;
+pub mod tunnel_client;
