@@ -60,6 +60,15 @@ pub struct ProxyArgs {
     /// Allow client-chosen targets inside this CIDR even when they are loopback, link-local... (repeatable)
     #[arg(long = "allow-target", value_name = "CIDR", value_parser = parse_cidr)]
     pub allow_targets: Vec<ipnet::IpNet>,
+    /// A port CONNECT may reach (repeatable) [default: 443]
+    #[arg(long = "connect-port", value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    pub connect_ports: Vec<u16>,
+    /// htpasswd file (bcrypt $2y$/$2b$, {SHA}, $apr1$): Proxy-Authorization: Basic is then required (407)
+    #[arg(long, value_name = "HTPASSWD")]
+    pub users: Option<PathBuf>,
+    /// Relay every request and tunnel through this proxy: http://[user:pass@]host:port
+    #[arg(long, value_name = "URL", value_parser = config::parse_parent)]
+    pub parent: Option<config::Parent>,
 }
 
 #[derive(Args, Debug)]
@@ -93,7 +102,17 @@ impl Cli {
             Some(Command::Proxy(p)) => Config::single(Listener {
                 listen: p.listen,
                 certs: Vec::new(),
-                proxy: Some(Proxy { allow_targets: p.allow_targets.clone(), ..Proxy::default() }),
+                proxy: Some(Proxy {
+                    allow_targets: p.allow_targets.clone(),
+                    connect_ports: if p.connect_ports.is_empty() {
+                        config::DEFAULT_CONNECT_PORTS.to_vec()
+                    } else {
+                        p.connect_ports.clone()
+                    },
+                    users: p.users.clone(),
+                    parent: p.parent.clone(),
+                    ..Proxy::default()
+                }),
                 routes: Vec::new(),
                 via_name: None,
             }),

@@ -56,10 +56,7 @@ where
     let outcome = pump(a, b, idle).await;
     match outcome.ended {
         Ended::Closed => Ok((outcome.a_to_b, outcome.b_to_a)),
-        Ended::Idle => Err(io::Error::new(
-            io::ErrorKind::TimedOut,
-            format!("tunnel idle for {idle:?}"),
-        )),
+        Ended::Idle => Err(io::Error::new(io::ErrorKind::TimedOut, format!("tunnel idle for {idle:?}"))),
         Ended::Failed(e) => Err(e),
     }
 }
@@ -75,10 +72,7 @@ where
     let mut idle_timer = IdleTimer::new(idle);
     let ended = poll_fn(|cx| {
         let moved_before = a_to_b.counts.moved + b_to_a.counts.moved;
-        for result in [
-            a_to_b.poll(cx, &mut a, &mut b),
-            b_to_a.poll(cx, &mut b, &mut a),
-        ] {
+        for result in [a_to_b.poll(cx, &mut a, &mut b), b_to_a.poll(cx, &mut b, &mut a)] {
             if let Poll::Ready(Err(e)) = result {
                 return Poll::Ready(Ended::Failed(e));
             }
@@ -86,19 +80,10 @@ where
         if a_to_b.done && b_to_a.done {
             return Poll::Ready(Ended::Closed);
         }
-        idle_timer
-            .poll(
-                cx,
-                a_to_b.counts.moved + b_to_a.counts.moved != moved_before,
-            )
-            .map(|()| Ended::Idle)
+        idle_timer.poll(cx, a_to_b.counts.moved + b_to_a.counts.moved != moved_before).map(|()| Ended::Idle)
     })
     .await;
-    Outcome {
-        a_to_b: a_to_b.counts.written,
-        b_to_a: b_to_a.counts.written,
-        ended,
-    }
+    Outcome { a_to_b: a_to_b.counts.written, b_to_a: b_to_a.counts.written, ended }
 }
 
 /// One direction: read from one side, write to the other, then shut the writer down at EOF.
@@ -124,12 +109,7 @@ struct Counts {
 }
 
 impl Half {
-    fn poll<R, W>(
-        &mut self,
-        cx: &mut Context<'_>,
-        reader: &mut R,
-        writer: &mut W,
-    ) -> Poll<io::Result<()>>
+    fn poll<R, W>(&mut self, cx: &mut Context<'_>, reader: &mut R, writer: &mut W) -> Poll<io::Result<()>>
     where
         R: AsyncRead + Unpin,
         W: AsyncWrite + Unpin,
@@ -141,11 +121,7 @@ impl Half {
             // 1. Whatever the writer could not take earlier goes first.
             if let Some(backlog) = &self.backlog {
                 while self.start < self.end {
-                    let n = ready!(self.counts.poll_write(
-                        cx,
-                        writer,
-                        &backlog[self.start..self.end]
-                    ))?;
+                    let n = ready!(self.counts.poll_write(cx, writer, &backlog[self.start..self.end]))?;
                     self.start += n;
                 }
                 if self.eof {
@@ -248,14 +224,8 @@ impl IdleTimer {
     fn new(idle: Duration) -> IdleTimer {
         let now = Instant::now();
         // An idle time too large to add to now means "no idle timeout".
-        let sleep = now
-            .checked_add(idle)
-            .map(|at| Box::pin(tokio::time::sleep_until(at)));
-        IdleTimer {
-            idle,
-            last_traffic: now,
-            sleep,
-        }
+        let sleep = now.checked_add(idle).map(|at| Box::pin(tokio::time::sleep_until(at)));
+        IdleTimer { idle, last_traffic: now, sleep }
     }
 
     fn poll(&mut self, cx: &mut Context<'_>, traffic: bool) -> Poll<()> {

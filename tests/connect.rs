@@ -173,7 +173,9 @@ fn connect_refusals() {
     let r = c.response_to("CONNECT");
     assert_eq!(r.status, 403, "loopback refused by the target policy: {}", r.text());
     // Bad authority.
-    for bad in ["CONNECT nohost HTTP/1.1\r\n\r\n", "CONNECT /path HTTP/1.1\r\n\r\n", "CONNECT http://x:443/ HTTP/1.1\r\n\r\n"] {
+    for bad in
+        ["CONNECT nohost HTTP/1.1\r\n\r\n", "CONNECT /path HTTP/1.1\r\n\r\n", "CONNECT http://x:443/ HTTP/1.1\r\n\r\n"]
+    {
         let r = support::exchange(hg.addr, bad);
         assert_eq!(r.status, 400, "{bad:?}: {}", r.head);
     }
@@ -201,7 +203,9 @@ fn connect_upstream_errors() {
     s.bind(&format!("127.0.0.1:{port}").parse::<SocketAddr>().unwrap().into()).unwrap();
     s.listen(0).unwrap();
     let _fill: Vec<_> = (0..4)
-        .filter_map(|_| TcpStream::connect_timeout(&format!("127.0.0.1:{port}").parse().unwrap(), Duration::from_millis(200)).ok())
+        .filter_map(|_| {
+            TcpStream::connect_timeout(&format!("127.0.0.1:{port}").parse().unwrap(), Duration::from_millis(200)).ok()
+        })
         .collect();
     let started = Instant::now();
     let r = ask(&format!("127.0.0.1:{port}"));
@@ -246,12 +250,7 @@ fn nc_socat_and_python_clients() {
 
     support::require("socat", "socat");
     let mut socat = Command::new("socat")
-        .args([
-            "-T",
-            "5",
-            "-",
-            &format!("PROXY:127.0.0.1:127.0.0.1:{},proxyport={}", target.port(), hg.addr.port()),
-        ])
+        .args(["-T", "5", "-", &format!("PROXY:127.0.0.1:127.0.0.1:{},proxyport={}", target.port(), hg.addr.port())])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -270,7 +269,12 @@ fn nc_socat_and_python_clients() {
         origin.addr.port()
     );
     let out = Command::new("python3").args(["-c", &script]).output().unwrap();
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "200 python tunnel", "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "200 python tunnel",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn wait_output(mut child: std::process::Child) -> Vec<u8> {
@@ -425,7 +429,10 @@ fn websocket_upgrade_through_the_relay() {
     assert_eq!(&got, b"\x81\x05hello");
 
     // An upgrade the origin refuses is an ordinary response.
-    let r = support::exchange(hg.addr, &format!("GET http://{ws}/ HTTP/1.1\r\nHost: x\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n"));
+    let r = support::exchange(
+        hg.addr,
+        &format!("GET http://{ws}/ HTTP/1.1\r\nHost: x\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n"),
+    );
     assert_eq!(r.status, 426);
     assert_eq!(r.body, b"no");
 }

@@ -20,21 +20,9 @@ fn htpasswd(file: &Path, flags: &[&str], user: &str, pass: &str) {
     if !file.exists() {
         cmd.arg("-c");
     }
-    let out = cmd
-        .arg("-b")
-        .args(flags)
-        .arg(file)
-        .arg(user)
-        .arg(pass)
-        .output();
-    let out = out.unwrap_or_else(|e| {
-        panic!("htpasswd not runnable ({e}): apt-get install -y apache2-utils")
-    });
-    assert!(
-        out.status.success(),
-        "htpasswd {flags:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = cmd.arg("-b").args(flags).arg(file).arg(user).arg(pass).output();
+    let out = out.unwrap_or_else(|e| panic!("htpasswd not runnable ({e}): apt-get install -y apache2-utils"));
+    assert!(out.status.success(), "htpasswd {flags:?}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
 fn basic(user: &str, pass: &str) -> HeaderValue {
@@ -51,37 +39,15 @@ async fn apache_htpasswd_formats_verify() {
     htpasswd(&file, &["-m"], "apr1", "m-pässword");
     htpasswd(&file, &["-B", "-C", "5"], "empty", "");
     let text = std::fs::read_to_string(&file).unwrap();
-    assert!(
-        text.contains("bcrypt:$2y$05$")
-            && text.contains("sha:{SHA}")
-            && text.contains("apr1:$apr1$"),
-        "{text}"
-    );
+    assert!(text.contains("bcrypt:$2y$05$") && text.contains("sha:{SHA}") && text.contains("apr1:$apr1$"), "{text}");
 
     let users = Users::load(&file).unwrap();
     assert_eq!(users.len(), 4);
-    for (user, pass) in [
-        ("bcrypt", "b-pass:with:colons"),
-        ("sha", "s-pass"),
-        ("apr1", "m-pässword"),
-        ("empty", ""),
-    ] {
-        assert!(
-            users.check_basic(&basic(user, pass)).await,
-            "{user} accepted"
-        );
-        assert!(
-            users.check_basic(&basic(user, pass)).await,
-            "{user} accepted twice (cache)"
-        );
-        assert!(
-            !users.check_basic(&basic(user, "nope")).await,
-            "{user} wrong password refused"
-        );
-        assert!(
-            users.check_basic_blocking(&basic(user, pass)),
-            "{user} blocking variant"
-        );
+    for (user, pass) in [("bcrypt", "b-pass:with:colons"), ("sha", "s-pass"), ("apr1", "m-pässword"), ("empty", "")] {
+        assert!(users.check_basic(&basic(user, pass)).await, "{user} accepted");
+        assert!(users.check_basic(&basic(user, pass)).await, "{user} accepted twice (cache)");
+        assert!(!users.check_basic(&basic(user, "nope")).await, "{user} wrong password refused");
+        assert!(users.check_basic_blocking(&basic(user, pass)), "{user} blocking variant");
     }
     assert!(!users.check_basic(&basic("nobody", "s-pass")).await);
     std::fs::remove_dir_all(&dir).unwrap();
@@ -95,11 +61,7 @@ fn crypt_and_plain_entries_are_load_errors_with_line() {
     htpasswd(&file, &["-d"], "des", "y"); // crypt(3) DES
     let err = Users::load(&file).unwrap_err();
     assert_eq!(err.line, 2, "{err}");
-    assert!(
-        err.to_string()
-            .starts_with(&format!("{}:2: user \"des\"", file.display())),
-        "{err}"
-    );
+    assert!(err.to_string().starts_with(&format!("{}:2: user \"des\"", file.display())), "{err}");
 
     let plain = dir.join("plain");
     htpasswd(&plain, &["-p"], "plain", "secret");

@@ -77,9 +77,7 @@ async fn idle_heap_per_tunnel(pump: Pump) -> usize {
         tasks.push(tokio::spawn(async move {
             match pump {
                 Pump::Pipe => drop(hopgate::tunnel::pump(near, far, IDLE).await),
-                Pump::CopyBidirectional8K => {
-                    drop(tokio::io::copy_bidirectional(&mut near, &mut far).await)
-                }
+                Pump::CopyBidirectional8K => drop(tokio::io::copy_bidirectional(&mut near, &mut far).await),
             }
         }));
     }
@@ -94,16 +92,10 @@ async fn idle_heap_per_tunnel(pump: Pump) -> usize {
     }
     settle().await;
     let after = LIVE_BYTES.load(Ordering::Relaxed);
-    assert!(
-        tasks.iter().all(|t| !t.is_finished()),
-        "{pump:?}: tunnels still open"
-    );
+    assert!(tasks.iter().all(|t| !t.is_finished()), "{pump:?}: tunnels still open");
     drop(ends);
     for task in tasks {
-        tokio::time::timeout(Duration::from_secs(30), task)
-            .await
-            .unwrap()
-            .unwrap();
+        tokio::time::timeout(Duration::from_secs(30), task).await.unwrap().unwrap();
     }
     (after.saturating_sub(before)) / TUNNELS
 }
@@ -118,11 +110,7 @@ async fn settle() {
 
 fn rss_kib() -> usize {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    let pages: usize = statm
-        .split_whitespace()
-        .nth(1)
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(0);
+    let pages: usize = statm.split_whitespace().nth(1).and_then(|p| p.parse().ok()).unwrap_or(0);
     pages * 4
 }
 

@@ -24,13 +24,7 @@ async fn tcp_pair() -> (TcpStream, TcpStream) {
 }
 
 /// client <-> [near | pump | far] <-> target: returns (client, target, the pump's task).
-async fn tunnel(
-    idle: Duration,
-) -> (
-    TcpStream,
-    TcpStream,
-    tokio::task::JoinHandle<tunnel::Outcome>,
-) {
+async fn tunnel(idle: Duration) -> (TcpStream, TcpStream, tokio::task::JoinHandle<tunnel::Outcome>) {
     let (client, near) = tcp_pair().await;
     let (far, target) = tcp_pair().await;
     let task = tokio::spawn(tunnel::pump(near, far, idle));
@@ -87,33 +81,20 @@ async fn tens_of_mib_each_way_arrive_intact() {
     let (client_r, client_w) = client.into_split();
     let (target_r, target_w) = target.into_split();
     let work = async {
-        tokio::join!(
-            send(client_w, 1, SIZE),
-            receive(target_r),
-            send(target_w, 2, SIZE + 7),
-            receive(client_r)
-        )
+        tokio::join!(send(client_w, 1, SIZE), receive(target_r), send(target_w, 2, SIZE + 7), receive(client_r))
     };
-    let (up_sent, up_got, down_sent, down_got) =
-        tokio::time::timeout(DEADLINE, work).await.unwrap();
+    let (up_sent, up_got, down_sent, down_got) = tokio::time::timeout(DEADLINE, work).await.unwrap();
     assert_eq!(up_got, (SIZE, up_sent), "client -> target intact");
     assert_eq!(down_got, (SIZE + 7, down_sent), "target -> client intact");
     let outcome = task.await.unwrap();
     assert!(matches!(outcome.ended, Ended::Closed), "{outcome:?}");
-    assert_eq!(
-        (outcome.a_to_b, outcome.b_to_a),
-        (SIZE as u64, SIZE as u64 + 7)
-    );
+    assert_eq!((outcome.a_to_b, outcome.b_to_a), (SIZE as u64, SIZE as u64 + 7));
 }
 
 /// One side says all it has and shuts down writing; it still receives the whole answer, then EOF.
 async fn half_close(client_first: bool) {
     let (client, target, task) = tunnel(LONG).await;
-    let (first, second) = if client_first {
-        (client, target)
-    } else {
-        (target, client)
-    };
+    let (first, second) = if client_first { (client, target) } else { (target, client) };
     let (mut first_r, first_w) = first.into_split();
     let (mut second_r, mut second_w) = second.into_split();
     let work = async {
@@ -126,11 +107,7 @@ async fn half_close(client_first: bool) {
         second_w.shutdown().await.unwrap();
         let mut got = Vec::new();
         first_r.read_to_end(&mut got).await.unwrap();
-        assert!(
-            got == answer,
-            "answer intact after half-close ({} bytes)",
-            got.len()
-        );
+        assert!(got == answer, "answer intact after half-close ({} bytes)", got.len());
     };
     tokio::time::timeout(DEADLINE, work).await.unwrap();
     let outcome = tokio::time::timeout(DEADLINE, task).await.unwrap().unwrap();
@@ -163,10 +140,7 @@ async fn idle_timeout_counts_from_the_last_byte() {
     assert!(matches!(outcome.ended, Ended::Idle), "{outcome:?}");
     assert_eq!((outcome.a_to_b, outcome.b_to_a), (4, 0));
     let ended_after = start.elapsed();
-    assert!(
-        ended_after >= Duration::from_secs(16) && ended_after < Duration::from_secs(17),
-        "{ended_after:?}"
-    );
+    assert!(ended_after >= Duration::from_secs(16) && ended_after < Duration::from_secs(17), "{ended_after:?}");
 }
 
 #[tokio::test]
@@ -182,9 +156,7 @@ async fn idle_timeout_ends_real_tunnels() {
     assert_eq!(target.read(&mut got).await.unwrap(), 0);
     let (a, _a_peer) = tokio::io::duplex(64);
     let (b, _b_peer) = tokio::io::duplex(64);
-    let err = tunnel::pipe(a, b, Duration::from_millis(50))
-        .await
-        .unwrap_err();
+    let err = tunnel::pipe(a, b, Duration::from_millis(50)).await.unwrap_err();
     assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
 }
 
@@ -192,40 +164,19 @@ async fn idle_timeout_ends_real_tunnels() {
 /// pump. No timed assertion.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn throughput_vs_direct_loopback() {
-    let env = |name: &str, default: usize| {
-        std::env::var(name)
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(default)
-    };
-    let (mib, rounds) = (
-        env("HOPGATE_BENCH_MIB", 256),
-        env("HOPGATE_BENCH_ROUNDS", 3).clamp(1, 20),
-    );
-    let kinds = [
-        "direct",
-        "copy_bidirectional 8K",
-        "copy_bidirectional 64K",
-        "pipe",
-        "splice (test-only)",
-    ];
+    let env = |name: &str, default: usize| std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default);
+    let (mib, rounds) = (env("HOPGATE_BENCH_MIB", 256), env("HOPGATE_BENCH_ROUNDS", 3).clamp(1, 20));
+    let kinds = ["direct", "copy_bidirectional 8K", "copy_bidirectional 64K", "pipe", "splice (test-only)"];
     let mut rates = vec![Vec::new(); kinds.len()];
     for _ in 0..rounds {
         for (i, kind) in kinds.iter().enumerate() {
             rates[i].push(one_way_mib_per_sec(kind, mib << 20).await);
         }
     }
-    let mut report = format!(
-        "tunnel throughput, one way, loopback, {mib} MiB x {rounds} rounds (median, min-max):"
-    );
+    let mut report = format!("tunnel throughput, one way, loopback, {mib} MiB x {rounds} rounds (median, min-max):");
     for (kind, mut r) in kinds.iter().zip(rates) {
         r.sort_by(f64::total_cmp);
-        let line = format!(
-            "\n{kind:>24}: {:6.0} MiB/s ({:.0}-{:.0})",
-            r[r.len() / 2],
-            r[0],
-            r[r.len() - 1]
-        );
+        let line = format!("\n{kind:>24}: {:6.0} MiB/s ({:.0}-{:.0})", r[r.len() / 2], r[0], r[r.len() - 1]);
         report.push_str(&line);
     }
     eprintln!("{report}");
@@ -241,13 +192,9 @@ async fn one_way_mib_per_sec(kind: &str, total: usize) -> f64 {
         let kind = kind.to_string();
         let task = tokio::spawn(async move {
             match kind.as_str() {
-                "copy_bidirectional 8K" => tokio::io::copy_bidirectional(&mut near, &mut far)
-                    .await
-                    .map(|_| ()),
+                "copy_bidirectional 8K" => tokio::io::copy_bidirectional(&mut near, &mut far).await.map(|_| ()),
                 "copy_bidirectional 64K" => {
-                    tokio::io::copy_bidirectional_with_sizes(&mut near, &mut far, 65536, 65536)
-                        .await
-                        .map(|_| ())
+                    tokio::io::copy_bidirectional_with_sizes(&mut near, &mut far, 65536, 65536).await.map(|_| ())
                 }
                 "pipe" => tunnel::pipe(near, far, LONG).await.map(|_| ()),
                 _ => pump_spliced(near, far).await,
@@ -268,10 +215,7 @@ async fn one_way_mib_per_sec(kind: &str, total: usize) -> f64 {
     let mut buf = vec![0; 1 << 16];
     let mut got = 0;
     while got < total {
-        let n = tokio::time::timeout(DEADLINE, target_r.read(&mut buf))
-            .await
-            .unwrap()
-            .unwrap();
+        let n = tokio::time::timeout(DEADLINE, target_r.read(&mut buf)).await.unwrap().unwrap();
         assert!(n > 0, "{kind}: early EOF at {got}");
         got += n;
     }
@@ -326,12 +270,7 @@ mod splice {
     }
 
     impl Half {
-        pub(super) fn poll(
-            &mut self,
-            cx: &mut Context<'_>,
-            src: &TcpStream,
-            dst: &TcpStream,
-        ) -> Poll<io::Result<()>> {
+        pub(super) fn poll(&mut self, cx: &mut Context<'_>, src: &TcpStream, dst: &TcpStream) -> Poll<io::Result<()>> {
             if self.done {
                 return Poll::Ready(Ok(()));
             }
@@ -339,9 +278,8 @@ mod splice {
                 if let Some((pipe_r, _)) = &self.pipe {
                     while self.in_pipe > 0 {
                         ready!(dst.poll_write_ready(cx))?;
-                        let moved = dst.try_io(Interest::WRITABLE, || {
-                            splice(pipe_r.as_raw_fd(), dst.as_raw_fd(), self.in_pipe)
-                        });
+                        let moved = dst
+                            .try_io(Interest::WRITABLE, || splice(pipe_r.as_raw_fd(), dst.as_raw_fd(), self.in_pipe));
                         match moved {
                             Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
                             Ok(n) => {
@@ -370,9 +308,7 @@ mod splice {
                     Some((_, w)) => w.as_raw_fd(),
                     None => self.pipe.insert(new_pipe()?).1.as_raw_fd(),
                 };
-                match src.try_io(Interest::READABLE, || {
-                    splice(src.as_raw_fd(), pipe_w, PIPE_BYTES)
-                }) {
+                match src.try_io(Interest::READABLE, || splice(src.as_raw_fd(), pipe_w, PIPE_BYTES)) {
                     Ok(0) => self.eof = true,
                     Ok(n) => {
                         self.in_pipe = n;
@@ -401,20 +337,7 @@ mod splice {
     fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
         let flags = libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK;
         // SAFETY: plain syscall on fds that outlive the call; null offsets (sockets and pipes).
-        let n = unsafe {
-            libc::splice(
-                from,
-                std::ptr::null_mut(),
-                to,
-                std::ptr::null_mut(),
-                len,
-                flags,
-            )
-        };
-        if n < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(n as usize)
-        }
+        let n = unsafe { libc::splice(from, std::ptr::null_mut(), to, std::ptr::null_mut(), len, flags) };
+        if n < 0 { Err(io::Error::last_os_error()) } else { Ok(n as usize) }
     }
 }

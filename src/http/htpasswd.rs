@@ -68,9 +68,7 @@ impl std::error::Error for LoadError {}
 impl fmt::Debug for Users {
     // Hashes stay out of logs.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Users")
-            .field("count", &self.entries.len())
-            .finish_non_exhaustive()
+        f.debug_struct("Users").field("count", &self.entries.len()).finish_non_exhaustive()
     }
 }
 
@@ -98,11 +96,7 @@ impl Users {
         let mut first_seen: HashMap<String, usize> = HashMap::new();
         for (index, raw) in bytes.split(|&b| b == b'\n').enumerate() {
             let line = index + 1;
-            let fail = |reason: String| LoadError {
-                path: PathBuf::new(),
-                line,
-                reason,
-            };
+            let fail = |reason: String| LoadError { path: PathBuf::new(), line, reason };
             let text = std::str::from_utf8(raw).map_err(|_| fail("not UTF-8".into()))?;
             let text = text.trim_end_matches(['\r', ' ', '\t']);
             if text.trim_start().is_empty() || text.trim_start().starts_with('#') {
@@ -114,19 +108,13 @@ impl Users {
             if user.is_empty() {
                 return Err(fail("empty user name".into()));
             }
-            let stored =
-                Stored::parse(hash).map_err(|reason| fail(format!("user {user:?}: {reason}")))?;
+            let stored = Stored::parse(hash).map_err(|reason| fail(format!("user {user:?}: {reason}")))?;
             if let Some(previous) = first_seen.insert(user.to_owned(), line) {
-                return Err(fail(format!(
-                    "user {user:?} is already defined on line {previous}"
-                )));
+                return Err(fail(format!("user {user:?} is already defined on line {previous}")));
             }
             entries.insert(user.to_owned(), stored);
         }
-        Ok(Users {
-            entries,
-            cache: Mutex::new(HashSet::new()),
-        })
+        Ok(Users { entries, cache: Mutex::new(HashSet::new()) })
     }
 
     pub fn len(&self) -> usize {
@@ -187,10 +175,7 @@ impl Users {
     }
 
     fn cached(&self, key: &(String, [u8; 32])) -> bool {
-        self.cache
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains(key)
+        self.cache.lock().unwrap_or_else(|e| e.into_inner()).contains(key)
     }
 
     fn remember(&self, key: (String, [u8; 32])) {
@@ -213,33 +198,19 @@ impl Users {
 impl Stored {
     fn parse(hash: &str) -> Result<Stored, String> {
         if hash.starts_with("$2y$") || hash.starts_with("$2b$") || hash.starts_with("$2a$") {
-            hash.parse::<bcrypt::HashParts>()
-                .map_err(|e| format!("bad bcrypt hash: {e}"))?;
+            hash.parse::<bcrypt::HashParts>().map_err(|e| format!("bad bcrypt hash: {e}"))?;
             Ok(Stored::Bcrypt(hash.to_owned()))
         } else if let Some(b64) = hash.strip_prefix("{SHA}") {
-            let digest = BASE64
-                .decode(b64)
-                .ok()
-                .and_then(|d| <[u8; 20]>::try_from(d).ok());
-            digest
-                .map(Stored::Sha1)
-                .ok_or_else(|| "bad {SHA} hash: expected base64 of 20 bytes".into())
+            let digest = BASE64.decode(b64).ok().and_then(|d| <[u8; 20]>::try_from(d).ok());
+            digest.map(Stored::Sha1).ok_or_else(|| "bad {SHA} hash: expected base64 of 20 bytes".into())
         } else if let Some(rest) = hash.strip_prefix("$apr1$") {
             let bad = || "bad $apr1$ hash: expected $apr1$SALT$HASH".to_string();
             let (salt, encoded) = rest.split_once('$').ok_or_else(bad)?;
             let crypt64 = |s: &str| s.bytes().all(|b| ITOA64.contains(&b));
-            if salt.is_empty()
-                || salt.len() > 8
-                || !crypt64(salt)
-                || encoded.len() != 22
-                || !crypt64(encoded)
-            {
+            if salt.is_empty() || salt.len() > 8 || !crypt64(salt) || encoded.len() != 22 || !crypt64(encoded) {
                 return Err(bad());
             }
-            Ok(Stored::Apr1 {
-                salt: salt.to_owned(),
-                hash: encoded.to_owned(),
-            })
+            Ok(Stored::Apr1 { salt: salt.to_owned(), hash: encoded.to_owned() })
         } else if hash.starts_with("$1$") || hash.starts_with("$5$") || hash.starts_with("$6$") {
             Err("crypt(3) MD5/SHA-2 hashes are not supported; use htpasswd -B (bcrypt)".into())
         } else {
@@ -251,14 +222,10 @@ impl Stored {
     fn matches(&self, password: &str) -> bool {
         match self {
             Stored::Bcrypt(hash) => matches!(bcrypt::verify(password.as_bytes(), hash), Ok(true)),
-            Stored::Sha1(digest) => Sha1::digest(password.as_bytes())
-                .as_slice()
-                .ct_eq(digest)
-                .into(),
-            Stored::Apr1 { salt, hash } => apr1_encode(password.as_bytes(), salt.as_bytes())
-                .as_bytes()
-                .ct_eq(hash.as_bytes())
-                .into(),
+            Stored::Sha1(digest) => Sha1::digest(password.as_bytes()).as_slice().ct_eq(digest).into(),
+            Stored::Apr1 { salt, hash } => {
+                apr1_encode(password.as_bytes(), salt.as_bytes()).as_bytes().ct_eq(hash.as_bytes()).into()
+            }
         }
     }
 }
@@ -294,11 +261,7 @@ fn apr1_encode(password: &[u8], salt: &[u8]) -> String {
     ctx.update(MAGIC);
     ctx.update(salt);
 
-    let alternate = Md5::new()
-        .chain_update(password)
-        .chain_update(salt)
-        .chain_update(password)
-        .finalize();
+    let alternate = Md5::new().chain_update(password).chain_update(salt).chain_update(password).finalize();
     let mut left = password.len();
     while left > 0 {
         ctx.update(&alternate[..left.min(16)]);
@@ -365,29 +328,22 @@ mod tests {
     #[test]
     fn apr1_matches_openssl_and_htpasswd_vectors() {
         // From `openssl passwd -apr1 -salt SALT PASSWORD` and `htpasswd -nbm u myPassword`.
-        assert_eq!(
-            apr1_encode(b"myPassword", b"r31d7e0a"),
-            "kq0BxQSVDtuX2rA1fpVu./"
-        );
+        assert_eq!(apr1_encode(b"myPassword", b"r31d7e0a"), "kq0BxQSVDtuX2rA1fpVu./");
         assert_eq!(apr1_encode(b"", b"abcdefgh"), "L.PT565ESX4Tp2bqNs7Ie.");
         assert_eq!(
-            apr1_encode(
-                "pässwörd-with-a-very-long-tail-beyond-sixteen-bytes".as_bytes(),
-                b"x"
-            ),
+            apr1_encode("pässwörd-with-a-very-long-tail-beyond-sixteen-bytes".as_bytes(), b"x"),
             "QW36Ud4b34DlUhVbCPKY5."
         );
-        assert_eq!(
-            apr1_encode(b"myPassword", b"b8as3GdV"),
-            "wNRC5ixPzAx1HN6rWVIW30"
-        );
+        assert_eq!(apr1_encode(b"myPassword", b"b8as3GdV"), "wNRC5ixPzAx1HN6rWVIW30");
     }
 
     #[test]
     fn sha_and_apr1_entries_check() {
         // {SHA} of "password" is the well-known W6ph5Mm5Pz8GgiULbPgzG37mj9g=.
-        let users = Users::parse("# comment\n\nann:{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=\r\nbob:$apr1$r31d7e0a$kq0BxQSVDtuX2rA1fpVu./\n")
-            .unwrap();
+        let users = Users::parse(
+            "# comment\n\nann:{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=\r\nbob:$apr1$r31d7e0a$kq0BxQSVDtuX2rA1fpVu./\n",
+        )
+        .unwrap();
         assert_eq!(users.len(), 2);
         assert!(users.check_basic_blocking(&basic("ann:password")));
         assert!(!users.check_basic_blocking(&basic("ann:passwore")));
@@ -401,10 +357,7 @@ mod tests {
         let users = Users::parse("ann:{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=\n").unwrap();
         let ok = |s: &[u8]| users.check_basic_blocking(&HeaderValue::from_bytes(s).unwrap());
         assert!(ok(b"bAsIc YW5uOnBhc3N3b3Jk"), "scheme is case-insensitive");
-        assert!(
-            ok(b"Basic   YW5uOnBhc3N3b3Jk  "),
-            "extra spaces are tolerated"
-        );
+        assert!(ok(b"Basic   YW5uOnBhc3N3b3Jk  "), "extra spaces are tolerated");
         assert!(ok(b"Basic YW5uOnBhc3N3b3Jk"));
         for bad in [
             &b"Basic"[..],
@@ -427,28 +380,16 @@ mod tests {
     #[test]
     fn load_errors_name_the_line() {
         let cases = [
-            (
-                "ann:{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=\nbob:abJnggxhB/yWI\n",
-                2,
-                "unsupported",
-            ),
+            ("ann:{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=\nbob:abJnggxhB/yWI\n", 2, "unsupported"),
             ("ann:plainpassword\n", 1, "unsupported"),
             ("\n\nann:$1$abc$defghijklmnopqrstuvwxy\n", 3, "crypt(3) MD5"),
             ("ann:$6$salt$hash\n", 1, "crypt(3)"),
             ("ann\n", 1, "USER:HASH"),
             (":{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=\n", 1, "empty user"),
             ("ann:{SHA}abc\n", 1, "{SHA}"),
-            (
-                "ann:$apr1$toolongsalt$kq0BxQSVDtuX2rA1fpVu./\n",
-                1,
-                "$apr1$",
-            ),
+            ("ann:$apr1$toolongsalt$kq0BxQSVDtuX2rA1fpVu./\n", 1, "$apr1$"),
             ("ann:$2y$10$short\n", 1, "bcrypt"),
-            (
-                "a:{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=\na:{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=\n",
-                2,
-                "line 1",
-            ),
+            ("a:{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=\na:{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=\n", 2, "line 1"),
         ];
         for (text, line, needle) in cases {
             let err = Users::parse(text).unwrap_err();

@@ -9,7 +9,10 @@ use http::uri::{Authority, Scheme};
 use super::log::AccessLogger;
 use crate::backend::relay;
 use crate::config::{self, Limits, Target, Timeouts};
-use crate::upstream::{Dialer, HttpClient, OwnAddrs, TargetPolicy, http_client};
+use tokio::sync::Semaphore;
+
+use crate::http::htpasswd::Users;
+use crate::upstream::{Dialer, HttpClient, OwnAddrs, ParentProxy, TargetPolicy, http_client};
 
 pub struct ListenerState {
     /// The address actually bound (port 0 resolved).
@@ -36,6 +39,11 @@ pub struct ProxyState {
     /// Client-chosen targets: the target policy applies.
     pub dialer: Dialer,
     pub client: HttpClient,
+    /// With a users file, proxy authentication is required.
+    pub users: Option<Users>,
+    pub parent: Option<Arc<ParentProxy>>,
+    /// One permit per open tunnel.
+    pub tunnels: Arc<Semaphore>,
 }
 
 pub struct RouteState {
@@ -62,8 +70,19 @@ pub fn build(cfg: &config::Listener, local: SocketAddr, shared: &Shared) -> Resu
         None => None,
         Some(p) => {
             let dialer = Dialer::new(Some(TargetPolicy::new(p.allow_targets.clone())), shared.own.clone(), t.connect);
-            let client = http_client(dialer.clone(), t.pool_idle, config::DEFAULT_POOL_MAX_IDLE_PER_HOST);
-            Some(ProxyState { cfg: p.clone(), dialer, client })
+            let parent = p.parent.as_ref().map(|parent| {
+                // The parent is the operator's choice: no target policy, but the loop check stays.
+                let dialer = Dialer::new(None, shared.own.clone(), t.connect);
+                Arc::new(ParentProxy::new(parent, dialer, t.response_head))
+            });
+            let client =
+                http_client(dialer.clone(), parent.clone(), t.pool_idle, config::DEFAULT_POOL_MAX_IDLE_PER_HOST);
+            let users = match &p.users {
+                Some(path) => Some(Users::load(path).map_err(|e| format!("users file {}: {e}", path.display()))?),
+                None => None,
+            };
+            let tunnels = Arc::new(Semaphore::new(p.max_tunnels));
+            Some(ProxyState { cfg: p.clone(), dialer, client, users, parent, tunnels })
         }
     };
     let mut routes = Vec::new();
@@ -91,7 +110,7 @@ fn build_backend(r: &config::Route, shared: &Shared) -> Result<Backend, String> 
             }
             // The operator chose this target: no target policy, but the loop check still applies.
             let dialer = Dialer::new(None, shared.own.clone(), t.connect);
-            let client = http_client(dialer, t.pool_idle, config::DEFAULT_POOL_MAX_IDLE_PER_HOST);
+            let client = http_client(dialer, None, t.pool_idle, config::DEFAULT_POOL_MAX_IDLE_PER_HOST);
             let authority: Authority =
                 authority.to_string().parse().map_err(|_| format!("{}: invalid authority", r.to))?;
             Ok(Backend::Relay(relay::Gateway {
