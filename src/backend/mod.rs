@@ -1,0 +1,2 @@
+//! Backends: one room per integration point. Only the resource gateways live here so far.
+pub mod meta;
