@@ -1,2 +1,3 @@
 //! Backends: one room per integration point. Only the resource gateways live here so far.
+pub mod cgi;
 pub mod meta;
