@@ -62,7 +62,10 @@ fn standard_variables() {
     assert_eq!(get(&v, "SERVER_NAME"), Some("example.test"));
     assert_eq!(get(&v, "SERVER_PORT"), Some("8080"));
     assert_eq!(get(&v, "REQUEST_METHOD"), Some("POST"));
-    assert_eq!(get(&v, "REQUEST_URI"), Some("/env.cgi/extra/path?a=1&b=%20"));
+    assert_eq!(
+        get(&v, "REQUEST_URI"),
+        Some("/env.cgi/extra/path?a=1&b=%20")
+    );
     assert_eq!(get(&v, "QUERY_STRING"), Some("a=1&b=%20"));
     assert_eq!(get(&v, "SCRIPT_NAME"), Some("/env.cgi"));
     assert_eq!(get(&v, "PATH_INFO"), Some("/extra/path"));
@@ -137,7 +140,10 @@ fn httpoxy_authorization_hop_by_hop_and_odd_names() {
     assert_eq!(get(&v, "HTTP_KEEP_ALIVE"), None);
     assert_eq!(get(&v, "HTTP_TE"), None);
     assert_eq!(get(&v, "HTTP_X_UNDER"), None, "underscore in a header name");
-    assert!(v.iter().all(|(n, _)| !n.contains('.')), "dot in a header name");
+    assert!(
+        v.iter().all(|(n, _)| !n.contains('.')),
+        "dot in a header name"
+    );
     assert_eq!(get(&v, "HTTP_X_FINE_1"), Some("ok"));
 
     let req = Request::get("/")
@@ -197,7 +203,8 @@ fn head_lf_and_crlf_byte_by_byte() {
 
 #[test]
 fn head_status_and_redirects() {
-    let (h, body) = parse_all(b"Status: 404 Not Found\nContent-Type: text/html\n\nmissing").unwrap();
+    let (h, body) =
+        parse_all(b"Status: 404 Not Found\nContent-Type: text/html\n\nmissing").unwrap();
     assert_eq!(h.status, StatusCode::NOT_FOUND);
     assert!(h.headers.get("status").is_none());
     assert_eq!(body, b"missing");
@@ -206,13 +213,17 @@ fn head_status_and_redirects() {
     assert_eq!(h.kind, HeadKind::LocalRedirect("/other/path?q=1".into()));
 
     let (h, _) = parse_all(b"Location: http://example.test/x\n\n").unwrap();
-    assert_eq!(h.kind, HeadKind::ClientRedirect("http://example.test/x".into()));
+    assert_eq!(
+        h.kind,
+        HeadKind::ClientRedirect("http://example.test/x".into())
+    );
     assert_eq!(h.status, StatusCode::FOUND);
     assert_eq!(h.headers["location"], "http://example.test/x");
 
-    let (h, body) =
-        parse_all(b"Location: https://e.test/\nStatus: 301 Moved\nContent-Type: text/plain\n\nmoved")
-            .unwrap();
+    let (h, body) = parse_all(
+        b"Location: https://e.test/\nStatus: 301 Moved\nContent-Type: text/plain\n\nmoved",
+    )
+    .unwrap();
     assert_eq!(h.kind, HeadKind::ClientRedirect("https://e.test/".into()));
     assert_eq!(h.status, StatusCode::MOVED_PERMANENTLY);
     assert_eq!(body, b"moved");
@@ -238,7 +249,12 @@ fn head_rejects_garbage() {
         b"\nbody without head",
     ] {
         let e = parse_all(bad).unwrap_err();
-        assert_eq!(e.kind(), GatewayErrorKind::BadResponse, "{:?}", String::from_utf8_lossy(bad));
+        assert_eq!(
+            e.kind(),
+            GatewayErrorKind::BadResponse,
+            "{:?}",
+            String::from_utf8_lossy(bad)
+        );
         assert_eq!(e.status(), StatusCode::BAD_GATEWAY);
     }
     // Output that ends before the blank line.
@@ -298,7 +314,13 @@ fn cgi_resolution() {
     assert_eq!(s.path.path_translated, Some(dir.join("a/b c/")));
     assert!(!s.nph);
     assert!(meta::resolve_cgi(&dir, "/nph-raw").unwrap().nph);
-    assert_eq!(meta::resolve_cgi(&dir, "/link-in/x").unwrap().path.path_info, "/x");
+    assert_eq!(
+        meta::resolve_cgi(&dir, "/link-in/x")
+            .unwrap()
+            .path
+            .path_info,
+        "/x"
+    );
 
     let not_found = [
         "/../secret.cgi",
@@ -354,7 +376,10 @@ fn fastcgi_resolution() {
     assert_eq!(s.script_name, "/app/index.php");
     assert_eq!(s.path_info, "");
     assert_eq!(s.script_filename, Some(r.join("app/index.php")));
-    assert_eq!(meta::resolve_fastcgi(&layout, "/").unwrap().script_name, "/index.php");
+    assert_eq!(
+        meta::resolve_fastcgi(&layout, "/").unwrap().script_name,
+        "/index.php"
+    );
 
     for p in [
         // The cgi.fix_pathinfo trap: must never run uploads/evil.jpg.

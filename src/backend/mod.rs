@@ -2,3 +2,4 @@
 pub mod cgi;
 pub mod fastcgi;
 pub mod meta;
+pub mod scgi;
