@@ -9,6 +9,9 @@ pub const VERSION_1: u8 = 1;
 pub const HEADER_BYTES: usize = 8;
 /// Largest content of one record (the length field is 16 bits).
 pub const MAX_CONTENT_BYTES: usize = 65535;
+/// Largest content hopgate puts in one record: a multiple of 8, so no padding is needed and
+/// content + padding stays within 65535, which php-fpm checks for PARAMS records.
+pub const CHUNK_BYTES: usize = 65528;
 
 pub const BEGIN_REQUEST: u8 = 1;
 pub const ABORT_REQUEST: u8 = 2;
@@ -56,12 +59,16 @@ pub struct BeginRequest {
     pub flags: u8,
 }
 
-/// Appends one record; pads the content to a multiple of 8 bytes as the spec recommends.
-/// Content over `MAX_CONTENT_BYTES` is a caller bug: use `put_stream`.
+/// Appends one record; pads the content to a multiple of 8 bytes as the spec recommends, unless
+/// content + padding would pass 65535. Content over `MAX_CONTENT_BYTES` is a caller bug (it is
+/// cut): use `put_stream`.
 pub fn put_record(out: &mut BytesMut, kind: u8, request_id: u16, content: &[u8]) {
     debug_assert!(content.len() <= MAX_CONTENT_BYTES);
     let len = content.len().min(MAX_CONTENT_BYTES);
-    let padding = (8 - len % 8) % 8;
+    let padding = match (8 - len % 8) % 8 {
+        p if len + p <= MAX_CONTENT_BYTES => p,
+        _ => 0,
+    };
     out.reserve(HEADER_BYTES + len + padding);
     out.put_u8(VERSION_1);
     out.put_u8(kind);
@@ -73,10 +80,10 @@ pub fn put_record(out: &mut BytesMut, kind: u8, request_id: u16, content: &[u8])
     out.put_bytes(0, padding);
 }
 
-/// Appends `data` as records of at most `MAX_CONTENT_BYTES` each; nothing for empty data (an empty
+/// Appends `data` as records of at most `CHUNK_BYTES` each; nothing for empty data (an empty
 /// record ends a stream, so it is written only on purpose, with `put_record`).
 pub fn put_stream(out: &mut BytesMut, kind: u8, request_id: u16, data: &[u8]) {
-    for piece in data.chunks(MAX_CONTENT_BYTES) {
+    for piece in data.chunks(CHUNK_BYTES) {
         put_record(out, kind, request_id, piece);
     }
 }
@@ -120,11 +127,11 @@ pub fn put_params(out: &mut BytesMut, request_id: u16, vars: &MetaVars) {
     for (name, value) in vars.iter() {
         pair.clear();
         put_name_value(&mut pair, name.as_bytes(), value);
-        if record.len() + pair.len() > MAX_CONTENT_BYTES && !record.is_empty() {
+        if record.len() + pair.len() > CHUNK_BYTES && !record.is_empty() {
             put_record(out, PARAMS, request_id, &record);
             record.clear();
         }
-        if pair.len() > MAX_CONTENT_BYTES {
+        if pair.len() > CHUNK_BYTES {
             put_stream(out, PARAMS, request_id, &pair);
         } else {
             record.extend_from_slice(&pair);
