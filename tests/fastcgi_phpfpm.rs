@@ -59,7 +59,6 @@ struct Fpm {
     _dir: tempfile::TempDir,
     www: PathBuf,
     addr: FastCgiAddr,
-    log: PathBuf,
 }
 
 impl Drop for Fpm {
@@ -76,6 +75,16 @@ impl Drop for Fpm {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A loopback port that refuses connections for as long as the socket lives: bound, never
+/// listening, so nobody else can take it meanwhile.
+fn refusing_port() -> (socket2::Socket, u16) {
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    s.bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .unwrap();
+    let port = s.local_addr().unwrap().as_socket().unwrap().port();
+    (s, port)
 }
 
 fn free_port() -> u16 {
@@ -108,57 +117,62 @@ async fn start_fpm(unix: bool) -> Fpm {
     for d in [&www, &www.join("app"), &www.join("uploads")] {
         chmod(d, 0o755);
     }
-    let (listen, addr) = if unix {
-        let sock = dir.path().join("fpm.sock");
-        (sock.display().to_string(), FastCgiAddr::Unix(sock))
-    } else {
-        let a = format!("127.0.0.1:{}", free_port());
-        (a.clone(), FastCgiAddr::Tcp(a))
-    };
-    let log = dir.path().join("fpm.log");
-    let conf = dir.path().join("fpm.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "[global]\nerror_log = {log}\ndaemonize = no\n\
-             [www]\nuser = nobody\ngroup = nogroup\nlisten = {listen}\nlisten.mode = 0666\n\
-             pm = static\npm.max_children = 4\ncatch_workers_output = yes\n\
-             php_admin_value[post_max_size] = 64M\n",
-            log = log.display()
-        ),
-    )
-    .unwrap();
-    let child = std::process::Command::new(PHP_FPM)
-        .args(["-F", "-n", "-y"])
-        .arg(&conf)
-        .arg("-p")
-        .arg(dir.path())
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let fpm = Fpm {
-        child,
-        _dir: dir,
-        www,
-        addr,
-        log,
-    };
-    for _ in 0..100 {
-        let up = match &fpm.addr {
-            FastCgiAddr::Tcp(a) => tokio::net::TcpStream::connect(a.as_str()).await.is_ok(),
-            FastCgiAddr::Unix(p) => tokio::net::UnixStream::connect(p).await.is_ok(),
+    // A TCP port picked here may be taken by anyone before php-fpm binds it: then php-fpm says so
+    // in its log and exits, and another port is tried. Ready means php-fpm itself said so.
+    for attempt in 0..3 {
+        let (listen, addr) = if unix {
+            let sock = dir.path().join(format!("fpm-{attempt}.sock"));
+            (sock.display().to_string(), FastCgiAddr::Unix(sock))
+        } else {
+            let a = format!("127.0.0.1:{}", free_port());
+            (a.clone(), FastCgiAddr::Tcp(a))
         };
-        if up {
-            return fpm;
+        let log = dir.path().join(format!("fpm-{attempt}.log"));
+        let conf = dir.path().join(format!("fpm-{attempt}.conf"));
+        std::fs::write(
+            &conf,
+            format!(
+                "[global]\nerror_log = {log}\ndaemonize = no\n\
+                 [www]\nuser = nobody\ngroup = nogroup\nlisten = {listen}\nlisten.mode = 0666\n\
+                 pm = static\npm.max_children = 4\ncatch_workers_output = yes\n\
+                 php_admin_value[post_max_size] = 64M\n",
+                log = log.display()
+            ),
+        )
+        .unwrap();
+        let mut child = std::process::Command::new(PHP_FPM)
+            .args(["-F", "-n", "-y"])
+            .arg(&conf)
+            .arg("-p")
+            .arg(dir.path())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        for _ in 0..100 {
+            let said = std::fs::read_to_string(&log).unwrap_or_default();
+            if said.contains("ready to handle connections") {
+                return Fpm {
+                    child,
+                    _dir: dir,
+                    www,
+                    addr,
+                };
+            }
+            if let Ok(Some(_)) = child.try_wait() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        let said = std::fs::read_to_string(&log).unwrap_or_default();
+        let _ = child.kill();
+        let _ = child.wait();
+        if !said.contains("Address already in use") {
+            panic!("php-fpm did not come up:\n{said}");
+        }
     }
-    panic!(
-        "php-fpm did not come up: {}",
-        std::fs::read_to_string(&fpm.log).unwrap_or_default()
-    );
+    panic!("php-fpm found no free port in 3 attempts");
 }
 
 fn gateway(addr: FastCgiAddr, www: &Path, timeout: Duration) -> FastCgi {
@@ -194,7 +208,9 @@ async fn get(gw: &FastCgi, uri: &str) -> Result<GatewayResponse, GatewayError> {
 }
 
 async fn text(gw: &FastCgi, uri: &str) -> String {
-    let r = get(gw, uri).await.unwrap();
+    let r = get(gw, uri)
+        .await
+        .unwrap_or_else(|e| panic!("{uri}: {e} ({:?})", std::error::Error::source(&e)));
     assert_eq!(r.head.status, StatusCode::OK, "{uri}");
     String::from_utf8(r.body.collect_bytes().await.unwrap().to_vec()).unwrap()
 }
@@ -296,6 +312,26 @@ async fn php_fpm_over_tcp() {
         r.head.kind,
         HeadKind::ClientRedirect("http://elsewhere.test/x".into())
     );
+
+    // PARAMS over several records: php-fpm parses each record on its own.
+    let big = "b".repeat(40_000);
+    let (parts, ()) = Request::get("/server.php")
+        .header("X-Big-A", big.as_str())
+        .header("X-Big-B", big.as_str())
+        .body(())
+        .unwrap()
+        .into_parts();
+    let r = gw
+        .serve(
+            &parts,
+            &conn(false),
+            stream::iter(Vec::<Result<Bytes, Infallible>>::new()),
+        )
+        .await
+        .unwrap();
+    let dump = String::from_utf8(r.body.collect_bytes().await.unwrap().to_vec()).unwrap();
+    assert!(dump.lines().any(|l| l == format!("HTTP_X_BIG_A={big}")));
+    assert!(dump.lines().any(|l| l == format!("HTTP_X_BIG_B={big}")));
 
     // Refused before php-fpm is asked: the cgi.fix_pathinfo trap is unreachable.
     for uri in [
@@ -446,8 +482,9 @@ async fn stderr_timeout_and_unavailable() {
     assert_eq!(e.kind(), GatewayErrorKind::Timeout, "{e}");
     assert_eq!(e.status(), StatusCode::GATEWAY_TIMEOUT);
 
+    let (_refusing, port) = refusing_port();
     let down = gateway(
-        FastCgiAddr::Tcp(format!("127.0.0.1:{}", free_port())),
+        FastCgiAddr::Tcp(format!("127.0.0.1:{port}")),
         &fpm.www,
         Duration::from_secs(2),
     );

@@ -117,6 +117,16 @@ fn start_app() -> App {
     }
 }
 
+/// A loopback port that refuses connections for as long as the socket lives: bound, never
+/// listening, so nobody else can take it meanwhile.
+fn refusing_port() -> (socket2::Socket, u16) {
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    s.bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .unwrap();
+    let port = s.local_addr().unwrap().as_socket().unwrap().port();
+    (s, port)
+}
+
 fn gateway(addr: &str, timeout: Duration) -> Scgi {
     let mut cfg = ScgiConfig::new(addr);
     cfg.timeout = timeout;
@@ -274,11 +284,7 @@ async fn hang_garbage_down_and_unknown_length() {
         .unwrap_err();
     assert_eq!(e.status(), StatusCode::LENGTH_REQUIRED);
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let (_refusing, port) = refusing_port();
     let down = gateway(&format!("127.0.0.1:{port}"), Duration::from_secs(2));
     let e = call(&down, Request::get("/env").body(()).unwrap(), vec![])
         .await
