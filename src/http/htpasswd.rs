@@ -23,6 +23,9 @@ use subtle::ConstantTimeEq as _;
 
 /// Successful bcrypt checks remembered, so a keep-alive connection pays bcrypt once.
 pub const MAX_CACHED_LOGINS: usize = 1024;
+/// bcrypt checks running at once in [`Users::check_basic`]: wrong passwords are never cached,
+/// so this bounds the CPU a flood of bad credentials can take.
+pub const MAX_CONCURRENT_BCRYPT: usize = 2;
 /// A `Proxy-Authorization` value longer than this is refused without decoding it.
 pub const MAX_CREDENTIALS_BYTES: usize = 4096;
 
@@ -34,6 +37,7 @@ pub struct Users {
     entries: HashMap<String, Stored>,
     /// (user, SHA-256 of the password) pairs that bcrypt already accepted.
     cache: Mutex<HashSet<(String, [u8; 32])>>,
+    bcrypt_slots: tokio::sync::Semaphore,
 }
 
 enum Stored {
@@ -114,7 +118,11 @@ impl Users {
             }
             entries.insert(user.to_owned(), stored);
         }
-        Ok(Users { entries, cache: Mutex::new(HashSet::new()) })
+        Ok(Users {
+            entries,
+            cache: Mutex::new(HashSet::new()),
+            bcrypt_slots: tokio::sync::Semaphore::new(MAX_CONCURRENT_BCRYPT),
+        })
     }
 
     pub fn len(&self) -> usize {
@@ -141,6 +149,9 @@ impl Users {
         if self.cached(&key) {
             return true;
         }
+        let Ok(_slot) = self.bcrypt_slots.acquire().await else {
+            return false;
+        };
         let hash = hash.clone();
         let job = tokio::task::spawn_blocking(move || bcrypt::verify(password.as_bytes(), &hash));
         let ok = matches!(job.await, Ok(Ok(true)));
