@@ -5,10 +5,14 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
+mod support;
+
 use hopgate::tunnel_client::{TunnelClient, TunnelError};
+use support::free_port;
+use support::peers::{chown_nobody, htpasswd, squid, tinyproxy};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -26,11 +30,6 @@ fn temp_dir(name: &str) -> PathBuf {
     dir
 }
 
-/// A port that was free a moment ago (for peers that cannot be told to pick one).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 /// Echoes every byte back; at EOF shuts down writing (keeps half-close visible).
 async fn echo_server() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -45,127 +44,6 @@ async fn echo_server() -> SocketAddr {
         }
     });
     addr
-}
-
-/// A real proxy process, stopped by PID (SIGTERM, then SIGKILL) when dropped.
-struct Peer {
-    child: Child,
-    log: PathBuf,
-    addr: SocketAddr,
-}
-
-impl Peer {
-    fn start(program: &str, package: &str, args: &[&str], log: PathBuf, port: u16) -> Peer {
-        let child = Command::new(program)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run {program} ({e}): apt-get install -y {package}"));
-        let mut peer = Peer { child, log, addr: SocketAddr::from(([127, 0, 0, 1], port)) };
-        for _ in 0..200 {
-            if let Ok(Some(status)) = peer.child.try_wait() {
-                panic!("{program} exited with {status}: {}", peer.log_text());
-            }
-            if std::net::TcpStream::connect(peer.addr).is_ok() {
-                return peer;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("{program} did not listen on {} within 10s: {}", peer.addr, peer.log_text());
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Peer {
-    fn drop(&mut self) {
-        if let Ok(pid) = i32::try_from(self.child.id()) {
-            // SAFETY: signals our own child by its PID.
-            unsafe { libc::kill(pid, libc::SIGTERM) };
-        }
-        for _ in 0..100 {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn chown_nobody(dir: &Path) {
-    let status = Command::new("chown").args(["-R", "nobody:nogroup"]).arg(dir).status().unwrap();
-    assert!(status.success());
-}
-
-/// `htpasswd -b FLAGS FILE USER PASS` (package apache2-utils).
-fn htpasswd(file: &Path, flags: &[&str], user: &str, pass: &str) {
-    let mut cmd = Command::new("htpasswd");
-    if !file.exists() {
-        cmd.arg("-c");
-    }
-    let out = cmd.arg("-b").args(flags).arg(file).arg(user).arg(pass).output();
-    let out = out.unwrap_or_else(|e| panic!("htpasswd not runnable ({e}): apt-get install -y apache2-utils"));
-    assert!(out.status.success(), "htpasswd: {}", String::from_utf8_lossy(&out.stderr));
-}
-
-/// Squid on a free port; CONNECT allowed to `ports`; with `users`, Basic auth via basic_ncsa_auth.
-fn squid(name: &str, ports: &[u16], users: Option<&Path>, tls: Option<(&Path, &Path)>) -> Peer {
-    let dir = temp_dir(name);
-    let port = free_port();
-    let d = dir.display();
-    let listen = match tls {
-        None => format!("http_port 127.0.0.1:{port}"),
-        Some((cert, key)) => {
-            format!("https_port 127.0.0.1:{port} tls-cert={} tls-key={}", cert.display(), key.display())
-        }
-    };
-    let ports: Vec<String> = ports.iter().map(u16::to_string).collect();
-    let auth = match users {
-        None => String::new(),
-        Some(file) => format!(
-            "auth_param basic program /usr/lib/squid/basic_ncsa_auth {}\n\
-             auth_param basic realm test\nacl authed proxy_auth REQUIRED\nhttp_access deny !authed\n",
-            file.display()
-        ),
-    };
-    let conf = format!(
-        "{listen}\npid_filename {d}/squid.pid\ncache_log {d}/cache.log\naccess_log stdio:{d}/access.log\n\
-         cache deny all\npinger_enable off\nshutdown_lifetime 0 seconds\ncache_effective_user nobody\n\
-         coredump_dir {d}\nacl p port {}\nhttp_access deny CONNECT !p\n{auth}\
-         http_access allow localhost\nhttp_access deny all\n",
-        ports.join(" ")
-    );
-    std::fs::write(dir.join("squid.conf"), conf).unwrap();
-    chown_nobody(&dir);
-    let conf = dir.join("squid.conf");
-    Peer::start("squid", "squid", &["-N", "-f", conf.to_str().unwrap()], dir.join("cache.log"), port)
-}
-
-/// tinyproxy on a free port; CONNECT allowed to `ports`; with `user`, `BasicAuth user pass`.
-fn tinyproxy(name: &str, ports: &[u16], user: Option<(&str, &str)>) -> Peer {
-    let dir = temp_dir(name);
-    let port = free_port();
-    let d = dir.display();
-    let mut conf = format!(
-        "Port {port}\nListen 127.0.0.1\nAllow 127.0.0.1\nPidFile \"{d}/tinyproxy.pid\"\n\
-         LogFile \"{d}/tinyproxy.log\"\nLogLevel Info\nUser nobody\nGroup nogroup\nTimeout 30\n"
-    );
-    for p in ports {
-        conf.push_str(&format!("ConnectPort {p}\n"));
-    }
-    if let Some((user, pass)) = user {
-        conf.push_str(&format!("BasicAuth {user} {pass}\n"));
-    }
-    std::fs::write(dir.join("tinyproxy.conf"), conf).unwrap();
-    chown_nobody(&dir);
-    let conf = dir.join("tinyproxy.conf");
-    Peer::start("tinyproxy", "tinyproxy", &["-d", "-c", conf.to_str().unwrap()], dir.join("tinyproxy.log"), port)
 }
 
 fn client(proxy: &str, to: SocketAddr, user: Option<(&str, &str)>) -> TunnelClient {
@@ -222,7 +100,7 @@ async fn refused_status(client: TunnelClient) -> (u16, String) {
 async fn squid_without_auth() {
     let echo = echo_server().await;
     let closed = free_port();
-    let squid = squid("squid-open", &[echo.port(), closed], None, None);
+    let squid = squid(&[echo.port(), closed], None, None);
     let proxy = format!("http://{}", squid.addr);
 
     let (local, task) = listen(client(&proxy, echo, None)).await;
@@ -248,7 +126,7 @@ async fn squid_with_basic_auth() {
     htpasswd(&users, &["-B", "-C", "5"], "bee", "b-secret");
     htpasswd(&users, &["-m"], "apr", "a-secret");
     chown_nobody(&dir);
-    let squid = squid("squid-auth", &[echo.port()], Some(&users), None);
+    let squid = squid(&[echo.port()], Some(&users), None);
     let proxy = format!("http://{}", squid.addr);
 
     for (user, pass) in [("bee", "b-secret"), ("apr", "a-secret")] {
@@ -267,7 +145,7 @@ async fn squid_with_basic_auth() {
 async fn tinyproxy_without_and_with_auth() {
     let echo = echo_server().await;
     let closed = free_port();
-    let open = tinyproxy("tinyproxy-open", &[echo.port(), closed], None);
+    let open = tinyproxy(&[echo.port(), closed], None);
     let proxy = format!("http://{}", open.addr);
     let (local, task) = listen(client(&proxy, echo, None)).await;
     echo_through(local, 8, 256 * 1024).await;
@@ -277,7 +155,7 @@ async fn tinyproxy_without_and_with_auth() {
     assert!((500..600).contains(&status), "{line}");
     assert!(line.starts_with(&format!("proxy {} refused CONNECT {target}: {status} ", open.addr)), "{line}");
 
-    let authed = tinyproxy("tinyproxy-auth", &[echo.port()], Some(("tim", "t-secret")));
+    let authed = tinyproxy(&[echo.port()], Some(("tim", "t-secret")));
     let proxy = format!("http://{}", authed.addr);
     let (local, task) = listen(client(&proxy, echo, Some(("tim", "t-secret")))).await;
     echo_through(local, 2, 64 * 1024).await;
@@ -435,7 +313,7 @@ async fn https_proxy_squid_with_extra_ca() {
     let certs = temp_dir("squid-tls-certs");
     let (ca, cert, key) = make_certs(&certs);
     chown_nobody(&certs);
-    let squid = squid("squid-tls", &[echo.port()], None, Some((&cert, &key)));
+    let squid = squid(&[echo.port()], None, Some((&cert, &key)));
     let proxy = format!("https://{}", squid.addr);
 
     let mut trusted = client(&proxy, echo, None);

@@ -61,7 +61,18 @@ pub async fn forward(mut req: Request<Incoming>, ctx: &Ctx<'_>, proxy: &ProxySta
     let host_value = HeaderValue::from_str(authority.as_str()).map_err(|_| Error::bad_request("invalid host"))?;
     req.headers_mut().insert(header::HOST, host_value);
     let parent_auth = proxy.parent.as_ref().and_then(|p| p.auth.clone());
-    send(req, ctx, &proxy.client, None, parent_auth).await
+    let resp = send(req, ctx, &proxy.client, None, parent_auth).await?;
+    if let Some(parent) = &proxy.parent
+        && resp.status() == http::StatusCode::PROXY_AUTHENTICATION_REQUIRED
+    {
+        // The parent's challenge is for hopgate's hop, not the client's: passing it on would make the client
+        // think hopgate wants credentials.
+        return Err(Error::upstream(
+            Kind::ConnectFailed,
+            format!("parent proxy {} refused the request: 407 Proxy Authentication Required", parent.authority),
+        ));
+    }
+    Ok(resp)
 }
 
 /// Gateway: an origin-form request matched a route; map its path under the upstream base.
@@ -181,10 +192,21 @@ async fn send(
     };
     *req.version_mut() = Version::HTTP_11;
     let (parts, body) = req.into_parts();
-    let req = Request::from_parts(parts, Body::from(body));
+    // The response-head timeout starts once the request body is sent: a long upload is not a slow origin.
+    let (body, sent) = Body::from(body).signal_end();
+    let req = Request::from_parts(parts, body);
 
     let timeout = ctx.listener.timeouts.response_head;
-    let mut resp = match tokio::time::timeout(timeout, client.request(req)).await {
+    let response = client.request(req);
+    tokio::pin!(response);
+    let waited = match sent {
+        None => tokio::time::timeout(timeout, response).await,
+        Some(sent) => tokio::select! {
+            r = &mut response => Ok(r),
+            _ = sent => tokio::time::timeout(timeout, response).await,
+        },
+    };
+    let mut resp = match waited {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => return Err(client_error(e, &target)),
         Err(_) => {

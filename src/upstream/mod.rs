@@ -195,14 +195,18 @@ impl tower_service::Service<Uri> for Connector {
         let dialer = self.dialer.clone();
         let parent = self.parent.clone();
         Box::pin(async move {
-            if let Some(parent) = parent {
-                let (tcp, addr) = parent.dial().await?;
-                return Ok(UpstreamIo { io: TokioIo::new(tcp), addr, proxied: true });
-            }
             let host = uri.host().ok_or_else(|| Error::bad_request("request target has no host"))?;
             // Brackets are part of the URI syntax, not of the address.
             let host = host.trim_start_matches('[').trim_end_matches(']');
             let port = uri.port_u16().unwrap_or(80);
+            if let Some(parent) = parent {
+                // The parent resolves names; an address literal can still be checked here.
+                if let Ok(ip) = host.parse::<IpAddr>() {
+                    dialer.check(SocketAddr::new(ip, port), &display_target(host, port))?;
+                }
+                let (tcp, addr) = parent.dial().await?;
+                return Ok(UpstreamIo { io: TokioIo::new(tcp), addr, proxied: true });
+            }
             let (tcp, addr) = dialer.dial(host, port).await?;
             Ok(UpstreamIo { io: TokioIo::new(tcp), addr, proxied: false })
         })

@@ -5,17 +5,15 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use base64::Engine;
-use bytes::Bytes;
-use http::header::{self, HeaderValue};
-use http::{Method, Request, StatusCode};
-use http_body_util::Empty;
+use http::StatusCode;
+use http::header::HeaderValue;
 use hyper::upgrade::Upgraded;
-use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::Dialer;
 use crate::config::{Authority, Parent};
 use crate::error::{Error, Kind};
+use crate::tunnel_client;
 
 pub struct ParentProxy {
     pub authority: Authority,
@@ -58,49 +56,22 @@ pub fn basic(user: &str, pass: &str) -> Option<HeaderValue> {
     HeaderValue::from_str(&format!("Basic {token}")).ok()
 }
 
-/// Sends `CONNECT target` over `io` with hyper's client and returns the tunnel once the proxy answers 2xx.
-/// Bytes the proxy sent after its answer stay in the returned stream. `proxy` names the proxy in errors.
-pub async fn connect_through<IO>(
-    io: IO,
-    target: &str,
-    auth: Option<&HeaderValue>,
-    proxy: &str,
-) -> Result<Upgraded, Error>
+/// `CONNECT target` through a proxy already dialled (`tunnel_client::connect`, shared with `hopgate tunnel`),
+/// as hopgate's error: the proxy's refusal is a 502 naming the proxy and its status (a 504 stays a 504).
+async fn connect_through<IO>(io: IO, target: &str, auth: Option<&HeaderValue>, proxy: &str) -> Result<Upgraded, Error>
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let (mut sender, conn) = hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(io))
-        .await
-        .map_err(|e| Error::upstream(Kind::UpstreamClosedEarly, format!("proxy {proxy}: {e}")))?;
-    tokio::spawn(async move {
-        // Drives the connection until the upgrade hands it over.
-        let _ = conn.with_upgrades().await;
-    });
-    let mut req = Request::builder().method(Method::CONNECT).uri(target).header(header::HOST, target);
-    if let Some(a) = auth {
-        req = req.header(header::PROXY_AUTHORIZATION, a.clone());
-    }
-    let req = req.body(Empty::new()).map_err(|_| Error::bad_request(format!("invalid tunnel target {target}")))?;
-    let resp = sender.send_request(req).await.map_err(|e| {
-        Error::upstream(Kind::UpstreamClosedEarly, format!("proxy {proxy} closed the connection on CONNECT {target}"))
-            .with_source(e)
-    })?;
-    let status = resp.status();
-    if !status.is_success() {
-        // The parent's own failure status says what happened; a timeout stays a timeout.
-        let kind = if status == StatusCode::GATEWAY_TIMEOUT { Kind::ResponseTimeout } else { Kind::ConnectFailed };
-        return Err(Error::upstream(
-            kind,
-            format!(
-                "proxy {proxy} refused CONNECT {target}: {} {}",
-                status.as_u16(),
-                status.canonical_reason().unwrap_or("")
-            ),
-        ));
-    }
-    hyper::upgrade::on(resp)
-        .await
-        .map_err(|e| Error::upstream(Kind::UpstreamClosedEarly, format!("proxy {proxy}: tunnel failed: {e}")))
+    let authority: http::uri::Authority =
+        target.parse().map_err(|_| Error::bad_request(format!("invalid tunnel target {target}")))?;
+    tunnel_client::connect(io, proxy, &authority, auth.cloned()).await.map_err(|e| {
+        let kind = match e.status() {
+            Some(StatusCode::GATEWAY_TIMEOUT) => Kind::ResponseTimeout,
+            Some(_) => Kind::ConnectFailed,
+            None => Kind::UpstreamClosedEarly,
+        };
+        Error::upstream(kind, e.to_string())
+    })
 }
 
 #[cfg(test)]
