@@ -77,10 +77,10 @@ impl http_body::Body for Watched {
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(r) => {
                 this.last = Instant::now();
-                if r.is_none() || http_body::Body::is_end_stream(&this.inner) {
-                    if let Some(tx) = this.ended.take() {
-                        let _ = tx.send(());
-                    }
+                if (r.is_none() || http_body::Body::is_end_stream(&this.inner))
+                    && let Some(tx) = this.ended.take()
+                {
+                    let _ = tx.send(());
                 }
                 Poll::Ready(r)
             }
