@@ -30,15 +30,7 @@ fn vars_for(req: Request<()>, pass_authorization: bool) -> meta::MetaVars {
         path_translated: Some("/srv/cgi/extra/path".into()),
     };
     let content_length = meta::request_content_length(&parts).unwrap();
-    meta::build(
-        &parts,
-        &MetaInput {
-            conn: &conn(),
-            script: &script,
-            content_length,
-            pass_authorization,
-        },
-    )
+    meta::build(&parts, &MetaInput { conn: &conn(), script: &script, content_length, pass_authorization })
 }
 
 fn get<'a>(v: &'a meta::MetaVars, name: &str) -> Option<&'a str> {
@@ -62,10 +54,7 @@ fn standard_variables() {
     assert_eq!(get(&v, "SERVER_NAME"), Some("example.test"));
     assert_eq!(get(&v, "SERVER_PORT"), Some("8080"));
     assert_eq!(get(&v, "REQUEST_METHOD"), Some("POST"));
-    assert_eq!(
-        get(&v, "REQUEST_URI"),
-        Some("/env.cgi/extra/path?a=1&b=%20")
-    );
+    assert_eq!(get(&v, "REQUEST_URI"), Some("/env.cgi/extra/path?a=1&b=%20"));
     assert_eq!(get(&v, "QUERY_STRING"), Some("a=1&b=%20"));
     assert_eq!(get(&v, "SCRIPT_NAME"), Some("/env.cgi"));
     assert_eq!(get(&v, "PATH_INFO"), Some("/extra/path"));
@@ -98,12 +87,7 @@ fn https_and_http2_authority() {
         .into_parts();
     let v = meta::build(
         &parts,
-        &MetaInput {
-            conn: &c,
-            script: &ScriptPath::default(),
-            content_length: None,
-            pass_authorization: false,
-        },
+        &MetaInput { conn: &c, script: &ScriptPath::default(), content_length: None, pass_authorization: false },
     );
     assert_eq!(get(&v, "HTTPS"), Some("on"));
     assert_eq!(get(&v, "SERVER_PROTOCOL"), Some("HTTP/2.0"));
@@ -140,27 +124,17 @@ fn httpoxy_authorization_hop_by_hop_and_odd_names() {
     assert_eq!(get(&v, "HTTP_KEEP_ALIVE"), None);
     assert_eq!(get(&v, "HTTP_TE"), None);
     assert_eq!(get(&v, "HTTP_X_UNDER"), None, "underscore in a header name");
-    assert!(
-        v.iter().all(|(n, _)| !n.contains('.')),
-        "dot in a header name"
-    );
+    assert!(v.iter().all(|(n, _)| !n.contains('.')), "dot in a header name");
     assert_eq!(get(&v, "HTTP_X_FINE_1"), Some("ok"));
 
-    let req = Request::get("/")
-        .header("Authorization", "Basic dTpw")
-        .body(())
-        .unwrap();
+    let req = Request::get("/").header("Authorization", "Basic dTpw").body(()).unwrap();
     let v = vars_for(req, true);
     assert_eq!(get(&v, "HTTP_AUTHORIZATION"), Some("Basic dTpw"));
 }
 
 #[test]
 fn chunked_body_without_length_is_411() {
-    let (parts, ()) = Request::post("/")
-        .header("Transfer-Encoding", "chunked")
-        .body(())
-        .unwrap()
-        .into_parts();
+    let (parts, ()) = Request::post("/").header("Transfer-Encoding", "chunked").body(()).unwrap().into_parts();
     let e = meta::request_content_length(&parts).unwrap_err();
     assert_eq!(e.kind(), GatewayErrorKind::LengthRequired);
     assert_eq!(e.status(), StatusCode::LENGTH_REQUIRED);
@@ -203,8 +177,7 @@ fn head_lf_and_crlf_byte_by_byte() {
 
 #[test]
 fn head_status_and_redirects() {
-    let (h, body) =
-        parse_all(b"Status: 404 Not Found\nContent-Type: text/html\n\nmissing").unwrap();
+    let (h, body) = parse_all(b"Status: 404 Not Found\nContent-Type: text/html\n\nmissing").unwrap();
     assert_eq!(h.status, StatusCode::NOT_FOUND);
     assert!(h.headers.get("status").is_none());
     assert_eq!(body, b"missing");
@@ -213,17 +186,12 @@ fn head_status_and_redirects() {
     assert_eq!(h.kind, HeadKind::LocalRedirect("/other/path?q=1".into()));
 
     let (h, _) = parse_all(b"Location: http://example.test/x\n\n").unwrap();
-    assert_eq!(
-        h.kind,
-        HeadKind::ClientRedirect("http://example.test/x".into())
-    );
+    assert_eq!(h.kind, HeadKind::ClientRedirect("http://example.test/x".into()));
     assert_eq!(h.status, StatusCode::FOUND);
     assert_eq!(h.headers["location"], "http://example.test/x");
 
-    let (h, body) = parse_all(
-        b"Location: https://e.test/\nStatus: 301 Moved\nContent-Type: text/plain\n\nmoved",
-    )
-    .unwrap();
+    let (h, body) =
+        parse_all(b"Location: https://e.test/\nStatus: 301 Moved\nContent-Type: text/plain\n\nmoved").unwrap();
     assert_eq!(h.kind, HeadKind::ClientRedirect("https://e.test/".into()));
     assert_eq!(h.status, StatusCode::MOVED_PERMANENTLY);
     assert_eq!(body, b"moved");
@@ -249,12 +217,7 @@ fn head_rejects_garbage() {
         b"\nbody without head",
     ] {
         let e = parse_all(bad).unwrap_err();
-        assert_eq!(
-            e.kind(),
-            GatewayErrorKind::BadResponse,
-            "{:?}",
-            String::from_utf8_lossy(bad)
-        );
+        assert_eq!(e.kind(), GatewayErrorKind::BadResponse, "{:?}", String::from_utf8_lossy(bad));
         assert_eq!(e.status(), StatusCode::BAD_GATEWAY);
     }
     // Output that ends before the blank line.
@@ -314,13 +277,7 @@ fn cgi_resolution() {
     assert_eq!(s.path.path_translated, Some(dir.join("a/b c/")));
     assert!(!s.nph);
     assert!(meta::resolve_cgi(&dir, "/nph-raw").unwrap().nph);
-    assert_eq!(
-        meta::resolve_cgi(&dir, "/link-in/x")
-            .unwrap()
-            .path
-            .path_info,
-        "/x"
-    );
+    assert_eq!(meta::resolve_cgi(&dir, "/link-in/x").unwrap().path.path_info, "/x");
 
     let not_found = [
         "/../secret.cgi",
@@ -376,10 +333,7 @@ fn fastcgi_resolution() {
     assert_eq!(s.script_name, "/app/index.php");
     assert_eq!(s.path_info, "");
     assert_eq!(s.script_filename, Some(r.join("app/index.php")));
-    assert_eq!(
-        meta::resolve_fastcgi(&layout, "/").unwrap().script_name,
-        "/index.php"
-    );
+    assert_eq!(meta::resolve_fastcgi(&layout, "/").unwrap().script_name, "/index.php");
 
     for p in [
         // The cgi.fix_pathinfo trap: must never run uploads/evil.jpg.
@@ -417,9 +371,8 @@ async fn http_side_shapes(
     let (parts, body) = req.into_parts();
     let out = assert_send(cgi.serve(&parts, conn, body.into_data_stream())).await;
     if let Ok(hopgate::backend::cgi::CgiOutput::Parsed(r)) = out {
-        let _: http::Response<
-            http_body_util::combinators::BoxBody<bytes::Bytes, meta::GatewayError>,
-        > = http::Response::new(r.body.boxed());
+        let _: http::Response<http_body_util::combinators::BoxBody<bytes::Bytes, meta::GatewayError>> =
+            http::Response::new(r.body.boxed());
     }
     let empty = http_body_util::Empty::<bytes::Bytes>::new().into_data_stream();
     let r = assert_send(fcgi.serve(&parts, conn, empty)).await;

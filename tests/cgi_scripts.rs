@@ -18,10 +18,7 @@ use sha2::{Digest, Sha256};
 const PYTHON: &str = "/usr/bin/python3";
 
 fn need_peers() {
-    assert!(
-        Path::new(PYTHON).exists(),
-        "{PYTHON} is missing: apt-get install -y python3"
-    );
+    assert!(Path::new(PYTHON).exists(), "{PYTHON} is missing: apt-get install -y python3");
 }
 
 fn conn() -> ConnInfo {
@@ -99,10 +96,7 @@ async fn wait_gone(pid: i32, allow_zombie: bool) {
 async fn read_pids(file: &Path) -> Vec<i32> {
     for _ in 0..50 {
         if let Ok(s) = std::fs::read_to_string(file) {
-            let pids: Vec<i32> = s
-                .split_whitespace()
-                .filter_map(|p| p.parse().ok())
-                .collect();
+            let pids: Vec<i32> = s.split_whitespace().filter_map(|p| p.parse().ok()).collect();
             if pids.len() == 2 {
                 return pids;
             }
@@ -131,16 +125,13 @@ async fn environment_is_exactly_the_meta_variables() {
         .header("X-Custom", "yes")
         .body(())
         .unwrap();
-    let CgiOutput::Parsed(resp) = call(&cgi, req).await.unwrap() else {
-        panic!("nph")
-    };
+    let CgiOutput::Parsed(resp) = call(&cgi, req).await.unwrap() else { panic!("nph") };
     assert_eq!(resp.head.status, StatusCode::OK);
     let body = resp.body.collect_bytes().await.unwrap();
     let text = String::from_utf8(body.to_vec()).unwrap();
     let names: Vec<&str> = text.lines().filter_map(|l| l.split('=').next()).collect();
     let real_dir = std::fs::canonicalize(&d.path).unwrap();
-    let expect =
-        |line: String| assert!(text.lines().any(|l| l == line), "missing {line} in\n{text}");
+    let expect = |line: String| assert!(text.lines().any(|l| l == line), "missing {line} in\n{text}");
     expect("GATEWAY_INTERFACE=CGI/1.1".into());
     expect("PATH=/usr/local/bin:/usr/bin:/bin".into());
     expect("SCRIPT_NAME=/env.py".into());
@@ -172,28 +163,17 @@ async fn environment_is_exactly_the_meta_variables() {
         "REMOTE_PORT",
         "PATH",
     ];
-    let mut unexpected: Vec<&&str> = names
-        .iter()
-        .filter(|n| !meta.contains(n) && !n.starts_with("HTTP_"))
-        .collect();
+    let mut unexpected: Vec<&&str> = names.iter().filter(|n| !meta.contains(n) && !n.starts_with("HTTP_")).collect();
     unexpected.sort();
     assert!(unexpected.is_empty(), "unexpected variables {unexpected:?}");
-    assert_eq!(
-        names.iter().filter(|n| n.starts_with("HTTP_")).count(),
-        2,
-        "HTTP_HOST and HTTP_X_CUSTOM only"
-    );
+    assert_eq!(names.iter().filter(|n| n.starts_with("HTTP_")).count(), 2, "HTTP_HOST and HTTP_X_CUSTOM only");
     assert_eq!(names.len(), meta.len() + 2);
 }
 
 #[tokio::test]
 async fn multi_mib_body_is_echoed_while_streaming() {
     let d = dir();
-    script(
-        &d,
-        "echo.sh",
-        "#!/bin/sh\nprintf 'Content-Type: application/octet-stream\\r\\n\\r\\n'\nexec cat\n",
-    );
+    script(&d, "echo.sh", "#!/bin/sh\nprintf 'Content-Type: application/octet-stream\\r\\n\\r\\n'\nexec cat\n");
     let cgi = gateway(&d, Duration::from_secs(20), 4);
     // 8 MiB in 64 KiB chunks, far more than a pipe holds: stdin and stdout must flow together.
     let chunks: Vec<Bytes> = (0..128u32)
@@ -211,21 +191,13 @@ async fn multi_mib_body_is_echoed_while_streaming() {
     }
     let total: usize = chunks.iter().map(Bytes::len).sum();
     let body = stream::iter(chunks.into_iter().map(Ok::<_, Infallible>));
-    let (parts, ()) = Request::post("/echo.sh")
-        .header("Content-Length", total.to_string())
-        .body(())
-        .unwrap()
-        .into_parts();
-    let CgiOutput::Parsed(resp) = cgi.serve(&parts, &conn(), body).await.unwrap() else {
-        panic!("nph")
-    };
+    let (parts, ()) =
+        Request::post("/echo.sh").header("Content-Length", total.to_string()).body(()).unwrap().into_parts();
+    let CgiOutput::Parsed(resp) = cgi.serve(&parts, &conn(), body).await.unwrap() else { panic!("nph") };
     let mut got = Sha256::new();
     let mut len = 0;
     let mut body = resp.body;
-    while let Some(chunk) = tokio::time::timeout(Duration::from_secs(20), body.next())
-        .await
-        .unwrap()
-    {
+    while let Some(chunk) = tokio::time::timeout(Duration::from_secs(20), body.next()).await.unwrap() {
         let chunk = chunk.unwrap();
         len += chunk.len();
         got.update(&chunk);
@@ -237,11 +209,7 @@ async fn multi_mib_body_is_echoed_while_streaming() {
 #[tokio::test]
 async fn output_streams_as_it_comes() {
     let d = dir();
-    script(
-        &d,
-        "slow.sh",
-        "#!/bin/sh\nprintf 'Content-Type: text/plain\\n\\nfirst\\n'\nsleep 1\necho second\n",
-    );
+    script(&d, "slow.sh", "#!/bin/sh\nprintf 'Content-Type: text/plain\\n\\nfirst\\n'\nsleep 1\necho second\n");
     let cgi = gateway(&d, Duration::from_secs(10), 4);
     let start = Instant::now();
     let resp = parsed(&cgi, "/slow.sh").await.unwrap();
@@ -249,10 +217,7 @@ async fn output_streams_as_it_comes() {
     let first = body.next().await.unwrap().unwrap();
     assert_eq!(&first[..], b"first\n");
     let first_at = start.elapsed();
-    assert!(
-        first_at < Duration::from_millis(800),
-        "head and first chunk took {first_at:?}"
-    );
+    assert!(first_at < Duration::from_millis(800), "head and first chunk took {first_at:?}");
     let second = body.next().await.unwrap().unwrap();
     assert_eq!(&second[..], b"second\n");
     assert!(start.elapsed() >= Duration::from_millis(900));
@@ -263,14 +228,7 @@ async fn output_streams_as_it_comes() {
 async fn hang_is_killed_with_its_children_by_the_timeout() {
     let d = dir();
     let pids = d.path.join("../pids");
-    script(
-        &d,
-        "hang.sh",
-        &format!(
-            "#!/bin/sh\nsleep 300 &\necho $$ $! > {}\nsleep 300\n",
-            pids.display()
-        ),
-    );
+    script(&d, "hang.sh", &format!("#!/bin/sh\nsleep 300 &\necho $$ $! > {}\nsleep 300\n", pids.display()));
     let cgi = gateway(&d, Duration::from_secs(1), 4);
     let start = Instant::now();
     let e = parsed(&cgi, "/hang.sh").await.unwrap_err();
@@ -307,21 +265,9 @@ async fn dropping_the_body_kills_the_group() {
 async fn crash_and_bad_heads_are_502() {
     let d = dir();
     script(&d, "crash.sh", "#!/bin/sh\nkill -SEGV $$\n");
-    script(
-        &d,
-        "bad.sh",
-        "#!/bin/sh\necho 'this is not a header'\necho\necho body\n",
-    );
-    script(
-        &d,
-        "half.sh",
-        "#!/bin/sh\nprintf 'Content-Type: text/plain\\n'\nkill -KILL $$\n",
-    );
-    script(
-        &d,
-        "silent.py",
-        "#!/usr/bin/python3\nimport sys\nsys.exit(3)\n",
-    );
+    script(&d, "bad.sh", "#!/bin/sh\necho 'this is not a header'\necho\necho body\n");
+    script(&d, "half.sh", "#!/bin/sh\nprintf 'Content-Type: text/plain\\n'\nkill -KILL $$\n");
+    script(&d, "silent.py", "#!/usr/bin/python3\nimport sys\nsys.exit(3)\n");
     let cgi = gateway(&d, Duration::from_secs(10), 4);
     for s in ["/crash.sh", "/bad.sh", "/half.sh", "/silent.py"] {
         let e = parsed(&cgi, s).await.unwrap_err();
@@ -333,55 +279,29 @@ async fn crash_and_bad_heads_are_502() {
 #[tokio::test]
 async fn status_and_redirects_from_scripts() {
     let d = dir();
-    script(
-        &d,
-        "gone.sh",
-        "#!/bin/sh\nprintf 'Status: 410 Gone\\nContent-Type: text/plain\\n\\nbye'\n",
-    );
-    script(
-        &d,
-        "local.sh",
-        "#!/bin/sh\nprintf 'Location: /gone.sh?from=local\\n\\n'\n",
-    );
-    script(
-        &d,
-        "away.sh",
-        "#!/bin/sh\nprintf 'Location: http://other.test/\\n\\n'\n",
-    );
+    script(&d, "gone.sh", "#!/bin/sh\nprintf 'Status: 410 Gone\\nContent-Type: text/plain\\n\\nbye'\n");
+    script(&d, "local.sh", "#!/bin/sh\nprintf 'Location: /gone.sh?from=local\\n\\n'\n");
+    script(&d, "away.sh", "#!/bin/sh\nprintf 'Location: http://other.test/\\n\\n'\n");
     let cgi = gateway(&d, Duration::from_secs(10), 4);
     let r = parsed(&cgi, "/gone.sh").await.unwrap();
     assert_eq!(r.head.status, StatusCode::GONE);
     assert_eq!(&r.body.collect_bytes().await.unwrap()[..], b"bye");
     let r = parsed(&cgi, "/local.sh").await.unwrap();
-    assert_eq!(
-        r.head.kind,
-        HeadKind::LocalRedirect("/gone.sh?from=local".into())
-    );
+    assert_eq!(r.head.kind, HeadKind::LocalRedirect("/gone.sh?from=local".into()));
     let r = parsed(&cgi, "/away.sh").await.unwrap();
-    assert_eq!(
-        r.head.kind,
-        HeadKind::ClientRedirect("http://other.test/".into())
-    );
+    assert_eq!(r.head.kind, HeadKind::ClientRedirect("http://other.test/".into()));
     assert_eq!(r.head.status, StatusCode::FOUND);
 }
 
 #[tokio::test]
 async fn nph_output_is_passed_raw() {
     let d = dir();
-    script(
-        &d,
-        "nph-raw.sh",
-        "#!/bin/sh\nprintf 'HTTP/1.1 299 Custom\\r\\nX-Raw: 1\\r\\n\\r\\nraw body'\n",
-    );
+    script(&d, "nph-raw.sh", "#!/bin/sh\nprintf 'HTTP/1.1 299 Custom\\r\\nX-Raw: 1\\r\\n\\r\\nraw body'\n");
     let cgi = gateway(&d, Duration::from_secs(10), 4);
-    match call(&cgi, Request::get("/nph-raw.sh").body(()).unwrap())
-        .await
-        .unwrap()
-    {
-        CgiOutput::Nph(body) => assert_eq!(
-            &body.collect_bytes().await.unwrap()[..],
-            b"HTTP/1.1 299 Custom\r\nX-Raw: 1\r\n\r\nraw body"
-        ),
+    match call(&cgi, Request::get("/nph-raw.sh").body(()).unwrap()).await.unwrap() {
+        CgiOutput::Nph(body) => {
+            assert_eq!(&body.collect_bytes().await.unwrap()[..], b"HTTP/1.1 299 Custom\r\nX-Raw: 1\r\n\r\nraw body")
+        }
         CgiOutput::Parsed(_) => panic!("nph- output was parsed"),
     }
 }
@@ -390,11 +310,7 @@ async fn nph_output_is_passed_raw() {
 async fn not_executable_is_403_and_missing_is_404() {
     let d = dir();
     std::fs::write(d.path.join("secret.sh"), "#!/bin/sh\necho never\n").unwrap();
-    std::fs::set_permissions(
-        d.path.join("secret.sh"),
-        std::fs::Permissions::from_mode(0o644),
-    )
-    .unwrap();
+    std::fs::set_permissions(d.path.join("secret.sh"), std::fs::Permissions::from_mode(0o644)).unwrap();
     let cgi = gateway(&d, Duration::from_secs(10), 4);
     let e = parsed(&cgi, "/secret.sh").await.unwrap_err();
     assert_eq!(e.status(), StatusCode::FORBIDDEN);
@@ -417,20 +333,12 @@ async fn slot_limit_queues_scripts() {
     let run = |cgi: std::sync::Arc<Cgi>| async move {
         let r = parsed(&cgi, "/timed.py").await.unwrap();
         let text = String::from_utf8(r.body.collect_bytes().await.unwrap().to_vec()).unwrap();
-        let v: Vec<f64> = text
-            .split_whitespace()
-            .map(|x| x.parse().unwrap())
-            .collect();
+        let v: Vec<f64> = text.split_whitespace().map(|x| x.parse().unwrap()).collect();
         (v[0], v[1])
     };
     let (a, b) = tokio::join!(run(cgi.clone()), run(cgi.clone()));
     let (first, second) = if a.0 < b.0 { (a, b) } else { (b, a) };
-    assert!(
-        second.0 >= first.1,
-        "second script started at {} before the first ended at {}",
-        second.0,
-        first.1
-    );
+    assert!(second.0 >= first.1, "second script started at {} before the first ended at {}", second.0, first.1);
 }
 
 /// Collects what tracing writes, for checking that stderr reaches the log.
@@ -451,10 +359,7 @@ impl std::io::Write for LogBuf {
 async fn stderr_lines_go_to_the_log() {
     let logs = LogBuf::default();
     let sink = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || sink.clone())
-        .with_ansi(false)
-        .finish();
+    let subscriber = tracing_subscriber::fmt().with_writer(move || sink.clone()).with_ansi(false).finish();
     let _guard = tracing::subscriber::set_default(subscriber);
     let d = dir();
     script(
@@ -468,20 +373,11 @@ async fn stderr_lines_go_to_the_log() {
     for _ in 0..50 {
         let text = String::from_utf8_lossy(&logs.0.lock().unwrap()).into_owned();
         if text.contains("second complaint") {
-            let line = text
-                .lines()
-                .find(|l| l.contains("first complaint"))
-                .unwrap();
-            assert!(
-                line.contains("WARN") && line.contains("/noisy.sh"),
-                "{line}"
-            );
+            let line = text.lines().find(|l| l.contains("first complaint")).unwrap();
+            assert!(line.contains("WARN") && line.contains("/noisy.sh"), "{line}");
             return;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    panic!(
-        "stderr never reached the log: {}",
-        String::from_utf8_lossy(&logs.0.lock().unwrap())
-    );
+    panic!("stderr never reached the log: {}", String::from_utf8_lossy(&logs.0.lock().unwrap()));
 }

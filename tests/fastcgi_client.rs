@@ -39,12 +39,8 @@ async fn read_request(s: &mut TcpStream, buf: &mut BytesMut, seen: &Mutex<Seen>)
         while let Some(rec) = record::decode(buf).ok()? {
             let mut seen = seen.lock().unwrap();
             match rec.kind {
-                record::BEGIN_REQUEST => seen
-                    .begin_flags
-                    .push(record::parse_begin_request(&rec.content).ok()?.flags),
-                record::PARAMS if rec.content.is_empty() => {
-                    seen.params = record::parse_name_values(&params).ok()?
-                }
+                record::BEGIN_REQUEST => seen.begin_flags.push(record::parse_begin_request(&rec.content).ok()?.flags),
+                record::PARAMS if rec.content.is_empty() => seen.params = record::parse_name_values(&params).ok()?,
                 record::PARAMS => params.extend_from_slice(&rec.content),
                 record::STDIN => {
                     seen.stdin_sizes.push(rec.content.len());
@@ -80,52 +76,29 @@ async fn app(mode: Mode) -> (String, Arc<Mutex<Seen>>) {
                     match mode {
                         Mode::Echo => {
                             let body = std::mem::take(&mut seen.lock().unwrap().stdin);
-                            record::put_record(
-                                &mut out,
-                                record::STDOUT,
-                                1,
-                                b"Content-Type: text/plain\r\n",
-                            );
+                            record::put_record(&mut out, record::STDOUT, 1, b"Content-Type: text/plain\r\n");
                             record::put_record(&mut out, record::STDERR, 1, b"a warning\n");
                             record::put_record(&mut out, record::STDOUT, 1, b"\r\n");
                             record::put_stream(&mut out, record::STDOUT, 1, &body);
                             record::put_record(&mut out, record::STDOUT, 1, b"");
-                            let end = EndRequest {
-                                app_status: 0,
-                                protocol_status: record::REQUEST_COMPLETE,
-                            };
+                            let end = EndRequest { app_status: 0, protocol_status: record::REQUEST_COMPLETE };
                             record::put_end_request(&mut out, 1, end);
                         }
-                        Mode::Garbage => {
-                            out.extend_from_slice(b"HTTP/1.1 200 OK\r\n\r\nnot fastcgi")
-                        }
+                        Mode::Garbage => out.extend_from_slice(b"HTTP/1.1 200 OK\r\n\r\nnot fastcgi"),
                         Mode::Overloaded => {
-                            let end = EndRequest {
-                                app_status: 0,
-                                protocol_status: record::OVERLOADED,
-                            };
+                            let end = EndRequest { app_status: 0, protocol_status: record::OVERLOADED };
                             record::put_end_request(&mut out, 1, end);
                         }
-                        Mode::ForeignId => {
-                            record::put_record(&mut out, record::STDOUT, 2, b"X: y\r\n\r\n")
-                        }
+                        Mode::ForeignId => record::put_record(&mut out, record::STDOUT, 2, b"X: y\r\n\r\n"),
                         Mode::CloseMidBody => {
-                            record::put_record(
-                                &mut out,
-                                record::STDOUT,
-                                1,
-                                b"Content-Type: text/plain\r\n\r\npartial",
-                            );
+                            record::put_record(&mut out, record::STDOUT, 1, b"Content-Type: text/plain\r\n\r\npartial");
                             let _ = s.write_all(&out).await;
                             return;
                         }
                         Mode::NoHead => {
                             record::put_record(&mut out, record::STDOUT, 1, b"just text");
                             record::put_record(&mut out, record::STDOUT, 1, b"");
-                            let end = EndRequest {
-                                app_status: 0,
-                                protocol_status: record::REQUEST_COMPLETE,
-                            };
+                            let end = EndRequest { app_status: 0, protocol_status: record::REQUEST_COMPLETE };
                             record::put_end_request(&mut out, 1, end);
                         }
                     }
@@ -163,33 +136,21 @@ async fn records_on_the_wire_and_echo() {
     let gw = gateway(addr);
     // One 200 000-byte chunk must go out as several STDIN records of at most 65528 bytes.
     let data: Vec<u8> = (0..200_000u32).map(|i| (i % 241) as u8).collect();
-    let chunks = vec![
-        Bytes::from(data[..200].to_vec()),
-        Bytes::from(data[200..].to_vec()),
-    ];
+    let chunks = vec![Bytes::from(data[..200].to_vec()), Bytes::from(data[200..].to_vec())];
     let r = gw.send(&vars(data.len()), body(chunks)).await.unwrap();
     assert_eq!(r.head.headers["content-type"], "text/plain");
     assert_eq!(&r.body.collect_bytes().await.unwrap()[..], &data[..]);
     {
         let seen = seen.lock().unwrap();
         assert_eq!(seen.begin_flags, [record::KEEP_CONN]);
-        assert!(
-            seen.params
-                .contains(&(b"CONTENT_LENGTH".to_vec(), b"200000".to_vec()))
-        );
-        assert!(
-            seen.params
-                .contains(&(b"HTTP_X_LONG".to_vec(), vec![b'l'; 300]))
-        );
+        assert!(seen.params.contains(&(b"CONTENT_LENGTH".to_vec(), b"200000".to_vec())));
+        assert!(seen.params.contains(&(b"HTTP_X_LONG".to_vec(), vec![b'l'; 300])));
         assert!(seen.stdin_sizes.iter().all(|&n| n <= record::CHUNK_BYTES));
         assert_eq!(seen.stdin_sizes.last(), Some(&0));
         assert_eq!(seen.stdin_sizes.iter().sum::<usize>(), 200_000);
     }
     // A second request on the kept connection.
-    let r = gw
-        .send(&vars(3), body(vec![Bytes::from_static(b"abc")]))
-        .await
-        .unwrap();
+    let r = gw.send(&vars(3), body(vec![Bytes::from_static(b"abc")])).await.unwrap();
     assert_eq!(&r.body.collect_bytes().await.unwrap()[..], b"abc");
     assert_eq!(seen.lock().unwrap().begin_flags.len(), 2);
     assert_eq!(gw.idle_connections(), 1);

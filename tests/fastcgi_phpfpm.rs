@@ -31,23 +31,11 @@ const SCRIPTS: &[(&str, &str)] = &[
         "<?php header('Content-Type: application/octet-stream');\n\
          stream_copy_to_stream(fopen('php://input', 'rb'), fopen('php://output', 'wb'));",
     ),
-    (
-        "teapot.php",
-        "<?php http_response_code(418); echo 'short and stout';",
-    ),
-    (
-        "away.php",
-        "<?php header('Location: http://elsewhere.test/x');",
-    ),
-    (
-        "complain.php",
-        "<?php error_log('complaint from php'); echo 'done';",
-    ),
+    ("teapot.php", "<?php http_response_code(418); echo 'short and stout';"),
+    ("away.php", "<?php header('Location: http://elsewhere.test/x');"),
+    ("complain.php", "<?php error_log('complaint from php'); echo 'done';"),
     ("pid.php", "<?php echo getmypid();"),
-    (
-        "sleep.php",
-        "<?php usleep((int)($_GET['ms'] ?? 200) * 1000); echo 'slept';",
-    ),
+    ("sleep.php", "<?php usleep((int)($_GET['ms'] ?? 200) * 1000); echo 'slept';"),
     ("big.php", "<?php echo str_repeat('x', 4 << 20);"),
     ("app/index.php", "<?php echo 'index of app';"),
     ("uploads/evil.jpg", "<?php echo 'must never run';"),
@@ -81,18 +69,13 @@ impl Drop for Fpm {
 /// listening, so nobody else can take it meanwhile.
 fn refusing_port() -> (socket2::Socket, u16) {
     let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    s.bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into())
-        .unwrap();
+    s.bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into()).unwrap();
     let port = s.local_addr().unwrap().as_socket().unwrap().port();
     (s, port)
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 fn chmod(p: &Path, mode: u32) {
@@ -100,10 +83,7 @@ fn chmod(p: &Path, mode: u32) {
 }
 
 async fn start_fpm(unix: bool) -> Fpm {
-    assert!(
-        Path::new(PHP_FPM).exists(),
-        "{PHP_FPM} is missing: apt-get install -y php-fpm"
-    );
+    assert!(Path::new(PHP_FPM).exists(), "{PHP_FPM} is missing: apt-get install -y php-fpm");
     let dir = tempfile::tempdir().unwrap();
     // php-fpm workers run as nobody: every directory on the way must be searchable.
     chmod(dir.path(), 0o755);
@@ -153,12 +133,7 @@ async fn start_fpm(unix: bool) -> Fpm {
         for _ in 0..100 {
             let said = std::fs::read_to_string(&log).unwrap_or_default();
             if said.contains("ready to handle connections") {
-                return Fpm {
-                    child,
-                    _dir: dir,
-                    www,
-                    addr,
-                };
+                return Fpm { child, _dir: dir, www, addr };
             }
             if let Ok(Some(_)) = child.try_wait() {
                 break;
@@ -194,23 +169,12 @@ fn conn(https: bool) -> ConnInfo {
 }
 
 async fn get(gw: &FastCgi, uri: &str) -> Result<GatewayResponse, GatewayError> {
-    let (parts, ()) = Request::get(uri)
-        .header("Host", "php.test")
-        .body(())
-        .unwrap()
-        .into_parts();
-    gw.serve(
-        &parts,
-        &conn(false),
-        stream::iter(Vec::<Result<Bytes, Infallible>>::new()),
-    )
-    .await
+    let (parts, ()) = Request::get(uri).header("Host", "php.test").body(()).unwrap().into_parts();
+    gw.serve(&parts, &conn(false), stream::iter(Vec::<Result<Bytes, Infallible>>::new())).await
 }
 
 async fn text(gw: &FastCgi, uri: &str) -> String {
-    let r = get(gw, uri)
-        .await
-        .unwrap_or_else(|e| panic!("{uri}: {e} ({:?})", std::error::Error::source(&e)));
+    let r = get(gw, uri).await.unwrap_or_else(|e| panic!("{uri}: {e} ({:?})", std::error::Error::source(&e)));
     assert_eq!(r.head.status, StatusCode::OK, "{uri}");
     String::from_utf8(r.body.collect_bytes().await.unwrap().to_vec()).unwrap()
 }
@@ -223,14 +187,7 @@ async fn server_dump_checks(gw: &FastCgi, www: &Path) {
         .body(())
         .unwrap()
         .into_parts();
-    let r = gw
-        .serve(
-            &parts,
-            &conn(true),
-            stream::iter(Vec::<Result<Bytes, Infallible>>::new()),
-        )
-        .await
-        .unwrap();
+    let r = gw.serve(&parts, &conn(true), stream::iter(Vec::<Result<Bytes, Infallible>>::new())).await.unwrap();
     assert_eq!(r.head.headers["content-type"], "text/plain;charset=UTF-8");
     let dump = String::from_utf8(r.body.collect_bytes().await.unwrap().to_vec()).unwrap();
     let root = std::fs::canonicalize(www).unwrap();
@@ -256,13 +213,7 @@ async fn server_dump_checks(gw: &FastCgi, www: &Path) {
 
 async fn echo_checks(gw: &FastCgi, mib: usize) {
     let chunks: Vec<Bytes> = (0..mib * 16)
-        .map(|i| {
-            Bytes::from(
-                (0..65536usize)
-                    .map(|j| ((i * 13 + j * 5) % 253) as u8)
-                    .collect::<Vec<u8>>(),
-            )
-        })
+        .map(|i| Bytes::from((0..65536usize).map(|j| ((i * 13 + j * 5) % 253) as u8).collect::<Vec<u8>>()))
         .collect();
     let total: usize = chunks.iter().map(Bytes::len).sum();
     let mut sent = Sha256::new();
@@ -279,10 +230,7 @@ async fn echo_checks(gw: &FastCgi, mib: usize) {
     let mut got = Sha256::new();
     let mut len = 0;
     let mut b = r.body;
-    while let Some(c) = tokio::time::timeout(Duration::from_secs(30), b.next())
-        .await
-        .unwrap()
-    {
+    while let Some(c) = tokio::time::timeout(Duration::from_secs(30), b.next()).await.unwrap() {
         let c = c.unwrap();
         len += c.len();
         got.update(&c);
@@ -302,16 +250,10 @@ async fn php_fpm_over_tcp() {
 
     let r = get(&gw, "/teapot.php").await.unwrap();
     assert_eq!(r.head.status.as_u16(), 418);
-    assert_eq!(
-        &r.body.collect_bytes().await.unwrap()[..],
-        b"short and stout"
-    );
+    assert_eq!(&r.body.collect_bytes().await.unwrap()[..], b"short and stout");
     let r = get(&gw, "/away.php").await.unwrap();
     assert_eq!(r.head.status, StatusCode::FOUND);
-    assert_eq!(
-        r.head.kind,
-        HeadKind::ClientRedirect("http://elsewhere.test/x".into())
-    );
+    assert_eq!(r.head.kind, HeadKind::ClientRedirect("http://elsewhere.test/x".into()));
 
     // PARAMS over several records: php-fpm parses each record on its own.
     let big = "b".repeat(40_000);
@@ -321,25 +263,13 @@ async fn php_fpm_over_tcp() {
         .body(())
         .unwrap()
         .into_parts();
-    let r = gw
-        .serve(
-            &parts,
-            &conn(false),
-            stream::iter(Vec::<Result<Bytes, Infallible>>::new()),
-        )
-        .await
-        .unwrap();
+    let r = gw.serve(&parts, &conn(false), stream::iter(Vec::<Result<Bytes, Infallible>>::new())).await.unwrap();
     let dump = String::from_utf8(r.body.collect_bytes().await.unwrap().to_vec()).unwrap();
     assert!(dump.lines().any(|l| l == format!("HTTP_X_BIG_A={big}")));
     assert!(dump.lines().any(|l| l == format!("HTTP_X_BIG_B={big}")));
 
     // Refused before php-fpm is asked: the cgi.fix_pathinfo trap is unreachable.
-    for uri in [
-        "/missing.php",
-        "/uploads/evil.jpg/x.php",
-        "/uploads/evil.jpg",
-        "/%2e%2e/fpm.conf",
-    ] {
+    for uri in ["/missing.php", "/uploads/evil.jpg/x.php", "/uploads/evil.jpg", "/%2e%2e/fpm.conf"] {
         let e = get(&gw, uri).await.unwrap_err();
         assert_eq!(e.status(), StatusCode::NOT_FOUND, "{uri}");
     }
@@ -386,11 +316,7 @@ impl Relay {
                 }));
             }
         });
-        Relay {
-            addr,
-            accepted,
-            live,
-        }
+        Relay { addr, accepted, live }
     }
 
     fn accepted(&self) -> usize {
@@ -411,15 +337,9 @@ impl Relay {
 #[tokio::test]
 async fn kept_connections_are_reused_only_after_a_clean_end() {
     let fpm = start_fpm(false).await;
-    let FastCgiAddr::Tcp(fpm_addr) = fpm.addr.clone() else {
-        unreachable!()
-    };
+    let FastCgiAddr::Tcp(fpm_addr) = fpm.addr.clone() else { unreachable!() };
     let relay = Relay::start(fpm_addr).await;
-    let gw = gateway(
-        FastCgiAddr::Tcp(relay.addr.clone()),
-        &fpm.www,
-        Duration::from_secs(20),
-    );
+    let gw = gateway(FastCgiAddr::Tcp(relay.addr.clone()), &fpm.www, Duration::from_secs(20));
     for _ in 0..5 {
         assert_eq!(text(&gw, "/hello.php").await, "hello world\n");
     }
@@ -444,15 +364,10 @@ async fn kept_connections_are_reused_only_after_a_clean_end() {
     let mut all = Vec::new();
     for _ in 0..10 {
         let gw = gw.clone();
-        all.push(tokio::spawn(
-            async move { text(&gw, "/sleep.php?ms=100").await },
-        ));
+        all.push(tokio::spawn(async move { text(&gw, "/sleep.php?ms=100").await }));
     }
     for t in all {
-        let out = tokio::time::timeout(Duration::from_secs(20), t)
-            .await
-            .unwrap()
-            .unwrap();
+        let out = tokio::time::timeout(Duration::from_secs(20), t).await.unwrap().unwrap();
         assert_eq!(out, "slept");
     }
     assert!(gw.idle_connections() <= 2);
@@ -463,19 +378,14 @@ async fn stderr_timeout_and_unavailable() {
     let fpm = start_fpm(false).await;
     let logs = Arc::new(Mutex::new(Vec::<u8>::new()));
     let sink = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || LogWriter(sink.clone()))
-        .with_ansi(false)
-        .finish();
+    let subscriber = tracing_subscriber::fmt().with_writer(move || LogWriter(sink.clone())).with_ansi(false).finish();
     let _guard = tracing::subscriber::set_default(subscriber);
 
     let gw = gateway(fpm.addr.clone(), &fpm.www, Duration::from_secs(1));
     assert_eq!(text(&gw, "/complain.php").await, "done");
     let log = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
-    let line = log
-        .lines()
-        .find(|l| l.contains("complaint from php"))
-        .unwrap_or_else(|| panic!("no stderr in log:\n{log}"));
+    let line =
+        log.lines().find(|l| l.contains("complaint from php")).unwrap_or_else(|| panic!("no stderr in log:\n{log}"));
     assert!(line.contains("WARN"), "{line}");
 
     let e = get(&gw, "/sleep.php?ms=3000").await.unwrap_err();
@@ -483,19 +393,11 @@ async fn stderr_timeout_and_unavailable() {
     assert_eq!(e.status(), StatusCode::GATEWAY_TIMEOUT);
 
     let (_refusing, port) = refusing_port();
-    let down = gateway(
-        FastCgiAddr::Tcp(format!("127.0.0.1:{port}")),
-        &fpm.www,
-        Duration::from_secs(2),
-    );
+    let down = gateway(FastCgiAddr::Tcp(format!("127.0.0.1:{port}")), &fpm.www, Duration::from_secs(2));
     let e = get(&down, "/hello.php").await.unwrap_err();
     assert_eq!(e.kind(), GatewayErrorKind::Unavailable, "{e}");
     assert_eq!(e.status(), StatusCode::BAD_GATEWAY);
-    let missing = gateway(
-        FastCgiAddr::Unix(fpm.www.join("no.sock")),
-        &fpm.www,
-        Duration::from_secs(2),
-    );
+    let missing = gateway(FastCgiAddr::Unix(fpm.www.join("no.sock")), &fpm.www, Duration::from_secs(2));
     let e = get(&missing, "/hello.php").await.unwrap_err();
     assert_eq!(e.kind(), GatewayErrorKind::Unavailable, "{e}");
 }

@@ -25,10 +25,7 @@ fn content_is_padded_to_eight() {
         let padding = usize::from(out[6]);
         // Aligned to 8, except where that would pass 65535 (php-fpm refuses such records).
         assert!(len + padding <= record::MAX_CONTENT_BYTES, "len {len}");
-        assert!(
-            (len + padding) % 8 == 0 || len > record::CHUNK_BYTES,
-            "len {len}"
-        );
+        assert!((len + padding) % 8 == 0 || len > record::CHUNK_BYTES, "len {len}");
         assert_eq!(out.len(), 8 + len + padding);
         assert_eq!(u16::from_be_bytes([out[4], out[5]]) as usize, len);
         let rec = record::decode(&mut out).unwrap().unwrap();
@@ -41,22 +38,10 @@ fn content_is_padded_to_eight() {
 #[test]
 fn records_split_across_reads() {
     let mut wire = BytesMut::new();
-    record::put_record(
-        &mut wire,
-        record::STDOUT,
-        1,
-        b"Content-Type: text/plain\r\n\r\nhi",
-    );
+    record::put_record(&mut wire, record::STDOUT, 1, b"Content-Type: text/plain\r\n\r\nhi");
     record::put_record(&mut wire, record::STDERR, 1, b"warning");
     record::put_record(&mut wire, record::STDOUT, 1, b"");
-    record::put_end_request(
-        &mut wire,
-        1,
-        EndRequest {
-            app_status: 3,
-            protocol_status: record::REQUEST_COMPLETE,
-        },
-    );
+    record::put_end_request(&mut wire, 1, EndRequest { app_status: 3, protocol_status: record::REQUEST_COMPLETE });
     // Feed one byte at a time: nothing is decoded until a record is whole.
     let mut buf = BytesMut::new();
     let mut got: Vec<Record> = Vec::new();
@@ -67,15 +52,7 @@ fn records_split_across_reads() {
         }
     }
     let kinds: Vec<u8> = got.iter().map(|r| r.kind).collect();
-    assert_eq!(
-        kinds,
-        [
-            record::STDOUT,
-            record::STDERR,
-            record::STDOUT,
-            record::END_REQUEST
-        ]
-    );
+    assert_eq!(kinds, [record::STDOUT, record::STDERR, record::STDOUT, record::END_REQUEST]);
     assert_eq!(&got[1].content[..], b"warning");
     assert!(got[2].content.is_empty());
     let end = record::parse_end_request(&got[3].content).unwrap();

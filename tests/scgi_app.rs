@@ -90,39 +90,23 @@ impl Drop for App {
 }
 
 fn start_app() -> App {
-    assert!(
-        Path::new(PYTHON).exists(),
-        "{PYTHON} is missing: apt-get install -y python3"
-    );
+    assert!(Path::new(PYTHON).exists(), "{PYTHON} is missing: apt-get install -y python3");
     let dir = tempfile::tempdir().unwrap();
     let script = dir.path().join("scgi_app.py");
     std::fs::write(&script, APP).unwrap();
-    let mut child = Command::new(PYTHON)
-        .arg(&script)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = Command::new(PYTHON).arg(&script).stdin(Stdio::null()).stdout(Stdio::piped()).spawn().unwrap();
     let mut line = String::new();
     let stdout = child.stdout.take().unwrap();
     BufReader::new(stdout).read_line(&mut line).unwrap();
-    let port: u16 = line
-        .trim()
-        .parse()
-        .unwrap_or_else(|_| panic!("SCGI app did not start: {line:?}"));
-    App {
-        child,
-        addr: format!("127.0.0.1:{port}"),
-        _dir: dir,
-    }
+    let port: u16 = line.trim().parse().unwrap_or_else(|_| panic!("SCGI app did not start: {line:?}"));
+    App { child, addr: format!("127.0.0.1:{port}"), _dir: dir }
 }
 
 /// A loopback port that refuses connections for as long as the socket lives: bound, never
 /// listening, so nobody else can take it meanwhile.
 fn refusing_port() -> (socket2::Socket, u16) {
     let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    s.bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into())
-        .unwrap();
+    s.bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into()).unwrap();
     let port = s.local_addr().unwrap().as_socket().unwrap().port();
     (s, port)
 }
@@ -150,24 +134,14 @@ fn body(chunks: Vec<Bytes>) -> Body {
     stream::iter(chunks.into_iter().map(Ok).collect::<Vec<_>>())
 }
 
-async fn call(
-    gw: &Scgi,
-    req: Request<()>,
-    chunks: Vec<Bytes>,
-) -> Result<GatewayResponse, GatewayError> {
+async fn call(gw: &Scgi, req: Request<()>, chunks: Vec<Bytes>) -> Result<GatewayResponse, GatewayError> {
     let (parts, ()) = req.into_parts();
     gw.serve(&parts, &conn(), body(chunks)).await
 }
 
 fn payload(mib: usize) -> Vec<Bytes> {
     (0..mib * 16)
-        .map(|i| {
-            Bytes::from(
-                (0..65536usize)
-                    .map(|j| ((i * 17 + j * 3) % 239) as u8)
-                    .collect::<Vec<u8>>(),
-            )
-        })
+        .map(|i| Bytes::from((0..65536usize).map(|j| ((i * 17 + j * 3) % 239) as u8).collect::<Vec<u8>>()))
         .collect()
 }
 
@@ -210,9 +184,7 @@ async fn environment_and_body_reach_the_application() {
     assert!(!text.contains("HTTP_PROXY"), "httpoxy");
 
     // GET: CONTENT_LENGTH 0, no body.
-    let r = call(&gw, Request::get("/env").body(()).unwrap(), vec![])
-        .await
-        .unwrap();
+    let r = call(&gw, Request::get("/env").body(()).unwrap(), vec![]).await.unwrap();
     let text = String::from_utf8(r.body.collect_bytes().await.unwrap().to_vec()).unwrap();
     assert!(text.lines().any(|l| l == "CONTENT_LENGTH=0"), "{text}");
 }
@@ -225,18 +197,12 @@ async fn body_streams_both_ways() {
     let total: usize = chunks.iter().map(Bytes::len).sum();
     let mut sent = Sha256::new();
     chunks.iter().for_each(|c| sent.update(c));
-    let req = Request::post("/echo")
-        .header("Content-Length", total.to_string())
-        .body(())
-        .unwrap();
+    let req = Request::post("/echo").header("Content-Length", total.to_string()).body(()).unwrap();
     let r = call(&gw, req, chunks).await.unwrap();
     let mut got = Sha256::new();
     let mut len = 0;
     let mut b = r.body;
-    while let Some(c) = tokio::time::timeout(Duration::from_secs(20), b.next())
-        .await
-        .unwrap()
-    {
+    while let Some(c) = tokio::time::timeout(Duration::from_secs(20), b.next()).await.unwrap() {
         let c = c.unwrap();
         len += c.len();
         got.update(&c);
@@ -245,16 +211,10 @@ async fn body_streams_both_ways() {
     assert_eq!(got.finalize(), sent.finalize());
 
     let start = Instant::now();
-    let r = call(&gw, Request::get("/slow").body(()).unwrap(), vec![])
-        .await
-        .unwrap();
+    let r = call(&gw, Request::get("/slow").body(()).unwrap(), vec![]).await.unwrap();
     let mut b = r.body;
     assert_eq!(&b.next().await.unwrap().unwrap()[..], b"first\n");
-    assert!(
-        start.elapsed() < Duration::from_millis(800),
-        "first chunk after {:?}",
-        start.elapsed()
-    );
+    assert!(start.elapsed() < Duration::from_millis(800), "first chunk after {:?}", start.elapsed());
     assert_eq!(&b.next().await.unwrap().unwrap()[..], b"second\n");
     assert!(b.next().await.is_none());
 }
@@ -263,32 +223,21 @@ async fn body_streams_both_ways() {
 async fn hang_garbage_down_and_unknown_length() {
     let app = start_app();
     let gw = gateway(&app.addr, Duration::from_secs(1));
-    let e = call(&gw, Request::get("/hang").body(()).unwrap(), vec![])
-        .await
-        .unwrap_err();
+    let e = call(&gw, Request::get("/hang").body(()).unwrap(), vec![]).await.unwrap_err();
     assert_eq!(e.kind(), GatewayErrorKind::Timeout, "{e}");
     assert_eq!(e.status(), StatusCode::GATEWAY_TIMEOUT);
 
-    let e = call(&gw, Request::get("/garbage").body(()).unwrap(), vec![])
-        .await
-        .unwrap_err();
+    let e = call(&gw, Request::get("/garbage").body(()).unwrap(), vec![]).await.unwrap_err();
     assert_eq!(e.kind(), GatewayErrorKind::BadResponse, "{e}");
     assert_eq!(e.status(), StatusCode::BAD_GATEWAY);
 
-    let req = Request::post("/env")
-        .header("Transfer-Encoding", "chunked")
-        .body(())
-        .unwrap();
-    let e = call(&gw, req, vec![Bytes::from_static(b"x")])
-        .await
-        .unwrap_err();
+    let req = Request::post("/env").header("Transfer-Encoding", "chunked").body(()).unwrap();
+    let e = call(&gw, req, vec![Bytes::from_static(b"x")]).await.unwrap_err();
     assert_eq!(e.status(), StatusCode::LENGTH_REQUIRED);
 
     let (_refusing, port) = refusing_port();
     let down = gateway(&format!("127.0.0.1:{port}"), Duration::from_secs(2));
-    let e = call(&down, Request::get("/env").body(()).unwrap(), vec![])
-        .await
-        .unwrap_err();
+    let e = call(&down, Request::get("/env").body(()).unwrap(), vec![]).await.unwrap_err();
     assert_eq!(e.kind(), GatewayErrorKind::Unavailable, "{e}");
     assert_eq!(e.status(), StatusCode::BAD_GATEWAY);
 }

@@ -26,11 +26,7 @@ fn no_body_means_content_length_zero() {
     let (pairs, used) = decode_head(&head).unwrap().unwrap();
     assert_eq!(used, head.len());
     let names: Vec<&str> = pairs.iter().map(|(n, _)| n.as_str()).collect();
-    assert_eq!(
-        names,
-        ["CONTENT_LENGTH", "SCGI", "PATH_INFO"],
-        "SCGI not repeated"
-    );
+    assert_eq!(names, ["CONTENT_LENGTH", "SCGI", "PATH_INFO"], "SCGI not repeated");
     assert_eq!(pairs[0].1, b"0");
 }
 
@@ -53,20 +49,8 @@ fn decode_waits_for_the_whole_netstring() {
 
 #[test]
 fn malformed_netstrings() {
-    for bad in [
-        &b"x:"[..],
-        b"05:ab\x00c\x00,",
-        b"4:ab\x00c\x00",
-        b"5:ab\x00c\x00;",
-        b"3:ab\x00,",
-        b"123456789",
-    ] {
+    for bad in [&b"x:"[..], b"05:ab\x00c\x00,", b"4:ab\x00c\x00", b"5:ab\x00c\x00;", b"3:ab\x00,", b"123456789"] {
         let e = decode_head(bad).unwrap_err();
-        assert_eq!(
-            e.kind(),
-            GatewayErrorKind::BadResponse,
-            "{:?}",
-            String::from_utf8_lossy(bad)
-        );
+        assert_eq!(e.kind(), GatewayErrorKind::BadResponse, "{:?}", String::from_utf8_lossy(bad));
     }
 }

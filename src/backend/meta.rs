@@ -12,22 +12,15 @@ mod resolve;
 use std::net::SocketAddr;
 use std::os::unix::ffi::OsStrExt;
 
-use http::header::{
-    AUTHORIZATION, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, COOKIE, HOST, TRANSFER_ENCODING,
-};
+use http::header::{AUTHORIZATION, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, COOKIE, HOST, TRANSFER_ENCODING};
 use http::request::Parts;
 use http::{HeaderName, Version};
 
 pub use body::GatewayBody;
-pub(crate) use body::{
-    FeedError, IdleTimer, Progress, ReadEnd, TaskGuard, UpstreamReader, feed_body,
-};
+pub(crate) use body::{FeedError, IdleTimer, Progress, ReadEnd, TaskGuard, UpstreamReader, feed_body};
 pub use error::{GatewayError, GatewayErrorKind};
 pub use head::{CgiHead, HeadKind, HeadParser, MAX_HEAD_BYTES, MAX_LOCAL_REDIRECTS, parse_head};
-pub use resolve::{
-    CgiScript, FastCgiLayout, ScriptPath, decode_segments, resolve_app, resolve_cgi,
-    resolve_fastcgi,
-};
+pub use resolve::{CgiScript, FastCgiLayout, ScriptPath, decode_segments, resolve_app, resolve_cgi, resolve_fastcgi};
 
 /// A parsed CGI response head and the body that follows it, streamed.
 #[derive(Debug)]
@@ -72,10 +65,7 @@ pub struct MetaVars {
 
 impl MetaVars {
     pub fn get(&self, name: &str) -> Option<&[u8]> {
-        self.vars
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_slice())
+        self.vars.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_slice())
     }
 
     /// Sets a variable, replacing an earlier value of the same name.
@@ -110,16 +100,11 @@ pub fn request_content_length(parts: &Parts) -> Result<Option<u64>, GatewayError
             .to_str()
             .ok()
             .and_then(|s| s.trim().parse::<u64>().ok())
-            .ok_or_else(|| {
-                GatewayError::new(GatewayErrorKind::LengthRequired, "bad Content-Length")
-            })?;
+            .ok_or_else(|| GatewayError::new(GatewayErrorKind::LengthRequired, "bad Content-Length"))?;
         return Ok(Some(n));
     }
     if parts.headers.contains_key(TRANSFER_ENCODING) {
-        return Err(GatewayError::new(
-            GatewayErrorKind::LengthRequired,
-            "request body without Content-Length",
-        ));
+        return Err(GatewayError::new(GatewayErrorKind::LengthRequired, "request body without Content-Length"));
     }
     Ok(None)
 }
@@ -147,15 +132,9 @@ pub fn build(parts: &Parts, input: &MetaInput<'_>) -> MetaVars {
     m.set("SERVER_SOFTWARE", conn.server_software.as_str());
     m.set("SERVER_PROTOCOL", protocol(parts.version));
     m.set("SERVER_NAME", server_name(parts, conn));
-    m.set(
-        "SERVER_PORT",
-        conn.server_port.unwrap_or(conn.local.port()).to_string(),
-    );
+    m.set("SERVER_PORT", conn.server_port.unwrap_or(conn.local.port()).to_string());
     m.set("REQUEST_METHOD", parts.method.as_str());
-    m.set(
-        "REQUEST_URI",
-        parts.uri.path_and_query().map_or("/", |pq| pq.as_str()),
-    );
+    m.set("REQUEST_URI", parts.uri.path_and_query().map_or("/", |pq| pq.as_str()));
     m.set("QUERY_STRING", parts.uri.query().unwrap_or(""));
     m.set("SCRIPT_NAME", script.script_name.as_str());
     m.set("PATH_INFO", script.path_info.as_str());
@@ -267,13 +246,7 @@ fn passes(name: &HeaderName, pass_authorization: bool, named_by_connection: &[St
 fn var_name(name: &HeaderName) -> String {
     let mut s = String::with_capacity(5 + name.as_str().len());
     s.push_str("HTTP_");
-    s.extend(name.as_str().chars().map(|c| {
-        if c == '-' {
-            '_'
-        } else {
-            c.to_ascii_uppercase()
-        }
-    }));
+    s.extend(name.as_str().chars().map(|c| if c == '-' { '_' } else { c.to_ascii_uppercase() }));
     s
 }
 
@@ -281,11 +254,7 @@ fn var_name(name: &HeaderName) -> String {
 /// leftover bytes first, then the rest of `stream`).
 pub(crate) async fn read_response<S>(mut stream: S) -> Result<GatewayResponse, GatewayError>
 where
-    S: futures_util::Stream<Item = Result<bytes::Bytes, GatewayError>>
-        + Send
-        + Sync
-        + Unpin
-        + 'static,
+    S: futures_util::Stream<Item = Result<bytes::Bytes, GatewayError>> + Send + Sync + Unpin + 'static,
 {
     use futures_util::StreamExt;
     let mut parser = HeadParser::new();
@@ -293,10 +262,7 @@ where
         match stream.next().await {
             Some(Ok(chunk)) => {
                 if let Some((head, rest)) = parser.feed(&chunk)? {
-                    return Ok(GatewayResponse {
-                        head,
-                        body: GatewayBody::new(rest, stream),
-                    });
+                    return Ok(GatewayResponse { head, body: GatewayBody::new(rest, stream) });
                 }
             }
             Some(Err(e)) => return Err(e),

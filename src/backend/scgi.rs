@@ -14,8 +14,8 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use crate::backend::meta::{
-    self, ConnInfo, FeedError, GatewayError, GatewayResponse, IdleTimer, MetaInput, MetaVars,
-    Progress, TaskGuard, UpstreamReader, feed_body,
+    self, ConnInfo, FeedError, GatewayError, GatewayResponse, IdleTimer, MetaInput, MetaVars, Progress, TaskGuard,
+    UpstreamReader, feed_body,
 };
 
 /// An application silent this long (no output while nothing moves) answers 504.
@@ -53,12 +53,7 @@ impl Scgi {
     }
 
     /// The one door: build the meta-variables (the whole path is PATH_INFO) and send the request.
-    pub async fn serve<S, E>(
-        &self,
-        parts: &Parts,
-        conn: &ConnInfo,
-        body: S,
-    ) -> Result<GatewayResponse, GatewayError>
+    pub async fn serve<S, E>(&self, parts: &Parts, conn: &ConnInfo, body: S) -> Result<GatewayResponse, GatewayError>
     where
         S: Stream<Item = Result<Bytes, E>> + Send + 'static,
         E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
@@ -78,11 +73,7 @@ impl Scgi {
 
     /// Sends one request with exactly `vars` (CONTENT_LENGTH and SCGI added when missing); at
     /// most CONTENT_LENGTH body bytes follow. Returns once the response head is in.
-    pub async fn send<S, E>(
-        &self,
-        vars: &MetaVars,
-        body: S,
-    ) -> Result<GatewayResponse, GatewayError>
+    pub async fn send<S, E>(&self, vars: &MetaVars, body: S) -> Result<GatewayResponse, GatewayError>
     where
         S: Stream<Item = Result<Bytes, E>> + Send + 'static,
         E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
@@ -98,15 +89,10 @@ impl Scgi {
         let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr.as_str())).await {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {
-                return Err(
-                    GatewayError::unavailable(format!("connecting to scgi://{addr}"))
-                        .with_source(e),
-                );
+                return Err(GatewayError::unavailable(format!("connecting to scgi://{addr}")).with_source(e));
             }
             Err(_) => {
-                return Err(GatewayError::timeout(format!(
-                    "connecting to scgi://{addr}"
-                )));
+                return Err(GatewayError::timeout(format!("connecting to scgi://{addr}")));
             }
         };
         let _ = stream.set_nodelay(true);
@@ -119,11 +105,7 @@ impl Scgi {
         let feeder = tokio::spawn(async move {
             writer.write_all(&head).await.ok()?;
             feeding.touch();
-            match feed_body(&mut writer, body, &feeding, Some(length), |c, out| {
-                out.extend_from_slice(&c)
-            })
-            .await
-            {
+            match feed_body(&mut writer, body, &feeding, Some(length), |c, out| out.extend_from_slice(&c)).await {
                 Ok(()) => {}
                 Err(FeedError::Client(e)) => {
                     tracing::debug!(upstream = %name, error = %e, "request body failed")
@@ -134,12 +116,7 @@ impl Scgi {
             }
             Some(writer)
         });
-        let out = UpstreamReader::new(
-            reader,
-            TaskGuard(feeder),
-            IdleTimer::new(progress, timeout),
-            upstream,
-        );
+        let out = UpstreamReader::new(reader, TaskGuard(feeder), IdleTimer::new(progress, timeout), upstream);
         meta::read_response(out).await
     }
 }
@@ -189,10 +166,7 @@ pub fn decode_head(buf: &[u8]) -> Result<Option<(Vec<(String, Vec<u8>)>, usize)>
     {
         return Err(bad("bad length"));
     }
-    let len: usize = std::str::from_utf8(digits)
-        .ok()
-        .and_then(|d| d.parse().ok())
-        .ok_or_else(|| bad("bad length"))?;
+    let len: usize = std::str::from_utf8(digits).ok().and_then(|d| d.parse().ok()).ok_or_else(|| bad("bad length"))?;
     if len > MAX_SCGI_HEAD_BYTES {
         return Err(bad("too long"));
     }

@@ -89,12 +89,7 @@ impl Cgi {
     }
 
     /// The one door: resolve, build the meta-variables, run the script with `body` on stdin.
-    pub async fn serve<S, E>(
-        &self,
-        parts: &Parts,
-        conn: &ConnInfo,
-        body: S,
-    ) -> Result<CgiOutput, GatewayError>
+    pub async fn serve<S, E>(&self, parts: &Parts, conn: &ConnInfo, body: S) -> Result<CgiOutput, GatewayError>
     where
         S: Stream<Item = Result<Bytes, E>> + Send + 'static,
         E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
@@ -113,12 +108,7 @@ impl Cgi {
     }
 
     /// Runs a resolved script with exactly `vars` (plus PATH) as its environment.
-    pub async fn run<S, E>(
-        &self,
-        script: &CgiScript,
-        vars: &MetaVars,
-        body: S,
-    ) -> Result<CgiOutput, GatewayError>
+    pub async fn run<S, E>(&self, script: &CgiScript, vars: &MetaVars, body: S) -> Result<CgiOutput, GatewayError>
     where
         S: Stream<Item = Result<Bytes, E>> + Send + 'static,
         E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,

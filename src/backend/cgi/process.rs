@@ -17,8 +17,7 @@ use tokio::task::JoinHandle;
 
 use super::CGI_PATH;
 use crate::backend::meta::{
-    CgiScript, FeedError, GatewayError, IdleTimer, MetaVars, Progress, ReadEnd, UpstreamReader,
-    feed_body,
+    CgiScript, FeedError, GatewayError, IdleTimer, MetaVars, Progress, ReadEnd, UpstreamReader, feed_body,
 };
 
 /// Longest stderr line logged as one message; the rest of the line is cut off.
@@ -58,39 +57,20 @@ where
         cmd.current_dir(dir);
     }
     let mut child = cmd.spawn().map_err(|e| spawn_error(&name, e))?;
-    let (Some(stdin), Some(stdout), Some(stderr), Some(pid)) = (
-        child.stdin.take(),
-        child.stdout.take(),
-        child.stderr.take(),
-        child.id().and_then(|p| i32::try_from(p).ok()),
-    ) else {
+    let (Some(stdin), Some(stdout), Some(stderr), Some(pid)) =
+        (child.stdin.take(), child.stdout.take(), child.stderr.take(), child.id().and_then(|p| i32::try_from(p).ok()))
+    else {
         return Err(GatewayError::unavailable("script pipes missing"));
     };
-    let content_length = vars
-        .get("CONTENT_LENGTH")
-        .and_then(|v| std::str::from_utf8(v).ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    let content_length =
+        vars.get("CONTENT_LENGTH").and_then(|v| std::str::from_utf8(v).ok()).and_then(|v| v.parse::<u64>().ok());
     let progress = Progress::new();
-    let feeder = tokio::spawn(feed_stdin(
-        stdin,
-        body,
-        progress.clone(),
-        content_length,
-        name.clone(),
-    ));
+    let feeder = tokio::spawn(feed_stdin(stdin, body, progress.clone(), content_length, name.clone()));
     tokio::spawn(log_stderr(stderr, name.clone()));
     let (tx, rx) = oneshot::channel();
     tokio::spawn(supervise(child, pid, rx, timeout, name.clone(), slot));
-    let guard = ProcessGuard {
-        done: Some(tx),
-        feeder,
-    };
-    Ok(UpstreamReader::new(
-        stdout,
-        guard,
-        IdleTimer::new(progress, timeout),
-        format!("script {name}"),
-    ))
+    let guard = ProcessGuard { done: Some(tx), feeder };
+    Ok(UpstreamReader::new(stdout, guard, IdleTimer::new(progress, timeout), format!("script {name}")))
 }
 
 fn spawn_error(name: &str, e: io::Error) -> GatewayError {
@@ -138,11 +118,7 @@ async fn feed_stdin<S, E>(
     S: Stream<Item = Result<Bytes, E>> + Send + 'static,
     E: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    match feed_body(&mut stdin, body, &progress, limit, |c, out| {
-        out.extend_from_slice(&c)
-    })
-    .await
-    {
+    match feed_body(&mut stdin, body, &progress, limit, |c, out| out.extend_from_slice(&c)).await {
         Ok(()) => {}
         Err(FeedError::Client(e)) => {
             tracing::debug!(script = %name, error = %e, "request body failed")

@@ -47,13 +47,7 @@ impl Exchange {
         E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
     {
         let (reader, writer) = tokio::io::split(conn);
-        let feeder = tokio::spawn(feed_stdin(
-            writer,
-            body,
-            limit,
-            progress.clone(),
-            upstream.clone(),
-        ));
+        let feeder = tokio::spawn(feed_stdin(writer, body, limit, progress.clone(), upstream.clone()));
         Exchange {
             reader: Some(reader),
             feeder: Some(feeder),
@@ -127,11 +121,8 @@ impl Stream for Exchange {
                             continue;
                         }
                         Poll::Ready(Err(e)) => {
-                            let e = GatewayError::bad_response(format!(
-                                "reading from {}",
-                                this.upstream
-                            ))
-                            .with_source(e);
+                            let e =
+                                GatewayError::bad_response(format!("reading from {}", this.upstream)).with_source(e);
                             return this.fail(e);
                         }
                         Poll::Pending => {
@@ -146,8 +137,7 @@ impl Stream for Exchange {
                 Err(e) => return this.fail(e),
             };
             if rec.request_id != REQUEST_ID {
-                let e =
-                    GatewayError::bad_response(format!("record for request {}", rec.request_id));
+                let e = GatewayError::bad_response(format!("record for request {}", rec.request_id));
                 return this.fail(e);
             }
             match rec.kind {
@@ -169,10 +159,7 @@ impl Stream for Exchange {
                             return Poll::Ready(None);
                         }
                         record::CANT_MPX_CONN | record::OVERLOADED => {
-                            let e = GatewayError::unavailable(format!(
-                                "{} is overloaded",
-                                this.upstream
-                            ));
+                            let e = GatewayError::unavailable(format!("{} is overloaded", this.upstream));
                             return this.fail(e);
                         }
                         other => {

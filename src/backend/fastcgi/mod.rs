@@ -113,12 +113,7 @@ impl FastCgi {
     }
 
     /// The one door: resolve, build the meta-variables, send the request with `body` as STDIN.
-    pub async fn serve<S, E>(
-        &self,
-        parts: &Parts,
-        conn: &ConnInfo,
-        body: S,
-    ) -> Result<GatewayResponse, GatewayError>
+    pub async fn serve<S, E>(&self, parts: &Parts, conn: &ConnInfo, body: S) -> Result<GatewayResponse, GatewayError>
     where
         S: Stream<Item = Result<Bytes, E>> + Send + 'static,
         E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
@@ -137,11 +132,7 @@ impl FastCgi {
     }
 
     /// Sends one request with exactly `vars` as PARAMS; returns once the response head is in.
-    pub async fn send<S, E>(
-        &self,
-        vars: &MetaVars,
-        body: S,
-    ) -> Result<GatewayResponse, GatewayError>
+    pub async fn send<S, E>(&self, vars: &MetaVars, body: S) -> Result<GatewayResponse, GatewayError>
     where
         S: Stream<Item = Result<Bytes, E>> + Send + 'static,
         E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
@@ -151,10 +142,8 @@ impl FastCgi {
         let flags = if keep { record::KEEP_CONN } else { 0 };
         record::put_begin_request(&mut head, REQUEST_ID, record::ROLE_RESPONDER, flags);
         record::put_params(&mut head, REQUEST_ID, vars);
-        let limit = vars
-            .get("CONTENT_LENGTH")
-            .and_then(|v| std::str::from_utf8(v).ok())
-            .and_then(|v| v.parse::<u64>().ok());
+        let limit =
+            vars.get("CONTENT_LENGTH").and_then(|v| std::str::from_utf8(v).ok()).and_then(|v| v.parse::<u64>().ok());
 
         // A kept connection may have died while idle; nothing of the body is spent before this
         // write succeeds, so one retry on a fresh connection is safe.
@@ -171,10 +160,7 @@ impl FastCgi {
                     tracing::debug!(upstream = %self.addr, error = %e, "kept connection dead, redialing");
                 }
                 Ok(Err(e)) => {
-                    return Err(
-                        GatewayError::unavailable(format!("writing to {}", self.addr))
-                            .with_source(e),
-                    );
+                    return Err(GatewayError::unavailable(format!("writing to {}", self.addr)).with_source(e));
                 }
                 Err(_) => return Err(GatewayError::timeout(format!("writing to {}", self.addr))),
             }

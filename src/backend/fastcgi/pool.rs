@@ -58,24 +58,13 @@ impl Conn {
         let mut byte = 0u8;
         // SAFETY: recv(2) writes at most 1 byte into `byte`, which outlives the call; MSG_PEEK
         // leaves the socket's data in place and MSG_DONTWAIT never blocks the runtime.
-        let n = unsafe {
-            libc::recv(
-                self.fd(),
-                (&raw mut byte).cast(),
-                1,
-                libc::MSG_PEEK | libc::MSG_DONTWAIT,
-            )
-        };
+        let n = unsafe { libc::recv(self.fd(), (&raw mut byte).cast(), 1, libc::MSG_PEEK | libc::MSG_DONTWAIT) };
         n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::WouldBlock
     }
 }
 
 impl AsyncRead for Conn {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Conn::Tcp(s) => Pin::new(s).poll_read(cx, buf),
             Conn::Unix(s) => Pin::new(s).poll_read(cx, buf),
@@ -84,11 +73,7 @@ impl AsyncRead for Conn {
 }
 
 impl AsyncWrite for Conn {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Conn::Tcp(s) => Pin::new(s).poll_write(cx, buf),
             Conn::Unix(s) => Pin::new(s).poll_write(cx, buf),
@@ -124,9 +109,7 @@ pub(crate) async fn dial(addr: &FastCgiAddr, timeout: Duration) -> Result<Conn, 
     };
     match tokio::time::timeout(timeout, attempt).await {
         Ok(Ok(conn)) => Ok(conn),
-        Ok(Err(e)) => {
-            Err(GatewayError::unavailable(format!("connecting to {addr}")).with_source(e))
-        }
+        Ok(Err(e)) => Err(GatewayError::unavailable(format!("connecting to {addr}")).with_source(e)),
         Err(_) => Err(GatewayError::timeout(format!("connecting to {addr}"))),
     }
 }
@@ -141,11 +124,7 @@ pub(crate) struct Pool {
 
 impl Pool {
     pub(crate) fn new(max_idle: usize, idle_timeout: Duration) -> Pool {
-        Pool {
-            idle: Mutex::new(Vec::new()),
-            max_idle,
-            idle_timeout,
-        }
+        Pool { idle: Mutex::new(Vec::new()), max_idle, idle_timeout }
     }
 
     pub(crate) fn keeps(&self) -> bool {

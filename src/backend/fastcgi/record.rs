@@ -149,10 +149,7 @@ pub fn decode(buf: &mut BytesMut) -> Result<Option<Record>, GatewayError> {
         return Ok(None);
     }
     if buf[0] != VERSION_1 {
-        return Err(GatewayError::bad_response(format!(
-            "FastCGI record version {}",
-            buf[0]
-        )));
+        return Err(GatewayError::bad_response(format!("FastCGI record version {}", buf[0])));
     }
     let kind = buf[1];
     let request_id = u16::from_be_bytes([buf[2], buf[3]]);
@@ -165,34 +162,22 @@ pub fn decode(buf: &mut BytesMut) -> Result<Option<Record>, GatewayError> {
     buf.advance(HEADER_BYTES);
     let content = buf.split_to(len).freeze();
     buf.advance(padding);
-    Ok(Some(Record {
-        kind,
-        request_id,
-        content,
-    }))
+    Ok(Some(Record { kind, request_id, content }))
 }
 
 pub fn parse_end_request(content: &[u8]) -> Result<EndRequest, GatewayError> {
     match content {
-        [a, b, c, d, status, _, _, _] => Ok(EndRequest {
-            app_status: u32::from_be_bytes([*a, *b, *c, *d]),
-            protocol_status: *status,
-        }),
-        _ => Err(GatewayError::bad_response(
-            "END_REQUEST body is not 8 bytes",
-        )),
+        [a, b, c, d, status, _, _, _] => {
+            Ok(EndRequest { app_status: u32::from_be_bytes([*a, *b, *c, *d]), protocol_status: *status })
+        }
+        _ => Err(GatewayError::bad_response("END_REQUEST body is not 8 bytes")),
     }
 }
 
 pub fn parse_begin_request(content: &[u8]) -> Result<BeginRequest, GatewayError> {
     match content {
-        [a, b, flags, _, _, _, _, _] => Ok(BeginRequest {
-            role: u16::from_be_bytes([*a, *b]),
-            flags: *flags,
-        }),
-        _ => Err(GatewayError::bad_response(
-            "BEGIN_REQUEST body is not 8 bytes",
-        )),
+        [a, b, flags, _, _, _, _, _] => Ok(BeginRequest { role: u16::from_be_bytes([*a, *b]), flags: *flags }),
+        _ => Err(GatewayError::bad_response("BEGIN_REQUEST body is not 8 bytes")),
     }
 }
 

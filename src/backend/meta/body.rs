@@ -43,17 +43,11 @@ impl GatewayBody {
     where
         S: Stream<Item = Result<Bytes, GatewayError>> + Send + Sync + 'static,
     {
-        GatewayBody {
-            first: (!first.is_empty()).then_some(first),
-            rest: Some(Box::pin(rest)),
-        }
+        GatewayBody { first: (!first.is_empty()).then_some(first), rest: Some(Box::pin(rest)) }
     }
 
     pub fn empty() -> GatewayBody {
-        GatewayBody {
-            first: None,
-            rest: None,
-        }
+        GatewayBody { first: None, rest: None }
     }
 
     /// Reads the whole body into memory; for tests and small bodies only.
@@ -96,8 +90,7 @@ impl http_body::Body for GatewayBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Bytes>, GatewayError>>> {
-        self.poll_next(cx)
-            .map(|o| o.map(|r| r.map(http_body::Frame::data)))
+        self.poll_next(cx).map(|o| o.map(|r| r.map(http_body::Frame::data)))
     }
 
     fn is_end_stream(&self) -> bool {
@@ -115,10 +108,7 @@ pub(crate) struct Progress {
 
 impl Progress {
     pub(crate) fn new() -> Progress {
-        Progress {
-            base: Instant::now(),
-            last_ms: Arc::new(AtomicU64::new(0)),
-        }
+        Progress { base: Instant::now(), last_ms: Arc::new(AtomicU64::new(0)) }
     }
 
     pub(crate) fn touch(&self) {
@@ -142,12 +132,7 @@ pub(crate) struct IdleTimer {
 
 impl IdleTimer {
     pub(crate) fn new(progress: Progress, timeout: Duration) -> IdleTimer {
-        IdleTimer {
-            progress,
-            timeout,
-            sleep: Box::pin(tokio::time::sleep(timeout)),
-            waiting: false,
-        }
+        IdleTimer { progress, timeout, sleep: Box::pin(tokio::time::sleep(timeout)), waiting: false }
     }
 
     /// The upstream delivered something.
@@ -200,14 +185,7 @@ pub(crate) struct UpstreamReader<R, G> {
 
 impl<R, G> UpstreamReader<R, G> {
     pub(crate) fn new(reader: R, guard: G, timer: IdleTimer, what: String) -> Self {
-        UpstreamReader {
-            reader,
-            guard,
-            timer,
-            buf: vec![0; READ_CHUNK_BYTES],
-            what,
-            done: false,
-        }
+        UpstreamReader { reader, guard, timer, buf: vec![0; READ_CHUNK_BYTES], what, done: false }
     }
 }
 
@@ -238,11 +216,7 @@ where
             Poll::Ready(Err(e)) => {
                 this.done = true;
                 this.guard.end(false);
-                Poll::Ready(Some(Err(GatewayError::bad_response(format!(
-                    "reading from {}",
-                    this.what
-                ))
-                .with_source(e))))
+                Poll::Ready(Some(Err(GatewayError::bad_response(format!("reading from {}", this.what)).with_source(e))))
             }
             Poll::Pending => {
                 ready!(this.timer.poll_expired(cx));

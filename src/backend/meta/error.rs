@@ -47,11 +47,7 @@ pub struct GatewayError {
 
 impl GatewayError {
     pub fn new(kind: GatewayErrorKind, detail: impl Into<String>) -> GatewayError {
-        GatewayError {
-            kind,
-            detail: detail.into(),
-            source: None,
-        }
+        GatewayError { kind, detail: detail.into(), source: None }
     }
 
     pub fn with_source(mut self, source: impl Into<BoxError>) -> GatewayError {
@@ -92,9 +88,7 @@ impl GatewayError {
         match self.kind {
             GatewayErrorKind::NotFound => StatusCode::NOT_FOUND,
             GatewayErrorKind::Forbidden => StatusCode::FORBIDDEN,
-            GatewayErrorKind::Unavailable | GatewayErrorKind::BadResponse => {
-                StatusCode::BAD_GATEWAY
-            }
+            GatewayErrorKind::Unavailable | GatewayErrorKind::BadResponse => StatusCode::BAD_GATEWAY,
             GatewayErrorKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
             GatewayErrorKind::LengthRequired => StatusCode::LENGTH_REQUIRED,
         }
@@ -113,8 +107,6 @@ impl fmt::Display for GatewayError {
 
 impl std::error::Error for GatewayError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.source
-            .as_deref()
-            .map(|e| e as &(dyn std::error::Error + 'static))
+        self.source.as_deref().map(|e| e as &(dyn std::error::Error + 'static))
     }
 }

@@ -58,11 +58,7 @@ impl HeadParser {
     }
 
     pub fn with_limit(limit: usize) -> HeadParser {
-        HeadParser {
-            buf: BytesMut::new(),
-            scanned: 0,
-            limit,
-        }
+        HeadParser { buf: BytesMut::new(), scanned: 0, limit }
     }
 
     /// Feeds the next bytes of output. `Ok(None)`: the head is not complete yet.
@@ -74,18 +70,12 @@ impl HeadParser {
         let Some((head_len, end)) = find_blank_line(&self.buf, from) else {
             self.scanned = self.buf.len();
             if self.buf.len() > self.limit {
-                return Err(GatewayError::bad_response(format!(
-                    "response head over {} bytes",
-                    self.limit
-                )));
+                return Err(GatewayError::bad_response(format!("response head over {} bytes", self.limit)));
             }
             return Ok(None);
         };
         if head_len > self.limit {
-            return Err(GatewayError::bad_response(format!(
-                "response head over {} bytes",
-                self.limit
-            )));
+            return Err(GatewayError::bad_response(format!("response head over {} bytes", self.limit)));
         }
         let mut all = std::mem::take(&mut self.buf);
         let rest = all.split_off(end).freeze();
@@ -170,9 +160,7 @@ pub fn parse_head(block: &[u8]) -> Result<CgiHead, GatewayError> {
             if location.is_some() {
                 return Err(GatewayError::bad_response("more than one Location header"));
             }
-            let text = value
-                .to_str()
-                .map_err(|_| GatewayError::bad_response("Location is not ASCII"))?;
+            let text = value.to_str().map_err(|_| GatewayError::bad_response("Location is not ASCII"))?;
             if text.is_empty() {
                 return Err(GatewayError::bad_response("empty Location"));
             }
@@ -204,11 +192,7 @@ pub fn parse_head(block: &[u8]) -> Result<CgiHead, GatewayError> {
             });
         }
     };
-    Ok(CgiHead {
-        status: status.unwrap_or(StatusCode::OK),
-        headers,
-        kind,
-    })
+    Ok(CgiHead { status: status.unwrap_or(StatusCode::OK), headers, kind })
 }
 
 fn is_local_path(loc: &str) -> bool {
@@ -232,13 +216,7 @@ fn parse_status(value: &[u8]) -> Result<StatusCode, GatewayError> {
 }
 
 fn trim(v: &[u8]) -> &[u8] {
-    let start = v
-        .iter()
-        .position(|b| !matches!(b, b' ' | b'\t'))
-        .unwrap_or(v.len());
-    let end = v
-        .iter()
-        .rposition(|b| !matches!(b, b' ' | b'\t'))
-        .map_or(start, |e| e + 1);
+    let start = v.iter().position(|b| !matches!(b, b' ' | b'\t')).unwrap_or(v.len());
+    let end = v.iter().rposition(|b| !matches!(b, b' ' | b'\t')).map_or(start, |e| e + 1);
     &v[start..end]
 }

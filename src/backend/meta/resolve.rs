@@ -84,33 +84,24 @@ fn decode_segment(raw: &str) -> Result<String, GatewayError> {
 
 /// `candidate` must exist and canonicalize to somewhere inside the canonical `root`.
 fn inside(root: &Path, candidate: &Path) -> Result<(PathBuf, fs::Metadata), GatewayError> {
-    let real = fs::canonicalize(candidate)
-        .map_err(|e| GatewayError::not_found("no such file").with_source(e))?;
+    let real = fs::canonicalize(candidate).map_err(|e| GatewayError::not_found("no such file").with_source(e))?;
     if !real.starts_with(root) {
         return Err(GatewayError::not_found("path leaves the directory"));
     }
-    let meta =
-        fs::metadata(&real).map_err(|e| GatewayError::not_found("no such file").with_source(e))?;
+    let meta = fs::metadata(&real).map_err(|e| GatewayError::not_found("no such file").with_source(e))?;
     Ok((real, meta))
 }
 
 fn join_name(segments: &[String]) -> String {
-    segments
-        .iter()
-        .filter(|s| !s.is_empty())
-        .fold(String::new(), |mut acc, s| {
-            acc.push('/');
-            acc.push_str(s);
-            acc
-        })
+    segments.iter().filter(|s| !s.is_empty()).fold(String::new(), |mut acc, s| {
+        acc.push('/');
+        acc.push_str(s);
+        acc
+    })
 }
 
 fn join_info(segments: &[String]) -> String {
-    if segments.is_empty() {
-        String::new()
-    } else {
-        format!("/{}", segments.join("/"))
-    }
+    if segments.is_empty() { String::new() } else { format!("/{}", segments.join("/")) }
 }
 
 /// CGI: the first segment under `dir` (canonical) that is a regular file is the script; the
@@ -135,8 +126,7 @@ pub fn resolve_cgi(dir: &Path, uri_path: &str) -> Result<CgiScript, GatewayError
         }
         let script_name = join_name(&segments[..=i]);
         let path_info = join_info(&segments[i + 1..]);
-        let path_translated =
-            (!path_info.is_empty()).then(|| dir.join(path_info.trim_start_matches('/')));
+        let path_translated = (!path_info.is_empty()).then(|| dir.join(path_info.trim_start_matches('/')));
         return Ok(CgiScript {
             program: real,
             nph: seg.starts_with("nph-"),
@@ -160,9 +150,7 @@ pub fn resolve_cgi(dir: &Path, uri_path: &str) -> Result<CgiScript, GatewayError
 pub fn resolve_fastcgi(layout: &FastCgiLayout, uri_path: &str) -> Result<ScriptPath, GatewayError> {
     let segments = decode_segments(uri_path)?;
     let split = segments.iter().position(|s| {
-        !layout.split_suffix.is_empty()
-            && s.ends_with(&layout.split_suffix)
-            && s.len() > layout.split_suffix.len()
+        !layout.split_suffix.is_empty() && s.ends_with(&layout.split_suffix) && s.len() > layout.split_suffix.len()
     });
     let (mut script, info): (Vec<String>, &[String]) = match split {
         Some(i) => (segments[..=i].to_vec(), &segments[i + 1..]),
@@ -184,8 +172,7 @@ pub fn resolve_fastcgi(layout: &FastCgiLayout, uri_path: &str) -> Result<ScriptP
         return Err(GatewayError::not_found("script is not a regular file"));
     }
     let path_info = join_info(info);
-    let path_translated =
-        (!path_info.is_empty()).then(|| layout.root.join(path_info.trim_start_matches('/')));
+    let path_translated = (!path_info.is_empty()).then(|| layout.root.join(path_info.trim_start_matches('/')));
     Ok(ScriptPath {
         script_name: join_name(&script),
         path_info,
@@ -198,9 +185,5 @@ pub fn resolve_fastcgi(layout: &FastCgiLayout, uri_path: &str) -> Result<ScriptP
 /// No file system at all (SCGI, FastCGI without a root): the whole decoded path is PATH_INFO.
 pub fn resolve_app(uri_path: &str) -> Result<ScriptPath, GatewayError> {
     let segments = decode_segments(uri_path)?;
-    Ok(ScriptPath {
-        script_name: String::new(),
-        path_info: join_info(&segments),
-        ..ScriptPath::default()
-    })
+    Ok(ScriptPath { script_name: String::new(), path_info: join_info(&segments), ..ScriptPath::default() })
 }
