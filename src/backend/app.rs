@@ -507,6 +507,13 @@ mod tests {
         assert!(loop_detail(&long).len() < 260);
     }
 
+    fn status_of(r: Result<Response<Body>, Error>) -> StatusCode {
+        match r {
+            Ok(r) => r.status(),
+            Err(e) => e.status(),
+        }
+    }
+
     #[test]
     fn content_length_from_the_application_is_checked() {
         let mut h = HeaderMap::new();
@@ -521,11 +528,11 @@ mod tests {
         let mut h = HeaderMap::new();
         h.append(header::CONTENT_LENGTH, HeaderValue::from_static("5"));
         h.append(header::CONTENT_LENGTH, HeaderValue::from_static("6"));
-        assert_eq!(response_head(StatusCode::OK, h).unwrap_err().status(), 502);
+        assert_eq!(status_of(response_head(StatusCode::OK, h)), 502);
         let mut h = HeaderMap::new();
         h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("-1"));
-        assert_eq!(response_head(StatusCode::OK, h).unwrap_err().status(), 502);
-        assert_eq!(response_head(StatusCode::CONTINUE, HeaderMap::new()).unwrap_err().status(), 502);
+        assert_eq!(status_of(response_head(StatusCode::OK, h)), 502);
+        assert_eq!(status_of(response_head(StatusCode::CONTINUE, HeaderMap::new())), 502);
     }
 
     #[test]
