@@ -275,7 +275,8 @@ fn status_and_redirects() {
         )
         .add("loop.sh", "#!/bin/sh\nprintf 'Location: /loop.sh\\n\\n'\n")
         .add("away.sh", "#!/bin/sh\nprintf 'Location: http://other.test/x\\nContent-Type: text/plain\\n\\nmoved'\n")
-        .add("seeother.sh", "#!/bin/sh\nprintf 'Status: 303 See Other\\nLocation: /target.sh\\n\\n'\n");
+        .add("seeother.sh", "#!/bin/sh\nprintf 'Status: 303 See Other\\nLocation: /target.sh\\n\\n'\n")
+        .add("typed.sh", "#!/bin/sh\nprintf 'Content-Type: text/html\\nLocation: /target.sh?typed\\n\\nignored'\n");
     let h = s.gateway(&[]);
 
     let r = get(&h, "/missing.sh");
@@ -297,6 +298,10 @@ fn status_and_redirects() {
     assert_eq!(r.status, 302);
     assert_eq!(r.header("location"), Some("http://other.test/x"));
     assert_eq!(r.text(), "moved");
+
+    // A local Location with other fields but no Status: served internally too, as Apache does.
+    let r = get(&h, "/typed.sh");
+    assert_eq!((r.status, r.text().as_str()), (200, "GET typed  [] /target.sh?typed\n"));
 
     let r = get(&h, "/seeother.sh");
     assert_eq!(r.status, 303);

@@ -28,7 +28,8 @@ use super::Ctx;
 use super::cgi::{self, Cgi, CgiConfig, CgiOutput};
 use super::fastcgi::{FastCgi, FastCgiAddr, FastCgiConfig};
 use super::meta::{
-    self, ConnInfo, GatewayBody, GatewayError, GatewayErrorKind, GatewayResponse, HeadKind, HeadParser, MetaInput,
+    self, CgiHead, ConnInfo, GatewayBody, GatewayError, GatewayErrorKind, GatewayResponse, HeadKind, HeadParser,
+    MetaInput,
 };
 use super::scgi::{Scgi, ScgiConfig};
 use crate::config::{self, Target, UpstreamSocket};
@@ -217,12 +218,11 @@ pub async fn serve(req: Request<Incoming>, ctx: &Ctx<'_>, gw: &Gateway) -> Resul
             Output::Nph(body) => return nph(body).await.map(|r| gw.finish(r)),
             Output::Parsed(resp) => resp,
         };
-        let HeadKind::LocalRedirect(location) = &resp.head.kind else {
+        let Some(location) = local_redirect(&resp.head) else {
             return document(resp).map(|r| gw.finish(r));
         };
         // RFC 3875 §6.2.2: the server answers as if the client had asked for this path. The body of the
         // redirecting response is not sent; dropping it ends the script (or closes the FastCGI connection).
-        let location = location.clone();
         drop(resp);
         if trail.len() > meta::MAX_LOCAL_REDIRECTS {
             trail.push(location);
@@ -238,6 +238,22 @@ pub async fn serve(req: Request<Incoming>, ctx: &Ctx<'_>, gw: &Gateway) -> Resul
         trail.push(location);
         parts = redirected(&parts, target);
         out = gw.call(&parts, &conn, Box::pin(stream::empty())).await?;
+    }
+}
+
+/// The local path a response redirects to internally: RFC 3875 §6.2.2's `Location: /path` alone, and, as Apache's
+/// mod_cgi does, a local `Location` in a 200 response that carries other fields too (`Content-Type` is a common
+/// addition); a 200 with a Location means nothing else to a client.
+fn local_redirect(head: &CgiHead) -> Option<String> {
+    match &head.kind {
+        HeadKind::LocalRedirect(path) => Some(path.clone()),
+        HeadKind::Document if head.status == StatusCode::OK => head
+            .headers
+            .get(header::LOCATION)
+            .and_then(|l| l.to_str().ok())
+            .filter(|l| l.starts_with('/') && !l.starts_with("//"))
+            .map(str::to_owned),
+        _ => None,
     }
 }
 
