@@ -106,9 +106,35 @@ pub struct GatewayArgs {
     /// ADDR, http://ADDR or https://ADDR
     #[arg(long, value_parser = config::parse_listen)]
     pub listen: ListenAddr,
-    /// http://HOST:PORT[/base]
+    /// http://HOST:PORT[/base], cgi:DIR, fastcgi://HOST:PORT, fastcgi+unix:PATH or scgi://HOST:PORT
     #[arg(long, value_parser = Target::parse)]
     pub to: Target,
+    /// FastCGI: the document root SCRIPT_FILENAME is resolved under (the script must exist there)
+    #[arg(long, value_name = "DIR")]
+    pub root: Option<PathBuf>,
+    /// CGI and FastCGI: the script run for a path ending in / [default for FastCGI: index.php; CGI: none]
+    #[arg(long, value_name = "NAME")]
+    pub index: Option<String>,
+}
+
+impl GatewayArgs {
+    /// The one route `hopgate gateway` serves.
+    fn route(&self) -> Result<Route, String> {
+        let mut route = Route::new(self.to.clone());
+        if let Some(root) = &self.root {
+            if !matches!(self.to, Target::FastCgi { .. }) {
+                return Err("--root only applies to fastcgi:// and fastcgi+unix: targets".into());
+            }
+            route.root = Some(root.clone());
+        }
+        if let Some(index) = &self.index {
+            if !matches!(self.to, Target::FastCgi { .. } | Target::Cgi { .. }) {
+                return Err("--index only applies to cgi: and fastcgi targets".into());
+            }
+            route.index = Some(index.clone());
+        }
+        Ok(route)
+    }
 }
 
 fn parse_cidr(s: &str) -> Result<ipnet::IpNet, String> {
@@ -151,7 +177,10 @@ impl Cli {
                 listen: g.listen,
                 certs: Vec::new(),
                 proxy: None,
-                routes: vec![Route::new(g.to.clone())],
+                routes: vec![g.route().map_err(|e| {
+                    eprintln!("hopgate: {e}");
+                    ExitCode::from(2)
+                })?],
                 via_name: None,
             }),
         };

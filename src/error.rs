@@ -26,6 +26,8 @@ pub enum Kind {
     HeadTooLarge,
     /// A Transfer-Encoding hopgate does not implement.
     NotImplemented,
+    /// A request body of unknown length that the upstream needs the length of, and hopgate will not buffer.
+    LengthRequired,
     NotFound,
     MethodNotAllowed,
     /// The client chose a target the policy refuses (loopback, a port CONNECT may not reach...).
@@ -119,6 +121,7 @@ impl Error {
             Kind::UriTooLong => StatusCode::URI_TOO_LONG,
             Kind::HeadTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Kind::NotImplemented => StatusCode::NOT_IMPLEMENTED,
+            Kind::LengthRequired => StatusCode::LENGTH_REQUIRED,
             Kind::NotFound => StatusCode::NOT_FOUND,
             Kind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Kind::TargetForbidden | Kind::Forbidden => StatusCode::FORBIDDEN,

@@ -2,6 +2,7 @@
 //! response or an [`Error`](crate::error::Error); it never renders error pages, binds sockets or reads the
 //! config file.
 
+pub mod app;
 pub mod cgi;
 pub mod connect;
 pub mod fastcgi;

@@ -361,6 +361,10 @@ impl Ctx<'_> {
             }
             route.to = Target::Cgi { dir };
         }
+        // Like every path in the file, a relative unix socket path is relative to the file's directory.
+        if let Target::FastCgi { socket: UpstreamSocket::Unix(path) } = &to {
+            route.to = Target::FastCgi { socket: UpstreamSocket::Unix(self.base.join(path)) };
+        }
         Ok(route)
     }
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use http::uri::{Authority, Scheme};
 
 use super::log::AccessLogger;
-use crate::backend::relay;
+use crate::backend::{app, relay};
 use crate::config::{self, Limits, Target, Timeouts};
 use tokio::sync::Semaphore;
 
@@ -52,8 +52,16 @@ pub struct RouteState {
 }
 
 /// A gateway route's room, ready to serve.
+// Built once per route at start-up and never moved afterwards: the size difference costs nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Backend {
     Relay(relay::Gateway),
+    /// `cgi:DIR`: the script slots live here.
+    Cgi(app::Gateway),
+    /// `fastcgi://` or `fastcgi+unix:`: the pool of kept connections lives here.
+    FastCgi(app::Gateway),
+    /// `scgi://`.
+    Scgi(app::Gateway),
 }
 
 /// What start-up needs from the outside world to build a listener.
@@ -121,6 +129,9 @@ fn build_backend(r: &config::Route, shared: &Shared) -> Result<Backend, String> 
                 prefix: r.path.clone(),
             }))
         }
+        Target::Cgi { .. } => Ok(Backend::Cgi(app::Gateway::new(r)?)),
+        Target::FastCgi { .. } => Ok(Backend::FastCgi(app::Gateway::new(r)?)),
+        Target::Scgi { .. } => Ok(Backend::Scgi(app::Gateway::new(r)?)),
         other => Err(format!("{other}: this kind of target is not available in this build")),
     }
 }
