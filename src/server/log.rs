@@ -110,7 +110,9 @@ impl LoggedBody {
 
 impl Drop for LoggedBody {
     fn drop(&mut self) {
-        self.finish(false);
+        // hyper drops a body that is already at its end (HEAD, 304, empty) without polling it: complete
+        let complete = http_body::Body::is_end_stream(&self.inner);
+        self.finish(complete);
     }
 }
 
