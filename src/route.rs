@@ -2,6 +2,7 @@
 
 use http::{Method, Request, header};
 
+use crate::backend::ftp::FtpRoute;
 use crate::error::{Error, Kind};
 use crate::server::listener::{ListenerState, ProxyState, RouteState};
 
@@ -9,6 +10,8 @@ use crate::server::listener::{ListenerState, ProxyState, RouteState};
 pub enum Route<'a> {
     /// Absolute-form `http://` through the forward proxy (the relay).
     Forward(&'a ProxyState),
+    /// Absolute-form `ftp://` through the forward proxy (the HTTP/FTP gateway).
+    Ftp(&'a FtpRoute),
     /// Origin-form matched a gateway route.
     Gateway(&'a RouteState),
 }
@@ -27,6 +30,7 @@ pub fn pick<'a, B>(req: &Request<B>, l: &'a ListenerState) -> Result<Route<'a>, 
     if absolute && let Some(proxy) = &l.proxy {
         return match req.uri().scheme_str() {
             Some("http") => Ok(Route::Forward(proxy)),
+            Some("ftp") => Ok(Route::Ftp(&proxy.ftp)),
             Some(other) => {
                 Err(Error::client(Kind::BadRequest, format!("the forward proxy does not serve {other}:// targets")))
             }

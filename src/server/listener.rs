@@ -7,6 +7,7 @@ use std::sync::Arc;
 use http::uri::{Authority, Scheme};
 
 use super::log::AccessLogger;
+use crate::backend::ftp::{FtpPool, FtpPoolConfig, FtpRoute};
 use crate::backend::relay;
 use crate::config::{self, Limits, Target, Timeouts};
 use crate::upstream::{Dialer, HttpClient, OwnAddrs, TargetPolicy, http_client};
@@ -36,6 +37,8 @@ pub struct ProxyState {
     /// Client-chosen targets: the target policy applies.
     pub dialer: Dialer,
     pub client: HttpClient,
+    /// Absolute-form `ftp://` targets (the HTTP/FTP gateway), dialed with the same policy.
+    pub ftp: FtpRoute,
 }
 
 pub struct RouteState {
@@ -44,8 +47,11 @@ pub struct RouteState {
 }
 
 /// A gateway route's room, ready to serve.
+// One per route, built once at start-up: the size of the largest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Backend {
     Relay(relay::Gateway),
+    Ftp(FtpRoute),
 }
 
 /// What start-up needs from the outside world to build a listener.
@@ -63,7 +69,8 @@ pub fn build(cfg: &config::Listener, local: SocketAddr, shared: &Shared) -> Resu
         Some(p) => {
             let dialer = Dialer::new(Some(TargetPolicy::new(p.allow_targets.clone())), shared.own.clone(), t.connect);
             let client = http_client(dialer.clone(), t.pool_idle, config::DEFAULT_POOL_MAX_IDLE_PER_HOST);
-            Some(ProxyState { cfg: p.clone(), dialer, client })
+            let ftp = FtpRoute::forward(FtpPool::new(FtpRoute::settings(&t), FtpPoolConfig::default()), dialer.clone());
+            Some(ProxyState { cfg: p.clone(), dialer, client, ftp })
         }
     };
     let mut routes = Vec::new();
@@ -101,6 +108,12 @@ fn build_backend(r: &config::Route, shared: &Shared) -> Result<Backend, String> 
                 base: base.clone(),
                 prefix: r.path.clone(),
             }))
+        }
+        Target::Ftp { .. } => {
+            // The operator chose this server: no target policy, but the loop check still applies.
+            let dialer = Dialer::new(None, shared.own.clone(), t.connect);
+            let pool = FtpPool::new(FtpRoute::settings(&t), FtpPoolConfig::default());
+            Ok(Backend::Ftp(FtpRoute::gateway(r, pool, dialer)?))
         }
         other => Err(format!("{other}: this kind of target is not available in this build")),
     }

@@ -12,7 +12,7 @@ use tokio_util::task::TaskTracker;
 use super::conn::ConnShared;
 use super::listener::{Backend, ListenerState};
 use super::log::{LoggedBody, Record};
-use crate::backend::{Ctx, relay};
+use crate::backend::{Ctx, ftp, relay};
 use crate::error::{Error, Kind, Side};
 use crate::http::{Body, pages};
 use crate::route::{self, Route};
@@ -62,8 +62,10 @@ async fn serve(req: Request<Incoming>, ctx: &Ctx<'_>, shared: &ConnShared) -> Re
     admit(&req, ctx.listener, shared)?;
     match route::pick(&req, ctx.listener)? {
         Route::Forward(proxy) => relay::forward(req, ctx, &proxy.client).await,
+        Route::Ftp(ftp_route) => ftp::serve(req, ctx, ftp_route).await,
         Route::Gateway(r) => match &r.backend {
             Backend::Relay(gw) => relay::gateway(req, ctx, gw).await,
+            Backend::Ftp(ftp_route) => ftp::serve(req, ctx, ftp_route).await,
         },
     }
 }
