@@ -291,6 +291,10 @@ fn vsftpd_head_range_listings_redirects_and_errors() {
     assert!(sub.text().contains("<a href=\"inner.txt\">inner.txt</a>"), "{}", sub.text());
     assert!(sub.text().contains("Index of /sub dir/"), "{}", sub.text());
 
+    let head = curl(&["-I", &format!("{base}/")]);
+    assert_eq!(head.code, 200);
+    assert_eq!(head.header("content-length"), Some(page.body.len().to_string()));
+
     let json = curl(&["-H", "Accept: application/json", &format!("{base}/")]);
     assert_eq!(json.header("content-type").as_deref(), Some("application/json"));
     let j = json.text();

@@ -336,8 +336,10 @@ async fn get<B>(req: &Request<B>, mut s: PooledSession, job: &Job) -> Result<Res
         } else {
             (render_html(&job.title, &entries, job.at_root), "text/html; charset=utf-8")
         };
-        let mut resp = Response::new(Body::full(body));
+        let len = HeaderValue::from(body.len());
+        let mut resp = Response::new(if req.method() == Method::HEAD { Body::empty() } else { Body::full(body) });
         let h = resp.headers_mut();
+        h.insert(header::CONTENT_LENGTH, len);
         h.insert(header::CONTENT_TYPE, HeaderValue::from_static(mime));
         h.insert(header::VARY, HeaderValue::from_static("Accept"));
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
