@@ -464,6 +464,21 @@ fn a_gateway_maps_paths_under_its_directory() {
     assert_eq!(r.status, 400);
     let r = exchange(gw.addr, "GET /%2Fhello.txt HTTP/1.1\r\nHost: x\r\n\r\n");
     assert_eq!(r.status, 400);
+
+    // a route with a path prefix: the prefix is the directory
+    let routed = Hopgate::start_config(&format!(
+        "access_log = \"off\"\n[[listener]]\nlisten = \"127.0.0.1:0\"\n[[listener.route]]\npath = \"/files\"\n\
+         to = \"ftp://{}/sub%20dir\"\n",
+        peer.addr
+    ));
+    let r = curl(&[&format!("{}/files", routed.url())]);
+    assert_eq!(r.code, 301);
+    assert_eq!(r.header("location").as_deref(), Some("/files/"));
+    let r = curl(&[&format!("{}/files/", routed.url())]);
+    assert!(r.text().contains("Index of /files/") && r.text().contains("<a href=\"inner.txt\">"), "{}", r.text());
+    let r = curl(&[&format!("{}/files/inner.txt", routed.url())]);
+    assert_eq!((r.code, r.text().as_str()), (200, "inner"));
+    assert_eq!(curl(&[&format!("{}/other", routed.url())]).code, 404);
 }
 
 #[test]
@@ -513,6 +528,16 @@ fn a_dropped_data_connection_cuts_the_http_response() {
     let px = proxy();
     let r = curl(&["-x", &px.url(), &format!("ftp://{addr}/f.bin")]);
     assert!(!r.ok && r.stderr.contains("(18)"), "{}", r.stderr);
+}
+
+#[test]
+fn an_oversized_listing_is_502() {
+    // the listing cap (16 MiB) holds against a server that sends more
+    let (addr, _) = rogue_in_thread(Script { list: vec![b'x'; 17 << 20], ..Script::default() });
+    let gw = gateway(&format!("ftp://{addr}"));
+    let r = curl(&[&format!("{}/", gw.url())]);
+    assert_eq!(r.code, 502);
+    assert!(r.text().contains("listing larger than"), "{}", r.text());
 }
 
 #[test]

@@ -231,7 +231,8 @@ fn resolve<B>(req: &Request<B>, ftp: &FtpRoute) -> Result<Job, Error> {
                 target: Target { host: host.clone(), port: *port, login },
                 at_root: rel.is_empty(),
                 path,
-                slash: rest.is_empty() || rest.ends_with('/'),
+                // "/pub" on a route with path "/pub" is the directory without its slash: it redirects
+                slash: rest.ends_with('/'),
                 title,
                 location,
             })
