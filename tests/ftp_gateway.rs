@@ -531,6 +531,44 @@ fn a_dropped_data_connection_cuts_the_http_response() {
 }
 
 #[test]
+fn the_proxys_users_guard_ftp_urls_and_a_parent_is_not_bypassed() {
+    let (addr, seen) = rogue_in_thread(Script::default());
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("users");
+    support::peers::htpasswd(&users, &["-B", "-C", "5"], "pat", "pat-secret");
+    let px = Hopgate::start(&[
+        "proxy",
+        "--listen",
+        "127.0.0.1:0",
+        "--allow-target",
+        "127.0.0.0/8",
+        "--users",
+        users.to_str().unwrap(),
+    ]);
+    let url = format!("ftp://{addr}/f.bin");
+    let r = curl(&["-x", &px.url(), &url]);
+    assert_eq!(r.code, 407);
+    assert!(seen.commands().is_empty(), "{:?}", seen.commands());
+    let r = curl(&["-x", &px.url(), "--proxy-user", "pat:pat-secret", &url]);
+    assert_eq!((r.code, r.body.len()), (200, Script::default().file.len()));
+
+    // with a parent proxy every request must go through it: ftp:// is refused rather than sent around it
+    let chained = Hopgate::start(&[
+        "proxy",
+        "--listen",
+        "127.0.0.1:0",
+        "--allow-target",
+        "127.0.0.0/8",
+        "--parent",
+        "http://127.0.0.1:9",
+    ]);
+    let before = seen.commands().len();
+    let r = curl(&["-x", &chained.url(), &url]);
+    assert_eq!(r.code, 501, "{}", r.text());
+    assert_eq!(seen.commands().len(), before);
+}
+
+#[test]
 fn an_oversized_listing_is_502() {
     // the listing cap (16 MiB) holds against a server that sends more
     let (addr, _) = rogue_in_thread(Script { list: vec![b'x'; 17 << 20], ..Script::default() });

@@ -10,7 +10,10 @@ use super::log::AccessLogger;
 use crate::backend::ftp::{FtpPool, FtpPoolConfig, FtpRoute};
 use crate::backend::relay;
 use crate::config::{self, Limits, Target, Timeouts};
-use crate::upstream::{Dialer, HttpClient, OwnAddrs, TargetPolicy, http_client};
+use tokio::sync::Semaphore;
+
+use crate::http::htpasswd::Users;
+use crate::upstream::{Dialer, HttpClient, OwnAddrs, ParentProxy, TargetPolicy, http_client};
 
 pub struct ListenerState {
     /// The address actually bound (port 0 resolved).
@@ -37,6 +40,11 @@ pub struct ProxyState {
     /// Client-chosen targets: the target policy applies.
     pub dialer: Dialer,
     pub client: HttpClient,
+    /// With a users file, proxy authentication is required.
+    pub users: Option<Users>,
+    pub parent: Option<Arc<ParentProxy>>,
+    /// One permit per open tunnel.
+    pub tunnels: Arc<Semaphore>,
     /// Absolute-form `ftp://` targets (the HTTP/FTP gateway), dialed with the same policy.
     pub ftp: FtpRoute,
 }
@@ -68,9 +76,21 @@ pub fn build(cfg: &config::Listener, local: SocketAddr, shared: &Shared) -> Resu
         None => None,
         Some(p) => {
             let dialer = Dialer::new(Some(TargetPolicy::new(p.allow_targets.clone())), shared.own.clone(), t.connect);
-            let client = http_client(dialer.clone(), t.pool_idle, config::DEFAULT_POOL_MAX_IDLE_PER_HOST);
-            let ftp = FtpRoute::forward(FtpPool::new(FtpRoute::settings(&t), FtpPoolConfig::default()), dialer.clone());
-            Some(ProxyState { cfg: p.clone(), dialer, client, ftp })
+            let parent = p.parent.as_ref().map(|parent| {
+                // The parent is the operator's choice: no target policy, but the loop check stays.
+                let dialer = Dialer::new(None, shared.own.clone(), t.connect);
+                Arc::new(ParentProxy::new(parent, dialer, t.response_head))
+            });
+            let client =
+                http_client(dialer.clone(), parent.clone(), t.pool_idle, config::DEFAULT_POOL_MAX_IDLE_PER_HOST);
+            let users = match &p.users {
+                Some(path) => Some(Users::load(path).map_err(|e| format!("users file {}: {e}", path.display()))?),
+                None => None,
+            };
+            let tunnels = Arc::new(Semaphore::new(p.max_tunnels));
+            let ftp_pool = FtpPool::new(FtpRoute::settings(&t), FtpPoolConfig::default());
+            let ftp = FtpRoute::forward(ftp_pool, dialer.clone(), p.parent.as_ref().map(|p| p.authority.to_string()));
+            Some(ProxyState { cfg: p.clone(), dialer, client, users, parent, tunnels, ftp })
         }
     };
     let mut routes = Vec::new();
@@ -98,7 +118,7 @@ fn build_backend(r: &config::Route, shared: &Shared) -> Result<Backend, String> 
             }
             // The operator chose this target: no target policy, but the loop check still applies.
             let dialer = Dialer::new(None, shared.own.clone(), t.connect);
-            let client = http_client(dialer, t.pool_idle, config::DEFAULT_POOL_MAX_IDLE_PER_HOST);
+            let client = http_client(dialer, None, t.pool_idle, config::DEFAULT_POOL_MAX_IDLE_PER_HOST);
             let authority: Authority =
                 authority.to_string().parse().map_err(|_| format!("{}: invalid authority", r.to))?;
             Ok(Backend::Relay(relay::Gateway {

@@ -110,7 +110,7 @@ impl LoggedBody {
 
 impl Drop for LoggedBody {
     fn drop(&mut self) {
-        // hyper drops a body that is already at its end (HEAD, 304, empty) without polling it: complete
+        // hyper drops an empty body it never needed to poll (CONNECT 200, HEAD): that is complete, not aborted.
         let complete = http_body::Body::is_end_stream(&self.inner);
         self.finish(complete);
     }

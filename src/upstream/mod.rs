@@ -2,6 +2,7 @@
 //! client the relay uses. A name is resolved once; the policy checks every address; the connection goes to an
 //! address that passed.
 
+pub mod parent;
 pub mod policy;
 
 use std::future::Future;
@@ -20,6 +21,7 @@ use tokio::net::TcpStream;
 
 use crate::error::{Error, Kind};
 use crate::http::Body;
+pub use parent::ParentProxy;
 pub use policy::{OwnAddrs, TargetPolicy};
 
 /// Resolves and connects, applying the target policy (when there is one) and the loop check.
@@ -89,17 +91,27 @@ impl Dialer {
         if let Some(addr) = resolved.iter().find(|a| self.own.contains(**a)) {
             return Err(Error::client(Kind::Loop, format!("{} is this proxy itself", describe(target, *addr))));
         }
-        let Some(policy) = &self.policy else {
-            return Ok(resolved);
-        };
-        let allowed: Vec<SocketAddr> = resolved.iter().copied().filter(|a| policy.permits(a.ip())).collect();
-        if allowed.is_empty() {
+        let allowed: Vec<SocketAddr> = resolved.iter().copied().filter(|a| self.check(*a, target).is_ok()).collect();
+        match self.check(resolved[0], target) {
+            Err(e) if allowed.is_empty() => Err(e),
+            _ => Ok(allowed),
+        }
+    }
+
+    /// The loop check and the target policy for one address.
+    pub fn check(&self, addr: SocketAddr, target: &str) -> Result<(), Error> {
+        if self.own.contains(addr) {
+            return Err(Error::client(Kind::Loop, format!("{} is this proxy itself", describe(target, addr))));
+        }
+        if let Some(policy) = &self.policy
+            && !policy.permits(addr.ip())
+        {
             return Err(Error::client(
                 Kind::TargetForbidden,
-                format!("target {target} resolves to {}, which the target policy refuses", resolved[0].ip()),
+                format!("target {target} resolves to {}, which the target policy refuses", addr.ip()),
             ));
         }
-        Ok(allowed)
+        Ok(())
     }
 }
 
@@ -121,11 +133,13 @@ pub struct UpstreamAddr(pub SocketAddr);
 pub struct UpstreamIo {
     io: TokioIo<TcpStream>,
     addr: SocketAddr,
+    /// Connected to a parent proxy: requests go in absolute form.
+    proxied: bool,
 }
 
 impl Connection for UpstreamIo {
     fn connected(&self) -> Connected {
-        Connected::new().extra(UpstreamAddr(self.addr))
+        Connected::new().proxy(self.proxied).extra(UpstreamAddr(self.addr))
     }
 }
 
@@ -162,9 +176,10 @@ impl hyper::rt::Write for UpstreamIo {
 }
 
 /// The connector the pooled client calls for a new connection to `scheme://host:port`.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Connector {
     dialer: Dialer,
+    parent: Option<Arc<ParentProxy>>,
 }
 
 impl tower_service::Service<Uri> for Connector {
@@ -178,13 +193,22 @@ impl tower_service::Service<Uri> for Connector {
 
     fn call(&mut self, uri: Uri) -> Self::Future {
         let dialer = self.dialer.clone();
+        let parent = self.parent.clone();
         Box::pin(async move {
             let host = uri.host().ok_or_else(|| Error::bad_request("request target has no host"))?;
             // Brackets are part of the URI syntax, not of the address.
             let host = host.trim_start_matches('[').trim_end_matches(']');
             let port = uri.port_u16().unwrap_or(80);
+            if let Some(parent) = parent {
+                // The parent resolves names; an address literal can still be checked here.
+                if let Ok(ip) = host.parse::<IpAddr>() {
+                    dialer.check(SocketAddr::new(ip, port), &display_target(host, port))?;
+                }
+                let (tcp, addr) = parent.dial().await?;
+                return Ok(UpstreamIo { io: TokioIo::new(tcp), addr, proxied: true });
+            }
             let (tcp, addr) = dialer.dial(host, port).await?;
-            Ok(UpstreamIo { io: TokioIo::new(tcp), addr })
+            Ok(UpstreamIo { io: TokioIo::new(tcp), addr, proxied: false })
         })
     }
 }
@@ -192,8 +216,13 @@ impl tower_service::Service<Uri> for Connector {
 /// The pooled HTTP/1.1 client the relay sends requests with.
 pub type HttpClient = Client<Connector, Body>;
 
-/// Builds a pooled client over `dialer`.
-pub fn http_client(dialer: Dialer, pool_idle: Duration, max_idle_per_host: usize) -> HttpClient {
+/// Builds a pooled client over `dialer`, or through `parent` when there is one.
+pub fn http_client(
+    dialer: Dialer,
+    parent: Option<Arc<ParentProxy>>,
+    pool_idle: Duration,
+    max_idle_per_host: usize,
+) -> HttpClient {
     Client::builder(TokioExecutor::new())
         .pool_idle_timeout(pool_idle)
         .pool_max_idle_per_host(max_idle_per_host)
@@ -201,5 +230,5 @@ pub fn http_client(dialer: Dialer, pool_idle: Duration, max_idle_per_host: usize
         .timer(TokioTimer::new())
         // Host comes from the request target, set by the relay.
         .set_host(false)
-        .build(Connector { dialer })
+        .build(Connector { dialer, parent })
 }

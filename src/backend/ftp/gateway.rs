@@ -30,8 +30,9 @@ use crate::upstream::{Dialer, UpstreamAddr};
 
 /// Where the FTP server and log-in come from.
 enum Upstream {
-    /// The forward proxy: from each request's `ftp://` URL.
-    FromUrl,
+    /// The forward proxy: from each request's `ftp://` URL. With a parent proxy (its `host:port`), every request
+    /// must go through it, and relaying `ftp://` to a parent is not implemented: such requests are refused.
+    FromUrl { parent: Option<String> },
     /// A gateway route's `--to`.
     Fixed {
         host: String,
@@ -57,9 +58,10 @@ pub struct FtpRoute {
 
 impl FtpRoute {
     /// The forward proxy's FTP room: `dialer` applies the proxy's target policy and loop check to each
-    /// `ftp://` server a client names. Uploads are allowed; the FTP server's permissions decide.
-    pub fn forward(pool: FtpPool, dialer: Dialer) -> FtpRoute {
-        FtpRoute { pool, dialer, uploads: true, upstream: Upstream::FromUrl }
+    /// `ftp://` server a client names. Uploads are allowed; the FTP server's permissions decide. `parent`: the
+    /// proxy's parent proxy, if it has one (then `ftp://` is refused with 501 rather than sent around it).
+    pub fn forward(pool: FtpPool, dialer: Dialer, parent: Option<String>) -> FtpRoute {
+        FtpRoute { pool, dialer, uploads: true, upstream: Upstream::FromUrl { parent } }
     }
 
     /// A gateway route to `route.to` (an `ftp://` target); `dialer` should have no target policy (the
@@ -137,6 +139,13 @@ impl Job {
 
 /// Serves one request for an FTP resource (both doors; see the module doc).
 pub async fn serve(req: Request<Incoming>, ctx: &Ctx<'_>, ftp: &FtpRoute) -> Result<Response<Body>, Error> {
+    if let Upstream::FromUrl { parent: Some(parent) } = &ftp.upstream {
+        // "relay every request through the parent": going to the FTP server directly would bypass it
+        return Err(Error::local(
+            Kind::NotImplemented,
+            format!("ftp:// URLs are not relayed through the parent proxy {parent}"),
+        ));
+    }
     let method = req.method().clone();
     if method != Method::GET && method != Method::HEAD && method != Method::PUT {
         return Err(Error::client(Kind::MethodNotAllowed, format!("{method} is not served for ftp resources"))
@@ -163,7 +172,7 @@ fn resolve<B>(req: &Request<B>, ftp: &FtpRoute) -> Result<Job, Error> {
     let uri = req.uri();
     let basic = basic_credentials(req.headers());
     match &ftp.upstream {
-        Upstream::FromUrl => {
+        Upstream::FromUrl { .. } => {
             let authority =
                 uri.authority().ok_or_else(|| Error::bad_request("ftp:// request target without a host"))?;
             let (userinfo, _) = split_userinfo(authority.as_str());
