@@ -47,7 +47,7 @@ pub enum Command {
     Run { file: PathBuf },
     /// Validate a config file: exit 0 with a summary, or exit 2 with FILE:LINE and the reason
     Check { file: PathBuf },
-    /// Forward proxy: absolute-form http:// requests (relay)
+    /// Forward proxy: absolute-form http:// (relay) and ftp:// (HTTP/FTP gateway) requests
     Proxy(ProxyArgs),
     /// Reverse gateway in front of one upstream
     Gateway(GatewayArgs),
@@ -106,7 +106,8 @@ pub struct GatewayArgs {
     /// ADDR, http://ADDR or https://ADDR
     #[arg(long, value_parser = config::parse_listen)]
     pub listen: ListenAddr,
-    /// http://HOST:PORT[/base], cgi:DIR, fastcgi://HOST:PORT, fastcgi+unix:PATH or scgi://HOST:PORT
+    /// http://HOST:PORT[/base], ftp://[USER[:PASS]@]HOST[:PORT][/dir], cgi:DIR, fastcgi://HOST:PORT,
+    /// fastcgi+unix:PATH or scgi://HOST:PORT
     #[arg(long, value_parser = Target::parse)]
     pub to: Target,
     /// FastCGI: the document root SCRIPT_FILENAME is resolved under (the script must exist there)

@@ -11,6 +11,8 @@ pub enum Route<'a> {
     Forward(&'a ProxyState),
     /// A CONNECT tunnel through the forward proxy.
     Connect(&'a ProxyState),
+    /// Absolute-form `ftp://` through the forward proxy (the HTTP/FTP gateway).
+    Ftp(&'a ProxyState),
     /// Origin-form matched a gateway route.
     Gateway(&'a RouteState),
 }
@@ -29,6 +31,7 @@ pub fn pick<'a, B>(req: &Request<B>, l: &'a ListenerState) -> Result<Route<'a>, 
     if absolute && let Some(proxy) = &l.proxy {
         return match req.uri().scheme_str() {
             Some("http") => Ok(Route::Forward(proxy)),
+            Some("ftp") => Ok(Route::Ftp(proxy)),
             Some(other) => {
                 Err(Error::client(Kind::BadRequest, format!("the forward proxy does not serve {other}:// targets")))
             }
@@ -66,7 +69,7 @@ impl Route<'_> {
     /// The forward proxy this route goes through, if any: its users file guards it.
     pub fn proxy(&self) -> Option<&ProxyState> {
         match self {
-            Route::Forward(p) | Route::Connect(p) => Some(p),
+            Route::Forward(p) | Route::Connect(p) | Route::Ftp(p) => Some(p),
             Route::Gateway(_) => None,
         }
     }

@@ -18,6 +18,27 @@ pub fn error(e: &crate::error::Error) -> Response<Body> {
         };
         resp.headers_mut().insert(name, c.clone());
     }
+    for (name, value) in e.fields() {
+        resp.headers_mut().insert(name.clone(), value.clone());
+    }
+    resp
+}
+
+/// A redirect hopgate answers itself (a directory URL without its final `/`): `301` with `Location` and a
+/// two-line body naming the new address.
+pub fn redirect(location: HeaderValue) -> Response<Body> {
+    let status = StatusCode::MOVED_PERMANENTLY;
+    let body = format!(
+        "hopgate: {} {}\n{}\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or(""),
+        one_line(&String::from_utf8_lossy(location.as_bytes()))
+    );
+    let mut resp = Response::new(Body::full(body));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(header::LOCATION, location);
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
     resp
 }
 

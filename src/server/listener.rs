@@ -7,6 +7,7 @@ use std::sync::Arc;
 use http::uri::{Authority, Scheme};
 
 use super::log::AccessLogger;
+use crate::backend::ftp::{FtpPool, FtpPoolConfig, FtpRoute};
 use crate::backend::{app, relay};
 use crate::config::{self, Limits, Target, Timeouts};
 use tokio::sync::Semaphore;
@@ -44,6 +45,8 @@ pub struct ProxyState {
     pub parent: Option<Arc<ParentProxy>>,
     /// One permit per open tunnel.
     pub tunnels: Arc<Semaphore>,
+    /// Absolute-form `ftp://` targets (the HTTP/FTP gateway), dialed with the same policy.
+    pub ftp: FtpRoute,
 }
 
 pub struct RouteState {
@@ -62,6 +65,8 @@ pub enum Backend {
     FastCgi(app::Gateway),
     /// `scgi://`.
     Scgi(app::Gateway),
+    /// `ftp://`: the pool of logged-in control connections lives here.
+    Ftp(FtpRoute),
 }
 
 /// What start-up needs from the outside world to build a listener.
@@ -90,7 +95,9 @@ pub fn build(cfg: &config::Listener, local: SocketAddr, shared: &Shared) -> Resu
                 None => None,
             };
             let tunnels = Arc::new(Semaphore::new(p.max_tunnels));
-            Some(ProxyState { cfg: p.clone(), dialer, client, users, parent, tunnels })
+            let ftp_pool = FtpPool::new(FtpRoute::settings(&t), FtpPoolConfig::default());
+            let ftp = FtpRoute::forward(ftp_pool, dialer.clone(), p.parent.as_ref().map(|p| p.authority.to_string()));
+            Some(ProxyState { cfg: p.clone(), dialer, client, users, parent, tunnels, ftp })
         }
     };
     let mut routes = Vec::new();
@@ -132,7 +139,12 @@ fn build_backend(r: &config::Route, shared: &Shared) -> Result<Backend, String> 
         Target::Cgi { .. } => Ok(Backend::Cgi(app::Gateway::new(r)?)),
         Target::FastCgi { .. } => Ok(Backend::FastCgi(app::Gateway::new(r)?)),
         Target::Scgi { .. } => Ok(Backend::Scgi(app::Gateway::new(r)?)),
-        other => Err(format!("{other}: this kind of target is not available in this build")),
+        Target::Ftp { .. } => {
+            // The operator chose this server: no target policy, but the loop check still applies.
+            let dialer = Dialer::new(None, shared.own.clone(), t.connect);
+            let pool = FtpPool::new(FtpRoute::settings(&t), FtpPoolConfig::default());
+            Ok(Backend::Ftp(FtpRoute::gateway(r, pool, dialer)?))
+        }
     }
 }
 

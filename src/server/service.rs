@@ -12,7 +12,7 @@ use tokio_util::task::TaskTracker;
 use super::conn::ConnShared;
 use super::listener::{Backend, ListenerState, ProxyState};
 use super::log::{LoggedBody, Record};
-use crate::backend::{Ctx, app, connect, relay};
+use crate::backend::{Ctx, app, connect, ftp, relay};
 use crate::error::{Error, Kind, Side};
 use crate::http::{Body, pages};
 use crate::route::{self, Route};
@@ -67,9 +67,11 @@ async fn serve(req: Request<Incoming>, ctx: &Ctx<'_>, shared: &ConnShared) -> Re
     match route {
         Route::Forward(proxy) => relay::forward(req, ctx, proxy).await,
         Route::Connect(proxy) => connect::serve(req, ctx, proxy).await,
+        Route::Ftp(proxy) => ftp::serve(req, ctx, &proxy.ftp).await,
         Route::Gateway(r) => match &r.backend {
             Backend::Relay(gw) => relay::gateway(req, ctx, gw).await,
             Backend::Cgi(gw) | Backend::FastCgi(gw) | Backend::Scgi(gw) => app::serve(req, ctx, gw).await,
+            Backend::Ftp(ftp_route) => ftp::serve(req, ctx, ftp_route).await,
         },
     }
 }

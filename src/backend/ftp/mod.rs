@@ -20,10 +20,12 @@
 //! Does not: speak active mode (PORT/EPRT), FTPS, ASCII mode (always `TYPE I`), or resume a
 //! failed transfer by itself.
 
+mod body;
 mod client;
 mod date;
 mod dir;
 mod error;
+mod gateway;
 pub mod listing;
 mod pool;
 pub mod render;
@@ -34,6 +36,7 @@ use std::time::Duration;
 
 pub use client::{Features, FtpSession, Login, Stat};
 pub use error::FtpError;
+pub use gateway::{FtpRoute, serve, to_error};
 pub use listing::{Entry, EntryKind};
 pub use pool::{
     DEFAULT_FTP_IDLE_SECS, DEFAULT_FTP_MAX_IDLE_PER_KEY, DEFAULT_FTP_MAX_IDLE_TOTAL, DEFAULT_FTP_NOOP_AFTER_SECS,
