@@ -31,7 +31,7 @@ pub async fn handle(req: Request<Incoming>, conn: Arc<ConnCtx>) -> Response<Logg
     let mut record = Record {
         client: conn.client,
         method: req.method().clone(),
-        target: req.uri().to_string(),
+        target: loggable_target(req.uri()),
         version: req.version(),
         status: http::StatusCode::OK,
         upstream: None,
@@ -73,6 +73,18 @@ async fn serve(req: Request<Incoming>, ctx: &Ctx<'_>, shared: &ConnShared) -> Re
             Backend::Cgi(gw) | Backend::FastCgi(gw) | Backend::Scgi(gw) => app::serve(req, ctx, gw).await,
             Backend::Ftp(ftp_route) => ftp::serve(req, ctx, ftp_route).await,
         },
+    }
+}
+
+/// The request target for logs: a password in the userinfo (`ftp://user:pass@host/`) is never written.
+fn loggable_target(uri: &http::Uri) -> String {
+    let text = uri.to_string();
+    match uri.authority().map(|a| a.as_str()).and_then(|a| a.rsplit_once('@')) {
+        Some((userinfo, _)) if userinfo.contains(':') => {
+            let user = userinfo.split(':').next().unwrap_or("");
+            text.replacen(userinfo, &format!("{user}:***"), 1)
+        }
+        _ => text,
     }
 }
 
@@ -126,4 +138,17 @@ fn admit(req: &Request<Incoming>, l: &ListenerState, shared: &ConnShared) -> Res
         return Err(Error::client(Kind::BadFraming, "duplicate Content-Length fields"));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_stay_out_of_logs() {
+        let uri: http::Uri = "ftp://bob:s3cret@ftp.example.org/pub/".parse().unwrap();
+        assert_eq!(loggable_target(&uri), "ftp://bob:***@ftp.example.org/pub/");
+        let uri: http::Uri = "http://example.org/a?b".parse().unwrap();
+        assert_eq!(loggable_target(&uri), "http://example.org/a?b");
+    }
 }
