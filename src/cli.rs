@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::{self, AccessLog, Config, ListenAddr, Listener, Proxy, Route, Target};
+use crate::config::{self, AccessLog, CertPair, Config, ListenAddr, Listener, Proxy, Route, Target};
 use crate::server::Server;
 
 #[derive(Parser, Debug)]
@@ -46,7 +46,7 @@ pub enum Command {
     Run { file: PathBuf },
     /// Validate a config file: exit 0 with a summary, or exit 2 with FILE:LINE and the reason
     Check { file: PathBuf },
-    /// Forward proxy: absolute-form http:// requests (relay)
+    /// Forward proxy: absolute-form http:// (relay) and https:// (TLS origination); an HTTPS proxy with --listen https://
     Proxy(ProxyArgs),
     /// Reverse gateway in front of one upstream
     Gateway(GatewayArgs),
@@ -60,6 +60,34 @@ pub struct ProxyArgs {
     /// Allow client-chosen targets inside this CIDR even when they are loopback, link-local... (repeatable)
     #[arg(long = "allow-target", value_name = "CIDR", value_parser = parse_cidr)]
     pub allow_targets: Vec<ipnet::IpNet>,
+    /// Extra CA bundle (PEM) trusted for https:// targets; the system roots are always trusted
+    #[arg(long, value_name = "PEM")]
+    pub ca: Option<PathBuf>,
+    #[command(flatten)]
+    pub tls: TlsArgs,
+}
+
+/// The certificate of an `https://` listener.
+#[derive(Args, Debug)]
+pub struct TlsArgs {
+    /// Certificate chain (PEM, end-entity first) for --listen https://
+    #[arg(long, value_name = "PEM")]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key (PEM: PKCS#8, PKCS#1 or SEC1; RSA, ECDSA or Ed25519) for --listen https://
+    #[arg(long, value_name = "PEM")]
+    pub tls_key: Option<PathBuf>,
+}
+
+impl TlsArgs {
+    /// The listener's certificates: both flags with `https://`, neither without.
+    fn certs(&self, listen: &ListenAddr) -> Result<Vec<CertPair>, String> {
+        match (listen.tls, &self.tls_cert, &self.tls_key) {
+            (true, Some(cert), Some(key)) => Ok(vec![CertPair { cert: cert.clone(), key: key.clone() }]),
+            (true, _, _) => Err("--listen https://... needs --tls-cert PEM and --tls-key PEM".into()),
+            (false, None, None) => Ok(Vec::new()),
+            (false, _, _) => Err("--tls-cert and --tls-key need --listen https://ADDR".into()),
+        }
+    }
 }
 
 #[derive(Args, Debug)]
@@ -67,9 +95,22 @@ pub struct GatewayArgs {
     /// ADDR, http://ADDR or https://ADDR
     #[arg(long, value_parser = config::parse_listen)]
     pub listen: ListenAddr,
-    /// http://HOST:PORT[/base]
+    /// http://HOST:PORT[/base] (relay) or https://HOST:PORT[/base] (verified TLS to the origin)
     #[arg(long, value_parser = Target::parse)]
     pub to: Target,
+    /// Extra CA bundle (PEM) trusted for an https:// --to; the system roots are always trusted
+    #[arg(long, value_name = "PEM")]
+    pub ca: Option<PathBuf>,
+    #[command(flatten)]
+    pub tls: TlsArgs,
+}
+
+/// A command-line mistake clap can't see: print it and exit 2, as clap does.
+fn usage<T>(r: Result<T, String>) -> Result<T, ExitCode> {
+    r.map_err(|e| {
+        eprintln!("hopgate: {e}");
+        ExitCode::from(2)
+    })
 }
 
 fn parse_cidr(s: &str) -> Result<ipnet::IpNet, String> {
@@ -92,16 +133,16 @@ impl Cli {
             },
             Some(Command::Proxy(p)) => Config::single(Listener {
                 listen: p.listen,
-                certs: Vec::new(),
-                proxy: Some(Proxy { allow_targets: p.allow_targets.clone(), ..Proxy::default() }),
+                certs: usage(p.tls.certs(&p.listen))?,
+                proxy: Some(Proxy { allow_targets: p.allow_targets.clone(), ca: p.ca.clone(), ..Proxy::default() }),
                 routes: Vec::new(),
                 via_name: None,
             }),
             Some(Command::Gateway(g)) => Config::single(Listener {
                 listen: g.listen,
-                certs: Vec::new(),
+                certs: usage(g.tls.certs(&g.listen))?,
                 proxy: None,
-                routes: vec![Route::new(g.to.clone())],
+                routes: vec![Route { ca: g.ca.clone(), ..Route::new(g.to.clone()) }],
                 via_name: None,
             }),
         };

@@ -1,6 +1,6 @@
 //! The relay: forwards an HTTP request to an origin over a pooled connection and streams the response back,
-//! as a forward proxy (absolute-form `http://` targets, RFC 9110 §7.6, RFC 9112 §3.2.2) and as a gateway
-//! (`--to http://HOST:PORT[/base]`, a reverse proxy).
+//! as a forward proxy (absolute-form `http://` and `https://` targets, RFC 9110 §7.6, RFC 9112 §3.2.2) and as a
+//! gateway (`--to http(s)://HOST:PORT[/base]`, a reverse proxy). `https://` upstreams: upstream/tls.rs.
 //!
 //! The order of steps is the design: loop check -> Max-Forwards -> strip hop-by-hop -> Host, Via (and
 //! Forwarded for gateways) -> send with the response-head timeout -> strip the response -> Via -> stream.
@@ -31,7 +31,8 @@ pub struct Gateway {
     pub prefix: String,
 }
 
-/// Forward proxy: `GET http://host/path HTTP/1.1` from a client configured to use hopgate.
+/// Forward proxy: `GET http://host/path HTTP/1.1` from a client configured to use hopgate; `https://` targets
+/// go out over verified TLS (the client's `HttpClient` has TLS origination).
 pub async fn forward(mut req: Request<Incoming>, ctx: &Ctx<'_>, client: &HttpClient) -> Result<Response<Body>, Error> {
     let uri = req.uri().clone();
     let authority = uri.authority().ok_or_else(|| Error::bad_request("absolute request target without a host"))?;
@@ -51,7 +52,7 @@ pub async fn forward(mut req: Request<Incoming>, ctx: &Ctx<'_>, client: &HttpCli
     }
     let path = uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
     *req.uri_mut() = Uri::builder()
-        .scheme(Scheme::HTTP)
+        .scheme(uri.scheme().cloned().unwrap_or(Scheme::HTTP))
         .authority(authority.clone())
         .path_and_query(path)
         .build()

@@ -7,14 +7,18 @@ use std::sync::Arc;
 use http::uri::{Authority, Scheme};
 
 use super::log::AccessLogger;
+use super::tls::Acceptor;
 use crate::backend::relay;
 use crate::config::{self, Limits, Target, Timeouts};
+use crate::upstream::tls::Origination;
 use crate::upstream::{Dialer, HttpClient, OwnAddrs, TargetPolicy, http_client};
 
 pub struct ListenerState {
     /// The address actually bound (port 0 resolved).
     pub local: SocketAddr,
     pub tls: bool,
+    /// The TLS side of an `https://` listener (certificates loaded, SNI resolver built).
+    pub acceptor: Option<Acceptor>,
     /// The `received-by` this listener writes into Via and recognises as a loop.
     pub via_name: String,
     pub limits: Limits,
@@ -62,7 +66,9 @@ pub fn build(cfg: &config::Listener, local: SocketAddr, shared: &Shared) -> Resu
         None => None,
         Some(p) => {
             let dialer = Dialer::new(Some(TargetPolicy::new(p.allow_targets.clone())), shared.own.clone(), t.connect);
-            let client = http_client(dialer.clone(), t.pool_idle, config::DEFAULT_POOL_MAX_IDLE_PER_HOST);
+            // Absolute-form https:// targets: TLS origination, verified against the system roots plus `ca`.
+            let tls = Origination::new(p.ca.as_deref(), t.connect)?;
+            let client = http_client(dialer.clone(), Some(tls), t.pool_idle, config::DEFAULT_POOL_MAX_IDLE_PER_HOST);
             Some(ProxyState { cfg: p.clone(), dialer, client })
         }
     };
@@ -70,9 +76,11 @@ pub fn build(cfg: &config::Listener, local: SocketAddr, shared: &Shared) -> Resu
     for r in &cfg.routes {
         routes.push(RouteState { cfg: r.clone(), backend: build_backend(r, shared)? });
     }
+    let acceptor = if cfg.listen.tls { Some(Acceptor::new(&cfg.certs, t.tls_handshake)?) } else { None };
     Ok(ListenerState {
         local,
         tls: cfg.listen.tls,
+        acceptor,
         via_name: cfg.via_name.clone().unwrap_or_else(|| format!("{}:{}", hostname(), local.port())),
         limits: shared.limits,
         timeouts: t,
@@ -86,17 +94,16 @@ fn build_backend(r: &config::Route, shared: &Shared) -> Result<Backend, String> 
     let t = shared.timeouts;
     match &r.to {
         Target::Http { tls, authority, base } => {
-            if *tls {
-                return Err(format!("{}: https:// targets need TLS origination, which this build lacks", r.to));
-            }
             // The operator chose this target: no target policy, but the loop check still applies.
             let dialer = Dialer::new(None, shared.own.clone(), t.connect);
-            let client = http_client(dialer, t.pool_idle, config::DEFAULT_POOL_MAX_IDLE_PER_HOST);
+            // HTTP/HTTPS: verified TLS to the origin (system roots plus the route's `ca`).
+            let origination = if *tls { Some(Origination::new(r.ca.as_deref(), t.connect)?) } else { None };
+            let client = http_client(dialer, origination, t.pool_idle, config::DEFAULT_POOL_MAX_IDLE_PER_HOST);
             let authority: Authority =
                 authority.to_string().parse().map_err(|_| format!("{}: invalid authority", r.to))?;
             Ok(Backend::Relay(relay::Gateway {
                 client,
-                scheme: Scheme::HTTP,
+                scheme: if *tls { Scheme::HTTPS } else { Scheme::HTTP },
                 authority,
                 base: base.clone(),
                 prefix: r.path.clone(),

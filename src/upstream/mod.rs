@@ -3,6 +3,7 @@
 //! address that passed.
 
 pub mod policy;
+pub mod tls;
 
 use std::future::Future;
 use std::io;
@@ -119,7 +120,7 @@ pub struct UpstreamAddr(pub SocketAddr);
 
 /// An upstream connection as the pooled client sees it.
 pub struct UpstreamIo {
-    io: TokioIo<TcpStream>,
+    io: TokioIo<tls::Stream>,
     addr: SocketAddr,
 }
 
@@ -165,6 +166,8 @@ impl hyper::rt::Write for UpstreamIo {
 #[derive(Debug, Clone)]
 pub struct Connector {
     dialer: Dialer,
+    /// None: `https://` targets are refused (a plain-HTTP-only client).
+    tls: Option<tls::Origination>,
 }
 
 impl tower_service::Service<Uri> for Connector {
@@ -178,13 +181,20 @@ impl tower_service::Service<Uri> for Connector {
 
     fn call(&mut self, uri: Uri) -> Self::Future {
         let dialer = self.dialer.clone();
+        let origination = self.tls.clone();
         Box::pin(async move {
             let host = uri.host().ok_or_else(|| Error::bad_request("request target has no host"))?;
             // Brackets are part of the URI syntax, not of the address.
             let host = host.trim_start_matches('[').trim_end_matches(']');
-            let port = uri.port_u16().unwrap_or(80);
+            let https = uri.scheme() == Some(&http::uri::Scheme::HTTPS);
+            let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
             let (tcp, addr) = dialer.dial(host, port).await?;
-            Ok(UpstreamIo { io: TokioIo::new(tcp), addr })
+            let io = match (https, &origination) {
+                (false, _) => tls::Stream::Plain(tcp),
+                (true, Some(o)) => o.connect(host, port, tcp).await?,
+                (true, None) => return Err(Error::local(Kind::Internal, "no TLS settings for an https:// upstream")),
+            };
+            Ok(UpstreamIo { io: TokioIo::new(io), addr })
         })
     }
 }
@@ -192,8 +202,13 @@ impl tower_service::Service<Uri> for Connector {
 /// The pooled HTTP/1.1 client the relay sends requests with.
 pub type HttpClient = Client<Connector, Body>;
 
-/// Builds a pooled client over `dialer`.
-pub fn http_client(dialer: Dialer, pool_idle: Duration, max_idle_per_host: usize) -> HttpClient {
+/// Builds a pooled client over `dialer`; with `tls`, it also reaches `https://` upstreams (pooled the same way).
+pub fn http_client(
+    dialer: Dialer,
+    tls: Option<tls::Origination>,
+    pool_idle: Duration,
+    max_idle_per_host: usize,
+) -> HttpClient {
     Client::builder(TokioExecutor::new())
         .pool_idle_timeout(pool_idle)
         .pool_max_idle_per_host(max_idle_per_host)
@@ -201,5 +216,5 @@ pub fn http_client(dialer: Dialer, pool_idle: Duration, max_idle_per_host: usize
         .timer(TokioTimer::new())
         // Host comes from the request target, set by the relay.
         .set_host(false)
-        .build(Connector { dialer })
+        .build(Connector { dialer, tls })
 }
