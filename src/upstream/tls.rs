@@ -140,11 +140,19 @@ fn describe_certificate(c: &CertificateError) -> String {
             format!("not yet valid: the certificate's notBefore is {}", date(not_before.as_secs()))
         }
         CertificateError::Revoked => "revoked certificate".into(),
-        CertificateError::BadSignature => "bad signature in the certificate chain".into(),
+        // webpki found a trusted CA with the issuer's name, but its key did not sign this certificate (a self-signed
+        // certificate named like a trusted one, for example): the issuer is not the trusted one.
+        CertificateError::BadSignature | CertificateError::UnsupportedSignatureAlgorithmForPublicKeyContext { .. } => {
+            "untrusted issuer: the signature does not verify against the trusted CA of that name".into()
+        }
         CertificateError::InvalidPurpose | CertificateError::InvalidPurposeContext { .. } => {
             "the certificate is not for server authentication".into()
         }
         CertificateError::BadEncoding => "malformed certificate".into(),
+        CertificateError::Other(o) if matches!(o.0.downcast_ref(), Some(webpki::Error::CaUsedAsEndEntity)) => {
+            // What `openssl req -x509` makes by default: a self-signed CA certificate presented as the server's.
+            "untrusted issuer: the server presents a CA certificate as its own (self-signed)".into()
+        }
         other => format!("invalid certificate: {other}"),
     }
 }
