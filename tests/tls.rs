@@ -226,6 +226,53 @@ fn https_proxy_relays_absolute_form_inside_tls() {
     ]);
     assert_eq!((code, version.as_str(), body.as_str()), (200, "1.1", "through the https proxy\n"), "{err}");
     assert_eq!(origin.last().target, "/via-https-proxy");
+
+    // Absolute-form https:// inside TLS: TLS both ways, verified against the system roots only here, so the
+    // test CA's origin is refused; a proxy started with --ca reaches it.
+    let tls_origin = TlsOrigin::start(&pki.leaf("inner", KeyType::EcdsaP256, &["localhost"]), "tls inside tls");
+    let request = format!(
+        "GET https://localhost:{p}/inner HTTP/1.1\r\nHost: localhost:{p}\r\nConnection: close\r\n\r\n",
+        p = tls_origin.port()
+    );
+    let reply = inside_tls(hg.addr.port(), &pki, &request);
+    assert!(reply.starts_with("HTTP/1.1 502 Bad Gateway\r\n"), "{reply}");
+    assert!(reply.contains("untrusted issuer"), "{reply}");
+    let trusting = Hopgate::start(&[
+        "proxy",
+        "--listen",
+        "https://127.0.0.1:0",
+        "--tls-cert",
+        pair.cert(),
+        "--tls-key",
+        pair.key(),
+        "--allow-target",
+        "127.0.0.0/8",
+        "--ca",
+        pki.ca.cert(),
+    ]);
+    let reply = inside_tls(trusting.addr.port(), &pki, &request);
+    assert!(reply.starts_with("HTTP/1.1 200 OK\r\n"), "{reply}");
+    assert!(reply.ends_with("\r\n\r\ntls inside tls"), "{reply}");
+    assert_eq!(tls_origin.last().target(), "/inner");
+}
+
+/// Sends `request` over TLS (openssl s_client, verifying the test CA) and returns everything that came back.
+fn inside_tls(port: u16, pki: &Pki, request: &str) -> String {
+    let mut child = Command::new("timeout")
+        .arg("20")
+        .args(["openssl", "s_client", "-quiet", "-verify_return_error", "-connect", &format!("127.0.0.1:{port}")])
+        .args(["-servername", "localhost", "-CAfile", pki.ca.cert()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("openssl is installed (Debian package openssl)");
+    // Keep stdin open until the reply is complete: s_client quits on stdin EOF.
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(request.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    drop(stdin);
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// A gateway `--to https://localhost:PORT` trusting the test CA.
