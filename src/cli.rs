@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::config::{self, AccessLog, CertPair, Config, ListenAddr, Listener, Proxy, Route, Target};
 use crate::server::Server;
+use crate::tunnel_client::TunnelClient;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -50,6 +51,35 @@ pub enum Command {
     Proxy(ProxyArgs),
     /// Reverse gateway in front of one upstream
     Gateway(GatewayArgs),
+    /// Tunnel client: a CONNECT tunnel through an HTTP(S) proxy per local connection, or once over stdin/stdout
+    Tunnel(TunnelArgs),
+}
+
+#[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("mode").required(true).args(["listen", "stdio"])))]
+pub struct TunnelArgs {
+    /// The proxy: http://HOST:PORT or https://HOST:PORT
+    #[arg(long, value_name = "URL")]
+    pub proxy: String,
+    /// Where the tunnel goes: HOST:PORT
+    #[arg(long, value_name = "HOST:PORT")]
+    pub to: String,
+    /// Accept local connections here (IP:PORT; port 0 picks one); each gets its own tunnel
+    #[arg(long, value_name = "ADDR", value_parser = parse_socket_addr)]
+    pub listen: Option<std::net::SocketAddr>,
+    /// One tunnel over stdin/stdout (an ssh ProxyCommand)
+    #[arg(long)]
+    pub stdio: bool,
+    /// Credentials for the proxy: USER:PASS
+    #[arg(long, value_name = "USER:PASS")]
+    pub proxy_user: Option<String>,
+    /// Extra CA bundle trusted for an https:// proxy
+    #[arg(long, value_name = "PEM")]
+    pub ca: Option<PathBuf>,
+}
+
+fn parse_socket_addr(s: &str) -> Result<std::net::SocketAddr, String> {
+    config::parse_listen(s).map(|l| l.addr)
 }
 
 #[derive(Args, Debug)]
@@ -60,6 +90,15 @@ pub struct ProxyArgs {
     /// Allow client-chosen targets inside this CIDR even when they are loopback, link-local... (repeatable)
     #[arg(long = "allow-target", value_name = "CIDR", value_parser = parse_cidr)]
     pub allow_targets: Vec<ipnet::IpNet>,
+    /// A port CONNECT may reach (repeatable) [default: 443]
+    #[arg(long = "connect-port", value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    pub connect_ports: Vec<u16>,
+    /// htpasswd file (bcrypt $2y$/$2b$, {SHA}, $apr1$): Proxy-Authorization: Basic is then required (407)
+    #[arg(long, value_name = "HTPASSWD")]
+    pub users: Option<PathBuf>,
+    /// Relay every request and tunnel through this proxy: http://[user:pass@]host:port
+    #[arg(long, value_name = "URL", value_parser = config::parse_parent)]
+    pub parent: Option<config::Parent>,
     /// Extra CA bundle (PEM) trusted for https:// targets; the system roots are always trusted
     #[arg(long, value_name = "PEM")]
     pub ca: Option<PathBuf>,
@@ -134,10 +173,22 @@ impl Cli {
             Some(Command::Proxy(p)) => Config::single(Listener {
                 listen: p.listen,
                 certs: usage(p.tls.certs(&p.listen))?,
-                proxy: Some(Proxy { allow_targets: p.allow_targets.clone(), ca: p.ca.clone(), ..Proxy::default() }),
+                proxy: Some(Proxy {
+                    allow_targets: p.allow_targets.clone(),
+                    connect_ports: if p.connect_ports.is_empty() {
+                        config::DEFAULT_CONNECT_PORTS.to_vec()
+                    } else {
+                        p.connect_ports.clone()
+                    },
+                    users: p.users.clone(),
+                    parent: p.parent.clone(),
+                    ca: p.ca.clone(),
+                    ..Proxy::default()
+                }),
                 routes: Vec::new(),
                 via_name: None,
             }),
+            Some(Command::Tunnel(_)) => Config::embedded_default(),
             Some(Command::Gateway(g)) => Config::single(Listener {
                 listen: g.listen,
                 certs: usage(g.tls.certs(&g.listen))?,
@@ -165,6 +216,9 @@ impl Cli {
 
 /// Runs the command line; the exit code is the process's.
 pub async fn run(cli: Cli) -> ExitCode {
+    if let Some(Command::Tunnel(t)) = &cli.command {
+        return tunnel(t).await;
+    }
     let config = match cli.config() {
         Ok(c) => c,
         Err(code) => return code,
@@ -194,6 +248,43 @@ pub async fn run(cli: Cli) -> ExitCode {
     }
     server.run(shutdown_signal()).await;
     ExitCode::SUCCESS
+}
+
+/// `hopgate tunnel`: errors are one line on stderr and a non-zero exit.
+async fn tunnel(t: &TunnelArgs) -> ExitCode {
+    let client = match build_tunnel_client(t) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("hopgate tunnel: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = match t.listen {
+        Some(addr) => {
+            let run = client.run_listen(addr, |local| eprintln!("hopgate: listening on tcp://{local}"));
+            tokio::select! {
+                r = run => r,
+                _ = shutdown_signal() => Ok(()),
+            }
+        }
+        None => client.run_stdio().await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("hopgate tunnel: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn build_tunnel_client(t: &TunnelArgs) -> Result<TunnelClient, crate::tunnel_client::TunnelError> {
+    let mut client = TunnelClient::new(&t.proxy, &t.to)?;
+    if let Some(u) = &t.proxy_user {
+        client.proxy_user = Some(crate::tunnel_client::parse_proxy_user(u)?);
+    }
+    client.ca = t.ca.clone();
+    Ok(client)
 }
 
 async fn shutdown_signal() {

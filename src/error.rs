@@ -59,12 +59,14 @@ pub struct Error {
     side: Side,
     /// Short, lowercase, no final period: shown to the client and logged.
     detail: String,
+    /// For 401 and 407: the challenge (`Basic realm="..."`) the page sends in WWW-/Proxy-Authenticate.
+    challenge: Option<http::HeaderValue>,
     source: Option<BoxError>,
 }
 
 impl Error {
     pub fn new(kind: Kind, side: Side, detail: impl Into<String>) -> Error {
-        Error { kind, side, detail: detail.into(), source: None }
+        Error { kind, side, detail: detail.into(), challenge: None, source: None }
     }
 
     pub fn client(kind: Kind, detail: impl Into<String>) -> Error {
@@ -86,6 +88,16 @@ impl Error {
     pub fn with_source(mut self, source: impl Into<BoxError>) -> Error {
         self.source = Some(source.into());
         self
+    }
+
+    /// Adds the authentication challenge a 401 or 407 page carries.
+    pub fn with_challenge(mut self, challenge: http::HeaderValue) -> Error {
+        self.challenge = Some(challenge);
+        self
+    }
+
+    pub fn challenge(&self) -> Option<&http::HeaderValue> {
+        self.challenge.as_ref()
     }
 
     pub fn kind(&self) -> Kind {

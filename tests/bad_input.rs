@@ -26,6 +26,7 @@ fn malformed_request_line_is_400() {
     {
         let r = exchange(hg.addr, bad);
         assert_eq!(r.status, 400, "{bad:?} -> {}", r.head);
+        assert!(r.text().starts_with("hopgate: 400 Bad Request\n"), "a page naming the cause: {:?}", r.text());
         still_serving(&hg, &origin);
     }
     let r = exchange(hg.addr, "GET http://x/ HTTP/1.1\r\nBad Header\r\n\r\n");
@@ -114,7 +115,9 @@ fn oversized_head_is_431_and_long_uri_414() {
         &mut c.stream,
         format!("GET http://{o}/ HTTP/1.1\r\nX-Huge: {huge}\r\n\r\n").as_bytes(),
     );
-    assert_eq!(c.response().status, 431);
+    let r = c.response();
+    assert_eq!(r.status, 431);
+    assert!(r.text().contains("too large"), "{}", r.text());
     let many: String = (0..300).map(|i| format!("X-H{i}: v\r\n")).collect();
     let r = exchange(hg.addr, &format!("GET http://{o}/ HTTP/1.1\r\nHost: x\r\n{many}\r\n"));
     assert_eq!(r.status, 431, "{}", r.head);

@@ -18,6 +18,7 @@ use hyper::body::Incoming;
 use super::Ctx;
 use crate::error::{Error, Kind, Side};
 use crate::http::{Body, MaxForwards, append_via, hop, is_sensitive, max_forwards, set_forwarded, via_names};
+use crate::server::listener::ProxyState;
 use crate::upstream::HttpClient;
 
 /// A gateway route's upstream: `http(s)://authority[/base]`.
@@ -32,8 +33,8 @@ pub struct Gateway {
 }
 
 /// Forward proxy: `GET http://host/path HTTP/1.1` from a client configured to use hopgate; `https://` targets
-/// go out over verified TLS (the client's `HttpClient` has TLS origination).
-pub async fn forward(mut req: Request<Incoming>, ctx: &Ctx<'_>, client: &HttpClient) -> Result<Response<Body>, Error> {
+/// go out over verified TLS (the proxy's `HttpClient` has TLS origination).
+pub async fn forward(mut req: Request<Incoming>, ctx: &Ctx<'_>, proxy: &ProxyState) -> Result<Response<Body>, Error> {
     let uri = req.uri().clone();
     let authority = uri.authority().ok_or_else(|| Error::bad_request("absolute request target without a host"))?;
     let host = authority.host();
@@ -60,7 +61,23 @@ pub async fn forward(mut req: Request<Incoming>, ctx: &Ctx<'_>, client: &HttpCli
     // RFC 9112 §3.2.2: a proxy replaces Host with the target URI's authority.
     let host_value = HeaderValue::from_str(authority.as_str()).map_err(|_| Error::bad_request("invalid host"))?;
     req.headers_mut().insert(header::HOST, host_value);
-    send(req, ctx, client, None).await
+    // https:// through a parent goes inside a CONNECT tunnel (upstream::Connector): the parent's credentials
+    // belong to the CONNECT, never to a request the origin reads.
+    let to_parent = uri.scheme() != Some(&Scheme::HTTPS);
+    let parent_auth = proxy.parent.as_ref().filter(|_| to_parent).and_then(|p| p.auth.clone());
+    let resp = send(req, ctx, &proxy.client, None, parent_auth).await?;
+    if let Some(parent) = &proxy.parent
+        && to_parent
+        && resp.status() == http::StatusCode::PROXY_AUTHENTICATION_REQUIRED
+    {
+        // The parent's challenge is for hopgate's hop, not the client's: passing it on would make the client
+        // think hopgate wants credentials.
+        return Err(Error::upstream(
+            Kind::ConnectFailed,
+            format!("parent proxy {} refused the request: 407 Proxy Authentication Required", parent.authority),
+        ));
+    }
+    Ok(resp)
 }
 
 /// Gateway: an origin-form request matched a route; map its path under the upstream base.
@@ -105,7 +122,7 @@ pub async fn gateway(mut req: Request<Incoming>, ctx: &Ctx<'_>, gw: &Gateway) ->
             public: format!("{proto}://{h}{}", if gw.prefix == "/" { "" } else { gw.prefix.as_str() }),
         })
     });
-    send(req, ctx, &gw.client, rewrite).await
+    send(req, ctx, &gw.client, rewrite, None).await
 }
 
 /// Loop check and Max-Forwards; `Some` when hopgate answers the request itself.
@@ -158,10 +175,15 @@ async fn send(
     ctx: &Ctx<'_>,
     client: &HttpClient,
     rewrite: Option<LocationRewrite>,
+    parent_auth: Option<HeaderValue>,
 ) -> Result<Response<Body>, Error> {
     let target = req.uri().clone();
     let name = &ctx.listener.via_name;
     let stripped = hop::strip(req.headers_mut());
+    if let Some(auth) = parent_auth {
+        // The parent proxy's own credentials, for its hop only.
+        req.headers_mut().insert(header::PROXY_AUTHORIZATION, auth);
+    }
     let version = req.version();
     append_via(req.headers_mut(), version, name);
     // RFC 9110 §7.8: an upgrade is hop-by-hop, so hopgate re-offers it on its own hop (HTTP/1.1 only).
@@ -175,10 +197,21 @@ async fn send(
     };
     *req.version_mut() = Version::HTTP_11;
     let (parts, body) = req.into_parts();
-    let req = Request::from_parts(parts, Body::from(body));
+    // The response-head timeout starts once the request body is sent: a long upload is not a slow origin.
+    let (body, sent) = Body::from(body).signal_end();
+    let req = Request::from_parts(parts, body);
 
     let timeout = ctx.listener.timeouts.response_head;
-    let mut resp = match tokio::time::timeout(timeout, client.request(req)).await {
+    let response = client.request(req);
+    tokio::pin!(response);
+    let waited = match sent {
+        None => tokio::time::timeout(timeout, response).await,
+        Some(sent) => tokio::select! {
+            r = &mut response => Ok(r),
+            _ = sent => tokio::time::timeout(timeout, response).await,
+        },
+    };
+    let mut resp = match waited {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => return Err(client_error(e, &target)),
         Err(_) => {
@@ -195,12 +228,13 @@ async fn send(
         };
         let proto = resp.headers().get(header::UPGRADE).cloned();
         let upstream_upgrade = hyper::upgrade::on(&mut resp);
+        let idle = ctx.listener.timeouts.tunnel_idle;
         ctx.tasks.spawn(async move {
             match tokio::try_join!(client_upgrade, upstream_upgrade) {
                 Ok((c, u)) => {
-                    let mut c = hyper_util::rt::TokioIo::new(c);
-                    let mut u = hyper_util::rt::TokioIo::new(u);
-                    let _ = tokio::io::copy_bidirectional(&mut c, &mut u).await;
+                    let c = hyper_util::rt::TokioIo::new(c);
+                    let u = hyper_util::rt::TokioIo::new(u);
+                    let _ = crate::tunnel::pipe(c, u, idle).await;
                 }
                 Err(e) => tracing::debug!("upgrade failed: {e}"),
             }

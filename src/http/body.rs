@@ -8,6 +8,7 @@ use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 use http_body_util::combinators::BoxBody;
 use hyper::body::Incoming;
+use tokio::sync::oneshot;
 
 use crate::error::BoxError;
 
@@ -36,6 +37,48 @@ impl Body {
     {
         use http_body_util::BodyExt;
         Body::Boxed(b.map_err(Into::into).boxed())
+    }
+}
+
+impl Body {
+    /// For a body that is still to be sent: the same body, boxed, and a receiver that completes when it has
+    /// been sent in full (or was abandoned). An empty body gives None: it is sent with the head.
+    pub fn signal_end(self) -> (Body, Option<oneshot::Receiver<()>>) {
+        if http_body::Body::is_end_stream(&self) {
+            return (self, None);
+        }
+        let (tx, rx) = oneshot::channel();
+        (Body::boxed(EndSignal { inner: self, tx: Some(tx) }), Some(rx))
+    }
+}
+
+/// Sends on `tx` when the inner body ends; dropping it (abandoned) closes the channel, which also wakes the
+/// receiver.
+struct EndSignal {
+    inner: Body,
+    tx: Option<oneshot::Sender<()>>,
+}
+
+impl http_body::Body for EndSignal {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let r = Pin::new(&mut self.inner).poll_frame(cx);
+        if matches!(r, Poll::Ready(None)) || http_body::Body::is_end_stream(&self.inner) {
+            if let Some(tx) = self.tx.take() {
+                let _ = tx.send(());
+            }
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }
 

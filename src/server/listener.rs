@@ -10,8 +10,11 @@ use super::log::AccessLogger;
 use super::tls::Acceptor;
 use crate::backend::relay;
 use crate::config::{self, Limits, Target, Timeouts};
+use tokio::sync::Semaphore;
+
+use crate::http::htpasswd::Users;
 use crate::upstream::tls::Origination;
-use crate::upstream::{Dialer, HttpClient, OwnAddrs, TargetPolicy, http_client};
+use crate::upstream::{Dialer, HttpClient, OwnAddrs, ParentProxy, TargetPolicy, http_client};
 
 pub struct ListenerState {
     /// The address actually bound (port 0 resolved).
@@ -40,6 +43,11 @@ pub struct ProxyState {
     /// Client-chosen targets: the target policy applies.
     pub dialer: Dialer,
     pub client: HttpClient,
+    /// With a users file, proxy authentication is required.
+    pub users: Option<Users>,
+    pub parent: Option<Arc<ParentProxy>>,
+    /// One permit per open tunnel.
+    pub tunnels: Arc<Semaphore>,
 }
 
 pub struct RouteState {
@@ -66,10 +74,26 @@ pub fn build(cfg: &config::Listener, local: SocketAddr, shared: &Shared) -> Resu
         None => None,
         Some(p) => {
             let dialer = Dialer::new(Some(TargetPolicy::new(p.allow_targets.clone())), shared.own.clone(), t.connect);
+            let parent = p.parent.as_ref().map(|parent| {
+                // The parent is the operator's choice: no target policy, but the loop check stays.
+                let dialer = Dialer::new(None, shared.own.clone(), t.connect);
+                Arc::new(ParentProxy::new(parent, dialer, t.response_head))
+            });
             // Absolute-form https:// targets: TLS origination, verified against the system roots plus `ca`.
             let tls = Origination::new(p.ca.as_deref(), t.connect)?;
-            let client = http_client(dialer.clone(), Some(tls), t.pool_idle, config::DEFAULT_POOL_MAX_IDLE_PER_HOST);
-            Some(ProxyState { cfg: p.clone(), dialer, client })
+            let client = http_client(
+                dialer.clone(),
+                parent.clone(),
+                Some(tls),
+                t.pool_idle,
+                config::DEFAULT_POOL_MAX_IDLE_PER_HOST,
+            );
+            let users = match &p.users {
+                Some(path) => Some(Users::load(path).map_err(|e| format!("users file {}: {e}", path.display()))?),
+                None => None,
+            };
+            let tunnels = Arc::new(Semaphore::new(p.max_tunnels));
+            Some(ProxyState { cfg: p.clone(), dialer, client, users, parent, tunnels })
         }
     };
     let mut routes = Vec::new();
@@ -98,7 +122,7 @@ fn build_backend(r: &config::Route, shared: &Shared) -> Result<Backend, String> 
             let dialer = Dialer::new(None, shared.own.clone(), t.connect);
             // HTTP/HTTPS: verified TLS to the origin (system roots plus the route's `ca`).
             let origination = if *tls { Some(Origination::new(r.ca.as_deref(), t.connect)?) } else { None };
-            let client = http_client(dialer, origination, t.pool_idle, config::DEFAULT_POOL_MAX_IDLE_PER_HOST);
+            let client = http_client(dialer, None, origination, t.pool_idle, config::DEFAULT_POOL_MAX_IDLE_PER_HOST);
             let authority: Authority =
                 authority.to_string().parse().map_err(|_| format!("{}: invalid authority", r.to))?;
             Ok(Backend::Relay(relay::Gateway {

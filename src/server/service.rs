@@ -10,9 +10,9 @@ use hyper::body::Incoming;
 use tokio_util::task::TaskTracker;
 
 use super::conn::ConnShared;
-use super::listener::{Backend, ListenerState};
+use super::listener::{Backend, ListenerState, ProxyState};
 use super::log::{LoggedBody, Record};
-use crate::backend::{Ctx, relay};
+use crate::backend::{Ctx, connect, relay};
 use crate::error::{Error, Kind, Side};
 use crate::http::{Body, pages};
 use crate::route::{self, Route};
@@ -49,7 +49,7 @@ pub async fn handle(req: Request<Incoming>, conn: Arc<ConnCtx>) -> Response<Logg
                     tracing::warn!(client = %conn.client, target = %record.target, "{}: {}", e.status(), e.chain())
                 }
             }
-            pages::render(e.status(), e.detail(), e.closes_connection())
+            pages::error(&e)
         }
     };
     record.status = resp.status();
@@ -60,12 +60,31 @@ pub async fn handle(req: Request<Incoming>, conn: Arc<ConnCtx>) -> Response<Logg
 
 async fn serve(req: Request<Incoming>, ctx: &Ctx<'_>, shared: &ConnShared) -> Result<Response<Body>, Error> {
     admit(&req, ctx.listener, shared)?;
-    match route::pick(&req, ctx.listener)? {
-        Route::Forward(proxy) => relay::forward(req, ctx, &proxy.client).await,
+    let route = route::pick(&req, ctx.listener)?;
+    if let Some(proxy) = route.proxy() {
+        authorize(&req, proxy).await?;
+    }
+    match route {
+        Route::Forward(proxy) => relay::forward(req, ctx, proxy).await,
+        Route::Connect(proxy) => connect::serve(req, ctx, proxy).await,
         Route::Gateway(r) => match &r.backend {
             Backend::Relay(gw) => relay::gateway(req, ctx, gw).await,
         },
     }
+}
+
+/// Proxy authentication (RFC 9110 §11.7): with a users file, every proxied request and every CONNECT needs valid
+/// `Proxy-Authorization: Basic` credentials, else 407 with a challenge. The field itself never travels upstream
+/// (http::hop strips it).
+async fn authorize(req: &Request<Incoming>, proxy: &ProxyState) -> Result<(), Error> {
+    let Some(users) = &proxy.users else { return Ok(()) };
+    let detail = match req.headers().get(header::PROXY_AUTHORIZATION) {
+        Some(v) if users.check_basic(v).await => return Ok(()),
+        Some(_) => "proxy credentials rejected",
+        None => "proxy authentication required",
+    };
+    Err(Error::client(Kind::AuthRequired, detail)
+        .with_challenge(http::HeaderValue::from_static("Basic realm=\"hopgate\"")))
 }
 
 /// Limits and framing checks that apply to every request, before any routing.

@@ -2,6 +2,7 @@
 //! client the relay uses. A name is resolved once; the policy checks every address; the connection goes to an
 //! address that passed.
 
+pub mod parent;
 pub mod policy;
 pub mod tls;
 
@@ -21,6 +22,7 @@ use tokio::net::TcpStream;
 
 use crate::error::{Error, Kind};
 use crate::http::Body;
+pub use parent::ParentProxy;
 pub use policy::{OwnAddrs, TargetPolicy};
 
 /// Resolves and connects, applying the target policy (when there is one) and the loop check.
@@ -90,17 +92,27 @@ impl Dialer {
         if let Some(addr) = resolved.iter().find(|a| self.own.contains(**a)) {
             return Err(Error::client(Kind::Loop, format!("{} is this proxy itself", describe(target, *addr))));
         }
-        let Some(policy) = &self.policy else {
-            return Ok(resolved);
-        };
-        let allowed: Vec<SocketAddr> = resolved.iter().copied().filter(|a| policy.permits(a.ip())).collect();
-        if allowed.is_empty() {
+        let allowed: Vec<SocketAddr> = resolved.iter().copied().filter(|a| self.check(*a, target).is_ok()).collect();
+        match self.check(resolved[0], target) {
+            Err(e) if allowed.is_empty() => Err(e),
+            _ => Ok(allowed),
+        }
+    }
+
+    /// The loop check and the target policy for one address.
+    pub fn check(&self, addr: SocketAddr, target: &str) -> Result<(), Error> {
+        if self.own.contains(addr) {
+            return Err(Error::client(Kind::Loop, format!("{} is this proxy itself", describe(target, addr))));
+        }
+        if let Some(policy) = &self.policy
+            && !policy.permits(addr.ip())
+        {
             return Err(Error::client(
                 Kind::TargetForbidden,
-                format!("target {target} resolves to {}, which the target policy refuses", resolved[0].ip()),
+                format!("target {target} resolves to {}, which the target policy refuses", addr.ip()),
             ));
         }
-        Ok(allowed)
+        Ok(())
     }
 }
 
@@ -122,11 +134,13 @@ pub struct UpstreamAddr(pub SocketAddr);
 pub struct UpstreamIo {
     io: TokioIo<tls::Stream>,
     addr: SocketAddr,
+    /// Connected to a parent proxy: requests go in absolute form.
+    proxied: bool,
 }
 
 impl Connection for UpstreamIo {
     fn connected(&self) -> Connected {
-        Connected::new().extra(UpstreamAddr(self.addr))
+        Connected::new().proxy(self.proxied).extra(UpstreamAddr(self.addr))
     }
 }
 
@@ -163,9 +177,10 @@ impl hyper::rt::Write for UpstreamIo {
 }
 
 /// The connector the pooled client calls for a new connection to `scheme://host:port`.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Connector {
     dialer: Dialer,
+    parent: Option<Arc<ParentProxy>>,
     /// None: `https://` targets are refused (a plain-HTTP-only client).
     tls: Option<tls::Origination>,
 }
@@ -181,6 +196,7 @@ impl tower_service::Service<Uri> for Connector {
 
     fn call(&mut self, uri: Uri) -> Self::Future {
         let dialer = self.dialer.clone();
+        let parent = self.parent.clone();
         let origination = self.tls.clone();
         Box::pin(async move {
             let host = uri.host().ok_or_else(|| Error::bad_request("request target has no host"))?;
@@ -188,13 +204,32 @@ impl tower_service::Service<Uri> for Connector {
             let host = host.trim_start_matches('[').trim_end_matches(']');
             let https = uri.scheme() == Some(&http::uri::Scheme::HTTPS);
             let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
-            let (tcp, addr) = dialer.dial(host, port).await?;
-            let io = match (https, &origination) {
-                (false, _) => tls::Stream::Plain(tcp),
-                (true, Some(o)) => o.connect(host, port, tcp).await?,
-                (true, None) => return Err(Error::local(Kind::Internal, "no TLS settings for an https:// upstream")),
+            let tls = |o: &Option<tls::Origination>| {
+                o.clone().ok_or_else(|| Error::local(Kind::Internal, "no TLS settings for an https:// upstream"))
             };
-            Ok(UpstreamIo { io: TokioIo::new(io), addr })
+            if let Some(parent) = parent {
+                // The parent resolves names; an address literal can still be checked here.
+                if let Ok(ip) = host.parse::<IpAddr>() {
+                    dialer.check(SocketAddr::new(ip, port), &display_target(host, port))?;
+                }
+                if https {
+                    // https:// through a parent: CONNECT, then TLS to the origin inside the tunnel, so the origin
+                    // is verified end to end and the request goes in origin-form (RFC 9110 §9.3.6).
+                    let o = tls(&origination)?;
+                    let (tunnel, addr) = parent.tunnel(&display_target(host, port)).await?;
+                    let io = o.connect(host, port, tls::Stream::Tunnel(TokioIo::new(tunnel))).await?;
+                    return Ok(UpstreamIo { io: TokioIo::new(io), addr, proxied: false });
+                }
+                let (tcp, addr) = parent.dial().await?;
+                return Ok(UpstreamIo { io: TokioIo::new(tls::Stream::Plain(tcp)), addr, proxied: true });
+            }
+            let (tcp, addr) = dialer.dial(host, port).await?;
+            let io = if https {
+                tls(&origination)?.connect(host, port, tls::Stream::Plain(tcp)).await?
+            } else {
+                tls::Stream::Plain(tcp)
+            };
+            Ok(UpstreamIo { io: TokioIo::new(io), addr, proxied: false })
         })
     }
 }
@@ -202,9 +237,11 @@ impl tower_service::Service<Uri> for Connector {
 /// The pooled HTTP/1.1 client the relay sends requests with.
 pub type HttpClient = Client<Connector, Body>;
 
-/// Builds a pooled client over `dialer`; with `tls`, it also reaches `https://` upstreams (pooled the same way).
+/// Builds a pooled client over `dialer`, or through `parent` when there is one; with `tls`, it also reaches
+/// `https://` upstreams (pooled the same way).
 pub fn http_client(
     dialer: Dialer,
+    parent: Option<Arc<ParentProxy>>,
     tls: Option<tls::Origination>,
     pool_idle: Duration,
     max_idle_per_host: usize,
@@ -216,5 +253,5 @@ pub fn http_client(
         .timer(TokioTimer::new())
         // Host comes from the request target, set by the relay.
         .set_host(false)
-        .build(Connector { dialer, tls })
+        .build(Connector { dialer, parent, tls })
 }

@@ -14,6 +14,8 @@ use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{CertificateError, ClientConfig, RootCertStore};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -81,12 +83,13 @@ impl Origination {
         Ok(Origination { connector: TlsConnector::from(Arc::new(config)), handshake_timeout })
     }
 
-    /// TLS over a connected `tcp` to `host` (a name gets SNI; an IP address is checked against IP SANs).
-    pub async fn connect(&self, host: &str, port: u16, tcp: TcpStream) -> Result<Stream, Error> {
+    /// TLS over `io` (a TCP connection, or a tunnel through a parent proxy) to `host` (a name gets SNI; an IP
+    /// address is checked against IP SANs).
+    pub async fn connect(&self, host: &str, port: u16, io: Stream) -> Result<Stream, Error> {
         let target = super::display_target(host, port);
         let name = ServerName::try_from(host.to_string())
             .map_err(|_| Error::bad_request(format!("{host:?} is not a valid TLS server name")))?;
-        match tokio::time::timeout(self.handshake_timeout, self.connector.connect(name, tcp)).await {
+        match tokio::time::timeout(self.handshake_timeout, self.connector.connect(name, io)).await {
             Ok(Ok(tls)) => Ok(Stream::Tls(Box::new(tls))),
             Ok(Err(e)) => {
                 let why = describe(&e);
@@ -161,16 +164,18 @@ fn date(unix_secs: u64) -> String {
     httpdate::fmt_http_date(SystemTime::UNIX_EPOCH + Duration::from_secs(unix_secs))
 }
 
-/// An upstream connection: plain TCP or TLS over TCP.
+/// An upstream connection: plain TCP, a CONNECT tunnel through a parent proxy, or TLS over either.
 pub enum Stream {
     Plain(TcpStream),
-    Tls(Box<TlsStream<TcpStream>>),
+    Tunnel(TokioIo<Upgraded>),
+    Tls(Box<TlsStream<Stream>>),
 }
 
 impl AsyncRead for Stream {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tunnel(s) => Pin::new(s).poll_read(cx, buf),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
     }
@@ -180,6 +185,7 @@ impl AsyncWrite for Stream {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tunnel(s) => Pin::new(s).poll_write(cx, buf),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
@@ -190,24 +196,28 @@ impl AsyncWrite for Stream {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Stream::Tunnel(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
         }
     }
     fn is_write_vectored(&self) -> bool {
         match self {
             Stream::Plain(s) => s.is_write_vectored(),
+            Stream::Tunnel(s) => s.is_write_vectored(),
             Stream::Tls(s) => s.is_write_vectored(),
         }
     }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tunnel(s) => Pin::new(s).poll_flush(cx),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tunnel(s) => Pin::new(s).poll_shutdown(cx),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod origin;
+pub mod peers;
 pub mod tls;
 
 use std::io::{BufRead, BufReader, Read, Write};
