@@ -197,8 +197,9 @@ async fn send(
     };
     *req.version_mut() = Version::HTTP_11;
     let (parts, body) = req.into_parts();
-    // The response-head timeout starts once the request body is sent: a long upload is not a slow origin.
-    let (body, sent) = Body::from(body).signal_end();
+    // The response-head timeout starts once the request body is sent: a long upload is not a slow origin. A
+    // client that stops sending its body for the idle time is cut off.
+    let (body, sent) = Body::from(body).watched(ctx.listener.timeouts.idle, "the request body from the client");
     let req = Request::from_parts(parts, body);
 
     let timeout = ctx.listener.timeouts.response_head;
@@ -256,7 +257,10 @@ async fn send(
         rewrite_location(&mut parts.headers, &rw);
     }
     parts.version = Version::HTTP_11;
-    Ok(Response::from_parts(parts, Body::from(body)))
+    // An origin that stops sending mid-body for the response-head time is cut off (the client sees the
+    // response end early, never a complete-looking one).
+    let (body, _) = Body::from(body).watched(timeout, "the response body from the upstream");
+    Ok(Response::from_parts(parts, body))
 }
 
 fn rewrite_location(headers: &mut http::HeaderMap, rw: &LocationRewrite) {
@@ -289,9 +293,9 @@ fn client_error(e: hyper_util::client::legacy::Error, target: &Uri) -> Error {
         }
         if let Some(h) = s.downcast_ref::<hyper::Error>() {
             if h.is_user() {
-                // Our side of the request failed: the client's body stream broke off.
-                return Error::client(Kind::BadRequest, "the request body ended before its declared length")
-                    .with_source(e.to_string());
+                // Our side of the request failed: the client's body stream broke off or stalled.
+                let why = h.source().map(|c| c.to_string()).unwrap_or_else(|| "it ended early".into());
+                return Error::client(Kind::BadRequest, format!("the request body could not be forwarded: {why}"));
             }
             if h.is_parse() {
                 return Error::upstream(Kind::UpstreamProtocol, format!("invalid response from {upstream}"))
