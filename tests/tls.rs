@@ -578,3 +578,100 @@ fn command_line_tls_flags() {
     assert_eq!(code, Some(1));
     assert!(err.contains("CA bundle /nonexistent/ca.pem: cannot read"), "{err}");
 }
+
+#[test]
+fn connect_inside_tls_to_the_https_proxy() {
+    let pki = Pki::new();
+    let pair = pki.leaf("proxy", KeyType::EcdsaP256, &["localhost"]);
+    let origin = TlsOrigin::start(&pki.leaf("origin", KeyType::EcdsaP256, &["localhost"]), "tls in a tunnel in tls");
+    let hg = Hopgate::start(&[
+        "proxy",
+        "--listen",
+        "https://127.0.0.1:0",
+        "--tls-cert",
+        pair.cert(),
+        "--tls-key",
+        pair.key(),
+        "--allow-target",
+        "127.0.0.0/8",
+        "--connect-port",
+        &origin.port().to_string(),
+    ]);
+    // curl sends CONNECT localhost:PORT inside its TLS connection to the proxy, then its own TLS to the origin.
+    let (code, _, body, err) = curl(&[
+        "--proxy",
+        &format!("https://localhost:{}", hg.addr.port()),
+        "--proxy-cacert",
+        pki.ca.cert(),
+        "--cacert",
+        pki.ca.cert(),
+        "--resolve",
+        &format!("localhost:{}:127.0.0.1", hg.addr.port()),
+        &format!("https://localhost:{}/tunnelled", origin.port()),
+    ]);
+    assert_eq!((code, body.as_str()), (200, "tls in a tunnel in tls"), "{err}");
+    let seen = origin.last();
+    assert_eq!(seen.target(), "/tunnelled");
+    assert_eq!(seen.sni.as_deref(), Some("localhost"), "the client's own TLS reached the origin");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !hg.stdout_text().contains("CONNECT") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        hg.stdout_text().contains(&format!("\"CONNECT localhost:{} HTTP/1.1\" 200", origin.port())),
+        "{}",
+        hg.stdout_text()
+    );
+}
+
+#[test]
+fn https_targets_through_a_parent_go_in_a_connect_tunnel() {
+    let pki = Pki::new();
+    let origin = TlsOrigin::start(&pki.leaf("origin", KeyType::EcdsaP256, &["localhost"]), "via the parent");
+    let parent = Hopgate::start(&[
+        "proxy",
+        "--listen",
+        "127.0.0.1:0",
+        "--allow-target",
+        "127.0.0.0/8",
+        "--connect-port",
+        &origin.port().to_string(),
+    ]);
+    let child = Hopgate::start(&[
+        "proxy",
+        "--listen",
+        "127.0.0.1:0",
+        "--ca",
+        pki.ca.cert(),
+        "--parent",
+        &format!("http://hop:secret@{}", parent.addr),
+    ]);
+    let mut c = Raw::connect(child.addr);
+    for i in 0..2 {
+        c.send(format!("GET https://localhost:{p}/p{i} HTTP/1.1\r\nHost: localhost:{p}\r\n\r\n", p = origin.port()));
+        let r = c.response();
+        assert_eq!((r.status, r.text().as_str()), (200, "via the parent"));
+    }
+    let seen = origin.last();
+    assert_eq!(seen.target(), "/p1", "origin-form inside the tunnel");
+    assert_eq!(seen.sni.as_deref(), Some("localhost"), "TLS from the child, end to end");
+    assert_eq!(seen.header("proxy-authorization"), None, "the parent's credentials stay with the parent");
+    assert_eq!(origin.accepted(), 1, "the tunnelled TLS connection is pooled");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !parent.stdout_text().contains("CONNECT") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let log = parent.stdout_text();
+    assert_eq!(log.matches(&format!("\"CONNECT localhost:{} HTTP/1.1\" 200", origin.port())).count(), 1, "{log}");
+    assert!(!log.contains("GET https://"), "the parent never sees the request itself: {log}");
+
+    // Verification still applies inside the tunnel: without --ca the origin is refused.
+    let untrusting =
+        Hopgate::start(&["proxy", "--listen", "127.0.0.1:0", "--parent", &format!("http://{}", parent.addr)]);
+    let r = support::exchange(
+        untrusting.addr,
+        &format!("GET https://localhost:{p}/ HTTP/1.1\r\nHost: localhost:{p}\r\n\r\n", p = origin.port()),
+    );
+    assert_eq!(r.status, 502);
+    assert!(r.text().contains("untrusted issuer"), "{}", r.text());
+}
