@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::{self, AccessLog, Config, ListenAddr, Listener, Proxy, Route, Target};
+use crate::config::{self, AccessLog, CertPair, Config, ListenAddr, Listener, Proxy, Route, Target};
 use crate::server::Server;
 use crate::tunnel_client::TunnelClient;
 
@@ -47,7 +47,8 @@ pub enum Command {
     Run { file: PathBuf },
     /// Validate a config file: exit 0 with a summary, or exit 2 with FILE:LINE and the reason
     Check { file: PathBuf },
-    /// Forward proxy: absolute-form http:// (relay) and ftp:// (HTTP/FTP gateway) requests
+    /// Forward proxy: absolute-form http:// (relay), https:// (TLS origination) and ftp:// (HTTP/FTP gateway);
+    /// an HTTPS proxy with --listen https://
     Proxy(ProxyArgs),
     /// Reverse gateway in front of one upstream
     Gateway(GatewayArgs),
@@ -99,6 +100,34 @@ pub struct ProxyArgs {
     /// Relay every request and tunnel through this proxy: http://[user:pass@]host:port
     #[arg(long, value_name = "URL", value_parser = config::parse_parent)]
     pub parent: Option<config::Parent>,
+    /// Extra CA bundle (PEM) trusted for https:// targets; the system roots are always trusted
+    #[arg(long, value_name = "PEM")]
+    pub ca: Option<PathBuf>,
+    #[command(flatten)]
+    pub tls: TlsArgs,
+}
+
+/// The certificate of an `https://` listener.
+#[derive(Args, Debug)]
+pub struct TlsArgs {
+    /// Certificate chain (PEM, end-entity first) for --listen https://
+    #[arg(long, value_name = "PEM")]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key (PEM: PKCS#8, PKCS#1 or SEC1; RSA, ECDSA or Ed25519) for --listen https://
+    #[arg(long, value_name = "PEM")]
+    pub tls_key: Option<PathBuf>,
+}
+
+impl TlsArgs {
+    /// The listener's certificates: both flags with `https://`, neither without.
+    fn certs(&self, listen: &ListenAddr) -> Result<Vec<CertPair>, String> {
+        match (listen.tls, &self.tls_cert, &self.tls_key) {
+            (true, Some(cert), Some(key)) => Ok(vec![CertPair { cert: cert.clone(), key: key.clone() }]),
+            (true, _, _) => Err("--listen https://... needs --tls-cert PEM and --tls-key PEM".into()),
+            (false, None, None) => Ok(Vec::new()),
+            (false, _, _) => Err("--tls-cert and --tls-key need --listen https://ADDR".into()),
+        }
+    }
 }
 
 #[derive(Args, Debug)]
@@ -106,7 +135,7 @@ pub struct GatewayArgs {
     /// ADDR, http://ADDR or https://ADDR
     #[arg(long, value_parser = config::parse_listen)]
     pub listen: ListenAddr,
-    /// http://HOST:PORT[/base], ftp://[USER[:PASS]@]HOST[:PORT][/dir], cgi:DIR, fastcgi://HOST:PORT,
+    /// http(s)://HOST:PORT[/base], ftp://[USER[:PASS]@]HOST[:PORT][/dir], cgi:DIR, fastcgi://HOST:PORT,
     /// fastcgi+unix:PATH or scgi://HOST:PORT
     #[arg(long, value_parser = Target::parse)]
     pub to: Target,
@@ -116,12 +145,17 @@ pub struct GatewayArgs {
     /// CGI and FastCGI: the script run for a path ending in / [default for FastCGI: index.php; CGI: none]
     #[arg(long, value_name = "NAME")]
     pub index: Option<String>,
+    /// Extra CA bundle (PEM) trusted for an https:// --to; the system roots are always trusted
+    #[arg(long, value_name = "PEM")]
+    pub ca: Option<PathBuf>,
+    #[command(flatten)]
+    pub tls: TlsArgs,
 }
 
 impl GatewayArgs {
     /// The one route `hopgate gateway` serves.
     fn route(&self) -> Result<Route, String> {
-        let mut route = Route::new(self.to.clone());
+        let mut route = Route { ca: self.ca.clone(), ..Route::new(self.to.clone()) };
         if let Some(root) = &self.root {
             if !matches!(self.to, Target::FastCgi { .. }) {
                 return Err("--root only applies to fastcgi:// and fastcgi+unix: targets".into());
@@ -136,6 +170,14 @@ impl GatewayArgs {
         }
         Ok(route)
     }
+}
+
+/// A command-line mistake clap can't see: print it and exit 2, as clap does.
+fn usage<T>(r: Result<T, String>) -> Result<T, ExitCode> {
+    r.map_err(|e| {
+        eprintln!("hopgate: {e}");
+        ExitCode::from(2)
+    })
 }
 
 fn parse_cidr(s: &str) -> Result<ipnet::IpNet, String> {
@@ -158,7 +200,7 @@ impl Cli {
             },
             Some(Command::Proxy(p)) => Config::single(Listener {
                 listen: p.listen,
-                certs: Vec::new(),
+                certs: usage(p.tls.certs(&p.listen))?,
                 proxy: Some(Proxy {
                     allow_targets: p.allow_targets.clone(),
                     connect_ports: if p.connect_ports.is_empty() {
@@ -168,6 +210,7 @@ impl Cli {
                     },
                     users: p.users.clone(),
                     parent: p.parent.clone(),
+                    ca: p.ca.clone(),
                     ..Proxy::default()
                 }),
                 routes: Vec::new(),
@@ -176,12 +219,9 @@ impl Cli {
             Some(Command::Tunnel(_)) => Config::embedded_default(),
             Some(Command::Gateway(g)) => Config::single(Listener {
                 listen: g.listen,
-                certs: Vec::new(),
+                certs: usage(g.tls.certs(&g.listen))?,
                 proxy: None,
-                routes: vec![g.route().map_err(|e| {
-                    eprintln!("hopgate: {e}");
-                    ExitCode::from(2)
-                })?],
+                routes: vec![usage(g.route())?],
                 via_name: None,
             }),
         };

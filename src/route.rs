@@ -7,7 +7,7 @@ use crate::server::listener::{ListenerState, ProxyState, RouteState};
 
 /// Where a request goes.
 pub enum Route<'a> {
-    /// Absolute-form `http://` through the forward proxy (the relay).
+    /// Absolute-form `http://` or `https://` through the forward proxy (the relay; TLS origination for https).
     Forward(&'a ProxyState),
     /// A CONNECT tunnel through the forward proxy.
     Connect(&'a ProxyState),
@@ -30,7 +30,8 @@ pub fn pick<'a, B>(req: &Request<B>, l: &'a ListenerState) -> Result<Route<'a>, 
     let absolute = req.uri().scheme().is_some() && req.version() != http::Version::HTTP_2;
     if absolute && let Some(proxy) = &l.proxy {
         return match req.uri().scheme_str() {
-            Some("http") => Ok(Route::Forward(proxy)),
+            // https:// sent in plain HTTP: the relay with TLS origination (HTTP/HTTPS gateway).
+            Some("http") | Some("https") => Ok(Route::Forward(proxy)),
             Some("ftp") => Ok(Route::Ftp(proxy)),
             Some(other) => {
                 Err(Error::client(Kind::BadRequest, format!("the forward proxy does not serve {other}:// targets")))

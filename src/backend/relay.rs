@@ -1,6 +1,6 @@
 //! The relay: forwards an HTTP request to an origin over a pooled connection and streams the response back,
-//! as a forward proxy (absolute-form `http://` targets, RFC 9110 §7.6, RFC 9112 §3.2.2) and as a gateway
-//! (`--to http://HOST:PORT[/base]`, a reverse proxy).
+//! as a forward proxy (absolute-form `http://` and `https://` targets, RFC 9110 §7.6, RFC 9112 §3.2.2) and as a
+//! gateway (`--to http(s)://HOST:PORT[/base]`, a reverse proxy). `https://` upstreams: upstream/tls.rs.
 //!
 //! The order of steps is the design: loop check -> Max-Forwards -> strip hop-by-hop -> Host, Via (and
 //! Forwarded for gateways) -> send with the response-head timeout -> strip the response -> Via -> stream.
@@ -32,7 +32,8 @@ pub struct Gateway {
     pub prefix: String,
 }
 
-/// Forward proxy: `GET http://host/path HTTP/1.1` from a client configured to use hopgate.
+/// Forward proxy: `GET http://host/path HTTP/1.1` from a client configured to use hopgate; `https://` targets
+/// go out over verified TLS (the proxy's `HttpClient` has TLS origination).
 pub async fn forward(mut req: Request<Incoming>, ctx: &Ctx<'_>, proxy: &ProxyState) -> Result<Response<Body>, Error> {
     let uri = req.uri().clone();
     let authority = uri.authority().ok_or_else(|| Error::bad_request("absolute request target without a host"))?;
@@ -52,7 +53,7 @@ pub async fn forward(mut req: Request<Incoming>, ctx: &Ctx<'_>, proxy: &ProxySta
     }
     let path = uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
     *req.uri_mut() = Uri::builder()
-        .scheme(Scheme::HTTP)
+        .scheme(uri.scheme().cloned().unwrap_or(Scheme::HTTP))
         .authority(authority.clone())
         .path_and_query(path)
         .build()
@@ -60,9 +61,13 @@ pub async fn forward(mut req: Request<Incoming>, ctx: &Ctx<'_>, proxy: &ProxySta
     // RFC 9112 §3.2.2: a proxy replaces Host with the target URI's authority.
     let host_value = HeaderValue::from_str(authority.as_str()).map_err(|_| Error::bad_request("invalid host"))?;
     req.headers_mut().insert(header::HOST, host_value);
-    let parent_auth = proxy.parent.as_ref().and_then(|p| p.auth.clone());
+    // https:// through a parent goes inside a CONNECT tunnel (upstream::Connector): the parent's credentials
+    // belong to the CONNECT, never to a request the origin reads.
+    let to_parent = uri.scheme() != Some(&Scheme::HTTPS);
+    let parent_auth = proxy.parent.as_ref().filter(|_| to_parent).and_then(|p| p.auth.clone());
     let resp = send(req, ctx, &proxy.client, None, parent_auth).await?;
     if let Some(parent) = &proxy.parent
+        && to_parent
         && resp.status() == http::StatusCode::PROXY_AUTHENTICATION_REQUIRED
     {
         // The parent's challenge is for hopgate's hop, not the client's: passing it on would make the client

@@ -7,18 +7,22 @@ use std::sync::Arc;
 use http::uri::{Authority, Scheme};
 
 use super::log::AccessLogger;
+use super::tls::Acceptor;
 use crate::backend::ftp::{FtpPool, FtpPoolConfig, FtpRoute};
 use crate::backend::{app, relay};
 use crate::config::{self, Limits, Target, Timeouts};
 use tokio::sync::Semaphore;
 
 use crate::http::htpasswd::Users;
+use crate::upstream::tls::Origination;
 use crate::upstream::{Dialer, HttpClient, OwnAddrs, ParentProxy, TargetPolicy, http_client};
 
 pub struct ListenerState {
     /// The address actually bound (port 0 resolved).
     pub local: SocketAddr,
     pub tls: bool,
+    /// The TLS side of an `https://` listener (certificates loaded, SNI resolver built).
+    pub acceptor: Option<Acceptor>,
     /// The `received-by` this listener writes into Via and recognises as a loop.
     pub via_name: String,
     pub limits: Limits,
@@ -88,8 +92,15 @@ pub fn build(cfg: &config::Listener, local: SocketAddr, shared: &Shared) -> Resu
                 let dialer = Dialer::new(None, shared.own.clone(), t.connect);
                 Arc::new(ParentProxy::new(parent, dialer, t.response_head))
             });
-            let client =
-                http_client(dialer.clone(), parent.clone(), t.pool_idle, config::DEFAULT_POOL_MAX_IDLE_PER_HOST);
+            // Absolute-form https:// targets: TLS origination, verified against the system roots plus `ca`.
+            let tls = Origination::new(p.ca.as_deref(), t.connect)?;
+            let client = http_client(
+                dialer.clone(),
+                parent.clone(),
+                Some(tls),
+                t.pool_idle,
+                config::DEFAULT_POOL_MAX_IDLE_PER_HOST,
+            );
             let users = match &p.users {
                 Some(path) => Some(Users::load(path).map_err(|e| format!("users file {}: {e}", path.display()))?),
                 None => None,
@@ -104,9 +115,11 @@ pub fn build(cfg: &config::Listener, local: SocketAddr, shared: &Shared) -> Resu
     for r in &cfg.routes {
         routes.push(RouteState { cfg: r.clone(), backend: build_backend(r, shared)? });
     }
+    let acceptor = if cfg.listen.tls { Some(Acceptor::new(&cfg.certs, t.tls_handshake)?) } else { None };
     Ok(ListenerState {
         local,
         tls: cfg.listen.tls,
+        acceptor,
         via_name: cfg.via_name.clone().unwrap_or_else(|| format!("{}:{}", hostname(), local.port())),
         limits: shared.limits,
         timeouts: t,
@@ -120,17 +133,16 @@ fn build_backend(r: &config::Route, shared: &Shared) -> Result<Backend, String> 
     let t = shared.timeouts;
     match &r.to {
         Target::Http { tls, authority, base } => {
-            if *tls {
-                return Err(format!("{}: https:// targets need TLS origination, which this build lacks", r.to));
-            }
             // The operator chose this target: no target policy, but the loop check still applies.
             let dialer = Dialer::new(None, shared.own.clone(), t.connect);
-            let client = http_client(dialer, None, t.pool_idle, config::DEFAULT_POOL_MAX_IDLE_PER_HOST);
+            // HTTP/HTTPS: verified TLS to the origin (system roots plus the route's `ca`).
+            let origination = if *tls { Some(Origination::new(r.ca.as_deref(), t.connect)?) } else { None };
+            let client = http_client(dialer, None, origination, t.pool_idle, config::DEFAULT_POOL_MAX_IDLE_PER_HOST);
             let authority: Authority =
                 authority.to_string().parse().map_err(|_| format!("{}: invalid authority", r.to))?;
             Ok(Backend::Relay(relay::Gateway {
                 client,
-                scheme: Scheme::HTTP,
+                scheme: if *tls { Scheme::HTTPS } else { Scheme::HTTP },
                 authority,
                 base: base.clone(),
                 prefix: r.path.clone(),

@@ -4,6 +4,7 @@
 
 pub mod parent;
 pub mod policy;
+pub mod tls;
 
 use std::future::Future;
 use std::io;
@@ -131,7 +132,7 @@ pub struct UpstreamAddr(pub SocketAddr);
 
 /// An upstream connection as the pooled client sees it.
 pub struct UpstreamIo {
-    io: TokioIo<TcpStream>,
+    io: TokioIo<tls::Stream>,
     addr: SocketAddr,
     /// Connected to a parent proxy: requests go in absolute form.
     proxied: bool,
@@ -180,6 +181,8 @@ impl hyper::rt::Write for UpstreamIo {
 pub struct Connector {
     dialer: Dialer,
     parent: Option<Arc<ParentProxy>>,
+    /// None: `https://` targets are refused (a plain-HTTP-only client).
+    tls: Option<tls::Origination>,
 }
 
 impl tower_service::Service<Uri> for Connector {
@@ -194,21 +197,39 @@ impl tower_service::Service<Uri> for Connector {
     fn call(&mut self, uri: Uri) -> Self::Future {
         let dialer = self.dialer.clone();
         let parent = self.parent.clone();
+        let origination = self.tls.clone();
         Box::pin(async move {
             let host = uri.host().ok_or_else(|| Error::bad_request("request target has no host"))?;
             // Brackets are part of the URI syntax, not of the address.
             let host = host.trim_start_matches('[').trim_end_matches(']');
-            let port = uri.port_u16().unwrap_or(80);
+            let https = uri.scheme() == Some(&http::uri::Scheme::HTTPS);
+            let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+            let tls = |o: &Option<tls::Origination>| {
+                o.clone().ok_or_else(|| Error::local(Kind::Internal, "no TLS settings for an https:// upstream"))
+            };
             if let Some(parent) = parent {
                 // The parent resolves names; an address literal can still be checked here.
                 if let Ok(ip) = host.parse::<IpAddr>() {
                     dialer.check(SocketAddr::new(ip, port), &display_target(host, port))?;
                 }
+                if https {
+                    // https:// through a parent: CONNECT, then TLS to the origin inside the tunnel, so the origin
+                    // is verified end to end and the request goes in origin-form (RFC 9110 §9.3.6).
+                    let o = tls(&origination)?;
+                    let (tunnel, addr) = parent.tunnel(&display_target(host, port)).await?;
+                    let io = o.connect(host, port, tls::Stream::Tunnel(TokioIo::new(tunnel))).await?;
+                    return Ok(UpstreamIo { io: TokioIo::new(io), addr, proxied: false });
+                }
                 let (tcp, addr) = parent.dial().await?;
-                return Ok(UpstreamIo { io: TokioIo::new(tcp), addr, proxied: true });
+                return Ok(UpstreamIo { io: TokioIo::new(tls::Stream::Plain(tcp)), addr, proxied: true });
             }
             let (tcp, addr) = dialer.dial(host, port).await?;
-            Ok(UpstreamIo { io: TokioIo::new(tcp), addr, proxied: false })
+            let io = if https {
+                tls(&origination)?.connect(host, port, tls::Stream::Plain(tcp)).await?
+            } else {
+                tls::Stream::Plain(tcp)
+            };
+            Ok(UpstreamIo { io: TokioIo::new(io), addr, proxied: false })
         })
     }
 }
@@ -216,10 +237,12 @@ impl tower_service::Service<Uri> for Connector {
 /// The pooled HTTP/1.1 client the relay sends requests with.
 pub type HttpClient = Client<Connector, Body>;
 
-/// Builds a pooled client over `dialer`, or through `parent` when there is one.
+/// Builds a pooled client over `dialer`, or through `parent` when there is one; with `tls`, it also reaches
+/// `https://` upstreams (pooled the same way).
 pub fn http_client(
     dialer: Dialer,
     parent: Option<Arc<ParentProxy>>,
+    tls: Option<tls::Origination>,
     pool_idle: Duration,
     max_idle_per_host: usize,
 ) -> HttpClient {
@@ -230,5 +253,5 @@ pub fn http_client(
         .timer(TokioTimer::new())
         // Host comes from the request target, set by the relay.
         .set_host(false)
-        .build(Connector { dialer, parent })
+        .build(Connector { dialer, parent, tls })
 }

@@ -4,6 +4,7 @@
 
 pub mod origin;
 pub mod peers;
+pub mod tls;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
