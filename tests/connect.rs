@@ -436,3 +436,70 @@ fn websocket_upgrade_through_the_relay() {
     assert_eq!(r.status, 426);
     assert_eq!(r.body, b"no");
 }
+
+#[test]
+fn ipv6_targets_and_listeners() {
+    let Ok(l) = std::net::TcpListener::bind("[::1]:0") else {
+        panic!("this machine has no IPv6 loopback (::1): the IPv6 tests need it");
+    };
+    let target = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 1024];
+                while let Ok(n) = s.read(&mut buf) {
+                    if n == 0 || s.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    let port = target.port().to_string();
+    let hg = Hopgate::start(&["proxy", "--listen", "[::1]:0", "--allow-target", "::1/128", "--connect-port", &port]);
+    assert!(hg.listening[0].starts_with("http://[::1]:"), "{:?}", hg.listening);
+    let mut s = TcpStream::connect(hg.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(format!("CONNECT [::1]:{port} HTTP/1.1\r\nHost: [::1]:{port}\r\n\r\nv6 data").as_bytes()).unwrap();
+    let head = read_head(&mut s);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let mut got = [0u8; 7];
+    s.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"v6 data");
+    // Without the allowance, ::1 is refused like 127.0.0.1.
+    let strict = Hopgate::start(&["proxy", "--listen", "[::1]:0", "--connect-port", &port]);
+    let r = support::exchange(strict.addr, &format!("CONNECT [::1]:{port} HTTP/1.1\r\nHost: x\r\n\r\n"));
+    assert_eq!(r.status, 403);
+}
+
+#[test]
+fn websocket_upgrade_through_the_gateway() {
+    let ws = raw(|mut s| {
+        let mut head = Vec::new();
+        let mut b = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            if s.read(&mut b).unwrap_or(0) == 0 {
+                return;
+            }
+            head.push(b[0]);
+        }
+        let _ = s.write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n");
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = s.read(&mut buf) {
+            if n == 0 || s.write_all(&buf[..n]).is_err() {
+                return;
+            }
+        }
+    });
+    let hg = Hopgate::start(&["gateway", "--listen", "127.0.0.1:0", "--to", &format!("http://{ws}")]);
+    let mut c = TcpStream::connect(hg.addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    c.write_all(b"GET /chat HTTP/1.1\r\nHost: public\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n").unwrap();
+    let head = read_head(&mut c);
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    c.write_all(b"frame").unwrap();
+    let mut got = [0u8; 5];
+    c.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"frame");
+}
