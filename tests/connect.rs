@@ -9,26 +9,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
-use support::origin::{Origin, raw};
+use support::origin::{Origin, echo_server, raw};
 use support::{Hopgate, Raw, curl};
-
-/// An echo server: every byte back, half-closing when the client does.
-fn echo() -> SocketAddr {
-    raw(|mut s| {
-        let mut buf = vec![0u8; 65536];
-        loop {
-            match s.read(&mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    if s.write_all(&buf[..n]).is_err() {
-                        return;
-                    }
-                }
-            }
-        }
-        let _ = s.shutdown(Shutdown::Write);
-    })
-}
 
 fn proxy_for(port: u16, extra: &[&str]) -> Hopgate {
     let port = port.to_string();
@@ -60,7 +42,7 @@ fn read_head(s: &mut TcpStream) -> String {
 
 #[test]
 fn tens_of_mib_each_way_arrive_intact() {
-    let target = echo();
+    let target = echo_server();
     let hg = proxy_for(target.port(), &[]);
     let tunnel = open_tunnel(hg.addr, target, "");
     const LEN: usize = 32 << 20;
@@ -100,7 +82,7 @@ fn tens_of_mib_each_way_arrive_intact() {
 
 #[test]
 fn data_sent_with_the_connect_head_is_kept() {
-    let target = echo();
+    let target = echo_server();
     let hg = proxy_for(target.port(), &[]);
     let mut s = TcpStream::connect(hg.addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -153,7 +135,7 @@ fn half_close_both_ways() {
 
 #[test]
 fn connect_refusals() {
-    let target = echo();
+    let target = echo_server();
     let hg = proxy_for(target.port(), &["--connect-port", "443"]);
     let ask = |authority: &str| {
         let mut c = Raw::connect(hg.addr);
@@ -232,7 +214,7 @@ fn curl_proxytunnel() {
 
 #[test]
 fn nc_socat_and_python_clients() {
-    let target = echo();
+    let target = echo_server();
     let hg = proxy_for(target.port(), &[]);
     let proxy = hg.addr.to_string();
     // OpenBSD netcat: nc -X connect -x PROXY HOST PORT
@@ -296,7 +278,7 @@ fn wait_output(mut child: std::process::Child) -> Vec<u8> {
 
 #[test]
 fn hundreds_of_concurrent_tunnels() {
-    let target = echo();
+    let target = echo_server();
     let hg = proxy_for(target.port(), &[]);
     let mut tunnels = Vec::new();
     for _ in 0..300 {
@@ -316,7 +298,7 @@ fn hundreds_of_concurrent_tunnels() {
 
 #[test]
 fn tunnel_cap_gives_503_and_idle_tunnels_close() {
-    let target = echo();
+    let target = echo_server();
     let hg = Hopgate::start_config(&format!(
         "[timeouts]\ntunnel_idle_secs = 1\n[[listener]]\nlisten = \"127.0.0.1:0\"\n[listener.proxy]\n\
          allow_targets = [\"127.0.0.0/8\"]\nconnect_ports = [{}]\nmax_tunnels = 2\n",

@@ -3,24 +3,12 @@
 mod support;
 
 use std::io::{Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-use support::origin::{Origin, raw};
+use support::origin::{Origin, echo_server};
 use support::peers::{chown_nobody, htpasswd, squid, tinyproxy};
 use support::{Hopgate, curl};
-
-fn echo() -> SocketAddr {
-    raw(|mut s| {
-        let mut buf = vec![0u8; 65536];
-        while let Ok(n) = s.read(&mut buf) {
-            if n == 0 || s.write_all(&buf[..n]).is_err() {
-                break;
-            }
-        }
-        let _ = s.shutdown(Shutdown::Write);
-    })
-}
 
 fn hopgate_via(parent: &str, connect_port: u16) -> Hopgate {
     Hopgate::start(&[
@@ -57,7 +45,7 @@ fn tunnel_roundtrip(proxy: SocketAddr, target: SocketAddr) -> Vec<u8> {
 #[test]
 fn requests_and_tunnels_through_squid() {
     let origin = Origin::fixed("chained");
-    let target = echo();
+    let target = echo_server();
     let parent = squid(&[target.port()], None, None);
     let hg = hopgate_via(&format!("http://{}", parent.addr), target.port());
     let (code, body, err) = curl(&["-x", &hg.url(), &origin.url("/via-squid")]);
@@ -72,7 +60,7 @@ fn requests_and_tunnels_through_squid() {
 #[test]
 fn parent_credentials_are_hopgates_own() {
     let origin = Origin::fixed("authenticated chain");
-    let target = echo();
+    let target = echo_server();
     let dir = tempfile::tempdir().unwrap();
     let users = dir.path().join("users");
     htpasswd(&users, &["-B", "-C", "5"], "hop", "gate-secret");
@@ -98,7 +86,7 @@ fn parent_credentials_are_hopgates_own() {
 #[test]
 fn requests_and_tunnels_through_tinyproxy() {
     let origin = Origin::fixed("via tinyproxy");
-    let target = echo();
+    let target = echo_server();
     let parent = tinyproxy(&[target.port()], None);
     let hg = hopgate_via(&format!("http://{}", parent.addr), target.port());
     let (code, body, err) = curl(&["-x", &hg.url(), &origin.url("/t")]);

@@ -3,25 +3,13 @@
 mod support;
 
 use std::io::{Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::origin::raw;
+use support::origin::echo_server;
 use support::peers::{chown_nobody, htpasswd, squid, tinyproxy};
 use support::{Hopgate, bin};
-
-fn echo() -> SocketAddr {
-    raw(|mut s| {
-        let mut buf = vec![0u8; 65536];
-        while let Ok(n) = s.read(&mut buf) {
-            if n == 0 || s.write_all(&buf[..n]).is_err() {
-                break;
-            }
-        }
-        let _ = s.shutdown(Shutdown::Write);
-    })
-}
 
 fn through_listener(proxy: &str, to: SocketAddr, extra: &[&str]) {
     let to = to.to_string();
@@ -97,7 +85,7 @@ fn stdio(proxy: &str, to: &str, extra: &[&str], input: &[u8], hold: bool) -> (Op
 
 #[test]
 fn listen_mode_through_hopgate_squid_and_tinyproxy() {
-    let target = echo();
+    let target = echo_server();
     let port = target.port().to_string();
     let hg =
         Hopgate::start(&["proxy", "--listen", "127.0.0.1:0", "--allow-target", "127.0.0.0/8", "--connect-port", &port]);
@@ -110,7 +98,7 @@ fn listen_mode_through_hopgate_squid_and_tinyproxy() {
 
 #[test]
 fn stdio_mode_is_an_ssh_proxy_command() {
-    let target = echo();
+    let target = echo_server();
     let port = target.port().to_string();
     let dir = tempfile::tempdir().unwrap();
     let users = dir.path().join("users");
@@ -146,7 +134,7 @@ fn stdio_mode_is_an_ssh_proxy_command() {
 
 #[test]
 fn stdio_against_squid_with_auth() {
-    let target = echo();
+    let target = echo_server();
     let dir = tempfile::tempdir().unwrap();
     let users = dir.path().join("users");
     htpasswd(&users, &["-m"], "sq", "uid-pass");
