@@ -427,6 +427,29 @@ fn crash_and_bad_heads_are_502() {
 }
 
 #[test]
+fn short_or_empty_status_is_502_and_the_gateway_keeps_serving() {
+    let s = Scripts::new();
+    s.add("st2.sh", "#!/bin/sh\nprintf 'Status: 20\\n\\nbody'\n")
+        .add("st0.sh", "#!/bin/sh\nprintf 'Status:\\nContent-Type: text/plain\\n\\nbody'\n")
+        .add("st1.sh", "#!/bin/sh\nprintf 'Status: 5\\r\\n\\r\\n'\n")
+        .add("ok.sh", "#!/bin/sh\nprintf 'Content-Type: text/plain\\n\\nstill here'\n");
+    let h = s.gateway(&[]);
+    // One kept-alive connection: a bad head is hopgate's 502 page, and the connection carries on.
+    let mut c = Raw::connect(h.addr);
+    for path in ["/st2.sh", "/st0.sh", "/st1.sh"] {
+        c.send(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n"));
+        let r = c.response();
+        assert_eq!(r.status, 502, "{path}: {}", r.text());
+        assert!(r.text().starts_with("hopgate: 502 Bad Gateway\n"), "{path}: {}", r.text());
+        assert!(r.text().contains("Status"), "{path}: {}", r.text());
+    }
+    c.send("GET /ok.sh HTTP/1.1\r\nHost: x\r\n\r\n");
+    let r = c.response();
+    assert_eq!((r.status, r.text().as_str()), (200, "still here"));
+    assert!(!h.stderr_text().contains("panicked"), "{}", h.stderr_text());
+}
+
+#[test]
 fn not_executable_is_403_and_its_contents_never_sent() {
     let s = Scripts::new();
     s.add_mode("secret.sh", "#!/bin/sh\necho TOPSECRET-CONTENTS\n", 0o644);
