@@ -541,6 +541,20 @@ fn index_script_for_directory_paths() {
 }
 
 #[test]
+fn index_does_not_become_the_path_info_of_a_script() {
+    let s = Scripts::new();
+    let dump = "#!/bin/sh\nprintf 'Content-Type: text/plain\\n\\n%s|%s' \"$SCRIPT_NAME\" \"$PATH_INFO\"\n";
+    s.add("index.sh", dump).add("env.sh", dump).add("sub/index.sh", dump);
+    let h = s.gateway(&["--index", "index.sh"]);
+    assert_eq!(get(&h, "/env.sh/").text(), "/env.sh|/");
+    assert_eq!(get(&h, "/env.sh/a/").text(), "/env.sh|/a/");
+    assert_eq!(get(&h, "/env.sh/a").text(), "/env.sh|/a");
+    assert_eq!(get(&h, "/sub/").text(), "/sub/index.sh|");
+    assert_eq!(get(&h, "/").text(), "/index.sh|");
+    assert_eq!(get(&h, "/missing/").status, 404);
+}
+
+#[test]
 fn script_slots_queue_requests() {
     let s = Scripts::new();
     s.add(
