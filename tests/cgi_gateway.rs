@@ -495,6 +495,18 @@ fn traversal_and_symlink_escapes_are_404() {
 }
 
 #[test]
+fn escapes_that_are_not_two_hex_digits_are_404() {
+    let s = Scripts::new();
+    s.add("ok.sh", "#!/bin/sh\nprintf 'Content-Type: text/plain\\n\\n[%s]' \"$PATH_INFO\"\n");
+    let h = s.gateway(&[]);
+    assert_eq!(get(&h, "/ok.sh/a%41b").text(), "[/aAb]");
+    for path in ["/ok.sh/a%+Ab", "/ok.sh/%+41", "/ok.sh/a%4", "/ok.sh/a%zz"] {
+        let r = get(&h, path);
+        assert_eq!(r.status, 404, "{path}: {}", r.text());
+    }
+}
+
+#[test]
 fn nph_scripts_are_passed_through() {
     let s = Scripts::new();
     s.add(
