@@ -135,3 +135,19 @@ fn gateway_rewrites_upstream_locations() {
     );
     assert_eq!(r.header("location"), Some("http://public.example:8443/next?a=b"));
 }
+
+#[test]
+fn gateway_refuses_dot_segments_that_would_leave_the_base() {
+    let origin = Origin::fixed("origin");
+    let to = format!("http://{}/base", origin.addr);
+    let hg = Hopgate::start(&["gateway", "--listen", "127.0.0.1:0", "--to", &to]);
+    for path in ["/../secret", "/a/%2e%2e/%2E%2E/secret", "/.%2e/secret", "/./x", "/..;/secret"] {
+        let r = support::exchange(hg.addr, &format!("GET {path} HTTP/1.1\r\nHost: public.example\r\n\r\n"));
+        assert_eq!(r.status, 400, "{path}: {}", r.text());
+        assert!(r.text().starts_with("hopgate: 400 Bad Request\n"), "{path}: {}", r.text());
+    }
+    assert!(origin.seen.lock().unwrap().is_empty(), "nothing reached the origin");
+    let (code, body, _) = curl(&[&format!("{}/a/b", hg.url())]);
+    assert_eq!((code, body.as_slice()), (200, &b"origin"[..]));
+    assert_eq!(origin.last().target, "/base/a/b");
+}

@@ -86,6 +86,9 @@ pub async fn gateway(mut req: Request<Incoming>, ctx: &Ctx<'_>, gw: &Gateway) ->
         return Ok(resp);
     }
     let path = req.uri().path();
+    if has_dot_segment(path) {
+        return Err(Error::bad_request("the request path has a . or .. segment"));
+    }
     let rest = if gw.prefix == "/" { path } else { path.strip_prefix(gw.prefix.as_str()).unwrap_or(path) };
     let mut mapped = format!("{}{}", gw.base, rest);
     if mapped.is_empty() {
@@ -123,6 +126,17 @@ pub async fn gateway(mut req: Request<Incoming>, ctx: &Ctx<'_>, gw: &Gateway) ->
         })
     });
     send(req, ctx, &gw.client, rewrite, None).await
+}
+
+/// A `.` or `..` segment (RFC 3986 §3.3), also percent-encoded (`%2e%2e`, §2.3) or with a `;` parameter
+/// (`..;`, which some origins strip): the origin would resolve it and the request could climb out of the
+/// route's base and prefix, so a gateway refuses it instead of passing it on. Clients normalize such paths
+/// before sending (RFC 3986 §5.2.4); only a hand-made request carries one.
+fn has_dot_segment(path: &str) -> bool {
+    path.split('/').any(|segment| {
+        let name = segment.split(';').next().unwrap_or("").to_ascii_lowercase().replace("%2e", ".");
+        name == "." || name == ".."
+    })
 }
 
 /// Loop check and Max-Forwards; `Some` when hopgate answers the request itself.
@@ -323,6 +337,16 @@ fn client_error(e: hyper_util::client::legacy::Error, target: &Uri) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dot_segments() {
+        for p in ["/..", "/a/../b", "/./a", "/a/%2e%2E/b", "/.%2e/x", "/%2e", "/..;x/y", "/a/.;/b"] {
+            assert!(has_dot_segment(p), "{p}");
+        }
+        for p in ["/", "/a/b", "/a..b/", "/.hidden", "/...", "/a/%2e%2e%2f", "/a.b"] {
+            assert!(!has_dot_segment(p), "{p}");
+        }
+    }
 
     #[test]
     fn location_rewrite() {
