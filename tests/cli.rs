@@ -81,11 +81,11 @@ fn check_names_the_line_of_route_keys_the_room_cannot_use() {
         assert!(err.contains(needle), "{route:?}: {err}");
     }
     // The same on the command line: exit 2 before anything listens, or exit 1 naming the root.
-    let out = Command::new(bin())
-        .args(["gateway", "--listen", "127.0.0.1:0", "--to", "ftp://127.0.0.1/a/../b"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    for to_and_flag in [&["ftp://127.0.0.1/a/../b"][..], &["http://127.0.0.1:9000", "--ca", "/etc/hostname"]] {
+        let out = Command::new(bin()).args(["gateway", "--listen", "127.0.0.1:0", "--to"]).args(to_and_flag).output();
+        let out = out.unwrap();
+        assert_eq!(out.status.code(), Some(2), "{to_and_flag:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
     let file = dir.path().join("file.txt");
     let out = Command::new(bin())
         .args(["gateway", "--listen", "127.0.0.1:0", "--to", "fastcgi://127.0.0.1:9000", "--root"])
