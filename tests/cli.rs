@@ -200,3 +200,16 @@ fn gateway_refuses_dot_segments_that_would_leave_the_base() {
     assert_eq!((code, body.as_slice()), (200, &b"origin"[..]));
     assert_eq!(origin.last().target, "/base/a/b");
 }
+
+#[test]
+fn gateway_answers_options_asterisk_itself() {
+    let origin = Origin::fixed("origin");
+    let to = format!("http://{}/base", origin.addr);
+    let hg = Hopgate::start(&["gateway", "--listen", "127.0.0.1:0", "--to", &to]);
+    let r = support::exchange(hg.addr, "OPTIONS * HTTP/1.1\r\nHost: public.example\r\n\r\n");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.header("allow").is_some_and(|a| a.contains("GET")), "{:?}", r.headers);
+    let r = support::exchange(hg.addr, "GET * HTTP/1.1\r\nHost: public.example\r\n\r\n");
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(origin.seen.lock().unwrap().is_empty(), "never forwarded as /base*");
+}

@@ -86,6 +86,17 @@ pub async fn gateway(mut req: Request<Incoming>, ctx: &Ctx<'_>, gw: &Gateway) ->
         return Ok(resp);
     }
     let path = req.uri().path();
+    if path == "*" {
+        // RFC 9112 §3.2.4: asterisk-form asks about the server itself, OPTIONS only. Mapped under the base it
+        // would become `/base*`; hopgate is the server the client sees, so it answers.
+        if req.method() == Method::OPTIONS {
+            return Ok(answer_here(&req, &ctx.listener.via_name));
+        }
+        return Err(Error::bad_request(format!(
+            "{} *: the asterisk-form request target is for OPTIONS only",
+            req.method()
+        )));
+    }
     if has_dot_segment(path) {
         return Err(Error::bad_request("the request path has a . or .. segment"));
     }
