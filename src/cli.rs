@@ -155,6 +155,9 @@ pub struct GatewayArgs {
 impl GatewayArgs {
     /// The one route `hopgate gateway` serves.
     fn route(&self) -> Result<Route, String> {
+        if self.ca.is_some() && !matches!(self.to, Target::Http { tls: true, .. }) {
+            return Err("--ca only applies to https:// targets (the proxy's --ca to absolute-form https://)".into());
+        }
         let mut route = Route { ca: self.ca.clone(), ..Route::new(self.to.clone()) };
         if let Some(root) = &self.root {
             if !matches!(self.to, Target::FastCgi { .. }) {

@@ -427,6 +427,29 @@ fn crash_and_bad_heads_are_502() {
 }
 
 #[test]
+fn short_or_empty_status_is_502_and_the_gateway_keeps_serving() {
+    let s = Scripts::new();
+    s.add("st2.sh", "#!/bin/sh\nprintf 'Status: 20\\n\\nbody'\n")
+        .add("st0.sh", "#!/bin/sh\nprintf 'Status:\\nContent-Type: text/plain\\n\\nbody'\n")
+        .add("st1.sh", "#!/bin/sh\nprintf 'Status: 5\\r\\n\\r\\n'\n")
+        .add("ok.sh", "#!/bin/sh\nprintf 'Content-Type: text/plain\\n\\nstill here'\n");
+    let h = s.gateway(&[]);
+    // One kept-alive connection: a bad head is hopgate's 502 page, and the connection carries on.
+    let mut c = Raw::connect(h.addr);
+    for path in ["/st2.sh", "/st0.sh", "/st1.sh"] {
+        c.send(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n"));
+        let r = c.response();
+        assert_eq!(r.status, 502, "{path}: {}", r.text());
+        assert!(r.text().starts_with("hopgate: 502 Bad Gateway\n"), "{path}: {}", r.text());
+        assert!(r.text().contains("Status"), "{path}: {}", r.text());
+    }
+    c.send("GET /ok.sh HTTP/1.1\r\nHost: x\r\n\r\n");
+    let r = c.response();
+    assert_eq!((r.status, r.text().as_str()), (200, "still here"));
+    assert!(!h.stderr_text().contains("panicked"), "{}", h.stderr_text());
+}
+
+#[test]
 fn not_executable_is_403_and_its_contents_never_sent() {
     let s = Scripts::new();
     s.add_mode("secret.sh", "#!/bin/sh\necho TOPSECRET-CONTENTS\n", 0o644);
@@ -469,6 +492,18 @@ fn traversal_and_symlink_escapes_are_404() {
     }
     let r = get(&h, "/alias.sh");
     assert_eq!((r.status, r.text().as_str()), (200, "hello"), "a symlink that stays inside is fine");
+}
+
+#[test]
+fn escapes_that_are_not_two_hex_digits_are_404() {
+    let s = Scripts::new();
+    s.add("ok.sh", "#!/bin/sh\nprintf 'Content-Type: text/plain\\n\\n[%s]' \"$PATH_INFO\"\n");
+    let h = s.gateway(&[]);
+    assert_eq!(get(&h, "/ok.sh/a%41b").text(), "[/aAb]");
+    for path in ["/ok.sh/a%+Ab", "/ok.sh/%+41", "/ok.sh/a%4", "/ok.sh/a%zz"] {
+        let r = get(&h, path);
+        assert_eq!(r.status, 404, "{path}: {}", r.text());
+    }
 }
 
 #[test]
@@ -515,6 +550,20 @@ fn index_script_for_directory_paths() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "--root with an http target is refused");
+}
+
+#[test]
+fn index_does_not_become_the_path_info_of_a_script() {
+    let s = Scripts::new();
+    let dump = "#!/bin/sh\nprintf 'Content-Type: text/plain\\n\\n%s|%s' \"$SCRIPT_NAME\" \"$PATH_INFO\"\n";
+    s.add("index.sh", dump).add("env.sh", dump).add("sub/index.sh", dump);
+    let h = s.gateway(&["--index", "index.sh"]);
+    assert_eq!(get(&h, "/env.sh/").text(), "/env.sh|/");
+    assert_eq!(get(&h, "/env.sh/a/").text(), "/env.sh|/a/");
+    assert_eq!(get(&h, "/env.sh/a").text(), "/env.sh|/a");
+    assert_eq!(get(&h, "/sub/").text(), "/sub/index.sh|");
+    assert_eq!(get(&h, "/").text(), "/index.sh|");
+    assert_eq!(get(&h, "/missing/").status, 404);
 }
 
 #[test]

@@ -52,6 +52,55 @@ fn check_reports_file_and_line() {
 }
 
 #[test]
+fn check_names_the_line_of_route_keys_the_room_cannot_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let cgi = dir.path().join("cgi-bin");
+    std::fs::create_dir(&cgi).unwrap();
+    std::fs::write(dir.path().join("file.txt"), "not a directory").unwrap();
+    let head = "[[listener]]\nlisten = \"127.0.0.1:0\"\n\n[[listener.route]]\n";
+    let cases = [
+        ("to = \"cgi:cgi-bin\"\nroot = \".\"\n", 6, "root only applies to fastcgi"),
+        ("to = \"cgi:cgi-bin\"\nindex = \"../x\"\n", 6, "plain file name"),
+        ("to = \"fastcgi://127.0.0.1:9000\"\nroot = \"file.txt\"\n", 6, "not a directory"),
+        ("to = \"fastcgi://127.0.0.1:9000\"\nsplit_path = \"\"\n", 6, "split_path"),
+        ("to = \"http://127.0.0.1:9000\"\nuploads = false\n", 6, "uploads only applies to ftp"),
+        ("to = \"http://127.0.0.1:9000\"\nscript_timeout_secs = 5\n", 6, "script_timeout_secs only applies"),
+        ("to = \"scgi://127.0.0.1:4000\"\nmax_scripts = 2\n", 6, "max_scripts only applies to cgi"),
+        ("to = \"scgi://127.0.0.1:4000\"\nindex = \"i.sh\"\n", 6, "index only applies"),
+        ("to = \"ftp://127.0.0.1/pub/../etc\"\n", 5, ". or .. segment"),
+        ("to = \"ftp://a%0D%0ADELE%20x:p@127.0.0.1/\"\n", 5, "CR, LF or NUL"),
+    ];
+    for (route, line, needle) in cases {
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, format!("{head}{route}")).unwrap();
+        let out = Command::new(bin()).arg("check").arg(&path).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{route:?}: {err}");
+        let want = format!("{}:{line}: ", path.display());
+        assert!(err.starts_with(&want), "{route:?}: expected {want:?} in {err:?}");
+        assert!(err.contains(needle), "{route:?}: {err}");
+    }
+    // The same on the command line: exit 2 before anything listens, or exit 1 naming the root.
+    for to_and_flag in [&["ftp://127.0.0.1/a/../b"][..], &["http://127.0.0.1:9000", "--ca", "/etc/hostname"]] {
+        let out = Command::new(bin()).args(["gateway", "--listen", "127.0.0.1:0", "--to"]).args(to_and_flag).output();
+        let out = out.unwrap();
+        assert_eq!(out.status.code(), Some(2), "{to_and_flag:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let file = dir.path().join("file.txt");
+    let out = Command::new(bin())
+        .args(["gateway", "--listen", "127.0.0.1:0", "--to", "fastcgi://127.0.0.1:9000", "--root"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not a directory"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
 fn check_of_a_missing_file_is_exit_2() {
     let out = Command::new(bin()).args(["check", "/nonexistent/hopgate.toml"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
@@ -134,4 +183,33 @@ fn gateway_rewrites_upstream_locations() {
         &format!("GET / HTTP/1.1\r\nHost: public.example:8443\r\nX-Self: {}\r\n\r\n", origin.addr),
     );
     assert_eq!(r.header("location"), Some("http://public.example:8443/next?a=b"));
+}
+
+#[test]
+fn gateway_refuses_dot_segments_that_would_leave_the_base() {
+    let origin = Origin::fixed("origin");
+    let to = format!("http://{}/base", origin.addr);
+    let hg = Hopgate::start(&["gateway", "--listen", "127.0.0.1:0", "--to", &to]);
+    for path in ["/../secret", "/a/%2e%2e/%2E%2E/secret", "/.%2e/secret", "/./x", "/..;/secret"] {
+        let r = support::exchange(hg.addr, &format!("GET {path} HTTP/1.1\r\nHost: public.example\r\n\r\n"));
+        assert_eq!(r.status, 400, "{path}: {}", r.text());
+        assert!(r.text().starts_with("hopgate: 400 Bad Request\n"), "{path}: {}", r.text());
+    }
+    assert!(origin.seen.lock().unwrap().is_empty(), "nothing reached the origin");
+    let (code, body, _) = curl(&[&format!("{}/a/b", hg.url())]);
+    assert_eq!((code, body.as_slice()), (200, &b"origin"[..]));
+    assert_eq!(origin.last().target, "/base/a/b");
+}
+
+#[test]
+fn gateway_answers_options_asterisk_itself() {
+    let origin = Origin::fixed("origin");
+    let to = format!("http://{}/base", origin.addr);
+    let hg = Hopgate::start(&["gateway", "--listen", "127.0.0.1:0", "--to", &to]);
+    let r = support::exchange(hg.addr, "OPTIONS * HTTP/1.1\r\nHost: public.example\r\n\r\n");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.header("allow").is_some_and(|a| a.contains("GET")), "{:?}", r.headers);
+    let r = support::exchange(hg.addr, "GET * HTTP/1.1\r\nHost: public.example\r\n\r\n");
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(origin.seen.lock().unwrap().is_empty(), "never forwarded as /base*");
 }

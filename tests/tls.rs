@@ -675,3 +675,32 @@ fn https_targets_through_a_parent_go_in_a_connect_tunnel() {
     assert_eq!(r.status, 502);
     assert!(r.text().contains("untrusted issuer"), "{}", r.text());
 }
+
+#[test]
+fn cgi_behind_an_https_listener_sees_https_on_over_http1_and_http2() {
+    let pki = Pki::new();
+    let pair = pki.leaf("cgi", KeyType::EcdsaP256, &["cgi.test"]);
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("env.sh");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\nprintf 'Content-Type: text/plain\\n\\n'\n\
+         for v in HTTPS SERVER_PROTOCOL SERVER_NAME SERVER_PORT HTTP_HOST REQUEST_URI; do\n\
+         eval \"printf '%s=%s\\n' $v \\\"\\$$v\\\"\"\ndone\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let hg = https_gateway(&pair, &format!("cgi:{}", dir.path().display()), &[]);
+    assert_eq!(hg.listening[0], format!("https://{}", hg.addr));
+    let port = hg.addr.port();
+    let url = format!("https://cgi.test:{port}/env.sh?q=1");
+    for (flag, version, protocol) in [("--http1.1", "1.1", "HTTP/1.1"), ("--http2", "2", "HTTP/2.0")] {
+        let (code, got, body, err) = curl_to("cgi.test", &hg, &pki, &[flag], &url);
+        assert_eq!((code, got.as_str()), (200, version), "{flag}: {err} {body}");
+        let want = format!(
+            "HTTPS=on\nSERVER_PROTOCOL={protocol}\nSERVER_NAME=cgi.test\nSERVER_PORT={port}\n\
+             HTTP_HOST=cgi.test:{port}\nREQUEST_URI=/env.sh?q=1"
+        );
+        assert_eq!(body.trim_end(), want, "{flag}");
+    }
+}

@@ -155,9 +155,12 @@ impl Gateway {
         let input = |script| MetaInput { conn, script, content_length, pass_authorization: self.pass_authorization };
         match &self.app {
             App::Cgi(cgi) => {
-                let mut script = match &self.index {
-                    Some(index) if path.ends_with('/') => cgi.resolve(&format!("{path}{index}")),
-                    _ => cgi.resolve(path),
+                // The index only stands in for a missing script: `/env.sh/` runs env.sh with PATH_INFO `/`.
+                let mut script = match (cgi.resolve(path), &self.index) {
+                    (Err(e), Some(index)) if path.ends_with('/') && e.kind() == GatewayErrorKind::NotFound => {
+                        cgi.resolve(&format!("{path}{index}"))
+                    }
+                    (r, _) => r,
                 }
                 .map_err(gateway_error)?;
                 script.path.script_name = self.mounted(&script.path.script_name);

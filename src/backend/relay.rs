@@ -86,6 +86,20 @@ pub async fn gateway(mut req: Request<Incoming>, ctx: &Ctx<'_>, gw: &Gateway) ->
         return Ok(resp);
     }
     let path = req.uri().path();
+    if path == "*" {
+        // RFC 9112 §3.2.4: asterisk-form asks about the server itself, OPTIONS only. Mapped under the base it
+        // would become `/base*`; hopgate is the server the client sees, so it answers.
+        if req.method() == Method::OPTIONS {
+            return Ok(answer_here(&req, &ctx.listener.via_name));
+        }
+        return Err(Error::bad_request(format!(
+            "{} *: the asterisk-form request target is for OPTIONS only",
+            req.method()
+        )));
+    }
+    if has_dot_segment(path) {
+        return Err(Error::bad_request("the request path has a . or .. segment"));
+    }
     let rest = if gw.prefix == "/" { path } else { path.strip_prefix(gw.prefix.as_str()).unwrap_or(path) };
     let mut mapped = format!("{}{}", gw.base, rest);
     if mapped.is_empty() {
@@ -118,11 +132,23 @@ pub async fn gateway(mut req: Request<Incoming>, ctx: &Ctx<'_>, gw: &Gateway) ->
     set_forwarded(req.headers_mut(), ctx.client, proto, public_host.as_ref());
     let rewrite = public_host.and_then(|h| {
         h.to_str().ok().map(|h| LocationRewrite {
-            upstream: format!("{}://{}{}", gw.scheme, gw.authority, gw.base),
+            upstream: upstream_origins(&gw.scheme, &gw.authority),
+            base: gw.base.clone(),
             public: format!("{proto}://{h}{}", if gw.prefix == "/" { "" } else { gw.prefix.as_str() }),
         })
     });
     send(req, ctx, &gw.client, rewrite, None).await
+}
+
+/// A `.` or `..` segment (RFC 3986 §3.3), also percent-encoded (`%2e%2e`, §2.3) or with a `;` parameter
+/// (`..;`, which some origins strip): the origin would resolve it and the request could climb out of the
+/// route's base and prefix, so a gateway refuses it instead of passing it on. Clients normalize such paths
+/// before sending (RFC 3986 §5.2.4); only a hand-made request carries one.
+fn has_dot_segment(path: &str) -> bool {
+    path.split('/').any(|segment| {
+        let name = segment.split(';').next().unwrap_or("").to_ascii_lowercase().replace("%2e", ".");
+        name == "." || name == ".."
+    })
 }
 
 /// Loop check and Max-Forwards; `Some` when hopgate answers the request itself.
@@ -165,8 +191,21 @@ fn answer_here(req: &Request<Incoming>, via_name: &str) -> Response<Body> {
 
 /// How `Location` values that point at the upstream are turned into the public address.
 struct LocationRewrite {
-    upstream: String,
+    /// `scheme://host:port` of the upstream, and `scheme://host` too when the port is the scheme's default
+    /// (what an origin on 443 writes).
+    upstream: Vec<String>,
+    /// The upstream base path ("" for none).
+    base: String,
     public: String,
+}
+
+fn upstream_origins(scheme: &Scheme, authority: &Authority) -> Vec<String> {
+    let mut out = vec![format!("{scheme}://{authority}")];
+    let default = if *scheme == Scheme::HTTPS { 443 } else { 80 };
+    if authority.port_u16() == Some(default) {
+        out.push(format!("{scheme}://{}", authority.host()));
+    }
+    out
 }
 
 /// Strips, adds Via, sends with the response-head timeout, and prepares the response for the client.
@@ -267,7 +306,12 @@ fn rewrite_location(headers: &mut http::HeaderMap, rw: &LocationRewrite) {
     let Some(loc) = headers.get(header::LOCATION).and_then(|l| l.to_str().ok()) else {
         return;
     };
-    let Some(rest) = loc.strip_prefix(rw.upstream.as_str()) else {
+    // RFC 3986 §6.2.2.1: scheme and host compare case-insensitively, the path exactly.
+    let after_origin = rw.upstream.iter().find_map(|o| {
+        let head = loc.get(..o.len())?;
+        head.eq_ignore_ascii_case(o).then(|| &loc[o.len()..])
+    });
+    let Some(rest) = after_origin.and_then(|r| r.strip_prefix(rw.base.as_str())) else {
         return;
     };
     if !(rest.is_empty() || rest.starts_with(['/', '?', '#'])) {
@@ -325,9 +369,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn dot_segments() {
+        for p in ["/..", "/a/../b", "/./a", "/a/%2e%2E/b", "/.%2e/x", "/%2e", "/..;x/y", "/a/.;/b"] {
+            assert!(has_dot_segment(p), "{p}");
+        }
+        for p in ["/", "/a/b", "/a..b/", "/.hidden", "/...", "/a/%2e%2e%2f", "/a.b"] {
+            assert!(!has_dot_segment(p), "{p}");
+        }
+    }
+
+    #[test]
     fn location_rewrite() {
-        let rw =
-            LocationRewrite { upstream: "http://127.0.0.1:9000/app".into(), public: "https://example.com/pub".into() };
+        let rw = LocationRewrite {
+            upstream: upstream_origins(&Scheme::HTTP, &"127.0.0.1:9000".parse().unwrap()),
+            base: "/app".into(),
+            public: "https://example.com/pub".into(),
+        };
         let mut h = http::HeaderMap::new();
         h.insert(header::LOCATION, "http://127.0.0.1:9000/app/login?x=1".parse().unwrap());
         rewrite_location(&mut h, &rw);
@@ -338,5 +395,28 @@ mod tests {
         h.insert(header::LOCATION, "/relative".parse().unwrap());
         rewrite_location(&mut h, &rw);
         assert_eq!(h[header::LOCATION], "/relative");
+        h.insert(header::LOCATION, "HTTP://127.0.0.1:9000/app?x".parse().unwrap());
+        rewrite_location(&mut h, &rw);
+        assert_eq!(h[header::LOCATION], "https://example.com/pub?x");
+        h.insert(header::LOCATION, "http://127.0.0.1:9000/App/x".parse().unwrap());
+        rewrite_location(&mut h, &rw);
+        assert_eq!(h[header::LOCATION], "http://127.0.0.1:9000/App/x", "the path is case-sensitive");
+        // An origin on the scheme's default port writes no port.
+        let rw = LocationRewrite {
+            upstream: upstream_origins(&Scheme::HTTPS, &"origin.internal:443".parse().unwrap()),
+            base: String::new(),
+            public: "https://www.example.com".into(),
+        };
+        for loc in ["https://origin.internal/login", "https://Origin.Internal:443/login"] {
+            h.insert(header::LOCATION, loc.parse().unwrap());
+            rewrite_location(&mut h, &rw);
+            assert_eq!(h[header::LOCATION], "https://www.example.com/login", "{loc}");
+        }
+        h.insert(header::LOCATION, "https://origin.internal:8443/login".parse().unwrap());
+        rewrite_location(&mut h, &rw);
+        assert_eq!(h[header::LOCATION], "https://origin.internal:8443/login");
+        h.insert(header::LOCATION, "http://origin.internal/login".parse().unwrap());
+        rewrite_location(&mut h, &rw);
+        assert_eq!(h[header::LOCATION], "http://origin.internal/login", "another scheme is another origin");
     }
 }

@@ -184,11 +184,11 @@ struct RawRoute {
     ca: Option<Spanned<PathBuf>>,
     root: Option<Spanned<PathBuf>>,
     index: Option<Spanned<String>>,
-    uploads: Option<bool>,
-    script_timeout_secs: Option<Secs>,
+    uploads: Option<Spanned<bool>>,
+    script_timeout_secs: Option<Spanned<Secs>>,
     max_scripts: Option<Spanned<usize>>,
     split_path: Option<Spanned<String>>,
-    pass_authorization: Option<bool>,
+    pass_authorization: Option<Spanned<bool>>,
 }
 
 struct Ctx<'a> {
@@ -359,17 +359,31 @@ impl Ctx<'_> {
                 route.path = "/".into();
             }
         }
+        self.keys_fit_the_target(&r, &to)?;
         route.ca = r.ca.as_ref().map(|c| self.ca_bundle(c)).transpose()?;
-        route.root = r.root.as_ref().map(|c| self.readable(c, "root directory")).transpose()?;
+        route.root = r.root.as_ref().map(|c| self.directory(c, "root directory")).transpose()?;
+        if let Some(i) = &r.index {
+            let index = i.get_ref();
+            if index.is_empty() || index == "." || index == ".." || index.contains(['/', '%', '\0']) {
+                return Err(self.err(i.span(), format!("index {index:?}: a plain file name is expected")));
+            }
+        }
+        if let Some(sp) = &r.split_path
+            && (sp.get_ref().is_empty() || sp.get_ref().contains(['/', '\0']))
+        {
+            return Err(
+                self.err(sp.span(), format!("split_path {:?}: a file name suffix such as \".php\"", sp.get_ref()))
+            );
+        }
         route.index = r.index.map(|i| i.into_inner());
-        route.uploads = r.uploads.unwrap_or(true);
-        route.script_timeout = r.script_timeout_secs.map(|s| s.0);
+        route.uploads = r.uploads.map(|u| u.into_inner()).unwrap_or(true);
+        route.script_timeout = r.script_timeout_secs.map(|s| s.into_inner().0);
         route.max_scripts = match &r.max_scripts {
             Some(_) => Some(self.positive(&r.max_scripts, "max_scripts", 1)?),
             None => None,
         };
         route.split_path = r.split_path.map(|s| s.into_inner());
-        route.pass_authorization = r.pass_authorization.unwrap_or(false);
+        route.pass_authorization = r.pass_authorization.map(|p| p.into_inner()).unwrap_or(false);
         if let Target::Cgi { dir } = &to {
             let dir = self.base.join(dir);
             if !dir.is_dir() {
@@ -382,6 +396,54 @@ impl Ctx<'_> {
             route.to = Target::FastCgi { socket: UpstreamSocket::Unix(self.base.join(path)) };
         }
         Ok(route)
+    }
+
+    /// A key for another kind of route would be silently ignored: say so, at its line, as the command line
+    /// does for `--root` and `--index`.
+    fn keys_fit_the_target(&self, r: &RawRoute, to: &Target) -> Result<(), ConfigError> {
+        let https = matches!(to, Target::Http { tls: true, .. });
+        let ftp = matches!(to, Target::Ftp { .. });
+        let cgi = matches!(to, Target::Cgi { .. });
+        let fastcgi = matches!(to, Target::FastCgi { .. });
+        let app = cgi || fastcgi || matches!(to, Target::Scgi { .. });
+        let checks = [
+            ("ca", r.ca.as_ref().map(|v| v.span()), https, "https:// routes"),
+            ("uploads", r.uploads.as_ref().map(|v| v.span()), ftp, "ftp:// routes"),
+            ("root", r.root.as_ref().map(|v| v.span()), fastcgi, "fastcgi:// and fastcgi+unix: routes"),
+            ("index", r.index.as_ref().map(|v| v.span()), cgi || fastcgi, "cgi: and fastcgi routes"),
+            ("split_path", r.split_path.as_ref().map(|v| v.span()), fastcgi, "fastcgi:// and fastcgi+unix: routes"),
+            ("max_scripts", r.max_scripts.as_ref().map(|v| v.span()), cgi, "cgi: routes"),
+            (
+                "script_timeout_secs",
+                r.script_timeout_secs.as_ref().map(|v| v.span()),
+                app,
+                "cgi:, fastcgi and scgi routes",
+            ),
+            (
+                "pass_authorization",
+                r.pass_authorization.as_ref().map(|v| v.span()),
+                app,
+                "cgi:, fastcgi and scgi routes",
+            ),
+        ];
+        // The first misplaced key in the file is the one reported.
+        let misplaced = checks
+            .into_iter()
+            .filter_map(|(key, span, fits, which)| span.filter(|_| !fits).map(|span| (span, key, which)))
+            .min_by_key(|(span, _, _)| span.start);
+        match misplaced {
+            Some((span, key, which)) => Err(self.err(span, format!("{key} only applies to {which}, not to {to}"))),
+            None => Ok(()),
+        }
+    }
+
+    /// A path (relative to the config file) that must be an existing directory.
+    fn directory(&self, p: &Spanned<PathBuf>, what: &str) -> Result<PathBuf, ConfigError> {
+        let path = self.readable(p, what)?;
+        if !path.is_dir() {
+            return Err(self.err(p.span(), format!("{what} {} is not a directory", path.display())));
+        }
+        Ok(path)
     }
 }
 

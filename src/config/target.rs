@@ -129,7 +129,19 @@ impl Target {
                     None => (None, None),
                 };
                 let authority = Authority::parse(hostport, Some(21)).map_err(|e| bad(&e))?;
-                Ok(Target::Ftp { authority, user, pass, dir: percent_decode(&base) })
+                let dir = percent_decode(&base);
+                // These end up in FTP command lines: a line break would smuggle a second command.
+                if [user.as_deref(), pass.as_deref(), Some(dir.as_str())]
+                    .into_iter()
+                    .flatten()
+                    .any(|p| p.contains(['\r', '\n', '\0']))
+                {
+                    return Err(bad("the user, password or directory contains CR, LF or NUL"));
+                }
+                if dir.split('/').any(|seg| seg == "." || seg == "..") {
+                    return Err(bad("the directory has a . or .. segment"));
+                }
+                Ok(Target::Ftp { authority, user, pass, dir })
             }
             "fastcgi" | "scgi" => {
                 if !base.is_empty() {
@@ -215,5 +227,8 @@ mod tests {
         assert!(Target::parse("scgi://127.0.0.1").is_err());
         assert!(Target::parse("gopher://x:70").is_err());
         assert!(!Target::parse("ftp://u:pw@h/").unwrap().to_string().contains("pw"));
+        for bad in ["ftp://h/a/../b", "ftp://h/./b", "ftp://h/a%2F..%2Fb", "ftp://u%0D%0A:p@h/", "ftp://h/a%0Ab"] {
+            assert!(Target::parse(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -88,6 +88,9 @@ impl FastCgi {
     /// Fails when the root does not exist.
     pub fn new(cfg: FastCgiConfig) -> io::Result<FastCgi> {
         let layout = match &cfg.root {
+            Some(root) if root.exists() && !root.is_dir() => {
+                return Err(io::Error::new(io::ErrorKind::NotADirectory, "not a directory"));
+            }
             Some(root) => Some(FastCgiLayout {
                 root: std::fs::canonicalize(root)?,
                 split_suffix: cfg.split_suffix.clone(),

@@ -202,7 +202,8 @@ fn is_local_path(loc: &str) -> bool {
 /// RFC 3875 §6.3.3: `Status: 3DIGIT SP reason-phrase`.
 fn parse_status(value: &[u8]) -> Result<StatusCode, GatewayError> {
     let code = value.get(..3).filter(|d| d.iter().all(u8::is_ascii_digit));
-    let rest_ok = value.len() == 3 || value[3] == b' ' || value[3] == b'\t';
+    // `Status: 20` or an empty `Status:` is too short for a code: malformed, not a panic.
+    let rest_ok = matches!(value.get(3), None | Some(b' ' | b'\t'));
     match code {
         Some(code) if rest_ok => StatusCode::from_bytes(code)
             .ok()

@@ -61,8 +61,10 @@ fn decode_segment(raw: &str) -> Result<String, GatewayError> {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' {
+            // Two hex digits exactly: from_str_radix alone would take `%+A` as 0x0A.
             let hex = bytes
                 .get(i + 1..i + 3)
+                .filter(|h| h.iter().all(u8::is_ascii_hexdigit))
                 .and_then(|h| std::str::from_utf8(h).ok())
                 .and_then(|h| u8::from_str_radix(h, 16).ok())
                 .ok_or_else(|| GatewayError::not_found("bad percent-encoding in path"))?;
