@@ -76,16 +76,25 @@ async fn serve(req: Request<Incoming>, ctx: &Ctx<'_>, shared: &ConnShared) -> Re
     }
 }
 
-/// The request target for logs: a password in the userinfo (`ftp://user:pass@host/`) is never written.
+/// Longest request target a log line carries; longer ones are cut and marked.
+const MAX_LOGGED_TARGET_BYTES: usize = 1024;
+
+/// The request target for logs: a password in the userinfo (`ftp://user:pass@host/`) is never written, and a
+/// huge target does not make a huge line.
 fn loggable_target(uri: &http::Uri) -> String {
-    let text = uri.to_string();
-    match uri.authority().map(|a| a.as_str()).and_then(|a| a.rsplit_once('@')) {
-        Some((userinfo, _)) if userinfo.contains(':') => {
-            let user = userinfo.split(':').next().unwrap_or("");
-            text.replacen(userinfo, &format!("{user}:***"), 1)
-        }
-        _ => text,
+    let mut text = uri.to_string();
+    if let Some((userinfo, _)) = uri.authority().map(|a| a.as_str()).and_then(|a| a.rsplit_once('@'))
+        && userinfo.contains(':')
+    {
+        let user = userinfo.split(':').next().unwrap_or("");
+        text = text.replacen(userinfo, &format!("{user}:***"), 1);
     }
+    if text.len() > MAX_LOGGED_TARGET_BYTES {
+        // A URI is ASCII, so any byte index is a character boundary.
+        text.truncate(MAX_LOGGED_TARGET_BYTES);
+        text.push_str("...");
+    }
+    text
 }
 
 /// Proxy authentication (RFC 9110 §11.7): with a users file, every proxied request and every CONNECT needs valid
@@ -150,5 +159,7 @@ mod tests {
         assert_eq!(loggable_target(&uri), "ftp://bob:***@ftp.example.org/pub/");
         let uri: http::Uri = "http://example.org/a?b".parse().unwrap();
         assert_eq!(loggable_target(&uri), "http://example.org/a?b");
+        let uri: http::Uri = format!("http://example.org/{}", "x".repeat(5000)).parse().unwrap();
+        assert_eq!(loggable_target(&uri).len(), MAX_LOGGED_TARGET_BYTES + 3);
     }
 }
