@@ -191,6 +191,10 @@ def nginx_reverse(lab, origin):
             proxy_pass http://origin;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
+            # What hopgate's gateway sends too: the client's Host and the client's address and scheme.
+            proxy_set_header Host $http_host;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto $scheme;
             # Large bodies stream through memory buffers instead of a temp file.
             proxy_max_temp_file_size 0;
         }}
@@ -215,8 +219,11 @@ defaults
     timeout server 120s
     timeout http-keep-alive 120s
     http-reuse always
+    # What hopgate's gateway sends too: the client's address and scheme.
+    option forwardfor
 frontend in
     bind 127.0.0.1:{port}
+    http-request set-header X-Forwarded-Proto http
     default_backend origin
 backend origin
     server o {origin.addr}
@@ -225,18 +232,18 @@ backend origin
     return lab.spawn("haproxy", "reverse", port, ["haproxy", "-db", "-f", conf], d)
 
 
-def hopgate_gateway(lab, origin):
+def hopgate_gateway(lab, origin, binary=None):
     d, port = lab.workdir("hopgate-gw"), lab.port()
-    argv = [lab.hopgate, "gateway", "--listen", f"127.0.0.1:{port}", "--to", f"http://{origin.addr}"]
+    argv = [binary or lab.hopgate, "gateway", "--listen", f"127.0.0.1:{port}", "--to", f"http://{origin.addr}"]
     return lab.spawn("hopgate gateway", "reverse", port, argv + ["--access-log", "off", "-q"], d)
 
 
 # --- forward proxies ---------------------------------------------------------------------------------------
 
 
-def hopgate_proxy(lab, origin):
+def hopgate_proxy(lab, origin, binary=None):
     d, port = lab.workdir("hopgate-proxy"), lab.port()
-    argv = [lab.hopgate, "proxy", "--listen", f"127.0.0.1:{port}", "--allow-target", "127.0.0.1/32"]
+    argv = [binary or lab.hopgate, "proxy", "--listen", f"127.0.0.1:{port}", "--allow-target", "127.0.0.1/32"]
     return lab.spawn("hopgate proxy", "forward", port, argv + ["--access-log", "off", "-q"], d)
 
 
