@@ -52,7 +52,7 @@ impl AccessLogger {
 pub struct Record {
     pub client: SocketAddr,
     pub method: Method,
-    pub target: String,
+    pub target: http::Uri,
     pub version: Version,
     pub status: StatusCode,
     pub upstream: Option<String>,

@@ -31,7 +31,8 @@ pub async fn handle(req: Request<Incoming>, conn: Arc<ConnCtx>) -> Response<Logg
     let mut record = Record {
         client: conn.client,
         method: req.method().clone(),
-        target: req.uri().to_string(),
+        // Formatted only when a line is written: cloning a Uri shares its bytes.
+        target: req.uri().clone(),
         version: req.version(),
         status: http::StatusCode::OK,
         upstream: None,
@@ -53,7 +54,9 @@ pub async fn handle(req: Request<Incoming>, conn: Arc<ConnCtx>) -> Response<Logg
         }
     };
     record.status = resp.status();
-    record.upstream = resp.extensions().get::<UpstreamAddr>().map(|a| a.0.to_string());
+    if conn.listener.log.enabled() {
+        record.upstream = resp.extensions().get::<UpstreamAddr>().map(|a| a.0.to_string());
+    }
     let log = conn.listener.log.clone();
     resp.map(|b| LoggedBody::new(b, record, log, conn.shared.clone()))
 }
