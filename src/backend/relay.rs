@@ -35,48 +35,31 @@ pub struct Gateway {
 pub async fn forward(mut req: Request<Incoming>, ctx: &Ctx<'_>, client: &HttpClient) -> Result<Response<Body>, Error> {
     let uri = req.uri().clone();
     let authority = uri.authority().ok_or_else(|| Error::bad_request("absolute request target without a host"))?;
-    let (authority, canonical) = upstream_authority(authority)?;
-    if let Some(resp) = before_forwarding(&mut req, ctx)? {
-        return Ok(resp);
-    }
-    if !(canonical && uri.path_and_query().is_some()) {
-        let path = uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
-        *req.uri_mut() = Uri::builder()
-            .scheme(Scheme::HTTP)
-            .authority(authority.clone())
-            .path_and_query(path)
-            .build()
-            .map_err(|_| Error::bad_request("invalid request target"))?;
-    }
-    // RFC 9112 §3.2.2: a proxy replaces Host with the target URI's authority.
-    let host_value = HeaderValue::from_str(authority.as_str()).map_err(|_| Error::bad_request("invalid host"))?;
-    req.headers_mut().insert(header::HOST, host_value);
-    send(req, ctx, client, None).await
-}
-
-/// The authority a forward-proxied request goes to: host and port alone, as userinfo never travels; and
-/// whether the request's own authority was exactly that, so that its URI can be forwarded as it is (the common
-/// case, which saves building a new one per request).
-fn upstream_authority(authority: &Authority) -> Result<(Authority, bool), Error> {
     let host = authority.host();
     if host.is_empty() {
         return Err(Error::bad_request("absolute request target without a host"));
     }
-    let canonical = !authority.as_str().contains('@')
-        && match authority.port() {
-            Some(p) => !p.as_str().starts_with('0'),
-            None => authority.as_str() == host,
-        };
-    if canonical {
-        return Ok((authority.clone(), true));
-    }
-    let rebuilt = match authority.port() {
+    // userinfo never travels: rebuild the authority from host and port alone.
+    let authority: Authority = match authority.port() {
         Some(p) => format!("{host}:{}", p.as_u16()),
         None => host.to_string(),
     }
     .parse()
     .map_err(|_| Error::bad_request("invalid host in request target"))?;
-    Ok((rebuilt, false))
+    if let Some(resp) = before_forwarding(&mut req, ctx)? {
+        return Ok(resp);
+    }
+    let path = uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
+    *req.uri_mut() = Uri::builder()
+        .scheme(Scheme::HTTP)
+        .authority(authority.clone())
+        .path_and_query(path)
+        .build()
+        .map_err(|_| Error::bad_request("invalid request target"))?;
+    // RFC 9112 §3.2.2: a proxy replaces Host with the target URI's authority.
+    let host_value = HeaderValue::from_str(authority.as_str()).map_err(|_| Error::bad_request("invalid host"))?;
+    req.headers_mut().insert(header::HOST, host_value);
+    send(req, ctx, client, None).await
 }
 
 /// Gateway: an origin-form request matched a route; map its path under the upstream base.
@@ -304,18 +287,6 @@ fn client_error(e: hyper_util::client::legacy::Error, target: &Uri) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn upstream_authority_drops_userinfo() {
-        let check = |a: &str| {
-            let (auth, kept) = upstream_authority(&a.parse().unwrap()).unwrap();
-            (auth.to_string(), kept)
-        };
-        assert_eq!(check("example.com"), ("example.com".into(), true));
-        assert_eq!(check("[::1]:8080"), ("[::1]:8080".into(), true));
-        assert_eq!(check("user:pw@example.com:8080"), ("example.com:8080".into(), false));
-        assert_eq!(check("example.com:080"), ("example.com:80".into(), false));
-    }
 
     #[test]
     fn location_rewrite() {
