@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::{self, AccessLog, Config, ListenAddr, Listener, Proxy, Route, Target};
+use crate::config::{self, AccessLog, CertPair, Config, ListenAddr, Listener, Proxy, Route, Target};
 use crate::server::Server;
+use crate::tunnel_client::TunnelClient;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -46,10 +47,40 @@ pub enum Command {
     Run { file: PathBuf },
     /// Validate a config file: exit 0 with a summary, or exit 2 with FILE:LINE and the reason
     Check { file: PathBuf },
-    /// Forward proxy: absolute-form http:// requests (relay)
+    /// Forward proxy: absolute-form http:// (relay), https:// (TLS origination) and ftp:// (HTTP/FTP gateway);
+    /// an HTTPS proxy with --listen https://
     Proxy(ProxyArgs),
     /// Reverse gateway in front of one upstream
     Gateway(GatewayArgs),
+    /// Tunnel client: a CONNECT tunnel through an HTTP(S) proxy per local connection, or once over stdin/stdout
+    Tunnel(TunnelArgs),
+}
+
+#[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("mode").required(true).args(["listen", "stdio"])))]
+pub struct TunnelArgs {
+    /// The proxy: http://HOST:PORT or https://HOST:PORT
+    #[arg(long, value_name = "URL")]
+    pub proxy: String,
+    /// Where the tunnel goes: HOST:PORT
+    #[arg(long, value_name = "HOST:PORT")]
+    pub to: String,
+    /// Accept local connections here (IP:PORT; port 0 picks one); each gets its own tunnel
+    #[arg(long, value_name = "ADDR", value_parser = parse_socket_addr)]
+    pub listen: Option<std::net::SocketAddr>,
+    /// One tunnel over stdin/stdout (an ssh ProxyCommand)
+    #[arg(long)]
+    pub stdio: bool,
+    /// Credentials for the proxy: USER:PASS
+    #[arg(long, value_name = "USER:PASS")]
+    pub proxy_user: Option<String>,
+    /// Extra CA bundle trusted for an https:// proxy
+    #[arg(long, value_name = "PEM")]
+    pub ca: Option<PathBuf>,
+}
+
+fn parse_socket_addr(s: &str) -> Result<std::net::SocketAddr, String> {
+    config::parse_listen(s).map(|l| l.addr)
 }
 
 #[derive(Args, Debug)]
@@ -60,6 +91,43 @@ pub struct ProxyArgs {
     /// Allow client-chosen targets inside this CIDR even when they are loopback, link-local... (repeatable)
     #[arg(long = "allow-target", value_name = "CIDR", value_parser = parse_cidr)]
     pub allow_targets: Vec<ipnet::IpNet>,
+    /// A port CONNECT may reach (repeatable) [default: 443]
+    #[arg(long = "connect-port", value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    pub connect_ports: Vec<u16>,
+    /// htpasswd file (bcrypt $2y$/$2b$, {SHA}, $apr1$): Proxy-Authorization: Basic is then required (407)
+    #[arg(long, value_name = "HTPASSWD")]
+    pub users: Option<PathBuf>,
+    /// Relay every request and tunnel through this proxy: http://[user:pass@]host:port
+    #[arg(long, value_name = "URL", value_parser = config::parse_parent)]
+    pub parent: Option<config::Parent>,
+    /// Extra CA bundle (PEM) trusted for https:// targets; the system roots are always trusted
+    #[arg(long, value_name = "PEM")]
+    pub ca: Option<PathBuf>,
+    #[command(flatten)]
+    pub tls: TlsArgs,
+}
+
+/// The certificate of an `https://` listener.
+#[derive(Args, Debug)]
+pub struct TlsArgs {
+    /// Certificate chain (PEM, end-entity first) for --listen https://
+    #[arg(long, value_name = "PEM")]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key (PEM: PKCS#8, PKCS#1 or SEC1; RSA, ECDSA or Ed25519) for --listen https://
+    #[arg(long, value_name = "PEM")]
+    pub tls_key: Option<PathBuf>,
+}
+
+impl TlsArgs {
+    /// The listener's certificates: both flags with `https://`, neither without.
+    fn certs(&self, listen: &ListenAddr) -> Result<Vec<CertPair>, String> {
+        match (listen.tls, &self.tls_cert, &self.tls_key) {
+            (true, Some(cert), Some(key)) => Ok(vec![CertPair { cert: cert.clone(), key: key.clone() }]),
+            (true, _, _) => Err("--listen https://... needs --tls-cert PEM and --tls-key PEM".into()),
+            (false, None, None) => Ok(Vec::new()),
+            (false, _, _) => Err("--tls-cert and --tls-key need --listen https://ADDR".into()),
+        }
+    }
 }
 
 #[derive(Args, Debug)]
@@ -67,9 +135,49 @@ pub struct GatewayArgs {
     /// ADDR, http://ADDR or https://ADDR
     #[arg(long, value_parser = config::parse_listen)]
     pub listen: ListenAddr,
-    /// http://HOST:PORT[/base]
+    /// http(s)://HOST:PORT[/base], ftp://[USER[:PASS]@]HOST[:PORT][/dir], cgi:DIR, fastcgi://HOST:PORT,
+    /// fastcgi+unix:PATH or scgi://HOST:PORT
     #[arg(long, value_parser = Target::parse)]
     pub to: Target,
+    /// FastCGI: the document root SCRIPT_FILENAME is resolved under (the script must exist there)
+    #[arg(long, value_name = "DIR")]
+    pub root: Option<PathBuf>,
+    /// CGI and FastCGI: the script run for a path ending in / [default for FastCGI: index.php; CGI: none]
+    #[arg(long, value_name = "NAME")]
+    pub index: Option<String>,
+    /// Extra CA bundle (PEM) trusted for an https:// --to; the system roots are always trusted
+    #[arg(long, value_name = "PEM")]
+    pub ca: Option<PathBuf>,
+    #[command(flatten)]
+    pub tls: TlsArgs,
+}
+
+impl GatewayArgs {
+    /// The one route `hopgate gateway` serves.
+    fn route(&self) -> Result<Route, String> {
+        let mut route = Route { ca: self.ca.clone(), ..Route::new(self.to.clone()) };
+        if let Some(root) = &self.root {
+            if !matches!(self.to, Target::FastCgi { .. }) {
+                return Err("--root only applies to fastcgi:// and fastcgi+unix: targets".into());
+            }
+            route.root = Some(root.clone());
+        }
+        if let Some(index) = &self.index {
+            if !matches!(self.to, Target::FastCgi { .. } | Target::Cgi { .. }) {
+                return Err("--index only applies to cgi: and fastcgi targets".into());
+            }
+            route.index = Some(index.clone());
+        }
+        Ok(route)
+    }
+}
+
+/// A command-line mistake clap can't see: print it and exit 2, as clap does.
+fn usage<T>(r: Result<T, String>) -> Result<T, ExitCode> {
+    r.map_err(|e| {
+        eprintln!("hopgate: {e}");
+        ExitCode::from(2)
+    })
 }
 
 fn parse_cidr(s: &str) -> Result<ipnet::IpNet, String> {
@@ -92,16 +200,28 @@ impl Cli {
             },
             Some(Command::Proxy(p)) => Config::single(Listener {
                 listen: p.listen,
-                certs: Vec::new(),
-                proxy: Some(Proxy { allow_targets: p.allow_targets.clone(), ..Proxy::default() }),
+                certs: usage(p.tls.certs(&p.listen))?,
+                proxy: Some(Proxy {
+                    allow_targets: p.allow_targets.clone(),
+                    connect_ports: if p.connect_ports.is_empty() {
+                        config::DEFAULT_CONNECT_PORTS.to_vec()
+                    } else {
+                        p.connect_ports.clone()
+                    },
+                    users: p.users.clone(),
+                    parent: p.parent.clone(),
+                    ca: p.ca.clone(),
+                    ..Proxy::default()
+                }),
                 routes: Vec::new(),
                 via_name: None,
             }),
+            Some(Command::Tunnel(_)) => Config::embedded_default(),
             Some(Command::Gateway(g)) => Config::single(Listener {
                 listen: g.listen,
-                certs: Vec::new(),
+                certs: usage(g.tls.certs(&g.listen))?,
                 proxy: None,
-                routes: vec![Route::new(g.to.clone())],
+                routes: vec![usage(g.route())?],
                 via_name: None,
             }),
         };
@@ -124,6 +244,9 @@ impl Cli {
 
 /// Runs the command line; the exit code is the process's.
 pub async fn run(cli: Cli) -> ExitCode {
+    if let Some(Command::Tunnel(t)) = &cli.command {
+        return tunnel(t).await;
+    }
     let config = match cli.config() {
         Ok(c) => c,
         Err(code) => return code,
@@ -153,6 +276,43 @@ pub async fn run(cli: Cli) -> ExitCode {
     }
     server.run(shutdown_signal()).await;
     ExitCode::SUCCESS
+}
+
+/// `hopgate tunnel`: errors are one line on stderr and a non-zero exit.
+async fn tunnel(t: &TunnelArgs) -> ExitCode {
+    let client = match build_tunnel_client(t) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("hopgate tunnel: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = match t.listen {
+        Some(addr) => {
+            let run = client.run_listen(addr, |local| eprintln!("hopgate: listening on tcp://{local}"));
+            tokio::select! {
+                r = run => r,
+                _ = shutdown_signal() => Ok(()),
+            }
+        }
+        None => client.run_stdio().await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("hopgate tunnel: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn build_tunnel_client(t: &TunnelArgs) -> Result<TunnelClient, crate::tunnel_client::TunnelError> {
+    let mut client = TunnelClient::new(&t.proxy, &t.to)?;
+    if let Some(u) = &t.proxy_user {
+        client.proxy_user = Some(crate::tunnel_client::parse_proxy_user(u)?);
+    }
+    client.ca = t.ca.clone();
+    Ok(client)
 }
 
 async fn shutdown_signal() {

@@ -26,8 +26,13 @@ pub enum Kind {
     HeadTooLarge,
     /// A Transfer-Encoding hopgate does not implement.
     NotImplemented,
+    /// A request body of unknown length that the upstream needs the length of, and hopgate will not buffer.
+    LengthRequired,
     NotFound,
+    /// The method is not served here; the error carries an `Allow` field.
     MethodNotAllowed,
+    /// A `Range` the resource can't satisfy (starts at or past its end): 416.
+    RangeNotSatisfiable,
     /// The client chose a target the policy refuses (loopback, a port CONNECT may not reach...).
     TargetForbidden,
     /// The upstream (FTP server, filesystem) refused access.
@@ -59,12 +64,16 @@ pub struct Error {
     side: Side,
     /// Short, lowercase, no final period: shown to the client and logged.
     detail: String,
+    /// For 401 and 407: the challenge (`Basic realm="..."`) the page sends in WWW-/Proxy-Authenticate.
+    challenge: Option<http::HeaderValue>,
+    /// Further fields the page carries: `Allow` on a 405, `Content-Range` on a 416.
+    fields: Vec<(http::HeaderName, http::HeaderValue)>,
     source: Option<BoxError>,
 }
 
 impl Error {
     pub fn new(kind: Kind, side: Side, detail: impl Into<String>) -> Error {
-        Error { kind, side, detail: detail.into(), source: None }
+        Error { kind, side, detail: detail.into(), challenge: None, fields: Vec::new(), source: None }
     }
 
     pub fn client(kind: Kind, detail: impl Into<String>) -> Error {
@@ -88,6 +97,26 @@ impl Error {
         self
     }
 
+    /// Adds the authentication challenge a 401 or 407 page carries.
+    pub fn with_challenge(mut self, challenge: http::HeaderValue) -> Error {
+        self.challenge = Some(challenge);
+        self
+    }
+
+    pub fn challenge(&self) -> Option<&http::HeaderValue> {
+        self.challenge.as_ref()
+    }
+
+    /// Adds a field the page carries (`Allow` on a 405, `Content-Range` on a 416).
+    pub fn with_field(mut self, name: http::HeaderName, value: http::HeaderValue) -> Error {
+        self.fields.push((name, value));
+        self
+    }
+
+    pub fn fields(&self) -> &[(http::HeaderName, http::HeaderValue)] {
+        &self.fields
+    }
+
     pub fn kind(&self) -> Kind {
         self.kind
     }
@@ -107,8 +136,10 @@ impl Error {
             Kind::UriTooLong => StatusCode::URI_TOO_LONG,
             Kind::HeadTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Kind::NotImplemented => StatusCode::NOT_IMPLEMENTED,
+            Kind::LengthRequired => StatusCode::LENGTH_REQUIRED,
             Kind::NotFound => StatusCode::NOT_FOUND,
             Kind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Kind::RangeNotSatisfiable => StatusCode::RANGE_NOT_SATISFIABLE,
             Kind::TargetForbidden | Kind::Forbidden => StatusCode::FORBIDDEN,
             Kind::AuthRequired => StatusCode::PROXY_AUTHENTICATION_REQUIRED,
             Kind::Unauthorized => StatusCode::UNAUTHORIZED,

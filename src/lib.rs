@@ -8,4 +8,6 @@ pub mod error;
 pub mod http;
 pub mod route;
 pub mod server;
+pub mod tunnel;
+pub mod tunnel_client;
 pub mod upstream;

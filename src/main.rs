@@ -22,5 +22,11 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    runtime.block_on(cli::run(cli))
+    let stdio_tunnel = matches!(&cli.command, Some(cli::Command::Tunnel(t)) if t.stdio);
+    let code = runtime.block_on(cli::run(cli));
+    if stdio_tunnel {
+        // tokio's stdin reader may still be blocked in read(2): leave without waiting for it.
+        std::process::exit(if code == ExitCode::SUCCESS { 0 } else { 1 });
+    }
+    code
 }

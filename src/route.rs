@@ -7,8 +7,12 @@ use crate::server::listener::{ListenerState, ProxyState, RouteState};
 
 /// Where a request goes.
 pub enum Route<'a> {
-    /// Absolute-form `http://` through the forward proxy (the relay).
+    /// Absolute-form `http://` or `https://` through the forward proxy (the relay; TLS origination for https).
     Forward(&'a ProxyState),
+    /// A CONNECT tunnel through the forward proxy.
+    Connect(&'a ProxyState),
+    /// Absolute-form `ftp://` through the forward proxy (the HTTP/FTP gateway).
+    Ftp(&'a ProxyState),
     /// Origin-form matched a gateway route.
     Gateway(&'a RouteState),
 }
@@ -17,16 +21,18 @@ pub enum Route<'a> {
 /// origin-form is matched against the routes by Host and path prefix, most specific first.
 pub fn pick<'a, B>(req: &Request<B>, l: &'a ListenerState) -> Result<Route<'a>, Error> {
     if req.method() == Method::CONNECT {
-        return Err(match &l.proxy {
-            Some(_) => Error::client(Kind::MethodNotAllowed, "CONNECT tunnels are not enabled on this listener"),
-            None => Error::client(Kind::MethodNotAllowed, "CONNECT is only served by a forward proxy listener"),
-        });
+        return match &l.proxy {
+            Some(proxy) => Ok(Route::Connect(proxy)),
+            None => Err(Error::client(Kind::MethodNotAllowed, "CONNECT is only served by a forward proxy listener")),
+        };
     }
     // An HTTP/2 request always carries a scheme; only HTTP/1 absolute-form means "proxy this".
     let absolute = req.uri().scheme().is_some() && req.version() != http::Version::HTTP_2;
     if absolute && let Some(proxy) = &l.proxy {
         return match req.uri().scheme_str() {
-            Some("http") => Ok(Route::Forward(proxy)),
+            // https:// sent in plain HTTP: the relay with TLS origination (HTTP/HTTPS gateway).
+            Some("http") | Some("https") => Ok(Route::Forward(proxy)),
+            Some("ftp") => Ok(Route::Ftp(proxy)),
             Some(other) => {
                 Err(Error::client(Kind::BadRequest, format!("the forward proxy does not serve {other}:// targets")))
             }
@@ -58,6 +64,16 @@ pub fn request_host<B>(req: &Request<B>) -> Option<String> {
         None => h.split(':').next().unwrap_or(h),
     };
     Some(host.to_ascii_lowercase())
+}
+
+impl Route<'_> {
+    /// The forward proxy this route goes through, if any: its users file guards it.
+    pub fn proxy(&self) -> Option<&ProxyState> {
+        match self {
+            Route::Forward(p) | Route::Connect(p) | Route::Ftp(p) => Some(p),
+            Route::Gateway(_) => None,
+        }
+    }
 }
 
 impl RouteState {

@@ -26,6 +26,7 @@ fn malformed_request_line_is_400() {
     {
         let r = exchange(hg.addr, bad);
         assert_eq!(r.status, 400, "{bad:?} -> {}", r.head);
+        assert!(r.text().starts_with("hopgate: 400 Bad Request\n"), "a page naming the cause: {:?}", r.text());
         still_serving(&hg, &origin);
     }
     let r = exchange(hg.addr, "GET http://x/ HTTP/1.1\r\nBad Header\r\n\r\n");
@@ -114,7 +115,9 @@ fn oversized_head_is_431_and_long_uri_414() {
         &mut c.stream,
         format!("GET http://{o}/ HTTP/1.1\r\nX-Huge: {huge}\r\n\r\n").as_bytes(),
     );
-    assert_eq!(c.response().status, 431);
+    let r = c.response();
+    assert_eq!(r.status, 431);
+    assert!(r.text().contains("too large"), "{}", r.text());
     let many: String = (0..300).map(|i| format!("X-H{i}: v\r\n")).collect();
     let r = exchange(hg.addr, &format!("GET http://{o}/ HTTP/1.1\r\nHost: x\r\n{many}\r\n"));
     assert_eq!(r.status, 431, "{}", r.head);
@@ -173,4 +176,43 @@ fn idle_keep_alive_connections_are_closed() {
     // A connection that never sends anything is closed too.
     let mut silent = Raw::connect(hg.addr);
     assert!(silent.closed_within(Duration::from_secs(5)));
+}
+
+#[test]
+fn a_stalled_upload_is_cut_off() {
+    let origin = Origin::echo();
+    let hg = Hopgate::start_config(
+        "[timeouts]\nidle_secs = 1\n\
+         [[listener]]\nlisten = \"127.0.0.1:0\"\n[listener.proxy]\nallow_targets = [\"127.0.0.0/8\"]\n",
+    );
+    let mut c = Raw::connect(hg.addr);
+    let started = Instant::now();
+    c.send(format!("POST {} HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nonly ten..", origin.url("/up")));
+    let r = c.response();
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("stalled"), "{}", r.text());
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    still_serving(&hg, &Origin::fixed("fine"));
+}
+
+#[test]
+fn a_stalled_origin_body_is_cut_off_not_completed() {
+    let addr = support::origin::raw(|mut s| {
+        use std::io::{Read, Write};
+        let mut buf = [0u8; 4096];
+        let _ = s.read(&mut buf);
+        let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly ten..");
+        std::thread::sleep(Duration::from_secs(20));
+    });
+    let hg = Hopgate::start_config(
+        "[timeouts]\nresponse_head_secs = 1\n\
+         [[listener]]\nlisten = \"127.0.0.1:0\"\n[listener.proxy]\nallow_targets = [\"127.0.0.0/8\"]\n",
+    );
+    let mut c = Raw::connect(hg.addr);
+    let started = Instant::now();
+    c.send(format!("GET http://{addr}/ HTTP/1.1\r\nHost: x\r\n\r\n"));
+    let got = c.read_to_close();
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 200") && text.ends_with("only ten.."), "{text}");
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
 }

@@ -5,8 +5,6 @@ mod support;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
@@ -39,35 +37,6 @@ fn expected_hash(len: u64) -> String {
 
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-/// Samples a process's RSS until stopped; returns the peak in KiB.
-struct RssWatch {
-    stop: Arc<AtomicBool>,
-    peak: Arc<AtomicU64>,
-    handle: Option<std::thread::JoinHandle<()>>,
-}
-
-impl RssWatch {
-    fn start(pid: u32) -> RssWatch {
-        let stop = Arc::new(AtomicBool::new(false));
-        let peak = Arc::new(AtomicU64::new(0));
-        let (s, p) = (stop.clone(), peak.clone());
-        let handle = std::thread::spawn(move || {
-            while !s.load(Ordering::Relaxed) {
-                p.fetch_max(support::proc_status_kib(pid, "VmRSS:"), Ordering::Relaxed);
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        });
-        RssWatch { stop, peak, handle: Some(handle) }
-    }
-    fn finish(mut self) -> u64 {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(h) = self.handle.take() {
-            let _ = h.join();
-        }
-        self.peak.load(Ordering::Relaxed)
-    }
 }
 
 fn proxy() -> Hopgate {
@@ -114,7 +83,7 @@ fn one_gib_download_streams_with_flat_rss() {
     let hg = proxy();
     warm_up(&hg, o);
     let before = hg.rss_kib();
-    let watch = RssWatch::start(hg.pid());
+    let watch = support::RssWatch::start(hg.pid());
     let started = Instant::now();
     let mut c = TcpStream::connect(hg.addr).unwrap();
     c.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
@@ -192,7 +161,7 @@ fn one_gib_upload_streams_with_flat_rss() {
     });
     let hg = proxy();
     let before = hg.rss_kib();
-    let watch = RssWatch::start(hg.pid());
+    let watch = support::RssWatch::start(hg.pid());
     let started = Instant::now();
     let mut c = TcpStream::connect(hg.addr).unwrap();
     c.set_read_timeout(Some(Duration::from_secs(60))).unwrap();

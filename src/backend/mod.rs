@@ -2,7 +2,14 @@
 //! response or an [`Error`](crate::error::Error); it never renders error pages, binds sockets or reads the
 //! config file.
 
+pub mod app;
+pub mod cgi;
+pub mod connect;
+pub mod fastcgi;
+pub mod ftp;
+pub mod meta;
 pub mod relay;
+pub mod scgi;
 
 use std::net::SocketAddr;
 

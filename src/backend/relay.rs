@@ -1,6 +1,6 @@
 //! The relay: forwards an HTTP request to an origin over a pooled connection and streams the response back,
-//! as a forward proxy (absolute-form `http://` targets, RFC 9110 §7.6, RFC 9112 §3.2.2) and as a gateway
-//! (`--to http://HOST:PORT[/base]`, a reverse proxy).
+//! as a forward proxy (absolute-form `http://` and `https://` targets, RFC 9110 §7.6, RFC 9112 §3.2.2) and as a
+//! gateway (`--to http(s)://HOST:PORT[/base]`, a reverse proxy). `https://` upstreams: upstream/tls.rs.
 //!
 //! The order of steps is the design: loop check -> Max-Forwards -> strip hop-by-hop -> Host, Via (and
 //! Forwarded for gateways) -> send with the response-head timeout -> strip the response -> Via -> stream.
@@ -18,6 +18,7 @@ use hyper::body::Incoming;
 use super::Ctx;
 use crate::error::{Error, Kind, Side};
 use crate::http::{Body, MaxForwards, append_via, hop, is_sensitive, max_forwards, set_forwarded, via_names};
+use crate::server::listener::ProxyState;
 use crate::upstream::HttpClient;
 
 /// A gateway route's upstream: `http(s)://authority[/base]`.
@@ -31,8 +32,9 @@ pub struct Gateway {
     pub prefix: String,
 }
 
-/// Forward proxy: `GET http://host/path HTTP/1.1` from a client configured to use hopgate.
-pub async fn forward(mut req: Request<Incoming>, ctx: &Ctx<'_>, client: &HttpClient) -> Result<Response<Body>, Error> {
+/// Forward proxy: `GET http://host/path HTTP/1.1` from a client configured to use hopgate; `https://` targets
+/// go out over verified TLS (the proxy's `HttpClient` has TLS origination).
+pub async fn forward(mut req: Request<Incoming>, ctx: &Ctx<'_>, proxy: &ProxyState) -> Result<Response<Body>, Error> {
     let uri = req.uri().clone();
     let authority = uri.authority().ok_or_else(|| Error::bad_request("absolute request target without a host"))?;
     let host = authority.host();
@@ -51,7 +53,7 @@ pub async fn forward(mut req: Request<Incoming>, ctx: &Ctx<'_>, client: &HttpCli
     }
     let path = uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
     *req.uri_mut() = Uri::builder()
-        .scheme(Scheme::HTTP)
+        .scheme(uri.scheme().cloned().unwrap_or(Scheme::HTTP))
         .authority(authority.clone())
         .path_and_query(path)
         .build()
@@ -59,7 +61,23 @@ pub async fn forward(mut req: Request<Incoming>, ctx: &Ctx<'_>, client: &HttpCli
     // RFC 9112 §3.2.2: a proxy replaces Host with the target URI's authority.
     let host_value = HeaderValue::from_str(authority.as_str()).map_err(|_| Error::bad_request("invalid host"))?;
     req.headers_mut().insert(header::HOST, host_value);
-    send(req, ctx, client, None).await
+    // https:// through a parent goes inside a CONNECT tunnel (upstream::Connector): the parent's credentials
+    // belong to the CONNECT, never to a request the origin reads.
+    let to_parent = uri.scheme() != Some(&Scheme::HTTPS);
+    let parent_auth = proxy.parent.as_ref().filter(|_| to_parent).and_then(|p| p.auth.clone());
+    let resp = send(req, ctx, &proxy.client, None, parent_auth).await?;
+    if let Some(parent) = &proxy.parent
+        && to_parent
+        && resp.status() == http::StatusCode::PROXY_AUTHENTICATION_REQUIRED
+    {
+        // The parent's challenge is for hopgate's hop, not the client's: passing it on would make the client
+        // think hopgate wants credentials.
+        return Err(Error::upstream(
+            Kind::ConnectFailed,
+            format!("parent proxy {} refused the request: 407 Proxy Authentication Required", parent.authority),
+        ));
+    }
+    Ok(resp)
 }
 
 /// Gateway: an origin-form request matched a route; map its path under the upstream base.
@@ -105,7 +123,7 @@ pub async fn gateway(mut req: Request<Incoming>, ctx: &Ctx<'_>, gw: &Gateway) ->
             public: format!("{proto}://{h}{}", if gw.prefix == "/" { "" } else { gw.prefix.as_str() }),
         })
     };
-    send(req, ctx, &gw.client, Some(&rewrite)).await
+    send(req, ctx, &gw.client, Some(&rewrite), None).await
 }
 
 /// Loop check and Max-Forwards; `Some` when hopgate answers the request itself.
@@ -158,10 +176,15 @@ async fn send(
     ctx: &Ctx<'_>,
     client: &HttpClient,
     rewrite: Option<&(dyn Fn() -> Option<LocationRewrite> + Sync)>,
+    parent_auth: Option<HeaderValue>,
 ) -> Result<Response<Body>, Error> {
     let target = req.uri().clone();
     let name = &ctx.listener.via_name;
     let stripped = hop::strip(req.headers_mut());
+    if let Some(auth) = parent_auth {
+        // The parent proxy's own credentials, for its hop only.
+        req.headers_mut().insert(header::PROXY_AUTHORIZATION, auth);
+    }
     let version = req.version();
     append_via(req.headers_mut(), version, name);
     // RFC 9110 §7.8: an upgrade is hop-by-hop, so hopgate re-offers it on its own hop (HTTP/1.1 only).
@@ -175,10 +198,22 @@ async fn send(
     };
     *req.version_mut() = Version::HTTP_11;
     let (parts, body) = req.into_parts();
-    let req = Request::from_parts(parts, Body::from(body));
+    // The response-head timeout starts once the request body is sent: a long upload is not a slow origin. A
+    // client that stops sending its body for the idle time is cut off.
+    let (body, sent) = Body::from(body).watched(ctx.listener.timeouts.idle, "the request body from the client");
+    let req = Request::from_parts(parts, body);
 
     let timeout = ctx.listener.timeouts.response_head;
-    let mut resp = match tokio::time::timeout(timeout, client.request(req)).await {
+    let response = client.request(req);
+    tokio::pin!(response);
+    let waited = match sent {
+        None => tokio::time::timeout(timeout, response).await,
+        Some(sent) => tokio::select! {
+            r = &mut response => Ok(r),
+            _ = sent => tokio::time::timeout(timeout, response).await,
+        },
+    };
+    let mut resp = match waited {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => return Err(client_error(e, &target)),
         Err(_) => {
@@ -195,12 +230,13 @@ async fn send(
         };
         let proto = resp.headers().get(header::UPGRADE).cloned();
         let upstream_upgrade = hyper::upgrade::on(&mut resp);
+        let idle = ctx.listener.timeouts.tunnel_idle;
         ctx.tasks.spawn(async move {
             match tokio::try_join!(client_upgrade, upstream_upgrade) {
                 Ok((c, u)) => {
-                    let mut c = hyper_util::rt::TokioIo::new(c);
-                    let mut u = hyper_util::rt::TokioIo::new(u);
-                    let _ = tokio::io::copy_bidirectional(&mut c, &mut u).await;
+                    let c = hyper_util::rt::TokioIo::new(c);
+                    let u = hyper_util::rt::TokioIo::new(u);
+                    let _ = crate::tunnel::pipe(c, u, idle).await;
                 }
                 Err(e) => tracing::debug!("upgrade failed: {e}"),
             }
@@ -224,7 +260,10 @@ async fn send(
         rewrite_location(&mut parts.headers, &rw);
     }
     parts.version = Version::HTTP_11;
-    Ok(Response::from_parts(parts, Body::from(body)))
+    // An origin that stops sending mid-body for the response-head time is cut off (the client sees the
+    // response end early, never a complete-looking one).
+    let (body, _) = Body::from(body).watched(timeout, "the response body from the upstream");
+    Ok(Response::from_parts(parts, body))
 }
 
 fn rewrite_location(headers: &mut http::HeaderMap, rw: &LocationRewrite) {
@@ -257,9 +296,9 @@ fn client_error(e: hyper_util::client::legacy::Error, target: &Uri) -> Error {
         }
         if let Some(h) = s.downcast_ref::<hyper::Error>() {
             if h.is_user() {
-                // Our side of the request failed: the client's body stream broke off.
-                return Error::client(Kind::BadRequest, "the request body ended before its declared length")
-                    .with_source(e.to_string());
+                // Our side of the request failed: the client's body stream broke off or stalled.
+                let why = h.source().map(|c| c.to_string()).unwrap_or_else(|| "it ended early".into());
+                return Error::client(Kind::BadRequest, format!("the request body could not be forwarded: {why}"));
             }
             if h.is_parse() {
                 return Error::upstream(Kind::UpstreamProtocol, format!("invalid response from {upstream}"))

@@ -219,6 +219,13 @@ impl Ctx<'_> {
         }
     }
 
+    /// A CA bundle that is readable and holds usable CA certificates.
+    fn ca_bundle(&self, p: &Spanned<PathBuf>) -> Result<PathBuf, ConfigError> {
+        let path = self.readable(p, "CA bundle")?;
+        crate::upstream::tls::load_ca(&path).map_err(|e| self.err(p.span(), e))?;
+        Ok(path)
+    }
+
     fn build(&self, raw: RawConfig) -> Result<Config, ConfigError> {
         let limits = Limits {
             max_head_bytes: self.positive(&raw.limits.max_head_bytes, "max_head_bytes", DEFAULT_MAX_HEAD_BYTES)?,
@@ -274,10 +281,19 @@ impl Ctx<'_> {
         let listen = l.listen.get_ref().0;
         let mut certs = Vec::new();
         for c in &l.tls {
-            certs.push(CertPair {
+            let pair = CertPair {
                 cert: self.readable(&c.get_ref().cert, "certificate")?,
                 key: self.readable(&c.get_ref().key, "key")?,
-            });
+            };
+            // Parse and match them now, so that the error points at the key naming the wrong file.
+            if let Err(e) = crate::server::tls::load_pair(&pair) {
+                let span = match e.which {
+                    crate::server::tls::Which::Cert => c.get_ref().cert.span(),
+                    crate::server::tls::Which::Key => c.get_ref().key.span(),
+                };
+                return Err(self.err(span, e.to_string()));
+            }
+            certs.push(pair);
         }
         if listen.tls && certs.is_empty() {
             return Err(self.err(
@@ -318,7 +334,7 @@ impl Ctx<'_> {
         out.allow_targets = p.allow_targets.into_iter().map(|c| c.0).collect();
         out.users = p.users.as_ref().map(|u| self.readable(u, "users file")).transpose()?;
         out.parent = p.parent.map(|p| p.0);
-        out.ca = p.ca.as_ref().map(|c| self.readable(c, "CA bundle")).transpose()?;
+        out.ca = p.ca.as_ref().map(|c| self.ca_bundle(c)).transpose()?;
         out.max_tunnels = self.positive(&p.max_tunnels, "max_tunnels", DEFAULT_MAX_TUNNELS)?;
         Ok(out)
     }
@@ -343,7 +359,7 @@ impl Ctx<'_> {
                 route.path = "/".into();
             }
         }
-        route.ca = r.ca.as_ref().map(|c| self.readable(c, "CA bundle")).transpose()?;
+        route.ca = r.ca.as_ref().map(|c| self.ca_bundle(c)).transpose()?;
         route.root = r.root.as_ref().map(|c| self.readable(c, "root directory")).transpose()?;
         route.index = r.index.map(|i| i.into_inner());
         route.uploads = r.uploads.unwrap_or(true);
@@ -360,6 +376,10 @@ impl Ctx<'_> {
                 return Err(self.err(r.to.span(), format!("CGI directory {} does not exist", dir.display())));
             }
             route.to = Target::Cgi { dir };
+        }
+        // Like every path in the file, a relative unix socket path is relative to the file's directory.
+        if let Target::FastCgi { socket: UpstreamSocket::Unix(path) } = &to {
+            route.to = Target::FastCgi { socket: UpstreamSocket::Unix(self.base.join(path)) };
         }
         Ok(route)
     }

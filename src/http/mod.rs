@@ -3,6 +3,7 @@
 
 mod body;
 pub mod hop;
+pub mod htpasswd;
 pub mod pages;
 
 use std::net::SocketAddr;

@@ -6,6 +6,42 @@ use http::{HeaderValue, Response, StatusCode, header};
 
 use crate::http::Body;
 
+/// Renders the page for an error: its status, its detail, its challenge (401/407), Connection: close when the
+/// framing can't be trusted.
+pub fn error(e: &crate::error::Error) -> Response<Body> {
+    let mut resp = render(e.status(), e.detail(), e.closes_connection());
+    if let Some(c) = e.challenge() {
+        let name = if e.status() == StatusCode::PROXY_AUTHENTICATION_REQUIRED {
+            header::PROXY_AUTHENTICATE
+        } else {
+            header::WWW_AUTHENTICATE
+        };
+        resp.headers_mut().insert(name, c.clone());
+    }
+    for (name, value) in e.fields() {
+        resp.headers_mut().insert(name.clone(), value.clone());
+    }
+    resp
+}
+
+/// A redirect hopgate answers itself (a directory URL without its final `/`): `301` with `Location` and a
+/// two-line body naming the new address.
+pub fn redirect(location: HeaderValue) -> Response<Body> {
+    let status = StatusCode::MOVED_PERMANENTLY;
+    let body = format!(
+        "hopgate: {} {}\n{}\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or(""),
+        one_line(&String::from_utf8_lossy(location.as_bytes()))
+    );
+    let mut resp = Response::new(Body::full(body));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(header::LOCATION, location);
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    resp
+}
+
 /// Renders a page for `status` with a one-line `reason`.
 pub fn render(status: StatusCode, reason: &str, close: bool) -> Response<Body> {
     let body =
@@ -21,6 +57,41 @@ pub fn render(status: StatusCode, reason: &str, close: bool) -> Response<Body> {
     resp
 }
 
+/// hyper's own answer to a request head it can't parse is exactly `HTTP/1.1 {400|414|431} REASON`,
+/// `connection: close`, `content-length: 0`, `date: ...` and nothing else; hopgate's responses always carry
+/// other fields. For that exact response this returns hopgate's page with the same status (and hyper's Date),
+/// naming the cause; for anything else None.
+pub fn replace_hyper_error(buf: &[u8]) -> Option<Vec<u8>> {
+    if buf.len() > 256 || !buf.starts_with(b"HTTP/1.1 4") {
+        return None;
+    }
+    let text = std::str::from_utf8(buf).ok()?.strip_suffix("\r\n\r\n")?;
+    let mut lines = text.split("\r\n");
+    let status_line = lines.next()?;
+    let (status, reason) = match status_line.get(9..12)? {
+        "400" => (StatusCode::BAD_REQUEST, "malformed request: not a valid HTTP/1.1 request line or header field"),
+        "414" => (StatusCode::URI_TOO_LONG, "request target too long"),
+        "431" => (StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "request header section too large"),
+        _ => return None,
+    };
+    if lines.next()? != "connection: close" || lines.next()? != "content-length: 0" {
+        return None;
+    }
+    let date = lines.next()?.strip_prefix("date: ")?;
+    if lines.next().is_some() {
+        return None;
+    }
+    let body = format!("hopgate: {} {}\n{reason}\n", status.as_u16(), status.canonical_reason().unwrap_or(""));
+    Some(
+        format!(
+            "{status_line}\r\ncontent-type: text/plain; charset=utf-8\r\ncache-control: no-store\r\n\
+             connection: close\r\ncontent-length: {}\r\ndate: {date}\r\n\r\n{body}",
+            body.len()
+        )
+        .into_bytes(),
+    )
+}
+
 /// Control characters (CR, LF...) never reach a page: a reason may quote client input.
 fn one_line(s: &str) -> String {
     s.chars().map(|c| if c.is_control() { ' ' } else { c }).collect()
@@ -30,6 +101,26 @@ fn one_line(s: &str) -> String {
 mod tests {
     use super::*;
     use http_body_util::BodyExt;
+
+    #[test]
+    fn hypers_bodyless_errors_get_a_page() {
+        let hyper = b"HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\n\
+                      date: Wed, 25 Nov 2026 23:54:26 GMT\r\n\r\n";
+        let page = String::from_utf8(replace_hyper_error(hyper).unwrap()).unwrap();
+        assert!(page.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{page}");
+        assert!(page.contains("date: Wed, 25 Nov 2026 23:54:26 GMT\r\n"), "{page}");
+        let (head, body) = page.split_once("\r\n\r\n").unwrap();
+        assert!(head.contains(&format!("content-length: {}", body.len())), "{page}");
+        assert!(body.starts_with("hopgate: 400 Bad Request\nmalformed request"), "{body}");
+        // Anything with another field (a relayed response, one of hopgate's pages) is left alone.
+        let relayed = b"HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\n\
+                        date: Wed, 25 Nov 2026 23:54:26 GMT\r\nvia: 1.1 x\r\n\r\n";
+        assert!(replace_hyper_error(relayed).is_none());
+        assert!(
+            replace_hyper_error(b"HTTP/1.1 404 Not Found\r\nconnection: close\r\ncontent-length: 0\r\ndate: x\r\n\r\n")
+                .is_none()
+        );
+    }
 
     #[tokio::test]
     async fn page_shape() {

@@ -7,10 +7,12 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use crate::http::pages;
 
 /// What the connection's IO, its requests and its timer loop share.
 #[derive(Debug, Default)]
@@ -113,11 +115,46 @@ fn count_content_length(bytes: &[u8]) -> usize {
 pub struct ConnIo<T> {
     inner: T,
     shared: Arc<ConnShared>,
+    /// A page replacing hyper's bodyless error response, and how much of it is written.
+    page: Option<(Vec<u8>, usize)>,
 }
 
 impl<T> ConnIo<T> {
     pub fn new(inner: T, shared: Arc<ConnShared>) -> ConnIo<T> {
-        ConnIo { inner, shared }
+        ConnIo { inner, shared, page: None }
+    }
+}
+
+impl<T: AsyncWrite + Unpin> ConnIo<T> {
+    /// Writes what is left of a replacement page.
+    fn poll_page(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while let Some((page, done)) = &mut self.page {
+            if *done == page.len() {
+                self.page = None;
+                break;
+            }
+            let n = ready!(Pin::new(&mut self.inner).poll_write(cx, &page[*done..]))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            *done += n;
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// hyper answers a head it can't parse with a bodyless 400/414/431 of its own. When no request is in flight
+    /// and a write is exactly that response, hopgate sends its page instead, so that the client learns why.
+    fn take_automatic_error(&mut self, buf: &[u8]) -> bool {
+        if self.shared.in_flight.load(Ordering::Relaxed) != 0 {
+            return false;
+        }
+        match pages::replace_hyper_error(buf) {
+            Some(page) => {
+                self.page = Some((page, 0));
+                true
+            }
+            None => false,
+        }
     }
 }
 
@@ -136,6 +173,12 @@ impl<T: AsyncRead + Unpin> AsyncRead for ConnIo<T> {
 
 impl<T: AsyncWrite + Unpin> AsyncWrite for ConnIo<T> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        ready!(self.poll_page(cx))?;
+        if self.take_automatic_error(buf) {
+            // The page stands for all of hyper's bytes; what is left of it goes out on the next write or flush.
+            let _ = self.poll_page(cx)?;
+            return Poll::Ready(Ok(buf.len()));
+        }
         let r = Pin::new(&mut self.inner).poll_write(cx, buf);
         if let Poll::Ready(Ok(n)) = r
             && n > 0
@@ -149,6 +192,13 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for ConnIo<T> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
+        ready!(self.poll_page(cx))?;
+        if let [one] = bufs
+            && self.take_automatic_error(one)
+        {
+            let _ = self.poll_page(cx)?;
+            return Poll::Ready(Ok(one.len()));
+        }
         let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
         if let Poll::Ready(Ok(n)) = r
             && n > 0
@@ -161,9 +211,11 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for ConnIo<T> {
         self.inner.is_write_vectored()
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        ready!(self.poll_page(cx))?;
         Pin::new(&mut self.inner).poll_flush(cx)
     }
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        ready!(self.poll_page(cx))?;
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }

@@ -7,14 +7,22 @@ use std::sync::Arc;
 use http::uri::{Authority, Scheme};
 
 use super::log::AccessLogger;
-use crate::backend::relay;
+use super::tls::Acceptor;
+use crate::backend::ftp::{FtpPool, FtpPoolConfig, FtpRoute};
+use crate::backend::{app, relay};
 use crate::config::{self, Limits, Target, Timeouts};
-use crate::upstream::{Dialer, HttpClient, OwnAddrs, TargetPolicy, http_client};
+use tokio::sync::Semaphore;
+
+use crate::http::htpasswd::Users;
+use crate::upstream::tls::Origination;
+use crate::upstream::{Dialer, HttpClient, OwnAddrs, ParentProxy, TargetPolicy, http_client};
 
 pub struct ListenerState {
     /// The address actually bound (port 0 resolved).
     pub local: SocketAddr,
     pub tls: bool,
+    /// The TLS side of an `https://` listener (certificates loaded, SNI resolver built).
+    pub acceptor: Option<Acceptor>,
     /// The `received-by` this listener writes into Via and recognises as a loop.
     pub via_name: String,
     pub limits: Limits,
@@ -36,6 +44,13 @@ pub struct ProxyState {
     /// Client-chosen targets: the target policy applies.
     pub dialer: Dialer,
     pub client: HttpClient,
+    /// With a users file, proxy authentication is required.
+    pub users: Option<Users>,
+    pub parent: Option<Arc<ParentProxy>>,
+    /// One permit per open tunnel.
+    pub tunnels: Arc<Semaphore>,
+    /// Absolute-form `ftp://` targets (the HTTP/FTP gateway), dialed with the same policy.
+    pub ftp: FtpRoute,
 }
 
 pub struct RouteState {
@@ -44,8 +59,18 @@ pub struct RouteState {
 }
 
 /// A gateway route's room, ready to serve.
+// Built once per route at start-up and never moved afterwards: the size difference costs nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Backend {
     Relay(relay::Gateway),
+    /// `cgi:DIR`: the script slots live here.
+    Cgi(app::Gateway),
+    /// `fastcgi://` or `fastcgi+unix:`: the pool of kept connections lives here.
+    FastCgi(app::Gateway),
+    /// `scgi://`.
+    Scgi(app::Gateway),
+    /// `ftp://`: the pool of logged-in control connections lives here.
+    Ftp(FtpRoute),
 }
 
 /// What start-up needs from the outside world to build a listener.
@@ -62,17 +87,39 @@ pub fn build(cfg: &config::Listener, local: SocketAddr, shared: &Shared) -> Resu
         None => None,
         Some(p) => {
             let dialer = Dialer::new(Some(TargetPolicy::new(p.allow_targets.clone())), shared.own.clone(), t.connect);
-            let client = http_client(dialer.clone(), t.pool_idle, config::DEFAULT_POOL_MAX_IDLE_PER_HOST);
-            Some(ProxyState { cfg: p.clone(), dialer, client })
+            let parent = p.parent.as_ref().map(|parent| {
+                // The parent is the operator's choice: no target policy, but the loop check stays.
+                let dialer = Dialer::new(None, shared.own.clone(), t.connect);
+                Arc::new(ParentProxy::new(parent, dialer, t.response_head))
+            });
+            // Absolute-form https:// targets: TLS origination, verified against the system roots plus `ca`.
+            let tls = Origination::new(p.ca.as_deref(), t.connect)?;
+            let client = http_client(
+                dialer.clone(),
+                parent.clone(),
+                Some(tls),
+                t.pool_idle,
+                config::DEFAULT_POOL_MAX_IDLE_PER_HOST,
+            );
+            let users = match &p.users {
+                Some(path) => Some(Users::load(path).map_err(|e| format!("users file {}: {e}", path.display()))?),
+                None => None,
+            };
+            let tunnels = Arc::new(Semaphore::new(p.max_tunnels));
+            let ftp_pool = FtpPool::new(FtpRoute::settings(&t), FtpPoolConfig::default());
+            let ftp = FtpRoute::forward(ftp_pool, dialer.clone(), p.parent.as_ref().map(|p| p.authority.to_string()));
+            Some(ProxyState { cfg: p.clone(), dialer, client, users, parent, tunnels, ftp })
         }
     };
     let mut routes = Vec::new();
     for r in &cfg.routes {
         routes.push(RouteState { cfg: r.clone(), backend: build_backend(r, shared)? });
     }
+    let acceptor = if cfg.listen.tls { Some(Acceptor::new(&cfg.certs, t.tls_handshake)?) } else { None };
     Ok(ListenerState {
         local,
         tls: cfg.listen.tls,
+        acceptor,
         via_name: cfg.via_name.clone().unwrap_or_else(|| format!("{}:{}", hostname(), local.port())),
         limits: shared.limits,
         timeouts: t,
@@ -86,23 +133,30 @@ fn build_backend(r: &config::Route, shared: &Shared) -> Result<Backend, String> 
     let t = shared.timeouts;
     match &r.to {
         Target::Http { tls, authority, base } => {
-            if *tls {
-                return Err(format!("{}: https:// targets need TLS origination, which this build lacks", r.to));
-            }
             // The operator chose this target: no target policy, but the loop check still applies.
             let dialer = Dialer::new(None, shared.own.clone(), t.connect);
-            let client = http_client(dialer, t.pool_idle, config::DEFAULT_POOL_MAX_IDLE_PER_HOST);
+            // HTTP/HTTPS: verified TLS to the origin (system roots plus the route's `ca`).
+            let origination = if *tls { Some(Origination::new(r.ca.as_deref(), t.connect)?) } else { None };
+            let client = http_client(dialer, None, origination, t.pool_idle, config::DEFAULT_POOL_MAX_IDLE_PER_HOST);
             let authority: Authority =
                 authority.to_string().parse().map_err(|_| format!("{}: invalid authority", r.to))?;
             Ok(Backend::Relay(relay::Gateway {
                 client,
-                scheme: Scheme::HTTP,
+                scheme: if *tls { Scheme::HTTPS } else { Scheme::HTTP },
                 authority,
                 base: base.clone(),
                 prefix: r.path.clone(),
             }))
         }
-        other => Err(format!("{other}: this kind of target is not available in this build")),
+        Target::Cgi { .. } => Ok(Backend::Cgi(app::Gateway::new(r)?)),
+        Target::FastCgi { .. } => Ok(Backend::FastCgi(app::Gateway::new(r)?)),
+        Target::Scgi { .. } => Ok(Backend::Scgi(app::Gateway::new(r)?)),
+        Target::Ftp { .. } => {
+            // The operator chose this server: no target policy, but the loop check still applies.
+            let dialer = Dialer::new(None, shared.own.clone(), t.connect);
+            let pool = FtpPool::new(FtpRoute::settings(&t), FtpPoolConfig::default());
+            Ok(Backend::Ftp(FtpRoute::gateway(r, pool, dialer)?))
+        }
     }
 }
 

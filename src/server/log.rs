@@ -68,7 +68,7 @@ impl Record {
             rfc3339(SystemTime::now()),
             self.client,
             self.method,
-            self.target,
+            super::service::loggable_target(&self.target),
             self.version,
             self.status.as_u16(),
             bytes,
@@ -110,7 +110,9 @@ impl LoggedBody {
 
 impl Drop for LoggedBody {
     fn drop(&mut self) {
-        self.finish(false);
+        // hyper drops an empty body it never needed to poll (CONNECT 200, HEAD): that is complete, not aborted.
+        let complete = http_body::Body::is_end_stream(&self.inner);
+        self.finish(complete);
     }
 }
 

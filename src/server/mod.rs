@@ -5,6 +5,7 @@ pub mod conn;
 pub mod listener;
 pub mod log;
 pub mod service;
+pub mod tls;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -162,6 +163,9 @@ async fn serve_tcp(
     stop: watch::Receiver<bool>,
 ) {
     let _ = stream.set_nodelay(true);
+    if let Some(acceptor) = state.acceptor.clone() {
+        return tls::serve(stream, peer, state, acceptor, http, tasks, stop).await;
+    }
     serve_http1(stream, peer, state, http, tasks, stop).await;
 }
 

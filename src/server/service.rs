@@ -10,9 +10,9 @@ use hyper::body::Incoming;
 use tokio_util::task::TaskTracker;
 
 use super::conn::ConnShared;
-use super::listener::{Backend, ListenerState};
+use super::listener::{Backend, ListenerState, ProxyState};
 use super::log::{LoggedBody, Record};
-use crate::backend::{Ctx, relay};
+use crate::backend::{Ctx, app, connect, ftp, relay};
 use crate::error::{Error, Kind, Side};
 use crate::http::{Body, pages};
 use crate::route::{self, Route};
@@ -31,7 +31,7 @@ pub async fn handle(req: Request<Incoming>, conn: Arc<ConnCtx>) -> Response<Logg
     let mut record = Record {
         client: conn.client,
         method: req.method().clone(),
-        // Formatted only when a line is written: cloning a Uri shares its bytes.
+        // Formatted (passwords masked) only when a line is written: cloning a Uri shares its bytes.
         target: req.uri().clone(),
         version: req.version(),
         status: http::StatusCode::OK,
@@ -44,13 +44,13 @@ pub async fn handle(req: Request<Incoming>, conn: Arc<ConnCtx>) -> Response<Logg
         Err(e) => {
             match e.side() {
                 Side::Client => {
-                    tracing::info!(client = %conn.client, target = %record.target, "{}: {}", e.status(), e.chain())
+                    tracing::info!(client = %conn.client, target = %loggable_target(&record.target), "{}: {}", e.status(), e.chain())
                 }
                 _ => {
-                    tracing::warn!(client = %conn.client, target = %record.target, "{}: {}", e.status(), e.chain())
+                    tracing::warn!(client = %conn.client, target = %loggable_target(&record.target), "{}: {}", e.status(), e.chain())
                 }
             }
-            pages::render(e.status(), e.detail(), e.closes_connection())
+            pages::error(&e)
         }
     };
     record.status = resp.status();
@@ -63,12 +63,46 @@ pub async fn handle(req: Request<Incoming>, conn: Arc<ConnCtx>) -> Response<Logg
 
 async fn serve(req: Request<Incoming>, ctx: &Ctx<'_>, shared: &ConnShared) -> Result<Response<Body>, Error> {
     admit(&req, ctx.listener, shared)?;
-    match route::pick(&req, ctx.listener)? {
-        Route::Forward(proxy) => relay::forward(req, ctx, &proxy.client).await,
+    let route = route::pick(&req, ctx.listener)?;
+    if let Some(proxy) = route.proxy() {
+        authorize(&req, proxy).await?;
+    }
+    match route {
+        Route::Forward(proxy) => relay::forward(req, ctx, proxy).await,
+        Route::Connect(proxy) => connect::serve(req, ctx, proxy).await,
+        Route::Ftp(proxy) => ftp::serve(req, ctx, &proxy.ftp).await,
         Route::Gateway(r) => match &r.backend {
             Backend::Relay(gw) => relay::gateway(req, ctx, gw).await,
+            Backend::Cgi(gw) | Backend::FastCgi(gw) | Backend::Scgi(gw) => app::serve(req, ctx, gw).await,
+            Backend::Ftp(ftp_route) => ftp::serve(req, ctx, ftp_route).await,
         },
     }
+}
+
+/// The request target for logs: a password in the userinfo (`ftp://user:pass@host/`) is never written.
+pub(super) fn loggable_target(uri: &http::Uri) -> String {
+    let text = uri.to_string();
+    match uri.authority().map(|a| a.as_str()).and_then(|a| a.rsplit_once('@')) {
+        Some((userinfo, _)) if userinfo.contains(':') => {
+            let user = userinfo.split(':').next().unwrap_or("");
+            text.replacen(userinfo, &format!("{user}:***"), 1)
+        }
+        _ => text,
+    }
+}
+
+/// Proxy authentication (RFC 9110 §11.7): with a users file, every proxied request and every CONNECT needs valid
+/// `Proxy-Authorization: Basic` credentials, else 407 with a challenge. The field itself never travels upstream
+/// (http::hop strips it).
+async fn authorize(req: &Request<Incoming>, proxy: &ProxyState) -> Result<(), Error> {
+    let Some(users) = &proxy.users else { return Ok(()) };
+    let detail = match req.headers().get(header::PROXY_AUTHORIZATION) {
+        Some(v) if users.check_basic(v).await => return Ok(()),
+        Some(_) => "proxy credentials rejected",
+        None => "proxy authentication required",
+    };
+    Err(Error::client(Kind::AuthRequired, detail)
+        .with_challenge(http::HeaderValue::from_static("Basic realm=\"hopgate\"")))
 }
 
 /// Limits and framing checks that apply to every request, before any routing.
@@ -107,4 +141,17 @@ fn admit(req: &Request<Incoming>, l: &ListenerState, shared: &ConnShared) -> Res
         return Err(Error::client(Kind::BadFraming, "duplicate Content-Length fields"));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_stay_out_of_logs() {
+        let uri: http::Uri = "ftp://bob:s3cret@ftp.example.org/pub/".parse().unwrap();
+        assert_eq!(loggable_target(&uri), "ftp://bob:***@ftp.example.org/pub/");
+        let uri: http::Uri = "http://example.org/a?b".parse().unwrap();
+        assert_eq!(loggable_target(&uri), "http://example.org/a?b");
+    }
 }

@@ -2,7 +2,9 @@
 //! client the relay uses. A name is resolved once; the policy checks every address; the connection goes to an
 //! address that passed.
 
+pub mod parent;
 pub mod policy;
+pub mod tls;
 
 use std::future::Future;
 use std::io;
@@ -20,6 +22,7 @@ use tokio::net::TcpStream;
 
 use crate::error::{Error, Kind};
 use crate::http::Body;
+pub use parent::ParentProxy;
 pub use policy::{OwnAddrs, TargetPolicy};
 
 /// Resolves and connects, applying the target policy (when there is one) and the loop check.
@@ -89,17 +92,27 @@ impl Dialer {
         if let Some(addr) = resolved.iter().find(|a| self.own.contains(**a)) {
             return Err(Error::client(Kind::Loop, format!("{} is this proxy itself", describe(target, *addr))));
         }
-        let Some(policy) = &self.policy else {
-            return Ok(resolved);
-        };
-        let allowed: Vec<SocketAddr> = resolved.iter().copied().filter(|a| policy.permits(a.ip())).collect();
-        if allowed.is_empty() {
+        let allowed: Vec<SocketAddr> = resolved.iter().copied().filter(|a| self.check(*a, target).is_ok()).collect();
+        match self.check(resolved[0], target) {
+            Err(e) if allowed.is_empty() => Err(e),
+            _ => Ok(allowed),
+        }
+    }
+
+    /// The loop check and the target policy for one address.
+    pub fn check(&self, addr: SocketAddr, target: &str) -> Result<(), Error> {
+        if self.own.contains(addr) {
+            return Err(Error::client(Kind::Loop, format!("{} is this proxy itself", describe(target, addr))));
+        }
+        if let Some(policy) = &self.policy
+            && !policy.permits(addr.ip())
+        {
             return Err(Error::client(
                 Kind::TargetForbidden,
-                format!("target {target} resolves to {}, which the target policy refuses", resolved[0].ip()),
+                format!("target {target} resolves to {}, which the target policy refuses", addr.ip()),
             ));
         }
-        Ok(allowed)
+        Ok(())
     }
 }
 
@@ -119,13 +132,15 @@ pub struct UpstreamAddr(pub SocketAddr);
 
 /// An upstream connection as the pooled client sees it.
 pub struct UpstreamIo {
-    io: TokioIo<TcpStream>,
+    io: TokioIo<tls::Stream>,
     addr: SocketAddr,
+    /// Connected to a parent proxy: requests go in absolute form.
+    proxied: bool,
 }
 
 impl Connection for UpstreamIo {
     fn connected(&self) -> Connected {
-        Connected::new().extra(UpstreamAddr(self.addr))
+        Connected::new().proxy(self.proxied).extra(UpstreamAddr(self.addr))
     }
 }
 
@@ -162,9 +177,12 @@ impl hyper::rt::Write for UpstreamIo {
 }
 
 /// The connector the pooled client calls for a new connection to `scheme://host:port`.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Connector {
     dialer: Dialer,
+    parent: Option<Arc<ParentProxy>>,
+    /// None: `https://` targets are refused (a plain-HTTP-only client).
+    tls: Option<tls::Origination>,
 }
 
 impl tower_service::Service<Uri> for Connector {
@@ -178,13 +196,40 @@ impl tower_service::Service<Uri> for Connector {
 
     fn call(&mut self, uri: Uri) -> Self::Future {
         let dialer = self.dialer.clone();
+        let parent = self.parent.clone();
+        let origination = self.tls.clone();
         Box::pin(async move {
             let host = uri.host().ok_or_else(|| Error::bad_request("request target has no host"))?;
             // Brackets are part of the URI syntax, not of the address.
             let host = host.trim_start_matches('[').trim_end_matches(']');
-            let port = uri.port_u16().unwrap_or(80);
+            let https = uri.scheme() == Some(&http::uri::Scheme::HTTPS);
+            let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+            let tls = |o: &Option<tls::Origination>| {
+                o.clone().ok_or_else(|| Error::local(Kind::Internal, "no TLS settings for an https:// upstream"))
+            };
+            if let Some(parent) = parent {
+                // The parent resolves names; an address literal can still be checked here.
+                if let Ok(ip) = host.parse::<IpAddr>() {
+                    dialer.check(SocketAddr::new(ip, port), &display_target(host, port))?;
+                }
+                if https {
+                    // https:// through a parent: CONNECT, then TLS to the origin inside the tunnel, so the origin
+                    // is verified end to end and the request goes in origin-form (RFC 9110 §9.3.6).
+                    let o = tls(&origination)?;
+                    let (tunnel, addr) = parent.tunnel(&display_target(host, port)).await?;
+                    let io = o.connect(host, port, tls::Stream::Tunnel(TokioIo::new(tunnel))).await?;
+                    return Ok(UpstreamIo { io: TokioIo::new(io), addr, proxied: false });
+                }
+                let (tcp, addr) = parent.dial().await?;
+                return Ok(UpstreamIo { io: TokioIo::new(tls::Stream::Plain(tcp)), addr, proxied: true });
+            }
             let (tcp, addr) = dialer.dial(host, port).await?;
-            Ok(UpstreamIo { io: TokioIo::new(tcp), addr })
+            let io = if https {
+                tls(&origination)?.connect(host, port, tls::Stream::Plain(tcp)).await?
+            } else {
+                tls::Stream::Plain(tcp)
+            };
+            Ok(UpstreamIo { io: TokioIo::new(io), addr, proxied: false })
         })
     }
 }
@@ -192,8 +237,15 @@ impl tower_service::Service<Uri> for Connector {
 /// The pooled HTTP/1.1 client the relay sends requests with.
 pub type HttpClient = Client<Connector, Body>;
 
-/// Builds a pooled client over `dialer`.
-pub fn http_client(dialer: Dialer, pool_idle: Duration, max_idle_per_host: usize) -> HttpClient {
+/// Builds a pooled client over `dialer`, or through `parent` when there is one; with `tls`, it also reaches
+/// `https://` upstreams (pooled the same way).
+pub fn http_client(
+    dialer: Dialer,
+    parent: Option<Arc<ParentProxy>>,
+    tls: Option<tls::Origination>,
+    pool_idle: Duration,
+    max_idle_per_host: usize,
+) -> HttpClient {
     Client::builder(TokioExecutor::new())
         .pool_idle_timeout(pool_idle)
         .pool_max_idle_per_host(max_idle_per_host)
@@ -201,5 +253,5 @@ pub fn http_client(dialer: Dialer, pool_idle: Duration, max_idle_per_host: usize
         .timer(TokioTimer::new())
         // Host comes from the request target, set by the relay.
         .set_host(false)
-        .build(Connector { dialer })
+        .build(Connector { dialer, parent, tls })
 }

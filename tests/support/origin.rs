@@ -214,3 +214,16 @@ pub fn raw(f: impl Fn(TcpStream) + Send + Sync + 'static) -> SocketAddr {
     });
     addr
 }
+
+/// A TCP echo server: every byte back; when the client half-closes, it half-closes too.
+pub fn echo_server() -> SocketAddr {
+    raw(|mut s| {
+        let mut buf = vec![0u8; 65536];
+        while let Ok(n) = s.read(&mut buf) {
+            if n == 0 || s.write_all(&buf[..n]).is_err() {
+                break;
+            }
+        }
+        let _ = s.shutdown(std::net::Shutdown::Write);
+    })
+}

@@ -1,0 +1,585 @@
+//! The HTTP side of the resource gateways: CGI/1.1 (RFC 3875), FastCGI (responder) and SCGI. Maps a hyper request
+//! onto the protocol layer (`cgi`, `fastcgi`, `scgi`, `meta`) and its answer back into a hyper response.
+//!
+//! The order of steps is the design: strip hop-by-hop -> request body (streamed with its Content-Length, or
+//! spooled when it has none) -> strip the route prefix and resolve the script -> meta-variables -> run or send ->
+//! local redirects followed here (GET, no body, at most `MAX_LOCAL_REDIRECTS`) -> status and fields from the CGI
+//! head -> the body streamed as it comes (hyper chunks it when there is no Content-Length).
+//! Does not: add Via (this is the origin side of the exchange, not an intermediary on the path), cache, retry, or
+//! pass hop-by-hop fields either way. nph- scripts: see [`nph`].
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::{Stream, StreamExt, TryStreamExt, stream};
+use http::header::{self, HeaderMap, HeaderValue};
+use http::request::Parts;
+use http::uri::PathAndQuery;
+use http::{Method, Request, Response, StatusCode, Uri};
+use http_body::Body as _;
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::Incoming;
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+
+use super::Ctx;
+use super::cgi::{self, Cgi, CgiConfig, CgiOutput};
+use super::fastcgi::{FastCgi, FastCgiAddr, FastCgiConfig};
+use super::meta::{
+    self, CgiHead, ConnInfo, GatewayBody, GatewayError, GatewayErrorKind, GatewayResponse, HeadKind, HeadParser,
+    MetaInput,
+};
+use super::scgi::{Scgi, ScgiConfig};
+use crate::config::{self, Target, UpstreamSocket};
+use crate::error::{BoxError, Error, Kind, Side};
+use crate::http::{Body, hop};
+use crate::upstream::UpstreamAddr;
+
+/// Largest request body without Content-Length (chunked) that is spooled so the application can be told its
+/// CONTENT_LENGTH; larger ones get 411. RFC 3875 §4.2 lets the server buffer such bodies or refuse them.
+pub const MAX_SPOOLED_BODY_BYTES: u64 = 16 * 1024 * 1024;
+/// The first bytes of a spooled body stay in memory; the rest goes to an unlinked file in the temp dir.
+const SPOOL_MEMORY_BYTES: usize = 64 * 1024;
+/// SERVER_SOFTWARE.
+const SERVER_SOFTWARE: &str = concat!("hopgate/", env!("CARGO_PKG_VERSION"));
+
+/// A request body as the protocol layer takes it.
+type ReqBody = Pin<Box<dyn Stream<Item = Result<Bytes, BoxError>> + Send>>;
+
+/// One resource-gateway route, built once at start-up: the CGI script slots and the FastCGI pool live here.
+pub struct Gateway {
+    app: App,
+    /// The route's path prefix ("/" for none): stripped before resolving, put back in front of SCRIPT_NAME.
+    prefix: String,
+    /// CGI only: the script run for a path ending in `/` (FastCGI's layout has its own).
+    index: Option<String>,
+    pass_authorization: bool,
+    /// How long a spooled request body may stall.
+    timeout: Duration,
+    /// FastCGI/SCGI over TCP to an IP address: named in the access log.
+    upstream: Option<SocketAddr>,
+}
+
+enum App {
+    Cgi(Cgi),
+    FastCgi(FastCgi),
+    Scgi(Scgi),
+}
+
+/// What one call of the application produced.
+enum Output {
+    Parsed(GatewayResponse),
+    Nph(GatewayBody),
+}
+
+impl Gateway {
+    /// Builds the gateway for a `cgi:`, `fastcgi://`, `fastcgi+unix:` or `scgi://` route. Fails when the CGI
+    /// directory or the FastCGI root does not exist; nothing connects here.
+    pub fn new(r: &config::Route) -> Result<Gateway, String> {
+        if let Some(index) = &r.index
+            && (index.is_empty() || index == "." || index == ".." || index.contains(['/', '%', '\0']))
+        {
+            return Err(format!("index {index:?}: a plain file name is expected"));
+        }
+        let timeout = r.script_timeout.unwrap_or(Duration::from_secs(cgi::DEFAULT_CGI_TIMEOUT_SECS));
+        let mut upstream = None;
+        let app = match &r.to {
+            Target::Cgi { dir } => {
+                let mut cfg = CgiConfig::new(dir);
+                cfg.timeout = timeout;
+                if let Some(n) = r.max_scripts {
+                    cfg.max_scripts = n;
+                }
+                cfg.pass_authorization = r.pass_authorization;
+                App::Cgi(Cgi::new(cfg).map_err(|e| format!("CGI directory {}: {e}", dir.display()))?)
+            }
+            Target::FastCgi { socket } => {
+                let addr = match socket {
+                    UpstreamSocket::Tcp(a) => {
+                        upstream = a.to_string().parse().ok();
+                        FastCgiAddr::Tcp(a.to_string())
+                    }
+                    UpstreamSocket::Unix(p) => FastCgiAddr::Unix(p.clone()),
+                };
+                let mut cfg = FastCgiConfig::new(addr);
+                cfg.root = r.root.clone();
+                if let Some(i) = &r.index {
+                    cfg.index = i.clone();
+                }
+                if let Some(s) = &r.split_path {
+                    cfg.split_suffix = s.clone();
+                }
+                cfg.timeout = timeout;
+                cfg.pass_authorization = r.pass_authorization;
+                let root = cfg.root.clone().unwrap_or_default();
+                App::FastCgi(FastCgi::new(cfg).map_err(|e| format!("FastCGI root {}: {e}", root.display()))?)
+            }
+            Target::Scgi { authority } => {
+                upstream = authority.to_string().parse().ok();
+                let mut cfg = ScgiConfig::new(authority.to_string());
+                cfg.timeout = timeout;
+                cfg.pass_authorization = r.pass_authorization;
+                App::Scgi(Scgi::new(cfg))
+            }
+            other => return Err(format!("{other}: not a CGI, FastCGI or SCGI target")),
+        };
+        let index = if matches!(app, App::Cgi(_)) { r.index.clone() } else { None };
+        Ok(Gateway { app, prefix: r.path.clone(), index, pass_authorization: r.pass_authorization, timeout, upstream })
+    }
+
+    /// The path below the route prefix ("/" at least); `None` when `path` is not under it.
+    fn below_prefix<'p>(&self, path: &'p str) -> Option<&'p str> {
+        if self.prefix == "/" {
+            return Some(path);
+        }
+        match path.strip_prefix(self.prefix.as_str()) {
+            Some("") => Some("/"),
+            Some(rest) if rest.starts_with('/') => Some(rest),
+            _ => None,
+        }
+    }
+
+    /// SCRIPT_NAME as the client sees it: the route prefix in front of the name found below it.
+    fn mounted(&self, name: &str) -> String {
+        if self.prefix == "/" { name.to_owned() } else { format!("{}{name}", self.prefix) }
+    }
+
+    /// Resolves `parts`' path, builds its meta-variables and hands the request to the application.
+    async fn call(&self, parts: &Parts, conn: &ConnInfo, body: ReqBody) -> Result<Output, Error> {
+        let path = self.below_prefix(parts.uri.path()).ok_or_else(|| {
+            Error::client(Kind::NotFound, format!("{} is not under {}", parts.uri.path(), self.prefix))
+        })?;
+        let content_length = meta::request_content_length(parts).map_err(gateway_error)?;
+        let input = |script| MetaInput { conn, script, content_length, pass_authorization: self.pass_authorization };
+        match &self.app {
+            App::Cgi(cgi) => {
+                let mut script = match &self.index {
+                    Some(index) if path.ends_with('/') => cgi.resolve(&format!("{path}{index}")),
+                    _ => cgi.resolve(path),
+                }
+                .map_err(gateway_error)?;
+                script.path.script_name = self.mounted(&script.path.script_name);
+                let vars = meta::build(parts, &input(&script.path));
+                Ok(match cgi.run(&script, &vars, body).await.map_err(gateway_error)? {
+                    CgiOutput::Parsed(r) => Output::Parsed(r),
+                    CgiOutput::Nph(b) => Output::Nph(b),
+                })
+            }
+            App::FastCgi(fcgi) => {
+                let mut script = fcgi.resolve(path).map_err(gateway_error)?;
+                script.script_name = self.mounted(&script.script_name);
+                let vars = meta::build(parts, &input(&script));
+                Ok(Output::Parsed(fcgi.send(&vars, body).await.map_err(gateway_error)?))
+            }
+            App::Scgi(scgi) => {
+                let mut script = meta::resolve_app(path).map_err(gateway_error)?;
+                script.script_name = self.mounted(&script.script_name);
+                let vars = meta::build(parts, &input(&script));
+                Ok(Output::Parsed(scgi.send(&vars, body).await.map_err(gateway_error)?))
+            }
+        }
+    }
+
+    fn finish(&self, mut resp: Response<Body>) -> Response<Body> {
+        if let Some(a) = self.upstream {
+            resp.extensions_mut().insert(UpstreamAddr(a));
+        }
+        resp
+    }
+}
+
+/// The one door: serve `req` through the route's application.
+pub async fn serve(req: Request<Incoming>, ctx: &Ctx<'_>, gw: &Gateway) -> Result<Response<Body>, Error> {
+    let (mut parts, incoming) = req.into_parts();
+    // Hop-by-hop fields concern the client's connection only (meta::build drops them too).
+    let has_length = parts.headers.contains_key(header::CONTENT_LENGTH);
+    hop::strip(&mut parts.headers);
+    let body = if has_length || incoming.is_end_stream() {
+        Box::pin(incoming.into_data_stream().map_err(BoxError::from)) as ReqBody
+    } else {
+        let (len, body) = spool(incoming, gw.timeout).await?;
+        parts.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+        body
+    };
+    let conn = ConnInfo {
+        remote: ctx.client,
+        local: ctx.listener.local,
+        https: ctx.listener.tls,
+        server_name: None,
+        server_port: None,
+        server_software: SERVER_SOFTWARE.to_owned(),
+    };
+    let mut trail = vec![parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_owned()];
+    let mut out = gw.call(&parts, &conn, body).await?;
+    loop {
+        let resp = match out {
+            Output::Nph(body) => return nph(body).await.map(|r| gw.finish(r)),
+            Output::Parsed(resp) => resp,
+        };
+        let Some(location) = local_redirect(&resp.head) else {
+            return document(resp).map(|r| gw.finish(r));
+        };
+        // RFC 3875 §6.2.2: the server answers as if the client had asked for this path. The body of the
+        // redirecting response is not sent; dropping it ends the script (or closes the FastCGI connection).
+        drop(resp);
+        if trail.len() > meta::MAX_LOCAL_REDIRECTS {
+            trail.push(location);
+            return Err(Error::upstream(Kind::UpstreamProtocol, loop_detail(&trail)));
+        }
+        let target: PathAndQuery = location.parse().map_err(|_| {
+            Error::upstream(Kind::UpstreamProtocol, format!("local redirect to an invalid path {location:?}"))
+        })?;
+        if gw.below_prefix(target.path()).is_none() {
+            // Another route serves that path: let the client ask for it there.
+            return Ok(gw.finish(found(&location)));
+        }
+        trail.push(location);
+        parts = redirected(&parts, target);
+        out = gw.call(&parts, &conn, Box::pin(stream::empty())).await?;
+    }
+}
+
+/// The local path a response redirects to internally: RFC 3875 §6.2.2's `Location: /path` alone, and, as Apache's
+/// mod_cgi does, a local `Location` in a 200 response that carries other fields too (`Content-Type` is a common
+/// addition); a 200 with a Location means nothing else to a client.
+fn local_redirect(head: &CgiHead) -> Option<String> {
+    match &head.kind {
+        HeadKind::LocalRedirect(path) => Some(path.clone()),
+        HeadKind::Document if head.status == StatusCode::OK => head
+            .headers
+            .get(header::LOCATION)
+            .and_then(|l| l.to_str().ok())
+            .filter(|l| l.starts_with('/') && !l.starts_with("//"))
+            .map(str::to_owned),
+        _ => None,
+    }
+}
+
+/// The request a local redirect is served as: GET of the new path, the same header fields, no body.
+fn redirected(orig: &Parts, target: PathAndQuery) -> Parts {
+    let (mut parts, ()) = Request::new(()).into_parts();
+    parts.method = Method::GET;
+    parts.uri = Uri::from(target);
+    parts.version = orig.version;
+    parts.headers = orig.headers.clone();
+    for name in [header::CONTENT_LENGTH, header::CONTENT_TYPE, header::TRANSFER_ENCODING, header::EXPECT] {
+        parts.headers.remove(name);
+    }
+    parts
+}
+
+/// "local redirect loop: /a -> /b -> /a", cut at the first repeat and kept short.
+fn loop_detail(trail: &[String]) -> String {
+    let mut shown: Vec<&str> = Vec::new();
+    for t in trail {
+        let repeat = shown.contains(&t.as_str());
+        shown.push(t);
+        if repeat {
+            break;
+        }
+    }
+    let mut path = shown.join(" -> ");
+    if path.len() > 200 {
+        let cut = (0..=200).rev().find(|&i| path.is_char_boundary(i)).unwrap_or(0);
+        path.truncate(cut);
+        path.push_str("...");
+    }
+    format!("local redirect loop: {path} (over {} redirects)", meta::MAX_LOCAL_REDIRECTS)
+}
+
+/// A 302 to a local path this gateway does not serve.
+fn found(location: &str) -> Response<Body> {
+    let mut resp = Response::new(Body::empty());
+    *resp.status_mut() = StatusCode::FOUND;
+    if let Ok(v) = HeaderValue::from_str(location) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    resp.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+    resp
+}
+
+/// A document or client redirect: the status and fields of the CGI head, the body as it comes.
+fn document(r: GatewayResponse) -> Result<Response<Body>, Error> {
+    let mut resp = response_head(r.head.status, r.head.headers)?;
+    *resp.body_mut() = Body::boxed(r.body);
+    Ok(resp)
+}
+
+/// A response with `status` and the application's fields, checked for what HTTP framing needs.
+fn response_head(status: StatusCode, mut headers: HeaderMap) -> Result<Response<Body>, Error> {
+    if status.is_informational() {
+        return Err(Error::upstream(
+            Kind::UpstreamProtocol,
+            format!("application answered {} as its final status", status.as_u16()),
+        ));
+    }
+    // The application does not frame the message on the client's connection; hyper does.
+    hop::strip(&mut headers);
+    let lengths: Vec<&HeaderValue> = headers.get_all(header::CONTENT_LENGTH).iter().collect();
+    if let Some(first) = lengths.first() {
+        let valid = first.to_str().ok().is_some_and(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()));
+        if !valid || lengths.iter().any(|v| v != first) {
+            return Err(Error::upstream(Kind::UpstreamProtocol, "application sent an invalid Content-Length"));
+        }
+        let one = (*first).clone();
+        headers.insert(header::CONTENT_LENGTH, one);
+    }
+    let mut resp = Response::new(Body::empty());
+    *resp.status_mut() = status;
+    *resp.headers_mut() = headers;
+    Ok(resp)
+}
+
+/// nph- ("non-parsed header") scripts, RFC 3875 §5: the script writes the whole response, status line included.
+/// hyper writes every status line hopgate sends, so here nph- means: the script's status code and reason phrase
+/// (hyper's `ReasonPhrase`) and its header fields are sent as written, minus hop-by-hop fields; the body
+/// follows as it comes, never buffered. The HTTP version is that of the client's connection, and hyper adds
+/// Date when the script sent none.
+async fn nph(mut body: GatewayBody) -> Result<Response<Body>, Error> {
+    let bad = |why: &str| Error::upstream(Kind::UpstreamProtocol, format!("nph script: {why}"));
+    let mut buf = BytesMut::new();
+    let line_end = loop {
+        if let Some(i) = buf.iter().position(|&b| b == b'\n') {
+            break i;
+        }
+        if buf.len() > meta::MAX_HEAD_BYTES {
+            return Err(bad("status line too long"));
+        }
+        match body.next().await {
+            Some(Ok(chunk)) => buf.extend_from_slice(&chunk),
+            Some(Err(e)) => return Err(gateway_error(e)),
+            None => return Err(bad("no status line")),
+        }
+    };
+    let rest = buf.split_off(line_end + 1);
+    let line = buf.strip_suffix(b"\n").unwrap_or(&buf);
+    let (status, reason) = status_line(line.strip_suffix(b"\r").unwrap_or(line)).ok_or_else(|| {
+        bad(&format!("malformed status line {:?}", String::from_utf8_lossy(&line[..line.len().min(64)])))
+    })?;
+    let (headers, first) = if rest.starts_with(b"\n") || rest.starts_with(b"\r\n") {
+        let skip = if rest.starts_with(b"\n") { 1 } else { 2 };
+        (HeaderMap::new(), rest.freeze().slice(skip..))
+    } else {
+        let mut parser = HeadParser::new();
+        let mut chunk = rest.freeze();
+        loop {
+            if let Some((head, first)) = parser.feed(&chunk).map_err(gateway_error)? {
+                let mut headers = head.headers;
+                // The CGI head parser reads a lone local Location as a redirect; here it is just a field.
+                if let HeadKind::LocalRedirect(loc) = head.kind
+                    && let Ok(v) = HeaderValue::from_str(&loc)
+                {
+                    headers.insert(header::LOCATION, v);
+                }
+                break (headers, first);
+            }
+            chunk = match body.next().await {
+                Some(Ok(c)) => c,
+                Some(Err(e)) => return Err(gateway_error(e)),
+                None => return Err(gateway_error(parser.eof_error())),
+            };
+        }
+    };
+    let mut resp = response_head(status, headers)?;
+    if let Some(reason) = reason {
+        resp.extensions_mut().insert(reason);
+    }
+    let rest = stream::iter((!first.is_empty()).then_some(Ok(first))).chain(body);
+    *resp.body_mut() = Body::boxed(StreamBody::new(rest.map_ok(http_body::Frame::data)));
+    Ok(resp)
+}
+
+/// `HTTP/1.x NNN reason`: the status and, when it differs from the canonical one, the reason phrase.
+fn status_line(line: &[u8]) -> Option<(StatusCode, Option<hyper::ext::ReasonPhrase>)> {
+    let rest = line.strip_prefix(b"HTTP/")?;
+    let sp = rest.iter().position(|&b| b == b' ')?;
+    let version = &rest[..sp];
+    if !(version.len() == 3 && version[0].is_ascii_digit() && version[1] == b'.' && version[2].is_ascii_digit()) {
+        return None;
+    }
+    let rest = &rest[sp + 1..];
+    let code = rest.get(..3).filter(|d| d.iter().all(u8::is_ascii_digit))?;
+    let status = StatusCode::from_bytes(code).ok().filter(|s| (100..=599).contains(&s.as_u16()))?;
+    let reason = match rest.get(3..) {
+        None | Some(b"") => None,
+        Some(r) if r[0] == b' ' => Some(&r[1..]),
+        Some(_) => return None,
+    };
+    let reason = reason
+        .filter(|r| !r.is_empty() && status.canonical_reason().is_none_or(|c| c.as_bytes() != *r))
+        .and_then(|r| hyper::ext::ReasonPhrase::try_from(r.to_vec()).ok());
+    Some((status, reason))
+}
+
+/// Maps the protocol layer's error to hopgate's; the detail stays short, the cause goes to the log.
+pub fn gateway_error(e: GatewayError) -> Error {
+    let (kind, side) = match e.kind() {
+        GatewayErrorKind::NotFound => (Kind::NotFound, Side::Client),
+        GatewayErrorKind::Forbidden => (Kind::Forbidden, Side::Upstream),
+        GatewayErrorKind::Unavailable => (Kind::ConnectRefused, Side::Upstream),
+        GatewayErrorKind::Timeout => (Kind::ResponseTimeout, Side::Upstream),
+        GatewayErrorKind::BadResponse => (Kind::UpstreamProtocol, Side::Upstream),
+        GatewayErrorKind::LengthRequired => (Kind::LengthRequired, Side::Client),
+    };
+    Error::new(kind, side, e.to_string()).with_source(e)
+}
+
+/// Reads a request body of unknown length (chunked) to its end, so that CONTENT_LENGTH can be given: the first
+/// `SPOOL_MEMORY_BYTES` in memory, the rest in an unlinked temp file, at most `MAX_SPOOLED_BODY_BYTES` (411 past
+/// that: a body with Content-Length streams through instead). `idle` bounds the wait for each piece.
+async fn spool(incoming: Incoming, idle: Duration) -> Result<(u64, ReqBody), Error> {
+    let mut data = incoming.into_data_stream();
+    let mut memory: Vec<Bytes> = Vec::new();
+    let mut file: Option<tokio::fs::File> = None;
+    let mut total: u64 = 0;
+    let spool_error = |e: std::io::Error| Error::local(Kind::Internal, "cannot spool the request body").with_source(e);
+    loop {
+        let chunk = match tokio::time::timeout(idle, data.next()).await {
+            Err(_) => return Err(Error::bad_request(format!("request body stalled for {idle:?}"))),
+            Ok(None) => break,
+            Ok(Some(Err(e))) => return Err(Error::bad_request("the request body broke off").with_source(e)),
+            Ok(Some(Ok(c))) => c,
+        };
+        total += chunk.len() as u64;
+        if total > MAX_SPOOLED_BODY_BYTES {
+            return Err(Error::client(
+                Kind::LengthRequired,
+                format!("a request body without Content-Length is limited to {MAX_SPOOLED_BODY_BYTES} bytes"),
+            ));
+        }
+        match &mut file {
+            Some(f) => f.write_all(&chunk).await.map_err(spool_error)?,
+            None if total as usize <= SPOOL_MEMORY_BYTES => memory.push(chunk),
+            None => {
+                let mut f = spool_file().await.map_err(spool_error)?;
+                for piece in memory.drain(..).chain([chunk]) {
+                    f.write_all(&piece).await.map_err(spool_error)?;
+                }
+                file = Some(f);
+            }
+        }
+    }
+    let body: ReqBody = match file {
+        None => Box::pin(stream::iter(memory.into_iter().map(Ok))),
+        Some(mut f) => {
+            f.flush().await.map_err(spool_error)?;
+            f.seek(std::io::SeekFrom::Start(0)).await.map_err(spool_error)?;
+            Box::pin(stream::try_unfold(f, |mut f| async move {
+                let mut buf = BytesMut::with_capacity(SPOOL_MEMORY_BYTES);
+                let n = f.read_buf(&mut buf).await.map_err(BoxError::from)?;
+                Ok((n > 0).then(|| (buf.freeze(), f)))
+            }))
+        }
+    };
+    Ok((total, body))
+}
+
+/// A new file in the temp dir (`TMPDIR`), readable by hopgate only and unlinked at once: it goes away with the
+/// handle, whatever happens to the request.
+async fn spool_file() -> std::io::Result<tokio::fs::File> {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let dir = std::env::temp_dir();
+    let mut last = None;
+    for _ in 0..8 {
+        let name = format!("hopgate-body-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+        let path = dir.join(name);
+        match tokio::fs::OpenOptions::new().read(true).write(true).create_new(true).mode(0o600).open(&path).await {
+            Ok(f) => {
+                tokio::fs::remove_file(&path).await?;
+                return Ok(f);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => last = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| std::io::Error::other("no spool file name free")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nph_status_lines() {
+        let (s, r) = status_line(b"HTTP/1.1 299 Custom Thing").unwrap();
+        assert_eq!(s.as_u16(), 299);
+        assert_eq!(r.unwrap().as_bytes(), b"Custom Thing");
+        let (s, r) = status_line(b"HTTP/1.0 404 Not Found").unwrap();
+        assert_eq!(s, StatusCode::NOT_FOUND);
+        assert!(r.is_none(), "canonical reason needs no extension");
+        assert_eq!(status_line(b"HTTP/1.1 204").unwrap().0, StatusCode::NO_CONTENT);
+        for bad in [&b"HTTP/1.1 20 OK"[..], b"HTTP/1.1 2000", b"Status: 200", b"HTTP/11 200 OK", b"HTTP/1.1 099 x"] {
+            assert!(status_line(bad).is_none(), "{:?}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[test]
+    fn loop_detail_stops_at_the_first_repeat() {
+        let trail: Vec<String> = ["/a", "/b", "/a", "/b", "/a"].iter().map(|s| s.to_string()).collect();
+        assert_eq!(loop_detail(&trail), "local redirect loop: /a -> /b -> /a (over 10 redirects)");
+        let long: Vec<String> = (0..40).map(|i| format!("/step/{i:04}/xxxxxxxx")).collect();
+        assert!(loop_detail(&long).len() < 260);
+    }
+
+    fn status_of(r: Result<Response<Body>, Error>) -> StatusCode {
+        match r {
+            Ok(r) => r.status(),
+            Err(e) => e.status(),
+        }
+    }
+
+    #[test]
+    fn content_length_from_the_application_is_checked() {
+        let mut h = HeaderMap::new();
+        h.append(header::CONTENT_LENGTH, HeaderValue::from_static("5"));
+        h.append(header::CONTENT_LENGTH, HeaderValue::from_static("5"));
+        h.insert(header::CONNECTION, HeaderValue::from_static("close, x-private"));
+        h.insert("x-private", HeaderValue::from_static("1"));
+        h.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        let r = response_head(StatusCode::OK, h).unwrap();
+        assert_eq!(r.headers().get_all(header::CONTENT_LENGTH).iter().count(), 1);
+        assert!(r.headers().get("x-private").is_none() && r.headers().get(header::TRANSFER_ENCODING).is_none());
+        let mut h = HeaderMap::new();
+        h.append(header::CONTENT_LENGTH, HeaderValue::from_static("5"));
+        h.append(header::CONTENT_LENGTH, HeaderValue::from_static("6"));
+        assert_eq!(status_of(response_head(StatusCode::OK, h)), 502);
+        let mut h = HeaderMap::new();
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("-1"));
+        assert_eq!(status_of(response_head(StatusCode::OK, h)), 502);
+        assert_eq!(status_of(response_head(StatusCode::CONTINUE, HeaderMap::new())), 502);
+    }
+
+    #[test]
+    fn errors_map_to_statuses() {
+        let cases = [
+            (GatewayError::not_found("x"), 404),
+            (GatewayError::forbidden("x"), 403),
+            (GatewayError::unavailable("x"), 502),
+            (GatewayError::timeout("x"), 504),
+            (GatewayError::bad_response("x"), 502),
+            (GatewayError::new(GatewayErrorKind::LengthRequired, "x"), 411),
+        ];
+        for (e, status) in cases {
+            assert_eq!(e.status(), status);
+            assert_eq!(gateway_error(e).status(), status);
+        }
+    }
+
+    #[test]
+    fn redirected_request_is_a_bodiless_get() {
+        let (parts, ()) = Request::post("/form.cgi")
+            .header("content-length", "3")
+            .header("content-type", "text/plain")
+            .header("cookie", "a=1")
+            .body(())
+            .unwrap()
+            .into_parts();
+        let p = redirected(&parts, "/next.cgi?x=1".parse().unwrap());
+        assert_eq!(p.method, Method::GET);
+        assert_eq!(p.uri, "/next.cgi?x=1");
+        assert!(p.headers.get("content-length").is_none() && p.headers.get("content-type").is_none());
+        assert_eq!(p.headers["cookie"], "a=1");
+    }
+}

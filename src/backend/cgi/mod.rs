@@ -1,0 +1,126 @@
+//! CGI/1.1 gateway (RFC 3875): runs the script a request path names under a directory, one
+//! process per request, and streams its output back.
+//!
+//! Order of steps: resolve the script (404/403) -> build meta-variables -> wait for a script slot
+//! -> spawn in its own process group -> feed stdin / read the head from stdout -> hand the body out.
+//! Does not: follow local redirects (the HTTP side does, up to `MAX_LOCAL_REDIRECTS`), buffer
+//! request bodies, or parse nph- output (it is handed out raw).
+
+mod process;
+
+use std::io;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::Stream;
+use http::request::Parts;
+use tokio::sync::Semaphore;
+
+use crate::backend::meta::{
+    self, CgiScript, ConnInfo, GatewayBody, GatewayError, GatewayResponse, MetaInput, MetaVars,
+};
+
+/// A script silent (no output, no stdin taken) this long is killed with its process group.
+pub const DEFAULT_CGI_TIMEOUT_SECS: u64 = 60;
+/// Scripts running at once, per CPU core; the rest wait for a slot (up to the timeout).
+pub const DEFAULT_CGI_SCRIPTS_PER_CORE: usize = 4;
+/// The only variable a script gets besides the meta-variables.
+pub const CGI_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
+
+#[derive(Debug, Clone)]
+pub struct CgiConfig {
+    /// Directory holding the scripts (`cgi:DIR`).
+    pub dir: PathBuf,
+    /// Default `DEFAULT_CGI_TIMEOUT_SECS`.
+    pub timeout: Duration,
+    /// Default `DEFAULT_CGI_SCRIPTS_PER_CORE` times the number of cores.
+    pub max_scripts: usize,
+    /// Pass `Authorization` as HTTP_AUTHORIZATION; default false.
+    pub pass_authorization: bool,
+}
+
+impl CgiConfig {
+    pub fn new(dir: impl Into<PathBuf>) -> CgiConfig {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        CgiConfig {
+            dir: dir.into(),
+            timeout: Duration::from_secs(DEFAULT_CGI_TIMEOUT_SECS),
+            max_scripts: DEFAULT_CGI_SCRIPTS_PER_CORE * cores,
+            pass_authorization: false,
+        }
+    }
+}
+
+/// What a script produced.
+#[derive(Debug)]
+pub enum CgiOutput {
+    /// A parsed CGI response (document or redirect).
+    Parsed(GatewayResponse),
+    /// An nph- script: its stdout is a complete HTTP response (status line included), to be
+    /// passed to the client unaltered.
+    Nph(GatewayBody),
+}
+
+/// The CGI gateway for one directory. Cheap to share (`Arc` it); the script slots are shared.
+#[derive(Debug)]
+pub struct Cgi {
+    dir: PathBuf,
+    timeout: Duration,
+    pass_authorization: bool,
+    slots: Arc<Semaphore>,
+}
+
+impl Cgi {
+    /// Fails when the directory does not exist.
+    pub fn new(cfg: CgiConfig) -> io::Result<Cgi> {
+        Ok(Cgi {
+            dir: std::fs::canonicalize(&cfg.dir)?,
+            timeout: cfg.timeout,
+            pass_authorization: cfg.pass_authorization,
+            slots: Arc::new(Semaphore::new(cfg.max_scripts.max(1))),
+        })
+    }
+
+    /// The script a URL path names, and the PATH_INFO after it.
+    pub fn resolve(&self, uri_path: &str) -> Result<CgiScript, GatewayError> {
+        meta::resolve_cgi(&self.dir, uri_path)
+    }
+
+    /// The one door: resolve, build the meta-variables, run the script with `body` on stdin.
+    pub async fn serve<S, E>(&self, parts: &Parts, conn: &ConnInfo, body: S) -> Result<CgiOutput, GatewayError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Send + 'static,
+        E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
+    {
+        let script = self.resolve(parts.uri.path())?;
+        let vars = meta::build(
+            parts,
+            &MetaInput {
+                conn,
+                script: &script.path,
+                content_length: meta::request_content_length(parts)?,
+                pass_authorization: self.pass_authorization,
+            },
+        );
+        self.run(&script, &vars, body).await
+    }
+
+    /// Runs a resolved script with exactly `vars` (plus PATH) as its environment.
+    pub async fn run<S, E>(&self, script: &CgiScript, vars: &MetaVars, body: S) -> Result<CgiOutput, GatewayError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Send + 'static,
+        E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
+    {
+        let slot = tokio::time::timeout(self.timeout, self.slots.clone().acquire_owned())
+            .await
+            .map_err(|_| GatewayError::timeout("no free CGI slot"))?
+            .map_err(|_| GatewayError::unavailable("CGI gateway closed"))?;
+        let stdout = process::spawn(script, vars, body, self.timeout, slot)?;
+        if script.nph {
+            return Ok(CgiOutput::Nph(GatewayBody::new(Bytes::new(), stdout)));
+        }
+        Ok(CgiOutput::Parsed(meta::read_response(stdout).await?))
+    }
+}

@@ -1,0 +1,115 @@
+//! CONNECT tunnels (RFC 9110 §9.3.6, "SSL tunneling"): `CONNECT host:port` becomes an opaque two-way byte
+//! stream. The target is dialled first (port list, target policy, loop check) and `200 Connection Established`
+//! is answered only once it is connected; otherwise 403/502/504. Bytes the client sent before reading the 200
+//! stay in hyper's upgrade buffer and reach the target. Each direction half-closes on its own
+//! (tunnel::pipe); a tunnel idle for `tunnel_idle_secs` is closed; at most `max_tunnels` are open at once (503).
+//! Does not: look inside the stream, or retry.
+
+use std::net::SocketAddr;
+
+use http::{Request, Response, Uri};
+use hyper::body::Incoming;
+use hyper::ext::ReasonPhrase;
+use hyper_util::rt::TokioIo;
+
+use super::Ctx;
+use crate::error::{Error, Kind};
+use crate::http::Body;
+use crate::server::listener::ProxyState;
+use crate::tunnel::pipe;
+use crate::upstream::{UpstreamAddr, display_target};
+
+/// The far end of a tunnel.
+enum Far {
+    Direct(tokio::net::TcpStream),
+    Parent(TokioIo<hyper::upgrade::Upgraded>),
+}
+
+pub async fn serve(mut req: Request<Incoming>, ctx: &Ctx<'_>, proxy: &ProxyState) -> Result<Response<Body>, Error> {
+    let (host, port) = target(req.uri())?;
+    let target = display_target(&host, port);
+    if !proxy.cfg.connect_ports.contains(&port) {
+        return Err(Error::client(
+            Kind::TargetForbidden,
+            format!("CONNECT to port {port} is not allowed (allowed: {})", list(&proxy.cfg.connect_ports)),
+        ));
+    }
+    let permit = proxy.tunnels.clone().try_acquire_owned().map_err(|_| {
+        Error::local(Kind::Overloaded, format!("too many tunnels open (limit {})", proxy.cfg.max_tunnels))
+    })?;
+    let (far, addr): (Far, SocketAddr) = match &proxy.parent {
+        None => {
+            let (tcp, addr) = proxy.dialer.dial(&host, port).await?;
+            (Far::Direct(tcp), addr)
+        }
+        Some(parent) => {
+            // The parent resolves names; an address literal can still be checked here.
+            if let Ok(ip) = host.parse() {
+                proxy.dialer.check(SocketAddr::new(ip, port), &target)?;
+            }
+            let (up, addr) = parent.tunnel(&target).await?;
+            (Far::Parent(TokioIo::new(up)), addr)
+        }
+    };
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    let idle = ctx.listener.timeouts.tunnel_idle;
+    let client = ctx.client;
+    ctx.tasks.spawn(async move {
+        let _permit = permit;
+        let near = match on_upgrade.await {
+            Ok(up) => TokioIo::new(up),
+            Err(e) => {
+                tracing::debug!(%client, %target, "tunnel not established: {e}");
+                return;
+            }
+        };
+        let result = match far {
+            Far::Direct(tcp) => pipe(near, tcp, idle).await,
+            Far::Parent(up) => pipe(near, up, idle).await,
+        };
+        match result {
+            Ok((up, down)) => tracing::debug!(%client, %target, up, down, "tunnel closed"),
+            Err(e) => tracing::debug!(%client, %target, "tunnel ended: {e}"),
+        }
+    });
+    let mut resp = Response::new(Body::empty());
+    resp.extensions_mut().insert(ReasonPhrase::from_static(b"Connection Established"));
+    resp.extensions_mut().insert(UpstreamAddr(addr));
+    Ok(resp)
+}
+
+/// `host:port` from an authority-form request target.
+fn target(uri: &Uri) -> Result<(String, u16), Error> {
+    let bad = || Error::bad_request(format!("CONNECT needs host:port, got {uri:?}"));
+    if uri.scheme().is_some() || uri.path_and_query().is_some_and(|p| !p.as_str().is_empty() && p.as_str() != "/") {
+        return Err(bad());
+    }
+    let authority = uri.authority().ok_or_else(bad)?;
+    let port = authority.port_u16().ok_or_else(bad)?;
+    if port == 0 || authority.as_str().contains('@') {
+        return Err(bad());
+    }
+    let host = authority.host().trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() {
+        return Err(bad());
+    }
+    Ok((host.to_ascii_lowercase(), port))
+}
+
+fn list(ports: &[u16]) -> String {
+    ports.iter().map(u16::to_string).collect::<Vec<_>>().join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn authority_form_targets() {
+        assert_eq!(target(&"example.com:443".parse().unwrap()).unwrap(), ("example.com".into(), 443));
+        assert_eq!(target(&"[::1]:22".parse().unwrap()).unwrap(), ("::1".into(), 22));
+        assert!(target(&"example.com".parse().unwrap()).is_err());
+        assert!(target(&"http://example.com:443/".parse().unwrap()).is_err());
+        assert!(target(&"example.com:0".parse().unwrap()).is_err());
+    }
+}

@@ -1,0 +1,221 @@
+//! One FastCGI request in flight after BEGIN_REQUEST + PARAMS: a task feeds STDIN records from
+//! the request body while this stream decodes the application's records and hands out STDOUT.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::Stream;
+use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf, ReadHalf, WriteHalf};
+use tokio::task::JoinHandle;
+
+use super::pool::{Conn, Pool};
+use super::{REQUEST_ID, record};
+use crate::backend::meta::{FeedError, GatewayError, IdleTimer, Progress, feed_body};
+
+const READ_CHUNK_BYTES: usize = 16 * 1024;
+
+/// The application's side of one request, as a stream of STDOUT content.
+pub(crate) struct Exchange {
+    /// `None` once the connection went back to the pool.
+    reader: Option<ReadHalf<Conn>>,
+    /// Yields the write half once the whole body and the empty STDIN record are sent.
+    feeder: Option<JoinHandle<Option<WriteHalf<Conn>>>>,
+    pool: Option<Arc<Pool>>,
+    buf: BytesMut,
+    scratch: Vec<u8>,
+    timer: IdleTimer,
+    upstream: String,
+    done: bool,
+}
+
+impl Exchange {
+    pub(crate) fn start<S, E>(
+        conn: Conn,
+        body: S,
+        limit: Option<u64>,
+        progress: Progress,
+        timeout: Duration,
+        pool: Option<Arc<Pool>>,
+        upstream: String,
+    ) -> Exchange
+    where
+        S: Stream<Item = Result<Bytes, E>> + Send + 'static,
+        E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
+    {
+        let (reader, writer) = tokio::io::split(conn);
+        let feeder = tokio::spawn(feed_stdin(writer, body, limit, progress.clone(), upstream.clone()));
+        Exchange {
+            reader: Some(reader),
+            feeder: Some(feeder),
+            pool,
+            buf: BytesMut::new(),
+            scratch: vec![0; READ_CHUNK_BYTES],
+            timer: IdleTimer::new(progress, timeout),
+            upstream,
+            done: false,
+        }
+    }
+
+    fn fail(&mut self, e: GatewayError) -> Poll<Option<Result<Bytes, GatewayError>>> {
+        self.done = true;
+        Poll::Ready(Some(Err(e)))
+    }
+
+    /// END_REQUEST arrived: keep the connection if the request ended cleanly and all of STDIN
+    /// went out (otherwise stray STDIN records would meet the next request).
+    fn finish(&mut self, cx: &mut Context<'_>) {
+        self.done = true;
+        let (Some(pool), Some(mut feeder)) = (self.pool.take(), self.feeder.take()) else {
+            return;
+        };
+        if !self.buf.is_empty() {
+            feeder.abort();
+            return;
+        }
+        match (Pin::new(&mut feeder).poll(cx), self.reader.take()) {
+            (Poll::Ready(Ok(Some(writer))), Some(reader)) => pool.checkin(reader.unsplit(writer)),
+            _ => feeder.abort(),
+        }
+    }
+}
+
+impl Drop for Exchange {
+    fn drop(&mut self) {
+        if let Some(f) = self.feeder.take() {
+            f.abort();
+        }
+    }
+}
+
+impl Stream for Exchange {
+    type Item = Result<Bytes, GatewayError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        loop {
+            if this.done {
+                return Poll::Ready(None);
+            }
+            let rec = match record::decode(&mut this.buf) {
+                Ok(Some(rec)) => rec,
+                Ok(None) => {
+                    let Some(reader) = this.reader.as_mut() else {
+                        return Poll::Ready(None);
+                    };
+                    let mut rb = ReadBuf::new(&mut this.scratch);
+                    match Pin::new(reader).poll_read(cx, &mut rb) {
+                        Poll::Ready(Ok(())) if rb.filled().is_empty() => {
+                            let e = GatewayError::bad_response(format!(
+                                "{} closed the connection before END_REQUEST",
+                                this.upstream
+                            ));
+                            return this.fail(e);
+                        }
+                        Poll::Ready(Ok(())) => {
+                            this.timer.moved();
+                            this.buf.extend_from_slice(rb.filled());
+                            continue;
+                        }
+                        Poll::Ready(Err(e)) => {
+                            let e =
+                                GatewayError::bad_response(format!("reading from {}", this.upstream)).with_source(e);
+                            return this.fail(e);
+                        }
+                        Poll::Pending => {
+                            if this.timer.poll_expired(cx).is_pending() {
+                                return Poll::Pending;
+                            }
+                            let e = GatewayError::timeout(format!("{} silent", this.upstream));
+                            return this.fail(e);
+                        }
+                    }
+                }
+                Err(e) => return this.fail(e),
+            };
+            if rec.request_id != REQUEST_ID {
+                let e = GatewayError::bad_response(format!("record for request {}", rec.request_id));
+                return this.fail(e);
+            }
+            match rec.kind {
+                // An empty STDOUT record ends the stream; END_REQUEST follows.
+                record::STDOUT if rec.content.is_empty() => continue,
+                record::STDOUT => return Poll::Ready(Some(Ok(rec.content))),
+                record::STDERR => {
+                    log_stderr(&this.upstream, &rec.content);
+                    continue;
+                }
+                record::END_REQUEST => {
+                    let end = match record::parse_end_request(&rec.content) {
+                        Ok(end) => end,
+                        Err(e) => return this.fail(e),
+                    };
+                    match end.protocol_status {
+                        record::REQUEST_COMPLETE => {
+                            this.finish(cx);
+                            return Poll::Ready(None);
+                        }
+                        record::CANT_MPX_CONN | record::OVERLOADED => {
+                            let e = GatewayError::unavailable(format!("{} is overloaded", this.upstream));
+                            return this.fail(e);
+                        }
+                        other => {
+                            let e = GatewayError::bad_response(format!(
+                                "{} ended the request with protocol status {other}",
+                                this.upstream
+                            ));
+                            return this.fail(e);
+                        }
+                    }
+                }
+                other => {
+                    let e = GatewayError::bad_response(format!("unexpected record type {other}"));
+                    return this.fail(e);
+                }
+            }
+        }
+    }
+}
+
+fn log_stderr(upstream: &str, content: &[u8]) {
+    let text = String::from_utf8_lossy(content);
+    for line in text.lines().map(str::trim_end).filter(|l| !l.is_empty()) {
+        tracing::warn!(upstream = %upstream, "{line}");
+    }
+}
+
+async fn feed_stdin<S, E>(
+    mut writer: WriteHalf<Conn>,
+    body: S,
+    limit: Option<u64>,
+    progress: Progress,
+    upstream: String,
+) -> Option<WriteHalf<Conn>>
+where
+    S: Stream<Item = Result<Bytes, E>> + Send + 'static,
+    E: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let fed = feed_body(&mut writer, body, &progress, limit, |chunk, out| {
+        record::put_stream(out, record::STDIN, REQUEST_ID, &chunk);
+    })
+    .await;
+    match fed {
+        Ok(()) => {}
+        Err(FeedError::Client(e)) => {
+            tracing::debug!(upstream = %upstream, error = %e, "request body failed");
+            return None;
+        }
+        Err(FeedError::Upstream(e)) => {
+            tracing::debug!(upstream = %upstream, error = %e, "application stopped reading");
+            return None;
+        }
+    }
+    let mut end = BytesMut::new();
+    record::put_record(&mut end, record::STDIN, REQUEST_ID, &[]);
+    writer.write_all(&end).await.ok()?;
+    progress.touch();
+    Some(writer)
+}

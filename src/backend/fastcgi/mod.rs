@@ -1,0 +1,185 @@
+//! FastCGI gateway (FastCGI 1.0, responder role): hands a request to an application such as
+//! php-fpm over TCP or a unix socket and streams its answer back as a CGI response.
+//!
+//! Order of steps: resolve SCRIPT_FILENAME under the root (404) -> build meta-variables -> take a
+//! kept connection or dial -> BEGIN_REQUEST + PARAMS (a dead kept connection is retried once on a
+//! fresh one here, before any stdin is sent) -> STDIN records from the body as it comes, STDOUT
+//! handed out as it arrives -> END_REQUEST: the connection goes back to the pool.
+//! Does not: multiplex requests on one connection, use the FILTER/AUTHORIZER roles, or send
+//! ABORT_REQUEST (an abandoned request closes its connection instead).
+
+mod exchange;
+mod pool;
+pub mod record;
+
+use std::io;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::Stream;
+use http::request::Parts;
+use tokio::io::AsyncWriteExt;
+
+pub use pool::FastCgiAddr;
+
+use crate::backend::meta::{
+    self, ConnInfo, FastCgiLayout, GatewayError, GatewayResponse, MetaInput, MetaVars, Progress,
+};
+use exchange::Exchange;
+use pool::Pool;
+
+/// An application silent this long (no output while nothing moves) answers 504.
+pub const DEFAULT_FASTCGI_TIMEOUT_SECS: u64 = 60;
+/// Kept idle connections; keep it below the application's worker count (see `pool`).
+pub const DEFAULT_FASTCGI_MAX_IDLE: usize = 2;
+/// A kept connection idle longer than this is closed rather than reused.
+pub const DEFAULT_FASTCGI_IDLE_SECS: u64 = 15;
+pub const DEFAULT_FASTCGI_INDEX: &str = "index.php";
+pub const DEFAULT_FASTCGI_SPLIT_SUFFIX: &str = ".php";
+
+/// The only request id used: one request per connection at a time.
+const REQUEST_ID: u16 = 1;
+
+#[derive(Debug, Clone)]
+pub struct FastCgiConfig {
+    pub addr: FastCgiAddr,
+    /// `--root`: SCRIPT_FILENAME base. `None`: no file system, the whole path is PATH_INFO.
+    pub root: Option<PathBuf>,
+    /// `--index`, for directory requests; default `DEFAULT_FASTCGI_INDEX`.
+    pub index: String,
+    /// PATH_INFO starts after the first segment ending in this; default `DEFAULT_FASTCGI_SPLIT_SUFFIX`.
+    pub split_suffix: String,
+    pub timeout: Duration,
+    /// 0 disables FCGI_KEEP_CONN.
+    pub max_idle: usize,
+    pub idle_timeout: Duration,
+    /// Pass `Authorization` as HTTP_AUTHORIZATION; default false.
+    pub pass_authorization: bool,
+}
+
+impl FastCgiConfig {
+    pub fn new(addr: FastCgiAddr) -> FastCgiConfig {
+        FastCgiConfig {
+            addr,
+            root: None,
+            index: DEFAULT_FASTCGI_INDEX.to_owned(),
+            split_suffix: DEFAULT_FASTCGI_SPLIT_SUFFIX.to_owned(),
+            timeout: Duration::from_secs(DEFAULT_FASTCGI_TIMEOUT_SECS),
+            max_idle: DEFAULT_FASTCGI_MAX_IDLE,
+            idle_timeout: Duration::from_secs(DEFAULT_FASTCGI_IDLE_SECS),
+            pass_authorization: false,
+        }
+    }
+}
+
+/// The FastCGI gateway for one application. Share it (`Arc`) so requests share the pool.
+#[derive(Debug)]
+pub struct FastCgi {
+    addr: FastCgiAddr,
+    layout: Option<FastCgiLayout>,
+    timeout: Duration,
+    pass_authorization: bool,
+    pool: Arc<Pool>,
+}
+
+impl FastCgi {
+    /// Fails when the root does not exist.
+    pub fn new(cfg: FastCgiConfig) -> io::Result<FastCgi> {
+        let layout = match &cfg.root {
+            Some(root) => Some(FastCgiLayout {
+                root: std::fs::canonicalize(root)?,
+                split_suffix: cfg.split_suffix.clone(),
+                index: cfg.index.clone(),
+            }),
+            None => None,
+        };
+        Ok(FastCgi {
+            addr: cfg.addr,
+            layout,
+            timeout: cfg.timeout,
+            pass_authorization: cfg.pass_authorization,
+            pool: Arc::new(Pool::new(cfg.max_idle, cfg.idle_timeout)),
+        })
+    }
+
+    /// SCRIPT_NAME, PATH_INFO and SCRIPT_FILENAME for a URL path.
+    pub fn resolve(&self, uri_path: &str) -> Result<meta::ScriptPath, GatewayError> {
+        match &self.layout {
+            Some(layout) => meta::resolve_fastcgi(layout, uri_path),
+            None => meta::resolve_app(uri_path),
+        }
+    }
+
+    /// The one door: resolve, build the meta-variables, send the request with `body` as STDIN.
+    pub async fn serve<S, E>(&self, parts: &Parts, conn: &ConnInfo, body: S) -> Result<GatewayResponse, GatewayError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Send + 'static,
+        E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
+    {
+        let script = self.resolve(parts.uri.path())?;
+        let vars = meta::build(
+            parts,
+            &MetaInput {
+                conn,
+                script: &script,
+                content_length: meta::request_content_length(parts)?,
+                pass_authorization: self.pass_authorization,
+            },
+        );
+        self.send(&vars, body).await
+    }
+
+    /// Sends one request with exactly `vars` as PARAMS; returns once the response head is in.
+    pub async fn send<S, E>(&self, vars: &MetaVars, body: S) -> Result<GatewayResponse, GatewayError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Send + 'static,
+        E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
+    {
+        let keep = self.pool.keeps();
+        let mut head = BytesMut::new();
+        let flags = if keep { record::KEEP_CONN } else { 0 };
+        record::put_begin_request(&mut head, REQUEST_ID, record::ROLE_RESPONDER, flags);
+        record::put_params(&mut head, REQUEST_ID, vars);
+        let limit =
+            vars.get("CONTENT_LENGTH").and_then(|v| std::str::from_utf8(v).ok()).and_then(|v| v.parse::<u64>().ok());
+
+        // A kept connection may have died while idle; nothing of the body is spent before this
+        // write succeeds, so one retry on a fresh connection is safe.
+        let mut pooled = self.pool.checkout();
+        let conn = loop {
+            let reused = pooled.is_some();
+            let mut conn = match pooled.take() {
+                Some(c) => c,
+                None => pool::dial(&self.addr, self.timeout).await?,
+            };
+            match tokio::time::timeout(self.timeout, conn.write_all(&head)).await {
+                Ok(Ok(())) => break conn,
+                Ok(Err(e)) if reused => {
+                    tracing::debug!(upstream = %self.addr, error = %e, "kept connection dead, redialing");
+                }
+                Ok(Err(e)) => {
+                    return Err(GatewayError::unavailable(format!("writing to {}", self.addr)).with_source(e));
+                }
+                Err(_) => return Err(GatewayError::timeout(format!("writing to {}", self.addr))),
+            }
+        };
+        let progress = Progress::new();
+        let exchange = Exchange::start(
+            conn,
+            body,
+            limit,
+            progress,
+            self.timeout,
+            keep.then(|| self.pool.clone()),
+            self.addr.to_string(),
+        );
+        meta::read_response(exchange).await
+    }
+
+    /// Idle kept connections right now (diagnostics and tests).
+    pub fn idle_connections(&self) -> usize {
+        self.pool.idle_count()
+    }
+}

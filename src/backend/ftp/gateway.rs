@@ -1,0 +1,635 @@
+//! HTTP/FTP gateway (issue 5): an HTTP request for an FTP resource becomes FTP commands, and the
+//! answer an ordinary HTTP response, for both doors: absolute-form `ftp://[user[:pass]@]host[:port]/path`
+//! to the forward proxy (the URL names the server; the proxy's target policy applies) and a gateway route
+//! `--to ftp://[user[:pass]@]host[:port][/dir]` (request paths map under `dir`; not filtered).
+//!
+//! GET of a file streams RETR (`TYPE I`) with Content-Type from the name, Content-Length from SIZE,
+//! Last-Modified from MDTM; `Range: bytes=N-` becomes REST and 206 (RFC 9110 §14). HEAD asks SIZE/MDTM only.
+//! A directory is an HTML or (`Accept: application/json`) JSON listing; `/dir` redirects to `/dir/`. PUT
+//! streams the request body into STOR (201). The order of steps is the design: method -> path and log-in
+//! (400 before any connection) -> checkout (pooled control connection) -> stat -> answer.
+//! Does not: cache, delete or rename (DELE, RNFR), resume an interrupted transfer, or speak active mode.
+
+use std::time::SystemTime;
+
+use base64::Engine as _;
+use http::header::{self, HeaderValue};
+use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::body::DownloadBody;
+use super::render::{html_escape, mime_for, render_html, render_json};
+use super::{EntryKind, FtpError, FtpPool, FtpSettings, Login, PooledSession, Target, check_path, decode_url_path};
+use crate::backend::Ctx;
+use crate::config;
+use crate::error::{Error, Kind, Side};
+use crate::http::{Body, append_via, pages};
+use crate::upstream::{Dialer, UpstreamAddr};
+
+/// Where the FTP server and log-in come from.
+enum Upstream {
+    /// The forward proxy: from each request's `ftp://` URL. With a parent proxy (its `host:port`), every request
+    /// must go through it, and relaying `ftp://` to a parent is not implemented: such requests are refused.
+    FromUrl { parent: Option<String> },
+    /// A gateway route's `--to`.
+    Fixed {
+        host: String,
+        port: u16,
+        user: Option<String>,
+        pass: Option<String>,
+        /// The FTP path requests map under (`decode_url_path` form: relative to the log-in directory unless it
+        /// starts with `/`); "" for the log-in directory itself.
+        dir: String,
+        /// The route's path prefix on hopgate ("/" strips nothing).
+        prefix: String,
+    },
+}
+
+/// An FTP room, ready to serve: the pool of logged-in control connections, the dialer for new ones, and
+/// whether PUT may become STOR.
+pub struct FtpRoute {
+    pool: FtpPool,
+    dialer: Dialer,
+    uploads: bool,
+    upstream: Upstream,
+}
+
+impl FtpRoute {
+    /// The forward proxy's FTP room: `dialer` applies the proxy's target policy and loop check to each
+    /// `ftp://` server a client names. Uploads are allowed; the FTP server's permissions decide. `parent`: the
+    /// proxy's parent proxy, if it has one (then `ftp://` is refused with 501 rather than sent around it).
+    pub fn forward(pool: FtpPool, dialer: Dialer, parent: Option<String>) -> FtpRoute {
+        FtpRoute { pool, dialer, uploads: true, upstream: Upstream::FromUrl { parent } }
+    }
+
+    /// A gateway route to `route.to` (an `ftp://` target); `dialer` should have no target policy (the
+    /// operator chose the server).
+    pub fn gateway(route: &config::Route, pool: FtpPool, dialer: Dialer) -> Result<FtpRoute, String> {
+        let config::Target::Ftp { authority, user, pass, dir } = &route.to else {
+            return Err(format!("{}: not an ftp:// target", route.to));
+        };
+        for s in [user.as_deref(), pass.as_deref()].into_iter().flatten() {
+            check_path(s).map_err(|_| format!("{}: the credentials contain CR, LF or NUL", route.to))?;
+        }
+        let dir = base_dir(dir).map_err(|e| format!("{}: {e}", route.to))?;
+        let upstream = Upstream::Fixed {
+            host: authority.host.clone(),
+            port: authority.port,
+            user: user.clone(),
+            pass: pass.clone(),
+            dir,
+            prefix: route.path.clone(),
+        };
+        Ok(FtpRoute { pool, dialer, uploads: route.uploads, upstream })
+    }
+
+    /// The FTP timeouts a listener uses: the listener's connect timeout, the FTP layer's defaults otherwise.
+    pub fn settings(timeouts: &config::Timeouts) -> FtpSettings {
+        FtpSettings { connect_timeout: timeouts.connect, ..FtpSettings::default() }
+    }
+
+    fn allow(&self) -> HeaderValue {
+        HeaderValue::from_static(if self.uploads { "GET, HEAD, PUT" } else { "GET, HEAD" })
+    }
+}
+
+/// The `dir` of `--to ftp://host/dir` (already percent-decoded by the config) as an FTP path: relative to
+/// the log-in directory (RFC 1738 §3.2.2) unless it started with `%2F`; no `.`/`..`, CR, LF or NUL.
+fn base_dir(dir: &str) -> Result<String, String> {
+    check_path(dir).map_err(|_| "the directory contains CR, LF or NUL".to_string())?;
+    let rest = dir.strip_prefix('/').unwrap_or(dir);
+    let absolute = rest.starts_with('/');
+    let mut segments = Vec::new();
+    for s in rest.split('/').filter(|s| !s.is_empty()) {
+        if s == "." || s == ".." {
+            return Err("the directory has a . or .. segment".into());
+        }
+        segments.push(s);
+    }
+    let joined = segments.join("/");
+    Ok(if absolute { format!("/{joined}") } else { joined })
+}
+
+/// One request, resolved: which server as whom, which FTP path, and what the URL looked like.
+struct Job {
+    target: Target,
+    /// `host:port` for error details.
+    server: String,
+    /// The FTP path for the session methods.
+    path: String,
+    /// The URL path ended with `/`.
+    slash: bool,
+    /// The listing is of the top (no parent link).
+    at_root: bool,
+    /// The decoded URL path, for the listing's title.
+    title: String,
+    /// Where a directory URL without its `/` redirects to.
+    location: String,
+    /// The FTP server's host name: the realm of the 401 challenge.
+    realm_host: String,
+}
+
+impl Job {
+    fn error(&self, e: FtpError) -> Error {
+        to_error(e, &self.server, &self.realm_host)
+    }
+}
+
+/// Serves one request for an FTP resource (both doors; see the module doc).
+pub async fn serve(req: Request<Incoming>, ctx: &Ctx<'_>, ftp: &FtpRoute) -> Result<Response<Body>, Error> {
+    if let Upstream::FromUrl { parent: Some(parent) } = &ftp.upstream {
+        // "relay every request through the parent": going to the FTP server directly would bypass it
+        return Err(Error::local(
+            Kind::NotImplemented,
+            format!("ftp:// URLs are not relayed through the parent proxy {parent}"),
+        ));
+    }
+    let method = req.method().clone();
+    if method != Method::GET && method != Method::HEAD && method != Method::PUT {
+        return Err(Error::client(Kind::MethodNotAllowed, format!("{method} is not served for ftp resources"))
+            .with_field(header::ALLOW, ftp.allow()));
+    }
+    if method == Method::PUT && !ftp.uploads {
+        return Err(Error::client(Kind::MethodNotAllowed, "uploads (PUT) are turned off for this ftp route")
+            .with_field(header::ALLOW, ftp.allow()));
+    }
+    // Everything about the request is checked before any connection: a bad path sends no command.
+    let job = resolve(&req, ftp)?;
+    let session = checkout(ftp, &job).await?;
+    let peer = session.peer();
+    let version = req.version();
+    let mut resp =
+        if method == Method::PUT { put(req, session, &job).await? } else { get(&req, session, &job).await? };
+    resp.extensions_mut().insert(UpstreamAddr(peer));
+    append_via(resp.headers_mut(), version, &ctx.listener.via_name);
+    Ok(resp)
+}
+
+/// What a request asks for: server, log-in, FTP path. 400 for paths or credentials with CR, LF or NUL.
+fn resolve<B>(req: &Request<B>, ftp: &FtpRoute) -> Result<Job, Error> {
+    let uri = req.uri();
+    let basic = basic_credentials(req.headers());
+    match &ftp.upstream {
+        Upstream::FromUrl { .. } => {
+            let authority =
+                uri.authority().ok_or_else(|| Error::bad_request("ftp:// request target without a host"))?;
+            let (userinfo, _) = split_userinfo(authority.as_str());
+            let host = authority.host().trim_start_matches('[').trim_end_matches(']').to_string();
+            if host.is_empty() {
+                return Err(Error::bad_request("ftp:// request target without a host"));
+            }
+            let port = authority.port_u16().unwrap_or(super::DEFAULT_FTP_PORT);
+            let (url_user, url_pass) = match userinfo {
+                Some(u) => match u.split_once(':') {
+                    Some((user, pass)) => (Some(config::percent_decode(user)), Some(config::percent_decode(pass))),
+                    None => (Some(config::percent_decode(u)), None),
+                },
+                None => (None, None),
+            };
+            let login = login_from_url(url_user, url_pass, basic)?;
+            let raw_path = uri.path();
+            let path = decode_url_path(raw_path).map_err(|e| to_error(e, "", ""))?;
+            let slash = raw_path.ends_with('/') || raw_path.is_empty();
+            let title = if path.starts_with('/') { format!("{path}/") } else { format!("/{path}/") };
+            let title = title.replace("//", "/");
+            let location = format!("ftp://{}{}/", authority.as_str(), raw_path);
+            Ok(Job {
+                server: crate::upstream::display_target(&host, port),
+                realm_host: host.clone(),
+                target: Target { host, port, login },
+                at_root: path.is_empty() || path == "/",
+                path,
+                slash,
+                title,
+                location,
+            })
+        }
+        Upstream::Fixed { host, port, user, pass, dir, prefix } => {
+            let full = uri.path();
+            let rest = if prefix == "/" { full } else { full.strip_prefix(prefix.as_str()).unwrap_or(full) };
+            let rel = decode_url_path(rest).map_err(|e| to_error(e, "", ""))?;
+            if rel.starts_with('/') {
+                return Err(Error::bad_request("an absolute ftp path (%2F) can't leave the gateway's directory"));
+            }
+            let path = match (dir.as_str(), rel.as_str()) {
+                (d, "") => d.to_string(),
+                ("", r) => r.to_string(),
+                (d, r) if d.ends_with('/') => format!("{d}{r}"),
+                (d, r) => format!("{d}/{r}"),
+            };
+            let login = match basic {
+                // The client's own credentials (a browser after a 401) win over the route's.
+                Some((u, p)) => checked_login(u, p)?,
+                None => match user {
+                    Some(u) => checked_login(u.clone(), pass.clone().unwrap_or_else(|| default_password(u)))?,
+                    None => Login::anonymous(),
+                },
+            };
+            let public_prefix = if prefix == "/" { "" } else { prefix.as_str() };
+            let title = if rel.is_empty() { format!("{public_prefix}/") } else { format!("{public_prefix}/{rel}/") };
+            let mut location = format!("{full}/");
+            if let Some(q) = uri.query() {
+                location.push('?');
+                location.push_str(q);
+            }
+            Ok(Job {
+                server: crate::upstream::display_target(host, *port),
+                realm_host: host.clone(),
+                target: Target { host: host.clone(), port: *port, login },
+                at_root: rel.is_empty(),
+                path,
+                // "/pub" on a route with path "/pub" is the directory without its slash: it redirects
+                slash: rest.ends_with('/'),
+                title,
+                location,
+            })
+        }
+    }
+}
+
+/// `user:pass` and `host:port` of an authority (userinfo ends at the last `@`).
+fn split_userinfo(authority: &str) -> (Option<&str>, &str) {
+    match authority.rsplit_once('@') {
+        Some((u, h)) => (Some(u), h),
+        None => (None, authority),
+    }
+}
+
+/// The forward proxy's rule: credentials in the URL win; a URL user without a password takes the password
+/// from `Authorization: Basic` when that names the same user; else `Authorization: Basic`; else anonymous.
+fn login_from_url(
+    url_user: Option<String>,
+    url_pass: Option<String>,
+    basic: Option<(String, String)>,
+) -> Result<Login, Error> {
+    match (url_user, url_pass, basic) {
+        (Some(u), Some(p), _) => checked_login(u, p),
+        (Some(u), None, Some((bu, bp))) if bu == u => checked_login(u, bp),
+        (Some(u), None, _) => {
+            let p = default_password(&u);
+            checked_login(u, p)
+        }
+        (None, _, Some((u, p))) => checked_login(u, p),
+        (None, _, None) => Ok(Login::anonymous()),
+    }
+}
+
+/// Anonymous users get a mail-like password (RFC 1635); others an empty one.
+fn default_password(user: &str) -> String {
+    if user.eq_ignore_ascii_case("anonymous") || user.eq_ignore_ascii_case("ftp") {
+        Login::anonymous().password
+    } else {
+        String::new()
+    }
+}
+
+fn checked_login(user: String, pass: String) -> Result<Login, Error> {
+    if check_path(&user).is_err() || check_path(&pass).is_err() {
+        return Err(Error::bad_request("ftp user or password contains CR, LF or NUL"));
+    }
+    if user.is_empty() {
+        return Ok(Login::anonymous());
+    }
+    Ok(Login::new(user, pass))
+}
+
+/// `Authorization: Basic` (RFC 7617) as user and password; None when absent or not Basic.
+fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?.trim();
+    let (scheme, token) = v.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let raw = base64::engine::general_purpose::STANDARD.decode(token.trim()).ok()?;
+    let text = String::from_utf8(raw).ok()?;
+    let (u, p) = text.split_once(':')?;
+    Some((u.to_string(), p.to_string()))
+}
+
+/// Why a dial through hopgate's own dialer, or the FTP start of a session, failed.
+enum CheckoutError {
+    Dial(Error),
+    Ftp(FtpError),
+}
+
+impl From<FtpError> for CheckoutError {
+    fn from(e: FtpError) -> Self {
+        CheckoutError::Ftp(e)
+    }
+}
+
+/// A logged-in session: a pooled one, or a new connection through `ftp.dialer` (policy, loop check).
+async fn checkout(ftp: &FtpRoute, job: &Job) -> Result<PooledSession, Error> {
+    let dialer = &ftp.dialer;
+    let (host, port) = (job.target.host.as_str(), job.target.port);
+    let dial = || async move { dialer.dial(host, port).await.map(|(stream, _)| stream).map_err(CheckoutError::Dial) };
+    ftp.pool.checkout_with(&job.target, dial).await.map_err(|e| match e {
+        CheckoutError::Dial(e) => e,
+        CheckoutError::Ftp(e) => job.error(e),
+    })
+}
+
+/// GET and HEAD: a directory listing, a redirect to `dir/`, or the file.
+async fn get<B>(req: &Request<B>, mut s: PooledSession, job: &Job) -> Result<Response<Body>, Error> {
+    let stat = s.stat(&job.path).await.map_err(|e| job.error(e))?;
+    if stat.kind == EntryKind::Dir {
+        if !job.slash {
+            let location = HeaderValue::from_str(&job.location).map_err(|_| Error::bad_request("invalid path"))?;
+            return Ok(pages::redirect(location));
+        }
+        let entries = s.list(&job.path).await.map_err(|e| job.error(e))?;
+        drop(s); // back to the pool before rendering
+        let (body, mime) = if wants_json(req.headers()) {
+            (render_json(&entries), "application/json")
+        } else {
+            (render_html(&job.title, &entries, job.at_root), "text/html; charset=utf-8")
+        };
+        let len = HeaderValue::from(body.len());
+        let mut resp = Response::new(if req.method() == Method::HEAD { Body::empty() } else { Body::full(body) });
+        let h = resp.headers_mut();
+        h.insert(header::CONTENT_LENGTH, len);
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static(mime));
+        h.insert(header::VARY, HeaderValue::from_static("Accept"));
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        return Ok(resp);
+    }
+    if job.slash {
+        return Err(Error::client(Kind::NotFound, format!("/{} is a file, not a directory", job.path)));
+    }
+    let name = job.path.rsplit('/').next().unwrap_or("");
+    let mut head = HeaderMap::new();
+    head.insert(header::CONTENT_TYPE, HeaderValue::from_static(mime_for(name)));
+    let ranges = s.features().rest_stream;
+    head.insert(header::ACCEPT_RANGES, HeaderValue::from_static(if ranges { "bytes" } else { "none" }));
+    if let Some(t) = stat.modified {
+        head.insert(header::LAST_MODIFIED, http_date(t));
+        if not_modified_since(req.headers(), t) {
+            let mut resp = Response::new(Body::empty());
+            *resp.status_mut() = StatusCode::NOT_MODIFIED;
+            head.remove(header::CONTENT_TYPE);
+            *resp.headers_mut() = head;
+            return Ok(resp);
+        }
+    }
+    let mut status = StatusCode::OK;
+    let mut offset = 0;
+    // RFC 9110 §14.2: only GET has ranges; a Range we don't serve is ignored (200 with the whole file).
+    if req.method() == Method::GET
+        && ranges
+        && let (Some(size), Some(from)) = (stat.size, range_start(req.headers()))
+        && if_range_holds(req.headers(), stat.modified)
+    {
+        if from >= size {
+            return Err(Error::client(
+                Kind::RangeNotSatisfiable,
+                format!("range starts at {from}, the file has {size} bytes"),
+            )
+            .with_field(header::CONTENT_RANGE, content_range_value(&format!("bytes */{size}"))));
+        }
+        status = StatusCode::PARTIAL_CONTENT;
+        offset = from;
+        head.insert(header::CONTENT_RANGE, content_range_value(&format!("bytes {from}-{}/{size}", size - 1)));
+    }
+    let len = stat.size.map(|size| size - offset);
+    if let Some(len) = len {
+        head.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    }
+    let body = if req.method() == Method::HEAD {
+        drop(s);
+        Body::empty()
+    } else {
+        let mut download = s.retr(&job.path, offset).await.map_err(|e| job.error(e))?;
+        if let Some(len) = len {
+            // fewer or more bytes than Content-Length promised is an error, not a shorter file
+            download = download.with_expected_len(len);
+        }
+        if len == Some(0) {
+            // hyper sends no body for Content-Length: 0 and never polls one: confirm the transfer first
+            let mut none = [0u8; 1];
+            if let Err(e) = download.read(&mut none).await {
+                return Err(job.error(FtpError::from_io_owned(e, "download")));
+            }
+            Body::empty()
+        } else {
+            Body::boxed(DownloadBody::new(download, len))
+        }
+    };
+    let mut resp = Response::new(body);
+    *resp.status_mut() = status;
+    *resp.headers_mut() = head;
+    Ok(resp)
+}
+
+/// PUT: STOR of the request body, streamed; 201 once the server confirmed (226).
+async fn put(req: Request<Incoming>, s: PooledSession, job: &Job) -> Result<Response<Body>, Error> {
+    if job.slash || job.path.is_empty() {
+        return Err(Error::bad_request("PUT needs a file path, not a directory"));
+    }
+    let idle = s.settings.data_idle_timeout;
+    let mut upload = s.upload(&job.path).await.map_err(|e| job.error(e))?;
+    let mut body = req.into_body();
+    // bounded: each turn takes one frame of the body, each within the data idle timeout
+    loop {
+        let frame = match tokio::time::timeout(idle, body.frame()).await {
+            Err(_) => {
+                return Err(Error::client(Kind::BadRequest, format!("the request body stalled for {idle:?}")));
+            }
+            Ok(None) => break,
+            Ok(Some(Err(e))) => {
+                return Err(Error::client(Kind::BadRequest, "the request body broke off").with_source(e));
+            }
+            Ok(Some(Ok(frame))) => frame,
+        };
+        if let Ok(data) = frame.into_data()
+            && let Err(e) = upload.write_all(&data).await
+        {
+            return Err(job.error(FtpError::from_io_owned(e, "upload")));
+        }
+    }
+    let sent = upload.finish().await.map_err(|e| job.error(e))?;
+    let mut resp = Response::new(Body::full(format!("hopgate: 201 Created\n/{} ({sent} bytes)\n", job.path)));
+    *resp.status_mut() = StatusCode::CREATED;
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    Ok(resp)
+}
+
+/// `Range: bytes=N-`, the one form served; None for every other form (then the whole file, 200).
+fn range_start(headers: &HeaderMap) -> Option<u64> {
+    let v = headers.get(header::RANGE)?.to_str().ok()?.trim();
+    let spec = v.strip_prefix("bytes=")?.trim();
+    let from = spec.strip_suffix('-')?;
+    if from.is_empty() || !from.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    from.parse().ok()
+}
+
+/// RFC 9110 §13.1.5: a Range with `If-Range` applies only when the date equals our Last-Modified.
+fn if_range_holds(headers: &HeaderMap, modified: Option<SystemTime>) -> bool {
+    let Some(v) = headers.get(header::IF_RANGE) else {
+        return true;
+    };
+    match (v.to_str().ok().and_then(|s| httpdate::parse_http_date(s).ok()), modified) {
+        (Some(date), Some(m)) => httpdate::HttpDate::from(date) == httpdate::HttpDate::from(m),
+        _ => false,
+    }
+}
+
+/// RFC 9110 §13.1.3: If-Modified-Since on GET/HEAD, at one-second resolution.
+fn not_modified_since(headers: &HeaderMap, modified: SystemTime) -> bool {
+    let Some(since) = headers.get(header::IF_MODIFIED_SINCE).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    match httpdate::parse_http_date(since) {
+        Ok(since) => httpdate::HttpDate::from(modified) <= httpdate::HttpDate::from(since),
+        Err(_) => false,
+    }
+}
+
+fn http_date(t: SystemTime) -> HeaderValue {
+    HeaderValue::from_str(&httpdate::fmt_http_date(t)).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+fn content_range_value(s: &str) -> HeaderValue {
+    HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static("bytes */0"))
+}
+
+/// JSON when the client's Accept ranks `application/json` above `text/html` (a tie is HTML).
+fn wants_json(headers: &HeaderMap) -> bool {
+    let mut json = 0.0f32;
+    let mut html = 0.0f32;
+    for value in headers.get_all(header::ACCEPT).iter().filter_map(|v| v.to_str().ok()) {
+        for range in value.split(',') {
+            let mut parts = range.split(';');
+            let media = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+            let q = parts
+                .filter_map(|p| p.trim().strip_prefix("q="))
+                .find_map(|q| q.trim().parse::<f32>().ok())
+                .unwrap_or(1.0);
+            match media.as_str() {
+                "application/json" => json = json.max(q),
+                "text/html" => html = html.max(q),
+                _ => {}
+            }
+        }
+    }
+    json > 0.0 && json > html
+}
+
+/// The one place an [`FtpError`] becomes hopgate's [`Error`]: the status from what happened (404, 403, 401
+/// with a `Basic realm="FTP host"` challenge, 502, 504, 400) and a short detail naming the server and
+/// quoting its reply, HTML-escaped (it is the FTP server's text, shown to a browser).
+pub fn to_error(e: FtpError, server: &str, realm_host: &str) -> Error {
+    let (kind, side) = match &e {
+        FtpError::BadPath { .. } => (Kind::BadRequest, Side::Client),
+        FtpError::NotFound { .. } => (Kind::NotFound, Side::Upstream),
+        FtpError::PermissionDenied { .. } => (Kind::Forbidden, Side::Upstream),
+        FtpError::LoginRefused { .. } => (Kind::Unauthorized, Side::Upstream),
+        FtpError::Timeout { during: "connect" } => (Kind::ConnectTimeout, Side::Upstream),
+        FtpError::Timeout { .. } => (Kind::ResponseTimeout, Side::Upstream),
+        FtpError::Connect { source } if source.kind() == std::io::ErrorKind::ConnectionRefused => {
+            (Kind::ConnectRefused, Side::Upstream)
+        }
+        FtpError::Connect { .. } => (Kind::ConnectFailed, Side::Upstream),
+        FtpError::ServiceUnavailable { .. } => (Kind::ConnectRefused, Side::Upstream),
+        FtpError::ConnectionClosed { .. } | FtpError::Io { .. } | FtpError::TransferIncomplete { .. } => {
+            (Kind::UpstreamClosedEarly, Side::Upstream)
+        }
+        _ => (Kind::UpstreamProtocol, Side::Upstream),
+    };
+    let detail = match (&e, e.reply_text()) {
+        (FtpError::BadPath { reason }, _) => format!("bad ftp path: {reason}; no ftp command was sent"),
+        (FtpError::Rejected { command, .. }, Some(reply)) => {
+            format!("ftp server {server} answered {command} with: {}", html_escape(reply))
+        }
+        (_, Some(reply)) => format!("ftp server {server} answered: {}", html_escape(reply)),
+        (_, None) => format!("ftp server {server}: {}", html_escape(&e.to_string())),
+    };
+    let mut err = Error::new(kind, side, detail);
+    if kind == Kind::Unauthorized {
+        let challenge = HeaderValue::from_str(&format!("Basic realm=\"FTP {}\"", realm_host.replace('"', "")))
+            .unwrap_or_else(|_| HeaderValue::from_static("Basic realm=\"FTP\""));
+        err = err.with_challenge(challenge);
+    }
+    err.with_source(e)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (n, v) in pairs {
+            h.append(http::HeaderName::from_bytes(n.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn ranges() {
+        assert_eq!(range_start(&headers(&[("range", "bytes=100-")])), Some(100));
+        assert_eq!(range_start(&headers(&[("range", "bytes=0-")])), Some(0));
+        for other in ["bytes=0-99", "bytes=-5", "bytes=1-,5-", "items=1-", "bytes=x-", "bytes=-"] {
+            assert_eq!(range_start(&headers(&[("range", other)])), None, "{other}");
+        }
+        let t = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
+        assert!(if_range_holds(&headers(&[]), Some(t)));
+        assert!(if_range_holds(&headers(&[("if-range", &httpdate::fmt_http_date(t))]), Some(t)));
+        assert!(!if_range_holds(&headers(&[("if-range", "\"etag\"")]), Some(t)));
+        assert!(not_modified_since(&headers(&[("if-modified-since", &httpdate::fmt_http_date(t))]), t));
+    }
+
+    #[test]
+    fn accept_json() {
+        assert!(wants_json(&headers(&[("accept", "application/json")])));
+        assert!(wants_json(&headers(&[("accept", "text/html;q=0.5, application/json")])));
+        assert!(!wants_json(&headers(&[("accept", "text/html,application/xhtml+xml,*/*;q=0.8")])));
+        assert!(!wants_json(&headers(&[("accept", "text/html, application/json")])));
+        assert!(!wants_json(&headers(&[])));
+    }
+
+    #[test]
+    fn logins() {
+        let basic = Some(("bob".to_string(), "pw".to_string()));
+        let l = login_from_url(Some("u".into()), Some("p".into()), basic.clone()).unwrap();
+        assert_eq!((l.user.as_str(), l.password.as_str()), ("u", "p"));
+        let l = login_from_url(Some("bob".into()), None, basic.clone()).unwrap();
+        assert_eq!(l.password, "pw");
+        let l = login_from_url(None, None, basic).unwrap();
+        assert_eq!(l.user, "bob");
+        assert_eq!(login_from_url(None, None, None).unwrap(), Login::anonymous());
+        assert_eq!(login_from_url(Some("ftp".into()), None, None).unwrap().password, "hopgate@");
+        assert!(login_from_url(Some("a\r\nDELE x".into()), Some("p".into()), None).is_err());
+        let h = headers(&[("authorization", "Basic Ym9iOnA6dw==")]);
+        assert_eq!(basic_credentials(&h), Some(("bob".into(), "p:w".into())));
+    }
+
+    #[test]
+    fn base_dirs() {
+        assert_eq!(base_dir("").unwrap(), "");
+        assert_eq!(base_dir("/pub/x").unwrap(), "pub/x");
+        assert_eq!(base_dir("//srv/ftp").unwrap(), "/srv/ftp");
+        assert!(base_dir("/a/../b").is_err());
+        assert!(base_dir("/a\nb").is_err());
+    }
+
+    #[test]
+    fn errors_map_with_the_reply_escaped() {
+        let e = to_error(FtpError::NotFound { reply: "550 <b>gone</b>".into() }, "h:21", "h");
+        assert_eq!(e.status(), 404);
+        assert_eq!(e.detail(), "ftp server h:21 answered: 550 &lt;b&gt;gone&lt;/b&gt;");
+        let e = to_error(FtpError::LoginRefused { reply: "530 Login incorrect.".into() }, "h:21", "h");
+        assert_eq!(e.status(), 401);
+        assert_eq!(e.challenge().unwrap(), "Basic realm=\"FTP h\"");
+        let e = to_error(FtpError::PermissionDenied { reply: "550 Permission denied.".into() }, "h:21", "h");
+        assert_eq!(e.status(), 403);
+        assert_eq!(to_error(FtpError::Timeout { during: "download" }, "h:21", "h").status(), 504);
+        assert_eq!(to_error(FtpError::ServiceUnavailable { reply: "421 bye".into() }, "h:21", "h").status(), 502);
+        assert_eq!(to_error(FtpError::BadPath { reason: "x" }, "", "").status(), 400);
+        let rej = FtpError::Rejected { command: "RETR", reply: "451 local error".into() };
+        assert_eq!(to_error(rej, "h:21", "h").status(), 502);
+    }
+}

@@ -1,0 +1,286 @@
+//! Logged-in control connections kept for a short idle time per (host, port, user, password),
+//! so that many small files don't each pay a connect and a log-in (issue 5).
+//!
+//! A session goes back to the pool when its [`PooledSession`] is dropped, and only if its
+//! state is known (no I/O error, timeout, 421 or broken transfer; see
+//! [`FtpError::leaves_session_unknown`]). Checkout takes the most recently used idle session,
+//! checks it without a round trip (has the server closed it or said something unasked?) and,
+//! when it was idle longer than `noop_after`, with a NOOP; a dead one is dropped and the next
+//! tried, then a fresh connection is made. Expired sessions are dropped lazily, at the next
+//! checkout or return: no background task.
+
+use std::borrow::{Borrow, BorrowMut};
+use std::collections::HashMap;
+use std::collections::hash_map::RandomState;
+use std::fmt;
+use std::future::Future;
+use std::hash::BuildHasher;
+use std::net::SocketAddr;
+use std::ops::{Deref, DerefMut};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+use tokio::time::{Instant, timeout};
+
+use super::client::{FtpSession, Login};
+use super::transfer::{Download, Upload};
+use super::{FtpError, FtpSettings};
+
+/// How long an unused logged-in session is kept.
+pub const DEFAULT_FTP_IDLE_SECS: u64 = 30;
+/// Idle sessions kept per (host, port, user, password).
+pub const DEFAULT_FTP_MAX_IDLE_PER_KEY: usize = 4;
+/// Idle sessions kept in all.
+pub const DEFAULT_FTP_MAX_IDLE_TOTAL: usize = 64;
+/// A session idle for longer than this is checked with a NOOP before reuse.
+pub const DEFAULT_FTP_NOOP_AFTER_SECS: u64 = 5;
+
+/// Pool limits; `Default` uses the `DEFAULT_*` constants.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FtpPoolConfig {
+    pub idle_timeout: Duration,
+    pub max_idle_per_key: usize,
+    pub max_idle_total: usize,
+    pub noop_after: Duration,
+}
+
+impl Default for FtpPoolConfig {
+    fn default() -> Self {
+        FtpPoolConfig {
+            idle_timeout: Duration::from_secs(DEFAULT_FTP_IDLE_SECS),
+            max_idle_per_key: DEFAULT_FTP_MAX_IDLE_PER_KEY,
+            max_idle_total: DEFAULT_FTP_MAX_IDLE_TOTAL,
+            noop_after: Duration::from_secs(DEFAULT_FTP_NOOP_AFTER_SECS),
+        }
+    }
+}
+
+/// Which server, as whom.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Target {
+    /// A host name or IP literal (no brackets), as in the URL.
+    pub host: String,
+    pub port: u16,
+    pub login: Login,
+}
+
+/// The pool key. The password is kept as a keyed hash (SipHash with the pool's random keys),
+/// so that idle-pool bookkeeping never holds it in clear; two passwords colliding in 64 bits
+/// for the same user and server is not a practical concern.
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct Key {
+    host: String,
+    port: u16,
+    user: String,
+    password_hash: u64,
+}
+
+struct Idle {
+    session: FtpSession,
+    since: Instant,
+}
+
+struct Inner {
+    settings: FtpSettings,
+    config: FtpPoolConfig,
+    hasher: RandomState,
+    idle: Mutex<HashMap<Key, Vec<Idle>>>,
+}
+
+/// A cheap-to-clone handle on the pool.
+#[derive(Clone)]
+pub struct FtpPool {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for FtpPool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FtpPool").field("idle", &self.idle_count()).finish()
+    }
+}
+
+impl FtpPool {
+    pub fn new(settings: FtpSettings, config: FtpPoolConfig) -> FtpPool {
+        FtpPool {
+            inner: Arc::new(Inner { settings, config, hasher: RandomState::new(), idle: Mutex::new(HashMap::new()) }),
+        }
+    }
+
+    /// The settings every session of this pool uses.
+    pub fn settings(&self) -> &FtpSettings {
+        &self.inner.settings
+    }
+
+    /// A logged-in session for `target`: a live idle one, else a new connection to the first
+    /// address of `target.host` that answers (resolved with the system resolver).
+    pub async fn checkout(&self, target: &Target) -> Result<PooledSession, FtpError> {
+        let settings = self.inner.settings.clone();
+        self.checkout_with(target, || dial(target.host.clone(), target.port, settings)).await
+    }
+
+    /// Like [`FtpPool::checkout`], but a new connection comes from `dial` (the HTTP side's own
+    /// dialer, applying its target policy); its error type is the caller's.
+    pub async fn checkout_with<F, Fut, E>(&self, target: &Target, dial: F) -> Result<PooledSession, E>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<TcpStream, E>>,
+        E: From<FtpError>,
+    {
+        let key = self.key(target);
+        // bounded: each turn removes one idle session
+        while let Some(mut idle) = self.take_idle(&key) {
+            if !idle.session.looks_alive() {
+                continue;
+            }
+            if idle.since.elapsed() > self.inner.config.noop_after && idle.session.noop().await.is_err() {
+                continue;
+            }
+            return Ok(self.wrap(idle.session, key, true));
+        }
+        let stream = dial().await?;
+        let session = FtpSession::start(stream, &target.login, self.inner.settings.clone()).await?;
+        Ok(self.wrap(session, key, false))
+    }
+
+    /// Idle sessions held now (all keys).
+    pub fn idle_count(&self) -> usize {
+        self.lock().values().map(Vec::len).sum()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Vec<Idle>>> {
+        // a panic while holding the lock leaves plain data behind: keep using it
+        self.inner.idle.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn key(&self, target: &Target) -> Key {
+        Key {
+            host: target.host.to_ascii_lowercase(),
+            port: target.port,
+            user: target.login.user.clone(),
+            password_hash: self.inner.hasher.hash_one(&target.login.password),
+        }
+    }
+
+    fn take_idle(&self, key: &Key) -> Option<Idle> {
+        let mut idle = self.lock();
+        prune(&mut idle, self.inner.config.idle_timeout);
+        let list = idle.get_mut(key)?;
+        let found = list.pop();
+        if list.is_empty() {
+            idle.remove(key);
+        }
+        found
+    }
+
+    fn wrap(&self, session: FtpSession, key: Key, reused: bool) -> PooledSession {
+        PooledSession { session: Some(session), home: Arc::downgrade(&self.inner), key, reused }
+    }
+}
+
+fn prune(idle: &mut HashMap<Key, Vec<Idle>>, idle_timeout: Duration) {
+    idle.retain(|_, list| {
+        list.retain(|i| i.since.elapsed() < idle_timeout);
+        !list.is_empty()
+    });
+}
+
+/// The default dialer: resolve, then try each address within the connect timeout.
+async fn dial(host: String, port: u16, settings: FtpSettings) -> Result<TcpStream, FtpError> {
+    let resolved = timeout(settings.connect_timeout, tokio::net::lookup_host((host.as_str(), port)))
+        .await
+        .map_err(|_| FtpError::Timeout { during: "resolving the host" })?
+        .map_err(|source| FtpError::Connect { source })?;
+    let addrs: Vec<SocketAddr> = resolved.collect();
+    let mut last =
+        FtpError::Connect { source: std::io::Error::new(std::io::ErrorKind::NotFound, "host has no address") };
+    for addr in addrs {
+        match timeout(settings.connect_timeout, TcpStream::connect(addr)).await {
+            Ok(Ok(stream)) => return Ok(stream),
+            Ok(Err(source)) => last = FtpError::Connect { source },
+            Err(_) => last = FtpError::Timeout { during: "connect" },
+        }
+    }
+    Err(last)
+}
+
+/// A session checked out of an [`FtpPool`]; use it as an [`FtpSession`] (it derefs to one).
+/// Dropped, it goes back to the pool if its state is known and the pool has room.
+pub struct PooledSession {
+    /// `Some` until drop.
+    session: Option<FtpSession>,
+    home: Weak<Inner>,
+    key: Key,
+    reused: bool,
+}
+
+impl PooledSession {
+    /// Whether this session came from the pool rather than a new log-in.
+    pub fn is_reused(&self) -> bool {
+        self.reused
+    }
+
+    /// Starts RETR (see [`FtpSession::retr`]); the session returns to the pool when the
+    /// [`Download`] is dropped after a confirmed end.
+    pub async fn retr(self, path: &str, offset: u64) -> Result<Download<PooledSession>, FtpError> {
+        Download::start(self, path, offset).await
+    }
+
+    /// Starts STOR (see [`FtpSession::upload`]); the session returns to the pool after a
+    /// successful [`Upload::finish`].
+    pub async fn upload(self, path: &str) -> Result<Upload<PooledSession>, FtpError> {
+        Upload::start(self, path).await
+    }
+
+    fn session(&self) -> &FtpSession {
+        self.session.as_ref().expect("a PooledSession holds its session until dropped")
+    }
+
+    fn session_mut(&mut self) -> &mut FtpSession {
+        self.session.as_mut().expect("a PooledSession holds its session until dropped")
+    }
+}
+
+impl Deref for PooledSession {
+    type Target = FtpSession;
+    fn deref(&self) -> &FtpSession {
+        self.session()
+    }
+}
+
+impl DerefMut for PooledSession {
+    fn deref_mut(&mut self) -> &mut FtpSession {
+        self.session_mut()
+    }
+}
+
+impl Borrow<FtpSession> for PooledSession {
+    fn borrow(&self) -> &FtpSession {
+        self.session()
+    }
+}
+
+impl BorrowMut<FtpSession> for PooledSession {
+    fn borrow_mut(&mut self) -> &mut FtpSession {
+        self.session_mut()
+    }
+}
+
+impl Drop for PooledSession {
+    fn drop(&mut self) {
+        let (Some(session), Some(inner)) = (self.session.take(), self.home.upgrade()) else {
+            return;
+        };
+        if !session.is_reusable() {
+            return;
+        }
+        let mut idle = inner.idle.lock().unwrap_or_else(|e| e.into_inner());
+        prune(&mut idle, inner.config.idle_timeout);
+        let total: usize = idle.values().map(Vec::len).sum();
+        let list = idle.entry(self.key.clone()).or_default();
+        if list.len() >= inner.config.max_idle_per_key || total >= inner.config.max_idle_total {
+            return;
+        }
+        list.push(Idle { session, since: Instant::now() });
+    }
+}

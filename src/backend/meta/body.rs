@@ -1,0 +1,294 @@
+//! Streamed bodies both ways: the response body handed to the HTTP side, the request body fed to
+//! the upstream, and the idle timer that watches both.
+
+use std::fmt;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::{Stream, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::time::{Instant, Sleep};
+
+use super::error::GatewayError;
+
+type BoxStream = Pin<Box<dyn Stream<Item = Result<Bytes, GatewayError>> + Send + Sync>>;
+
+/// Bytes read from the upstream per chunk handed out.
+const READ_CHUNK_BYTES: usize = 16 * 1024;
+
+/// A response body streamed from a script or application as it arrives. It is a `Stream` of
+/// chunks and an `http_body::Body`. Dropping it early ends the upstream's work (kills the script's
+/// process group, closes the connection). An `Err` item means the body was cut short: the HTTP side
+/// aborts the response rather than ending it cleanly.
+pub struct GatewayBody {
+    first: Option<Bytes>,
+    rest: Option<BoxStream>,
+}
+
+impl fmt::Debug for GatewayBody {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GatewayBody")
+            .field("first", &self.first.as_ref().map(Bytes::len))
+            .field("ended", &self.rest.is_none())
+            .finish()
+    }
+}
+
+impl GatewayBody {
+    pub(crate) fn new<S>(first: Bytes, rest: S) -> GatewayBody
+    where
+        S: Stream<Item = Result<Bytes, GatewayError>> + Send + Sync + 'static,
+    {
+        GatewayBody { first: (!first.is_empty()).then_some(first), rest: Some(Box::pin(rest)) }
+    }
+
+    pub fn empty() -> GatewayBody {
+        GatewayBody { first: None, rest: None }
+    }
+
+    /// Reads the whole body into memory; for tests and small bodies only.
+    pub async fn collect_bytes(mut self) -> Result<Bytes, GatewayError> {
+        let mut all = BytesMut::new();
+        while let Some(chunk) = self.next().await {
+            all.extend_from_slice(&chunk?);
+        }
+        Ok(all.freeze())
+    }
+}
+
+impl Stream for GatewayBody {
+    type Item = Result<Bytes, GatewayError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if let Some(first) = self.first.take() {
+            return Poll::Ready(Some(Ok(first)));
+        }
+        let Some(rest) = self.rest.as_mut() else {
+            return Poll::Ready(None);
+        };
+        loop {
+            match ready!(rest.as_mut().poll_next(cx)) {
+                Some(Ok(b)) if b.is_empty() => continue,
+                Some(item) => return Poll::Ready(Some(item)),
+                None => break,
+            }
+        }
+        self.rest = None;
+        Poll::Ready(None)
+    }
+}
+
+impl http_body::Body for GatewayBody {
+    type Data = Bytes;
+    type Error = GatewayError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, GatewayError>>> {
+        self.poll_next(cx).map(|o| o.map(|r| r.map(http_body::Frame::data)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.first.is_none() && self.rest.is_none()
+    }
+}
+
+/// When either direction last moved: the request body was pulled or written, or upstream bytes
+/// arrived. Shared by the feeding task and the reading stream.
+#[derive(Clone, Debug)]
+pub(crate) struct Progress {
+    base: Instant,
+    last_ms: Arc<AtomicU64>,
+}
+
+impl Progress {
+    pub(crate) fn new() -> Progress {
+        Progress { base: Instant::now(), last_ms: Arc::new(AtomicU64::new(0)) }
+    }
+
+    pub(crate) fn touch(&self) {
+        let ms = u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.fetch_max(ms, Ordering::Relaxed);
+    }
+
+    fn last(&self) -> Instant {
+        self.base + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
+    }
+}
+
+/// Fires when nothing moved in either direction for `timeout` while the reader waits on the
+/// upstream. Time the HTTP side spends not polling does not count against the upstream.
+pub(crate) struct IdleTimer {
+    progress: Progress,
+    timeout: Duration,
+    sleep: Pin<Box<Sleep>>,
+    waiting: bool,
+}
+
+impl IdleTimer {
+    pub(crate) fn new(progress: Progress, timeout: Duration) -> IdleTimer {
+        IdleTimer { progress, timeout, sleep: Box::pin(tokio::time::sleep(timeout)), waiting: false }
+    }
+
+    /// The upstream delivered something.
+    pub(crate) fn moved(&mut self) {
+        self.waiting = false;
+        self.progress.touch();
+    }
+
+    /// Call when the upstream read is pending: `Ready` once the timeout has passed.
+    pub(crate) fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if !self.waiting {
+            self.waiting = true;
+            self.progress.touch();
+        }
+        loop {
+            let deadline = self.progress.last() + self.timeout;
+            if Instant::now() >= deadline {
+                return Poll::Ready(());
+            }
+            if self.sleep.deadline() != deadline {
+                self.sleep.as_mut().reset(deadline);
+            }
+            if self.sleep.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+        }
+    }
+}
+
+/// What an upstream reader's owner is told when reading stops.
+pub(crate) trait ReadEnd: Send + Sync {
+    /// `clean`: end of output reached; otherwise timeout or read error (the upstream is abandoned).
+    fn end(&mut self, clean: bool);
+}
+
+impl ReadEnd for () {
+    fn end(&mut self, _clean: bool) {}
+}
+
+/// Raw bytes from an upstream (CGI stdout, an SCGI socket) as a stream of chunks, with the idle
+/// timeout. `what` names the upstream in errors.
+pub(crate) struct UpstreamReader<R, G> {
+    reader: R,
+    guard: G,
+    timer: IdleTimer,
+    buf: Vec<u8>,
+    what: String,
+    done: bool,
+}
+
+impl<R, G> UpstreamReader<R, G> {
+    pub(crate) fn new(reader: R, guard: G, timer: IdleTimer, what: String) -> Self {
+        UpstreamReader { reader, guard, timer, buf: vec![0; READ_CHUNK_BYTES], what, done: false }
+    }
+}
+
+impl<R, G> Stream for UpstreamReader<R, G>
+where
+    R: AsyncRead + Unpin,
+    G: ReadEnd + Unpin,
+{
+    type Item = Result<Bytes, GatewayError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if this.done {
+            return Poll::Ready(None);
+        }
+        let mut rb = ReadBuf::new(&mut this.buf);
+        match Pin::new(&mut this.reader).poll_read(cx, &mut rb) {
+            Poll::Ready(Ok(())) => {
+                let n = rb.filled().len();
+                if n == 0 {
+                    this.done = true;
+                    this.guard.end(true);
+                    return Poll::Ready(None);
+                }
+                this.timer.moved();
+                Poll::Ready(Some(Ok(Bytes::copy_from_slice(rb.filled()))))
+            }
+            Poll::Ready(Err(e)) => {
+                this.done = true;
+                this.guard.end(false);
+                Poll::Ready(Some(Err(GatewayError::bad_response(format!("reading from {}", this.what)).with_source(e))))
+            }
+            Poll::Pending => {
+                ready!(this.timer.poll_expired(cx));
+                this.done = true;
+                this.guard.end(false);
+                Poll::Ready(Some(Err(GatewayError::timeout(format!(
+                    "{} silent for {:?}",
+                    this.what, this.timer.timeout
+                )))))
+            }
+        }
+    }
+}
+
+/// Why feeding the request body stopped early.
+#[derive(Debug)]
+pub(crate) enum FeedError {
+    /// The request body stream failed (the client went away).
+    Client(Box<dyn std::error::Error + Send + Sync>),
+    /// Writing to the upstream failed (it stopped reading or closed).
+    Upstream(std::io::Error),
+}
+
+/// Feeds the request body to the upstream as it comes, with back-pressure: one chunk is pulled
+/// only after the previous one is written. `frame` turns a chunk into wire bytes (FastCGI wraps it
+/// in STDIN records). At most `limit` body bytes are sent.
+pub(crate) async fn feed_body<W, S, E>(
+    w: &mut W,
+    body: S,
+    progress: &Progress,
+    limit: Option<u64>,
+    mut frame: impl FnMut(Bytes, &mut BytesMut),
+) -> Result<(), FeedError>
+where
+    W: AsyncWrite + Unpin,
+    S: Stream<Item = Result<Bytes, E>>,
+    E: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let mut body = std::pin::pin!(body);
+    let mut left = limit.unwrap_or(u64::MAX);
+    let mut out = BytesMut::new();
+    while left > 0 {
+        let Some(chunk) = body.next().await else {
+            break;
+        };
+        let mut chunk = chunk.map_err(|e| FeedError::Client(e.into()))?;
+        progress.touch();
+        if chunk.is_empty() {
+            continue;
+        }
+        if chunk.len() as u64 > left {
+            chunk.truncate(usize::try_from(left).unwrap_or(usize::MAX));
+        }
+        left -= chunk.len() as u64;
+        out.clear();
+        frame(chunk, &mut out);
+        w.write_all(&out).await.map_err(FeedError::Upstream)?;
+        progress.touch();
+    }
+    Ok(())
+}
+
+/// Holds a request-body feeding task; dropping it aborts the task. Whatever the task returned
+/// (e.g. an open write half) lives as long as the guard.
+pub(crate) struct TaskGuard<T>(pub(crate) tokio::task::JoinHandle<T>);
+
+impl<T: Send> ReadEnd for TaskGuard<T> {
+    fn end(&mut self, _clean: bool) {}
+}
+
+impl<T> Drop for TaskGuard<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}

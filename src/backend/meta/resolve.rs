@@ -1,0 +1,189 @@
+//! Which file a request path names: CGI scripts under a directory (RFC 3875 §3.3, §4.1.5) and
+//! FastCGI scripts under a document root.
+//!
+//! Both walk the percent-decoded path segments and refuse anything that could leave the directory:
+//! `.`/`..` segments (also as `%2e%2e`), encoded slashes or NULs, bad escapes, non-UTF-8 names,
+//! and symlinks whose target lies outside (the candidate is canonicalized and its prefix checked).
+//! Does not: normalize paths, serve directory listings, or guard against files swapped between the
+//! check and the exec (the directory is the operator's).
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use super::error::GatewayError;
+
+/// Where a request's script is, as the meta-variables describe it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ScriptPath {
+    /// URL path of the script, decoded (RFC 3875 §4.1.13); "" when the whole path is PATH_INFO.
+    pub script_name: String,
+    /// The rest of the URL path after the script, decoded (RFC 3875 §4.1.5); may be "".
+    pub path_info: String,
+    pub document_root: Option<PathBuf>,
+    pub script_filename: Option<PathBuf>,
+    /// `document_root` + `path_info`, when both exist (RFC 3875 §4.1.6).
+    pub path_translated: Option<PathBuf>,
+}
+
+/// A CGI script found under the CGI directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CgiScript {
+    /// The canonical file to execute; its directory is the working directory.
+    pub program: PathBuf,
+    pub path: ScriptPath,
+    /// The file name starts with `nph-`: its output is a complete HTTP response (RFC 3875 §5).
+    pub nph: bool,
+}
+
+/// The FastCGI layout: scripts under `root`, split after the first segment ending in
+/// `split_suffix`, `index` appended for directory requests.
+#[derive(Debug, Clone)]
+pub struct FastCgiLayout {
+    /// Canonical document root.
+    pub root: PathBuf,
+    pub split_suffix: String,
+    pub index: String,
+}
+
+/// Splits an origin-form path into decoded segments, rejecting whatever could escape a directory.
+/// Empty segments (from `//` or a trailing `/`) are kept as "".
+pub fn decode_segments(uri_path: &str) -> Result<Vec<String>, GatewayError> {
+    let Some(rest) = uri_path.strip_prefix('/') else {
+        return Err(GatewayError::not_found("path does not start with /"));
+    };
+    rest.split('/').map(decode_segment).collect()
+}
+
+fn decode_segment(raw: &str) -> Result<String, GatewayError> {
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = bytes
+                .get(i + 1..i + 3)
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or_else(|| GatewayError::not_found("bad percent-encoding in path"))?;
+            out.push(hex);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    if out.contains(&b'/') || out.contains(&0) || out.contains(&b'\\') {
+        return Err(GatewayError::not_found("encoded slash or NUL in path"));
+    }
+    if out == b"." || out == b".." {
+        return Err(GatewayError::not_found("dot segment in path"));
+    }
+    String::from_utf8(out).map_err(|_| GatewayError::not_found("path is not UTF-8"))
+}
+
+/// `candidate` must exist and canonicalize to somewhere inside the canonical `root`.
+fn inside(root: &Path, candidate: &Path) -> Result<(PathBuf, fs::Metadata), GatewayError> {
+    let real = fs::canonicalize(candidate).map_err(|e| GatewayError::not_found("no such file").with_source(e))?;
+    if !real.starts_with(root) {
+        return Err(GatewayError::not_found("path leaves the directory"));
+    }
+    let meta = fs::metadata(&real).map_err(|e| GatewayError::not_found("no such file").with_source(e))?;
+    Ok((real, meta))
+}
+
+fn join_name(segments: &[String]) -> String {
+    segments.iter().filter(|s| !s.is_empty()).fold(String::new(), |mut acc, s| {
+        acc.push('/');
+        acc.push_str(s);
+        acc
+    })
+}
+
+fn join_info(segments: &[String]) -> String {
+    if segments.is_empty() { String::new() } else { format!("/{}", segments.join("/")) }
+}
+
+/// CGI: the first segment under `dir` (canonical) that is a regular file is the script; the
+/// segments after it are PATH_INFO. A file without any execute bit is Forbidden.
+pub fn resolve_cgi(dir: &Path, uri_path: &str) -> Result<CgiScript, GatewayError> {
+    let segments = decode_segments(uri_path)?;
+    let mut here = dir.to_path_buf();
+    for (i, seg) in segments.iter().enumerate() {
+        if seg.is_empty() {
+            continue;
+        }
+        here.push(seg);
+        let (real, meta) = inside(dir, &here)?;
+        if meta.is_dir() {
+            continue;
+        }
+        if !meta.is_file() {
+            return Err(GatewayError::not_found("not a regular file"));
+        }
+        if meta.permissions().mode() & 0o111 == 0 {
+            return Err(GatewayError::forbidden(format!("{seg} is not executable")));
+        }
+        let script_name = join_name(&segments[..=i]);
+        let path_info = join_info(&segments[i + 1..]);
+        let path_translated = (!path_info.is_empty()).then(|| dir.join(path_info.trim_start_matches('/')));
+        return Ok(CgiScript {
+            program: real,
+            nph: seg.starts_with("nph-"),
+            path: ScriptPath {
+                script_name,
+                path_info,
+                document_root: Some(dir.to_path_buf()),
+                script_filename: Some(here),
+                path_translated,
+            },
+        });
+    }
+    Err(GatewayError::not_found("no script in path"))
+}
+
+/// FastCGI: SCRIPT_FILENAME under the root, PATH_INFO split after the first segment ending in the
+/// suffix; `index` for a directory. The script must be a regular file under the root, so the
+/// php-fpm `cgi.fix_pathinfo` trap (running `/upload/x.jpg` for `/upload/x.jpg/y.php`) cannot
+/// happen: here that request is simply 404. A path with no such segment that is not a directory is
+/// also 404: only scripts are handed to the application.
+pub fn resolve_fastcgi(layout: &FastCgiLayout, uri_path: &str) -> Result<ScriptPath, GatewayError> {
+    let segments = decode_segments(uri_path)?;
+    let split = segments.iter().position(|s| {
+        !layout.split_suffix.is_empty() && s.ends_with(&layout.split_suffix) && s.len() > layout.split_suffix.len()
+    });
+    let (mut script, info): (Vec<String>, &[String]) = match split {
+        Some(i) => (segments[..=i].to_vec(), &segments[i + 1..]),
+        None => (segments.clone(), &[]),
+    };
+    script.retain(|s| !s.is_empty());
+    let mut file = layout.root.clone();
+    file.extend(&script);
+    if split.is_none() {
+        let (_, meta) = inside(&layout.root, &file)?;
+        if !meta.is_dir() {
+            return Err(GatewayError::not_found("not a script"));
+        }
+        script.push(layout.index.clone());
+        file.push(&layout.index);
+    }
+    let (_, meta) = inside(&layout.root, &file)?;
+    if !meta.is_file() {
+        return Err(GatewayError::not_found("script is not a regular file"));
+    }
+    let path_info = join_info(info);
+    let path_translated = (!path_info.is_empty()).then(|| layout.root.join(path_info.trim_start_matches('/')));
+    Ok(ScriptPath {
+        script_name: join_name(&script),
+        path_info,
+        document_root: Some(layout.root.clone()),
+        script_filename: Some(file),
+        path_translated,
+    })
+}
+
+/// No file system at all (SCGI, FastCGI without a root): the whole decoded path is PATH_INFO.
+pub fn resolve_app(uri_path: &str) -> Result<ScriptPath, GatewayError> {
+    let segments = decode_segments(uri_path)?;
+    Ok(ScriptPath { script_name: String::new(), path_info: join_info(&segments), ..ScriptPath::default() })
+}

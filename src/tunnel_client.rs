@@ -1,0 +1,496 @@
+//! `hopgate tunnel`: the client side of a web tunnel. Opens `CONNECT HOST:PORT` through an
+//! HTTP or HTTPS proxy (RFC 9110 §9.3.6) and pumps bytes between the tunnel and a local
+//! connection (`--listen`, one tunnel per accepted connection) or stdin/stdout (`--stdio`, one
+//! tunnel, as an ssh ProxyCommand).
+//!
+//! Any 2xx opens the tunnel; bytes the proxy sent after its blank line are kept (hyper's
+//! `Upgraded` hands them out first). Anything else is a [`TunnelError`] whose Display is one
+//! line naming the proxy and its status.
+//! Does not: follow proxy redirects, retry, answer a 407 challenge other than with the
+//! `--proxy-user` it was given, or speak HTTP/2 to the proxy.
+
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ::http::uri::{Authority, Scheme};
+use ::http::{HeaderValue, Method, Request, StatusCode, Uri, header};
+use base64::Engine as _;
+use bytes::Bytes;
+use http_body_util::Empty;
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, ServerName};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsConnector;
+
+use crate::tunnel;
+
+/// Dialing the proxy, TLS with it and its answer to CONNECT must all fit in this.
+pub const HANDSHAKE_TIMEOUT_SECS: u64 = 30;
+/// Pause after a failed accept (out of file descriptors, say) before accepting again.
+const ACCEPT_BACKOFF_MILLIS: u64 = 100;
+
+/// `http://HOST[:PORT]` or `https://HOST[:PORT]` (default ports 80 and 443).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProxyUrl {
+    pub tls: bool,
+    /// A DNS name or an IP address (IPv6 without brackets).
+    pub host: String,
+    pub port: u16,
+}
+
+impl FromStr for ProxyUrl {
+    type Err = TunnelError;
+
+    fn from_str(s: &str) -> Result<ProxyUrl, TunnelError> {
+        let bad = |why: &str| TunnelError::BadProxyUrl(format!("{s:?}: {why}"));
+        let uri: Uri = s.parse().map_err(|_| bad("not a URL"))?;
+        let tls = match uri.scheme() {
+            Some(scheme) if *scheme == Scheme::HTTP => false,
+            Some(scheme) if *scheme == Scheme::HTTPS => true,
+            _ => return Err(bad("expected http://HOST:PORT or https://HOST:PORT")),
+        };
+        let authority = uri.authority().ok_or_else(|| bad("no host"))?;
+        if authority.as_str().contains('@') {
+            return Err(bad("credentials go in --proxy-user, not in the URL"));
+        }
+        if !matches!(uri.path_and_query().map(|p| p.as_str()), None | Some("/") | Some("")) {
+            return Err(bad("a proxy URL has no path"));
+        }
+        let host = authority.host().trim_start_matches('[').trim_end_matches(']');
+        if host.is_empty() {
+            return Err(bad("no host"));
+        }
+        let port = authority.port_u16().unwrap_or(if tls { 443 } else { 80 });
+        Ok(ProxyUrl { tls, host: host.to_owned(), port })
+    }
+}
+
+impl fmt::Display for ProxyUrl {
+    /// `HOST:PORT` (`[IPv6]:PORT`), with `https://` in front for TLS proxies.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let scheme = if self.tls { "https://" } else { "" };
+        if self.host.contains(':') {
+            write!(f, "{scheme}[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{scheme}{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// What `hopgate tunnel` was asked to do. The CLI fills it and calls [`TunnelClient::run_listen`]
+/// or [`TunnelClient::run_stdio`].
+#[derive(Clone)]
+pub struct TunnelClient {
+    pub proxy: ProxyUrl,
+    /// `HOST:PORT` (or `[IPv6]:PORT`) the proxy should connect to.
+    pub to: String,
+    /// `--proxy-user USER:PASS`: sent as `Proxy-Authorization: Basic`.
+    pub proxy_user: Option<(String, String)>,
+    /// Extra CA certificates (PEM) trusted for an https:// proxy, besides the system roots.
+    pub ca: Option<PathBuf>,
+    /// End a tunnel after this long without traffic; `None`: never (the proxy has its own).
+    pub idle: Option<Duration>,
+}
+
+impl fmt::Debug for TunnelClient {
+    // The password stays out of logs.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TunnelClient")
+            .field("proxy", &self.proxy)
+            .field("to", &self.to)
+            .field("proxy_user", &self.proxy_user.as_ref().map(|(user, _)| user))
+            .field("ca", &self.ca)
+            .field("idle", &self.idle)
+            .finish()
+    }
+}
+
+/// Splits `--proxy-user USER:PASS` at the first colon (RFC 7617: the user-id has none).
+pub fn parse_proxy_user(s: &str) -> Result<(String, String), TunnelError> {
+    s.split_once(':')
+        .map(|(user, pass)| (user.to_owned(), pass.to_owned()))
+        .ok_or_else(|| TunnelError::BadProxyUser("expected USER:PASS".into()))
+}
+
+impl TunnelClient {
+    /// Checks both addresses now, so that a typo fails before anything listens.
+    pub fn new(proxy: &str, to: &str) -> Result<TunnelClient, TunnelError> {
+        let proxy = proxy.parse()?;
+        parse_target(to)?;
+        Ok(TunnelClient { proxy, to: to.to_owned(), proxy_user: None, ca: None, idle: None })
+    }
+
+    /// Listens on `listen` and gives each accepted connection its own CONNECT tunnel. Calls
+    /// `ready` with the bound address once listening (the CLI prints `listening on
+    /// tcp://IP:PORT`). Runs until dropped, which also ends the open tunnels; returns only when
+    /// the set-up fails (bad target, CA file, bind).
+    pub async fn run_listen(self, listen: SocketAddr, ready: impl FnOnce(SocketAddr)) -> Result<(), TunnelError> {
+        let dialer = Arc::new(Dialer::new(&self)?);
+        let listener =
+            TcpListener::bind(listen).await.map_err(|source| TunnelError::Listen { addr: listen, source })?;
+        let local = listener.local_addr().map_err(|source| TunnelError::Listen { addr: listen, source })?;
+        ready(local);
+        let mut tunnels = tokio::task::JoinSet::new();
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok((client, peer)) => {
+                        let dialer = Arc::clone(&dialer);
+                        tunnels.spawn(async move {
+                            match dialer.open().await {
+                                Ok(upstream) => match dialer.pump(client, upstream).await {
+                                    Ok((up, down)) => tracing::debug!(%peer, up, down, "tunnel closed"),
+                                    Err(e) => tracing::info!(%peer, "{e}"),
+                                },
+                                Err(e) => tracing::warn!(%peer, "{e}"),
+                            }
+                        });
+                    }
+                    Err(e) => {
+                        tracing::warn!("accept on {local} failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(ACCEPT_BACKOFF_MILLIS)).await;
+                    }
+                },
+                Some(_) = tunnels.join_next(), if !tunnels.is_empty() => {}
+            }
+        }
+    }
+
+    /// One tunnel over stdin/stdout (an ssh ProxyCommand). EOF on stdin half-closes the tunnel;
+    /// this returns once the remote side has finished too. Tokio reads stdin on a blocking
+    /// thread that may still sit in read(2) afterwards: the caller should exit the process
+    /// (`std::process::exit`) rather than wait for the runtime to shut down.
+    pub async fn run_stdio(self) -> Result<(), TunnelError> {
+        self.run_stream(tokio::io::join(tokio::io::stdin(), tokio::io::stdout())).await
+    }
+
+    /// One tunnel between `local` and the target: what [`TunnelClient::run_stdio`] does over
+    /// stdin/stdout, for any stream.
+    pub async fn run_stream<S: AsyncRead + AsyncWrite + Unpin>(self, local: S) -> Result<(), TunnelError> {
+        let dialer = Dialer::new(&self)?;
+        let upstream = dialer.open().await?;
+        dialer.pump(local, upstream).await.map(|_| ())
+    }
+
+    /// Opens one tunnel and returns it as a stream (for callers that pump it themselves).
+    pub async fn open(&self) -> Result<TokioIo<Upgraded>, TunnelError> {
+        Dialer::new(self)?.open().await
+    }
+}
+
+/// Everything needed per tunnel, prepared once: target, credentials, TLS configuration.
+struct Dialer {
+    proxy: ProxyUrl,
+    target: Authority,
+    auth: Option<HeaderValue>,
+    tls: Option<(TlsConnector, ServerName<'static>)>,
+    idle: Duration,
+}
+
+impl Dialer {
+    fn new(client: &TunnelClient) -> Result<Dialer, TunnelError> {
+        let target = parse_target(&client.to)?;
+        let auth = client.proxy_user.as_ref().map(|(user, pass)| basic_auth(user, pass)).transpose()?;
+        let tls = if client.proxy.tls {
+            let name = ServerName::try_from(client.proxy.host.clone())
+                .map_err(|_| TunnelError::BadProxyUrl(format!("{:?}: not a TLS server name", client.proxy.host)))?;
+            Some((TlsConnector::from(tls_config(client.ca.as_deref())?), name))
+        } else {
+            None
+        };
+        // No idle timeout: a time too large to add to a clock reading (see tunnel::pump).
+        let idle = client.idle.unwrap_or(Duration::MAX);
+        Ok(Dialer { proxy: client.proxy.clone(), target, auth, tls, idle })
+    }
+
+    async fn open(&self) -> Result<TokioIo<Upgraded>, TunnelError> {
+        let deadline = Duration::from_secs(HANDSHAKE_TIMEOUT_SECS);
+        match tokio::time::timeout(deadline, self.open_now()).await {
+            Ok(result) => result,
+            Err(_) => Err(TunnelError::Timeout {
+                proxy: self.proxy.to_string(),
+                target: self.target.to_string(),
+                secs: HANDSHAKE_TIMEOUT_SECS,
+            }),
+        }
+    }
+
+    async fn open_now(&self) -> Result<TokioIo<Upgraded>, TunnelError> {
+        let proxy = self.proxy.to_string();
+        let unreachable = |source| TunnelError::ProxyUnreachable { proxy: proxy.clone(), source };
+        let tcp = TcpStream::connect((self.proxy.host.as_str(), self.proxy.port)).await.map_err(unreachable)?;
+        let _ = tcp.set_nodelay(true);
+        let upgraded = match &self.tls {
+            None => connect(tcp, &proxy, &self.target, self.auth.clone()).await?,
+            Some((connector, name)) => {
+                let tls = connector
+                    .connect(name.clone(), tcp)
+                    .await
+                    .map_err(|source| TunnelError::Tls { proxy: proxy.clone(), source })?;
+                connect(tls, &proxy, &self.target, self.auth.clone()).await?
+            }
+        };
+        Ok(TokioIo::new(upgraded))
+    }
+
+    async fn pump<S>(&self, local: S, upstream: TokioIo<Upgraded>) -> Result<(u64, u64), TunnelError>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        tunnel::pipe(local, upstream, self.idle).await.map_err(|source| TunnelError::Tunnel {
+            proxy: self.proxy.to_string(),
+            target: self.target.to_string(),
+            source,
+        })
+    }
+}
+
+/// Sends `CONNECT target` over `io` (already connected to the proxy, TLS done if any) with
+/// hyper's HTTP/1.1 client and returns the tunnel once the proxy answers 2xx. Bytes that came
+/// after the proxy's blank line are read first from the returned stream. `proxy` only names the
+/// proxy in errors. Usable for chaining through a parent proxy as well.
+pub async fn connect<S>(
+    io: S,
+    proxy: &str,
+    target: &Authority,
+    proxy_authorization: Option<HeaderValue>,
+) -> Result<Upgraded, TunnelError>
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let failed = |source| TunnelError::Handshake { proxy: proxy.to_owned(), target: target.to_string(), source };
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(io)).await.map_err(failed)?;
+    // The connection task hands the socket over to `Upgraded` once the 2xx is read.
+    let driver = tokio::spawn(connection.with_upgrades());
+    let mut request =
+        Request::builder().method(Method::CONNECT).uri(target.as_str()).header(header::HOST, target.as_str());
+    if let Some(mut value) = proxy_authorization {
+        value.set_sensitive(true);
+        request = request.header(header::PROXY_AUTHORIZATION, value);
+    }
+    let request = request.body(Empty::<Bytes>::new()).map_err(|_| TunnelError::BadTarget(target.to_string()))?;
+    let response = match sender.send_request(request).await {
+        Ok(response) => response,
+        Err(e) => {
+            driver.abort();
+            return Err(failed(e));
+        }
+    };
+    let status = response.status();
+    if !status.is_success() {
+        driver.abort();
+        let reason = response
+            .extensions()
+            .get::<hyper::ext::ReasonPhrase>()
+            .map(|r| String::from_utf8_lossy(r.as_bytes()).into_owned())
+            .or_else(|| status.canonical_reason().map(str::to_owned))
+            .unwrap_or_default();
+        return Err(TunnelError::Refused { proxy: proxy.to_owned(), target: target.to_string(), status, reason });
+    }
+    hyper::upgrade::on(response).await.map_err(failed)
+}
+
+/// `HOST:PORT` with a port and nothing else.
+fn parse_target(to: &str) -> Result<Authority, TunnelError> {
+    let bad = || TunnelError::BadTarget(to.to_owned());
+    let authority: Authority = to.parse().map_err(|_| bad())?;
+    if authority.port_u16().is_none() || authority.host().is_empty() || to.contains('@') {
+        return Err(bad());
+    }
+    Ok(authority)
+}
+
+fn basic_auth(user: &str, pass: &str) -> Result<HeaderValue, TunnelError> {
+    let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
+    let mut value = HeaderValue::try_from(format!("Basic {token}"))
+        .map_err(|_| TunnelError::BadProxyUser("not usable in a header".into()))?;
+    value.set_sensitive(true);
+    Ok(value)
+}
+
+/// The system roots plus the PEM certificates of `ca`, for TLS with an https:// proxy.
+fn tls_config(ca: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, TunnelError> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_native_certs::load_native_certs().certs {
+        // A system root rustls cannot parse is no reason to refuse to start.
+        let _ = roots.add(cert);
+    }
+    if let Some(path) = ca {
+        let bad = |reason: String| TunnelError::Ca { path: path.to_owned(), reason };
+        let mut found = 0;
+        for cert in CertificateDer::pem_file_iter(path).map_err(|e| bad(e.to_string()))? {
+            roots.add(cert.map_err(|e| bad(e.to_string()))?).map_err(|e| bad(e.to_string()))?;
+            found += 1;
+        }
+        if found == 0 {
+            return Err(bad("no CERTIFICATE in it".into()));
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TunnelError::Ca { path: PathBuf::new(), reason: e.to_string() })?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Why a tunnel could not be opened or ended badly. Display: one line, naming the proxy.
+#[derive(Debug)]
+pub enum TunnelError {
+    BadProxyUrl(String),
+    BadTarget(String),
+    BadProxyUser(String),
+    Ca {
+        path: PathBuf,
+        reason: String,
+    },
+    Listen {
+        addr: SocketAddr,
+        source: io::Error,
+    },
+    ProxyUnreachable {
+        proxy: String,
+        source: io::Error,
+    },
+    Tls {
+        proxy: String,
+        source: io::Error,
+    },
+    /// The proxy closed or spoke something that is not an HTTP/1 response.
+    Handshake {
+        proxy: String,
+        target: String,
+        source: hyper::Error,
+    },
+    /// The proxy answered CONNECT with a non-2xx status.
+    Refused {
+        proxy: String,
+        target: String,
+        status: StatusCode,
+        reason: String,
+    },
+    Timeout {
+        proxy: String,
+        target: String,
+        secs: u64,
+    },
+    /// The tunnel was open, then a read or write failed or it sat idle.
+    Tunnel {
+        proxy: String,
+        target: String,
+        source: io::Error,
+    },
+}
+
+impl TunnelError {
+    /// The proxy's status, when it answered CONNECT with a refusal.
+    pub fn status(&self) -> Option<StatusCode> {
+        match self {
+            TunnelError::Refused { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for TunnelError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TunnelError::BadProxyUrl(why) => write!(f, "bad proxy URL {why}"),
+            TunnelError::BadTarget(to) => write!(f, "bad tunnel target {to:?}: expected HOST:PORT"),
+            TunnelError::BadProxyUser(why) => write!(f, "bad proxy user: {why}"),
+            TunnelError::Ca { path, reason } => write!(f, "CA file {}: {reason}", path.display()),
+            TunnelError::Listen { addr, source } => write!(f, "cannot listen on {addr}: {source}"),
+            TunnelError::ProxyUnreachable { proxy, source } => {
+                write!(f, "cannot connect to proxy {proxy}: {source}")
+            }
+            TunnelError::Tls { proxy, source } => {
+                write!(f, "TLS with proxy {proxy} failed: {source}")
+            }
+            TunnelError::Handshake { proxy, target, source } => {
+                write!(f, "proxy {proxy} gave no answer to CONNECT {target}: {source}")?;
+                if let Some(cause) = std::error::Error::source(source) {
+                    write!(f, ": {cause}")?;
+                }
+                Ok(())
+            }
+            TunnelError::Refused { proxy, target, status, reason } => {
+                let reason: String = reason.chars().filter(|c| !c.is_control()).collect();
+                write!(f, "proxy {proxy} refused CONNECT {target}: {} {reason}", status.as_u16())
+            }
+            TunnelError::Timeout { proxy, target, secs } => {
+                write!(f, "proxy {proxy} did not open a tunnel to {target} within {secs}s")
+            }
+            TunnelError::Tunnel { proxy, target, source } => {
+                write!(f, "tunnel to {target} via proxy {proxy} ended: {source}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for TunnelError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            TunnelError::Listen { source, .. }
+            | TunnelError::ProxyUnreachable { source, .. }
+            | TunnelError::Tls { source, .. }
+            | TunnelError::Tunnel { source, .. } => Some(source),
+            TunnelError::Handshake { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proxy_urls() {
+        let p: ProxyUrl = "http://127.0.0.1:3128".parse().unwrap();
+        assert_eq!(p, ProxyUrl { tls: false, host: "127.0.0.1".into(), port: 3128 });
+        assert_eq!(p.to_string(), "127.0.0.1:3128");
+        let p: ProxyUrl = "https://proxy.example/".parse().unwrap();
+        assert_eq!((p.tls, p.port, p.to_string().as_str()), (true, 443, "https://proxy.example:443"));
+        let p: ProxyUrl = "http://[::1]:8080".parse().unwrap();
+        assert_eq!((p.host.as_str(), p.to_string().as_str()), ("::1", "[::1]:8080"));
+        for bad in ["127.0.0.1:3128", "socks5://h:1", "http://u:p@h:1", "http://h:1/path", "http://", ""] {
+            assert!(bad.parse::<ProxyUrl>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn targets() {
+        for good in ["example.com:22", "127.0.0.1:443", "[::1]:22"] {
+            assert!(parse_target(good).is_ok(), "{good}");
+        }
+        for bad in ["example.com", "u@example.com:22", ":22", "example.com:x", "a b:1", ""] {
+            assert!(parse_target(bad).is_err(), "{bad}");
+        }
+        assert_eq!(parse_proxy_user("ann:pa:ss").unwrap(), ("ann".into(), "pa:ss".into()));
+        assert!(parse_proxy_user("ann").is_err());
+    }
+
+    #[test]
+    fn refusal_is_one_line() {
+        let e = TunnelError::Refused {
+            proxy: "127.0.0.1:3128".into(),
+            target: "example.com:22".into(),
+            status: StatusCode::PROXY_AUTHENTICATION_REQUIRED,
+            reason: "Proxy Authentication Required\r\n".into(),
+        };
+        assert_eq!(
+            e.to_string(),
+            "proxy 127.0.0.1:3128 refused CONNECT example.com:22: 407 Proxy Authentication Required"
+        );
+    }
+}

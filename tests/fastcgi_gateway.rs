@@ -1,0 +1,325 @@
+//! The FastCGI gateway end to end: the real binary in front of a real php-fpm (Debian package php-fpm) that each
+//! test starts in the foreground on a loopback port or a unix socket and stops by PID. Hello world over TCP and a
+//! unix socket, the index for directory paths, PATH_INFO after `.php`, the cgi.fix_pathinfo trap (404), POST bodies
+//! by sha256, Status passthrough, php-fpm down (502), a slow script (504), the access log naming the app.
+
+mod support;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use support::{Hopgate, curl, exchange};
+
+const PHP_FPM: &str = "/usr/sbin/php-fpm8.2";
+
+const SCRIPTS: &[(&str, &str)] = &[
+    ("hello.php", "<?php echo \"hello world\\n\";"),
+    ("index.php", "<?php echo 'root index';"),
+    (
+        "server.php",
+        "<?php header('Content-Type: text/plain'); ksort($_SERVER);\n\
+         foreach ($_SERVER as $k => $v) { if (is_string($v)) echo \"$k=$v\\n\"; }",
+    ),
+    (
+        "echo.php",
+        "<?php header('Content-Type: application/octet-stream');\n\
+         header('X-Length: ' . ($_SERVER['CONTENT_LENGTH'] ?? 'none'));\n\
+         stream_copy_to_stream(fopen('php://input', 'rb'), fopen('php://output', 'wb'));",
+    ),
+    ("teapot.php", "<?php http_response_code(418); echo 'short and stout';"),
+    ("sleep.php", "<?php usleep((int)($_GET['ms'] ?? 200) * 1000); echo 'slept';"),
+    ("app/home.php", "<?php echo 'home of app';"),
+    ("app/index.php", "<?php echo 'index of app';"),
+    ("uploads/evil.jpg", "<?php echo 'must never run';"),
+];
+
+/// A php-fpm master in the foreground; stopped by PID (SIGTERM, then SIGKILL) on drop.
+struct Fpm {
+    child: Child,
+    dir: tempfile::TempDir,
+    www: PathBuf,
+    /// `fastcgi://127.0.0.1:PORT` or `fastcgi+unix:PATH`.
+    target: String,
+}
+
+impl Fpm {
+    fn stop(&mut self) {
+        let pid = self.child.id() as i32;
+        // SAFETY: kill(2) on a child we spawned and have not reaped yet.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Fpm {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn chmod(p: &Path, mode: u32) {
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+fn start_fpm(unix: bool) -> Fpm {
+    assert!(Path::new(PHP_FPM).exists(), "{PHP_FPM} is missing: apt-get install -y php-fpm");
+    let dir = tempfile::tempdir().unwrap();
+    // php-fpm workers run as nobody: every directory on the way must be searchable, every script readable.
+    chmod(dir.path(), 0o755);
+    let www = dir.path().join("www");
+    for (name, text) in SCRIPTS {
+        let p = www.join(name);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, text).unwrap();
+        chmod(&p, 0o644);
+    }
+    for d in [&www, &www.join("app"), &www.join("uploads")] {
+        chmod(d, 0o755);
+    }
+    // A port picked here may be taken before php-fpm binds it: php-fpm then says so and exits; try another.
+    for attempt in 0..3 {
+        let (listen, target) = if unix {
+            let sock = dir.path().join(format!("fpm-{attempt}.sock"));
+            (sock.display().to_string(), format!("fastcgi+unix:{}", sock.display()))
+        } else {
+            let a = format!("127.0.0.1:{}", support::free_port());
+            (a.clone(), format!("fastcgi://{a}"))
+        };
+        let log = dir.path().join(format!("fpm-{attempt}.log"));
+        let conf = dir.path().join(format!("fpm-{attempt}.conf"));
+        std::fs::write(
+            &conf,
+            format!(
+                "[global]\nerror_log = {log}\ndaemonize = no\n\
+                 [www]\nuser = nobody\ngroup = nogroup\nlisten = {listen}\nlisten.mode = 0666\n\
+                 pm = static\npm.max_children = 4\ncatch_workers_output = yes\n\
+                 php_admin_value[post_max_size] = 64M\n",
+                log = log.display()
+            ),
+        )
+        .unwrap();
+        let mut child = Command::new(PHP_FPM)
+            .args(["-F", "-n", "-y"])
+            .arg(&conf)
+            .arg("-p")
+            .arg(dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if std::fs::read_to_string(&log).unwrap_or_default().contains("ready to handle connections") {
+                return Fpm { child, dir, www, target };
+            }
+            if let Ok(Some(_)) = child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let said = std::fs::read_to_string(&log).unwrap_or_default();
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(said.contains("Address already in use"), "php-fpm did not come up:\n{said}");
+    }
+    panic!("php-fpm found no free port in 3 attempts");
+}
+
+fn gateway(fpm: &Fpm, extra: &[&str]) -> Hopgate {
+    let root = fpm.www.display().to_string();
+    let mut args = vec!["gateway", "--listen", "127.0.0.1:0", "--to", fpm.target.as_str(), "--root", root.as_str()];
+    args.extend_from_slice(extra);
+    Hopgate::start(&args)
+}
+
+fn get(h: &Hopgate, path: &str) -> support::Resp {
+    exchange(h.addr, &format!("GET {path} HTTP/1.1\r\nHost: php.test\r\nConnection: close\r\n\r\n"))
+}
+
+fn wait_log_line(h: &Hopgate, needle: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let out = h.stdout_text();
+        if let Some(line) = out.lines().find(|l| l.contains(needle)) {
+            return line.to_string();
+        }
+        assert!(Instant::now() < deadline, "no access log line with {needle:?} in {out:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn hello_world_over_tcp_names_the_app_in_the_access_log() {
+    let fpm = start_fpm(false);
+    let h = gateway(&fpm, &[]);
+    let (code, body, err) = curl(&[&format!("{}/hello.php", h.url())]);
+    assert_eq!((code, body.as_slice()), (200, &b"hello world\n"[..]), "{err}");
+    let line = wait_log_line(&h, "/hello.php");
+    let app = fpm.target.strip_prefix("fastcgi://").unwrap();
+    assert!(line.contains("\"GET /hello.php HTTP/1.1\" 200 12 ") && line.ends_with(app), "{line}");
+}
+
+#[test]
+fn hello_world_over_a_unix_socket() {
+    let fpm = start_fpm(true);
+    let h = gateway(&fpm, &[]);
+    for _ in 0..3 {
+        let (code, body, err) = curl(&[&format!("{}/hello.php", h.url())]);
+        assert_eq!((code, body.as_slice()), (200, &b"hello world\n"[..]), "{err}");
+    }
+}
+
+#[test]
+fn index_for_directory_paths() {
+    let fpm = start_fpm(false);
+    let h = gateway(&fpm, &["--index", "index.php"]);
+    assert_eq!(get(&h, "/").text(), "root index");
+    assert_eq!(get(&h, "/app/").text(), "index of app");
+    let h = gateway(&fpm, &["--index", "home.php"]);
+    assert_eq!(get(&h, "/app/").text(), "home of app");
+    assert_eq!(get(&h, "/").status, 404, "no home.php at the root");
+}
+
+#[test]
+fn path_info_after_dot_php_and_the_environment() {
+    let fpm = start_fpm(false);
+    let h = gateway(&fpm, &[]);
+    let r = exchange(
+        h.addr,
+        "GET /server.php/extra/x?q=1 HTTP/1.1\r\nHost: php.test\r\nProxy: http://evil.test:3128\r\n\
+         Authorization: Basic c2VjcmV0\r\nX-Custom: custom value\r\nConnection: close, X-Secret\r\nX-Secret: 1\r\n\r\n",
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let text = r.text();
+    let root = std::fs::canonicalize(&fpm.www).unwrap();
+    for want in [
+        "SCRIPT_NAME=/server.php".to_string(),
+        "PATH_INFO=/extra/x".into(),
+        format!("SCRIPT_FILENAME={}/server.php", root.display()),
+        format!("DOCUMENT_ROOT={}", root.display()),
+        "QUERY_STRING=q=1".into(),
+        "REQUEST_URI=/server.php/extra/x?q=1".into(),
+        "REMOTE_ADDR=127.0.0.1".into(),
+        format!("SERVER_PORT={}", h.addr.port()),
+        "SERVER_NAME=php.test".into(),
+        "HTTP_X_CUSTOM=custom value".into(),
+        "GATEWAY_INTERFACE=CGI/1.1".into(),
+    ] {
+        assert!(text.lines().any(|l| l == want), "missing {want} in\n{text}");
+    }
+    for absent in ["HTTP_PROXY=", "HTTP_AUTHORIZATION=", "HTTP_X_SECRET=", "HTTP_CONNECTION=", "PHP_AUTH_PW="] {
+        assert!(!text.lines().any(|l| l.starts_with(absent)), "{absent} passed:\n{text}");
+    }
+}
+
+#[test]
+fn fix_pathinfo_trap_is_404() {
+    let fpm = start_fpm(false);
+    let h = gateway(&fpm, &[]);
+    for path in [
+        "/uploads/evil.jpg/x.php",
+        "/uploads/evil.jpg/.php",
+        "/uploads/evil.jpg",
+        "/uploads/evil.jpg%2fx.php",
+        "/nope.php",
+        "/../www/hello.php",
+        "/%2e%2e/www/hello.php",
+    ] {
+        let r = get(&h, path);
+        assert_eq!(r.status, 404, "{path}: {}", r.text());
+        assert!(!r.text().contains("must never run"), "{path}");
+        assert!(r.text().starts_with("hopgate: 404"), "{path}: answered by hopgate, not php-fpm: {}", r.text());
+    }
+}
+
+#[test]
+fn post_bodies_by_sha256_with_and_without_content_length() {
+    let fpm = start_fpm(false);
+    let h = gateway(&fpm, &[]);
+    let url = format!("{}/echo.php", h.url());
+    for (size, chunked) in [(4usize << 20, false), (1 << 20, true)] {
+        let data: Vec<u8> = (0..size as u32).map(|i| (i.wrapping_mul(2654435761) >> 11) as u8).collect();
+        let input = fpm.dir.path().join("in.bin");
+        std::fs::write(&input, &data).unwrap();
+        let at = format!("@{}", input.display());
+        // Not the default form type: PHP would parse the bytes as form fields.
+        let mut args = vec![
+            "-D",
+            "-",
+            "-H",
+            "Expect:",
+            "-H",
+            "Content-Type: application/octet-stream",
+            "--data-binary",
+            at.as_str(),
+        ];
+        if chunked {
+            args.extend(["-H", "Transfer-Encoding: chunked"]);
+        }
+        args.push(&url);
+        let (code, out, err) = curl(&args);
+        assert_eq!(code, 200, "{err}");
+        let end = support::find(&out, b"\r\n\r\n").unwrap() + 4;
+        let head = String::from_utf8_lossy(&out[..end]).to_ascii_lowercase();
+        assert!(
+            head.contains(&format!("x-length: {size}\r\n")),
+            "{head}{}",
+            String::from_utf8_lossy(&out[end..end + 400.min(out.len() - end)])
+        );
+        assert_eq!(out.len() - end, size);
+        assert!(Sha256::digest(&out[end..]) == Sha256::digest(&data), "chunked: {chunked}");
+    }
+}
+
+#[test]
+fn status_passes_through() {
+    let fpm = start_fpm(false);
+    let h = gateway(&fpm, &[]);
+    let r = get(&h, "/teapot.php");
+    assert_eq!((r.status, r.text().as_str()), (418, "short and stout"));
+}
+
+#[test]
+fn fpm_down_is_502() {
+    let mut fpm = start_fpm(false);
+    let h = gateway(&fpm, &[]);
+    assert_eq!(get(&h, "/hello.php").status, 200);
+    fpm.stop();
+    let r = get(&h, "/hello.php");
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert!(r.text().starts_with("hopgate: 502"), "{}", r.text());
+    let mut fpm = start_fpm(true);
+    let h = gateway(&fpm, &[]);
+    fpm.stop();
+    let r = get(&h, "/hello.php");
+    assert_eq!(r.status, 502, "unix socket gone: {}", r.text());
+}
+
+#[test]
+fn slow_script_is_504_after_script_timeout() {
+    let fpm = start_fpm(false);
+    let h = Hopgate::start_config(&format!(
+        "access_log = \"off\"\n[[listener]]\nlisten = \"127.0.0.1:0\"\n[[listener.route]]\nto = \"{}\"\n\
+         root = \"{}\"\nscript_timeout_secs = 1\n",
+        fpm.target,
+        fpm.www.display()
+    ));
+    assert_eq!(get(&h, "/sleep.php?ms=100").text(), "slept");
+    let start = Instant::now();
+    let r = get(&h, "/sleep.php?ms=4000");
+    let took = start.elapsed();
+    assert_eq!(r.status, 504, "{}", r.text());
+    assert!(took >= Duration::from_millis(900) && took < Duration::from_secs(4), "answered after {took:?}");
+}
