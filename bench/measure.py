@@ -49,17 +49,43 @@ def cpu_ticks(pids):
 class CpuMeter:
     """CPU seconds a process tree used between start() and stop(); processes born meanwhile count whole."""
 
-    def __init__(self, pid):
-        self.pid = pid
+    def __init__(self, *pids):
+        self.pids = pids
+
+    def _family(self):
+        return [p for root in self.pids for p in tree(root)]
 
     def start(self):
-        self.before = cpu_ticks(tree(self.pid))
+        self.before = cpu_ticks(self._family())
         return self
 
     def stop(self):
-        after = cpu_ticks(tree(self.pid))
+        after = cpu_ticks(self._family())
         ticks = sum(t - self.before.get(p, 0) for p, t in after.items())
         return ticks / CLK_TCK
+
+
+class CoreMeter:
+    """CPU seconds one CPU was busy between start() and stop(), whoever ran there: for a system under test
+    whose children are reaped where their times are lost (fcgiwrap ignores SIGCHLD), pinned alone to `cpu`."""
+
+    def __init__(self, cpu):
+        self.cpu = int(cpu)
+
+    def _busy(self):
+        with open("/proc/stat") as f:
+            for line in f:
+                if line.startswith(f"cpu{self.cpu} "):
+                    v = [int(x) for x in line.split()[1:]]
+                    return sum(v) - v[3] - v[4]
+        raise RuntimeError(f"no cpu{self.cpu} in /proc/stat")
+
+    def start(self):
+        self.before = self._busy()
+        return self
+
+    def stop(self):
+        return (self._busy() - self.before) / CLK_TCK
 
 
 def _busy_ticks():

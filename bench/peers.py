@@ -26,6 +26,10 @@ class Peer:
 
     def __init__(self, name, mode, port, proc, workdir):
         self.name, self.mode, self.port, self.proc, self.dir = name, mode, port, proc, workdir
+        # Other processes that are part of the system under test (nginx's fcgiwrap): their CPU and RSS count.
+        self.extra = []
+        # How clients speak to it: http, https (TLS termination) or ftp (vsftpd).
+        self.scheme = "http"
 
     @property
     def pid(self):
@@ -36,7 +40,10 @@ class Peer:
         return f"127.0.0.1:{self.port}"
 
     def pids(self):
-        return measure.tree(self.pid)
+        return [p for peer in [self] + self.extra for p in measure.tree(peer.pid)]
+
+    def roots(self):
+        return [peer.pid for peer in [self] + self.extra]
 
 
 class Lab:
@@ -83,7 +90,7 @@ class Lab:
         """SIGTERM to the peer's PID (its master stops its own workers), then SIGKILL to whatever of its tree is
         left, each by PID."""
         if peer.proc.poll() is None:
-            family = peer.pids()
+            family = measure.tree(peer.pid)
             peer.proc.send_signal(signal.SIGTERM)
             try:
                 peer.proc.wait(grace)
@@ -244,6 +251,7 @@ def hopgate_gateway(lab, origin, binary=None):
 def hopgate_proxy(lab, origin, binary=None):
     d, port = lab.workdir("hopgate-proxy"), lab.port()
     argv = [binary or lab.hopgate, "proxy", "--listen", f"127.0.0.1:{port}", "--allow-target", "127.0.0.1/32"]
+    argv += ["--connect-port", str(origin.port)]
     return lab.spawn("hopgate proxy", "forward", port, argv + ["--access-log", "off", "-q"], d)
 
 
@@ -269,7 +277,7 @@ max_filedescriptors 16384
 workers 1
 http_access allow localhost
 http_access deny all
-acl p port 443
+acl p port 443 {origin.port}
 http_access deny CONNECT !p
 """,
     )
@@ -293,6 +301,7 @@ Group nogroup
 MaxClients 1024
 Timeout 120
 ConnectPort 443
+ConnectPort {origin.port}
 """,
     )
     return lab.spawn("tinyproxy", "forward", port, ["tinyproxy", "-d", "-c", conf], d)
@@ -339,3 +348,242 @@ ProxyVia On
 """,
     )
     return lab.spawn("apache", "forward", port, ["apache2", "-f", conf, "-DFOREGROUND"], d)
+
+
+# --- TLS termination (scenario D): one ECDSA P-256 certificate for every server, no session resumption -----
+
+
+def tls_cert(lab):
+    d = lab.workdir("tls")
+    cert, key = os.path.join(d, "cert.pem"), os.path.join(d, "key.pem")
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "2",
+         "-keyout", key, "-out", cert, "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True,
+    )
+    with open(os.path.join(d, "both.pem"), "w") as f:
+        f.write(open(cert).read() + open(key).read())
+    return {"cert": cert, "key": key, "both": os.path.join(d, "both.pem")}
+
+
+def nginx_tls(lab, origin, tls):
+    d, port = lab.workdir("nginx-tls"), lab.port()
+    body = f"""
+    upstream origin {{
+        server {origin.addr};
+        keepalive 128;
+        keepalive_requests 100000000;
+    }}
+    server {{
+        listen 127.0.0.1:{port} ssl backlog=4096;
+        ssl_certificate {tls['cert']};
+        ssl_certificate_key {tls['key']};
+        ssl_protocols TLSv1.3;
+        ssl_session_cache off;
+        ssl_session_tickets off;
+        location / {{
+            proxy_pass http://origin;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $http_host;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto $scheme;
+        }}
+    }}"""
+    conf = write(os.path.join(d, "nginx.conf"), NGINX_MAIN.format(d=d, body=body))
+    return https(lab.spawn("nginx", "reverse", port, ["nginx", "-c", conf, "-p", d], d))
+
+
+def https(peer):
+    peer.scheme = "https"
+    return peer
+
+
+def haproxy_tls(lab, origin, tls):
+    d, port = lab.workdir("haproxy-tls"), lab.port()
+    conf = write(
+        os.path.join(d, "haproxy.cfg"),
+        f"""
+global
+    nbthread 1
+    maxconn 8000
+    pidfile {d}/haproxy.pid
+    tune.ssl.cachesize 0
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 120s
+    timeout server 120s
+    timeout http-keep-alive 120s
+    http-reuse always
+    option forwardfor
+frontend in
+    bind 127.0.0.1:{port} ssl crt {tls['both']} ssl-min-ver TLSv1.3 no-tls-tickets
+    http-request set-header X-Forwarded-Proto https
+    default_backend origin
+backend origin
+    server o {origin.addr}
+""",
+    )
+    return https(lab.spawn("haproxy", "reverse", port, ["haproxy", "-db", "-f", conf], d))
+
+
+def hopgate_tls(lab, origin, tls, binary=None):
+    d, port = lab.workdir("hopgate-tls"), lab.port()
+    argv = [binary or lab.hopgate, "gateway", "--listen", f"https://127.0.0.1:{port}", "--to", f"http://{origin.addr}"]
+    argv += ["--tls-cert", tls["cert"], "--tls-key", tls["key"], "--access-log", "off", "-q"]
+    return https(lab.spawn("hopgate gateway", "reverse", port, argv, d))
+
+
+# --- resource and protocol gateways (scenario F) ------------------------------------------------------------
+
+
+def vsftpd(lab, root):
+    """vsftpd serving `root` anonymously (PEERS.md), pinned beside the load generator."""
+    d = lab.workdir("vsftpd")
+    empty = os.path.join(d, "empty")
+    os.makedirs(empty, exist_ok=True)
+    port = lab.port()
+    pasv = [lab.port() for _ in range(4)]
+    # nobody's home does not exist, and vsftpd changes into it before anon_root; Debian's package adds ftp.
+    ftp_user = "ftp" if subprocess.run(["id", "ftp"], capture_output=True).returncode == 0 else "nobody"
+    conf = write(
+        os.path.join(d, "vsftpd.conf"),
+        f"""listen=YES
+listen_ipv6=NO
+listen_address=127.0.0.1
+listen_port={port}
+background=NO
+seccomp_sandbox=NO
+isolate=NO
+isolate_network=NO
+secure_chroot_dir={empty}
+anonymous_enable=YES
+no_anon_password=YES
+anon_root={root}
+ftp_username={ftp_user}
+local_enable=NO
+pasv_enable=YES
+pasv_address=127.0.0.1
+pasv_min_port={min(pasv)}
+pasv_max_port={max(pasv)}
+xferlog_enable=NO
+idle_session_timeout=300
+data_connection_timeout=120
+""",
+        0o600,
+    )
+    peer = lab.spawn("vsftpd", "origin", port, ["vsftpd", conf], d, cpu=LOAD_CPU)
+    peer.scheme = "ftp"
+    return peer
+
+
+def hopgate_ftp(lab, ftp):
+    d, port = lab.workdir("hopgate-ftp"), lab.port()
+    argv = [lab.hopgate, "gateway", "--listen", f"127.0.0.1:{port}", "--to", f"ftp://{ftp.addr}/"]
+    return lab.spawn("hopgate gateway", "reverse", port, argv + ["--access-log", "off", "-q"], d)
+
+
+def php_fpm(lab, www):
+    """php-fpm with 4 static workers (PEERS.md), the FastCGI back end every gateway shares, beside the load."""
+    d, port = lab.workdir("php-fpm"), lab.port()
+    conf = write(
+        os.path.join(d, "fpm.conf"),
+        f"""[global]
+error_log = {d}/fpm.log
+daemonize = no
+[www]
+user = nobody
+group = nogroup
+listen = 127.0.0.1:{port}
+pm = static
+pm.max_children = 4
+pm.max_requests = 0
+""",
+    )
+    return lab.spawn("php-fpm", "origin", port, ["php-fpm8.2", "-F", "-n", "-y", conf, "-p", d], d, cpu=LOAD_CPU)
+
+
+def fcgiwrap(lab):
+    """fcgiwrap for nginx's CGI: part of the system under test (it forks the scripts), so on the SUT's CPU."""
+    d, port = lab.workdir("fcgiwrap"), lab.port()
+    return lab.spawn("fcgiwrap", "origin", port, ["fcgiwrap", "-c", "4", "-s", f"tcp:127.0.0.1:{port}"], d)
+
+
+def nginx_fastcgi(lab, backend, root, script_dir=None):
+    """nginx in front of a FastCGI back end: php-fpm (root = document root) or fcgiwrap (CGI scripts)."""
+    d, port = lab.workdir("nginx-fcgi"), lab.port()
+    body = f"""
+    upstream app {{
+        server {backend.addr};
+        keepalive 16;
+    }}
+    server {{
+        listen 127.0.0.1:{port} backlog=4096;
+        root {root};
+        location / {{
+            include /etc/nginx/fastcgi_params;
+            fastcgi_param SCRIPT_FILENAME $document_root$fastcgi_script_name;
+            fastcgi_pass app;
+            fastcgi_keep_conn on;
+        }}
+    }}"""
+    conf = write(os.path.join(d, "nginx.conf"), NGINX_MAIN.format(d=d, body=body))
+    return lab.spawn("nginx", "reverse", port, ["nginx", "-c", conf, "-p", d], d)
+
+
+def apache_app(lab, root, fpm=None):
+    """apache as the gateway: mod_cgid for CGI scripts under `root`, or mod_proxy_fcgi to php-fpm."""
+    d, port = lab.workdir("apache-app"), lab.port()
+    mods = "/usr/lib/apache2/modules"
+    if fpm:
+        app = f"""LoadModule proxy_module {mods}/mod_proxy.so
+LoadModule proxy_fcgi_module {mods}/mod_proxy_fcgi.so
+DocumentRoot {root}
+ProxyPassMatch "^/(.*\\.php)$" "fcgi://{fpm.addr}{root}/$1" enablereuse=on
+"""
+    else:
+        app = f"""LoadModule cgid_module {mods}/mod_cgid.so
+LoadModule alias_module {mods}/mod_alias.so
+ScriptSock {d}/cgid.sock
+ScriptAlias / {root}/
+<Directory "{root}">
+    Require all granted
+</Directory>
+"""
+    conf = write(
+        os.path.join(d, "httpd.conf"),
+        f"""
+ServerRoot {d}
+ServerName hopgate-bench
+Listen 127.0.0.1:{port}
+PidFile {d}/httpd.pid
+ErrorLog {d}/error.log
+LogLevel warn
+DefaultRuntimeDir {d}
+Mutex file:{d} default
+User nobody
+Group nogroup
+LoadModule mpm_event_module {mods}/mod_mpm_event.so
+LoadModule authz_core_module {mods}/mod_authz_core.so
+StartServers 1
+ServerLimit 1
+ThreadLimit 64
+ThreadsPerChild 64
+MaxRequestWorkers 64
+MinSpareThreads 1
+MaxSpareThreads 64
+KeepAlive On
+MaxKeepAliveRequests 0
+{app}""",
+    )
+    return lab.spawn("apache", "reverse", port, ["apache2", "-f", conf, "-DFOREGROUND"], d)
+
+
+def hopgate_app(lab, to, root=None):
+    """hopgate's resource gateway: `to` is cgi:DIR or fastcgi://HOST:PORT."""
+    d, port = lab.workdir("hopgate-app"), lab.port()
+    argv = [lab.hopgate, "gateway", "--listen", f"127.0.0.1:{port}", "--to", to]
+    if root:
+        argv += ["--root", root]
+    return lab.spawn("hopgate gateway", "reverse", port, argv + ["--access-log", "off", "-q"], d)

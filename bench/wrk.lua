@@ -6,6 +6,9 @@ local host = os.getenv("BENCH_HOST")
 if host and host ~= "" then
   wrk.headers["Host"] = host
 end
+if os.getenv("BENCH_CLOSE") == "1" then
+  wrk.headers["Connection"] = "close"
+end
 
 done = function(summary, latency, requests)
   local e = summary.errors
