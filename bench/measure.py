@@ -171,6 +171,8 @@ def fmt_range(xs, digits=None, unit=""):
 def ratios(rows, ref, key):
     """Per repetition: row[key] / reference[key]; rows is {name: [sample per repetition]}."""
     out = {}
+    if ref not in rows:  # left out (bench/run --rows)
+        return {name: [None] * len(samples) for name, samples in rows.items()}
     for name, samples in rows.items():
         out[name] = [
             (s.get(key) / r.get(key)) if (s and r and s.get(key) and r.get(key)) else None
