@@ -130,14 +130,15 @@ pub async fn gateway(mut req: Request<Incoming>, ctx: &Ctx<'_>, gw: &Gateway) ->
     };
     let proto = if ctx.listener.tls { "https" } else { "http" };
     set_forwarded(req.headers_mut(), ctx.client, proto, public_host.as_ref());
-    let rewrite = public_host.and_then(|h| {
-        h.to_str().ok().map(|h| LocationRewrite {
+    // Built only for a response that has a Location field: most have none.
+    let rewrite = || {
+        public_host.as_ref().and_then(|h| h.to_str().ok()).map(|h| LocationRewrite {
             upstream: upstream_origins(&gw.scheme, &gw.authority),
             base: gw.base.clone(),
             public: format!("{proto}://{h}{}", if gw.prefix == "/" { "" } else { gw.prefix.as_str() }),
         })
-    });
-    send(req, ctx, &gw.client, rewrite, None).await
+    };
+    send(req, ctx, &gw.client, Some(&rewrite), None).await
 }
 
 /// A `.` or `..` segment (RFC 3986 §3.3), also percent-encoded (`%2e%2e`, §2.3) or with a `;` parameter
@@ -213,7 +214,7 @@ async fn send(
     mut req: Request<Incoming>,
     ctx: &Ctx<'_>,
     client: &HttpClient,
-    rewrite: Option<LocationRewrite>,
+    rewrite: Option<&(dyn Fn() -> Option<LocationRewrite> + Sync)>,
     parent_auth: Option<HeaderValue>,
 ) -> Result<Response<Body>, Error> {
     let target = req.uri().clone();
@@ -292,7 +293,9 @@ async fn send(
     let (mut parts, body) = resp.into_parts();
     hop::strip(&mut parts.headers);
     append_via(&mut parts.headers, parts.version, name);
-    if let Some(rw) = rewrite {
+    if parts.headers.contains_key(header::LOCATION)
+        && let Some(rw) = rewrite.and_then(|make| make())
+    {
         rewrite_location(&mut parts.headers, &rw);
     }
     parts.version = Version::HTTP_11;

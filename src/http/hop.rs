@@ -28,6 +28,9 @@ pub struct Stripped {
 }
 
 /// Removes every field named in `Connection`, then the fixed hop-by-hop list.
+// Twice per relayed request, so it avoids work for what is absent: `close`, `keep-alive` and `upgrade` tokens
+// need no name of their own (the fixed list covers them, and `close` names no field), and one pass over the
+// names present replaces a hashed remove for each of the nine (bench/profile callgrind).
 pub fn strip(headers: &mut HeaderMap) -> Stripped {
     let mut out = Stripped::default();
     let mut named: Vec<HeaderName> = Vec::new();
@@ -37,6 +40,10 @@ pub fn strip(headers: &mut HeaderMap) -> Stripped {
             let token = token.trim();
             if token.eq_ignore_ascii_case("upgrade") {
                 out.upgrade = headers.get(header::UPGRADE).cloned();
+                continue;
+            }
+            if token.eq_ignore_ascii_case("close") || token.eq_ignore_ascii_case("keep-alive") {
+                continue;
             }
             if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
                 named.push(name);
@@ -46,8 +53,16 @@ pub fn strip(headers: &mut HeaderMap) -> Stripped {
     for name in named {
         headers.remove(name);
     }
-    for name in &HOP_BY_HOP {
-        headers.remove(name);
+    let mut present = 0u16;
+    for name in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
+            present |= 1 << i;
+        }
+    }
+    for (i, name) in HOP_BY_HOP.iter().enumerate() {
+        if present & (1 << i) != 0 {
+            headers.remove(name);
+        }
     }
     out
 }

@@ -102,10 +102,11 @@ impl ConnShared {
 /// path can disagree about the framing. Only the head in this first read is seen.
 fn count_content_length(bytes: &[u8]) -> usize {
     const NAME: &[u8] = b"content-length:";
-    let end = bytes.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(bytes.len());
-    bytes[..end]
+    // One pass over the lines, ending at the empty line that ends the head (this runs for every request).
+    bytes
         .split(|&b| b == b'\n')
         .skip(1)
+        .take_while(|line| !(line.is_empty() || *line == b"\r"))
         .filter(|line| line.len() >= NAME.len() && line[..NAME.len()].eq_ignore_ascii_case(NAME))
         .count()
 }

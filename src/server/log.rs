@@ -52,7 +52,7 @@ impl AccessLogger {
 pub struct Record {
     pub client: SocketAddr,
     pub method: Method,
-    pub target: String,
+    pub target: http::Uri,
     pub version: Version,
     pub status: StatusCode,
     pub upstream: Option<String>,
@@ -68,7 +68,7 @@ impl Record {
             rfc3339(SystemTime::now()),
             self.client,
             self.method,
-            self.target,
+            super::service::loggable_target(&self.target),
             self.version,
             self.status.as_u16(),
             bytes,

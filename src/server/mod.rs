@@ -164,7 +164,9 @@ async fn serve_tcp(
 ) {
     let _ = stream.set_nodelay(true);
     if let Some(acceptor) = state.acceptor.clone() {
-        return tls::serve(stream, peer, state, acceptor, http, tasks, stop).await;
+        // Boxed: a task is as large as its largest state, and every plain connection would otherwise carry
+        // the TLS and HTTP/2 states too (bench/profile massif).
+        return Box::pin(tls::serve(stream, peer, state, acceptor, http, tasks, stop)).await;
     }
     serve_http1(stream, peer, state, http, tasks, stop).await;
 }

@@ -31,7 +31,8 @@ pub async fn handle(req: Request<Incoming>, conn: Arc<ConnCtx>) -> Response<Logg
     let mut record = Record {
         client: conn.client,
         method: req.method().clone(),
-        target: loggable_target(req.uri()),
+        // Formatted (passwords masked) only when a line is written: cloning a Uri shares its bytes.
+        target: req.uri().clone(),
         version: req.version(),
         status: http::StatusCode::OK,
         upstream: None,
@@ -43,17 +44,19 @@ pub async fn handle(req: Request<Incoming>, conn: Arc<ConnCtx>) -> Response<Logg
         Err(e) => {
             match e.side() {
                 Side::Client => {
-                    tracing::info!(client = %conn.client, target = %record.target, "{}: {}", e.status(), e.chain())
+                    tracing::info!(client = %conn.client, target = %loggable_target(&record.target), "{}: {}", e.status(), e.chain())
                 }
                 _ => {
-                    tracing::warn!(client = %conn.client, target = %record.target, "{}: {}", e.status(), e.chain())
+                    tracing::warn!(client = %conn.client, target = %loggable_target(&record.target), "{}: {}", e.status(), e.chain())
                 }
             }
             pages::error(&e)
         }
     };
     record.status = resp.status();
-    record.upstream = resp.extensions().get::<UpstreamAddr>().map(|a| a.0.to_string());
+    if conn.listener.log.enabled() {
+        record.upstream = resp.extensions().get::<UpstreamAddr>().map(|a| a.0.to_string());
+    }
     let log = conn.listener.log.clone();
     resp.map(|b| LoggedBody::new(b, record, log, conn.shared.clone()))
 }
@@ -64,14 +67,16 @@ async fn serve(req: Request<Incoming>, ctx: &Ctx<'_>, shared: &ConnShared) -> Re
     if let Some(proxy) = route.proxy() {
         authorize(&req, proxy).await?;
     }
+    // hyper keeps a slot the size of this future for every connection, idle or not, so the larger rooms are
+    // boxed (allocated only while one of their requests runs); the relay stays inline (bench/profile massif).
     match route {
         Route::Forward(proxy) => relay::forward(req, ctx, proxy).await,
-        Route::Connect(proxy) => connect::serve(req, ctx, proxy).await,
-        Route::Ftp(proxy) => ftp::serve(req, ctx, &proxy.ftp).await,
+        Route::Connect(proxy) => Box::pin(connect::serve(req, ctx, proxy)).await,
+        Route::Ftp(proxy) => Box::pin(ftp::serve(req, ctx, &proxy.ftp)).await,
         Route::Gateway(r) => match &r.backend {
             Backend::Relay(gw) => relay::gateway(req, ctx, gw).await,
-            Backend::Cgi(gw) | Backend::FastCgi(gw) | Backend::Scgi(gw) => app::serve(req, ctx, gw).await,
-            Backend::Ftp(ftp_route) => ftp::serve(req, ctx, ftp_route).await,
+            Backend::Cgi(gw) | Backend::FastCgi(gw) | Backend::Scgi(gw) => Box::pin(app::serve(req, ctx, gw)).await,
+            Backend::Ftp(ftp_route) => Box::pin(ftp::serve(req, ctx, ftp_route)).await,
         },
     }
 }
@@ -81,7 +86,7 @@ const MAX_LOGGED_TARGET_BYTES: usize = 1024;
 
 /// The request target for logs: a password in the userinfo (`ftp://user:pass@host/`) is never written, and a
 /// huge target does not make a huge line.
-fn loggable_target(uri: &http::Uri) -> String {
+pub(super) fn loggable_target(uri: &http::Uri) -> String {
     let mut text = uri.to_string();
     if let Some((userinfo, _)) = uri.authority().map(|a| a.as_str()).and_then(|a| a.rsplit_once('@'))
         && userinfo.contains(':')
