@@ -24,7 +24,7 @@ pub const DEFAULT_MAX_HEAD_BYTES: usize = 32 * 1024;
 /// Longest request target in bytes; longer gets 414.
 pub const DEFAULT_MAX_URI_BYTES: usize = 8 * 1024;
 /// Most header fields in a request head; more gets 431.
-pub const DEFAULT_MAX_HEADERS: usize = 128;
+pub const DEFAULT_MAX_HEADERS: usize = 100;
 /// Most client connections open at once per process; past it new connections wait in the kernel's backlog.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 16_384;
 
