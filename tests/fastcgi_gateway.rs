@@ -5,15 +5,11 @@
 
 mod support;
 
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
+use support::phpfpm::Fpm;
 use support::{Hopgate, curl, exchange};
-
-const PHP_FPM: &str = "/usr/sbin/php-fpm8.2";
 
 const SCRIPTS: &[(&str, &str)] = &[
     ("hello.php", "<?php echo \"hello world\\n\";"),
@@ -36,110 +32,14 @@ const SCRIPTS: &[(&str, &str)] = &[
     ("uploads/evil.jpg", "<?php echo 'must never run';"),
 ];
 
-/// A php-fpm master in the foreground; stopped by PID (SIGTERM, then SIGKILL) on drop.
-struct Fpm {
-    child: Child,
-    dir: tempfile::TempDir,
-    www: PathBuf,
-    /// `fastcgi://127.0.0.1:PORT` or `fastcgi+unix:PATH`.
-    target: String,
-}
-
-impl Fpm {
-    fn stop(&mut self) {
-        let pid = self.child.id() as i32;
-        // SAFETY: kill(2) on a child we spawned and have not reaped yet.
-        unsafe { libc::kill(pid, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Fpm {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-fn chmod(p: &Path, mode: u32) {
-    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
-}
-
 fn start_fpm(unix: bool) -> Fpm {
-    assert!(Path::new(PHP_FPM).exists(), "{PHP_FPM} is missing: apt-get install -y php-fpm");
-    let dir = tempfile::tempdir().unwrap();
-    // php-fpm workers run as nobody: every directory on the way must be searchable, every script readable.
-    chmod(dir.path(), 0o755);
-    let www = dir.path().join("www");
-    for (name, text) in SCRIPTS {
-        let p = www.join(name);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(&p, text).unwrap();
-        chmod(&p, 0o644);
-    }
-    for d in [&www, &www.join("app"), &www.join("uploads")] {
-        chmod(d, 0o755);
-    }
-    // A port picked here may be taken before php-fpm binds it: php-fpm then says so and exits; try another.
-    for attempt in 0..3 {
-        let (listen, target) = if unix {
-            let sock = dir.path().join(format!("fpm-{attempt}.sock"));
-            (sock.display().to_string(), format!("fastcgi+unix:{}", sock.display()))
-        } else {
-            let a = format!("127.0.0.1:{}", support::free_port());
-            (a.clone(), format!("fastcgi://{a}"))
-        };
-        let log = dir.path().join(format!("fpm-{attempt}.log"));
-        let conf = dir.path().join(format!("fpm-{attempt}.conf"));
-        std::fs::write(
-            &conf,
-            format!(
-                "[global]\nerror_log = {log}\ndaemonize = no\n\
-                 [www]\nuser = nobody\ngroup = nogroup\nlisten = {listen}\nlisten.mode = 0666\n\
-                 pm = static\npm.max_children = 4\ncatch_workers_output = yes\n\
-                 php_admin_value[post_max_size] = 64M\n",
-                log = log.display()
-            ),
-        )
-        .unwrap();
-        let mut child = Command::new(PHP_FPM)
-            .args(["-F", "-n", "-y"])
-            .arg(&conf)
-            .arg("-p")
-            .arg(dir.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if std::fs::read_to_string(&log).unwrap_or_default().contains("ready to handle connections") {
-                return Fpm { child, dir, www, target };
-            }
-            if let Ok(Some(_)) = child.try_wait() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let said = std::fs::read_to_string(&log).unwrap_or_default();
-        let _ = child.kill();
-        let _ = child.wait();
-        assert!(said.contains("Address already in use"), "php-fpm did not come up:\n{said}");
-    }
-    panic!("php-fpm found no free port in 3 attempts");
+    Fpm::start(SCRIPTS, unix)
 }
 
 fn gateway(fpm: &Fpm, extra: &[&str]) -> Hopgate {
     let root = fpm.www.display().to_string();
-    let mut args = vec!["gateway", "--listen", "127.0.0.1:0", "--to", fpm.target.as_str(), "--root", root.as_str()];
+    let target = fpm.target();
+    let mut args = vec!["gateway", "--listen", "127.0.0.1:0", "--to", target.as_str(), "--root", root.as_str()];
     args.extend_from_slice(extra);
     Hopgate::start(&args)
 }
@@ -167,7 +67,8 @@ fn hello_world_over_tcp_names_the_app_in_the_access_log() {
     let (code, body, err) = curl(&[&format!("{}/hello.php", h.url())]);
     assert_eq!((code, body.as_slice()), (200, &b"hello world\n"[..]), "{err}");
     let line = wait_log_line(&h, "/hello.php");
-    let app = fpm.target.strip_prefix("fastcgi://").unwrap();
+    let app = fpm.target();
+    let app = app.strip_prefix("fastcgi://").unwrap();
     assert!(line.contains("\"GET /hello.php HTTP/1.1\" 200 12 ") && line.ends_with(app), "{line}");
 }
 
@@ -251,7 +152,7 @@ fn post_bodies_by_sha256_with_and_without_content_length() {
     let url = format!("{}/echo.php", h.url());
     for (size, chunked) in [(4usize << 20, false), (1 << 20, true)] {
         let data: Vec<u8> = (0..size as u32).map(|i| (i.wrapping_mul(2654435761) >> 11) as u8).collect();
-        let input = fpm.dir.path().join("in.bin");
+        let input = fpm.dir().join("in.bin");
         std::fs::write(&input, &data).unwrap();
         let at = format!("@{}", input.display());
         // Not the default form type: PHP would parse the bytes as form fields.
@@ -313,7 +214,7 @@ fn slow_script_is_504_after_script_timeout() {
     let h = Hopgate::start_config(&format!(
         "access_log = \"off\"\n[[listener]]\nlisten = \"127.0.0.1:0\"\n[[listener.route]]\nto = \"{}\"\n\
          root = \"{}\"\nscript_timeout_secs = 1\n",
-        fpm.target,
+        fpm.target(),
         fpm.www.display()
     ));
     assert_eq!(get(&h, "/sleep.php?ms=100").text(), "slept");

@@ -3,9 +3,10 @@
 //! POST body echo by sha256, Status/Location, STDERR to the log, FCGI_KEEP_CONN reuse counted by
 //! a relay in front of php-fpm, dead kept connections, 404 before php-fpm, 502 and 504.
 
+mod support;
+
 use std::convert::Infallible;
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -16,8 +17,7 @@ use hopgate::backend::fastcgi::{FastCgi, FastCgiAddr, FastCgiConfig};
 use hopgate::backend::meta::{ConnInfo, GatewayError, GatewayErrorKind, GatewayResponse, HeadKind};
 use http::{Request, StatusCode};
 use sha2::{Digest, Sha256};
-
-const PHP_FPM: &str = "/usr/sbin/php-fpm8.2";
+use support::phpfpm::{Fpm, Listen};
 
 const SCRIPTS: &[(&str, &str)] = &[
     ("hello.php", "<?php echo \"hello world\\n\";"),
@@ -41,30 +41,6 @@ const SCRIPTS: &[(&str, &str)] = &[
     ("uploads/evil.jpg", "<?php echo 'must never run';"),
 ];
 
-/// A php-fpm master in the foreground; stopped by PID (SIGTERM, then SIGKILL) on drop.
-struct Fpm {
-    child: std::process::Child,
-    _dir: tempfile::TempDir,
-    www: PathBuf,
-    addr: FastCgiAddr,
-}
-
-impl Drop for Fpm {
-    fn drop(&mut self) {
-        let pid = self.child.id() as i32;
-        // SAFETY: kill(2) with a pid we spawned and have not reaped yet.
-        unsafe { libc::kill(pid, libc::SIGTERM) };
-        for _ in 0..50 {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// A loopback port that refuses connections for as long as the socket lives: bound, never
 /// listening, so nobody else can take it meanwhile.
 fn refusing_port() -> (socket2::Socket, u16) {
@@ -74,80 +50,14 @@ fn refusing_port() -> (socket2::Socket, u16) {
     (s, port)
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn chmod(p: &Path, mode: u32) {
-    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
-}
-
-async fn start_fpm(unix: bool) -> Fpm {
-    assert!(Path::new(PHP_FPM).exists(), "{PHP_FPM} is missing: apt-get install -y php-fpm");
-    let dir = tempfile::tempdir().unwrap();
-    // php-fpm workers run as nobody: every directory on the way must be searchable.
-    chmod(dir.path(), 0o755);
-    let www = dir.path().join("www");
-    for (name, text) in SCRIPTS {
-        let p = www.join(name);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(&p, text).unwrap();
-        chmod(&p, 0o644);
-    }
-    for d in [&www, &www.join("app"), &www.join("uploads")] {
-        chmod(d, 0o755);
-    }
-    // A TCP port picked here may be taken by anyone before php-fpm binds it: then php-fpm says so
-    // in its log and exits, and another port is tried. Ready means php-fpm itself said so.
-    for attempt in 0..3 {
-        let (listen, addr) = if unix {
-            let sock = dir.path().join(format!("fpm-{attempt}.sock"));
-            (sock.display().to_string(), FastCgiAddr::Unix(sock))
-        } else {
-            let a = format!("127.0.0.1:{}", free_port());
-            (a.clone(), FastCgiAddr::Tcp(a))
-        };
-        let log = dir.path().join(format!("fpm-{attempt}.log"));
-        let conf = dir.path().join(format!("fpm-{attempt}.conf"));
-        std::fs::write(
-            &conf,
-            format!(
-                "[global]\nerror_log = {log}\ndaemonize = no\n\
-                 [www]\nuser = nobody\ngroup = nogroup\nlisten = {listen}\nlisten.mode = 0666\n\
-                 pm = static\npm.max_children = 4\ncatch_workers_output = yes\n\
-                 php_admin_value[post_max_size] = 64M\n",
-                log = log.display()
-            ),
-        )
-        .unwrap();
-        let mut child = std::process::Command::new(PHP_FPM)
-            .args(["-F", "-n", "-y"])
-            .arg(&conf)
-            .arg("-p")
-            .arg(dir.path())
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        for _ in 0..100 {
-            let said = std::fs::read_to_string(&log).unwrap_or_default();
-            if said.contains("ready to handle connections") {
-                return Fpm { child, _dir: dir, www, addr };
-            }
-            if let Ok(Some(_)) = child.try_wait() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        let said = std::fs::read_to_string(&log).unwrap_or_default();
-        let _ = child.kill();
-        let _ = child.wait();
-        if !said.contains("Address already in use") {
-            panic!("php-fpm did not come up:\n{said}");
-        }
-    }
-    panic!("php-fpm found no free port in 3 attempts");
+/// php-fpm with this file's scripts, and the address the protocol layer dials.
+fn start_fpm(unix: bool) -> (Fpm, FastCgiAddr) {
+    let fpm = Fpm::start(SCRIPTS, unix);
+    let addr = match &fpm.listen {
+        Listen::Tcp(a) => FastCgiAddr::Tcp(a.clone()),
+        Listen::Unix(p) => FastCgiAddr::Unix(p.clone()),
+    };
+    (fpm, addr)
 }
 
 fn gateway(addr: FastCgiAddr, www: &Path, timeout: Duration) -> FastCgi {
@@ -241,8 +151,8 @@ async fn echo_checks(gw: &FastCgi, mib: usize) {
 
 #[tokio::test]
 async fn php_fpm_over_tcp() {
-    let fpm = start_fpm(false).await;
-    let gw = gateway(fpm.addr.clone(), &fpm.www, Duration::from_secs(20));
+    let (fpm, fpm_addr) = start_fpm(false);
+    let gw = gateway(fpm_addr.clone(), &fpm.www, Duration::from_secs(20));
     assert_eq!(text(&gw, "/hello.php").await, "hello world\n");
     server_dump_checks(&gw, &fpm.www).await;
     echo_checks(&gw, 8).await;
@@ -277,8 +187,8 @@ async fn php_fpm_over_tcp() {
 
 #[tokio::test]
 async fn php_fpm_over_unix_socket_keeps_the_connection() {
-    let fpm = start_fpm(true).await;
-    let gw = gateway(fpm.addr.clone(), &fpm.www, Duration::from_secs(20));
+    let (fpm, fpm_addr) = start_fpm(true);
+    let gw = gateway(fpm_addr.clone(), &fpm.www, Duration::from_secs(20));
     assert_eq!(text(&gw, "/hello.php").await, "hello world\n");
     server_dump_checks(&gw, &fpm.www).await;
     echo_checks(&gw, 2).await;
@@ -336,8 +246,8 @@ impl Relay {
 
 #[tokio::test]
 async fn kept_connections_are_reused_only_after_a_clean_end() {
-    let fpm = start_fpm(false).await;
-    let FastCgiAddr::Tcp(fpm_addr) = fpm.addr.clone() else { unreachable!() };
+    let (fpm, fpm_addr) = start_fpm(false);
+    let FastCgiAddr::Tcp(fpm_addr) = fpm_addr.clone() else { unreachable!() };
     let relay = Relay::start(fpm_addr).await;
     let gw = gateway(FastCgiAddr::Tcp(relay.addr.clone()), &fpm.www, Duration::from_secs(20));
     for _ in 0..5 {
@@ -375,13 +285,13 @@ async fn kept_connections_are_reused_only_after_a_clean_end() {
 
 #[tokio::test]
 async fn stderr_timeout_and_unavailable() {
-    let fpm = start_fpm(false).await;
+    let (fpm, fpm_addr) = start_fpm(false);
     let logs = Arc::new(Mutex::new(Vec::<u8>::new()));
     let sink = logs.clone();
     let subscriber = tracing_subscriber::fmt().with_writer(move || LogWriter(sink.clone())).with_ansi(false).finish();
     let _guard = tracing::subscriber::set_default(subscriber);
 
-    let gw = gateway(fpm.addr.clone(), &fpm.www, Duration::from_secs(1));
+    let gw = gateway(fpm_addr.clone(), &fpm.www, Duration::from_secs(1));
     assert_eq!(text(&gw, "/complain.php").await, "done");
     let log = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
     let line =

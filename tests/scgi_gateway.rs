@@ -4,15 +4,12 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Read};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::io::Read;
 use std::time::{Duration, Instant};
+use support::pyapp::PyApp;
 
 use sha2::{Digest, Sha256};
 use support::{Hopgate, Raw, curl, exchange};
-
-const PYTHON: &str = "/usr/bin/python3";
 
 const APP: &str = r#"
 import hashlib, socketserver, time
@@ -63,31 +60,8 @@ print(srv.server_address[1], flush=True)
 srv.serve_forever()
 "#;
 
-/// The python application; killed by PID and reaped on drop.
-struct App {
-    child: Child,
-    addr: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for App {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_app() -> App {
-    assert!(Path::new(PYTHON).exists(), "{PYTHON} is missing: apt-get install -y python3");
-    let dir = tempfile::tempdir().unwrap();
-    let script = dir.path().join("scgi_app.py");
-    std::fs::write(&script, APP).unwrap();
-    let mut child = Command::new(PYTHON).arg(&script).stdin(Stdio::null()).stdout(Stdio::piped()).spawn().unwrap();
-    let mut line = String::new();
-    let stdout = child.stdout.take().unwrap();
-    BufReader::new(stdout).read_line(&mut line).unwrap();
-    let port: u16 = line.trim().parse().unwrap_or_else(|_| panic!("SCGI app did not start: {line:?}"));
-    App { child, addr: format!("127.0.0.1:{port}"), _dir: dir }
+fn start_app() -> PyApp {
+    PyApp::start(APP)
 }
 
 fn env_of(text: &str) -> std::collections::BTreeMap<String, String> {

@@ -4,6 +4,8 @@
 
 pub mod origin;
 pub mod peers;
+pub mod phpfpm;
+pub mod pyapp;
 pub mod tls;
 
 use std::io::{BufRead, BufReader, Read, Write};
