@@ -4,6 +4,7 @@
 pub mod backend;
 pub mod cli;
 pub mod config;
+pub mod date;
 pub mod error;
 pub mod http;
 pub mod route;

@@ -5,7 +5,8 @@
 
 use std::time::SystemTime;
 
-use super::{date, reply::parse_time_val};
+use super::reply::parse_time_val;
+use crate::date;
 
 /// What a listing entry is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -22,7 +22,6 @@
 
 mod body;
 mod client;
-mod date;
 mod dir;
 mod error;
 mod gateway;

@@ -3,8 +3,8 @@
 
 use std::fmt::Write;
 
-use super::date;
 use super::listing::{Entry, EntryKind};
+use crate::date;
 
 /// An HTML directory page for `title` (the decoded URL path the client asked for, ending in
 /// `/`). Entries are listed directories first, then by name; each link is relative and

@@ -5,7 +5,7 @@
 use std::net::Ipv4Addr;
 use std::time::SystemTime;
 
-use super::date;
+use crate::date;
 
 /// A reply larger than this (all its lines) breaks the control connection: no FTP reply we ask
 /// for (FEAT, MLST, banners) comes near it.

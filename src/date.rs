@@ -1,5 +1,5 @@
 //! Civil (proleptic Gregorian, UTC) dates <-> `SystemTime`, without a date crate: FTP gives
-//! `YYYYMMDDHHMMSS` (RFC 3659 §2.3) and listings give dates; JSON wants RFC 3339.
+//! `YYYYMMDDHHMMSS` (RFC 3659 §2.3) and listings give dates; JSON listings and the access log want RFC 3339.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -105,5 +105,12 @@ mod tests {
         assert!(from_civil(2023, 1, 1, 24, 0, 0).is_none());
         assert!(from_civil(1969, 12, 31, 0, 0, 0).is_none());
         assert!(from_civil(2023, 4, 31, 0, 0, 0).is_none());
+    }
+
+    #[test]
+    fn access_log_timestamps() {
+        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(UNIX_EPOCH + Duration::from_secs(1_795_648_765)), "2026-11-25T23:19:25Z");
+        assert_eq!(rfc3339(UNIX_EPOCH + Duration::from_secs(951_782_400)), "2000-02-29T00:00:00Z");
     }
 }
