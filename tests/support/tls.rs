@@ -258,19 +258,9 @@ impl Pki {
 
 /// `YYYYMMDDHHMMSSZ` for a Unix time (what `openssl ca -startdate` takes).
 fn gentime(unix: u64) -> String {
-    let days = unix / 86_400;
-    let secs = unix % 86_400;
-    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + if m <= 2 { 1 } else { 0 };
-    format!("{y:04}{m:02}{d:02}{:02}{:02}{:02}Z", secs / 3600, secs / 60 % 60, secs % 60)
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(unix);
+    let (y, m, d, h, mi, s) = hopgate::date::to_civil(t);
+    format!("{y:04}{m:02}{d:02}{h:02}{mi:02}{s:02}Z")
 }
 
 /// One request a TLS origin received.
