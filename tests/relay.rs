@@ -399,3 +399,21 @@ fn drain_time_limit_is_honoured() {
     assert_eq!(status.code(), Some(0));
     assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
 }
+
+#[test]
+fn a_connection_option_naming_host_does_not_remove_it() {
+    let origin = Origin::fixed("ok");
+    let hg = proxy();
+    let o = origin.addr;
+    let r =
+        exchange(hg.addr, &format!("GET http://{o}/ HTTP/1.1\r\nHost: {o}\r\nConnection: Host, X-A\r\nX-A: 1\r\n\r\n"));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let seen = origin.last();
+    assert_eq!(
+        seen.header("host"),
+        Some(o.to_string().as_str()),
+        "an HTTP/1.1 request always has Host:\n{}",
+        seen.head
+    );
+    assert!(!seen.has("x-a"), "{}", seen.head);
+}

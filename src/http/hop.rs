@@ -45,6 +45,12 @@ pub fn strip(headers: &mut HeaderMap) -> Stripped {
             if token.eq_ignore_ascii_case("close") || token.eq_ignore_ascii_case("keep-alive") {
                 continue;
             }
+            // RFC 9110 §7.6.1: a connection option never names a field meant for every recipient. Host is one
+            // (RFC 9112 §3.2: every HTTP/1.1 request carries it); a client naming it must not make hopgate send
+            // a request without one.
+            if token.eq_ignore_ascii_case("host") {
+                continue;
+            }
             if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
                 named.push(name);
             }
@@ -86,6 +92,17 @@ mod tests {
         assert_eq!(s.upgrade, None);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn host_is_never_a_connection_option() {
+        let mut h = HeaderMap::new();
+        h.insert("connection", "Host, x-a".parse().unwrap());
+        h.insert("host", "example.com".parse().unwrap());
+        h.insert("x-a", "1".parse().unwrap());
+        strip(&mut h);
+        assert_eq!(h["host"], "example.com");
+        assert!(!h.contains_key("x-a"));
     }
 
     #[test]
