@@ -417,3 +417,28 @@ fn a_connection_option_naming_host_does_not_remove_it() {
     );
     assert!(!seen.has("x-a"), "{}", seen.head);
 }
+
+#[test]
+fn max_forwards_garbage_is_ignored_and_huge_values_are_decremented() {
+    let origin = Origin::start(|seen, s| {
+        respond(s, "HTTP/1.1 200 OK", &[], seen.header("max-forwards").unwrap_or("none").as_bytes());
+        Next::KeepAlive
+    });
+    let hg = proxy();
+    let o = origin.addr;
+    let ask = |method: &str, value: &str| {
+        exchange(hg.addr, &format!("{method} http://{o}/ HTTP/1.1\r\nHost: {o}\r\nMax-Forwards: {value}\r\n\r\n"))
+    };
+    // 1*DIGIT, however long: a valid value, forwarded as the largest hopgate supports minus one.
+    let r = ask("OPTIONS", "99999999999999999999999");
+    assert_eq!((r.status, r.text().as_str()), (200, "4294967294"));
+    let r = ask("TRACE", "00");
+    assert_eq!(r.header("content-type"), Some("message/http"), "00 is zero: answered here");
+    assert_eq!(origin.count(), 1);
+    // Not 1*DIGIT: ignored, as if absent (forwarded untouched, never answered here).
+    for garbage in ["+3", "-1", "0x0", "1, 0", "abc"] {
+        let r = ask("TRACE", garbage);
+        assert_eq!((r.status, r.text().as_str()), (200, garbage), "{garbage}");
+    }
+    assert_eq!(origin.count(), 6);
+}
