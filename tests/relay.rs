@@ -442,3 +442,14 @@ fn max_forwards_garbage_is_ignored_and_huge_values_are_decremented() {
     }
     assert_eq!(origin.count(), 6);
 }
+
+#[test]
+fn options_asterisk_to_the_proxy_is_answered_by_the_proxy() {
+    let hg = proxy();
+    let r = exchange(hg.addr, &format!("OPTIONS * HTTP/1.1\r\nHost: {}\r\nMax-Forwards: 0\r\n\r\n", hg.addr));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.header("allow").is_some_and(|a| a.contains("CONNECT")), "{}", r.head);
+    assert_eq!(r.header("content-length"), Some("0"), "{}", r.head);
+    let r = exchange(hg.addr, &format!("GET * HTTP/1.1\r\nHost: {}\r\n\r\n", hg.addr));
+    assert_eq!(r.status, 400, "only OPTIONS takes the asterisk form: {}", r.text());
+}

@@ -35,6 +35,10 @@ pub struct Gateway {
 /// Forward proxy: `GET http://host/path HTTP/1.1` from a client configured to use hopgate; `https://` targets
 /// go out over verified TLS (the proxy's `HttpClient` has TLS origination).
 pub async fn forward(mut req: Request<Incoming>, ctx: &Ctx<'_>, proxy: &ProxyState) -> Result<Response<Body>, Error> {
+    if req.method() == Method::OPTIONS && req.uri() == "*" {
+        // `OPTIONS * HTTP/1.1` to the proxy itself (route::pick).
+        return Ok(answer_here(&req, &ctx.listener.via_name));
+    }
     let uri = req.uri().clone();
     let authority = uri.authority().ok_or_else(|| Error::bad_request("absolute request target without a host"))?;
     let host = authority.host();
