@@ -216,3 +216,31 @@ fn a_stalled_origin_body_is_cut_off_not_completed() {
     assert!(text.starts_with("HTTP/1.1 200") && text.ends_with("only ten.."), "{text}");
     assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
 }
+
+#[test]
+fn host_is_required_once_and_valid() {
+    let origin = Origin::fixed("fine");
+    let hg = proxy();
+    let o = origin.addr;
+    for (head, why) in [
+        ("", "Host"),
+        ("Host: a.example\r\nHost: b.example\r\n", "more than one Host"),
+        ("Host: a b\r\n", "Host"),
+        ("Host: user@a.example\r\n", "invalid Host"),
+    ] {
+        let r = exchange(hg.addr, &format!("GET http://{o}/ HTTP/1.1\r\n{head}\r\n"));
+        assert_eq!(r.status, 400, "{head:?}: {}", r.head);
+        assert!(r.text().starts_with("hopgate: 400 Bad Request\n") && r.text().contains(why), "{head:?}: {}", r.text());
+        let mut c = Raw::connect(hg.addr);
+        c.send(format!("CONNECT {o} HTTP/1.1\r\n{head}\r\n"));
+        assert_eq!(c.response_to("CONNECT").status, 400, "CONNECT with {head:?}");
+    }
+    assert_eq!(origin.count(), 0);
+    // HTTP/1.0 needs no Host; an empty one is valid (RFC 9112 §3.2).
+    let r = exchange(hg.addr, &format!("GET http://{o}/ HTTP/1.0\r\n\r\n"));
+    assert_eq!((r.status, r.body.as_slice()), (200, &b"fine"[..]));
+    let r = exchange(hg.addr, &format!("GET http://{o}/ HTTP/1.1\r\nHost:\r\n\r\n"));
+    assert_eq!(r.status, 200);
+    assert_eq!(origin.last().header("host"), Some(o.to_string().as_str()));
+    still_serving(&hg, &origin);
+}

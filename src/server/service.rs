@@ -151,6 +151,28 @@ fn admit(req: &Request<Incoming>, l: &ListenerState, shared: &ConnShared) -> Res
     if req.headers().get_all(header::CONTENT_LENGTH).iter().count() > 1 {
         return Err(Error::client(Kind::BadFraming, "duplicate Content-Length fields"));
     }
+    host_field(req)
+}
+
+/// RFC 9112 §3.2: an HTTP/1.1 request without Host, any request with more than one, or with an invalid one,
+/// gets 400, also in absolute form (whose Host hopgate then replaces). HTTP/2 carries `:authority` instead.
+fn host_field(req: &Request<Incoming>) -> Result<(), Error> {
+    let mut hosts = req.headers().get_all(header::HOST).iter();
+    let Some(host) = hosts.next() else {
+        if req.version() == http::Version::HTTP_11 {
+            return Err(Error::bad_request("an HTTP/1.1 request needs a Host field"));
+        }
+        return Ok(());
+    };
+    if hosts.next().is_some() {
+        return Err(Error::bad_request("more than one Host field"));
+    }
+    // Host = uri-host [ ":" port ], possibly empty; no userinfo, path or spaces.
+    let valid = host.is_empty()
+        || (!host.as_bytes().contains(&b'@') && http::uri::Authority::try_from(host.as_bytes()).is_ok());
+    if !valid {
+        return Err(Error::bad_request("invalid Host field"));
+    }
     Ok(())
 }
 
