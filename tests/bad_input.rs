@@ -244,3 +244,29 @@ fn host_is_required_once_and_valid() {
     assert_eq!(origin.last().header("host"), Some(o.to_string().as_str()));
     still_serving(&hg, &origin);
 }
+
+#[test]
+fn transfer_codings_other_than_chunked_are_501() {
+    let origin = Origin::echo();
+    let hg = proxy();
+    let o = origin.addr;
+    let body = "5\r\nhello\r\n0\r\n\r\n";
+    for te in ["gzip, chunked", "x-custom, Chunked"] {
+        let r = exchange(
+            hg.addr,
+            &format!("POST http://{o}/ HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: {te}\r\n\r\n{body}"),
+        );
+        assert_eq!(r.status, 501, "{te}: {}", r.head);
+        assert!(r.text().contains("not implemented"), "{}", r.text());
+    }
+    let r = exchange(
+        hg.addr,
+        &format!("POST http://{o}/ HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, chunked\r\n\r\n{body}"),
+    );
+    assert_eq!(r.status, 400, "{}", r.head);
+    assert_eq!(r.header("connection"), Some("close"));
+    assert_eq!(origin.count(), 0, "an upstream never gets a body whose coding was lost");
+    let r =
+        exchange(hg.addr, &format!("POST http://{o}/ HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n{body}"));
+    assert_eq!((r.status, r.body.as_slice()), (200, &b"hello"[..]));
+}

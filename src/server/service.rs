@@ -151,7 +151,32 @@ fn admit(req: &Request<Incoming>, l: &ListenerState, shared: &ConnShared) -> Res
     if req.headers().get_all(header::CONTENT_LENGTH).iter().count() > 1 {
         return Err(Error::client(Kind::BadFraming, "duplicate Content-Length fields"));
     }
+    transfer_codings(req)?;
     host_field(req)
+}
+
+/// RFC 9112 §6.1: hopgate decodes `chunked` and no other transfer coding (hyper has already refused a message
+/// whose last coding is not chunked). Another coding would reach the upstream decoded of its chunks only, with
+/// nothing saying it is still, say, gzip-coded: 501. `chunked` twice is a framing error.
+fn transfer_codings(req: &Request<Incoming>) -> Result<(), Error> {
+    let mut chunked = 0;
+    for value in req.headers().get_all(header::TRANSFER_ENCODING) {
+        let text = value.to_str().map_err(|_| Error::client(Kind::BadFraming, "invalid Transfer-Encoding"))?;
+        for coding in text.split(',').map(str::trim).filter(|c| !c.is_empty()) {
+            if coding.eq_ignore_ascii_case("chunked") {
+                chunked += 1;
+            } else {
+                return Err(Error::client(
+                    Kind::NotImplemented,
+                    format!("transfer coding {coding:?} is not implemented (only chunked is)"),
+                ));
+            }
+        }
+    }
+    if chunked > 1 {
+        return Err(Error::client(Kind::BadFraming, "the chunked transfer coding is applied more than once"));
+    }
+    Ok(())
 }
 
 /// RFC 9112 §3.2: an HTTP/1.1 request without Host, any request with more than one, or with an invalid one,
