@@ -39,7 +39,7 @@ pub async fn handle(req: Request<Incoming>, conn: Arc<ConnCtx>) -> Response<Logg
         start: Instant::now(),
     };
     let ctx = Ctx { client: conn.client, listener: &conn.listener, tasks: &conn.tasks };
-    let resp = match serve(req, &ctx, &conn.shared).await {
+    let mut resp = match serve(req, &ctx, &conn.shared).await {
         Ok(resp) => resp,
         Err(e) => {
             match e.side() {
@@ -53,6 +53,11 @@ pub async fn handle(req: Request<Incoming>, conn: Arc<ConnCtx>) -> Response<Logg
             pages::error(&e)
         }
     };
+    if record.version == http::Version::HTTP_10 && http_body::Body::size_hint(resp.body()).exact().is_none() {
+        // A body of unknown length reaches an HTTP/1.0 client close-delimited (RFC 9112 §6.3), so this response
+        // ends the connection: answered as HTTP/1.0, hyper neither offers keep-alive nor keeps it.
+        *resp.version_mut() = http::Version::HTTP_10;
+    }
     record.status = resp.status();
     if conn.listener.log.enabled() {
         record.upstream = resp.extensions().get::<UpstreamAddr>().map(|a| a.0.to_string());
