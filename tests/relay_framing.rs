@@ -32,6 +32,37 @@ fn scripted(response: &'static [u8]) -> std::net::SocketAddr {
 }
 
 #[test]
+fn an_origin_content_length_beside_chunked_is_not_forwarded() {
+    // RFC 9112 §6.3: Transfer-Encoding wins, and an intermediary removes Content-Length before forwarding.
+    let o =
+        scripted(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n");
+    let hg = proxy();
+    let r = exchange(hg.addr, &format!("GET http://{o}/ HTTP/1.1\r\nHost: {o}\r\n\r\n"));
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-length"), None, "{}", r.head);
+    assert_eq!(r.body, b"hello", "the whole decoded body, not the 3 bytes the stale length claims");
+    let mut c = Raw::connect(hg.addr);
+    c.send(format!("GET http://{o}/ HTTP/1.0\r\n\r\n"));
+    let all = String::from_utf8_lossy(&c.read_to_close()).into_owned();
+    assert!(!all.to_ascii_lowercase().contains("content-length"), "{all}");
+    assert!(all.ends_with("\r\n\r\nhello"), "{all}");
+}
+
+#[test]
+fn origin_transfer_codings_under_chunked_stay_named() {
+    let o = scripted(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n4\r\n\x1f\x8b\x08\x00\r\n0\r\n\r\n");
+    let hg = proxy();
+    let r = exchange(hg.addr, &format!("GET http://{o}/ HTTP/1.1\r\nHost: {o}\r\n\r\n"));
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("transfer-encoding"), Some("gzip, chunked"), "{}", r.head);
+    assert_eq!(r.body, b"\x1f\x8b\x08\x00", "still gzip-coded, and says so");
+    // An HTTP/1.0 client can't be sent a transfer coding: hopgate does not pass the bytes off as identity.
+    let r = exchange(hg.addr, &format!("GET http://{o}/ HTTP/1.0\r\n\r\n"));
+    assert_eq!(r.status, 502, "{}", r.head);
+    assert!(r.text().contains("gzip"), "{}", r.text());
+}
+
+#[test]
 fn an_http10_keep_alive_client_is_not_promised_keep_alive_for_a_close_delimited_body() {
     let origin = Origin::start(|_, s| {
         let _ = s.write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nbody\r\n0\r\n\r\n");

@@ -13,6 +13,7 @@ use std::fmt::Write as _;
 use http::header::{self, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body::Body as _;
 use hyper::body::Incoming;
 
 use super::Ctx;
@@ -295,7 +296,29 @@ async fn send(
     }
 
     let (mut parts, body) = resp.into_parts();
+    let codings = hop::transfer_codings(&parts.headers);
     hop::strip(&mut parts.headers);
+    if let Some(codings) = codings {
+        // RFC 9112 §6.3: Transfer-Encoding overrides Content-Length, and an intermediary removes the latter
+        // before forwarding: kept, it would frame the decoded body with a length it does not have.
+        parts.headers.remove(header::CONTENT_LENGTH);
+        // hyper decoded the chunks only. Codings under them (gzip...) stay named for an HTTP/1.1 client (hyper
+        // adds chunked back); an HTTP/1.0 client can't be sent a transfer coding at all.
+        if let Some(other) = codings.other
+            && !body.is_end_stream()
+        {
+            if version != Version::HTTP_11 {
+                return Err(Error::upstream(
+                    Kind::UpstreamProtocol,
+                    format!(
+                        "{} answered with transfer coding {other:?}, which an HTTP/1.0 client can't be sent",
+                        display_authority(&target)
+                    ),
+                ));
+            }
+            parts.headers.insert(header::TRANSFER_ENCODING, other);
+        }
+    }
     append_via(&mut parts.headers, parts.version, name);
     if parts.headers.contains_key(header::LOCATION)
         && let Some(rw) = rewrite.and_then(|make| make())
