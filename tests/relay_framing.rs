@@ -76,3 +76,30 @@ fn an_http10_keep_alive_client_is_not_promised_keep_alive_for_a_close_delimited_
     assert!(!all.to_ascii_lowercase().contains("keep-alive"), "the body ends with the connection: {all}");
     assert!(all.ends_with("\r\n\r\nbody"), "{all}");
 }
+
+#[test]
+fn an_origin_that_stops_reading_the_upload_is_a_504() {
+    let o = raw(|mut s| {
+        let mut buf = [0u8; 1024];
+        let _ = s.read(&mut buf);
+        std::thread::sleep(Duration::from_secs(20));
+    });
+    let hg = Hopgate::start_config(
+        "[timeouts]\nresponse_head_secs = 1\n\
+         [[listener]]\nlisten = \"127.0.0.1:0\"\n[listener.proxy]\nallow_targets = [\"127.0.0.0/8\"]\n",
+    );
+    let mut c = Raw::connect(hg.addr);
+    c.send(format!("PUT http://{o}/up HTTP/1.1\r\nHost: {o}\r\nContent-Length: 100000000\r\n\r\n"));
+    let mut writer = c.stream.try_clone().unwrap();
+    let _ = writer.set_write_timeout(Some(Duration::from_secs(15)));
+    std::thread::spawn(move || {
+        let chunk = vec![b'u'; 65536];
+        while writer.write_all(&chunk).is_ok() {}
+        let _ = writer.shutdown(Shutdown::Write);
+    });
+    let started = Instant::now();
+    let r = c.response();
+    assert_eq!(r.status, 504, "{}", r.text());
+    assert!(r.text().contains("stopped reading the request body"), "{}", r.text());
+    assert!(started.elapsed() < Duration::from_secs(8), "{:?}", started.elapsed());
+}

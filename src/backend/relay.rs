@@ -243,29 +243,35 @@ async fn send(
     *req.version_mut() = Version::HTTP_11;
     let (parts, body) = req.into_parts();
     // The response-head timeout starts once the request body is sent: a long upload is not a slow origin. A
-    // client that stops sending its body for the idle time is cut off.
-    let (body, sent) = Body::from(body).watched(ctx.listener.timeouts.idle, "the request body from the client");
+    // client that stops sending its body for the idle time is cut off; so is an upstream that stops taking it
+    // for the response-head time.
+    let (body, watch) = Body::from(body).watched(ctx.listener.timeouts.idle, "the request body from the client");
     let req = Request::from_parts(parts, body);
 
     let timeout = ctx.listener.timeouts.response_head;
+    let head_timeout = || {
+        Error::upstream(
+            Kind::ResponseTimeout,
+            format!("no response head from {} within {:?}", display_authority(&target), timeout),
+        )
+    };
     let response = client.request(req);
     tokio::pin!(response);
-    let waited = match sent {
-        None => tokio::time::timeout(timeout, response).await,
-        Some(sent) => tokio::select! {
+    let waited = match watch {
+        None => tokio::time::timeout(timeout, response).await.map_err(|_| head_timeout()),
+        Some(watch) => tokio::select! {
             r = &mut response => Ok(r),
-            _ = sent => tokio::time::timeout(timeout, response).await,
+            _ = watch.ended => tokio::time::timeout(timeout, response).await.map_err(|_| head_timeout()),
+            () = watch.progress.reader_stalled(timeout) => Err(Error::upstream(
+                Kind::ResponseTimeout,
+                format!("{} stopped reading the request body for {:?}", display_authority(&target), timeout),
+            )),
         },
     };
     let mut resp = match waited {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => return Err(client_error(e, &target)),
-        Err(_) => {
-            return Err(Error::upstream(
-                Kind::ResponseTimeout,
-                format!("no response head from {} within {:?}", display_authority(&target), timeout),
-            ));
-        }
+        Err(e) => return Err(e),
     };
 
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {

@@ -3,6 +3,8 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -45,15 +47,73 @@ impl Body {
 
 impl Body {
     /// Bounds a body that is still to be received with an idle timeout: no frame for `idle` ends it with an
-    /// error naming `what`. Also returns a receiver that completes when the body has been read in full (or was
-    /// abandoned). An empty body is returned as it is, with None.
-    pub fn watched(self, idle: Duration, what: &'static str) -> (Body, Option<oneshot::Receiver<()>>) {
+    /// error naming `what`. Also returns a [`Watch`] on how the body is taken: when it has been read in full
+    /// (or was abandoned), and whether its reader stopped asking for more. An empty body is returned as it is,
+    /// with None.
+    pub fn watched(self, idle: Duration, what: &'static str) -> (Body, Option<Watch>) {
         if http_body::Body::is_end_stream(&self) {
             return (self, None);
         }
         let (tx, rx) = oneshot::channel();
-        let watched = Watched { inner: self, ended: Some(tx), idle, last: Instant::now(), timer: None, what };
-        (Body::boxed(watched), Some(rx))
+        let progress = Arc::new(Progress::default());
+        let watched = Watched {
+            inner: self,
+            ended: Some(tx),
+            idle,
+            last: Instant::now(),
+            timer: None,
+            what,
+            progress: progress.clone(),
+        };
+        (Body::boxed(watched), Some(Watch { ended: rx, progress }))
+    }
+}
+
+/// How a [`Body::watched`] body is being taken.
+pub struct Watch {
+    /// Completes when the body has been read in full (or was abandoned).
+    pub ended: oneshot::Receiver<()>,
+    pub progress: Arc<Progress>,
+}
+
+/// When the reader of a watched body last asked for more, and whether it is waiting for the body's source.
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// Milliseconds since `Progress::epoch` of the last poll; 0 before the first.
+    last_poll_ms: AtomicU64,
+    /// The last poll found nothing ready: the source (the client) is the one to wait for.
+    waiting_for_source: AtomicBool,
+}
+
+impl Progress {
+    fn epoch() -> Instant {
+        static EPOCH: OnceLock<Instant> = OnceLock::new();
+        *EPOCH.get_or_init(Instant::now)
+    }
+
+    fn polled(&self, pending: bool) {
+        let ms = Progress::epoch().elapsed().as_millis() as u64 + 1;
+        self.last_poll_ms.store(ms, Ordering::Relaxed);
+        self.waiting_for_source.store(pending, Ordering::Relaxed);
+    }
+
+    /// Completes once the reader has not asked for more of the body for `limit` although the source had
+    /// given it everything so far: an upstream that stopped reading the request body. A source that is slow
+    /// itself is [`Body::watched`]'s idle timeout, not this.
+    pub async fn reader_stalled(&self, limit: Duration) {
+        loop {
+            let ms = self.last_poll_ms.load(Ordering::Relaxed);
+            // Before the first poll the upstream is still being reached (its own timeouts bound that).
+            if ms != 0 && !self.waiting_for_source.load(Ordering::Relaxed) {
+                let due = Progress::epoch() + Duration::from_millis(ms - 1) + limit;
+                if Instant::now() >= due {
+                    return;
+                }
+                tokio::time::sleep_until(due.into()).await;
+                continue;
+            }
+            tokio::time::sleep(limit).await;
+        }
     }
 }
 
@@ -66,6 +126,7 @@ struct Watched {
     last: Instant,
     timer: Option<Pin<Box<Sleep>>>,
     what: &'static str,
+    progress: Arc<Progress>,
 }
 
 impl http_body::Body for Watched {
@@ -74,7 +135,9 @@ impl http_body::Body for Watched {
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
-        match Pin::new(&mut this.inner).poll_frame(cx) {
+        let r = Pin::new(&mut this.inner).poll_frame(cx);
+        this.progress.polled(r.is_pending());
+        match r {
             Poll::Ready(r) => {
                 this.last = Instant::now();
                 if (r.is_none() || http_body::Body::is_end_stream(&this.inner))
