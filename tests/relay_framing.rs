@@ -78,6 +78,57 @@ fn an_http10_keep_alive_client_is_not_promised_keep_alive_for_a_close_delimited_
 }
 
 #[test]
+fn expect_100_continue_is_the_origins_to_answer() {
+    // An origin that refuses the upload at once, without reading it: the client gets the 417 and no 100.
+    let refusing = scripted(b"HTTP/1.1 417 Expectation Failed\r\nContent-Length: 4\r\n\r\nnope");
+    let hg = proxy();
+    let mut c = Raw::connect(hg.addr);
+    c.send(format!(
+        "PUT http://{refusing}/up HTTP/1.1\r\nHost: x\r\nContent-Length: 50000000\r\nExpect: 100-continue\r\n\r\n"
+    ));
+    let r = c.response();
+    assert_eq!(r.status, 417, "no 100 (Continue) the origin never sent: {}", r.head);
+    assert_eq!(r.body, b"nope");
+
+    // An origin that sends no 100 but reads the body (an HTTP/1.0 one would): after a moment hopgate lets the
+    // client go on, and the body arrives in full.
+    let (tx, rx) = mpsc::channel();
+    let tx = std::sync::Mutex::new(tx);
+    let silent = raw(move |mut s| {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 65536];
+        while support::find(&got, b"\r\n\r\n").is_none_or(|i| got.len() < i + 4 + 11) {
+            match s.read(&mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+        let _ = tx.lock().unwrap().send(String::from_utf8_lossy(&got).into_owned());
+        let _ = s.write_all(b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n");
+    });
+    let mut c = Raw::connect(hg.addr);
+    c.send(format!("PUT http://{silent}/up HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\nExpect: 100-continue\r\n\r\n"));
+    let started = Instant::now();
+    let interim = c.response();
+    assert_eq!(interim.status, 100, "{}", interim.head);
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    c.send("hello world");
+    assert_eq!(c.response().status, 201);
+    let seen = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    assert!(seen.to_ascii_lowercase().contains("expect: 100-continue"), "{seen}");
+    assert!(seen.ends_with("\r\n\r\nhello world"), "{seen}");
+
+    // RFC 9110 §10.1.1: a 100-continue expectation in an HTTP/1.0 request is ignored, not forwarded.
+    let origin = Origin::echo();
+    let r = exchange(
+        hg.addr,
+        &format!("PUT {} HTTP/1.0\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\nhi", origin.url("/")),
+    );
+    assert_eq!((r.status, r.body.as_slice()), (200, &b"hi"[..]), "{}", r.head);
+    assert!(!origin.last().has("expect"), "{}", origin.last().head);
+}
+
+#[test]
 fn an_origin_that_stops_reading_the_upload_is_a_504() {
     let o = raw(|mut s| {
         let mut buf = [0u8; 1024];

@@ -9,6 +9,7 @@
 
 use std::error::Error as _;
 use std::fmt::Write as _;
+use std::time::Duration;
 
 use http::header::{self, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
@@ -21,6 +22,10 @@ use crate::error::{Error, Kind, Side};
 use crate::http::{Body, MaxForwards, append_via, hop, is_sensitive, max_forwards, set_forwarded, via_names};
 use crate::server::listener::ProxyState;
 use crate::upstream::HttpClient;
+
+/// How long a request with `Expect: 100-continue` waits for the upstream's `100 Continue` before its body is
+/// read anyway (and hyper sends the client a 100 itself): curl's own wait.
+pub const EXPECT_CONTINUE_WAIT_MILLIS: u64 = 1000;
 
 /// A gateway route's upstream: `http(s)://authority[/base]`.
 pub struct Gateway {
@@ -240,12 +245,42 @@ async fn send(
         }
         _ => None,
     };
+    // RFC 9110 §10.1.1: a 100-continue expectation in an HTTP/1.0 request is to be ignored; forwarded in an
+    // HTTP/1.1 request it would mean something the client never asked.
+    let expects_continue =
+        req.headers().get(header::EXPECT).is_some_and(|e| e.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    if version == Version::HTTP_10 {
+        req.headers_mut().remove(header::EXPECT);
+    }
+    // The client's 100 (Continue) is the upstream's to give (RFC 9110 §15.2: a proxy forwards 1xx): the body
+    // is held back, so hyper does not promise it, until the upstream sends its 100, or says nothing for a
+    // moment (an HTTP/1.0 upstream never will). An upstream that answers 417 or 401 at once is answered as is,
+    // and the client never sends its body.
+    let continue_gate = match expects_continue && version == Version::HTTP_11 {
+        true => {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let tx = std::sync::Mutex::new(Some(tx));
+            hyper::ext::on_informational(&mut req, move |res| {
+                if res.status() == StatusCode::CONTINUE
+                    && let Some(tx) = tx.lock().ok().and_then(|mut t| t.take())
+                {
+                    let _ = tx.send(());
+                }
+            });
+            Some(rx)
+        }
+        false => None,
+    };
     *req.version_mut() = Version::HTTP_11;
     let (parts, body) = req.into_parts();
     // The response-head timeout starts once the request body is sent: a long upload is not a slow origin. A
     // client that stops sending its body for the idle time is cut off; so is an upstream that stops taking it
     // for the response-head time.
     let (body, watch) = Body::from(body).watched(ctx.listener.timeouts.idle, "the request body from the client");
+    let body = match continue_gate {
+        Some(open) => body.gated(open, Duration::from_millis(EXPECT_CONTINUE_WAIT_MILLIS)),
+        None => body,
+    };
     let req = Request::from_parts(parts, body);
 
     let timeout = ctx.listener.timeouts.response_head;
