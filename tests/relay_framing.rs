@@ -129,6 +129,48 @@ fn expect_100_continue_is_the_origins_to_answer() {
 }
 
 #[test]
+fn a_client_that_stops_reading_the_response_is_cut_off() {
+    // The origin writes without end; the client never reads. Both connections are closed after the idle time.
+    let (tx, rx) = mpsc::channel();
+    let tx = std::sync::Mutex::new(tx);
+    let o = raw(move |mut s| {
+        let mut buf = [0u8; 4096];
+        let _ = s.read(&mut buf);
+        let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 10000000000\r\n\r\n");
+        let chunk = vec![b'x'; 65536];
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(30) {
+            if s.write_all(&chunk).is_err() {
+                break;
+            }
+        }
+        let _ = tx.lock().unwrap().send(started.elapsed());
+    });
+    let hg = Hopgate::start_config(
+        "[timeouts]\nidle_secs = 1\n\
+         [[listener]]\nlisten = \"127.0.0.1:0\"\n[listener.proxy]\nallow_targets = [\"127.0.0.0/8\"]\n",
+    );
+    let client = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    client.set_recv_buffer_size(4096).unwrap();
+    client.connect(&hg.addr.into()).unwrap();
+    let mut client: TcpStream = client.into();
+    client.write_all(format!("GET http://{o}/ HTTP/1.1\r\nHost: {o}\r\n\r\n").as_bytes()).unwrap();
+    let held = rx.recv_timeout(Duration::from_secs(20)).expect("the origin connection is closed");
+    assert!(held < Duration::from_secs(10), "held for {held:?}");
+    // The client's connection is gone too: reading drains what was buffered, then EOF (or a reset).
+    client.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        match client.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+    }
+    let (code, body, _) = support::curl(&["-x", &hg.url(), &Origin::fixed("served").url("/")]);
+    assert_eq!((code, body.as_slice()), (200, &b"served"[..]));
+}
+
+#[test]
 fn an_origin_that_stops_reading_the_upload_is_a_504() {
     let o = raw(|mut s| {
         let mut buf = [0u8; 1024];
