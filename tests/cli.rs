@@ -213,3 +213,22 @@ fn gateway_answers_options_asterisk_itself() {
     assert_eq!(r.status, 400, "{}", r.text());
     assert!(origin.seen.lock().unwrap().is_empty(), "never forwarded as /base*");
 }
+
+#[test]
+fn check_refuses_what_run_could_not_serve() {
+    let dir = support::temp_files(&[
+        (
+            "twice.toml",
+            "[[listener]]\nlisten = \"127.0.0.1:18999\"\n[listener.proxy]\n\n\
+             [[listener]]\nlisten = \"http://127.0.0.1:18999\"\n[listener.proxy]\n",
+        ),
+        ("via.toml", "[[listener]]\nlisten = \"127.0.0.1:0\"\nvia_name = \"two words\"\n[listener.proxy]\n"),
+    ]);
+    for (file, line, what) in [("twice.toml", 6, "already"), ("via.toml", 3, "via_name")] {
+        let path = dir.path().join(file);
+        let out = Command::new(bin()).args(["check", path.to_str().unwrap()]).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{file}: {err}");
+        assert!(err.contains(&format!("{}:{line}: ", path.display())) && err.contains(what), "{file}: {err}");
+    }
+}
