@@ -196,3 +196,37 @@ fn an_origin_that_stops_reading_the_upload_is_a_504() {
     assert!(r.text().contains("stopped reading the request body"), "{}", r.text());
     assert!(started.elapsed() < Duration::from_secs(8), "{:?}", started.elapsed());
 }
+
+#[test]
+fn an_origin_204_and_304_and_head_keep_their_framing() {
+    let origin = Origin::start(|seen, s| {
+        let _ = match seen.target.as_str() {
+            "/204" => s.write_all(b"HTTP/1.1 204 No Content\r\nX-A: 1\r\n\r\n"),
+            "/304" => s.write_all(b"HTTP/1.1 304 Not Modified\r\nETag: \"v1\"\r\n\r\n"),
+            _ if seen.method == "HEAD" => s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1234\r\n\r\n"),
+            _ => {
+                respond(s, "HTTP/1.1 200 OK", &[], &[b'x'; 1234]);
+                return Next::KeepAlive;
+            }
+        };
+        Next::KeepAlive
+    });
+    let hg = proxy();
+    let mut c = Raw::connect(hg.addr);
+    let o = origin.addr;
+    // HEAD: the origin's Content-Length (what GET would send) reaches the client, with no body.
+    c.send(format!("HEAD http://{o}/h HTTP/1.1\r\nHost: {o}\r\n\r\n"));
+    let r = c.response_to("HEAD");
+    assert_eq!((r.status, r.header("content-length")), (200, Some("1234")), "{}", r.head);
+    c.send(format!("GET http://{o}/204 HTTP/1.1\r\nHost: {o}\r\n\r\n"));
+    let r = c.response();
+    assert_eq!(r.status, 204);
+    assert!(r.header("content-length").is_none() && r.header("transfer-encoding").is_none(), "{}", r.head);
+    c.send(format!("GET http://{o}/304 HTTP/1.1\r\nHost: {o}\r\n\r\n"));
+    let r = c.response();
+    assert_eq!((r.status, r.header("etag")), (304, Some("\"v1\"")));
+    assert!(r.header("transfer-encoding").is_none(), "{}", r.head);
+    // The connection is still in step: a last request gets its own answer.
+    c.send(format!("GET http://{o}/last HTTP/1.1\r\nHost: {o}\r\n\r\n"));
+    assert_eq!(c.response().body.len(), 1234);
+}
