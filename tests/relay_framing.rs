@@ -15,19 +15,22 @@ fn proxy() -> Hopgate {
     Hopgate::start(&["proxy", "--listen", "127.0.0.1:0", "--allow-target", "127.0.0.0/8"])
 }
 
-/// An origin that reads one request head and answers with exactly `response`, then holds the connection.
+/// An origin that answers every request head on a connection with exactly `response` (bodies are not read).
 fn scripted(response: &'static [u8]) -> std::net::SocketAddr {
     raw(move |mut s| {
-        let mut head = Vec::new();
-        let mut b = [0u8; 1];
-        while !head.ends_with(b"\r\n\r\n") {
-            if s.read(&mut b).unwrap_or(0) == 0 {
+        loop {
+            let mut head = Vec::new();
+            let mut b = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") {
+                if s.read(&mut b).unwrap_or(0) == 0 {
+                    return;
+                }
+                head.push(b[0]);
+            }
+            if s.write_all(response).is_err() {
                 return;
             }
-            head.push(b[0]);
         }
-        let _ = s.write_all(response);
-        std::thread::sleep(Duration::from_secs(3));
     })
 }
 
