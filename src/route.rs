@@ -44,7 +44,11 @@ pub fn pick<'a, B>(req: &Request<B>, l: &'a ListenerState) -> Result<Route<'a>, 
     if let Some(r) = l.routes.iter().find(|r| r.matches(host.as_deref(), path)) {
         return Ok(Route::Gateway(r));
     }
-    if l.proxy.is_some() {
+    if let Some(proxy) = &l.proxy {
+        // RFC 9110 §9.3.7: `OPTIONS *` asks about the server itself, here the proxy: it answers (relay::forward).
+        if req.method() == Method::OPTIONS && path == "*" {
+            return Ok(Route::Forward(proxy));
+        }
         return Err(Error::bad_request(format!(
             "this is a forward proxy: send requests in absolute form, for example curl -x {} http://example.com/",
             l.public_addr()

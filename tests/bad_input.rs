@@ -216,3 +216,57 @@ fn a_stalled_origin_body_is_cut_off_not_completed() {
     assert!(text.starts_with("HTTP/1.1 200") && text.ends_with("only ten.."), "{text}");
     assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
 }
+
+#[test]
+fn host_is_required_once_and_valid() {
+    let origin = Origin::fixed("fine");
+    let hg = proxy();
+    let o = origin.addr;
+    for (head, why) in [
+        ("", "Host"),
+        ("Host: a.example\r\nHost: b.example\r\n", "more than one Host"),
+        ("Host: a b\r\n", "Host"),
+        ("Host: user@a.example\r\n", "invalid Host"),
+    ] {
+        let r = exchange(hg.addr, &format!("GET http://{o}/ HTTP/1.1\r\n{head}\r\n"));
+        assert_eq!(r.status, 400, "{head:?}: {}", r.head);
+        assert!(r.text().starts_with("hopgate: 400 Bad Request\n") && r.text().contains(why), "{head:?}: {}", r.text());
+        let mut c = Raw::connect(hg.addr);
+        c.send(format!("CONNECT {o} HTTP/1.1\r\n{head}\r\n"));
+        assert_eq!(c.response_to("CONNECT").status, 400, "CONNECT with {head:?}");
+    }
+    assert_eq!(origin.count(), 0);
+    // HTTP/1.0 needs no Host; an empty one is valid (RFC 9112 §3.2).
+    let r = exchange(hg.addr, &format!("GET http://{o}/ HTTP/1.0\r\n\r\n"));
+    assert_eq!((r.status, r.body.as_slice()), (200, &b"fine"[..]));
+    let r = exchange(hg.addr, &format!("GET http://{o}/ HTTP/1.1\r\nHost:\r\n\r\n"));
+    assert_eq!(r.status, 200);
+    assert_eq!(origin.last().header("host"), Some(o.to_string().as_str()));
+    still_serving(&hg, &origin);
+}
+
+#[test]
+fn transfer_codings_other_than_chunked_are_501() {
+    let origin = Origin::echo();
+    let hg = proxy();
+    let o = origin.addr;
+    let body = "5\r\nhello\r\n0\r\n\r\n";
+    for te in ["gzip, chunked", "x-custom, Chunked"] {
+        let r = exchange(
+            hg.addr,
+            &format!("POST http://{o}/ HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: {te}\r\n\r\n{body}"),
+        );
+        assert_eq!(r.status, 501, "{te}: {}", r.head);
+        assert!(r.text().contains("not implemented"), "{}", r.text());
+    }
+    let r = exchange(
+        hg.addr,
+        &format!("POST http://{o}/ HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, chunked\r\n\r\n{body}"),
+    );
+    assert_eq!(r.status, 400, "{}", r.head);
+    assert_eq!(r.header("connection"), Some("close"));
+    assert_eq!(origin.count(), 0, "an upstream never gets a body whose coding was lost");
+    let r =
+        exchange(hg.addr, &format!("POST http://{o}/ HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n{body}"));
+    assert_eq!((r.status, r.body.as_slice()), (200, &b"hello"[..]));
+}

@@ -2,7 +2,7 @@
 
 mod support;
 
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 use support::origin::Origin;
 use support::{Hopgate, bin, curl, repo};
@@ -111,9 +111,29 @@ fn check_of_a_missing_file_is_exit_2() {
 fn embedded_default_is_a_proxy_on_8080() {
     let origin = Origin::fixed("default");
     // The embedded default listens on 127.0.0.1:8080. If that port is taken on this machine, say so clearly.
-    if std::net::TcpListener::bind("127.0.0.1:8080").is_err() {
+    let Ok(taken) = std::net::TcpListener::bind("127.0.0.1:8080") else {
         panic!("127.0.0.1:8080 is in use on this machine: the embedded-default test needs it free");
-    }
+    };
+    // While something else holds it: one clear line naming the address and the cause, and a failing exit.
+    let mut child =
+        Command::new(bin()).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("hopgate kept running although 127.0.0.1:8080 is taken");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains("cannot listen on 127.0.0.1:8080") && err.contains("in use"), "{err}");
+    assert!(!err.contains("listening on"), "{err}");
+    drop(taken);
     let hg = Hopgate::start(&[]);
     assert_eq!(hg.listening, vec!["http://127.0.0.1:8080".to_string()]);
     // Loopback origins are refused by the default target policy: the proxy answers 403 itself.
@@ -212,4 +232,23 @@ fn gateway_answers_options_asterisk_itself() {
     let r = support::exchange(hg.addr, "GET * HTTP/1.1\r\nHost: public.example\r\n\r\n");
     assert_eq!(r.status, 400, "{}", r.text());
     assert!(origin.seen.lock().unwrap().is_empty(), "never forwarded as /base*");
+}
+
+#[test]
+fn check_refuses_what_run_could_not_serve() {
+    let dir = support::temp_files(&[
+        (
+            "twice.toml",
+            "[[listener]]\nlisten = \"127.0.0.1:18999\"\n[listener.proxy]\n\n\
+             [[listener]]\nlisten = \"http://127.0.0.1:18999\"\n[listener.proxy]\n",
+        ),
+        ("via.toml", "[[listener]]\nlisten = \"127.0.0.1:0\"\nvia_name = \"two words\"\n[listener.proxy]\n"),
+    ]);
+    for (file, line, what) in [("twice.toml", 6, "already"), ("via.toml", 3, "via_name")] {
+        let path = dir.path().join(file);
+        let out = Command::new(bin()).args(["check", path.to_str().unwrap()]).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{file}: {err}");
+        assert!(err.contains(&format!("{}:{line}: ", path.display())) && err.contains(what), "{file}: {err}");
+    }
 }

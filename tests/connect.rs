@@ -485,3 +485,37 @@ fn websocket_upgrade_through_the_gateway() {
     c.read_exact(&mut got).unwrap();
     assert_eq!(&got, b"frame");
 }
+
+#[test]
+fn sigterm_lets_an_open_tunnel_finish_within_the_drain_time() {
+    let target = echo_server();
+    let port = target.port().to_string();
+    let mut hg = Hopgate::start(&[
+        "proxy",
+        "--listen",
+        "127.0.0.1:0",
+        "--allow-target",
+        "127.0.0.0/8",
+        "--connect-port",
+        &port,
+        "--drain",
+        "2",
+    ]);
+    let mut t = open_tunnel(hg.addr, target, "");
+    let started = Instant::now();
+    hg.signal("TERM");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(TcpStream::connect(hg.addr).is_err(), "no new connections while draining");
+    // In-flight work goes on: the open tunnel still carries bytes both ways.
+    t.write_all(b"during the drain").unwrap();
+    let mut got = [0u8; 16];
+    t.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"during the drain");
+    // Past the drain time the tunnel is closed and hopgate exits 0.
+    let status = hg.wait_exit(Duration::from_secs(10)).expect("exits after the drain time");
+    assert_eq!(status.code(), Some(0));
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    let mut rest = Vec::new();
+    let closed = t.read_to_end(&mut rest).is_ok_and(|n| n == 0) || rest.is_empty();
+    assert!(closed, "the tunnel ends with the process: {rest:?}");
+}

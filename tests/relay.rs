@@ -399,3 +399,57 @@ fn drain_time_limit_is_honoured() {
     assert_eq!(status.code(), Some(0));
     assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
 }
+
+#[test]
+fn a_connection_option_naming_host_does_not_remove_it() {
+    let origin = Origin::fixed("ok");
+    let hg = proxy();
+    let o = origin.addr;
+    let r =
+        exchange(hg.addr, &format!("GET http://{o}/ HTTP/1.1\r\nHost: {o}\r\nConnection: Host, X-A\r\nX-A: 1\r\n\r\n"));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let seen = origin.last();
+    assert_eq!(
+        seen.header("host"),
+        Some(o.to_string().as_str()),
+        "an HTTP/1.1 request always has Host:\n{}",
+        seen.head
+    );
+    assert!(!seen.has("x-a"), "{}", seen.head);
+}
+
+#[test]
+fn max_forwards_garbage_is_ignored_and_huge_values_are_decremented() {
+    let origin = Origin::start(|seen, s| {
+        respond(s, "HTTP/1.1 200 OK", &[], seen.header("max-forwards").unwrap_or("none").as_bytes());
+        Next::KeepAlive
+    });
+    let hg = proxy();
+    let o = origin.addr;
+    let ask = |method: &str, value: &str| {
+        exchange(hg.addr, &format!("{method} http://{o}/ HTTP/1.1\r\nHost: {o}\r\nMax-Forwards: {value}\r\n\r\n"))
+    };
+    // 1*DIGIT, however long: a valid value, forwarded as the largest hopgate supports minus one.
+    let r = ask("OPTIONS", "99999999999999999999999");
+    assert_eq!((r.status, r.text().as_str()), (200, "4294967294"));
+    let r = ask("TRACE", "00");
+    assert_eq!(r.header("content-type"), Some("message/http"), "00 is zero: answered here");
+    assert_eq!(origin.count(), 1);
+    // Not 1*DIGIT: ignored, as if absent (forwarded untouched, never answered here).
+    for garbage in ["+3", "-1", "0x0", "1, 0", "abc"] {
+        let r = ask("TRACE", garbage);
+        assert_eq!((r.status, r.text().as_str()), (200, garbage), "{garbage}");
+    }
+    assert_eq!(origin.count(), 6);
+}
+
+#[test]
+fn options_asterisk_to_the_proxy_is_answered_by_the_proxy() {
+    let hg = proxy();
+    let r = exchange(hg.addr, &format!("OPTIONS * HTTP/1.1\r\nHost: {}\r\nMax-Forwards: 0\r\n\r\n", hg.addr));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.header("allow").is_some_and(|a| a.contains("CONNECT")), "{}", r.head);
+    assert_eq!(r.header("content-length"), Some("0"), "{}", r.head);
+    let r = exchange(hg.addr, &format!("GET * HTTP/1.1\r\nHost: {}\r\n\r\n", hg.addr));
+    assert_eq!(r.status, 400, "only OPTIONS takes the asterisk form: {}", r.text());
+}

@@ -9,10 +9,12 @@
 
 use std::error::Error as _;
 use std::fmt::Write as _;
+use std::time::Duration;
 
 use http::header::{self, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body::Body as _;
 use hyper::body::Incoming;
 
 use super::Ctx;
@@ -20,6 +22,10 @@ use crate::error::{Error, Kind, Side};
 use crate::http::{Body, MaxForwards, append_via, hop, is_sensitive, max_forwards, set_forwarded, via_names};
 use crate::server::listener::ProxyState;
 use crate::upstream::HttpClient;
+
+/// How long a request with `Expect: 100-continue` waits for the upstream's `100 Continue` before its body is
+/// read anyway (and hyper sends the client a 100 itself): curl's own wait.
+pub const EXPECT_CONTINUE_WAIT_MILLIS: u64 = 1000;
 
 /// A gateway route's upstream: `http(s)://authority[/base]`.
 pub struct Gateway {
@@ -35,6 +41,10 @@ pub struct Gateway {
 /// Forward proxy: `GET http://host/path HTTP/1.1` from a client configured to use hopgate; `https://` targets
 /// go out over verified TLS (the proxy's `HttpClient` has TLS origination).
 pub async fn forward(mut req: Request<Incoming>, ctx: &Ctx<'_>, proxy: &ProxyState) -> Result<Response<Body>, Error> {
+    if req.method() == Method::OPTIONS && req.uri() == "*" {
+        // `OPTIONS * HTTP/1.1` to the proxy itself (route::pick).
+        return Ok(answer_here(&req, &ctx.listener.via_name));
+    }
     let uri = req.uri().clone();
     let authority = uri.authority().ok_or_else(|| Error::bad_request("absolute request target without a host"))?;
     let host = authority.host();
@@ -235,32 +245,68 @@ async fn send(
         }
         _ => None,
     };
+    // RFC 9110 §10.1.1: a 100-continue expectation in an HTTP/1.0 request is to be ignored; forwarded in an
+    // HTTP/1.1 request it would mean something the client never asked.
+    let expects_continue =
+        req.headers().get(header::EXPECT).is_some_and(|e| e.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    if version == Version::HTTP_10 {
+        req.headers_mut().remove(header::EXPECT);
+    }
+    // The client's 100 (Continue) is the upstream's to give (RFC 9110 §15.2: a proxy forwards 1xx): the body
+    // is held back, so hyper does not promise it, until the upstream sends its 100, or says nothing for a
+    // moment (an HTTP/1.0 upstream never will). An upstream that answers 417 or 401 at once is answered as is,
+    // and the client never sends its body.
+    let continue_gate = match expects_continue && version == Version::HTTP_11 {
+        true => {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let tx = std::sync::Mutex::new(Some(tx));
+            hyper::ext::on_informational(&mut req, move |res| {
+                if res.status() == StatusCode::CONTINUE
+                    && let Some(tx) = tx.lock().ok().and_then(|mut t| t.take())
+                {
+                    let _ = tx.send(());
+                }
+            });
+            Some(rx)
+        }
+        false => None,
+    };
     *req.version_mut() = Version::HTTP_11;
     let (parts, body) = req.into_parts();
     // The response-head timeout starts once the request body is sent: a long upload is not a slow origin. A
-    // client that stops sending its body for the idle time is cut off.
-    let (body, sent) = Body::from(body).watched(ctx.listener.timeouts.idle, "the request body from the client");
+    // client that stops sending its body for the idle time is cut off; so is an upstream that stops taking it
+    // for the response-head time.
+    let (body, watch) = Body::from(body).watched(ctx.listener.timeouts.idle, "the request body from the client");
+    let body = match continue_gate {
+        Some(open) => body.gated(open, Duration::from_millis(EXPECT_CONTINUE_WAIT_MILLIS)),
+        None => body,
+    };
     let req = Request::from_parts(parts, body);
 
     let timeout = ctx.listener.timeouts.response_head;
+    let head_timeout = || {
+        Error::upstream(
+            Kind::ResponseTimeout,
+            format!("no response head from {} within {:?}", display_authority(&target), timeout),
+        )
+    };
     let response = client.request(req);
     tokio::pin!(response);
-    let waited = match sent {
-        None => tokio::time::timeout(timeout, response).await,
-        Some(sent) => tokio::select! {
+    let waited = match watch {
+        None => tokio::time::timeout(timeout, response).await.map_err(|_| head_timeout()),
+        Some(watch) => tokio::select! {
             r = &mut response => Ok(r),
-            _ = sent => tokio::time::timeout(timeout, response).await,
+            _ = watch.ended => tokio::time::timeout(timeout, response).await.map_err(|_| head_timeout()),
+            () = watch.progress.reader_stalled(timeout) => Err(Error::upstream(
+                Kind::ResponseTimeout,
+                format!("{} stopped reading the request body for {:?}", display_authority(&target), timeout),
+            )),
         },
     };
     let mut resp = match waited {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => return Err(client_error(e, &target)),
-        Err(_) => {
-            return Err(Error::upstream(
-                Kind::ResponseTimeout,
-                format!("no response head from {} within {:?}", display_authority(&target), timeout),
-            ));
-        }
+        Err(e) => return Err(e),
     };
 
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
@@ -291,7 +337,29 @@ async fn send(
     }
 
     let (mut parts, body) = resp.into_parts();
+    let codings = hop::transfer_codings(&parts.headers);
     hop::strip(&mut parts.headers);
+    if let Some(codings) = codings {
+        // RFC 9112 §6.3: Transfer-Encoding overrides Content-Length, and an intermediary removes the latter
+        // before forwarding: kept, it would frame the decoded body with a length it does not have.
+        parts.headers.remove(header::CONTENT_LENGTH);
+        // hyper decoded the chunks only. Codings under them (gzip...) stay named for an HTTP/1.1 client (hyper
+        // adds chunked back); an HTTP/1.0 client can't be sent a transfer coding at all.
+        if let Some(other) = codings.other
+            && !body.is_end_stream()
+        {
+            if version != Version::HTTP_11 {
+                return Err(Error::upstream(
+                    Kind::UpstreamProtocol,
+                    format!(
+                        "{} answered with transfer coding {other:?}, which an HTTP/1.0 client can't be sent",
+                        display_authority(&target)
+                    ),
+                ));
+            }
+            parts.headers.insert(header::TRANSFER_ENCODING, other);
+        }
+    }
     append_via(&mut parts.headers, parts.version, name);
     if parts.headers.contains_key(header::LOCATION)
         && let Some(rw) = rewrite.and_then(|make| make())

@@ -262,10 +262,30 @@ impl Ctx<'_> {
                 message: "no [[listener]]: a config needs at least one".into(),
             });
         }
+        if let Some(h) = &raw.limits.max_headers
+            && *h.get_ref() > MAX_HEADERS_LIMIT
+        {
+            // hyper allocates room for this many fields per request head.
+            return Err(self.err(h.span(), format!("max_headers must be at most {MAX_HEADERS_LIMIT}")));
+        }
         let mut listeners: Vec<Listener> = Vec::new();
         for l in raw.listener {
             let span = l.span();
+            let listen_span = l.get_ref().listen.span();
             let listener = self.listener(l.into_inner(), span)?;
+            // `run` would fail to bind the second one: a config that checks is a config that runs.
+            if listener.listen.addr.port() != 0
+                && let Some(other) = listeners.iter().find(|o| o.listen.addr == listener.listen.addr)
+            {
+                return Err(self.err(
+                    listen_span,
+                    format!(
+                        "{} is already the address of another listener ({})",
+                        listener.listen.addr,
+                        other.listen.scheme()
+                    ),
+                ));
+            }
             listeners.push(listener);
         }
         Ok(Config {
@@ -317,6 +337,17 @@ impl Ctx<'_> {
         }
         // Most specific route first: longer paths, then routes with a host before host-less ones.
         routes.sort_by(|a, b| b.path.len().cmp(&a.path.len()).then(b.host.is_some().cmp(&a.host.is_some())));
+        if let Some(v) = &l.via_name {
+            let name = v.get_ref();
+            // RFC 9110 §7.6.3: received-by is a host[:port] or a pseudonym (a token); hopgate finds itself in a
+            // Via by that word, so it can't hold spaces or commas.
+            if name.is_empty() || !name.bytes().all(|b| b.is_ascii_graphic() && b != b',') {
+                return Err(self.err(
+                    v.span(),
+                    format!("via_name {name:?}: one word of visible characters without commas is expected"),
+                ));
+            }
+        }
         Ok(Listener { listen, certs, proxy, routes, via_name: l.via_name.map(|v| v.into_inner()) })
     }
 
@@ -479,6 +510,29 @@ mod tests {
         let e = load("[[listener]]\nlisten = \":1\"\n").unwrap_err();
         assert!(e.message.contains("serves nothing"), "{e}");
         let e = load("[[listener]]\nlisten = \"https://:1\"\n[listener.proxy]\n").unwrap_err();
+        assert_eq!(e.line, 2, "{e}");
+    }
+
+    #[test]
+    fn what_would_not_run_does_not_check() {
+        let e = load(
+            "[[listener]]\nlisten = \"127.0.0.1:8080\"\n[listener.proxy]\n\
+             [[listener]]\nlisten = \"http://127.0.0.1:8080\"\n[listener.proxy]\n",
+        )
+        .unwrap_err();
+        assert_eq!(e.line, 5, "{e}");
+        assert!(e.message.contains("already"), "{e}");
+        assert!(
+            load("[[listener]]\nlisten = \":0\"\n[listener.proxy]\n[[listener]]\nlisten = \":0\"\n[listener.proxy]\n")
+                .is_ok()
+        );
+        for bad in ["a b", "x,y", "", "caf\u{e9}"] {
+            let e =
+                load(&format!("[[listener]]\nlisten = \":0\"\nvia_name = \"{bad}\"\n[listener.proxy]\n")).unwrap_err();
+            assert_eq!(e.line, 3, "{bad:?}: {e}");
+        }
+        let e =
+            load("[limits]\nmax_headers = 100000000\n[[listener]]\nlisten = \":0\"\n[listener.proxy]\n").unwrap_err();
         assert_eq!(e.line, 2, "{e}");
     }
 

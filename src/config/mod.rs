@@ -25,6 +25,8 @@ pub const DEFAULT_MAX_HEAD_BYTES: usize = 32 * 1024;
 pub const DEFAULT_MAX_URI_BYTES: usize = 8 * 1024;
 /// Most header fields in a request head; more gets 431.
 pub const DEFAULT_MAX_HEADERS: usize = 100;
+/// The largest `max_headers` a config may set (hyper sizes a per-request array by it).
+pub const MAX_HEADERS_LIMIT: usize = 10_000;
 /// Most client connections open at once per process; past it new connections wait in the kernel's backlog.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 16_384;
 

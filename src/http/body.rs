@@ -3,7 +3,9 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -45,15 +47,75 @@ impl Body {
 
 impl Body {
     /// Bounds a body that is still to be received with an idle timeout: no frame for `idle` ends it with an
-    /// error naming `what`. Also returns a receiver that completes when the body has been read in full (or was
-    /// abandoned). An empty body is returned as it is, with None.
-    pub fn watched(self, idle: Duration, what: &'static str) -> (Body, Option<oneshot::Receiver<()>>) {
+    /// error naming `what`. Also returns a [`Watch`] on how the body is taken: when it has been read in full
+    /// (or was abandoned), and whether its reader stopped asking for more. An empty body is returned as it is,
+    /// with None.
+    pub fn watched(self, idle: Duration, what: &'static str) -> (Body, Option<Watch>) {
         if http_body::Body::is_end_stream(&self) {
             return (self, None);
         }
         let (tx, rx) = oneshot::channel();
-        let watched = Watched { inner: self, ended: Some(tx), idle, last: Instant::now(), timer: None, what };
-        (Body::boxed(watched), Some(rx))
+        let progress = Arc::new(Progress::default());
+        let watched =
+            Watched { inner: self, ended: Some(tx), idle, last: None, timer: None, what, progress: progress.clone() };
+        (Body::boxed(watched), Some(Watch { ended: rx, progress }))
+    }
+
+    /// Holds a request body back until `open` completes or `wait` has passed. hyper answers a client's
+    /// `Expect: 100-continue` with its own `100 Continue` when the body is first read, so a body held back is a
+    /// 100 not promised yet: the upstream's own 100 (or its silence for `wait`) decides (RFC 9110 §10.1.1).
+    /// Wrap a [`Body::watched`] body in it: a watched body's idle time starts when it is first read.
+    pub fn gated(self, open: oneshot::Receiver<()>, wait: Duration) -> Body {
+        let gate = Gate { open: Some(open), timer: Box::pin(tokio::time::sleep(wait)) };
+        Body::boxed(Gated { inner: self, gate: Some(gate) })
+    }
+}
+
+/// How a [`Body::watched`] body is being taken.
+pub struct Watch {
+    /// Completes when the body has been read in full (or was abandoned).
+    pub ended: oneshot::Receiver<()>,
+    pub progress: Arc<Progress>,
+}
+
+/// When the reader of a watched body last asked for more, and whether it is waiting for the body's source.
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// Milliseconds since `Progress::epoch` of the last poll; 0 before the first.
+    last_poll_ms: AtomicU64,
+    /// The last poll found nothing ready: the source (the client) is the one to wait for.
+    waiting_for_source: AtomicBool,
+}
+
+impl Progress {
+    fn epoch() -> Instant {
+        static EPOCH: OnceLock<Instant> = OnceLock::new();
+        *EPOCH.get_or_init(Instant::now)
+    }
+
+    fn polled(&self, pending: bool) {
+        let ms = Progress::epoch().elapsed().as_millis() as u64 + 1;
+        self.last_poll_ms.store(ms, Ordering::Relaxed);
+        self.waiting_for_source.store(pending, Ordering::Relaxed);
+    }
+
+    /// Completes once the reader has not asked for more of the body for `limit` although the source had
+    /// given it everything so far: an upstream that stopped reading the request body. A source that is slow
+    /// itself is [`Body::watched`]'s idle timeout, not this.
+    pub async fn reader_stalled(&self, limit: Duration) {
+        loop {
+            let ms = self.last_poll_ms.load(Ordering::Relaxed);
+            // Before the first poll the upstream is still being reached (its own timeouts bound that).
+            if ms != 0 && !self.waiting_for_source.load(Ordering::Relaxed) {
+                let due = Progress::epoch() + Duration::from_millis(ms - 1) + limit;
+                if Instant::now() >= due {
+                    return;
+                }
+                tokio::time::sleep_until(due.into()).await;
+                continue;
+            }
+            tokio::time::sleep(limit).await;
+        }
     }
 }
 
@@ -63,9 +125,11 @@ struct Watched {
     inner: Body,
     ended: Option<oneshot::Sender<()>>,
     idle: Duration,
-    last: Instant,
+    /// The last frame, or the first poll: a body held back (see [`Body::gated`]) is not idle yet.
+    last: Option<Instant>,
     timer: Option<Pin<Box<Sleep>>>,
     what: &'static str,
+    progress: Arc<Progress>,
 }
 
 impl http_body::Body for Watched {
@@ -74,9 +138,12 @@ impl http_body::Body for Watched {
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
-        match Pin::new(&mut this.inner).poll_frame(cx) {
+        let last = *this.last.get_or_insert_with(Instant::now);
+        let r = Pin::new(&mut this.inner).poll_frame(cx);
+        this.progress.polled(r.is_pending());
+        match r {
             Poll::Ready(r) => {
-                this.last = Instant::now();
+                this.last = Some(Instant::now());
                 if (r.is_none() || http_body::Body::is_end_stream(&this.inner))
                     && let Some(tx) = this.ended.take()
                 {
@@ -85,13 +152,13 @@ impl http_body::Body for Watched {
                 Poll::Ready(r)
             }
             Poll::Pending => {
-                let due = this.last + this.idle;
+                let due = last + this.idle;
                 let timer = this.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due.into())));
                 loop {
                     if timer.as_mut().poll(cx).is_pending() {
                         return Poll::Pending;
                     }
-                    let due = this.last + this.idle;
+                    let due = this.last.unwrap_or(last) + this.idle;
                     if Instant::now() >= due {
                         let msg = format!("{} stalled: nothing for {:?}", this.what, this.idle);
                         return Poll::Ready(Some(Err(msg.into())));
@@ -100,6 +167,54 @@ impl http_body::Body for Watched {
                 }
             }
         }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// A body held back until its gate opens (see [`Body::gated`]).
+struct Gated {
+    inner: Body,
+    gate: Option<Gate>,
+}
+
+struct Gate {
+    /// None once its sender went away without a word (the final response came first): then only the timer
+    /// opens the gate, by which time hyper no longer sends a 100 for the response already written.
+    open: Option<oneshot::Receiver<()>>,
+    timer: Pin<Box<Sleep>>,
+}
+
+impl Gate {
+    fn poll_open(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if let Some(open) = &mut self.open {
+            match Pin::new(open).poll(cx) {
+                Poll::Ready(Ok(())) => return Poll::Ready(()),
+                Poll::Ready(Err(_)) => self.open = None,
+                Poll::Pending => {}
+            }
+        }
+        self.timer.as_mut().poll(cx)
+    }
+}
+
+impl http_body::Body for Gated {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        if let Some(gate) = &mut this.gate {
+            ready!(gate.poll_open(cx));
+            this.gate = None;
+        }
+        Pin::new(&mut this.inner).poll_frame(cx)
     }
 
     fn is_end_stream(&self) -> bool {

@@ -45,6 +45,12 @@ pub fn strip(headers: &mut HeaderMap) -> Stripped {
             if token.eq_ignore_ascii_case("close") || token.eq_ignore_ascii_case("keep-alive") {
                 continue;
             }
+            // RFC 9110 §7.6.1: a connection option never names a field meant for every recipient. Host is one
+            // (RFC 9112 §3.2: every HTTP/1.1 request carries it); a client naming it must not make hopgate send
+            // a request without one.
+            if token.eq_ignore_ascii_case("host") {
+                continue;
+            }
             if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
                 named.push(name);
             }
@@ -67,6 +73,30 @@ pub fn strip(headers: &mut HeaderMap) -> Stripped {
     out
 }
 
+/// What a message's `Transfer-Encoding` said, read before [`strip`] removes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Codings {
+    /// The codings other than `chunked`, in order (`gzip`), which hyper does not decode; None when chunked
+    /// was the only one.
+    pub other: Option<http::HeaderValue>,
+}
+
+/// The transfer codings of a message (RFC 9112 §6.1), or None when it has no Transfer-Encoding field.
+pub fn transfer_codings(headers: &HeaderMap) -> Option<Codings> {
+    let mut fields = headers.get_all(header::TRANSFER_ENCODING).iter().peekable();
+    fields.peek()?;
+    let mut other: Vec<&str> = Vec::new();
+    for value in fields {
+        let text = value.to_str().unwrap_or("");
+        other.extend(text.split(',').map(str::trim).filter(|c| !c.is_empty() && !c.eq_ignore_ascii_case("chunked")));
+    }
+    let other = match other.is_empty() {
+        true => None,
+        false => http::HeaderValue::from_str(&other.join(", ")).ok(),
+    };
+    Some(Codings { other })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -86,6 +116,29 @@ mod tests {
         assert_eq!(s.upgrade, None);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn host_is_never_a_connection_option() {
+        let mut h = HeaderMap::new();
+        h.insert("connection", "Host, x-a".parse().unwrap());
+        h.insert("host", "example.com".parse().unwrap());
+        h.insert("x-a", "1".parse().unwrap());
+        strip(&mut h);
+        assert_eq!(h["host"], "example.com");
+        assert!(!h.contains_key("x-a"));
+    }
+
+    #[test]
+    fn transfer_codings_other_than_chunked() {
+        let mut h = HeaderMap::new();
+        assert_eq!(transfer_codings(&h), None);
+        h.insert("transfer-encoding", "chunked".parse().unwrap());
+        assert_eq!(transfer_codings(&h), Some(Codings { other: None }));
+        h.insert("transfer-encoding", "gzip, Chunked".parse().unwrap());
+        assert_eq!(transfer_codings(&h).unwrap().other.unwrap(), "gzip");
+        h.append("transfer-encoding", "br".parse().unwrap());
+        assert_eq!(transfer_codings(&h).unwrap().other.unwrap(), "gzip, br");
     }
 
     #[test]

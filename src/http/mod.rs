@@ -68,16 +68,24 @@ pub fn max_forwards(method: &Method, headers: &mut HeaderMap) -> MaxForwards {
     let Some(v) = headers.get(header::MAX_FORWARDS) else {
         return MaxForwards::Forward;
     };
-    // An unparseable value is ignored, as if absent.
-    let Some(n) = v.to_str().ok().and_then(|s| s.trim().parse::<u64>().ok()) else {
+    // `Max-Forwards = 1*DIGIT`: anything else ("-1", "+3", "0x1", "1, 2") is ignored, as if absent.
+    let digits = v.as_bytes().trim_ascii();
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
         return MaxForwards::Forward;
-    };
-    if n == 0 {
+    }
+    if digits.iter().all(|&d| d == b'0') {
         return MaxForwards::AnswerHere;
     }
-    headers.insert(header::MAX_FORWARDS, HeaderValue::from((n - 1).min(u32::MAX as u64) as u32));
+    // The lesser of the value minus one and the largest hopgate supports: a value too long for a u32 is still
+    // a valid one, and is forwarded as that largest value.
+    let n = std::str::from_utf8(digits).ok().and_then(|s| s.parse::<u32>().ok()).unwrap_or(MAX_FORWARDS_SUPPORTED);
+    headers.insert(header::MAX_FORWARDS, HeaderValue::from(n - 1));
     MaxForwards::Forward
 }
+
+/// The largest Max-Forwards value hopgate keeps (RFC 9110 §7.6.2 lets a recipient cap it); larger ones are
+/// forwarded as this minus one.
+pub const MAX_FORWARDS_SUPPORTED: u32 = u32::MAX;
 
 /// Fields a TRACE echo leaves out: they likely carry credentials (RFC 9110 §9.3.8).
 pub fn is_sensitive(name: &header::HeaderName) -> bool {
@@ -151,6 +159,16 @@ mod tests {
         h.insert(header::MAX_FORWARDS, "3".parse().unwrap());
         assert_eq!(max_forwards(&Method::OPTIONS, &mut h), MaxForwards::Forward);
         assert_eq!(h[header::MAX_FORWARDS], "2");
+        h.insert(header::MAX_FORWARDS, "000".parse().unwrap());
+        assert_eq!(max_forwards(&Method::TRACE, &mut h), MaxForwards::AnswerHere);
+        h.insert(header::MAX_FORWARDS, "99999999999999999999999".parse().unwrap());
+        assert_eq!(max_forwards(&Method::TRACE, &mut h), MaxForwards::Forward);
+        assert_eq!(h[header::MAX_FORWARDS], (u32::MAX - 1).to_string().as_str(), "a huge value is still decremented");
+        for garbage in ["+3", "-1", "0x1", "1, 2", "abc"] {
+            h.insert(header::MAX_FORWARDS, garbage.parse().unwrap());
+            assert_eq!(max_forwards(&Method::OPTIONS, &mut h), MaxForwards::Forward, "{garbage}");
+            assert_eq!(h[header::MAX_FORWARDS], garbage, "an invalid value is left alone");
+        }
     }
 
     #[test]

@@ -25,6 +25,9 @@ pub struct ConnShared {
     in_flight: AtomicUsize,
     /// The head that is arriving names Content-Length more than once.
     duplicate_content_length: AtomicBool,
+    /// When a write to the client first found its socket full and nothing was written since; 0 when none is
+    /// waiting. A client that takes no response bytes for the idle time is cut off.
+    write_blocked: AtomicU64,
 }
 
 fn epoch() -> Instant {
@@ -72,13 +75,30 @@ impl ConnShared {
         }
     }
 
-    /// When the connection should be closed if nothing happens before then; None while a request is in flight
-    /// (its own upstream timeouts bound it).
-    pub fn deadline(&self, header_read: Duration, idle: Duration) -> Option<Instant> {
-        if self.in_flight.load(Ordering::Relaxed) > 0 {
-            return None;
+    fn on_write(&self, r: &Poll<io::Result<usize>>) {
+        match r {
+            Poll::Ready(Ok(n)) if *n > 0 => {
+                self.last_activity.store(now_ms(), Ordering::Relaxed);
+                self.write_blocked.store(0, Ordering::Relaxed);
+            }
+            Poll::Pending => {
+                let _ = self.write_blocked.compare_exchange(0, now_ms(), Ordering::Relaxed, Ordering::Relaxed);
+            }
+            _ => {}
         }
+    }
+
+    /// When the connection should be closed if nothing happens before then. While a request is in flight its
+    /// own upstream timeouts bound it, except for a client that stops taking the response: `idle` after a
+    /// write to it found the socket full.
+    pub fn deadline(&self, header_read: Duration, idle: Duration) -> Option<Instant> {
         let at = |ms: u64, d: Duration| epoch() + Duration::from_millis(ms.saturating_sub(1)) + d;
+        if self.in_flight.load(Ordering::Relaxed) > 0 {
+            return match self.write_blocked.load(Ordering::Relaxed) {
+                0 => None,
+                blocked => Some(at(blocked, idle)),
+            };
+        }
         let head = self.head_started.load(Ordering::Relaxed);
         let idle_at = at(self.last_activity.load(Ordering::Relaxed), idle);
         if head != 0 { Some(at(head, header_read).min(idle_at)) } else { Some(idle_at) }
@@ -180,11 +200,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for ConnIo<T> {
             return Poll::Ready(Ok(buf.len()));
         }
         let r = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if let Poll::Ready(Ok(n)) = r
-            && n > 0
-        {
-            self.shared.last_activity.store(now_ms(), Ordering::Relaxed);
-        }
+        self.shared.on_write(&r);
         r
     }
     fn poll_write_vectored(
@@ -200,11 +216,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for ConnIo<T> {
             return Poll::Ready(Ok(one.len()));
         }
         let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        if let Poll::Ready(Ok(n)) = r
-            && n > 0
-        {
-            self.shared.last_activity.store(now_ms(), Ordering::Relaxed);
-        }
+        self.shared.on_write(&r);
         r
     }
     fn is_write_vectored(&self) -> bool {
@@ -244,5 +256,18 @@ mod tests {
         assert!(s.deadline(hr, idle).is_none());
         s.request_finished();
         assert!(s.deadline(hr, idle).unwrap() > d1);
+    }
+
+    #[test]
+    fn a_client_that_stops_reading_has_a_deadline() {
+        let s = ConnShared::new();
+        let idle = Duration::from_secs(60);
+        s.request_started();
+        assert!(s.deadline(Duration::from_secs(5), idle).is_none(), "a request in flight waits for its upstream");
+        s.on_write(&Poll::Pending);
+        let d = s.deadline(Duration::from_secs(5), idle).expect("a blocked write starts the idle clock");
+        assert!(d > Instant::now() + Duration::from_secs(59));
+        s.on_write(&Poll::Ready(Ok(10)));
+        assert!(s.deadline(Duration::from_secs(5), idle).is_none(), "bytes taken: not stalled");
     }
 }

@@ -39,7 +39,7 @@ pub async fn handle(req: Request<Incoming>, conn: Arc<ConnCtx>) -> Response<Logg
         start: Instant::now(),
     };
     let ctx = Ctx { client: conn.client, listener: &conn.listener, tasks: &conn.tasks };
-    let resp = match serve(req, &ctx, &conn.shared).await {
+    let mut resp = match serve(req, &ctx, &conn.shared).await {
         Ok(resp) => resp,
         Err(e) => {
             match e.side() {
@@ -53,6 +53,11 @@ pub async fn handle(req: Request<Incoming>, conn: Arc<ConnCtx>) -> Response<Logg
             pages::error(&e)
         }
     };
+    if record.version == http::Version::HTTP_10 && http_body::Body::size_hint(resp.body()).exact().is_none() {
+        // A body of unknown length reaches an HTTP/1.0 client close-delimited (RFC 9112 §6.3), so this response
+        // ends the connection: answered as HTTP/1.0, hyper neither offers keep-alive nor keeps it.
+        *resp.version_mut() = http::Version::HTTP_10;
+    }
     record.status = resp.status();
     if conn.listener.log.enabled() {
         record.upstream = resp.extensions().get::<UpstreamAddr>().map(|a| a.0.to_string());
@@ -150,6 +155,53 @@ fn admit(req: &Request<Incoming>, l: &ListenerState, shared: &ConnShared) -> Res
     // hyper accepts a single field listing one length twice ("5, 5"); see conn::count_content_length.
     if req.headers().get_all(header::CONTENT_LENGTH).iter().count() > 1 {
         return Err(Error::client(Kind::BadFraming, "duplicate Content-Length fields"));
+    }
+    transfer_codings(req)?;
+    host_field(req)
+}
+
+/// RFC 9112 §6.1: hopgate decodes `chunked` and no other transfer coding (hyper has already refused a message
+/// whose last coding is not chunked). Another coding would reach the upstream decoded of its chunks only, with
+/// nothing saying it is still, say, gzip-coded: 501. `chunked` twice is a framing error.
+fn transfer_codings(req: &Request<Incoming>) -> Result<(), Error> {
+    let mut chunked = 0;
+    for value in req.headers().get_all(header::TRANSFER_ENCODING) {
+        let text = value.to_str().map_err(|_| Error::client(Kind::BadFraming, "invalid Transfer-Encoding"))?;
+        for coding in text.split(',').map(str::trim).filter(|c| !c.is_empty()) {
+            if coding.eq_ignore_ascii_case("chunked") {
+                chunked += 1;
+            } else {
+                return Err(Error::client(
+                    Kind::NotImplemented,
+                    format!("transfer coding {coding:?} is not implemented (only chunked is)"),
+                ));
+            }
+        }
+    }
+    if chunked > 1 {
+        return Err(Error::client(Kind::BadFraming, "the chunked transfer coding is applied more than once"));
+    }
+    Ok(())
+}
+
+/// RFC 9112 §3.2: an HTTP/1.1 request without Host, any request with more than one, or with an invalid one,
+/// gets 400, also in absolute form (whose Host hopgate then replaces). HTTP/2 carries `:authority` instead.
+fn host_field(req: &Request<Incoming>) -> Result<(), Error> {
+    let mut hosts = req.headers().get_all(header::HOST).iter();
+    let Some(host) = hosts.next() else {
+        if req.version() == http::Version::HTTP_11 {
+            return Err(Error::bad_request("an HTTP/1.1 request needs a Host field"));
+        }
+        return Ok(());
+    };
+    if hosts.next().is_some() {
+        return Err(Error::bad_request("more than one Host field"));
+    }
+    // Host = uri-host [ ":" port ], possibly empty; no userinfo, path or spaces.
+    let valid = host.is_empty()
+        || (!host.as_bytes().contains(&b'@') && http::uri::Authority::try_from(host.as_bytes()).is_ok());
+    if !valid {
+        return Err(Error::bad_request("invalid Host field"));
     }
     Ok(())
 }

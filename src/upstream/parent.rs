@@ -53,7 +53,10 @@ impl ParentProxy {
 /// `Basic base64(user:pass)`.
 pub fn basic(user: &str, pass: &str) -> Option<HeaderValue> {
     let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
-    HeaderValue::from_str(&format!("Basic {token}")).ok()
+    let mut value = HeaderValue::from_str(&format!("Basic {token}")).ok()?;
+    // Kept out of Debug output, as hyper-util does for the credentials it adds.
+    value.set_sensitive(true);
+    Some(value)
 }
 
 /// `CONNECT target` through a proxy already dialled (`tunnel_client::connect`, shared with `hopgate tunnel`),
@@ -80,6 +83,9 @@ mod tests {
 
     #[test]
     fn basic_credentials() {
-        assert_eq!(basic("Aladdin", "open sesame").unwrap(), "Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ==");
+        let value = basic("Aladdin", "open sesame").unwrap();
+        assert_eq!(value, "Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ==");
+        assert!(value.is_sensitive());
+        assert!(!format!("{value:?}").contains("QWxh"), "{value:?}");
     }
 }
