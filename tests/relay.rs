@@ -453,3 +453,35 @@ fn options_asterisk_to_the_proxy_is_answered_by_the_proxy() {
     let r = exchange(hg.addr, &format!("GET * HTTP/1.1\r\nHost: {}\r\n\r\n", hg.addr));
     assert_eq!(r.status, 400, "only OPTIONS takes the asterisk form: {}", r.text());
 }
+
+/// An access-log reader that stops reading (a paused pager, a full pipe) must not stall serving.
+#[test]
+fn an_undrained_stdout_does_not_stall_serving() {
+    use std::io::BufRead;
+    let origin = Origin::fixed("ok");
+    let mut child = std::process::Command::new(support::bin())
+        .args(["proxy", "--listen", "127.0.0.1:0", "--allow-target", "127.0.0.0/8"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // stdout is never read: its pipe (64 KiB) fills after a few hundred lines.
+    let _stdout = child.stdout.take();
+    let mut err = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("listening on") {
+        line.clear();
+        assert!(err.read_line(&mut line).unwrap() > 0, "no listening line");
+    }
+    let addr: std::net::SocketAddr = line.split("http://").nth(1).unwrap().trim().parse().unwrap();
+    let mut c = Raw::connect(addr);
+    let target = origin.url(&format!("/{}", "long-path-segment/".repeat(8)));
+    let started = Instant::now();
+    for _ in 0..3000 {
+        c.send(format!("GET {target} HTTP/1.1\r\nHost: x\r\n\r\n"));
+        assert_eq!(c.response().body, b"ok");
+    }
+    assert!(started.elapsed() < Duration::from_secs(60));
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -5,7 +5,9 @@ use std::fmt::Write as _;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::task::{Context, Poll};
 use std::time::{Instant, SystemTime};
 
@@ -18,33 +20,79 @@ use crate::config::AccessLog;
 use crate::error::BoxError;
 use crate::http::Body;
 
-/// Where access-log lines go.
+/// Most lines waiting for the writer thread; past it lines are dropped (and counted), never waited for.
+pub const ACCESS_LOG_QUEUE_LINES: usize = 16 * 1024;
+
+enum Msg {
+    Line(String),
+    /// Write out everything queued so far, then answer.
+    Flush(std::sync::mpsc::Sender<()>),
+}
+
+/// Where access-log lines go: a writer thread of its own, so that a slow or stalled reader of stdout (or a slow
+/// disk) never stalls serving; a full queue drops lines and says how many.
 pub struct AccessLogger {
-    sink: Option<Mutex<Box<dyn Write + Send>>>,
+    tx: Option<SyncSender<Msg>>,
+    dropped: AtomicU64,
 }
 
 impl AccessLogger {
     pub fn open(cfg: &AccessLog) -> std::io::Result<AccessLogger> {
-        let sink: Option<Box<dyn Write + Send>> = match cfg {
-            AccessLog::Off => None,
-            AccessLog::Stdout => Some(Box::new(std::io::stdout())),
-            AccessLog::File(p) => Some(Box::new(std::fs::OpenOptions::new().create(true).append(true).open(p)?)),
+        let sink: Box<dyn Write + Send> = match cfg {
+            AccessLog::Off => return Ok(AccessLogger { tx: None, dropped: AtomicU64::new(0) }),
+            AccessLog::Stdout => Box::new(std::io::stdout()),
+            AccessLog::File(p) => Box::new(std::fs::OpenOptions::new().create(true).append(true).open(p)?),
         };
-        Ok(AccessLogger { sink: sink.map(Mutex::new) })
+        let (tx, rx) = std::sync::mpsc::sync_channel(ACCESS_LOG_QUEUE_LINES);
+        std::thread::Builder::new().name("access-log".into()).spawn(move || write_lines(sink, rx))?;
+        Ok(AccessLogger { tx: Some(tx), dropped: AtomicU64::new(0) })
     }
 
     pub fn enabled(&self) -> bool {
-        self.sink.is_some()
+        self.tx.is_some()
     }
 
-    fn write(&self, line: &str) {
-        if let Some(sink) = &self.sink
-            && let Ok(mut w) = sink.lock()
+    fn write(&self, line: String) {
+        let Some(tx) = &self.tx else { return };
+        if let Err(TrySendError::Full(_)) = tx.try_send(Msg::Line(line))
+            && self.dropped.fetch_add(1, Ordering::Relaxed).is_multiple_of(10_000)
         {
-            // A full disk or a closed stdout must not take requests down with it.
-            let _ = w.write_all(line.as_bytes());
-            let _ = w.flush();
+            tracing::warn!("access log: the writer can't keep up (is stdout read?); lines are being dropped");
         }
+    }
+
+    /// Waits (up to a second) until every line queued so far is written: at exit.
+    pub fn flush(&self) {
+        let Some(tx) = &self.tx else { return };
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        if tx.send(Msg::Flush(done_tx)).is_ok() {
+            let _ = done_rx.recv_timeout(std::time::Duration::from_secs(1));
+        }
+        let dropped = self.dropped.load(Ordering::Relaxed);
+        if dropped > 0 {
+            tracing::warn!("access log: {dropped} lines were dropped because the writer could not keep up");
+        }
+    }
+}
+
+/// The writer thread: writes lines as they come and flushes whenever the queue runs empty. A full disk or a closed
+/// stdout loses lines, never requests.
+fn write_lines(mut sink: Box<dyn Write + Send>, rx: Receiver<Msg>) {
+    while let Ok(msg) = rx.recv() {
+        let mut next = Some(msg);
+        while let Some(msg) = next.take() {
+            match msg {
+                Msg::Line(line) => {
+                    let _ = sink.write_all(line.as_bytes());
+                }
+                Msg::Flush(done) => {
+                    let _ = sink.flush();
+                    let _ = done.send(());
+                }
+            }
+            next = rx.try_recv().ok();
+        }
+        let _ = sink.flush();
     }
 }
 
@@ -101,7 +149,7 @@ impl LoggedBody {
     fn finish(&mut self, complete: bool) {
         if let Some(r) = self.record.take() {
             if self.log.enabled() {
-                self.log.write(&r.line(self.bytes, complete));
+                self.log.write(r.line(self.bytes, complete));
             }
             self.conn.request_finished();
         }

@@ -33,6 +33,7 @@ pub struct Server {
     bound: Vec<(TcpListener, Arc<ListenerState>)>,
     drain: Duration,
     connections: Arc<Semaphore>,
+    log: Arc<log::AccessLogger>,
 }
 
 /// A listener as bound: what the `listening on` line says.
@@ -53,7 +54,8 @@ impl Server {
     pub async fn bind(config: &Config) -> Result<Server, String> {
         let own = OwnAddrs::new();
         let log = Arc::new(log::AccessLogger::open(&config.access_log).map_err(|e| format!("access log: {e}"))?);
-        let shared = listener::Shared { own: own.clone(), log, limits: config.limits, timeouts: config.timeouts };
+        let shared =
+            listener::Shared { own: own.clone(), log: log.clone(), limits: config.limits, timeouts: config.timeouts };
         let mut bound = Vec::new();
         for l in &config.listeners {
             let tcp = bind_tcp(l.listen.addr).map_err(|e| format!("cannot listen on {}: {e}", l.listen.addr))?;
@@ -62,7 +64,8 @@ impl Server {
             let state = listener::build(l, local, &shared).map_err(|e| format!("listener {local}: {e}"))?;
             bound.push((tcp, Arc::new(state)));
         }
-        Ok(Server { bound, drain: config.drain, connections: Arc::new(Semaphore::new(config.limits.max_connections)) })
+        let connections = Arc::new(Semaphore::new(config.limits.max_connections));
+        Ok(Server { bound, drain: config.drain, connections, log })
     }
 
     pub fn bound(&self) -> Vec<Bound> {
@@ -88,6 +91,7 @@ impl Server {
         if tokio::time::timeout(self.drain, tasks.wait()).await.is_err() {
             tracing::warn!("drain time over with {} connections or tunnels still open; closing them", tasks.len());
         }
+        self.log.flush();
     }
 }
 
