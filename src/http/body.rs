@@ -51,16 +51,26 @@ impl Body {
         if http_body::Body::is_end_stream(&self) {
             return (self, None);
         }
-        let (tx, rx) = oneshot::channel();
-        let watched = Watched { inner: self, ended: Some(tx), idle, last: Instant::now(), timer: None, what };
-        (Body::boxed(watched), Some(rx))
+        watch(self, idle, what)
     }
+}
+
+/// [`Body::watched`] for a body of another type that is not at its end yet (an upstream response body that
+/// returns its connection to the pool when it ends), boxed once together with the watch.
+pub fn watch<B>(inner: B, idle: Duration, what: &'static str) -> (Body, Option<oneshot::Receiver<()>>)
+where
+    B: http_body::Body<Data = Bytes> + Send + Sync + Unpin + 'static,
+    B::Error: Into<BoxError>,
+{
+    let (tx, rx) = oneshot::channel();
+    let watched = Watched { inner, ended: Some(tx), idle, last: Instant::now(), timer: None, what };
+    (Body::boxed(watched), Some(rx))
 }
 
 /// A body with an idle timeout and an end signal. The timer is re-armed lazily: a frame only records its
 /// time, and the timer, when it fires early, moves itself to the new deadline.
-struct Watched {
-    inner: Body,
+struct Watched<B> {
+    inner: B,
     ended: Option<oneshot::Sender<()>>,
     idle: Duration,
     last: Instant,
@@ -68,7 +78,11 @@ struct Watched {
     what: &'static str,
 }
 
-impl http_body::Body for Watched {
+impl<B> http_body::Body for Watched<B>
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
     type Data = Bytes;
     type Error = BoxError;
 
@@ -76,6 +90,7 @@ impl http_body::Body for Watched {
         let this = &mut *self;
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(r) => {
+                let r = r.map(|f| f.map_err(Into::into));
                 this.last = Instant::now();
                 if (r.is_none() || http_body::Body::is_end_stream(&this.inner))
                     && let Some(tx) = this.ended.take()
