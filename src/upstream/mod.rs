@@ -7,7 +7,6 @@ pub mod policy;
 pub mod pool;
 pub mod tls;
 
-use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
@@ -185,48 +184,32 @@ impl Connector {
         self.parent.is_some() && !https
     }
 
-    /// A new connection to `host:port` (`host` as in a URI: an IPv6 literal in brackets). Boxed: the TLS and
-    /// CONNECT states are large and only the first request of a connection needs them.
-    pub fn connect(
-        &self,
-        https: bool,
-        host: &str,
-        port: u16,
-    ) -> Pin<Box<dyn Future<Output = Result<UpstreamIo, Error>> + Send + 'static>> {
-        let dialer = self.dialer.clone();
-        let parent = self.parent.clone();
-        let origination = self.tls.clone();
+    /// A new connection to `host:port` (`host` as in a URI: an IPv6 literal in brackets).
+    pub async fn connect(&self, https: bool, host: &str, port: u16) -> Result<UpstreamIo, Error> {
         // Brackets are part of the URI syntax, not of the address.
-        let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
-        Box::pin(async move {
-            let host = host.as_str();
-            let tls = |o: &Option<tls::Origination>| {
-                o.clone().ok_or_else(|| Error::local(Kind::Internal, "no TLS settings for an https:// upstream"))
-            };
-            if let Some(parent) = parent {
-                // The parent resolves names; an address literal can still be checked here.
-                if let Ok(ip) = host.parse::<IpAddr>() {
-                    dialer.check(SocketAddr::new(ip, port), &display_target(host, port))?;
-                }
-                if https {
-                    // https:// through a parent: CONNECT, then TLS to the origin inside the tunnel, so the origin
-                    // is verified end to end and the request goes in origin-form (RFC 9110 §9.3.6).
-                    let o = tls(&origination)?;
-                    let (tunnel, addr) = parent.tunnel(&display_target(host, port)).await?;
-                    let io = o.connect(host, port, tls::Stream::Tunnel(TokioIo::new(tunnel))).await?;
-                    return Ok(UpstreamIo { io: TokioIo::new(io), addr });
-                }
-                let (tcp, addr) = parent.dial().await?;
-                return Ok(UpstreamIo { io: TokioIo::new(tls::Stream::Plain(tcp)), addr });
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let tls =
+            || self.tls.clone().ok_or_else(|| Error::local(Kind::Internal, "no TLS settings for an https:// upstream"));
+        if let Some(parent) = &self.parent {
+            // The parent resolves names; an address literal can still be checked here.
+            if let Ok(ip) = host.parse::<IpAddr>() {
+                self.dialer.check(SocketAddr::new(ip, port), &display_target(host, port))?;
             }
-            let (tcp, addr) = dialer.dial(host, port).await?;
-            let io = if https {
-                tls(&origination)?.connect(host, port, tls::Stream::Plain(tcp)).await?
-            } else {
-                tls::Stream::Plain(tcp)
-            };
-            Ok(UpstreamIo { io: TokioIo::new(io), addr })
-        })
+            if https {
+                // https:// through a parent: CONNECT, then TLS to the origin inside the tunnel, so the origin
+                // is verified end to end and the request goes in origin-form (RFC 9110 §9.3.6).
+                let o = tls()?;
+                let (tunnel, addr) = parent.tunnel(&display_target(host, port)).await?;
+                let io = o.connect(host, port, tls::Stream::Tunnel(TokioIo::new(tunnel))).await?;
+                return Ok(UpstreamIo { io: TokioIo::new(io), addr });
+            }
+            let (tcp, addr) = parent.dial().await?;
+            return Ok(UpstreamIo { io: TokioIo::new(tls::Stream::Plain(tcp)), addr });
+        }
+        let (tcp, addr) = self.dialer.dial(host, port).await?;
+        let io =
+            if https { tls()?.connect(host, port, tls::Stream::Plain(tcp)).await? } else { tls::Stream::Plain(tcp) };
+        Ok(UpstreamIo { io: TokioIo::new(io), addr })
     }
 }
 

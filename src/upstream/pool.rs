@@ -19,6 +19,7 @@
 //!   oldest deadline and ends when the pool is empty; at most `max_idle` connections are kept per pool.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::{Context, Poll};
@@ -118,31 +119,36 @@ impl HttpClient {
         if !home.proxied {
             origin_form(req.uri_mut());
         }
-        let mut pooled = home.checkout();
-        let mut retried = false;
-        loop {
-            let (mut conn, reused) = match pooled.take() {
-                Some(conn) => (conn, true),
-                None => (self.connect(&home).await?, false),
-            };
-            match conn.sender.try_send_request(req).await {
-                Ok(mut resp) => {
-                    resp.extensions_mut().insert(UpstreamAddr(conn.addr));
-                    // After a 101 the connection belongs to the upgrade.
-                    let lease = (resp.status() != StatusCode::SWITCHING_PROTOCOLS).then(|| Lease { conn, home });
-                    return Ok(resp.map(|inner| ResponseBody::new(inner, lease)));
+        let (mut conn, reused) = match home.checkout() {
+            Some(conn) => (conn, true),
+            None => (self.connect(&home).await?, false),
+        };
+        let req = match conn.sender.try_send_request(req).await {
+            Ok(resp) => return Ok(leased(resp, conn, home)),
+            Err(mut e) => match e.take_message() {
+                // Nothing of it was written: the origin closed the idle connection as it was taken.
+                Some(req) if reused => {
+                    tracing::debug!("request not sent on a reused connection ({}), sending it on a new one", e.error());
+                    req
                 }
-                Err(mut e) => match e.take_message() {
-                    // Nothing of it was written: the origin closed the idle connection as it was taken.
-                    Some(r) if reused && !retried => {
-                        tracing::debug!("request not sent on a reused connection ({}), retrying once", e.error());
-                        retried = true;
-                        req = r;
-                    }
-                    _ => return Err(SendError::Hyper(e.into_error())),
-                },
-            }
-        }
+                _ => return Err(SendError::Hyper(e.into_error())),
+            },
+        };
+        self.send_on_new(req, home).await
+    }
+
+    /// The one retry, on a new connection. Boxed, like [`HttpClient::connect`]: rare, and it would otherwise
+    /// add a second request-sized state to every request's future.
+    fn send_on_new(
+        &self,
+        req: Request<Body>,
+        home: Arc<HostPool>,
+    ) -> Pin<Box<dyn Future<Output = Result<Response<ResponseBody>, SendError>> + Send + '_>> {
+        Box::pin(async move {
+            let mut conn = self.connect(&home).await?;
+            let resp = conn.sender.send_request(req).await.map_err(SendError::Hyper)?;
+            Ok(leased(resp, conn, home))
+        })
     }
 
     /// The pool of the request's upstream.
@@ -151,10 +157,12 @@ impl HttpClient {
             Pools::One(pool) => return Ok(pool.clone()),
             Pools::Many(m) => m,
         };
-        let host = uri.host().filter(|h| !h.is_empty());
-        let host = host.ok_or_else(|| SendError::Connect(Error::bad_request("request target has no host")))?;
         let https = uri.scheme() == Some(&Scheme::HTTPS);
-        let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+        let (host, port) = uri.authority().map_or(("", None), |a| host_port(a.as_str()));
+        if host.is_empty() {
+            return Err(SendError::Connect(Error::bad_request("request target has no host")));
+        }
+        let port = port.unwrap_or(if https { 443 } else { 80 });
         // Names compare case-insensitively; almost every request already has a lowercase one.
         let lower;
         let host = if host.bytes().any(|b| b.is_ascii_uppercase()) {
@@ -184,17 +192,21 @@ impl HttpClient {
         Ok(pool)
     }
 
-    /// A new connection: dial, handshake, and the connection's own task (with upgrades).
-    async fn connect(&self, home: &HostPool) -> Result<Conn, SendError> {
-        let io = self.connector.connect(home.https, &home.host, home.port).await.map_err(SendError::Connect)?;
-        let addr = io.addr;
-        let (sender, conn) = self.builder.handshake(io).await.map_err(SendError::Hyper)?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.with_upgrades().await {
-                tracing::debug!("upstream connection to {addr}: {e}");
-            }
-        });
-        Ok(Conn { sender, addr })
+    /// A new connection: dial, handshake, and the connection's own task (with upgrades). Boxed: the dial,
+    /// TLS and handshake states are large and only a request that opens a connection needs them, while the
+    /// request's own future lives in hyper's per-connection slot of every client connection.
+    fn connect<'a>(&'a self, home: &'a HostPool) -> Pin<Box<dyn Future<Output = Result<Conn, SendError>> + Send + 'a>> {
+        Box::pin(async move {
+            let io = self.connector.connect(home.https, &home.host, home.port).await.map_err(SendError::Connect)?;
+            let addr = io.addr;
+            let (sender, conn) = self.builder.handshake(io).await.map_err(SendError::Hyper)?;
+            tokio::spawn(async move {
+                if let Err(e) = conn.with_upgrades().await {
+                    tracing::debug!("upstream connection to {addr}: {e}");
+                }
+            });
+            Ok(Conn { sender, addr })
+        })
     }
 
     /// How many idle connections the pools hold (tests).
@@ -277,8 +289,33 @@ async fn reap(pool: Weak<HostPool>, timeout: Duration) {
     }
 }
 
+/// An authority's host (an IPv6 literal with its brackets) and port, in one pass from the end (what
+/// `Uri::host` and `Uri::port_u16` give, for a third of their cost).
+fn host_port(authority: &str) -> (&str, Option<u16>) {
+    let a = authority.rsplit_once('@').map_or(authority, |(_, hp)| hp);
+    let digits = a.bytes().rev().take_while(u8::is_ascii_digit).count();
+    let colon = a.len() - digits;
+    if colon == 0 || a.as_bytes()[colon - 1] != b':' {
+        return (a, None);
+    }
+    let host = &a[..colon - 1];
+    // `[::1]`'s last group is no port; `[::1]:80`'s is.
+    if host.starts_with('[') && !host.ends_with(']') {
+        return (a, None);
+    }
+    (host, a[colon..].parse().ok())
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The response as the relay gets it: the address it came from, and a body that returns the connection.
+fn leased(mut resp: Response<Incoming>, conn: Conn, home: Arc<HostPool>) -> Response<ResponseBody> {
+    resp.extensions_mut().insert(UpstreamAddr(conn.addr));
+    // After a 101 the connection belongs to the upgrade.
+    let lease = (resp.status() != StatusCode::SWITCHING_PROTOCOLS).then_some(Lease { conn, home });
+    resp.map(|inner| ResponseBody::new(inner, lease))
 }
 
 /// `/path?query` (what an origin is sent; `/` when empty).
@@ -455,6 +492,25 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         panic!("{what}");
+    }
+
+    #[test]
+    fn host_and_port() {
+        for (a, want) in [
+            ("example.com", ("example.com", None)),
+            ("example.com:8080", ("example.com", Some(8080))),
+            ("example.com:", ("example.com", None)),
+            ("u:p@example.com:81", ("example.com", Some(81))),
+            ("127.0.0.1:9", ("127.0.0.1", Some(9))),
+            ("[::1]", ("[::1]", None)),
+            ("[::1]:443", ("[::1]", Some(443))),
+            ("[2001:db8::1]", ("[2001:db8::1]", None)),
+            ("host:99999", ("host", None)),
+        ] {
+            assert_eq!(host_port(a), want, "{a}");
+            let uri: Uri = format!("http://{a}/").parse().unwrap();
+            assert_eq!((uri.host().unwrap(), uri.port_u16()), want, "{a}: as the http crate reads it");
+        }
     }
 
     #[tokio::test]
