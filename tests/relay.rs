@@ -4,6 +4,8 @@ mod support;
 
 use std::io::Write;
 use std::net::TcpStream;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use support::origin::{Next, Origin, respond};
@@ -334,6 +336,112 @@ fn upstream_connections_are_pooled() {
     }
     assert_eq!(origin.count(), 5);
     assert_eq!(origin.connections.load(std::sync::atomic::Ordering::SeqCst), 1, "one upstream connection reused");
+}
+
+/// An origin that serves keep-alive `ok` responses and counts the connections it accepted and those closed by
+/// the other side.
+fn counting_origin() -> (std::net::SocketAddr, Arc<AtomicUsize>, Arc<AtomicUsize>) {
+    let (accepted, closed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (a, c) = (accepted.clone(), closed.clone());
+    let addr = support::origin::raw(move |mut s| {
+        a.fetch_add(1, Ordering::SeqCst);
+        let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            while support::find(&buf, b"\r\n\r\n").is_none() {
+                match std::io::Read::read(&mut s, &mut chunk) {
+                    Ok(0) => {
+                        c.fetch_add(1, Ordering::SeqCst);
+                        return;
+                    }
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    Err(_) => return,
+                }
+            }
+            buf.clear();
+            if s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").is_err() {
+                return;
+            }
+        }
+    });
+    (addr, accepted, closed)
+}
+
+fn wait_for(what: &str, limit: Duration, f: impl Fn() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !f() {
+        assert!(Instant::now() < deadline, "{what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_pooled_connection_the_origin_closed_while_idle_is_not_used() {
+    // Every response comes with keep-alive, and then the origin closes the connection.
+    let origin = Origin::start(|_, s| {
+        respond(s, "HTTP/1.1 200 OK", &[], b"fresh");
+        Next::Close
+    });
+    let to = format!("http://{}", origin.addr);
+    let gateway = Hopgate::start(&["gateway", "--listen", "127.0.0.1:0", "--to", &to]);
+    for (hg, target) in [(proxy(), origin.url("/")), (gateway, "/".to_string())] {
+        for _ in 0..3 {
+            std::thread::sleep(Duration::from_millis(200));
+            let r = exchange(hg.addr, &format!("GET {target} HTTP/1.1\r\nHost: {}\r\n\r\n", origin.addr));
+            assert_eq!((r.status, r.body.as_slice()), (200, &b"fresh"[..]), "{}", r.text());
+        }
+    }
+    assert_eq!(origin.connections.load(Ordering::SeqCst), 6, "a new connection for every request");
+}
+
+#[test]
+fn idle_upstream_connections_expire_after_pool_idle() {
+    let (addr, accepted, closed) = counting_origin();
+    let hg = Hopgate::start_config(
+        "[timeouts]\npool_idle_secs = 1\n[[listener]]\nlisten = \"127.0.0.1:0\"\n\
+         [listener.proxy]\nallow_targets = [\"127.0.0.0/8\"]\n",
+    );
+    let url = format!("http://{addr}/");
+    for _ in 0..2 {
+        let (code, body, _) = curl(&["-x", &hg.url(), &url]);
+        assert_eq!((code, body.as_slice()), (200, &b"ok"[..]));
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 1, "reused within pool_idle");
+    std::thread::sleep(Duration::from_millis(1500));
+    // hopgate closes the idle connection itself, with no request to notice it.
+    wait_for("the idle upstream connection is closed", Duration::from_secs(5), || closed.load(Ordering::SeqCst) == 1);
+    let (code, _, _) = curl(&["-x", &hg.url(), &url]);
+    assert_eq!(code, 200);
+    assert_eq!(accepted.load(Ordering::SeqCst), 2, "a new upstream connection after pool_idle");
+}
+
+#[test]
+fn a_request_that_reached_the_origin_is_not_retried() {
+    // Every connection answers its first request; the second is read and then the connection is closed.
+    let per_conn = Arc::new(std::sync::Mutex::new(std::collections::HashMap::<usize, usize>::new()));
+    let origin = Origin::start(move |seen, s| {
+        let n = {
+            let mut m = per_conn.lock().unwrap();
+            let n = m.entry(seen.conn).or_default();
+            *n += 1;
+            *n
+        };
+        if n > 1 {
+            return Next::Close;
+        }
+        respond(s, "HTTP/1.1 200 OK", &[], b"first");
+        Next::KeepAlive
+    });
+    let hg = proxy();
+    let (code, _, _) = curl(&["-x", &hg.url(), &origin.url("/1")]);
+    assert_eq!(code, 200);
+    let (code, _, _) = curl(&["-x", &hg.url(), &origin.url("/2")]);
+    assert_eq!(code, 502, "the origin closed with the request read: not sent again");
+    assert_eq!(origin.count(), 2);
+    let (code, _, _) = curl(&["-x", &hg.url(), &origin.url("/3")]);
+    assert_eq!(code, 200);
+    assert_eq!(origin.count(), 3);
 }
 
 #[test]

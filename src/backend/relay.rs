@@ -21,7 +21,7 @@ use super::Ctx;
 use crate::error::{Error, Kind, Side};
 use crate::http::{Body, MaxForwards, append_via, hop, is_sensitive, max_forwards, set_forwarded, via_names};
 use crate::server::listener::ProxyState;
-use crate::upstream::HttpClient;
+use crate::upstream::{HttpClient, SendError};
 
 /// How long a request with `Expect: 100-continue` waits for the upstream's `100 Continue` before its body is
 /// read anyway (and hyper sends the client a 100 itself): curl's own wait.
@@ -368,8 +368,13 @@ async fn send(
     }
     parts.version = Version::HTTP_11;
     // An origin that stops sending mid-body for the response-head time is cut off (the client sees the
-    // response end early, never a complete-looking one).
-    let (body, _) = Body::from(body).watched(timeout, "the response body from the upstream");
+    // response end early, never a complete-looking one). The body returns its connection to the pool when it
+    // ends; an empty one has done so already.
+    let body = if http_body::Body::is_end_stream(&body) {
+        Body::empty()
+    } else {
+        crate::http::watch(body, timeout, "the response body from the upstream").0
+    };
     Ok(Response::from_parts(parts, body))
 }
 
@@ -399,9 +404,13 @@ fn display_authority(uri: &Uri) -> String {
 
 /// Turns the pooled client's error into hopgate's: the connector's own error when it has one, else what
 /// hyper saw on the connection.
-fn client_error(e: hyper_util::client::legacy::Error, target: &Uri) -> Error {
+fn client_error(e: SendError, target: &Uri) -> Error {
     let upstream = display_authority(target);
-    let mut src = e.source();
+    let e = match e {
+        SendError::Connect(ours) => return Error::new(ours.kind(), ours.side(), ours.detail().to_string()),
+        SendError::Hyper(h) => h,
+    };
+    let mut src: Option<&(dyn std::error::Error + 'static)> = Some(&e);
     while let Some(s) = src {
         if let Some(ours) = s.downcast_ref::<Error>() {
             return Error::new(ours.kind(), ours.side(), ours.detail().to_string());

@@ -56,8 +56,15 @@ impl Body {
         }
         let (tx, rx) = oneshot::channel();
         let progress = Arc::new(Progress::default());
-        let watched =
-            Watched { inner: self, ended: Some(tx), idle, last: None, timer: None, what, progress: progress.clone() };
+        let watched = Watched {
+            inner: self,
+            ended: Some(tx),
+            idle,
+            last: None,
+            timer: None,
+            what,
+            progress: Some(progress.clone()),
+        };
         (Body::boxed(watched), Some(Watch { ended: rx, progress }))
     }
 
@@ -119,20 +126,38 @@ impl Progress {
     }
 }
 
+/// [`Body::watched`] for a body of another type that is not at its end yet (an upstream response body that
+/// returns its connection to the pool when it ends), boxed once together with the watch. Returns a receiver
+/// that completes when the body has been read in full (or was abandoned).
+pub fn watch<B>(inner: B, idle: Duration, what: &'static str) -> (Body, Option<oneshot::Receiver<()>>)
+where
+    B: http_body::Body<Data = Bytes> + Send + Sync + Unpin + 'static,
+    B::Error: Into<BoxError>,
+{
+    let (tx, rx) = oneshot::channel();
+    let watched = Watched { inner, ended: Some(tx), idle, last: None, timer: None, what, progress: None };
+    (Body::boxed(watched), Some(rx))
+}
+
 /// A body with an idle timeout and an end signal. The timer is re-armed lazily: a frame only records its
 /// time, and the timer, when it fires early, moves itself to the new deadline.
-struct Watched {
-    inner: Body,
+struct Watched<B> {
+    inner: B,
     ended: Option<oneshot::Sender<()>>,
     idle: Duration,
     /// The last frame, or the first poll: a body held back (see [`Body::gated`]) is not idle yet.
     last: Option<Instant>,
     timer: Option<Pin<Box<Sleep>>>,
     what: &'static str,
-    progress: Arc<Progress>,
+    /// For request bodies: how the upstream is taking it.
+    progress: Option<Arc<Progress>>,
 }
 
-impl http_body::Body for Watched {
+impl<B> http_body::Body for Watched<B>
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
     type Data = Bytes;
     type Error = BoxError;
 
@@ -140,9 +165,12 @@ impl http_body::Body for Watched {
         let this = &mut *self;
         let last = *this.last.get_or_insert_with(Instant::now);
         let r = Pin::new(&mut this.inner).poll_frame(cx);
-        this.progress.polled(r.is_pending());
+        if let Some(progress) = &this.progress {
+            progress.polled(r.is_pending());
+        }
         match r {
             Poll::Ready(r) => {
+                let r = r.map(|f| f.map_err(Into::into));
                 this.last = Some(Instant::now());
                 if (r.is_none() || http_body::Body::is_end_stream(&this.inner))
                     && let Some(tx) = this.ended.take()

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use http::header::HeaderName;
 use http::{HeaderMap, HeaderValue, Method, Version, header};
 
-pub use body::Body;
+pub use body::{Body, watch};
 
 /// The Via `received-protocol` for a message of `version` (RFC 9110 §7.6.3; "HTTP/" is omitted).
 fn via_protocol(version: Version) -> &'static str {

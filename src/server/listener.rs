@@ -15,7 +15,7 @@ use tokio::sync::Semaphore;
 
 use crate::http::htpasswd::Users;
 use crate::upstream::tls::Origination;
-use crate::upstream::{Dialer, HttpClient, OwnAddrs, ParentProxy, TargetPolicy, http_client};
+use crate::upstream::{Dialer, HttpClient, OwnAddrs, ParentProxy, TargetPolicy, gateway_client, http_client};
 
 pub struct ListenerState {
     /// The address actually bound (port 0 resolved).
@@ -137,16 +137,12 @@ fn build_backend(r: &config::Route, shared: &Shared) -> Result<Backend, String> 
             let dialer = Dialer::new(None, shared.own.clone(), t.connect);
             // HTTP/HTTPS: verified TLS to the origin (system roots plus the route's `ca`).
             let origination = if *tls { Some(Origination::new(r.ca.as_deref(), t.connect)?) } else { None };
-            let client = http_client(dialer, None, origination, t.pool_idle, config::DEFAULT_POOL_MAX_IDLE_PER_HOST);
             let authority: Authority =
                 authority.to_string().parse().map_err(|_| format!("{}: invalid authority", r.to))?;
-            Ok(Backend::Relay(relay::Gateway {
-                client,
-                scheme: if *tls { Scheme::HTTPS } else { Scheme::HTTP },
-                authority,
-                base: base.clone(),
-                prefix: r.path.clone(),
-            }))
+            let scheme = if *tls { Scheme::HTTPS } else { Scheme::HTTP };
+            let max_idle = config::DEFAULT_POOL_MAX_IDLE_PER_HOST;
+            let client = gateway_client(dialer, origination, &scheme, &authority, t.pool_idle, max_idle);
+            Ok(Backend::Relay(relay::Gateway { client, scheme, authority, base: base.clone(), prefix: r.path.clone() }))
         }
         Target::Cgi { .. } => Ok(Backend::Cgi(app::Gateway::new(r)?)),
         Target::FastCgi { .. } => Ok(Backend::FastCgi(app::Gateway::new(r)?)),

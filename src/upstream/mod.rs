@@ -1,12 +1,12 @@
-//! Everything hopgate connects to: name resolution, the target policy, connect timeouts, and the pooled HTTP
-//! client the relay uses. A name is resolved once; the policy checks every address; the connection goes to an
+//! Everything hopgate connects to: name resolution, the target policy, connect timeouts, and the connector of
+//! the pooled HTTP client the relay uses (pool.rs). A name is resolved once; the policy checks every address; the connection goes to an
 //! address that passed.
 
 pub mod parent;
 pub mod policy;
+pub mod pool;
 pub mod tls;
 
-use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
@@ -14,16 +14,14 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use http::Uri;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::{Connected, Connection};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use http::uri::{Authority, Scheme};
+use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use crate::error::{Error, Kind};
-use crate::http::Body;
 pub use parent::ParentProxy;
 pub use policy::{OwnAddrs, TargetPolicy};
+pub use pool::{HttpClient, ResponseBody, SendError};
 
 /// Resolves and connects, applying the target policy (when there is one) and the loop check.
 #[derive(Debug, Clone)]
@@ -130,18 +128,11 @@ pub fn display_target(host: &str, port: u16) -> String {
 #[derive(Debug, Clone, Copy)]
 pub struct UpstreamAddr(pub SocketAddr);
 
-/// An upstream connection as the pooled client sees it.
+/// An upstream connection as the pool's HTTP/1 handshake sees it: plain, TLS, or TLS inside a CONNECT tunnel.
 pub struct UpstreamIo {
     io: TokioIo<tls::Stream>,
+    /// The address the TCP connection reached (the origin's, or the parent proxy's).
     addr: SocketAddr,
-    /// Connected to a parent proxy: requests go in absolute form.
-    proxied: bool,
-}
-
-impl Connection for UpstreamIo {
-    fn connected(&self) -> Connected {
-        Connected::new().proxy(self.proxied).extra(UpstreamAddr(self.addr))
-    }
 }
 
 impl hyper::rt::Read for UpstreamIo {
@@ -176,7 +167,9 @@ impl hyper::rt::Write for UpstreamIo {
     }
 }
 
-/// The connector the pooled client calls for a new connection to `scheme://host:port`.
+/// Opens new upstream connections for the pool: direct, through a parent proxy (plain `http://`: the requests
+/// go to the parent in absolute form), or TLS (`https://`; through a parent: a CONNECT tunnel, then TLS to the
+/// origin inside it).
 #[derive(Clone)]
 pub struct Connector {
     dialer: Dialer,
@@ -185,60 +178,43 @@ pub struct Connector {
     tls: Option<tls::Origination>,
 }
 
-impl tower_service::Service<Uri> for Connector {
-    type Response = UpstreamIo;
-    type Error = Error;
-    type Future = Pin<Box<dyn Future<Output = Result<UpstreamIo, Error>> + Send>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
-        Poll::Ready(Ok(()))
+impl Connector {
+    /// Requests on connections to `https`, `host`, `port` go to a parent proxy in absolute form.
+    pub fn proxied(&self, https: bool) -> bool {
+        self.parent.is_some() && !https
     }
 
-    fn call(&mut self, uri: Uri) -> Self::Future {
-        let dialer = self.dialer.clone();
-        let parent = self.parent.clone();
-        let origination = self.tls.clone();
-        Box::pin(async move {
-            let host = uri.host().ok_or_else(|| Error::bad_request("request target has no host"))?;
-            // Brackets are part of the URI syntax, not of the address.
-            let host = host.trim_start_matches('[').trim_end_matches(']');
-            let https = uri.scheme() == Some(&http::uri::Scheme::HTTPS);
-            let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
-            let tls = |o: &Option<tls::Origination>| {
-                o.clone().ok_or_else(|| Error::local(Kind::Internal, "no TLS settings for an https:// upstream"))
-            };
-            if let Some(parent) = parent {
-                // The parent resolves names; an address literal can still be checked here.
-                if let Ok(ip) = host.parse::<IpAddr>() {
-                    dialer.check(SocketAddr::new(ip, port), &display_target(host, port))?;
-                }
-                if https {
-                    // https:// through a parent: CONNECT, then TLS to the origin inside the tunnel, so the origin
-                    // is verified end to end and the request goes in origin-form (RFC 9110 §9.3.6).
-                    let o = tls(&origination)?;
-                    let (tunnel, addr) = parent.tunnel(&display_target(host, port)).await?;
-                    let io = o.connect(host, port, tls::Stream::Tunnel(TokioIo::new(tunnel))).await?;
-                    return Ok(UpstreamIo { io: TokioIo::new(io), addr, proxied: false });
-                }
-                let (tcp, addr) = parent.dial().await?;
-                return Ok(UpstreamIo { io: TokioIo::new(tls::Stream::Plain(tcp)), addr, proxied: true });
+    /// A new connection to `host:port` (`host` as in a URI: an IPv6 literal in brackets).
+    pub async fn connect(&self, https: bool, host: &str, port: u16) -> Result<UpstreamIo, Error> {
+        // Brackets are part of the URI syntax, not of the address.
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let tls =
+            || self.tls.clone().ok_or_else(|| Error::local(Kind::Internal, "no TLS settings for an https:// upstream"));
+        if let Some(parent) = &self.parent {
+            // The parent resolves names; an address literal can still be checked here.
+            if let Ok(ip) = host.parse::<IpAddr>() {
+                self.dialer.check(SocketAddr::new(ip, port), &display_target(host, port))?;
             }
-            let (tcp, addr) = dialer.dial(host, port).await?;
-            let io = if https {
-                tls(&origination)?.connect(host, port, tls::Stream::Plain(tcp)).await?
-            } else {
-                tls::Stream::Plain(tcp)
-            };
-            Ok(UpstreamIo { io: TokioIo::new(io), addr, proxied: false })
-        })
+            if https {
+                // https:// through a parent: CONNECT, then TLS to the origin inside the tunnel, so the origin
+                // is verified end to end and the request goes in origin-form (RFC 9110 §9.3.6).
+                let o = tls()?;
+                let (tunnel, addr) = parent.tunnel(&display_target(host, port)).await?;
+                let io = o.connect(host, port, tls::Stream::Tunnel(TokioIo::new(tunnel))).await?;
+                return Ok(UpstreamIo { io: TokioIo::new(io), addr });
+            }
+            let (tcp, addr) = parent.dial().await?;
+            return Ok(UpstreamIo { io: TokioIo::new(tls::Stream::Plain(tcp)), addr });
+        }
+        let (tcp, addr) = self.dialer.dial(host, port).await?;
+        let io =
+            if https { tls()?.connect(host, port, tls::Stream::Plain(tcp)).await? } else { tls::Stream::Plain(tcp) };
+        Ok(UpstreamIo { io: TokioIo::new(io), addr })
     }
 }
 
-/// The pooled HTTP/1.1 client the relay sends requests with.
-pub type HttpClient = Client<Connector, Body>;
-
-/// Builds a pooled client over `dialer`, or through `parent` when there is one; with `tls`, it also reaches
-/// `https://` upstreams (pooled the same way).
+/// Builds the pooled client of a forward proxy: any target, over `dialer`, or through `parent` when there is
+/// one; with `tls`, it also reaches `https://` upstreams (pooled the same way).
 pub fn http_client(
     dialer: Dialer,
     parent: Option<Arc<ParentProxy>>,
@@ -246,12 +222,21 @@ pub fn http_client(
     pool_idle: Duration,
     max_idle_per_host: usize,
 ) -> HttpClient {
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(pool_idle)
-        .pool_max_idle_per_host(max_idle_per_host)
-        .pool_timer(TokioTimer::new())
-        .timer(TokioTimer::new())
-        // Host comes from the request target, set by the relay.
-        .set_host(false)
-        .build(Connector { dialer, parent, tls })
+    HttpClient::new(Connector { dialer, parent, tls }, None, pool_idle, max_idle_per_host)
+}
+
+/// Builds the pooled client of a gateway route, which only ever talks to `scheme://authority`: one idle list,
+/// no key to look up.
+pub fn gateway_client(
+    dialer: Dialer,
+    tls: Option<tls::Origination>,
+    scheme: &Scheme,
+    authority: &Authority,
+    pool_idle: Duration,
+    max_idle_per_host: usize,
+) -> HttpClient {
+    let https = *scheme == Scheme::HTTPS;
+    let port = authority.port_u16().unwrap_or(if https { 443 } else { 80 });
+    let target = Some((https, authority.host(), port));
+    HttpClient::new(Connector { dialer, parent: None, tls }, target, pool_idle, max_idle_per_host)
 }

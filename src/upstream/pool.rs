@@ -1,0 +1,606 @@
+//! The relay's pooled HTTP/1.1 client: hopgate's own small pool of `hyper::client::conn::http1` connections
+//! (it replaced hyper-util's legacy client, whose checkout, key hashing and hand-over machinery cost ~10,000
+//! instructions per request: docs/benchmarks.md).
+//!
+//! - **Keys.** A gateway route talks to one upstream: one idle list, nothing to look up. The forward proxy keys
+//!   by host (a `HashMap` lookup, once per request) and then by scheme and port (a scan of the few pools of that
+//!   host); a request holds its pool by `Arc` from checkout to return, so returning looks nothing up.
+//! - **Checkout** takes the most recently returned connection that is ready (LIFO: hot connections stay warm,
+//!   cold ones expire), dropping closed and expired ones; else it dials through the [`Connector`].
+//! - **Return** happens when the response body has been read to its end and the connection is ready for the
+//!   next request (hyper only says so after a complete exchange with keep-alive, so never after `Connection:
+//!   close`, an error or a 101). When the body ends before the connection is ready (the request body still
+//!   going up), a small task waits for it, as hyper-util's client did for every request. An unfinished body
+//!   drops its connection.
+//! - **Retry.** A request that failed on a reused connection before any of it was written (hyper hands it
+//!   back) is sent once more on a fresh connection: the origin closed the idle connection as it was taken.
+//!   Nothing is retried once it may have reached the origin.
+//! - **Expiry.** An idle connection is closed after `pool_idle` by a reaper task per pool that sleeps until the
+//!   oldest deadline and ends when the pool is empty; at most `max_idle` connections are kept per pool.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::uri::{PathAndQuery, Scheme};
+use http::{Request, Response, StatusCode, Uri};
+use http_body::{Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper::client::conn::http1::{self, SendRequest};
+
+use super::{Connector, UpstreamAddr};
+use crate::error::Error;
+use crate::http::Body;
+
+/// Why a request got no response: the connector's own error (policy, loop, DNS, connect, TLS), or what hyper
+/// saw on the connection.
+#[derive(Debug)]
+pub enum SendError {
+    Connect(Error),
+    Hyper(hyper::Error),
+}
+
+/// The pooled client of one forward proxy or one gateway route.
+pub struct HttpClient {
+    connector: Connector,
+    builder: http1::Builder,
+    pools: Pools,
+    idle_timeout: Duration,
+    max_idle: usize,
+}
+
+enum Pools {
+    /// A gateway route: its one upstream.
+    One(Arc<HostPool>),
+    /// The forward proxy: by host, then by scheme and port.
+    Many(Mutex<ByHost>),
+}
+
+struct ByHost {
+    map: HashMap<Box<str>, Vec<Arc<HostPool>>>,
+    /// Pools that hold nothing are removed when the map has grown to this many hosts.
+    sweep_at: usize,
+}
+
+const SWEEP_MIN: usize = 64;
+
+/// The idle connections to one upstream (`https`, `host`, `port`).
+struct HostPool {
+    https: bool,
+    /// As in the URI (an IPv6 literal keeps its brackets), lowercase.
+    host: Box<str>,
+    port: u16,
+    /// Connections to a parent proxy: requests go in absolute form.
+    proxied: bool,
+    idle_timeout: Duration,
+    max_idle: usize,
+    state: Mutex<Idle>,
+}
+
+#[derive(Default)]
+struct Idle {
+    /// Oldest first; checkout takes from the end.
+    conns: Vec<(Conn, Instant)>,
+    /// A reaper task is running for this pool.
+    reaping: bool,
+}
+
+struct Conn {
+    sender: SendRequest<Body>,
+    addr: std::net::SocketAddr,
+}
+
+impl HttpClient {
+    /// With `target` (`https`, host, port), the client only ever talks to that upstream (a gateway route).
+    pub fn new(
+        connector: Connector,
+        target: Option<(bool, &str, u16)>,
+        idle_timeout: Duration,
+        max_idle: usize,
+    ) -> HttpClient {
+        let pools = match target {
+            Some((https, host, port)) => {
+                let proxied = connector.proxied(https);
+                Pools::One(Arc::new(HostPool::new(https, host, port, proxied, idle_timeout, max_idle)))
+            }
+            None => Pools::Many(Mutex::new(ByHost { map: HashMap::new(), sweep_at: SWEEP_MIN })),
+        };
+        HttpClient { connector, builder: http1::Builder::new(), pools, idle_timeout, max_idle }
+    }
+
+    /// Sends `req` (absolute URI; `Host` already set) over a pooled connection or a new one. The response
+    /// carries the [`UpstreamAddr`] it came from; its body returns the connection to the pool when it ends.
+    pub async fn request(&self, mut req: Request<Body>) -> Result<Response<ResponseBody>, SendError> {
+        let home = self.pool_for(req.uri())?;
+        if !home.proxied {
+            origin_form(req.uri_mut());
+        }
+        let (mut conn, reused) = match home.checkout() {
+            Some(conn) => (conn, true),
+            None => (self.connect(&home).await?, false),
+        };
+        let req = match conn.sender.try_send_request(req).await {
+            Ok(resp) => return Ok(leased(resp, conn, home)),
+            Err(mut e) => match e.take_message() {
+                // Nothing of it was written: the origin closed the idle connection as it was taken.
+                Some(req) if reused => {
+                    tracing::debug!("request not sent on a reused connection ({}), sending it on a new one", e.error());
+                    req
+                }
+                _ => return Err(SendError::Hyper(e.into_error())),
+            },
+        };
+        self.send_on_new(req, home).await
+    }
+
+    /// The one retry, on a new connection. Boxed, like [`HttpClient::connect`]: rare, and it would otherwise
+    /// add a second request-sized state to every request's future.
+    fn send_on_new(
+        &self,
+        req: Request<Body>,
+        home: Arc<HostPool>,
+    ) -> Pin<Box<dyn Future<Output = Result<Response<ResponseBody>, SendError>> + Send + '_>> {
+        Box::pin(async move {
+            let mut conn = self.connect(&home).await?;
+            let resp = conn.sender.send_request(req).await.map_err(SendError::Hyper)?;
+            Ok(leased(resp, conn, home))
+        })
+    }
+
+    /// The pool of the request's upstream.
+    fn pool_for(&self, uri: &Uri) -> Result<Arc<HostPool>, SendError> {
+        let by_host = match &self.pools {
+            Pools::One(pool) => return Ok(pool.clone()),
+            Pools::Many(m) => m,
+        };
+        let https = uri.scheme() == Some(&Scheme::HTTPS);
+        let (host, port) = uri.authority().map_or(("", None), |a| host_port(a.as_str()));
+        if host.is_empty() {
+            return Err(SendError::Connect(Error::bad_request("request target has no host")));
+        }
+        let port = port.unwrap_or(if https { 443 } else { 80 });
+        // Names compare case-insensitively; almost every request already has a lowercase one.
+        let lower;
+        let host = if host.bytes().any(|b| b.is_ascii_uppercase()) {
+            lower = host.to_ascii_lowercase();
+            lower.as_str()
+        } else {
+            host
+        };
+        let mut by_host = lock(by_host);
+        if let Some(pools) = by_host.map.get(host)
+            && let Some(pool) = pools.iter().find(|p| p.https == https && p.port == port)
+        {
+            return Ok(pool.clone());
+        }
+        if by_host.map.len() >= by_host.sweep_at {
+            // Hosts with no idle connection and no request in flight go, so the map stays as large as the
+            // pools in use (amortised: the next sweep waits until the map has doubled).
+            by_host.map.retain(|_, pools| {
+                pools.retain(|p| Arc::strong_count(p) > 1 || !lock(&p.state).conns.is_empty());
+                !pools.is_empty()
+            });
+            by_host.sweep_at = (by_host.map.len() * 2).max(SWEEP_MIN);
+        }
+        let proxied = self.connector.proxied(https);
+        let pool = Arc::new(HostPool::new(https, host, port, proxied, self.idle_timeout, self.max_idle));
+        by_host.map.entry(host.into()).or_default().push(pool.clone());
+        Ok(pool)
+    }
+
+    /// A new connection: dial, handshake, and the connection's own task (with upgrades). Boxed: the dial,
+    /// TLS and handshake states are large and only a request that opens a connection needs them, while the
+    /// request's own future lives in hyper's per-connection slot of every client connection.
+    fn connect<'a>(&'a self, home: &'a HostPool) -> Pin<Box<dyn Future<Output = Result<Conn, SendError>> + Send + 'a>> {
+        Box::pin(async move {
+            let io = self.connector.connect(home.https, &home.host, home.port).await.map_err(SendError::Connect)?;
+            let addr = io.addr;
+            let (sender, conn) = self.builder.handshake(io).await.map_err(SendError::Hyper)?;
+            tokio::spawn(async move {
+                if let Err(e) = conn.with_upgrades().await {
+                    tracing::debug!("upstream connection to {addr}: {e}");
+                }
+            });
+            Ok(Conn { sender, addr })
+        })
+    }
+
+    /// How many idle connections the pools hold (tests).
+    #[cfg(test)]
+    fn idle_count(&self) -> usize {
+        match &self.pools {
+            Pools::One(p) => lock(&p.state).conns.len(),
+            Pools::Many(m) => lock(m).map.values().flatten().map(|p| lock(&p.state).conns.len()).sum(),
+        }
+    }
+}
+
+impl HostPool {
+    fn new(https: bool, host: &str, port: u16, proxied: bool, idle_timeout: Duration, max_idle: usize) -> HostPool {
+        HostPool {
+            https,
+            host: host.to_ascii_lowercase().into(),
+            port,
+            proxied,
+            idle_timeout,
+            max_idle,
+            state: Mutex::new(Idle::default()),
+        }
+    }
+
+    /// The newest idle connection that is ready; closed and expired ones are dropped on the way.
+    fn checkout(&self) -> Option<Conn> {
+        let mut idle = lock(&self.state);
+        if idle.conns.is_empty() {
+            return None;
+        }
+        let now = Instant::now();
+        while let Some((conn, since)) = idle.conns.pop() {
+            if now.saturating_duration_since(since) >= self.idle_timeout {
+                // The newest has expired, so have all the others.
+                idle.conns.clear();
+                return None;
+            }
+            if conn.sender.is_ready() && !conn.sender.is_closed() {
+                return Some(conn);
+            }
+        }
+        None
+    }
+
+    /// Keeps a connection that is ready for its next request, unless the pool is full.
+    fn put(self: &Arc<Self>, conn: Conn) {
+        let mut idle = lock(&self.state);
+        if idle.conns.len() >= self.max_idle {
+            return;
+        }
+        idle.conns.push((conn, Instant::now()));
+        if !idle.reaping
+            && let Ok(rt) = tokio::runtime::Handle::try_current()
+        {
+            idle.reaping = true;
+            rt.spawn(reap(Arc::downgrade(self), self.idle_timeout));
+        }
+    }
+}
+
+/// Closes the connections of `pool` that have been idle for `timeout`: sleeps until the oldest is due, and ends
+/// when the pool is empty (the next return starts another) or gone.
+async fn reap(pool: Weak<HostPool>, timeout: Duration) {
+    loop {
+        let due = {
+            let Some(pool) = pool.upgrade() else { return };
+            let mut idle = lock(&pool.state);
+            let now = Instant::now();
+            idle.conns.retain(|(c, since)| now.saturating_duration_since(*since) < timeout && !c.sender.is_closed());
+            match idle.conns.first() {
+                Some((_, since)) => *since + timeout,
+                None => {
+                    idle.reaping = false;
+                    return;
+                }
+            }
+        };
+        tokio::time::sleep_until(due.into()).await;
+    }
+}
+
+/// An authority's host (an IPv6 literal with its brackets) and port, in one pass from the end (what
+/// `Uri::host` and `Uri::port_u16` give, for a third of their cost).
+fn host_port(authority: &str) -> (&str, Option<u16>) {
+    let a = authority.rsplit_once('@').map_or(authority, |(_, hp)| hp);
+    let digits = a.bytes().rev().take_while(u8::is_ascii_digit).count();
+    let colon = a.len() - digits;
+    if colon == 0 || a.as_bytes()[colon - 1] != b':' {
+        return (a, None);
+    }
+    let host = &a[..colon - 1];
+    // `[::1]`'s last group is no port; `[::1]:80`'s is.
+    if host.starts_with('[') && !host.ends_with(']') {
+        return (a, None);
+    }
+    (host, a[colon..].parse().ok())
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The response as the relay gets it: the address it came from, and a body that returns the connection.
+fn leased(mut resp: Response<Incoming>, conn: Conn, home: Arc<HostPool>) -> Response<ResponseBody> {
+    resp.extensions_mut().insert(UpstreamAddr(conn.addr));
+    // After a 101 the connection belongs to the upgrade.
+    let lease = (resp.status() != StatusCode::SWITCHING_PROTOCOLS).then_some(Lease { conn, home });
+    resp.map(|inner| ResponseBody::new(inner, lease))
+}
+
+/// `/path?query` (what an origin is sent; `/` when empty).
+fn origin_form(uri: &mut Uri) {
+    let path = uri.path_and_query().filter(|p| p.as_str() != "/").cloned();
+    *uri = match path {
+        Some(p) => Uri::from(p),
+        None => Uri::from(PathAndQuery::from_static("/")),
+    };
+}
+
+/// A connection lent to one exchange, and the pool it goes back to.
+struct Lease {
+    conn: Conn,
+    home: Arc<HostPool>,
+}
+
+impl Lease {
+    /// Back to the pool if the connection is ready for another request, or once it is (the request body may
+    /// still be going up); dropped (closed) if it never will be.
+    fn release(self) {
+        if self.conn.sender.is_ready() {
+            self.home.put(self.conn);
+        } else if !self.conn.sender.is_closed()
+            && let Ok(rt) = tokio::runtime::Handle::try_current()
+        {
+            let Lease { mut conn, home } = self;
+            rt.spawn(async move {
+                if conn.sender.ready().await.is_ok() {
+                    home.put(conn);
+                }
+            });
+        }
+    }
+}
+
+/// An upstream response body: hyper's, plus the connection it came on, returned to the pool at its end.
+pub struct ResponseBody {
+    inner: Incoming,
+    lease: Option<Lease>,
+}
+
+impl ResponseBody {
+    fn new(inner: Incoming, lease: Option<Lease>) -> ResponseBody {
+        let mut body = ResponseBody { inner, lease };
+        if http_body::Body::is_end_stream(&body.inner) {
+            // No body (HEAD, 204, 304, Content-Length: 0): the exchange is over already.
+            body.release();
+        }
+        body
+    }
+
+    fn release(&mut self) {
+        if let Some(lease) = self.lease.take() {
+            lease.release();
+        }
+    }
+}
+
+impl http_body::Body for ResponseBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = &mut *self;
+        let r = std::task::ready!(Pin::new(&mut this.inner).poll_frame(cx));
+        match &r {
+            None => this.release(),
+            Some(Ok(_)) if http_body::Body::is_end_stream(&this.inner) => this.release(),
+            Some(Ok(_)) => {}
+            // The connection is broken: never back to the pool.
+            Some(Err(_)) => this.lease = None,
+        }
+        Poll::Ready(r)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for ResponseBody {
+    fn drop(&mut self) {
+        // hyper's server drops a body that says it is at its end without polling it again.
+        if self.lease.is_some() && http_body::Body::is_end_stream(&self.inner) {
+            self.release();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use http_body_util::BodyExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    use super::*;
+    use crate::upstream::{Dialer, OwnAddrs};
+
+    /// An origin answering every request with `ok` and keep-alive (or `extra` head fields), counting the
+    /// connections it accepted and those the client closed.
+    struct Origin {
+        addr: SocketAddr,
+        accepted: Arc<AtomicUsize>,
+        closed: Arc<AtomicUsize>,
+        requests: Arc<AtomicUsize>,
+    }
+
+    async fn origin(extra: &'static str) -> Origin {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (accepted, closed, requests) = (Arc::default(), Arc::<AtomicUsize>::default(), Arc::default());
+        let o = Origin {
+            addr,
+            accepted: Arc::clone(&accepted),
+            closed: Arc::clone(&closed),
+            requests: Arc::clone(&requests),
+        };
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                accepted.fetch_add(1, Ordering::SeqCst);
+                let (closed, requests) = (closed.clone(), requests.clone());
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    loop {
+                        while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                            match s.read(&mut chunk).await {
+                                Ok(0) | Err(_) => {
+                                    closed.fetch_add(1, Ordering::SeqCst);
+                                    return;
+                                }
+                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            }
+                        }
+                        buf.clear();
+                        requests.fetch_add(1, Ordering::SeqCst);
+                        let resp = format!("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n{extra}\r\nok");
+                        if s.write_all(resp.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        o
+    }
+
+    fn client(to: SocketAddr, max_idle: usize) -> HttpClient {
+        let dialer = Dialer::new(None, OwnAddrs::new(), Duration::from_secs(5));
+        let connector = Connector { dialer, parent: None, tls: None };
+        HttpClient::new(connector, Some((false, "127.0.0.1", to.port())), Duration::from_secs(30), max_idle)
+    }
+
+    fn get(to: SocketAddr) -> Request<Body> {
+        let mut req = Request::new(Body::empty());
+        *req.uri_mut() = format!("http://{to}/x").parse().unwrap();
+        req.headers_mut().insert(http::header::HOST, "test".parse().unwrap());
+        req
+    }
+
+    async fn eventually(what: &str, f: impl Fn() -> bool) {
+        for _ in 0..200 {
+            if f() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("{what}");
+    }
+
+    #[test]
+    fn host_and_port() {
+        for (a, want) in [
+            ("example.com", ("example.com", None)),
+            ("example.com:8080", ("example.com", Some(8080))),
+            ("example.com:", ("example.com", None)),
+            ("u:p@example.com:81", ("example.com", Some(81))),
+            ("127.0.0.1:9", ("127.0.0.1", Some(9))),
+            ("[::1]", ("[::1]", None)),
+            ("[::1]:443", ("[::1]", Some(443))),
+            ("[2001:db8::1]", ("[2001:db8::1]", None)),
+            ("host:99999", ("host", None)),
+        ] {
+            assert_eq!(host_port(a), want, "{a}");
+            let uri: Uri = format!("http://{a}/").parse().unwrap();
+            assert_eq!((uri.host().unwrap(), uri.port_u16()), want, "{a}: as the http crate reads it");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_connection_is_reused_after_its_body_ends() {
+        let o = origin("").await;
+        let c = client(o.addr, 4);
+        for _ in 0..3 {
+            let resp = c.request(get(o.addr)).await.unwrap();
+            assert_eq!(resp.extensions().get::<UpstreamAddr>().map(|a| a.0), Some(o.addr));
+            assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "ok");
+        }
+        assert_eq!(o.accepted.load(Ordering::SeqCst), 1);
+        assert_eq!(c.idle_count(), 1);
+    }
+
+    #[tokio::test]
+    async fn at_most_max_idle_connections_are_kept() {
+        let o = origin("").await;
+        let c = client(o.addr, 2);
+        // Four exchanges at once: four connections; their bodies end one after another.
+        let resps = futures_util::future::join_all((0..4).map(|_| c.request(get(o.addr)))).await;
+        assert_eq!(o.accepted.load(Ordering::SeqCst), 4);
+        for r in resps {
+            r.unwrap().into_body().collect().await.unwrap();
+        }
+        assert_eq!(c.idle_count(), 2);
+        eventually("the two over the limit are closed", || o.closed.load(Ordering::SeqCst) == 2).await;
+        // The two kept are used again.
+        let resps = futures_util::future::join_all((0..2).map(|_| c.request(get(o.addr)))).await;
+        for r in resps {
+            r.unwrap().into_body().collect().await.unwrap();
+        }
+        assert_eq!(o.accepted.load(Ordering::SeqCst), 4);
+    }
+
+    #[tokio::test]
+    async fn an_unfinished_body_or_connection_close_keeps_nothing() {
+        let o = origin("").await;
+        let c = client(o.addr, 4);
+        let resp = c.request(get(o.addr)).await.unwrap();
+        drop(resp);
+        assert_eq!(c.idle_count(), 0);
+        eventually("the unfinished exchange's connection is closed", || o.closed.load(Ordering::SeqCst) == 1).await;
+
+        let o = origin("Connection: close\r\n").await;
+        let c = client(o.addr, 4);
+        for _ in 0..2 {
+            let resp = c.request(get(o.addr)).await.unwrap();
+            assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "ok");
+            assert_eq!(c.idle_count(), 0);
+        }
+        assert_eq!(o.accepted.load(Ordering::SeqCst), 2, "a new connection after Connection: close");
+    }
+
+    #[tokio::test]
+    async fn idle_connections_expire() {
+        let o = origin("").await;
+        let dialer = Dialer::new(None, OwnAddrs::new(), Duration::from_secs(5));
+        let connector = Connector { dialer, parent: None, tls: None };
+        let c = HttpClient::new(connector, Some((false, "127.0.0.1", o.addr.port())), Duration::from_millis(200), 4);
+        let resp = c.request(get(o.addr)).await.unwrap();
+        resp.into_body().collect().await.unwrap();
+        assert_eq!(c.idle_count(), 1);
+        // The reaper closes it without another request.
+        eventually("the idle connection is closed", || o.closed.load(Ordering::SeqCst) == 1).await;
+        assert_eq!(c.idle_count(), 0);
+        let resp = c.request(get(o.addr)).await.unwrap();
+        resp.into_body().collect().await.unwrap();
+        assert_eq!(o.accepted.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_request_not_sent_on_a_reused_connection_is_retried_once_on_a_new_one() {
+        let o = origin("").await;
+        let c = client(o.addr, 4);
+        let Pools::One(home) = &c.pools else { unreachable!() };
+        // A pooled connection whose peer has gone, before its task has noticed: the request is queued on it and
+        // handed back unsent.
+        let (near, far) = tokio::io::duplex(4096);
+        let io = hyper_util::rt::TokioIo::new(near);
+        let (sender, conn) = http1::Builder::new().handshake::<_, Body>(io).await.unwrap();
+        tokio::spawn(conn);
+        let stale: SocketAddr = "192.0.2.1:9".parse().unwrap();
+        let mut conn = Conn { sender, addr: stale };
+        conn.sender.ready().await.unwrap();
+        home.put(conn);
+        drop(far);
+        let resp = c.request(get(o.addr)).await.unwrap();
+        assert_eq!(resp.extensions().get::<UpstreamAddr>().map(|a| a.0), Some(o.addr), "sent on a new connection");
+        assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "ok");
+        assert_eq!(o.requests.load(Ordering::SeqCst), 1);
+    }
+}
