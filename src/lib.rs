@@ -9,6 +9,7 @@ pub mod error;
 pub mod http;
 pub mod route;
 pub mod server;
+pub mod tls;
 pub mod tunnel;
 pub mod tunnel_client;
 pub mod upstream;

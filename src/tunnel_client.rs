@@ -18,19 +18,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ::http::uri::{Authority, Scheme};
-use ::http::{HeaderValue, Method, Request, StatusCode, Uri, header};
+use ::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use base64::Engine as _;
-use bytes::Bytes;
-use http_body_util::Empty;
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
-use rustls::pki_types::pem::PemObject as _;
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsConnector;
 
 use crate::tunnel;
+use crate::upstream::{self, ConnectError};
 
 /// Dialing the proxy, TLS with it and its answer to CONNECT must all fit in this.
 pub const HANDSHAKE_TIMEOUT_SECS: u64 = 30;
@@ -229,16 +227,34 @@ impl Dialer {
         let tcp = TcpStream::connect((self.proxy.host.as_str(), self.proxy.port)).await.map_err(unreachable)?;
         let _ = tcp.set_nodelay(true);
         let upgraded = match &self.tls {
-            None => connect(tcp, &proxy, &self.target, self.auth.clone()).await?,
+            None => self.handshake(tcp, &proxy).await?,
             Some((connector, name)) => {
                 let tls = connector
                     .connect(name.clone(), tcp)
                     .await
                     .map_err(|source| TunnelError::Tls { proxy: proxy.clone(), source })?;
-                connect(tls, &proxy, &self.target, self.auth.clone()).await?
+                self.handshake(tls, &proxy).await?
             }
         };
         Ok(TokioIo::new(upgraded))
+    }
+
+    /// CONNECT over a connection to the proxy; a refusal names the proxy and its status.
+    async fn handshake<S>(&self, io: S, proxy: &str) -> Result<Upgraded, TunnelError>
+    where
+        S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    {
+        let mut fields = HeaderMap::new();
+        if let Some(auth) = &self.auth {
+            fields.insert(header::PROXY_AUTHORIZATION, auth.clone());
+        }
+        upstream::connect::connect(io, &self.target, fields).await.map_err(|e| {
+            let (proxy, target) = (proxy.to_owned(), self.target.to_string());
+            match e {
+                ConnectError::Handshake(source) => TunnelError::Handshake { proxy, target, source },
+                ConnectError::Refused { status, reason } => TunnelError::Refused { proxy, target, status, reason },
+            }
+        })
     }
 
     async fn pump<S>(&self, local: S, upstream: TokioIo<Upgraded>) -> Result<(u64, u64), TunnelError>
@@ -251,51 +267,6 @@ impl Dialer {
             source,
         })
     }
-}
-
-/// Sends `CONNECT target` over `io` (already connected to the proxy, TLS done if any) with
-/// hyper's HTTP/1.1 client and returns the tunnel once the proxy answers 2xx. Bytes that came
-/// after the proxy's blank line are read first from the returned stream. `proxy` only names the
-/// proxy in errors. Usable for chaining through a parent proxy as well.
-pub async fn connect<S>(
-    io: S,
-    proxy: &str,
-    target: &Authority,
-    proxy_authorization: Option<HeaderValue>,
-) -> Result<Upgraded, TunnelError>
-where
-    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
-{
-    let failed = |source| TunnelError::Handshake { proxy: proxy.to_owned(), target: target.to_string(), source };
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(io)).await.map_err(failed)?;
-    // The connection task hands the socket over to `Upgraded` once the 2xx is read.
-    let driver = tokio::spawn(connection.with_upgrades());
-    let mut request =
-        Request::builder().method(Method::CONNECT).uri(target.as_str()).header(header::HOST, target.as_str());
-    if let Some(mut value) = proxy_authorization {
-        value.set_sensitive(true);
-        request = request.header(header::PROXY_AUTHORIZATION, value);
-    }
-    let request = request.body(Empty::<Bytes>::new()).map_err(|_| TunnelError::BadTarget(target.to_string()))?;
-    let response = match sender.send_request(request).await {
-        Ok(response) => response,
-        Err(e) => {
-            driver.abort();
-            return Err(failed(e));
-        }
-    };
-    let status = response.status();
-    if !status.is_success() {
-        driver.abort();
-        let reason = response
-            .extensions()
-            .get::<hyper::ext::ReasonPhrase>()
-            .map(|r| String::from_utf8_lossy(r.as_bytes()).into_owned())
-            .or_else(|| status.canonical_reason().map(str::to_owned))
-            .unwrap_or_default();
-        return Err(TunnelError::Refused { proxy: proxy.to_owned(), target: target.to_string(), status, reason });
-    }
-    hyper::upgrade::on(response).await.map_err(failed)
 }
 
 /// `HOST:PORT` with a port and nothing else.
@@ -318,30 +289,9 @@ fn basic_auth(user: &str, pass: &str) -> Result<HeaderValue, TunnelError> {
 
 /// The system roots plus the PEM certificates of `ca`, for TLS with an https:// proxy.
 fn tls_config(ca: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, TunnelError> {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_native_certs::load_native_certs().certs {
-        // A system root rustls cannot parse is no reason to refuse to start.
-        let _ = roots.add(cert);
-    }
-    if let Some(path) = ca {
-        let bad = |reason: String| TunnelError::Ca { path: path.to_owned(), reason };
-        let mut found = 0;
-        for cert in CertificateDer::pem_file_iter(path).map_err(|e| bad(e.to_string()))? {
-            roots.add(cert.map_err(|e| bad(e.to_string()))?).map_err(|e| bad(e.to_string()))?;
-            found += 1;
-        }
-        if found == 0 {
-            return Err(bad("no CERTIFICATE in it".into()));
-        }
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| TunnelError::Ca { path: PathBuf::new(), reason: e.to_string() })?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
+    crate::tls::client_config(ca)
+        .map(Arc::new)
+        .map_err(|reason| TunnelError::Ca { path: ca.map(Path::to_path_buf).unwrap_or_default(), reason })
 }
 
 /// Why a tunnel could not be opened or ended badly. Display: one line, naming the proxy.

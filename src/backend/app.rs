@@ -208,8 +208,8 @@ pub async fn serve(req: Request<Incoming>, ctx: &Ctx<'_>, gw: &Gateway) -> Resul
     };
     let conn = ConnInfo {
         remote: ctx.client,
-        local: ctx.listener.local,
-        https: ctx.listener.tls,
+        local: ctx.hop.local,
+        https: ctx.hop.tls,
         server_name: None,
         server_port: None,
         server_software: SERVER_SOFTWARE.to_owned(),

@@ -6,18 +6,38 @@
 //! Does not: look inside the stream, or retry.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use http::{Request, Response, Uri};
 use hyper::body::Incoming;
 use hyper::ext::ReasonPhrase;
 use hyper_util::rt::TokioIo;
+use tokio::sync::Semaphore;
 
 use super::Ctx;
+use crate::config;
 use crate::error::{Error, Kind};
 use crate::http::Body;
-use crate::server::listener::ProxyState;
 use crate::tunnel::pipe;
-use crate::upstream::{UpstreamAddr, display_target};
+use crate::upstream::{Dialer, ParentProxy, UpstreamAddr, display_target};
+
+/// The forward proxy's CONNECT room: which ports may be reached, how, and how many tunnels may be open.
+pub struct Tunnels {
+    ports: Vec<u16>,
+    /// Client-chosen targets: the proxy's target policy applies.
+    dialer: Dialer,
+    parent: Option<Arc<ParentProxy>>,
+    /// One permit per open tunnel.
+    permits: Arc<Semaphore>,
+    max: usize,
+}
+
+impl Tunnels {
+    pub fn new(cfg: &config::Proxy, dialer: Dialer, parent: Option<Arc<ParentProxy>>) -> Tunnels {
+        let max = cfg.max_tunnels;
+        Tunnels { ports: cfg.connect_ports.clone(), dialer, parent, permits: Arc::new(Semaphore::new(max)), max }
+    }
+}
 
 /// The far end of a tunnel.
 enum Far {
@@ -25,34 +45,36 @@ enum Far {
     Parent(TokioIo<hyper::upgrade::Upgraded>),
 }
 
-pub async fn serve(mut req: Request<Incoming>, ctx: &Ctx<'_>, proxy: &ProxyState) -> Result<Response<Body>, Error> {
+pub async fn serve(mut req: Request<Incoming>, ctx: &Ctx<'_>, tunnels: &Tunnels) -> Result<Response<Body>, Error> {
     let (host, port) = target(req.uri())?;
     let target = display_target(&host, port);
-    if !proxy.cfg.connect_ports.contains(&port) {
+    if !tunnels.ports.contains(&port) {
         return Err(Error::client(
             Kind::TargetForbidden,
-            format!("CONNECT to port {port} is not allowed (allowed: {})", list(&proxy.cfg.connect_ports)),
+            format!("CONNECT to port {port} is not allowed (allowed: {})", list(&tunnels.ports)),
         ));
     }
-    let permit = proxy.tunnels.clone().try_acquire_owned().map_err(|_| {
-        Error::local(Kind::Overloaded, format!("too many tunnels open (limit {})", proxy.cfg.max_tunnels))
-    })?;
-    let (far, addr): (Far, SocketAddr) = match &proxy.parent {
+    let permit = tunnels
+        .permits
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| Error::local(Kind::Overloaded, format!("too many tunnels open (limit {})", tunnels.max)))?;
+    let (far, addr): (Far, SocketAddr) = match &tunnels.parent {
         None => {
-            let (tcp, addr) = proxy.dialer.dial(&host, port).await?;
+            let (tcp, addr) = tunnels.dialer.dial(&host, port).await?;
             (Far::Direct(tcp), addr)
         }
         Some(parent) => {
             // The parent resolves names; an address literal can still be checked here.
             if let Ok(ip) = host.parse() {
-                proxy.dialer.check(SocketAddr::new(ip, port), &target)?;
+                tunnels.dialer.check(SocketAddr::new(ip, port), &target)?;
             }
             let (up, addr) = parent.tunnel(&target).await?;
             (Far::Parent(TokioIo::new(up)), addr)
         }
     };
     let on_upgrade = hyper::upgrade::on(&mut req);
-    let idle = ctx.listener.timeouts.tunnel_idle;
+    let idle = ctx.hop.timeouts.tunnel_idle;
     let client = ctx.client;
     ctx.tasks.spawn(async move {
         let _permit = permit;

@@ -1,6 +1,8 @@
-//! One room per integration point. A backend sees the request, a [`Ctx`] and its own state, and returns a
-//! response or an [`Error`](crate::error::Error); it never renders error pages, binds sockets or reads the
-//! config file.
+//! One room per integration point. Each room owns its run-time state (`relay::Forward` and `relay::Gateway`,
+//! `connect::Tunnels`, `ftp::FtpRoute`, `app::Gateway`), built from its part of the config by its own
+//! constructor. A request reaches a room with a small [`Ctx`]: who connected, the facts of the hop it arrived on
+//! ([`Hop`]) and the task tracker. A room returns a response or an [`Error`](crate::error::Error); it never
+//! renders error pages, binds sockets, reads the config file or looks at another room.
 
 pub mod app;
 pub mod cgi;
@@ -15,13 +17,37 @@ use std::net::SocketAddr;
 
 use tokio_util::task::TaskTracker;
 
-use crate::server::listener::ListenerState;
+use crate::config::Timeouts;
 
-/// What a backend knows about the request's surroundings.
+/// What every request of one listener shares about the hop it arrived on.
+#[derive(Debug, Clone)]
+pub struct Hop {
+    /// The address the listener is bound to (port 0 resolved).
+    pub local: SocketAddr,
+    /// The listener terminates TLS (`https://`).
+    pub tls: bool,
+    /// The `received-by` this listener writes into Via and recognises as a loop.
+    pub via_name: String,
+    pub timeouts: Timeouts,
+}
+
+impl Hop {
+    /// The address clients reach this listener on, for hints in error pages.
+    pub fn public_addr(&self) -> String {
+        format!("{}://{}", self.scheme(), self.local)
+    }
+
+    /// `https` on a TLS listener, else `http`: the scheme clients used.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls { "https" } else { "http" }
+    }
+}
+
+/// What a room knows about the request's surroundings.
 pub struct Ctx<'a> {
     /// Whoever connected to hopgate.
     pub client: SocketAddr,
-    pub listener: &'a ListenerState,
+    pub hop: &'a Hop,
     /// Tunnels and upgraded connections are spawned here so that the drain waits for them.
     pub tasks: &'a TaskTracker,
 }

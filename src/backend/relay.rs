@@ -9,6 +9,8 @@
 
 use std::error::Error as _;
 use std::fmt::Write as _;
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::header::{self, HeaderValue};
@@ -18,10 +20,11 @@ use http_body::Body as _;
 use hyper::body::Incoming;
 
 use super::Ctx;
+use crate::config;
 use crate::error::{Error, Kind, Side};
 use crate::http::{Body, MaxForwards, append_via, hop, is_sensitive, max_forwards, set_forwarded, via_names};
-use crate::server::listener::ProxyState;
-use crate::upstream::{HttpClient, SendError};
+use crate::upstream::tls::Origination;
+use crate::upstream::{Dialer, HttpClient, Outbound, ParentProxy, SendError, gateway_client, http_client};
 
 /// How long a request with `Expect: 100-continue` waits for the upstream's `100 Continue` before its body is
 /// read anyway (and hyper sends the client a 100 itself): curl's own wait.
@@ -29,21 +32,63 @@ pub const EXPECT_CONTINUE_WAIT_MILLIS: u64 = 1000;
 
 /// A gateway route's upstream: `http(s)://authority[/base]`.
 pub struct Gateway {
-    pub client: HttpClient,
-    pub scheme: Scheme,
-    pub authority: Authority,
+    client: HttpClient,
+    scheme: Scheme,
+    authority: Authority,
     /// Path prefix on the upstream, without a trailing slash ("" for none).
-    pub base: String,
+    base: String,
     /// The route's path prefix on hopgate, stripped before `base` is prepended ("/" strips nothing).
-    pub prefix: String,
+    prefix: String,
+}
+
+impl Gateway {
+    /// The relay room of a `http://` or `https://` route: a pool of connections to its one upstream, dialled
+    /// without target policy (the operator chose it) but with the loop check; `https://` verified against the
+    /// system roots plus the route's `ca`.
+    pub fn new(route: &config::Route, out: &Outbound) -> Result<Gateway, String> {
+        let config::Target::Http { tls, authority, base } = &route.to else {
+            return Err(format!("{}: not an http:// or https:// target", route.to));
+        };
+        let t = out.timeouts;
+        let origination = if *tls { Some(Origination::new(route.ca.as_deref(), t.connect)?) } else { None };
+        let authority: Authority =
+            authority.to_string().parse().map_err(|_| format!("{}: invalid authority", route.to))?;
+        let scheme = if *tls { Scheme::HTTPS } else { Scheme::HTTP };
+        let max_idle = config::DEFAULT_POOL_MAX_IDLE_PER_HOST;
+        let client = gateway_client(out.dialer(None), origination, &scheme, &authority, t.pool_idle, max_idle);
+        Ok(Gateway { client, scheme, authority, base: base.clone(), prefix: route.path.clone() })
+    }
+}
+
+/// The forward proxy's relay: absolute-form `http://` and `https://` targets over one pooled client.
+pub struct Forward {
+    client: HttpClient,
+    parent: Option<Arc<ParentProxy>>,
+}
+
+impl Forward {
+    /// `dialer` applies the proxy's target policy; with `parent`, requests go through it; `https://` targets are
+    /// verified against the system roots plus `ca`.
+    pub fn new(
+        ca: Option<&Path>,
+        dialer: Dialer,
+        parent: Option<Arc<ParentProxy>>,
+        out: &Outbound,
+    ) -> Result<Forward, String> {
+        let t = out.timeouts;
+        let tls = Origination::new(ca, t.connect)?;
+        let client =
+            http_client(dialer, parent.clone(), Some(tls), t.pool_idle, config::DEFAULT_POOL_MAX_IDLE_PER_HOST);
+        Ok(Forward { client, parent })
+    }
 }
 
 /// Forward proxy: `GET http://host/path HTTP/1.1` from a client configured to use hopgate; `https://` targets
 /// go out over verified TLS (the proxy's `HttpClient` has TLS origination).
-pub async fn forward(mut req: Request<Incoming>, ctx: &Ctx<'_>, proxy: &ProxyState) -> Result<Response<Body>, Error> {
+pub async fn forward(mut req: Request<Incoming>, ctx: &Ctx<'_>, proxy: &Forward) -> Result<Response<Body>, Error> {
     if req.method() == Method::OPTIONS && req.uri() == "*" {
         // `OPTIONS * HTTP/1.1` to the proxy itself (route::pick).
-        return Ok(answer_here(&req, &ctx.listener.via_name));
+        return Ok(answer_here(&req, &ctx.hop.via_name));
     }
     let uri = req.uri().clone();
     let authority = uri.authority().ok_or_else(|| Error::bad_request("absolute request target without a host"))?;
@@ -100,7 +145,7 @@ pub async fn gateway(mut req: Request<Incoming>, ctx: &Ctx<'_>, gw: &Gateway) ->
         // RFC 9112 §3.2.4: asterisk-form asks about the server itself, OPTIONS only. Mapped under the base it
         // would become `/base*`; hopgate is the server the client sees, so it answers.
         if req.method() == Method::OPTIONS {
-            return Ok(answer_here(&req, &ctx.listener.via_name));
+            return Ok(answer_here(&req, &ctx.hop.via_name));
         }
         return Err(Error::bad_request(format!(
             "{} *: the asterisk-form request target is for OPTIONS only",
@@ -138,7 +183,7 @@ pub async fn gateway(mut req: Request<Incoming>, ctx: &Ctx<'_>, gw: &Gateway) ->
             HeaderValue::from_str(gw.authority.as_str()).map_err(|_| Error::bad_request("invalid host"))?,
         ),
     };
-    let proto = if ctx.listener.tls { "https" } else { "http" };
+    let proto = if ctx.hop.tls { "https" } else { "http" };
     set_forwarded(req.headers_mut(), ctx.client, proto, public_host.as_ref());
     // Built only for a response that has a Location field: most have none.
     let rewrite = || {
@@ -164,7 +209,7 @@ fn has_dot_segment(path: &str) -> bool {
 
 /// Loop check and Max-Forwards; `Some` when hopgate answers the request itself.
 fn before_forwarding(req: &mut Request<Incoming>, ctx: &Ctx<'_>) -> Result<Option<Response<Body>>, Error> {
-    let name = &ctx.listener.via_name;
+    let name = &ctx.hop.via_name;
     if via_names(req.headers(), name) {
         return Err(Error::client(Kind::Loop, format!("request already passed through {name} (Via): loop")));
     }
@@ -228,7 +273,7 @@ async fn send(
     parent_auth: Option<HeaderValue>,
 ) -> Result<Response<Body>, Error> {
     let target = req.uri().clone();
-    let name = &ctx.listener.via_name;
+    let name = &ctx.hop.via_name;
     let stripped = hop::strip(req.headers_mut());
     if let Some(auth) = parent_auth {
         // The parent proxy's own credentials, for its hop only.
@@ -276,14 +321,14 @@ async fn send(
     // The response-head timeout starts once the request body is sent: a long upload is not a slow origin. A
     // client that stops sending its body for the idle time is cut off; so is an upstream that stops taking it
     // for the response-head time.
-    let (body, watch) = Body::from(body).watched(ctx.listener.timeouts.idle, "the request body from the client");
+    let (body, watch) = Body::from(body).watched(ctx.hop.timeouts.idle, "the request body from the client");
     let body = match continue_gate {
         Some(open) => body.gated(open, Duration::from_millis(EXPECT_CONTINUE_WAIT_MILLIS)),
         None => body,
     };
     let req = Request::from_parts(parts, body);
 
-    let timeout = ctx.listener.timeouts.response_head;
+    let timeout = ctx.hop.timeouts.response_head;
     let head_timeout = || {
         Error::upstream(
             Kind::ResponseTimeout,
@@ -315,7 +360,7 @@ async fn send(
         };
         let proto = resp.headers().get(header::UPGRADE).cloned();
         let upstream_upgrade = hyper::upgrade::on(&mut resp);
-        let idle = ctx.listener.timeouts.tunnel_idle;
+        let idle = ctx.hop.timeouts.tunnel_idle;
         ctx.tasks.spawn(async move {
             match tokio::try_join!(client_upgrade, upstream_upgrade) {
                 Ok((c, u)) => {

@@ -222,7 +222,7 @@ impl Ctx<'_> {
     /// A CA bundle that is readable and holds usable CA certificates.
     fn ca_bundle(&self, p: &Spanned<PathBuf>) -> Result<PathBuf, ConfigError> {
         let path = self.readable(p, "CA bundle")?;
-        crate::upstream::tls::load_ca(&path).map_err(|e| self.err(p.span(), e))?;
+        crate::tls::load_ca(&path).map_err(|e| self.err(p.span(), e))?;
         Ok(path)
     }
 
@@ -306,10 +306,10 @@ impl Ctx<'_> {
                 key: self.readable(&c.get_ref().key, "key")?,
             };
             // Parse and match them now, so that the error points at the key naming the wrong file.
-            if let Err(e) = crate::server::tls::load_pair(&pair) {
+            if let Err(e) = crate::tls::load_pair(&pair.cert, &pair.key) {
                 let span = match e.which {
-                    crate::server::tls::Which::Cert => c.get_ref().cert.span(),
-                    crate::server::tls::Which::Key => c.get_ref().key.span(),
+                    crate::tls::Which::Cert => c.get_ref().cert.span(),
+                    crate::tls::Which::Key => c.get_ref().key.span(),
                 };
                 return Err(self.err(span, e.to_string()));
             }

@@ -2,7 +2,10 @@
 //! beside the two client-side timers (a head that trickles in, a kept-alive connection that sits idle) and the
 //! drain signal.
 
+use std::fmt::Display;
+use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::OnceLock;
@@ -11,6 +14,7 @@ use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::watch;
 
 use crate::http::pages;
 
@@ -113,6 +117,52 @@ impl ConnShared {
             Some(d) if self.head_started.load(Ordering::Relaxed) != 0 => d,
             Some(d) => d.min(recheck),
             None => recheck,
+        }
+    }
+}
+
+/// Runs one hyper server connection (HTTP/1.1 or HTTP/2) beside the client-side timers and the drain signal:
+/// a head that takes longer than `header_read` from its first byte, or a connection idle for `idle` with nothing
+/// in flight (or a client that takes no response bytes for `idle`), is closed; on drain, `graceful` asks the
+/// connection to finish what is in flight and close.
+pub async fn drive<C, E>(
+    conn: C,
+    graceful: impl Fn(Pin<&mut C>),
+    shared: &ConnShared,
+    header_read: Duration,
+    idle: Duration,
+    peer: SocketAddr,
+    mut stop: watch::Receiver<bool>,
+) where
+    C: Future<Output = Result<(), E>>,
+    E: Display,
+{
+    tokio::pin!(conn);
+    let sleep = tokio::time::sleep(idle);
+    tokio::pin!(sleep);
+    let mut draining = *stop.borrow();
+    if draining {
+        graceful(conn.as_mut());
+    }
+    loop {
+        sleep.as_mut().reset(shared.next_check(header_read, idle).into());
+        tokio::select! {
+            r = conn.as_mut() => {
+                if let Err(e) = r {
+                    tracing::debug!(client = %peer, "connection ended: {e}");
+                }
+                return;
+            }
+            _ = &mut sleep => {
+                if shared.deadline(header_read, idle).is_some_and(|d| d <= Instant::now()) {
+                    tracing::debug!(client = %peer, "closing connection: idle or request head too slow");
+                    return;
+                }
+            }
+            _ = stop.changed(), if !draining => {
+                draining = true;
+                graceful(conn.as_mut());
+            }
         }
     }
 }

@@ -23,7 +23,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
-use crate::upstream::OwnAddrs;
+use crate::upstream::{Outbound, OwnAddrs};
 use conn::{ConnIo, ConnShared};
 use listener::ListenerState;
 use service::ConnCtx;
@@ -54,8 +54,8 @@ impl Server {
     pub async fn bind(config: &Config) -> Result<Server, String> {
         let own = OwnAddrs::new();
         let log = Arc::new(log::AccessLogger::open(&config.access_log).map_err(|e| format!("access log: {e}"))?);
-        let shared =
-            listener::Shared { own: own.clone(), log: log.clone(), limits: config.limits, timeouts: config.timeouts };
+        let out = Outbound { own: own.clone(), timeouts: config.timeouts };
+        let shared = listener::Shared { out, log: log.clone(), limits: config.limits };
         let mut bound = Vec::new();
         for l in &config.listeners {
             let tcp = bind_tcp(l.listen.addr).map_err(|e| format!("cannot listen on {}: {e}", l.listen.addr))?;
@@ -69,7 +69,7 @@ impl Server {
     }
 
     pub fn bound(&self) -> Vec<Bound> {
-        self.bound.iter().map(|(_, s)| Bound { scheme: if s.tls { "https" } else { "http" }, addr: s.local }).collect()
+        self.bound.iter().map(|(_, s)| Bound { scheme: s.hop.scheme(), addr: s.hop.local }).collect()
     }
 
     /// Serves until `shutdown` completes, then drains for up to the drain time.
@@ -125,7 +125,7 @@ async fn accept_loop(
                 Ok(s) => s,
                 Err(e) => {
                     // EMFILE and friends: back off instead of spinning; the listener stays up.
-                    tracing::warn!("accept on {}: {e}", state.local);
+                    tracing::warn!("accept on {}: {e}", state.hop.local);
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
@@ -184,46 +184,20 @@ pub async fn serve_http1<S>(
     state: Arc<ListenerState>,
     http: http1::Builder,
     tasks: TaskTracker,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let shared = ConnShared::new();
-    let timeouts = state.timeouts;
+    let timeouts = state.hop.timeouts;
     let ctx = Arc::new(ConnCtx { listener: state, client: peer, shared: shared.clone(), tasks });
     let svc = service_fn(move |req| {
         let ctx = ctx.clone();
         async move { Ok::<_, Infallible>(service::handle(req, ctx).await) }
     });
     let conn = http.serve_connection(TokioIo::new(ConnIo::new(stream, shared.clone())), svc).with_upgrades();
-    tokio::pin!(conn);
-    let sleep = tokio::time::sleep(timeouts.idle);
-    tokio::pin!(sleep);
-    let mut draining = *stop.borrow();
-    if draining {
-        conn.as_mut().graceful_shutdown();
-    }
-    loop {
-        sleep.as_mut().reset(shared.next_check(timeouts.header_read, timeouts.idle).into());
-        tokio::select! {
-            r = conn.as_mut() => {
-                if let Err(e) = r {
-                    tracing::debug!(client = %peer, "connection ended: {e}");
-                }
-                return;
-            }
-            _ = &mut sleep => {
-                if shared.deadline(timeouts.header_read, timeouts.idle).is_some_and(|d| d <= Instant::now()) {
-                    tracing::debug!(client = %peer, "closing connection: idle or request head too slow");
-                    return;
-                }
-            }
-            _ = stop.changed(), if !draining => {
-                draining = true;
-                conn.as_mut().graceful_shutdown();
-            }
-        }
-    }
+    let graceful = |c: std::pin::Pin<&mut _>| http1::UpgradeableConnection::graceful_shutdown(c);
+    conn::drive(conn, graceful, &shared, timeouts.header_read, timeouts.idle, peer, stop).await;
 }
 
 impl Server {
@@ -231,10 +205,9 @@ impl Server {
     /// is a config that runs (certificates, users files, targets).
     pub fn check(config: &Config) -> Result<(), String> {
         let shared = listener::Shared {
-            own: OwnAddrs::new(),
+            out: Outbound { own: OwnAddrs::new(), timeouts: config.timeouts },
             log: Arc::new(log::AccessLogger::open(&crate::config::AccessLog::Off).map_err(|e| e.to_string())?),
             limits: config.limits,
-            timeouts: config.timeouts,
         };
         for l in &config.listeners {
             listener::build(l, l.listen.addr, &shared).map_err(|e| format!("listener {}: {e}", l.listen.addr))?;

@@ -10,12 +10,12 @@ use hyper::body::Incoming;
 use tokio_util::task::TaskTracker;
 
 use super::conn::ConnShared;
-use super::listener::{Backend, ListenerState, ProxyState};
+use super::listener::ListenerState;
 use super::log::{LoggedBody, Record};
 use crate::backend::{Ctx, app, connect, ftp, relay};
 use crate::error::{Error, Kind, Side};
 use crate::http::{Body, pages};
-use crate::route::{self, Route};
+use crate::route::{self, Room, Route};
 use crate::upstream::UpstreamAddr;
 
 /// Everything a request on one connection shares.
@@ -38,8 +38,8 @@ pub async fn handle(req: Request<Incoming>, conn: Arc<ConnCtx>) -> Response<Logg
         upstream: None,
         start: Instant::now(),
     };
-    let ctx = Ctx { client: conn.client, listener: &conn.listener, tasks: &conn.tasks };
-    let mut resp = match serve(req, &ctx, &conn.shared).await {
+    let ctx = Ctx { client: conn.client, hop: &conn.listener.hop, tasks: &conn.tasks };
+    let mut resp = match serve(req, &ctx, &conn.listener, &conn.shared).await {
         Ok(resp) => resp,
         Err(e) => {
             match e.side() {
@@ -66,22 +66,27 @@ pub async fn handle(req: Request<Incoming>, conn: Arc<ConnCtx>) -> Response<Logg
     resp.map(|b| LoggedBody::new(b, record, log, conn.shared.clone()))
 }
 
-async fn serve(req: Request<Incoming>, ctx: &Ctx<'_>, shared: &ConnShared) -> Result<Response<Body>, Error> {
-    admit(&req, ctx.listener, shared)?;
-    let route = route::pick(&req, ctx.listener)?;
+async fn serve(
+    req: Request<Incoming>,
+    ctx: &Ctx<'_>,
+    listener: &ListenerState,
+    shared: &ConnShared,
+) -> Result<Response<Body>, Error> {
+    admit(&req, listener, shared)?;
+    let route = listener.table.pick(&req, ctx.hop)?;
     if let Some(proxy) = route.proxy() {
         authorize(&req, proxy).await?;
     }
     // hyper keeps a slot the size of this future for every connection, idle or not, so the larger rooms are
     // boxed (allocated only while one of their requests runs); the relay stays inline (bench/profile massif).
     match route {
-        Route::Forward(proxy) => relay::forward(req, ctx, proxy).await,
-        Route::Connect(proxy) => Box::pin(connect::serve(req, ctx, proxy)).await,
+        Route::Forward(proxy) => relay::forward(req, ctx, &proxy.relay).await,
+        Route::Connect(proxy) => Box::pin(connect::serve(req, ctx, &proxy.tunnels)).await,
         Route::Ftp(proxy) => Box::pin(ftp::serve(req, ctx, &proxy.ftp)).await,
-        Route::Gateway(r) => match &r.backend {
-            Backend::Relay(gw) => relay::gateway(req, ctx, gw).await,
-            Backend::Cgi(gw) | Backend::FastCgi(gw) | Backend::Scgi(gw) => Box::pin(app::serve(req, ctx, gw)).await,
-            Backend::Ftp(ftp_route) => Box::pin(ftp::serve(req, ctx, ftp_route)).await,
+        Route::Gateway(r) => match &r.room {
+            Room::Relay(gw) => relay::gateway(req, ctx, gw).await,
+            Room::App(gw) => Box::pin(app::serve(req, ctx, gw)).await,
+            Room::Ftp(ftp_route) => Box::pin(ftp::serve(req, ctx, ftp_route)).await,
         },
     }
 }
@@ -110,7 +115,7 @@ pub(super) fn loggable_target(uri: &http::Uri) -> String {
 /// Proxy authentication (RFC 9110 §11.7): with a users file, every proxied request and every CONNECT needs valid
 /// `Proxy-Authorization: Basic` credentials, else 407 with a challenge. The field itself never travels upstream
 /// (http::hop strips it).
-async fn authorize(req: &Request<Incoming>, proxy: &ProxyState) -> Result<(), Error> {
+async fn authorize(req: &Request<Incoming>, proxy: &route::Proxy) -> Result<(), Error> {
     let Some(users) = &proxy.users else { return Ok(()) };
     let detail = match req.headers().get(header::PROXY_AUTHORIZATION) {
         Some(v) if users.check_basic(v).await => return Ok(()),

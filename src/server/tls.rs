@@ -1,4 +1,4 @@
-//! HTTPS/HTTP, TLS termination: certificate loading (one loader for `run` and `check`), the SNI resolver, and the
+//! HTTPS/HTTP, TLS termination: the SNI resolver over certificates loaded by `crate::tls`, and the
 //! per-connection path of an `https://` listener: plain-HTTP guard -> handshake under `tls_handshake` -> HTTP/2
 //! when ALPN chose `h2`, else HTTP/1.1 (`server::serve_http1`, the same loop plain listeners run).
 //!
@@ -6,9 +6,7 @@
 //! Does not: ask for client certificates, staple OCSP, or reload certificates while running.
 
 use std::convert::Infallible;
-use std::fmt;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,11 +14,8 @@ use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls::ServerConfig;
-use rustls::crypto::CryptoProvider;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
-use rustls_pki_types::pem::{self, PemObject};
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -32,105 +27,12 @@ use super::listener::ListenerState;
 use super::service::{self, ConnCtx};
 use crate::config::CertPair;
 use crate::http::pages;
+use crate::tls::{LoadedCert, load_pair, provider};
 
 /// ALPN protocols an `https://` listener offers, most preferred first.
 const ALPN_PROTOCOLS: &[&[u8]] = &[b"h2", b"http/1.1"];
 /// The TLS record type of a handshake message: the first byte of every ClientHello.
 const TLS_HANDSHAKE_RECORD: u8 = 0x16;
-
-/// The crypto provider of every TLS config hopgate builds (client and server side).
-pub fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
-
-/// Which file of a certificate pair is wrong.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Which {
-    Cert,
-    Key,
-}
-
-/// A certificate pair that can't be used, naming the file at fault.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CertError {
-    pub which: Which,
-    pub path: PathBuf,
-    pub reason: String,
-}
-
-impl fmt::Display for CertError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let what = match self.which {
-            Which::Cert => "certificate",
-            Which::Key => "key",
-        };
-        write!(f, "{what} {}: {}", self.path.display(), self.reason)
-    }
-}
-
-impl std::error::Error for CertError {}
-
-/// A loaded certificate chain with its key, and the DNS names SNI can pick it by.
-#[derive(Debug)]
-pub struct LoadedCert {
-    pub key: Arc<CertifiedKey>,
-    /// DNS names from the end-entity certificate's subjectAltName, lowercase (`*.example.com` for wildcards).
-    pub names: Vec<String>,
-}
-
-/// Reads and checks one certificate pair: the chain is PEM with at least one certificate (end-entity first),
-/// the key is PEM (PKCS#8, PKCS#1 or SEC1; RSA, ECDSA or Ed25519) and matches the first certificate.
-/// `hopgate check` and `run` both come through here.
-pub fn load_pair(pair: &CertPair) -> Result<LoadedCert, CertError> {
-    let cert_err = |reason: String| CertError { which: Which::Cert, path: pair.cert.clone(), reason };
-    let key_err = |reason: String| CertError { which: Which::Key, path: pair.key.clone(), reason };
-    let chain = read_certs(&pair.cert).map_err(cert_err)?;
-    let key_pem = std::fs::read(&pair.key).map_err(|e| key_err(format!("cannot read: {e}")))?;
-    let key = match PrivateKeyDer::from_pem_slice(&key_pem) {
-        Ok(k) => k,
-        Err(pem::Error::NoItemsFound) => {
-            return Err(key_err(
-                "no private key found (expected PEM 'BEGIN PRIVATE KEY', 'BEGIN RSA PRIVATE KEY' \
-                                or 'BEGIN EC PRIVATE KEY')"
-                    .into(),
-            ));
-        }
-        Err(e) => return Err(key_err(format!("not a readable PEM private key: {e}"))),
-    };
-    let signing = provider()
-        .key_provider
-        .load_private_key(key)
-        .map_err(|e| key_err(format!("unsupported or malformed private key: {e}")))?;
-    let certified = CertifiedKey::new(chain, signing);
-    match certified.keys_match() {
-        Ok(()) => {}
-        Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch)) => {
-            return Err(key_err(format!("does not match the certificate in {}", pair.cert.display())));
-        }
-        Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => {}
-        Err(e) => return Err(cert_err(format!("the first certificate can't be parsed: {e}"))),
-    }
-    let names = cert_names(&certified.cert[0]).map_err(cert_err)?;
-    Ok(LoadedCert { key: Arc::new(certified), names })
-}
-
-/// Reads every certificate of a PEM file; an error when there is none.
-pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let pem = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem)
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("not a readable PEM certificate file: {e}"))?;
-    if certs.is_empty() {
-        return Err("no certificate found (expected PEM 'BEGIN CERTIFICATE')".into());
-    }
-    Ok(certs)
-}
-
-/// The DNS names of an end-entity certificate, lowercase.
-fn cert_names(der: &CertificateDer<'_>) -> Result<Vec<String>, String> {
-    let ee = webpki::EndEntityCert::try_from(der).map_err(|e| format!("the first certificate can't be parsed: {e}"))?;
-    Ok(ee.valid_dns_names().map(|n| n.to_ascii_lowercase()).collect())
-}
 
 /// Picks a certificate by the ClientHello's SNI: the first whose names match, else the first configured.
 #[derive(Debug)]
@@ -180,7 +82,7 @@ impl Acceptor {
     pub fn new(pairs: &[CertPair], handshake_timeout: Duration) -> Result<Acceptor, String> {
         let mut certs = Vec::new();
         for pair in pairs {
-            certs.push(load_pair(pair).map_err(|e| e.to_string())?);
+            certs.push(load_pair(&pair.cert, &pair.key).map_err(|e| e.to_string())?);
         }
         let resolver = SniResolver::new(certs).ok_or("an https:// listener needs a certificate and key")?;
         let mut config = ServerConfig::builder_with_provider(provider())
@@ -255,7 +157,7 @@ async fn handshake(
         Ok(Opening::Tls) => {}
         Ok(Opening::Closed) | Err(_) => return None,
         Ok(Opening::PlainHttp) => {
-            tracing::info!(client = %peer, "plain HTTP sent to the TLS listener {}: answered 400", state.public_addr());
+            tracing::info!(client = %peer, "plain HTTP sent to the TLS listener {}: answered 400", state.hop.public_addr());
             answer_plain_http(stream, state).await;
             return None;
         }
@@ -271,7 +173,7 @@ async fn handshake(
 
 /// A client spoke plain HTTP to the TLS port: one 400 page in plain text that says so, then close.
 async fn answer_plain_http(stream: TcpStream, state: &ListenerState) {
-    let reason = format!("this port speaks TLS: plain HTTP was sent to {}; use https://", state.public_addr());
+    let reason = format!("this port speaks TLS: plain HTTP was sent to {}; use https://", state.hop.public_addr());
     let svc = service_fn(move |_req| {
         let reason = reason.clone();
         async move { Ok::<_, Infallible>(pages::render(http::StatusCode::BAD_REQUEST, &reason, true)) }
@@ -288,12 +190,12 @@ async fn serve_http2<S>(
     peer: SocketAddr,
     state: Arc<ListenerState>,
     tasks: TaskTracker,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let shared = ConnShared::new();
-    let idle = state.timeouts.idle;
+    let idle = state.hop.timeouts.idle;
     let max_header_list = u32::try_from(state.limits.max_head_bytes * 2).unwrap_or(u32::MAX);
     let ctx = Arc::new(ConnCtx { listener: state, client: peer, shared: shared.clone(), tasks });
     let svc = service_fn(move |req| {
@@ -303,34 +205,8 @@ async fn serve_http2<S>(
     let mut b = http2::Builder::new(TokioExecutor::new());
     b.timer(TokioTimer::new()).max_header_list_size(max_header_list);
     let conn = b.serve_connection(TokioIo::new(ConnIo::new(stream, shared.clone())), svc);
-    tokio::pin!(conn);
-    let sleep = tokio::time::sleep(idle);
-    tokio::pin!(sleep);
-    let mut draining = *stop.borrow();
-    if draining {
-        conn.as_mut().graceful_shutdown();
-    }
-    loop {
-        sleep.as_mut().reset(shared.next_check(idle, idle).into());
-        tokio::select! {
-            r = conn.as_mut() => {
-                if let Err(e) = r {
-                    tracing::debug!(client = %peer, "HTTP/2 connection ended: {e}");
-                }
-                return;
-            }
-            _ = &mut sleep => {
-                if shared.deadline(idle, idle).is_some_and(|d| d <= Instant::now()) {
-                    tracing::debug!(client = %peer, "closing idle HTTP/2 connection");
-                    return;
-                }
-            }
-            _ = stop.changed(), if !draining => {
-                draining = true;
-                conn.as_mut().graceful_shutdown();
-            }
-        }
-    }
+    let graceful = |c: std::pin::Pin<&mut _>| http2::Connection::graceful_shutdown(c);
+    super::conn::drive(conn, graceful, &shared, idle, idle, peer, stop).await;
 }
 
 #[cfg(test)]
@@ -345,26 +221,5 @@ mod tests {
         assert!(!name_matches("*.example", "a.b.example"));
         assert!(!name_matches("*.example", ".example"));
         assert!(!name_matches("a.example", "b.example"));
-    }
-
-    #[test]
-    fn missing_files_name_the_file() {
-        let dir = std::env::temp_dir();
-        let pair = CertPair { cert: dir.join("hopgate-no-such-cert.pem"), key: dir.join("hopgate-no-such-key.pem") };
-        let e = load_pair(&pair).unwrap_err();
-        assert_eq!(e.which, Which::Cert);
-        assert!(e.to_string().starts_with("certificate "), "{e}");
-        assert!(e.to_string().contains("hopgate-no-such-cert.pem: cannot read"), "{e}");
-    }
-
-    #[test]
-    fn a_file_without_certificates_is_refused() {
-        let dir = std::env::temp_dir().join(format!("hopgate-tls-unit-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let p = dir.join("empty.pem");
-        std::fs::write(&p, "not pem at all\n").unwrap();
-        let e = read_certs(&p).unwrap_err();
-        assert!(e.contains("no certificate found"), "{e}");
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

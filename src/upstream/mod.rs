@@ -2,6 +2,7 @@
 //! the pooled HTTP client the relay uses (pool.rs). A name is resolved once; the policy checks every address; the connection goes to an
 //! address that passed.
 
+pub mod connect;
 pub mod parent;
 pub mod policy;
 pub mod pool;
@@ -18,10 +19,33 @@ use http::uri::{Authority, Scheme};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
+use crate::config::{self, Timeouts};
 use crate::error::{Error, Kind};
+pub use connect::ConnectError;
 pub use parent::ParentProxy;
 pub use policy::{OwnAddrs, TargetPolicy};
 pub use pool::{HttpClient, ResponseBody, SendError};
+
+/// What every room needs to open upstream connections: hopgate's own addresses (for the loop check) and the
+/// timeouts. Rooms build their dialers, parent proxies and pools from it at start-up.
+#[derive(Debug, Clone)]
+pub struct Outbound {
+    pub own: Arc<OwnAddrs>,
+    pub timeouts: Timeouts,
+}
+
+impl Outbound {
+    /// A dialer for client-chosen targets (`policy`: the forward proxy's) or for the operator's own choice
+    /// (`None`: a gateway's `--to`, a parent proxy); the loop check applies to both.
+    pub fn dialer(&self, policy: Option<TargetPolicy>) -> Dialer {
+        Dialer::new(policy, self.own.clone(), self.timeouts.connect)
+    }
+
+    /// A parent proxy, dialled without target policy (the operator chose it) but with the loop check.
+    pub fn parent(&self, cfg: &config::Parent) -> Arc<ParentProxy> {
+        Arc::new(ParentProxy::new(cfg, self.dialer(None), self.timeouts.response_head))
+    }
+}
 
 /// Resolves and connects, applying the target policy (when there is one) and the loop check.
 #[derive(Debug, Clone)]

@@ -10,10 +10,9 @@ use http::header::HeaderValue;
 use hyper::upgrade::Upgraded;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::Dialer;
+use super::{ConnectError, Dialer};
 use crate::config::{Authority, Parent};
 use crate::error::{Error, Kind};
-use crate::tunnel_client;
 
 pub struct ParentProxy {
     pub authority: Authority,
@@ -59,21 +58,29 @@ pub fn basic(user: &str, pass: &str) -> Option<HeaderValue> {
     Some(value)
 }
 
-/// `CONNECT target` through a proxy already dialled (`tunnel_client::connect`, shared with `hopgate tunnel`),
-/// as hopgate's error: the proxy's refusal is a 502 naming the proxy and its status (a 504 stays a 504).
+/// `CONNECT target` through a proxy already dialled (`upstream::connect`, shared with `hopgate tunnel`), as
+/// hopgate's error: the proxy's refusal is a 502 naming the proxy and its status (a 504 stays a 504).
 async fn connect_through<IO>(io: IO, target: &str, auth: Option<&HeaderValue>, proxy: &str) -> Result<Upgraded, Error>
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let authority: http::uri::Authority =
         target.parse().map_err(|_| Error::bad_request(format!("invalid tunnel target {target}")))?;
-    tunnel_client::connect(io, proxy, &authority, auth.cloned()).await.map_err(|e| {
-        let kind = match e.status() {
-            Some(StatusCode::GATEWAY_TIMEOUT) => Kind::ResponseTimeout,
-            Some(_) => Kind::ConnectFailed,
-            None => Kind::UpstreamClosedEarly,
+    let mut fields = http::HeaderMap::new();
+    if let Some(auth) = auth {
+        fields.insert(http::header::PROXY_AUTHORIZATION, auth.clone());
+    }
+    super::connect::connect(io, &authority, fields).await.map_err(|e| {
+        let kind = match &e {
+            ConnectError::Refused { status: StatusCode::GATEWAY_TIMEOUT, .. } => Kind::ResponseTimeout,
+            ConnectError::Refused { .. } => Kind::ConnectFailed,
+            ConnectError::Handshake(_) => Kind::UpstreamClosedEarly,
         };
-        Error::upstream(kind, e.to_string())
+        let what = match &e {
+            ConnectError::Refused { .. } => "refused",
+            ConnectError::Handshake(_) => "gave no answer to",
+        };
+        Error::upstream(kind, format!("proxy {proxy} {what} CONNECT {target}: {e}"))
     })
 }
 

@@ -10,21 +10,20 @@
 use std::io;
 use std::path::Path;
 use std::pin::Pin;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
-use rustls::pki_types::{CertificateDer, ServerName};
-use rustls::{CertificateError, ClientConfig, RootCertStore};
+use rustls::CertificateError;
+use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
 use crate::error::{Error, Kind};
-use crate::server::tls::{provider, read_certs};
 
 /// What hopgate needs to open verified TLS connections to upstreams.
 #[derive(Clone)]
@@ -40,46 +39,10 @@ impl std::fmt::Debug for Origination {
     }
 }
 
-/// The system's trusted roots, read once per process.
-fn system_roots() -> &'static [CertificateDer<'static>] {
-    static ROOTS: OnceLock<Vec<CertificateDer<'static>>> = OnceLock::new();
-    ROOTS.get_or_init(|| {
-        let found = rustls_native_certs::load_native_certs();
-        for e in &found.errors {
-            tracing::debug!("system CA store: {e}");
-        }
-        found.certs
-    })
-}
-
-/// Reads a CA bundle (`--ca`): PEM, at least one certificate, each usable as a trust anchor.
-pub fn load_ca(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let certs = read_certs(path).map_err(|e| format!("CA bundle {}: {e}", path.display()))?;
-    let mut store = RootCertStore::empty();
-    for (i, c) in certs.iter().enumerate() {
-        store
-            .add(c.clone())
-            .map_err(|e| format!("CA bundle {}: certificate {} is not usable as a CA: {e}", path.display(), i + 1))?;
-    }
-    Ok(certs)
-}
-
 impl Origination {
     /// System roots plus the certificates of `ca`; offers only HTTP/1.1 by ALPN (the relay speaks HTTP/1.1).
     pub fn new(ca: Option<&Path>, handshake_timeout: Duration) -> Result<Origination, String> {
-        let mut roots = RootCertStore::empty();
-        roots.add_parsable_certificates(system_roots().iter().cloned());
-        if let Some(ca) = ca {
-            for c in load_ca(ca)? {
-                roots.add(c).map_err(|e| format!("CA bundle {}: {e}", ca.display()))?;
-            }
-        }
-        let mut config = ClientConfig::builder_with_provider(provider())
-            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-            .map_err(|e| format!("TLS settings: {e}"))?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let config = crate::tls::client_config(ca)?;
         Ok(Origination { connector: TlsConnector::from(Arc::new(config)), handshake_timeout })
     }
 

@@ -21,12 +21,14 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::body::DownloadBody;
 use super::render::{html_escape, mime_for, render_html, render_json};
-use super::{EntryKind, FtpError, FtpPool, FtpSettings, Login, PooledSession, Target, check_path, decode_url_path};
+use super::{
+    EntryKind, FtpError, FtpPool, FtpPoolConfig, FtpSettings, Login, PooledSession, Target, check_path, decode_url_path,
+};
 use crate::backend::Ctx;
 use crate::config;
 use crate::error::{Error, Kind, Side};
 use crate::http::{Body, append_via, pages};
-use crate::upstream::{Dialer, UpstreamAddr};
+use crate::upstream::{Dialer, Outbound, UpstreamAddr};
 
 /// Where the FTP server and log-in come from.
 enum Upstream {
@@ -60,13 +62,14 @@ impl FtpRoute {
     /// The forward proxy's FTP room: `dialer` applies the proxy's target policy and loop check to each
     /// `ftp://` server a client names. Uploads are allowed; the FTP server's permissions decide. `parent`: the
     /// proxy's parent proxy, if it has one (then `ftp://` is refused with 501 rather than sent around it).
-    pub fn forward(pool: FtpPool, dialer: Dialer, parent: Option<String>) -> FtpRoute {
+    pub fn forward(dialer: Dialer, parent: Option<String>, out: &Outbound) -> FtpRoute {
+        let pool = FtpPool::new(settings(&out.timeouts), FtpPoolConfig::default());
         FtpRoute { pool, dialer, uploads: true, upstream: Upstream::FromUrl { parent } }
     }
 
-    /// A gateway route to `route.to` (an `ftp://` target); `dialer` should have no target policy (the
-    /// operator chose the server).
-    pub fn gateway(route: &config::Route, pool: FtpPool, dialer: Dialer) -> Result<FtpRoute, String> {
+    /// A gateway route to `route.to` (an `ftp://` target), dialled without target policy (the operator chose
+    /// the server) but with the loop check.
+    pub fn gateway(route: &config::Route, out: &Outbound) -> Result<FtpRoute, String> {
         let config::Target::Ftp { authority, user, pass, dir } = &route.to else {
             return Err(format!("{}: not an ftp:// target", route.to));
         };
@@ -82,17 +85,18 @@ impl FtpRoute {
             dir,
             prefix: route.path.clone(),
         };
-        Ok(FtpRoute { pool, dialer, uploads: route.uploads, upstream })
-    }
-
-    /// The FTP timeouts a listener uses: the listener's connect timeout, the FTP layer's defaults otherwise.
-    pub fn settings(timeouts: &config::Timeouts) -> FtpSettings {
-        FtpSettings { connect_timeout: timeouts.connect, ..FtpSettings::default() }
+        let pool = FtpPool::new(settings(&out.timeouts), FtpPoolConfig::default());
+        Ok(FtpRoute { pool, dialer: out.dialer(None), uploads: route.uploads, upstream })
     }
 
     fn allow(&self) -> HeaderValue {
         HeaderValue::from_static(if self.uploads { "GET, HEAD, PUT" } else { "GET, HEAD" })
     }
+}
+
+/// The FTP timeouts a listener uses: the listener's connect timeout, the FTP layer's defaults otherwise.
+fn settings(timeouts: &config::Timeouts) -> FtpSettings {
+    FtpSettings { connect_timeout: timeouts.connect, ..FtpSettings::default() }
 }
 
 /// The `dir` of `--to ftp://host/dir` (already percent-decoded by the config) as an FTP path: relative to
@@ -163,7 +167,7 @@ pub async fn serve(req: Request<Incoming>, ctx: &Ctx<'_>, ftp: &FtpRoute) -> Res
     let mut resp =
         if method == Method::PUT { put(req, session, &job).await? } else { get(&req, session, &job).await? };
     resp.extensions_mut().insert(UpstreamAddr(peer));
-    append_via(resp.headers_mut(), version, &ctx.listener.via_name);
+    append_via(resp.headers_mut(), version, &ctx.hop.via_name);
     Ok(resp)
 }
 
