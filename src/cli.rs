@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::{self, AccessLog, CertPair, Config, ListenAddr, Listener, Proxy, Route, Target};
+use crate::config::{
+    self, AccessLog, CertPair, Config, ListenAddr, Listener, OptionError, Proxy, Route, Target, TargetOption,
+};
 use crate::server::Server;
 use crate::tunnel_client::TunnelClient;
 
@@ -153,25 +155,26 @@ pub struct GatewayArgs {
 }
 
 impl GatewayArgs {
-    /// The one route `hopgate gateway` serves.
+    /// The one route `hopgate gateway` serves: the flags go to the target they belong to (`Target::set`, as
+    /// the config file's keys do).
     fn route(&self) -> Result<Route, String> {
-        if self.ca.is_some() && !matches!(self.to, Target::Http { tls: true, .. }) {
-            return Err("--ca only applies to https:// targets (the proxy's --ca to absolute-form https://)".into());
+        let mut to = self.to.clone();
+        let options = [
+            self.ca.clone().map(TargetOption::Ca),
+            self.root.clone().map(TargetOption::Root),
+            self.index.clone().map(TargetOption::Index),
+        ];
+        for option in options.into_iter().flatten() {
+            let flag = format!("--{}", option.key().replace('_', "-"));
+            to.set(option).map_err(|e| match e {
+                OptionError::Misplaced { which: "https:// routes" } => {
+                    format!("{flag} only applies to https:// targets (the proxy's --ca to absolute-form https://)")
+                }
+                OptionError::Misplaced { which } => format!("{flag} only applies to {which}"),
+                OptionError::Invalid(why) => format!("{flag}: {why}"),
+            })?;
         }
-        let mut route = Route { ca: self.ca.clone(), ..Route::new(self.to.clone()) };
-        if let Some(root) = &self.root {
-            if !matches!(self.to, Target::FastCgi { .. }) {
-                return Err("--root only applies to fastcgi:// and fastcgi+unix: targets".into());
-            }
-            route.root = Some(root.clone());
-        }
-        if let Some(index) = &self.index {
-            if !matches!(self.to, Target::FastCgi { .. } | Target::Cgi { .. }) {
-                return Err("--index only applies to cgi: and fastcgi targets".into());
-            }
-            route.index = Some(index.clone());
-        }
-        Ok(route)
+        Ok(Route::new(to))
     }
 }
 
@@ -218,6 +221,7 @@ impl Cli {
                 }),
                 routes: Vec::new(),
                 via_name: None,
+                at: None,
             }),
             Some(Command::Tunnel(_)) => Config::embedded_default(),
             Some(Command::Gateway(g)) => Config::single(Listener {
@@ -226,6 +230,7 @@ impl Cli {
                 proxy: None,
                 routes: vec![usage(g.route())?],
                 via_name: None,
+                at: None,
             }),
         };
         if let Some(d) = self.global.drain {
@@ -261,6 +266,10 @@ pub async fn run(cli: Cli) -> ExitCode {
                 print!("{}", config.summary());
                 ExitCode::SUCCESS
             }
+            Err(e) if e.at.is_some() => {
+                eprintln!("{e}");
+                ExitCode::from(2)
+            }
             Err(e) => {
                 eprintln!("{}: {e}", file.display());
                 ExitCode::from(2)
@@ -270,7 +279,11 @@ pub async fn run(cli: Cli) -> ExitCode {
     let server = match Server::bind(&config).await {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("hopgate: {e}");
+            // FILE:LINE: reason, as `check` prints it, when the config entry at fault is known.
+            match e.at {
+                Some(_) => eprintln!("{e}"),
+                None => eprintln!("hopgate: {e}"),
+            }
             return ExitCode::from(1);
         }
     };

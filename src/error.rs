@@ -195,6 +195,70 @@ impl std::error::Error for Error {
     }
 }
 
+/// Where in a config file a value came from: `FILE:LINE`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct At {
+    pub file: std::sync::Arc<str>,
+    pub line: usize,
+}
+
+impl fmt::Display for At {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.file, self.line)
+    }
+}
+
+/// Why hopgate can't start (or `check` refuses a config): the place in the config file when there is one, and
+/// the reason. `hopgate check` and `hopgate run` print it as `FILE:LINE: reason`; a command-line form names the
+/// flag in the reason instead.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StartupError {
+    pub at: Option<At>,
+    pub message: String,
+}
+
+impl StartupError {
+    /// A reason with no place yet: the caller that knows the config entry adds it ([`StartupError::or_at`]).
+    pub fn new(message: impl Into<String>) -> StartupError {
+        StartupError { at: None, message: message.into() }
+    }
+
+    pub fn at(at: Option<&At>, message: impl Into<String>) -> StartupError {
+        StartupError { at: at.cloned(), message: message.into() }
+    }
+
+    /// Places the error at `at` unless it has a more precise place already.
+    pub fn or_at(mut self, at: Option<&At>) -> StartupError {
+        if self.at.is_none() {
+            self.at = at.cloned();
+        }
+        self
+    }
+
+    /// Puts `context` in front of the reason (`listener 127.0.0.1:80: ...`).
+    pub fn context(mut self, context: impl fmt::Display) -> StartupError {
+        self.message = format!("{context}: {}", self.message);
+        self
+    }
+}
+
+impl From<String> for StartupError {
+    fn from(message: String) -> StartupError {
+        StartupError::new(message)
+    }
+}
+
+impl fmt::Display for StartupError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.at {
+            Some(at) => write!(f, "{at}: {}", self.message),
+            None => f.write_str(&self.message),
+        }
+    }
+}
+
+impl std::error::Error for StartupError {}
+
 #[cfg(test)]
 mod tests {
     use super::*;

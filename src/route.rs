@@ -8,7 +8,7 @@ use crate::backend::ftp::FtpRoute;
 use crate::backend::relay::{self, Forward};
 use crate::backend::{Hop, app};
 use crate::config::{self, Target};
-use crate::error::{Error, Kind};
+use crate::error::{Error, Kind, StartupError};
 use crate::http::htpasswd::Users;
 use crate::upstream::{Outbound, TargetPolicy};
 
@@ -64,9 +64,14 @@ pub enum Route<'a> {
 impl Table {
     /// Builds every room of a listener; nothing connects here. Fails naming what can't be used (a users file,
     /// a CA bundle, a CGI directory...).
-    pub fn build(cfg: &config::Listener, out: &Outbound) -> Result<Table, String> {
-        let proxy = cfg.proxy.as_ref().map(|p| Proxy::build(p, out)).transpose()?;
-        let routes = cfg.routes.iter().map(|r| Entry::build(r, out)).collect::<Result<_, _>>()?;
+    pub fn build(cfg: &config::Listener, out: &Outbound) -> Result<Table, StartupError> {
+        let proxy =
+            cfg.proxy.as_ref().map(|p| Proxy::build(p, out).map_err(|e| e.or_at(cfg.at.as_ref()))).transpose()?;
+        let routes = cfg
+            .routes
+            .iter()
+            .map(|r| Entry::build(r, out).map_err(|e| e.or_at(r.at.as_ref())))
+            .collect::<Result<_, _>>()?;
         Ok(Table { proxy, routes })
     }
 
@@ -114,12 +119,12 @@ impl Table {
 }
 
 impl Proxy {
-    fn build(p: &config::Proxy, out: &Outbound) -> Result<Proxy, String> {
+    fn build(p: &config::Proxy, out: &Outbound) -> Result<Proxy, StartupError> {
         // Client-chosen targets: the target policy applies to every room of the proxy.
         let dialer = out.dialer(Some(TargetPolicy::new(p.allow_targets.clone())));
         let parent = p.parent.as_ref().map(|parent| out.parent(parent));
         let users = match &p.users {
-            Some(path) => Some(Users::load(path).map_err(|e| format!("users file {}: {e}", path.display()))?),
+            Some(path) => Some(Users::load(path).map_err(|e| StartupError::new(format!("users file {e}")))?),
             None => None,
         };
         let relay = Forward::new(p.ca.as_deref(), dialer.clone(), parent.clone(), out)?;
@@ -130,11 +135,13 @@ impl Proxy {
 }
 
 impl Entry {
-    fn build(r: &config::Route, out: &Outbound) -> Result<Entry, String> {
+    fn build(r: &config::Route, out: &Outbound) -> Result<Entry, StartupError> {
         let room = match &r.to {
-            Target::Http { .. } => Room::Relay(relay::Gateway::new(r, out)?),
-            Target::Cgi { .. } | Target::FastCgi { .. } | Target::Scgi { .. } => Room::App(app::Gateway::new(r)?),
-            Target::Ftp { .. } => Room::Ftp(FtpRoute::gateway(r, out)?),
+            Target::Http(t) => Room::Relay(relay::Gateway::new(t, &r.path, out)?),
+            Target::Cgi(t) => Room::App(app::Gateway::cgi(t, &r.path)?),
+            Target::FastCgi(t) => Room::App(app::Gateway::fastcgi(t, &r.path)?),
+            Target::Scgi(t) => Room::App(app::Gateway::scgi(t, &r.path)),
+            Target::Ftp(t) => Room::Ftp(FtpRoute::gateway(t, &r.path, out)?),
         };
         Ok(Entry { host: r.host.clone(), path: r.path.clone(), room })
     }

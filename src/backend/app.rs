@@ -32,8 +32,8 @@ use super::meta::{
     MetaInput,
 };
 use super::scgi::{Scgi, ScgiConfig};
-use crate::config::{self, Target, UpstreamSocket};
-use crate::error::{BoxError, Error, Kind, Side};
+use crate::config::{AppOptions, CgiTarget, FastCgiTarget, ScgiTarget, UpstreamSocket};
+use crate::error::{BoxError, Error, Kind, Side, StartupError};
 use crate::http::{Body, hop};
 use crate::upstream::UpstreamAddr;
 
@@ -74,59 +74,62 @@ enum Output {
     Nph(GatewayBody),
 }
 
+/// How long the application may stay silent: the route's `script_timeout_secs`, else the default.
+fn timeout(o: &AppOptions) -> Duration {
+    o.script_timeout.unwrap_or(Duration::from_secs(cgi::DEFAULT_CGI_TIMEOUT_SECS))
+}
+
 impl Gateway {
-    /// Builds the gateway for a `cgi:`, `fastcgi://`, `fastcgi+unix:` or `scgi://` route. Fails when the CGI
-    /// directory or the FastCGI root does not exist; nothing connects here.
-    pub fn new(r: &config::Route) -> Result<Gateway, String> {
-        if let Some(index) = &r.index
-            && (index.is_empty() || index == "." || index == ".." || index.contains(['/', '%', '\0']))
-        {
-            return Err(format!("index {index:?}: a plain file name is expected"));
+    /// The gateway of a `cgi:DIR` route under `prefix`. Fails when the directory does not exist.
+    pub fn cgi(t: &CgiTarget, prefix: &str) -> Result<Gateway, StartupError> {
+        let timeout = timeout(&t.app);
+        let mut cfg = CgiConfig::new(&t.dir);
+        cfg.timeout = timeout;
+        if let Some(n) = t.max_scripts {
+            cfg.max_scripts = n;
         }
-        let timeout = r.script_timeout.unwrap_or(Duration::from_secs(cgi::DEFAULT_CGI_TIMEOUT_SECS));
+        cfg.pass_authorization = t.app.pass_authorization;
+        let cgi = Cgi::new(cfg).map_err(|e| StartupError::new(format!("CGI directory {}: {e}", t.dir.display())))?;
+        Ok(Gateway::with(App::Cgi(cgi), prefix, t.index.clone(), &t.app, None))
+    }
+
+    /// The gateway of a `fastcgi://` or `fastcgi+unix:` route under `prefix`. Fails when the root does not
+    /// exist; nothing connects here.
+    pub fn fastcgi(t: &FastCgiTarget, prefix: &str) -> Result<Gateway, StartupError> {
         let mut upstream = None;
-        let app = match &r.to {
-            Target::Cgi { dir } => {
-                let mut cfg = CgiConfig::new(dir);
-                cfg.timeout = timeout;
-                if let Some(n) = r.max_scripts {
-                    cfg.max_scripts = n;
-                }
-                cfg.pass_authorization = r.pass_authorization;
-                App::Cgi(Cgi::new(cfg).map_err(|e| format!("CGI directory {}: {e}", dir.display()))?)
+        let addr = match &t.socket {
+            UpstreamSocket::Tcp(a) => {
+                upstream = a.to_string().parse().ok();
+                FastCgiAddr::Tcp(a.to_string())
             }
-            Target::FastCgi { socket } => {
-                let addr = match socket {
-                    UpstreamSocket::Tcp(a) => {
-                        upstream = a.to_string().parse().ok();
-                        FastCgiAddr::Tcp(a.to_string())
-                    }
-                    UpstreamSocket::Unix(p) => FastCgiAddr::Unix(p.clone()),
-                };
-                let mut cfg = FastCgiConfig::new(addr);
-                cfg.root = r.root.clone();
-                if let Some(i) = &r.index {
-                    cfg.index = i.clone();
-                }
-                if let Some(s) = &r.split_path {
-                    cfg.split_suffix = s.clone();
-                }
-                cfg.timeout = timeout;
-                cfg.pass_authorization = r.pass_authorization;
-                let root = cfg.root.clone().unwrap_or_default();
-                App::FastCgi(FastCgi::new(cfg).map_err(|e| format!("FastCGI root {}: {e}", root.display()))?)
-            }
-            Target::Scgi { authority } => {
-                upstream = authority.to_string().parse().ok();
-                let mut cfg = ScgiConfig::new(authority.to_string());
-                cfg.timeout = timeout;
-                cfg.pass_authorization = r.pass_authorization;
-                App::Scgi(Scgi::new(cfg))
-            }
-            other => return Err(format!("{other}: not a CGI, FastCGI or SCGI target")),
+            UpstreamSocket::Unix(p) => FastCgiAddr::Unix(p.clone()),
         };
-        let index = if matches!(app, App::Cgi(_)) { r.index.clone() } else { None };
-        Ok(Gateway { app, prefix: r.path.clone(), index, pass_authorization: r.pass_authorization, timeout, upstream })
+        let mut cfg = FastCgiConfig::new(addr);
+        cfg.root = t.root.clone();
+        if let Some(i) = &t.index {
+            cfg.index = i.clone();
+        }
+        if let Some(s) = &t.split_path {
+            cfg.split_suffix = s.clone();
+        }
+        cfg.timeout = timeout(&t.app);
+        cfg.pass_authorization = t.app.pass_authorization;
+        let root = cfg.root.clone().unwrap_or_default();
+        let fcgi = FastCgi::new(cfg).map_err(|e| StartupError::new(format!("FastCGI root {}: {e}", root.display())))?;
+        Ok(Gateway::with(App::FastCgi(fcgi), prefix, None, &t.app, upstream))
+    }
+
+    /// The gateway of an `scgi://` route under `prefix`; nothing connects here.
+    pub fn scgi(t: &ScgiTarget, prefix: &str) -> Gateway {
+        let mut cfg = ScgiConfig::new(t.authority.to_string());
+        cfg.timeout = timeout(&t.app);
+        cfg.pass_authorization = t.app.pass_authorization;
+        Gateway::with(App::Scgi(Scgi::new(cfg)), prefix, None, &t.app, t.authority.to_string().parse().ok())
+    }
+
+    fn with(app: App, prefix: &str, index: Option<String>, o: &AppOptions, upstream: Option<SocketAddr>) -> Gateway {
+        let (timeout, pass_authorization) = (timeout(o), o.pass_authorization);
+        Gateway { app, prefix: prefix.to_owned(), index, pass_authorization, timeout, upstream }
     }
 
     /// The path below the route prefix ("/" at least); `None` when `path` is not under it.

@@ -20,8 +20,8 @@ use http_body::Body as _;
 use hyper::body::Incoming;
 
 use super::Ctx;
-use crate::config;
-use crate::error::{Error, Kind, Side};
+use crate::config::{self, HttpTarget};
+use crate::error::{Error, Kind, Side, StartupError};
 use crate::http::{Body, MaxForwards, append_via, hop, is_sensitive, max_forwards, set_forwarded, via_names};
 use crate::upstream::tls::Origination;
 use crate::upstream::{Dialer, HttpClient, Outbound, ParentProxy, SendError, gateway_client, http_client};
@@ -42,21 +42,21 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// The relay room of a `http://` or `https://` route: a pool of connections to its one upstream, dialled
-    /// without target policy (the operator chose it) but with the loop check; `https://` verified against the
-    /// system roots plus the route's `ca`.
-    pub fn new(route: &config::Route, out: &Outbound) -> Result<Gateway, String> {
-        let config::Target::Http { tls, authority, base } = &route.to else {
-            return Err(format!("{}: not an http:// or https:// target", route.to));
-        };
-        let t = out.timeouts;
-        let origination = if *tls { Some(Origination::new(route.ca.as_deref(), t.connect)?) } else { None };
-        let authority: Authority =
-            authority.to_string().parse().map_err(|_| format!("{}: invalid authority", route.to))?;
-        let scheme = if *tls { Scheme::HTTPS } else { Scheme::HTTP };
+    /// The relay room of a `http://` or `https://` route under `prefix`: a pool of connections to its one
+    /// upstream, dialled without target policy (the operator chose it) but with the loop check; `https://`
+    /// verified against the system roots plus the route's `ca`.
+    pub fn new(t: &HttpTarget, prefix: &str, out: &Outbound) -> Result<Gateway, StartupError> {
+        let timeouts = out.timeouts;
+        let origination = if t.tls { Some(Origination::new(t.ca.as_deref(), timeouts.connect)?) } else { None };
+        let authority: Authority = t
+            .authority
+            .to_string()
+            .parse()
+            .map_err(|_| StartupError::new(format!("{}: invalid authority", t.authority)))?;
+        let scheme = if t.tls { Scheme::HTTPS } else { Scheme::HTTP };
         let max_idle = config::DEFAULT_POOL_MAX_IDLE_PER_HOST;
-        let client = gateway_client(out.dialer(None), origination, &scheme, &authority, t.pool_idle, max_idle);
-        Ok(Gateway { client, scheme, authority, base: base.clone(), prefix: route.path.clone() })
+        let client = gateway_client(out.dialer(None), origination, &scheme, &authority, timeouts.pool_idle, max_idle);
+        Ok(Gateway { client, scheme, authority, base: t.base.clone(), prefix: prefix.to_owned() })
     }
 }
 
@@ -74,7 +74,7 @@ impl Forward {
         dialer: Dialer,
         parent: Option<Arc<ParentProxy>>,
         out: &Outbound,
-    ) -> Result<Forward, String> {
+    ) -> Result<Forward, StartupError> {
         let t = out.timeouts;
         let tls = Origination::new(ca, t.connect)?;
         let client =

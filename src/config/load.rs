@@ -12,43 +12,22 @@ use toml::Spanned;
 
 use super::*;
 
-/// A config error with the place it was found.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    pub file: String,
-    pub line: usize,
-    pub message: String,
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}: {}", self.file, self.line, self.message)
-    }
-}
-
-impl std::error::Error for ConfigError {}
-
 /// Loads and validates a config file, checking that every file it names can be read.
 pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
     let file = path.display().to_string();
-    let src = std::fs::read_to_string(path).map_err(|e| ConfigError {
-        file: file.clone(),
-        line: 0,
-        message: format!("cannot read config: {e}"),
-    })?;
+    let src =
+        std::fs::read_to_string(path).map_err(|e| ConfigError::new(format!("{file}: cannot read config: {e}")))?;
     let base = path.parent().unwrap_or(Path::new("."));
     load_str(&src, &file, base)
 }
 
 /// Loads a config from text; relative paths in it are resolved against `base`.
 pub fn load_str(src: &str, file: &str, base: &Path) -> Result<Config, ConfigError> {
-    let at = |span: Option<Range<usize>>, message: String| ConfigError {
-        file: file.to_string(),
-        line: span.map(|s| line_of(src, s.start)).unwrap_or(0),
-        message,
-    };
-    let raw: RawConfig = toml::from_str(src).map_err(|e| at(e.span(), e.message().trim().to_string()))?;
-    let ctx = Ctx { src, file, base };
+    let ctx = Ctx { src, file: file.into(), base };
+    let raw: RawConfig = toml::from_str(src).map_err(|e| {
+        let line = e.span().map(|s| line_of(src, s.start)).unwrap_or(1);
+        ConfigError::at(Some(&ctx.place(line)), e.message().trim())
+    })?;
     ctx.build(raw)
 }
 
@@ -193,13 +172,21 @@ struct RawRoute {
 
 struct Ctx<'a> {
     src: &'a str,
-    file: &'a str,
+    file: std::sync::Arc<str>,
     base: &'a Path,
 }
 
 impl Ctx<'_> {
+    fn place(&self, line: usize) -> At {
+        At { file: self.file.clone(), line }
+    }
+
+    fn at(&self, span: Range<usize>) -> At {
+        self.place(line_of(self.src, span.start))
+    }
+
     fn err(&self, span: Range<usize>, message: impl Into<String>) -> ConfigError {
-        ConfigError { file: self.file.to_string(), line: line_of(self.src, span.start), message: message.into() }
+        ConfigError::at(Some(&self.at(span)), message)
     }
 
     fn positive(&self, v: &Option<Spanned<usize>>, name: &str, default: usize) -> Result<usize, ConfigError> {
@@ -256,11 +243,7 @@ impl Ctx<'_> {
             Some(path) => AccessLog::File(self.base.join(path)),
         };
         if raw.listener.is_empty() {
-            return Err(ConfigError {
-                file: self.file.to_string(),
-                line: 1,
-                message: "no [[listener]]: a config needs at least one".into(),
-            });
+            return Err(ConfigError::at(Some(&self.place(1)), "no [[listener]]: a config needs at least one"));
         }
         if let Some(h) = &raw.limits.max_headers
             && *h.get_ref() > MAX_HEADERS_LIMIT
@@ -348,7 +331,8 @@ impl Ctx<'_> {
                 ));
             }
         }
-        Ok(Listener { listen, certs, proxy, routes, via_name: l.via_name.map(|v| v.into_inner()) })
+        let at = Some(self.at(l.listen.span()));
+        Ok(Listener { listen, certs, proxy, routes, via_name: l.via_name.map(|v| v.into_inner()), at })
     }
 
     fn proxy(&self, p: RawProxy) -> Result<Proxy, ConfigError> {
@@ -363,7 +347,7 @@ impl Ctx<'_> {
             }
         }
         out.allow_targets = p.allow_targets.into_iter().map(|c| c.0).collect();
-        out.users = p.users.as_ref().map(|u| self.readable(u, "users file")).transpose()?;
+        out.users = p.users.as_ref().map(|u| self.users_file(u)).transpose()?;
         out.parent = p.parent.map(|p| p.0);
         out.ca = p.ca.as_ref().map(|c| self.ca_bundle(c)).transpose()?;
         out.max_tunnels = self.positive(&p.max_tunnels, "max_tunnels", DEFAULT_MAX_TUNNELS)?;
@@ -371,8 +355,9 @@ impl Ctx<'_> {
     }
 
     fn route(&self, r: RawRoute) -> Result<Route, ConfigError> {
-        let to = r.to.get_ref().0.clone();
-        let mut route = Route::new(to.clone());
+        let to_span = r.to.span();
+        let mut route = Route::new(r.to.into_inner().0);
+        route.at = Some(self.at(to_span.clone()));
         if let Some(h) = &r.host {
             let host = h.get_ref().to_ascii_lowercase();
             if host.is_empty() || host.contains(['/', ' ', ':']) {
@@ -390,82 +375,62 @@ impl Ctx<'_> {
                 route.path = "/".into();
             }
         }
-        self.keys_fit_the_target(&r, &to)?;
-        route.ca = r.ca.as_ref().map(|c| self.ca_bundle(c)).transpose()?;
-        route.root = r.root.as_ref().map(|c| self.directory(c, "root directory")).transpose()?;
-        if let Some(i) = &r.index {
-            let index = i.get_ref();
-            if index.is_empty() || index == "." || index == ".." || index.contains(['/', '%', '\0']) {
-                return Err(self.err(i.span(), format!("index {index:?}: a plain file name is expected")));
+        // Paths in the file are relative to the file's directory, a unix socket's too.
+        match &mut route.to {
+            Target::Cgi(t) => {
+                t.dir = self.base.join(&t.dir);
+                if !t.dir.is_dir() {
+                    return Err(self.err(to_span, format!("CGI directory {} does not exist", t.dir.display())));
+                }
             }
+            Target::FastCgi(FastCgiTarget { socket: UpstreamSocket::Unix(path), .. }) => *path = self.base.join(&*path),
+            _ => {}
         }
-        if let Some(sp) = &r.split_path
-            && (sp.get_ref().is_empty() || sp.get_ref().contains(['/', '\0']))
-        {
-            return Err(
-                self.err(sp.span(), format!("split_path {:?}: a file name suffix such as \".php\"", sp.get_ref()))
-            );
+        // Each key goes to the target it belongs to; the first one in the file that does not fit is reported.
+        let mut options: Vec<(Range<usize>, TargetOption)> = Vec::new();
+        if let Some(c) = &r.ca {
+            options.push((c.span(), TargetOption::Ca(self.ca_bundle(c)?)));
         }
-        route.index = r.index.map(|i| i.into_inner());
-        route.uploads = r.uploads.map(|u| u.into_inner()).unwrap_or(true);
-        route.script_timeout = r.script_timeout_secs.map(|s| s.into_inner().0);
-        route.max_scripts = match &r.max_scripts {
-            Some(_) => Some(self.positive(&r.max_scripts, "max_scripts", 1)?),
-            None => None,
-        };
-        route.split_path = r.split_path.map(|s| s.into_inner());
-        route.pass_authorization = r.pass_authorization.map(|p| p.into_inner()).unwrap_or(false);
-        if let Target::Cgi { dir } = &to {
-            let dir = self.base.join(dir);
-            if !dir.is_dir() {
-                return Err(self.err(r.to.span(), format!("CGI directory {} does not exist", dir.display())));
-            }
-            route.to = Target::Cgi { dir };
+        if let Some(c) = &r.root {
+            options.push((c.span(), TargetOption::Root(self.directory(c, "root directory")?)));
         }
-        // Like every path in the file, a relative unix socket path is relative to the file's directory.
-        if let Target::FastCgi { socket: UpstreamSocket::Unix(path) } = &to {
-            route.to = Target::FastCgi { socket: UpstreamSocket::Unix(self.base.join(path)) };
+        let mut add = |span: Range<usize>, o: TargetOption| options.push((span, o));
+        if let Some(v) = &r.index {
+            add(v.span(), TargetOption::Index(v.get_ref().clone()));
+        }
+        if let Some(v) = &r.uploads {
+            add(v.span(), TargetOption::Uploads(*v.get_ref()));
+        }
+        if let Some(v) = &r.script_timeout_secs {
+            add(v.span(), TargetOption::ScriptTimeout(v.get_ref().0));
+        }
+        if let Some(v) = &r.max_scripts {
+            add(v.span(), TargetOption::MaxScripts(*v.get_ref()));
+        }
+        if let Some(v) = &r.split_path {
+            add(v.span(), TargetOption::SplitPath(v.get_ref().clone()));
+        }
+        if let Some(v) = &r.pass_authorization {
+            add(v.span(), TargetOption::PassAuthorization(*v.get_ref()));
+        }
+        options.sort_by_key(|(span, _)| span.start);
+        for (span, option) in options {
+            let key = option.key();
+            route.to.set(option).map_err(|e| match e {
+                OptionError::Misplaced { which } => {
+                    self.err(span, format!("{key} only applies to {which}, not to {}", route.to))
+                }
+                OptionError::Invalid(why) => self.err(span, why),
+            })?;
         }
         Ok(route)
     }
 
-    /// A key for another kind of route would be silently ignored: say so, at its line, as the command line
-    /// does for `--root` and `--index`.
-    fn keys_fit_the_target(&self, r: &RawRoute, to: &Target) -> Result<(), ConfigError> {
-        let https = matches!(to, Target::Http { tls: true, .. });
-        let ftp = matches!(to, Target::Ftp { .. });
-        let cgi = matches!(to, Target::Cgi { .. });
-        let fastcgi = matches!(to, Target::FastCgi { .. });
-        let app = cgi || fastcgi || matches!(to, Target::Scgi { .. });
-        let checks = [
-            ("ca", r.ca.as_ref().map(|v| v.span()), https, "https:// routes"),
-            ("uploads", r.uploads.as_ref().map(|v| v.span()), ftp, "ftp:// routes"),
-            ("root", r.root.as_ref().map(|v| v.span()), fastcgi, "fastcgi:// and fastcgi+unix: routes"),
-            ("index", r.index.as_ref().map(|v| v.span()), cgi || fastcgi, "cgi: and fastcgi routes"),
-            ("split_path", r.split_path.as_ref().map(|v| v.span()), fastcgi, "fastcgi:// and fastcgi+unix: routes"),
-            ("max_scripts", r.max_scripts.as_ref().map(|v| v.span()), cgi, "cgi: routes"),
-            (
-                "script_timeout_secs",
-                r.script_timeout_secs.as_ref().map(|v| v.span()),
-                app,
-                "cgi:, fastcgi and scgi routes",
-            ),
-            (
-                "pass_authorization",
-                r.pass_authorization.as_ref().map(|v| v.span()),
-                app,
-                "cgi:, fastcgi and scgi routes",
-            ),
-        ];
-        // The first misplaced key in the file is the one reported.
-        let misplaced = checks
-            .into_iter()
-            .filter_map(|(key, span, fits, which)| span.filter(|_| !fits).map(|span| (span, key, which)))
-            .min_by_key(|(span, _, _)| span.start);
-        match misplaced {
-            Some((span, key, which)) => Err(self.err(span, format!("{key} only applies to {which}, not to {to}"))),
-            None => Ok(()),
-        }
+    /// A users file that is readable and parses, so that `check` refuses what `run` could not load.
+    fn users_file(&self, p: &Spanned<PathBuf>) -> Result<PathBuf, ConfigError> {
+        let path = self.readable(p, "users file")?;
+        crate::http::htpasswd::Users::load(&path).map_err(|e| self.err(p.span(), format!("users file {e}")))?;
+        Ok(path)
     }
 
     /// A path (relative to the config file) that must be an existing directory.
@@ -486,6 +451,12 @@ mod tests {
         load_str(src, "t.toml", Path::new("."))
     }
 
+    impl ConfigError {
+        fn line(&self) -> usize {
+            self.at.as_ref().map_or(0, |a| a.line)
+        }
+    }
+
     #[test]
     fn minimal_proxy() {
         let c = load("[[listener]]\nlisten = \"127.0.0.1:0\"\n[listener.proxy]\n").unwrap();
@@ -497,20 +468,20 @@ mod tests {
     #[test]
     fn errors_name_the_line() {
         let e = load("drain_secs = 1\n\n[[listener]]\nlisten = \"nope\"\n[listener.proxy]\n").unwrap_err();
-        assert_eq!(e.line, 4, "{e}");
+        assert_eq!(e.line(), 4, "{e}");
         assert!(e.to_string().starts_with("t.toml:4: "), "{e}");
         let e =
             load("[[listener]]\nlisten = \":1\"\n[listener.proxy]\nallow_targets = [\"10.0.0.0/33\"]\n").unwrap_err();
-        assert_eq!(e.line, 4, "{e}");
+        assert_eq!(e.line(), 4, "{e}");
         let e = load("[timeouts]\nidle_secs = -1\n").unwrap_err();
-        assert_eq!(e.line, 2, "{e}");
+        assert_eq!(e.line(), 2, "{e}");
         let e = load("bogus = 1\n").unwrap_err();
-        assert_eq!(e.line, 1, "{e}");
+        assert_eq!(e.line(), 1, "{e}");
         assert!(e.message.contains("bogus"), "{e}");
         let e = load("[[listener]]\nlisten = \":1\"\n").unwrap_err();
         assert!(e.message.contains("serves nothing"), "{e}");
         let e = load("[[listener]]\nlisten = \"https://:1\"\n[listener.proxy]\n").unwrap_err();
-        assert_eq!(e.line, 2, "{e}");
+        assert_eq!(e.line(), 2, "{e}");
     }
 
     #[test]
@@ -520,7 +491,7 @@ mod tests {
              [[listener]]\nlisten = \"http://127.0.0.1:8080\"\n[listener.proxy]\n",
         )
         .unwrap_err();
-        assert_eq!(e.line, 5, "{e}");
+        assert_eq!(e.line(), 5, "{e}");
         assert!(e.message.contains("already"), "{e}");
         assert!(
             load("[[listener]]\nlisten = \":0\"\n[listener.proxy]\n[[listener]]\nlisten = \":0\"\n[listener.proxy]\n")
@@ -529,11 +500,11 @@ mod tests {
         for bad in ["a b", "x,y", "", "caf\u{e9}"] {
             let e =
                 load(&format!("[[listener]]\nlisten = \":0\"\nvia_name = \"{bad}\"\n[listener.proxy]\n")).unwrap_err();
-            assert_eq!(e.line, 3, "{bad:?}: {e}");
+            assert_eq!(e.line(), 3, "{bad:?}: {e}");
         }
         let e =
             load("[limits]\nmax_headers = 100000000\n[[listener]]\nlisten = \":0\"\n[listener.proxy]\n").unwrap_err();
-        assert_eq!(e.line, 2, "{e}");
+        assert_eq!(e.line(), 2, "{e}");
     }
 
     #[test]

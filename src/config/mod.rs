@@ -11,8 +11,15 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
-pub use load::{ConfigError, load_file, load_str};
-pub use target::{Authority, Target, UpstreamSocket};
+pub use crate::error::{At, StartupError};
+pub use load::{load_file, load_str};
+pub use target::{
+    AppOptions, Authority, CgiTarget, FastCgiTarget, FtpTarget, HttpTarget, OptionError, ScgiTarget, Target,
+    TargetOption, UpstreamSocket,
+};
+
+/// A config that can't be loaded: where (FILE:LINE) and why.
+pub type ConfigError = StartupError;
 
 /// Where the embedded default listens.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -126,6 +133,8 @@ pub struct Listener {
     pub routes: Vec<Route>,
     /// The `received-by` name this listener writes into Via; default `HOSTNAME:PORT`.
     pub via_name: Option<String>,
+    /// The listener's place in a config file (the line of `listen`).
+    pub at: Option<At>,
 }
 
 /// `ADDR`, `http://ADDR` or `https://ADDR`.
@@ -191,44 +200,19 @@ impl std::fmt::Debug for Parent {
 /// A gateway route: requests whose Host and path match go to `to`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Route {
-    /// Exact host name (no port) to match; None matches every host.
+    /// Exact host name (no port, lowercase) to match; None matches every host.
     pub host: Option<String>,
     /// Path prefix, always starting with `/`; matched on segment boundaries.
     pub path: String,
+    /// Where requests go, with the options of that kind of target.
     pub to: Target,
-    /// Extra CA bundle for `https://` targets.
-    pub ca: Option<PathBuf>,
-    /// FastCGI: the directory SCRIPT_FILENAME is resolved under.
-    pub root: Option<PathBuf>,
-    /// CGI and FastCGI: the file served for a directory request.
-    pub index: Option<String>,
-    /// FTP: whether PUT becomes STOR (otherwise 405).
-    pub uploads: bool,
-    /// CGI: seconds a script may run before its process group is killed (504).
-    pub script_timeout: Option<Duration>,
-    /// CGI: scripts running at once; the rest queue.
-    pub max_scripts: Option<usize>,
-    /// FastCGI: PATH_INFO starts after the first path segment ending in this suffix.
-    pub split_path: Option<String>,
-    /// CGI/FastCGI/SCGI: pass the Authorization header as HTTP_AUTHORIZATION.
-    pub pass_authorization: bool,
+    /// The route's place in a config file (the line of `to`).
+    pub at: Option<At>,
 }
 
 impl Route {
     pub fn new(to: Target) -> Route {
-        Route {
-            host: None,
-            path: "/".to_string(),
-            to,
-            ca: None,
-            root: None,
-            index: None,
-            uploads: true,
-            script_timeout: None,
-            max_scripts: None,
-            split_path: None,
-            pass_authorization: false,
-        }
+        Route { host: None, path: "/".to_string(), to, at: None }
     }
 }
 
@@ -252,6 +236,7 @@ impl Config {
             proxy: Some(Proxy::default()),
             routes: Vec::new(),
             via_name: None,
+            at: None,
         })
     }
 

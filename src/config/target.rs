@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use super::percent_decode;
 
@@ -69,35 +70,188 @@ pub enum UpstreamSocket {
     Unix(PathBuf),
 }
 
-/// Where a gateway route sends requests.
+/// Where a gateway route sends requests, with the options that belong to that kind of target.
 #[derive(Clone, PartialEq, Eq)]
 pub enum Target {
     /// `http://HOST:PORT[/base]` (relay) or `https://...` (HTTP/HTTPS: verified TLS to the origin).
-    Http { tls: bool, authority: Authority, base: String },
+    Http(HttpTarget),
     /// `ftp://[USER[:PASS]@]HOST[:PORT][/dir]`.
-    Ftp { authority: Authority, user: Option<String>, pass: Option<String>, dir: String },
+    Ftp(FtpTarget),
     /// `cgi:DIR`.
-    Cgi { dir: PathBuf },
+    Cgi(CgiTarget),
     /// `fastcgi://HOST:PORT` or `fastcgi+unix:PATH`.
-    FastCgi { socket: UpstreamSocket },
+    FastCgi(FastCgiTarget),
     /// `scgi://HOST:PORT`.
-    Scgi { authority: Authority },
+    Scgi(ScgiTarget),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpTarget {
+    pub tls: bool,
+    pub authority: Authority,
+    /// Path prefix on the upstream, without a trailing slash ("" for none).
+    pub base: String,
+    /// `https://` only: an extra CA bundle trusted besides the system roots.
+    pub ca: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FtpTarget {
+    pub authority: Authority,
+    pub user: Option<String>,
+    pub pass: Option<String>,
+    /// The directory requests map under, percent-decoded ("" for the log-in directory).
+    pub dir: String,
+    /// Whether PUT becomes STOR (otherwise 405); default true.
+    pub uploads: bool,
+}
+
+/// What the three resource gateways share.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AppOptions {
+    /// Seconds the application may stay silent before the request is answered 504 (a CGI script's process
+    /// group is killed); None: the room's default.
+    pub script_timeout: Option<Duration>,
+    /// Pass the Authorization header on as HTTP_AUTHORIZATION.
+    pub pass_authorization: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CgiTarget {
+    pub dir: PathBuf,
+    /// The script run for a path ending in `/`.
+    pub index: Option<String>,
+    /// Scripts running at once; the rest queue. None: the room's default.
+    pub max_scripts: Option<usize>,
+    pub app: AppOptions,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FastCgiTarget {
+    pub socket: UpstreamSocket,
+    /// The directory SCRIPT_FILENAME is resolved under.
+    pub root: Option<PathBuf>,
+    /// The file served for a directory request.
+    pub index: Option<String>,
+    /// PATH_INFO starts after the first path segment ending in this suffix.
+    pub split_path: Option<String>,
+    pub app: AppOptions,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScgiTarget {
+    pub authority: Authority,
+    pub app: AppOptions,
+}
+
+/// A per-target option, from a config key or a command-line flag: [`Target::set`] is the one place that
+/// decides whether it fits the target and whether its value is valid.
+#[derive(Debug, Clone)]
+pub enum TargetOption {
+    Ca(PathBuf),
+    Root(PathBuf),
+    Index(String),
+    Uploads(bool),
+    ScriptTimeout(Duration),
+    MaxScripts(usize),
+    SplitPath(String),
+    PassAuthorization(bool),
+}
+
+/// Why an option can't be set on a target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OptionError {
+    /// The option belongs to other kinds of target (named).
+    Misplaced { which: &'static str },
+    /// The value itself is unusable.
+    Invalid(String),
+}
+
+impl TargetOption {
+    /// The config key's name (the command-line flag is `--` and the same with `-`).
+    pub fn key(&self) -> &'static str {
+        match self {
+            TargetOption::Ca(_) => "ca",
+            TargetOption::Root(_) => "root",
+            TargetOption::Index(_) => "index",
+            TargetOption::Uploads(_) => "uploads",
+            TargetOption::ScriptTimeout(_) => "script_timeout_secs",
+            TargetOption::MaxScripts(_) => "max_scripts",
+            TargetOption::SplitPath(_) => "split_path",
+            TargetOption::PassAuthorization(_) => "pass_authorization",
+        }
+    }
 }
 
 impl Target {
+    /// Sets one option on the target it belongs to, checking its value.
+    pub fn set(&mut self, option: TargetOption) -> Result<(), OptionError> {
+        use TargetOption as O;
+        let misplaced = |which| Err(OptionError::Misplaced { which });
+        match (self, option) {
+            (Target::Http(t), O::Ca(ca)) if t.tls => t.ca = Some(ca),
+            (_, O::Ca(_)) => return misplaced("https:// routes"),
+            (Target::Ftp(t), O::Uploads(on)) => t.uploads = on,
+            (_, O::Uploads(_)) => return misplaced("ftp:// routes"),
+            (Target::FastCgi(t), O::Root(root)) => t.root = Some(root),
+            (_, O::Root(_)) => return misplaced("fastcgi:// and fastcgi+unix: routes"),
+            (Target::Cgi(_) | Target::FastCgi(_), O::Index(index))
+                if index.is_empty() || index == "." || index == ".." || index.contains(['/', '%', '\0']) =>
+            {
+                return Err(OptionError::Invalid(format!("index {index:?}: a plain file name is expected")));
+            }
+            (Target::Cgi(t), O::Index(index)) => t.index = Some(index),
+            (Target::FastCgi(t), O::Index(index)) => t.index = Some(index),
+            (_, O::Index(_)) => return misplaced("cgi: and fastcgi routes"),
+            (Target::FastCgi(_), O::SplitPath(sp)) if sp.is_empty() || sp.contains(['/', '\0']) => {
+                return Err(OptionError::Invalid(format!("split_path {sp:?}: a file name suffix such as \".php\"")));
+            }
+            (Target::FastCgi(t), O::SplitPath(sp)) => t.split_path = Some(sp),
+            (_, O::SplitPath(_)) => return misplaced("fastcgi:// and fastcgi+unix: routes"),
+            (Target::Cgi(_), O::MaxScripts(0)) => {
+                return Err(OptionError::Invalid("max_scripts must be at least 1".into()));
+            }
+            (Target::Cgi(t), O::MaxScripts(n)) => t.max_scripts = Some(n),
+            (_, O::MaxScripts(_)) => return misplaced("cgi: routes"),
+            (target, O::ScriptTimeout(d)) => match target.app_mut() {
+                Some(app) => app.script_timeout = Some(d),
+                None => return misplaced("cgi:, fastcgi and scgi routes"),
+            },
+            (target, O::PassAuthorization(on)) => match target.app_mut() {
+                Some(app) => app.pass_authorization = on,
+                None => return misplaced("cgi:, fastcgi and scgi routes"),
+            },
+        }
+        Ok(())
+    }
+
+    fn app_mut(&mut self) -> Option<&mut AppOptions> {
+        match self {
+            Target::Cgi(t) => Some(&mut t.app),
+            Target::FastCgi(t) => Some(&mut t.app),
+            Target::Scgi(t) => Some(&mut t.app),
+            Target::Http(_) | Target::Ftp(_) => None,
+        }
+    }
+
     pub fn parse(s: &str) -> Result<Target, String> {
         let bad = |why: &str| format!("target {s:?}: {why}");
         if let Some(dir) = s.strip_prefix("cgi:") {
             if dir.is_empty() {
                 return Err(bad("cgi: needs a directory"));
             }
-            return Ok(Target::Cgi { dir: PathBuf::from(dir) });
+            return Ok(Target::Cgi(CgiTarget {
+                dir: PathBuf::from(dir),
+                index: None,
+                max_scripts: None,
+                app: AppOptions::default(),
+            }));
         }
         if let Some(path) = s.strip_prefix("fastcgi+unix:") {
             if path.is_empty() {
                 return Err(bad("fastcgi+unix: needs a socket path"));
             }
-            return Ok(Target::FastCgi { socket: UpstreamSocket::Unix(PathBuf::from(path)) });
+            return Ok(Target::FastCgi(FastCgiTarget::new(UpstreamSocket::Unix(PathBuf::from(path)))));
         }
         let (scheme, rest) = s.split_once("://").ok_or_else(|| {
             bad("expected http://, https://, ftp://, cgi:DIR, fastcgi://, fastcgi+unix:PATH or scgi://")
@@ -114,7 +268,7 @@ impl Target {
             "http" | "https" => {
                 let tls = scheme == "https";
                 let authority = Authority::parse(hostpart, Some(if tls { 443 } else { 80 })).map_err(|e| bad(&e))?;
-                Ok(Target::Http { tls, authority, base })
+                Ok(Target::Http(HttpTarget { tls, authority, base, ca: None }))
             }
             "ftp" => {
                 let (creds, hostport) = match hostpart.rsplit_once('@') {
@@ -141,7 +295,7 @@ impl Target {
                 if dir.split('/').any(|seg| seg == "." || seg == "..") {
                     return Err(bad("the directory has a . or .. segment"));
                 }
-                Ok(Target::Ftp { authority, user, pass, dir })
+                Ok(Target::Ftp(FtpTarget { authority, user, pass, dir, uploads: true }))
             }
             "fastcgi" | "scgi" => {
                 if !base.is_empty() {
@@ -149,9 +303,9 @@ impl Target {
                 }
                 let authority = Authority::parse(hostpart, None).map_err(|e| bad(&e))?;
                 Ok(if scheme == "scgi" {
-                    Target::Scgi { authority }
+                    Target::Scgi(ScgiTarget { authority, app: AppOptions::default() })
                 } else {
-                    Target::FastCgi { socket: UpstreamSocket::Tcp(authority) }
+                    Target::FastCgi(FastCgiTarget::new(UpstreamSocket::Tcp(authority)))
                 })
             }
             other => Err(bad(&format!("unknown scheme {other:?}"))),
@@ -159,21 +313,29 @@ impl Target {
     }
 }
 
+impl FastCgiTarget {
+    fn new(socket: UpstreamSocket) -> FastCgiTarget {
+        FastCgiTarget { socket, root: None, index: None, split_path: None, app: AppOptions::default() }
+    }
+}
+
 impl fmt::Display for Target {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Target::Http { tls, authority, base } => {
+            Target::Http(HttpTarget { tls, authority, base, .. }) => {
                 write!(f, "{}://{authority}{base}", if *tls { "https" } else { "http" })
             }
             // Credentials stay out of logs and summaries.
-            Target::Ftp { authority, user, dir, .. } => match user {
+            Target::Ftp(FtpTarget { authority, user, dir, .. }) => match user {
                 Some(u) => write!(f, "ftp://{u}@{authority}{dir}"),
                 None => write!(f, "ftp://{authority}{dir}"),
             },
-            Target::Cgi { dir } => write!(f, "cgi:{}", dir.display()),
-            Target::FastCgi { socket: UpstreamSocket::Tcp(a) } => write!(f, "fastcgi://{a}"),
-            Target::FastCgi { socket: UpstreamSocket::Unix(p) } => write!(f, "fastcgi+unix:{}", p.display()),
-            Target::Scgi { authority } => write!(f, "scgi://{authority}"),
+            Target::Cgi(t) => write!(f, "cgi:{}", t.dir.display()),
+            Target::FastCgi(t) => match &t.socket {
+                UpstreamSocket::Tcp(a) => write!(f, "fastcgi://{a}"),
+                UpstreamSocket::Unix(p) => write!(f, "fastcgi+unix:{}", p.display()),
+            },
+            Target::Scgi(t) => write!(f, "scgi://{}", t.authority),
         }
     }
 }
@@ -203,14 +365,15 @@ mod tests {
     fn targets() {
         assert_eq!(
             Target::parse("http://127.0.0.1:9000/app/").unwrap(),
-            Target::Http {
+            Target::Http(HttpTarget {
                 tls: false,
                 authority: Authority { host: "127.0.0.1".into(), port: 9000 },
-                base: "/app".into()
-            }
+                base: "/app".into(),
+                ca: None,
+            })
         );
         match Target::parse("ftp://bob:s%40cret@ftp.example.org/pub").unwrap() {
-            Target::Ftp { authority, user, pass, dir } => {
+            Target::Ftp(FtpTarget { authority, user, pass, dir, .. }) => {
                 assert_eq!(authority.port, 21);
                 assert_eq!(user.as_deref(), Some("bob"));
                 assert_eq!(pass.as_deref(), Some("s@cret"));
@@ -218,15 +381,26 @@ mod tests {
             }
             t => panic!("{t}"),
         }
-        assert!(matches!(Target::parse("cgi:/srv/cgi").unwrap(), Target::Cgi { .. }));
+        assert!(matches!(Target::parse("cgi:/srv/cgi").unwrap(), Target::Cgi(_)));
         assert!(matches!(
             Target::parse("fastcgi+unix:/run/php.sock").unwrap(),
-            Target::FastCgi { socket: UpstreamSocket::Unix(_) }
+            Target::FastCgi(FastCgiTarget { socket: UpstreamSocket::Unix(_), .. })
         ));
         assert!(Target::parse("scgi://127.0.0.1:4000").is_ok());
         assert!(Target::parse("scgi://127.0.0.1").is_err());
         assert!(Target::parse("gopher://x:70").is_err());
         assert!(!Target::parse("ftp://u:pw@h/").unwrap().to_string().contains("pw"));
+        let mut t = Target::parse("scgi://127.0.0.1:4000").unwrap();
+        assert_eq!(
+            t.set(TargetOption::Index("i".into())),
+            Err(OptionError::Misplaced { which: "cgi: and fastcgi routes" })
+        );
+        assert!(t.set(TargetOption::PassAuthorization(true)).is_ok());
+        let mut t = Target::parse("cgi:/srv").unwrap();
+        assert!(matches!(t.set(TargetOption::Index("../x".into())), Err(OptionError::Invalid(_))));
+        assert!(matches!(t.set(TargetOption::MaxScripts(0)), Err(OptionError::Invalid(_))));
+        let mut t = Target::parse("http://h:1").unwrap();
+        assert!(matches!(t.set(TargetOption::Ca("c".into())), Err(OptionError::Misplaced { .. })), "ca needs https");
         for bad in ["ftp://h/a/../b", "ftp://h/./b", "ftp://h/a%2F..%2Fb", "ftp://u%0D%0A:p@h/", "ftp://h/a%0Ab"] {
             assert!(Target::parse(bad).is_err(), "{bad}");
         }

@@ -9,6 +9,7 @@ use super::log::AccessLogger;
 use super::tls::Acceptor;
 use crate::backend::Hop;
 use crate::config::{self, Limits};
+use crate::error::StartupError;
 use crate::route::Table;
 use crate::upstream::Outbound;
 
@@ -28,10 +29,13 @@ pub struct Shared {
     pub limits: Limits,
 }
 
-pub fn build(cfg: &config::Listener, local: SocketAddr, shared: &Shared) -> Result<ListenerState, String> {
+pub fn build(cfg: &config::Listener, local: SocketAddr, shared: &Shared) -> Result<ListenerState, StartupError> {
     let t = shared.out.timeouts;
     let table = Table::build(cfg, &shared.out)?;
-    let acceptor = if cfg.listen.tls { Some(Acceptor::new(&cfg.certs, t.tls_handshake)?) } else { None };
+    let acceptor = match cfg.listen.tls {
+        true => Some(Acceptor::new(&cfg.certs, t.tls_handshake).map_err(|e| e.or_at(cfg.at.as_ref()))?),
+        false => None,
+    };
     let hop = Hop {
         local,
         tls: cfg.listen.tls,

@@ -23,6 +23,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
+use crate::error::StartupError;
 use crate::upstream::{Outbound, OwnAddrs};
 use conn::{ConnIo, ConnShared};
 use listener::ListenerState;
@@ -51,17 +52,21 @@ impl std::fmt::Display for Bound {
 
 impl Server {
     /// Binds every listener and builds its state. Errors name the listener and the cause.
-    pub async fn bind(config: &Config) -> Result<Server, String> {
+    pub async fn bind(config: &Config) -> Result<Server, StartupError> {
         let own = OwnAddrs::new();
-        let log = Arc::new(log::AccessLogger::open(&config.access_log).map_err(|e| format!("access log: {e}"))?);
+        let log =
+            log::AccessLogger::open(&config.access_log).map_err(|e| StartupError::new(format!("access log: {e}")))?;
+        let log = Arc::new(log);
         let out = Outbound { own: own.clone(), timeouts: config.timeouts };
         let shared = listener::Shared { out, log: log.clone(), limits: config.limits };
         let mut bound = Vec::new();
         for l in &config.listeners {
-            let tcp = bind_tcp(l.listen.addr).map_err(|e| format!("cannot listen on {}: {e}", l.listen.addr))?;
-            let local = tcp.local_addr().map_err(|e| format!("cannot listen on {}: {e}", l.listen.addr))?;
+            let cannot =
+                |e: io::Error| StartupError::at(l.at.as_ref(), format!("cannot listen on {}: {e}", l.listen.addr));
+            let tcp = bind_tcp(l.listen.addr).map_err(cannot)?;
+            let local = tcp.local_addr().map_err(cannot)?;
             own.add(local);
-            let state = listener::build(l, local, &shared).map_err(|e| format!("listener {local}: {e}"))?;
+            let state = listener::build(l, local, &shared).map_err(|e| e.context(format_args!("listener {local}")))?;
             bound.push((tcp, Arc::new(state)));
         }
         let connections = Arc::new(Semaphore::new(config.limits.max_connections));
@@ -203,14 +208,17 @@ pub async fn serve_http1<S>(
 impl Server {
     /// Builds every listener's state without binding: what `hopgate check` runs, so that a config that checks
     /// is a config that runs (certificates, users files, targets).
-    pub fn check(config: &Config) -> Result<(), String> {
+    pub fn check(config: &Config) -> Result<(), StartupError> {
+        let log =
+            log::AccessLogger::open(&crate::config::AccessLog::Off).map_err(|e| StartupError::new(e.to_string()))?;
         let shared = listener::Shared {
             out: Outbound { own: OwnAddrs::new(), timeouts: config.timeouts },
-            log: Arc::new(log::AccessLogger::open(&crate::config::AccessLog::Off).map_err(|e| e.to_string())?),
+            log: Arc::new(log),
             limits: config.limits,
         };
         for l in &config.listeners {
-            listener::build(l, l.listen.addr, &shared).map_err(|e| format!("listener {}: {e}", l.listen.addr))?;
+            listener::build(l, l.listen.addr, &shared)
+                .map_err(|e| e.context(format_args!("listener {}", l.listen.addr)))?;
         }
         Ok(())
     }

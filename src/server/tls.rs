@@ -26,6 +26,7 @@ use super::conn::{ConnIo, ConnShared};
 use super::listener::ListenerState;
 use super::service::{self, ConnCtx};
 use crate::config::CertPair;
+use crate::error::StartupError;
 use crate::http::pages;
 use crate::tls::{LoadedCert, load_pair, provider};
 
@@ -79,15 +80,16 @@ pub struct Acceptor {
 
 impl Acceptor {
     /// Loads every certificate pair (the first is the default) and builds the server config.
-    pub fn new(pairs: &[CertPair], handshake_timeout: Duration) -> Result<Acceptor, String> {
+    pub fn new(pairs: &[CertPair], handshake_timeout: Duration) -> Result<Acceptor, StartupError> {
         let mut certs = Vec::new();
         for pair in pairs {
-            certs.push(load_pair(&pair.cert, &pair.key).map_err(|e| e.to_string())?);
+            certs.push(load_pair(&pair.cert, &pair.key).map_err(|e| StartupError::new(e.to_string()))?);
         }
-        let resolver = SniResolver::new(certs).ok_or("an https:// listener needs a certificate and key")?;
+        let resolver = SniResolver::new(certs)
+            .ok_or_else(|| StartupError::new("an https:// listener needs a certificate and key"))?;
         let mut config = ServerConfig::builder_with_provider(provider())
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-            .map_err(|e| format!("TLS settings: {e}"))?
+            .map_err(|e| StartupError::new(format!("TLS settings: {e}")))?
             .with_no_client_auth()
             .with_cert_resolver(Arc::new(resolver));
         config.alpn_protocols = ALPN_PROTOCOLS.iter().map(|p| p.to_vec()).collect();

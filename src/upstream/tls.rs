@@ -23,7 +23,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
-use crate::error::{Error, Kind};
+use crate::error::{Error, Kind, StartupError};
 
 /// What hopgate needs to open verified TLS connections to upstreams.
 #[derive(Clone)]
@@ -41,8 +41,8 @@ impl std::fmt::Debug for Origination {
 
 impl Origination {
     /// System roots plus the certificates of `ca`; offers only HTTP/1.1 by ALPN (the relay speaks HTTP/1.1).
-    pub fn new(ca: Option<&Path>, handshake_timeout: Duration) -> Result<Origination, String> {
-        let config = crate::tls::client_config(ca)?;
+    pub fn new(ca: Option<&Path>, handshake_timeout: Duration) -> Result<Origination, StartupError> {
+        let config = crate::tls::client_config(ca).map_err(StartupError::new)?;
         Ok(Origination { connector: TlsConnector::from(Arc::new(config)), handshake_timeout })
     }
 

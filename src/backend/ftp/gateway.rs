@@ -25,8 +25,8 @@ use super::{
     EntryKind, FtpError, FtpPool, FtpPoolConfig, FtpSettings, Login, PooledSession, Target, check_path, decode_url_path,
 };
 use crate::backend::Ctx;
-use crate::config;
-use crate::error::{Error, Kind, Side};
+use crate::config::{self, FtpTarget};
+use crate::error::{Error, Kind, Side, StartupError};
 use crate::http::{Body, append_via, pages};
 use crate::upstream::{Dialer, Outbound, UpstreamAddr};
 
@@ -67,26 +67,24 @@ impl FtpRoute {
         FtpRoute { pool, dialer, uploads: true, upstream: Upstream::FromUrl { parent } }
     }
 
-    /// A gateway route to `route.to` (an `ftp://` target), dialled without target policy (the operator chose
-    /// the server) but with the loop check.
-    pub fn gateway(route: &config::Route, out: &Outbound) -> Result<FtpRoute, String> {
-        let config::Target::Ftp { authority, user, pass, dir } = &route.to else {
-            return Err(format!("{}: not an ftp:// target", route.to));
-        };
-        for s in [user.as_deref(), pass.as_deref()].into_iter().flatten() {
-            check_path(s).map_err(|_| format!("{}: the credentials contain CR, LF or NUL", route.to))?;
+    /// A gateway route to an `ftp://` target under `prefix`, dialled without target policy (the operator
+    /// chose the server) but with the loop check.
+    pub fn gateway(t: &FtpTarget, prefix: &str, out: &Outbound) -> Result<FtpRoute, StartupError> {
+        let invalid = |why: &str| StartupError::new(format!("ftp://{}{}: {why}", t.authority, t.dir));
+        for s in [t.user.as_deref(), t.pass.as_deref()].into_iter().flatten() {
+            check_path(s).map_err(|_| invalid("the credentials contain CR, LF or NUL"))?;
         }
-        let dir = base_dir(dir).map_err(|e| format!("{}: {e}", route.to))?;
+        let dir = base_dir(&t.dir).map_err(|e| invalid(&e))?;
         let upstream = Upstream::Fixed {
-            host: authority.host.clone(),
-            port: authority.port,
-            user: user.clone(),
-            pass: pass.clone(),
+            host: t.authority.host.clone(),
+            port: t.authority.port,
+            user: t.user.clone(),
+            pass: t.pass.clone(),
             dir,
-            prefix: route.path.clone(),
+            prefix: prefix.to_owned(),
         };
         let pool = FtpPool::new(settings(&out.timeouts), FtpPoolConfig::default());
-        Ok(FtpRoute { pool, dialer: out.dialer(None), uploads: route.uploads, upstream })
+        Ok(FtpRoute { pool, dialer: out.dialer(None), uploads: t.uploads, upstream })
     }
 
     fn allow(&self) -> HeaderValue {
