@@ -68,7 +68,8 @@ impl FromStr for ProxyUrl {
         if host.is_empty() {
             return Err(bad("no host"));
         }
-        let port = authority.port_u16().unwrap_or(if tls { 443 } else { 80 });
+        let default = if tls { 443 } else { 80 };
+        let port = crate::config::authority_port(authority.as_str()).map_err(|e| bad(&e))?.unwrap_or(default);
         Ok(ProxyUrl { tls, host: host.to_owned(), port })
     }
 }
@@ -302,7 +303,7 @@ where
 fn parse_target(to: &str) -> Result<Authority, TunnelError> {
     let bad = || TunnelError::BadTarget(to.to_owned());
     let authority: Authority = to.parse().map_err(|_| bad())?;
-    if authority.port_u16().is_none() || authority.host().is_empty() || to.contains('@') {
+    if !matches!(crate::config::authority_port(to), Ok(Some(_))) || authority.host().is_empty() || to.contains('@') {
         return Err(bad());
     }
     Ok(authority)
@@ -463,7 +464,16 @@ mod tests {
         assert_eq!((p.tls, p.port, p.to_string().as_str()), (true, 443, "https://proxy.example:443"));
         let p: ProxyUrl = "http://[::1]:8080".parse().unwrap();
         assert_eq!((p.host.as_str(), p.to_string().as_str()), ("::1", "[::1]:8080"));
-        for bad in ["127.0.0.1:3128", "socks5://h:1", "http://u:p@h:1", "http://h:1/path", "http://", ""] {
+        for bad in [
+            "127.0.0.1:3128",
+            "socks5://h:1",
+            "http://u:p@h:1",
+            "http://h:1/path",
+            "http://",
+            "",
+            "http://h:99999",
+            "http://h:80a",
+        ] {
             assert!(bad.parse::<ProxyUrl>().is_err(), "{bad}");
         }
     }
@@ -473,7 +483,7 @@ mod tests {
         for good in ["example.com:22", "127.0.0.1:443", "[::1]:22"] {
             assert!(parse_target(good).is_ok(), "{good}");
         }
-        for bad in ["example.com", "u@example.com:22", ":22", "example.com:x", "a b:1", ""] {
+        for bad in ["example.com", "u@example.com:22", ":22", "example.com:x", "a b:1", "", "h:99999", "h:+22", "h:0"] {
             assert!(parse_target(bad).is_err(), "{bad}");
         }
         assert_eq!(parse_proxy_user("ann:pa:ss").unwrap(), ("ann".into(), "pa:ss".into()));

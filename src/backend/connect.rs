@@ -13,6 +13,7 @@ use hyper::ext::ReasonPhrase;
 use hyper_util::rt::TokioIo;
 
 use super::Ctx;
+use crate::config;
 use crate::error::{Error, Kind};
 use crate::http::Body;
 use crate::server::listener::ProxyState;
@@ -85,10 +86,12 @@ fn target(uri: &Uri) -> Result<(String, u16), Error> {
         return Err(bad());
     }
     let authority = uri.authority().ok_or_else(bad)?;
-    let port = authority.port_u16().ok_or_else(bad)?;
-    if port == 0 || authority.as_str().contains('@') {
+    if authority.as_str().contains('@') {
         return Err(bad());
     }
+    let port = config::authority_port(authority.as_str())
+        .map_err(|e| Error::bad_request(format!("CONNECT {uri}: {e}")))?
+        .ok_or_else(bad)?;
     let host = authority.host().trim_start_matches('[').trim_end_matches(']');
     if host.is_empty() {
         return Err(bad());
