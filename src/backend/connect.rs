@@ -15,7 +15,7 @@ use hyper_util::rt::TokioIo;
 use super::Ctx;
 use crate::config;
 use crate::error::{Error, Kind};
-use crate::http::Body;
+use crate::http::{Body, via_names};
 use crate::server::listener::ProxyState;
 use crate::tunnel::pipe;
 use crate::upstream::{UpstreamAddr, display_target};
@@ -27,6 +27,12 @@ enum Far {
 }
 
 pub async fn serve(mut req: Request<Incoming>, ctx: &Ctx<'_>, proxy: &ProxyState) -> Result<Response<Body>, Error> {
+    // A CONNECT that already passed through this listener came round a chain of parents: refused before
+    // anything is dialled, or the chain would open tunnels until memory runs out (the relay's check).
+    let name = &ctx.listener.via_name;
+    if via_names(req.headers(), name) {
+        return Err(Error::client(Kind::Loop, format!("CONNECT already passed through {name} (Via): loop")));
+    }
     let (host, port) = target(req.uri())?;
     let target = display_target(&host, port);
     if !proxy.cfg.connect_ports.contains(&port) {
@@ -48,7 +54,8 @@ pub async fn serve(mut req: Request<Incoming>, ctx: &Ctx<'_>, proxy: &ProxyState
             if let Ok(ip) = host.parse() {
                 proxy.dialer.check(SocketAddr::new(ip, port), &target)?;
             }
-            let (up, addr) = parent.tunnel(&target).await?;
+            // The client's Via goes on with this hop appended: the loop check above, one chain further.
+            let (up, addr) = parent.tunnel(&target, req.headers(), req.version()).await?;
             (Far::Parent(TokioIo::new(up)), addr)
         }
     };
