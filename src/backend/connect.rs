@@ -1,6 +1,7 @@
 //! CONNECT tunnels (RFC 9110 §9.3.6, "SSL tunneling"): `CONNECT host:port` becomes an opaque two-way byte
-//! stream. The target is dialled first (port list, target policy, loop check) and `200 Connection Established`
-//! is answered only once it is connected; otherwise 403/502/504. Bytes the client sent before reading the 200
+//! stream. A CONNECT whose Via names this listener is a loop (508). The target is dialled first (port list,
+//! target policy, loop check; through a parent: a CONNECT carrying Via) and `200 Connection Established` is
+//! answered only once it is connected; otherwise 400/403/502/504/508. Bytes the client sent before reading the 200
 //! stay in hyper's upgrade buffer and reach the target. Each direction half-closes on its own
 //! (tunnel::pipe); a tunnel idle for `tunnel_idle_secs` is closed; at most `max_tunnels` are open at once (503).
 //! Does not: look inside the stream, or retry.
