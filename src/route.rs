@@ -2,6 +2,7 @@
 
 use http::{Method, Request, header};
 
+use crate::config;
 use crate::error::{Error, Kind};
 use crate::server::listener::{ListenerState, ProxyState, RouteState};
 
@@ -39,6 +40,7 @@ pub fn pick<'a, B>(req: &Request<B>, l: &'a ListenerState) -> Result<Route<'a>, 
             None => Err(Error::bad_request("request target has no scheme")),
         };
     }
+    check_host_port(req)?;
     let host = request_host(req);
     let path = req.uri().path();
     if let Some(r) = l.routes.iter().find(|r| r.matches(host.as_deref(), path)) {
@@ -55,6 +57,19 @@ pub fn pick<'a, B>(req: &Request<B>, l: &'a ListenerState) -> Result<Route<'a>, 
         )));
     }
     Err(Error::client(Kind::NotFound, format!("no route for {path}")))
+}
+
+/// RFC 9112 §3.2: a request whose Host (or HTTP/2 `:authority`) is invalid gets 400; a port that is no port
+/// (`:99999`, `:80a`) is one, found by the same check as in absolute-form targets (config::authority_port).
+fn check_host_port<B>(req: &Request<B>) -> Result<(), Error> {
+    let authority = match req.uri().authority() {
+        Some(a) => a.as_str(),
+        None => match req.headers().get(header::HOST).and_then(|h| h.to_str().ok()) {
+            Some(h) => h,
+            None => return Ok(()),
+        },
+    };
+    config::authority_port(authority).map(|_| ()).map_err(|e| Error::bad_request(format!("{e} in Host")))
 }
 
 /// The host a request is for (no port, lowercase): from an absolute target, else the Host field.

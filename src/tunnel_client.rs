@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ::http::uri::{Authority, Scheme};
-use ::http::{HeaderValue, Method, Request, StatusCode, Uri, header};
+use ::http::{HeaderMap, HeaderValue, Method, Request, StatusCode, Uri, header};
 use base64::Engine as _;
 use bytes::Bytes;
 use http_body_util::Empty;
@@ -68,7 +68,8 @@ impl FromStr for ProxyUrl {
         if host.is_empty() {
             return Err(bad("no host"));
         }
-        let port = authority.port_u16().unwrap_or(if tls { 443 } else { 80 });
+        let default = if tls { 443 } else { 80 };
+        let port = crate::config::authority_port(authority.as_str()).map_err(|e| bad(&e))?.unwrap_or(default);
         Ok(ProxyUrl { tls, host: host.to_owned(), port })
     }
 }
@@ -190,7 +191,8 @@ impl TunnelClient {
 struct Dialer {
     proxy: ProxyUrl,
     target: Authority,
-    auth: Option<HeaderValue>,
+    /// `Proxy-Authorization` when `--proxy-user` was given; nothing else (no Via: this is a client).
+    fields: HeaderMap,
     tls: Option<(TlsConnector, ServerName<'static>)>,
     idle: Duration,
 }
@@ -198,7 +200,10 @@ struct Dialer {
 impl Dialer {
     fn new(client: &TunnelClient) -> Result<Dialer, TunnelError> {
         let target = parse_target(&client.to)?;
-        let auth = client.proxy_user.as_ref().map(|(user, pass)| basic_auth(user, pass)).transpose()?;
+        let mut fields = HeaderMap::new();
+        if let Some((user, pass)) = &client.proxy_user {
+            fields.insert(header::PROXY_AUTHORIZATION, basic_auth(user, pass)?);
+        }
         let tls = if client.proxy.tls {
             let name = ServerName::try_from(client.proxy.host.clone())
                 .map_err(|_| TunnelError::BadProxyUrl(format!("{:?}: not a TLS server name", client.proxy.host)))?;
@@ -208,7 +213,7 @@ impl Dialer {
         };
         // No idle timeout: a time too large to add to a clock reading (see tunnel::pump).
         let idle = client.idle.unwrap_or(Duration::MAX);
-        Ok(Dialer { proxy: client.proxy.clone(), target, auth, tls, idle })
+        Ok(Dialer { proxy: client.proxy.clone(), target, fields, tls, idle })
     }
 
     async fn open(&self) -> Result<TokioIo<Upgraded>, TunnelError> {
@@ -229,13 +234,13 @@ impl Dialer {
         let tcp = TcpStream::connect((self.proxy.host.as_str(), self.proxy.port)).await.map_err(unreachable)?;
         let _ = tcp.set_nodelay(true);
         let upgraded = match &self.tls {
-            None => connect(tcp, &proxy, &self.target, self.auth.clone()).await?,
+            None => connect(tcp, &proxy, &self.target, self.fields.clone()).await?,
             Some((connector, name)) => {
                 let tls = connector
                     .connect(name.clone(), tcp)
                     .await
                     .map_err(|source| TunnelError::Tls { proxy: proxy.clone(), source })?;
-                connect(tls, &proxy, &self.target, self.auth.clone()).await?
+                connect(tls, &proxy, &self.target, self.fields.clone()).await?
             }
         };
         Ok(TokioIo::new(upgraded))
@@ -256,13 +261,9 @@ impl Dialer {
 /// Sends `CONNECT target` over `io` (already connected to the proxy, TLS done if any) with
 /// hyper's HTTP/1.1 client and returns the tunnel once the proxy answers 2xx. Bytes that came
 /// after the proxy's blank line are read first from the returned stream. `proxy` only names the
-/// proxy in errors. Usable for chaining through a parent proxy as well.
-pub async fn connect<S>(
-    io: S,
-    proxy: &str,
-    target: &Authority,
-    proxy_authorization: Option<HeaderValue>,
-) -> Result<Upgraded, TunnelError>
+/// proxy in errors. `fields` go with the CONNECT: `Proxy-Authorization` (kept out of Debug
+/// output); hopgate's parent-proxy hop adds its `Via`, `hopgate tunnel` (a client) sends none.
+pub async fn connect<S>(io: S, proxy: &str, target: &Authority, fields: HeaderMap) -> Result<Upgraded, TunnelError>
 where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
@@ -270,13 +271,16 @@ where
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(io)).await.map_err(failed)?;
     // The connection task hands the socket over to `Upgraded` once the 2xx is read.
     let driver = tokio::spawn(connection.with_upgrades());
-    let mut request =
-        Request::builder().method(Method::CONNECT).uri(target.as_str()).header(header::HOST, target.as_str());
-    if let Some(mut value) = proxy_authorization {
+    let mut request = Request::builder()
+        .method(Method::CONNECT)
+        .uri(target.as_str())
+        .header(header::HOST, target.as_str())
+        .body(Empty::<Bytes>::new())
+        .map_err(|_| TunnelError::BadTarget(target.to_string()))?;
+    request.headers_mut().extend(fields);
+    if let Some(value) = request.headers_mut().get_mut(header::PROXY_AUTHORIZATION) {
         value.set_sensitive(true);
-        request = request.header(header::PROXY_AUTHORIZATION, value);
     }
-    let request = request.body(Empty::<Bytes>::new()).map_err(|_| TunnelError::BadTarget(target.to_string()))?;
     let response = match sender.send_request(request).await {
         Ok(response) => response,
         Err(e) => {
@@ -302,7 +306,7 @@ where
 fn parse_target(to: &str) -> Result<Authority, TunnelError> {
     let bad = || TunnelError::BadTarget(to.to_owned());
     let authority: Authority = to.parse().map_err(|_| bad())?;
-    if authority.port_u16().is_none() || authority.host().is_empty() || to.contains('@') {
+    if !matches!(crate::config::authority_port(to), Ok(Some(_))) || authority.host().is_empty() || to.contains('@') {
         return Err(bad());
     }
     Ok(authority)
@@ -463,7 +467,16 @@ mod tests {
         assert_eq!((p.tls, p.port, p.to_string().as_str()), (true, 443, "https://proxy.example:443"));
         let p: ProxyUrl = "http://[::1]:8080".parse().unwrap();
         assert_eq!((p.host.as_str(), p.to_string().as_str()), ("::1", "[::1]:8080"));
-        for bad in ["127.0.0.1:3128", "socks5://h:1", "http://u:p@h:1", "http://h:1/path", "http://", ""] {
+        for bad in [
+            "127.0.0.1:3128",
+            "socks5://h:1",
+            "http://u:p@h:1",
+            "http://h:1/path",
+            "http://",
+            "",
+            "http://h:99999",
+            "http://h:80a",
+        ] {
             assert!(bad.parse::<ProxyUrl>().is_err(), "{bad}");
         }
     }
@@ -473,7 +486,7 @@ mod tests {
         for good in ["example.com:22", "127.0.0.1:443", "[::1]:22"] {
             assert!(parse_target(good).is_ok(), "{good}");
         }
-        for bad in ["example.com", "u@example.com:22", ":22", "example.com:x", "a b:1", ""] {
+        for bad in ["example.com", "u@example.com:22", ":22", "example.com:x", "a b:1", "", "h:99999", "h:+22", "h:0"] {
             assert!(parse_target(bad).is_err(), "{bad}");
         }
         assert_eq!(parse_proxy_user("ann:pa:ss").unwrap(), ("ann".into(), "pa:ss".into()));

@@ -12,7 +12,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 
 pub use load::{ConfigError, load_file, load_str};
-pub use target::{Authority, Target, UpstreamSocket};
+pub use target::{Authority, Target, UpstreamSocket, authority_port, parse_port};
 
 /// Where the embedded default listens.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";

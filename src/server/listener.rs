@@ -83,6 +83,7 @@ pub struct Shared {
 
 pub fn build(cfg: &config::Listener, local: SocketAddr, shared: &Shared) -> Result<ListenerState, String> {
     let t = shared.timeouts;
+    let via_name = cfg.via_name.clone().unwrap_or_else(|| format!("{}:{}", hostname(), local.port()));
     let proxy = match &cfg.proxy {
         None => None,
         Some(p) => {
@@ -90,7 +91,7 @@ pub fn build(cfg: &config::Listener, local: SocketAddr, shared: &Shared) -> Resu
             let parent = p.parent.as_ref().map(|parent| {
                 // The parent is the operator's choice: no target policy, but the loop check stays.
                 let dialer = Dialer::new(None, shared.own.clone(), t.connect);
-                Arc::new(ParentProxy::new(parent, dialer, t.response_head))
+                Arc::new(ParentProxy::new(parent, dialer, t.response_head, &via_name))
             });
             // Absolute-form https:// targets: TLS origination, verified against the system roots plus `ca`.
             let tls = Origination::new(p.ca.as_deref(), t.connect)?;
@@ -120,7 +121,7 @@ pub fn build(cfg: &config::Listener, local: SocketAddr, shared: &Shared) -> Resu
         local,
         tls: cfg.listen.tls,
         acceptor,
-        via_name: cfg.via_name.clone().unwrap_or_else(|| format!("{}:{}", hostname(), local.port())),
+        via_name,
         limits: shared.limits,
         timeouts: t,
         proxy,

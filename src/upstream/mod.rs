@@ -199,7 +199,8 @@ impl Connector {
                 // https:// through a parent: CONNECT, then TLS to the origin inside the tunnel, so the origin
                 // is verified end to end and the request goes in origin-form (RFC 9110 §9.3.6).
                 let o = tls()?;
-                let (tunnel, addr) = parent.tunnel(&display_target(host, port)).await?;
+                let (tunnel, addr) =
+                    parent.tunnel(&display_target(host, port), &http::HeaderMap::new(), http::Version::HTTP_11).await?;
                 let io = o.connect(host, port, tls::Stream::Tunnel(TokioIo::new(tunnel))).await?;
                 return Ok(UpstreamIo { io: TokioIo::new(io), addr });
             }
