@@ -64,9 +64,12 @@ pub enum Route<'a> {
 impl Table {
     /// Builds every room of a listener; nothing connects here. Fails naming what can't be used (a users file,
     /// a CA bundle, a CGI directory...).
-    pub fn build(cfg: &config::Listener, out: &Outbound) -> Result<Table, StartupError> {
-        let proxy =
-            cfg.proxy.as_ref().map(|p| Proxy::build(p, out).map_err(|e| e.or_at(cfg.at.as_ref()))).transpose()?;
+    pub fn build(cfg: &config::Listener, hop: &Hop, out: &Outbound) -> Result<Table, StartupError> {
+        let proxy = cfg
+            .proxy
+            .as_ref()
+            .map(|p| Proxy::build(p, hop, out).map_err(|e| e.or_at(cfg.at.as_ref())))
+            .transpose()?;
         let routes = cfg
             .routes
             .iter()
@@ -99,6 +102,7 @@ impl Table {
                 None => Err(Error::bad_request("request target has no scheme")),
             };
         }
+        check_host_port(req)?;
         let host = request_host(req);
         let path = req.uri().path();
         if let Some(r) = self.routes.iter().find(|r| r.matches(host.as_deref(), path)) {
@@ -119,10 +123,11 @@ impl Table {
 }
 
 impl Proxy {
-    fn build(p: &config::Proxy, out: &Outbound) -> Result<Proxy, StartupError> {
+    fn build(p: &config::Proxy, hop: &Hop, out: &Outbound) -> Result<Proxy, StartupError> {
         // Client-chosen targets: the target policy applies to every room of the proxy.
         let dialer = out.dialer(Some(TargetPolicy::new(p.allow_targets.clone())));
-        let parent = p.parent.as_ref().map(|parent| out.parent(parent));
+        // The parent's CONNECTs carry this listener's Via hop, so a chain of parents can't loop.
+        let parent = p.parent.as_ref().map(|parent| out.parent(parent, &hop.via_name));
         let users = match &p.users {
             Some(path) => Some(Users::load(path).map_err(|e| StartupError::new(format!("users file {e}")))?),
             None => None,
@@ -156,6 +161,19 @@ impl Entry {
         let prefix = self.path.as_str();
         prefix == "/" || path == prefix || path.strip_prefix(prefix).is_some_and(|rest| rest.starts_with('/'))
     }
+}
+
+/// RFC 9112 §3.2: a request whose Host (or HTTP/2 `:authority`) is invalid gets 400; a port that is no port
+/// (`:99999`, `:80a`) is one, found by the same check as in absolute-form targets (config::authority_port).
+fn check_host_port<B>(req: &Request<B>) -> Result<(), Error> {
+    let authority = match req.uri().authority() {
+        Some(a) => a.as_str(),
+        None => match req.headers().get(header::HOST).and_then(|h| h.to_str().ok()) {
+            Some(h) => h,
+            None => return Ok(()),
+        },
+    };
+    config::authority_port(authority).map(|_| ()).map_err(|e| Error::bad_request(format!("{e} in Host")))
 }
 
 /// The host a request is for (no port, lowercase): from an absolute target, else the Host field.

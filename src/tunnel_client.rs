@@ -66,7 +66,8 @@ impl FromStr for ProxyUrl {
         if host.is_empty() {
             return Err(bad("no host"));
         }
-        let port = authority.port_u16().unwrap_or(if tls { 443 } else { 80 });
+        let default = if tls { 443 } else { 80 };
+        let port = crate::config::authority_port(authority.as_str()).map_err(|e| bad(&e))?.unwrap_or(default);
         Ok(ProxyUrl { tls, host: host.to_owned(), port })
     }
 }
@@ -188,7 +189,8 @@ impl TunnelClient {
 struct Dialer {
     proxy: ProxyUrl,
     target: Authority,
-    auth: Option<HeaderValue>,
+    /// `Proxy-Authorization` when `--proxy-user` was given; nothing else (no Via: this is a client).
+    fields: HeaderMap,
     tls: Option<(TlsConnector, ServerName<'static>)>,
     idle: Duration,
 }
@@ -196,7 +198,10 @@ struct Dialer {
 impl Dialer {
     fn new(client: &TunnelClient) -> Result<Dialer, TunnelError> {
         let target = parse_target(&client.to)?;
-        let auth = client.proxy_user.as_ref().map(|(user, pass)| basic_auth(user, pass)).transpose()?;
+        let mut fields = HeaderMap::new();
+        if let Some((user, pass)) = &client.proxy_user {
+            fields.insert(header::PROXY_AUTHORIZATION, basic_auth(user, pass)?);
+        }
         let tls = if client.proxy.tls {
             let name = ServerName::try_from(client.proxy.host.clone())
                 .map_err(|_| TunnelError::BadProxyUrl(format!("{:?}: not a TLS server name", client.proxy.host)))?;
@@ -206,7 +211,7 @@ impl Dialer {
         };
         // No idle timeout: a time too large to add to a clock reading (see tunnel::pump).
         let idle = client.idle.unwrap_or(Duration::MAX);
-        Ok(Dialer { proxy: client.proxy.clone(), target, auth, tls, idle })
+        Ok(Dialer { proxy: client.proxy.clone(), target, fields, tls, idle })
     }
 
     async fn open(&self) -> Result<TokioIo<Upgraded>, TunnelError> {
@@ -244,11 +249,7 @@ impl Dialer {
     where
         S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
     {
-        let mut fields = HeaderMap::new();
-        if let Some(auth) = &self.auth {
-            fields.insert(header::PROXY_AUTHORIZATION, auth.clone());
-        }
-        upstream::connect::connect(io, &self.target, fields).await.map_err(|e| {
+        upstream::connect::connect(io, &self.target, self.fields.clone()).await.map_err(|e| {
             let (proxy, target) = (proxy.to_owned(), self.target.to_string());
             match e {
                 ConnectError::Handshake(source) => TunnelError::Handshake { proxy, target, source },
@@ -273,7 +274,7 @@ impl Dialer {
 fn parse_target(to: &str) -> Result<Authority, TunnelError> {
     let bad = || TunnelError::BadTarget(to.to_owned());
     let authority: Authority = to.parse().map_err(|_| bad())?;
-    if authority.port_u16().is_none() || authority.host().is_empty() || to.contains('@') {
+    if !matches!(crate::config::authority_port(to), Ok(Some(_))) || authority.host().is_empty() || to.contains('@') {
         return Err(bad());
     }
     Ok(authority)
@@ -413,7 +414,16 @@ mod tests {
         assert_eq!((p.tls, p.port, p.to_string().as_str()), (true, 443, "https://proxy.example:443"));
         let p: ProxyUrl = "http://[::1]:8080".parse().unwrap();
         assert_eq!((p.host.as_str(), p.to_string().as_str()), ("::1", "[::1]:8080"));
-        for bad in ["127.0.0.1:3128", "socks5://h:1", "http://u:p@h:1", "http://h:1/path", "http://", ""] {
+        for bad in [
+            "127.0.0.1:3128",
+            "socks5://h:1",
+            "http://u:p@h:1",
+            "http://h:1/path",
+            "http://",
+            "",
+            "http://h:99999",
+            "http://h:80a",
+        ] {
             assert!(bad.parse::<ProxyUrl>().is_err(), "{bad}");
         }
     }
@@ -423,7 +433,7 @@ mod tests {
         for good in ["example.com:22", "127.0.0.1:443", "[::1]:22"] {
             assert!(parse_target(good).is_ok(), "{good}");
         }
-        for bad in ["example.com", "u@example.com:22", ":22", "example.com:x", "a b:1", ""] {
+        for bad in ["example.com", "u@example.com:22", ":22", "example.com:x", "a b:1", "", "h:99999", "h:+22", "h:0"] {
             assert!(parse_target(bad).is_err(), "{bad}");
         }
         assert_eq!(parse_proxy_user("ann:pa:ss").unwrap(), ("ann".into(), "pa:ss".into()));

@@ -218,6 +218,8 @@ async fn bytes_right_after_the_200_are_kept() {
     assert!(lower.contains(&format!("\r\nhost: {echo}\r\n")), "{head}");
     // base64("ann:pa:ss")
     assert!(lower.contains("\r\nproxy-authorization: basic yw5uonbhonnz\r\n"), "{head}");
+    // A client, not a proxy: no Via of its own.
+    assert!(!lower.contains("\r\nvia:"), "{head}");
 }
 
 #[tokio::test]

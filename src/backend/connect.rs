@@ -1,6 +1,7 @@
 //! CONNECT tunnels (RFC 9110 §9.3.6, "SSL tunneling"): `CONNECT host:port` becomes an opaque two-way byte
-//! stream. The target is dialled first (port list, target policy, loop check) and `200 Connection Established`
-//! is answered only once it is connected; otherwise 403/502/504. Bytes the client sent before reading the 200
+//! stream. A CONNECT whose Via names this listener is a loop (508). The target is dialled first (port list,
+//! target policy, loop check; through a parent: a CONNECT carrying Via) and `200 Connection Established` is
+//! answered only once it is connected; otherwise 400/403/502/504/508. Bytes the client sent before reading the 200
 //! stay in hyper's upgrade buffer and reach the target. Each direction half-closes on its own
 //! (tunnel::pipe); a tunnel idle for `tunnel_idle_secs` is closed; at most `max_tunnels` are open at once (503).
 //! Does not: look inside the stream, or retry.
@@ -17,7 +18,7 @@ use tokio::sync::Semaphore;
 use super::Ctx;
 use crate::config;
 use crate::error::{Error, Kind};
-use crate::http::Body;
+use crate::http::{Body, via_names};
 use crate::tunnel::pipe;
 use crate::upstream::{Dialer, ParentProxy, UpstreamAddr, display_target};
 
@@ -46,6 +47,12 @@ enum Far {
 }
 
 pub async fn serve(mut req: Request<Incoming>, ctx: &Ctx<'_>, tunnels: &Tunnels) -> Result<Response<Body>, Error> {
+    // A CONNECT that already passed through this listener came round a chain of parents: refused before
+    // anything is dialled, or the chain would open tunnels until memory runs out (the relay's check).
+    let name = &ctx.hop.via_name;
+    if via_names(req.headers(), name) {
+        return Err(Error::client(Kind::Loop, format!("CONNECT already passed through {name} (Via): loop")));
+    }
     let (host, port) = target(req.uri())?;
     let target = display_target(&host, port);
     if !tunnels.ports.contains(&port) {
@@ -69,7 +76,8 @@ pub async fn serve(mut req: Request<Incoming>, ctx: &Ctx<'_>, tunnels: &Tunnels)
             if let Ok(ip) = host.parse() {
                 tunnels.dialer.check(SocketAddr::new(ip, port), &target)?;
             }
-            let (up, addr) = parent.tunnel(&target).await?;
+            // The client's Via goes on with this hop appended: the loop check above, one chain further.
+            let (up, addr) = parent.tunnel(&target, req.headers(), req.version()).await?;
             (Far::Parent(TokioIo::new(up)), addr)
         }
     };
@@ -107,10 +115,12 @@ fn target(uri: &Uri) -> Result<(String, u16), Error> {
         return Err(bad());
     }
     let authority = uri.authority().ok_or_else(bad)?;
-    let port = authority.port_u16().ok_or_else(bad)?;
-    if port == 0 || authority.as_str().contains('@') {
+    if authority.as_str().contains('@') {
         return Err(bad());
     }
+    let port = config::authority_port(authority.as_str())
+        .map_err(|e| Error::bad_request(format!("CONNECT {uri}: {e}")))?
+        .ok_or_else(bad)?;
     let host = authority.host().trim_start_matches('[').trim_end_matches(']');
     if host.is_empty() {
         return Err(bad());

@@ -96,9 +96,12 @@ pub async fn forward(mut req: Request<Incoming>, ctx: &Ctx<'_>, proxy: &Forward)
     if host.is_empty() {
         return Err(Error::bad_request("absolute request target without a host"));
     }
+    // A port that is no port (`:99999`, `:80a`) is refused rather than read as none (port 80).
+    let port = config::authority_port(authority.as_str())
+        .map_err(|e| Error::bad_request(format!("{e} in the request target")))?;
     // userinfo never travels: rebuild the authority from host and port alone.
-    let authority: Authority = match authority.port() {
-        Some(p) => format!("{host}:{}", p.as_u16()),
+    let authority: Authority = match port {
+        Some(p) => format!("{host}:{p}"),
         None => host.to_string(),
     }
     .parse()

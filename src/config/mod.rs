@@ -15,7 +15,7 @@ pub use crate::error::{At, StartupError};
 pub use load::{load_file, load_str};
 pub use target::{
     AppOptions, Authority, CgiTarget, FastCgiTarget, FtpTarget, HttpTarget, OptionError, ScgiTarget, Target,
-    TargetOption, UpstreamSocket,
+    TargetOption, UpstreamSocket, authority_port, parse_port,
 };
 
 /// A config that can't be loaded: where (FILE:LINE) and why.

@@ -38,12 +38,9 @@ impl Authority {
             }
         };
         let port = match port {
-            Some(p) => p.parse::<u16>().map_err(|_| format!("bad port {p:?}"))?,
+            Some(p) => parse_port(p)?,
             None => default_port.ok_or("missing port")?,
         };
-        if port == 0 {
-            return Err("port 0".into());
-        }
         if host.is_empty()
             || host.bytes().any(|b| !(b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b':')))
         {
@@ -60,6 +57,43 @@ impl fmt::Display for Authority {
         } else {
             write!(f, "{}:{}", self.host, self.port)
         }
+    }
+}
+
+/// A TCP port as a URI or an address writes it (RFC 3986 §3.2.3 `port = *DIGIT`): decimal digits only, 1 to
+/// 65535. Rust's own `u16` parsing would also take `+80`; `99999`, `80a`, `-80` and `0` are no port to connect to.
+pub fn parse_port(p: &str) -> Result<u16, String> {
+    let invalid = || format!("invalid port {p:?} (a port is a number from 1 to 65535)");
+    if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(invalid());
+    }
+    match p.parse::<u16>() {
+        Ok(0) | Err(_) => Err(invalid()),
+        Ok(port) => Ok(port),
+    }
+}
+
+/// The port of an authority a client gave (`[userinfo@]host[:port]`, `[IPv6]:port`), as in a request target:
+/// `None` when there is none, or when it is empty (`host:`, which RFC 3986 §3.2.3 reads as the scheme's
+/// default). Every place that takes a port from a client-given authority goes through here: the http crate's
+/// `Authority::port_u16` reads `:99999` or `:80a` as no port at all, which would send the request to the
+/// scheme's default port.
+pub fn authority_port(authority: &str) -> Result<Option<u16>, String> {
+    let hostport = authority.rsplit_once('@').map_or(authority, |(_, hp)| hp);
+    let port = match hostport.strip_prefix('[') {
+        // `[::1]` ends in a group, not in a port.
+        Some(v6) => match v6.split_once(']') {
+            Some((_, "")) => None,
+            Some((_, after)) => {
+                Some(after.strip_prefix(':').ok_or_else(|| format!("unexpected {after:?} after an IPv6 address"))?)
+            }
+            None => return Err("unclosed [ in an IPv6 address".into()),
+        },
+        None => hostport.rsplit_once(':').map(|(_, p)| p),
+    };
+    match port {
+        None | Some("") => Ok(None),
+        Some(p) => parse_port(p).map(Some),
     }
 }
 
@@ -359,6 +393,44 @@ mod tests {
         assert!(Authority::parse("h", None).is_err());
         assert!(Authority::parse("a b:1", None).is_err());
         assert!(Authority::parse("::1:80", None).is_err());
+        for bad in ["h:+80", "h:99999", "h:65536", "h:80a", "h:-80", "h:", "[::1]:0x50"] {
+            assert!(Authority::parse(bad, Some(80)).is_err(), "{bad}");
+        }
+        assert_eq!(Authority::parse("h:080", None).unwrap().port, 80);
+    }
+
+    #[test]
+    fn ports_of_client_authorities() {
+        for (a, want) in [
+            ("example.com", None),
+            ("example.com:", None),
+            ("example.com:8080", Some(8080)),
+            ("example.com:65535", Some(65535)),
+            ("[::1]", None),
+            ("[::1]:443", Some(443)),
+            ("[::1]:", None),
+            ("u:p@h", None),
+            ("u:p@h:21", Some(21)),
+            ("u:p:x@[::1]:21", Some(21)),
+        ] {
+            assert_eq!(authority_port(a), Ok(want), "{a}");
+        }
+        for (a, port) in [
+            ("h:99999", "99999"),
+            ("h:65536", "65536"),
+            ("h:80a", "80a"),
+            ("h:-80", "-80"),
+            ("h:+80", "+80"),
+            ("h:0", "0"),
+            ("h:00000", "00000"),
+            ("[::1]:99999", "99999"),
+            ("u:1@h:x", "x"),
+        ] {
+            let e = authority_port(a).unwrap_err();
+            assert!(e.starts_with(&format!("invalid port {port:?}")), "{a}: {e}");
+        }
+        assert!(authority_port("[::1]x").is_err());
+        assert!(authority_port("[::1").is_err());
     }
 
     #[test]

@@ -31,16 +31,16 @@ pub struct Shared {
 
 pub fn build(cfg: &config::Listener, local: SocketAddr, shared: &Shared) -> Result<ListenerState, StartupError> {
     let t = shared.out.timeouts;
-    let table = Table::build(cfg, &shared.out)?;
-    let acceptor = match cfg.listen.tls {
-        true => Some(Acceptor::new(&cfg.certs, t.tls_handshake).map_err(|e| e.or_at(cfg.at.as_ref()))?),
-        false => None,
-    };
     let hop = Hop {
         local,
         tls: cfg.listen.tls,
         via_name: cfg.via_name.clone().unwrap_or_else(|| format!("{}:{}", hostname(), local.port())),
         timeouts: t,
+    };
+    let table = Table::build(cfg, &hop, &shared.out)?;
+    let acceptor = match cfg.listen.tls {
+        true => Some(Acceptor::new(&cfg.certs, t.tls_handshake).map_err(|e| e.or_at(cfg.at.as_ref()))?),
+        false => None,
     };
     Ok(ListenerState { hop, acceptor, limits: shared.limits, table, log: shared.log.clone() })
 }

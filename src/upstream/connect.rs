@@ -65,13 +65,9 @@ where
     if let Ok(host) = header::HeaderValue::from_str(target.as_str()) {
         headers.insert(header::HOST, host);
     }
-    for (name, mut value) in fields {
-        if let Some(name) = name {
-            if name == header::PROXY_AUTHORIZATION {
-                value.set_sensitive(true);
-            }
-            headers.append(name, value);
-        }
+    headers.extend(fields);
+    if let Some(auth) = headers.get_mut(header::PROXY_AUTHORIZATION) {
+        auth.set_sensitive(true);
     }
     let response = match sender.send_request(request).await {
         Ok(response) => response,

@@ -41,9 +41,10 @@ impl Outbound {
         Dialer::new(policy, self.own.clone(), self.timeouts.connect)
     }
 
-    /// A parent proxy, dialled without target policy (the operator chose it) but with the loop check.
-    pub fn parent(&self, cfg: &config::Parent) -> Arc<ParentProxy> {
-        Arc::new(ParentProxy::new(cfg, self.dialer(None), self.timeouts.response_head))
+    /// A parent proxy, dialled without target policy (the operator chose it) but with the loop check; its
+    /// CONNECTs carry `via_name` (the listener's) in Via.
+    pub fn parent(&self, cfg: &config::Parent, via_name: &str) -> Arc<ParentProxy> {
+        Arc::new(ParentProxy::new(cfg, self.dialer(None), self.timeouts.response_head, via_name))
     }
 }
 
@@ -223,7 +224,8 @@ impl Connector {
                 // https:// through a parent: CONNECT, then TLS to the origin inside the tunnel, so the origin
                 // is verified end to end and the request goes in origin-form (RFC 9110 §9.3.6).
                 let o = tls()?;
-                let (tunnel, addr) = parent.tunnel(&display_target(host, port)).await?;
+                let (tunnel, addr) =
+                    parent.tunnel(&display_target(host, port), &http::HeaderMap::new(), http::Version::HTTP_11).await?;
                 let io = o.connect(host, port, tls::Stream::Tunnel(TokioIo::new(tunnel))).await?;
                 return Ok(UpstreamIo { io: TokioIo::new(io), addr });
             }

@@ -5,14 +5,15 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use base64::Engine;
-use http::StatusCode;
-use http::header::HeaderValue;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{StatusCode, Version};
 use hyper::upgrade::Upgraded;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::{ConnectError, Dialer};
 use crate::config::{Authority, Parent};
 use crate::error::{Error, Kind};
+use crate::http::append_via;
 
 pub struct ParentProxy {
     pub authority: Authority,
@@ -22,12 +23,14 @@ pub struct ParentProxy {
     dialer: Dialer,
     /// How long the parent may take to answer a CONNECT.
     answer_timeout: Duration,
+    /// The listener's Via name, for the CONNECTs it sends.
+    via_name: String,
 }
 
 impl ParentProxy {
-    pub fn new(cfg: &Parent, dialer: Dialer, answer_timeout: Duration) -> ParentProxy {
+    pub fn new(cfg: &Parent, dialer: Dialer, answer_timeout: Duration, via_name: &str) -> ParentProxy {
         let auth = cfg.credentials.as_ref().and_then(|(u, p)| basic(u, p));
-        ParentProxy { authority: cfg.authority.clone(), auth, dialer, answer_timeout }
+        ParentProxy { authority: cfg.authority.clone(), auth, dialer, answer_timeout, via_name: via_name.to_owned() }
     }
 
     /// A TCP connection to the parent.
@@ -35,11 +38,27 @@ impl ParentProxy {
         self.dialer.dial(&self.authority.host, self.authority.port).await
     }
 
-    /// A tunnel to `target` (`host:port`) through the parent.
-    pub async fn tunnel(&self, target: &str) -> Result<(Upgraded, SocketAddr), Error> {
+    /// A tunnel to `target` (`host:port`) through the parent. The CONNECT carries the Via fields of `client`
+    /// (the client's CONNECT; none for the tunnels hopgate opens for its own https:// requests) with this hop
+    /// (`VERSION NAME`) appended, as a relayed request does: a chain of parents that leads back to this listener
+    /// ends there in 508 instead of opening tunnels until memory runs out.
+    pub async fn tunnel(
+        &self,
+        target: &str,
+        client: &HeaderMap,
+        version: Version,
+    ) -> Result<(Upgraded, SocketAddr), Error> {
+        let mut fields = HeaderMap::new();
+        for via in client.get_all(header::VIA) {
+            fields.append(header::VIA, via.clone());
+        }
+        append_via(&mut fields, version, &self.via_name);
+        if let Some(auth) = &self.auth {
+            fields.insert(header::PROXY_AUTHORIZATION, auth.clone());
+        }
         let (tcp, addr) = self.dial().await?;
         let name = self.authority.to_string();
-        match tokio::time::timeout(self.answer_timeout, connect_through(tcp, target, self.auth.as_ref(), &name)).await {
+        match tokio::time::timeout(self.answer_timeout, connect_through(tcp, target, fields, &name)).await {
             Ok(r) => r.map(|u| (u, addr)),
             Err(_) => Err(Error::upstream(
                 Kind::ResponseTimeout,
@@ -59,28 +78,22 @@ pub fn basic(user: &str, pass: &str) -> Option<HeaderValue> {
 }
 
 /// `CONNECT target` through a proxy already dialled (`upstream::connect`, shared with `hopgate tunnel`), as
-/// hopgate's error: the proxy's refusal is a 502 naming the proxy and its status (a 504 stays a 504).
-async fn connect_through<IO>(io: IO, target: &str, auth: Option<&HeaderValue>, proxy: &str) -> Result<Upgraded, Error>
+/// hopgate's error: the proxy's refusal is a 502 naming the parent and its status; a 504 stays a 504, and a 508
+/// stays a 508 (the parent, or one further up, found that the tunnel would come round in a loop).
+async fn connect_through<IO>(io: IO, target: &str, fields: HeaderMap, proxy: &str) -> Result<Upgraded, Error>
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let authority: http::uri::Authority =
         target.parse().map_err(|_| Error::bad_request(format!("invalid tunnel target {target}")))?;
-    let mut fields = http::HeaderMap::new();
-    if let Some(auth) = auth {
-        fields.insert(http::header::PROXY_AUTHORIZATION, auth.clone());
-    }
     super::connect::connect(io, &authority, fields).await.map_err(|e| {
-        let kind = match &e {
-            ConnectError::Refused { status: StatusCode::GATEWAY_TIMEOUT, .. } => Kind::ResponseTimeout,
-            ConnectError::Refused { .. } => Kind::ConnectFailed,
-            ConnectError::Handshake(_) => Kind::UpstreamClosedEarly,
+        let (kind, what) = match &e {
+            ConnectError::Refused { status: StatusCode::GATEWAY_TIMEOUT, .. } => (Kind::ResponseTimeout, "refused"),
+            ConnectError::Refused { status: StatusCode::LOOP_DETECTED, .. } => (Kind::Loop, "refused"),
+            ConnectError::Refused { .. } => (Kind::ConnectFailed, "refused"),
+            ConnectError::Handshake(_) => (Kind::UpstreamClosedEarly, "gave no answer to"),
         };
-        let what = match &e {
-            ConnectError::Refused { .. } => "refused",
-            ConnectError::Handshake(_) => "gave no answer to",
-        };
-        Error::upstream(kind, format!("proxy {proxy} {what} CONNECT {target}: {e}"))
+        Error::upstream(kind, format!("parent proxy {proxy} {what} CONNECT {target}: {e}"))
     })
 }
 

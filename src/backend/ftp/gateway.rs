@@ -182,7 +182,9 @@ fn resolve<B>(req: &Request<B>, ftp: &FtpRoute) -> Result<Job, Error> {
             if host.is_empty() {
                 return Err(Error::bad_request("ftp:// request target without a host"));
             }
-            let port = authority.port_u16().unwrap_or(super::DEFAULT_FTP_PORT);
+            let port = config::authority_port(authority.as_str())
+                .map_err(|e| Error::bad_request(format!("{e} in the request target")))?
+                .unwrap_or(super::DEFAULT_FTP_PORT);
             let (url_user, url_pass) = match userinfo {
                 Some(u) => match u.split_once(':') {
                     Some((user, pass)) => (Some(config::percent_decode(user)), Some(config::percent_decode(pass))),
