@@ -194,27 +194,13 @@ fn nc_socat_and_python_clients() {
     let proxy = hg.addr.to_string();
     // OpenBSD netcat: nc -X connect -x PROXY HOST PORT
     support::require("nc", "netcat-openbsd");
-    let mut nc = Command::new("nc")
-        .args(["-X", "connect", "-x", &proxy, "-w", "5", "127.0.0.1", &target.port().to_string()])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    nc.stdin.take().unwrap().write_all(b"hello via nc\n").unwrap();
-    let out = wait_output(nc);
+    let port = target.port().to_string();
+    let out = through_client("nc", &["-X", "connect", "-x", &proxy, "-w", "5", "127.0.0.1", &port], b"hello via nc\n");
     assert_eq!(out, b"hello via nc\n");
 
     support::require("socat", "socat");
-    let mut socat = Command::new("socat")
-        .args(["-T", "5", "-", &format!("PROXY:127.0.0.1:127.0.0.1:{},proxyport={}", target.port(), hg.addr.port())])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    socat.stdin.take().unwrap().write_all(b"hello via socat\n").unwrap();
-    assert_eq!(wait_output(socat), b"hello via socat\n");
+    let address = format!("PROXY:127.0.0.1:127.0.0.1:{},proxyport={}", target.port(), hg.addr.port());
+    assert_eq!(through_client("socat", &["-T", "5", "-", &address], b"hello via socat\n"), b"hello via socat\n");
 
     let origin = Origin::fixed("python tunnel");
     let hg2 = proxy_for(origin.addr.port(), &[]);
@@ -234,7 +220,17 @@ fn nc_socat_and_python_clients() {
     );
 }
 
-fn wait_output(mut child: std::process::Child) -> Vec<u8> {
+/// Runs a client program that connects through the proxy, writes `input` to its stdin (then EOF), and returns
+/// what it printed once it exited (at most 15 s).
+fn through_client(program: &str, args: &[&str], input: &[u8]) -> Vec<u8> {
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{program}: {e}"));
+    child.stdin.take().unwrap().write_all(input).unwrap();
     if wait_child(&mut child, Duration::from_secs(15)).is_none() {
         let _ = child.kill();
         let _ = child.wait();
