@@ -246,3 +246,17 @@ fn check_refuses_what_run_could_not_serve() {
         assert!(err.contains(&format!("{}:{line}: ", path.display())) && err.contains(what), "{file}: {err}");
     }
 }
+
+/// A supervisor (or a test) that sends SIGTERM as soon as hopgate says `listening on` must get a drain and exit 0,
+/// not a process killed by the signal. Measured before this test: right after the `listening on` line SIGTERM had
+/// no handler yet in 32 of 40 starts (cli::run prints the line, then Server::run installs the handlers when it
+/// first polls shutdown_signal), and a tunnel open at that moment was cut with the process (exit by signal 15).
+#[test]
+#[ignore = "hopgate bug: SIGTERM is handled only some time after `listening on`; remove this once fixed"]
+fn sigterm_is_handled_by_the_time_hopgate_says_listening() {
+    for _ in 0..5 {
+        let hg = Hopgate::start(&["proxy", "--listen", "127.0.0.1:0"]);
+        assert!(hg.catches(libc::SIGTERM), "no SIGTERM handler yet although hopgate said: {:?}", hg.listening);
+        assert!(hg.catches(libc::SIGINT), "no SIGINT handler yet although hopgate said: {:?}", hg.listening);
+    }
+}

@@ -178,9 +178,27 @@ impl Hopgate {
         proc_status_kib(self.pid(), "VmHWM:")
     }
 
+    /// Sends `sig` (a name: TERM, INT, HUP...). For TERM and INT, which hopgate handles (a drain), waits first until
+    /// the process has its handler installed: one sent before that would kill it outright.
     pub fn signal(&self, sig: &str) {
+        let handled = match sig {
+            "TERM" => Some(libc::SIGTERM),
+            "INT" => Some(libc::SIGINT),
+            _ => None,
+        };
+        if let Some(n) = handled {
+            let caught = wait_until(Duration::from_secs(10), || self.catches(n));
+            assert!(caught, "hopgate has no SIG{sig} handler 10 s after saying 'listening on'");
+        }
         let ok = Command::new("kill").args([&format!("-{sig}"), &self.pid().to_string()]).status().expect("kill");
         assert!(ok.success());
+    }
+
+    /// Whether the process has a handler installed for signal `n` now (`SigCgt` in /proc/PID/status).
+    pub fn catches(&self, n: i32) -> bool {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        let mask = status.lines().find_map(|l| l.strip_prefix("SigCgt:")).map(str::trim).unwrap_or("0");
+        u64::from_str_radix(mask, 16).is_ok_and(|m| m >> (n - 1) & 1 == 1)
     }
 
     /// Waits for the process to exit, up to `timeout`.
