@@ -252,7 +252,6 @@ fn check_refuses_what_run_could_not_serve() {
 /// no handler yet in 32 of 40 starts (cli::run prints the line, then Server::run installs the handlers when it
 /// first polls shutdown_signal), and a tunnel open at that moment was cut with the process (exit by signal 15).
 #[test]
-#[ignore = "hopgate bug: SIGTERM is handled only some time after `listening on`; remove this once fixed"]
 fn sigterm_is_handled_by_the_time_hopgate_says_listening() {
     for _ in 0..5 {
         let hg = Hopgate::start(&["proxy", "--listen", "127.0.0.1:0"]);
