@@ -123,11 +123,9 @@ pub async fn gateway(mut req: Request<Incoming>, ctx: &Ctx<'_>, gw: &Gateway) ->
         mapped.push('?');
         mapped.push_str(q);
     }
-    let public_host = req
-        .headers()
-        .get(header::HOST)
-        .cloned()
-        .or_else(|| req.uri().authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
+    // The authority the client addressed: route::settle_host made the Host field say it (the absolute-form
+    // target's or HTTP/2's `:authority` when there is one), and the route was picked by it.
+    let public_host = req.headers().get(header::HOST).cloned();
     *req.uri_mut() = Uri::builder()
         .scheme(gw.scheme.clone())
         .authority(gw.authority.clone())
