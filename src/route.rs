@@ -99,7 +99,8 @@ pub fn settle_host<B>(req: &mut Request<B>) -> Result<(), Error> {
 /// case-insensitively, here also without its trailing dot as routes compare it; an absent port is the scheme's).
 fn same_authority(field: &[u8], authority: &str, default_port: u16) -> bool {
     let (Ok(a), Ok(b)) = (Authority::try_from(field), Authority::try_from(authority)) else { return false };
-    host_key(a.host()) == host_key(b.host()) && a.port_u16().unwrap_or(default_port) == b.port_u16().unwrap_or(default_port)
+    host_key(a.host()) == host_key(b.host())
+        && a.port_u16().unwrap_or(default_port) == b.port_u16().unwrap_or(default_port)
 }
 
 /// The host a request is for, as routes compare it ([`host_key`]; no port): from its Host field, which

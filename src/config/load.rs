@@ -499,7 +499,9 @@ mod tests {
     #[test]
     fn route_hosts_compare_as_requests_do() {
         let route = |host: &str| {
-            load(&format!("[[listener]]\nlisten = \":1\"\n[[listener.route]]\nto = \"http://127.0.0.1:1\"\nhost = \"{host}\"\n"))
+            load(&format!(
+                "[[listener]]\nlisten = \":1\"\n[[listener.route]]\nto = \"http://127.0.0.1:1\"\nhost = \"{host}\"\n"
+            ))
         };
         for (given, kept) in [("A.Example", "a.example"), ("a.example.", "a.example")] {
             assert_eq!(route(given).unwrap().listeners[0].routes[0].host.as_deref(), Some(kept), "{given}");

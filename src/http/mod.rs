@@ -225,7 +225,8 @@ mod tests {
         h.insert("x-own", "1".parse().unwrap());
         let host = HeaderValue::from_static("public.example");
         let forwarded = ForwardedFor { client: "10.0.0.7:9".parse().unwrap(), proto: "http", host: Some(&host) };
-        let own = OwnFields { host: host.clone(), version: Version::HTTP_10, via_name: "me", forwarded: Some(forwarded) };
+        let own =
+            OwnFields { host: host.clone(), version: Version::HTTP_10, via_name: "me", forwarded: Some(forwarded) };
         forward_request_head(&mut h, own);
         assert_eq!(h[header::HOST], "public.example");
         let via: Vec<_> = h.get_all(header::VIA).iter().collect();
