@@ -90,6 +90,10 @@ pub fn settle_host<B>(req: &mut Request<B>) -> Result<(), Error> {
             )));
         }
     }
+    // Most clients already send the authority as Host (curl -x, browsers): nothing to replace then.
+    if req.headers().get(header::HOST).is_some_and(|h| h.as_bytes() == addressed.as_bytes()) {
+        return Ok(());
+    }
     let value = HeaderValue::from_str(addressed).map_err(|_| Error::bad_request("invalid host in request target"))?;
     req.headers_mut().insert(header::HOST, value);
     Ok(())
