@@ -2,8 +2,9 @@
 //! as a forward proxy (absolute-form `http://` and `https://` targets, RFC 9110 §7.6, RFC 9112 §3.2.2) and as a
 //! gateway (`--to http(s)://HOST:PORT[/base]`, a reverse proxy). `https://` upstreams: upstream/tls.rs.
 //!
-//! The order of steps is the design: loop check -> Max-Forwards -> strip hop-by-hop -> Host, Via (and
-//! Forwarded for gateways) -> send with the response-head timeout -> strip the response -> Via -> stream.
+//! The order of steps is the design: loop check -> Max-Forwards -> strip hop-by-hop, then Host, Via (and
+//! Forwarded for gateways), in that order in one place (`http::forward_request_head`) -> send with the
+//! response-head timeout -> strip the response, then Via (`http::forward_response_head`) -> stream.
 //! Bodies are never buffered: hyper's `Incoming` goes straight through in both directions, with back-pressure.
 //! Does not: cache, retry requests that reached the origin, or rewrite bodies.
 
@@ -20,7 +21,10 @@ use hyper::body::Incoming;
 use super::Ctx;
 use crate::config;
 use crate::error::{Error, Kind, Side};
-use crate::http::{Body, MaxForwards, append_via, hop, is_sensitive, max_forwards, set_forwarded, via_names};
+use crate::http::{
+    Body, ForwardedFor, MaxForwards, OwnFields, append_via, forward_request_head, forward_response_head, hop,
+    is_sensitive, max_forwards, via_names,
+};
 use crate::server::listener::ProxyState;
 use crate::upstream::{HttpClient, SendError};
 
@@ -73,13 +77,13 @@ pub async fn forward(mut req: Request<Incoming>, ctx: &Ctx<'_>, proxy: &ProxySta
         .build()
         .map_err(|_| Error::bad_request("invalid request target"))?;
     // RFC 9112 §3.2.2: a proxy replaces Host with the target URI's authority.
-    let host_value = HeaderValue::from_str(authority.as_str()).map_err(|_| Error::bad_request("invalid host"))?;
-    req.headers_mut().insert(header::HOST, host_value);
+    let host = HeaderValue::from_str(authority.as_str()).map_err(|_| Error::bad_request("invalid host"))?;
+    let own = OwnFields { host, version: req.version(), via_name: &ctx.listener.via_name, forwarded: None };
     // https:// through a parent goes inside a CONNECT tunnel (upstream::Connector): the parent's credentials
     // belong to the CONNECT, never to a request the origin reads.
     let to_parent = uri.scheme() != Some(&Scheme::HTTPS);
     let parent_auth = proxy.parent.as_ref().filter(|_| to_parent).and_then(|p| p.auth.clone());
-    let resp = send(req, ctx, &proxy.client, None, parent_auth).await?;
+    let resp = send(req, ctx, &proxy.client, own, None, parent_auth).await?;
     if let Some(parent) = &proxy.parent
         && to_parent
         && resp.status() == http::StatusCode::PROXY_AUTHENTICATION_REQUIRED
@@ -123,27 +127,28 @@ pub async fn gateway(mut req: Request<Incoming>, ctx: &Ctx<'_>, gw: &Gateway) ->
         mapped.push('?');
         mapped.push_str(q);
     }
-    let public_host = req
-        .headers()
-        .get(header::HOST)
-        .cloned()
-        .or_else(|| req.uri().authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
+    // The authority the client addressed: route::settle_host made the Host field say it (the absolute-form
+    // target's or HTTP/2's `:authority` when there is one), and the route was picked by it.
+    let public_host = req.headers().get(header::HOST).cloned();
     *req.uri_mut() = Uri::builder()
         .scheme(gw.scheme.clone())
         .authority(gw.authority.clone())
         .path_and_query(mapped)
         .build()
         .map_err(|_| Error::bad_request("invalid request path"))?;
-    // The client's Host is passed on: the origin sees the name the client used.
-    match &public_host {
-        Some(h) => req.headers_mut().insert(header::HOST, h.clone()),
-        None => req.headers_mut().insert(
-            header::HOST,
-            HeaderValue::from_str(gw.authority.as_str()).map_err(|_| Error::bad_request("invalid host"))?,
-        ),
+    // The client's Host is passed on: the origin sees the name the client used (an HTTP/1.0 client may send
+    // none: then the upstream's own).
+    let host = match &public_host {
+        Some(h) => h.clone(),
+        None => HeaderValue::from_str(gw.authority.as_str()).map_err(|_| Error::bad_request("invalid host"))?,
     };
     let proto = if ctx.listener.tls { "https" } else { "http" };
-    set_forwarded(req.headers_mut(), ctx.client, proto, public_host.as_ref());
+    let own = OwnFields {
+        host,
+        version: req.version(),
+        via_name: &ctx.listener.via_name,
+        forwarded: Some(ForwardedFor { client: ctx.client, proto, host: public_host.as_ref() }),
+    };
     // Built only for a response that has a Location field: most have none.
     let rewrite = || {
         public_host.as_ref().and_then(|h| h.to_str().ok()).map(|h| LocationRewrite {
@@ -152,7 +157,7 @@ pub async fn gateway(mut req: Request<Incoming>, ctx: &Ctx<'_>, gw: &Gateway) ->
             public: format!("{proto}://{h}{}", if gw.prefix == "/" { "" } else { gw.prefix.as_str() }),
         })
     };
-    send(req, ctx, &gw.client, Some(&rewrite), None).await
+    send(req, ctx, &gw.client, own, Some(&rewrite), None).await
 }
 
 /// A `.` or `..` segment (RFC 3986 §3.3), also percent-encoded (`%2e%2e`, §2.3) or with a `;` parameter
@@ -223,23 +228,24 @@ fn upstream_origins(scheme: &Scheme, authority: &Authority) -> Vec<String> {
     out
 }
 
-/// Strips, adds Via, sends with the response-head timeout, and prepares the response for the client.
+/// Strips, writes hopgate's own fields (`own`), sends with the response-head timeout, and prepares the response
+/// for the client.
 async fn send(
     mut req: Request<Incoming>,
     ctx: &Ctx<'_>,
     client: &HttpClient,
+    own: OwnFields<'_>,
     rewrite: Option<&(dyn Fn() -> Option<LocationRewrite> + Sync)>,
     parent_auth: Option<HeaderValue>,
 ) -> Result<Response<Body>, Error> {
     let target = req.uri().clone();
     let name = &ctx.listener.via_name;
-    let stripped = hop::strip(req.headers_mut());
+    let version = req.version();
+    let stripped = forward_request_head(req.headers_mut(), own);
     if let Some(auth) = parent_auth {
         // The parent proxy's own credentials, for its hop only.
         req.headers_mut().insert(header::PROXY_AUTHORIZATION, auth);
     }
-    let version = req.version();
-    append_via(req.headers_mut(), version, name);
     // RFC 9110 §7.8: an upgrade is hop-by-hop, so hopgate re-offers it on its own hop (HTTP/1.1 only).
     let client_upgrade = match &stripped.upgrade {
         Some(proto) if req.version() == Version::HTTP_11 => {
@@ -331,18 +337,17 @@ async fn send(
             }
         });
         let (mut parts, _) = resp.into_parts();
-        hop::strip(&mut parts.headers);
+        forward_response_head(&mut parts.headers, parts.version, name);
         if let Some(p) = proto {
             parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
             parts.headers.insert(header::UPGRADE, p);
         }
-        append_via(&mut parts.headers, parts.version, name);
         return Ok(Response::from_parts(parts, Body::empty()));
     }
 
     let (mut parts, body) = resp.into_parts();
     let codings = hop::transfer_codings(&parts.headers);
-    hop::strip(&mut parts.headers);
+    forward_response_head(&mut parts.headers, parts.version, name);
     if let Some(codings) = codings {
         // RFC 9112 §6.3: Transfer-Encoding overrides Content-Length, and an intermediary removes the latter
         // before forwarding: kept, it would frame the decoded body with a length it does not have.
@@ -364,7 +369,6 @@ async fn send(
             parts.headers.insert(header::TRANSFER_ENCODING, other);
         }
     }
-    append_via(&mut parts.headers, parts.version, name);
     if parts.headers.contains_key(header::LOCATION)
         && let Some(rw) = rewrite.and_then(|make| make())
     {

@@ -374,9 +374,11 @@ impl Ctx<'_> {
         let to = r.to.get_ref().0.clone();
         let mut route = Route::new(to.clone());
         if let Some(h) = &r.host {
-            let host = h.get_ref().to_ascii_lowercase();
-            if host.is_empty() || host.contains(['/', ' ', ':']) {
-                return Err(self.err(h.span(), format!("host {host:?}: a bare host name without port is expected")));
+            let given = h.get_ref();
+            // Requests are matched by host_key too: lowercase, one trailing dot (the root label) removed.
+            let host = host_key(given);
+            if host.is_empty() || host.ends_with('.') || host.contains(['/', ' ', ':', '[', ']', '@']) {
+                return Err(self.err(h.span(), format!("host {given:?}: a bare host name without port is expected")));
             }
             route.host = Some(host);
         }
@@ -492,6 +494,23 @@ mod tests {
         assert_eq!(c.listeners.len(), 1);
         assert_eq!(c.listeners[0].proxy.as_ref().unwrap().connect_ports, vec![443]);
         assert_eq!(c.timeouts, Timeouts::default());
+    }
+
+    #[test]
+    fn route_hosts_compare_as_requests_do() {
+        let route = |host: &str| {
+            load(&format!(
+                "[[listener]]\nlisten = \":1\"\n[[listener.route]]\nto = \"http://127.0.0.1:1\"\nhost = \"{host}\"\n"
+            ))
+        };
+        for (given, kept) in [("A.Example", "a.example"), ("a.example.", "a.example")] {
+            assert_eq!(route(given).unwrap().listeners[0].routes[0].host.as_deref(), Some(kept), "{given}");
+        }
+        for bad in ["a.example..", ".", "a.example:80", "[::1]", "u@a.example", ""] {
+            let e = route(bad).unwrap_err();
+            assert_eq!(e.line, 5, "{bad}: {e}");
+            assert!(e.message.contains("a bare host name"), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -191,7 +191,7 @@ impl std::fmt::Debug for Parent {
 /// A gateway route: requests whose Host and path match go to `to`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Route {
-    /// Exact host name (no port) to match; None matches every host.
+    /// Host name (no port) to match, as [`host_key`] makes it; None matches every host.
     pub host: Option<String>,
     /// Path prefix, always starting with `/`; matched on segment boundaries.
     pub path: String,
@@ -327,6 +327,13 @@ pub fn parse_parent(s: &str) -> Result<Parent, String> {
     };
     let authority = Authority::parse(hostport, None).map_err(|e| format!("parent proxy {s:?}: {e}"))?;
     Ok(Parent { authority, credentials })
+}
+
+/// A host name as a route's `host` and a request's host are compared: lowercase, without IPv6 brackets, and
+/// without one trailing dot (`a.example.` is the fully qualified `a.example`; `a.example..` is no name).
+pub fn host_key(host: &str) -> String {
+    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase()
 }
 
 /// Decodes %XX escapes (used for credentials in URLs); invalid escapes are kept as they are.

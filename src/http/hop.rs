@@ -45,10 +45,12 @@ pub fn strip(headers: &mut HeaderMap) -> Stripped {
             if token.eq_ignore_ascii_case("close") || token.eq_ignore_ascii_case("keep-alive") {
                 continue;
             }
-            // RFC 9110 §7.6.1: a connection option never names a field meant for every recipient. Host is one
-            // (RFC 9112 §3.2: every HTTP/1.1 request carries it); a client naming it must not make hopgate send
-            // a request without one.
-            if token.eq_ignore_ascii_case("host") {
+            // RFC 9110 §7.6.1: a sender never names a field meant for every recipient as a connection option,
+            // so such a token is not one, and is ignored. Host is such a field (RFC 9112 §3.2: every HTTP/1.1
+            // request carries it), and so is Via (RFC 9110 §7.6.3: each intermediary appends to the message's
+            // path, which the next one reads for loops and protocol capabilities). The fields hopgate writes
+            // itself (http::forward_request_head) are written after this in any case.
+            if token.eq_ignore_ascii_case("host") || token.eq_ignore_ascii_case("via") {
                 continue;
             }
             if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
@@ -126,6 +128,17 @@ mod tests {
         h.insert("x-a", "1".parse().unwrap());
         strip(&mut h);
         assert_eq!(h["host"], "example.com");
+        assert!(!h.contains_key("x-a"));
+    }
+
+    #[test]
+    fn via_is_never_a_connection_option() {
+        let mut h = HeaderMap::new();
+        h.insert("connection", "VIA, x-a".parse().unwrap());
+        h.insert("via", "1.0 fred".parse().unwrap());
+        h.insert("x-a", "1".parse().unwrap());
+        strip(&mut h);
+        assert_eq!(h["via"], "1.0 fred");
         assert!(!h.contains_key("x-a"));
     }
 

@@ -66,8 +66,10 @@ pub async fn handle(req: Request<Incoming>, conn: Arc<ConnCtx>) -> Response<Logg
     resp.map(|b| LoggedBody::new(b, record, log, conn.shared.clone()))
 }
 
-async fn serve(req: Request<Incoming>, ctx: &Ctx<'_>, shared: &ConnShared) -> Result<Response<Body>, Error> {
+async fn serve(mut req: Request<Incoming>, ctx: &Ctx<'_>, shared: &ConnShared) -> Result<Response<Body>, Error> {
     admit(&req, ctx.listener, shared)?;
+    // The one decision of the host this request is for: routing and every backend read its Host from here on.
+    route::settle_host(&mut req)?;
     let route = route::pick(&req, ctx.listener)?;
     if let Some(proxy) = route.proxy() {
         authorize(&req, proxy).await?;
@@ -185,7 +187,8 @@ fn transfer_codings(req: &Request<Incoming>) -> Result<(), Error> {
 }
 
 /// RFC 9112 §3.2: an HTTP/1.1 request without Host, any request with more than one, or with an invalid one,
-/// gets 400, also in absolute form (whose Host hopgate then replaces). HTTP/2 carries `:authority` instead.
+/// gets 400, also in absolute form (whose Host route::settle_host then replaces). HTTP/2 carries `:authority`
+/// instead (a `host` beside it must name the same: settle_host).
 fn host_field(req: &Request<Incoming>) -> Result<(), Error> {
     let mut hosts = req.headers().get_all(header::HOST).iter();
     let Some(host) = hosts.next() else {
