@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use base64::Engine as _;
-use hopgate::http::htpasswd::Users;
+use hopgate::http::htpasswd::{Outcome, Users};
 use http::HeaderValue;
 
 fn temp_dir(name: &str) -> PathBuf {
@@ -43,13 +43,14 @@ async fn apache_htpasswd_formats_verify() {
 
     let users = Users::load(&file).unwrap();
     assert_eq!(users.len(), 4);
+    let client = "127.0.0.1".parse().unwrap();
     for (user, pass) in [("bcrypt", "b-pass:with:colons"), ("sha", "s-pass"), ("apr1", "m-pässword"), ("empty", "")] {
-        assert!(users.check_basic(&basic(user, pass)).await, "{user} accepted");
-        assert!(users.check_basic(&basic(user, pass)).await, "{user} accepted twice (cache)");
-        assert!(!users.check_basic(&basic(user, "nope")).await, "{user} wrong password refused");
+        assert_eq!(users.check_basic(&basic(user, pass), client).await, Outcome::Accepted, "{user} accepted");
+        assert_eq!(users.check_basic(&basic(user, pass), client).await, Outcome::Accepted, "{user} twice (cache)");
+        assert_eq!(users.check_basic(&basic(user, "nope"), client).await, Outcome::Rejected, "{user} wrong password");
         assert!(users.check_basic_blocking(&basic(user, pass)), "{user} blocking variant");
     }
-    assert!(!users.check_basic(&basic("nobody", "s-pass")).await);
+    assert_eq!(users.check_basic(&basic("nobody", "s-pass"), client).await, Outcome::Rejected);
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

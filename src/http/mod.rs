@@ -1,6 +1,7 @@
 //! HTTP rules shared by every room: hop-by-hop stripping, Via, Max-Forwards, Forwarded/X-Forwarded-*, and the
 //! pages hopgate writes itself.
 
+pub mod auth;
 mod body;
 pub mod hop;
 pub mod htpasswd;
