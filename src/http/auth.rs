@@ -2,9 +2,11 @@
 //! client addresses whose logins keep failing. One [`Guard`] serves every listener of a process.
 //!
 //! - [`VerifyPool`]: `max_verifying` threads of its own run bcrypt and `$apr1$` checks; at most `max_queued`
-//!   checks wait, in a queue served round-robin by client address, and one address has at most a quarter of the
-//!   queue (at least 1) waiting or running. Past either bound a check is refused at once ([`Busy`]: a 503) instead
-//!   of queueing without bound. Equal checks (same users file, user and password) in flight at once run once.
+//!   checks wait, and one address has at most a quarter of the queue (at least 1) waiting or running. Past either
+//!   bound a check is refused at once ([`Busy`]: a 503) instead of queueing without bound, unless a waiting check
+//!   from an address with more failed logins can make room (it is refused instead). The queue serves addresses
+//!   with the fewest failed logins first, round-robin among equals, so a burst from some addresses delays a login
+//!   from a clean one by little. Equal checks (same users file, user and password) in flight at once run once.
 //! - [`Failures`]: after [`FAILURES_BEFORE_DELAY`] failed logins from one address (its /64 for IPv6), the
 //!   next check from it waits for its turn: [`FIRST_FAIL_DELAY`] after the last one, doubling with every further
 //!   failure up to [`MAX_FAIL_DELAY`]. One attempt at a time may wait; the others are refused without a check.
@@ -110,9 +112,19 @@ pub struct JobKey {
 
 type Work = Box<dyn FnOnce() -> bool + Send>;
 
+/// What a submitted check ends with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Checked(bool),
+    /// Dropped from a full queue to make room for a check from an address with fewer failed logins.
+    Shed,
+}
+
 struct Job {
     key: JobKey,
     client: ClientKey,
+    /// Failed logins of `client` when the job was queued: fewer go first, more are shed first.
+    failures: u32,
     work: Work,
 }
 
@@ -138,7 +150,7 @@ struct PoolState {
     /// Jobs waiting or running per address.
     per_client: HashMap<ClientKey, usize>,
     /// Everyone waiting for the verdict of a job that is waiting or running.
-    waiters: HashMap<JobKey, Vec<oneshot::Sender<bool>>>,
+    waiters: HashMap<JobKey, Vec<oneshot::Sender<Verdict>>>,
     threads: usize,
 }
 
@@ -154,9 +166,15 @@ impl VerifyPool {
         self.inner.limits
     }
 
-    /// Queues `work` for `client`, or joins an equal job already waiting or running. The receiver gets the
-    /// verdict; it is closed without one if the work panicked.
-    pub fn submit(&self, client: ClientKey, key: JobKey, work: Work) -> Result<oneshot::Receiver<bool>, Busy> {
+    /// Queues `work` for `client` (which has `failures` failed logins), or joins an equal job already waiting or
+    /// running. The receiver gets the verdict; it is closed without one if the work panicked.
+    pub fn submit(
+        &self,
+        client: ClientKey,
+        failures: u32,
+        key: JobKey,
+        work: Work,
+    ) -> Result<oneshot::Receiver<Verdict>, Busy> {
         let limits = self.inner.limits;
         let (tx, rx) = oneshot::channel();
         let mut st = self.inner.lock();
@@ -164,13 +182,13 @@ impl VerifyPool {
             waiting.push(tx);
             return Ok(rx);
         }
-        // Counted together, so that it does not matter whether a thread has taken a job yet.
-        if st.queued + st.running >= limits.max_queued + limits.max_verifying {
-            return Err(Busy::Queue { max_queued: limits.max_queued });
-        }
         let mine = st.per_client.get(&client).copied().unwrap_or(0);
         if mine >= limits.max_per_client() {
             return Err(Busy::Client { max_per_client: limits.max_per_client() });
+        }
+        // Counted together, so that it does not matter whether a thread has taken a job yet.
+        if st.queued + st.running >= limits.max_queued + limits.max_verifying && !st.shed_one_above(failures) {
+            return Err(Busy::Queue { max_queued: limits.max_queued });
         }
         if st.threads < limits.max_verifying {
             self.start_threads(&mut st);
@@ -181,7 +199,7 @@ impl VerifyPool {
         st.per_client.insert(client, mine + 1);
         st.waiters.insert(key.clone(), vec![tx]);
         let queue = st.queues.entry(client).or_default();
-        queue.push_back(Job { key, client, work });
+        queue.push_back(Job { key, client, failures, work });
         if queue.len() == 1 {
             st.turns.push_back(client);
         }
@@ -248,7 +266,7 @@ impl PoolInner {
             drop(st);
             if let Some(verdict) = verdict {
                 for tx in waiting {
-                    let _ = tx.send(verdict);
+                    let _ = tx.send(Verdict::Checked(verdict));
                 }
             }
         }
@@ -256,9 +274,12 @@ impl PoolInner {
 }
 
 impl PoolState {
-    /// The first job of the address whose turn it is; the address goes to the back of the line.
+    /// The first job of the address whose turn it is: the first in line among those whose next job has the fewest
+    /// failures. The address goes to the back of the line.
     fn next_job(&mut self) -> Option<Job> {
-        let client = self.turns.pop_front()?;
+        let failures = |c: &ClientKey| self.queues.get(c).and_then(|q| q.front()).map_or(u32::MAX, |j| j.failures);
+        let (turn, _) = self.turns.iter().enumerate().min_by_key(|(i, c)| (failures(c), *i))?;
+        let client = self.turns.remove(turn)?;
         let queue = self.queues.get_mut(&client)?;
         let job = queue.pop_front()?;
         if queue.is_empty() {
@@ -268,6 +289,30 @@ impl PoolState {
         }
         self.queued -= 1;
         Some(job)
+    }
+
+    /// Makes room in a full queue: drops the last waiting job of the address whose jobs have the most failures,
+    /// if that is more than `failures`; its waiters get [`Verdict::Shed`].
+    fn shed_one_above(&mut self, failures: u32) -> bool {
+        let worst = self
+            .queues
+            .iter()
+            .filter_map(|(c, q)| q.back().map(|j| (j.failures, *c)))
+            .filter(|(f, _)| *f > failures)
+            .max_by_key(|(f, _)| *f);
+        let Some((_, client)) = worst else { return false };
+        let Some(queue) = self.queues.get_mut(&client) else { return false };
+        let Some(job) = queue.pop_back() else { return false };
+        if queue.is_empty() {
+            self.queues.remove(&client);
+            self.turns.retain(|c| *c != client);
+        }
+        self.queued -= 1;
+        self.release(client);
+        for tx in self.waiters.remove(&job.key).unwrap_or_default() {
+            let _ = tx.send(Verdict::Shed);
+        }
+        true
     }
 
     fn release(&mut self, client: ClientKey) {
@@ -283,16 +328,12 @@ impl PoolState {
 /// What the failure record says about a check that is about to start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Admit {
-    Now,
+    /// The address has this many failed logins (0: none remembered).
+    Now { failures: u32 },
     /// The address failed `failures` times: the check waits this long for its turn.
-    After {
-        wait: Duration,
-        failures: u32,
-    },
+    After { wait: Duration, failures: u32 },
     /// Another attempt from the address holds the next turn: refused without a check.
-    Refused {
-        retry_after: Duration,
-    },
+    Refused { retry_after: Duration },
 }
 
 /// Failed logins per client address (see the module docs).
@@ -334,17 +375,17 @@ impl Failures {
     /// Whether a check from `client` may start now, later, or not at all; a later start is reserved.
     pub fn admit(&self, client: ClientKey, now: Instant) -> Admit {
         if self.len.load(Ordering::Relaxed) == 0 {
-            return Admit::Now;
+            return Admit::Now { failures: 0 };
         }
         let mut table = self.lock();
-        let Some(r) = table.get_mut(&client) else { return Admit::Now };
+        let Some(r) = table.get_mut(&client) else { return Admit::Now { failures: 0 } };
         if now.saturating_duration_since(r.last_failure) > FAILURE_MEMORY {
             table.remove(&client);
             self.len.store(table.len(), Ordering::Relaxed);
-            return Admit::Now;
+            return Admit::Now { failures: 0 };
         }
         if r.failures < FAILURES_BEFORE_DELAY {
-            return Admit::Now;
+            return Admit::Now { failures: r.failures };
         }
         let delay = fail_delay(r.failures);
         let start = r.turn.max(now);
@@ -353,7 +394,7 @@ impl Failures {
             return Admit::Refused { retry_after: wait };
         }
         r.turn = start + delay;
-        if wait.is_zero() { Admit::Now } else { Admit::After { wait, failures: r.failures } }
+        if wait.is_zero() { Admit::Now { failures: r.failures } } else { Admit::After { wait, failures: r.failures } }
     }
 
     /// A check from `client` failed.
@@ -429,26 +470,26 @@ mod tests {
         let (a, b) = (ip("192.0.2.1"), ip("192.0.2.2"));
         let t0 = Instant::now();
         for i in 0..FAILURES_BEFORE_DELAY {
-            assert_eq!(f.admit(a, t0), Admit::Now, "failure {i}");
+            assert_eq!(f.admit(a, t0), Admit::Now { failures: i }, "failure {i}");
             f.failed(a, t0);
         }
         // One attempt waits for its turn; a second one at the same moment is refused.
         let t1 = t0 + Duration::from_millis(100);
         assert_eq!(f.admit(a, t1), Admit::After { wait: Duration::from_millis(900), failures: FAILURES_BEFORE_DELAY });
         assert_eq!(f.admit(a, t1), Admit::Refused { retry_after: Duration::from_millis(1900) });
-        assert_eq!(f.admit(b, t1), Admit::Now, "other addresses are not slowed");
+        assert_eq!(f.admit(b, t1), Admit::Now { failures: 0 }, "other addresses are not slowed");
         // The waiting one fails too: the next turn is two seconds after it.
         let t2 = t0 + Duration::from_secs(1);
         f.failed(a, t2);
-        assert_eq!(f.admit(a, t2 + Duration::from_secs(2)), Admit::Now);
+        assert_eq!(f.admit(a, t2 + Duration::from_secs(2)), Admit::Now { failures: FAILURES_BEFORE_DELAY + 1 });
         f.succeeded(a);
         assert!(f.is_empty());
-        assert_eq!(f.admit(a, t2), Admit::Now);
+        assert_eq!(f.admit(a, t2), Admit::Now { failures: 0 });
         // Failures long ago are forgotten.
         for _ in 0..FAILURES_BEFORE_DELAY {
             f.failed(a, t0);
         }
-        assert_eq!(f.admit(a, t0 + FAILURE_MEMORY + Duration::from_secs(1)), Admit::Now);
+        assert_eq!(f.admit(a, t0 + FAILURE_MEMORY + Duration::from_secs(1)), Admit::Now { failures: 0 });
         assert!(f.is_empty());
     }
 
@@ -490,7 +531,7 @@ mod tests {
         let pool = VerifyPool::new(AuthLimits { max_verifying: 1, max_queued: 4 });
         let gate = Arc::new((Mutex::new(false), Condvar::new()));
         let (a, b) = (ip("192.0.2.1"), ip("192.0.2.2"));
-        let first = pool.submit(a, key("u", 0), blocked(&gate, false)).unwrap();
+        let first = pool.submit(a, 0, key("u", 0), blocked(&gate, false)).unwrap();
         let running = |want: (usize, usize)| {
             let deadline = Instant::now() + Duration::from_secs(10);
             while pool.counts() != want {
@@ -500,49 +541,61 @@ mod tests {
         };
         running((1, 0));
         // One per client (a quarter of 4).
-        assert_eq!(pool.submit(a, key("u", 1), blocked(&gate, false)).unwrap_err(), Busy::Client { max_per_client: 1 });
+        assert_eq!(
+            pool.submit(a, 0, key("u", 1), blocked(&gate, false)).unwrap_err(),
+            Busy::Client { max_per_client: 1 }
+        );
         // An equal check joins the first one, whoever asks.
-        let joined = pool.submit(b, key("u", 0), blocked(&gate, true)).unwrap();
+        let joined = pool.submit(b, 0, key("u", 0), blocked(&gate, true)).unwrap();
         let mut others = Vec::new();
         for i in 2..6u8 {
-            others.push(pool.submit(ip(&format!("192.0.2.{i}0")), key("u", i), blocked(&gate, true)).unwrap());
+            // Their addresses failed before: 2..5 times.
+            others.push(
+                pool.submit(ip(&format!("192.0.2.{i}0")), u32::from(i), key("u", i), blocked(&gate, true)).unwrap(),
+            );
         }
         // The first runs, four wait: the queue is full.
         running((1, 4));
+        // Full: an address with as many failures as the worst waiting one is turned away...
         assert_eq!(
-            pool.submit(ip("192.0.2.99"), key("u", 9), blocked(&gate, true)).unwrap_err(),
+            pool.submit(ip("192.0.2.99"), 5, key("u", 9), blocked(&gate, true)).unwrap_err(),
             Busy::Queue { max_queued: 4 }
         );
+        // ...one with fewer takes the place of the worst.
+        let clean = pool.submit(ip("192.0.2.98"), 0, key("u", 8), blocked(&gate, true)).unwrap();
+        assert_eq!(pool.counts(), (1, 4));
         *gate.0.lock().unwrap() = true;
         gate.1.notify_all();
-        assert!(!first.await.unwrap());
-        assert!(!joined.await.unwrap(), "the joined check has the first one's verdict");
-        for rx in others {
-            assert!(rx.await.unwrap());
-        }
+        assert_eq!(first.await.unwrap(), Verdict::Checked(false));
+        assert_eq!(joined.await.unwrap(), Verdict::Checked(false), "the joined check has the first one's verdict");
+        let verdicts: Vec<Verdict> =
+            futures_util::future::join_all(others).await.into_iter().map(|v| v.unwrap()).collect();
+        assert_eq!(verdicts, [Verdict::Checked(true), Verdict::Checked(true), Verdict::Checked(true), Verdict::Shed]);
+        assert_eq!(clean.await.unwrap(), Verdict::Checked(true));
         assert_eq!(pool.counts(), (0, 0));
         assert!(pool.inner.lock().per_client.is_empty());
         // A job that panics closes its receivers without a verdict; the thread lives on.
-        let rx = pool.submit(a, key("p", 0), Box::new(|| panic!("boom"))).unwrap();
+        let rx = pool.submit(a, 0, key("p", 0), Box::new(|| panic!("boom"))).unwrap();
         assert!(rx.await.is_err());
-        assert!(pool.submit(a, key("p", 1), Box::new(|| true)).unwrap().await.unwrap());
+        assert_eq!(pool.submit(a, 0, key("p", 1), Box::new(|| true)).unwrap().await.unwrap(), Verdict::Checked(true));
     }
 
     #[test]
-    fn the_queue_takes_turns_by_address() {
+    fn the_queue_takes_turns_by_address_fewest_failures_first() {
         let pool = VerifyPool::new(AuthLimits { max_verifying: 1, max_queued: 64 });
         let mut st = pool.inner.lock();
-        let (a, b) = (ip("192.0.2.1"), ip("192.0.2.2"));
-        for (client, n) in [(a, 0), (a, 1), (a, 2), (b, 3)] {
+        let (a, b, c) = (ip("192.0.2.1"), ip("192.0.2.2"), ip("192.0.2.3"));
+        for (client, failures, n) in [(c, 7, 9), (a, 0, 0), (a, 0, 1), (a, 0, 2), (b, 0, 3), (c, 7, 8)] {
             let queue = st.queues.entry(client).or_default();
-            queue.push_back(Job { key: key("u", n), client, work: Box::new(|| true) });
+            queue.push_back(Job { key: key("u", n), client, failures, work: Box::new(|| true) });
             if queue.len() == 1 {
                 st.turns.push_back(client);
             }
             st.queued += 1;
         }
         let order: Vec<u8> = std::iter::from_fn(|| st.next_job()).map(|j| j.key.password[0]).collect();
-        assert_eq!(order, [0, 3, 1, 2], "b's one check does not wait behind all of a's");
+        assert_eq!(order, [0, 3, 1, 2, 9, 8], "b's one check does not wait behind all of a's; c, which failed, last");
         assert_eq!(st.queued, 0);
+        assert!(st.turns.is_empty() && st.queues.is_empty());
     }
 }

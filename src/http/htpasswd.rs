@@ -32,7 +32,7 @@ use sha1::Sha1;
 use sha2::{Digest as _, Sha256};
 use subtle::ConstantTimeEq as _;
 
-use super::auth::{self, Admit, Busy, ClientKey, Guard, JobKey};
+use super::auth::{self, Admit, Busy, ClientKey, Guard, JobKey, Verdict};
 
 /// Successful bcrypt checks remembered, so a keep-alive connection pays bcrypt once.
 pub const MAX_CACHED_LOGINS: usize = 1024;
@@ -181,18 +181,19 @@ impl Users {
         };
         let who = ClientKey::of(client);
         let failures = &self.guard.failures;
-        match failures.admit(who, Instant::now()) {
-            Admit::Now => {}
+        let failed_before = match failures.admit(who, Instant::now()) {
+            Admit::Now { failures } => failures,
             Admit::After { wait, failures } => {
                 tracing::info!(
                     "proxy auth: {who} failed {failures} times: its credentials are checked in {} ms",
                     wait.as_millis()
                 );
                 tokio::time::sleep(wait).await;
+                failures
             }
             Admit::Refused { retry_after } => return Outcome::Throttled { retry_after },
-        }
-        match self.verify(who, user, password).await {
+        };
+        match self.verify(who, failed_before, user, password).await {
             Ok(true) => {
                 failures.succeeded(who);
                 Outcome::Accepted
@@ -206,7 +207,7 @@ impl Users {
     }
 
     /// One check, the same work whether the user exists or not.
-    async fn verify(&self, who: ClientKey, user: String, password: String) -> Result<bool, Busy> {
+    async fn verify(&self, who: ClientKey, failed: u32, user: String, password: String) -> Result<bool, Busy> {
         let (stored, known) = match self.entries.get(&user) {
             Some(s) => (s.clone(), true),
             None => (self.dummy.clone(), false),
@@ -221,8 +222,12 @@ impl Users {
         }
         let job = JobKey { file: self.id, user: key.0.clone(), password: digest };
         let work = Box::new(move || std::hint::black_box(stored.matches(&password)) & known);
-        // No verdict: the check panicked; refuse.
-        let ok = self.guard.pool.submit(who, job, work)?.await.unwrap_or(false);
+        let ok = match self.guard.pool.submit(who, failed, job, work)?.await {
+            Ok(Verdict::Checked(ok)) => ok,
+            Ok(Verdict::Shed) => return Err(Busy::Queue { max_queued: self.guard.pool.limits().max_queued }),
+            // No verdict: the check panicked; refuse.
+            Err(_) => false,
+        };
         if ok {
             self.remember(key);
         }
