@@ -254,6 +254,34 @@ fn a_full_queue_answers_503_and_equal_checks_run_once() {
 }
 
 #[test]
+fn a_full_queue_of_failing_addresses_makes_room_for_a_clean_one() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let users = users_file(dir.path(), "users", 12, &[("alice", "alice-pw")]);
+    let origin = Origin::fixed("ok");
+    let hg = start(&users, "auth_max_verifying = 1\nauth_max_queued = 4\n");
+
+    // Five addresses fail once each, then try again all at once: one check runs, four wait, the queue is full.
+    for n in 11..16 {
+        let (r, _) = get(&hg, n, &origin, "alice", "wrong");
+        assert_eq!(r.status, 407, "{}", r.text());
+    }
+    let mut again: Vec<Raw> = (11..16).map(|n| connect_from(n, hg.addr)).collect();
+    for (i, c) in again.iter_mut().enumerate() {
+        c.send(request(&origin, "alice", &format!("wrong-again-{i}")));
+    }
+    wait_for("a check of the second round", || checks(&hg, "").len() > 5);
+    // An address that never failed gets in: the last waiting check of a failing one makes room (503)...
+    let (r, _) = get(&hg, 20, &origin, "alice", "alice-pw");
+    assert_eq!(r.status, 200, "{}", r.text());
+    // ...and it went before the failing ones still waiting.
+    assert!(again.iter().filter(|c| !answered(c)).count() > 0, "the clean login waited for the whole queue");
+    let statuses: Vec<u16> = again.iter_mut().map(|c| c.response().status).collect();
+    assert_eq!(statuses.iter().filter(|&&s| s == 407).count(), 4, "{statuses:?}");
+    assert_eq!(statuses.iter().filter(|&&s| s == 503).count(), 1, "{statuses:?}");
+}
+
+#[test]
 fn repeated_failures_from_one_address_are_slowed_down() {
     let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
