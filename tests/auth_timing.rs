@@ -351,13 +351,17 @@ fn repeated_failures_from_one_address_are_slowed_down() {
 #[test]
 fn auth_limits_are_checked_with_their_line() {
     let dir = tempfile::tempdir().unwrap();
-    for (key, value) in [("auth_max_verifying", "0"), ("auth_max_queued", "0")] {
+    for (key, value, why) in [
+        ("auth_max_verifying", "0", "must be at least 1"),
+        ("auth_max_queued", "0", "must be at least 1"),
+        ("auth_max_verifying", "5000", "must be at most 1024"),
+    ] {
         let config = dir.path().join("bad.toml");
         std::fs::write(&config, format!("[limits]\n{key} = {value}\n[[listener]]\nlisten = \"127.0.0.1:0\"\n"))
             .unwrap();
         let out = Command::new(support::bin()).arg("check").arg(&config).output().unwrap();
         assert_eq!(out.status.code(), Some(2));
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains(&format!("bad.toml:2: {key} must be at least 1")), "{err}");
+        assert!(err.contains(&format!("bad.toml:2: {key} {why}")), "{err}");
     }
 }

@@ -276,6 +276,12 @@ impl Ctx<'_> {
             // hyper allocates room for this many fields per request head.
             return Err(self.err(h.span(), format!("max_headers must be at most {MAX_HEADERS_LIMIT}")));
         }
+        if let Some(v) = &raw.limits.auth_max_verifying
+            && *v.get_ref() > MAX_AUTH_VERIFYING_LIMIT
+        {
+            // One thread each, all started at the first check.
+            return Err(self.err(v.span(), format!("auth_max_verifying must be at most {MAX_AUTH_VERIFYING_LIMIT}")));
+        }
         let mut listeners: Vec<Listener> = Vec::new();
         for l in raw.listener {
             let span = l.span();

@@ -33,6 +33,9 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 16_384;
 /// Proxy credential checks waiting for a verification thread, beyond those running; past it: 503.
 pub const DEFAULT_AUTH_MAX_QUEUED: usize = 32;
 
+/// The largest `auth_max_verifying` a config may set (a thread each).
+pub const MAX_AUTH_VERIFYING_LIMIT: usize = 1024;
+
 /// Proxy credential checks (bcrypt, `$apr1$`) running at once: half the CPU cores, at least one, so that a flood
 /// of wrong passwords leaves the other half for serving.
 pub fn default_auth_max_verifying() -> usize {
