@@ -3,7 +3,7 @@
 mod support;
 
 use base64::Engine as _;
-use hopgate::http::htpasswd::Users;
+use hopgate::http::htpasswd::{Outcome, Users};
 use http::HeaderValue;
 use support::peers::htpasswd;
 
@@ -25,12 +25,13 @@ async fn apache_htpasswd_formats_verify() {
 
     let users = Users::load(&file).unwrap();
     assert_eq!(users.len(), 4);
+    let client = "127.0.0.1".parse().unwrap();
     for (user, pass) in [("bcrypt", "b-pass:with:colons"), ("sha", "s-pass"), ("apr1", "m-pässword"), ("empty", "")] {
-        assert!(users.check_basic(&basic(user, pass)).await, "{user} accepted");
-        assert!(users.check_basic(&basic(user, pass)).await, "{user} accepted twice (cache)");
-        assert!(!users.check_basic(&basic(user, "nope")).await, "{user} wrong password refused");
+        assert_eq!(users.check_basic(&basic(user, pass), client).await, Outcome::Accepted, "{user} accepted");
+        assert_eq!(users.check_basic(&basic(user, pass), client).await, Outcome::Accepted, "{user} twice (cache)");
+        assert_eq!(users.check_basic(&basic(user, "nope"), client).await, Outcome::Rejected, "{user} wrong password");
     }
-    assert!(!users.check_basic(&basic("nobody", "s-pass")).await);
+    assert_eq!(users.check_basic(&basic("nobody", "s-pass"), client).await, Outcome::Rejected);
 }
 
 #[test]

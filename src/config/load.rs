@@ -130,6 +130,8 @@ struct RawLimits {
     max_uri_bytes: Option<Spanned<usize>>,
     max_headers: Option<Spanned<usize>>,
     max_connections: Option<Spanned<usize>>,
+    auth_max_verifying: Option<Spanned<usize>>,
+    auth_max_queued: Option<Spanned<usize>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -232,6 +234,12 @@ impl Ctx<'_> {
             max_uri_bytes: self.positive(&raw.limits.max_uri_bytes, "max_uri_bytes", DEFAULT_MAX_URI_BYTES)?,
             max_headers: self.positive(&raw.limits.max_headers, "max_headers", DEFAULT_MAX_HEADERS)?,
             max_connections: self.positive(&raw.limits.max_connections, "max_connections", DEFAULT_MAX_CONNECTIONS)?,
+            auth_max_verifying: self.positive(
+                &raw.limits.auth_max_verifying,
+                "auth_max_verifying",
+                default_auth_max_verifying(),
+            )?,
+            auth_max_queued: self.positive(&raw.limits.auth_max_queued, "auth_max_queued", DEFAULT_AUTH_MAX_QUEUED)?,
         };
         if let Some(h) = &raw.limits.max_head_bytes
             && *h.get_ref() < 1024
@@ -267,6 +275,12 @@ impl Ctx<'_> {
         {
             // hyper allocates room for this many fields per request head.
             return Err(self.err(h.span(), format!("max_headers must be at most {MAX_HEADERS_LIMIT}")));
+        }
+        if let Some(v) = &raw.limits.auth_max_verifying
+            && *v.get_ref() > MAX_AUTH_VERIFYING_LIMIT
+        {
+            // One thread each, all started at the first check.
+            return Err(self.err(v.span(), format!("auth_max_verifying must be at most {MAX_AUTH_VERIFYING_LIMIT}")));
         }
         let mut listeners: Vec<Listener> = Vec::new();
         for l in raw.listener {

@@ -30,6 +30,18 @@ pub const MAX_HEADERS_LIMIT: usize = 10_000;
 /// Most client connections open at once per process; past it new connections wait in the kernel's backlog.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 16_384;
 
+/// Proxy credential checks waiting for a verification thread, beyond those running; past it: 503.
+pub const DEFAULT_AUTH_MAX_QUEUED: usize = 32;
+
+/// The largest `auth_max_verifying` a config may set (a thread each).
+pub const MAX_AUTH_VERIFYING_LIMIT: usize = 1024;
+
+/// Proxy credential checks (bcrypt, `$apr1$`) running at once: half the CPU cores, at least one, so that a flood
+/// of wrong passwords leaves the other half for serving.
+pub fn default_auth_max_verifying() -> usize {
+    (std::thread::available_parallelism().map_or(1, |n| n.get()) / 2).max(1)
+}
+
 /// A client must send a complete request head within this many seconds of its first byte (slowloris).
 pub const DEFAULT_HEADER_READ_SECS: f64 = 10.0;
 /// A kept-alive client connection with no request in flight is closed after this many idle seconds.
@@ -76,6 +88,10 @@ pub struct Limits {
     pub max_uri_bytes: usize,
     pub max_headers: usize,
     pub max_connections: usize,
+    /// Proxy credential checks running at once (one thread each).
+    pub auth_max_verifying: usize,
+    /// Proxy credential checks waiting for a thread.
+    pub auth_max_queued: usize,
 }
 
 impl Default for Limits {
@@ -85,6 +101,8 @@ impl Default for Limits {
             max_uri_bytes: DEFAULT_MAX_URI_BYTES,
             max_headers: DEFAULT_MAX_HEADERS,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            auth_max_verifying: default_auth_max_verifying(),
+            auth_max_queued: DEFAULT_AUTH_MAX_QUEUED,
         }
     }
 }

@@ -2,6 +2,7 @@
 //! pages hopgate writes itself. [`forward_request_head`] and [`forward_response_head`] are the one order in which a
 //! forwarded head loses its hop-by-hop fields and gets hopgate's own.
 
+pub mod auth;
 mod body;
 pub mod hop;
 pub mod htpasswd;

@@ -13,6 +13,7 @@ use crate::backend::{app, relay};
 use crate::config::{self, Limits, Target, Timeouts};
 use tokio::sync::Semaphore;
 
+use crate::http::auth;
 use crate::http::htpasswd::Users;
 use crate::upstream::tls::Origination;
 use crate::upstream::{Dialer, HttpClient, OwnAddrs, ParentProxy, TargetPolicy, gateway_client, http_client};
@@ -79,6 +80,18 @@ pub struct Shared {
     pub log: Arc<AccessLogger>,
     pub limits: Limits,
     pub timeouts: Timeouts,
+    /// Proxy authentication's verification pool and failure record, one per process.
+    pub auth: Arc<auth::Guard>,
+}
+
+impl Shared {
+    /// The verification pool and failure record every listener's users file shares.
+    pub fn auth_guard(limits: &Limits) -> Arc<auth::Guard> {
+        Arc::new(auth::Guard::new(auth::AuthLimits {
+            max_verifying: limits.auth_max_verifying,
+            max_queued: limits.auth_max_queued,
+        }))
+    }
 }
 
 pub fn build(cfg: &config::Listener, local: SocketAddr, shared: &Shared) -> Result<ListenerState, String> {
@@ -103,7 +116,10 @@ pub fn build(cfg: &config::Listener, local: SocketAddr, shared: &Shared) -> Resu
                 config::DEFAULT_POOL_MAX_IDLE_PER_HOST,
             );
             let users = match &p.users {
-                Some(path) => Some(Users::load(path).map_err(|e| format!("users file {}: {e}", path.display()))?),
+                Some(path) => Some(
+                    Users::load_with(path, shared.auth.clone())
+                        .map_err(|e| format!("users file {}: {e}", path.display()))?,
+                ),
                 None => None,
             };
             let tunnels = Arc::new(Semaphore::new(p.max_tunnels));

@@ -54,8 +54,13 @@ impl Server {
     pub async fn bind(config: &Config) -> Result<Server, String> {
         let own = OwnAddrs::new();
         let log = Arc::new(log::AccessLogger::open(&config.access_log).map_err(|e| format!("access log: {e}"))?);
-        let shared =
-            listener::Shared { own: own.clone(), log: log.clone(), limits: config.limits, timeouts: config.timeouts };
+        let shared = listener::Shared {
+            own: own.clone(),
+            log: log.clone(),
+            limits: config.limits,
+            timeouts: config.timeouts,
+            auth: listener::Shared::auth_guard(&config.limits),
+        };
         let mut bound = Vec::new();
         for l in &config.listeners {
             let tcp = bind_tcp(l.listen.addr).map_err(|e| format!("cannot listen on {}: {e}", l.listen.addr))?;
@@ -235,6 +240,7 @@ impl Server {
             log: Arc::new(log::AccessLogger::open(&crate::config::AccessLog::Off).map_err(|e| e.to_string())?),
             limits: config.limits,
             timeouts: config.timeouts,
+            auth: listener::Shared::auth_guard(&config.limits),
         };
         for l in &config.listeners {
             listener::build(l, l.listen.addr, &shared).map_err(|e| format!("listener {}: {e}", l.listen.addr))?;
