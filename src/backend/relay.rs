@@ -5,6 +5,8 @@
 //! The order of steps is the design: loop check -> Max-Forwards -> strip hop-by-hop -> Host, Via (and
 //! Forwarded for gateways) -> send with the response-head timeout -> strip the response -> Via -> stream.
 //! Bodies are never buffered: hyper's `Incoming` goes straight through in both directions, with back-pressure.
+//! Upgrades (http::upgrade): only the protocols on the `upgrades` list are re-offered upstream, and a 101 must
+//! switch to one of them; the upgraded connections become a tunnel.
 //! Does not: cache, retry requests that reached the origin, or rewrite bodies.
 
 use std::error::Error as _;
@@ -19,6 +21,7 @@ use hyper::body::Incoming;
 
 use super::Ctx;
 use crate::error::{Error, Kind, Side};
+use crate::http::upgrade::{self, Allowed};
 use crate::http::{Body, MaxForwards, append_via, hop, is_sensitive, max_forwards, set_forwarded, via_names};
 use crate::server::listener::ProxyState;
 use crate::upstream::{HttpClient, SendError};
@@ -36,6 +39,8 @@ pub struct Gateway {
     pub base: String,
     /// The route's path prefix on hopgate, stripped before `base` is prepended ("/" strips nothing).
     pub prefix: String,
+    /// The protocols requests may upgrade to (the route's `upgrades`, else the listener's).
+    pub upgrades: Allowed,
 }
 
 /// Forward proxy: `GET http://host/path HTTP/1.1` from a client configured to use hopgate; `https://` targets
@@ -75,7 +80,7 @@ pub async fn forward(mut req: Request<Incoming>, ctx: &Ctx<'_>, proxy: &ProxySta
     // belong to the CONNECT, never to a request the origin reads.
     let to_parent = uri.scheme() != Some(&Scheme::HTTPS);
     let parent_auth = proxy.parent.as_ref().filter(|_| to_parent).and_then(|p| p.auth.clone());
-    let resp = send(req, ctx, &proxy.client, None, parent_auth).await?;
+    let resp = send(req, ctx, &proxy.client, &proxy.upgrades, None, parent_auth).await?;
     if let Some(parent) = &proxy.parent
         && to_parent
         && resp.status() == http::StatusCode::PROXY_AUTHENTICATION_REQUIRED
@@ -148,7 +153,7 @@ pub async fn gateway(mut req: Request<Incoming>, ctx: &Ctx<'_>, gw: &Gateway) ->
             public: format!("{proto}://{h}{}", if gw.prefix == "/" { "" } else { gw.prefix.as_str() }),
         })
     };
-    send(req, ctx, &gw.client, Some(&rewrite), None).await
+    send(req, ctx, &gw.client, &gw.upgrades, Some(&rewrite), None).await
 }
 
 /// A `.` or `..` segment (RFC 3986 §3.3), also percent-encoded (`%2e%2e`, §2.3) or with a `;` parameter
@@ -224,6 +229,7 @@ async fn send(
     mut req: Request<Incoming>,
     ctx: &Ctx<'_>,
     client: &HttpClient,
+    upgrades: &Allowed,
     rewrite: Option<&(dyn Fn() -> Option<LocationRewrite> + Sync)>,
     parent_auth: Option<HeaderValue>,
 ) -> Result<Response<Body>, Error> {
@@ -236,14 +242,20 @@ async fn send(
     }
     let version = req.version();
     append_via(req.headers_mut(), version, name);
-    // RFC 9110 §7.8: an upgrade is hop-by-hop, so hopgate re-offers it on its own hop (HTTP/1.1 only).
-    let client_upgrade = match &stripped.upgrade {
-        Some(proto) if req.version() == Version::HTTP_11 => {
+    // RFC 9110 §7.8: an upgrade is hop-by-hop, so hopgate re-offers it on its own hop (HTTP/1.1 only), and only
+    // the protocols on the list: with none left the request goes on as an ordinary one (Upgrade, Connection and
+    // what it named are gone already).
+    let offer = match &stripped.upgrade {
+        Some(offer) if req.version() == Version::HTTP_11 => upgrades.filter(offer),
+        _ => None,
+    };
+    let client_upgrade = match &offer {
+        Some(offer) => {
             req.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-            req.headers_mut().insert(header::UPGRADE, proto.clone());
+            req.headers_mut().insert(header::UPGRADE, offer.clone());
             Some(hyper::upgrade::on(&mut req))
         }
-        _ => None,
+        None => None,
     };
     // RFC 9110 §10.1.1: a 100-continue expectation in an HTTP/1.0 request is to be ignored; forwarded in an
     // HTTP/1.1 request it would mean something the client never asked.
@@ -310,10 +322,16 @@ async fn send(
     };
 
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-        let Some(client_upgrade) = client_upgrade else {
-            return Err(Error::upstream(Kind::UpstreamProtocol, "upstream switched protocols without being asked"));
+        let (Some(client_upgrade), Some(offer)) = (client_upgrade, offer) else {
+            return Err(Error::upstream(
+                Kind::UpstreamProtocol,
+                format!("{} switched protocols without being asked", display_authority(&target)),
+            ));
         };
+        // Returning here drops the response and with it the upstream connection: it is never piped.
         let proto = resp.headers().get(header::UPGRADE).cloned();
+        upgrade::check_switch(&offer, proto.as_ref())
+            .map_err(|why| Error::upstream(Kind::UpstreamProtocol, format!("{} {why}", display_authority(&target))))?;
         let upstream_upgrade = hyper::upgrade::on(&mut resp);
         let idle = ctx.listener.timeouts.tunnel_idle;
         ctx.tasks.spawn(async move {
