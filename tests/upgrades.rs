@@ -1,6 +1,6 @@
 //! Upgrades (RFC 9110 §7.8) through the gateway and the forward proxy: only protocols on the `upgrades`
 //! allow-list (default `["websocket"]`) are re-offered upstream; h2c never is; a 101 naming a protocol that was
-//! not offered is a 502.
+//! not offered is a 502; an upgraded connection is logged when its tunnel ends, with its bytes.
 //!
 //! The origin here answers `101` to any upgrade it is offered and records every byte it receives afterwards: if
 //! hopgate forwards an offer it should not, the bytes behind it (HTTP/2 frames, say) show up in that record.
@@ -436,4 +436,71 @@ fn check_refuses_h2c_and_bad_tokens_with_file_and_line() {
     .unwrap();
     let out = Command::new(bin()).arg("check").arg(&path).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn an_upgraded_connection_is_logged_when_its_tunnel_ends_with_its_bytes() {
+    let origin = UpOrigin::start(None);
+    let hg = gateway_to(origin.addr, "/public");
+    let mut c = upgrade_and_echo(&hg, "/chat", "websocket", "websocket");
+    c.write_all(b"0123456789").unwrap();
+    let mut got = [0u8; 10];
+    c.read_exact(&mut got).unwrap();
+    // While the tunnel is open, there is no line for it yet.
+    assert!(!hg.stdout_text().contains("/chat"), "{}", hg.stdout_text());
+    // The client ends its side; the origin ends its side in turn (it echoes until EOF): the tunnel is closed.
+    c.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut rest = Vec::new();
+    c.read_to_end(&mut rest).unwrap();
+    assert!(rest.is_empty(), "{rest:?}");
+    let line = log_line(&hg, "\"GET /chat HTTP/1.1\"");
+    assert!(line.contains("\" 101 17 "), "{line}");
+    assert!(line.ends_with(&format!("{} upgrade=websocket up=17 down=17 closed", origin.addr)), "{line}");
+    assert_eq!(hg.stdout_text().matches("/chat").count(), 1, "{}", hg.stdout_text());
+
+    // CONNECT tunnels are logged the same way, when they end.
+    let echo = support::origin::echo_server();
+    let px = Hopgate::start(&[
+        "proxy",
+        "--listen",
+        "127.0.0.1:0",
+        "--allow-target",
+        "127.0.0.0/8",
+        "--connect-port",
+        &echo.port().to_string(),
+    ]);
+    let mut t = connect(px.addr);
+    t.write_all(format!("CONNECT {echo} HTTP/1.1\r\nHost: {echo}\r\n\r\nabc").as_bytes()).unwrap();
+    let head = read_head(&mut t);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let mut got = [0u8; 3];
+    t.read_exact(&mut got).unwrap();
+    assert!(!px.stdout_text().contains("CONNECT"), "{}", px.stdout_text());
+    t.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut rest = Vec::new();
+    t.read_to_end(&mut rest).unwrap();
+    let line = log_line(&px, "\"CONNECT ");
+    assert!(line.contains(&format!("\"CONNECT {echo} HTTP/1.1\" 200 3 ")), "{line}");
+    assert!(line.ends_with(&format!("{echo} tunnel up=3 down=3 closed")), "{line}");
+}
+
+#[test]
+fn a_tunnel_cut_at_the_end_of_the_drain_is_logged_with_its_bytes() {
+    let origin = UpOrigin::start(None);
+    let mut hg = Hopgate::start(&[
+        "gateway",
+        "--listen",
+        "127.0.0.1:0",
+        "--to",
+        &format!("http://{}", origin.addr),
+        "--drain",
+        "1",
+    ]);
+    let _c = upgrade_and_echo(&hg, "/held", "websocket", "websocket");
+    hg.signal("TERM");
+    let status = hg.wait_exit(Duration::from_secs(10)).expect("exits after the drain time");
+    assert_eq!(status.code(), Some(0));
+    let line = log_line(&hg, "\"GET /held HTTP/1.1\"");
+    assert!(line.contains("\" 101 7 "), "{line}");
+    assert!(line.ends_with(&format!("{} upgrade=websocket up=7 down=7 cancelled", origin.addr)), "{line}");
 }

@@ -6,7 +6,7 @@
 //! Forwarded for gateways) -> send with the response-head timeout -> strip the response -> Via -> stream.
 //! Bodies are never buffered: hyper's `Incoming` goes straight through in both directions, with back-pressure.
 //! Upgrades (http::upgrade): only the protocols on the `upgrades` list are re-offered upstream, and a 101 must
-//! switch to one of them; the upgraded connections become a tunnel.
+//! switch to one of them; the upgraded connections become a tunnel, logged when it ends.
 //! Does not: cache, retry requests that reached the origin, or rewrite bodies.
 
 use std::error::Error as _;
@@ -330,18 +330,26 @@ async fn send(
         };
         // Returning here drops the response and with it the upstream connection: it is never piped.
         let proto = resp.headers().get(header::UPGRADE).cloned();
-        upgrade::check_switch(&offer, proto.as_ref())
+        let switched = upgrade::check_switch(&offer, proto.as_ref())
             .map_err(|why| Error::upstream(Kind::UpstreamProtocol, format!("{} {why}", display_authority(&target))))?;
         let upstream_upgrade = hyper::upgrade::on(&mut resp);
         let idle = ctx.listener.timeouts.tunnel_idle;
+        let (report, watch) = crate::tunnel::report(Some(switched));
+        let client = ctx.client;
         ctx.tasks.spawn(async move {
             match tokio::try_join!(client_upgrade, upstream_upgrade) {
                 Ok((c, u)) => {
                     let c = hyper_util::rt::TokioIo::new(c);
                     let u = hyper_util::rt::TokioIo::new(u);
-                    let _ = crate::tunnel::pipe(c, u, idle).await;
+                    let outcome = report.pump(c, u, idle).await;
+                    let (up, down) = (outcome.a_to_b, outcome.b_to_a);
+                    tracing::debug!(%client, up, down, "upgraded connection ended: {:?}", outcome.ended);
+                    report.outcome(&outcome);
                 }
-                Err(e) => tracing::debug!("upgrade failed: {e}"),
+                Err(e) => {
+                    tracing::debug!(%client, "upgrade failed: {e}");
+                    report.not_established();
+                }
             }
         });
         let (mut parts, _) = resp.into_parts();
@@ -351,6 +359,7 @@ async fn send(
             parts.headers.insert(header::UPGRADE, p);
         }
         append_via(&mut parts.headers, parts.version, name);
+        parts.extensions.insert(watch);
         return Ok(Response::from_parts(parts, Body::empty()));
     }
 
