@@ -218,6 +218,7 @@ impl Cli {
                 }),
                 routes: Vec::new(),
                 via_name: None,
+                upgrades: config::Upgrades::default(),
             }),
             Some(Command::Tunnel(_)) => Config::embedded_default(),
             Some(Command::Gateway(g)) => Config::single(Listener {
@@ -226,6 +227,7 @@ impl Cli {
                 proxy: None,
                 routes: vec![usage(g.route())?],
                 via_name: None,
+                upgrades: config::Upgrades::default(),
             }),
         };
         if let Some(d) = self.global.drain {

@@ -574,9 +574,14 @@ fn https_targets_through_a_parent_go_in_a_connect_tunnel() {
     assert_eq!(seen.sni.as_deref(), Some("localhost"), "TLS from the child, end to end");
     assert_eq!(seen.header("proxy-authorization"), None, "the parent's credentials stay with the parent");
     assert_eq!(origin.accepted(), 1, "the tunnelled TLS connection is pooled");
+    // The parent logs its CONNECT when the tunnel ends: the child's pooled connection keeps it open until the
+    // child goes away.
+    drop(c);
+    drop(child);
     parent.stdout_line("CONNECT");
     let log = parent.stdout_text();
     assert_eq!(log.matches(&format!("\"CONNECT localhost:{} HTTP/1.1\" 200", origin.port())).count(), 1, "{log}");
+    assert_eq!(log.matches(" tunnel up=").count(), 1, "{log}");
     assert!(!log.contains("GET https://"), "the parent never sees the request itself: {log}");
 
     // Verification still applies inside the tunnel: without --ca the origin is refused.

@@ -6,6 +6,8 @@
 //! Forwarded for gateways), in that order in one place (`http::forward_request_head`) -> send with the
 //! response-head timeout -> strip the response, then Via (`http::forward_response_head`) -> stream.
 //! Bodies are never buffered: hyper's `Incoming` goes straight through in both directions, with back-pressure.
+//! Upgrades (http::upgrade): only the protocols on the `upgrades` list are re-offered upstream, and a 101 must
+//! switch to one of them; the upgraded connections become a tunnel, logged when it ends.
 //! Does not: cache, retry requests that reached the origin, or rewrite bodies.
 
 use std::error::Error as _;
@@ -21,6 +23,7 @@ use hyper::body::Incoming;
 use super::Ctx;
 use crate::config;
 use crate::error::{Error, Kind, Side};
+use crate::http::upgrade::{self, Allowed};
 use crate::http::{
     Body, ForwardedFor, MaxForwards, OwnFields, append_via, forward_request_head, forward_response_head, hop,
     is_sensitive, max_forwards, via_names,
@@ -41,6 +44,8 @@ pub struct Gateway {
     pub base: String,
     /// The route's path prefix on hopgate, stripped before `base` is prepended ("/" strips nothing).
     pub prefix: String,
+    /// The protocols requests may upgrade to (the route's `upgrades`, else the listener's).
+    pub upgrades: Allowed,
 }
 
 /// Forward proxy: `GET http://host/path HTTP/1.1` from a client configured to use hopgate; `https://` targets
@@ -83,7 +88,7 @@ pub async fn forward(mut req: Request<Incoming>, ctx: &Ctx<'_>, proxy: &ProxySta
     // belong to the CONNECT, never to a request the origin reads.
     let to_parent = uri.scheme() != Some(&Scheme::HTTPS);
     let parent_auth = proxy.parent.as_ref().filter(|_| to_parent).and_then(|p| p.auth.clone());
-    let resp = send(req, ctx, &proxy.client, own, None, parent_auth).await?;
+    let resp = send(req, ctx, &proxy.client, own, &proxy.upgrades, None, parent_auth).await?;
     if let Some(parent) = &proxy.parent
         && to_parent
         && resp.status() == http::StatusCode::PROXY_AUTHENTICATION_REQUIRED
@@ -157,7 +162,7 @@ pub async fn gateway(mut req: Request<Incoming>, ctx: &Ctx<'_>, gw: &Gateway) ->
             public: format!("{proto}://{h}{}", if gw.prefix == "/" { "" } else { gw.prefix.as_str() }),
         })
     };
-    send(req, ctx, &gw.client, own, Some(&rewrite), None).await
+    send(req, ctx, &gw.client, own, &gw.upgrades, Some(&rewrite), None).await
 }
 
 /// A `.` or `..` segment (RFC 3986 §3.3), also percent-encoded (`%2e%2e`, §2.3) or with a `;` parameter
@@ -235,6 +240,7 @@ async fn send(
     ctx: &Ctx<'_>,
     client: &HttpClient,
     own: OwnFields<'_>,
+    upgrades: &Allowed,
     rewrite: Option<&(dyn Fn() -> Option<LocationRewrite> + Sync)>,
     parent_auth: Option<HeaderValue>,
 ) -> Result<Response<Body>, Error> {
@@ -246,14 +252,20 @@ async fn send(
         // The parent proxy's own credentials, for its hop only.
         req.headers_mut().insert(header::PROXY_AUTHORIZATION, auth);
     }
-    // RFC 9110 §7.8: an upgrade is hop-by-hop, so hopgate re-offers it on its own hop (HTTP/1.1 only).
-    let client_upgrade = match &stripped.upgrade {
-        Some(proto) if req.version() == Version::HTTP_11 => {
+    // RFC 9110 §7.8: an upgrade is hop-by-hop, so hopgate re-offers it on its own hop (HTTP/1.1 only), and only
+    // the protocols on the list: with none left the request goes on as an ordinary one (Upgrade, Connection and
+    // what it named are gone already).
+    let offer = match &stripped.upgrade {
+        Some(offer) if req.version() == Version::HTTP_11 => upgrades.filter(offer),
+        _ => None,
+    };
+    let client_upgrade = match &offer {
+        Some(offer) => {
             req.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-            req.headers_mut().insert(header::UPGRADE, proto.clone());
+            req.headers_mut().insert(header::UPGRADE, offer.clone());
             Some(hyper::upgrade::on(&mut req))
         }
-        _ => None,
+        None => None,
     };
     // RFC 9110 §10.1.1: a 100-continue expectation in an HTTP/1.0 request is to be ignored; forwarded in an
     // HTTP/1.1 request it would mean something the client never asked.
@@ -320,20 +332,34 @@ async fn send(
     };
 
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-        let Some(client_upgrade) = client_upgrade else {
-            return Err(Error::upstream(Kind::UpstreamProtocol, "upstream switched protocols without being asked"));
+        let (Some(client_upgrade), Some(offer)) = (client_upgrade, offer) else {
+            return Err(Error::upstream(
+                Kind::UpstreamProtocol,
+                format!("{} switched protocols without being asked", display_authority(&target)),
+            ));
         };
+        // Returning here drops the response and with it the upstream connection: it is never piped.
         let proto = resp.headers().get(header::UPGRADE).cloned();
+        let switched = upgrade::check_switch(&offer, proto.as_ref())
+            .map_err(|why| Error::upstream(Kind::UpstreamProtocol, format!("{} {why}", display_authority(&target))))?;
         let upstream_upgrade = hyper::upgrade::on(&mut resp);
         let idle = ctx.listener.timeouts.tunnel_idle;
+        let (report, watch) = crate::tunnel::report(Some(switched));
+        let client = ctx.client;
         ctx.tasks.spawn(async move {
             match tokio::try_join!(client_upgrade, upstream_upgrade) {
                 Ok((c, u)) => {
                     let c = hyper_util::rt::TokioIo::new(c);
                     let u = hyper_util::rt::TokioIo::new(u);
-                    let _ = crate::tunnel::pipe(c, u, idle).await;
+                    let outcome = report.pump(c, u, idle).await;
+                    let (up, down) = (outcome.a_to_b, outcome.b_to_a);
+                    tracing::debug!(%client, up, down, "upgraded connection ended: {:?}", outcome.ended);
+                    report.outcome(&outcome);
                 }
-                Err(e) => tracing::debug!("upgrade failed: {e}"),
+                Err(e) => {
+                    tracing::debug!(%client, "upgrade failed: {e}");
+                    report.not_established();
+                }
             }
         });
         let (mut parts, _) = resp.into_parts();
@@ -342,6 +368,7 @@ async fn send(
             parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
             parts.headers.insert(header::UPGRADE, p);
         }
+        parts.extensions.insert(watch);
         return Ok(Response::from_parts(parts, Body::empty()));
     }
 

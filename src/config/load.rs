@@ -156,6 +156,7 @@ struct RawListener {
     #[serde(default)]
     route: Vec<Spanned<RawRoute>>,
     via_name: Option<Spanned<String>>,
+    upgrades: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 #[derive(Deserialize)]
@@ -191,6 +192,7 @@ struct RawRoute {
     max_scripts: Option<Spanned<usize>>,
     split_path: Option<Spanned<String>>,
     pass_authorization: Option<Spanned<bool>>,
+    upgrades: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 struct Ctx<'a> {
@@ -362,7 +364,30 @@ impl Ctx<'_> {
                 ));
             }
         }
-        Ok(Listener { listen, certs, proxy, routes, via_name: l.via_name.map(|v| v.into_inner()) })
+        let upgrades = match &l.upgrades {
+            Some(list) => self.upgrades(list.get_ref())?,
+            None => Upgrades::default(),
+        };
+        Ok(Listener { listen, certs, proxy, routes, via_name: l.via_name.map(|v| v.into_inner()), upgrades })
+    }
+
+    /// An `upgrades` list: protocol tokens (`name` or `name/version`), never h2c, h2 or HTTP.
+    fn upgrades(&self, list: &[Spanned<String>]) -> Result<Upgrades, ConfigError> {
+        let mut out = Vec::new();
+        for item in list {
+            let text = item.get_ref();
+            let Some(p) = UpgradeProtocol::parse(text) else {
+                return Err(self.err(
+                    item.span(),
+                    format!("upgrades: {text:?} is not a protocol token (NAME or NAME/VERSION, such as \"websocket\")"),
+                ));
+            };
+            if let Some(why) = p.never_allowed() {
+                return Err(self.err(item.span(), format!("upgrades: {why}")));
+            }
+            out.push(p);
+        }
+        Ok(Upgrades::new(out))
     }
 
     fn proxy(&self, p: RawProxy) -> Result<Proxy, ConfigError> {
@@ -431,6 +456,7 @@ impl Ctx<'_> {
         };
         route.split_path = r.split_path.map(|s| s.into_inner());
         route.pass_authorization = r.pass_authorization.map(|p| p.into_inner()).unwrap_or(false);
+        route.upgrades = r.upgrades.as_ref().map(|u| self.upgrades(u.get_ref())).transpose()?;
         if let Target::Cgi { dir } = &to {
             let dir = self.base.join(dir);
             if !dir.is_dir() {
@@ -449,12 +475,14 @@ impl Ctx<'_> {
     /// does for `--root` and `--index`.
     fn keys_fit_the_target(&self, r: &RawRoute, to: &Target) -> Result<(), ConfigError> {
         let https = matches!(to, Target::Http { tls: true, .. });
+        let http = matches!(to, Target::Http { .. });
         let ftp = matches!(to, Target::Ftp { .. });
         let cgi = matches!(to, Target::Cgi { .. });
         let fastcgi = matches!(to, Target::FastCgi { .. });
         let app = cgi || fastcgi || matches!(to, Target::Scgi { .. });
         let checks = [
             ("ca", r.ca.as_ref().map(|v| v.span()), https, "https:// routes"),
+            ("upgrades", r.upgrades.as_ref().map(|v| v.span()), http, "http:// and https:// routes"),
             ("uploads", r.uploads.as_ref().map(|v| v.span()), ftp, "ftp:// routes"),
             ("root", r.root.as_ref().map(|v| v.span()), fastcgi, "fastcgi:// and fastcgi+unix: routes"),
             ("index", r.index.as_ref().map(|v| v.span()), cgi || fastcgi, "cgi: and fastcgi routes"),
@@ -567,6 +595,26 @@ mod tests {
         let e =
             load("[limits]\nmax_headers = 100000000\n[[listener]]\nlisten = \":0\"\n[listener.proxy]\n").unwrap_err();
         assert_eq!(e.line, 2, "{e}");
+    }
+
+    #[test]
+    fn upgrades_lists() {
+        let c = load("[[listener]]\nlisten = \":1\"\n[listener.proxy]\n").unwrap();
+        assert_eq!(c.listeners[0].upgrades, Upgrades::default());
+        let c = load(
+            "[[listener]]\nlisten = \":1\"\nupgrades = []\n[[listener.route]]\nto = \"http://a:1\"\n\
+             upgrades = [\"WebSocket\", \"foo/1\"]\n[[listener.route]]\npath = \"/b\"\nto = \"http://b:1\"\n",
+        )
+        .unwrap();
+        let l = &c.listeners[0];
+        assert!(l.upgrades.protocols().is_empty());
+        let own = l.routes.iter().find(|r| r.path == "/").unwrap().upgrades.as_ref().unwrap();
+        assert_eq!(own.protocols().iter().map(|p| p.to_string()).collect::<Vec<_>>(), ["WebSocket", "foo/1"]);
+        assert_eq!(l.routes.iter().find(|r| r.path == "/b").unwrap().upgrades, None);
+        for (bad, line) in [("[\"h2c\"]", 3), ("[\"ok\",\n\"H2C/1\"]", 4), ("[\"a b\"]", 3), ("[1]", 3)] {
+            let e = load(&format!("[[listener]]\nlisten = \":1\"\nupgrades = {bad}\n[listener.proxy]\n")).unwrap_err();
+            assert_eq!(e.line, line, "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -14,6 +14,8 @@ use ipnet::IpNet;
 pub use load::{ConfigError, load_file, load_str};
 pub use target::{Authority, Target, UpstreamSocket, authority_port, parse_port};
 
+pub use crate::http::upgrade::{Allowed as Upgrades, Protocol as UpgradeProtocol};
+
 /// Where the embedded default listens.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 /// Seconds in-flight work may take to finish after SIGINT/SIGTERM.
@@ -144,6 +146,9 @@ pub struct Listener {
     pub routes: Vec<Route>,
     /// The `received-by` name this listener writes into Via; default `HOSTNAME:PORT`.
     pub via_name: Option<String>,
+    /// Protocols its forward proxy may upgrade to, and its routes unless they say otherwise; default
+    /// `["websocket"]` ([`Upgrades::default`]).
+    pub upgrades: Upgrades,
 }
 
 /// `ADDR`, `http://ADDR` or `https://ADDR`.
@@ -230,6 +235,8 @@ pub struct Route {
     pub split_path: Option<String>,
     /// CGI/FastCGI/SCGI: pass the Authorization header as HTTP_AUTHORIZATION.
     pub pass_authorization: bool,
+    /// HTTP routes: the protocols requests may upgrade to; None: the listener's list.
+    pub upgrades: Option<Upgrades>,
 }
 
 impl Route {
@@ -246,6 +253,7 @@ impl Route {
             max_scripts: None,
             split_path: None,
             pass_authorization: false,
+            upgrades: None,
         }
     }
 }
@@ -270,6 +278,7 @@ impl Config {
             proxy: Some(Proxy::default()),
             routes: Vec::new(),
             via_name: None,
+            upgrades: Upgrades::default(),
         })
     }
 

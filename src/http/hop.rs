@@ -4,7 +4,7 @@ use http::HeaderMap;
 use http::header::{self, HeaderName};
 
 /// Fields that only ever concern one connection, removed from every forwarded message.
-static HOP_BY_HOP: [HeaderName; 9] = [
+static HOP_BY_HOP: [HeaderName; 10] = [
     header::CONNECTION,
     // Not standard, but sent by old clients to proxies; the book's dumb-relay hang in one header.
     HeaderName::from_static("proxy-connection"),
@@ -15,6 +15,9 @@ static HOP_BY_HOP: [HeaderName; 9] = [
     // Announces trailer fields of a chunked body, which is re-framed here.
     header::TRAILER,
     header::UPGRADE,
+    // Only ever part of an h2c upgrade offer (RFC 7540 §3.2.1 makes it a connection option), which hopgate never
+    // forwards: dropped even when a client forgets to name it in Connection.
+    HeaderName::from_static("http2-settings"),
     // Credentials and challenges for this proxy hop; a parent proxy gets its own.
     header::PROXY_AUTHENTICATE,
     header::PROXY_AUTHORIZATION,
@@ -23,14 +26,14 @@ static HOP_BY_HOP: [HeaderName; 9] = [
 /// What [`strip`] found out about a message before removing its hop-by-hop fields.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Stripped {
-    /// The `Upgrade` value when `Connection` contained the `upgrade` token.
+    /// The `Upgrade` value (its field lines joined) when `Connection` contained the `upgrade` token.
     pub upgrade: Option<http::HeaderValue>,
 }
 
 /// Removes every field named in `Connection`, then the fixed hop-by-hop list.
 // Twice per relayed request, so it avoids work for what is absent: `close`, `keep-alive` and `upgrade` tokens
 // need no name of their own (the fixed list covers them, and `close` names no field), and one pass over the
-// names present replaces a hashed remove for each of the nine (bench/profile callgrind).
+// names present replaces a hashed remove for each of the ten (bench/profile callgrind).
 pub fn strip(headers: &mut HeaderMap) -> Stripped {
     let mut out = Stripped::default();
     let mut named: Vec<HeaderName> = Vec::new();
@@ -39,7 +42,7 @@ pub fn strip(headers: &mut HeaderMap) -> Stripped {
         for token in value.split(',') {
             let token = token.trim();
             if token.eq_ignore_ascii_case("upgrade") {
-                out.upgrade = headers.get(header::UPGRADE).cloned();
+                out.upgrade = upgrade_value(headers);
                 continue;
             }
             if token.eq_ignore_ascii_case("close") || token.eq_ignore_ascii_case("keep-alive") {
@@ -73,6 +76,18 @@ pub fn strip(headers: &mut HeaderMap) -> Stripped {
         }
     }
     out
+}
+
+/// Every `Upgrade` field line as one list (RFC 9110 §5.3).
+fn upgrade_value(headers: &HeaderMap) -> Option<http::HeaderValue> {
+    let mut lines = headers.get_all(header::UPGRADE).iter();
+    let first = lines.next()?;
+    let mut joined = first.as_bytes().to_vec();
+    for more in lines {
+        joined.extend_from_slice(b", ");
+        joined.extend_from_slice(more.as_bytes());
+    }
+    http::HeaderValue::from_bytes(&joined).ok()
 }
 
 /// What a message's `Transfer-Encoding` said, read before [`strip`] removes it.
@@ -161,5 +176,11 @@ mod tests {
         h.insert("upgrade", "websocket".parse().unwrap());
         assert_eq!(strip(&mut h).upgrade.unwrap(), "websocket");
         assert!(h.is_empty());
+        h.insert("connection", "upgrade".parse().unwrap());
+        h.insert("upgrade", "foo".parse().unwrap());
+        h.append("upgrade", "websocket".parse().unwrap());
+        h.insert("http2-settings", "AAMAAABkAARAAAAAAAIAAAAA".parse().unwrap());
+        assert_eq!(strip(&mut h).upgrade.unwrap(), "foo, websocket");
+        assert!(h.is_empty(), "{h:?}");
     }
 }

@@ -7,6 +7,7 @@ mod body;
 pub mod hop;
 pub mod htpasswd;
 pub mod pages;
+pub mod upgrade;
 
 use std::net::SocketAddr;
 

@@ -52,6 +52,8 @@ pub struct ProxyState {
     pub tunnels: Arc<Semaphore>,
     /// Absolute-form `ftp://` targets (the HTTP/FTP gateway), dialed with the same policy.
     pub ftp: FtpRoute,
+    /// The protocols relayed requests may upgrade to (the listener's `upgrades`).
+    pub upgrades: config::Upgrades,
 }
 
 pub struct RouteState {
@@ -125,12 +127,13 @@ pub fn build(cfg: &config::Listener, local: SocketAddr, shared: &Shared) -> Resu
             let tunnels = Arc::new(Semaphore::new(p.max_tunnels));
             let ftp_pool = FtpPool::new(FtpRoute::settings(&t), FtpPoolConfig::default());
             let ftp = FtpRoute::forward(ftp_pool, dialer.clone(), p.parent.as_ref().map(|p| p.authority.to_string()));
-            Some(ProxyState { cfg: p.clone(), dialer, client, users, parent, tunnels, ftp })
+            let upgrades = cfg.upgrades.clone();
+            Some(ProxyState { cfg: p.clone(), dialer, client, users, parent, tunnels, ftp, upgrades })
         }
     };
     let mut routes = Vec::new();
     for r in &cfg.routes {
-        routes.push(RouteState { cfg: r.clone(), backend: build_backend(r, shared)? });
+        routes.push(RouteState { cfg: r.clone(), backend: build_backend(r, &cfg.upgrades, shared)? });
     }
     let acceptor = if cfg.listen.tls { Some(Acceptor::new(&cfg.certs, t.tls_handshake)?) } else { None };
     Ok(ListenerState {
@@ -146,7 +149,8 @@ pub fn build(cfg: &config::Listener, local: SocketAddr, shared: &Shared) -> Resu
     })
 }
 
-fn build_backend(r: &config::Route, shared: &Shared) -> Result<Backend, String> {
+/// `upgrades`: the listener's list, for a route without its own.
+fn build_backend(r: &config::Route, upgrades: &config::Upgrades, shared: &Shared) -> Result<Backend, String> {
     let t = shared.timeouts;
     match &r.to {
         Target::Http { tls, authority, base } => {
@@ -159,7 +163,14 @@ fn build_backend(r: &config::Route, shared: &Shared) -> Result<Backend, String> 
             let scheme = if *tls { Scheme::HTTPS } else { Scheme::HTTP };
             let max_idle = config::DEFAULT_POOL_MAX_IDLE_PER_HOST;
             let client = gateway_client(dialer, origination, &scheme, &authority, t.pool_idle, max_idle);
-            Ok(Backend::Relay(relay::Gateway { client, scheme, authority, base: base.clone(), prefix: r.path.clone() }))
+            Ok(Backend::Relay(relay::Gateway {
+                client,
+                scheme,
+                authority,
+                base: base.clone(),
+                prefix: r.path.clone(),
+                upgrades: r.upgrades.clone().unwrap_or_else(|| upgrades.clone()),
+            }))
         }
         Target::Cgi { .. } => Ok(Backend::Cgi(app::Gateway::new(r)?)),
         Target::FastCgi { .. } => Ok(Backend::FastCgi(app::Gateway::new(r)?)),

@@ -64,8 +64,12 @@ pub async fn handle(req: Request<Incoming>, conn: Arc<ConnCtx>) -> Response<Logg
     if conn.listener.log.enabled() {
         record.upstream = resp.extensions().get::<UpstreamAddr>().map(|a| a.0.to_string());
     }
+    // Only a 101 or a CONNECT's 2xx opens a tunnel: other responses skip the look-up.
+    let opens_tunnel = resp.status() == http::StatusCode::SWITCHING_PROTOCOLS
+        || (record.method == http::Method::CONNECT && resp.status().is_success());
+    let tunnel = opens_tunnel.then(|| resp.extensions_mut().remove::<crate::tunnel::Watch>()).flatten();
     let log = conn.listener.log.clone();
-    resp.map(|b| LoggedBody::new(b, record, log, conn.shared.clone()))
+    resp.map(|b| LoggedBody::new(b, record, tunnel, log, conn.shared.clone()))
 }
 
 async fn serve(mut req: Request<Incoming>, ctx: &Ctx<'_>, shared: &ConnShared) -> Result<Response<Body>, Error> {
