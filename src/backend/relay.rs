@@ -236,6 +236,15 @@ async fn send(
     }
     let version = req.version();
     append_via(req.headers_mut(), version, name);
+    // A body of unknown length (the client sent it chunked, or as HTTP/2 DATA without a length) goes up chunked:
+    // hyper's client sends a GET, HEAD or CONNECT that does not say so with no body at all (it assumes such a
+    // method has none), and the body would be lost. A body with a length keeps its Content-Length.
+    if !req.body().is_end_stream()
+        && req.body().size_hint().exact().is_none()
+        && !req.headers().contains_key(header::CONTENT_LENGTH)
+    {
+        req.headers_mut().insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+    }
     // RFC 9110 §7.8: an upgrade is hop-by-hop, so hopgate re-offers it on its own hop (HTTP/1.1 only).
     let client_upgrade = match &stripped.upgrade {
         Some(proto) if req.version() == Version::HTTP_11 => {
