@@ -348,6 +348,11 @@ async fn send(
     let (mut parts, body) = resp.into_parts();
     let codings = hop::transfer_codings(&parts.headers);
     hop::strip(&mut parts.headers);
+    if codings.is_none() {
+        // hyper accepts a list of equal lengths (`Content-Length: 5, 5`, or the field twice) and checks it for a
+        // response with a body; the client is sent the one value.
+        hop::one_content_length(&mut parts.headers);
+    }
     if let Some(codings) = codings {
         // RFC 9112 §6.3: Transfer-Encoding overrides Content-Length, and an intermediary removes the latter
         // before forwarding: kept, it would frame the decoded body with a length it does not have.
