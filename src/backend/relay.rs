@@ -27,6 +27,11 @@ use crate::upstream::{HttpClient, SendError};
 /// read anyway (and hyper sends the client a 100 itself): curl's own wait.
 pub const EXPECT_CONTINUE_WAIT_MILLIS: u64 = 1000;
 
+/// More informational (1xx) responses than this to one request make it a 502 and close the upstream connection:
+/// an origin that sends them without end would otherwise keep hopgate reading for the whole response-head time.
+/// Go's HTTP client allows 5; a 100 (Continue), 102 (Processing) or 103 (Early Hints) come once or a few times.
+pub const MAX_INFORMATIONAL: u32 = 10;
+
 /// A gateway route's upstream: `http(s)://authority[/base]`.
 pub struct Gateway {
     pub client: HttpClient,
@@ -265,21 +270,22 @@ async fn send(
     // is held back, so hyper does not promise it, until the upstream sends its 100, or says nothing for a
     // moment (an HTTP/1.0 upstream never will). An upstream that answers 417 or 401 at once is answered as is,
     // and the client never sends its body.
-    let continue_gate = match expects_continue && version == Version::HTTP_11 {
+    let (continue_tx, continue_gate) = match expects_continue && version == Version::HTTP_11 {
         true => {
             let (tx, rx) = tokio::sync::oneshot::channel();
-            let tx = std::sync::Mutex::new(Some(tx));
-            hyper::ext::on_informational(&mut req, move |res| {
-                if res.status() == StatusCode::CONTINUE
-                    && let Some(tx) = tx.lock().ok().and_then(|mut t| t.take())
-                {
-                    let _ = tx.send(());
-                }
-            });
-            Some(rx)
+            (Some(tx), Some(rx))
         }
-        false => None,
+        false => (None, None),
     };
+    // Every 1xx is counted; one too many ends the exchange (MAX_INFORMATIONAL).
+    let (flood_tx, flood) = tokio::sync::oneshot::channel::<()>();
+    let informational =
+        std::sync::Mutex::new(Informational { seen: 0, on_continue: continue_tx, on_flood: Some(flood_tx) });
+    hyper::ext::on_informational(&mut req, move |res| {
+        if let Ok(mut i) = informational.lock() {
+            i.seen(res.status());
+        }
+    });
     *req.version_mut() = Version::HTTP_11;
     let (parts, body) = req.into_parts();
     // The response-head timeout starts once the request body is sent: a long upload is not a slow origin. A
@@ -300,6 +306,17 @@ async fn send(
         )
     };
     let response = client.request(req);
+    let upstream = display_authority(&target);
+    // Dropping the request on a flood of 1xx drops hyper's response receiver: hyper then closes the connection.
+    let response = async move {
+        tokio::select! {
+            r = response => Ok(r),
+            Ok(()) = flood => Err(Error::upstream(
+                Kind::UpstreamProtocol,
+                format!("{upstream} sent more than {MAX_INFORMATIONAL} informational (1xx) responses to one request"),
+            )),
+        }
+    };
     tokio::pin!(response);
     let waited = match watch {
         None => tokio::time::timeout(timeout, response).await.map_err(|_| head_timeout()),
@@ -313,9 +330,9 @@ async fn send(
         },
     };
     let mut resp = match waited {
-        Ok(Ok(r)) => r,
-        Ok(Err(e)) => return Err(client_error(e, &target)),
-        Err(e) => return Err(e),
+        Ok(Ok(Ok(r))) => r,
+        Ok(Ok(Err(e))) => return Err(client_error(e, &target)),
+        Ok(Err(e)) | Err(e) => return Err(e),
     };
 
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
@@ -390,6 +407,29 @@ async fn send(
         crate::http::watch(body, timeout, "the response body from the upstream").0
     };
     Ok(Response::from_parts(parts, body))
+}
+
+/// What the 1xx callback of one request knows: how many came, and whom to tell about a 100 and a flood.
+struct Informational {
+    seen: u32,
+    on_continue: Option<tokio::sync::oneshot::Sender<()>>,
+    on_flood: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Informational {
+    fn seen(&mut self, status: StatusCode) {
+        self.seen = self.seen.saturating_add(1);
+        if status == StatusCode::CONTINUE
+            && let Some(tx) = self.on_continue.take()
+        {
+            let _ = tx.send(());
+        }
+        if self.seen > MAX_INFORMATIONAL
+            && let Some(tx) = self.on_flood.take()
+        {
+            let _ = tx.send(());
+        }
+    }
 }
 
 fn rewrite_location(headers: &mut http::HeaderMap, rw: &LocationRewrite) {
