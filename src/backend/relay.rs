@@ -9,7 +9,14 @@
 
 use std::error::Error as _;
 use std::fmt::Write as _;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
+
+use futures_util::task::AtomicWaker;
 
 use http::header::{self, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
@@ -278,12 +285,15 @@ async fn send(
         false => (None, None),
     };
     // Every 1xx is counted; one too many ends the exchange (MAX_INFORMATIONAL).
-    let (flood_tx, flood) = tokio::sync::oneshot::channel::<()>();
-    let informational =
-        std::sync::Mutex::new(Informational { seen: 0, on_continue: continue_tx, on_flood: Some(flood_tx) });
+    let informational = Arc::new(Informational::default());
+    let counter = informational.clone();
+    let on_continue = std::sync::Mutex::new(continue_tx);
     hyper::ext::on_informational(&mut req, move |res| {
-        if let Ok(mut i) = informational.lock() {
-            i.seen(res.status());
+        counter.seen();
+        if res.status() == StatusCode::CONTINUE
+            && let Some(tx) = on_continue.lock().ok().and_then(|mut t| t.take())
+        {
+            let _ = tx.send(());
         }
     });
     *req.version_mut() = Version::HTTP_11;
@@ -305,18 +315,8 @@ async fn send(
             format!("no response head from {} within {:?}", display_authority(&target), timeout),
         )
     };
-    let response = client.request(req);
-    let upstream = display_authority(&target);
     // Dropping the request on a flood of 1xx drops hyper's response receiver: hyper then closes the connection.
-    let response = async move {
-        tokio::select! {
-            r = response => Ok(r),
-            Ok(()) = flood => Err(Error::upstream(
-                Kind::UpstreamProtocol,
-                format!("{upstream} sent more than {MAX_INFORMATIONAL} informational (1xx) responses to one request"),
-            )),
-        }
-    };
+    let response = UntilFlood { inner: client.request(req), informational };
     tokio::pin!(response);
     let waited = match watch {
         None => tokio::time::timeout(timeout, response).await.map_err(|_| head_timeout()),
@@ -332,7 +332,16 @@ async fn send(
     let mut resp = match waited {
         Ok(Ok(Ok(r))) => r,
         Ok(Ok(Err(e))) => return Err(client_error(e, &target)),
-        Ok(Err(e)) | Err(e) => return Err(e),
+        Ok(Err(Flooded)) => {
+            return Err(Error::upstream(
+                Kind::UpstreamProtocol,
+                format!(
+                    "{} sent more than {MAX_INFORMATIONAL} informational (1xx) responses to one request",
+                    display_authority(&target)
+                ),
+            ));
+        }
+        Err(e) => return Err(e),
     };
 
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
@@ -409,25 +418,55 @@ async fn send(
     Ok(Response::from_parts(parts, body))
 }
 
-/// What the 1xx callback of one request knows: how many came, and whom to tell about a 100 and a flood.
+/// How many informational responses one request has had, shared by hyper's 1xx callback and the request
+/// waiting for its response ([`UntilFlood`]), which the callback wakes when there are too many.
+#[derive(Default)]
 struct Informational {
-    seen: u32,
-    on_continue: Option<tokio::sync::oneshot::Sender<()>>,
-    on_flood: Option<tokio::sync::oneshot::Sender<()>>,
+    seen: AtomicU32,
+    waiting: AtomicWaker,
 }
 
 impl Informational {
-    fn seen(&mut self, status: StatusCode) {
-        self.seen = self.seen.saturating_add(1);
-        if status == StatusCode::CONTINUE
-            && let Some(tx) = self.on_continue.take()
-        {
-            let _ = tx.send(());
+    fn seen(&self) {
+        if self.seen.fetch_add(1, Ordering::AcqRel) == MAX_INFORMATIONAL {
+            self.waiting.wake();
         }
-        if self.seen > MAX_INFORMATIONAL
-            && let Some(tx) = self.on_flood.take()
-        {
-            let _ = tx.send(());
+    }
+
+    fn flooded(&self) -> bool {
+        self.seen.load(Ordering::Acquire) > MAX_INFORMATIONAL
+    }
+}
+
+/// The upstream sent more than [`MAX_INFORMATIONAL`] 1xx responses.
+struct Flooded;
+
+pin_project_lite::pin_project! {
+    /// A response future that ends early, with [`Flooded`], once its request has had too many 1xx responses.
+    /// (Hand-made rather than a `select!`: it is on every relayed request, and a 1xx-free one costs a load.)
+    struct UntilFlood<F> {
+        #[pin]
+        inner: F,
+        informational: Arc<Informational>,
+    }
+}
+
+impl<F: Future> Future for UntilFlood<F> {
+    type Output = Result<F::Output, Flooded>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if let Poll::Ready(r) = this.inner.poll(cx) {
+            return Poll::Ready(Ok(r));
+        }
+        if this.informational.flooded() {
+            return Poll::Ready(Err(Flooded));
+        }
+        this.informational.waiting.register(cx.waker());
+        // A flood counted between the first look and the registration has woken nobody.
+        match this.informational.flooded() {
+            true => Poll::Ready(Err(Flooded)),
+            false => Poll::Pending,
         }
     }
 }
