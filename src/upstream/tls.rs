@@ -405,6 +405,24 @@ mod tests {
     }
 
     #[test]
+    fn der_elements() {
+        let (tag, value, rest) = der(&[0x30, 0x02, 1, 2, 9], 0x30).unwrap();
+        assert_eq!((tag, value, rest), (0x30, &[1u8, 2][..], &[9u8][..]));
+        let mut long = vec![0x04, 0x81, 0x80];
+        long.extend([7u8; 0x80]);
+        assert_eq!(der(&long, 0).unwrap().1.len(), 0x80);
+        let mut longer = vec![0x04, 0x82, 0x01, 0x00];
+        longer.extend([7u8; 0x100]);
+        assert_eq!(der(&longer, 0x04).unwrap().1.len(), 0x100);
+        assert_eq!(der(&[0x30, 0x05, 1], 0x30), None, "shorter than its length");
+        assert_eq!(der(&[0x31, 0x00], 0x30), None, "another tag");
+        assert_eq!(der(&[0x1f, 0x01, 0x00], 0), None, "a multi-byte tag");
+        assert_eq!(der(&[0x30, 0x80, 0x00, 0x00], 0), None, "indefinite length is not DER");
+        assert_eq!(der(&[], 0), None);
+        assert!(!for_server_auth(b"not a certificate"), "what can't be read authenticates nothing");
+    }
+
+    #[test]
     fn reasons_are_short_and_named() {
         let d = describe(&io_err(rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer)));
         assert!(d.starts_with("untrusted issuer"), "{d}");
