@@ -12,7 +12,14 @@
 
 use std::error::Error as _;
 use std::fmt::Write as _;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
+
+use futures_util::task::AtomicWaker;
 
 use http::header::{self, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
@@ -34,6 +41,11 @@ use crate::upstream::{HttpClient, SendError};
 /// How long a request with `Expect: 100-continue` waits for the upstream's `100 Continue` before its body is
 /// read anyway (and hyper sends the client a 100 itself): curl's own wait.
 pub const EXPECT_CONTINUE_WAIT_MILLIS: u64 = 1000;
+
+/// More informational (1xx) responses than this to one request make it a 502 and close the upstream connection:
+/// an origin that sends them without end would otherwise keep hopgate reading for the whole response-head time.
+/// Go's HTTP client allows 5; a 100 (Continue), 102 (Processing) or 103 (Early Hints) come once or a few times.
+pub const MAX_INFORMATIONAL: u32 = 10;
 
 /// A gateway route's upstream: `http(s)://authority[/base]`.
 pub struct Gateway {
@@ -252,6 +264,15 @@ async fn send(
         // The parent proxy's own credentials, for its hop only.
         req.headers_mut().insert(header::PROXY_AUTHORIZATION, auth);
     }
+    // A body of unknown length (the client sent it chunked, or as HTTP/2 DATA without a length) goes up chunked:
+    // hyper's client sends a GET, HEAD or CONNECT that does not say so with no body at all (it assumes such a
+    // method has none), and the body would be lost. A body with a length keeps its Content-Length.
+    if !req.body().is_end_stream()
+        && req.body().size_hint().exact().is_none()
+        && !req.headers().contains_key(header::CONTENT_LENGTH)
+    {
+        req.headers_mut().insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+    }
     // RFC 9110 §7.8: an upgrade is hop-by-hop, so hopgate re-offers it on its own hop (HTTP/1.1 only), and only
     // the protocols on the list: with none left the request goes on as an ordinary one (Upgrade, Connection and
     // what it named are gone already).
@@ -278,21 +299,25 @@ async fn send(
     // is held back, so hyper does not promise it, until the upstream sends its 100, or says nothing for a
     // moment (an HTTP/1.0 upstream never will). An upstream that answers 417 or 401 at once is answered as is,
     // and the client never sends its body.
-    let continue_gate = match expects_continue && version == Version::HTTP_11 {
+    let (continue_tx, continue_gate) = match expects_continue && version == Version::HTTP_11 {
         true => {
             let (tx, rx) = tokio::sync::oneshot::channel();
-            let tx = std::sync::Mutex::new(Some(tx));
-            hyper::ext::on_informational(&mut req, move |res| {
-                if res.status() == StatusCode::CONTINUE
-                    && let Some(tx) = tx.lock().ok().and_then(|mut t| t.take())
-                {
-                    let _ = tx.send(());
-                }
-            });
-            Some(rx)
+            (Some(tx), Some(rx))
         }
-        false => None,
+        false => (None, None),
     };
+    // Every 1xx is counted; one too many ends the exchange (MAX_INFORMATIONAL).
+    let informational = Arc::new(Informational::default());
+    let counter = informational.clone();
+    let on_continue = std::sync::Mutex::new(continue_tx);
+    hyper::ext::on_informational(&mut req, move |res| {
+        counter.seen();
+        if res.status() == StatusCode::CONTINUE
+            && let Some(tx) = on_continue.lock().ok().and_then(|mut t| t.take())
+        {
+            let _ = tx.send(());
+        }
+    });
     *req.version_mut() = Version::HTTP_11;
     let (parts, body) = req.into_parts();
     // The response-head timeout starts once the request body is sent: a long upload is not a slow origin. A
@@ -312,7 +337,8 @@ async fn send(
             format!("no response head from {} within {:?}", display_authority(&target), timeout),
         )
     };
-    let response = client.request(req);
+    // Dropping the request on a flood of 1xx drops hyper's response receiver: hyper then closes the connection.
+    let response = UntilFlood { inner: client.request(req), informational };
     tokio::pin!(response);
     let waited = match watch {
         None => tokio::time::timeout(timeout, response).await.map_err(|_| head_timeout()),
@@ -326,8 +352,17 @@ async fn send(
         },
     };
     let mut resp = match waited {
-        Ok(Ok(r)) => r,
-        Ok(Err(e)) => return Err(client_error(e, &target)),
+        Ok(Ok(Ok(r))) => r,
+        Ok(Ok(Err(e))) => return Err(client_error(e, &target)),
+        Ok(Err(Flooded)) => {
+            return Err(Error::upstream(
+                Kind::UpstreamProtocol,
+                format!(
+                    "{} sent more than {MAX_INFORMATIONAL} informational (1xx) responses to one request",
+                    display_authority(&target)
+                ),
+            ));
+        }
         Err(e) => return Err(e),
     };
 
@@ -375,6 +410,11 @@ async fn send(
     let (mut parts, body) = resp.into_parts();
     let codings = hop::transfer_codings(&parts.headers);
     forward_response_head(&mut parts.headers, parts.version, name);
+    if codings.is_none() {
+        // hyper accepts a list of equal lengths (`Content-Length: 5, 5`, or the field twice) and checks it for a
+        // response with a body; the client is sent the one value.
+        hop::one_content_length(&mut parts.headers);
+    }
     if let Some(codings) = codings {
         // RFC 9112 §6.3: Transfer-Encoding overrides Content-Length, and an intermediary removes the latter
         // before forwarding: kept, it would frame the decoded body with a length it does not have.
@@ -411,6 +451,59 @@ async fn send(
         crate::http::watch(body, timeout, "the response body from the upstream").0
     };
     Ok(Response::from_parts(parts, body))
+}
+
+/// How many informational responses one request has had, shared by hyper's 1xx callback and the request
+/// waiting for its response ([`UntilFlood`]), which the callback wakes when there are too many.
+#[derive(Default)]
+struct Informational {
+    seen: AtomicU32,
+    waiting: AtomicWaker,
+}
+
+impl Informational {
+    fn seen(&self) {
+        if self.seen.fetch_add(1, Ordering::AcqRel) == MAX_INFORMATIONAL {
+            self.waiting.wake();
+        }
+    }
+
+    fn flooded(&self) -> bool {
+        self.seen.load(Ordering::Acquire) > MAX_INFORMATIONAL
+    }
+}
+
+/// The upstream sent more than [`MAX_INFORMATIONAL`] 1xx responses.
+struct Flooded;
+
+pin_project_lite::pin_project! {
+    /// A response future that ends early, with [`Flooded`], once its request has had too many 1xx responses.
+    /// (Hand-made rather than a `select!`: it is on every relayed request, and a 1xx-free one costs a load.)
+    struct UntilFlood<F> {
+        #[pin]
+        inner: F,
+        informational: Arc<Informational>,
+    }
+}
+
+impl<F: Future> Future for UntilFlood<F> {
+    type Output = Result<F::Output, Flooded>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if let Poll::Ready(r) = this.inner.poll(cx) {
+            return Poll::Ready(Ok(r));
+        }
+        if this.informational.flooded() {
+            return Poll::Ready(Err(Flooded));
+        }
+        this.informational.waiting.register(cx.waker());
+        // A flood counted between the first look and the registration has woken nobody.
+        match this.informational.flooded() {
+            true => Poll::Ready(Err(Flooded)),
+            false => Poll::Pending,
+        }
+    }
 }
 
 fn rewrite_location(headers: &mut http::HeaderMap, rw: &LocationRewrite) {

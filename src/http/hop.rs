@@ -99,19 +99,59 @@ pub struct Codings {
 }
 
 /// The transfer codings of a message (RFC 9112 §6.1), or None when it has no Transfer-Encoding field.
+/// `identity` is no coding at all (RFC 2616 had it; RFC 7230 dropped it): it is left out, never forwarded.
 pub fn transfer_codings(headers: &HeaderMap) -> Option<Codings> {
     let mut fields = headers.get_all(header::TRANSFER_ENCODING).iter().peekable();
     fields.peek()?;
     let mut other: Vec<&str> = Vec::new();
     for value in fields {
         let text = value.to_str().unwrap_or("");
-        other.extend(text.split(',').map(str::trim).filter(|c| !c.is_empty() && !c.eq_ignore_ascii_case("chunked")));
+        other.extend(
+            text.split(',')
+                .map(str::trim)
+                .filter(|c| !c.is_empty() && !c.eq_ignore_ascii_case("chunked") && !c.eq_ignore_ascii_case("identity")),
+        );
     }
     let other = match other.is_empty() {
         true => None,
         false => http::HeaderValue::from_str(&other.join(", ")).ok(),
     };
     Some(Codings { other })
+}
+
+/// Leaves a message with at most one `Content-Length` field holding one value: a list of equal values
+/// (`5, 5`, or the field more than once, which RFC 9110 §8.6 lets a recipient take as one) becomes that value;
+/// values that disagree or are not a length are removed (hyper has refused such a message already when the
+/// length frames its body; a HEAD, 204 or 304 response has no body for it to frame).
+pub fn one_content_length(headers: &mut HeaderMap) {
+    let mut values = headers.get_all(header::CONTENT_LENGTH).iter();
+    let Some(first) = values.next() else { return };
+    let plain = |v: &http::HeaderValue| !v.is_empty() && v.as_bytes().iter().all(u8::is_ascii_digit);
+    let more = values.next().is_some();
+    if !more && plain(first) {
+        // Almost every message: one field, one value.
+        return;
+    }
+    let mut length: Option<u64> = None;
+    let mut valid = true;
+    for value in headers.get_all(header::CONTENT_LENGTH) {
+        for part in value.to_str().unwrap_or(",").split(',') {
+            let part = part.trim();
+            let n = match part.bytes().all(|b| b.is_ascii_digit()) {
+                true => part.parse::<u64>().ok(),
+                false => None,
+            };
+            match (n, length) {
+                (Some(n), None) => length = Some(n),
+                (Some(n), Some(l)) if n == l => {}
+                _ => valid = false,
+            }
+        }
+    }
+    match length.filter(|_| valid) {
+        Some(n) => headers.insert(header::CONTENT_LENGTH, http::HeaderValue::from(n)),
+        None => headers.remove(header::CONTENT_LENGTH),
+    };
 }
 
 #[cfg(test)]
@@ -167,6 +207,37 @@ mod tests {
         assert_eq!(transfer_codings(&h).unwrap().other.unwrap(), "gzip");
         h.append("transfer-encoding", "br".parse().unwrap());
         assert_eq!(transfer_codings(&h).unwrap().other.unwrap(), "gzip, br");
+        h.insert("transfer-encoding", "identity".parse().unwrap());
+        assert_eq!(transfer_codings(&h), Some(Codings { other: None }));
+        h.insert("transfer-encoding", "gzip, Identity, chunked".parse().unwrap());
+        assert_eq!(transfer_codings(&h).unwrap().other.unwrap(), "gzip");
+    }
+
+    #[test]
+    fn content_length_lists_become_one_value() {
+        for (fields, want) in [
+            (&["5"][..], Some("5")),
+            (&["5, 5"], Some("5")),
+            (&["5,5", "5"], Some("5")),
+            (&["5", "5"], Some("5")),
+            (&["0"], Some("0")),
+            (&["5, 6"], None),
+            (&["5", "6"], None),
+            (&["+5"], None),
+            (&["5, "], None),
+            (&["x"], None),
+        ] {
+            let mut h = HeaderMap::new();
+            for f in fields {
+                h.append(header::CONTENT_LENGTH, f.parse().unwrap());
+            }
+            one_content_length(&mut h);
+            let got: Vec<&str> = h.get_all(header::CONTENT_LENGTH).iter().map(|v| v.to_str().unwrap()).collect();
+            assert_eq!(got, want.into_iter().collect::<Vec<_>>(), "{fields:?}");
+        }
+        let mut h = HeaderMap::new();
+        one_content_length(&mut h);
+        assert!(h.is_empty());
     }
 
     #[test]

@@ -120,6 +120,7 @@ async fn accept_loop(
     connections: Arc<Semaphore>,
 ) {
     let http = http1_builder(&state);
+    let mut errors = AcceptErrors::default();
     loop {
         let permit = tokio::select! {
             p = connections.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
@@ -127,11 +128,14 @@ async fn accept_loop(
         };
         let (stream, peer) = tokio::select! {
             r = tcp.accept() => match r {
-                Ok(s) => s,
+                Ok(s) => {
+                    errors.recovered(state.local);
+                    s
+                }
                 Err(e) => {
                     // EMFILE and friends: back off instead of spinning; the listener stays up.
-                    tracing::warn!("accept on {}: {e}", state.local);
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    errors.failed(state.local, &e);
+                    tokio::time::sleep(ACCEPT_RETRY).await;
                     continue;
                 }
             },
@@ -145,6 +149,54 @@ async fn accept_loop(
             let _permit = permit;
             serve_tcp(stream, peer, state, http, conn_tasks, stop).await;
         });
+    }
+}
+
+/// How long a listener waits after a failed accept (EMFILE, ENFILE, ENOBUFS...) before it tries again.
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+
+/// At most one warning per listener in this time about failed accepts; the others are counted into the next.
+pub const ACCEPT_WARN_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The failed accepts of one listener, warned about at most once per [`ACCEPT_WARN_INTERVAL`].
+#[derive(Default)]
+struct AcceptErrors {
+    /// When the last warning was written.
+    warned: Option<Instant>,
+    /// Failures since then, not in any warning yet.
+    unreported: u64,
+    /// Failures since accept last worked.
+    total: u64,
+}
+
+impl AcceptErrors {
+    fn failed(&mut self, local: SocketAddr, e: &io::Error) {
+        self.unreported += 1;
+        self.total += 1;
+        let now = Instant::now();
+        let since = self.warned.map(|w| now.saturating_duration_since(w));
+        if since.is_some_and(|s| s < ACCEPT_WARN_INTERVAL) {
+            return;
+        }
+        let n = std::mem::take(&mut self.unreported);
+        match since {
+            None => tracing::warn!("accept on {local}: {e} (1 error; retrying every {ACCEPT_RETRY:?})"),
+            Some(s) => tracing::warn!(
+                "accept on {local}: {e} ({n} error{} in the last {:.1}s; retrying every {ACCEPT_RETRY:?})",
+                if n == 1 { "" } else { "s" },
+                s.as_secs_f64()
+            ),
+        }
+        self.warned = Some(now);
+    }
+
+    /// Accept works again: says how many failures there were in all, those not warned about included.
+    fn recovered(&mut self, local: SocketAddr) {
+        if self.total == 0 {
+            return;
+        }
+        tracing::warn!("accept on {local} works again after {} failed accepts", self.total);
+        *self = AcceptErrors::default();
     }
 }
 

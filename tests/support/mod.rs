@@ -42,13 +42,32 @@ pub fn bin() -> &'static str {
 impl Hopgate {
     /// Starts `hopgate ARGS...` and waits for its `listening on` lines (one per `listeners`).
     pub fn start_n(args: &[&str], listeners: usize) -> Hopgate {
-        let mut child = Command::new(bin())
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn hopgate");
+        let mut cmd = Command::new(bin());
+        cmd.args(args);
+        Hopgate::spawn(cmd, args, listeners)
+    }
+
+    /// Starts `hopgate ARGS...` with at most `nofile` file descriptors (RLIMIT_NOFILE), one listener.
+    pub fn start_with_nofile(nofile: u64, args: &[&str]) -> Hopgate {
+        use std::os::unix::process::CommandExt;
+        let mut cmd = Command::new(bin());
+        cmd.args(args);
+        // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                let lim = libc::rlimit { rlim_cur: nofile, rlim_max: nofile };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        Hopgate::spawn(cmd, args, 1)
+    }
+
+    fn spawn(mut cmd: Command, args: &[&str], listeners: usize) -> Hopgate {
+        let mut child =
+            cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn hopgate");
         let stderr = Arc::new(Mutex::new(String::new()));
         let stdout = Arc::new(Mutex::new(String::new()));
         let (tx, rx) = std::sync::mpsc::channel::<String>();

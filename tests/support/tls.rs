@@ -222,6 +222,48 @@ impl Pki {
     }
 }
 
+impl Pki {
+    /// A self-signed CA:TRUE certificate for `dns` (as `openssl req -x509` makes), valid only in January 2020.
+    pub fn self_signed_expired(&self, name: &str, cn: &str, dns: &[&str]) -> Pair {
+        let key = format!("{name}.key");
+        let csr = format!("{name}.csr");
+        let cert = format!("{name}.pem");
+        let ext = format!("{name}.ext");
+        self.genkey(&key, KeyType::EcdsaP256);
+        openssl(&["req", "-new", "-key", &key, "-subj", &format!("/CN={cn}"), "-out", &csr], self.dir.path());
+        let sans: Vec<String> = dns.iter().map(|d| format!("DNS:{d}")).collect();
+        std::fs::write(
+            self.path(&ext),
+            format!("subjectAltName = {},IP:127.0.0.1\nbasicConstraints = CA:TRUE\n", sans.join(",")),
+        )
+        .unwrap();
+        openssl(
+            &[
+                "ca",
+                "-batch",
+                "-selfsign",
+                "-config",
+                "ca.cnf",
+                "-keyfile",
+                &key,
+                "-in",
+                &csr,
+                "-out",
+                &cert,
+                "-startdate",
+                "20200101000000Z",
+                "-enddate",
+                "20200201000000Z",
+                "-extfile",
+                &ext,
+                "-notext",
+            ],
+            self.dir.path(),
+        );
+        Pair { cert: self.path(&cert), key: self.path(&key) }
+    }
+}
+
 /// `YYYYMMDDHHMMSSZ` for a Unix time (what `openssl ca -startdate` takes).
 fn gentime(unix: u64) -> String {
     let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(unix);
