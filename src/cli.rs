@@ -222,6 +222,7 @@ impl Cli {
                 routes: Vec::new(),
                 via_name: None,
                 at: None,
+                upgrades: config::Upgrades::default(),
             }),
             Some(Command::Tunnel(_)) => Config::embedded_default(),
             Some(Command::Gateway(g)) => Config::single(Listener {
@@ -231,6 +232,7 @@ impl Cli {
                 routes: vec![usage(g.route())?],
                 via_name: None,
                 at: None,
+                upgrades: config::Upgrades::default(),
             }),
         };
         if let Some(d) = self.global.drain {
@@ -287,10 +289,12 @@ pub async fn run(cli: Cli) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    // Handlers first: from the moment hopgate says it listens, SIGTERM drains instead of killing.
+    let shutdown = shutdown_signal();
     for b in server.bound() {
         eprintln!("hopgate: listening on {b}");
     }
-    server.run(shutdown_signal()).await;
+    server.run(shutdown).await;
     ExitCode::SUCCESS
 }
 
@@ -305,10 +309,11 @@ async fn tunnel(t: &TunnelArgs) -> ExitCode {
     };
     let result = match t.listen {
         Some(addr) => {
+            let shutdown = shutdown_signal();
             let run = client.run_listen(addr, |local| eprintln!("hopgate: listening on tcp://{local}"));
             tokio::select! {
                 r = run => r,
-                _ = shutdown_signal() => Ok(()),
+                _ = shutdown => Ok(()),
             }
         }
         None => client.run_stdio().await,
@@ -331,15 +336,20 @@ fn build_tunnel_client(t: &TunnelArgs) -> Result<TunnelClient, crate::tunnel_cli
     Ok(client)
 }
 
-async fn shutdown_signal() {
+/// Installs the SIGINT and SIGTERM handlers now (not when first polled: a signal between `listening on` and the
+/// first poll would otherwise kill the process instead of draining it) and completes on the first of them.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
-        tracing::error!("cannot install signal handlers; stop hopgate with SIGKILL");
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = int.recv() => {}
-        _ = term.recv() => {}
+    let handlers = (signal(SignalKind::interrupt()), signal(SignalKind::terminate()));
+    async move {
+        let (Ok(mut int), Ok(mut term)) = handlers else {
+            tracing::error!("cannot install signal handlers; stop hopgate with SIGKILL");
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
     }
 }
 

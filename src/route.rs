@@ -1,14 +1,19 @@
 //! A listener's rooms and the choice between them: [`Table`] is built once from a listener's config (every room
 //! constructed by its own constructor), and [`Table::pick`] is the only place that picks a room for a request.
 
-use http::{Method, Request, header};
+use std::sync::Arc;
+
+use http::header::{self, HeaderValue};
+use http::uri::Authority;
+use http::{Method, Request, Version};
 
 use crate::backend::connect::Tunnels;
 use crate::backend::ftp::FtpRoute;
 use crate::backend::relay::{self, Forward};
 use crate::backend::{Hop, app};
-use crate::config::{self, Target};
+use crate::config::{self, Target, host_key};
 use crate::error::{Error, Kind, StartupError};
+use crate::http::auth;
 use crate::http::htpasswd::Users;
 use crate::upstream::{Outbound, TargetPolicy};
 
@@ -64,16 +69,21 @@ pub enum Route<'a> {
 impl Table {
     /// Builds every room of a listener; nothing connects here. Fails naming what can't be used (a users file,
     /// a CA bundle, a CGI directory...).
-    pub fn build(cfg: &config::Listener, hop: &Hop, out: &Outbound) -> Result<Table, StartupError> {
+    pub fn build(
+        cfg: &config::Listener,
+        hop: &Hop,
+        out: &Outbound,
+        auth: &Arc<auth::Guard>,
+    ) -> Result<Table, StartupError> {
         let proxy = cfg
             .proxy
             .as_ref()
-            .map(|p| Proxy::build(p, hop, out).map_err(|e| e.or_at(cfg.at.as_ref())))
+            .map(|p| Proxy::build(p, cfg, hop, out, auth).map_err(|e| e.or_at(cfg.at.as_ref())))
             .transpose()?;
         let routes = cfg
             .routes
             .iter()
-            .map(|r| Entry::build(r, out).map_err(|e| e.or_at(r.at.as_ref())))
+            .map(|r| Entry::build(r, cfg, out).map_err(|e| e.or_at(r.at.as_ref())))
             .collect::<Result<_, _>>()?;
         Ok(Table { proxy, routes })
     }
@@ -123,16 +133,24 @@ impl Table {
 }
 
 impl Proxy {
-    fn build(p: &config::Proxy, hop: &Hop, out: &Outbound) -> Result<Proxy, StartupError> {
+    fn build(
+        p: &config::Proxy,
+        listener: &config::Listener,
+        hop: &Hop,
+        out: &Outbound,
+        auth: &Arc<auth::Guard>,
+    ) -> Result<Proxy, StartupError> {
         // Client-chosen targets: the target policy applies to every room of the proxy.
         let dialer = out.dialer(Some(TargetPolicy::new(p.allow_targets.clone())));
         // The parent's CONNECTs carry this listener's Via hop, so a chain of parents can't loop.
         let parent = p.parent.as_ref().map(|parent| out.parent(parent, &hop.via_name));
         let users = match &p.users {
-            Some(path) => Some(Users::load(path).map_err(|e| StartupError::new(format!("users file {e}")))?),
+            Some(path) => {
+                Some(Users::load_with(path, auth.clone()).map_err(|e| StartupError::new(format!("users file {e}")))?)
+            }
             None => None,
         };
-        let relay = Forward::new(p.ca.as_deref(), dialer.clone(), parent.clone(), out)?;
+        let relay = Forward::new(p.ca.as_deref(), dialer.clone(), parent.clone(), listener.upgrades.clone(), out)?;
         let tunnels = Tunnels::new(p, dialer.clone(), parent);
         let ftp = FtpRoute::forward(dialer, p.parent.as_ref().map(|p| p.authority.to_string()), out);
         Ok(Proxy { users, relay, tunnels, ftp })
@@ -140,9 +158,9 @@ impl Proxy {
 }
 
 impl Entry {
-    fn build(r: &config::Route, out: &Outbound) -> Result<Entry, StartupError> {
+    fn build(r: &config::Route, listener: &config::Listener, out: &Outbound) -> Result<Entry, StartupError> {
         let room = match &r.to {
-            Target::Http(t) => Room::Relay(relay::Gateway::new(t, &r.path, out)?),
+            Target::Http(t) => Room::Relay(relay::Gateway::new(t, &r.path, &listener.upgrades, out)?),
             Target::Cgi(t) => Room::App(app::Gateway::cgi(t, &r.path)?),
             Target::FastCgi(t) => Room::App(app::Gateway::fastcgi(t, &r.path)?),
             Target::Scgi(t) => Room::App(app::Gateway::scgi(t, &r.path)),
@@ -176,17 +194,66 @@ fn check_host_port<B>(req: &Request<B>) -> Result<(), Error> {
     config::authority_port(authority).map(|_| ()).map_err(|e| Error::bad_request(format!("{e} in Host")))
 }
 
-/// The host a request is for (no port, lowercase): from an absolute target, else the Host field.
-pub fn request_host<B>(req: &Request<B>) -> Option<String> {
-    if let Some(h) = req.uri().host() {
-        return Some(h.to_ascii_lowercase());
+/// Decides the authority a request is for, once, before it is routed, and makes its Host field say it: routing
+/// ([`request_host`]) and every backend (the relay's forwarded Host and Forwarded `host=`, CGI's HTTP_HOST and
+/// SERVER_NAME) read that field, so they can't disagree.
+/// - HTTP/1 absolute form: the target's authority (without userinfo) wins and replaces Host (RFC 9112 §3.2.2).
+/// - HTTP/2: `:authority` is the authority; a `host` field naming another is malformed: 400 (RFC 9113 §8.3.1).
+///   The field is then set to `:authority`, which an HTTP/1.1 upstream needs as Host.
+/// - Origin form: the Host field as sent (service::admit has checked it).
+///
+/// CONNECT's authority-form target is the tunnel's, not a host to route by: left alone.
+pub fn settle_host<B>(req: &mut Request<B>) -> Result<(), Error> {
+    if req.method() == Method::CONNECT {
+        return Ok(());
     }
-    let h = req.headers().get(header::HOST)?.to_str().ok()?;
+    let Some(authority) = req.uri().authority() else { return Ok(()) };
+    if authority.host().is_empty() {
+        return Err(Error::bad_request("the request target has an empty host"));
+    }
+    // userinfo never becomes a Host (`http://user:pass@host/`).
+    let addressed = authority.as_str().rsplit_once('@').map_or(authority.as_str(), |(_, host_port)| host_port);
+    if req.version() == Version::HTTP_2
+        && let Some(field) = req.headers().get(header::HOST)
+    {
+        let default_port = if req.uri().scheme_str() == Some("http") { 80 } else { 443 };
+        if !same_authority(field.as_bytes(), addressed, default_port) {
+            return Err(Error::bad_request(format!(
+                "the host field {:?} names another authority than :authority {addressed:?}",
+                String::from_utf8_lossy(field.as_bytes())
+            )));
+        }
+    }
+    // Most clients already send the authority as Host (curl -x, browsers): nothing to replace then.
+    if req.headers().get(header::HOST).is_some_and(|h| h.as_bytes() == addressed.as_bytes()) {
+        return Ok(());
+    }
+    let value = HeaderValue::from_str(addressed).map_err(|_| Error::bad_request("invalid host in request target"))?;
+    req.headers_mut().insert(header::HOST, value);
+    Ok(())
+}
+
+/// Whether a Host field and an authority name the same host and port (RFC 3986 §6.2.2: the host compares
+/// case-insensitively, here also without its trailing dot as routes compare it; an absent port is the scheme's).
+fn same_authority(field: &[u8], authority: &str, default_port: u16) -> bool {
+    let (Ok(a), Ok(b)) = (Authority::try_from(field), Authority::try_from(authority)) else { return false };
+    host_key(a.host()) == host_key(b.host())
+        && a.port_u16().unwrap_or(default_port) == b.port_u16().unwrap_or(default_port)
+}
+
+/// The host a request is for, as routes compare it ([`host_key`]; no port): from its Host field, which
+/// [`settle_host`] has made the absolute-form or HTTP/2 authority when there is one. A request that was not
+/// settled (HTTP/1.0 absolute form without Host) falls back to its target.
+pub fn request_host<B>(req: &Request<B>) -> Option<String> {
+    let Some(field) = req.headers().get(header::HOST) else {
+        return req.uri().host().map(host_key);
+    };
+    let h = field.to_str().ok()?;
     let host = match h.strip_prefix('[') {
         Some(v6) => v6.split(']').next().unwrap_or(v6),
         None => h.split(':').next().unwrap_or(h),
     };
-    Some(host.to_ascii_lowercase())
+    Some(host_key(host))
 }
 
 impl Route<'_> {
@@ -196,5 +263,66 @@ impl Route<'_> {
             Route::Forward(p) | Route::Connect(p) | Route::Ftp(p) => Some(p),
             Route::Gateway(_) => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(version: Version, method: Method, uri: &str, host: Option<&str>) -> Request<()> {
+        let mut b = Request::builder().version(version).method(method).uri(uri);
+        if let Some(h) = host {
+            b = b.header(header::HOST, h);
+        }
+        b.body(()).unwrap()
+    }
+
+    fn settled(r: &mut Request<()>) -> Result<Option<String>, String> {
+        settle_host(r).map_err(|e| e.detail().to_string())?;
+        Ok(r.headers().get(header::HOST).map(|h| h.to_str().unwrap().to_string()))
+    }
+
+    #[test]
+    fn the_target_authority_wins_over_host() {
+        let mut r = req(Version::HTTP_11, Method::GET, "http://a.example/x", Some("b.example"));
+        assert_eq!(settled(&mut r).unwrap().as_deref(), Some("a.example"));
+        assert_eq!(request_host(&r).as_deref(), Some("a.example"));
+        let mut r = req(Version::HTTP_11, Method::GET, "http://u:p@A.Example.:81/x", Some("b.example"));
+        assert_eq!(settled(&mut r).unwrap().as_deref(), Some("A.Example.:81"), "userinfo never becomes Host");
+        assert_eq!(request_host(&r).as_deref(), Some("a.example"));
+        let mut r = req(Version::HTTP_10, Method::GET, "http://a.example/x", None);
+        assert_eq!(settled(&mut r).unwrap().as_deref(), Some("a.example"));
+        // Origin form and CONNECT keep what they have.
+        let mut r = req(Version::HTTP_11, Method::GET, "/x", Some("B.example."));
+        assert_eq!(settled(&mut r).unwrap().as_deref(), Some("B.example."));
+        assert_eq!(request_host(&r).as_deref(), Some("b.example"));
+        let mut r = req(Version::HTTP_11, Method::CONNECT, "a.example:443", Some("b.example"));
+        assert_eq!(settled(&mut r).unwrap().as_deref(), Some("b.example"));
+    }
+
+    #[test]
+    fn an_http2_host_must_name_the_authority() {
+        for same in ["a.example", "A.EXAMPLE.", "a.example:443"] {
+            let mut r = req(Version::HTTP_2, Method::GET, "https://a.example/x", Some(same));
+            assert_eq!(settled(&mut r).unwrap().as_deref(), Some("a.example"), "{same}");
+        }
+        let mut r = req(Version::HTTP_2, Method::GET, "http://a.example:80/x", Some("a.example"));
+        assert_eq!(settled(&mut r).unwrap().as_deref(), Some("a.example:80"));
+        for other in ["b.example", "a.example:8443", "a.example..", "", "a.example:80"] {
+            let mut r = req(Version::HTTP_2, Method::GET, "https://a.example/x", Some(other));
+            let e = settled(&mut r).unwrap_err();
+            assert!(e.contains(":authority \"a.example\""), "{other}: {e}");
+        }
+        let mut r = req(Version::HTTP_2, Method::GET, "https://a.example:8443/x", None);
+        assert_eq!(settled(&mut r).unwrap().as_deref(), Some("a.example:8443"), ":authority becomes Host");
+    }
+
+    #[test]
+    fn host_keys() {
+        assert_eq!(host_key("A.Example."), "a.example");
+        assert_eq!(host_key("a.example.."), "a.example.");
+        assert_eq!(host_key("[::1]"), "::1");
+        assert_eq!(host_key("."), "");
     }
 }

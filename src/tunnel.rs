@@ -4,7 +4,7 @@
 //! other direction goes on until it ends too. A tunnel with no bytes moving either way for `idle`
 //! ends. Used by the CONNECT handler (client <-> upstream), upgrades, and `hopgate tunnel`.
 //! Does not: log, count against limits, or close anything it did not get (the streams are
-//! dropped when the pump returns).
+//! dropped when the pump returns). [`report`] carries how a tunnel ended to whoever logs it.
 //!
 //! Memory: an idle tunnel holds no copy buffer. Each read goes into a buffer on the stack of the
 //! poll and is written straight on; only bytes the writer could not take yet are moved to a heap
@@ -14,6 +14,8 @@ use std::future::poll_fn;
 use std::io;
 use std::mem::MaybeUninit;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -62,7 +64,16 @@ where
 }
 
 /// Like [`pipe`], but always reports the byte counts and how the tunnel ended (for the access log).
-pub async fn pump<A, B>(mut a: A, mut b: B, idle: Duration) -> Outcome
+pub async fn pump<A, B>(a: A, b: B, idle: Duration) -> Outcome
+where
+    A: AsyncRead + AsyncWrite + Unpin,
+    B: AsyncRead + AsyncWrite + Unpin,
+{
+    pump_into(a, b, idle, None).await
+}
+
+/// [`pump`], keeping the counts in `tally` as they grow (for a tunnel whose task may be dropped mid-way).
+async fn pump_into<A, B>(mut a: A, mut b: B, idle: Duration, tally: Option<&Tally>) -> Outcome
 where
     A: AsyncRead + AsyncWrite + Unpin,
     B: AsyncRead + AsyncWrite + Unpin,
@@ -72,7 +83,12 @@ where
     let mut idle_timer = IdleTimer::new(idle);
     let ended = poll_fn(|cx| {
         let moved_before = a_to_b.counts.moved + b_to_a.counts.moved;
-        for result in [a_to_b.poll(cx, &mut a, &mut b), b_to_a.poll(cx, &mut b, &mut a)] {
+        let results = [a_to_b.poll(cx, &mut a, &mut b), b_to_a.poll(cx, &mut b, &mut a)];
+        if let Some(t) = tally {
+            t.a_to_b.store(a_to_b.counts.written, Ordering::Relaxed);
+            t.b_to_a.store(b_to_a.counts.written, Ordering::Relaxed);
+        }
+        for result in results {
             if let Poll::Ready(Err(e)) = result {
                 return Poll::Ready(Ended::Failed(e));
             }
@@ -84,6 +100,156 @@ where
     })
     .await;
     Outcome { a_to_b: a_to_b.counts.written, b_to_a: b_to_a.counts.written, ended }
+}
+
+/// Bytes written each way so far.
+#[derive(Default)]
+struct Tally {
+    a_to_b: AtomicU64,
+    b_to_a: AtomicU64,
+}
+
+/// How a tunnel ended, as the access log tells it: bytes each way and why it ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Summary {
+    /// Bytes from the client to the upstream.
+    pub up: u64,
+    /// Bytes from the upstream to the client.
+    pub down: u64,
+    pub end: End,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    /// Both sides closed.
+    Closed,
+    /// No byte moved for the idle time.
+    Idle,
+    /// A read or write failed (a reset, say).
+    Failed,
+    /// The connections never became a tunnel (the client went away before its 200/101 was sent).
+    NotEstablished,
+    /// The tunnel was cut off without finishing: hopgate stopped after its drain time.
+    Cancelled,
+}
+
+impl End {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            End::Closed => "closed",
+            End::Idle => "idle",
+            End::Failed => "failed",
+            End::NotEstablished => "not-established",
+            End::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// The pair that carries a tunnel's end to the access log. The backend that opens a tunnel (CONNECT's 200, an
+/// upgrade's 101) puts the [`Watch`] into its response's extensions and moves the [`Report`] into the task that
+/// runs the tunnel; the request's log line is written when the tunnel ends, whichever of the two comes last.
+/// `upgrade`: the protocol(s) switched to, None for CONNECT.
+pub fn report(upgrade: Option<String>) -> (Report, Watch) {
+    let slot = Arc::new(Mutex::new(Slot::Open));
+    (
+        Report { slot: slot.clone(), sent: false, tally: Tally::default() },
+        Watch { slot, upgrade: upgrade.map(Arc::from) },
+    )
+}
+
+type OnEnd = Box<dyn FnOnce(Summary) + Send>;
+
+enum Slot {
+    Open,
+    Waiting(OnEnd),
+    Ended(Summary),
+    Done,
+}
+
+fn lock(slot: &Mutex<Slot>) -> MutexGuard<'_, Slot> {
+    slot.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The tunnel task's half: says how the tunnel ended. Dropped without a word (the task was dropped at the end of
+/// the drain), it says [`End::Cancelled`] with the bytes moved until then.
+pub struct Report {
+    slot: Arc<Mutex<Slot>>,
+    sent: bool,
+    tally: Tally,
+}
+
+impl Report {
+    /// [`pump`] `a` (the client side) <-> `b`, counting for a report even if the tunnel is cut off.
+    pub async fn pump<A, B>(&self, a: A, b: B, idle: Duration) -> Outcome
+    where
+        A: AsyncRead + AsyncWrite + Unpin,
+        B: AsyncRead + AsyncWrite + Unpin,
+    {
+        pump_into(a, b, idle, Some(&self.tally)).await
+    }
+
+    /// The pump's outcome, `a` being the client side.
+    pub fn outcome(mut self, o: &Outcome) {
+        let end = match o.ended {
+            Ended::Closed => End::Closed,
+            Ended::Idle => End::Idle,
+            Ended::Failed(_) => End::Failed,
+        };
+        self.finish(Summary { up: o.a_to_b, down: o.b_to_a, end });
+    }
+
+    pub fn not_established(mut self) {
+        self.finish(Summary { up: 0, down: 0, end: End::NotEstablished });
+    }
+
+    fn finish(&mut self, summary: Summary) {
+        if std::mem::replace(&mut self.sent, true) {
+            return;
+        }
+        let mut slot = lock(&self.slot);
+        match std::mem::replace(&mut *slot, Slot::Done) {
+            Slot::Waiting(f) => {
+                drop(slot);
+                f(summary);
+            }
+            _ => *slot = Slot::Ended(summary),
+        }
+    }
+}
+
+impl Drop for Report {
+    fn drop(&mut self) {
+        let (up, down) = (self.tally.a_to_b.load(Ordering::Relaxed), self.tally.b_to_a.load(Ordering::Relaxed));
+        self.finish(Summary { up, down, end: End::Cancelled });
+    }
+}
+
+/// The response's half (an extension of the 200/101): who logs the request waits on it.
+#[derive(Clone)]
+pub struct Watch {
+    slot: Arc<Mutex<Slot>>,
+    upgrade: Option<Arc<str>>,
+}
+
+impl Watch {
+    /// The protocol(s) an upgrade switched to; None for CONNECT.
+    pub fn upgrade(&self) -> Option<&str> {
+        self.upgrade.as_deref()
+    }
+
+    /// Runs `f` when the tunnel has ended: now if it has, else on the tunnel task when it does.
+    pub fn on_end(&self, f: impl FnOnce(Summary) + Send + 'static) {
+        let mut slot = lock(&self.slot);
+        match std::mem::replace(&mut *slot, Slot::Done) {
+            Slot::Ended(summary) => {
+                drop(slot);
+                f(summary);
+            }
+            Slot::Open => *slot = Slot::Waiting(Box::new(f)),
+            // A second waiter: the first one keeps the report.
+            other => *slot = other,
+        }
+    }
 }
 
 /// One direction: read from one side, write to the other, then shut the writer down at EOF.
@@ -243,5 +409,52 @@ impl IdleTimer {
             }
             sleep.as_mut().reset(deadline);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn logged() -> (Arc<Mutex<Vec<Summary>>>, impl FnOnce(Summary) + Send + 'static) {
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let g = got.clone();
+        (got, move |s| g.lock().unwrap().push(s))
+    }
+
+    fn closed(a_to_b: u64, b_to_a: u64) -> Outcome {
+        Outcome { a_to_b, b_to_a, ended: Ended::Closed }
+    }
+
+    #[test]
+    fn the_line_waits_for_the_end_whichever_comes_first() {
+        // The log asks first, the tunnel ends later.
+        let (rep, watch) = super::report(Some("websocket".into()));
+        assert_eq!(watch.upgrade(), Some("websocket"));
+        let (got, f) = logged();
+        watch.on_end(f);
+        assert!(got.lock().unwrap().is_empty());
+        rep.outcome(&closed(3, 5));
+        assert_eq!(*got.lock().unwrap(), [Summary { up: 3, down: 5, end: End::Closed }]);
+        // The tunnel ends first (the client closed at once), the log asks later.
+        let (rep, watch) = super::report(None);
+        rep.outcome(&Outcome { a_to_b: 1, b_to_a: 0, ended: Ended::Idle });
+        let (got, f) = logged();
+        watch.on_end(f);
+        assert_eq!(*got.lock().unwrap(), [Summary { up: 1, down: 0, end: End::Idle }]);
+    }
+
+    #[test]
+    fn a_dropped_report_still_ends_the_line() {
+        let (rep, watch) = super::report(None);
+        let (got, f) = logged();
+        watch.on_end(f);
+        drop(rep);
+        assert_eq!(*got.lock().unwrap(), [Summary { up: 0, down: 0, end: End::Cancelled }]);
+        let (rep, watch) = super::report(None);
+        rep.not_established();
+        let (got, f) = logged();
+        watch.on_end(f);
+        assert_eq!(got.lock().unwrap()[0].end, End::NotEstablished);
     }
 }

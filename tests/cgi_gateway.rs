@@ -1,116 +1,18 @@
 //! The CGI gateway end to end: the real binary (`hopgate gateway --to cgi:DIR`, or a config file), curl and raw
 //! sockets, against /bin/sh and /usr/bin/python3 scripts written here: the environment variable by variable, stdin
-//! echo by sha256, Status, local and client redirects, streaming timed on arrival, the timeout killing the process
-//! group, crash and bad heads, 403 without the contents, traversal and symlink escapes, nph-, the slot limit.
+//! echo by sha256, Status, local and client redirects, output streamed as the script writes it, the timeout killing
+//! the process group, crash and bad heads, stderr in the log, 403 without the contents, traversal and symlink
+//! escapes, nph-, the slot limit.
 
 mod support;
 
-use std::collections::BTreeMap;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use sha2::{Digest, Sha256};
-use support::{Hopgate, Raw, curl, exchange};
-
-const PYTHON: &str = "/usr/bin/python3";
-
-/// Prints the environment as exec'd, one `NAME=value` per line, sorted.
-const ENV_PY: &str = "#!/usr/bin/python3\nimport sys\n\
-    sys.stdout.buffer.write(b'Content-Type: text/plain\\r\\n\\r\\n')\n\
-    env = open('/proc/self/environ', 'rb').read().split(b'\\0')\n\
-    sys.stdout.buffer.write(b'\\n'.join(sorted(e for e in env if e)) + b'\\n')\n";
-
-/// A temp dir holding `cgi-bin/`, scripts in it, and files outside it.
-struct Scripts {
-    tmp: tempfile::TempDir,
-    dir: PathBuf,
-}
-
-impl Scripts {
-    fn new() -> Scripts {
-        assert!(Path::new(PYTHON).exists(), "{PYTHON} is missing: apt-get install -y python3");
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().join("cgi-bin");
-        std::fs::create_dir(&dir).unwrap();
-        Scripts { tmp, dir }
-    }
-
-    fn add(&self, name: &str, text: &str) -> &Self {
-        self.add_mode(name, text, 0o755)
-    }
-
-    fn add_mode(&self, name: &str, text: &str, mode: u32) -> &Self {
-        let p = self.dir.join(name);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(&p, text).unwrap();
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
-        self
-    }
-
-    fn target(&self) -> String {
-        format!("cgi:{}", self.dir.display())
-    }
-
-    fn gateway(&self, extra: &[&str]) -> Hopgate {
-        let to = self.target();
-        let mut args = vec!["gateway", "--listen", "127.0.0.1:0", "--to", to.as_str()];
-        args.extend_from_slice(extra);
-        Hopgate::start(&args)
-    }
-
-    /// `hopgate run` with one route to this directory and `keys` added to the route.
-    fn config(&self, keys: &str) -> Hopgate {
-        Hopgate::start_config(&format!(
-            "access_log = \"off\"\n[[listener]]\nlisten = \"127.0.0.1:0\"\n[[listener.route]]\nto = \"{}\"\n{keys}\n",
-            self.target()
-        ))
-    }
-}
-
-fn env_of(body: &[u8]) -> BTreeMap<String, String> {
-    String::from_utf8_lossy(body)
-        .lines()
-        .filter_map(|l| l.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
-        .collect()
-}
-
-fn get(h: &Hopgate, path: &str) -> support::Resp {
-    exchange(h.addr, &format!("GET {path} HTTP/1.1\r\nHost: cgi.test\r\nConnection: close\r\n\r\n"))
-}
-
-fn gone(pid: i32, allow_zombie: bool) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => true,
-        Ok(s) => allow_zombie && s.rsplit(") ").next().is_some_and(|r| r.starts_with('Z')),
-    }
-}
-
-fn wait_gone(pid: i32, allow_zombie: bool) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !gone(pid, allow_zombie) {
-        assert!(Instant::now() < deadline, "process {pid} still alive after 5 s");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// The two pids (script, its background child) a script wrote to `file`.
-fn read_pids(file: &Path) -> Vec<i32> {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let pids: Vec<i32> = std::fs::read_to_string(file)
-            .unwrap_or_default()
-            .split_whitespace()
-            .filter_map(|p| p.parse().ok())
-            .collect();
-        if pids.len() == 2 {
-            return pids;
-        }
-        assert!(Instant::now() < deadline, "script never wrote its pids to {}", file.display());
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
+use support::cgi::{ENV_PY, Scripts, get, gone, read_pids, wait_gone};
+use support::{DataFile, Raw, curl, env_of, exchange, sha256_hex};
 
 #[test]
 fn environment_variable_by_variable() {
@@ -127,7 +29,7 @@ fn environment_variable_by_variable() {
     );
     let r = c.response();
     assert_eq!(r.status, 200, "{}", r.text());
-    let env = env_of(&r.body);
+    let env = env_of(&r.text());
     let real = std::fs::canonicalize(&s.dir).unwrap();
     let want = [
         ("GATEWAY_INTERFACE", "CGI/1.1".to_string()),
@@ -184,7 +86,7 @@ fn route_prefix_and_pass_authorization_from_a_config_file() {
          Content-Type: text/plain\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc",
     );
     assert_eq!(r.status, 200, "{}", r.text());
-    let env = env_of(&r.body);
+    let env = env_of(&r.text());
     assert_eq!(env["SCRIPT_NAME"], "/cgi-bin/env.py");
     assert_eq!(env["PATH_INFO"], "/a/b");
     assert_eq!(env["REQUEST_URI"], "/cgi-bin/env.py/a/b?q");
@@ -194,10 +96,6 @@ fn route_prefix_and_pass_authorization_from_a_config_file() {
     assert_eq!(env["REQUEST_METHOD"], "POST");
     assert_eq!(get(&h, "/cgi-bin").status, 404);
     assert_eq!(get(&h, "/elsewhere/env.py").status, 404);
-}
-
-fn sha(b: &[u8]) -> String {
-    Sha256::digest(b).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[test]
@@ -212,10 +110,9 @@ fn post_bodies_reach_stdin_with_and_without_content_length() {
     let url = format!("{}/echo.sh", h.url());
     for (size, chunked) in [(8 << 20, false), (3 << 20, true), (1000, true)] {
         let data: Vec<u8> = (0..size as u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
-        let input = s.tmp.path().join("in.bin");
-        std::fs::write(&input, &data).unwrap();
+        let input = DataFile::new(&data);
         let mut args = vec!["-D", "-", "--data-binary"];
-        let at = format!("@{}", input.display());
+        let at = input.at();
         args.push(&at);
         if chunked {
             args.extend(["-H", "Transfer-Encoding: chunked"]);
@@ -232,7 +129,7 @@ fn post_bodies_reach_stdin_with_and_without_content_length() {
         let head = String::from_utf8_lossy(&out[..end]).to_ascii_lowercase();
         assert!(head.contains(&format!("x-length: {size}\r\n")), "CONTENT_LENGTH given (chunked: {chunked}): {head}");
         assert_eq!(out.len() - end, size, "chunked: {chunked}");
-        assert_eq!(sha(&out[end..]), sha(&data), "chunked: {chunked}");
+        assert_eq!(sha256_hex(&out[end..]), sha256_hex(&data), "chunked: {chunked}");
     }
 }
 
@@ -318,53 +215,44 @@ fn local_redirect_outside_the_route_becomes_a_302() {
     assert_eq!(r.header("location"), Some("/static/page.html"));
 }
 
-/// Reads a chunked response to its end, noting when each byte count arrived.
-fn timed_read(c: &mut Raw, start: Instant) -> (Vec<u8>, Vec<(Duration, usize)>) {
-    let mut all = Vec::new();
-    let mut arrivals = Vec::new();
-    let deadline = start + Duration::from_secs(15);
-    while !all.ends_with(b"0\r\n\r\n") {
-        assert!(Instant::now() < deadline, "response incomplete: {:?}", String::from_utf8_lossy(&all));
-        let mut buf = [0u8; 4096];
-        let n = c.stream.read(&mut buf).unwrap();
-        assert!(n > 0, "closed early: {:?}", String::from_utf8_lossy(&all));
-        all.extend_from_slice(&buf[..n]);
-        arrivals.push((start.elapsed(), all.len()));
-    }
-    (all, arrivals)
-}
-
-fn arrived(all: &[u8], arrivals: &[(Duration, usize)], needle: &[u8]) -> Duration {
-    let at = support::find(all, needle).unwrap() + needle.len();
-    arrivals.iter().find(|(_, n)| *n >= at).unwrap().0
+/// A shell fragment that waits (at most 10 s, then says `gave-up`) until `file` exists. The test creates the file
+/// once it has received what the script wrote before: that output can only have come while the script was running.
+fn wait_for_file(file: &Path) -> String {
+    format!(
+        "i=0; while [ ! -e {f} ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done; [ -e {f} ] || echo gave-up\n",
+        f = file.display()
+    )
 }
 
 #[test]
 fn output_streams_as_the_script_writes_it() {
     let s = Scripts::new();
+    let (go1, go2) = (s.outside("go1"), s.outside("go2"));
     s.add(
         "slow.sh",
-        "#!/bin/sh\nprintf 'Content-Type: text/plain\\n\\n'\necho first\nsleep 1\necho second\nsleep 1\necho third\n",
+        &format!(
+            "#!/bin/sh\nprintf 'Content-Type: text/plain\\n\\n'\necho first\n{}echo second\n{}echo third\n",
+            wait_for_file(&go1),
+            wait_for_file(&go2)
+        ),
     );
     let h = s.gateway(&[]);
     let mut c = Raw::connect(h.addr);
-    let start = Instant::now();
     c.send("GET /slow.sh HTTP/1.1\r\nHost: x\r\n\r\n");
-    let (all, arrivals) = timed_read(&mut c, start);
-    let text = String::from_utf8_lossy(&all).to_ascii_lowercase();
-    assert!(text.contains("transfer-encoding: chunked"), "{text}");
-    let (first, second, third) =
-        (arrived(&all, &arrivals, b"first"), arrived(&all, &arrivals, b"second"), arrived(&all, &arrivals, b"third"));
-    println!("CGI streaming: first chunk after {first:?}, second {second:?}, third {third:?}");
-    assert!(first < Duration::from_millis(900), "first chunk after {first:?}");
-    assert!(second >= Duration::from_millis(900) && third >= Duration::from_millis(1900), "{second:?} {third:?}");
-    assert!(third - first >= Duration::from_millis(1800), "the first chunk came before the script ended");
+    // Each line arrives while the script still waits for the test to let it go on.
+    let got = c.read_until(b"first");
+    assert!(got.to_ascii_lowercase().contains("transfer-encoding: chunked"), "{got}");
+    std::fs::write(&go1, "").unwrap();
+    c.read_until(b"second");
+    std::fs::write(&go2, "").unwrap();
+    let got = c.read_until(b"0\r\n\r\n");
+    assert!(got.contains("third") && !got.contains("gave-up"), "{got}");
 }
 
 #[test]
 fn hang_is_504_after_script_timeout_and_the_group_is_gone() {
     let s = Scripts::new();
-    let pids = s.tmp.path().join("pids");
+    let pids = s.outside("pids");
     s.add("hang.sh", &format!("#!/bin/sh\nsleep 300 &\necho $$ $! > {}\nsleep 300\n", pids.display()));
     let h = s.config("script_timeout_secs = 1");
     let start = Instant::now();
@@ -383,7 +271,7 @@ fn hang_is_504_after_script_timeout_and_the_group_is_gone() {
 #[test]
 fn client_going_away_kills_the_script_group() {
     let s = Scripts::new();
-    let pids = s.tmp.path().join("pids");
+    let pids = s.outside("pids");
     s.add(
         "long.sh",
         &format!(
@@ -395,13 +283,7 @@ fn client_going_away_kills_the_script_group() {
     let h = s.gateway(&[]);
     let mut c = Raw::connect(h.addr);
     c.send("GET /long.sh HTTP/1.1\r\nHost: x\r\n\r\n");
-    let mut got = Vec::new();
-    while support::find(&got, b"started").is_none() {
-        let mut buf = [0u8; 1024];
-        let n = c.stream.read(&mut buf).unwrap();
-        assert!(n > 0);
-        got.extend_from_slice(&buf[..n]);
-    }
+    c.read_until(b"started");
     let p = read_pids(&pids);
     assert!(!gone(p[0], false));
     drop(c);
@@ -415,11 +297,12 @@ fn crash_and_bad_heads_are_502() {
     s.add("crash.sh", "#!/bin/sh\nkill -SEGV $$\n")
         .add("bad.sh", "#!/bin/sh\necho 'this is not a header'\necho\necho body\n")
         .add("half.sh", "#!/bin/sh\nprintf 'Content-Type: text/plain\\n'\nexit 1\n")
+        .add("killed.sh", "#!/bin/sh\nprintf 'Content-Type: text/plain\\n'\nkill -KILL $$\n")
         .add("silent.py", "#!/usr/bin/python3\nimport sys\nsys.exit(3)\n")
         .add("badstatus.sh", "#!/bin/sh\nprintf 'Status: abc\\n\\n'\n")
         .add("noexec-interp.sh", "#!/nonexistent/interpreter\n");
     let h = s.gateway(&[]);
-    for path in ["/crash.sh", "/bad.sh", "/half.sh", "/silent.py", "/badstatus.sh", "/noexec-interp.sh"] {
+    for path in ["/crash.sh", "/bad.sh", "/half.sh", "/killed.sh", "/silent.py", "/badstatus.sh", "/noexec-interp.sh"] {
         let r = get(&h, path);
         assert_eq!(r.status, 502, "{path}: {}", r.text());
         assert!(r.text().starts_with("hopgate: 502 Bad Gateway\n"), "{path}: {}", r.text());
@@ -465,7 +348,7 @@ fn not_executable_is_403_and_its_contents_never_sent() {
 #[test]
 fn traversal_and_symlink_escapes_are_404() {
     let s = Scripts::new();
-    let outside = s.tmp.path().join("outside.sh");
+    let outside = s.outside("outside.sh");
     std::fs::write(&outside, "#!/bin/sh\nprintf 'Content-Type: text/plain\\n\\nESCAPED'\n").unwrap();
     std::fs::set_permissions(&outside, std::fs::Permissions::from_mode(0o755)).unwrap();
     s.add("hello.sh", "#!/bin/sh\nprintf 'Content-Type: text/plain\\n\\nhello'\n").add("sub/inner.sh", "#!/bin/sh\n");
@@ -509,6 +392,7 @@ fn escapes_that_are_not_two_hex_digits_are_404() {
 #[test]
 fn nph_scripts_are_passed_through() {
     let s = Scripts::new();
+    let go = s.outside("go");
     s.add(
         "nph-raw.sh",
         "#!/bin/sh\nprintf 'HTTP/1.1 299 Custom Thing\\r\\nX-Raw: 1\\r\\nContent-Length: 8\\r\\n\\r\\nraw body'\n",
@@ -516,7 +400,10 @@ fn nph_scripts_are_passed_through() {
     .add("nph-bare.sh", "#!/bin/sh\nprintf 'HTTP/1.0 404 Not Found\\r\\n\\r\\nnothing'\n")
     .add(
         "nph-slow.sh",
-        "#!/bin/sh\nprintf 'HTTP/1.1 200 OK\\nContent-Type: text/plain\\n\\nearly\\n'\nsleep 1\necho late\n",
+        &format!(
+            "#!/bin/sh\nprintf 'HTTP/1.1 200 OK\\nContent-Type: text/plain\\n\\nearly\\n'\n{}echo late\n",
+            wait_for_file(&go)
+        ),
     )
     .add("nph-junk.sh", "#!/bin/sh\nprintf 'Content-Type: text/plain\\n\\nnot a status line'\n");
     let h = s.gateway(&[]);
@@ -527,12 +414,13 @@ fn nph_scripts_are_passed_through() {
     assert_eq!(r.text(), "raw body");
     let r = get(&h, "/nph-bare.sh");
     assert_eq!((r.status, r.text().as_str()), (404, "nothing"));
+    // nph- output streams too: "early" arrives while the script waits for the test.
     let mut c = Raw::connect(h.addr);
-    let start = Instant::now();
     c.send("GET /nph-slow.sh HTTP/1.1\r\nHost: x\r\n\r\n");
-    let (all, arrivals) = timed_read(&mut c, start);
-    let (early, late) = (arrived(&all, &arrivals, b"early"), arrived(&all, &arrivals, b"late"));
-    assert!(early < Duration::from_millis(900) && late >= Duration::from_millis(900), "{early:?} {late:?}");
+    c.read_until(b"early");
+    std::fs::write(&go, "").unwrap();
+    let all = c.read_until(b"0\r\n\r\n");
+    assert!(all.ends_with("\r\n\r\n6\r\nearly\n\r\n5\r\nlate\n\r\n0\r\n\r\n"), "{all:?}");
     let r = get(&h, "/nph-junk.sh");
     assert_eq!(r.status, 502, "{}", r.text());
 }
@@ -577,7 +465,7 @@ fn script_slots_queue_requests() {
     let h = s.config("max_scripts = 1");
     let addr = h.addr;
     let run = move || {
-        let r = get_addr(addr, "/timed.py");
+        let r = exchange(addr, "GET /timed.py HTTP/1.1\r\nHost: cgi.test\r\nConnection: close\r\n\r\n");
         assert_eq!(r.status, 200, "{}", r.text());
         let v: Vec<f64> = r.text().split_whitespace().map(|x| x.parse().unwrap()).collect();
         (v[0], v[1])
@@ -587,10 +475,6 @@ fn script_slots_queue_requests() {
     let (a, b) = (a.join().unwrap(), b.join().unwrap());
     let (first, second) = if a.0 < b.0 { (a, b) } else { (b, a) };
     assert!(second.0 >= first.1, "second script started at {} before the first ended at {}", second.0, first.1);
-}
-
-fn get_addr(addr: std::net::SocketAddr, path: &str) -> support::Resp {
-    exchange(addr, &format!("GET {path} HTTP/1.1\r\nHost: cgi.test\r\nConnection: close\r\n\r\n"))
 }
 
 #[test]
@@ -611,4 +495,19 @@ fn head_and_keep_alive() {
     assert_eq!(r.status, 200);
     let (code, body, _) = curl(&["--http1.0", &format!("{}/hello.sh", h.url())]);
     assert_eq!((code, body.as_slice()), (200, &b"hello GET"[..]));
+}
+
+#[test]
+fn stderr_lines_go_to_the_log() {
+    let s = Scripts::new();
+    s.add(
+        "noisy.sh",
+        "#!/bin/sh\necho 'first complaint' >&2\nprintf 'Content-Type: text/plain\\n\\nok'\necho 'second complaint' >&2\n",
+    );
+    let h = s.gateway(&[]);
+    let r = get(&h, "/noisy.sh");
+    assert_eq!((r.status, r.text().as_str()), (200, "ok"));
+    let log = h.stderr_with("second complaint", 1);
+    let line = log.lines().find(|l| l.contains("first complaint")).unwrap_or_else(|| panic!("{log}"));
+    assert!(line.contains("WARN") && line.contains("/noisy.sh"), "{line}");
 }

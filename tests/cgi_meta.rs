@@ -349,36 +349,3 @@ fn fastcgi_resolution() {
         assert_eq!(e.kind(), GatewayErrorKind::NotFound, "{p}");
     }
 }
-
-// ---- the shapes the HTTP side relies on (compile-time only) ----
-
-fn assert_send<T: Send>(t: T) -> T {
-    t
-}
-
-/// hyper's `Incoming` goes in via `into_data_stream()`, the serve futures can run in a spawned
-/// connection task, and `GatewayBody` can become a hyper response body (also boxed, which needs
-/// Sync).
-#[allow(dead_code)]
-async fn http_side_shapes(
-    cgi: &hopgate::backend::cgi::Cgi,
-    fcgi: &hopgate::backend::fastcgi::FastCgi,
-    scgi: &hopgate::backend::scgi::Scgi,
-    req: Request<hyper::body::Incoming>,
-    conn: &ConnInfo,
-) {
-    use http_body_util::BodyExt;
-    let (parts, body) = req.into_parts();
-    let out = assert_send(cgi.serve(&parts, conn, body.into_data_stream())).await;
-    if let Ok(hopgate::backend::cgi::CgiOutput::Parsed(r)) = out {
-        let _: http::Response<http_body_util::combinators::BoxBody<bytes::Bytes, meta::GatewayError>> =
-            http::Response::new(r.body.boxed());
-    }
-    let empty = http_body_util::Empty::<bytes::Bytes>::new().into_data_stream();
-    let r = assert_send(fcgi.serve(&parts, conn, empty)).await;
-    if let Ok(r) = r {
-        let _ = http::Response::new(r.body);
-    }
-    let empty = http_body_util::Empty::<bytes::Bytes>::new().into_data_stream();
-    let _ = assert_send(scgi.serve(&parts, conn, empty)).await;
-}

@@ -4,40 +4,21 @@
 mod support;
 
 use std::io::{Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::{Shutdown, TcpStream};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 use support::origin::{Origin, echo_server, raw};
-use support::{Hopgate, Raw, curl};
+use support::{
+    ClosedPort, Hopgate, Raw, curl, open_tunnel, read_head, read_head_bytes, refused, wait_child, wait_until,
+};
 
 fn proxy_for(port: u16, extra: &[&str]) -> Hopgate {
     let port = port.to_string();
-    let mut args = vec!["proxy", "--listen", "127.0.0.1:0", "--allow-target", "127.0.0.0/8", "--connect-port", &port];
+    let mut args = vec!["--connect-port", port.as_str()];
     args.extend_from_slice(extra);
-    Hopgate::start(&args)
-}
-
-/// Opens a tunnel with a raw CONNECT; returns the stream positioned after the 200 head.
-fn open_tunnel(proxy: SocketAddr, target: SocketAddr, extra_head: &str) -> TcpStream {
-    let mut s = TcpStream::connect(proxy).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    s.write_all(format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n{extra_head}\r\n").as_bytes()).unwrap();
-    let head = read_head(&mut s);
-    assert!(head.starts_with("HTTP/1.1 200 Connection Established\r\n"), "{head}");
-    s
-}
-
-/// Reads a response head byte by byte (so that nothing after it is consumed).
-fn read_head(s: &mut TcpStream) -> String {
-    let mut head = Vec::new();
-    let mut b = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        assert_eq!(s.read(&mut b).unwrap(), 1, "closed in the head: {:?}", String::from_utf8_lossy(&head));
-        head.push(b[0]);
-    }
-    String::from_utf8(head).unwrap()
+    Hopgate::proxy(&args)
 }
 
 #[test]
@@ -146,9 +127,10 @@ fn connect_refusals() {
     let r = ask("127.0.0.1:25");
     assert_eq!(r.status, 403, "{}", r.head);
     assert!(r.text().contains("port 25"), "{}", r.text());
-    // Refused.
-    let r = ask(&format!("127.0.0.1:{}", support::free_port()));
-    assert_eq!(r.status, 403, "a free port is not in the list either");
+    // A port nothing listens on is not in the list either.
+    let closed = ClosedPort::new();
+    let r = ask(&closed.addr.to_string());
+    assert_eq!(r.status, 403, "{}", r.text());
     let strict = Hopgate::start(&["proxy", "--listen", "127.0.0.1:0", "--connect-port", &target.port().to_string()]);
     let mut c = Raw::connect(strict.addr);
     c.send(format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n"));
@@ -165,7 +147,8 @@ fn connect_refusals() {
 
 #[test]
 fn connect_upstream_errors() {
-    let port = support::free_port();
+    let closed = ClosedPort::new();
+    let port = closed.port();
     let hg = Hopgate::start_config(&format!(
         "[timeouts]\nconnect_secs = 1\n[[listener]]\nlisten = \"127.0.0.1:0\"\n[listener.proxy]\n\
          allow_targets = [\"127.0.0.0/8\"]\nconnect_ports = [{port}, 443]\n"
@@ -179,16 +162,8 @@ fn connect_upstream_errors() {
     assert_eq!(r.status, 502, "refused: {}", r.text());
     let r = ask("no-such-host.invalid:443");
     assert_eq!(r.status, 502, "DNS: {}", r.text());
-    // Timeout: a listener with a full backlog on a port in the list.
-    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    s.set_reuse_address(true).unwrap();
-    s.bind(&format!("127.0.0.1:{port}").parse::<SocketAddr>().unwrap().into()).unwrap();
-    s.listen(0).unwrap();
-    let _fill: Vec<_> = (0..4)
-        .filter_map(|_| {
-            TcpStream::connect_timeout(&format!("127.0.0.1:{port}").parse().unwrap(), Duration::from_millis(200)).ok()
-        })
-        .collect();
+    // Timeout: the same port becomes a listener with a full backlog.
+    let _fill = closed.listen_full();
     let started = Instant::now();
     let r = ask(&format!("127.0.0.1:{port}"));
     assert_eq!(r.status, 504, "timeout: {}", r.text());
@@ -219,27 +194,13 @@ fn nc_socat_and_python_clients() {
     let proxy = hg.addr.to_string();
     // OpenBSD netcat: nc -X connect -x PROXY HOST PORT
     support::require("nc", "netcat-openbsd");
-    let mut nc = Command::new("nc")
-        .args(["-X", "connect", "-x", &proxy, "-w", "5", "127.0.0.1", &target.port().to_string()])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    nc.stdin.take().unwrap().write_all(b"hello via nc\n").unwrap();
-    let out = wait_output(nc);
+    let port = target.port().to_string();
+    let out = through_client("nc", &["-X", "connect", "-x", &proxy, "-w", "5", "127.0.0.1", &port], b"hello via nc\n");
     assert_eq!(out, b"hello via nc\n");
 
     support::require("socat", "socat");
-    let mut socat = Command::new("socat")
-        .args(["-T", "5", "-", &format!("PROXY:127.0.0.1:127.0.0.1:{},proxyport={}", target.port(), hg.addr.port())])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    socat.stdin.take().unwrap().write_all(b"hello via socat\n").unwrap();
-    assert_eq!(wait_output(socat), b"hello via socat\n");
+    let address = format!("PROXY:127.0.0.1:127.0.0.1:{},proxyport={}", target.port(), hg.addr.port());
+    assert_eq!(through_client("socat", &["-T", "5", "-", &address], b"hello via socat\n"), b"hello via socat\n");
 
     let origin = Origin::fixed("python tunnel");
     let hg2 = proxy_for(origin.addr.port(), &[]);
@@ -259,17 +220,20 @@ fn nc_socat_and_python_clients() {
     );
 }
 
-fn wait_output(mut child: std::process::Child) -> Vec<u8> {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        if let Ok(Some(_)) = child.try_wait() {
-            break;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
+/// Runs a client program that connects through the proxy, writes `input` to its stdin (then EOF), and returns
+/// what it printed once it exited (at most 15 s).
+fn through_client(program: &str, args: &[&str], input: &[u8]) -> Vec<u8> {
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{program}: {e}"));
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    if wait_child(&mut child, Duration::from_secs(15)).is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
     }
     let mut out = Vec::new();
     child.stdout.take().unwrap().read_to_end(&mut out).unwrap();
@@ -315,19 +279,22 @@ fn tunnel_cap_gives_503_and_idle_tunnels_close() {
     let mut buf = [0u8; 1];
     assert_eq!(a.read(&mut buf).unwrap_or(0), 0, "idle tunnel closed");
     assert!(started.elapsed() < Duration::from_secs(5));
-    std::thread::sleep(Duration::from_millis(200));
-    let _again = open_tunnel(hg.addr, target, "");
+    // Once the other idle tunnel has closed too, a new one may open.
+    let mut again = None;
+    let opened = wait_until(Duration::from_secs(5), || {
+        let (s, head) = support::connect_request(hg.addr, target, "");
+        again = head.starts_with("HTTP/1.1 200").then_some(s);
+        again.is_some()
+    });
+    assert!(opened, "the slots of the closed tunnels came back");
 }
 
 #[test]
 fn proxy_authentication() {
-    support::require("htpasswd", "apache2-utils");
     let dir = tempfile::tempdir().unwrap();
     let users = dir.path().join("users");
     for (flag, user, pass) in [("-B", "bcrypt", "b-pass"), ("-s", "sha", "s-pass"), ("-m", "apr", "a-pass")] {
-        let create = if users.exists() { "-b" } else { "-cb" };
-        let ok = Command::new("htpasswd").args([create, flag, users.to_str().unwrap(), user, pass]).status().unwrap();
-        assert!(ok.success());
+        support::peers::htpasswd(&users, &[flag], user, pass);
     }
     let origin = Origin::fixed("authorized");
     let hg = proxy_for(origin.addr.port(), &["--users", users.to_str().unwrap()]);
@@ -364,15 +331,8 @@ fn proxy_authentication() {
 fn websocket_upgrade_through_the_relay() {
     // An origin that accepts the upgrade and then echoes frames (bytes) back.
     let ws = raw(|mut s| {
-        let mut head = Vec::new();
-        let mut b = [0u8; 1];
-        while !head.ends_with(b"\r\n\r\n") {
-            if s.read(&mut b).unwrap_or(0) == 0 {
-                return;
-            }
-            head.push(b[0]);
-        }
-        let text = String::from_utf8_lossy(&head).to_ascii_lowercase();
+        let Ok(head) = read_head_bytes(&mut s) else { return };
+        let text = head.to_ascii_lowercase();
         if !text.contains("upgrade: websocket") || !text.contains("connection: upgrade") {
             let _ = s.write_all(b"HTTP/1.1 426 Upgrade Required\r\nContent-Length: 2\r\n\r\nno");
             return;
@@ -458,13 +418,8 @@ fn ipv6_targets_and_listeners() {
 #[test]
 fn websocket_upgrade_through_the_gateway() {
     let ws = raw(|mut s| {
-        let mut head = Vec::new();
-        let mut b = [0u8; 1];
-        while !head.ends_with(b"\r\n\r\n") {
-            if s.read(&mut b).unwrap_or(0) == 0 {
-                return;
-            }
-            head.push(b[0]);
+        if read_head_bytes(&mut s).is_err() {
+            return;
         }
         let _ = s.write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n");
         let mut buf = [0u8; 4096];
@@ -474,7 +429,7 @@ fn websocket_upgrade_through_the_gateway() {
             }
         }
     });
-    let hg = Hopgate::start(&["gateway", "--listen", "127.0.0.1:0", "--to", &format!("http://{ws}")]);
+    let hg = Hopgate::gateway(&format!("http://{ws}"), &[]);
     let mut c = TcpStream::connect(hg.addr).unwrap();
     c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     c.write_all(b"GET /chat HTTP/1.1\r\nHost: public\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n").unwrap();
@@ -490,22 +445,11 @@ fn websocket_upgrade_through_the_gateway() {
 fn sigterm_lets_an_open_tunnel_finish_within_the_drain_time() {
     let target = echo_server();
     let port = target.port().to_string();
-    let mut hg = Hopgate::start(&[
-        "proxy",
-        "--listen",
-        "127.0.0.1:0",
-        "--allow-target",
-        "127.0.0.0/8",
-        "--connect-port",
-        &port,
-        "--drain",
-        "2",
-    ]);
+    let mut hg = Hopgate::proxy(&["--connect-port", &port, "--drain", "2"]);
     let mut t = open_tunnel(hg.addr, target, "");
     let started = Instant::now();
     hg.signal("TERM");
-    std::thread::sleep(Duration::from_millis(300));
-    assert!(TcpStream::connect(hg.addr).is_err(), "no new connections while draining");
+    assert!(wait_until(Duration::from_secs(5), || refused(hg.addr)), "no new connections while draining");
     // In-flight work goes on: the open tunnel still carries bytes both ways.
     t.write_all(b"during the drain").unwrap();
     let mut got = [0u8; 16];

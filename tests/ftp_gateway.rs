@@ -1,89 +1,45 @@
 //! The HTTP/FTP gateway end to end (issue 5): curl and raw sockets against the real binary, both as
-//! `hopgate proxy` (absolute-form ftp://) and as `hopgate gateway --to ftp://...`, in front of vsftpd,
-//! pyftpdlib and the rogue server of tests/support/ftp_rogue.rs. Prints the download throughput through the
-//! gateway and direct from the same server, and the gateway's RSS (no timed assertions).
+//! `hopgate proxy` (absolute-form ftp://) and as `hopgate gateway --to ftp://...`, in front of vsftpd (LIST, EPSV,
+//! anonymous, its protocol log showing every command), pyftpdlib (MLSD/MLST, a user with write rights) and the
+//! rogue server of tests/support/ftp_rogue.rs (PASV naming another address, dropped data connections, short
+//! transfers, 421, silence, odd and oversized listings, control connections it closes; it records every command).
+//! Prints the gateway's RSS while it streams a large file (bench/run F measures the throughput).
 
-#[path = "support/ftp_peers.rs"]
-mod ftp_peers;
-#[path = "support/ftp_rogue.rs"]
-mod ftp_rogue;
 mod support;
 
 use std::fs;
 use std::io::{Read, Write};
 use std::net::Ipv4Addr;
+use std::os::unix::fs::symlink;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
-use ftp_peers::{hex, pseudo_random, pyftpdlib, sha256_hex, vsftpd};
-use ftp_rogue::{Retr, Script, rogue_in_thread};
 use sha2::{Digest, Sha256};
-use support::{Hopgate, Raw, exchange};
+use support::ftp_peers::{Peer, pyftpdlib, vsftpd};
+use support::ftp_rogue::{Retr, Script, rogue_in_thread};
+use support::{
+    ClosedPort, Curl, DataFile, Hopgate, Raw, RssWatch, exchange, hex, pseudo_random, sha256_hex, wait_until,
+};
 
 const MIB: u64 = 1 << 20;
 
 fn gateway(to: &str) -> Hopgate {
-    Hopgate::start(&["gateway", "--listen", "127.0.0.1:0", "--to", to])
+    Hopgate::gateway(to, &[])
 }
 
 /// A forward proxy that may reach loopback FTP servers.
 fn proxy() -> Hopgate {
-    Hopgate::start(&["proxy", "--listen", "127.0.0.1:0", "--allow-target", "127.0.0.0/8"])
+    Hopgate::proxy(&[])
 }
 
-/// What curl got: exit status, status code, response head(s) and body.
-struct Curl {
-    ok: bool,
-    code: u16,
-    head: String,
-    body: Vec<u8>,
-    stderr: String,
-}
-
-impl Curl {
-    fn header(&self, name: &str) -> Option<String> {
-        // the last response head (after a 100 Continue)
-        let last = self.head.split("\r\n\r\n").filter(|h| !h.trim().is_empty()).last().unwrap_or("");
-        last.lines().find_map(|l| {
-            let (n, v) = l.split_once(':')?;
-            n.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_string())
-        })
-    }
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-}
-
-/// Runs curl (a 60 s limit) with `args`; the body comes back in memory (small responses only).
 fn curl(args: &[&str]) -> Curl {
-    let dir = tempfile::tempdir().unwrap();
-    let head = dir.path().join("head");
-    let out = Command::new("curl")
-        .args(["-s", "-S", "--max-time", "60", "-o", "-", "-D"])
-        .arg(&head)
-        .args(["-w", "\n%{http_code}"])
-        .args(args)
-        .output()
-        .expect("curl is installed (Debian package curl)");
-    let mut body = out.stdout;
-    let nl = body.iter().rposition(|&b| b == b'\n').unwrap_or(0);
-    let code = String::from_utf8_lossy(&body[nl + 1..]).trim().parse().unwrap_or(0);
-    body.truncate(nl);
-    Curl {
-        ok: out.status.success(),
-        code,
-        head: fs::read_to_string(&head).unwrap_or_default(),
-        body,
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    support::curl_full(args)
 }
 
-/// Streams a download through curl into SHA-256 (never held in memory): (curl ok, bytes, sha256, seconds).
-fn curl_sha(args: &[&str]) -> (bool, u64, String, f64) {
-    let start = Instant::now();
+/// Streams a download through curl into SHA-256 (never held in memory): (curl ok, bytes, sha256).
+fn curl_sha(args: &[&str]) -> (bool, u64, String) {
     let mut child = Command::new("curl")
         .args(["-s", "-S", "--max-time", "300"])
         .args(args)
@@ -104,47 +60,25 @@ fn curl_sha(args: &[&str]) -> (bool, u64, String, f64) {
         hasher.update(&buf[..n]);
     }
     let ok = child.wait().expect("wait curl").success();
-    (ok, total, hex(&hasher.finalize()), start.elapsed().as_secs_f64())
+    (ok, total, hex(&hasher.finalize()))
 }
 
-/// curl's own measure of a download to /dev/null, in MiB/s.
-fn curl_speed(args: &[&str]) -> f64 {
-    let out = Command::new("curl")
-        .args(["-s", "-S", "--max-time", "300", "-o", "/dev/null", "-w", "%{speed_download}"])
-        .args(args)
-        .output()
-        .expect("curl is installed (Debian package curl)");
-    assert!(out.status.success(), "curl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).trim().parse::<f64>().unwrap_or(0.0) / MIB as f64
-}
-
-/// Samples a process's RSS every 20 ms until finished; the peak, in KiB.
-struct RssWatch {
-    stop: Arc<AtomicBool>,
-    peak: Arc<AtomicU64>,
-    handle: Option<std::thread::JoinHandle<()>>,
-}
-
-impl RssWatch {
-    fn start(pid: u32) -> RssWatch {
-        let stop = Arc::new(AtomicBool::new(false));
-        let peak = Arc::new(AtomicU64::new(0));
-        let (s, p) = (stop.clone(), peak.clone());
-        let handle = std::thread::spawn(move || {
-            while !s.load(Ordering::Relaxed) {
-                p.fetch_max(support::proc_status_kib(pid, "VmRSS:"), Ordering::Relaxed);
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        });
-        RssWatch { stop, peak, handle: Some(handle) }
-    }
-    fn finish(mut self) -> u64 {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(h) = self.handle.take() {
-            let _ = h.join();
-        }
-        self.peak.load(Ordering::Relaxed)
-    }
+/// The FTP commands vsftpd logged (`log_ftp_protocol`), once it has logged `until`: the log is written as
+/// commands arrive, and what a test asserts about earlier commands holds once a later one is in.
+fn commands_until(peer: &Peer, until: &str) -> Vec<String> {
+    let commands = || -> Vec<String> {
+        peer.log()
+            .lines()
+            .filter_map(|l| l.split_once("FTP command: ").map(|(_, c)| c.split_once(", ").map_or(c, |(_, c)| c)))
+            .map(|c| c.trim_matches('"').to_string())
+            .collect()
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), || commands().iter().any(|c| c == until)),
+        "no {until:?} in:\n{}",
+        peer.log()
+    );
+    commands()
 }
 
 /// Writes `len` pseudo-random bytes to `path` in 1 MiB blocks; returns their SHA-256.
@@ -165,7 +99,10 @@ fn write_big(path: &Path, len: u64) -> String {
     hex(&hasher.finalize())
 }
 
-/// The tree most tests serve: odd names, a sub-directory, a text file.
+/// The size of `big.bin` in the tree most tests serve: more than a few transfer buffers, an odd number of bytes.
+const BIG: usize = 8 * 1024 * 1024 + 12_345;
+
+/// The tree most tests serve: odd names, a sub-directory, a text file, an empty one, a symlink, a larger file.
 fn fill_tree(root: &Path) {
     fs::write(root.join("hello.txt"), b"hello, ftp\n").unwrap();
     fs::write(root.join("<script>alert(1)&x.txt"), b"x").unwrap();
@@ -174,6 +111,8 @@ fn fill_tree(root: &Path) {
     fs::write(root.join("empty.dat"), b"").unwrap();
     fs::create_dir(root.join("sub dir")).unwrap();
     fs::write(root.join("sub dir/inner.txt"), b"inner").unwrap();
+    fs::write(root.join("big.bin"), pseudo_random(BIG, 1)).unwrap();
+    symlink("hello.txt", root.join("link")).unwrap();
 }
 
 #[test]
@@ -189,39 +128,23 @@ fn a_large_file_streams_byte_exact_with_flat_rss_through_gateway_and_proxy() {
     // warm up (pool, allocator), then the baseline
     let warm = curl(&[&format!("{}/", gw.url())]);
     assert_eq!(warm.code, 200, "{}", warm.stderr);
-    std::thread::sleep(Duration::from_millis(200));
     let base = gw.rss_kib();
     let watch = RssWatch::start(gw.pid());
-    let (ok, n, sum, secs) = curl_sha(&[&gw_url]);
+    let (ok, n, sum) = curl_sha(&[&gw_url]);
     let peak = watch.finish();
     assert!(ok && n == size, "gateway download: ok={ok}, {n} of {size} bytes\n{}", peer.log());
     assert_eq!(sum, want, "gateway download is not byte-exact");
     let growth_kib = peak.saturating_sub(base);
     println!(
-        "gateway GET of {} MiB: sha256 ok, {:.0} MiB/s (hashed by the test); RSS {} KiB before, peak {} KiB, \
-         growth {} KiB",
-        size / MIB,
-        size as f64 / MIB as f64 / secs,
-        base,
-        peak,
-        growth_kib
+        "gateway GET of {} MiB: sha256 ok; RSS {base} KiB before, peak {peak} KiB, growth {growth_kib} KiB",
+        size / MIB
     );
     assert!(growth_kib < 48 * 1024, "RSS grew by {growth_kib} KiB while streaming {} MiB", size / MIB);
 
-    // throughput: the same file, curl to /dev/null, through the gateway and direct from vsftpd
-    let via_gateway = curl_speed(&[&gw_url]);
-    let direct = curl_speed(&[&direct_url]);
-    println!(
-        "throughput of {} MiB: through the gateway {via_gateway:.0} MiB/s (curl {gw_url}), direct {direct:.0} MiB/s \
-         (curl {direct_url})",
-        size / MIB
-    );
-
     // the forward proxy: absolute-form ftp:// from curl -x, byte-exact too
     let px = proxy();
-    let (ok, n, sum, secs) = curl_sha(&["-x", &px.url(), &direct_url]);
+    let (ok, n, sum) = curl_sha(&["-x", &px.url(), &direct_url]);
     assert!(ok && n == size && sum == want, "proxy download: ok={ok}, {n} of {size} bytes");
-    println!("proxy GET (curl -x {} {direct_url}): sha256 ok, {:.0} MiB/s", px.url(), size as f64 / MIB as f64 / secs);
 }
 
 #[test]
@@ -235,8 +158,6 @@ fn vsftpd_head_range_listings_redirects_and_errors() {
     assert_eq!(r.status, 400, "{}", r.text());
     let r = exchange(gw.addr, "GET /x%00y HTTP/1.1\r\nHost: x\r\n\r\n");
     assert_eq!(r.status, 400, "{}", r.text());
-    std::thread::sleep(Duration::from_millis(200));
-    assert!(!peer.log().contains("FTP command"), "a command reached vsftpd:\n{}", peer.log());
 
     // HEAD: SIZE and MDTM only
     let head = curl(&["-I", &format!("{base}/hello.txt")]);
@@ -250,6 +171,14 @@ fn vsftpd_head_range_listings_redirects_and_errors() {
 
     let get = curl(&[&format!("{base}/hello.txt")]);
     assert_eq!((get.code, get.body.as_slice()), (200, &b"hello, ftp\n"[..]));
+    // Once vsftpd logged this request's RETR, it would have logged anything the two refused requests sent before.
+    let commands = commands_until(&peer, "RETR hello.txt");
+    let paths: Vec<&String> = commands.iter().filter(|c| !c.starts_with("USER") && !c.starts_with("PASS")).collect();
+    assert!(
+        !paths.iter().any(|c| c.contains("DELE") || c.ends_with(" a") || c.contains(" x")),
+        "a command of a refused request reached vsftpd: {commands:?}"
+    );
+    assert!(commands.iter().any(|c| c == "EPSV"), "EPSV was not used: {commands:?}");
 
     // Range: bytes=N- is REST + 206; past the end 416; other forms the whole file
     let r = curl(&["-H", "Range: bytes=7-", &format!("{base}/hello.txt")]);
@@ -262,6 +191,15 @@ fn vsftpd_head_range_listings_redirects_and_errors() {
     assert_eq!(r.header("content-range").as_deref(), Some("bytes */11"));
     let r = curl(&["-H", "Range: bytes=0-3", &format!("{base}/hello.txt")]);
     assert_eq!((r.code, r.text().as_str()), (200, "hello, ftp\n"));
+    // a larger file: HEAD has its size, and the rest of it from an odd offset is byte-exact
+    let head = curl(&["-I", &format!("{base}/big.bin")]);
+    assert_eq!(head.header("content-length"), Some(BIG.to_string()));
+    let offset = 3_000_001;
+    let r = curl(&["-H", &format!("Range: bytes={offset}-"), &format!("{base}/big.bin")]);
+    assert_eq!(r.code, 206);
+    assert_eq!(r.header("content-range"), Some(format!("bytes {offset}-{}/{BIG}", BIG - 1)));
+    assert_eq!(sha256_hex(&r.body), sha256_hex(&pseudo_random(BIG, 1)[offset..]));
+    assert!(commands_until(&peer, &format!("REST {offset}")).contains(&"RETR big.bin".to_string()));
 
     // names with spaces and UTF-8 (percent-encoded UTF-8 in the URL)
     let r = curl(&[&format!("{base}/a%20file%20with%20spaces.txt")]);
@@ -303,6 +241,9 @@ fn vsftpd_head_range_listings_redirects_and_errors() {
     assert!(j.contains("{\"name\":\"hello.txt\",\"type\":\"file\",\"size\":11,\"modified\":\""), "{j}");
     assert!(j.contains("\"name\":\"über ☃.bin\""), "{j}");
     assert!(j.contains("\"name\":\"<script>alert(1)&x.txt\""), "{j}");
+    assert!(j.contains("{\"name\":\"link\",\"type\":\"link\""), "a symlink: {j}");
+    assert!(j.contains("{\"name\":\"empty.dat\",\"type\":\"file\",\"size\":0,"), "{j}");
+    assert_eq!(j.matches("\"name\":").count(), 8, "every entry, no . or ..: {j}");
 
     let r = curl(&[&format!("{base}/sub%20dir")]);
     assert_eq!(r.code, 301);
@@ -315,6 +256,7 @@ fn vsftpd_head_range_listings_redirects_and_errors() {
     let r = curl(&[&format!("{base}/nope.txt")]);
     assert_eq!(r.code, 404);
     assert!(r.text().contains("550 Could not get file size."), "{}", r.text());
+    assert_eq!(curl(&[&format!("{base}/no%20dir/")]).code, 404);
     let r = curl(&["-T", "-", &format!("{base}/up.txt")]);
     assert_eq!(r.code, 403, "{}", r.text());
     assert!(r.text().contains("550 Permission denied."), "{}", r.text());
@@ -323,11 +265,13 @@ fn vsftpd_head_range_listings_redirects_and_errors() {
     assert_eq!(r.header("allow").as_deref(), Some("GET, HEAD, PUT"));
 
     // the access log names the FTP server
-    std::thread::sleep(Duration::from_millis(100));
-    let log = gw.stdout_text();
-    assert!(
-        log.lines().any(|l| l.contains("\"GET /hello.txt HTTP/1.1\" 200 11") && l.ends_with(&peer.addr.to_string()))
-    );
+    let line = gw.stdout_line("\"GET /hello.txt HTTP/1.1\" 200 11");
+    assert!(line.ends_with(&peer.addr.to_string()), "{line}");
+
+    // one session served all of it, sub-directories and errors included: each request left it in the log-in
+    // directory, ready for the next
+    let commands = commands_until(&peer, "RETR hello.txt");
+    assert_eq!(commands.iter().filter(|c| c.starts_with("USER")).count(), 1, "{commands:?}");
 
     // the server stops: 502 (vsftpd serves each session from a process of its own, so a gateway that still
     // holds a pooled session would go on talking to that one: ask a fresh gateway)
@@ -337,6 +281,59 @@ fn vsftpd_head_range_listings_redirects_and_errors() {
     let r = curl(&[&format!("{}/hello.txt", fresh.url())]);
     assert_eq!(r.code, 502, "{}", r.text());
     assert!(r.text().contains("connection refused"), "{}", r.text());
+}
+
+#[test]
+fn vsftpd_refuses_a_log_in_401_and_an_abandoned_download_is_not_pooled() {
+    let peer = vsftpd(fill_tree, "");
+    let gw = gateway(&format!("ftp://{}", peer.addr));
+    // vsftpd is anonymous only: a user is refused with 530, the client asked for credentials
+    let r = curl(&["-u", "bob:secret", &format!("{}/hello.txt", gw.url())]);
+    assert_eq!(r.code, 401, "{}", r.text());
+    assert!(r.text().contains("530 "), "{}", r.text());
+    assert!(r.header("www-authenticate").is_some());
+
+    // anonymous: a client reads the head of big.bin and goes away
+    assert_eq!(curl(&[&format!("{}/hello.txt", gw.url())]).code, 200);
+    let client = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    client.set_recv_buffer_size(4096).unwrap();
+    client.connect(&gw.addr.into()).unwrap();
+    let mut c = Raw::from_stream(client.into());
+    c.send("GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n");
+    c.read_until(b"\r\n\r\n");
+    drop(c);
+    assert!(wait_until(Duration::from_secs(10), || peer.log().contains("FAIL DOWNLOAD")), "{}", peer.log());
+    // the session that carried it is not reused: the next request logs in afresh
+    assert_eq!(curl(&[&format!("{}/hello.txt", gw.url())]).code, 200);
+    let commands = commands_until(&peer, "RETR hello.txt");
+    let logins = commands.iter().filter(|c| c.starts_with("USER anonymous")).count();
+    assert_eq!(logins, 2, "{commands:?}");
+}
+
+#[test]
+fn vsftpd_anonymous_upload_and_read_back() {
+    let peer = vsftpd(
+        |root| {
+            fill_tree(root);
+            fs::create_dir(root.join("incoming")).unwrap();
+            let ok = Command::new("chown").arg("ftp").arg(root.join("incoming")).status();
+            assert!(ok.is_ok_and(|s| s.success()), "chown ftp incoming");
+        },
+        "write_enable=YES\nanon_upload_enable=YES\nanon_umask=022",
+    );
+    let gw = gateway(&format!("ftp://{}", peer.addr));
+    let data = pseudo_random(2 * 1024 * 1024 + 7, 2);
+    let upload = DataFile::new(&data);
+    let url = format!("{}/incoming/up%20load%20%C3%BC.bin", gw.url());
+    let r = curl(&["-T", upload.as_str(), &url]);
+    assert_eq!(r.code, 201, "{}", r.text());
+    assert_eq!(sha256_hex(&fs::read(peer.root.join("incoming/up load ü.bin")).unwrap()), sha256_hex(&data));
+    let r = curl(&[&url]);
+    assert_eq!((r.code, r.body.len(), sha256_hex(&r.body)), (200, data.len(), sha256_hex(&data)));
+    // the root is not writable: 553 Could not create file -> 403
+    let r = curl(&["-T", upload.as_str(), &format!("{}/top.bin", gw.url())]);
+    assert_eq!(r.code, 403, "{}", r.text());
+    assert!(r.text().contains("553 "), "{}", r.text());
 }
 
 fn httpdate_of(t: std::time::SystemTime) -> String {
@@ -359,14 +356,14 @@ fn the_proxy_serves_ftp_urls_with_the_target_policy() {
     let r = curl(&["-x", &px.url(), &format!("ftp://{}/sub%20dir/", peer.addr)]);
     assert!(r.text().contains("<a href=\"../\">../</a>") && r.text().contains("inner.txt"), "{}", r.text());
 
-    // CR/LF in the path: 400, nothing sent
-    let before = peer.log().matches("FTP command").count();
+    // CR/LF in the path: 400, nothing sent (once the next request's RETR is logged, anything sent before would be)
     let mut c = Raw::connect(px.addr);
     c.send(format!("GET ftp://{}/x%0d%0aDELE%20hello.txt HTTP/1.1\r\nHost: {}\r\n\r\n", peer.addr, peer.addr));
     assert_eq!(c.response().status, 400);
-    std::thread::sleep(Duration::from_millis(200));
-    assert_eq!(peer.log().matches("FTP command").count(), before, "{}", peer.log());
-    assert!(!peer.log().contains("DELE"));
+    let r = curl(&["-x", &px.url(), &format!("ftp://{}/empty.dat", peer.addr)]);
+    assert_eq!(r.code, 200);
+    let commands = commands_until(&peer, "RETR empty.dat");
+    assert!(!commands.iter().any(|c| c.contains("DELE") || c.contains(" x")), "{commands:?}");
 
     // without --allow-target, a loopback FTP server is refused like any loopback target
     let strict = Hopgate::start(&["proxy", "--listen", "127.0.0.1:0"]);
@@ -404,11 +401,9 @@ fn pyftpdlib_logins_uploads_and_the_uploads_switch() {
     assert_eq!(r.code, 200);
 
     // PUT: anonymous may not (the server's own 550 text), bob may; streamed, then read back
-    let src = tempfile::tempdir().unwrap();
-    let upload = src.path().join("up.bin");
     let data = pseudo_random(5 * MIB as usize + 7, 42);
-    fs::write(&upload, &data).unwrap();
-    let up = upload.to_str().unwrap();
+    let upload = DataFile::new(&data);
+    let up = upload.as_str();
     let r = curl(&["-T", up, &format!("{base}/up.bin")]);
     assert_eq!(r.code, 403, "{}", r.text());
     assert!(r.text().contains("550 Not enough privileges."), "{}", r.text());
@@ -418,8 +413,19 @@ fn pyftpdlib_logins_uploads_and_the_uploads_switch() {
     assert_eq!(sha256_hex(&fs::read(&stored).unwrap()), sha256_hex(&data), "the stored file differs");
     let r = curl(&["-u", "bob:s3cret", &format!("{base}/new%20%C3%BC%20file.bin")]);
     assert_eq!((r.code, sha256_hex(&r.body)), (200, sha256_hex(&data)));
+    // REST on an MLSD server: the rest of the upload from an odd offset
+    let offset = 1_234_567;
+    let r = curl(&[
+        "-u",
+        "bob:s3cret",
+        "-H",
+        &format!("Range: bytes={offset}-"),
+        &format!("{base}/new%20%C3%BC%20file.bin"),
+    ]);
+    assert_eq!((r.code, sha256_hex(&r.body)), (206, sha256_hex(&data[offset..])));
     let listing = curl(&["-H", "Accept: application/json", &format!("{base}/")]).text();
     assert!(listing.contains("\"name\":\"new ü file.bin\",\"type\":\"file\",\"size\":5242887"), "{listing}");
+    assert!(!listing.contains("\"name\":\".\"") && !listing.contains("\"name\":\"..\""), "{listing}");
     let r = curl(&[&format!("{base}/missing.txt")]);
     assert_eq!(r.code, 404);
     assert!(r.text().contains("550 No such file or directory."), "{}", r.text());
@@ -437,11 +443,7 @@ fn pyftpdlib_logins_uploads_and_the_uploads_switch() {
     assert_eq!(fs::read(peer.root.join("via-proxy.bin")).unwrap().len(), data.len());
 
     // uploads = false in the config: PUT is 405 with Allow, GET still works
-    let ro = Hopgate::start_config(&format!(
-        "access_log = \"off\"\n[[listener]]\nlisten = \"127.0.0.1:0\"\n[[listener.route]]\nto = \"ftp://{}\"\n\
-         uploads = false\n",
-        peer.addr
-    ));
+    let ro = Hopgate::route_config(&format!("ftp://{}", peer.addr), "uploads = false");
     let r = curl(&["-u", "bob:s3cret", "-T", up, &format!("{}/ro.bin", ro.url())]);
     assert_eq!(r.code, 405);
     assert_eq!(r.header("allow").as_deref(), Some("GET, HEAD"));
@@ -466,11 +468,7 @@ fn a_gateway_maps_paths_under_its_directory() {
     assert_eq!(r.status, 400);
 
     // a route with a path prefix: the prefix is the directory
-    let routed = Hopgate::start_config(&format!(
-        "access_log = \"off\"\n[[listener]]\nlisten = \"127.0.0.1:0\"\n[[listener.route]]\npath = \"/files\"\n\
-         to = \"ftp://{}/sub%20dir\"\n",
-        peer.addr
-    ));
+    let routed = Hopgate::route_config(&format!("ftp://{}/sub%20dir", peer.addr), "path = \"/files\"");
     let r = curl(&[&format!("{}/files", routed.url())]);
     assert_eq!(r.code, 301);
     assert_eq!(r.header("location").as_deref(), Some("/files/"));
@@ -487,14 +485,15 @@ fn rogue_pasv_address_is_ignored_and_sessions_are_reused() {
     let file = script.file.clone();
     let (addr, seen) = rogue_in_thread(script);
     let gw = gateway(&format!("ftp://{addr}"));
-    for _ in 0..3 {
+    for _ in 0..20 {
         let r = curl(&[&format!("{}/f.bin", gw.url())]);
         assert_eq!(r.code, 200, "{}", r.text());
-        assert_eq!(r.body, file);
+        assert!(r.body == file, "{} bytes", r.body.len());
     }
     assert_eq!(seen.decoy_hits.load(Ordering::SeqCst), 0, "a data connection went to the PASV address");
-    assert!(seen.count("PASV") >= 3, "{:?}", seen.commands());
-    assert_eq!(seen.logins.load(Ordering::SeqCst), 1, "control connection not reused: {:?}", seen.commands());
+    // one logged-in session for all twenty; after EPSV failed once, it goes straight to PASV
+    assert_eq!(seen.logins(), 1, "control connection not reused: {:?}", seen.commands());
+    assert_eq!((seen.count("EPSV"), seen.count("PASV")), (1, 20), "{:?}", seen.commands());
 
     // the server's reply text is HTML-escaped in the page
     let r = curl(&[&format!("{}/missing.bin", gw.url())]);
@@ -506,7 +505,7 @@ fn rogue_pasv_address_is_ignored_and_sessions_are_reused() {
 #[test]
 fn a_dropped_data_connection_cuts_the_http_response() {
     for retr in [Retr::DropThen426, Retr::DropAndHangUp, Retr::ShortThen226] {
-        let (addr, _) = rogue_in_thread(Script { retr, ..Script::default() });
+        let (addr, seen) = rogue_in_thread(Script { retr, ..Script::default() });
         let full = Script::default().file.len();
         let gw = gateway(&format!("ftp://{addr}"));
         // curl sees a response shorter than its Content-Length and fails (exit 18)
@@ -522,6 +521,8 @@ fn a_dropped_data_connection_cuts_the_http_response() {
         let head = String::from_utf8_lossy(&got[..head_end]).to_string();
         assert!(head.starts_with("HTTP/1.1 200") && head.contains(&format!("content-length: {full}")), "{head}");
         assert!(got.len() - head_end < full, "{retr:?}: the whole body arrived");
+        // a session whose transfer failed is never reused: each request logged in anew
+        assert_eq!(seen.logins(), 2, "{retr:?}: {:?}", seen.commands());
     }
     // and through the proxy, for a 426 after half the file
     let (addr, _) = rogue_in_thread(Script { retr: Retr::DropThen426, ..Script::default() });
@@ -536,15 +537,7 @@ fn the_proxys_users_guard_ftp_urls_and_a_parent_is_not_bypassed() {
     let dir = tempfile::tempdir().unwrap();
     let users = dir.path().join("users");
     support::peers::htpasswd(&users, &["-B", "-C", "5"], "pat", "pat-secret");
-    let px = Hopgate::start(&[
-        "proxy",
-        "--listen",
-        "127.0.0.1:0",
-        "--allow-target",
-        "127.0.0.0/8",
-        "--users",
-        users.to_str().unwrap(),
-    ]);
+    let px = Hopgate::proxy(&["--users", users.to_str().unwrap()]);
     let url = format!("ftp://{addr}/f.bin");
     let r = curl(&["-x", &px.url(), &url]);
     assert_eq!(r.code, 407);
@@ -553,15 +546,7 @@ fn the_proxys_users_guard_ftp_urls_and_a_parent_is_not_bypassed() {
     assert_eq!((r.code, r.body.len()), (200, Script::default().file.len()));
 
     // with a parent proxy every request must go through it: ftp:// is refused rather than sent around it
-    let chained = Hopgate::start(&[
-        "proxy",
-        "--listen",
-        "127.0.0.1:0",
-        "--allow-target",
-        "127.0.0.0/8",
-        "--parent",
-        "http://127.0.0.1:9",
-    ]);
+    let chained = Hopgate::proxy(&["--parent", "http://127.0.0.1:9"]);
     let before = seen.commands().len();
     let r = curl(&["-x", &chained.url(), &url]);
     assert_eq!(r.code, 501, "{}", r.text());
@@ -579,17 +564,84 @@ fn an_oversized_listing_is_502() {
 }
 
 #[test]
-fn unreachable_or_refusing_servers_are_502() {
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let gone = closed.local_addr().unwrap();
-    drop(closed);
-    let gw = gateway(&format!("ftp://{gone}"));
+fn unreachable_refusing_and_silent_servers_are_502_and_504() {
+    let closed = ClosedPort::new();
+    let gw = gateway(&format!("ftp://{}", closed.addr));
     let r = curl(&[&format!("{}/x", gw.url())]);
     assert_eq!(r.code, 502, "{}", r.text());
+    assert!(r.text().contains("connection refused"), "{}", r.text());
 
     let (addr, _) = rogue_in_thread(Script { greeting: "421 Too many <users>", ..Script::default() });
     let gw = gateway(&format!("ftp://{addr}"));
     let r = curl(&[&format!("{}/x", gw.url())]);
     assert_eq!(r.code, 502);
     assert!(r.text().contains("421 Too many &lt;users&gt;"), "{}", r.text());
+
+    // A server that accepts and never greets: 504 after the FTP reply timeout, a fixed 30 s (docs/ftp.md).
+    let (addr, _) = rogue_in_thread(Script { greeting: "", ..Script::default() });
+    let gw = gateway(&format!("ftp://{addr}"));
+    let r = curl(&[&format!("{}/x", gw.url())]);
+    assert_eq!(r.code, 504, "{}", r.text());
+}
+
+#[test]
+fn bad_paths_and_log_ins_send_no_command() {
+    let (addr, seen) = rogue_in_thread(Script::default());
+    let gw = gateway(&format!("ftp://{addr}"));
+    for path in ["/a%0D%0ADELE%20b", "/a%0Ab", "/a%00b", "/dir%0D%0ADELE%20b/"] {
+        let r = exchange(gw.addr, &format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n"));
+        assert_eq!(r.status, 400, "{path}: {}", r.text());
+    }
+    // base64("bob\r\nDELE x:p"): a user name with CR/LF in it
+    let r = exchange(gw.addr, "GET /f.bin HTTP/1.1\r\nHost: x\r\nAuthorization: Basic Ym9iDQpERUxFIHg6cA==\r\n\r\n");
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(seen.commands().is_empty(), "{:?}", seen.commands());
+    // the next request is served, and nothing of the refused ones came before it
+    assert_eq!(curl(&[&format!("{}/f.bin", gw.url())]).code, 200);
+    let commands = seen.commands();
+    assert!(!commands.iter().any(|c| c.contains("DELE") || c.contains("bob")), "{commands:?}");
+}
+
+#[test]
+fn dos_listings_are_read_and_odd_lines_skipped() {
+    let list = "01-31-23  12:00PM       <DIR>          sub dir\r\n\
+                garbage line\r\n\
+                02-01-2023  09:05AM                 1234 a file.txt\r\n"
+        .as_bytes()
+        .to_vec();
+    let (addr, _) = rogue_in_thread(Script { list, ..Script::default() });
+    let gw = gateway(&format!("ftp://{addr}"));
+    let j = curl(&["-H", "Accept: application/json", &format!("{}/", gw.url())]).text();
+    assert_eq!(j.matches("\"name\":").count(), 2, "{j}");
+    assert!(j.contains("{\"name\":\"sub dir\",\"type\":\"dir\""), "{j}");
+    assert!(j.contains("{\"name\":\"a file.txt\",\"type\":\"file\",\"size\":1234,"), "{j}");
+}
+
+#[test]
+fn the_pool_replaces_a_session_the_server_closed() {
+    let (addr, seen) = rogue_in_thread(Script::default());
+    let gw = gateway(&format!("ftp://{addr}"));
+    let get = |args: &[&str]| {
+        let mut all = args.to_vec();
+        let url = format!("{}/f.bin", gw.url());
+        all.push(&url);
+        let r = curl(&all);
+        assert_eq!(r.code, 200, "{}", r.text());
+    };
+    get(&[]);
+    get(&[]);
+    assert_eq!(seen.logins(), 1);
+
+    // the server hangs up on the idle session: the next request notices and logs in again
+    seen.hang_up.notify_waiters();
+    assert!(wait_until(Duration::from_secs(10), || seen.ended() == 1), "the server closed the control connection");
+    get(&[]);
+    assert_eq!(seen.logins(), 2, "{:?}", seen.commands());
+
+    // other credentials get a session of their own; anonymous requests go on using theirs
+    get(&["-u", "bob:pw"]);
+    assert_eq!(seen.logins(), 3);
+    get(&[]);
+    get(&["-u", "bob:pw"]);
+    assert_eq!(seen.logins(), 3, "{:?}", seen.commands());
 }

@@ -3,39 +3,18 @@
 mod support;
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::time::Duration;
+use std::net::SocketAddr;
 
 use support::origin::{Origin, echo_server};
 use support::peers::{chown_nobody, htpasswd, squid, tinyproxy};
 use support::{Hopgate, curl};
 
 fn hopgate_via(parent: &str, connect_port: u16) -> Hopgate {
-    Hopgate::start(&[
-        "proxy",
-        "--listen",
-        "127.0.0.1:0",
-        "--allow-target",
-        "127.0.0.0/8",
-        "--connect-port",
-        &connect_port.to_string(),
-        "--parent",
-        parent,
-    ])
+    Hopgate::proxy(&["--connect-port", &connect_port.to_string(), "--parent", parent])
 }
 
 fn tunnel_roundtrip(proxy: SocketAddr, target: SocketAddr) -> Vec<u8> {
-    let mut s = TcpStream::connect(proxy).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
-    s.write_all(format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").as_bytes()).unwrap();
-    let mut head = Vec::new();
-    let mut b = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        assert_eq!(s.read(&mut b).unwrap(), 1, "{}", String::from_utf8_lossy(&head));
-        head.push(b[0]);
-    }
-    let head = String::from_utf8_lossy(&head).into_owned();
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let mut s = support::open_tunnel(proxy, target, "");
     s.write_all(b"ping through two proxies").unwrap();
     let mut got = vec![0u8; 24];
     s.read_exact(&mut got).unwrap();

@@ -3,16 +3,15 @@
 mod support;
 
 use std::io::Write;
-use std::net::TcpStream;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use support::origin::{Next, Origin, respond};
-use support::{Hopgate, Raw, curl, exchange};
+use support::{ClosedPort, Hopgate, Raw, curl, exchange, refused, wait_until};
 
 fn proxy() -> Hopgate {
-    Hopgate::start(&["proxy", "--listen", "127.0.0.1:0", "--allow-target", "127.0.0.0/8"])
+    Hopgate::proxy(&[])
 }
 
 #[test]
@@ -248,13 +247,10 @@ fn target_policy_refuses_loopback_unless_allowed() {
 
 #[test]
 fn upstream_failures() {
-    let hg = Hopgate::start_config(
-        "[timeouts]\nresponse_head_secs = 1\nconnect_secs = 1\n\
-         [[listener]]\nlisten = \"127.0.0.1:0\"\n[listener.proxy]\nallow_targets = [\"127.0.0.0/8\"]\n",
-    );
-    // Refused: nothing listens on a port we just released.
-    let port = support::free_port();
-    let (code, body, _) = curl(&["-x", &hg.url(), &format!("http://127.0.0.1:{port}/")]);
+    let hg = Hopgate::proxy_config("[timeouts]\nresponse_head_secs = 1\nconnect_secs = 1");
+    // Refused: nothing listens there.
+    let closed = ClosedPort::new();
+    let (code, body, _) = curl(&["-x", &hg.url(), &format!("http://{}/", closed.addr)]);
     assert_eq!(code, 502);
     assert!(String::from_utf8_lossy(&body).contains("refused"), "{}", String::from_utf8_lossy(&body));
     // DNS failure.
@@ -292,29 +288,13 @@ fn upstream_failures() {
 #[test]
 fn connect_timeout_is_504() {
     // A listener whose backlog is full drops further SYNs: connecting to it times out, on loopback.
-    let full = socket_with_full_backlog();
-    let hg = Hopgate::start_config(
-        "[timeouts]\nconnect_secs = 1\n[[listener]]\nlisten = \"127.0.0.1:0\"\n\
-         [listener.proxy]\nallow_targets = [\"127.0.0.0/8\"]\n",
-    );
+    let full = ClosedPort::new();
+    let _fill = full.listen_full();
+    let hg = Hopgate::proxy_config("[timeouts]\nconnect_secs = 1");
     let started = Instant::now();
-    let (code, body, _) = curl(&["-x", &hg.url(), &format!("http://{}/", full.0)]);
+    let (code, body, _) = curl(&["-x", &hg.url(), &format!("http://{}/", full.addr)]);
     assert_eq!(code, 504, "{}", String::from_utf8_lossy(&body));
     assert!(started.elapsed() < Duration::from_secs(10));
-}
-
-fn socket_with_full_backlog() -> (std::net::SocketAddr, socket2::Socket, Vec<TcpStream>) {
-    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    s.bind(&"127.0.0.1:0".parse::<std::net::SocketAddr>().unwrap().into()).unwrap();
-    s.listen(0).unwrap();
-    let addr = s.local_addr().unwrap().as_socket().unwrap();
-    let mut fillers = Vec::new();
-    for _ in 0..4 {
-        if let Ok(c) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
-            fillers.push(c);
-        }
-    }
-    (addr, s, fillers)
 }
 
 #[test]
@@ -368,49 +348,55 @@ fn counting_origin() -> (std::net::SocketAddr, Arc<AtomicUsize>, Arc<AtomicUsize
     (addr, accepted, closed)
 }
 
-fn wait_for(what: &str, limit: Duration, f: impl Fn() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !f() {
-        assert!(Instant::now() < deadline, "{what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 #[test]
 fn a_pooled_connection_the_origin_closed_while_idle_is_not_used() {
-    // Every response comes with keep-alive, and then the origin closes the connection.
-    let origin = Origin::start(|_, s| {
-        respond(s, "HTTP/1.1 200 OK", &[], b"fresh");
-        Next::Close
+    // Every response comes with keep-alive, and then the origin closes the connection: it half-closes, and counts
+    // the connection as closed once hopgate has closed its side too (it has seen the close and dropped it).
+    let closed = Arc::new(AtomicUsize::new(0));
+    let c = closed.clone();
+    let addr = support::origin::raw(move |mut s| {
+        let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
+        let mut head = Vec::new();
+        let mut chunk = [0u8; 4096];
+        while support::find(&head, b"\r\n\r\n").is_none() {
+            match std::io::Read::read(&mut s, &mut chunk) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => head.extend_from_slice(&chunk[..n]),
+            }
+        }
+        let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfresh");
+        let _ = s.shutdown(std::net::Shutdown::Write);
+        while matches!(std::io::Read::read(&mut s, &mut chunk), Ok(n) if n > 0) {}
+        c.fetch_add(1, Ordering::SeqCst);
     });
-    let to = format!("http://{}", origin.addr);
-    let gateway = Hopgate::start(&["gateway", "--listen", "127.0.0.1:0", "--to", &to]);
-    for (hg, target) in [(proxy(), origin.url("/")), (gateway, "/".to_string())] {
+    let to = format!("http://{addr}");
+    let gateway = Hopgate::gateway(&to, &[]);
+    let mut served = 0;
+    for (hg, target) in [(proxy(), format!("http://{addr}/")), (gateway, "/".to_string())] {
         for _ in 0..3 {
-            std::thread::sleep(Duration::from_millis(200));
-            let r = exchange(hg.addr, &format!("GET {target} HTTP/1.1\r\nHost: {}\r\n\r\n", origin.addr));
+            let r = exchange(hg.addr, &format!("GET {target} HTTP/1.1\r\nHost: {addr}\r\n\r\n"));
             assert_eq!((r.status, r.body.as_slice()), (200, &b"fresh"[..]), "{}", r.text());
+            served += 1;
+            let gone = wait_until(Duration::from_secs(10), || closed.load(Ordering::SeqCst) == served);
+            assert!(gone, "hopgate closed the connection the origin closed");
         }
     }
-    assert_eq!(origin.connections.load(Ordering::SeqCst), 6, "a new connection for every request");
+    assert_eq!(closed.load(Ordering::SeqCst), 6, "a new connection for every request");
 }
 
 #[test]
 fn idle_upstream_connections_expire_after_pool_idle() {
     let (addr, accepted, closed) = counting_origin();
-    let hg = Hopgate::start_config(
-        "[timeouts]\npool_idle_secs = 1\n[[listener]]\nlisten = \"127.0.0.1:0\"\n\
-         [listener.proxy]\nallow_targets = [\"127.0.0.0/8\"]\n",
-    );
+    let hg = Hopgate::proxy_config("[timeouts]\npool_idle_secs = 1");
     let url = format!("http://{addr}/");
     for _ in 0..2 {
         let (code, body, _) = curl(&["-x", &hg.url(), &url]);
         assert_eq!((code, body.as_slice()), (200, &b"ok"[..]));
     }
     assert_eq!(accepted.load(Ordering::SeqCst), 1, "reused within pool_idle");
-    std::thread::sleep(Duration::from_millis(1500));
     // hopgate closes the idle connection itself, with no request to notice it.
-    wait_for("the idle upstream connection is closed", Duration::from_secs(5), || closed.load(Ordering::SeqCst) == 1);
+    let gone = wait_until(Duration::from_secs(10), || closed.load(Ordering::SeqCst) == 1);
+    assert!(gone, "the idle upstream connection is closed after pool_idle");
     let (code, _, _) = curl(&["-x", &hg.url(), &url]);
     assert_eq!(code, 200);
     assert_eq!(accepted.load(Ordering::SeqCst), 2, "a new upstream connection after pool_idle");
@@ -450,34 +436,34 @@ fn access_log_line_per_request() {
     let hg = proxy();
     let (code, _, _) = curl(&["-x", &hg.url(), &origin.url("/logged")]);
     assert_eq!(code, 200);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let out = hg.stdout_text();
-        if let Some(line) = out.lines().find(|l| l.contains("/logged")) {
-            assert!(line.contains(&format!("\"GET {} HTTP/1.1\" 200 10 ", origin.url("/logged"))), "{line}");
-            assert!(line.ends_with(&origin.addr.to_string()), "{line}");
-            break;
-        }
-        assert!(Instant::now() < deadline, "no access log line in {out:?}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let line = hg.stdout_line("/logged");
+    assert!(line.contains(&format!("\"GET {} HTTP/1.1\" 200 10 ", origin.url("/logged"))), "{line}");
+    assert!(line.ends_with(&origin.addr.to_string()), "{line}");
+}
+
+/// An origin that answers `body` to each request only once the test lets it (`Gate::open`).
+fn gated_origin(body: &'static [u8]) -> (Origin, std::sync::mpsc::Sender<()>) {
+    let (open, gate) = std::sync::mpsc::channel::<()>();
+    let gate = std::sync::Mutex::new(gate);
+    let origin = Origin::start(move |_, s| {
+        let _ = gate.lock().unwrap().recv_timeout(Duration::from_secs(30));
+        respond(s, "HTTP/1.1 200 OK", &[], body);
+        Next::KeepAlive
+    });
+    (origin, open)
 }
 
 #[test]
 fn drain_finishes_in_flight_requests_then_exits_0() {
-    let origin = Origin::start(|_, s| {
-        std::thread::sleep(Duration::from_millis(1500));
-        respond(s, "HTTP/1.1 200 OK", &[], b"finished");
-        Next::KeepAlive
-    });
+    let (origin, open) = gated_origin(b"finished");
     let mut hg = proxy();
     let addr = hg.addr;
     let url = origin.url("/slow");
     let client = std::thread::spawn(move || exchange(addr, &format!("GET {url} HTTP/1.1\r\nHost: x\r\n\r\n")));
-    std::thread::sleep(Duration::from_millis(300));
+    assert!(wait_until(Duration::from_secs(10), || origin.count() == 1), "the request is in flight");
     hg.signal("TERM");
-    std::thread::sleep(Duration::from_millis(200));
-    assert!(TcpStream::connect(addr).is_err(), "no new connections while draining");
+    assert!(wait_until(Duration::from_secs(5), || refused(addr)), "no new connections while draining");
+    open.send(()).unwrap();
     let r = client.join().unwrap();
     assert_eq!(r.body, b"finished");
     let status = hg.wait_exit(Duration::from_secs(10)).expect("exits after the drain");
@@ -486,13 +472,9 @@ fn drain_finishes_in_flight_requests_then_exits_0() {
 
 #[test]
 fn drain_time_limit_is_honoured() {
-    let origin = Origin::start(|_, s| {
-        std::thread::sleep(Duration::from_secs(30));
-        respond(s, "HTTP/1.1 200 OK", &[], b"too late");
-        Next::Close
-    });
-    let mut hg =
-        Hopgate::start(&["proxy", "--listen", "127.0.0.1:0", "--allow-target", "127.0.0.1/32", "--drain", "1"]);
+    // The origin answers only after the test has seen hopgate exit: the request is in flight past the drain time.
+    let (origin, _open) = gated_origin(b"too late");
+    let mut hg = Hopgate::proxy(&["--drain", "1"]);
     let addr = hg.addr;
     let url = origin.url("/");
     let _client = std::thread::spawn(move || {
@@ -500,7 +482,7 @@ fn drain_time_limit_is_honoured() {
         c.send(format!("GET {url} HTTP/1.1\r\nHost: x\r\n\r\n"));
         c.read_to_close()
     });
-    std::thread::sleep(Duration::from_millis(300));
+    assert!(wait_until(Duration::from_secs(10), || origin.count() == 1), "the request is in flight");
     let started = Instant::now();
     hg.signal("INT");
     let status = hg.wait_exit(Duration::from_secs(10)).expect("exits");

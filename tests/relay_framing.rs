@@ -9,24 +9,16 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use support::origin::{Next, Origin, raw, respond};
-use support::{Hopgate, Raw, exchange};
+use support::{Hopgate, Raw, exchange, read_head_bytes};
 
 fn proxy() -> Hopgate {
-    Hopgate::start(&["proxy", "--listen", "127.0.0.1:0", "--allow-target", "127.0.0.0/8"])
+    Hopgate::proxy(&[])
 }
 
 /// An origin that answers every request head on a connection with exactly `response` (bodies are not read).
 fn scripted(response: &'static [u8]) -> std::net::SocketAddr {
     raw(move |mut s| {
-        loop {
-            let mut head = Vec::new();
-            let mut b = [0u8; 1];
-            while !head.ends_with(b"\r\n\r\n") {
-                if s.read(&mut b).unwrap_or(0) == 0 {
-                    return;
-                }
-                head.push(b[0]);
-            }
+        while read_head_bytes(&mut s).is_ok() {
             if s.write_all(response).is_err() {
                 return;
             }
@@ -149,10 +141,7 @@ fn a_client_that_stops_reading_the_response_is_cut_off() {
         }
         let _ = tx.lock().unwrap().send(started.elapsed());
     });
-    let hg = Hopgate::start_config(
-        "[timeouts]\nidle_secs = 1\n\
-         [[listener]]\nlisten = \"127.0.0.1:0\"\n[listener.proxy]\nallow_targets = [\"127.0.0.0/8\"]\n",
-    );
+    let hg = Hopgate::proxy_config("[timeouts]\nidle_secs = 1");
     let client = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
     client.set_recv_buffer_size(4096).unwrap();
     client.connect(&hg.addr.into()).unwrap();
@@ -180,10 +169,7 @@ fn an_origin_that_stops_reading_the_upload_is_a_504() {
         let _ = s.read(&mut buf);
         std::thread::sleep(Duration::from_secs(20));
     });
-    let hg = Hopgate::start_config(
-        "[timeouts]\nresponse_head_secs = 1\n\
-         [[listener]]\nlisten = \"127.0.0.1:0\"\n[listener.proxy]\nallow_targets = [\"127.0.0.0/8\"]\n",
-    );
+    let hg = Hopgate::proxy_config("[timeouts]\nresponse_head_secs = 1");
     let mut c = Raw::connect(hg.addr);
     c.send(format!("PUT http://{o}/up HTTP/1.1\r\nHost: {o}\r\nContent-Length: 100000000\r\n\r\n"));
     let mut writer = c.stream.try_clone().unwrap();

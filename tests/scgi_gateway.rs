@@ -1,18 +1,17 @@
-//! The SCGI gateway end to end: the real binary in front of an SCGI application written here in /usr/bin/python3
-//! (socketserver, no libraries) that checks the netstring, echoes its environment in arrival order and the body's
-//! sha256, streams slowly and hangs. Stopped by PID.
+//! The SCGI gateway end to end: the real binary (`hopgate gateway --to scgi://ADDR`, or a config file) with curl and
+//! raw clients, in front of an SCGI application written here in /usr/bin/python3 (socketserver, no libraries) that
+//! checks the netstring, echoes its environment in arrival order and the body's sha256, streams a body back,
+//! streams its output while it waits for the test, hangs, and answers garbage. Stopped by PID.
 
 mod support;
 
-use std::io::Read;
 use std::time::{Duration, Instant};
 use support::pyapp::PyApp;
 
-use sha2::{Digest, Sha256};
-use support::{Hopgate, Raw, curl, exchange};
+use support::{ClosedPort, DataFile, Hopgate, Raw, curl, env_of, exchange, pseudo_random, sha256_hex};
 
 const APP: &str = r#"
-import hashlib, socketserver, time
+import hashlib, os, socketserver, time
 
 class Handler(socketserver.BaseRequestHandler):
     def handle(self):
@@ -35,9 +34,24 @@ class Handler(socketserver.BaseRequestHandler):
         length = int(env[b'CONTENT_LENGTH'])
         path = env.get(b'PATH_INFO', b'')
         if path.endswith(b'/slow'):
+            # first, then wait (at most 10 s) for the file the query names: the test creates it once it has
+            # received "first", so that line can only have come while the application was still running
             out.write(b'Content-Type: text/plain\n\nfirst\n'); out.flush()
-            time.sleep(1)
-            out.write(b'second\n')
+            go = env[b'QUERY_STRING'].decode()
+            for _ in range(200):
+                if os.path.exists(go):
+                    break
+                time.sleep(0.05)
+            out.write(b'second\n' if os.path.exists(go) else b'gave-up\n')
+        elif path.endswith(b'/echo'):
+            out.write(b'Content-Type: application/octet-stream\r\n\r\n')
+            left = length
+            while left:
+                chunk = rf.read1(min(65536, left))
+                if not chunk:
+                    break
+                left -= len(chunk)
+                out.write(chunk); out.flush()
         elif path.endswith(b'/hang'):
             time.sleep(30)
         elif path.endswith(b'/garbage'):
@@ -64,21 +78,19 @@ fn start_app() -> PyApp {
     PyApp::start(APP)
 }
 
-fn env_of(text: &str) -> std::collections::BTreeMap<String, String> {
-    text.lines().filter_map(|l| l.split_once('=').map(|(k, v)| (k.to_string(), v.to_string()))).collect()
+fn gateway(app: &PyApp) -> Hopgate {
+    Hopgate::gateway(&format!("scgi://{}", app.addr), &[])
 }
 
 #[test]
 fn environment_and_body_reach_the_app() {
     let app = start_app();
-    let h = Hopgate::start(&["gateway", "--listen", "127.0.0.1:0", "--to", &format!("scgi://{}", app.addr)]);
-    let data: Vec<u8> = (0..(2u32 << 20)).map(|i| (i.wrapping_mul(2654435761) >> 9) as u8).collect();
-    let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("in.bin");
-    std::fs::write(&input, &data).unwrap();
+    let h = gateway(&app);
+    let data = pseudo_random(2 << 20, 9);
+    let input = DataFile::new(&data);
     let url = format!("{}/app/env?x=1", h.url());
-    let at = format!("@{}", input.display());
-    let digest: String = Sha256::digest(&data).iter().map(|b| format!("{b:02x}")).collect();
+    let at = input.at();
+    let digest = sha256_hex(&data);
     for chunked in [false, true] {
         let mut args =
             vec!["-H", "Proxy: http://evil:1", "-H", "X-Custom: yes", "-H", "Content-Type: application/x-test"];
@@ -108,21 +120,14 @@ fn environment_and_body_reach_the_app() {
         assert!(!env.contains_key("HTTP_TRANSFER_ENCODING"), "{text}");
     }
     // The access log names the application.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !h.stdout_text().lines().any(|l| l.contains("/app/env") && l.ends_with(&app.addr)) {
-        assert!(Instant::now() < deadline, "no access log line naming {}: {}", app.addr, h.stdout_text());
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let line = h.stdout_line("/app/env");
+    assert!(line.ends_with(&app.addr), "{line}");
 }
 
 #[test]
 fn mounted_under_a_prefix() {
     let app = start_app();
-    let h = Hopgate::start_config(&format!(
-        "access_log = \"off\"\n[[listener]]\nlisten = \"127.0.0.1:0\"\n[[listener.route]]\npath = \"/scgi\"\n\
-         to = \"scgi://{}\"\n",
-        app.addr
-    ));
+    let h = Hopgate::route_config(&format!("scgi://{}", app.addr), "path = \"/scgi\"");
     let r = exchange(h.addr, "GET /scgi/a/b HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
     assert_eq!(r.status, 201);
     let env = env_of(&r.text());
@@ -131,43 +136,48 @@ fn mounted_under_a_prefix() {
 }
 
 #[test]
+fn a_body_streams_both_ways() {
+    let app = start_app();
+    let h = gateway(&app);
+    let data = pseudo_random(8 << 20, 10);
+    let input = DataFile::new(&data);
+    let at = input.at();
+    let r = support::curl_full(&["-H", "Expect:", "--data-binary", &at, &format!("{}/echo", h.url())]);
+    assert_eq!(r.code, 200, "{}", r.stderr);
+    assert_eq!((r.body.len(), sha256_hex(&r.body)), (data.len(), sha256_hex(&data)));
+}
+
+#[test]
 fn output_streams_and_failures_map_to_502_and_504() {
     let app = start_app();
-    let h = Hopgate::start(&["gateway", "--listen", "127.0.0.1:0", "--to", &format!("scgi://{}", app.addr)]);
+    let h = gateway(&app);
+    let dir = tempfile::tempdir().unwrap();
+    let go = dir.path().join("go");
     let mut c = Raw::connect(h.addr);
-    let start = Instant::now();
-    c.send("GET /slow HTTP/1.1\r\nHost: x\r\n\r\n");
-    let mut got = Vec::new();
-    let mut first_at = None;
-    while !got.ends_with(b"0\r\n\r\n") {
-        let mut buf = [0u8; 4096];
-        let n = c.stream.read(&mut buf).unwrap();
-        assert!(n > 0 && start.elapsed() < Duration::from_secs(10));
-        got.extend_from_slice(&buf[..n]);
-        if first_at.is_none() && support::find(&got, b"first").is_some() {
-            first_at = Some(start.elapsed());
-        }
-    }
-    let first_at = first_at.unwrap();
-    assert!(first_at < Duration::from_millis(900) && start.elapsed() >= Duration::from_millis(900), "{first_at:?}");
+    c.send(format!("GET /slow?{} HTTP/1.1\r\nHost: x\r\n\r\n", go.display()));
+    // "first" arrives while the application waits for the test.
+    c.read_until(b"first\n");
+    std::fs::write(&go, "").unwrap();
+    let got = c.read_until(b"0\r\n\r\n");
+    assert!(got.contains("first\n") && got.contains("second\n") && !got.contains("gave-up"), "{got}");
 
-    // The app sleeps 1 s in /slow: only now a timeout of 1 s.
-    let h = Hopgate::start_config(&format!(
-        "access_log = \"off\"\n[[listener]]\nlisten = \"127.0.0.1:0\"\n[[listener.route]]\nto = \"scgi://{}\"\n\
-         script_timeout_secs = 1\n",
-        app.addr
-    ));
-    let get = |path: &str| exchange(h.addr, &format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"));
-    let r = get("/garbage");
+    // A timeout of 1 s for what follows.
+    let h = Hopgate::route_config(&format!("scgi://{}", app.addr), "script_timeout_secs = 1");
+    let get = |h: &Hopgate, path: &str| {
+        exchange(h.addr, &format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"))
+    };
+    let r = get(&h, "/garbage");
     assert_eq!(r.status, 502, "{}", r.text());
     let start = Instant::now();
-    let r = get("/hang");
+    let r = get(&h, "/hang");
     assert_eq!(r.status, 504, "{}", r.text());
     assert!(start.elapsed() < Duration::from_secs(5));
-    drop(app);
-    let r = get("/env");
+    // Nothing listens where the route points.
+    let closed = ClosedPort::new();
+    let down = Hopgate::route_config(&format!("scgi://{}", closed.addr), "script_timeout_secs = 1");
+    let r = get(&down, "/env");
     assert_eq!(r.status, 502, "app down: {}", r.text());
     assert!(r.text().starts_with("hopgate: 502"));
-    let (code, _, _) = curl(&[&format!("{}/env", h.url())]);
+    let (code, _, _) = curl(&[&format!("{}/env", down.url())]);
     assert_eq!(code, 502);
 }

@@ -8,8 +8,8 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
-use support::Hopgate;
 use support::origin;
+use support::{Hopgate, hex};
 
 const GIB: u64 = 1 << 30;
 const BLOCK: usize = 64 * 1024;
@@ -35,12 +35,8 @@ fn expected_hash(len: u64) -> String {
     hex(&h.finalize())
 }
 
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
 fn proxy() -> Hopgate {
-    Hopgate::start(&["proxy", "--listen", "127.0.0.1:0", "--allow-target", "127.0.0.0/8", "--access-log", "off"])
+    Hopgate::proxy(&["--access-log", "off"])
 }
 
 /// Warms the proxy up (pool, buffers, allocator) so the baseline RSS is a fair one.

@@ -14,15 +14,8 @@ use support::{Hopgate, Raw, bin};
 
 /// curl with `args`; returns (status, HTTP version, body, stderr).
 fn curl(args: &[&str]) -> (u16, String, String, String) {
-    let out = Command::new("curl")
-        .args(["-s", "-S", "--max-time", "20", "-o", "-", "-w", "\n%{http_code} %{http_version}"])
-        .args(args)
-        .output()
-        .expect("curl is installed (Debian package curl)");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, tail) = text.rsplit_once('\n').unwrap_or(("", &text));
-    let (code, version) = tail.split_once(' ').unwrap_or((tail, ""));
-    (code.parse().unwrap_or(0), version.to_string(), body.to_string(), String::from_utf8_lossy(&out.stderr).into())
+    let r = support::curl_full(args);
+    (r.code, r.version.clone(), r.text(), r.stderr)
 }
 
 /// `openssl s_client -connect ADDR ARGS` with stdin closed: (handshake succeeded, everything it printed).
@@ -46,21 +39,21 @@ fn subject(text: &str) -> String {
         .unwrap_or_else(|| panic!("no subject in s_client output:\n{text}"))
 }
 
-/// `hopgate gateway --listen https://127.0.0.1:0 --tls-cert --tls-key --to TO [extra...]`.
-fn https_gateway(pair: &Pair, to: &str, extra: &[&str]) -> Hopgate {
-    let mut args = vec![
-        "gateway",
-        "--listen",
-        "https://127.0.0.1:0",
-        "--tls-cert",
-        pair.cert(),
-        "--tls-key",
-        pair.key(),
-        "--to",
-        to,
-    ];
+/// `hopgate COMMAND --listen https://127.0.0.1:0 --tls-cert --tls-key [extra...]`.
+fn https_listener(command: &str, pair: &Pair, extra: &[&str]) -> Hopgate {
+    let mut args = vec![command, "--listen", "https://127.0.0.1:0", "--tls-cert", pair.cert(), "--tls-key", pair.key()];
     args.extend_from_slice(extra);
     Hopgate::start(&args)
+}
+
+/// `hopgate gateway --listen https://127.0.0.1:0 --tls-cert --tls-key --to TO [extra...]`.
+fn https_gateway(pair: &Pair, to: &str, extra: &[&str]) -> Hopgate {
+    https_listener("gateway", pair, &[&["--to", to], extra].concat())
+}
+
+/// `hopgate proxy --listen https://127.0.0.1:0 --tls-cert --tls-key --allow-target 127.0.0.0/8 [extra...]`.
+fn https_proxy(pair: &Pair, extra: &[&str]) -> Hopgate {
+    https_listener("proxy", pair, &[&["--allow-target", "127.0.0.0/8"], extra].concat())
 }
 
 /// curl to `url` resolving `name:PORT` to 127.0.0.1 and trusting the test CA, with `extra` arguments first.
@@ -202,17 +195,7 @@ fn https_proxy_relays_absolute_form_inside_tls() {
     let pki = Pki::new();
     let pair = pki.leaf("proxy", KeyType::EcdsaP256, &["localhost"]);
     let origin = Origin::fixed("through the https proxy\n");
-    let hg = Hopgate::start(&[
-        "proxy",
-        "--listen",
-        "https://127.0.0.1:0",
-        "--tls-cert",
-        pair.cert(),
-        "--tls-key",
-        pair.key(),
-        "--allow-target",
-        "127.0.0.0/8",
-    ]);
+    let hg = https_proxy(&pair, &[]);
     assert_eq!(hg.listening, vec![format!("https://{}", hg.addr)]);
     let proxy = format!("https://localhost:{}", hg.addr.port());
     let (code, version, body, err) = curl(&[
@@ -237,19 +220,7 @@ fn https_proxy_relays_absolute_form_inside_tls() {
     let reply = inside_tls(hg.addr.port(), &pki, &request);
     assert!(reply.starts_with("HTTP/1.1 502 Bad Gateway\r\n"), "{reply}");
     assert!(reply.contains("untrusted issuer"), "{reply}");
-    let trusting = Hopgate::start(&[
-        "proxy",
-        "--listen",
-        "https://127.0.0.1:0",
-        "--tls-cert",
-        pair.cert(),
-        "--tls-key",
-        pair.key(),
-        "--allow-target",
-        "127.0.0.0/8",
-        "--ca",
-        pki.ca.cert(),
-    ]);
+    let trusting = https_proxy(&pair, &["--ca", pki.ca.cert()]);
     let reply = inside_tls(trusting.addr.port(), &pki, &request);
     assert!(reply.starts_with("HTTP/1.1 200 OK\r\n"), "{reply}");
     assert!(reply.ends_with("\r\n\r\ntls inside tls"), "{reply}");
@@ -277,15 +248,7 @@ fn inside_tls(port: u16, pki: &Pki, request: &str) -> String {
 
 /// A gateway `--to https://localhost:PORT` trusting the test CA.
 fn gateway_to(origin: &TlsOrigin, pki: &Pki) -> Hopgate {
-    Hopgate::start(&[
-        "gateway",
-        "--listen",
-        "127.0.0.1:0",
-        "--to",
-        &format!("https://localhost:{}/base", origin.port()),
-        "--ca",
-        pki.ca.cert(),
-    ])
+    Hopgate::gateway(&format!("https://localhost:{}/base", origin.port()), &["--ca", pki.ca.cert()])
 }
 
 #[test]
@@ -320,12 +283,8 @@ fn origination_verifies_and_explains_failures() {
         let want = format!("hopgate: 502 Bad Gateway\nTLS to localhost:{} failed: {why}", origin.port());
         assert!(r.text().starts_with(&want), "{why}: {:?}", r.text());
         assert!(origin.seen.lock().unwrap().is_empty(), "{why}: no request reaches an unverified origin");
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while !hg.stderr_text().contains(why) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        assert!(hg.stderr_text().contains(&format!("502 Bad Gateway: TLS to localhost:{}", origin.port())), "logged");
-        assert!(hg.stderr_text().contains(why), "logged with the reason: {}", hg.stderr_text());
+        let log = hg.stderr_with(why, 1);
+        assert!(log.contains(&format!("502 Bad Gateway: TLS to localhost:{}", origin.port())), "logged: {log}");
     }
     // Self-signed with CN=localhost: on hosts whose system store holds a "CN=localhost" certificate (Debian's
     // ssl-cert snakeoil) webpki finds that anchor by name and the signature fails; elsewhere the issuer is unknown.
@@ -341,8 +300,7 @@ fn origination_verifies_and_explains_failures() {
     assert!(r.text().contains("notAfter is Sat, 01 Feb 2020 00:00:00 GMT"), "{}", r.text());
 
     // Without --ca the test CA is not trusted: no fallback.
-    let hg =
-        Hopgate::start(&["gateway", "--listen", "127.0.0.1:0", "--to", &format!("https://localhost:{}", good.port())]);
+    let hg = Hopgate::gateway(&format!("https://localhost:{}", good.port()), &[]);
     let r = support::exchange(hg.addr, "GET / HTTP/1.1\r\nHost: h\r\n\r\n");
     assert_eq!(r.status, 502);
     assert!(r.text().contains("untrusted issuer"), "{}", r.text());
@@ -352,15 +310,7 @@ fn origination_verifies_and_explains_failures() {
 fn origination_by_ip_checks_the_ip_san() {
     let pki = Pki::new();
     let origin = TlsOrigin::start(&pki.leaf("ip", KeyType::EcdsaP256, &["localhost"]), "by ip");
-    let hg = Hopgate::start(&[
-        "gateway",
-        "--listen",
-        "127.0.0.1:0",
-        "--to",
-        &format!("https://127.0.0.1:{}", origin.port()),
-        "--ca",
-        pki.ca.cert(),
-    ]);
+    let hg = Hopgate::gateway(&format!("https://127.0.0.1:{}", origin.port()), &["--ca", pki.ca.cert()]);
     let r = support::exchange(hg.addr, "GET / HTTP/1.1\r\nHost: h\r\n\r\n");
     assert_eq!((r.status, r.text().as_str()), (200, "by ip"));
     assert_eq!(origin.last().sni, None, "no SNI for an IP address (RFC 6066 §3)");
@@ -381,8 +331,7 @@ fn upstream_tls_connections_are_pooled() {
     assert!(origin.seen.lock().unwrap().iter().all(|s| s.conn == 0));
 
     // The forward proxy pools https:// targets the same way.
-    let proxy =
-        Hopgate::start(&["proxy", "--listen", "127.0.0.1:0", "--allow-target", "127.0.0.0/8", "--ca", pki.ca.cert()]);
+    let proxy = Hopgate::proxy(&["--ca", pki.ca.cert()]);
     let mut c = Raw::connect(proxy.addr);
     for i in 0..3 {
         c.send(format!(
@@ -403,13 +352,12 @@ fn forward_proxy_https_targets_are_verified_and_policed() {
     let pki = Pki::new();
     let origin = TlsOrigin::start(&pki.leaf("fwd", KeyType::EcdsaP256, &["localhost"]), "fwd");
     let req = format!("GET https://localhost:{p}/ HTTP/1.1\r\nHost: localhost:{p}\r\n\r\n", p = origin.port());
-    let trusting =
-        Hopgate::start(&["proxy", "--listen", "127.0.0.1:0", "--allow-target", "127.0.0.0/8", "--ca", pki.ca.cert()]);
+    let trusting = Hopgate::proxy(&["--ca", pki.ca.cert()]);
     let r = support::exchange(trusting.addr, &req);
     assert_eq!((r.status, r.text().as_str()), (200, "fwd"));
     assert_eq!(origin.last().sni.as_deref(), Some("localhost"));
 
-    let plain = Hopgate::start(&["proxy", "--listen", "127.0.0.1:0", "--allow-target", "127.0.0.0/8"]);
+    let plain = Hopgate::proxy(&[]);
     let r = support::exchange(plain.addr, &req);
     assert_eq!(r.status, 502);
     assert!(r.text().contains("untrusted issuer"), "{}", r.text());
@@ -494,11 +442,7 @@ fn stalled_handshakes_and_plain_http_affect_nobody_else() {
         "a half ClientHello is closed after the handshake timeout"
     );
     assert!(start.elapsed() >= Duration::from_millis(2900), "not before the timeout: {:?}", start.elapsed());
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while hg.stderr_text().matches("TLS handshake not finished within 3s").count() < 2 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let log = hg.stderr_text();
+    let log = hg.stderr_with("TLS handshake not finished within 3s", 2);
     assert_eq!(log.matches("TLS handshake not finished within 3s").count(), 2, "{log}");
     assert!(log.contains("plain HTTP sent to the TLS listener"), "{log}");
     assert_eq!(curl_to("localhost", &hg, &pki, &[], &url).0, 200, "still serving");
@@ -584,19 +528,7 @@ fn connect_inside_tls_to_the_https_proxy() {
     let pki = Pki::new();
     let pair = pki.leaf("proxy", KeyType::EcdsaP256, &["localhost"]);
     let origin = TlsOrigin::start(&pki.leaf("origin", KeyType::EcdsaP256, &["localhost"]), "tls in a tunnel in tls");
-    let hg = Hopgate::start(&[
-        "proxy",
-        "--listen",
-        "https://127.0.0.1:0",
-        "--tls-cert",
-        pair.cert(),
-        "--tls-key",
-        pair.key(),
-        "--allow-target",
-        "127.0.0.0/8",
-        "--connect-port",
-        &origin.port().to_string(),
-    ]);
+    let hg = https_proxy(&pair, &["--connect-port", &origin.port().to_string()]);
     // curl sends CONNECT localhost:PORT inside its TLS connection to the proxy, then its own TLS to the origin.
     let (code, _, body, err) = curl(&[
         "--proxy",
@@ -613,30 +545,15 @@ fn connect_inside_tls_to_the_https_proxy() {
     let seen = origin.last();
     assert_eq!(seen.target(), "/tunnelled");
     assert_eq!(seen.sni.as_deref(), Some("localhost"), "the client's own TLS reached the origin");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !hg.stdout_text().contains("CONNECT") && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    assert!(
-        hg.stdout_text().contains(&format!("\"CONNECT localhost:{} HTTP/1.1\" 200", origin.port())),
-        "{}",
-        hg.stdout_text()
-    );
+    let line = hg.stdout_line("CONNECT");
+    assert!(line.contains(&format!("\"CONNECT localhost:{} HTTP/1.1\" 200", origin.port())), "{line}");
 }
 
 #[test]
 fn https_targets_through_a_parent_go_in_a_connect_tunnel() {
     let pki = Pki::new();
     let origin = TlsOrigin::start(&pki.leaf("origin", KeyType::EcdsaP256, &["localhost"]), "via the parent");
-    let parent = Hopgate::start(&[
-        "proxy",
-        "--listen",
-        "127.0.0.1:0",
-        "--allow-target",
-        "127.0.0.0/8",
-        "--connect-port",
-        &origin.port().to_string(),
-    ]);
+    let parent = Hopgate::proxy(&["--connect-port", &origin.port().to_string()]);
     let child = Hopgate::start(&[
         "proxy",
         "--listen",
@@ -657,12 +574,14 @@ fn https_targets_through_a_parent_go_in_a_connect_tunnel() {
     assert_eq!(seen.sni.as_deref(), Some("localhost"), "TLS from the child, end to end");
     assert_eq!(seen.header("proxy-authorization"), None, "the parent's credentials stay with the parent");
     assert_eq!(origin.accepted(), 1, "the tunnelled TLS connection is pooled");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !parent.stdout_text().contains("CONNECT") && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    // The parent logs its CONNECT when the tunnel ends: the child's pooled connection keeps it open until the
+    // child goes away.
+    drop(c);
+    drop(child);
+    parent.stdout_line("CONNECT");
     let log = parent.stdout_text();
     assert_eq!(log.matches(&format!("\"CONNECT localhost:{} HTTP/1.1\" 200", origin.port())).count(), 1, "{log}");
+    assert_eq!(log.matches(" tunnel up=").count(), 1, "{log}");
     assert!(!log.contains("GET https://"), "the parent never sees the request itself: {log}");
 
     // Verification still applies inside the tunnel: without --ca the origin is refused.
@@ -680,17 +599,14 @@ fn https_targets_through_a_parent_go_in_a_connect_tunnel() {
 fn cgi_behind_an_https_listener_sees_https_on_over_http1_and_http2() {
     let pki = Pki::new();
     let pair = pki.leaf("cgi", KeyType::EcdsaP256, &["cgi.test"]);
-    let dir = tempfile::tempdir().unwrap();
-    let script = dir.path().join("env.sh");
-    std::fs::write(
-        &script,
+    let scripts = support::cgi::Scripts::new();
+    scripts.add(
+        "env.sh",
         "#!/bin/sh\nprintf 'Content-Type: text/plain\\n\\n'\n\
          for v in HTTPS SERVER_PROTOCOL SERVER_NAME SERVER_PORT HTTP_HOST REQUEST_URI; do\n\
          eval \"printf '%s=%s\\n' $v \\\"\\$$v\\\"\"\ndone\n",
-    )
-    .unwrap();
-    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let hg = https_gateway(&pair, &format!("cgi:{}", dir.path().display()), &[]);
+    );
+    let hg = https_gateway(&pair, &scripts.target(), &[]);
     assert_eq!(hg.listening[0], format!("https://{}", hg.addr));
     let port = hg.addr.port();
     let url = format!("https://cgi.test:{port}/env.sh?q=1");

@@ -1,29 +1,11 @@
 //! htpasswd files written by Apache's own `htpasswd` (Debian package apache2-utils).
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod support;
 
 use base64::Engine as _;
-use hopgate::http::htpasswd::Users;
+use hopgate::http::htpasswd::{Outcome, Users};
 use http::HeaderValue;
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("hopgate-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-/// `htpasswd -b [FLAGS] FILE USER PASS`; creates FILE on first use.
-fn htpasswd(file: &Path, flags: &[&str], user: &str, pass: &str) {
-    let mut cmd = Command::new("htpasswd");
-    if !file.exists() {
-        cmd.arg("-c");
-    }
-    let out = cmd.arg("-b").args(flags).arg(file).arg(user).arg(pass).output();
-    let out = out.unwrap_or_else(|e| panic!("htpasswd not runnable ({e}): apt-get install -y apache2-utils"));
-    assert!(out.status.success(), "htpasswd {flags:?}: {}", String::from_utf8_lossy(&out.stderr));
-}
+use support::peers::htpasswd;
 
 fn basic(user: &str, pass: &str) -> HeaderValue {
     let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
@@ -32,8 +14,8 @@ fn basic(user: &str, pass: &str) -> HeaderValue {
 
 #[tokio::test]
 async fn apache_htpasswd_formats_verify() {
-    let dir = temp_dir("htpasswd-ok");
-    let file = dir.join("users");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("users");
     htpasswd(&file, &["-B", "-C", "5"], "bcrypt", "b-pass:with:colons");
     htpasswd(&file, &["-s"], "sha", "s-pass");
     htpasswd(&file, &["-m"], "apr1", "m-pässword");
@@ -43,33 +25,31 @@ async fn apache_htpasswd_formats_verify() {
 
     let users = Users::load(&file).unwrap();
     assert_eq!(users.len(), 4);
+    let client = "127.0.0.1".parse().unwrap();
     for (user, pass) in [("bcrypt", "b-pass:with:colons"), ("sha", "s-pass"), ("apr1", "m-pässword"), ("empty", "")] {
-        assert!(users.check_basic(&basic(user, pass)).await, "{user} accepted");
-        assert!(users.check_basic(&basic(user, pass)).await, "{user} accepted twice (cache)");
-        assert!(!users.check_basic(&basic(user, "nope")).await, "{user} wrong password refused");
-        assert!(users.check_basic_blocking(&basic(user, pass)), "{user} blocking variant");
+        assert_eq!(users.check_basic(&basic(user, pass), client).await, Outcome::Accepted, "{user} accepted");
+        assert_eq!(users.check_basic(&basic(user, pass), client).await, Outcome::Accepted, "{user} twice (cache)");
+        assert_eq!(users.check_basic(&basic(user, "nope"), client).await, Outcome::Rejected, "{user} wrong password");
     }
-    assert!(!users.check_basic(&basic("nobody", "s-pass")).await);
-    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(users.check_basic(&basic("nobody", "s-pass"), client).await, Outcome::Rejected);
 }
 
 #[test]
 fn crypt_and_plain_entries_are_load_errors_with_line() {
-    let dir = temp_dir("htpasswd-bad");
-    let file = dir.join("users");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("users");
     htpasswd(&file, &["-s"], "fine", "x");
     htpasswd(&file, &["-d"], "des", "y"); // crypt(3) DES
     let err = Users::load(&file).unwrap_err();
     assert_eq!(err.line, 2, "{err}");
     assert!(err.to_string().starts_with(&format!("{}:2: user \"des\"", file.display())), "{err}");
 
-    let plain = dir.join("plain");
+    let plain = dir.path().join("plain");
     htpasswd(&plain, &["-p"], "plain", "secret");
     let err = Users::load(&plain).unwrap_err();
     assert_eq!(err.line, 1, "{err}");
 
-    let err = Users::load(&dir.join("missing")).unwrap_err();
+    let err = Users::load(&dir.path().join("missing")).unwrap_err();
     assert_eq!(err.line, 0);
     assert!(err.to_string().contains("cannot read"), "{err}");
-    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -1,6 +1,7 @@
 //! Heap held per idle tunnel, counted by a global allocator (this file is its own test binary,
-//! with a single test so nothing else allocates meanwhile). Prints the numbers and asserts the
-//! goal: at most 8 KiB of heap per idle tunnel for the pump.
+//! with a single test so nothing else allocates meanwhile). Prints the number and asserts the
+//! goal: at most 8 KiB of heap per idle tunnel for the pump. `bench/run E` measures the whole
+//! process per idle tunnel against Squid.
 //!
 //! `cargo test --release --test tunnel_mem -- --nocapture`
 
@@ -8,8 +9,11 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use support::wait_until_async;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+
+mod support;
 
 struct Counting;
 
@@ -53,14 +57,9 @@ async fn tcp_pair(listener: &TcpListener) -> (TcpStream, TcpStream) {
     (client.unwrap(), accepted.unwrap().0)
 }
 
-#[derive(Clone, Copy, Debug)]
-enum Pump {
-    Pipe,
-    CopyBidirectional8K,
-}
-
-/// Heap bytes per idle tunnel held by the pump's task (sockets already exist before it starts).
-async fn idle_heap_per_tunnel(pump: Pump) -> usize {
+/// Heap bytes per idle tunnel held by the pump's task (sockets already exist before it starts), once it is at most
+/// `goal`, or as it is after waiting 10 s for that.
+async fn idle_heap_per_tunnel(goal: usize) -> usize {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let mut ends = Vec::with_capacity(TUNNELS);
     let mut middles = Vec::with_capacity(TUNNELS);
@@ -71,15 +70,9 @@ async fn idle_heap_per_tunnel(pump: Pump) -> usize {
         middles.push((near, far));
     }
     let mut tasks = Vec::with_capacity(TUNNELS);
-    settle().await;
     let before = LIVE_BYTES.load(Ordering::Relaxed);
-    for (mut near, mut far) in middles {
-        tasks.push(tokio::spawn(async move {
-            match pump {
-                Pump::Pipe => drop(hopgate::tunnel::pump(near, far, IDLE).await),
-                Pump::CopyBidirectional8K => drop(tokio::io::copy_bidirectional(&mut near, &mut far).await),
-            }
-        }));
+    for (near, far) in middles {
+        tasks.push(tokio::spawn(async move { drop(hopgate::tunnel::pump(near, far, IDLE).await) }));
     }
     // Warm every tunnel both ways, then let it sit idle.
     let payload = vec![7u8; WARM_BYTES];
@@ -90,22 +83,16 @@ async fn idle_heap_per_tunnel(pump: Pump) -> usize {
         target.write_all(&payload).await.unwrap();
         client.read_exact(&mut buf).await.unwrap();
     }
-    settle().await;
-    let after = LIVE_BYTES.load(Ordering::Relaxed);
-    assert!(tasks.iter().all(|t| !t.is_finished()), "{pump:?}: tunnels still open");
+    // The last bytes have arrived; the pumps may still be finishing their turn before they wait on their sockets.
+    let per_tunnel = || LIVE_BYTES.load(Ordering::Relaxed).saturating_sub(before) / TUNNELS;
+    wait_until_async(Duration::from_secs(10), || per_tunnel() <= goal).await;
+    let held = per_tunnel();
+    assert!(tasks.iter().all(|t| !t.is_finished()), "tunnels still open");
     drop(ends);
     for task in tasks {
         tokio::time::timeout(Duration::from_secs(30), task).await.unwrap().unwrap();
     }
-    (after.saturating_sub(before)) / TUNNELS
-}
-
-/// Lets every task run until it waits on its sockets.
-async fn settle() {
-    for _ in 0..20 {
-        tokio::task::yield_now().await;
-    }
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    held
 }
 
 fn rss_kib() -> usize {
@@ -120,14 +107,12 @@ async fn idle_tunnel_holds_no_buffer() {
     let (b, _b) = tokio::io::duplex(1);
     let future_bytes = std::mem::size_of_val(&hopgate::tunnel::pump(a, b, IDLE));
     let rss_start = rss_kib();
-    let pipe = idle_heap_per_tunnel(Pump::Pipe).await;
+    let pipe = idle_heap_per_tunnel(MAX_IDLE_HEAP_BYTES).await;
     let rss_pipe = rss_kib();
-    let copy = idle_heap_per_tunnel(Pump::CopyBidirectional8K).await;
     eprintln!(
-        "heap per idle tunnel ({TUNNELS} tunnels, {WARM_BYTES} bytes each way first):\n\
-         \x20 tunnel::pump                  {pipe:6} bytes (pump future over DuplexStreams: {future_bytes} bytes)\n\
-         \x20 tokio copy_bidirectional 8K   {copy:6} bytes\n\
-         process RSS {rss_start} KiB -> {rss_pipe} KiB (incl. the 4 sockets per tunnel of this test)"
+        "heap per idle tunnel ({TUNNELS} tunnels, {WARM_BYTES} bytes each way first): tunnel::pump {pipe} bytes \
+         (the pump future over DuplexStreams: {future_bytes} bytes); process RSS {rss_start} KiB -> {rss_pipe} KiB \
+         (incl. the 4 sockets per tunnel of this test)"
     );
     assert!(pipe <= MAX_IDLE_HEAP_BYTES, "{pipe} bytes per idle tunnel");
 }

@@ -3,7 +3,8 @@
 //! target policy, loop check; through a parent: a CONNECT carrying Via) and `200 Connection Established` is
 //! answered only once it is connected; otherwise 400/403/502/504/508. Bytes the client sent before reading the 200
 //! stay in hyper's upgrade buffer and reach the target. Each direction half-closes on its own
-//! (tunnel::pipe); a tunnel idle for `tunnel_idle_secs` is closed; at most `max_tunnels` are open at once (503).
+//! (tunnel::pump); a tunnel idle for `tunnel_idle_secs` is closed; at most `max_tunnels` are open at once (503).
+//! The request's access-log line is written when the tunnel ends, with its bytes each way (tunnel::report).
 //! Does not: look inside the stream, or retry.
 
 use std::net::SocketAddr;
@@ -19,7 +20,7 @@ use super::Ctx;
 use crate::config;
 use crate::error::{Error, Kind};
 use crate::http::{Body, via_names};
-use crate::tunnel::pipe;
+use crate::tunnel;
 use crate::upstream::{Dialer, ParentProxy, UpstreamAddr, display_target};
 
 /// The forward proxy's CONNECT room: which ports may be reached, how, and how many tunnels may be open.
@@ -84,27 +85,29 @@ pub async fn serve(mut req: Request<Incoming>, ctx: &Ctx<'_>, tunnels: &Tunnels)
     let on_upgrade = hyper::upgrade::on(&mut req);
     let idle = ctx.hop.timeouts.tunnel_idle;
     let client = ctx.client;
+    let (report, watch) = tunnel::report(None);
     ctx.tasks.spawn(async move {
         let _permit = permit;
         let near = match on_upgrade.await {
             Ok(up) => TokioIo::new(up),
             Err(e) => {
                 tracing::debug!(%client, %target, "tunnel not established: {e}");
+                report.not_established();
                 return;
             }
         };
-        let result = match far {
-            Far::Direct(tcp) => pipe(near, tcp, idle).await,
-            Far::Parent(up) => pipe(near, up, idle).await,
+        let outcome = match far {
+            Far::Direct(tcp) => report.pump(near, tcp, idle).await,
+            Far::Parent(up) => report.pump(near, up, idle).await,
         };
-        match result {
-            Ok((up, down)) => tracing::debug!(%client, %target, up, down, "tunnel closed"),
-            Err(e) => tracing::debug!(%client, %target, "tunnel ended: {e}"),
-        }
+        let (up, down) = (outcome.a_to_b, outcome.b_to_a);
+        tracing::debug!(%client, %target, up, down, "tunnel ended: {:?}", outcome.ended);
+        report.outcome(&outcome);
     });
     let mut resp = Response::new(Body::empty());
     resp.extensions_mut().insert(ReasonPhrase::from_static(b"Connection Established"));
     resp.extensions_mut().insert(UpstreamAddr(addr));
+    resp.extensions_mut().insert(watch);
     Ok(resp)
 }
 

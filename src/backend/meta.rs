@@ -119,6 +119,7 @@ const HOP_BY_HOP: &[&str] = &[
     "trailer",
     "transfer-encoding",
     "upgrade",
+    "http2-settings",
     "proxy-authenticate",
     "proxy-authorization",
 ];

@@ -2,16 +2,25 @@
 //! as a forward proxy (absolute-form `http://` and `https://` targets, RFC 9110 §7.6, RFC 9112 §3.2.2) and as a
 //! gateway (`--to http(s)://HOST:PORT[/base]`, a reverse proxy). `https://` upstreams: upstream/tls.rs.
 //!
-//! The order of steps is the design: loop check -> Max-Forwards -> strip hop-by-hop -> Host, Via (and
-//! Forwarded for gateways) -> send with the response-head timeout -> strip the response -> Via -> stream.
+//! The order of steps is the design: loop check -> Max-Forwards -> strip hop-by-hop, then Host, Via (and
+//! Forwarded for gateways), in that order in one place (`http::forward_request_head`) -> send with the
+//! response-head timeout -> strip the response, then Via (`http::forward_response_head`) -> stream.
 //! Bodies are never buffered: hyper's `Incoming` goes straight through in both directions, with back-pressure.
+//! Upgrades (http::upgrade): only the protocols on the `upgrades` list are re-offered upstream, and a 101 must
+//! switch to one of them; the upgraded connections become a tunnel, logged when it ends.
 //! Does not: cache, retry requests that reached the origin, or rewrite bodies.
 
 use std::error::Error as _;
 use std::fmt::Write as _;
+use std::future::Future;
 use std::path::Path;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
+
+use futures_util::task::AtomicWaker;
 
 use http::header::{self, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
@@ -22,13 +31,22 @@ use hyper::body::Incoming;
 use super::Ctx;
 use crate::config::{self, HttpTarget};
 use crate::error::{Error, Kind, Side, StartupError};
-use crate::http::{Body, MaxForwards, append_via, hop, is_sensitive, max_forwards, set_forwarded, via_names};
+use crate::http::upgrade::{self, Allowed};
+use crate::http::{
+    Body, ForwardedFor, MaxForwards, OwnFields, append_via, forward_request_head, forward_response_head, hop,
+    is_sensitive, max_forwards, via_names,
+};
 use crate::upstream::tls::Origination;
 use crate::upstream::{Dialer, HttpClient, Outbound, ParentProxy, SendError, gateway_client, http_client};
 
 /// How long a request with `Expect: 100-continue` waits for the upstream's `100 Continue` before its body is
 /// read anyway (and hyper sends the client a 100 itself): curl's own wait.
 pub const EXPECT_CONTINUE_WAIT_MILLIS: u64 = 1000;
+
+/// More informational (1xx) responses than this to one request make it a 502 and close the upstream connection:
+/// an origin that sends them without end would otherwise keep hopgate reading for the whole response-head time.
+/// Go's HTTP client allows 5; a 100 (Continue), 102 (Processing) or 103 (Early Hints) come once or a few times.
+pub const MAX_INFORMATIONAL: u32 = 10;
 
 /// A gateway route's upstream: `http(s)://authority[/base]`.
 pub struct Gateway {
@@ -39,13 +57,16 @@ pub struct Gateway {
     base: String,
     /// The route's path prefix on hopgate, stripped before `base` is prepended ("/" strips nothing).
     prefix: String,
+    /// The protocols requests may upgrade to (the route's `upgrades`, else the listener's).
+    upgrades: Allowed,
 }
 
 impl Gateway {
     /// The relay room of a `http://` or `https://` route under `prefix`: a pool of connections to its one
     /// upstream, dialled without target policy (the operator chose it) but with the loop check; `https://`
-    /// verified against the system roots plus the route's `ca`.
-    pub fn new(t: &HttpTarget, prefix: &str, out: &Outbound) -> Result<Gateway, StartupError> {
+    /// verified against the system roots plus the route's `ca`. `upgrades`: the listener's list, for a route
+    /// without its own.
+    pub fn new(t: &HttpTarget, prefix: &str, upgrades: &Allowed, out: &Outbound) -> Result<Gateway, StartupError> {
         let timeouts = out.timeouts;
         let origination = if t.tls { Some(Origination::new(t.ca.as_deref(), timeouts.connect)?) } else { None };
         let authority: Authority = t
@@ -56,7 +77,8 @@ impl Gateway {
         let scheme = if t.tls { Scheme::HTTPS } else { Scheme::HTTP };
         let max_idle = config::DEFAULT_POOL_MAX_IDLE_PER_HOST;
         let client = gateway_client(out.dialer(None), origination, &scheme, &authority, timeouts.pool_idle, max_idle);
-        Ok(Gateway { client, scheme, authority, base: t.base.clone(), prefix: prefix.to_owned() })
+        let upgrades = t.upgrades.clone().unwrap_or_else(|| upgrades.clone());
+        Ok(Gateway { client, scheme, authority, base: t.base.clone(), prefix: prefix.to_owned(), upgrades })
     }
 }
 
@@ -64,6 +86,8 @@ impl Gateway {
 pub struct Forward {
     client: HttpClient,
     parent: Option<Arc<ParentProxy>>,
+    /// The protocols relayed requests may upgrade to (the listener's `upgrades`).
+    upgrades: Allowed,
 }
 
 impl Forward {
@@ -73,13 +97,14 @@ impl Forward {
         ca: Option<&Path>,
         dialer: Dialer,
         parent: Option<Arc<ParentProxy>>,
+        upgrades: Allowed,
         out: &Outbound,
     ) -> Result<Forward, StartupError> {
         let t = out.timeouts;
         let tls = Origination::new(ca, t.connect)?;
         let client =
             http_client(dialer, parent.clone(), Some(tls), t.pool_idle, config::DEFAULT_POOL_MAX_IDLE_PER_HOST);
-        Ok(Forward { client, parent })
+        Ok(Forward { client, parent, upgrades })
     }
 }
 
@@ -117,13 +142,13 @@ pub async fn forward(mut req: Request<Incoming>, ctx: &Ctx<'_>, proxy: &Forward)
         .build()
         .map_err(|_| Error::bad_request("invalid request target"))?;
     // RFC 9112 §3.2.2: a proxy replaces Host with the target URI's authority.
-    let host_value = HeaderValue::from_str(authority.as_str()).map_err(|_| Error::bad_request("invalid host"))?;
-    req.headers_mut().insert(header::HOST, host_value);
+    let host = HeaderValue::from_str(authority.as_str()).map_err(|_| Error::bad_request("invalid host"))?;
+    let own = OwnFields { host, version: req.version(), via_name: &ctx.hop.via_name, forwarded: None };
     // https:// through a parent goes inside a CONNECT tunnel (upstream::Connector): the parent's credentials
     // belong to the CONNECT, never to a request the origin reads.
     let to_parent = uri.scheme() != Some(&Scheme::HTTPS);
     let parent_auth = proxy.parent.as_ref().filter(|_| to_parent).and_then(|p| p.auth.clone());
-    let resp = send(req, ctx, &proxy.client, None, parent_auth).await?;
+    let resp = send(req, ctx, &proxy.client, own, &proxy.upgrades, None, parent_auth).await?;
     if let Some(parent) = &proxy.parent
         && to_parent
         && resp.status() == http::StatusCode::PROXY_AUTHENTICATION_REQUIRED
@@ -167,27 +192,28 @@ pub async fn gateway(mut req: Request<Incoming>, ctx: &Ctx<'_>, gw: &Gateway) ->
         mapped.push('?');
         mapped.push_str(q);
     }
-    let public_host = req
-        .headers()
-        .get(header::HOST)
-        .cloned()
-        .or_else(|| req.uri().authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
+    // The authority the client addressed: route::settle_host made the Host field say it (the absolute-form
+    // target's or HTTP/2's `:authority` when there is one), and the route was picked by it.
+    let public_host = req.headers().get(header::HOST).cloned();
     *req.uri_mut() = Uri::builder()
         .scheme(gw.scheme.clone())
         .authority(gw.authority.clone())
         .path_and_query(mapped)
         .build()
         .map_err(|_| Error::bad_request("invalid request path"))?;
-    // The client's Host is passed on: the origin sees the name the client used.
-    match &public_host {
-        Some(h) => req.headers_mut().insert(header::HOST, h.clone()),
-        None => req.headers_mut().insert(
-            header::HOST,
-            HeaderValue::from_str(gw.authority.as_str()).map_err(|_| Error::bad_request("invalid host"))?,
-        ),
+    // The client's Host is passed on: the origin sees the name the client used (an HTTP/1.0 client may send
+    // none: then the upstream's own).
+    let host = match &public_host {
+        Some(h) => h.clone(),
+        None => HeaderValue::from_str(gw.authority.as_str()).map_err(|_| Error::bad_request("invalid host"))?,
     };
     let proto = if ctx.hop.tls { "https" } else { "http" };
-    set_forwarded(req.headers_mut(), ctx.client, proto, public_host.as_ref());
+    let own = OwnFields {
+        host,
+        version: req.version(),
+        via_name: &ctx.hop.via_name,
+        forwarded: Some(ForwardedFor { client: ctx.client, proto, host: public_host.as_ref() }),
+    };
     // Built only for a response that has a Location field: most have none.
     let rewrite = || {
         public_host.as_ref().and_then(|h| h.to_str().ok()).map(|h| LocationRewrite {
@@ -196,7 +222,7 @@ pub async fn gateway(mut req: Request<Incoming>, ctx: &Ctx<'_>, gw: &Gateway) ->
             public: format!("{proto}://{h}{}", if gw.prefix == "/" { "" } else { gw.prefix.as_str() }),
         })
     };
-    send(req, ctx, &gw.client, Some(&rewrite), None).await
+    send(req, ctx, &gw.client, own, &gw.upgrades, Some(&rewrite), None).await
 }
 
 /// A `.` or `..` segment (RFC 3986 §3.3), also percent-encoded (`%2e%2e`, §2.3) or with a `;` parameter
@@ -267,31 +293,48 @@ fn upstream_origins(scheme: &Scheme, authority: &Authority) -> Vec<String> {
     out
 }
 
-/// Strips, adds Via, sends with the response-head timeout, and prepares the response for the client.
+/// Strips, writes hopgate's own fields (`own`), sends with the response-head timeout, and prepares the response
+/// for the client.
 async fn send(
     mut req: Request<Incoming>,
     ctx: &Ctx<'_>,
     client: &HttpClient,
+    own: OwnFields<'_>,
+    upgrades: &Allowed,
     rewrite: Option<&(dyn Fn() -> Option<LocationRewrite> + Sync)>,
     parent_auth: Option<HeaderValue>,
 ) -> Result<Response<Body>, Error> {
     let target = req.uri().clone();
     let name = &ctx.hop.via_name;
-    let stripped = hop::strip(req.headers_mut());
+    let version = req.version();
+    let stripped = forward_request_head(req.headers_mut(), own);
     if let Some(auth) = parent_auth {
         // The parent proxy's own credentials, for its hop only.
         req.headers_mut().insert(header::PROXY_AUTHORIZATION, auth);
     }
-    let version = req.version();
-    append_via(req.headers_mut(), version, name);
-    // RFC 9110 §7.8: an upgrade is hop-by-hop, so hopgate re-offers it on its own hop (HTTP/1.1 only).
-    let client_upgrade = match &stripped.upgrade {
-        Some(proto) if req.version() == Version::HTTP_11 => {
+    // A body of unknown length (the client sent it chunked, or as HTTP/2 DATA without a length) goes up chunked:
+    // hyper's client sends a GET, HEAD or CONNECT that does not say so with no body at all (it assumes such a
+    // method has none), and the body would be lost. A body with a length keeps its Content-Length.
+    if !req.body().is_end_stream()
+        && req.body().size_hint().exact().is_none()
+        && !req.headers().contains_key(header::CONTENT_LENGTH)
+    {
+        req.headers_mut().insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+    }
+    // RFC 9110 §7.8: an upgrade is hop-by-hop, so hopgate re-offers it on its own hop (HTTP/1.1 only), and only
+    // the protocols on the list: with none left the request goes on as an ordinary one (Upgrade, Connection and
+    // what it named are gone already).
+    let offer = match &stripped.upgrade {
+        Some(offer) if req.version() == Version::HTTP_11 => upgrades.filter(offer),
+        _ => None,
+    };
+    let client_upgrade = match &offer {
+        Some(offer) => {
             req.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-            req.headers_mut().insert(header::UPGRADE, proto.clone());
+            req.headers_mut().insert(header::UPGRADE, offer.clone());
             Some(hyper::upgrade::on(&mut req))
         }
-        _ => None,
+        None => None,
     };
     // RFC 9110 §10.1.1: a 100-continue expectation in an HTTP/1.0 request is to be ignored; forwarded in an
     // HTTP/1.1 request it would mean something the client never asked.
@@ -304,21 +347,25 @@ async fn send(
     // is held back, so hyper does not promise it, until the upstream sends its 100, or says nothing for a
     // moment (an HTTP/1.0 upstream never will). An upstream that answers 417 or 401 at once is answered as is,
     // and the client never sends its body.
-    let continue_gate = match expects_continue && version == Version::HTTP_11 {
+    let (continue_tx, continue_gate) = match expects_continue && version == Version::HTTP_11 {
         true => {
             let (tx, rx) = tokio::sync::oneshot::channel();
-            let tx = std::sync::Mutex::new(Some(tx));
-            hyper::ext::on_informational(&mut req, move |res| {
-                if res.status() == StatusCode::CONTINUE
-                    && let Some(tx) = tx.lock().ok().and_then(|mut t| t.take())
-                {
-                    let _ = tx.send(());
-                }
-            });
-            Some(rx)
+            (Some(tx), Some(rx))
         }
-        false => None,
+        false => (None, None),
     };
+    // Every 1xx is counted; one too many ends the exchange (MAX_INFORMATIONAL).
+    let informational = Arc::new(Informational::default());
+    let counter = informational.clone();
+    let on_continue = std::sync::Mutex::new(continue_tx);
+    hyper::ext::on_informational(&mut req, move |res| {
+        counter.seen();
+        if res.status() == StatusCode::CONTINUE
+            && let Some(tx) = on_continue.lock().ok().and_then(|mut t| t.take())
+        {
+            let _ = tx.send(());
+        }
+    });
     *req.version_mut() = Version::HTTP_11;
     let (parts, body) = req.into_parts();
     // The response-head timeout starts once the request body is sent: a long upload is not a slow origin. A
@@ -338,7 +385,8 @@ async fn send(
             format!("no response head from {} within {:?}", display_authority(&target), timeout),
         )
     };
-    let response = client.request(req);
+    // Dropping the request on a flood of 1xx drops hyper's response receiver: hyper then closes the connection.
+    let response = UntilFlood { inner: client.request(req), informational };
     tokio::pin!(response);
     let waited = match watch {
         None => tokio::time::timeout(timeout, response).await.map_err(|_| head_timeout()),
@@ -352,41 +400,69 @@ async fn send(
         },
     };
     let mut resp = match waited {
-        Ok(Ok(r)) => r,
-        Ok(Err(e)) => return Err(client_error(e, &target)),
+        Ok(Ok(Ok(r))) => r,
+        Ok(Ok(Err(e))) => return Err(client_error(e, &target)),
+        Ok(Err(Flooded)) => {
+            return Err(Error::upstream(
+                Kind::UpstreamProtocol,
+                format!(
+                    "{} sent more than {MAX_INFORMATIONAL} informational (1xx) responses to one request",
+                    display_authority(&target)
+                ),
+            ));
+        }
         Err(e) => return Err(e),
     };
 
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-        let Some(client_upgrade) = client_upgrade else {
-            return Err(Error::upstream(Kind::UpstreamProtocol, "upstream switched protocols without being asked"));
+        let (Some(client_upgrade), Some(offer)) = (client_upgrade, offer) else {
+            return Err(Error::upstream(
+                Kind::UpstreamProtocol,
+                format!("{} switched protocols without being asked", display_authority(&target)),
+            ));
         };
+        // Returning here drops the response and with it the upstream connection: it is never piped.
         let proto = resp.headers().get(header::UPGRADE).cloned();
+        let switched = upgrade::check_switch(&offer, proto.as_ref())
+            .map_err(|why| Error::upstream(Kind::UpstreamProtocol, format!("{} {why}", display_authority(&target))))?;
         let upstream_upgrade = hyper::upgrade::on(&mut resp);
         let idle = ctx.hop.timeouts.tunnel_idle;
+        let (report, watch) = crate::tunnel::report(Some(switched));
+        let client = ctx.client;
         ctx.tasks.spawn(async move {
             match tokio::try_join!(client_upgrade, upstream_upgrade) {
                 Ok((c, u)) => {
                     let c = hyper_util::rt::TokioIo::new(c);
                     let u = hyper_util::rt::TokioIo::new(u);
-                    let _ = crate::tunnel::pipe(c, u, idle).await;
+                    let outcome = report.pump(c, u, idle).await;
+                    let (up, down) = (outcome.a_to_b, outcome.b_to_a);
+                    tracing::debug!(%client, up, down, "upgraded connection ended: {:?}", outcome.ended);
+                    report.outcome(&outcome);
                 }
-                Err(e) => tracing::debug!("upgrade failed: {e}"),
+                Err(e) => {
+                    tracing::debug!(%client, "upgrade failed: {e}");
+                    report.not_established();
+                }
             }
         });
         let (mut parts, _) = resp.into_parts();
-        hop::strip(&mut parts.headers);
+        forward_response_head(&mut parts.headers, parts.version, name);
         if let Some(p) = proto {
             parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
             parts.headers.insert(header::UPGRADE, p);
         }
-        append_via(&mut parts.headers, parts.version, name);
+        parts.extensions.insert(watch);
         return Ok(Response::from_parts(parts, Body::empty()));
     }
 
     let (mut parts, body) = resp.into_parts();
     let codings = hop::transfer_codings(&parts.headers);
-    hop::strip(&mut parts.headers);
+    forward_response_head(&mut parts.headers, parts.version, name);
+    if codings.is_none() {
+        // hyper accepts a list of equal lengths (`Content-Length: 5, 5`, or the field twice) and checks it for a
+        // response with a body; the client is sent the one value.
+        hop::one_content_length(&mut parts.headers);
+    }
     if let Some(codings) = codings {
         // RFC 9112 §6.3: Transfer-Encoding overrides Content-Length, and an intermediary removes the latter
         // before forwarding: kept, it would frame the decoded body with a length it does not have.
@@ -408,7 +484,6 @@ async fn send(
             parts.headers.insert(header::TRANSFER_ENCODING, other);
         }
     }
-    append_via(&mut parts.headers, parts.version, name);
     if parts.headers.contains_key(header::LOCATION)
         && let Some(rw) = rewrite.and_then(|make| make())
     {
@@ -424,6 +499,59 @@ async fn send(
         crate::http::watch(body, timeout, "the response body from the upstream").0
     };
     Ok(Response::from_parts(parts, body))
+}
+
+/// How many informational responses one request has had, shared by hyper's 1xx callback and the request
+/// waiting for its response ([`UntilFlood`]), which the callback wakes when there are too many.
+#[derive(Default)]
+struct Informational {
+    seen: AtomicU32,
+    waiting: AtomicWaker,
+}
+
+impl Informational {
+    fn seen(&self) {
+        if self.seen.fetch_add(1, Ordering::AcqRel) == MAX_INFORMATIONAL {
+            self.waiting.wake();
+        }
+    }
+
+    fn flooded(&self) -> bool {
+        self.seen.load(Ordering::Acquire) > MAX_INFORMATIONAL
+    }
+}
+
+/// The upstream sent more than [`MAX_INFORMATIONAL`] 1xx responses.
+struct Flooded;
+
+pin_project_lite::pin_project! {
+    /// A response future that ends early, with [`Flooded`], once its request has had too many 1xx responses.
+    /// (Hand-made rather than a `select!`: it is on every relayed request, and a 1xx-free one costs a load.)
+    struct UntilFlood<F> {
+        #[pin]
+        inner: F,
+        informational: Arc<Informational>,
+    }
+}
+
+impl<F: Future> Future for UntilFlood<F> {
+    type Output = Result<F::Output, Flooded>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if let Poll::Ready(r) = this.inner.poll(cx) {
+            return Poll::Ready(Ok(r));
+        }
+        if this.informational.flooded() {
+            return Poll::Ready(Err(Flooded));
+        }
+        this.informational.waiting.register(cx.waker());
+        // A flood counted between the first look and the registration has woken nobody.
+        match this.informational.flooded() {
+            true => Poll::Ready(Err(Flooded)),
+            false => Poll::Pending,
+        }
+    }
 }
 
 fn rewrite_location(headers: &mut http::HeaderMap, rw: &LocationRewrite) {

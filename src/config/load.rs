@@ -109,6 +109,8 @@ struct RawLimits {
     max_uri_bytes: Option<Spanned<usize>>,
     max_headers: Option<Spanned<usize>>,
     max_connections: Option<Spanned<usize>>,
+    auth_max_verifying: Option<Spanned<usize>>,
+    auth_max_queued: Option<Spanned<usize>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -133,6 +135,7 @@ struct RawListener {
     #[serde(default)]
     route: Vec<Spanned<RawRoute>>,
     via_name: Option<Spanned<String>>,
+    upgrades: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 #[derive(Deserialize)]
@@ -168,6 +171,7 @@ struct RawRoute {
     max_scripts: Option<Spanned<usize>>,
     split_path: Option<Spanned<String>>,
     pass_authorization: Option<Spanned<bool>>,
+    upgrades: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 struct Ctx<'a> {
@@ -219,6 +223,12 @@ impl Ctx<'_> {
             max_uri_bytes: self.positive(&raw.limits.max_uri_bytes, "max_uri_bytes", DEFAULT_MAX_URI_BYTES)?,
             max_headers: self.positive(&raw.limits.max_headers, "max_headers", DEFAULT_MAX_HEADERS)?,
             max_connections: self.positive(&raw.limits.max_connections, "max_connections", DEFAULT_MAX_CONNECTIONS)?,
+            auth_max_verifying: self.positive(
+                &raw.limits.auth_max_verifying,
+                "auth_max_verifying",
+                default_auth_max_verifying(),
+            )?,
+            auth_max_queued: self.positive(&raw.limits.auth_max_queued, "auth_max_queued", DEFAULT_AUTH_MAX_QUEUED)?,
         };
         if let Some(h) = &raw.limits.max_head_bytes
             && *h.get_ref() < 1024
@@ -250,6 +260,12 @@ impl Ctx<'_> {
         {
             // hyper allocates room for this many fields per request head.
             return Err(self.err(h.span(), format!("max_headers must be at most {MAX_HEADERS_LIMIT}")));
+        }
+        if let Some(v) = &raw.limits.auth_max_verifying
+            && *v.get_ref() > MAX_AUTH_VERIFYING_LIMIT
+        {
+            // One thread each, all started at the first check.
+            return Err(self.err(v.span(), format!("auth_max_verifying must be at most {MAX_AUTH_VERIFYING_LIMIT}")));
         }
         let mut listeners: Vec<Listener> = Vec::new();
         for l in raw.listener {
@@ -331,8 +347,31 @@ impl Ctx<'_> {
                 ));
             }
         }
+        let upgrades = match &l.upgrades {
+            Some(list) => self.upgrades(list.get_ref())?,
+            None => Upgrades::default(),
+        };
         let at = Some(self.at(l.listen.span()));
-        Ok(Listener { listen, certs, proxy, routes, via_name: l.via_name.map(|v| v.into_inner()), at })
+        Ok(Listener { listen, certs, proxy, routes, via_name: l.via_name.map(|v| v.into_inner()), at, upgrades })
+    }
+
+    /// An `upgrades` list: protocol tokens (`name` or `name/version`), never h2c, h2 or HTTP.
+    fn upgrades(&self, list: &[Spanned<String>]) -> Result<Upgrades, ConfigError> {
+        let mut out = Vec::new();
+        for item in list {
+            let text = item.get_ref();
+            let Some(p) = UpgradeProtocol::parse(text) else {
+                return Err(self.err(
+                    item.span(),
+                    format!("upgrades: {text:?} is not a protocol token (NAME or NAME/VERSION, such as \"websocket\")"),
+                ));
+            };
+            if let Some(why) = p.never_allowed() {
+                return Err(self.err(item.span(), format!("upgrades: {why}")));
+            }
+            out.push(p);
+        }
+        Ok(Upgrades::new(out))
     }
 
     fn proxy(&self, p: RawProxy) -> Result<Proxy, ConfigError> {
@@ -359,9 +398,11 @@ impl Ctx<'_> {
         let mut route = Route::new(r.to.into_inner().0);
         route.at = Some(self.at(to_span.clone()));
         if let Some(h) = &r.host {
-            let host = h.get_ref().to_ascii_lowercase();
-            if host.is_empty() || host.contains(['/', ' ', ':']) {
-                return Err(self.err(h.span(), format!("host {host:?}: a bare host name without port is expected")));
+            let given = h.get_ref();
+            // Requests are matched by host_key too: lowercase, one trailing dot (the root label) removed.
+            let host = host_key(given);
+            if host.is_empty() || host.ends_with('.') || host.contains(['/', ' ', ':', '[', ']', '@']) {
+                return Err(self.err(h.span(), format!("host {given:?}: a bare host name without port is expected")));
             }
             route.host = Some(host);
         }
@@ -412,6 +453,10 @@ impl Ctx<'_> {
         }
         if let Some(v) = &r.pass_authorization {
             add(v.span(), TargetOption::PassAuthorization(*v.get_ref()));
+        }
+        if let Some(v) = &r.upgrades {
+            let list = self.upgrades(v.get_ref())?;
+            add(v.span(), TargetOption::Upgrades(list));
         }
         options.sort_by_key(|(span, _)| span.start);
         for (span, option) in options {
@@ -466,6 +511,23 @@ mod tests {
     }
 
     #[test]
+    fn route_hosts_compare_as_requests_do() {
+        let route = |host: &str| {
+            load(&format!(
+                "[[listener]]\nlisten = \":1\"\n[[listener.route]]\nto = \"http://127.0.0.1:1\"\nhost = \"{host}\"\n"
+            ))
+        };
+        for (given, kept) in [("A.Example", "a.example"), ("a.example.", "a.example")] {
+            assert_eq!(route(given).unwrap().listeners[0].routes[0].host.as_deref(), Some(kept), "{given}");
+        }
+        for bad in ["a.example..", ".", "a.example:80", "[::1]", "u@a.example", ""] {
+            let e = route(bad).unwrap_err();
+            assert_eq!(e.line(), 5, "{bad}: {e}");
+            assert!(e.message.contains("a bare host name"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
     fn errors_name_the_line() {
         let e = load("drain_secs = 1\n\n[[listener]]\nlisten = \"nope\"\n[listener.proxy]\n").unwrap_err();
         assert_eq!(e.line(), 4, "{e}");
@@ -505,6 +567,30 @@ mod tests {
         let e =
             load("[limits]\nmax_headers = 100000000\n[[listener]]\nlisten = \":0\"\n[listener.proxy]\n").unwrap_err();
         assert_eq!(e.line(), 2, "{e}");
+    }
+
+    #[test]
+    fn upgrades_lists() {
+        let c = load("[[listener]]\nlisten = \":1\"\n[listener.proxy]\n").unwrap();
+        assert_eq!(c.listeners[0].upgrades, Upgrades::default());
+        let c = load(
+            "[[listener]]\nlisten = \":1\"\nupgrades = []\n[[listener.route]]\nto = \"http://a:1\"\n\
+             upgrades = [\"WebSocket\", \"foo/1\"]\n[[listener.route]]\npath = \"/b\"\nto = \"http://b:1\"\n",
+        )
+        .unwrap();
+        let l = &c.listeners[0];
+        assert!(l.upgrades.protocols().is_empty());
+        let upgrades = |path: &str| match &l.routes.iter().find(|r| r.path == path).unwrap().to {
+            Target::Http(t) => t.upgrades.clone(),
+            _ => None,
+        };
+        let own = upgrades("/").unwrap();
+        assert_eq!(own.protocols().iter().map(|p| p.to_string()).collect::<Vec<_>>(), ["WebSocket", "foo/1"]);
+        assert_eq!(upgrades("/b"), None);
+        for (bad, line) in [("[\"h2c\"]", 3), ("[\"ok\",\n\"H2C/1\"]", 4), ("[\"a b\"]", 3), ("[1]", 3)] {
+            let e = load(&format!("[[listener]]\nlisten = \":1\"\nupgrades = {bad}\n[listener.proxy]\n")).unwrap_err();
+            assert_eq!(e.line(), line, "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -21,6 +21,8 @@ pub use target::{
 /// A config that can't be loaded: where (FILE:LINE) and why.
 pub type ConfigError = StartupError;
 
+pub use crate::http::upgrade::{Allowed as Upgrades, Protocol as UpgradeProtocol};
+
 /// Where the embedded default listens.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 /// Seconds in-flight work may take to finish after SIGINT/SIGTERM.
@@ -36,6 +38,18 @@ pub const DEFAULT_MAX_HEADERS: usize = 100;
 pub const MAX_HEADERS_LIMIT: usize = 10_000;
 /// Most client connections open at once per process; past it new connections wait in the kernel's backlog.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 16_384;
+
+/// Proxy credential checks waiting for a verification thread, beyond those running; past it: 503.
+pub const DEFAULT_AUTH_MAX_QUEUED: usize = 32;
+
+/// The largest `auth_max_verifying` a config may set (a thread each).
+pub const MAX_AUTH_VERIFYING_LIMIT: usize = 1024;
+
+/// Proxy credential checks (bcrypt, `$apr1$`) running at once: half the CPU cores, at least one, so that a flood
+/// of wrong passwords leaves the other half for serving.
+pub fn default_auth_max_verifying() -> usize {
+    (std::thread::available_parallelism().map_or(1, |n| n.get()) / 2).max(1)
+}
 
 /// A client must send a complete request head within this many seconds of its first byte (slowloris).
 pub const DEFAULT_HEADER_READ_SECS: f64 = 10.0;
@@ -83,6 +97,10 @@ pub struct Limits {
     pub max_uri_bytes: usize,
     pub max_headers: usize,
     pub max_connections: usize,
+    /// Proxy credential checks running at once (one thread each).
+    pub auth_max_verifying: usize,
+    /// Proxy credential checks waiting for a thread.
+    pub auth_max_queued: usize,
 }
 
 impl Default for Limits {
@@ -92,6 +110,8 @@ impl Default for Limits {
             max_uri_bytes: DEFAULT_MAX_URI_BYTES,
             max_headers: DEFAULT_MAX_HEADERS,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            auth_max_verifying: default_auth_max_verifying(),
+            auth_max_queued: DEFAULT_AUTH_MAX_QUEUED,
         }
     }
 }
@@ -135,6 +155,9 @@ pub struct Listener {
     pub via_name: Option<String>,
     /// The listener's place in a config file (the line of `listen`).
     pub at: Option<At>,
+    /// Protocols its forward proxy may upgrade to, and its routes unless they say otherwise; default
+    /// `["websocket"]` ([`Upgrades::default`]).
+    pub upgrades: Upgrades,
 }
 
 /// `ADDR`, `http://ADDR` or `https://ADDR`.
@@ -200,7 +223,7 @@ impl std::fmt::Debug for Parent {
 /// A gateway route: requests whose Host and path match go to `to`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Route {
-    /// Exact host name (no port, lowercase) to match; None matches every host.
+    /// Host name (no port) to match, as [`host_key`] makes it; None matches every host.
     pub host: Option<String>,
     /// Path prefix, always starting with `/`; matched on segment boundaries.
     pub path: String,
@@ -237,6 +260,7 @@ impl Config {
             routes: Vec::new(),
             via_name: None,
             at: None,
+            upgrades: Upgrades::default(),
         })
     }
 
@@ -312,6 +336,13 @@ pub fn parse_parent(s: &str) -> Result<Parent, String> {
     };
     let authority = Authority::parse(hostport, None).map_err(|e| format!("parent proxy {s:?}: {e}"))?;
     Ok(Parent { authority, credentials })
+}
+
+/// A host name as a route's `host` and a request's host are compared: lowercase, without IPv6 brackets, and
+/// without one trailing dot (`a.example.` is the fully qualified `a.example`; `a.example..` is no name).
+pub fn host_key(host: &str) -> String {
+    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase()
 }
 
 /// Decodes %XX escapes (used for credentials in URLs); invalid escapes are kept as they are.

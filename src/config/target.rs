@@ -127,6 +127,8 @@ pub struct HttpTarget {
     pub base: String,
     /// `https://` only: an extra CA bundle trusted besides the system roots.
     pub ca: Option<PathBuf>,
+    /// The protocols requests may upgrade to; None: the listener's list.
+    pub upgrades: Option<super::Upgrades>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -190,6 +192,7 @@ pub enum TargetOption {
     MaxScripts(usize),
     SplitPath(String),
     PassAuthorization(bool),
+    Upgrades(super::Upgrades),
 }
 
 /// Why an option can't be set on a target.
@@ -213,6 +216,7 @@ impl TargetOption {
             TargetOption::MaxScripts(_) => "max_scripts",
             TargetOption::SplitPath(_) => "split_path",
             TargetOption::PassAuthorization(_) => "pass_authorization",
+            TargetOption::Upgrades(_) => "upgrades",
         }
     }
 }
@@ -225,6 +229,8 @@ impl Target {
         match (self, option) {
             (Target::Http(t), O::Ca(ca)) if t.tls => t.ca = Some(ca),
             (_, O::Ca(_)) => return misplaced("https:// routes"),
+            (Target::Http(t), O::Upgrades(list)) => t.upgrades = Some(list),
+            (_, O::Upgrades(_)) => return misplaced("http:// and https:// routes"),
             (Target::Ftp(t), O::Uploads(on)) => t.uploads = on,
             (_, O::Uploads(_)) => return misplaced("ftp:// routes"),
             (Target::FastCgi(t), O::Root(root)) => t.root = Some(root),
@@ -302,7 +308,7 @@ impl Target {
             "http" | "https" => {
                 let tls = scheme == "https";
                 let authority = Authority::parse(hostpart, Some(if tls { 443 } else { 80 })).map_err(|e| bad(&e))?;
-                Ok(Target::Http(HttpTarget { tls, authority, base, ca: None }))
+                Ok(Target::Http(HttpTarget { tls, authority, base, ca: None, upgrades: None }))
             }
             "ftp" => {
                 let (creds, hostport) = match hostpart.rsplit_once('@') {
@@ -442,6 +448,7 @@ mod tests {
                 authority: Authority { host: "127.0.0.1".into(), port: 9000 },
                 base: "/app".into(),
                 ca: None,
+                upgrades: None,
             })
         );
         match Target::parse("ftp://bob:s%40cret@ftp.example.org/pub").unwrap() {

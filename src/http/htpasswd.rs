@@ -5,13 +5,24 @@
 //! Does not: read the file again when it changes, support crypt(3) DES, plain-text, `$1$`/`$5$`/`$6$`
 //! entries (they are load errors naming the line), or render the 407 itself.
 //!
-//! bcrypt costs ~50-100 ms by design, so successful bcrypt checks are cached (bounded, keyed by the
-//! user and a SHA-256 of the password) and [`Users::check_basic`] runs bcrypt on tokio's blocking pool.
+//! What a check costs must not say whether a user exists, and must be bounded (issue 10):
+//! - An unknown user is checked against a dummy entry of the most expensive scheme in the file (bcrypt at the
+//!   highest cost there, else `$apr1$`, else `{SHA}`), and the verdict is then thrown away. A file whose entries
+//!   all use one scheme and cost therefore answers an unknown user exactly as slowly as a wrong password.
+//! - bcrypt (~50-250 ms by design) and `$apr1$` (1000 MD5 rounds) run on the bounded pool of
+//!   [`auth::VerifyPool`]; `{SHA}` is one SHA-1 and runs inline. Secrets are compared in constant time.
+//! - Successful bcrypt/`$apr1$` checks are cached (bounded, keyed by the user and a SHA-256 of the password), so
+//!   a keep-alive client pays once. The cache is no oracle: a wrong password or an unknown user misses it the
+//!   same way (the lookup is made for both), and a hit needs the right password. The failure delay of
+//!   [`auth::Failures`] comes before the cache, so a delayed address can't test guesses against it.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use ::http::HeaderValue;
 use base64::Engine as _;
@@ -21,11 +32,10 @@ use sha1::Sha1;
 use sha2::{Digest as _, Sha256};
 use subtle::ConstantTimeEq as _;
 
+use super::auth::{self, Admit, Busy, ClientKey, Guard, JobKey, Verdict};
+
 /// Successful bcrypt checks remembered, so a keep-alive connection pays bcrypt once.
 pub const MAX_CACHED_LOGINS: usize = 1024;
-/// bcrypt checks running at once in [`Users::check_basic`]: wrong passwords are never cached,
-/// so this bounds the CPU a flood of bad credentials can take.
-pub const MAX_CONCURRENT_BCRYPT: usize = 2;
 /// A `Proxy-Authorization` value longer than this is refused without decoding it.
 pub const MAX_CREDENTIALS_BYTES: usize = 4096;
 
@@ -34,12 +44,31 @@ const BASE64: GeneralPurpose = GeneralPurpose::new(&base64::alphabet::STANDARD, 
 
 /// The users of one htpasswd file.
 pub struct Users {
-    entries: HashMap<String, Stored>,
-    /// (user, SHA-256 of the password) pairs that bcrypt already accepted.
+    entries: HashMap<String, Arc<Stored>>,
+    /// What an unknown user's password is checked against: the most expensive scheme in the file.
+    dummy: Arc<Stored>,
+    /// (user, SHA-256 of the password) pairs that bcrypt or `$apr1$` already accepted.
     cache: Mutex<HashSet<(String, [u8; 32])>>,
-    bcrypt_slots: tokio::sync::Semaphore,
+    /// Tells this file's checks from another's in the shared pool.
+    id: u64,
+    guard: Arc<Guard>,
 }
 
+/// The verdict on a `Proxy-Authorization` value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Accepted,
+    /// Missing user-id/password, wrong password or unknown user: 407.
+    Rejected,
+    /// The address failed too often and another attempt of it holds the next turn: 407 without a check.
+    Throttled {
+        retry_after: Duration,
+    },
+    /// The verification queue (or this address's share of it) is full: 503.
+    Busy(Busy),
+}
+
+#[derive(Clone)]
 enum Stored {
     /// The whole `$2y$...` string, as `bcrypt::verify` wants it.
     Bcrypt(String),
@@ -77,14 +106,20 @@ impl fmt::Debug for Users {
 }
 
 impl Users {
-    /// Reads and validates an htpasswd file; every entry is checked now, not at the first login.
+    /// Reads and validates an htpasswd file; every entry is checked now, not at the first login. Checks run on a
+    /// pool of its own with the default limits; [`Users::load_with`] shares one.
     pub fn load(path: &Path) -> Result<Users, LoadError> {
+        Users::load_with(path, Arc::new(Guard::new(default_limits())))
+    }
+
+    /// Like [`Users::load`], with the process's verification pool and failure record.
+    pub fn load_with(path: &Path, guard: Arc<Guard>) -> Result<Users, LoadError> {
         let bytes = std::fs::read(path).map_err(|e| LoadError {
             path: path.to_owned(),
             line: 0,
             reason: format!("cannot read: {e}"),
         })?;
-        Users::parse_bytes(&bytes).map_err(|mut e| {
+        Users::parse_bytes(&bytes, guard).map_err(|mut e| {
             e.path = path.to_owned();
             e
         })
@@ -92,10 +127,10 @@ impl Users {
 
     /// Parses htpasswd text (the errors carry no path).
     pub fn parse(text: &str) -> Result<Users, LoadError> {
-        Users::parse_bytes(text.as_bytes())
+        Users::parse_bytes(text.as_bytes(), Arc::new(Guard::new(default_limits())))
     }
 
-    fn parse_bytes(bytes: &[u8]) -> Result<Users, LoadError> {
+    fn parse_bytes(bytes: &[u8], guard: Arc<Guard>) -> Result<Users, LoadError> {
         let mut entries = HashMap::new();
         let mut first_seen: HashMap<String, usize> = HashMap::new();
         for (index, raw) in bytes.split(|&b| b == b'\n').enumerate() {
@@ -116,12 +151,16 @@ impl Users {
             if let Some(previous) = first_seen.insert(user.to_owned(), line) {
                 return Err(fail(format!("user {user:?} is already defined on line {previous}")));
             }
-            entries.insert(user.to_owned(), stored);
+            entries.insert(user.to_owned(), Arc::new(stored));
         }
+        static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+        let dummy = Arc::new(Stored::dummy_for(entries.values().map(|s| &**s)));
         Ok(Users {
             entries,
+            dummy,
             cache: Mutex::new(HashSet::new()),
-            bcrypt_slots: tokio::sync::Semaphore::new(MAX_CONCURRENT_BCRYPT),
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            guard,
         })
     }
 
@@ -133,52 +172,87 @@ impl Users {
         self.entries.is_empty()
     }
 
-    /// Checks a `Proxy-Authorization` value; bcrypt runs on tokio's blocking pool.
-    /// Malformed values (other scheme, bad base64, no colon, not UTF-8) are simply `false`.
-    pub async fn check_basic(&self, value: &HeaderValue) -> bool {
+    /// Checks a `Proxy-Authorization` value from `client`: the failure delay first, then the cache, then the
+    /// check itself (bcrypt and `$apr1$` on the pool). Malformed values (other scheme, bad base64, no colon, not
+    /// UTF-8) are `Rejected` without a check and do not count as failures.
+    pub async fn check_basic(&self, value: &HeaderValue, client: IpAddr) -> Outcome {
         let Some((user, password)) = parse_basic(value) else {
-            return false;
+            return Outcome::Rejected;
         };
-        let Some(stored) = self.entries.get(&user) else {
-            return false;
+        let who = ClientKey::of(client);
+        let failures = &self.guard.failures;
+        let failed_before = match failures.admit(who, Instant::now()) {
+            Admit::Now { failures } => failures,
+            Admit::After { wait, failures } => {
+                tracing::info!(
+                    "proxy auth: {who} failed {failures} times: its credentials are checked in {} ms",
+                    wait.as_millis()
+                );
+                tokio::time::sleep(wait).await;
+                failures
+            }
+            Admit::Refused { retry_after } => return Outcome::Throttled { retry_after },
         };
-        let Stored::Bcrypt(hash) = stored else {
-            return stored.matches(&password);
-        };
-        let key = (user, Sha256::digest(password.as_bytes()).into());
-        if self.cached(&key) {
-            return true;
+        match self.verify(who, failed_before, user, password).await {
+            Ok(true) => {
+                failures.succeeded(who);
+                Outcome::Accepted
+            }
+            Ok(false) => {
+                failures.failed(who, Instant::now());
+                Outcome::Rejected
+            }
+            Err(busy) => Outcome::Busy(busy),
         }
-        let Ok(_slot) = self.bcrypt_slots.acquire().await else {
-            return false;
+    }
+
+    /// One check, the same work whether the user exists or not.
+    async fn verify(&self, who: ClientKey, failed: u32, user: String, password: String) -> Result<bool, Busy> {
+        let (stored, known) = match self.entries.get(&user) {
+            Some(s) => (s.clone(), true),
+            None => (self.dummy.clone(), false),
         };
-        let hash = hash.clone();
-        let job = tokio::task::spawn_blocking(move || bcrypt::verify(password.as_bytes(), &hash));
-        let ok = matches!(job.await, Ok(Ok(true)));
+        if !stored.is_expensive() {
+            return Ok(stored.matches(&password) & known);
+        }
+        let digest: [u8; 32] = Sha256::digest(password.as_bytes()).into();
+        let key = (user, digest);
+        if self.cached(&key) {
+            return Ok(true);
+        }
+        let job = JobKey { file: self.id, user: key.0.clone(), password: digest };
+        let work = Box::new(move || std::hint::black_box(stored.matches(&password)) & known);
+        let ok = match self.guard.pool.submit(who, failed, job, work)?.await {
+            Ok(Verdict::Checked(ok)) => ok,
+            Ok(Verdict::Shed) => return Err(Busy::Queue { max_queued: self.guard.pool.limits().max_queued }),
+            // No verdict: the check panicked; refuse.
+            Err(_) => false,
+        };
         if ok {
             self.remember(key);
         }
-        ok
+        Ok(ok)
     }
 
-    /// Like [`Users::check_basic`], but runs bcrypt on the calling thread.
+    /// Like [`Users::check_basic`], but runs the check on the calling thread, with neither pool nor delay.
     pub fn check_basic_blocking(&self, value: &HeaderValue) -> bool {
         parse_basic(value).is_some_and(|(user, password)| self.check(&user, &password))
     }
 
-    /// Checks one user's password on the calling thread (bcrypt included, with the cache).
+    /// Checks one user's password on the calling thread (with the cache; an unknown user costs the same).
     pub fn check(&self, user: &str, password: &str) -> bool {
-        let Some(stored) = self.entries.get(user) else {
-            return false;
+        let (stored, known) = match self.entries.get(user) {
+            Some(s) => (s, true),
+            None => (&self.dummy, false),
         };
-        let Stored::Bcrypt(hash) = stored else {
-            return stored.matches(password);
-        };
+        if !stored.is_expensive() {
+            return stored.matches(password) & known;
+        }
         let key = (user.to_owned(), Sha256::digest(password.as_bytes()).into());
         if self.cached(&key) {
             return true;
         }
-        let ok = matches!(bcrypt::verify(password.as_bytes(), hash), Ok(true));
+        let ok = std::hint::black_box(stored.matches(password)) & known;
         if ok {
             self.remember(key);
         }
@@ -206,7 +280,54 @@ impl Users {
     }
 }
 
+/// Pool limits for files loaded without a shared [`Guard`] (tests, tools).
+fn default_limits() -> auth::AuthLimits {
+    auth::AuthLimits { max_verifying: 1, max_queued: 32 }
+}
+
 impl Stored {
+    /// The entry an unknown user is checked against: the most expensive scheme in the file (bcrypt at its highest
+    /// cost, then `$apr1$`, then `{SHA}`), with a salt and hash that match no password anyone knows.
+    fn dummy_for<'a>(entries: impl Iterator<Item = &'a Stored>) -> Stored {
+        let mut dummy = Stored::Sha1([0x5a; 20]);
+        for s in entries {
+            if s.cost_rank() > dummy.cost_rank() {
+                dummy = match s {
+                    Stored::Bcrypt(hash) => {
+                        // A cost-4 hash (cheap to make) with the cost field raised: bcrypt::verify then runs the
+                        // full cost with its salt. `hash` parsed at load, so the cost is two digits.
+                        let cost = &hash[4..6];
+                        let cheap = bcrypt::hash_with_salt("hopgate unknown user", 4, [0x5a; 16])
+                            .map(|h| h.format_for_version(bcrypt::Version::TwoB));
+                        match cheap {
+                            Ok(h) => Stored::Bcrypt(format!("$2b${cost}{}", &h[6..])),
+                            Err(_) => Stored::Bcrypt(hash.clone()),
+                        }
+                    }
+                    Stored::Apr1 { .. } => {
+                        Stored::Apr1 { salt: "hopgate.".into(), hash: "0000000000000000000000".into() }
+                    }
+                    Stored::Sha1(_) => Stored::Sha1([0x5a; 20]),
+                };
+            }
+        }
+        dummy
+    }
+
+    /// Orders schemes by what a check costs: `{SHA}` 0, `$apr1$` 1, bcrypt 2 + its cost.
+    fn cost_rank(&self) -> u32 {
+        match self {
+            Stored::Sha1(_) => 0,
+            Stored::Apr1 { .. } => 1,
+            Stored::Bcrypt(hash) => 2 + hash.parse::<bcrypt::HashParts>().map_or(0, |p| p.get_cost()),
+        }
+    }
+
+    /// Whether a check goes to the pool (bcrypt, `$apr1$`) rather than running inline (`{SHA}`).
+    fn is_expensive(&self) -> bool {
+        !matches!(self, Stored::Sha1(_))
+    }
+
     fn parse(hash: &str) -> Result<Stored, String> {
         if hash.starts_with("$2y$") || hash.starts_with("$2b$") || hash.starts_with("$2a$") {
             hash.parse::<bcrypt::HashParts>().map_err(|e| format!("bad bcrypt hash: {e}"))?;
@@ -229,7 +350,7 @@ impl Stored {
         }
     }
 
-    /// Non-bcrypt formats: cheap, compared in constant time.
+    /// Whether `password` matches; the digests are compared in constant time.
     fn matches(&self, password: &str) -> bool {
         match self {
             Stored::Bcrypt(hash) => matches!(bcrypt::verify(password.as_bytes(), hash), Ok(true)),
@@ -407,6 +528,64 @@ mod tests {
             assert_eq!(err.line, line, "{text:?}: {err}");
             assert!(err.reason.contains(needle), "{text:?}: {err}");
         }
+    }
+
+    #[test]
+    fn unknown_users_are_checked_against_the_most_expensive_scheme() {
+        let b5 = bcrypt::hash("x", 5).unwrap();
+        let b6 = bcrypt::hash("y", 6).unwrap();
+        let sha = "{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=";
+        let apr = "$apr1$r31d7e0a$kq0BxQSVDtuX2rA1fpVu./";
+        let cases = [
+            (format!("a:{sha}\n"), "sha"),
+            (format!("a:{sha}\nb:{apr}\n"), "apr1"),
+            (format!("a:{b6}\nb:{apr}\nc:{b5}\nd:{sha}\n"), "$2b$06$"),
+            (format!("a:{b5}\n"), "$2b$05$"),
+            (String::new(), "sha"),
+        ];
+        for (text, want) in cases {
+            let users = Users::parse(&text).unwrap();
+            let got = match &*users.dummy {
+                Stored::Bcrypt(h) => {
+                    assert_eq!(h.len(), 60, "{h}");
+                    // A real check of the full cost, not an early parse error.
+                    assert!(!bcrypt::verify("x", h).unwrap());
+                    h[..7].to_string()
+                }
+                Stored::Apr1 { .. } => "apr1".into(),
+                Stored::Sha1(_) => "sha".into(),
+            };
+            assert_eq!(got, want, "{text}");
+            // Its verdict is thrown away, but no password of a real user matches it anyway.
+            for password in ["x", "y", "password", "myPassword", ""] {
+                assert!(!users.dummy.matches(password));
+                assert!(!users.check("nobody", password));
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn wrong_and_unknown_count_as_failures_malformed_does_not() {
+        let users = Users::parse(&format!("ann:{}\n", bcrypt::hash("s3cret", 4).unwrap())).unwrap();
+        let client: IpAddr = "192.0.2.7".parse().unwrap();
+        let failures = &users.guard.failures;
+        assert_eq!(users.check_basic(&HeaderValue::from_static("Basic !!"), client).await, Outcome::Rejected);
+        assert!(failures.is_empty());
+        assert_eq!(users.check_basic(&basic("nobody:s3cret"), client).await, Outcome::Rejected);
+        assert_eq!(users.check_basic(&basic("ann:wrong"), client).await, Outcome::Rejected);
+        assert_eq!(failures.len(), 1);
+        assert_eq!(users.check_basic(&basic("ann:s3cret"), client).await, Outcome::Accepted);
+        assert!(failures.is_empty(), "a success clears the address");
+        // Past the threshold, a second attempt while one holds the turn is refused without a check.
+        for _ in 0..auth::FAILURES_BEFORE_DELAY {
+            assert_eq!(users.check_basic(&basic("ann:wrong"), client).await, Outcome::Rejected);
+        }
+        let now = Instant::now();
+        assert!(matches!(failures.admit(ClientKey::of(client), now), Admit::After { .. }));
+        assert!(matches!(
+            users.check_basic(&basic("ann:s3cret"), client).await,
+            Outcome::Throttled { retry_after } if retry_after > Duration::ZERO
+        ));
     }
 
     #[test]

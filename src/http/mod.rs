@@ -1,10 +1,13 @@
 //! HTTP rules shared by every room: hop-by-hop stripping, Via, Max-Forwards, Forwarded/X-Forwarded-*, and the
-//! pages hopgate writes itself.
+//! pages hopgate writes itself. [`forward_request_head`] and [`forward_response_head`] are the one order in which a
+//! forwarded head loses its hop-by-hop fields and gets hopgate's own.
 
+pub mod auth;
 mod body;
 pub mod hop;
 pub mod htpasswd;
 pub mod pages;
+pub mod upgrade;
 
 use std::net::SocketAddr;
 
@@ -96,11 +99,54 @@ static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
+/// The fields hopgate writes on a request it forwards. They are written by [`forward_request_head`] after the
+/// hop-by-hop fields are gone, so that no `Connection` option of the client's can remove one of them.
+pub struct OwnFields<'a> {
+    /// `Host`: the authority the request is for (route::settle_host decided it).
+    pub host: HeaderValue,
+    /// The received protocol version of the request, for this hop's Via entry.
+    pub version: Version,
+    /// This hop's Via `received-by` name.
+    pub via_name: &'a str,
+    /// Gateways: Forwarded and X-Forwarded-For/-Proto/-Host, replacing the client's.
+    pub forwarded: Option<ForwardedFor<'a>>,
+}
+
+/// What a gateway tells its upstream about the request it received (RFC 7239).
+pub struct ForwardedFor<'a> {
+    /// Whoever connected to hopgate.
+    pub client: SocketAddr,
+    /// `http` or `https`: how the request reached hopgate.
+    pub proto: &'a str,
+    /// The Host the client addressed.
+    pub host: Option<&'a HeaderValue>,
+}
+
+/// The one order of a forwarded request head: hop-by-hop fields go first ([`hop::strip`]: everything `Connection`
+/// names, then the fixed list), then hopgate writes its own: Host, its Via entry (after the client's), and for
+/// gateways Forwarded and X-Forwarded-*. Writing them before stripping let `Connection: X-Forwarded-For, ...`
+/// delete them (CVE-2022-31813).
+pub fn forward_request_head(headers: &mut HeaderMap, own: OwnFields<'_>) -> hop::Stripped {
+    let stripped = hop::strip(headers);
+    headers.insert(header::HOST, own.host);
+    append_via(headers, own.version, own.via_name);
+    if let Some(f) = own.forwarded {
+        set_forwarded(headers, f.client, f.proto, f.host);
+    }
+    stripped
+}
+
+/// The same order for a response on its way back: hop-by-hop fields go, then this hop's Via entry is appended.
+pub fn forward_response_head(headers: &mut HeaderMap, version: Version, via_name: &str) {
+    hop::strip(headers);
+    append_via(headers, version, via_name);
+}
+
 /// Replaces whatever Forwarded/X-Forwarded-* the client sent with what hopgate saw (RFC 7239): hopgate is the
-/// edge, so values from the client can't be trusted.
+/// edge, so values from the client can't be trusted. Only [`forward_request_head`] calls it, after stripping.
 // This runs on every gateway request: static names (a string key is parsed on every call) and one formatting
 // of the address for both fields (bench/profile callgrind gateway).
-pub fn set_forwarded(headers: &mut HeaderMap, client: SocketAddr, proto: &str, host: Option<&HeaderValue>) {
+fn set_forwarded(headers: &mut HeaderMap, client: SocketAddr, proto: &str, host: Option<&HeaderValue>) {
     let ip = client.ip().to_canonical();
     let ip_text = ip.to_string();
     let mut fwd = String::with_capacity(ip_text.len() + proto.len() + 32);
@@ -169,6 +215,30 @@ mod tests {
             assert_eq!(max_forwards(&Method::OPTIONS, &mut h), MaxForwards::Forward, "{garbage}");
             assert_eq!(h[header::MAX_FORWARDS], garbage, "an invalid value is left alone");
         }
+    }
+
+    #[test]
+    fn a_connection_option_removes_nothing_hopgate_writes() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, "host, via, forwarded, x-forwarded-for".parse().unwrap());
+        h.append(header::CONNECTION, "X-Forwarded-Host, X-Forwarded-Proto, x-own".parse().unwrap());
+        h.insert(header::VIA, "1.0 fred".parse().unwrap());
+        h.insert("x-forwarded-proto", "https".parse().unwrap());
+        h.insert("x-own", "1".parse().unwrap());
+        let host = HeaderValue::from_static("public.example");
+        let forwarded = ForwardedFor { client: "10.0.0.7:9".parse().unwrap(), proto: "http", host: Some(&host) };
+        let own =
+            OwnFields { host: host.clone(), version: Version::HTTP_10, via_name: "me", forwarded: Some(forwarded) };
+        forward_request_head(&mut h, own);
+        assert_eq!(h[header::HOST], "public.example");
+        let via: Vec<_> = h.get_all(header::VIA).iter().collect();
+        assert_eq!(via, ["1.0 fred", "1.0 me"]);
+        assert_eq!(h[header::FORWARDED], "for=10.0.0.7;proto=http;host=\"public.example\"");
+        assert_eq!(h["x-forwarded-for"], "10.0.0.7");
+        assert_eq!(h["x-forwarded-host"], "public.example");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert!(!h.contains_key("x-own") && !h.contains_key(header::CONNECTION));
+        assert_eq!(h.len(), 7);
     }
 
     #[test]

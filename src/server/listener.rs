@@ -10,6 +10,7 @@ use super::tls::Acceptor;
 use crate::backend::Hop;
 use crate::config::{self, Limits};
 use crate::error::StartupError;
+use crate::http::auth;
 use crate::route::Table;
 use crate::upstream::Outbound;
 
@@ -27,6 +28,18 @@ pub struct Shared {
     pub out: Outbound,
     pub log: Arc<AccessLogger>,
     pub limits: Limits,
+    /// Proxy authentication's verification pool and failure record, one per process.
+    pub auth: Arc<auth::Guard>,
+}
+
+impl Shared {
+    /// The verification pool and failure record every listener's users file shares.
+    pub fn auth_guard(limits: &Limits) -> Arc<auth::Guard> {
+        Arc::new(auth::Guard::new(auth::AuthLimits {
+            max_verifying: limits.auth_max_verifying,
+            max_queued: limits.auth_max_queued,
+        }))
+    }
 }
 
 pub fn build(cfg: &config::Listener, local: SocketAddr, shared: &Shared) -> Result<ListenerState, StartupError> {
@@ -37,7 +50,7 @@ pub fn build(cfg: &config::Listener, local: SocketAddr, shared: &Shared) -> Resu
         via_name: cfg.via_name.clone().unwrap_or_else(|| format!("{}:{}", hostname(), local.port())),
         timeouts: t,
     };
-    let table = Table::build(cfg, &hop, &shared.out)?;
+    let table = Table::build(cfg, &hop, &shared.out, &shared.auth)?;
     let acceptor = match cfg.listen.tls {
         true => Some(Acceptor::new(&cfg.certs, t.tls_handshake).map_err(|e| e.or_at(cfg.at.as_ref()))?),
         false => None,

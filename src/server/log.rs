@@ -1,5 +1,7 @@
 //! The access log: one line per request, written when its response body has been sent (or abandoned):
-//! `TIME CLIENT "METHOD TARGET VERSION" STATUS BYTES DURATIONms UPSTREAM`.
+//! `TIME CLIENT "METHOD TARGET VERSION" STATUS BYTES DURATIONms UPSTREAM`. A request that became a tunnel
+//! (CONNECT, an upgrade) is written when the tunnel ends, with ` tunnel` or ` upgrade=PROTOCOL`, then
+//! ` up=BYTES down=BYTES END` after it (BYTES is then the tunnel's bytes to the client).
 
 use std::fmt::Write as _;
 use std::io::Write;
@@ -19,6 +21,7 @@ use super::conn::ConnShared;
 use crate::config::AccessLog;
 use crate::error::BoxError;
 use crate::http::Body;
+use crate::tunnel;
 
 /// Most lines waiting for the writer thread; past it lines are dropped (and counted), never waited for.
 pub const ACCESS_LOG_QUEUE_LINES: usize = 16 * 1024;
@@ -63,15 +66,38 @@ impl AccessLogger {
 
     /// Waits (up to a second) until every line queued so far is written: at exit.
     pub fn flush(&self) {
-        let Some(tx) = &self.tx else { return };
-        let (done_tx, done_rx) = std::sync::mpsc::channel();
-        if tx.send(Msg::Flush(done_tx)).is_ok() {
-            let _ = done_rx.recv_timeout(std::time::Duration::from_secs(1));
-        }
+        self.flush_within(std::time::Duration::from_secs(1));
         let dropped = self.dropped.load(Ordering::Relaxed);
         if dropped > 0 {
             tracing::warn!("access log: {dropped} lines were dropped because the writer could not keep up");
         }
+    }
+
+    /// Queues a flush and waits for it, `wait` at most in all: a full queue (a stalled stdout) can't hold up exit.
+    fn flush_within(&self, wait: std::time::Duration) {
+        let Some(tx) = &self.tx else { return };
+        let deadline = Instant::now() + wait;
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let mut msg = Msg::Flush(done_tx);
+        loop {
+            match tx.try_send(msg) {
+                Ok(()) => break,
+                Err(TrySendError::Full(back)) if Instant::now() < deadline => {
+                    msg = back;
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Err(_) => return,
+            }
+        }
+        let _ = done_rx.recv_timeout(deadline.saturating_duration_since(Instant::now()));
+    }
+}
+
+impl Drop for AccessLogger {
+    /// The last holder is gone (at exit, when the runtime drops what the drain cut off): lines queued since the
+    /// last flush, such as those of tunnels cut at the end of the drain, go out too (a second at most).
+    fn drop(&mut self) {
+        self.flush_within(std::time::Duration::from_secs(1));
     }
 }
 
@@ -109,6 +135,29 @@ pub struct Record {
 
 impl Record {
     fn line(&self, bytes: u64, complete: bool) -> String {
+        let mut s = self.prefix(bytes);
+        if !complete {
+            s.push_str(" aborted");
+        }
+        s.push('\n');
+        s
+    }
+
+    /// The line of a request that became a tunnel, once the tunnel has ended.
+    fn tunnel_line(&self, upgrade: Option<&str>, t: tunnel::Summary) -> String {
+        let mut s = self.prefix(t.down);
+        match upgrade {
+            Some(p) => {
+                let _ = write!(s, " upgrade={p}");
+            }
+            None => s.push_str(" tunnel"),
+        }
+        let _ = writeln!(s, " up={} down={} {}", t.up, t.down, t.end.as_str());
+        s
+    }
+
+    /// Everything up to UPSTREAM.
+    fn prefix(&self, bytes: u64) -> String {
         let mut s = String::with_capacity(160);
         let _ = write!(
             s,
@@ -123,34 +172,45 @@ impl Record {
             self.start.elapsed().as_millis(),
             self.upstream.as_deref().unwrap_or("-"),
         );
-        if !complete {
-            s.push_str(" aborted");
-        }
-        s.push('\n');
         s
     }
 }
 
-/// A response body that counts what it sends, writes the access-log line when it ends, and tells the
-/// connection that its request is finished.
+/// A response body that counts what it sends, writes the access-log line when it ends (or hands it to the
+/// tunnel the response opened), and tells the connection that its request is finished.
 pub struct LoggedBody {
     inner: Body,
     bytes: u64,
     record: Option<Box<Record>>,
+    /// The response opened a tunnel: its line waits for the tunnel's end.
+    tunnel: Option<tunnel::Watch>,
     log: Arc<AccessLogger>,
     conn: Arc<ConnShared>,
 }
 
 impl LoggedBody {
-    pub fn new(inner: Body, record: Record, log: Arc<AccessLogger>, conn: Arc<ConnShared>) -> LoggedBody {
-        LoggedBody { inner, bytes: 0, record: Some(Box::new(record)), log, conn }
+    pub fn new(
+        inner: Body,
+        record: Record,
+        tunnel: Option<tunnel::Watch>,
+        log: Arc<AccessLogger>,
+        conn: Arc<ConnShared>,
+    ) -> LoggedBody {
+        LoggedBody { inner, bytes: 0, record: Some(Box::new(record)), tunnel, log, conn }
     }
 
     fn finish(&mut self, complete: bool) {
         if let Some(r) = self.record.take() {
-            if self.log.enabled() {
-                self.log.write(r.line(self.bytes, complete));
+            match self.tunnel.take() {
+                Some(watch) if self.log.enabled() => {
+                    let log = self.log.clone();
+                    let upgrade = watch.upgrade().map(str::to_string);
+                    watch.on_end(move |summary| log.write(r.tunnel_line(upgrade.as_deref(), summary)));
+                }
+                _ if self.log.enabled() => self.log.write(r.line(self.bytes, complete)),
+                _ => {}
             }
+            // The HTTP exchange is over; the tunnel, if any, is the connection's now.
             self.conn.request_finished();
         }
     }

@@ -12,7 +12,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -58,7 +58,8 @@ impl Server {
             log::AccessLogger::open(&config.access_log).map_err(|e| StartupError::new(format!("access log: {e}")))?;
         let log = Arc::new(log);
         let out = Outbound { own: own.clone(), timeouts: config.timeouts };
-        let shared = listener::Shared { out, log: log.clone(), limits: config.limits };
+        let auth = listener::Shared::auth_guard(&config.limits);
+        let shared = listener::Shared { out, log: log.clone(), limits: config.limits, auth };
         let mut bound = Vec::new();
         for l in &config.listeners {
             let cannot =
@@ -120,6 +121,7 @@ async fn accept_loop(
     connections: Arc<Semaphore>,
 ) {
     let http = http1_builder(&state);
+    let mut errors = AcceptErrors::default();
     loop {
         let permit = tokio::select! {
             p = connections.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
@@ -127,11 +129,14 @@ async fn accept_loop(
         };
         let (stream, peer) = tokio::select! {
             r = tcp.accept() => match r {
-                Ok(s) => s,
+                Ok(s) => {
+                    errors.recovered(state.hop.local);
+                    s
+                }
                 Err(e) => {
                     // EMFILE and friends: back off instead of spinning; the listener stays up.
-                    tracing::warn!("accept on {}: {e}", state.hop.local);
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    errors.failed(state.hop.local, &e);
+                    tokio::time::sleep(ACCEPT_RETRY).await;
                     continue;
                 }
             },
@@ -145,6 +150,54 @@ async fn accept_loop(
             let _permit = permit;
             serve_tcp(stream, peer, state, http, conn_tasks, stop).await;
         });
+    }
+}
+
+/// How long a listener waits after a failed accept (EMFILE, ENFILE, ENOBUFS...) before it tries again.
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+
+/// At most one warning per listener in this time about failed accepts; the others are counted into the next.
+pub const ACCEPT_WARN_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The failed accepts of one listener, warned about at most once per [`ACCEPT_WARN_INTERVAL`].
+#[derive(Default)]
+struct AcceptErrors {
+    /// When the last warning was written.
+    warned: Option<Instant>,
+    /// Failures since then, not in any warning yet.
+    unreported: u64,
+    /// Failures since accept last worked.
+    total: u64,
+}
+
+impl AcceptErrors {
+    fn failed(&mut self, local: SocketAddr, e: &io::Error) {
+        self.unreported += 1;
+        self.total += 1;
+        let now = Instant::now();
+        let since = self.warned.map(|w| now.saturating_duration_since(w));
+        if since.is_some_and(|s| s < ACCEPT_WARN_INTERVAL) {
+            return;
+        }
+        let n = std::mem::take(&mut self.unreported);
+        match since {
+            None => tracing::warn!("accept on {local}: {e} (1 error; retrying every {ACCEPT_RETRY:?})"),
+            Some(s) => tracing::warn!(
+                "accept on {local}: {e} ({n} error{} in the last {:.1}s; retrying every {ACCEPT_RETRY:?})",
+                if n == 1 { "" } else { "s" },
+                s.as_secs_f64()
+            ),
+        }
+        self.warned = Some(now);
+    }
+
+    /// Accept works again: says how many failures there were in all, those not warned about included.
+    fn recovered(&mut self, local: SocketAddr) {
+        if self.total == 0 {
+            return;
+        }
+        tracing::warn!("accept on {local} works again after {} failed accepts", self.total);
+        *self = AcceptErrors::default();
     }
 }
 
@@ -215,6 +268,7 @@ impl Server {
             out: Outbound { own: OwnAddrs::new(), timeouts: config.timeouts },
             log: Arc::new(log),
             limits: config.limits,
+            auth: listener::Shared::auth_guard(&config.limits),
         };
         for l in &config.listeners {
             listener::build(l, l.listen.addr, &shared)

@@ -14,6 +14,8 @@ use super::listener::ListenerState;
 use super::log::{LoggedBody, Record};
 use crate::backend::{Ctx, app, connect, ftp, relay};
 use crate::error::{Error, Kind, Side};
+use crate::http::auth::{Busy, ClientKey};
+use crate::http::htpasswd::Outcome;
 use crate::http::{Body, pages};
 use crate::route::{self, Room, Route};
 use crate::upstream::UpstreamAddr;
@@ -62,20 +64,26 @@ pub async fn handle(req: Request<Incoming>, conn: Arc<ConnCtx>) -> Response<Logg
     if conn.listener.log.enabled() {
         record.upstream = resp.extensions().get::<UpstreamAddr>().map(|a| a.0.to_string());
     }
+    // Only a 101 or a CONNECT's 2xx opens a tunnel: other responses skip the look-up.
+    let opens_tunnel = resp.status() == http::StatusCode::SWITCHING_PROTOCOLS
+        || (record.method == http::Method::CONNECT && resp.status().is_success());
+    let tunnel = opens_tunnel.then(|| resp.extensions_mut().remove::<crate::tunnel::Watch>()).flatten();
     let log = conn.listener.log.clone();
-    resp.map(|b| LoggedBody::new(b, record, log, conn.shared.clone()))
+    resp.map(|b| LoggedBody::new(b, record, tunnel, log, conn.shared.clone()))
 }
 
 async fn serve(
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
     ctx: &Ctx<'_>,
     listener: &ListenerState,
     shared: &ConnShared,
 ) -> Result<Response<Body>, Error> {
     admit(&req, listener, shared)?;
+    // The one decision of the host this request is for: routing and every backend read its Host from here on.
+    route::settle_host(&mut req)?;
     let route = listener.table.pick(&req, ctx.hop)?;
     if let Some(proxy) = route.proxy() {
-        authorize(&req, proxy).await?;
+        authorize(&req, proxy, ctx.client).await?;
     }
     // hyper keeps a slot the size of this future for every connection, idle or not, so the larger rooms are
     // boxed (allocated only while one of their requests runs); the relay stays inline (bench/profile massif).
@@ -114,16 +122,47 @@ pub(super) fn loggable_target(uri: &http::Uri) -> String {
 
 /// Proxy authentication (RFC 9110 §11.7): with a users file, every proxied request and every CONNECT needs valid
 /// `Proxy-Authorization: Basic` credentials, else 407 with a challenge. The field itself never travels upstream
-/// (http::hop strips it).
-async fn authorize(req: &Request<Incoming>, proxy: &route::Proxy) -> Result<(), Error> {
+/// (http::hop strips it). An address that keeps failing is slowed down (407 with Retry-After when another of its
+/// attempts holds the next turn); a full verification queue is 503 with Retry-After, so that a client does not
+/// take it for wrong credentials (docs/tunnels.md).
+async fn authorize(req: &Request<Incoming>, proxy: &route::Proxy, client: SocketAddr) -> Result<(), Error> {
     let Some(users) = &proxy.users else { return Ok(()) };
-    let detail = match req.headers().get(header::PROXY_AUTHORIZATION) {
-        Some(v) if users.check_basic(v).await => return Ok(()),
-        Some(_) => "proxy credentials rejected",
-        None => "proxy authentication required",
+    let challenge = || http::HeaderValue::from_static("Basic realm=\"hopgate\"");
+    let Some(value) = req.headers().get(header::PROXY_AUTHORIZATION) else {
+        return Err(Error::client(Kind::AuthRequired, "proxy authentication required").with_challenge(challenge()));
     };
-    Err(Error::client(Kind::AuthRequired, detail)
-        .with_challenge(http::HeaderValue::from_static("Basic realm=\"hopgate\"")))
+    let who = ClientKey::of(client.ip());
+    match users.check_basic(value, client.ip()).await {
+        Outcome::Accepted => Ok(()),
+        Outcome::Rejected => {
+            Err(Error::client(Kind::AuthRequired, "proxy credentials rejected").with_challenge(challenge()))
+        }
+        Outcome::Throttled { retry_after } => {
+            let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
+            Err(Error::client(
+                Kind::AuthRequired,
+                format!("too many failed proxy logins from {who}: retry in {secs} s"),
+            )
+            .with_challenge(challenge())
+            .with_field(header::RETRY_AFTER, http::HeaderValue::from(secs)))
+        }
+        Outcome::Busy(busy) => {
+            // A full queue is the operator's business (warn); one address's full share is that client's (info).
+            let e = match busy {
+                Busy::Queue { max_queued } => Error::local(
+                    Kind::Overloaded,
+                    format!("too many proxy credential checks waiting (auth_max_queued = {max_queued}): retry shortly"),
+                ),
+                Busy::Client { max_per_client } => Error::client(
+                    Kind::Overloaded,
+                    format!(
+                        "too many proxy credential checks from {who} at once (at most {max_per_client}): retry shortly"
+                    ),
+                ),
+            };
+            Err(e.with_field(header::RETRY_AFTER, http::HeaderValue::from_static("1")))
+        }
+    }
 }
 
 /// Limits and framing checks that apply to every request, before any routing.
@@ -190,7 +229,8 @@ fn transfer_codings(req: &Request<Incoming>) -> Result<(), Error> {
 }
 
 /// RFC 9112 §3.2: an HTTP/1.1 request without Host, any request with more than one, or with an invalid one,
-/// gets 400, also in absolute form (whose Host hopgate then replaces). HTTP/2 carries `:authority` instead.
+/// gets 400, also in absolute form (whose Host route::settle_host then replaces). HTTP/2 carries `:authority`
+/// instead (a `host` beside it must name the same: settle_host).
 fn host_field(req: &Request<Incoming>) -> Result<(), Error> {
     let mut hosts = req.headers().get_all(header::HOST).iter();
     let Some(host) = hosts.next() else {

@@ -3,7 +3,9 @@
 //!
 //! The origin's certificate chain is verified against the system roots (rustls-native-certs) plus the extra CA
 //! bundle (`--ca`, config `ca`), SNI is sent for host names, and the name the request was for must be in the
-//! certificate. A failure is an [`Error`] of kind `UpstreamTls` (502) whose detail says why in a few words.
+//! certificate. A certificate of the bundle that the origin presents as its own is pinned: trusted as that
+//! server without a chain (`crate::tls::PinningVerifier`). A failure is an [`Error`] of kind `UpstreamTls` (502)
+//! whose detail says why in a few words.
 //! Does not: offer client certificates, check revocation, speak HTTP/2 upstream, or ever fall back to an
 //! unverified connection.
 

@@ -79,9 +79,10 @@ pub fn open_up(path: &Path) {
     }
 }
 
-/// `count` consecutive free loopback ports below the ephemeral range (32768+): vsftpd's
-/// passive ports there never collide with client sockets in TIME_WAIT (shared/PEERS.md).
-fn free_low_ports(count: u16) -> u16 {
+/// The first of `count` consecutive loopback ports below the ephemeral range (32768+) that were all free a moment
+/// ago: vsftpd's passive ports there never collide with client sockets in TIME_WAIT (shared/PEERS.md). Someone may
+/// take them before the server binds them: retry its start when it cannot bind.
+pub fn free_low_ports(count: u16) -> u16 {
     let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
     let mut seed = u64::from(nanos) ^ (u64::from(std::process::id()) << 20);
     for _ in 0..100 {
@@ -96,28 +97,40 @@ fn free_low_ports(count: u16) -> u16 {
     panic!("no {count} free ports below 32000 after 100 tries");
 }
 
-/// Waits (bounded) until `addr` greets with 220; panics with the server's output otherwise.
-fn wait_for_greeting(addr: SocketAddr, child: &mut Child, dir: &Path, what: &str) {
+/// How a server's start went.
+enum Greeting {
+    /// It greeted with 220.
+    Ready,
+    /// It exited at start without a word (vsftpd when its port is taken).
+    ExitedSilently,
+}
+
+/// Waits (bounded) until `addr` greets with 220; panics with the server's output when it fails otherwise.
+fn wait_for_greeting(addr: SocketAddr, child: &mut Child, dir: &Path, what: &str) -> Greeting {
     let deadline = Instant::now() + Duration::from_secs(15);
     while Instant::now() < deadline {
         if let Ok(Some(status)) = child.try_wait() {
             let err = fs::read_to_string(dir.join("stderr.txt")).unwrap_or_default();
+            if err.trim().is_empty() {
+                return Greeting::ExitedSilently;
+            }
             panic!("{what} exited at start ({status}): {err}");
         }
         if let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
             let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
             let mut buf = [0u8; 3];
             if s.read_exact(&mut buf).is_ok() && &buf == b"220" {
-                return;
+                return Greeting::Ready;
             }
         }
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(20));
     }
     panic!("{what} did not greet on {addr} within 15 s");
 }
 
 /// vsftpd (Debian package `vsftpd`), anonymous only, serving a fresh root that `fill` writes.
-/// `extra` lines are appended to the config (e.g. uploads).
+/// `extra` lines are appended to the config (e.g. uploads). Its ports are picked here; when one is taken
+/// meanwhile vsftpd exits, and it is started again on others (at most 8 times).
 pub fn vsftpd(fill: impl FnOnce(&Path), extra: &str) -> Peer {
     let bin = Path::new("/usr/sbin/vsftpd");
     assert!(bin.exists(), "/usr/sbin/vsftpd is missing: install the Debian package vsftpd (apt-get install -y vsftpd)");
@@ -128,40 +141,53 @@ pub fn vsftpd(fill: impl FnOnce(&Path), extra: &str) -> Peer {
     fs::create_dir(&empty).expect("mkdir empty");
     fill(&root);
     open_up(dir.path());
-    let base = free_low_ports(12);
-    let addr: SocketAddr = ([127, 0, 0, 1], base).into();
     let conf = dir.path().join("vsftpd.conf");
+    let log = dir.path().join("vsftpd.log");
     let user = if Command::new("id").arg("ftp").output().is_ok_and(|o| o.status.success()) { "ftp" } else { "nobody" };
-    fs::write(
-        &conf,
-        format!(
-            "listen=YES\nlisten_ipv6=NO\nlisten_address=127.0.0.1\nlisten_port={base}\n\
-             background=NO\nseccomp_sandbox=NO\nisolate=NO\nisolate_network=NO\n\
-             secure_chroot_dir={empty}\nanonymous_enable=YES\nno_anon_password=YES\n\
-             anon_root={root}\nftp_username={user}\nlocal_enable=NO\n\
-             pasv_enable=YES\npasv_address=127.0.0.1\npasv_min_port={pmin}\npasv_max_port={pmax}\n\
-             utf8_filesystem=YES\nuse_localtime=NO\nlog_ftp_protocol=YES\nxferlog_enable=YES\n\
-             vsftpd_log_file={log}\nidle_session_timeout=120\ndata_connection_timeout=60\n{extra}\n",
-            empty = empty.display(),
-            root = root.display(),
-            pmin = base + 1,
-            pmax = base + 11,
-            log = dir.path().join("vsftpd.log").display(),
-        ),
-    )
-    .expect("write vsftpd.conf");
-    // vsftpd insists on a config file that only root can write
-    fs::set_permissions(&conf, fs::Permissions::from_mode(0o600)).expect("chmod conf");
-    let stderr = fs::File::create(dir.path().join("stderr.txt")).expect("stderr file");
-    let mut child = Command::new(bin)
-        .arg(&conf)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(stderr)
-        .spawn()
-        .expect("spawn vsftpd");
-    wait_for_greeting(addr, &mut child, dir.path(), "vsftpd");
-    Peer { addr, root, child, dir }
+    for _ in 0..8 {
+        let base = free_low_ports(12);
+        let addr: SocketAddr = ([127, 0, 0, 1], base).into();
+        fs::write(
+            &conf,
+            format!(
+                "listen=YES\nlisten_ipv6=NO\nlisten_address=127.0.0.1\nlisten_port={base}\n\
+                 background=NO\nseccomp_sandbox=NO\nisolate=NO\nisolate_network=NO\n\
+                 secure_chroot_dir={empty}\nanonymous_enable=YES\nno_anon_password=YES\n\
+                 anon_root={root}\nftp_username={user}\nlocal_enable=NO\n\
+                 pasv_enable=YES\npasv_address=127.0.0.1\npasv_min_port={pmin}\npasv_max_port={pmax}\n\
+                 utf8_filesystem=YES\nuse_localtime=NO\nlog_ftp_protocol=YES\nxferlog_enable=YES\n\
+                 vsftpd_log_file={log}\nidle_session_timeout=120\ndata_connection_timeout=60\n{extra}\n",
+                empty = empty.display(),
+                root = root.display(),
+                pmin = base + 1,
+                pmax = base + 11,
+                log = log.display(),
+            ),
+        )
+        .expect("write vsftpd.conf");
+        // vsftpd insists on a config file that only root can write
+        fs::set_permissions(&conf, fs::Permissions::from_mode(0o600)).expect("chmod conf");
+        let stderr = fs::File::create(dir.path().join("stderr.txt")).expect("stderr file");
+        let mut child = Command::new(bin)
+            .arg(&conf)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("spawn vsftpd");
+        match wait_for_greeting(addr, &mut child, dir.path(), "vsftpd") {
+            // Ours greeted only if its own log saw the connection (not another server on a port taken meanwhile).
+            Greeting::Ready if fs::read_to_string(&log).unwrap_or_default().contains("CONNECT") => {
+                return Peer { addr, root, child, dir };
+            }
+            Greeting::Ready => {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            Greeting::ExitedSilently => {}
+        }
+    }
+    panic!("vsftpd could not bind a port in 8 tries");
 }
 
 const PYFTPD_SCRIPT: &str = r#"
@@ -224,6 +250,8 @@ pub fn pyftpdlib(fill: impl FnOnce(&Path), user: &str, password: &str) -> Peer {
         panic!("pyftpdlib did not start (install the Debian package python3-pyftpdlib): {line:?} {err}");
     };
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    wait_for_greeting(addr, &mut child, dir.path(), "pyftpdlib");
+    if let Greeting::ExitedSilently = wait_for_greeting(addr, &mut child, dir.path(), "pyftpdlib") {
+        panic!("pyftpdlib exited at start");
+    }
     Peer { addr, root, child, dir }
 }

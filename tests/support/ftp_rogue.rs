@@ -60,6 +60,8 @@ pub struct Seen {
     pub decoy_hits: Arc<AtomicUsize>,
     /// Notified: every control connection closes.
     pub hang_up: Arc<Notify>,
+    /// Control connections that have ended (closed by either side).
+    pub ended: Arc<AtomicUsize>,
 }
 
 impl Seen {
@@ -68,6 +70,12 @@ impl Seen {
     }
     pub fn count(&self, verb: &str) -> usize {
         self.commands().iter().filter(|c| c.starts_with(verb)).count()
+    }
+    pub fn logins(&self) -> usize {
+        self.logins.load(Ordering::SeqCst)
+    }
+    pub fn ended(&self) -> usize {
+        self.ended.load(Ordering::SeqCst)
     }
 }
 
@@ -79,7 +87,12 @@ pub async fn rogue(script: Script) -> (SocketAddr, Seen) {
     let s = seen.clone();
     tokio::spawn(async move {
         while let Ok((conn, _)) = listener.accept().await {
-            tokio::spawn(serve(conn, script.clone(), s.clone()));
+            let s = s.clone();
+            let script = script.clone();
+            tokio::spawn(async move {
+                serve(conn, script, s.clone()).await;
+                s.ended.fetch_add(1, Ordering::SeqCst);
+            });
         }
     });
     (addr, seen)
@@ -89,8 +102,8 @@ async fn serve(conn: TcpStream, script: Script, seen: Seen) {
     let (rd, mut wr) = conn.into_split();
     let mut rd = BufReader::new(rd);
     if script.greeting.is_empty() {
-        // say nothing; bounded so that the task ends
-        tokio::time::sleep(Duration::from_secs(10)).await;
+        // say nothing for longer than a client's reply timeout (30 s); bounded so that the task ends
+        tokio::time::sleep(Duration::from_secs(45)).await;
         return;
     }
     let _ = wr.write_all(format!("{}\r\n", script.greeting).as_bytes()).await;

@@ -24,7 +24,7 @@ pub struct Seen {
 
 impl Seen {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        super::field(&self.headers, name)
     }
     pub fn has(&self, name: &str) -> bool {
         self.header(name).is_some()
@@ -148,13 +148,7 @@ fn read_request(stream: &mut TcpStream, buf: &mut Vec<u8>, conn: usize) -> Optio
     let line = lines.next()?.to_string();
     let mut parts = line.split(' ');
     let (method, target, version) = (parts.next()?.to_string(), parts.next()?.to_string(), parts.next()?.to_string());
-    let headers: Vec<(String, String)> = lines
-        .filter(|l| !l.is_empty())
-        .map(|l| {
-            let (n, v) = l.split_once(':').unwrap_or((l, ""));
-            (n.trim().to_string(), v.trim().to_string())
-        })
-        .collect();
+    let headers = super::parse_fields(lines);
     let mut seen = Seen { head, method, target, version, headers, body: Vec::new(), conn };
     if seen.header("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked")) {
         loop {

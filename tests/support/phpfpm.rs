@@ -4,7 +4,9 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use super::{PortTry, start_on_a_free_port, wait_child, wait_until};
 
 const PHP_FPM: &str = "/usr/sbin/php-fpm8.2";
 
@@ -48,55 +50,70 @@ impl Fpm {
         }
         // A TCP port picked here may be taken before php-fpm binds it: php-fpm then says so in its log and exits,
         // and another port is tried. Ready means php-fpm itself said so.
-        for attempt in 0..3 {
-            let listen = if unix {
-                Listen::Unix(dir.path().join(format!("fpm-{attempt}.sock")))
-            } else {
-                Listen::Tcp(format!("127.0.0.1:{}", super::free_port()))
-            };
-            let listen_line = match &listen {
-                Listen::Tcp(a) => a.clone(),
-                Listen::Unix(p) => p.display().to_string(),
-            };
-            let log = dir.path().join(format!("fpm-{attempt}.log"));
-            let conf = dir.path().join(format!("fpm-{attempt}.conf"));
-            std::fs::write(
-                &conf,
-                format!(
-                    "[global]\nerror_log = {log}\ndaemonize = no\n\
-                     [www]\nuser = nobody\ngroup = nogroup\nlisten = {listen_line}\nlisten.mode = 0666\n\
-                     pm = static\npm.max_children = 4\ncatch_workers_output = yes\n\
-                     php_admin_value[post_max_size] = 64M\n",
-                    log = log.display()
-                ),
-            )
-            .unwrap();
-            let mut child = Command::new(PHP_FPM)
-                .args(["-F", "-n", "-y"])
-                .arg(&conf)
-                .arg("-p")
-                .arg(dir.path())
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap();
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                if std::fs::read_to_string(&log).unwrap_or_default().contains("ready to handle connections") {
-                    return Fpm { child, dir, www, listen };
+        if unix {
+            let listen = Listen::Unix(dir.path().join("fpm.sock"));
+            Fpm::run(dir, www, listen).unwrap_or_else(|_| panic!("php-fpm: its unix socket is in use"))
+        } else {
+            let mut dir = Some(dir);
+            start_on_a_free_port("php-fpm", |port| {
+                let listen = Listen::Tcp(format!("127.0.0.1:{port}"));
+                let d = dir.take().expect("the temp dir of a php-fpm not yet started");
+                match Fpm::run(d, www.clone(), listen) {
+                    Ok(fpm) => PortTry::Started(fpm),
+                    Err(d) => {
+                        dir = Some(d);
+                        PortTry::InUse
+                    }
                 }
-                if let Ok(Some(_)) = child.try_wait() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let said = std::fs::read_to_string(&log).unwrap_or_default();
-            let _ = child.kill();
-            let _ = child.wait();
-            assert!(said.contains("Address already in use"), "php-fpm did not come up:\n{said}");
+            })
         }
-        panic!("php-fpm found no free port in 3 attempts");
+    }
+
+    /// Starts php-fpm listening on `listen`, with the config and log in `dir`; gives `dir` back when php-fpm found
+    /// the address in use.
+    fn run(dir: tempfile::TempDir, www: PathBuf, listen: Listen) -> Result<Fpm, tempfile::TempDir> {
+        let listen_line = match &listen {
+            Listen::Tcp(a) => a.clone(),
+            Listen::Unix(p) => p.display().to_string(),
+        };
+        let log = dir.path().join("fpm.log");
+        let _ = std::fs::remove_file(&log);
+        let conf = dir.path().join("fpm.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "[global]\nerror_log = {log}\ndaemonize = no\n\
+                 [www]\nuser = nobody\ngroup = nogroup\nlisten = {listen_line}\nlisten.mode = 0666\n\
+                 pm = static\npm.max_children = 4\ncatch_workers_output = yes\n\
+                 php_admin_value[post_max_size] = 64M\n",
+                log = log.display()
+            ),
+        )
+        .unwrap();
+        let mut child = Command::new(PHP_FPM)
+            .args(["-F", "-n", "-y"])
+            .arg(&conf)
+            .arg("-p")
+            .arg(dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let said = || std::fs::read_to_string(&log).unwrap_or_default();
+        let mut exited = false;
+        let ready = wait_until(Duration::from_secs(10), || {
+            exited = matches!(child.try_wait(), Ok(Some(_)));
+            exited || said().contains("ready to handle connections")
+        });
+        if ready && !exited {
+            return Ok(Fpm { child, dir, www, listen });
+        }
+        let said = said();
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(said.contains("Address already in use"), "php-fpm did not come up:\n{said}");
+        Err(dir)
     }
 
     /// `fastcgi://127.0.0.1:PORT` or `fastcgi+unix:PATH`, for `--to`.
@@ -112,19 +129,18 @@ impl Fpm {
         self.dir.path()
     }
 
+    /// SIGTERM, then SIGKILL after 5 s; nothing when it has already been reaped (its PID may be another's now).
     pub fn stop(&mut self) {
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return;
+        }
         let pid = self.child.id() as i32;
         // SAFETY: kill(2) on a child we spawned and have not reaped yet.
         unsafe { libc::kill(pid, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        if wait_child(&mut self.child, Duration::from_secs(5)).is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
         }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -145,31 +145,18 @@ impl Pki {
             }
             Validity::Expired => ("20200101000000Z".to_string(), "20200201000000Z".to_string()),
         };
-        openssl(
-            &[
-                "ca",
-                "-batch",
-                "-config",
-                "ca.cnf",
-                "-cert",
-                issuer.cert(),
-                "-keyfile",
-                issuer.key(),
-                "-in",
-                &csr,
-                "-out",
-                &cert,
-                "-startdate",
-                &start,
-                "-enddate",
-                &end,
-                "-extfile",
-                &ext,
-                "-notext",
-            ],
-            self.dir.path(),
-        );
+        self.sign(issuer, &csr, &cert, &ext, &["-startdate", &start, "-enddate", &end]);
         Pair { cert: self.path(&cert), key: self.path(&key) }
+    }
+
+    /// `openssl ca`: `issuer` signs `csr` into `out` with the extensions in `ext` and `validity` (`-days N`, or
+    /// `-startdate`/`-enddate`).
+    fn sign(&self, issuer: &Pair, csr: &str, out: &str, ext: &str, validity: &[&str]) {
+        let mut args = vec!["ca", "-batch", "-config", "ca.cnf", "-cert", issuer.cert(), "-keyfile", issuer.key()];
+        args.extend(["-in", csr, "-out", out]);
+        args.extend_from_slice(validity);
+        args.extend(["-extfile", ext, "-notext"]);
+        openssl(&args, self.dir.path());
     }
 
     /// A server certificate for `dns` (first name is the CN) issued by the test CA, valid now.
@@ -193,28 +180,7 @@ impl Pki {
             &["req", "-new", "-key", &inter_key, "-subj", "/CN=hopgate test intermediate", "-out", &inter_csr],
             self.dir.path(),
         );
-        openssl(
-            &[
-                "ca",
-                "-batch",
-                "-config",
-                "ca.cnf",
-                "-cert",
-                self.ca.cert(),
-                "-keyfile",
-                self.ca.key(),
-                "-in",
-                &inter_csr,
-                "-out",
-                &inter_pem,
-                "-days",
-                "30",
-                "-extfile",
-                "ca-ext.cnf",
-                "-notext",
-            ],
-            self.dir.path(),
-        );
+        self.sign(&self.ca, &inter_csr, &inter_pem, "ca-ext.cnf", &["-days", "30"]);
         let inter = Pair { cert: self.path(&inter_pem), key: self.path(&inter_key) };
         let leaf = self.issue(&format!("{name}-leaf"), KeyType::EcdsaP256, dns[0], dns, Validity::Current, &inter);
         let chain = self.path(&format!("{name}.pem"));
@@ -256,6 +222,48 @@ impl Pki {
     }
 }
 
+impl Pki {
+    /// A self-signed CA:TRUE certificate for `dns` (as `openssl req -x509` makes), valid only in January 2020.
+    pub fn self_signed_expired(&self, name: &str, cn: &str, dns: &[&str]) -> Pair {
+        let key = format!("{name}.key");
+        let csr = format!("{name}.csr");
+        let cert = format!("{name}.pem");
+        let ext = format!("{name}.ext");
+        self.genkey(&key, KeyType::EcdsaP256);
+        openssl(&["req", "-new", "-key", &key, "-subj", &format!("/CN={cn}"), "-out", &csr], self.dir.path());
+        let sans: Vec<String> = dns.iter().map(|d| format!("DNS:{d}")).collect();
+        std::fs::write(
+            self.path(&ext),
+            format!("subjectAltName = {},IP:127.0.0.1\nbasicConstraints = CA:TRUE\n", sans.join(",")),
+        )
+        .unwrap();
+        openssl(
+            &[
+                "ca",
+                "-batch",
+                "-selfsign",
+                "-config",
+                "ca.cnf",
+                "-keyfile",
+                &key,
+                "-in",
+                &csr,
+                "-out",
+                &cert,
+                "-startdate",
+                "20200101000000Z",
+                "-enddate",
+                "20200201000000Z",
+                "-extfile",
+                &ext,
+                "-notext",
+            ],
+            self.dir.path(),
+        );
+        Pair { cert: self.path(&cert), key: self.path(&key) }
+    }
+}
+
 /// `YYYYMMDDHHMMSSZ` for a Unix time (what `openssl ca -startdate` takes).
 fn gentime(unix: u64) -> String {
     let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(unix);
@@ -273,10 +281,7 @@ pub struct TlsSeen {
 
 impl TlsSeen {
     pub fn header(&self, name: &str) -> Option<String> {
-        self.head.split("\r\n").skip(1).find_map(|l| {
-            let (n, v) = l.split_once(':')?;
-            n.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_string())
-        })
+        super::field(&super::parse_fields(self.head.split("\r\n").skip(1)), name).map(str::to_string)
     }
     pub fn target(&self) -> String {
         self.head.split(' ').nth(1).unwrap_or_default().to_string()

@@ -10,11 +10,12 @@
 //! (400 before any connection) -> checkout (pooled control connection) -> stat -> answer.
 //! Does not: cache, delete or rename (DELE, RNFR), resume an interrupted transfer, or speak active mode.
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use base64::Engine as _;
 use http::header::{self, HeaderValue};
 use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http_body::Body as _;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -140,7 +141,7 @@ impl Job {
 }
 
 /// Serves one request for an FTP resource (both doors; see the module doc).
-pub async fn serve(req: Request<Incoming>, ctx: &Ctx<'_>, ftp: &FtpRoute) -> Result<Response<Body>, Error> {
+pub async fn serve(mut req: Request<Incoming>, ctx: &Ctx<'_>, ftp: &FtpRoute) -> Result<Response<Body>, Error> {
     if let Upstream::FromUrl { parent: Some(parent) } = &ftp.upstream {
         // "relay every request through the parent": going to the FTP server directly would bypass it
         return Err(Error::local(
@@ -157,6 +158,9 @@ pub async fn serve(req: Request<Incoming>, ctx: &Ctx<'_>, ftp: &FtpRoute) -> Res
         return Err(Error::client(Kind::MethodNotAllowed, "uploads (PUT) are turned off for this ftp route")
             .with_field(header::ALLOW, ftp.allow()));
     }
+    if method != Method::PUT {
+        refuse_body(&mut req, ctx.hop.timeouts.idle).await?;
+    }
     // Everything about the request is checked before any connection: a bad path sends no command.
     let job = resolve(&req, ftp)?;
     let session = checkout(ftp, &job).await?;
@@ -167,6 +171,32 @@ pub async fn serve(req: Request<Incoming>, ctx: &Ctx<'_>, ftp: &FtpRoute) -> Res
     resp.extensions_mut().insert(UpstreamAddr(peer));
     append_via(resp.headers_mut(), version, &ctx.hop.via_name);
     Ok(resp)
+}
+
+/// GET and HEAD become RETR or a listing, which take no data: a request body would be lost, so it is refused
+/// (400) instead. An empty body (`Content-Length: 0`, a chunked body with no data) is no body.
+async fn refuse_body(req: &mut Request<Incoming>, idle: Duration) -> Result<(), Error> {
+    let method = req.method().clone();
+    let body = req.body_mut();
+    // bounded: each turn takes one frame within the idle timeout, and the first one with data ends it
+    while !body.is_end_stream() {
+        match tokio::time::timeout(idle, body.frame()).await {
+            Err(_) => return Err(Error::client(Kind::BadRequest, format!("the request body stalled for {idle:?}"))),
+            Ok(None) => break,
+            Ok(Some(Err(e))) => {
+                return Err(Error::client(Kind::BadRequest, "the request body broke off").with_source(e));
+            }
+            Ok(Some(Ok(frame))) => {
+                if frame.data_ref().is_some_and(|d| !d.is_empty()) {
+                    return Err(Error::client(
+                        Kind::BadRequest,
+                        format!("the {method} request has a body, which an FTP download or listing can't take"),
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// What a request asks for: server, log-in, FTP path. 400 for paths or credentials with CR, LF or NUL.
