@@ -12,6 +12,7 @@ use bytes::Bytes;
 use futures_util::{StreamExt, stream};
 use hopgate::backend::cgi::{Cgi, CgiConfig, CgiOutput};
 use hopgate::backend::meta::{ConnInfo, GatewayError, GatewayErrorKind, GatewayResponse, HeadKind};
+use hopgate::error::Error;
 use http::{Request, StatusCode};
 use sha2::{Digest, Sha256};
 
@@ -233,7 +234,7 @@ async fn hang_is_killed_with_its_children_by_the_timeout() {
     let start = Instant::now();
     let e = parsed(&cgi, "/hang.sh").await.unwrap_err();
     assert_eq!(e.kind(), GatewayErrorKind::Timeout, "{e}");
-    assert_eq!(e.status(), StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(Error::from(e).status(), StatusCode::GATEWAY_TIMEOUT);
     assert!(start.elapsed() < Duration::from_secs(5));
     let p = read_pids(&pids).await;
     wait_gone(p[0], false).await; // the script: killed and reaped by us, no zombie
@@ -272,7 +273,7 @@ async fn crash_and_bad_heads_are_502() {
     for s in ["/crash.sh", "/bad.sh", "/half.sh", "/silent.py"] {
         let e = parsed(&cgi, s).await.unwrap_err();
         assert_eq!(e.kind(), GatewayErrorKind::BadResponse, "{s}: {e}");
-        assert_eq!(e.status(), StatusCode::BAD_GATEWAY);
+        assert_eq!(Error::from(e).status(), StatusCode::BAD_GATEWAY);
     }
 }
 
@@ -313,11 +314,11 @@ async fn not_executable_is_403_and_missing_is_404() {
     std::fs::set_permissions(d.path.join("secret.sh"), std::fs::Permissions::from_mode(0o644)).unwrap();
     let cgi = gateway(&d, Duration::from_secs(10), 4);
     let e = parsed(&cgi, "/secret.sh").await.unwrap_err();
-    assert_eq!(e.status(), StatusCode::FORBIDDEN);
+    assert_eq!(Error::from(e).status(), StatusCode::FORBIDDEN);
     let e = parsed(&cgi, "/nope.sh").await.unwrap_err();
-    assert_eq!(e.status(), StatusCode::NOT_FOUND);
+    assert_eq!(Error::from(e).status(), StatusCode::NOT_FOUND);
     let e = parsed(&cgi, "/%2e%2e/pids").await.unwrap_err();
-    assert_eq!(e.status(), StatusCode::NOT_FOUND);
+    assert_eq!(Error::from(e).status(), StatusCode::NOT_FOUND);
 }
 
 #[tokio::test]

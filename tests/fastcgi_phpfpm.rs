@@ -15,6 +15,7 @@ use bytes::Bytes;
 use futures_util::{StreamExt, stream};
 use hopgate::backend::fastcgi::{FastCgi, FastCgiAddr, FastCgiConfig};
 use hopgate::backend::meta::{ConnInfo, GatewayError, GatewayErrorKind, GatewayResponse, HeadKind};
+use hopgate::error::Error;
 use http::{Request, StatusCode};
 use sha2::{Digest, Sha256};
 use support::phpfpm::{Fpm, Listen};
@@ -181,7 +182,7 @@ async fn php_fpm_over_tcp() {
     // Refused before php-fpm is asked: the cgi.fix_pathinfo trap is unreachable.
     for uri in ["/missing.php", "/uploads/evil.jpg/x.php", "/uploads/evil.jpg", "/%2e%2e/fpm.conf"] {
         let e = get(&gw, uri).await.unwrap_err();
-        assert_eq!(e.status(), StatusCode::NOT_FOUND, "{uri}");
+        assert_eq!(Error::from(e).status(), StatusCode::NOT_FOUND, "{uri}");
     }
 }
 
@@ -300,16 +301,16 @@ async fn stderr_timeout_and_unavailable() {
 
     let e = get(&gw, "/sleep.php?ms=3000").await.unwrap_err();
     assert_eq!(e.kind(), GatewayErrorKind::Timeout, "{e}");
-    assert_eq!(e.status(), StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(Error::from(e).status(), StatusCode::GATEWAY_TIMEOUT);
 
     let (_refusing, port) = refusing_port();
     let down = gateway(FastCgiAddr::Tcp(format!("127.0.0.1:{port}")), &fpm.www, Duration::from_secs(2));
     let e = get(&down, "/hello.php").await.unwrap_err();
-    assert_eq!(e.kind(), GatewayErrorKind::Unavailable, "{e}");
-    assert_eq!(e.status(), StatusCode::BAD_GATEWAY);
+    assert_eq!(e.kind(), GatewayErrorKind::ConnectRefused, "{e}");
+    assert_eq!(Error::from(e).status(), StatusCode::BAD_GATEWAY);
     let missing = gateway(FastCgiAddr::Unix(fpm.www.join("no.sock")), &fpm.www, Duration::from_secs(2));
     let e = get(&missing, "/hello.php").await.unwrap_err();
-    assert_eq!(e.kind(), GatewayErrorKind::Unavailable, "{e}");
+    assert_eq!(e.kind(), GatewayErrorKind::ConnectFailed, "{e}");
 }
 
 struct LogWriter(Arc<Mutex<Vec<u8>>>);

@@ -12,6 +12,7 @@ use bytes::Bytes;
 use futures_util::{StreamExt, stream};
 use hopgate::backend::meta::{ConnInfo, GatewayError, GatewayErrorKind, GatewayResponse};
 use hopgate::backend::scgi::{Scgi, ScgiConfig};
+use hopgate::error::Error;
 use http::{Request, StatusCode};
 use sha2::{Digest, Sha256};
 
@@ -200,19 +201,19 @@ async fn hang_garbage_down_and_unknown_length() {
     let gw = gateway(&app.addr, Duration::from_secs(1));
     let e = call(&gw, Request::get("/hang").body(()).unwrap(), vec![]).await.unwrap_err();
     assert_eq!(e.kind(), GatewayErrorKind::Timeout, "{e}");
-    assert_eq!(e.status(), StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(Error::from(e).status(), StatusCode::GATEWAY_TIMEOUT);
 
     let e = call(&gw, Request::get("/garbage").body(()).unwrap(), vec![]).await.unwrap_err();
     assert_eq!(e.kind(), GatewayErrorKind::BadResponse, "{e}");
-    assert_eq!(e.status(), StatusCode::BAD_GATEWAY);
+    assert_eq!(Error::from(e).status(), StatusCode::BAD_GATEWAY);
 
     let req = Request::post("/env").header("Transfer-Encoding", "chunked").body(()).unwrap();
     let e = call(&gw, req, vec![Bytes::from_static(b"x")]).await.unwrap_err();
-    assert_eq!(e.status(), StatusCode::LENGTH_REQUIRED);
+    assert_eq!(Error::from(e).status(), StatusCode::LENGTH_REQUIRED);
 
     let (_refusing, port) = refusing_port();
     let down = gateway(&format!("127.0.0.1:{port}"), Duration::from_secs(2));
     let e = call(&down, Request::get("/env").body(()).unwrap(), vec![]).await.unwrap_err();
-    assert_eq!(e.kind(), GatewayErrorKind::Unavailable, "{e}");
-    assert_eq!(e.status(), StatusCode::BAD_GATEWAY);
+    assert_eq!(e.kind(), GatewayErrorKind::ConnectRefused, "{e}");
+    assert_eq!(Error::from(e).status(), StatusCode::BAD_GATEWAY);
 }
