@@ -73,7 +73,11 @@ where
     super::connect::connect(io, &authority, fields).await.map_err(|e| {
         let kind = match &e {
             ConnectError::Refused { status: StatusCode::GATEWAY_TIMEOUT, .. } => Kind::ResponseTimeout,
-            ConnectError::Refused { .. } => Kind::ConnectFailed,
+            ConnectError::Refused { status: StatusCode::SERVICE_UNAVAILABLE, .. } => Kind::UpstreamUnavailable,
+            // the parent could not reach the target itself
+            ConnectError::Refused { status: StatusCode::BAD_GATEWAY, .. } => Kind::ConnectFailed,
+            // 403, 407...: the parent refuses hopgate
+            ConnectError::Refused { .. } => Kind::UpstreamRejected,
             ConnectError::Handshake(_) => Kind::UpstreamClosedEarly,
         };
         let what = match &e {
