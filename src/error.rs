@@ -1,5 +1,7 @@
 //! One error type for everything a request can run into. It says who failed ([`Side`]) and what happened
-//! ([`Kind`]); [`Error::status`] is the one place that turns that into an HTTP status.
+//! ([`Kind`]); [`Error::status`] is the one place that turns that into an HTTP status, and [`Kind::reason`] into
+//! the stable token of the log line. Layers with errors of their own convert them in one place each
+//! (`FtpError::into_error`, `From<GatewayError>`), keeping them as the typed source.
 
 use std::fmt;
 
@@ -20,7 +22,8 @@ pub enum Side {
 pub enum Kind {
     /// The request is malformed or can't be served as sent.
     BadRequest,
-    /// A framing problem: the connection can't be trusted for another request.
+    /// A framing problem: the connection can't be trusted for another request (also: plain HTTP sent to a TLS
+    /// port). 400 with `Connection: close`.
     BadFraming,
     UriTooLong,
     HeadTooLarge,
@@ -54,9 +57,58 @@ pub enum Kind {
     UpstreamClosedEarly,
     /// The upstream answered something that is not valid for its protocol.
     UpstreamProtocol,
+    /// The upstream is up but refuses service for now: an FTP 421, FastCGI's FCGI_OVERLOADED, a parent's 503.
+    UpstreamUnavailable,
+    /// The upstream refused what it was asked with a negative answer of its protocol that has no status of its
+    /// own here: an FTP reply such as `451` or `504` to a command, a parent proxy's 403/407 to hopgate's request.
+    UpstreamRejected,
+    /// The upstream's answer is larger than a hopgate limit allows (an FTP listing, a CGI response head).
+    ResponseTooLarge,
     ResponseTimeout,
+    /// hopgate could not start a CGI script (its interpreter is missing, the kernel can't run the file, no
+    /// process or pipe could be made). Local: nothing of the script ran. Answered 502, not 500: a script that
+    /// can't be run is, to the client, an upstream that is broken, and hopgate itself is still fine.
+    SpawnFailed,
     /// Something in hopgate itself (a file it could not read, a resource exhausted).
     Internal,
+}
+
+impl Kind {
+    /// A short, stable, lowercase token per kind (`refused`, `timeout`, `dns`, `tls`, `protocol`, `closed`,
+    /// `unavailable`, `spawn`...): for counting errors by cause (`upstream_errors_total{reason}`) and for the
+    /// `reason=` field of the error log line. Renaming one breaks dashboards: add, don't rename.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Kind::BadRequest => "bad_request",
+            Kind::BadFraming => "bad_framing",
+            Kind::UriTooLong => "uri_too_long",
+            Kind::HeadTooLarge => "head_too_large",
+            Kind::NotImplemented => "not_implemented",
+            Kind::LengthRequired => "length_required",
+            Kind::NotFound => "not_found",
+            Kind::MethodNotAllowed => "method_not_allowed",
+            Kind::RangeNotSatisfiable => "range_not_satisfiable",
+            Kind::TargetForbidden => "target_forbidden",
+            Kind::Forbidden => "forbidden",
+            Kind::AuthRequired => "auth_required",
+            Kind::Unauthorized => "unauthorized",
+            Kind::Loop => "loop",
+            Kind::Overloaded => "overloaded",
+            Kind::DnsFailed => "dns",
+            Kind::ConnectRefused => "refused",
+            Kind::ConnectFailed => "connect",
+            Kind::ConnectTimeout => "connect_timeout",
+            Kind::UpstreamTls => "tls",
+            Kind::UpstreamClosedEarly => "closed",
+            Kind::UpstreamProtocol => "protocol",
+            Kind::UpstreamUnavailable => "unavailable",
+            Kind::UpstreamRejected => "rejected",
+            Kind::ResponseTooLarge => "too_large",
+            Kind::ResponseTimeout => "timeout",
+            Kind::SpawnFailed => "spawn",
+            Kind::Internal => "internal",
+        }
+    }
 }
 
 pub struct Error {
@@ -69,11 +121,22 @@ pub struct Error {
     /// Further fields the page carries: `Allow` on a 405, `Content-Range` on a 416.
     fields: Vec<(http::HeaderName, http::HeaderValue)>,
     source: Option<BoxError>,
+    /// The detail already words `source` itself (a layer's own error converted to this one): the log line goes on
+    /// with the source's causes only.
+    detail_words_source: bool,
 }
 
 impl Error {
     pub fn new(kind: Kind, side: Side, detail: impl Into<String>) -> Error {
-        Error { kind, side, detail: detail.into(), challenge: None, fields: Vec::new(), source: None }
+        Error {
+            kind,
+            side,
+            detail: detail.into(),
+            challenge: None,
+            fields: Vec::new(),
+            source: None,
+            detail_words_source: false,
+        }
     }
 
     pub fn client(kind: Kind, detail: impl Into<String>) -> Error {
@@ -94,6 +157,15 @@ impl Error {
 
     pub fn with_source(mut self, source: impl Into<BoxError>) -> Error {
         self.source = Some(source.into());
+        self.detail_words_source = false;
+        self
+    }
+
+    /// Keeps a layer's own error (`FtpError`, `GatewayError`) as the typed cause when the detail already says
+    /// what it says: [`Error::chain`] then shows only the causes beneath it (the OS error of a failed spawn).
+    pub fn with_worded_source(mut self, source: impl Into<BoxError>) -> Error {
+        self.source = Some(source.into());
+        self.detail_words_source = true;
         self
     }
 
@@ -150,7 +222,11 @@ impl Error {
             | Kind::ConnectFailed
             | Kind::UpstreamTls
             | Kind::UpstreamClosedEarly
-            | Kind::UpstreamProtocol => StatusCode::BAD_GATEWAY,
+            | Kind::UpstreamProtocol
+            | Kind::UpstreamUnavailable
+            | Kind::UpstreamRejected
+            | Kind::ResponseTooLarge
+            | Kind::SpawnFailed => StatusCode::BAD_GATEWAY,
             Kind::ConnectTimeout | Kind::ResponseTimeout => StatusCode::GATEWAY_TIMEOUT,
             Kind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -165,6 +241,10 @@ impl Error {
     pub fn chain(&self) -> String {
         let mut s = self.detail.clone();
         let mut next: Option<&(dyn std::error::Error + 'static)> = self.source.as_deref().map(|e| e as _);
+        if self.detail_words_source {
+            next = next.and_then(|e| e.source());
+        }
+        // A cause whose words are already in the line (a detail that quotes it) is not repeated.
         while let Some(e) = next {
             let text = e.to_string();
             if !s.contains(&text) {
@@ -269,6 +349,63 @@ mod tests {
         assert_eq!(Error::upstream(Kind::ConnectTimeout, "x").status(), 504);
         assert_eq!(Error::client(Kind::TargetForbidden, "x").status(), 403);
         assert_eq!(Error::client(Kind::Loop, "x").status(), 508);
+        for kind in [Kind::UpstreamUnavailable, Kind::UpstreamRejected, Kind::ResponseTooLarge, Kind::SpawnFailed] {
+            assert_eq!(Error::upstream(kind, "x").status(), 502, "{kind:?}");
+        }
+    }
+
+    #[test]
+    fn reasons_are_distinct_lowercase_tokens() {
+        // every kind (a new one: add it here)
+        let all = [
+            Kind::BadRequest,
+            Kind::BadFraming,
+            Kind::UriTooLong,
+            Kind::HeadTooLarge,
+            Kind::NotImplemented,
+            Kind::LengthRequired,
+            Kind::NotFound,
+            Kind::MethodNotAllowed,
+            Kind::RangeNotSatisfiable,
+            Kind::TargetForbidden,
+            Kind::Forbidden,
+            Kind::AuthRequired,
+            Kind::Unauthorized,
+            Kind::Loop,
+            Kind::Overloaded,
+            Kind::DnsFailed,
+            Kind::ConnectRefused,
+            Kind::ConnectFailed,
+            Kind::ConnectTimeout,
+            Kind::UpstreamTls,
+            Kind::UpstreamClosedEarly,
+            Kind::UpstreamProtocol,
+            Kind::UpstreamUnavailable,
+            Kind::UpstreamRejected,
+            Kind::ResponseTooLarge,
+            Kind::ResponseTimeout,
+            Kind::SpawnFailed,
+            Kind::Internal,
+        ];
+        let mut seen = std::collections::HashSet::new();
+        for kind in all {
+            let r = kind.reason();
+            assert!(!r.is_empty() && r.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'), "{kind:?}: {r}");
+            assert!(seen.insert(r), "{kind:?}: {r} twice");
+        }
+        // the ones the metrics issue counts upstream errors by
+        for (kind, r) in [
+            (Kind::ConnectRefused, "refused"),
+            (Kind::ResponseTimeout, "timeout"),
+            (Kind::DnsFailed, "dns"),
+            (Kind::UpstreamTls, "tls"),
+            (Kind::UpstreamProtocol, "protocol"),
+            (Kind::UpstreamClosedEarly, "closed"),
+            (Kind::UpstreamUnavailable, "unavailable"),
+            (Kind::SpawnFailed, "spawn"),
+        ] {
+            assert_eq!(kind.reason(), r);
+        }
     }
 
     #[test]
@@ -276,5 +413,25 @@ mod tests {
         let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
         let e = Error::upstream(Kind::ConnectRefused, "connect to 1.2.3.4:80").with_source(io);
         assert_eq!(e.chain(), "connect to 1.2.3.4:80: refused");
+    }
+
+    #[test]
+    fn a_worded_source_shows_only_its_causes() {
+        #[derive(Debug)]
+        struct Layer(std::io::Error);
+        impl fmt::Display for Layer {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("the layer's own words")
+            }
+        }
+        impl std::error::Error for Layer {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let io = std::io::Error::other("os error 2");
+        let e = Error::upstream(Kind::SpawnFailed, "said otherwise").with_worded_source(Layer(io));
+        assert_eq!(e.chain(), "said otherwise: os error 2");
+        assert!(std::error::Error::source(&e).is_some_and(|s| s.is::<Layer>()), "the typed cause is kept");
     }
 }

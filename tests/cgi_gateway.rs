@@ -310,6 +310,20 @@ fn crash_and_bad_heads_are_502() {
 }
 
 #[test]
+fn a_script_that_cannot_be_started_is_a_spawn_failure_not_a_connect_failure() {
+    let s = Scripts::new();
+    s.add("noexec-interp.sh", "#!/nonexistent/interpreter\n");
+    let h = s.gateway(&[]);
+    let r = get(&h, "/noexec-interp.sh");
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert_eq!(r.text(), "hopgate: 502 Bad Gateway\ncannot start the script: /noexec-interp.sh\n");
+    // The log names the cause (hopgate's own side: spawn) and the OS error.
+    let line = h.wait_stderr_line(&["cannot start the script: /noexec-interp.sh"]);
+    assert!(line.contains(" WARN ") && line.contains("reason=spawn"), "{line}");
+    assert!(line.contains("No such file or directory"), "{line}");
+}
+
+#[test]
 fn short_or_empty_status_is_502_and_the_gateway_keeps_serving() {
     let s = Scripts::new();
     s.add("st2.sh", "#!/bin/sh\nprintf 'Status: 20\\n\\nbody'\n")

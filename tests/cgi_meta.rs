@@ -7,6 +7,7 @@ use std::path::Path;
 use hopgate::backend::meta::{
     self, ConnInfo, FastCgiLayout, GatewayErrorKind, HeadKind, HeadParser, MetaInput, ScriptPath,
 };
+use hopgate::error::Error;
 use http::{Request, StatusCode, Version};
 
 fn conn() -> ConnInfo {
@@ -137,7 +138,7 @@ fn chunked_body_without_length_is_411() {
     let (parts, ()) = Request::post("/").header("Transfer-Encoding", "chunked").body(()).unwrap().into_parts();
     let e = meta::request_content_length(&parts).unwrap_err();
     assert_eq!(e.kind(), GatewayErrorKind::LengthRequired);
-    assert_eq!(e.status(), StatusCode::LENGTH_REQUIRED);
+    assert_eq!(Error::from(e).status(), StatusCode::LENGTH_REQUIRED);
 }
 
 // ---- CGI response heads ----
@@ -218,7 +219,7 @@ fn head_rejects_garbage() {
     ] {
         let e = parse_all(bad).unwrap_err();
         assert_eq!(e.kind(), GatewayErrorKind::BadResponse, "{:?}", String::from_utf8_lossy(bad));
-        assert_eq!(e.status(), StatusCode::BAD_GATEWAY);
+        assert_eq!(Error::from(e).status(), StatusCode::BAD_GATEWAY);
     }
     // Output that ends before the blank line.
     let mut p = HeadParser::new();
@@ -241,7 +242,7 @@ fn head_size_is_capped() {
             }
         }
     }
-    assert_eq!(err.expect("capped").kind(), GatewayErrorKind::BadResponse);
+    assert_eq!(err.expect("capped").kind(), GatewayErrorKind::TooLarge);
     // Just under the cap is fine.
     let mut p = HeadParser::with_limit(100);
     assert!(p.feed(b"A: b\n\n").unwrap().is_some());
@@ -301,7 +302,7 @@ fn cgi_resolution() {
     }
     let e = meta::resolve_cgi(&dir, "/plain.txt/more").unwrap_err();
     assert_eq!(e.kind(), GatewayErrorKind::Forbidden);
-    assert_eq!(e.status(), StatusCode::FORBIDDEN);
+    assert_eq!(Error::from(e).status(), StatusCode::FORBIDDEN);
 }
 
 #[test]

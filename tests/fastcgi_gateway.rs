@@ -547,3 +547,64 @@ fn misbehaving_applications_are_502_and_their_connections_not_kept() {
     }
     assert_eq!(seen.lock().unwrap().connections, 2);
 }
+
+/// A FastCGI application that reads one request (up to its empty FCGI_STDIN record), then answers in HTTP instead
+/// of FastCGI records. Accepts one connection within 10 s.
+fn http_speaking_app() -> std::net::SocketAddr {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    listener.set_nonblocking(true).unwrap();
+    std::thread::spawn(move || {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut conn = loop {
+            match listener.accept() {
+                Ok((c, _)) => break c,
+                Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+                Err(_) => return,
+            }
+        };
+        conn.set_nonblocking(false).unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut head = [0u8; 8];
+        loop {
+            if conn.read_exact(&mut head).is_err() {
+                return;
+            }
+            let len = u16::from_be_bytes([head[4], head[5]]) as usize + head[6] as usize;
+            let mut content = vec![0u8; len];
+            if conn.read_exact(&mut content).is_err() {
+                return;
+            }
+            if head[1] == 5 && head[4] == 0 && head[5] == 0 {
+                break;
+            }
+        }
+        let _ = conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi");
+        let _ = conn.read(&mut head);
+    });
+    addr
+}
+
+#[test]
+fn a_fastcgi_protocol_error_keeps_its_words_on_the_page_and_in_the_log() {
+    let root = tempfile::tempdir().unwrap();
+    std::fs::write(root.path().join("index.php"), "<?php echo 'x';").unwrap();
+    let app = http_speaking_app();
+    let to = format!("fastcgi://{app}");
+    let h = Hopgate::start(&[
+        "gateway",
+        "--listen",
+        "127.0.0.1:0",
+        "--to",
+        to.as_str(),
+        "--root",
+        root.path().to_str().unwrap(),
+    ]);
+    let r = get(&h, "/index.php");
+    assert_eq!(r.status, 502, "{}", r.text());
+    // 'H' (72) where the version byte of a record belongs
+    assert_eq!(r.text(), "hopgate: 502 Bad Gateway\nbad upstream response: FastCGI record version 72\n");
+    let line = h.wait_stderr_line(&["FastCGI record version 72"]);
+    assert!(line.contains("reason=protocol"), "{line}");
+}

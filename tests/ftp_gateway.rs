@@ -495,11 +495,13 @@ fn rogue_pasv_address_is_ignored_and_sessions_are_reused() {
     assert_eq!(seen.logins(), 1, "control connection not reused: {:?}", seen.commands());
     assert_eq!((seen.count("EPSV"), seen.count("PASV")), (1, 20), "{:?}", seen.commands());
 
-    // the server's reply text is HTML-escaped in the page
+    // the server's reply text reaches the page as the server sent it: the page is text/plain (and nosniff), so
+    // markup in it is inert, and escaping it would only garble the reply
     let r = curl(&[&format!("{}/missing.bin", gw.url())]);
     assert_eq!(r.code, 404);
-    assert!(r.text().contains("550 &lt;missing&gt; &amp; gone"), "{}", r.text());
-    assert!(!r.text().contains("<missing>"), "{}", r.text());
+    assert!(r.text().contains("answered: 550 <missing> & gone\n"), "{}", r.text());
+    assert_eq!(r.header("content-type").as_deref(), Some("text/plain; charset=utf-8"));
+    assert_eq!(r.header("x-content-type-options").as_deref(), Some("nosniff"));
 }
 
 #[test]
@@ -569,13 +571,16 @@ fn unreachable_refusing_and_silent_servers_are_502_and_504() {
     let gw = gateway(&format!("ftp://{}", closed.addr));
     let r = curl(&[&format!("{}/x", gw.url())]);
     assert_eq!(r.code, 502, "{}", r.text());
-    assert!(r.text().contains("connection refused"), "{}", r.text());
+    gw.wait_stderr_line(&["502 Bad Gateway: connection refused by", "reason=refused"]);
 
+    // 421: the server refuses service. Not a refused connection: its own reason, its reply kept word for word.
     let (addr, _) = rogue_in_thread(Script { greeting: "421 Too many <users>", ..Script::default() });
     let gw = gateway(&format!("ftp://{addr}"));
     let r = curl(&[&format!("{}/x", gw.url())]);
     assert_eq!(r.code, 502);
-    assert!(r.text().contains("421 Too many &lt;users&gt;"), "{}", r.text());
+    assert!(r.text().contains(&format!("ftp server {addr} answered: 421 Too many <users>\n")), "{}", r.text());
+    let line = gw.wait_stderr_line(&["421 Too many <users>"]);
+    assert!(line.contains("reason=unavailable"), "{line}");
 
     // A server that accepts and never greets: 504 after the FTP reply timeout, a fixed 30 s (docs/ftp.md).
     let (addr, _) = rogue_in_thread(Script { greeting: "", ..Script::default() });
@@ -644,4 +649,19 @@ fn the_pool_replaces_a_session_the_server_closed() {
     get(&[]);
     get(&["-u", "bob:pw"]);
     assert_eq!(seen.logins(), 3, "{:?}", seen.commands());
+}
+
+#[test]
+fn a_rejected_command_keeps_its_reply_code_and_text() {
+    // 451 to SIZE, CWD and RETR: not a protocol error, a refusal, with the server's words on the page and in the log
+    let (addr, _) = rogue_in_thread(Script { missing: "451 <b>busy</b> & try later", ..Script::default() });
+    let gw = gateway(&format!("ftp://{addr}"));
+    let r = curl(&[&format!("{}/missing.bin", gw.url())]);
+    assert_eq!(r.code, 502, "{}", r.text());
+    assert_eq!(
+        r.text(),
+        format!("hopgate: 502 Bad Gateway\nftp server {addr} answered RETR with: 451 <b>busy</b> & try later\n")
+    );
+    let line = gw.wait_stderr_line(&["answered RETR with: 451 <b>busy</b>"]);
+    assert!(line.contains("reason=rejected"), "{line}");
 }

@@ -57,9 +57,14 @@ fn parent_credentials_are_hopgates_own() {
     let (code, body, _) = curl(&["-x", &wrong.url(), &origin.url("/")]);
     assert_eq!(code, 502);
     assert!(String::from_utf8_lossy(&body).contains("407"), "{}", String::from_utf8_lossy(&body));
+    // a refusal by the parent, not a failed connection
+    let line = wrong.wait_stderr_line(&["parent proxy", "refused the request: 407"]);
+    assert!(line.contains("reason=rejected"), "{line}");
     let r = support::exchange(wrong.addr, &format!("CONNECT {target} HTTP/1.1\r\nHost: x\r\n\r\n"));
     assert_eq!(r.status, 502);
     assert!(r.text().contains("407"), "{}", r.text());
+    let line = wrong.wait_stderr_line(&["refused CONNECT", "407"]);
+    assert!(line.contains("reason=rejected"), "{line}");
 }
 
 #[test]

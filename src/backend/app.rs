@@ -28,12 +28,11 @@ use super::Ctx;
 use super::cgi::{self, Cgi, CgiConfig, CgiOutput};
 use super::fastcgi::{FastCgi, FastCgiAddr, FastCgiConfig};
 use super::meta::{
-    self, CgiHead, ConnInfo, GatewayBody, GatewayError, GatewayErrorKind, GatewayResponse, HeadKind, HeadParser,
-    MetaInput,
+    self, CgiHead, ConnInfo, GatewayBody, GatewayErrorKind, GatewayResponse, HeadKind, HeadParser, MetaInput,
 };
 use super::scgi::{Scgi, ScgiConfig};
 use crate::config::{AppOptions, CgiTarget, FastCgiTarget, ScgiTarget, UpstreamSocket};
-use crate::error::{BoxError, Error, Kind, Side, StartupError};
+use crate::error::{BoxError, Error, Kind, StartupError};
 use crate::http::{Body, hop};
 use crate::upstream::UpstreamAddr;
 
@@ -154,7 +153,7 @@ impl Gateway {
         let path = self.below_prefix(parts.uri.path()).ok_or_else(|| {
             Error::client(Kind::NotFound, format!("{} is not under {}", parts.uri.path(), self.prefix))
         })?;
-        let content_length = meta::request_content_length(parts).map_err(gateway_error)?;
+        let content_length = meta::request_content_length(parts).map_err(Error::from)?;
         let input = |script| MetaInput { conn, script, content_length, pass_authorization: self.pass_authorization };
         match &self.app {
             App::Cgi(cgi) => {
@@ -165,25 +164,25 @@ impl Gateway {
                     }
                     (r, _) => r,
                 }
-                .map_err(gateway_error)?;
+                .map_err(Error::from)?;
                 script.path.script_name = self.mounted(&script.path.script_name);
                 let vars = meta::build(parts, &input(&script.path));
-                Ok(match cgi.run(&script, &vars, body).await.map_err(gateway_error)? {
+                Ok(match cgi.run(&script, &vars, body).await.map_err(Error::from)? {
                     CgiOutput::Parsed(r) => Output::Parsed(r),
                     CgiOutput::Nph(b) => Output::Nph(b),
                 })
             }
             App::FastCgi(fcgi) => {
-                let mut script = fcgi.resolve(path).map_err(gateway_error)?;
+                let mut script = fcgi.resolve(path).map_err(Error::from)?;
                 script.script_name = self.mounted(&script.script_name);
                 let vars = meta::build(parts, &input(&script));
-                Ok(Output::Parsed(fcgi.send(&vars, body).await.map_err(gateway_error)?))
+                Ok(Output::Parsed(fcgi.send(&vars, body).await.map_err(Error::from)?))
             }
             App::Scgi(scgi) => {
-                let mut script = meta::resolve_app(path).map_err(gateway_error)?;
+                let mut script = meta::resolve_app(path).map_err(Error::from)?;
                 script.script_name = self.mounted(&script.script_name);
                 let vars = meta::build(parts, &input(&script));
-                Ok(Output::Parsed(scgi.send(&vars, body).await.map_err(gateway_error)?))
+                Ok(Output::Parsed(scgi.send(&vars, body).await.map_err(Error::from)?))
             }
         }
     }
@@ -355,7 +354,7 @@ async fn nph(mut body: GatewayBody) -> Result<Response<Body>, Error> {
         }
         match body.next().await {
             Some(Ok(chunk)) => buf.extend_from_slice(&chunk),
-            Some(Err(e)) => return Err(gateway_error(e)),
+            Some(Err(e)) => return Err(e.into()),
             None => return Err(bad("no status line")),
         }
     };
@@ -371,7 +370,7 @@ async fn nph(mut body: GatewayBody) -> Result<Response<Body>, Error> {
         let mut parser = HeadParser::new();
         let mut chunk = rest.freeze();
         loop {
-            if let Some((head, first)) = parser.feed(&chunk).map_err(gateway_error)? {
+            if let Some((head, first)) = parser.feed(&chunk).map_err(Error::from)? {
                 let mut headers = head.headers;
                 // The CGI head parser reads a lone local Location as a redirect; here it is just a field.
                 if let HeadKind::LocalRedirect(loc) = head.kind
@@ -383,8 +382,8 @@ async fn nph(mut body: GatewayBody) -> Result<Response<Body>, Error> {
             }
             chunk = match body.next().await {
                 Some(Ok(c)) => c,
-                Some(Err(e)) => return Err(gateway_error(e)),
-                None => return Err(gateway_error(parser.eof_error())),
+                Some(Err(e)) => return Err(e.into()),
+                None => return Err(parser.eof_error().into()),
             };
         }
     };
@@ -417,19 +416,6 @@ fn status_line(line: &[u8]) -> Option<(StatusCode, Option<hyper::ext::ReasonPhra
         .filter(|r| !r.is_empty() && status.canonical_reason().is_none_or(|c| c.as_bytes() != *r))
         .and_then(|r| hyper::ext::ReasonPhrase::try_from(r.to_vec()).ok());
     Some((status, reason))
-}
-
-/// Maps the protocol layer's error to hopgate's; the detail stays short, the cause goes to the log.
-pub fn gateway_error(e: GatewayError) -> Error {
-    let (kind, side) = match e.kind() {
-        GatewayErrorKind::NotFound => (Kind::NotFound, Side::Client),
-        GatewayErrorKind::Forbidden => (Kind::Forbidden, Side::Upstream),
-        GatewayErrorKind::Unavailable => (Kind::ConnectRefused, Side::Upstream),
-        GatewayErrorKind::Timeout => (Kind::ResponseTimeout, Side::Upstream),
-        GatewayErrorKind::BadResponse => (Kind::UpstreamProtocol, Side::Upstream),
-        GatewayErrorKind::LengthRequired => (Kind::LengthRequired, Side::Client),
-    };
-    Error::new(kind, side, e.to_string()).with_source(e)
 }
 
 /// Reads a request body of unknown length (chunked) to its end, so that CONTENT_LENGTH can be given: the first
@@ -555,22 +541,6 @@ mod tests {
         h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("-1"));
         assert_eq!(status_of(response_head(StatusCode::OK, h)), 502);
         assert_eq!(status_of(response_head(StatusCode::CONTINUE, HeaderMap::new())), 502);
-    }
-
-    #[test]
-    fn errors_map_to_statuses() {
-        let cases = [
-            (GatewayError::not_found("x"), 404),
-            (GatewayError::forbidden("x"), 403),
-            (GatewayError::unavailable("x"), 502),
-            (GatewayError::timeout("x"), 504),
-            (GatewayError::bad_response("x"), 502),
-            (GatewayError::new(GatewayErrorKind::LengthRequired, "x"), 411),
-        ];
-        for (e, status) in cases {
-            assert_eq!(e.status(), status);
-            assert_eq!(gateway_error(e).status(), status);
-        }
     }
 
     #[test]

@@ -156,7 +156,7 @@ pub async fn forward(mut req: Request<Incoming>, ctx: &Ctx<'_>, proxy: &Forward)
         // The parent's challenge is for hopgate's hop, not the client's: passing it on would make the client
         // think hopgate wants credentials.
         return Err(Error::upstream(
-            Kind::ConnectFailed,
+            Kind::UpstreamRejected,
             format!("parent proxy {} refused the request: 407 Proxy Authentication Required", parent.authority),
         ));
     }
@@ -583,7 +583,7 @@ fn display_authority(uri: &Uri) -> String {
 fn client_error(e: SendError, target: &Uri) -> Error {
     let upstream = display_authority(target);
     let e = match e {
-        SendError::Connect(ours) => return Error::new(ours.kind(), ours.side(), ours.detail().to_string()),
+        SendError::Connect(ours) => return ours,
         SendError::Hyper(h) => h,
     };
     let mut src: Option<&(dyn std::error::Error + 'static)> = Some(&e);

@@ -14,8 +14,8 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use crate::backend::meta::{
-    self, ConnInfo, FeedError, GatewayError, GatewayResponse, IdleTimer, MetaInput, MetaVars, Progress, TaskGuard,
-    UpstreamReader, feed_body,
+    self, ConnInfo, FeedError, GatewayError, GatewayErrorKind, GatewayResponse, IdleTimer, MetaInput, MetaVars,
+    Progress, TaskGuard, UpstreamReader, feed_body,
 };
 
 /// An application silent this long (no output while nothing moves) answers 504.
@@ -89,10 +89,13 @@ impl Scgi {
         let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr.as_str())).await {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {
-                return Err(GatewayError::unavailable(format!("connecting to scgi://{addr}")).with_source(e));
+                return Err(GatewayError::connect(format!("connecting to scgi://{addr}"), e));
             }
             Err(_) => {
-                return Err(GatewayError::timeout(format!("connecting to scgi://{addr}")));
+                return Err(GatewayError::new(
+                    GatewayErrorKind::ConnectTimeout,
+                    format!("connecting to scgi://{addr}"),
+                ));
             }
         };
         let _ = stream.set_nodelay(true);

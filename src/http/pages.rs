@@ -1,6 +1,9 @@
 //! Every response hopgate writes itself: a status line, a two-line text/plain body naming hopgate and the
-//! reason, Content-Length, `Cache-Control: no-store`, and `Connection: close` when the request framing can no
-//! longer be trusted. A client can tell hopgate's 502 from an origin's by the first body line.
+//! reason, Content-Length, `Cache-Control: no-store`, `X-Content-Type-Options: nosniff`, and `Connection: close`
+//! when the request framing can no longer be trusted. A client can tell hopgate's 502 from an origin's by the
+//! first body line. The reason is plain text, never escaped: it may quote an upstream's words (an FTP server's
+//! reply), which are inert in a text/plain page that browsers must not sniff; control characters become spaces,
+//! and no reason ever goes into a header field.
 
 use http::{HeaderValue, Response, StatusCode, header};
 
@@ -39,11 +42,13 @@ pub fn redirect(location: HeaderValue) -> Response<Body> {
     let h = resp.headers_mut();
     h.insert(header::LOCATION, location);
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     resp
 }
 
-/// Renders a page for `status` with a one-line `reason`.
-pub fn render(status: StatusCode, reason: &str, close: bool) -> Response<Body> {
+/// Renders a page for `status` with a one-line `reason`. Only [`error`] calls it: the status comes from
+/// `Error::status`.
+fn render(status: StatusCode, reason: &str, close: bool) -> Response<Body> {
     let body =
         format!("hopgate: {} {}\n{}\n", status.as_u16(), status.canonical_reason().unwrap_or(""), one_line(reason));
     let mut resp = Response::new(Body::full(body));
@@ -51,6 +56,7 @@ pub fn render(status: StatusCode, reason: &str, close: bool) -> Response<Body> {
     let h = resp.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     if close {
         h.insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
@@ -85,7 +91,8 @@ pub fn replace_hyper_error(buf: &[u8]) -> Option<Vec<u8>> {
     Some(
         format!(
             "{status_line}\r\ncontent-type: text/plain; charset=utf-8\r\ncache-control: no-store\r\n\
-             connection: close\r\ncontent-length: {}\r\ndate: {date}\r\n\r\n{body}",
+             x-content-type-options: nosniff\r\nconnection: close\r\ncontent-length: {}\r\n\
+             date: {date}\r\n\r\n{body}",
             body.len()
         )
         .into_bytes(),
@@ -127,7 +134,23 @@ mod tests {
         let r = render(StatusCode::BAD_GATEWAY, "connection refused by 127.0.0.1:9\r\nx", true);
         assert_eq!(r.status(), 502);
         assert_eq!(r.headers()["connection"], "close");
+        assert_eq!(r.headers()["content-type"], "text/plain; charset=utf-8");
+        assert_eq!(r.headers()["x-content-type-options"], "nosniff");
         let b = r.into_body().collect().await.unwrap().to_bytes();
         assert_eq!(&b[..], b"hopgate: 502 Bad Gateway\nconnection refused by 127.0.0.1:9  x\n");
+    }
+
+    #[tokio::test]
+    async fn an_upstreams_words_reach_the_page_as_sent() {
+        use crate::error::{Error, Kind};
+        let e = Error::upstream(Kind::NotFound, "ftp server h:21 answered: 550 <b>gone</b> & \"away\"\r\nX-Evil: 1");
+        let r = error(&e);
+        assert_eq!(r.status(), 404);
+        assert!(r.headers().get("x-evil").is_none());
+        let b = r.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(
+            &b[..],
+            &b"hopgate: 404 Not Found\nftp server h:21 answered: 550 <b>gone</b> & \"away\"  X-Evil: 1\n"[..]
+        );
     }
 }

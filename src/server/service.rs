@@ -44,13 +44,12 @@ pub async fn handle(req: Request<Incoming>, conn: Arc<ConnCtx>) -> Response<Logg
     let mut resp = match serve(req, &ctx, &conn.listener, &conn.shared).await {
         Ok(resp) => resp,
         Err(e) => {
+            let (target, reason) = (loggable_target(&record.target), e.kind().reason());
             match e.side() {
                 Side::Client => {
-                    tracing::info!(client = %conn.client, target = %loggable_target(&record.target), "{}: {}", e.status(), e.chain())
+                    tracing::info!(client = %conn.client, %target, %reason, "{}: {}", e.status(), e.chain())
                 }
-                _ => {
-                    tracing::warn!(client = %conn.client, target = %loggable_target(&record.target), "{}: {}", e.status(), e.chain())
-                }
+                _ => tracing::warn!(client = %conn.client, %target, %reason, "{}: {}", e.status(), e.chain()),
             }
             pages::error(&e)
         }

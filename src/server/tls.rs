@@ -26,7 +26,7 @@ use super::conn::{ConnIo, ConnShared};
 use super::listener::ListenerState;
 use super::service::{self, ConnCtx};
 use crate::config::CertPair;
-use crate::error::StartupError;
+use crate::error::{Error, Kind, StartupError};
 use crate::http::pages;
 use crate::tls::{LoadedCert, load_pair, provider};
 
@@ -178,7 +178,7 @@ async fn answer_plain_http(stream: TcpStream, state: &ListenerState) {
     let reason = format!("this port speaks TLS: plain HTTP was sent to {}; use https://", state.hop.public_addr());
     let svc = service_fn(move |_req| {
         let reason = reason.clone();
-        async move { Ok::<_, Infallible>(pages::render(http::StatusCode::BAD_REQUEST, &reason, true)) }
+        async move { Ok::<_, Infallible>(pages::error(&Error::client(Kind::BadFraming, reason))) }
     });
     let mut b = http1::Builder::new();
     b.keep_alive(false).max_buf_size(16 * 1024);

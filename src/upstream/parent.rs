@@ -90,7 +90,13 @@ where
         let (kind, what) = match &e {
             ConnectError::Refused { status: StatusCode::GATEWAY_TIMEOUT, .. } => (Kind::ResponseTimeout, "refused"),
             ConnectError::Refused { status: StatusCode::LOOP_DETECTED, .. } => (Kind::Loop, "refused"),
-            ConnectError::Refused { .. } => (Kind::ConnectFailed, "refused"),
+            ConnectError::Refused { status: StatusCode::SERVICE_UNAVAILABLE, .. } => {
+                (Kind::UpstreamUnavailable, "refused")
+            }
+            // the parent could not reach the target itself
+            ConnectError::Refused { status: StatusCode::BAD_GATEWAY, .. } => (Kind::ConnectFailed, "refused"),
+            // 403, 407...: the parent refuses hopgate
+            ConnectError::Refused { .. } => (Kind::UpstreamRejected, "refused"),
             ConnectError::Handshake(_) => (Kind::UpstreamClosedEarly, "gave no answer to"),
         };
         Error::upstream(kind, format!("parent proxy {proxy} {what} CONNECT {target}: {e}"))

@@ -232,6 +232,19 @@ impl Hopgate {
     pub fn stderr_text(&self) -> String {
         self.stderr.lock().unwrap().clone()
     }
+
+    /// The first stderr (error log) line that contains every one of `needles`, waiting up to 5 s for it.
+    pub fn wait_stderr_line(&self, needles: &[&str]) -> String {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let text = self.stderr_text();
+            if let Some(line) = text.lines().find(|l| needles.iter().all(|n| l.contains(n))) {
+                return line.to_string();
+            }
+            assert!(Instant::now() < deadline, "no stderr line with {needles:?} in:\n{text}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
 }
 
 impl Drop for Hopgate {

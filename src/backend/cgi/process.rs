@@ -60,7 +60,7 @@ where
     let (Some(stdin), Some(stdout), Some(stderr), Some(pid)) =
         (child.stdin.take(), child.stdout.take(), child.stderr.take(), child.id().and_then(|p| i32::try_from(p).ok()))
     else {
-        return Err(GatewayError::unavailable("script pipes missing"));
+        return Err(GatewayError::spawn(name, io::Error::other("the script's pipes are missing")));
     };
     let content_length =
         vars.get("CONTENT_LENGTH").and_then(|v| std::str::from_utf8(v).ok()).and_then(|v| v.parse::<u64>().ok());
@@ -79,7 +79,7 @@ fn spawn_error(name: &str, e: io::Error) -> GatewayError {
             GatewayError::forbidden(format!("script {name} may not be run")).with_source(e)
         }
         // ENOENT here is a missing interpreter (the script itself was found), ENOEXEC a bad format.
-        _ => GatewayError::unavailable(format!("cannot run script {name}")).with_source(e),
+        _ => GatewayError::spawn(name, e),
     }
 }
 

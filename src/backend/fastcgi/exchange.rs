@@ -14,7 +14,7 @@ use tokio::task::JoinHandle;
 
 use super::pool::{Conn, Pool};
 use super::{REQUEST_ID, record};
-use crate::backend::meta::{FeedError, GatewayError, IdleTimer, Progress, feed_body};
+use crate::backend::meta::{FeedError, GatewayError, GatewayErrorKind, IdleTimer, Progress, feed_body};
 
 const READ_CHUNK_BYTES: usize = 16 * 1024;
 
@@ -109,10 +109,10 @@ impl Stream for Exchange {
                     let mut rb = ReadBuf::new(&mut this.scratch);
                     match Pin::new(reader).poll_read(cx, &mut rb) {
                         Poll::Ready(Ok(())) if rb.filled().is_empty() => {
-                            let e = GatewayError::bad_response(format!(
-                                "{} closed the connection before END_REQUEST",
-                                this.upstream
-                            ));
+                            let e = GatewayError::new(
+                                GatewayErrorKind::Closed,
+                                format!("{} closed the connection before END_REQUEST", this.upstream),
+                            );
                             return this.fail(e);
                         }
                         Poll::Ready(Ok(())) => {
@@ -121,8 +121,7 @@ impl Stream for Exchange {
                             continue;
                         }
                         Poll::Ready(Err(e)) => {
-                            let e =
-                                GatewayError::bad_response(format!("reading from {}", this.upstream)).with_source(e);
+                            let e = GatewayError::closed(format!("reading from {}", this.upstream), e);
                             return this.fail(e);
                         }
                         Poll::Pending => {

@@ -163,7 +163,7 @@ impl FastCgi {
                     tracing::debug!(upstream = %self.addr, error = %e, "kept connection dead, redialing");
                 }
                 Ok(Err(e)) => {
-                    return Err(GatewayError::unavailable(format!("writing to {}", self.addr)).with_source(e));
+                    return Err(GatewayError::closed(format!("writing to {}", self.addr), e));
                 }
                 Err(_) => return Err(GatewayError::timeout(format!("writing to {}", self.addr))),
             }

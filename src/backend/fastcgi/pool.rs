@@ -17,7 +17,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
 use tokio::time::Instant;
 
-use crate::backend::meta::GatewayError;
+use crate::backend::meta::{GatewayError, GatewayErrorKind};
 
 /// Where the FastCGI application listens.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,8 +109,8 @@ pub(crate) async fn dial(addr: &FastCgiAddr, timeout: Duration) -> Result<Conn, 
     };
     match tokio::time::timeout(timeout, attempt).await {
         Ok(Ok(conn)) => Ok(conn),
-        Ok(Err(e)) => Err(GatewayError::unavailable(format!("connecting to {addr}")).with_source(e)),
-        Err(_) => Err(GatewayError::timeout(format!("connecting to {addr}"))),
+        Ok(Err(e)) => Err(GatewayError::connect(format!("connecting to {addr}"), e)),
+        Err(_) => Err(GatewayError::new(GatewayErrorKind::ConnectTimeout, format!("connecting to {addr}"))),
     }
 }
 

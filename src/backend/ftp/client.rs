@@ -159,7 +159,7 @@ impl FtpSession {
     /// Connects to `addr` within `settings.connect_timeout`, then [`FtpSession::start`].
     pub async fn connect(addr: SocketAddr, login: &Login, settings: FtpSettings) -> Result<FtpSession, FtpError> {
         let stream = match timeout(settings.connect_timeout, TcpStream::connect(addr)).await {
-            Err(_) => return Err(FtpError::Timeout { during: "connect" }),
+            Err(_) => return Err(FtpError::ConnectTimeout { during: "connect" }),
             Ok(Err(source)) => return Err(FtpError::Connect { source }),
             Ok(Ok(s)) => s,
         };
@@ -380,7 +380,7 @@ impl FtpSession {
         match timeout(self.settings.data_connect_timeout, TcpStream::connect(addr)).await {
             Ok(Ok(stream)) => Ok(stream),
             Ok(Err(source)) => Err(self.poison(FtpError::Connect { source })),
-            Err(_) => Err(self.poison(FtpError::Timeout { during: "data connect" })),
+            Err(_) => Err(self.poison(FtpError::ConnectTimeout { during: "data connect" })),
         }
     }
 

@@ -1,13 +1,16 @@
-//! What went wrong talking FTP, and the HTTP status the gateway answers for it (issue 5).
+//! What went wrong talking FTP (issue 5), and the one place it becomes hopgate's [`Error`]:
+//! [`FtpError::into_error`] (and `From<FtpError> for Error`). The status comes from `Error::status`.
 
 use std::{fmt, io};
 
-use http::StatusCode;
+use http::HeaderValue;
 
 use super::reply::Reply;
+use crate::error::{Error, Kind, Side};
 
 /// One FTP failure. Variants name what happened; those caused by a server reply carry the
-/// reply's full text (`550 Failed to open file.`), for the error page.
+/// reply's full text (`550 Failed to open file.`), for the error page. The status each one gets
+/// (through its [`Kind`]) is named on the variant.
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum FtpError {
@@ -15,7 +18,9 @@ pub enum FtpError {
     BadPath { reason: &'static str },
     /// The control (or a data) connection could not be made. 502.
     Connect { source: io::Error },
-    /// A connect, a reply or a data transfer took too long. 504.
+    /// Connecting (`during`: the control or a data connection, or resolving the host) took too long. 504.
+    ConnectTimeout { during: &'static str },
+    /// A reply or a data transfer took too long. 504.
     Timeout { during: &'static str },
     /// 421: the server is shutting down or refuses service (also as a greeting). 502.
     ServiceUnavailable { reply: String },
@@ -41,27 +46,48 @@ pub enum FtpError {
 }
 
 impl FtpError {
-    /// The status the HTTP/FTP gateway answers with (issue 5). A 550 is 404 unless its text
-    /// speaks of permission; see [`FtpError::from_reply`].
-    pub fn status(&self) -> StatusCode {
-        match self {
-            FtpError::BadPath { .. } => StatusCode::BAD_REQUEST,
-            FtpError::LoginRefused { .. } => StatusCode::UNAUTHORIZED,
-            FtpError::PermissionDenied { .. } => StatusCode::FORBIDDEN,
-            FtpError::NotFound { .. } => StatusCode::NOT_FOUND,
-            FtpError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
-            FtpError::Connect { .. }
-            | FtpError::ServiceUnavailable { .. }
-            | FtpError::Rejected { .. }
-            | FtpError::Protocol { .. }
-            | FtpError::ConnectionClosed { .. }
-            | FtpError::Io { .. }
-            | FtpError::TransferIncomplete { .. }
-            | FtpError::ListingTooLarge { .. } => StatusCode::BAD_GATEWAY,
+    /// hopgate's [`Error`] for this failure of the FTP server `server` (`host:port`, named in the detail; "" when
+    /// unknown): the one place an `FtpError` becomes one. The kind keeps the meaning (a 421 is
+    /// `UpstreamUnavailable`, a negative reply to a command `UpstreamRejected`, a 530 `Unauthorized` with a
+    /// `Basic realm="FTP realm_host"` challenge); the detail names the server and quotes its reply as sent, code
+    /// and text (the page is text/plain: nothing in it is markup); the error stays the source, for the log.
+    pub fn into_error(self, server: &str, realm_host: &str) -> Error {
+        let (kind, side) = match &self {
+            FtpError::BadPath { .. } => (Kind::BadRequest, Side::Client),
+            FtpError::NotFound { .. } => (Kind::NotFound, Side::Upstream),
+            FtpError::PermissionDenied { .. } => (Kind::Forbidden, Side::Upstream),
+            FtpError::LoginRefused { .. } => (Kind::Unauthorized, Side::Upstream),
+            FtpError::ConnectTimeout { .. } => (Kind::ConnectTimeout, Side::Upstream),
+            FtpError::Timeout { .. } => (Kind::ResponseTimeout, Side::Upstream),
+            FtpError::Connect { source } if source.kind() == io::ErrorKind::ConnectionRefused => {
+                (Kind::ConnectRefused, Side::Upstream)
+            }
+            FtpError::Connect { .. } => (Kind::ConnectFailed, Side::Upstream),
+            FtpError::ServiceUnavailable { .. } => (Kind::UpstreamUnavailable, Side::Upstream),
+            FtpError::Rejected { .. } => (Kind::UpstreamRejected, Side::Upstream),
+            FtpError::Protocol { .. } => (Kind::UpstreamProtocol, Side::Upstream),
+            FtpError::ConnectionClosed { .. } | FtpError::Io { .. } | FtpError::TransferIncomplete { .. } => {
+                (Kind::UpstreamClosedEarly, Side::Upstream)
+            }
+            FtpError::ListingTooLarge { .. } => (Kind::ResponseTooLarge, Side::Upstream),
+        };
+        let named = if server.is_empty() { "ftp server".to_string() } else { format!("ftp server {server}") };
+        let detail = match (&self, self.reply_text()) {
+            (FtpError::BadPath { reason }, _) => format!("bad ftp path: {reason}; no ftp command was sent"),
+            (FtpError::Rejected { command, .. }, Some(reply)) => format!("{named} answered {command} with: {reply}"),
+            (_, Some(reply)) => format!("{named} answered: {reply}"),
+            (_, None) => format!("{named}: {self}"),
+        };
+        let mut err = Error::new(kind, side, detail);
+        if kind == Kind::Unauthorized {
+            let challenge = HeaderValue::from_str(&format!("Basic realm=\"FTP {}\"", realm_host.replace('"', "")))
+                .unwrap_or_else(|_| HeaderValue::from_static("Basic realm=\"FTP\""));
+            err = err.with_challenge(challenge);
         }
+        err.with_worded_source(self)
     }
 
-    /// The FTP server's own reply text, when a reply caused this error (HTML-escape it!).
+    /// The FTP server's own reply text, code first, when a reply caused this error.
     pub fn reply_text(&self) -> Option<&str> {
         match self {
             FtpError::ServiceUnavailable { reply }
@@ -101,7 +127,8 @@ impl FtpError {
     /// open file.`, pyftpdlib's `550 No such file or directory.`). A server that answers 550
     /// "Failed to open file." for an unreadable file thus gives 404, which also does not tell
     /// a client that the file exists. 553 (name not allowed, vsftpd's `553 Could not create
-    /// file.`) and 532 (need account for storing) are 403, 530 is 401, 421 is 502.
+    /// file.`) and 532 (need account for storing) are 403, 530 is 401, 421 is 502
+    /// (`UpstreamUnavailable`), any other 4xx/5xx to a command 502 (`UpstreamRejected`).
     pub fn from_reply(command: &'static str, reply: &Reply) -> FtpError {
         let text = reply.text();
         match reply.code {
@@ -138,7 +165,9 @@ impl fmt::Display for FtpError {
         match self {
             FtpError::BadPath { reason } => write!(f, "bad ftp path: {reason}"),
             FtpError::Connect { source } => write!(f, "ftp server unreachable: {source}"),
-            FtpError::Timeout { during } => write!(f, "ftp server timed out during {during}"),
+            FtpError::ConnectTimeout { during } | FtpError::Timeout { during } => {
+                write!(f, "ftp server timed out during {during}")
+            }
             FtpError::ServiceUnavailable { reply } => {
                 write!(f, "ftp server unavailable: {reply}")
             }
@@ -173,6 +202,14 @@ impl std::error::Error for FtpError {
     }
 }
 
+/// An `FtpError` whose server is not known here (a bad path, found before any connection); the gateway calls
+/// [`FtpError::into_error`] with the server's name instead.
+impl From<FtpError> for Error {
+    fn from(e: FtpError) -> Error {
+        e.into_error("", "")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -182,29 +219,66 @@ mod tests {
     }
 
     #[test]
-    fn replies_map_to_http_statuses() {
+    fn replies_keep_their_meaning_and_words() {
         let cases = [
-            ("RETR", 550, "Failed to open file.", 404),
-            ("RETR", 550, "No such file or directory.", 404),
-            ("CWD", 550, "Failed to change directory.", 404),
-            ("STOR", 550, "Permission denied.", 403),
-            ("STOR", 550, "Not enough privileges.", 403),
-            ("STOR", 553, "Could not create file.", 403),
-            ("STOR", 532, "Need account for storing files.", 403),
-            ("PASS", 530, "Login incorrect.", 401),
-            ("USER", 421, "Service not available.", 502),
-            ("RETR", 451, "Local error.", 502),
-            ("TYPE", 504, "Not implemented.", 502),
+            ("RETR", 550, "Failed to open file.", Kind::NotFound, 404),
+            ("RETR", 550, "No such file or directory.", Kind::NotFound, 404),
+            ("CWD", 550, "Failed to change directory.", Kind::NotFound, 404),
+            ("STOR", 550, "Permission denied.", Kind::Forbidden, 403),
+            ("STOR", 550, "Not enough privileges.", Kind::Forbidden, 403),
+            ("STOR", 553, "Could not create file.", Kind::Forbidden, 403),
+            ("STOR", 532, "Need account for storing files.", Kind::Forbidden, 403),
+            ("PASS", 530, "Login incorrect.", Kind::Unauthorized, 401),
+            ("USER", 421, "Service not available.", Kind::UpstreamUnavailable, 502),
+            ("RETR", 451, "Local error.", Kind::UpstreamRejected, 502),
+            ("TYPE", 504, "Not implemented.", Kind::UpstreamRejected, 502),
         ];
-        for (cmd, code, text, status) in cases {
-            let err = FtpError::from_reply(cmd, &reply(code, text));
-            assert_eq!(err.status().as_u16(), status, "{code} {text}");
-            assert_eq!(err.reply_text(), Some(format!("{code} {text}").as_str()));
+        for (cmd, code, text, kind, status) in cases {
+            let ftp = FtpError::from_reply(cmd, &reply(code, text));
+            assert_eq!(ftp.reply_text(), Some(format!("{code} {text}").as_str()));
+            let err = ftp.into_error("h:21", "h");
+            assert_eq!((err.kind(), err.status().as_u16()), (kind, status), "{code} {text}");
+            assert_eq!(err.side(), Side::Upstream);
+            // the reply, code and text, survives into the page's detail
+            assert!(err.detail().ends_with(&format!(": {code} {text}")), "{}", err.detail());
         }
-        let t = FtpError::Timeout { during: "greeting" };
-        assert_eq!(t.status(), StatusCode::GATEWAY_TIMEOUT);
-        assert!(t.leaves_session_unknown());
+        let e = FtpError::from_reply("RETR", &reply(451, "x")).into_error("h:21", "h");
+        assert_eq!(e.detail(), "ftp server h:21 answered RETR with: 451 x");
         assert!(!FtpError::from_reply("RETR", &reply(550, "x")).leaves_session_unknown());
+    }
+
+    #[test]
+    fn other_failures_keep_their_meaning() {
+        let refused = io::Error::from(io::ErrorKind::ConnectionRefused);
+        let cases = [
+            (FtpError::BadPath { reason: "x" }, Kind::BadRequest, 400),
+            (FtpError::Connect { source: refused }, Kind::ConnectRefused, 502),
+            (FtpError::Connect { source: io::Error::from(io::ErrorKind::NotFound) }, Kind::ConnectFailed, 502),
+            (FtpError::ConnectTimeout { during: "data connect" }, Kind::ConnectTimeout, 504),
+            (FtpError::Timeout { during: "greeting" }, Kind::ResponseTimeout, 504),
+            (FtpError::Protocol { detail: "x".into() }, Kind::UpstreamProtocol, 502),
+            (FtpError::ConnectionClosed { during: "x" }, Kind::UpstreamClosedEarly, 502),
+            (FtpError::TransferIncomplete { received: 1, reply: None }, Kind::UpstreamClosedEarly, 502),
+            (FtpError::ListingTooLarge { limit: 5 }, Kind::ResponseTooLarge, 502),
+        ];
+        for (ftp, kind, status) in cases {
+            let err = Error::from(ftp);
+            assert_eq!((err.kind(), err.status().as_u16()), (kind, status), "{err:?}");
+        }
+    }
+
+    #[test]
+    fn the_detail_is_plain_text_and_the_cause_is_logged() {
+        let e = FtpError::NotFound { reply: "550 <b>gone</b> & away".into() }.into_error("h:21", "h");
+        assert_eq!(e.detail(), "ftp server h:21 answered: 550 <b>gone</b> & away");
+        let e = FtpError::LoginRefused { reply: "530 Login incorrect.".into() }.into_error("h:21", "h\"x");
+        assert_eq!(e.challenge().unwrap(), "Basic realm=\"FTP hx\"");
+        let e = FtpError::Timeout { during: "download" }.into_error("h:21", "h");
+        assert_eq!(e.detail(), "ftp server h:21: ftp server timed out during download");
+        let e = Error::from(FtpError::BadPath { reason: "CR" });
+        assert_eq!(e.detail(), "bad ftp path: CR; no ftp command was sent");
+        let e = FtpError::Io { during: "upload", source: io::Error::other("pipe gone") }.into_error("h:21", "h");
+        assert_eq!(e.chain(), "ftp server h:21: ftp i/o error during upload: pipe gone");
     }
 
     #[test]

@@ -21,13 +21,13 @@ use hyper::body::Incoming;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::body::DownloadBody;
-use super::render::{html_escape, mime_for, render_html, render_json};
+use super::render::{mime_for, render_html, render_json};
 use super::{
     EntryKind, FtpError, FtpPool, FtpPoolConfig, FtpSettings, Login, PooledSession, Target, check_path, decode_url_path,
 };
 use crate::backend::Ctx;
 use crate::config::{self, FtpTarget};
-use crate::error::{Error, Kind, Side, StartupError};
+use crate::error::{Error, Kind, StartupError};
 use crate::http::{Body, append_via, pages};
 use crate::upstream::{Dialer, Outbound, UpstreamAddr};
 
@@ -136,7 +136,7 @@ struct Job {
 
 impl Job {
     fn error(&self, e: FtpError) -> Error {
-        to_error(e, &self.server, &self.realm_host)
+        e.into_error(&self.server, &self.realm_host)
     }
 }
 
@@ -224,7 +224,7 @@ fn resolve<B>(req: &Request<B>, ftp: &FtpRoute) -> Result<Job, Error> {
             };
             let login = login_from_url(url_user, url_pass, basic)?;
             let raw_path = uri.path();
-            let path = decode_url_path(raw_path).map_err(|e| to_error(e, "", ""))?;
+            let path = decode_url_path(raw_path).map_err(Error::from)?;
             let slash = raw_path.ends_with('/') || raw_path.is_empty();
             let title = if path.starts_with('/') { format!("{path}/") } else { format!("/{path}/") };
             let title = title.replace("//", "/");
@@ -243,7 +243,7 @@ fn resolve<B>(req: &Request<B>, ftp: &FtpRoute) -> Result<Job, Error> {
         Upstream::Fixed { host, port, user, pass, dir, prefix } => {
             let full = uri.path();
             let rest = if prefix == "/" { full } else { full.strip_prefix(prefix.as_str()).unwrap_or(full) };
-            let rel = decode_url_path(rest).map_err(|e| to_error(e, "", ""))?;
+            let rel = decode_url_path(rest).map_err(Error::from)?;
             if rel.starts_with('/') {
                 return Err(Error::bad_request("an absolute ftp path (%2F) can't leave the gateway's directory"));
             }
@@ -552,44 +552,6 @@ fn wants_json(headers: &HeaderMap) -> bool {
     json > 0.0 && json > html
 }
 
-/// The one place an [`FtpError`] becomes hopgate's [`Error`]: the status from what happened (404, 403, 401
-/// with a `Basic realm="FTP host"` challenge, 502, 504, 400) and a short detail naming the server and
-/// quoting its reply, HTML-escaped (it is the FTP server's text, shown to a browser).
-pub fn to_error(e: FtpError, server: &str, realm_host: &str) -> Error {
-    let (kind, side) = match &e {
-        FtpError::BadPath { .. } => (Kind::BadRequest, Side::Client),
-        FtpError::NotFound { .. } => (Kind::NotFound, Side::Upstream),
-        FtpError::PermissionDenied { .. } => (Kind::Forbidden, Side::Upstream),
-        FtpError::LoginRefused { .. } => (Kind::Unauthorized, Side::Upstream),
-        FtpError::Timeout { during: "connect" } => (Kind::ConnectTimeout, Side::Upstream),
-        FtpError::Timeout { .. } => (Kind::ResponseTimeout, Side::Upstream),
-        FtpError::Connect { source } if source.kind() == std::io::ErrorKind::ConnectionRefused => {
-            (Kind::ConnectRefused, Side::Upstream)
-        }
-        FtpError::Connect { .. } => (Kind::ConnectFailed, Side::Upstream),
-        FtpError::ServiceUnavailable { .. } => (Kind::ConnectRefused, Side::Upstream),
-        FtpError::ConnectionClosed { .. } | FtpError::Io { .. } | FtpError::TransferIncomplete { .. } => {
-            (Kind::UpstreamClosedEarly, Side::Upstream)
-        }
-        _ => (Kind::UpstreamProtocol, Side::Upstream),
-    };
-    let detail = match (&e, e.reply_text()) {
-        (FtpError::BadPath { reason }, _) => format!("bad ftp path: {reason}; no ftp command was sent"),
-        (FtpError::Rejected { command, .. }, Some(reply)) => {
-            format!("ftp server {server} answered {command} with: {}", html_escape(reply))
-        }
-        (_, Some(reply)) => format!("ftp server {server} answered: {}", html_escape(reply)),
-        (_, None) => format!("ftp server {server}: {}", html_escape(&e.to_string())),
-    };
-    let mut err = Error::new(kind, side, detail);
-    if kind == Kind::Unauthorized {
-        let challenge = HeaderValue::from_str(&format!("Basic realm=\"FTP {}\"", realm_host.replace('"', "")))
-            .unwrap_or_else(|_| HeaderValue::from_static("Basic realm=\"FTP\""));
-        err = err.with_challenge(challenge);
-    }
-    err.with_source(e)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -648,22 +610,5 @@ mod tests {
         assert_eq!(base_dir("//srv/ftp").unwrap(), "/srv/ftp");
         assert!(base_dir("/a/../b").is_err());
         assert!(base_dir("/a\nb").is_err());
-    }
-
-    #[test]
-    fn errors_map_with_the_reply_escaped() {
-        let e = to_error(FtpError::NotFound { reply: "550 <b>gone</b>".into() }, "h:21", "h");
-        assert_eq!(e.status(), 404);
-        assert_eq!(e.detail(), "ftp server h:21 answered: 550 &lt;b&gt;gone&lt;/b&gt;");
-        let e = to_error(FtpError::LoginRefused { reply: "530 Login incorrect.".into() }, "h:21", "h");
-        assert_eq!(e.status(), 401);
-        assert_eq!(e.challenge().unwrap(), "Basic realm=\"FTP h\"");
-        let e = to_error(FtpError::PermissionDenied { reply: "550 Permission denied.".into() }, "h:21", "h");
-        assert_eq!(e.status(), 403);
-        assert_eq!(to_error(FtpError::Timeout { during: "download" }, "h:21", "h").status(), 504);
-        assert_eq!(to_error(FtpError::ServiceUnavailable { reply: "421 bye".into() }, "h:21", "h").status(), 502);
-        assert_eq!(to_error(FtpError::BadPath { reason: "x" }, "", "").status(), 400);
-        let rej = FtpError::Rejected { command: "RETR", reply: "451 local error".into() };
-        assert_eq!(to_error(rej, "h:21", "h").status(), 502);
     }
 }

@@ -11,7 +11,8 @@
 //!     Stat { size, modified, .. } => body = s.retr(&path, offset).await?.with_expected_len(..),
 //! }
 //! PUT: let mut up = s.upload(&path).await?; write the body into `up`; up.finish().await?
-//! any Err(e) -> e.status() and e.reply_text(); Download read errors -> FtpError::from_io(&err)
+//! any Err(e) -> e.into_error(server, realm): hopgate's Error (its kind, the reply in the detail, e as the cause)
+//! Download read errors -> FtpError::from_io(&err)
 //! ```
 //! Every data connection goes to the control connection's peer IP, whatever address a PASV reply
 //! names (FTP bounce, RFC 2577). Paths are UTF-8; one with CR, LF or NUL is refused before any
@@ -35,7 +36,7 @@ use std::time::Duration;
 
 pub use client::{Features, FtpSession, Login, Stat};
 pub use error::FtpError;
-pub use gateway::{FtpRoute, serve, to_error};
+pub use gateway::{FtpRoute, serve};
 pub use listing::{Entry, EntryKind};
 pub use pool::{
     DEFAULT_FTP_IDLE_SECS, DEFAULT_FTP_MAX_IDLE_PER_KEY, DEFAULT_FTP_MAX_IDLE_TOTAL, DEFAULT_FTP_NOOP_AFTER_SECS,
@@ -156,7 +157,7 @@ mod tests {
         {
             let err = decode_url_path(bad).unwrap_err();
             assert!(matches!(err, FtpError::BadPath { .. }), "{bad}: {err}");
-            assert_eq!(err.status(), http::StatusCode::BAD_REQUEST);
+            assert_eq!(crate::error::Error::from(err).status(), http::StatusCode::BAD_REQUEST);
         }
     }
 

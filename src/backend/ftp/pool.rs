@@ -189,7 +189,7 @@ fn prune(idle: &mut HashMap<Key, Vec<Idle>>, idle_timeout: Duration) {
 async fn dial(host: String, port: u16, settings: FtpSettings) -> Result<TcpStream, FtpError> {
     let resolved = timeout(settings.connect_timeout, tokio::net::lookup_host((host.as_str(), port)))
         .await
-        .map_err(|_| FtpError::Timeout { during: "resolving the host" })?
+        .map_err(|_| FtpError::ConnectTimeout { during: "resolving the host" })?
         .map_err(|source| FtpError::Connect { source })?;
     let addrs: Vec<SocketAddr> = resolved.collect();
     let mut last =
@@ -198,7 +198,7 @@ async fn dial(host: String, port: u16, settings: FtpSettings) -> Result<TcpStrea
         match timeout(settings.connect_timeout, TcpStream::connect(addr)).await {
             Ok(Ok(stream)) => return Ok(stream),
             Ok(Err(source)) => last = FtpError::Connect { source },
-            Err(_) => last = FtpError::Timeout { during: "connect" },
+            Err(_) => last = FtpError::ConnectTimeout { during: "connect" },
         }
     }
     Err(last)

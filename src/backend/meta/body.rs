@@ -216,7 +216,7 @@ where
             Poll::Ready(Err(e)) => {
                 this.done = true;
                 this.guard.end(false);
-                Poll::Ready(Some(Err(GatewayError::bad_response(format!("reading from {}", this.what)).with_source(e))))
+                Poll::Ready(Some(Err(GatewayError::closed(format!("reading from {}", this.what), e))))
             }
             Poll::Pending => {
                 ready!(this.timer.poll_expired(cx));

@@ -7,7 +7,7 @@ use bytes::{Bytes, BytesMut};
 use http::header::{HeaderName, HeaderValue, LOCATION};
 use http::{HeaderMap, StatusCode};
 
-use super::error::GatewayError;
+use super::error::{GatewayError, GatewayErrorKind};
 
 /// Largest response head accepted from a script or application.
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;
@@ -70,12 +70,18 @@ impl HeadParser {
         let Some((head_len, end)) = find_blank_line(&self.buf, from) else {
             self.scanned = self.buf.len();
             if self.buf.len() > self.limit {
-                return Err(GatewayError::bad_response(format!("response head over {} bytes", self.limit)));
+                return Err(GatewayError::new(
+                    GatewayErrorKind::TooLarge,
+                    format!("response head over {} bytes", self.limit),
+                ));
             }
             return Ok(None);
         };
         if head_len > self.limit {
-            return Err(GatewayError::bad_response(format!("response head over {} bytes", self.limit)));
+            return Err(GatewayError::new(
+                GatewayErrorKind::TooLarge,
+                format!("response head over {} bytes", self.limit),
+            ));
         }
         let mut all = std::mem::take(&mut self.buf);
         let rest = all.split_off(end).freeze();
