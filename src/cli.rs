@@ -41,6 +41,13 @@ pub struct Global {
     /// Only errors on stderr
     #[arg(short, long, global = true)]
     pub quiet: bool,
+    /// Admin listener (plain HTTP: /metrics, /stats.json, /, /healthz, /readyz) on IP:PORT [default: off, or
+    /// [admin] listen in FILE]
+    #[arg(long, global = true, value_name = "ADDR")]
+    pub admin: Option<String>,
+    /// htpasswd file guarding the admin listener with Basic authentication (required off loopback)
+    #[arg(long, global = true, value_name = "HTPASSWD")]
+    pub admin_users: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -247,6 +254,18 @@ impl Cli {
             Some("stdout") => config.access_log = AccessLog::Stdout,
             Some("off") => config.access_log = AccessLog::Off,
             Some(p) => config.access_log = AccessLog::File(PathBuf::from(p)),
+        }
+        if let Some(addr) = &self.global.admin {
+            let listen = config::parse_listen(addr).ok().filter(|l| !l.tls).map(|l| l.addr);
+            let listen = usage(listen.ok_or_else(|| format!("--admin {addr:?}: IP:PORT expected")))?;
+            config.admin = Some(config::Admin { listen, users: self.global.admin_users.clone(), at: None });
+        } else if let (Some(users), Some(admin)) = (&self.global.admin_users, config.admin.as_mut()) {
+            admin.users = Some(users.clone());
+        } else if self.global.admin_users.is_some() {
+            return usage(Err("--admin-users needs --admin ADDR (or [admin] in the config file)".into()));
+        }
+        if let Some(admin) = &config.admin {
+            usage(admin.check().map_err(|why| format!("--admin: {why}")))?;
         }
         Ok(config)
     }

@@ -100,6 +100,14 @@ struct RawConfig {
     timeouts: RawTimeouts,
     #[serde(default)]
     listener: Vec<Spanned<RawListener>>,
+    admin: Option<Spanned<RawAdmin>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    listen: Spanned<String>,
+    users: Option<Spanned<PathBuf>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -287,13 +295,27 @@ impl Ctx<'_> {
             }
             listeners.push(listener);
         }
+        let admin = raw.admin.map(|a| self.admin(a.into_inner())).transpose()?;
         Ok(Config {
             drain: raw.drain_secs.map(|s| s.0).unwrap_or(Duration::from_secs_f64(DEFAULT_DRAIN_SECS)),
             access_log,
             limits,
             timeouts,
             listeners,
+            admin,
         })
+    }
+
+    /// `[admin]`: `listen` is `IP:PORT` (or `:PORT`, every address, which then needs `users`).
+    fn admin(&self, a: RawAdmin) -> Result<Admin, ConfigError> {
+        let listen = parse_listen(a.listen.get_ref())
+            .ok()
+            .filter(|l| !l.tls)
+            .ok_or_else(|| self.err(a.listen.span(), format!("admin listen {:?}: IP:PORT expected", a.listen.get_ref())))?;
+        let users = a.users.as_ref().map(|u| self.users_file(u)).transpose()?;
+        let admin = Admin { listen: listen.addr, users, at: Some(self.at(a.listen.span())) };
+        admin.check().map_err(|why| self.err(a.listen.span(), why))?;
+        Ok(admin)
     }
 
     fn listener(&self, l: RawListener, span: Range<usize>) -> Result<Listener, ConfigError> {

@@ -81,6 +81,34 @@ pub struct Config {
     pub limits: Limits,
     pub timeouts: Timeouts,
     pub listeners: Vec<Listener>,
+    /// The admin listener (metrics, stats, health), off by default.
+    pub admin: Option<Admin>,
+}
+
+/// The admin listener (`[admin]`, `--admin ADDR`): plain HTTP with `/metrics`, `/stats.json`, `/`, `/healthz` and
+/// `/readyz`. It binds only what it is told; a non-loopback address needs `users`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Admin {
+    pub listen: SocketAddr,
+    /// htpasswd file: every admin request then needs `Authorization: Basic` (401).
+    pub users: Option<PathBuf>,
+    /// The place of `listen` in a config file.
+    pub at: Option<At>,
+}
+
+impl Admin {
+    /// A non-loopback admin address without a users file would publish the stats (client addresses, targets) to
+    /// whoever reaches it: refused.
+    pub fn check(&self) -> Result<(), String> {
+        if self.users.is_none() && !self.listen.ip().is_loopback() {
+            return Err(format!(
+                "admin listener {} is not a loopback address: it needs a users file (users = \"HTPASSWD\", \
+                 --admin-users) for Basic authentication",
+                self.listen
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Where the one-line-per-request access log goes.
@@ -248,6 +276,7 @@ impl Config {
             limits: Limits::default(),
             timeouts: Timeouts::default(),
             listeners: vec![listener],
+            admin: None,
         }
     }
 
