@@ -18,8 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ::http::uri::{Authority, Scheme};
-use ::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
-use base64::Engine as _;
+use ::http::{HeaderMap, StatusCode, Uri, header};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
@@ -27,6 +26,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsConnector;
 
+use crate::http::basic;
 use crate::tunnel;
 use crate::upstream::{self, ConnectError};
 
@@ -200,7 +200,7 @@ impl Dialer {
         let target = parse_target(&client.to)?;
         let mut fields = HeaderMap::new();
         if let Some((user, pass)) = &client.proxy_user {
-            fields.insert(header::PROXY_AUTHORIZATION, basic_auth(user, pass)?);
+            fields.insert(header::PROXY_AUTHORIZATION, basic::encode(user, pass));
         }
         let tls = if client.proxy.tls {
             let name = ServerName::try_from(client.proxy.host.clone())
@@ -278,14 +278,6 @@ fn parse_target(to: &str) -> Result<Authority, TunnelError> {
         return Err(bad());
     }
     Ok(authority)
-}
-
-fn basic_auth(user: &str, pass: &str) -> Result<HeaderValue, TunnelError> {
-    let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
-    let mut value = HeaderValue::try_from(format!("Basic {token}"))
-        .map_err(|_| TunnelError::BadProxyUser("not usable in a header".into()))?;
-    value.set_sensitive(true);
-    Ok(value)
 }
 
 /// The system roots plus the PEM certificates of `ca`, for TLS with an https:// proxy.

@@ -3,6 +3,7 @@
 //! forwarded head loses its hop-by-hop fields and gets hopgate's own.
 
 pub mod auth;
+pub mod basic;
 mod body;
 pub mod hop;
 pub mod htpasswd;

@@ -12,7 +12,6 @@
 
 use std::time::{Duration, SystemTime};
 
-use base64::Engine as _;
 use http::header::{self, HeaderValue};
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body::Body as _;
@@ -28,7 +27,7 @@ use super::{
 use crate::backend::Ctx;
 use crate::config::{self, FtpTarget};
 use crate::error::{Error, Kind, StartupError};
-use crate::http::{Body, append_via, pages};
+use crate::http::{Body, append_via, basic, pages};
 use crate::upstream::{Dialer, Outbound, UpstreamAddr};
 
 /// Where the FTP server and log-in come from.
@@ -202,7 +201,7 @@ async fn refuse_body(req: &mut Request<Incoming>, idle: Duration) -> Result<(), 
 /// What a request asks for: server, log-in, FTP path. 400 for paths or credentials with CR, LF or NUL.
 fn resolve<B>(req: &Request<B>, ftp: &FtpRoute) -> Result<Job, Error> {
     let uri = req.uri();
-    let basic = basic_credentials(req.headers());
+    let credentials = req.headers().get(header::AUTHORIZATION).and_then(basic::decode);
     match &ftp.upstream {
         Upstream::FromUrl { .. } => {
             let authority =
@@ -222,7 +221,7 @@ fn resolve<B>(req: &Request<B>, ftp: &FtpRoute) -> Result<Job, Error> {
                 },
                 None => (None, None),
             };
-            let login = login_from_url(url_user, url_pass, basic)?;
+            let login = login_from_url(url_user, url_pass, credentials)?;
             let raw_path = uri.path();
             let path = decode_url_path(raw_path).map_err(Error::from)?;
             let slash = raw_path.ends_with('/') || raw_path.is_empty();
@@ -253,7 +252,7 @@ fn resolve<B>(req: &Request<B>, ftp: &FtpRoute) -> Result<Job, Error> {
                 (d, r) if d.ends_with('/') => format!("{d}{r}"),
                 (d, r) => format!("{d}/{r}"),
             };
-            let login = match basic {
+            let login = match credentials {
                 // The client's own credentials (a browser after a 401) win over the route's.
                 Some((u, p)) => checked_login(u, p)?,
                 None => match user {
@@ -327,19 +326,6 @@ fn checked_login(user: String, pass: String) -> Result<Login, Error> {
         return Ok(Login::anonymous());
     }
     Ok(Login::new(user, pass))
-}
-
-/// `Authorization: Basic` (RFC 7617) as user and password; None when absent or not Basic.
-fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
-    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?.trim();
-    let (scheme, token) = v.split_once(' ')?;
-    if !scheme.eq_ignore_ascii_case("basic") {
-        return None;
-    }
-    let raw = base64::engine::general_purpose::STANDARD.decode(token.trim()).ok()?;
-    let text = String::from_utf8(raw).ok()?;
-    let (u, p) = text.split_once(':')?;
-    Some((u.to_string(), p.to_string()))
 }
 
 /// Why a dial through hopgate's own dialer, or the FTP start of a session, failed.
@@ -599,8 +585,6 @@ mod tests {
         assert_eq!(login_from_url(None, None, None).unwrap(), Login::anonymous());
         assert_eq!(login_from_url(Some("ftp".into()), None, None).unwrap().password, "hopgate@");
         assert!(login_from_url(Some("a\r\nDELE x".into()), Some("p".into()), None).is_err());
-        let h = headers(&[("authorization", "Basic Ym9iOnA6dw==")]);
-        assert_eq!(basic_credentials(&h), Some(("bob".into(), "p:w".into())));
     }
 
     #[test]
