@@ -162,8 +162,8 @@ impl Entry {
         let room = match &r.to {
             Target::Http(t) => Room::Relay(relay::Gateway::new(t, &r.path, &listener.upgrades, out)?),
             Target::Cgi(t) => Room::App(app::Gateway::cgi(t, &r.path)?),
-            Target::FastCgi(t) => Room::App(app::Gateway::fastcgi(t, &r.path)?),
-            Target::Scgi(t) => Room::App(app::Gateway::scgi(t, &r.path)),
+            Target::FastCgi(t) => Room::App(app::Gateway::fastcgi(t, &r.path, out)?),
+            Target::Scgi(t) => Room::App(app::Gateway::scgi(t, &r.path, out)),
             Target::Ftp(t) => Room::Ftp(FtpRoute::gateway(t, &r.path, out)?),
         };
         Ok(Entry { host: r.host.clone(), path: r.path.clone(), room })

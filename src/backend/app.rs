@@ -34,7 +34,7 @@ use super::scgi::{Scgi, ScgiConfig};
 use crate::config::{AppOptions, CgiTarget, FastCgiTarget, ScgiTarget, UpstreamSocket};
 use crate::error::{BoxError, Error, Kind, StartupError};
 use crate::http::{Body, hop};
-use crate::upstream::UpstreamAddr;
+use crate::upstream::{Dialer, Outbound, UpstreamAddr};
 
 /// Largest request body without Content-Length (chunked) that is spooled so the application can be told its
 /// CONTENT_LENGTH; larger ones get 411. RFC 3875 §4.2 lets the server buffer such bodies or refuse them.
@@ -78,6 +78,12 @@ fn timeout(o: &AppOptions) -> Duration {
     o.script_timeout.unwrap_or(Duration::from_secs(cgi::DEFAULT_CGI_TIMEOUT_SECS))
 }
 
+/// The dialer of a FastCGI or SCGI route: no target policy (the operator chose the application), the loop check,
+/// and the route's silence timeout as the connect timeout.
+fn dialer(o: &AppOptions, out: &Outbound) -> Dialer {
+    out.dialer(None).with_connect_timeout(timeout(o))
+}
+
 impl Gateway {
     /// The gateway of a `cgi:DIR` route under `prefix`. Fails when the directory does not exist.
     pub fn cgi(t: &CgiTarget, prefix: &str) -> Result<Gateway, StartupError> {
@@ -87,19 +93,18 @@ impl Gateway {
         if let Some(n) = t.max_scripts {
             cfg.max_scripts = n;
         }
-        cfg.pass_authorization = t.app.pass_authorization;
         let cgi = Cgi::new(cfg).map_err(|e| StartupError::new(format!("CGI directory {}: {e}", t.dir.display())))?;
         Ok(Gateway::with(App::Cgi(cgi), prefix, t.index.clone(), &t.app, None))
     }
 
-    /// The gateway of a `fastcgi://` or `fastcgi+unix:` route under `prefix`. Fails when the root does not
-    /// exist; nothing connects here.
-    pub fn fastcgi(t: &FastCgiTarget, prefix: &str) -> Result<Gateway, StartupError> {
+    /// The gateway of a `fastcgi://` or `fastcgi+unix:` route under `prefix`, dialled through `out`'s loop
+    /// check. Fails when the root does not exist; nothing connects here.
+    pub fn fastcgi(t: &FastCgiTarget, prefix: &str, out: &Outbound) -> Result<Gateway, StartupError> {
         let mut upstream = None;
         let addr = match &t.socket {
             UpstreamSocket::Tcp(a) => {
                 upstream = a.to_string().parse().ok();
-                FastCgiAddr::Tcp(a.to_string())
+                FastCgiAddr::Tcp(a.clone())
             }
             UpstreamSocket::Unix(p) => FastCgiAddr::Unix(p.clone()),
         };
@@ -112,18 +117,17 @@ impl Gateway {
             cfg.split_suffix = s.clone();
         }
         cfg.timeout = timeout(&t.app);
-        cfg.pass_authorization = t.app.pass_authorization;
         let root = cfg.root.clone().unwrap_or_default();
-        let fcgi = FastCgi::new(cfg).map_err(|e| StartupError::new(format!("FastCGI root {}: {e}", root.display())))?;
+        let fcgi = FastCgi::new(cfg, dialer(&t.app, out)).map_err(|e| StartupError::new(format!("FastCGI root {}: {e}", root.display())))?;
         Ok(Gateway::with(App::FastCgi(fcgi), prefix, None, &t.app, upstream))
     }
 
-    /// The gateway of an `scgi://` route under `prefix`; nothing connects here.
-    pub fn scgi(t: &ScgiTarget, prefix: &str) -> Gateway {
-        let mut cfg = ScgiConfig::new(t.authority.to_string());
+    /// The gateway of an `scgi://` route under `prefix`, dialled through `out`'s loop check; nothing connects
+    /// here.
+    pub fn scgi(t: &ScgiTarget, prefix: &str, out: &Outbound) -> Gateway {
+        let mut cfg = ScgiConfig::new(t.authority.clone());
         cfg.timeout = timeout(&t.app);
-        cfg.pass_authorization = t.app.pass_authorization;
-        Gateway::with(App::Scgi(Scgi::new(cfg)), prefix, None, &t.app, t.authority.to_string().parse().ok())
+        Gateway::with(App::Scgi(Scgi::new(cfg, dialer(&t.app, out))), prefix, None, &t.app, t.authority.to_string().parse().ok())
     }
 
     fn with(app: App, prefix: &str, index: Option<String>, o: &AppOptions, upstream: Option<SocketAddr>) -> Gateway {
@@ -176,13 +180,13 @@ impl Gateway {
                 let mut script = fcgi.resolve(path).map_err(Error::from)?;
                 script.script_name = self.mounted(&script.script_name);
                 let vars = meta::build(parts, &input(&script));
-                Ok(Output::Parsed(fcgi.send(&vars, body).await.map_err(Error::from)?))
+                Ok(Output::Parsed(fcgi.send(&vars, body).await?))
             }
             App::Scgi(scgi) => {
                 let mut script = meta::resolve_app(path).map_err(Error::from)?;
                 script.script_name = self.mounted(&script.script_name);
                 let vars = meta::build(parts, &input(&script));
-                Ok(Output::Parsed(scgi.send(&vars, body).await.map_err(Error::from)?))
+                Ok(Output::Parsed(scgi.send(&vars, body).await?))
             }
         }
     }
