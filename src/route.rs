@@ -152,7 +152,7 @@ impl Proxy {
         };
         let relay = Forward::new(p.ca.as_deref(), dialer.clone(), parent.clone(), listener.upgrades.clone(), out)?;
         let tunnels = Tunnels::new(p, dialer.clone(), parent);
-        let ftp = FtpRoute::forward(dialer, p.parent.as_ref().map(|p| p.authority.to_string()), out);
+        let ftp = FtpRoute::forward(dialer, p.parent.as_ref().map(|p| p.authority.to_string()));
         Ok(Proxy { users, relay, tunnels, ftp })
     }
 }

@@ -566,6 +566,21 @@ fn an_oversized_listing_is_502() {
 }
 
 #[test]
+fn a_data_connection_to_hopgates_own_listener_is_508() {
+    // The server names hopgate's own port in its EPSV reply: the data connection goes through the same dialer as
+    // every other connection, whose loop check refuses it before anything is sent there.
+    let script = Script::default();
+    let names = script.epsv_port.clone();
+    let (addr, seen) = rogue_in_thread(script);
+    let gw = gateway(&format!("ftp://{addr}"));
+    names.store(gw.addr.port(), Ordering::SeqCst);
+    let r = curl(&[&format!("{}/f.bin", gw.url())]);
+    assert_eq!(r.code, 508, "{}", r.text());
+    assert_eq!(r.text(), format!("hopgate: 508 Loop Detected\n{} is this proxy itself\n", gw.addr));
+    assert_eq!(seen.count("RETR"), 0, "{:?}", seen.commands());
+}
+
+#[test]
 fn authorization_basic_is_read_as_proxy_authorization_is() {
     // One reading of RFC 7617 for every Basic value hopgate takes (http::basic): the scheme in any case, one or
     // more spaces, the padding optional; a tab, or a value without a colon, is no credentials (anonymous).

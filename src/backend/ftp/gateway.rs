@@ -49,11 +49,10 @@ enum Upstream {
     },
 }
 
-/// An FTP room, ready to serve: the pool of logged-in control connections, the dialer for new ones, and
+/// An FTP room, ready to serve: the pool of logged-in control connections (which owns the room's dialer), and
 /// whether PUT may become STOR.
 pub struct FtpRoute {
     pool: FtpPool,
-    dialer: Dialer,
     uploads: bool,
     upstream: Upstream,
 }
@@ -62,9 +61,9 @@ impl FtpRoute {
     /// The forward proxy's FTP room: `dialer` applies the proxy's target policy and loop check to each
     /// `ftp://` server a client names. Uploads are allowed; the FTP server's permissions decide. `parent`: the
     /// proxy's parent proxy, if it has one (then `ftp://` is refused with 501 rather than sent around it).
-    pub fn forward(dialer: Dialer, parent: Option<String>, out: &Outbound) -> FtpRoute {
-        let pool = FtpPool::new(settings(&out.timeouts), FtpPoolConfig::default());
-        FtpRoute { pool, dialer, uploads: true, upstream: Upstream::FromUrl { parent } }
+    pub fn forward(dialer: Dialer, parent: Option<String>) -> FtpRoute {
+        let pool = FtpPool::new(FtpSettings::default(), FtpPoolConfig::default(), dialer);
+        FtpRoute { pool, uploads: true, upstream: Upstream::FromUrl { parent } }
     }
 
     /// A gateway route to an `ftp://` target under `prefix`, dialled without target policy (the operator
@@ -83,18 +82,13 @@ impl FtpRoute {
             dir,
             prefix: prefix.to_owned(),
         };
-        let pool = FtpPool::new(settings(&out.timeouts), FtpPoolConfig::default());
-        Ok(FtpRoute { pool, dialer: out.dialer(None), uploads: t.uploads, upstream })
+        let pool = FtpPool::new(FtpSettings::default(), FtpPoolConfig::default(), out.dialer(None));
+        Ok(FtpRoute { pool, uploads: t.uploads, upstream })
     }
 
     fn allow(&self) -> HeaderValue {
         HeaderValue::from_static(if self.uploads { "GET, HEAD, PUT" } else { "GET, HEAD" })
     }
-}
-
-/// The FTP timeouts a listener uses: the listener's connect timeout, the FTP layer's defaults otherwise.
-fn settings(timeouts: &config::Timeouts) -> FtpSettings {
-    FtpSettings { connect_timeout: timeouts.connect, ..FtpSettings::default() }
 }
 
 /// The `dir` of `--to ftp://host/dir` (already percent-decoded by the config) as an FTP path: relative to
@@ -162,7 +156,7 @@ pub async fn serve(mut req: Request<Incoming>, ctx: &Ctx<'_>, ftp: &FtpRoute) ->
     }
     // Everything about the request is checked before any connection: a bad path sends no command.
     let job = resolve(&req, ftp)?;
-    let session = checkout(ftp, &job).await?;
+    let session = ftp.pool.checkout(&job.target).await.map_err(|e| job.error(e))?;
     let peer = session.peer();
     let version = req.version();
     let mut resp =
@@ -326,29 +320,6 @@ fn checked_login(user: String, pass: String) -> Result<Login, Error> {
         return Ok(Login::anonymous());
     }
     Ok(Login::new(user, pass))
-}
-
-/// Why a dial through hopgate's own dialer, or the FTP start of a session, failed.
-enum CheckoutError {
-    Dial(Error),
-    Ftp(FtpError),
-}
-
-impl From<FtpError> for CheckoutError {
-    fn from(e: FtpError) -> Self {
-        CheckoutError::Ftp(e)
-    }
-}
-
-/// A logged-in session: a pooled one, or a new connection through `ftp.dialer` (policy, loop check).
-async fn checkout(ftp: &FtpRoute, job: &Job) -> Result<PooledSession, Error> {
-    let dialer = &ftp.dialer;
-    let (host, port) = (job.target.host.as_str(), job.target.port);
-    let dial = || async move { dialer.dial(host, port).await.map(|(stream, _)| stream).map_err(CheckoutError::Dial) };
-    ftp.pool.checkout_with(&job.target, dial).await.map_err(|e| match e {
-        CheckoutError::Dial(e) => e,
-        CheckoutError::Ftp(e) => job.error(e),
-    })
 }
 
 /// GET and HEAD: a directory listing, a redirect to `dir/`, or the file.

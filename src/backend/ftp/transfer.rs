@@ -30,7 +30,7 @@ enum State {
 /// server confirmed the transfer with 226/250; a dropped data connection, a 426, a missing
 /// reply, a stall longer than `data_idle_timeout` or a length other than
 /// [`Download::with_expected_len`] is an `io::Error` carrying a
-/// [`FtpError::TransferIncomplete`] (or `Timeout`, `Io`): see [`FtpError::from_io`].
+/// [`FtpError::TransferIncomplete`] (or `Timeout`, `Io`): see [`FtpError::from_io_owned`].
 pub struct Download<S: BorrowMut<FtpSession>> {
     session: S,
     state: State,
@@ -76,16 +76,6 @@ impl<S: BorrowMut<FtpSession>> Download<S> {
     pub fn with_expected_len(mut self, len: u64) -> Self {
         self.expected = Some(len);
         self
-    }
-
-    /// Bytes delivered so far.
-    pub fn received(&self) -> u64 {
-        self.received
-    }
-
-    /// True once EOF was returned after a confirmed transfer.
-    pub fn is_complete(&self) -> bool {
-        matches!(self.state, State::Done)
     }
 
     fn fail(&mut self, e: FtpError) -> Poll<io::Result<()>> {
@@ -222,11 +212,6 @@ impl<S: BorrowMut<FtpSession>> Upload<S> {
             finished: false,
             deadline: Box::pin(sleep(idle)),
         })
-    }
-
-    /// Bytes written so far.
-    pub fn sent(&self) -> u64 {
-        self.sent
     }
 
     /// Ends the file and waits for the server's verdict: the byte count on 226/250.
