@@ -23,12 +23,13 @@ use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio_rustls::TlsConnector;
 
+use crate::error::Error;
 use crate::http::basic;
 use crate::tunnel;
-use crate::upstream::{self, ConnectError};
+use crate::upstream::{self, ConnectError, Dialer, OwnAddrs};
 
 /// Dialing the proxy, TLS with it and its answer to CONNECT must all fit in this.
 pub const HANDSHAKE_TIMEOUT_SECS: u64 = 30;
@@ -95,8 +96,6 @@ pub struct TunnelClient {
     pub proxy_user: Option<(String, String)>,
     /// Extra CA certificates (PEM) trusted for an https:// proxy, besides the system roots.
     pub ca: Option<PathBuf>,
-    /// End a tunnel after this long without traffic; `None`: never (the proxy has its own).
-    pub idle: Option<Duration>,
 }
 
 impl fmt::Debug for TunnelClient {
@@ -107,7 +106,6 @@ impl fmt::Debug for TunnelClient {
             .field("to", &self.to)
             .field("proxy_user", &self.proxy_user.as_ref().map(|(user, _)| user))
             .field("ca", &self.ca)
-            .field("idle", &self.idle)
             .finish()
     }
 }
@@ -124,7 +122,7 @@ impl TunnelClient {
     pub fn new(proxy: &str, to: &str) -> Result<TunnelClient, TunnelError> {
         let proxy = proxy.parse()?;
         parse_target(to)?;
-        Ok(TunnelClient { proxy, to: to.to_owned(), proxy_user: None, ca: None, idle: None })
+        Ok(TunnelClient { proxy, to: to.to_owned(), proxy_user: None, ca: None })
     }
 
     /// Listens on `listen` and gives each accepted connection its own CONNECT tunnel. Calls
@@ -132,7 +130,7 @@ impl TunnelClient {
     /// tcp://IP:PORT`). Runs until dropped, which also ends the open tunnels; returns only when
     /// the set-up fails (bad target, CA file, bind).
     pub async fn run_listen(self, listen: SocketAddr, ready: impl FnOnce(SocketAddr)) -> Result<(), TunnelError> {
-        let dialer = Arc::new(Dialer::new(&self)?);
+        let opener = Arc::new(Opener::new(&self)?);
         let listener =
             TcpListener::bind(listen).await.map_err(|source| TunnelError::Listen { addr: listen, source })?;
         let local = listener.local_addr().map_err(|source| TunnelError::Listen { addr: listen, source })?;
@@ -142,10 +140,10 @@ impl TunnelClient {
             tokio::select! {
                 accepted = listener.accept() => match accepted {
                     Ok((client, peer)) => {
-                        let dialer = Arc::clone(&dialer);
+                        let opener = Arc::clone(&opener);
                         tunnels.spawn(async move {
-                            match dialer.open().await {
-                                Ok(upstream) => match dialer.pump(client, upstream).await {
+                            match opener.open().await {
+                                Ok(upstream) => match opener.pump(client, upstream).await {
                                     Ok((up, down)) => tracing::debug!(%peer, up, down, "tunnel closed"),
                                     Err(e) => tracing::info!(%peer, "{e}"),
                                 },
@@ -173,30 +171,27 @@ impl TunnelClient {
 
     /// One tunnel between `local` and the target: what [`TunnelClient::run_stdio`] does over
     /// stdin/stdout, for any stream.
-    pub async fn run_stream<S: AsyncRead + AsyncWrite + Unpin>(self, local: S) -> Result<(), TunnelError> {
-        let dialer = Dialer::new(&self)?;
-        let upstream = dialer.open().await?;
-        dialer.pump(local, upstream).await.map(|_| ())
-    }
-
-    /// Opens one tunnel and returns it as a stream (for callers that pump it themselves).
-    pub async fn open(&self) -> Result<TokioIo<Upgraded>, TunnelError> {
-        Dialer::new(self)?.open().await
+    async fn run_stream<S: AsyncRead + AsyncWrite + Unpin>(self, local: S) -> Result<(), TunnelError> {
+        let opener = Opener::new(&self)?;
+        let upstream = opener.open().await?;
+        opener.pump(local, upstream).await.map(|_| ())
     }
 }
 
-/// Everything needed per tunnel, prepared once: target, credentials, TLS configuration.
-struct Dialer {
+/// Everything needed per tunnel, prepared once: the dialer to the proxy, target, credentials, TLS configuration.
+struct Opener {
+    /// hopgate's one dialer: the proxy's name resolved once, each address tried in turn, TCP_NODELAY. No target
+    /// policy (the user named the proxy) and no own listeners to loop to; bounded by the handshake's timeout.
+    dialer: Dialer,
     proxy: ProxyUrl,
     target: Authority,
     /// `Proxy-Authorization` when `--proxy-user` was given; nothing else (no Via: this is a client).
     fields: HeaderMap,
     tls: Option<(TlsConnector, ServerName<'static>)>,
-    idle: Duration,
 }
 
-impl Dialer {
-    fn new(client: &TunnelClient) -> Result<Dialer, TunnelError> {
+impl Opener {
+    fn new(client: &TunnelClient) -> Result<Opener, TunnelError> {
         let target = parse_target(&client.to)?;
         let mut fields = HeaderMap::new();
         if let Some((user, pass)) = &client.proxy_user {
@@ -209,9 +204,8 @@ impl Dialer {
         } else {
             None
         };
-        // No idle timeout: a time too large to add to a clock reading (see tunnel::pump).
-        let idle = client.idle.unwrap_or(Duration::MAX);
-        Ok(Dialer { proxy: client.proxy.clone(), target, fields, tls, idle })
+        let dialer = Dialer::new(None, OwnAddrs::new(), Duration::from_secs(HANDSHAKE_TIMEOUT_SECS));
+        Ok(Opener { dialer, proxy: client.proxy.clone(), target, fields, tls })
     }
 
     async fn open(&self) -> Result<TokioIo<Upgraded>, TunnelError> {
@@ -228,9 +222,8 @@ impl Dialer {
 
     async fn open_now(&self) -> Result<TokioIo<Upgraded>, TunnelError> {
         let proxy = self.proxy.to_string();
-        let unreachable = |source| TunnelError::ProxyUnreachable { proxy: proxy.clone(), source };
-        let tcp = TcpStream::connect((self.proxy.host.as_str(), self.proxy.port)).await.map_err(unreachable)?;
-        let _ = tcp.set_nodelay(true);
+        let unreachable = |source| TunnelError::ProxyUnreachable { proxy: proxy.clone(), source: Box::new(source) };
+        let (tcp, _) = self.dialer.dial(&self.proxy.host, self.proxy.port).await.map_err(unreachable)?;
         let upgraded = match &self.tls {
             None => self.handshake(tcp, &proxy).await?,
             Some((connector, name)) => {
@@ -262,7 +255,8 @@ impl Dialer {
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        tunnel::pipe(local, upstream, self.idle).await.map_err(|source| TunnelError::Tunnel {
+        // No idle timeout (the proxy has its own): a time too large to add to a clock reading (see tunnel::pump).
+        tunnel::pipe(local, upstream, Duration::MAX).await.map_err(|source| TunnelError::Tunnel {
             proxy: self.proxy.to_string(),
             target: self.target.to_string(),
             source,
@@ -301,9 +295,10 @@ pub enum TunnelError {
         addr: SocketAddr,
         source: io::Error,
     },
+    /// The dialer could not connect to the proxy (its name, refused, its timeout).
     ProxyUnreachable {
         proxy: String,
-        source: io::Error,
+        source: Box<Error>,
     },
     Tls {
         proxy: String,
@@ -354,7 +349,12 @@ impl fmt::Display for TunnelError {
             TunnelError::Ca { path, reason } => write!(f, "CA file {}: {reason}", path.display()),
             TunnelError::Listen { addr, source } => write!(f, "cannot listen on {addr}: {source}"),
             TunnelError::ProxyUnreachable { proxy, source } => {
-                write!(f, "cannot connect to proxy {proxy}: {source}")
+                // The OS's words (refused, no such name) when there are any, else the dialer's (its timeout).
+                let mut cause: &dyn std::error::Error = &**source;
+                while let Some(next) = cause.source() {
+                    cause = next;
+                }
+                write!(f, "cannot connect to proxy {proxy}: {cause}")
             }
             TunnelError::Tls { proxy, source } => {
                 write!(f, "TLS with proxy {proxy} failed: {source}")
@@ -384,9 +384,9 @@ impl std::error::Error for TunnelError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             TunnelError::Listen { source, .. }
-            | TunnelError::ProxyUnreachable { source, .. }
             | TunnelError::Tls { source, .. }
             | TunnelError::Tunnel { source, .. } => Some(source),
+            TunnelError::ProxyUnreachable { source, .. } => Some(&**source),
             TunnelError::Handshake { source, .. } => Some(source),
             _ => None,
         }
