@@ -118,7 +118,8 @@ impl Gateway {
         }
         cfg.timeout = timeout(&t.app);
         let root = cfg.root.clone().unwrap_or_default();
-        let fcgi = FastCgi::new(cfg, dialer(&t.app, out)).map_err(|e| StartupError::new(format!("FastCGI root {}: {e}", root.display())))?;
+        let fcgi = FastCgi::new(cfg, dialer(&t.app, out))
+            .map_err(|e| StartupError::new(format!("FastCGI root {}: {e}", root.display())))?;
         Ok(Gateway::with(App::FastCgi(fcgi), prefix, None, &t.app, upstream))
     }
 
@@ -127,7 +128,13 @@ impl Gateway {
     pub fn scgi(t: &ScgiTarget, prefix: &str, out: &Outbound) -> Gateway {
         let mut cfg = ScgiConfig::new(t.authority.clone());
         cfg.timeout = timeout(&t.app);
-        Gateway::with(App::Scgi(Scgi::new(cfg, dialer(&t.app, out))), prefix, None, &t.app, t.authority.to_string().parse().ok())
+        Gateway::with(
+            App::Scgi(Scgi::new(cfg, dialer(&t.app, out))),
+            prefix,
+            None,
+            &t.app,
+            t.authority.to_string().parse().ok(),
+        )
     }
 
     fn with(app: App, prefix: &str, index: Option<String>, o: &AppOptions, upstream: Option<SocketAddr>) -> Gateway {

@@ -14,8 +14,7 @@ use futures_util::Stream;
 use tokio::io::AsyncWriteExt;
 
 use crate::backend::meta::{
-    self, FeedError, GatewayError, GatewayResponse, IdleTimer, MetaVars, Progress, TaskGuard, UpstreamReader,
-    feed_body,
+    self, FeedError, GatewayError, GatewayResponse, IdleTimer, MetaVars, Progress, TaskGuard, UpstreamReader, feed_body,
 };
 use crate::config::Authority;
 use crate::error::Error;

@@ -92,11 +92,11 @@ mod tests {
             b"Bearer YW5uOnBhc3N3b3Jk",
             b"BasicYW5uOnBhc3N3b3Jk",
             b"Basic !!!!",
-            b"Basic YW5u",                     // "ann": no colon
-            b"Basic /w==",                     // 0xff: not UTF-8
-            b"Basic YW5uOnBhc3N3b3Jk===",      // more padding than fits
-            b"Basic YW5uOnBhc3N3b3Jk YW5u",    // two tokens
-            b"Basic Pz8_Pz8-",                 // the URL-safe alphabet
+            b"Basic YW5u",                  // "ann": no colon
+            b"Basic /w==",                  // 0xff: not UTF-8
+            b"Basic YW5uOnBhc3N3b3Jk===",   // more padding than fits
+            b"Basic YW5uOnBhc3N3b3Jk YW5u", // two tokens
+            b"Basic Pz8_Pz8-",              // the URL-safe alphabet
             b"Basic \xff\xfe",
             b"",
         ] {
