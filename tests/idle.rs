@@ -63,7 +63,7 @@ fn a_trickling_upload_and_a_trickling_response_outlive_their_idle_times() {
             }
         }
         let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n");
-        for b in got[body_at..].to_vec() {
+        for b in got[body_at..].iter().copied() {
             std::thread::sleep(PACE / 2);
             if s.write_all(&[b]).is_err() {
                 return;

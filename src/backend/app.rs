@@ -34,6 +34,7 @@ use super::scgi::{Scgi, ScgiConfig};
 use crate::config::{AppOptions, CgiTarget, FastCgiTarget, ScgiTarget, UpstreamSocket};
 use crate::error::{BoxError, Error, Kind, StartupError};
 use crate::http::{Body, hop};
+use crate::idle::Timer;
 use crate::upstream::UpstreamAddr;
 
 /// Largest request body without Content-Length (chunked) that is spooled so the application can be told its
@@ -427,8 +428,9 @@ async fn spool(incoming: Incoming, idle: Duration) -> Result<(u64, ReqBody), Err
     let mut file: Option<tokio::fs::File> = None;
     let mut total: u64 = 0;
     let spool_error = |e: std::io::Error| Error::local(Kind::Internal, "cannot spool the request body").with_source(e);
+    let mut timer = Timer::new(idle);
     loop {
-        let chunk = match tokio::time::timeout(idle, data.next()).await {
+        let chunk = match timer.guard(data.next()).await {
             Err(_) => return Err(Error::bad_request(format!("request body stalled for {idle:?}"))),
             Ok(None) => break,
             Ok(Some(Err(e))) => return Err(Error::bad_request("the request body broke off").with_source(e)),

@@ -390,14 +390,17 @@ async fn send(
     tokio::pin!(response);
     let waited = match watch {
         None => tokio::time::timeout(timeout, response).await.map_err(|_| head_timeout()),
-        Some(watch) => tokio::select! {
-            r = &mut response => Ok(r),
-            _ = watch.ended => tokio::time::timeout(timeout, response).await.map_err(|_| head_timeout()),
-            () = watch.progress.reader_stalled(timeout) => Err(Error::upstream(
-                Kind::ResponseTimeout,
-                format!("{} stopped reading the request body for {:?}", display_authority(&target), timeout),
-            )),
-        },
+        Some(watch) => {
+            let stalled = watch.stalled(timeout);
+            tokio::select! {
+                r = &mut response => Ok(r),
+                _ = watch.ended => tokio::time::timeout(timeout, response).await.map_err(|_| head_timeout()),
+                () = stalled => Err(Error::upstream(
+                    Kind::ResponseTimeout,
+                    format!("{} stopped reading the request body for {:?}", display_authority(&target), timeout),
+                )),
+            }
+        }
     };
     let mut resp = match waited {
         Ok(Ok(Ok(r))) => r,

@@ -5,6 +5,7 @@
 //! Does not: pool connections or retry (SCGI has no keep-alive: one connection per request),
 //! or send bodies of unknown length (411: SCGI needs CONTENT_LENGTH up front).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -14,9 +15,10 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use crate::backend::meta::{
-    self, ConnInfo, FeedError, GatewayError, GatewayErrorKind, GatewayResponse, IdleTimer, MetaInput, MetaVars,
-    Progress, TaskGuard, UpstreamReader, feed_body,
+    self, ConnInfo, FeedError, GatewayError, GatewayErrorKind, GatewayResponse, MetaInput, MetaVars, TaskGuard,
+    UpstreamReader, feed_body,
 };
+use crate::idle::{Stamp, Timer};
 
 /// An application silent this long (no output while nothing moves) answers 504.
 pub const DEFAULT_SCGI_TIMEOUT_SECS: u64 = 60;
@@ -100,7 +102,7 @@ impl Scgi {
         };
         let _ = stream.set_nodelay(true);
         let (reader, mut writer) = stream.into_split();
-        let progress = Progress::new();
+        let progress = Arc::new(Stamp::now());
         let feeding = progress.clone();
         let upstream = format!("scgi://{addr}");
         let name = upstream.clone();
@@ -119,7 +121,7 @@ impl Scgi {
             }
             Some(writer)
         });
-        let out = UpstreamReader::new(reader, TaskGuard(feeder), IdleTimer::new(progress, timeout), upstream);
+        let out = UpstreamReader::new(reader, TaskGuard(feeder), Timer::shared(progress, timeout), upstream);
         meta::read_response(out).await
     }
 }

@@ -24,9 +24,8 @@ use tokio::io::AsyncWriteExt;
 
 pub use pool::FastCgiAddr;
 
-use crate::backend::meta::{
-    self, ConnInfo, FastCgiLayout, GatewayError, GatewayResponse, MetaInput, MetaVars, Progress,
-};
+use crate::backend::meta::{self, ConnInfo, FastCgiLayout, GatewayError, GatewayResponse, MetaInput, MetaVars};
+use crate::idle::Stamp;
 use exchange::Exchange;
 use pool::Pool;
 
@@ -168,7 +167,7 @@ impl FastCgi {
                 Err(_) => return Err(GatewayError::timeout(format!("writing to {}", self.addr))),
             }
         };
-        let progress = Progress::new();
+        let progress = Arc::new(Stamp::now());
         let exchange = Exchange::start(
             conn,
             body,

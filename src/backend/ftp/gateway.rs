@@ -29,6 +29,7 @@ use crate::backend::Ctx;
 use crate::config::{self, FtpTarget};
 use crate::error::{Error, Kind, StartupError};
 use crate::http::{Body, append_via, pages};
+use crate::idle::Timer;
 use crate::upstream::{Dialer, Outbound, UpstreamAddr};
 
 /// Where the FTP server and log-in come from.
@@ -178,9 +179,10 @@ pub async fn serve(mut req: Request<Incoming>, ctx: &Ctx<'_>, ftp: &FtpRoute) ->
 async fn refuse_body(req: &mut Request<Incoming>, idle: Duration) -> Result<(), Error> {
     let method = req.method().clone();
     let body = req.body_mut();
+    let mut timer = Timer::new(idle);
     // bounded: each turn takes one frame within the idle timeout, and the first one with data ends it
     while !body.is_end_stream() {
-        match tokio::time::timeout(idle, body.frame()).await {
+        match timer.guard(body.frame()).await {
             Err(_) => return Err(Error::client(Kind::BadRequest, format!("the request body stalled for {idle:?}"))),
             Ok(None) => break,
             Ok(Some(Err(e))) => {
@@ -464,9 +466,10 @@ async fn put(req: Request<Incoming>, s: PooledSession, job: &Job) -> Result<Resp
     let idle = s.settings.data_idle_timeout;
     let mut upload = s.upload(&job.path).await.map_err(|e| job.error(e))?;
     let mut body = req.into_body();
+    let mut timer = Timer::new(idle);
     // bounded: each turn takes one frame of the body, each within the data idle timeout
     loop {
-        let frame = match tokio::time::timeout(idle, body.frame()).await {
+        let frame = match timer.guard(body.frame()).await {
             Err(_) => {
                 return Err(Error::client(Kind::BadRequest, format!("the request body stalled for {idle:?}")));
             }
