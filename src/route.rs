@@ -11,7 +11,7 @@ use crate::backend::connect::Tunnels;
 use crate::backend::ftp::FtpRoute;
 use crate::backend::relay::{self, Forward};
 use crate::backend::{Hop, app};
-use crate::config::{self, Target, host_key};
+use crate::config::{self, Prefix, Target, host_key};
 use crate::error::{Error, Kind, StartupError};
 use crate::http::auth;
 use crate::http::htpasswd::Users;
@@ -39,8 +39,8 @@ pub struct Proxy {
 pub struct Entry {
     /// Exact host name (no port, lowercase) to match; None matches every host.
     host: Option<String>,
-    /// Path prefix, always starting with `/`; matched on segment boundaries.
-    path: String,
+    /// The path prefix requests must be under.
+    path: Prefix,
     pub room: Room,
 }
 
@@ -176,8 +176,7 @@ impl Entry {
         {
             return false;
         }
-        let prefix = self.path.as_str();
-        prefix == "/" || path == prefix || path.strip_prefix(prefix).is_some_and(|rest| rest.starts_with('/'))
+        self.path.matches(path)
     }
 }
 

@@ -28,8 +28,8 @@ use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
 use hyper::body::Incoming;
 
-use super::Ctx;
-use crate::config::{self, HttpTarget};
+use super::{Ctx, outside};
+use crate::config::{self, HttpTarget, Prefix};
 use crate::error::{Error, Kind, Side, StartupError};
 use crate::http::upgrade::{self, Allowed};
 use crate::http::{
@@ -55,8 +55,8 @@ pub struct Gateway {
     authority: Authority,
     /// Path prefix on the upstream, without a trailing slash ("" for none).
     base: String,
-    /// The route's path prefix on hopgate, stripped before `base` is prepended ("/" strips nothing).
-    prefix: String,
+    /// The route's path prefix on hopgate, replaced by `base`.
+    prefix: Prefix,
     /// The protocols requests may upgrade to (the route's `upgrades`, else the listener's).
     upgrades: Allowed,
 }
@@ -66,7 +66,7 @@ impl Gateway {
     /// upstream, dialled without target policy (the operator chose it) but with the loop check; `https://`
     /// verified against the system roots plus the route's `ca`. `upgrades`: the listener's list, for a route
     /// without its own.
-    pub fn new(t: &HttpTarget, prefix: &str, upgrades: &Allowed, out: &Outbound) -> Result<Gateway, StartupError> {
+    pub fn new(t: &HttpTarget, prefix: &Prefix, upgrades: &Allowed, out: &Outbound) -> Result<Gateway, StartupError> {
         let timeouts = out.timeouts;
         let origination = if t.tls { Some(Origination::new(t.ca.as_deref(), timeouts.connect)?) } else { None };
         let authority: Authority = t
@@ -78,7 +78,7 @@ impl Gateway {
         let max_idle = config::DEFAULT_POOL_MAX_IDLE_PER_HOST;
         let client = gateway_client(out.dialer(None), origination, &scheme, &authority, timeouts.pool_idle, max_idle);
         let upgrades = t.upgrades.clone().unwrap_or_else(|| upgrades.clone());
-        Ok(Gateway { client, scheme, authority, base: t.base.clone(), prefix: prefix.to_owned(), upgrades })
+        Ok(Gateway { client, scheme, authority, base: t.base.clone(), prefix: prefix.clone(), upgrades })
     }
 }
 
@@ -183,7 +183,7 @@ pub async fn gateway(mut req: Request<Incoming>, ctx: &Ctx<'_>, gw: &Gateway) ->
     if has_dot_segment(path) {
         return Err(Error::bad_request("the request path has a . or .. segment"));
     }
-    let rest = if gw.prefix == "/" { path } else { path.strip_prefix(gw.prefix.as_str()).unwrap_or(path) };
+    let rest = gw.prefix.rest(path).ok_or_else(|| outside(&gw.prefix, path))?;
     let mut mapped = format!("{}{}", gw.base, rest);
     if mapped.is_empty() {
         mapped.push('/');
@@ -219,7 +219,7 @@ pub async fn gateway(mut req: Request<Incoming>, ctx: &Ctx<'_>, gw: &Gateway) ->
         public_host.as_ref().and_then(|h| h.to_str().ok()).map(|h| LocationRewrite {
             upstream: upstream_origins(&gw.scheme, &gw.authority),
             base: gw.base.clone(),
-            public: format!("{proto}://{h}{}", if gw.prefix == "/" { "" } else { gw.prefix.as_str() }),
+            public: format!("{proto}://{h}{}", gw.prefix.mount_point()),
         })
     };
     send(req, ctx, &gw.client, own, &gw.upgrades, Some(&rewrite), None).await

@@ -25,8 +25,8 @@ use super::render::{mime_for, render_html, render_json};
 use super::{
     EntryKind, FtpError, FtpPool, FtpPoolConfig, FtpSettings, Login, PooledSession, Target, check_path, decode_url_path,
 };
-use crate::backend::Ctx;
-use crate::config::{self, FtpTarget};
+use crate::backend::{Ctx, outside};
+use crate::config::{self, FtpTarget, Prefix};
 use crate::error::{Error, Kind, StartupError};
 use crate::http::{Body, append_via, pages};
 use crate::idle::Timer;
@@ -46,8 +46,8 @@ enum Upstream {
         /// The FTP path requests map under (`decode_url_path` form: relative to the log-in directory unless it
         /// starts with `/`); "" for the log-in directory itself.
         dir: String,
-        /// The route's path prefix on hopgate ("/" strips nothing).
-        prefix: String,
+        /// The route's path prefix on hopgate: the path below it maps under `dir`.
+        prefix: Prefix,
     },
 }
 
@@ -71,7 +71,7 @@ impl FtpRoute {
 
     /// A gateway route to an `ftp://` target under `prefix`, dialled without target policy (the operator
     /// chose the server) but with the loop check.
-    pub fn gateway(t: &FtpTarget, prefix: &str, out: &Outbound) -> Result<FtpRoute, StartupError> {
+    pub fn gateway(t: &FtpTarget, prefix: &Prefix, out: &Outbound) -> Result<FtpRoute, StartupError> {
         let invalid = |why: &str| StartupError::new(format!("ftp://{}{}: {why}", t.authority, t.dir));
         for s in [t.user.as_deref(), t.pass.as_deref()].into_iter().flatten() {
             check_path(s).map_err(|_| invalid("the credentials contain CR, LF or NUL"))?;
@@ -83,7 +83,7 @@ impl FtpRoute {
             user: t.user.clone(),
             pass: t.pass.clone(),
             dir,
-            prefix: prefix.to_owned(),
+            prefix: prefix.clone(),
         };
         let pool = FtpPool::new(settings(&out.timeouts), FtpPoolConfig::default());
         Ok(FtpRoute { pool, dialer: out.dialer(None), uploads: t.uploads, upstream })
@@ -244,7 +244,7 @@ fn resolve<B>(req: &Request<B>, ftp: &FtpRoute) -> Result<Job, Error> {
         }
         Upstream::Fixed { host, port, user, pass, dir, prefix } => {
             let full = uri.path();
-            let rest = if prefix == "/" { full } else { full.strip_prefix(prefix.as_str()).unwrap_or(full) };
+            let rest = prefix.rest(full).ok_or_else(|| outside(prefix, full))?;
             let rel = decode_url_path(rest).map_err(Error::from)?;
             if rel.starts_with('/') {
                 return Err(Error::bad_request("an absolute ftp path (%2F) can't leave the gateway's directory"));
@@ -263,7 +263,7 @@ fn resolve<B>(req: &Request<B>, ftp: &FtpRoute) -> Result<Job, Error> {
                     None => Login::anonymous(),
                 },
             };
-            let public_prefix = if prefix == "/" { "" } else { prefix.as_str() };
+            let public_prefix = prefix.mount_point();
             let title = if rel.is_empty() { format!("{public_prefix}/") } else { format!("{public_prefix}/{rel}/") };
             let mut location = format!("{full}/");
             if let Some(q) = uri.query() {
