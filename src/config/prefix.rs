@@ -36,6 +36,7 @@ impl Prefix {
 
     /// What follows the prefix in `path`: `""` for the prefix itself, else a rest starting with `/` (the root
     /// prefix takes every path whole). None when `path` is not under the prefix.
+    #[inline]
     pub fn rest<'p>(&self, path: &'p str) -> Option<&'p str> {
         if self.is_root() {
             return Some(path);

@@ -10,34 +10,25 @@
 //! switch to one of them; the upgraded connections become a tunnel, logged when it ends.
 //! Does not: cache, retry requests that reached the origin, or rewrite bodies.
 
-use std::error::Error as _;
-use std::fmt::Write as _;
-use std::future::Future;
-use std::path::Path;
-use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::task::{Context, Poll};
-use std::time::Duration;
+mod exchange;
 
-use futures_util::task::AtomicWaker;
+use std::fmt::Write as _;
+use std::path::Path;
+use std::sync::Arc;
 
 use http::header::{self, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{Method, Request, Response, StatusCode, Uri, Version};
-use http_body::Body as _;
+use http::{Method, Request, Response, Uri, Version};
 use hyper::body::Incoming;
 
 use super::{Ctx, outside};
 use crate::config::{self, HttpTarget, Prefix};
-use crate::error::{Error, Kind, Side, StartupError};
-use crate::http::upgrade::{self, Allowed};
-use crate::http::{
-    Body, ForwardedFor, MaxForwards, OwnFields, append_via, forward_request_head, forward_response_head, hop,
-    is_sensitive, max_forwards, via_names,
-};
+use crate::error::{Error, Kind, StartupError};
+use crate::http::upgrade::Allowed;
+use crate::http::{Body, ForwardedFor, MaxForwards, OwnFields, append_via, is_sensitive, max_forwards, via_names};
 use crate::upstream::tls::Origination;
-use crate::upstream::{Dialer, HttpClient, Outbound, ParentProxy, SendError, gateway_client, http_client};
+use crate::upstream::{Dialer, HttpClient, Outbound, ParentProxy, gateway_client, http_client};
+use exchange::{Leg, send};
 
 /// How long a request with `Expect: 100-continue` waits for the upstream's `100 Continue` before its body is
 /// read anyway (and hyper sends the client a 100 itself): curl's own wait.
@@ -148,7 +139,7 @@ pub async fn forward(mut req: Request<Incoming>, ctx: &Ctx<'_>, proxy: &Forward)
     // belong to the CONNECT, never to a request the origin reads.
     let to_parent = uri.scheme() != Some(&Scheme::HTTPS);
     let parent_auth = proxy.parent.as_ref().filter(|_| to_parent).and_then(|p| p.auth.clone());
-    let resp = send(req, ctx, &proxy.client, own, &proxy.upgrades, None, parent_auth).await?;
+    let resp = send(req, ctx, own, Leg::Forward { room: proxy, parent_auth }).await?;
     if let Some(parent) = &proxy.parent
         && to_parent
         && resp.status() == http::StatusCode::PROXY_AUTHENTICATION_REQUIRED
@@ -214,15 +205,7 @@ pub async fn gateway(mut req: Request<Incoming>, ctx: &Ctx<'_>, gw: &Gateway) ->
         via_name: &ctx.hop.via_name,
         forwarded: Some(ForwardedFor { client: ctx.client, proto, host: public_host.as_ref() }),
     };
-    // Built only for a response that has a Location field: most have none.
-    let rewrite = || {
-        public_host.as_ref().and_then(|h| h.to_str().ok()).map(|h| LocationRewrite {
-            upstream: upstream_origins(&gw.scheme, &gw.authority),
-            base: gw.base.clone(),
-            public: format!("{proto}://{h}{}", gw.prefix.mount_point()),
-        })
-    };
-    send(req, ctx, &gw.client, own, &gw.upgrades, Some(&rewrite), None).await
+    send(req, ctx, own, Leg::Reverse { room: gw, public: public_host.as_ref(), proto }).await
 }
 
 /// A `.` or `..` segment (RFC 3986 §3.3), also percent-encoded (`%2e%2e`, §2.3) or with a `;` parameter
@@ -274,6 +257,20 @@ fn answer_here(req: &Request<Incoming>, via_name: &str) -> Response<Body> {
     resp
 }
 
+impl Gateway {
+    /// Turns a `Location` that points at the upstream into the address the client used: `proto://public`, the
+    /// route's prefix, then the path below the upstream's base. Built only for a response that has the field.
+    fn rewrite_location(&self, headers: &mut http::HeaderMap, public: &HeaderValue, proto: &str) {
+        let Ok(public) = public.to_str() else { return };
+        let rw = LocationRewrite {
+            upstream: upstream_origins(&self.scheme, &self.authority),
+            base: self.base.clone(),
+            public: format!("{proto}://{public}{}", self.prefix.mount_point()),
+        };
+        rewrite_location(headers, &rw);
+    }
+}
+
 /// How `Location` values that point at the upstream are turned into the public address.
 struct LocationRewrite {
     /// `scheme://host:port` of the upstream, and `scheme://host` too when the port is the scheme's default
@@ -291,270 +288,6 @@ fn upstream_origins(scheme: &Scheme, authority: &Authority) -> Vec<String> {
         out.push(format!("{scheme}://{}", authority.host()));
     }
     out
-}
-
-/// Strips, writes hopgate's own fields (`own`), sends with the response-head timeout, and prepares the response
-/// for the client.
-async fn send(
-    mut req: Request<Incoming>,
-    ctx: &Ctx<'_>,
-    client: &HttpClient,
-    own: OwnFields<'_>,
-    upgrades: &Allowed,
-    rewrite: Option<&(dyn Fn() -> Option<LocationRewrite> + Sync)>,
-    parent_auth: Option<HeaderValue>,
-) -> Result<Response<Body>, Error> {
-    let target = req.uri().clone();
-    let name = &ctx.hop.via_name;
-    let version = req.version();
-    let stripped = forward_request_head(req.headers_mut(), own);
-    if let Some(auth) = parent_auth {
-        // The parent proxy's own credentials, for its hop only.
-        req.headers_mut().insert(header::PROXY_AUTHORIZATION, auth);
-    }
-    // A body of unknown length (the client sent it chunked, or as HTTP/2 DATA without a length) goes up chunked:
-    // hyper's client sends a GET, HEAD or CONNECT that does not say so with no body at all (it assumes such a
-    // method has none), and the body would be lost. A body with a length keeps its Content-Length.
-    if !req.body().is_end_stream()
-        && req.body().size_hint().exact().is_none()
-        && !req.headers().contains_key(header::CONTENT_LENGTH)
-    {
-        req.headers_mut().insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
-    }
-    // RFC 9110 §7.8: an upgrade is hop-by-hop, so hopgate re-offers it on its own hop (HTTP/1.1 only), and only
-    // the protocols on the list: with none left the request goes on as an ordinary one (Upgrade, Connection and
-    // what it named are gone already).
-    let offer = match &stripped.upgrade {
-        Some(offer) if req.version() == Version::HTTP_11 => upgrades.filter(offer),
-        _ => None,
-    };
-    let client_upgrade = match &offer {
-        Some(offer) => {
-            req.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-            req.headers_mut().insert(header::UPGRADE, offer.clone());
-            Some(hyper::upgrade::on(&mut req))
-        }
-        None => None,
-    };
-    // RFC 9110 §10.1.1: a 100-continue expectation in an HTTP/1.0 request is to be ignored; forwarded in an
-    // HTTP/1.1 request it would mean something the client never asked.
-    let expects_continue =
-        req.headers().get(header::EXPECT).is_some_and(|e| e.as_bytes().eq_ignore_ascii_case(b"100-continue"));
-    if version == Version::HTTP_10 {
-        req.headers_mut().remove(header::EXPECT);
-    }
-    // The client's 100 (Continue) is the upstream's to give (RFC 9110 §15.2: a proxy forwards 1xx): the body
-    // is held back, so hyper does not promise it, until the upstream sends its 100, or says nothing for a
-    // moment (an HTTP/1.0 upstream never will). An upstream that answers 417 or 401 at once is answered as is,
-    // and the client never sends its body.
-    let (continue_tx, continue_gate) = match expects_continue && version == Version::HTTP_11 {
-        true => {
-            let (tx, rx) = tokio::sync::oneshot::channel();
-            (Some(tx), Some(rx))
-        }
-        false => (None, None),
-    };
-    // Every 1xx is counted; one too many ends the exchange (MAX_INFORMATIONAL).
-    let informational = Arc::new(Informational::default());
-    let counter = informational.clone();
-    let on_continue = std::sync::Mutex::new(continue_tx);
-    hyper::ext::on_informational(&mut req, move |res| {
-        counter.seen();
-        if res.status() == StatusCode::CONTINUE
-            && let Some(tx) = on_continue.lock().ok().and_then(|mut t| t.take())
-        {
-            let _ = tx.send(());
-        }
-    });
-    *req.version_mut() = Version::HTTP_11;
-    let (parts, body) = req.into_parts();
-    // The response-head timeout starts once the request body is sent: a long upload is not a slow origin. A
-    // client that stops sending its body for the idle time is cut off; so is an upstream that stops taking it
-    // for the response-head time.
-    let (body, watch) = Body::from(body).watched(ctx.hop.timeouts.idle, "the request body from the client");
-    let body = match continue_gate {
-        Some(open) => body.gated(open, Duration::from_millis(EXPECT_CONTINUE_WAIT_MILLIS)),
-        None => body,
-    };
-    let req = Request::from_parts(parts, body);
-
-    let timeout = ctx.hop.timeouts.response_head;
-    let head_timeout = || {
-        Error::upstream(
-            Kind::ResponseTimeout,
-            format!("no response head from {} within {:?}", display_authority(&target), timeout),
-        )
-    };
-    // Dropping the request on a flood of 1xx drops hyper's response receiver: hyper then closes the connection.
-    let response = UntilFlood { inner: client.request(req), informational };
-    tokio::pin!(response);
-    let waited = match watch {
-        None => tokio::time::timeout(timeout, response).await.map_err(|_| head_timeout()),
-        Some(watch) => {
-            let stalled = watch.stalled(timeout);
-            tokio::select! {
-                r = &mut response => Ok(r),
-                _ = watch.ended => tokio::time::timeout(timeout, response).await.map_err(|_| head_timeout()),
-                () = stalled => Err(Error::upstream(
-                    Kind::ResponseTimeout,
-                    format!("{} stopped reading the request body for {:?}", display_authority(&target), timeout),
-                )),
-            }
-        }
-    };
-    let mut resp = match waited {
-        Ok(Ok(Ok(r))) => r,
-        Ok(Ok(Err(e))) => return Err(client_error(e, &target)),
-        Ok(Err(Flooded)) => {
-            return Err(Error::upstream(
-                Kind::UpstreamProtocol,
-                format!(
-                    "{} sent more than {MAX_INFORMATIONAL} informational (1xx) responses to one request",
-                    display_authority(&target)
-                ),
-            ));
-        }
-        Err(e) => return Err(e),
-    };
-
-    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-        let (Some(client_upgrade), Some(offer)) = (client_upgrade, offer) else {
-            return Err(Error::upstream(
-                Kind::UpstreamProtocol,
-                format!("{} switched protocols without being asked", display_authority(&target)),
-            ));
-        };
-        // Returning here drops the response and with it the upstream connection: it is never piped.
-        let proto = resp.headers().get(header::UPGRADE).cloned();
-        let switched = upgrade::check_switch(&offer, proto.as_ref())
-            .map_err(|why| Error::upstream(Kind::UpstreamProtocol, format!("{} {why}", display_authority(&target))))?;
-        let upstream_upgrade = hyper::upgrade::on(&mut resp);
-        let idle = ctx.hop.timeouts.tunnel_idle;
-        let (report, watch) = crate::tunnel::report(Some(switched));
-        let client = ctx.client;
-        ctx.tasks.spawn(async move {
-            match tokio::try_join!(client_upgrade, upstream_upgrade) {
-                Ok((c, u)) => {
-                    let c = hyper_util::rt::TokioIo::new(c);
-                    let u = hyper_util::rt::TokioIo::new(u);
-                    let outcome = report.pump(c, u, idle).await;
-                    let (up, down) = (outcome.a_to_b, outcome.b_to_a);
-                    tracing::debug!(%client, up, down, "upgraded connection ended: {:?}", outcome.ended);
-                    report.outcome(&outcome);
-                }
-                Err(e) => {
-                    tracing::debug!(%client, "upgrade failed: {e}");
-                    report.not_established();
-                }
-            }
-        });
-        let (mut parts, _) = resp.into_parts();
-        forward_response_head(&mut parts.headers, parts.version, name);
-        if let Some(p) = proto {
-            parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-            parts.headers.insert(header::UPGRADE, p);
-        }
-        parts.extensions.insert(watch);
-        return Ok(Response::from_parts(parts, Body::empty()));
-    }
-
-    let (mut parts, body) = resp.into_parts();
-    let codings = hop::transfer_codings(&parts.headers);
-    forward_response_head(&mut parts.headers, parts.version, name);
-    if codings.is_none() {
-        // hyper accepts a list of equal lengths (`Content-Length: 5, 5`, or the field twice) and checks it for a
-        // response with a body; the client is sent the one value.
-        hop::one_content_length(&mut parts.headers);
-    }
-    if let Some(codings) = codings {
-        // RFC 9112 §6.3: Transfer-Encoding overrides Content-Length, and an intermediary removes the latter
-        // before forwarding: kept, it would frame the decoded body with a length it does not have.
-        parts.headers.remove(header::CONTENT_LENGTH);
-        // hyper decoded the chunks only. Codings under them (gzip...) stay named for an HTTP/1.1 client (hyper
-        // adds chunked back); an HTTP/1.0 client can't be sent a transfer coding at all.
-        if let Some(other) = codings.other
-            && !body.is_end_stream()
-        {
-            if version != Version::HTTP_11 {
-                return Err(Error::upstream(
-                    Kind::UpstreamProtocol,
-                    format!(
-                        "{} answered with transfer coding {other:?}, which an HTTP/1.0 client can't be sent",
-                        display_authority(&target)
-                    ),
-                ));
-            }
-            parts.headers.insert(header::TRANSFER_ENCODING, other);
-        }
-    }
-    if parts.headers.contains_key(header::LOCATION)
-        && let Some(rw) = rewrite.and_then(|make| make())
-    {
-        rewrite_location(&mut parts.headers, &rw);
-    }
-    parts.version = Version::HTTP_11;
-    // An origin that stops sending mid-body for the response-head time is cut off (the client sees the
-    // response end early, never a complete-looking one). The body returns its connection to the pool when it
-    // ends; an empty one has done so already.
-    let body = if http_body::Body::is_end_stream(&body) {
-        Body::empty()
-    } else {
-        crate::http::watch(body, timeout, "the response body from the upstream").0
-    };
-    Ok(Response::from_parts(parts, body))
-}
-
-/// How many informational responses one request has had, shared by hyper's 1xx callback and the request
-/// waiting for its response ([`UntilFlood`]), which the callback wakes when there are too many.
-#[derive(Default)]
-struct Informational {
-    seen: AtomicU32,
-    waiting: AtomicWaker,
-}
-
-impl Informational {
-    fn seen(&self) {
-        if self.seen.fetch_add(1, Ordering::AcqRel) == MAX_INFORMATIONAL {
-            self.waiting.wake();
-        }
-    }
-
-    fn flooded(&self) -> bool {
-        self.seen.load(Ordering::Acquire) > MAX_INFORMATIONAL
-    }
-}
-
-/// The upstream sent more than [`MAX_INFORMATIONAL`] 1xx responses.
-struct Flooded;
-
-pin_project_lite::pin_project! {
-    /// A response future that ends early, with [`Flooded`], once its request has had too many 1xx responses.
-    /// (Hand-made rather than a `select!`: it is on every relayed request, and a 1xx-free one costs a load.)
-    struct UntilFlood<F> {
-        #[pin]
-        inner: F,
-        informational: Arc<Informational>,
-    }
-}
-
-impl<F: Future> Future for UntilFlood<F> {
-    type Output = Result<F::Output, Flooded>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        if let Poll::Ready(r) = this.inner.poll(cx) {
-            return Poll::Ready(Ok(r));
-        }
-        if this.informational.flooded() {
-            return Poll::Ready(Err(Flooded));
-        }
-        this.informational.waiting.register(cx.waker());
-        // A flood counted between the first look and the registration has woken nobody.
-        match this.informational.flooded() {
-            true => Poll::Ready(Err(Flooded)),
-            false => Poll::Pending,
-        }
-    }
 }
 
 fn rewrite_location(headers: &mut http::HeaderMap, rw: &LocationRewrite) {
@@ -575,52 +308,6 @@ fn rewrite_location(headers: &mut http::HeaderMap, rw: &LocationRewrite) {
     if let Ok(v) = HeaderValue::from_str(&format!("{}{}", rw.public, if rest.is_empty() { "/" } else { rest })) {
         headers.insert(header::LOCATION, v);
     }
-}
-
-fn display_authority(uri: &Uri) -> String {
-    uri.authority().map(|a| a.to_string()).unwrap_or_default()
-}
-
-/// Turns the pooled client's error into hopgate's: the connector's own error when it has one, else what
-/// hyper saw on the connection.
-fn client_error(e: SendError, target: &Uri) -> Error {
-    let upstream = display_authority(target);
-    let e = match e {
-        SendError::Connect(ours) => return ours,
-        SendError::Hyper(h) => h,
-    };
-    let mut src: Option<&(dyn std::error::Error + 'static)> = Some(&e);
-    while let Some(s) = src {
-        if let Some(ours) = s.downcast_ref::<Error>() {
-            return Error::new(ours.kind(), ours.side(), ours.detail().to_string());
-        }
-        if let Some(h) = s.downcast_ref::<hyper::Error>() {
-            if h.is_user() {
-                // Our side of the request failed: the client's body stream broke off or stalled.
-                let why = h.source().map(|c| c.to_string()).unwrap_or_else(|| "it ended early".into());
-                return Error::client(Kind::BadRequest, format!("the request body could not be forwarded: {why}"));
-            }
-            if h.is_parse() {
-                return Error::upstream(Kind::UpstreamProtocol, format!("invalid response from {upstream}"))
-                    .with_source(h.to_string());
-            }
-            if h.is_incomplete_message() || h.is_closed() || h.is_canceled() {
-                return Error::upstream(
-                    Kind::UpstreamClosedEarly,
-                    format!("{upstream} closed the connection before a complete response"),
-                );
-            }
-        }
-        if let Some(io) = s.downcast_ref::<std::io::Error>() {
-            return Error::upstream(
-                Kind::UpstreamClosedEarly,
-                format!("connection to {upstream} failed: {}", io.kind()),
-            )
-            .with_source(io.to_string());
-        }
-        src = s.source();
-    }
-    Error::new(Kind::UpstreamClosedEarly, Side::Upstream, format!("request to {upstream} failed")).with_source(e)
 }
 
 #[cfg(test)]
