@@ -1,5 +1,5 @@
-//! One room per integration point. Each room owns its run-time state (`relay::Forward` and `relay::Gateway`,
-//! `connect::Tunnels`, `ftp::FtpRoute`, `app::Gateway`), built from its part of the config by its own
+//! One room per integration point. Each room owns its run-time state (`relay::Forward` and `relay::Reverse`,
+//! `connect::Tunnels`, `ftp::Ftp`, `app::Gateway`), built from its part of the config by its own
 //! constructor. A request reaches a room with a small [`Ctx`]: who connected, the facts of the hop it arrived on
 //! ([`Hop`]) and the task tracker. A room returns a response or an [`Error`](crate::error::Error); it never
 //! renders error pages, binds sockets, reads the config file or looks at another room.

@@ -53,25 +53,25 @@ enum Upstream {
 
 /// An FTP room, ready to serve: the pool of logged-in control connections, the dialer for new ones, and
 /// whether PUT may become STOR.
-pub struct FtpRoute {
+pub struct Ftp {
     pool: FtpPool,
     dialer: Dialer,
     uploads: bool,
     upstream: Upstream,
 }
 
-impl FtpRoute {
+impl Ftp {
     /// The forward proxy's FTP room: `dialer` applies the proxy's target policy and loop check to each
     /// `ftp://` server a client names. Uploads are allowed; the FTP server's permissions decide. `parent`: the
     /// proxy's parent proxy, if it has one (then `ftp://` is refused with 501 rather than sent around it).
-    pub fn forward(dialer: Dialer, parent: Option<String>, out: &Outbound) -> FtpRoute {
+    pub fn forward(dialer: Dialer, parent: Option<String>, out: &Outbound) -> Ftp {
         let pool = FtpPool::new(settings(&out.timeouts), FtpPoolConfig::default());
-        FtpRoute { pool, dialer, uploads: true, upstream: Upstream::FromUrl { parent } }
+        Ftp { pool, dialer, uploads: true, upstream: Upstream::FromUrl { parent } }
     }
 
     /// A gateway route to an `ftp://` target under `prefix`, dialled without target policy (the operator
     /// chose the server) but with the loop check.
-    pub fn gateway(t: &FtpTarget, prefix: &Prefix, out: &Outbound) -> Result<FtpRoute, StartupError> {
+    pub fn gateway(t: &FtpTarget, prefix: &Prefix, out: &Outbound) -> Result<Ftp, StartupError> {
         let invalid = |why: &str| StartupError::new(format!("ftp://{}{}: {why}", t.authority, t.dir));
         for s in [t.user.as_deref(), t.pass.as_deref()].into_iter().flatten() {
             check_path(s).map_err(|_| invalid("the credentials contain CR, LF or NUL"))?;
@@ -86,7 +86,7 @@ impl FtpRoute {
             prefix: prefix.clone(),
         };
         let pool = FtpPool::new(settings(&out.timeouts), FtpPoolConfig::default());
-        Ok(FtpRoute { pool, dialer: out.dialer(None), uploads: t.uploads, upstream })
+        Ok(Ftp { pool, dialer: out.dialer(None), uploads: t.uploads, upstream })
     }
 
     fn allow(&self) -> HeaderValue {
@@ -142,7 +142,7 @@ impl Job {
 }
 
 /// Serves one request for an FTP resource (both doors; see the module doc).
-pub async fn serve(mut req: Request<Incoming>, ctx: &Ctx<'_>, ftp: &FtpRoute) -> Result<Response<Body>, Error> {
+pub async fn serve(mut req: Request<Incoming>, ctx: &Ctx<'_>, ftp: &Ftp) -> Result<Response<Body>, Error> {
     if let Upstream::FromUrl { parent: Some(parent) } = &ftp.upstream {
         // "relay every request through the parent": going to the FTP server directly would bypass it
         return Err(Error::local(
@@ -202,7 +202,7 @@ async fn refuse_body(req: &mut Request<Incoming>, idle: Duration) -> Result<(), 
 }
 
 /// What a request asks for: server, log-in, FTP path. 400 for paths or credentials with CR, LF or NUL.
-fn resolve<B>(req: &Request<B>, ftp: &FtpRoute) -> Result<Job, Error> {
+fn resolve<B>(req: &Request<B>, ftp: &Ftp) -> Result<Job, Error> {
     let uri = req.uri();
     let basic = basic_credentials(req.headers());
     match &ftp.upstream {
@@ -357,7 +357,7 @@ impl From<FtpError> for CheckoutError {
 }
 
 /// A logged-in session: a pooled one, or a new connection through `ftp.dialer` (policy, loop check).
-async fn checkout(ftp: &FtpRoute, job: &Job) -> Result<PooledSession, Error> {
+async fn checkout(ftp: &Ftp, job: &Job) -> Result<PooledSession, Error> {
     let dialer = &ftp.dialer;
     let (host, port) = (job.target.host.as_str(), job.target.port);
     let dial = || async move { dialer.dial(host, port).await.map(|(stream, _)| stream).map_err(CheckoutError::Dial) };

@@ -19,7 +19,7 @@ use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use tokio::sync::oneshot;
 
-use super::{EXPECT_CONTINUE_WAIT_MILLIS, Forward, Gateway, MAX_INFORMATIONAL};
+use super::{EXPECT_CONTINUE_WAIT_MILLIS, Forward, MAX_INFORMATIONAL, Reverse};
 use crate::backend::Ctx;
 use crate::error::{Error, Kind, Side};
 use crate::http::upgrade::{self, Allowed};
@@ -33,7 +33,7 @@ pub(super) enum Leg<'a> {
     Forward { room: &'a Forward, parent_auth: Option<HeaderValue> },
     /// A gateway route. `public`: the Host the client addressed, and `proto` how it came (`http`/`https`): a
     /// `Location` pointing at the upstream is rewritten to that address.
-    Reverse { room: &'a Gateway, public: Option<&'a HeaderValue>, proto: &'static str },
+    Reverse { room: &'a Reverse, public: Option<&'a HeaderValue>, proto: &'static str },
 }
 
 impl Leg<'_> {

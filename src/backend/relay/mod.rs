@@ -40,7 +40,7 @@ pub const EXPECT_CONTINUE_WAIT_MILLIS: u64 = 1000;
 pub const MAX_INFORMATIONAL: u32 = 10;
 
 /// A gateway route's upstream: `http(s)://authority[/base]`.
-pub struct Gateway {
+pub struct Reverse {
     client: HttpClient,
     scheme: Scheme,
     authority: Authority,
@@ -52,12 +52,12 @@ pub struct Gateway {
     upgrades: Allowed,
 }
 
-impl Gateway {
+impl Reverse {
     /// The relay room of a `http://` or `https://` route under `prefix`: a pool of connections to its one
     /// upstream, dialled without target policy (the operator chose it) but with the loop check; `https://`
     /// verified against the system roots plus the route's `ca`. `upgrades`: the listener's list, for a route
     /// without its own.
-    pub fn new(t: &HttpTarget, prefix: &Prefix, upgrades: &Allowed, out: &Outbound) -> Result<Gateway, StartupError> {
+    pub fn new(t: &HttpTarget, prefix: &Prefix, upgrades: &Allowed, out: &Outbound) -> Result<Reverse, StartupError> {
         let timeouts = out.timeouts;
         let origination = if t.tls { Some(Origination::new(t.ca.as_deref(), timeouts.connect)?) } else { None };
         let authority: Authority = t
@@ -69,7 +69,7 @@ impl Gateway {
         let max_idle = config::DEFAULT_POOL_MAX_IDLE_PER_HOST;
         let client = gateway_client(out.dialer(None), origination, &scheme, &authority, timeouts.pool_idle, max_idle);
         let upgrades = t.upgrades.clone().unwrap_or_else(|| upgrades.clone());
-        Ok(Gateway { client, scheme, authority, base: t.base.clone(), prefix: prefix.clone(), upgrades })
+        Ok(Reverse { client, scheme, authority, base: t.base.clone(), prefix: prefix.clone(), upgrades })
     }
 }
 
@@ -154,8 +154,8 @@ pub async fn forward(mut req: Request<Incoming>, ctx: &Ctx<'_>, proxy: &Forward)
     Ok(resp)
 }
 
-/// Gateway: an origin-form request matched a route; map its path under the upstream base.
-pub async fn gateway(mut req: Request<Incoming>, ctx: &Ctx<'_>, gw: &Gateway) -> Result<Response<Body>, Error> {
+/// Reverse: an origin-form request matched a route; map its path under the upstream base.
+pub async fn reverse(mut req: Request<Incoming>, ctx: &Ctx<'_>, route: &Reverse) -> Result<Response<Body>, Error> {
     if let Some(resp) = before_forwarding(&mut req, ctx)? {
         return Ok(resp);
     }
@@ -174,8 +174,8 @@ pub async fn gateway(mut req: Request<Incoming>, ctx: &Ctx<'_>, gw: &Gateway) ->
     if has_dot_segment(path) {
         return Err(Error::bad_request("the request path has a . or .. segment"));
     }
-    let rest = gw.prefix.rest(path).ok_or_else(|| outside(&gw.prefix, path))?;
-    let mut mapped = format!("{}{}", gw.base, rest);
+    let rest = route.prefix.rest(path).ok_or_else(|| outside(&route.prefix, path))?;
+    let mut mapped = format!("{}{}", route.base, rest);
     if mapped.is_empty() {
         mapped.push('/');
     }
@@ -187,8 +187,8 @@ pub async fn gateway(mut req: Request<Incoming>, ctx: &Ctx<'_>, gw: &Gateway) ->
     // target's or HTTP/2's `:authority` when there is one), and the route was picked by it.
     let public_host = req.headers().get(header::HOST).cloned();
     *req.uri_mut() = Uri::builder()
-        .scheme(gw.scheme.clone())
-        .authority(gw.authority.clone())
+        .scheme(route.scheme.clone())
+        .authority(route.authority.clone())
         .path_and_query(mapped)
         .build()
         .map_err(|_| Error::bad_request("invalid request path"))?;
@@ -196,7 +196,7 @@ pub async fn gateway(mut req: Request<Incoming>, ctx: &Ctx<'_>, gw: &Gateway) ->
     // none: then the upstream's own).
     let host = match &public_host {
         Some(h) => h.clone(),
-        None => HeaderValue::from_str(gw.authority.as_str()).map_err(|_| Error::bad_request("invalid host"))?,
+        None => HeaderValue::from_str(route.authority.as_str()).map_err(|_| Error::bad_request("invalid host"))?,
     };
     let proto = if ctx.hop.tls { "https" } else { "http" };
     let own = OwnFields {
@@ -205,7 +205,7 @@ pub async fn gateway(mut req: Request<Incoming>, ctx: &Ctx<'_>, gw: &Gateway) ->
         via_name: &ctx.hop.via_name,
         forwarded: Some(ForwardedFor { client: ctx.client, proto, host: public_host.as_ref() }),
     };
-    send(req, ctx, own, Leg::Reverse { room: gw, public: public_host.as_ref(), proto }).await
+    send(req, ctx, own, Leg::Reverse { room: route, public: public_host.as_ref(), proto }).await
 }
 
 /// A `.` or `..` segment (RFC 3986 §3.3), also percent-encoded (`%2e%2e`, §2.3) or with a `;` parameter
@@ -257,7 +257,7 @@ fn answer_here(req: &Request<Incoming>, via_name: &str) -> Response<Body> {
     resp
 }
 
-impl Gateway {
+impl Reverse {
     /// Turns a `Location` that points at the upstream into the address the client used: `proto://public`, the
     /// route's prefix, then the path below the upstream's base. Built only for a response that has the field.
     fn rewrite_location(&self, headers: &mut http::HeaderMap, public: &HeaderValue, proto: &str) {
