@@ -7,6 +7,7 @@ pub mod config;
 pub mod date;
 pub mod error;
 pub mod http;
+pub mod idle;
 pub mod route;
 pub mod server;
 pub mod tls;

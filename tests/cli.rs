@@ -157,6 +157,37 @@ fn run_serves_several_listeners_from_one_file() {
 }
 
 #[test]
+fn a_route_prefix_is_replaced_by_the_base_on_segment_boundaries_and_put_back_into_location() {
+    let app = Origin::start(|seen, s| {
+        let location = format!("http://{}/base/next", seen.header("x-self").unwrap_or(""));
+        support::origin::respond(s, "HTTP/1.1 302 Found", &[("Location", &location)], b"");
+        support::origin::Next::KeepAlive
+    });
+    let other = Origin::fixed("other");
+    let hg = Hopgate::start_config(&format!(
+        "access_log = \"off\"\n[[listener]]\nlisten = \"127.0.0.1:0\"\n[[listener.route]]\npath = \"/app/\"\n\
+         to = \"http://{}/base\"\n[[listener.route]]\nto = \"http://{}\"\n",
+        app.addr, other.addr
+    ));
+    for (path, upstream) in [("/app", "/base"), ("/app/", "/base/"), ("/app/x/y?q=1", "/base/x/y?q=1")] {
+        let r = support::exchange(
+            hg.addr,
+            &format!("GET {path} HTTP/1.1\r\nHost: public.example\r\nX-Self: {}\r\n\r\n", app.addr),
+        );
+        assert_eq!(r.status, 302, "{path}: {}", r.text());
+        assert_eq!(app.last().target, upstream, "{path}");
+        assert_eq!(r.header("location"), Some("http://public.example/app/next"), "{path}");
+    }
+    // Not under /app on a segment boundary: the other route, with the path whole.
+    for path in ["/apple", "/ap", "/x/app"] {
+        let r = support::exchange(hg.addr, &format!("GET {path} HTTP/1.1\r\nHost: public.example\r\n\r\n"));
+        assert_eq!((r.status, r.text().as_str()), (200, "other"), "{path}");
+        assert_eq!(other.last().target, path);
+    }
+    assert_eq!(app.count(), 3);
+}
+
+#[test]
 fn gateway_passes_host_and_sets_forwarded_fields() {
     let origin = Origin::start(|_, s| {
         support::origin::respond(s, "HTTP/1.1 302 Found", &[("Location", "http://PLACEHOLDER/base/next")], b"");

@@ -7,6 +7,7 @@
 //! Does not: pool connections or retry (SCGI has no keep-alive: one connection per request),
 //! or send bodies of unknown length (411: SCGI needs CONTENT_LENGTH up front).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -14,10 +15,11 @@ use futures_util::Stream;
 use tokio::io::AsyncWriteExt;
 
 use crate::backend::meta::{
-    self, FeedError, GatewayError, GatewayResponse, IdleTimer, MetaVars, Progress, TaskGuard, UpstreamReader, feed_body,
+    self, FeedError, GatewayError, GatewayResponse, MetaVars, TaskGuard, UpstreamReader, feed_body,
 };
 use crate::config::Authority;
 use crate::error::Error;
+use crate::idle::{Stamp, Timer};
 use crate::upstream::Dialer;
 
 /// An application silent this long (no output while nothing moves) answers 504.
@@ -67,7 +69,7 @@ impl Scgi {
         let head = encode_head(vars);
         let (stream, _) = self.dialer.dial(&addr.host, addr.port).await?;
         let (reader, mut writer) = stream.into_split();
-        let progress = Progress::new();
+        let progress = Arc::new(Stamp::now());
         let feeding = progress.clone();
         let upstream = format!("scgi://{addr}");
         let name = upstream.clone();
@@ -86,7 +88,7 @@ impl Scgi {
             }
             Some(writer)
         });
-        let out = UpstreamReader::new(reader, TaskGuard(feeder), IdleTimer::new(progress, timeout), upstream);
+        let out = UpstreamReader::new(reader, TaskGuard(feeder), Timer::shared(progress, timeout), upstream);
         Ok(meta::read_response(out).await?)
     }
 }

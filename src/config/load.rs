@@ -335,7 +335,9 @@ impl Ctx<'_> {
             return Err(self.err(span, "this listener serves nothing: add [listener.proxy] or a [[listener.route]]"));
         }
         // Most specific route first: longer paths, then routes with a host before host-less ones.
-        routes.sort_by(|a, b| b.path.len().cmp(&a.path.len()).then(b.host.is_some().cmp(&a.host.is_some())));
+        routes.sort_by(|a, b| {
+            b.path.as_str().len().cmp(&a.path.as_str().len()).then(b.host.is_some().cmp(&a.host.is_some()))
+        });
         if let Some(v) = &l.via_name {
             let name = v.get_ref();
             // RFC 9110 §7.6.3: received-by is a host[:port] or a pseudonym (a token); hopgate finds itself in a
@@ -407,14 +409,7 @@ impl Ctx<'_> {
             route.host = Some(host);
         }
         if let Some(p) = &r.path {
-            let path = p.get_ref();
-            if !path.starts_with('/') {
-                return Err(self.err(p.span(), format!("path {path:?} must start with /")));
-            }
-            route.path = path.trim_end_matches('/').to_string();
-            if route.path.is_empty() {
-                route.path = "/".into();
-            }
+            route.path = Prefix::parse(p.get_ref()).map_err(|e| self.err(p.span(), e))?;
         }
         // Paths in the file are relative to the file's directory, a unix socket's too.
         match &mut route.to {
@@ -580,7 +575,7 @@ mod tests {
         .unwrap();
         let l = &c.listeners[0];
         assert!(l.upgrades.protocols().is_empty());
-        let upgrades = |path: &str| match &l.routes.iter().find(|r| r.path == path).unwrap().to {
+        let upgrades = |path: &str| match &l.routes.iter().find(|r| r.path.as_str() == path).unwrap().to {
             Target::Http(t) => t.upgrades.clone(),
             _ => None,
         };
@@ -600,7 +595,7 @@ mod tests {
              [[listener.route]]\npath = \"/api/\"\nto = \"http://b:1\"\n",
         )
         .unwrap();
-        assert_eq!(c.listeners[0].routes[0].path, "/api");
-        assert_eq!(c.listeners[0].routes[1].path, "/");
+        assert_eq!(c.listeners[0].routes[0].path.as_str(), "/api");
+        assert_eq!(c.listeners[0].routes[1].path.as_str(), "/");
     }
 }

@@ -3,6 +3,7 @@
 //! Defaults are `DEFAULT_*` constants next to the field they fill; docs/configuration.md lists them all.
 
 mod load;
+mod prefix;
 mod target;
 
 use std::net::SocketAddr;
@@ -13,6 +14,7 @@ use ipnet::IpNet;
 
 pub use crate::error::{At, StartupError};
 pub use load::{load_file, load_str};
+pub use prefix::Prefix;
 pub use target::{
     AppOptions, Authority, CgiTarget, FastCgiTarget, FtpTarget, HttpTarget, OptionError, ScgiTarget, Target,
     TargetOption, UpstreamSocket, authority_port, parse_port,
@@ -225,8 +227,8 @@ impl std::fmt::Debug for Parent {
 pub struct Route {
     /// Host name (no port) to match, as [`host_key`] makes it; None matches every host.
     pub host: Option<String>,
-    /// Path prefix, always starting with `/`; matched on segment boundaries.
-    pub path: String,
+    /// The path prefix requests must be under (matched on segment boundaries).
+    pub path: Prefix,
     /// Where requests go, with the options of that kind of target.
     pub to: Target,
     /// The route's place in a config file (the line of `to`).
@@ -235,7 +237,7 @@ pub struct Route {
 
 impl Route {
     pub fn new(to: Target) -> Route {
-        Route { host: None, path: "/".to_string(), to, at: None }
+        Route { host: None, path: Prefix::root(), to, at: None }
     }
 }
 

@@ -17,7 +17,7 @@ use crate::error::{Error, Kind, Side};
 use crate::http::auth::{Busy, ClientKey};
 use crate::http::htpasswd::Outcome;
 use crate::http::{Body, pages};
-use crate::route::{self, Room, Route};
+use crate::route::{self, Picked, Room};
 use crate::upstream::UpstreamAddr;
 
 /// Everything a request on one connection shares.
@@ -87,13 +87,13 @@ async fn serve(
     // hyper keeps a slot the size of this future for every connection, idle or not, so the larger rooms are
     // boxed (allocated only while one of their requests runs); the relay stays inline (bench/profile massif).
     match route {
-        Route::Forward(proxy) => relay::forward(req, ctx, &proxy.relay).await,
-        Route::Connect(proxy) => Box::pin(connect::serve(req, ctx, &proxy.tunnels)).await,
-        Route::Ftp(proxy) => Box::pin(ftp::serve(req, ctx, &proxy.ftp)).await,
-        Route::Gateway(r) => match &r.room {
-            Room::Relay(gw) => relay::gateway(req, ctx, gw).await,
+        Picked::Forward(proxy) => relay::forward(req, ctx, &proxy.relay).await,
+        Picked::Connect(proxy) => Box::pin(connect::serve(req, ctx, &proxy.tunnels)).await,
+        Picked::Ftp(proxy) => Box::pin(ftp::serve(req, ctx, &proxy.ftp)).await,
+        Picked::Route(mount) => match &mount.room {
+            Room::Relay(reverse) => relay::reverse(req, ctx, reverse).await,
             Room::App(gw) => Box::pin(app::serve(req, ctx, gw)).await,
-            Room::Ftp(ftp_route) => Box::pin(ftp::serve(req, ctx, ftp_route)).await,
+            Room::Ftp(ftp) => Box::pin(ftp::serve(req, ctx, ftp)).await,
         },
     }
 }
@@ -124,7 +124,7 @@ pub(super) fn loggable_target(uri: &http::Uri) -> String {
 /// (http::hop strips it). An address that keeps failing is slowed down (407 with Retry-After when another of its
 /// attempts holds the next turn); a full verification queue is 503 with Retry-After, so that a client does not
 /// take it for wrong credentials (docs/tunnels.md).
-async fn authorize(req: &Request<Incoming>, proxy: &route::Proxy, client: SocketAddr) -> Result<(), Error> {
+async fn authorize(req: &Request<Incoming>, proxy: &route::ProxyRooms, client: SocketAddr) -> Result<(), Error> {
     let Some(users) = &proxy.users else { return Ok(()) };
     let challenge = || http::HeaderValue::from_static("Basic realm=\"hopgate\"");
     let Some(value) = req.headers().get(header::PROXY_AUTHORIZATION) else {

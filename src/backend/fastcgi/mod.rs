@@ -24,8 +24,9 @@ use tokio::io::AsyncWriteExt;
 
 pub use pool::FastCgiAddr;
 
-use crate::backend::meta::{self, FastCgiLayout, GatewayError, GatewayResponse, MetaVars, Progress};
+use crate::backend::meta::{self, FastCgiLayout, GatewayError, GatewayResponse, MetaVars};
 use crate::error::Error;
+use crate::idle::Stamp;
 use crate::upstream::Dialer;
 use exchange::Exchange;
 use pool::Pool;
@@ -147,7 +148,7 @@ impl FastCgi {
                 Err(_) => return Err(GatewayError::timeout(format!("writing to {}", self.addr)).into()),
             }
         };
-        let progress = Progress::new();
+        let progress = Arc::new(Stamp::now());
         let exchange = Exchange::start(
             conn,
             body,

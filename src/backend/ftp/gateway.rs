@@ -24,10 +24,11 @@ use super::render::{mime_for, render_html, render_json};
 use super::{
     EntryKind, FtpError, FtpPool, FtpPoolConfig, FtpSettings, Login, PooledSession, Target, check_path, decode_url_path,
 };
-use crate::backend::Ctx;
-use crate::config::{self, FtpTarget};
+use crate::backend::{Ctx, outside};
+use crate::config::{self, FtpTarget, Prefix};
 use crate::error::{Error, Kind, StartupError};
 use crate::http::{Body, append_via, basic, pages};
+use crate::idle::Timer;
 use crate::upstream::{Dialer, Outbound, UpstreamAddr};
 
 /// Where the FTP server and log-in come from.
@@ -44,31 +45,31 @@ enum Upstream {
         /// The FTP path requests map under (`decode_url_path` form: relative to the log-in directory unless it
         /// starts with `/`); "" for the log-in directory itself.
         dir: String,
-        /// The route's path prefix on hopgate ("/" strips nothing).
-        prefix: String,
+        /// The route's path prefix on hopgate: the path below it maps under `dir`.
+        prefix: Prefix,
     },
 }
 
 /// An FTP room, ready to serve: the pool of logged-in control connections (which owns the room's dialer), and
 /// whether PUT may become STOR.
-pub struct FtpRoute {
+pub struct Ftp {
     pool: FtpPool,
     uploads: bool,
     upstream: Upstream,
 }
 
-impl FtpRoute {
+impl Ftp {
     /// The forward proxy's FTP room: `dialer` applies the proxy's target policy and loop check to each
     /// `ftp://` server a client names. Uploads are allowed; the FTP server's permissions decide. `parent`: the
     /// proxy's parent proxy, if it has one (then `ftp://` is refused with 501 rather than sent around it).
-    pub fn forward(dialer: Dialer, parent: Option<String>) -> FtpRoute {
+    pub fn forward(dialer: Dialer, parent: Option<String>) -> Ftp {
         let pool = FtpPool::new(FtpSettings::default(), FtpPoolConfig::default(), dialer);
-        FtpRoute { pool, uploads: true, upstream: Upstream::FromUrl { parent } }
+        Ftp { pool, uploads: true, upstream: Upstream::FromUrl { parent } }
     }
 
     /// A gateway route to an `ftp://` target under `prefix`, dialled without target policy (the operator
     /// chose the server) but with the loop check.
-    pub fn gateway(t: &FtpTarget, prefix: &str, out: &Outbound) -> Result<FtpRoute, StartupError> {
+    pub fn gateway(t: &FtpTarget, prefix: &Prefix, out: &Outbound) -> Result<Ftp, StartupError> {
         let invalid = |why: &str| StartupError::new(format!("ftp://{}{}: {why}", t.authority, t.dir));
         for s in [t.user.as_deref(), t.pass.as_deref()].into_iter().flatten() {
             check_path(s).map_err(|_| invalid("the credentials contain CR, LF or NUL"))?;
@@ -80,10 +81,10 @@ impl FtpRoute {
             user: t.user.clone(),
             pass: t.pass.clone(),
             dir,
-            prefix: prefix.to_owned(),
+            prefix: prefix.clone(),
         };
         let pool = FtpPool::new(FtpSettings::default(), FtpPoolConfig::default(), out.dialer(None));
-        Ok(FtpRoute { pool, uploads: t.uploads, upstream })
+        Ok(Ftp { pool, uploads: t.uploads, upstream })
     }
 
     fn allow(&self) -> HeaderValue {
@@ -134,7 +135,7 @@ impl Job {
 }
 
 /// Serves one request for an FTP resource (both doors; see the module doc).
-pub async fn serve(mut req: Request<Incoming>, ctx: &Ctx<'_>, ftp: &FtpRoute) -> Result<Response<Body>, Error> {
+pub async fn serve(mut req: Request<Incoming>, ctx: &Ctx<'_>, ftp: &Ftp) -> Result<Response<Body>, Error> {
     if let Upstream::FromUrl { parent: Some(parent) } = &ftp.upstream {
         // "relay every request through the parent": going to the FTP server directly would bypass it
         return Err(Error::local(
@@ -171,9 +172,10 @@ pub async fn serve(mut req: Request<Incoming>, ctx: &Ctx<'_>, ftp: &FtpRoute) ->
 async fn refuse_body(req: &mut Request<Incoming>, idle: Duration) -> Result<(), Error> {
     let method = req.method().clone();
     let body = req.body_mut();
+    let mut timer = Timer::new(idle);
     // bounded: each turn takes one frame within the idle timeout, and the first one with data ends it
     while !body.is_end_stream() {
-        match tokio::time::timeout(idle, body.frame()).await {
+        match timer.guard(body.frame()).await {
             Err(_) => return Err(Error::client(Kind::BadRequest, format!("the request body stalled for {idle:?}"))),
             Ok(None) => break,
             Ok(Some(Err(e))) => {
@@ -193,7 +195,7 @@ async fn refuse_body(req: &mut Request<Incoming>, idle: Duration) -> Result<(), 
 }
 
 /// What a request asks for: server, log-in, FTP path. 400 for paths or credentials with CR, LF or NUL.
-fn resolve<B>(req: &Request<B>, ftp: &FtpRoute) -> Result<Job, Error> {
+fn resolve<B>(req: &Request<B>, ftp: &Ftp) -> Result<Job, Error> {
     let uri = req.uri();
     let credentials = req.headers().get(header::AUTHORIZATION).and_then(basic::decode);
     match &ftp.upstream {
@@ -235,7 +237,7 @@ fn resolve<B>(req: &Request<B>, ftp: &FtpRoute) -> Result<Job, Error> {
         }
         Upstream::Fixed { host, port, user, pass, dir, prefix } => {
             let full = uri.path();
-            let rest = if prefix == "/" { full } else { full.strip_prefix(prefix.as_str()).unwrap_or(full) };
+            let rest = prefix.rest(full).ok_or_else(|| outside(prefix, full))?;
             let rel = decode_url_path(rest).map_err(Error::from)?;
             if rel.starts_with('/') {
                 return Err(Error::bad_request("an absolute ftp path (%2F) can't leave the gateway's directory"));
@@ -254,7 +256,7 @@ fn resolve<B>(req: &Request<B>, ftp: &FtpRoute) -> Result<Job, Error> {
                     None => Login::anonymous(),
                 },
             };
-            let public_prefix = if prefix == "/" { "" } else { prefix.as_str() };
+            let public_prefix = prefix.mount_point();
             let title = if rel.is_empty() { format!("{public_prefix}/") } else { format!("{public_prefix}/{rel}/") };
             let mut location = format!("{full}/");
             if let Some(q) = uri.query() {
@@ -421,9 +423,10 @@ async fn put(req: Request<Incoming>, s: PooledSession, job: &Job) -> Result<Resp
     let idle = s.settings.data_idle_timeout;
     let mut upload = s.upload(&job.path).await.map_err(|e| job.error(e))?;
     let mut body = req.into_body();
+    let mut timer = Timer::new(idle);
     // bounded: each turn takes one frame of the body, each within the data idle timeout
     loop {
-        let frame = match tokio::time::timeout(idle, body.frame()).await {
+        let frame = match timer.guard(body.frame()).await {
             Err(_) => {
                 return Err(Error::client(Kind::BadRequest, format!("the request body stalled for {idle:?}")));
             }

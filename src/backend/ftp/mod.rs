@@ -38,7 +38,7 @@ use std::time::Duration;
 
 pub use client::{Features, FtpSession, Login, Stat};
 pub use error::FtpError;
-pub use gateway::{FtpRoute, serve};
+pub use gateway::{Ftp, serve};
 pub use listing::{Entry, EntryKind};
 pub use pool::{
     DEFAULT_FTP_IDLE_SECS, DEFAULT_FTP_MAX_IDLE_PER_KEY, DEFAULT_FTP_MAX_IDLE_TOTAL, DEFAULT_FTP_NOOP_AFTER_SECS,
