@@ -57,16 +57,13 @@ pub fn pick<'a, B>(req: &Request<B>, l: &'a ListenerState) -> Result<Route<'a>, 
     Err(Error::client(Kind::NotFound, format!("no route for {path}")))
 }
 
-/// The host a request is for (no port, lowercase): from an absolute target, else the Host field.
+/// The host a request is for (no port, lowercase, an IPv6 address without brackets): from an absolute target,
+/// else the Host field, read by the parser that validated it (`http::parse_host`).
 pub fn request_host<B>(req: &Request<B>) -> Option<String> {
     if let Some(h) = req.uri().host() {
         return Some(h.to_ascii_lowercase());
     }
-    let h = req.headers().get(header::HOST)?.to_str().ok()?;
-    let host = match h.strip_prefix('[') {
-        Some(v6) => v6.split(']').next().unwrap_or(v6),
-        None => h.split(':').next().unwrap_or(h),
-    };
+    let (host, _) = crate::http::parse_host(req.headers().get(header::HOST)?.as_bytes())?;
     Some(host.to_ascii_lowercase())
 }
 

@@ -245,6 +245,27 @@ fn host_is_required_once_and_valid() {
     still_serving(&hg, &origin);
 }
 
+/// RFC 9112 §3.2: a Host that is not `uri-host [ ":" port ]` (RFC 3986 §3.2.2) is 400, also where hyper's URI
+/// parser is lenient (stray brackets, a port with letters after it); valid forms still route (fuzz target host).
+#[test]
+fn a_host_outside_rfc_3986_is_400() {
+    let origin = Origin::fixed("fine");
+    let hg = proxy();
+    let o = origin.addr;
+    for host in ["1[]", "[::1]x", "a.example:80x", "[zz]", "a[b]:80", "a.example:65536", "[::1]:8080:1", "a%41.example"]
+    {
+        let r = exchange(hg.addr, &format!("GET http://{o}/ HTTP/1.1\r\nHost: {host}\r\n\r\n"));
+        assert_eq!(r.status, 400, "Host: {host} -> {}", r.head);
+        assert!(r.text().contains("invalid Host field"), "Host: {host}: {}", r.text());
+    }
+    assert_eq!(origin.count(), 0);
+    for host in ["[::1]:8080", "A.Example:", "a.example:0080", "192.0.2.1", "[v1.fe80::a+b]", "x_y.example!$&'()*+,;="]
+    {
+        let r = exchange(hg.addr, &format!("GET http://{o}/ HTTP/1.1\r\nHost: {host}\r\n\r\n"));
+        assert_eq!((r.status, r.body.as_slice()), (200, &b"fine"[..]), "Host: {host}");
+    }
+}
+
 #[test]
 fn transfer_codings_other_than_chunked_are_501() {
     let origin = Origin::echo();

@@ -197,9 +197,11 @@ fn host_field(req: &Request<Incoming>) -> Result<(), Error> {
     if hosts.next().is_some() {
         return Err(Error::bad_request("more than one Host field"));
     }
-    // Host = uri-host [ ":" port ], possibly empty; no userinfo, path or spaces.
+    // Host = uri-host [ ":" port ], possibly empty; no userinfo, path or spaces. route::request_host reads it with
+    // the same parser; http's Authority (which later readers use) must accept it too.
     let valid = host.is_empty()
-        || (!host.as_bytes().contains(&b'@') && http::uri::Authority::try_from(host.as_bytes()).is_ok());
+        || (crate::http::parse_host(host.as_bytes()).is_some()
+            && http::uri::Authority::try_from(host.as_bytes()).is_ok());
     if !valid {
         return Err(Error::bad_request("invalid Host field"));
     }
