@@ -65,6 +65,30 @@ fn the_duplicate_content_length_page_says_why() {
     assert_eq!(r.header("connection"), Some("close"));
 }
 
+/// RFC 9112 §2.2 lets a server skip empty lines before a request line, and hyper skips any number of them: a
+/// duplicate Content-Length after two of them is still found (fuzz target content_length).
+#[test]
+fn a_duplicate_content_length_after_empty_lines_is_400() {
+    let origin = Origin::fixed("fine");
+    let hg = proxy();
+    let o = origin.addr;
+    for lead in ["\r\n", "\r\n\r\n", "\n\n\n", "\r\n\n\r\n"] {
+        let r = exchange(
+            hg.addr,
+            &format!(
+                "{lead}POST http://{o}/ HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello"
+            ),
+        );
+        assert_eq!(r.status, 400, "{lead:?}: {}", r.head);
+        assert!(r.text().contains("duplicate Content-Length"), "{lead:?}: {}", r.text());
+    }
+    assert_eq!(origin.count(), 0);
+    // One Content-Length after empty lines is an ordinary request.
+    let r =
+        exchange(hg.addr, &format!("\r\n\r\nPOST http://{o}/ HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello"));
+    assert_eq!((r.status, r.body.as_slice()), (200, &b"fine"[..]));
+}
+
 #[test]
 fn unknown_transfer_encoding_is_rejected() {
     let hg = proxy();
