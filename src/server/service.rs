@@ -91,7 +91,7 @@ const MAX_LOGGED_TARGET_BYTES: usize = 1024;
 
 /// The request target for logs: a password in the userinfo (`ftp://user:pass@host/`) is never written, and a
 /// huge target does not make a huge line.
-pub(super) fn loggable_target(uri: &http::Uri) -> String {
+pub(crate) fn loggable_target(uri: &http::Uri) -> String {
     let mut text = uri.to_string();
     if let Some((userinfo, _)) = uri.authority().map(|a| a.as_str()).and_then(|a| a.rsplit_once('@'))
         && userinfo.contains(':')
@@ -163,7 +163,7 @@ fn admit(req: &Request<Incoming>, l: &ListenerState, shared: &ConnShared) -> Res
 /// RFC 9112 §6.1: hopgate decodes `chunked` and no other transfer coding (hyper has already refused a message
 /// whose last coding is not chunked). Another coding would reach the upstream decoded of its chunks only, with
 /// nothing saying it is still, say, gzip-coded: 501. `chunked` twice is a framing error.
-fn transfer_codings(req: &Request<Incoming>) -> Result<(), Error> {
+pub(crate) fn transfer_codings<B>(req: &Request<B>) -> Result<(), Error> {
     let mut chunked = 0;
     for value in req.headers().get_all(header::TRANSFER_ENCODING) {
         let text = value.to_str().map_err(|_| Error::client(Kind::BadFraming, "invalid Transfer-Encoding"))?;
@@ -186,7 +186,7 @@ fn transfer_codings(req: &Request<Incoming>) -> Result<(), Error> {
 
 /// RFC 9112 §3.2: an HTTP/1.1 request without Host, any request with more than one, or with an invalid one,
 /// gets 400, also in absolute form (whose Host hopgate then replaces). HTTP/2 carries `:authority` instead.
-fn host_field(req: &Request<Incoming>) -> Result<(), Error> {
+pub(crate) fn host_field<B>(req: &Request<B>) -> Result<(), Error> {
     let mut hosts = req.headers().get_all(header::HOST).iter();
     let Some(host) = hosts.next() else {
         if req.version() == http::Version::HTTP_11 {
