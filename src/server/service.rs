@@ -93,11 +93,14 @@ const MAX_LOGGED_TARGET_BYTES: usize = 1024;
 /// huge target does not make a huge line.
 pub(crate) fn loggable_target(uri: &http::Uri) -> String {
     let mut text = uri.to_string();
-    if let Some((userinfo, _)) = uri.authority().map(|a| a.as_str()).and_then(|a| a.rsplit_once('@'))
-        && userinfo.contains(':')
+    // The mask replaces the userinfo where the authority is (the first `@`-holding match: a scheme has none), not
+    // the first occurrence of its text, which may be in `scheme://`.
+    if let Some(authority) = uri.authority().map(|a| a.as_str())
+        && let Some((userinfo, _)) = authority.rsplit_once('@')
+        && let Some((user, _)) = userinfo.split_once(':')
+        && let Some(at) = text.find(authority)
     {
-        let user = userinfo.split(':').next().unwrap_or("");
-        text = text.replacen(userinfo, &format!("{user}:***"), 1);
+        text.replace_range(at..at + userinfo.len(), &format!("{user}:***"));
     }
     if text.len() > MAX_LOGGED_TARGET_BYTES {
         // A URI is ASCII, so any byte index is a character boundary.
@@ -216,6 +219,10 @@ mod tests {
     fn passwords_stay_out_of_logs() {
         let uri: http::Uri = "ftp://bob:s3cret@ftp.example.org/pub/".parse().unwrap();
         assert_eq!(loggable_target(&uri), "ftp://bob:***@ftp.example.org/pub/");
+        // The mask goes where the userinfo is, not where its text first occurs (`p:` is also in `ftp:`; found by
+        // the fuzz target host).
+        let uri: http::Uri = "ftp://p:@ftp.example.org/".parse().unwrap();
+        assert_eq!(loggable_target(&uri), "ftp://p:***@ftp.example.org/");
         let uri: http::Uri = "http://example.org/a?b".parse().unwrap();
         assert_eq!(loggable_target(&uri), "http://example.org/a?b");
         let uri: http::Uri = format!("http://example.org/{}", "x".repeat(5000)).parse().unwrap();
