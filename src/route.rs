@@ -128,11 +128,8 @@ pub fn request_host<B>(req: &Request<B>) -> Option<String> {
     let Some(field) = req.headers().get(header::HOST) else {
         return req.uri().host().map(host_key);
     };
-    let h = field.to_str().ok()?;
-    let host = match h.strip_prefix('[') {
-        Some(v6) => v6.split(']').next().unwrap_or(v6),
-        None => h.split(':').next().unwrap_or(h),
-    };
+    // Read by the parser that validated it (service::host_field).
+    let (host, _) = crate::http::parse_host(field.as_bytes())?;
     Some(host_key(host))
 }
 

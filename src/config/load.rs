@@ -31,11 +31,14 @@ impl std::error::Error for ConfigError {}
 /// Loads and validates a config file, checking that every file it names can be read.
 pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
     let file = path.display().to_string();
-    let src = std::fs::read_to_string(path).map_err(|e| ConfigError {
-        file: file.clone(),
-        line: 0,
-        message: format!("cannot read config: {e}"),
-    })?;
+    let at_file = |message: String| ConfigError { file: file.clone(), line: 0, message };
+    // A device or a FIFO would never end or block: only a regular file (or a link to one) is read.
+    match std::fs::metadata(path) {
+        Ok(m) if !m.is_file() => return Err(at_file("cannot read config: not a regular file".into())),
+        Ok(_) => {}
+        Err(e) => return Err(at_file(format!("cannot read config: {e}"))),
+    }
+    let src = std::fs::read_to_string(path).map_err(|e| at_file(format!("cannot read config: {e}")))?;
     let base = path.parent().unwrap_or(Path::new("."));
     load_str(&src, &file, base)
 }
@@ -223,9 +226,19 @@ impl Ctx<'_> {
         }
     }
 
+    /// A path (relative to the config file) that must be a regular file: a device (/dev/zero) or a FIFO named by
+    /// mistake would make loading it never end or block.
+    fn file(&self, p: &Spanned<PathBuf>, what: &str) -> Result<PathBuf, ConfigError> {
+        let path = self.readable(p, what)?;
+        if !path.is_file() {
+            return Err(self.err(p.span(), format!("{what} {} is not a regular file", path.display())));
+        }
+        Ok(path)
+    }
+
     /// A CA bundle that is readable and holds usable CA certificates.
     fn ca_bundle(&self, p: &Spanned<PathBuf>) -> Result<PathBuf, ConfigError> {
-        let path = self.readable(p, "CA bundle")?;
+        let path = self.file(p, "CA bundle")?;
         crate::upstream::tls::load_ca(&path).map_err(|e| self.err(p.span(), e))?;
         Ok(path)
     }
@@ -318,8 +331,8 @@ impl Ctx<'_> {
         let mut certs = Vec::new();
         for c in &l.tls {
             let pair = CertPair {
-                cert: self.readable(&c.get_ref().cert, "certificate")?,
-                key: self.readable(&c.get_ref().key, "key")?,
+                cert: self.file(&c.get_ref().cert, "certificate")?,
+                key: self.file(&c.get_ref().key, "key")?,
             };
             // Parse and match them now, so that the error points at the key naming the wrong file.
             if let Err(e) = crate::server::tls::load_pair(&pair) {
@@ -402,7 +415,7 @@ impl Ctx<'_> {
             }
         }
         out.allow_targets = p.allow_targets.into_iter().map(|c| c.0).collect();
-        out.users = p.users.as_ref().map(|u| self.readable(u, "users file")).transpose()?;
+        out.users = p.users.as_ref().map(|u| self.file(u, "users file")).transpose()?;
         out.parent = p.parent.map(|p| p.0);
         out.ca = p.ca.as_ref().map(|c| self.ca_bundle(c)).transpose()?;
         out.max_tunnels = self.positive(&p.max_tunnels, "max_tunnels", DEFAULT_MAX_TUNNELS)?;

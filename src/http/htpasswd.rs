@@ -130,7 +130,7 @@ impl Users {
         Users::parse_bytes(text.as_bytes(), Arc::new(Guard::new(default_limits())))
     }
 
-    fn parse_bytes(bytes: &[u8], guard: Arc<Guard>) -> Result<Users, LoadError> {
+    pub(crate) fn parse_bytes(bytes: &[u8], guard: Arc<Guard>) -> Result<Users, LoadError> {
         let mut entries = HashMap::new();
         let mut first_seen: HashMap<String, usize> = HashMap::new();
         for (index, raw) in bytes.split(|&b| b == b'\n').enumerate() {
@@ -364,7 +364,7 @@ impl Stored {
 
 /// `Basic TOKEN` -> (user, password). RFC 7617 §2: the scheme is case-insensitive, the user-id
 /// ends at the first colon, the password may contain colons.
-fn parse_basic(value: &HeaderValue) -> Option<(String, String)> {
+pub(crate) fn parse_basic(value: &HeaderValue) -> Option<(String, String)> {
     let bytes = value.as_bytes().trim_ascii();
     if bytes.len() > MAX_CREDENTIALS_BYTES {
         return None;
