@@ -242,6 +242,13 @@ pub(crate) fn host_field<B>(req: &Request<B>) -> Result<(), Error> {
     }
     // Host = uri-host [ ":" port ], possibly empty; no userinfo, path or spaces. route::request_host reads it with
     // the same parser; http's Authority (which later readers use) must accept it too.
+    // The reason authority_port gives (a port that is no port...) is named, as for absolute-form targets.
+    if let Ok(text) = host.to_str()
+        && !text.is_empty()
+        && let Err(e) = crate::config::authority_port(text)
+    {
+        return Err(Error::bad_request(format!("invalid Host field: {e} in Host")));
+    }
     let valid = host.is_empty()
         || (crate::http::parse_host(host.as_bytes()).is_some()
             && http::uri::Authority::try_from(host.as_bytes()).is_ok());
