@@ -6,6 +6,7 @@ pub mod cli;
 pub mod config;
 pub mod date;
 pub mod error;
+pub mod fuzz;
 pub mod http;
 pub mod idle;
 pub mod route;

@@ -212,6 +212,13 @@ pub fn settle_host<B>(req: &mut Request<B>) -> Result<(), Error> {
     }
     // userinfo never becomes a Host (`http://user:pass@host/`).
     let addressed = authority.as_str().rsplit_once('@').map_or(authority.as_str(), |(_, host_port)| host_port);
+    // The target's authority becomes the Host field: it passes what a Host field must (service::host_field).
+    if let Err(e) = crate::config::authority_port(addressed) {
+        return Err(Error::bad_request(format!("invalid request target: {e}")));
+    }
+    if crate::http::parse_host(addressed.as_bytes()).is_none() {
+        return Err(Error::bad_request(format!("invalid host in request target {addressed:?}")));
+    }
     if req.version() == Version::HTTP_2
         && let Some(field) = req.headers().get(header::HOST)
     {
@@ -247,11 +254,8 @@ pub fn request_host<B>(req: &Request<B>) -> Option<String> {
     let Some(field) = req.headers().get(header::HOST) else {
         return req.uri().host().map(host_key);
     };
-    let h = field.to_str().ok()?;
-    let host = match h.strip_prefix('[') {
-        Some(v6) => v6.split(']').next().unwrap_or(v6),
-        None => h.split(':').next().unwrap_or(h),
-    };
+    // Read by the parser that validated it (service::host_field).
+    let (host, _) = crate::http::parse_host(field.as_bytes())?;
     Some(host_key(host))
 }
 

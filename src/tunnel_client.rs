@@ -63,12 +63,13 @@ impl FromStr for ProxyUrl {
         if !matches!(uri.path_and_query().map(|p| p.as_str()), None | Some("/") | Some("")) {
             return Err(bad("a proxy URL has no path"));
         }
-        let host = authority.host().trim_start_matches('[').trim_end_matches(']');
+        let default = if tls { 443 } else { 80 };
+        let port = crate::config::authority_port(authority.as_str()).map_err(|e| bad(&e))?.unwrap_or(default);
+        // hyper's URI parser lets stray brackets and the like through: the host must be RFC 3986's.
+        let (host, _) = crate::http::parse_host(authority.as_str().as_bytes()).ok_or_else(|| bad("bad host"))?;
         if host.is_empty() {
             return Err(bad("no host"));
         }
-        let default = if tls { 443 } else { 80 };
-        let port = crate::config::authority_port(authority.as_str()).map_err(|e| bad(&e))?.unwrap_or(default);
         Ok(ProxyUrl { tls, host: host.to_owned(), port })
     }
 }
@@ -268,10 +269,14 @@ impl Opener {
 fn parse_target(to: &str) -> Result<Authority, TunnelError> {
     let bad = || TunnelError::BadTarget(to.to_owned());
     let authority: Authority = to.parse().map_err(|_| bad())?;
-    if !matches!(crate::config::authority_port(to), Ok(Some(_))) || authority.host().is_empty() || to.contains('@') {
+    if !matches!(crate::config::authority_port(to), Ok(Some(_))) || to.contains('@') {
         return Err(bad());
     }
-    Ok(authority)
+    // RFC 3986's host (hyper's URI parser is more lenient), a port, and no userinfo.
+    match crate::http::parse_host(to.as_bytes()) {
+        Some((host, Some(port))) if !host.is_empty() && port != 0 => Ok(authority),
+        _ => Err(bad()),
+    }
 }
 
 /// The system roots plus the PEM certificates of `ca`, for TLS with an https:// proxy.
@@ -406,6 +411,7 @@ mod tests {
         assert_eq!((p.tls, p.port, p.to_string().as_str()), (true, 443, "https://proxy.example:443"));
         let p: ProxyUrl = "http://[::1]:8080".parse().unwrap();
         assert_eq!((p.host.as_str(), p.to_string().as_str()), ("::1", "[::1]:8080"));
+        // Hosts hyper's URI parser lets through (found by the fuzz target config_values), and port 0.
         for bad in [
             "127.0.0.1:3128",
             "socks5://h:1",
@@ -415,6 +421,10 @@ mod tests {
             "",
             "http://h:99999",
             "http://h:80a",
+            "http://i[]",
+            "http://[zz]:1",
+            "http://a[b]:8080",
+            "http://h:0",
         ] {
             assert!(bad.parse::<ProxyUrl>().is_err(), "{bad}");
         }
@@ -425,7 +435,8 @@ mod tests {
         for good in ["example.com:22", "127.0.0.1:443", "[::1]:22"] {
             assert!(parse_target(good).is_ok(), "{good}");
         }
-        for bad in ["example.com", "u@example.com:22", ":22", "example.com:x", "a b:1", "", "h:99999", "h:+22", "h:0"] {
+        let bad_targets = ["example.com", "u@example.com:22", ":22", "example.com:x", "a b:1", "", "h:99999", "h:+22"];
+        for bad in bad_targets.into_iter().chain(["h:0", "1[]:22", "[zz]:22"]) {
             assert!(parse_target(bad).is_err(), "{bad}");
         }
         assert_eq!(parse_proxy_user("ann:pa:ss").unwrap(), ("ann".into(), "pa:ss".into()));

@@ -290,3 +290,47 @@ fn sigterm_is_handled_by_the_time_hopgate_says_listening() {
         assert!(hg.catches(libc::SIGINT), "no SIGINT handler yet although hopgate said: {:?}", hg.listening);
     }
 }
+
+/// A file a config names (or the config itself) that is a device or a FIFO is refused at its line: reading
+/// /dev/zero never ends and a FIFO blocks, so `check` would hang or run out of memory.
+#[test]
+fn check_refuses_files_that_are_not_regular() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo");
+    let made = Command::new("mkfifo").arg(&fifo).status().expect("mkfifo (coreutils)");
+    assert!(made.success());
+    let cases = [
+        ("[[listener]]\nlisten = \"127.0.0.1:0\"\n[listener.proxy]\nca = \"/dev/zero\"\n", 4),
+        ("[[listener]]\nlisten = \"127.0.0.1:0\"\n[listener.proxy]\nusers = \"fifo\"\n", 4),
+        (
+            "[[listener]]\nlisten = \"https://127.0.0.1:0\"\n[listener.proxy]\n[[listener.tls]]\n\
+             cert = \"/dev/zero\"\nkey = \"/dev/zero\"\n",
+            5,
+        ),
+    ];
+    let run = |args: &[&std::ffi::OsStr]| {
+        let mut child = Command::new(bin()).args(args).stderr(std::process::Stdio::piped()).spawn().unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+        while child.try_wait().unwrap().is_none() {
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("hopgate {args:?} still runs after 15 s");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        child.wait_with_output().unwrap()
+    };
+    for (text, line) in cases {
+        let path = dir.path().join("special.toml");
+        std::fs::write(&path, text).unwrap();
+        let out = run(&["check".as_ref(), path.as_os_str()]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{text:?}: {err}");
+        assert!(err.contains(&format!("{}:{line}: ", path.display())) && err.contains("not a regular file"), "{err}");
+    }
+    let out = run(&["check".as_ref(), "/dev/zero".as_ref()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("/dev/zero") && err.contains("not a regular file"), "{err}");
+}

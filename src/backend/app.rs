@@ -34,8 +34,8 @@ use super::{Ctx, outside};
 use crate::config::{AppOptions, CgiTarget, FastCgiTarget, Prefix, ScgiTarget, UpstreamSocket};
 use crate::error::{BoxError, Error, Kind, StartupError};
 use crate::http::{Body, hop};
-use crate::upstream::{Dialer, Outbound, UpstreamAddr};
 use crate::idle::Timer;
+use crate::upstream::{Dialer, Outbound, UpstreamAddr};
 
 /// Largest request body without Content-Length (chunked) that is spooled so the application can be told its
 /// CONTENT_LENGTH; larger ones get 411. RFC 3875 §4.2 lets the server buffer such bodies or refuse them.
@@ -306,7 +306,7 @@ fn document(r: GatewayResponse) -> Result<Response<Body>, Error> {
 }
 
 /// A response with `status` and the application's fields, checked for what HTTP framing needs.
-fn response_head(status: StatusCode, mut headers: HeaderMap) -> Result<Response<Body>, Error> {
+pub(crate) fn response_head(status: StatusCode, mut headers: HeaderMap) -> Result<Response<Body>, Error> {
     if status.is_informational() {
         return Err(Error::upstream(
             Kind::UpstreamProtocol,
@@ -390,7 +390,7 @@ async fn nph(mut body: GatewayBody) -> Result<Response<Body>, Error> {
 }
 
 /// `HTTP/1.x NNN reason`: the status and, when it differs from the canonical one, the reason phrase.
-fn status_line(line: &[u8]) -> Option<(StatusCode, Option<hyper::ext::ReasonPhrase>)> {
+pub(crate) fn status_line(line: &[u8]) -> Option<(StatusCode, Option<hyper::ext::ReasonPhrase>)> {
     let rest = line.strip_prefix(b"HTTP/")?;
     let sp = rest.iter().position(|&b| b == b' ')?;
     let version = &rest[..sp];

@@ -15,8 +15,14 @@ use super::*;
 /// Loads and validates a config file, checking that every file it names can be read.
 pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
     let file = path.display().to_string();
-    let src =
-        std::fs::read_to_string(path).map_err(|e| ConfigError::new(format!("{file}: cannot read config: {e}")))?;
+    let at_file = |message: String| ConfigError::new(format!("{file}: {message}"));
+    // A device or a FIFO would never end or block: only a regular file (or a link to one) is read.
+    match std::fs::metadata(path) {
+        Ok(m) if !m.is_file() => return Err(at_file("cannot read config: not a regular file".into())),
+        Ok(_) => {}
+        Err(e) => return Err(at_file(format!("cannot read config: {e}"))),
+    }
+    let src = std::fs::read_to_string(path).map_err(|e| at_file(format!("cannot read config: {e}")))?;
     let base = path.parent().unwrap_or(Path::new("."));
     load_str(&src, &file, base)
 }
@@ -210,9 +216,19 @@ impl Ctx<'_> {
         }
     }
 
+    /// A path (relative to the config file) that must be a regular file: a device (/dev/zero) or a FIFO named by
+    /// mistake would make loading it never end or block.
+    fn file(&self, p: &Spanned<PathBuf>, what: &str) -> Result<PathBuf, ConfigError> {
+        let path = self.readable(p, what)?;
+        if !path.is_file() {
+            return Err(self.err(p.span(), format!("{what} {} is not a regular file", path.display())));
+        }
+        Ok(path)
+    }
+
     /// A CA bundle that is readable and holds usable CA certificates.
     fn ca_bundle(&self, p: &Spanned<PathBuf>) -> Result<PathBuf, ConfigError> {
-        let path = self.readable(p, "CA bundle")?;
+        let path = self.file(p, "CA bundle")?;
         crate::tls::load_ca(&path).map_err(|e| self.err(p.span(), e))?;
         Ok(path)
     }
@@ -301,8 +317,8 @@ impl Ctx<'_> {
         let mut certs = Vec::new();
         for c in &l.tls {
             let pair = CertPair {
-                cert: self.readable(&c.get_ref().cert, "certificate")?,
-                key: self.readable(&c.get_ref().key, "key")?,
+                cert: self.file(&c.get_ref().cert, "certificate")?,
+                key: self.file(&c.get_ref().key, "key")?,
             };
             // Parse and match them now, so that the error points at the key naming the wrong file.
             if let Err(e) = crate::tls::load_pair(&pair.cert, &pair.key) {
@@ -468,7 +484,7 @@ impl Ctx<'_> {
 
     /// A users file that is readable and parses, so that `check` refuses what `run` could not load.
     fn users_file(&self, p: &Spanned<PathBuf>) -> Result<PathBuf, ConfigError> {
-        let path = self.readable(p, "users file")?;
+        let path = self.file(p, "users file")?;
         crate::http::htpasswd::Users::load(&path).map_err(|e| self.err(p.span(), format!("users file {e}")))?;
         Ok(path)
     }

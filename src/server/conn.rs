@@ -155,12 +155,14 @@ pub async fn drive<C, E>(
 
 /// How many `Content-Length` fields the head at the start of `bytes` has. hyper merges identical duplicates
 /// silently; RFC 9112 §6.3 lets a recipient reject them, and hopgate does, so that no two parsers along the
-/// path can disagree about the framing. Only the head in this first read is seen.
-fn count_content_length(bytes: &[u8]) -> usize {
+/// path can disagree about the framing. Only the head in this first read is seen. Empty lines before the
+/// request line are skipped, as hyper's parser skips them (RFC 9112 §2.2), however many there are.
+pub(crate) fn count_content_length(bytes: &[u8]) -> usize {
     const NAME: &[u8] = b"content-length:";
     // One pass over the lines, ending at the empty line that ends the head (this runs for every request).
     bytes
         .split(|&b| b == b'\n')
+        .skip_while(|line| line.is_empty() || *line == b"\r")
         .skip(1)
         .take_while(|line| !(line.is_empty() || *line == b"\r"))
         .filter(|line| line.len() >= NAME.len() && line[..NAME.len()].eq_ignore_ascii_case(NAME))
@@ -277,6 +279,9 @@ mod tests {
         assert_eq!(count_content_length(b"POST / HTTP/1.1\r\nContent-Length: 5\r\ncontent-length: 5\r\n\r\n"), 2);
         assert_eq!(count_content_length(b"POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\nContent-Length: 5\r\n"), 1);
         assert_eq!(count_content_length(b"GET /content-length: HTTP/1.1\r\n\r\n"), 0);
+        // Empty lines before the request line (found by the fuzz target content_length).
+        let lead = b"\r\n\n\r\nPOST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n";
+        assert_eq!(count_content_length(lead), 2);
     }
 
     #[test]

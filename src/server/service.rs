@@ -103,13 +103,16 @@ const MAX_LOGGED_TARGET_BYTES: usize = 1024;
 
 /// The request target for logs: a password in the userinfo (`ftp://user:pass@host/`) is never written, and a
 /// huge target does not make a huge line.
-pub(super) fn loggable_target(uri: &http::Uri) -> String {
+pub(crate) fn loggable_target(uri: &http::Uri) -> String {
     let mut text = uri.to_string();
-    if let Some((userinfo, _)) = uri.authority().map(|a| a.as_str()).and_then(|a| a.rsplit_once('@'))
-        && userinfo.contains(':')
+    // The mask replaces the userinfo where the authority is (the first `@`-holding match: a scheme has none), not
+    // the first occurrence of its text, which may be in `scheme://`.
+    if let Some(authority) = uri.authority().map(|a| a.as_str())
+        && let Some((userinfo, _)) = authority.rsplit_once('@')
+        && let Some((user, _)) = userinfo.split_once(':')
+        && let Some(at) = text.find(authority)
     {
-        let user = userinfo.split(':').next().unwrap_or("");
-        text = text.replacen(userinfo, &format!("{user}:***"), 1);
+        text.replace_range(at..at + userinfo.len(), &format!("{user}:***"));
     }
     if text.len() > MAX_LOGGED_TARGET_BYTES {
         // A URI is ASCII, so any byte index is a character boundary.
@@ -206,7 +209,7 @@ fn admit(req: &Request<Incoming>, l: &ListenerState, shared: &ConnShared) -> Res
 /// RFC 9112 §6.1: hopgate decodes `chunked` and no other transfer coding (hyper has already refused a message
 /// whose last coding is not chunked). Another coding would reach the upstream decoded of its chunks only, with
 /// nothing saying it is still, say, gzip-coded: 501. `chunked` twice is a framing error.
-fn transfer_codings(req: &Request<Incoming>) -> Result<(), Error> {
+pub(crate) fn transfer_codings<B>(req: &Request<B>) -> Result<(), Error> {
     let mut chunked = 0;
     for value in req.headers().get_all(header::TRANSFER_ENCODING) {
         let text = value.to_str().map_err(|_| Error::client(Kind::BadFraming, "invalid Transfer-Encoding"))?;
@@ -230,7 +233,7 @@ fn transfer_codings(req: &Request<Incoming>) -> Result<(), Error> {
 /// RFC 9112 §3.2: an HTTP/1.1 request without Host, any request with more than one, or with an invalid one,
 /// gets 400, also in absolute form (whose Host route::settle_host then replaces). HTTP/2 carries `:authority`
 /// instead (a `host` beside it must name the same: settle_host).
-fn host_field(req: &Request<Incoming>) -> Result<(), Error> {
+pub(crate) fn host_field<B>(req: &Request<B>) -> Result<(), Error> {
     let mut hosts = req.headers().get_all(header::HOST).iter();
     let Some(host) = hosts.next() else {
         if req.version() == http::Version::HTTP_11 {
@@ -241,9 +244,18 @@ fn host_field(req: &Request<Incoming>) -> Result<(), Error> {
     if hosts.next().is_some() {
         return Err(Error::bad_request("more than one Host field"));
     }
-    // Host = uri-host [ ":" port ], possibly empty; no userinfo, path or spaces.
+    // Host = uri-host [ ":" port ], possibly empty; no userinfo, path or spaces. route::request_host reads it with
+    // the same parser; http's Authority (which later readers use) must accept it too.
+    // The reason authority_port gives (a port that is no port...) is named, as for absolute-form targets.
+    if let Ok(text) = host.to_str()
+        && !text.is_empty()
+        && let Err(e) = crate::config::authority_port(text)
+    {
+        return Err(Error::bad_request(format!("invalid Host field: {e} in Host")));
+    }
     let valid = host.is_empty()
-        || (!host.as_bytes().contains(&b'@') && http::uri::Authority::try_from(host.as_bytes()).is_ok());
+        || (crate::http::parse_host(host.as_bytes()).is_some()
+            && http::uri::Authority::try_from(host.as_bytes()).is_ok());
     if !valid {
         return Err(Error::bad_request("invalid Host field"));
     }
@@ -258,6 +270,10 @@ mod tests {
     fn passwords_stay_out_of_logs() {
         let uri: http::Uri = "ftp://bob:s3cret@ftp.example.org/pub/".parse().unwrap();
         assert_eq!(loggable_target(&uri), "ftp://bob:***@ftp.example.org/pub/");
+        // The mask goes where the userinfo is, not where its text first occurs (`p:` is also in `ftp:`; found by
+        // the fuzz target host).
+        let uri: http::Uri = "ftp://p:@ftp.example.org/".parse().unwrap();
+        assert_eq!(loggable_target(&uri), "ftp://p:***@ftp.example.org/");
         let uri: http::Uri = "http://example.org/a?b".parse().unwrap();
         assert_eq!(loggable_target(&uri), "http://example.org/a?b");
         let uri: http::Uri = format!("http://example.org/{}", "x".repeat(5000)).parse().unwrap();

@@ -66,7 +66,7 @@ pub struct Features {
 }
 
 impl Features {
-    fn from_lines(lines: &[String]) -> Features {
+    pub(crate) fn from_lines(lines: &[String]) -> Features {
         let mut f = Features::default();
         for line in lines {
             let name = line.split(' ').next().unwrap_or("");

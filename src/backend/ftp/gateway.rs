@@ -94,7 +94,7 @@ impl Ftp {
 
 /// The `dir` of `--to ftp://host/dir` (already percent-decoded by the config) as an FTP path: relative to
 /// the log-in directory (RFC 1738 §3.2.2) unless it started with `%2F`; no `.`/`..`, CR, LF or NUL.
-fn base_dir(dir: &str) -> Result<String, String> {
+pub(crate) fn base_dir(dir: &str) -> Result<String, String> {
     check_path(dir).map_err(|_| "the directory contains CR, LF or NUL".to_string())?;
     let rest = dir.strip_prefix('/').unwrap_or(dir);
     let absolute = rest.starts_with('/');
@@ -279,7 +279,7 @@ fn resolve<B>(req: &Request<B>, ftp: &Ftp) -> Result<Job, Error> {
 }
 
 /// `user:pass` and `host:port` of an authority (userinfo ends at the last `@`).
-fn split_userinfo(authority: &str) -> (Option<&str>, &str) {
+pub(crate) fn split_userinfo(authority: &str) -> (Option<&str>, &str) {
     match authority.rsplit_once('@') {
         Some((u, h)) => (Some(u), h),
         None => (None, authority),
@@ -450,7 +450,7 @@ async fn put(req: Request<Incoming>, s: PooledSession, job: &Job) -> Result<Resp
 }
 
 /// `Range: bytes=N-`, the one form served; None for every other form (then the whole file, 200).
-fn range_start(headers: &HeaderMap) -> Option<u64> {
+pub(crate) fn range_start(headers: &HeaderMap) -> Option<u64> {
     let v = headers.get(header::RANGE)?.to_str().ok()?.trim();
     let spec = v.strip_prefix("bytes=")?.trim();
     let from = spec.strip_suffix('-')?;
@@ -461,7 +461,7 @@ fn range_start(headers: &HeaderMap) -> Option<u64> {
 }
 
 /// RFC 9110 §13.1.5: a Range with `If-Range` applies only when the date equals our Last-Modified.
-fn if_range_holds(headers: &HeaderMap, modified: Option<SystemTime>) -> bool {
+pub(crate) fn if_range_holds(headers: &HeaderMap, modified: Option<SystemTime>) -> bool {
     let Some(v) = headers.get(header::IF_RANGE) else {
         return true;
     };
@@ -472,7 +472,7 @@ fn if_range_holds(headers: &HeaderMap, modified: Option<SystemTime>) -> bool {
 }
 
 /// RFC 9110 §13.1.3: If-Modified-Since on GET/HEAD, at one-second resolution.
-fn not_modified_since(headers: &HeaderMap, modified: SystemTime) -> bool {
+pub(crate) fn not_modified_since(headers: &HeaderMap, modified: SystemTime) -> bool {
     let Some(since) = headers.get(header::IF_MODIFIED_SINCE).and_then(|v| v.to_str().ok()) else {
         return false;
     };
@@ -491,7 +491,7 @@ fn content_range_value(s: &str) -> HeaderValue {
 }
 
 /// JSON when the client's Accept ranks `application/json` above `text/html` (a tie is HTML).
-fn wants_json(headers: &HeaderMap) -> bool {
+pub(crate) fn wants_json(headers: &HeaderMap) -> bool {
     let mut json = 0.0f32;
     let mut html = 0.0f32;
     for value in headers.get_all(header::ACCEPT).iter().filter_map(|v| v.to_str().ok()) {

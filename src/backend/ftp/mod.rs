@@ -27,7 +27,7 @@ mod body;
 mod client;
 mod dir;
 mod error;
-mod gateway;
+pub(crate) mod gateway;
 pub mod listing;
 mod pool;
 pub mod render;
