@@ -33,6 +33,8 @@ pub struct Proxy {
     pub tunnels: Tunnels,
     /// Absolute-form `ftp://` targets (the HTTP/FTP gateway), dialled with the same policy.
     pub ftp: FtpRoute,
+    /// What the access log calls it: `proxy`.
+    pub name: Arc<str>,
 }
 
 /// A gateway route: which requests it takes, and its room.
@@ -42,6 +44,8 @@ pub struct Entry {
     /// Path prefix, always starting with `/`; matched on segment boundaries.
     path: String,
     pub room: Room,
+    /// What the access log calls it: the route's `name`, else its target.
+    pub name: Arc<str>,
 }
 
 /// A gateway route's room, ready to serve.
@@ -153,7 +157,7 @@ impl Proxy {
         let relay = Forward::new(p.ca.as_deref(), dialer.clone(), parent.clone(), listener.upgrades.clone(), out)?;
         let tunnels = Tunnels::new(p, dialer.clone(), parent);
         let ftp = FtpRoute::forward(dialer, p.parent.as_ref().map(|p| p.authority.to_string()), out);
-        Ok(Proxy { users, relay, tunnels, ftp })
+        Ok(Proxy { users, relay, tunnels, ftp, name: Arc::from(config::PROXY_ROUTE_NAME) })
     }
 }
 
@@ -166,7 +170,7 @@ impl Entry {
             Target::Scgi(t) => Room::App(app::Gateway::scgi(t, &r.path)),
             Target::Ftp(t) => Room::Ftp(FtpRoute::gateway(t, &r.path, out)?),
         };
-        Ok(Entry { host: r.host.clone(), path: r.path.clone(), room })
+        Ok(Entry { host: r.host.clone(), path: r.path.clone(), room, name: Arc::from(r.name()) })
     }
 
     /// Host equal (when the route names one) and path under the prefix on a segment boundary.
@@ -262,6 +266,14 @@ impl Route<'_> {
         match self {
             Route::Forward(p) | Route::Connect(p) | Route::Ftp(p) => Some(p),
             Route::Gateway(_) => None,
+        }
+    }
+
+    /// The route's name, for the access log.
+    pub fn name(&self) -> &Arc<str> {
+        match self {
+            Route::Forward(p) | Route::Connect(p) | Route::Ftp(p) => &p.name,
+            Route::Gateway(r) => &r.name,
         }
     }
 }

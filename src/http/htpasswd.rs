@@ -364,6 +364,12 @@ impl Stored {
 
 /// `Basic TOKEN` -> (user, password). RFC 7617 §2: the scheme is case-insensitive, the user-id
 /// ends at the first colon, the password may contain colons.
+/// The user-id of a `Proxy-Authorization: Basic` value (for the access log, once [`Users::check_basic`] accepted
+/// it); the password is dropped here.
+pub fn basic_user(value: &HeaderValue) -> Option<String> {
+    parse_basic(value).map(|(user, _)| user)
+}
+
 fn parse_basic(value: &HeaderValue) -> Option<(String, String)> {
     let bytes = value.as_bytes().trim_ascii();
     if bytes.len() > MAX_CREDENTIALS_BYTES {
