@@ -33,6 +33,8 @@ pub struct ProxyRooms {
     pub tunnels: Tunnels,
     /// Absolute-form `ftp://` targets (the HTTP/FTP gateway), dialled with the same policy.
     pub ftp: Ftp,
+    /// What the access log calls it: `proxy`.
+    pub name: Arc<str>,
 }
 
 /// A gateway route, built: which requests it takes (host and prefix), and the room mounted there.
@@ -42,6 +44,8 @@ pub struct Mount {
     /// The path prefix requests must be under.
     path: Prefix,
     pub room: Room,
+    /// What the access log calls it: the route's `name`, else its target.
+    pub name: Arc<str>,
 }
 
 /// A gateway route's room, ready to serve.
@@ -153,7 +157,7 @@ impl ProxyRooms {
         let relay = Forward::new(p.ca.as_deref(), dialer.clone(), parent.clone(), listener.upgrades.clone(), out)?;
         let tunnels = Tunnels::new(p, dialer.clone(), parent);
         let ftp = Ftp::forward(dialer, p.parent.as_ref().map(|p| p.authority.to_string()));
-        Ok(ProxyRooms { users, relay, tunnels, ftp })
+        Ok(ProxyRooms { users, relay, tunnels, ftp, name: Arc::from(config::PROXY_ROUTE_NAME) })
     }
 }
 
@@ -166,7 +170,7 @@ impl Mount {
             Target::Scgi(t) => Room::App(app::Gateway::scgi(t, &r.path, out)),
             Target::Ftp(t) => Room::Ftp(Ftp::gateway(t, &r.path, out)?),
         };
-        Ok(Mount { host: r.host.clone(), path: r.path.clone(), room })
+        Ok(Mount { host: r.host.clone(), path: r.path.clone(), room, name: Arc::from(r.name()) })
     }
 
     /// Host equal (when the route names one) and path under the prefix on a segment boundary.
@@ -265,6 +269,14 @@ impl Picked<'_> {
         match self {
             Picked::Forward(p) | Picked::Connect(p) | Picked::Ftp(p) => Some(p),
             Picked::Route(_) => None,
+        }
+    }
+
+    /// The route's name, for the access log.
+    pub fn name(&self) -> &Arc<str> {
+        match self {
+            Picked::Forward(p) | Picked::Connect(p) | Picked::Ftp(p) => &p.name,
+            Picked::Route(r) => &r.name,
         }
     }
 }

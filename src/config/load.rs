@@ -89,6 +89,7 @@ macro_rules! parsed_string {
 parsed_string!(ListenField, ListenAddr, parse_listen);
 parsed_string!(TargetField, Target, Target::parse);
 parsed_string!(ParentField, Parent, parse_parent);
+parsed_string!(FormatField, AccessLogFormat, AccessLogFormat::parse);
 parsed_string!(CidrField, ipnet::IpNet, |s| {
     s.parse::<ipnet::IpNet>()
         .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
@@ -100,6 +101,7 @@ parsed_string!(CidrField, ipnet::IpNet, |s| {
 struct RawConfig {
     drain_secs: Option<Secs>,
     access_log: Option<String>,
+    access_log_format: Option<FormatField>,
     #[serde(default)]
     limits: RawLimits,
     #[serde(default)]
@@ -169,6 +171,7 @@ struct RawRoute {
     host: Option<Spanned<String>>,
     path: Option<Spanned<String>>,
     to: Spanned<TargetField>,
+    name: Option<Spanned<String>>,
     ca: Option<Spanned<PathBuf>>,
     root: Option<Spanned<PathBuf>>,
     index: Option<Spanned<String>>,
@@ -306,6 +309,7 @@ impl Ctx<'_> {
         Ok(Config {
             drain: raw.drain_secs.map(|s| s.0).unwrap_or(Duration::from_secs_f64(DEFAULT_DRAIN_SECS)),
             access_log,
+            access_log_format: raw.access_log_format.map(|f| f.0).unwrap_or_default(),
             limits,
             timeouts,
             listeners,
@@ -423,6 +427,10 @@ impl Ctx<'_> {
                 return Err(self.err(h.span(), format!("host {given:?}: a bare host name without port is expected")));
             }
             route.host = Some(host);
+        }
+        if let Some(n) = &r.name {
+            check_route_name(n.get_ref()).map_err(|why| self.err(n.span(), why))?;
+            route.name = Some(n.get_ref().clone());
         }
         if let Some(p) = &r.path {
             route.path = Prefix::parse(p.get_ref()).map_err(|e| self.err(p.span(), e))?;
@@ -601,6 +609,39 @@ mod tests {
         for (bad, line) in [("[\"h2c\"]", 3), ("[\"ok\",\n\"H2C/1\"]", 4), ("[\"a b\"]", 3), ("[1]", 3)] {
             let e = load(&format!("[[listener]]\nlisten = \":1\"\nupgrades = {bad}\n[listener.proxy]\n")).unwrap_err();
             assert_eq!(e.line(), line, "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn access_log_formats_and_route_names() {
+        let proxy = "[[listener]]\nlisten = \":1\"\n[listener.proxy]\n";
+        assert_eq!(load(proxy).unwrap().access_log_format, AccessLogFormat::Hopgate);
+        for (text, format) in [("common", AccessLogFormat::Common), ("json", AccessLogFormat::Json)] {
+            let c = load(&format!("access_log_format = \"{text}\"\n{proxy}")).unwrap();
+            assert_eq!(c.access_log_format, format);
+        }
+        let e = load(&format!("drain_secs = 1\naccess_log_format = \"Common\"\n{proxy}")).unwrap_err();
+        assert_eq!(e.line(), 2, "{e}");
+        assert!(e.message.contains("\"Common\"") && e.message.contains("hopgate, common, combined or json"), "{e}");
+
+        let c = load(
+            "[[listener]]\nlisten = \":1\"\n[[listener.route]]\nto = \"ftp://u:p@a:21/d\"\n\
+             [[listener.route]]\npath = \"/b\"\nname = \"api v2\"\nto = \"http://b:1\"\n",
+        )
+        .unwrap();
+        let routes = &c.listeners[0].routes;
+        assert_eq!((routes[0].name.as_deref(), routes[0].name()), (Some("api v2"), "api v2".to_string()));
+        assert_eq!((routes[1].name.as_deref(), routes[1].name()), (None, "ftp://u@a:21/d".to_string()), "no password");
+        assert!(c.summary().contains("/b -> http://b:1 (api v2)"), "{}", c.summary());
+        for (bad, why) in
+            [("\"\"", "empty"), ("\"a\\tb\"", "control"), (&format!("\"{}\"", "x".repeat(129)), "at most 128")]
+        {
+            let e = load(&format!(
+                "[[listener]]\nlisten = \":1\"\n[[listener.route]]\nto = \"http://b:1\"\nname = {bad}\n"
+            ))
+            .unwrap_err();
+            assert_eq!(e.line(), 5, "{bad}: {e}");
+            assert!(e.message.starts_with("route name") && e.message.contains(why), "{bad}: {e}");
         }
     }
 

@@ -16,7 +16,8 @@ use crate::http::{
     ForwardedFor, MaxForwards, OwnFields, append_via, forward_request_head, hop, max_forwards, pages, via_names,
 };
 use crate::server::conn::count_content_length;
-use crate::server::service::{host_field, loggable_target, transfer_codings};
+use crate::server::log::loggable_target;
+use crate::server::service::{host_field, transfer_codings};
 
 /// Request fields as `name: value` lines: Via loop detection (a hop appended is always found again), Max-Forwards
 /// (RFC 9110 §7.6.2: decremented, or answered here at 0; anything but 1*DIGIT left alone), Forwarded and

@@ -3,7 +3,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
 
 use http::{Request, Response, header};
 use hyper::body::Incoming;
@@ -11,7 +10,7 @@ use tokio_util::task::TaskTracker;
 
 use super::conn::ConnShared;
 use super::listener::ListenerState;
-use super::log::{LoggedBody, Record};
+use super::log::{LoggedBody, Record, loggable_target};
 use crate::backend::{Ctx, app, connect, ftp, relay};
 use crate::error::{Error, Kind, Side};
 use crate::http::auth::{Busy, ClientKey};
@@ -30,18 +29,9 @@ pub struct ConnCtx {
 
 pub async fn handle(req: Request<Incoming>, conn: Arc<ConnCtx>) -> Response<LoggedBody> {
     conn.shared.request_started();
-    let mut record = Record {
-        client: conn.client,
-        method: req.method().clone(),
-        // Formatted (passwords masked) only when a line is written: cloning a Uri shares its bytes.
-        target: req.uri().clone(),
-        version: req.version(),
-        status: http::StatusCode::OK,
-        upstream: None,
-        start: Instant::now(),
-    };
+    let mut record = Record::new(conn.client, &req, &conn.listener.log);
     let ctx = Ctx { client: conn.client, hop: &conn.listener.hop, tasks: &conn.tasks };
-    let mut resp = match serve(req, &ctx, &conn.listener, &conn.shared).await {
+    let mut resp = match serve(req, &ctx, &conn.listener, &conn.shared, &mut record).await {
         Ok(resp) => resp,
         Err(e) => {
             let (target, reason) = (loggable_target(&record.target), e.kind().reason());
@@ -61,7 +51,7 @@ pub async fn handle(req: Request<Incoming>, conn: Arc<ConnCtx>) -> Response<Logg
     }
     record.status = resp.status();
     if conn.listener.log.enabled() {
-        record.upstream = resp.extensions().get::<UpstreamAddr>().map(|a| a.0.to_string());
+        record.upstream = resp.extensions().get::<UpstreamAddr>().map(|a| a.0);
     }
     // Only a 101 or a CONNECT's 2xx opens a tunnel: other responses skip the look-up.
     let opens_tunnel = resp.status() == http::StatusCode::SWITCHING_PROTOCOLS
@@ -76,13 +66,15 @@ async fn serve(
     ctx: &Ctx<'_>,
     listener: &ListenerState,
     shared: &ConnShared,
+    record: &mut Record,
 ) -> Result<Response<Body>, Error> {
     admit(&req, listener, shared)?;
     // The one decision of the host this request is for: routing and every backend read its Host from here on.
     route::settle_host(&mut req)?;
     let route = listener.table.pick(&req, ctx.hop)?;
+    record.route = Some(route.name().clone());
     if let Some(proxy) = route.proxy() {
-        authorize(&req, proxy, ctx.client).await?;
+        record.user = authorize(&req, proxy, ctx.client).await?;
     }
     // hyper keeps a slot the size of this future for every connection, idle or not, so the larger rooms are
     // boxed (allocated only while one of their requests runs); the relay stays inline (bench/profile massif).
@@ -98,44 +90,24 @@ async fn serve(
     }
 }
 
-/// Longest request target a log line carries; longer ones are cut and marked.
-const MAX_LOGGED_TARGET_BYTES: usize = 1024;
-
-/// The request target for logs: a password in the userinfo (`ftp://user:pass@host/`) is never written, and a
-/// huge target does not make a huge line.
-pub(crate) fn loggable_target(uri: &http::Uri) -> String {
-    let mut text = uri.to_string();
-    // The mask replaces the userinfo where the authority is (the first `@`-holding match: a scheme has none), not
-    // the first occurrence of its text, which may be in `scheme://`.
-    if let Some(authority) = uri.authority().map(|a| a.as_str())
-        && let Some((userinfo, _)) = authority.rsplit_once('@')
-        && let Some((user, _)) = userinfo.split_once(':')
-        && let Some(at) = text.find(authority)
-    {
-        text.replace_range(at..at + userinfo.len(), &format!("{user}:***"));
-    }
-    if text.len() > MAX_LOGGED_TARGET_BYTES {
-        // A URI is ASCII, so any byte index is a character boundary.
-        text.truncate(MAX_LOGGED_TARGET_BYTES);
-        text.push_str("...");
-    }
-    text
-}
-
 /// Proxy authentication (RFC 9110 §11.7): with a users file, every proxied request and every CONNECT needs valid
 /// `Proxy-Authorization: Basic` credentials, else 407 with a challenge. The field itself never travels upstream
 /// (http::hop strips it). An address that keeps failing is slowed down (407 with Retry-After when another of its
 /// attempts holds the next turn); a full verification queue is 503 with Retry-After, so that a client does not
-/// take it for wrong credentials (docs/tunnels.md).
-async fn authorize(req: &Request<Incoming>, proxy: &route::ProxyRooms, client: SocketAddr) -> Result<(), Error> {
-    let Some(users) = &proxy.users else { return Ok(()) };
+/// take it for wrong credentials (docs/tunnels.md). Accepted: the user, for the access log.
+async fn authorize(
+    req: &Request<Incoming>,
+    proxy: &route::ProxyRooms,
+    client: SocketAddr,
+) -> Result<Option<Box<str>>, Error> {
+    let Some(users) = &proxy.users else { return Ok(None) };
     let challenge = || http::HeaderValue::from_static("Basic realm=\"hopgate\"");
     let Some(value) = req.headers().get(header::PROXY_AUTHORIZATION) else {
         return Err(Error::client(Kind::AuthRequired, "proxy authentication required").with_challenge(challenge()));
     };
     let who = ClientKey::of(client.ip());
     match users.check_basic(value, client.ip()).await {
-        Outcome::Accepted => Ok(()),
+        Outcome::Accepted => Ok(crate::http::basic::decode(value).map(|(user, _)| user.into_boxed_str())),
         Outcome::Rejected => {
             Err(Error::client(Kind::AuthRequired, "proxy credentials rejected").with_challenge(challenge()))
         }
@@ -260,23 +232,4 @@ pub(crate) fn host_field<B>(req: &Request<B>) -> Result<(), Error> {
         return Err(Error::bad_request("invalid Host field"));
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn passwords_stay_out_of_logs() {
-        let uri: http::Uri = "ftp://bob:s3cret@ftp.example.org/pub/".parse().unwrap();
-        assert_eq!(loggable_target(&uri), "ftp://bob:***@ftp.example.org/pub/");
-        // The mask goes where the userinfo is, not where its text first occurs (`p:` is also in `ftp:`; found by
-        // the fuzz target host).
-        let uri: http::Uri = "ftp://p:@ftp.example.org/".parse().unwrap();
-        assert_eq!(loggable_target(&uri), "ftp://p:***@ftp.example.org/");
-        let uri: http::Uri = "http://example.org/a?b".parse().unwrap();
-        assert_eq!(loggable_target(&uri), "http://example.org/a?b");
-        let uri: http::Uri = format!("http://example.org/{}", "x".repeat(5000)).parse().unwrap();
-        assert_eq!(loggable_target(&uri).len(), MAX_LOGGED_TARGET_BYTES + 3);
-    }
 }

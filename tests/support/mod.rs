@@ -197,12 +197,14 @@ impl Hopgate {
         proc_status_kib(self.pid(), "VmHWM:")
     }
 
-    /// Sends `sig` (a name: TERM, INT, HUP...). For TERM and INT, which hopgate handles (a drain), waits first until
-    /// the process has its handler installed: one sent before that would kill it outright.
+    /// Sends `sig` (a name: TERM, INT, USR1, HUP...). For TERM, INT and USR1, which hopgate handles (a drain, reopening
+    /// the access log), waits first until the process has its handler installed: one sent before that would kill it
+    /// outright.
     pub fn signal(&self, sig: &str) {
         let handled = match sig {
             "TERM" => Some(libc::SIGTERM),
             "INT" => Some(libc::SIGINT),
+            "USR1" => Some(libc::SIGUSR1),
             _ => None,
         };
         if let Some(n) = handled {
