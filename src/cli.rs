@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
@@ -11,6 +12,7 @@ use crate::config::{
     self, AccessLog, CertPair, Config, ListenAddr, Listener, OptionError, Proxy, Route, Target, TargetOption,
 };
 use crate::server::Server;
+use crate::server::log::AccessLogger;
 use crate::tunnel_client::TunnelClient;
 
 #[derive(Parser, Debug)]
@@ -32,9 +34,12 @@ pub struct Global {
     /// Seconds to let in-flight requests finish after SIGINT/SIGTERM [default: 10, or drain_secs in FILE]
     #[arg(long, global = true, value_name = "SECS")]
     pub drain: Option<f64>,
-    /// Access log: stdout, off, or a file path [default: stdout, or access_log in FILE]
+    /// Access log: stdout, off, or a file path (SIGUSR1 reopens it) [default: stdout, or access_log in FILE]
     #[arg(long, global = true, value_name = "WHERE")]
     pub access_log: Option<String>,
+    /// Access-log lines: hopgate, common, combined (Apache's) or json [default: hopgate, or access_log_format in FILE]
+    #[arg(long, global = true, value_name = "FORMAT", value_parser = config::AccessLogFormat::parse)]
+    pub access_log_format: Option<config::AccessLogFormat>,
     /// More diagnostics on stderr (-v debug, -vv trace); RUST_LOG overrides
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -255,6 +260,9 @@ impl Cli {
             Some("off") => config.access_log = AccessLog::Off,
             Some(p) => config.access_log = AccessLog::File(PathBuf::from(p)),
         }
+        if let Some(f) = self.global.access_log_format {
+            config.access_log_format = f;
+        }
         if let Some(addr) = &self.global.admin {
             let listen = config::parse_listen(addr).ok().filter(|l| !l.tls).map(|l| l.addr);
             let listen = usage(listen.ok_or_else(|| format!("--admin {addr:?}: IP:PORT expected")))?;
@@ -308,8 +316,10 @@ pub async fn run(cli: Cli) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    // Handlers first: from the moment hopgate says it listens, SIGTERM drains instead of killing.
+    // Handlers first: from the moment hopgate says it listens, SIGTERM drains instead of killing, and SIGUSR1
+    // reopens the access log instead of killing.
     let shutdown = shutdown_signal();
+    reopen_log_on_sigusr1(server.access_log());
     for b in server.bound() {
         eprintln!("hopgate: listening on {b}");
     }
@@ -369,6 +379,24 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
             _ = int.recv() => {}
             _ = term.recv() => {}
         }
+    }
+}
+
+/// SIGUSR1 reopens the access-log file at its path (logrotate's `postrotate`); with the log on stdout or off it
+/// does nothing. Installed now, before `listening on`: SIGUSR1's default action would end the process.
+fn reopen_log_on_sigusr1(log: Arc<AccessLogger>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::user_defined1()) {
+        Ok(mut usr1) => {
+            tokio::spawn(async move {
+                while usr1.recv().await.is_some() {
+                    if !log.reopen() {
+                        tracing::info!("SIGUSR1: the access log is not a file, nothing to reopen");
+                    }
+                }
+            });
+        }
+        Err(e) => tracing::warn!("cannot install the SIGUSR1 handler (access-log reopening): {e}"),
     }
 }
 

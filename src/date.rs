@@ -68,6 +68,15 @@ pub fn rfc3339(t: SystemTime) -> String {
     format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z")
 }
 
+const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+
+/// Apache's `%t` without its brackets, in UTC: `10/Oct/2000:13:55:36 +0000` (strftime `%d/%b/%Y:%H:%M:%S %z`).
+pub fn clf(t: SystemTime) -> String {
+    let (y, mo, d, h, mi, s) = to_civil(t);
+    let month = MONTHS[(mo as usize).clamp(1, 12) - 1];
+    format!("{d:02}/{month}/{y:04}:{h:02}:{mi:02}:{s:02} +0000")
+}
+
 /// For directory pages: `2023-01-31 12:00`.
 pub fn short(t: SystemTime) -> String {
     let (y, mo, d, h, mi, _) = to_civil(t);
@@ -112,5 +121,9 @@ mod tests {
         assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339(UNIX_EPOCH + Duration::from_secs(1_795_648_765)), "2026-11-25T23:19:25Z");
         assert_eq!(rfc3339(UNIX_EPOCH + Duration::from_secs(951_782_400)), "2000-02-29T00:00:00Z");
+        assert_eq!(clf(UNIX_EPOCH), "01/Jan/1970:00:00:00 +0000");
+        // Apache's own example, 10/Oct/2000:13:55:36 -0700, in UTC.
+        assert_eq!(clf(UNIX_EPOCH + Duration::from_secs(971_211_336)), "10/Oct/2000:20:55:36 +0000");
+        assert_eq!(clf(UNIX_EPOCH + Duration::from_secs(1_795_648_765)), "25/Nov/2026:23:19:25 +0000");
     }
 }

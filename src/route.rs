@@ -8,10 +8,10 @@ use http::uri::Authority;
 use http::{Method, Request, Version};
 
 use crate::backend::connect::Tunnels;
-use crate::backend::ftp::FtpRoute;
+use crate::backend::ftp::Ftp;
 use crate::backend::relay::{self, Forward};
 use crate::backend::{Hop, app};
-use crate::config::{self, Target, host_key};
+use crate::config::{self, Prefix, Target, host_key};
 use crate::error::{Error, Kind, StartupError};
 use crate::http::auth;
 use crate::http::htpasswd::Users;
@@ -20,50 +20,54 @@ use crate::upstream::{Outbound, TargetPolicy};
 /// Everything one listener serves.
 pub struct Table {
     /// Present: the listener is a forward proxy for absolute-form requests and CONNECT.
-    pub proxy: Option<Proxy>,
+    pub proxy: Option<ProxyRooms>,
     /// Origin-form requests are matched against these, most specific first.
-    pub routes: Vec<Entry>,
+    pub routes: Vec<Mount>,
 }
 
 /// The forward proxy's rooms. They share one dialer (the target policy) and the parent proxy.
-pub struct Proxy {
+pub struct ProxyRooms {
     /// With a users file, proxy authentication is required.
     pub users: Option<Users>,
     pub relay: Forward,
     pub tunnels: Tunnels,
     /// Absolute-form `ftp://` targets (the HTTP/FTP gateway), dialled with the same policy.
-    pub ftp: FtpRoute,
+    pub ftp: Ftp,
+    /// What the access log calls it: `proxy`.
+    pub name: Arc<str>,
 }
 
-/// A gateway route: which requests it takes, and its room.
-pub struct Entry {
+/// A gateway route, built: which requests it takes (host and prefix), and the room mounted there.
+pub struct Mount {
     /// Exact host name (no port, lowercase) to match; None matches every host.
     host: Option<String>,
-    /// Path prefix, always starting with `/`; matched on segment boundaries.
-    path: String,
+    /// The path prefix requests must be under.
+    path: Prefix,
     pub room: Room,
+    /// What the access log calls it: the route's `name`, else its target.
+    pub name: Arc<str>,
 }
 
 /// A gateway route's room, ready to serve.
 pub enum Room {
     /// `http://` and `https://`: the relay.
-    Relay(relay::Gateway),
+    Relay(relay::Reverse),
     /// `cgi:`, `fastcgi://`, `fastcgi+unix:` and `scgi://`: the resource gateways.
     App(app::Gateway),
     /// `ftp://`: the HTTP/FTP gateway.
-    Ftp(FtpRoute),
+    Ftp(Ftp),
 }
 
 /// Where a request goes.
-pub enum Route<'a> {
+pub enum Picked<'a> {
     /// Absolute-form `http://` or `https://` through the forward proxy (the relay; TLS origination for https).
-    Forward(&'a Proxy),
+    Forward(&'a ProxyRooms),
     /// A CONNECT tunnel through the forward proxy.
-    Connect(&'a Proxy),
+    Connect(&'a ProxyRooms),
     /// Absolute-form `ftp://` through the forward proxy (the HTTP/FTP gateway).
-    Ftp(&'a Proxy),
-    /// Origin-form matched a gateway route.
-    Gateway(&'a Entry),
+    Ftp(&'a ProxyRooms),
+    /// Origin-form matched a gateway route (a `[[listener.route]]`).
+    Route(&'a Mount),
 }
 
 impl Table {
@@ -78,22 +82,22 @@ impl Table {
         let proxy = cfg
             .proxy
             .as_ref()
-            .map(|p| Proxy::build(p, cfg, hop, out, auth).map_err(|e| e.or_at(cfg.at.as_ref())))
+            .map(|p| ProxyRooms::build(p, cfg, hop, out, auth).map_err(|e| e.or_at(cfg.at.as_ref())))
             .transpose()?;
         let routes = cfg
             .routes
             .iter()
-            .map(|r| Entry::build(r, cfg, out).map_err(|e| e.or_at(r.at.as_ref())))
+            .map(|r| Mount::build(r, cfg, out).map_err(|e| e.or_at(r.at.as_ref())))
             .collect::<Result<_, _>>()?;
         Ok(Table { proxy, routes })
     }
 
     /// Picks the room for `req`. Absolute-form and CONNECT go to the forward proxy (when this listener is one);
     /// origin-form is matched against the routes by Host and path prefix, most specific first.
-    pub fn pick<'a, B>(&'a self, req: &Request<B>, hop: &Hop) -> Result<Route<'a>, Error> {
+    pub fn pick<'a, B>(&'a self, req: &Request<B>, hop: &Hop) -> Result<Picked<'a>, Error> {
         if req.method() == Method::CONNECT {
             return match &self.proxy {
-                Some(proxy) => Ok(Route::Connect(proxy)),
+                Some(proxy) => Ok(Picked::Connect(proxy)),
                 None => {
                     Err(Error::client(Kind::MethodNotAllowed, "CONNECT is only served by a forward proxy listener"))
                 }
@@ -104,8 +108,8 @@ impl Table {
         if absolute && let Some(proxy) = &self.proxy {
             return match req.uri().scheme_str() {
                 // https:// sent in plain HTTP: the relay with TLS origination (HTTP/HTTPS gateway).
-                Some("http") | Some("https") => Ok(Route::Forward(proxy)),
-                Some("ftp") => Ok(Route::Ftp(proxy)),
+                Some("http") | Some("https") => Ok(Picked::Forward(proxy)),
+                Some("ftp") => Ok(Picked::Ftp(proxy)),
                 Some(other) => {
                     Err(Error::client(Kind::BadRequest, format!("the forward proxy does not serve {other}:// targets")))
                 }
@@ -116,12 +120,12 @@ impl Table {
         let host = request_host(req);
         let path = req.uri().path();
         if let Some(r) = self.routes.iter().find(|r| r.matches(host.as_deref(), path)) {
-            return Ok(Route::Gateway(r));
+            return Ok(Picked::Route(r));
         }
         if let Some(proxy) = &self.proxy {
             // RFC 9110 §9.3.7: `OPTIONS *` asks about the server itself, here the proxy: it answers (relay::forward).
             if req.method() == Method::OPTIONS && path == "*" {
-                return Ok(Route::Forward(proxy));
+                return Ok(Picked::Forward(proxy));
             }
             return Err(Error::bad_request(format!(
                 "this is a forward proxy: send requests in absolute form, for example curl -x {} http://example.com/",
@@ -132,14 +136,14 @@ impl Table {
     }
 }
 
-impl Proxy {
+impl ProxyRooms {
     fn build(
         p: &config::Proxy,
         listener: &config::Listener,
         hop: &Hop,
         out: &Outbound,
         auth: &Arc<auth::Guard>,
-    ) -> Result<Proxy, StartupError> {
+    ) -> Result<ProxyRooms, StartupError> {
         // Client-chosen targets: the target policy applies to every room of the proxy.
         let dialer = out.dialer(Some(TargetPolicy::new(p.allow_targets.clone())));
         // The parent's CONNECTs carry this listener's Via hop, so a chain of parents can't loop.
@@ -152,21 +156,21 @@ impl Proxy {
         };
         let relay = Forward::new(p.ca.as_deref(), dialer.clone(), parent.clone(), listener.upgrades.clone(), out)?;
         let tunnels = Tunnels::new(p, dialer.clone(), parent);
-        let ftp = FtpRoute::forward(dialer, p.parent.as_ref().map(|p| p.authority.to_string()), out);
-        Ok(Proxy { users, relay, tunnels, ftp })
+        let ftp = Ftp::forward(dialer, p.parent.as_ref().map(|p| p.authority.to_string()));
+        Ok(ProxyRooms { users, relay, tunnels, ftp, name: Arc::from(config::PROXY_ROUTE_NAME) })
     }
 }
 
-impl Entry {
-    fn build(r: &config::Route, listener: &config::Listener, out: &Outbound) -> Result<Entry, StartupError> {
+impl Mount {
+    fn build(r: &config::Route, listener: &config::Listener, out: &Outbound) -> Result<Mount, StartupError> {
         let room = match &r.to {
-            Target::Http(t) => Room::Relay(relay::Gateway::new(t, &r.path, &listener.upgrades, out)?),
+            Target::Http(t) => Room::Relay(relay::Reverse::new(t, &r.path, &listener.upgrades, out)?),
             Target::Cgi(t) => Room::App(app::Gateway::cgi(t, &r.path)?),
-            Target::FastCgi(t) => Room::App(app::Gateway::fastcgi(t, &r.path)?),
-            Target::Scgi(t) => Room::App(app::Gateway::scgi(t, &r.path)),
-            Target::Ftp(t) => Room::Ftp(FtpRoute::gateway(t, &r.path, out)?),
+            Target::FastCgi(t) => Room::App(app::Gateway::fastcgi(t, &r.path, out)?),
+            Target::Scgi(t) => Room::App(app::Gateway::scgi(t, &r.path, out)),
+            Target::Ftp(t) => Room::Ftp(Ftp::gateway(t, &r.path, out)?),
         };
-        Ok(Entry { host: r.host.clone(), path: r.path.clone(), room })
+        Ok(Mount { host: r.host.clone(), path: r.path.clone(), room, name: Arc::from(r.name()) })
     }
 
     /// Host equal (when the route names one) and path under the prefix on a segment boundary.
@@ -176,8 +180,7 @@ impl Entry {
         {
             return false;
         }
-        let prefix = self.path.as_str();
-        prefix == "/" || path == prefix || path.strip_prefix(prefix).is_some_and(|rest| rest.starts_with('/'))
+        self.path.matches(path)
     }
 }
 
@@ -213,6 +216,13 @@ pub fn settle_host<B>(req: &mut Request<B>) -> Result<(), Error> {
     }
     // userinfo never becomes a Host (`http://user:pass@host/`).
     let addressed = authority.as_str().rsplit_once('@').map_or(authority.as_str(), |(_, host_port)| host_port);
+    // The target's authority becomes the Host field: it passes what a Host field must (service::host_field).
+    if let Err(e) = crate::config::authority_port(addressed) {
+        return Err(Error::bad_request(format!("invalid request target: {e}")));
+    }
+    if crate::http::parse_host(addressed.as_bytes()).is_none() {
+        return Err(Error::bad_request(format!("invalid host in request target {addressed:?}")));
+    }
     if req.version() == Version::HTTP_2
         && let Some(field) = req.headers().get(header::HOST)
     {
@@ -248,20 +258,25 @@ pub fn request_host<B>(req: &Request<B>) -> Option<String> {
     let Some(field) = req.headers().get(header::HOST) else {
         return req.uri().host().map(host_key);
     };
-    let h = field.to_str().ok()?;
-    let host = match h.strip_prefix('[') {
-        Some(v6) => v6.split(']').next().unwrap_or(v6),
-        None => h.split(':').next().unwrap_or(h),
-    };
+    // Read by the parser that validated it (service::host_field).
+    let (host, _) = crate::http::parse_host(field.as_bytes())?;
     Some(host_key(host))
 }
 
-impl Route<'_> {
+impl Picked<'_> {
     /// The forward proxy this route goes through, if any: its users file guards it.
-    pub fn proxy(&self) -> Option<&Proxy> {
+    pub fn proxy(&self) -> Option<&ProxyRooms> {
         match self {
-            Route::Forward(p) | Route::Connect(p) | Route::Ftp(p) => Some(p),
-            Route::Gateway(_) => None,
+            Picked::Forward(p) | Picked::Connect(p) | Picked::Ftp(p) => Some(p),
+            Picked::Route(_) => None,
+        }
+    }
+
+    /// The route's name, for the access log.
+    pub fn name(&self) -> &Arc<str> {
+        match self {
+            Picked::Forward(p) | Picked::Connect(p) | Picked::Ftp(p) => &p.name,
+            Picked::Route(r) => &r.name,
         }
     }
 }

@@ -20,7 +20,8 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::time::Instant;
+
+use crate::idle;
 
 /// Bytes per read (on the stack while polling; on the heap only while a writer lags behind).
 /// On loopback TCP, 64 KiB chunks moved ~1.5x what 8 KiB did, and cost nothing while idle
@@ -80,7 +81,7 @@ where
 {
     let mut a_to_b = Half::default();
     let mut b_to_a = Half::default();
-    let mut idle_timer = IdleTimer::new(idle);
+    let mut idle_timer = idle::Timer::new(idle);
     let ended = poll_fn(|cx| {
         let moved_before = a_to_b.counts.moved + b_to_a.counts.moved;
         let results = [a_to_b.poll(cx, &mut a, &mut b), b_to_a.poll(cx, &mut b, &mut a)];
@@ -96,7 +97,10 @@ where
         if a_to_b.done && b_to_a.done {
             return Poll::Ready(Ended::Closed);
         }
-        idle_timer.poll(cx, a_to_b.counts.moved + b_to_a.counts.moved != moved_before).map(|()| Ended::Idle)
+        if a_to_b.counts.moved + b_to_a.counts.moved != moved_before {
+            idle_timer.touch();
+        }
+        idle_timer.poll_idle(cx).map(|()| Ended::Idle)
     })
     .await;
     Outcome { a_to_b: a_to_b.counts.written, b_to_a: b_to_a.counts.written, ended }
@@ -375,40 +379,6 @@ impl Counts {
         self.moved += n as u64;
         self.written += n as u64;
         Poll::Ready(Ok(n))
-    }
-}
-
-/// Ends a tunnel after `idle` without traffic. The timer is re-armed only when it fires, from the
-/// time of the last traffic, so busy tunnels do not touch the timer wheel on every poll.
-struct IdleTimer {
-    idle: Duration,
-    last_traffic: Instant,
-    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
-}
-
-impl IdleTimer {
-    fn new(idle: Duration) -> IdleTimer {
-        let now = Instant::now();
-        // An idle time too large to add to now means "no idle timeout".
-        let sleep = now.checked_add(idle).map(|at| Box::pin(tokio::time::sleep_until(at)));
-        IdleTimer { idle, last_traffic: now, sleep }
-    }
-
-    fn poll(&mut self, cx: &mut Context<'_>, traffic: bool) -> Poll<()> {
-        if traffic {
-            self.last_traffic = Instant::now();
-        }
-        let Some(sleep) = &mut self.sleep else {
-            return Poll::Pending;
-        };
-        loop {
-            ready!(sleep.as_mut().poll(cx));
-            let deadline = self.last_traffic + self.idle;
-            if deadline <= Instant::now() {
-                return Poll::Ready(());
-            }
-            sleep.as_mut().reset(deadline);
-        }
     }
 }
 

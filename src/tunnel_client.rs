@@ -18,17 +18,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ::http::uri::{Authority, Scheme};
-use ::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
-use base64::Engine as _;
+use ::http::{HeaderMap, StatusCode, Uri, header};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio_rustls::TlsConnector;
 
+use crate::error::Error;
+use crate::http::basic;
 use crate::tunnel;
-use crate::upstream::{self, ConnectError};
+use crate::upstream::{self, ConnectError, Dialer, OwnAddrs};
 
 /// Dialing the proxy, TLS with it and its answer to CONNECT must all fit in this.
 pub const HANDSHAKE_TIMEOUT_SECS: u64 = 30;
@@ -62,12 +63,13 @@ impl FromStr for ProxyUrl {
         if !matches!(uri.path_and_query().map(|p| p.as_str()), None | Some("/") | Some("")) {
             return Err(bad("a proxy URL has no path"));
         }
-        let host = authority.host().trim_start_matches('[').trim_end_matches(']');
+        let default = if tls { 443 } else { 80 };
+        let port = crate::config::authority_port(authority.as_str()).map_err(|e| bad(&e))?.unwrap_or(default);
+        // hyper's URI parser lets stray brackets and the like through: the host must be RFC 3986's.
+        let (host, _) = crate::http::parse_host(authority.as_str().as_bytes()).ok_or_else(|| bad("bad host"))?;
         if host.is_empty() {
             return Err(bad("no host"));
         }
-        let default = if tls { 443 } else { 80 };
-        let port = crate::config::authority_port(authority.as_str()).map_err(|e| bad(&e))?.unwrap_or(default);
         Ok(ProxyUrl { tls, host: host.to_owned(), port })
     }
 }
@@ -95,8 +97,6 @@ pub struct TunnelClient {
     pub proxy_user: Option<(String, String)>,
     /// Extra CA certificates (PEM) trusted for an https:// proxy, besides the system roots.
     pub ca: Option<PathBuf>,
-    /// End a tunnel after this long without traffic; `None`: never (the proxy has its own).
-    pub idle: Option<Duration>,
 }
 
 impl fmt::Debug for TunnelClient {
@@ -107,7 +107,6 @@ impl fmt::Debug for TunnelClient {
             .field("to", &self.to)
             .field("proxy_user", &self.proxy_user.as_ref().map(|(user, _)| user))
             .field("ca", &self.ca)
-            .field("idle", &self.idle)
             .finish()
     }
 }
@@ -124,7 +123,7 @@ impl TunnelClient {
     pub fn new(proxy: &str, to: &str) -> Result<TunnelClient, TunnelError> {
         let proxy = proxy.parse()?;
         parse_target(to)?;
-        Ok(TunnelClient { proxy, to: to.to_owned(), proxy_user: None, ca: None, idle: None })
+        Ok(TunnelClient { proxy, to: to.to_owned(), proxy_user: None, ca: None })
     }
 
     /// Listens on `listen` and gives each accepted connection its own CONNECT tunnel. Calls
@@ -132,7 +131,7 @@ impl TunnelClient {
     /// tcp://IP:PORT`). Runs until dropped, which also ends the open tunnels; returns only when
     /// the set-up fails (bad target, CA file, bind).
     pub async fn run_listen(self, listen: SocketAddr, ready: impl FnOnce(SocketAddr)) -> Result<(), TunnelError> {
-        let dialer = Arc::new(Dialer::new(&self)?);
+        let opener = Arc::new(Opener::new(&self)?);
         let listener =
             TcpListener::bind(listen).await.map_err(|source| TunnelError::Listen { addr: listen, source })?;
         let local = listener.local_addr().map_err(|source| TunnelError::Listen { addr: listen, source })?;
@@ -142,10 +141,10 @@ impl TunnelClient {
             tokio::select! {
                 accepted = listener.accept() => match accepted {
                     Ok((client, peer)) => {
-                        let dialer = Arc::clone(&dialer);
+                        let opener = Arc::clone(&opener);
                         tunnels.spawn(async move {
-                            match dialer.open().await {
-                                Ok(upstream) => match dialer.pump(client, upstream).await {
+                            match opener.open().await {
+                                Ok(upstream) => match opener.pump(client, upstream).await {
                                     Ok((up, down)) => tracing::debug!(%peer, up, down, "tunnel closed"),
                                     Err(e) => tracing::info!(%peer, "{e}"),
                                 },
@@ -173,34 +172,31 @@ impl TunnelClient {
 
     /// One tunnel between `local` and the target: what [`TunnelClient::run_stdio`] does over
     /// stdin/stdout, for any stream.
-    pub async fn run_stream<S: AsyncRead + AsyncWrite + Unpin>(self, local: S) -> Result<(), TunnelError> {
-        let dialer = Dialer::new(&self)?;
-        let upstream = dialer.open().await?;
-        dialer.pump(local, upstream).await.map(|_| ())
-    }
-
-    /// Opens one tunnel and returns it as a stream (for callers that pump it themselves).
-    pub async fn open(&self) -> Result<TokioIo<Upgraded>, TunnelError> {
-        Dialer::new(self)?.open().await
+    async fn run_stream<S: AsyncRead + AsyncWrite + Unpin>(self, local: S) -> Result<(), TunnelError> {
+        let opener = Opener::new(&self)?;
+        let upstream = opener.open().await?;
+        opener.pump(local, upstream).await.map(|_| ())
     }
 }
 
-/// Everything needed per tunnel, prepared once: target, credentials, TLS configuration.
-struct Dialer {
+/// Everything needed per tunnel, prepared once: the dialer to the proxy, target, credentials, TLS configuration.
+struct Opener {
+    /// hopgate's one dialer: the proxy's name resolved once, each address tried in turn, TCP_NODELAY. No target
+    /// policy (the user named the proxy) and no own listeners to loop to; bounded by the handshake's timeout.
+    dialer: Dialer,
     proxy: ProxyUrl,
     target: Authority,
     /// `Proxy-Authorization` when `--proxy-user` was given; nothing else (no Via: this is a client).
     fields: HeaderMap,
     tls: Option<(TlsConnector, ServerName<'static>)>,
-    idle: Duration,
 }
 
-impl Dialer {
-    fn new(client: &TunnelClient) -> Result<Dialer, TunnelError> {
+impl Opener {
+    fn new(client: &TunnelClient) -> Result<Opener, TunnelError> {
         let target = parse_target(&client.to)?;
         let mut fields = HeaderMap::new();
         if let Some((user, pass)) = &client.proxy_user {
-            fields.insert(header::PROXY_AUTHORIZATION, basic_auth(user, pass)?);
+            fields.insert(header::PROXY_AUTHORIZATION, basic::encode(user, pass));
         }
         let tls = if client.proxy.tls {
             let name = ServerName::try_from(client.proxy.host.clone())
@@ -209,9 +205,8 @@ impl Dialer {
         } else {
             None
         };
-        // No idle timeout: a time too large to add to a clock reading (see tunnel::pump).
-        let idle = client.idle.unwrap_or(Duration::MAX);
-        Ok(Dialer { proxy: client.proxy.clone(), target, fields, tls, idle })
+        let dialer = Dialer::new(None, OwnAddrs::new(), Duration::from_secs(HANDSHAKE_TIMEOUT_SECS));
+        Ok(Opener { dialer, proxy: client.proxy.clone(), target, fields, tls })
     }
 
     async fn open(&self) -> Result<TokioIo<Upgraded>, TunnelError> {
@@ -228,9 +223,8 @@ impl Dialer {
 
     async fn open_now(&self) -> Result<TokioIo<Upgraded>, TunnelError> {
         let proxy = self.proxy.to_string();
-        let unreachable = |source| TunnelError::ProxyUnreachable { proxy: proxy.clone(), source };
-        let tcp = TcpStream::connect((self.proxy.host.as_str(), self.proxy.port)).await.map_err(unreachable)?;
-        let _ = tcp.set_nodelay(true);
+        let unreachable = |source| TunnelError::ProxyUnreachable { proxy: proxy.clone(), source: Box::new(source) };
+        let (tcp, _) = self.dialer.dial(&self.proxy.host, self.proxy.port).await.map_err(unreachable)?;
         let upgraded = match &self.tls {
             None => self.handshake(tcp, &proxy).await?,
             Some((connector, name)) => {
@@ -262,7 +256,8 @@ impl Dialer {
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        tunnel::pipe(local, upstream, self.idle).await.map_err(|source| TunnelError::Tunnel {
+        // No idle timeout (the proxy has its own): a time too large to add to a clock reading (see tunnel::pump).
+        tunnel::pipe(local, upstream, Duration::MAX).await.map_err(|source| TunnelError::Tunnel {
             proxy: self.proxy.to_string(),
             target: self.target.to_string(),
             source,
@@ -274,18 +269,14 @@ impl Dialer {
 fn parse_target(to: &str) -> Result<Authority, TunnelError> {
     let bad = || TunnelError::BadTarget(to.to_owned());
     let authority: Authority = to.parse().map_err(|_| bad())?;
-    if !matches!(crate::config::authority_port(to), Ok(Some(_))) || authority.host().is_empty() || to.contains('@') {
+    if !matches!(crate::config::authority_port(to), Ok(Some(_))) || to.contains('@') {
         return Err(bad());
     }
-    Ok(authority)
-}
-
-fn basic_auth(user: &str, pass: &str) -> Result<HeaderValue, TunnelError> {
-    let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
-    let mut value = HeaderValue::try_from(format!("Basic {token}"))
-        .map_err(|_| TunnelError::BadProxyUser("not usable in a header".into()))?;
-    value.set_sensitive(true);
-    Ok(value)
+    // RFC 3986's host (hyper's URI parser is more lenient), a port, and no userinfo.
+    match crate::http::parse_host(to.as_bytes()) {
+        Some((host, Some(port))) if !host.is_empty() && port != 0 => Ok(authority),
+        _ => Err(bad()),
+    }
 }
 
 /// The system roots plus the PEM certificates of `ca`, for TLS with an https:// proxy.
@@ -309,9 +300,10 @@ pub enum TunnelError {
         addr: SocketAddr,
         source: io::Error,
     },
+    /// The dialer could not connect to the proxy (its name, refused, its timeout).
     ProxyUnreachable {
         proxy: String,
-        source: io::Error,
+        source: Box<Error>,
     },
     Tls {
         proxy: String,
@@ -362,7 +354,12 @@ impl fmt::Display for TunnelError {
             TunnelError::Ca { path, reason } => write!(f, "CA file {}: {reason}", path.display()),
             TunnelError::Listen { addr, source } => write!(f, "cannot listen on {addr}: {source}"),
             TunnelError::ProxyUnreachable { proxy, source } => {
-                write!(f, "cannot connect to proxy {proxy}: {source}")
+                // The OS's words (refused, no such name) when there are any, else the dialer's (its timeout).
+                let mut cause: &dyn std::error::Error = &**source;
+                while let Some(next) = cause.source() {
+                    cause = next;
+                }
+                write!(f, "cannot connect to proxy {proxy}: {cause}")
             }
             TunnelError::Tls { proxy, source } => {
                 write!(f, "TLS with proxy {proxy} failed: {source}")
@@ -392,9 +389,9 @@ impl std::error::Error for TunnelError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             TunnelError::Listen { source, .. }
-            | TunnelError::ProxyUnreachable { source, .. }
             | TunnelError::Tls { source, .. }
             | TunnelError::Tunnel { source, .. } => Some(source),
+            TunnelError::ProxyUnreachable { source, .. } => Some(&**source),
             TunnelError::Handshake { source, .. } => Some(source),
             _ => None,
         }
@@ -414,6 +411,7 @@ mod tests {
         assert_eq!((p.tls, p.port, p.to_string().as_str()), (true, 443, "https://proxy.example:443"));
         let p: ProxyUrl = "http://[::1]:8080".parse().unwrap();
         assert_eq!((p.host.as_str(), p.to_string().as_str()), ("::1", "[::1]:8080"));
+        // Hosts hyper's URI parser lets through (found by the fuzz target config_values), and port 0.
         for bad in [
             "127.0.0.1:3128",
             "socks5://h:1",
@@ -423,6 +421,10 @@ mod tests {
             "",
             "http://h:99999",
             "http://h:80a",
+            "http://i[]",
+            "http://[zz]:1",
+            "http://a[b]:8080",
+            "http://h:0",
         ] {
             assert!(bad.parse::<ProxyUrl>().is_err(), "{bad}");
         }
@@ -433,7 +435,8 @@ mod tests {
         for good in ["example.com:22", "127.0.0.1:443", "[::1]:22"] {
             assert!(parse_target(good).is_ok(), "{good}");
         }
-        for bad in ["example.com", "u@example.com:22", ":22", "example.com:x", "a b:1", "", "h:99999", "h:+22", "h:0"] {
+        let bad_targets = ["example.com", "u@example.com:22", ":22", "example.com:x", "a b:1", "", "h:99999", "h:+22"];
+        for bad in bad_targets.into_iter().chain(["h:0", "1[]:22", "[zz]:22"]) {
             assert!(parse_target(bad).is_err(), "{bad}");
         }
         assert_eq!(parse_proxy_user("ann:pa:ss").unwrap(), ("ann".into(), "pa:ss".into()));

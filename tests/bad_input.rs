@@ -65,6 +65,30 @@ fn the_duplicate_content_length_page_says_why() {
     assert_eq!(r.header("connection"), Some("close"));
 }
 
+/// RFC 9112 §2.2 lets a server skip empty lines before a request line, and hyper skips any number of them: a
+/// duplicate Content-Length after two of them is still found (fuzz target content_length).
+#[test]
+fn a_duplicate_content_length_after_empty_lines_is_400() {
+    let origin = Origin::fixed("fine");
+    let hg = proxy();
+    let o = origin.addr;
+    for lead in ["\r\n", "\r\n\r\n", "\n\n\n", "\r\n\n\r\n"] {
+        let r = exchange(
+            hg.addr,
+            &format!(
+                "{lead}POST http://{o}/ HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello"
+            ),
+        );
+        assert_eq!(r.status, 400, "{lead:?}: {}", r.head);
+        assert!(r.text().contains("duplicate Content-Length"), "{lead:?}: {}", r.text());
+    }
+    assert_eq!(origin.count(), 0);
+    // One Content-Length after empty lines is an ordinary request.
+    let r =
+        exchange(hg.addr, &format!("\r\n\r\nPOST http://{o}/ HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello"));
+    assert_eq!((r.status, r.body.as_slice()), (200, &b"fine"[..]));
+}
+
 #[test]
 fn unknown_transfer_encoding_is_rejected() {
     let hg = proxy();
@@ -228,6 +252,27 @@ fn host_is_required_once_and_valid() {
     assert_eq!(r.status, 200);
     assert_eq!(origin.last().header("host"), Some(o.to_string().as_str()));
     still_serving(&hg, &origin);
+}
+
+/// RFC 9112 §3.2: a Host that is not `uri-host [ ":" port ]` (RFC 3986 §3.2.2) is 400, also where hyper's URI
+/// parser is lenient (stray brackets, a port with letters after it); valid forms still route (fuzz target host).
+#[test]
+fn a_host_outside_rfc_3986_is_400() {
+    let origin = Origin::fixed("fine");
+    let hg = proxy();
+    let o = origin.addr;
+    for host in ["1[]", "[::1]x", "a.example:80x", "[zz]", "a[b]:80", "a.example:65536", "[::1]:8080:1", "a%41.example"]
+    {
+        let r = exchange(hg.addr, &format!("GET http://{o}/ HTTP/1.1\r\nHost: {host}\r\n\r\n"));
+        assert_eq!(r.status, 400, "Host: {host} -> {}", r.head);
+        assert!(r.text().contains("invalid Host field"), "Host: {host}: {}", r.text());
+    }
+    assert_eq!(origin.count(), 0);
+    for host in ["[::1]:8080", "A.Example:", "a.example:0080", "192.0.2.1", "[v1.fe80::a+b]", "x_y.example!$&'()*+,;="]
+    {
+        let r = exchange(hg.addr, &format!("GET http://{o}/ HTTP/1.1\r\nHost: {host}\r\n\r\n"));
+        assert_eq!((r.status, r.body.as_slice()), (200, &b"fine"[..]), "Host: {host}");
+    }
 }
 
 #[test]

@@ -157,6 +157,37 @@ fn run_serves_several_listeners_from_one_file() {
 }
 
 #[test]
+fn a_route_prefix_is_replaced_by_the_base_on_segment_boundaries_and_put_back_into_location() {
+    let app = Origin::start(|seen, s| {
+        let location = format!("http://{}/base/next", seen.header("x-self").unwrap_or(""));
+        support::origin::respond(s, "HTTP/1.1 302 Found", &[("Location", &location)], b"");
+        support::origin::Next::KeepAlive
+    });
+    let other = Origin::fixed("other");
+    let hg = Hopgate::start_config(&format!(
+        "access_log = \"off\"\n[[listener]]\nlisten = \"127.0.0.1:0\"\n[[listener.route]]\npath = \"/app/\"\n\
+         to = \"http://{}/base\"\n[[listener.route]]\nto = \"http://{}\"\n",
+        app.addr, other.addr
+    ));
+    for (path, upstream) in [("/app", "/base"), ("/app/", "/base/"), ("/app/x/y?q=1", "/base/x/y?q=1")] {
+        let r = support::exchange(
+            hg.addr,
+            &format!("GET {path} HTTP/1.1\r\nHost: public.example\r\nX-Self: {}\r\n\r\n", app.addr),
+        );
+        assert_eq!(r.status, 302, "{path}: {}", r.text());
+        assert_eq!(app.last().target, upstream, "{path}");
+        assert_eq!(r.header("location"), Some("http://public.example/app/next"), "{path}");
+    }
+    // Not under /app on a segment boundary: the other route, with the path whole.
+    for path in ["/apple", "/ap", "/x/app"] {
+        let r = support::exchange(hg.addr, &format!("GET {path} HTTP/1.1\r\nHost: public.example\r\n\r\n"));
+        assert_eq!((r.status, r.text().as_str()), (200, "other"), "{path}");
+        assert_eq!(other.last().target, path);
+    }
+    assert_eq!(app.count(), 3);
+}
+
+#[test]
 fn gateway_passes_host_and_sets_forwarded_fields() {
     let origin = Origin::start(|_, s| {
         support::origin::respond(s, "HTTP/1.1 302 Found", &[("Location", "http://PLACEHOLDER/base/next")], b"");
@@ -258,4 +289,48 @@ fn sigterm_is_handled_by_the_time_hopgate_says_listening() {
         assert!(hg.catches(libc::SIGTERM), "no SIGTERM handler yet although hopgate said: {:?}", hg.listening);
         assert!(hg.catches(libc::SIGINT), "no SIGINT handler yet although hopgate said: {:?}", hg.listening);
     }
+}
+
+/// A file a config names (or the config itself) that is a device or a FIFO is refused at its line: reading
+/// /dev/zero never ends and a FIFO blocks, so `check` would hang or run out of memory.
+#[test]
+fn check_refuses_files_that_are_not_regular() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo");
+    let made = Command::new("mkfifo").arg(&fifo).status().expect("mkfifo (coreutils)");
+    assert!(made.success());
+    let cases = [
+        ("[[listener]]\nlisten = \"127.0.0.1:0\"\n[listener.proxy]\nca = \"/dev/zero\"\n", 4),
+        ("[[listener]]\nlisten = \"127.0.0.1:0\"\n[listener.proxy]\nusers = \"fifo\"\n", 4),
+        (
+            "[[listener]]\nlisten = \"https://127.0.0.1:0\"\n[listener.proxy]\n[[listener.tls]]\n\
+             cert = \"/dev/zero\"\nkey = \"/dev/zero\"\n",
+            5,
+        ),
+    ];
+    let run = |args: &[&std::ffi::OsStr]| {
+        let mut child = Command::new(bin()).args(args).stderr(std::process::Stdio::piped()).spawn().unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+        while child.try_wait().unwrap().is_none() {
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("hopgate {args:?} still runs after 15 s");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        child.wait_with_output().unwrap()
+    };
+    for (text, line) in cases {
+        let path = dir.path().join("special.toml");
+        std::fs::write(&path, text).unwrap();
+        let out = run(&["check".as_ref(), path.as_os_str()]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{text:?}: {err}");
+        assert!(err.contains(&format!("{}:{line}: ", path.display())) && err.contains("not a regular file"), "{err}");
+    }
+    let out = run(&["check".as_ref(), "/dev/zero".as_ref()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("/dev/zero") && err.contains("not a regular file"), "{err}");
 }

@@ -306,6 +306,8 @@ fn proxy_authentication() {
         "Proxy-Authorization: Bearer abc\r\n",
         "Proxy-Authorization: Basic bm9jb2xvbg==\r\n",
         "Proxy-Authorization: Basic\r\n",
+        // RFC 7617 (http::basic): one or more spaces after the scheme, not a tab
+        "Proxy-Authorization: Basic\tc2hhOnMtcGFzcw==\r\n",
     ] {
         let r = support::exchange(hg.addr, &format!("GET {} HTTP/1.1\r\nHost: x\r\n{extra}\r\n", origin.url("/")));
         assert_eq!(r.status, 407, "{extra:?}");
@@ -315,6 +317,12 @@ fn proxy_authentication() {
         assert_eq!(c.response_to("CONNECT").status, 407, "CONNECT {extra:?}");
     }
     assert_eq!(origin.count(), 0);
+    // The scheme in any case, more than one space, the padding left out: accepted.
+    let r = support::exchange(
+        hg.addr,
+        &format!("GET {} HTTP/1.1\r\nHost: x\r\nProxy-Authorization: bAsIc   c2hhOnMtcGFzcw\r\n\r\n", origin.url("/")),
+    );
+    assert_eq!(r.status, 200, "{}", r.head);
     // Each hash format, with curl.
     for creds in ["bcrypt:b-pass", "sha:s-pass", "apr:a-pass"] {
         let (code, body, err) = curl(&["-x", &hg.url(), "--proxy-user", creds, &origin.url("/")]);

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use support::origin::{echo_server, raw};
-use support::{Hopgate, RssWatch, exchange};
+use support::{Hopgate, RssWatch, exchange, held_port};
 
 /// The most connections the forwarder passes on: on code that doesn't detect the loop, the chain of
 /// tunnels stops here instead of running until memory or file descriptors run out.
@@ -291,8 +291,8 @@ fn invalid_ports_in_absolute_targets_are_400() {
         assert_eq!(r.status, 400, "CONNECT :{port}: {}{}", r.head, r.text());
         assert!(r.text().contains(&format!("invalid port \"{port}\"")), "CONNECT :{port}: {}", r.text());
     }
-    let log = hg.stdout_text();
-    assert!(log.contains("\"GET http://127.0.0.1:99999/ HTTP/1.1\" 400 "), "{log}");
+    // The access log is written by a thread of its own: wait for the line.
+    hg.stdout_line("\"GET http://127.0.0.1:99999/ HTTP/1.1\" 400 ");
     // IPv6 literals: the last group is no port.
     let r = exchange(hg.addr, "GET http://[::1]:99999/ HTTP/1.1\r\nHost: x\r\n\r\n");
     assert_eq!(r.status, 400, "{}", r.text());
@@ -314,22 +314,6 @@ fn an_invalid_port_in_host_is_400_on_a_gateway() {
         let r = exchange(hg.addr, &format!("GET /x HTTP/1.1\r\nHost: {host}\r\n\r\n"));
         assert_eq!(r.status, 200, "{host}: {}{}", r.head, r.text());
     }
-}
-
-/// Holds 127.0.0.1:PORT for the test (counting what connects there) so that hopgate can listen on
-/// 127.0.0.2:PORT with no other process able to take the port meanwhile.
-fn held_port() -> (u16, Arc<AtomicUsize>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let accepted = Arc::new(AtomicUsize::new(0));
-    let n = accepted.clone();
-    std::thread::spawn(move || {
-        for s in listener.incoming() {
-            n.fetch_add(1, Ordering::SeqCst);
-            drop(s);
-        }
-    });
-    (port, accepted)
 }
 
 #[test]

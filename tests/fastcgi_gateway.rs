@@ -608,3 +608,8 @@ fn a_fastcgi_protocol_error_keeps_its_words_on_the_page_and_in_the_log() {
     let line = h.wait_stderr_line(&["FastCGI record version 72"]);
     assert!(line.contains("reason=protocol"), "{line}");
 }
+
+#[test]
+fn a_route_to_hopgates_own_listener_is_508() {
+    support::assert_own_listener_routes_are_508("fastcgi");
+}

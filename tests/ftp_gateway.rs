@@ -566,6 +566,40 @@ fn an_oversized_listing_is_502() {
 }
 
 #[test]
+fn a_data_connection_to_hopgates_own_listener_is_508() {
+    // The server names hopgate's own port in its EPSV reply: the data connection goes through the same dialer as
+    // every other connection, whose loop check refuses it before anything is sent there.
+    let script = Script::default();
+    let names = script.epsv_port.clone();
+    let (addr, seen) = rogue_in_thread(script);
+    let gw = gateway(&format!("ftp://{addr}"));
+    names.store(gw.addr.port(), Ordering::SeqCst);
+    let r = curl(&[&format!("{}/f.bin", gw.url())]);
+    assert_eq!(r.code, 508, "{}", r.text());
+    assert_eq!(r.text(), format!("hopgate: 508 Loop Detected\n{} is this proxy itself\n", gw.addr));
+    assert_eq!(seen.count("RETR"), 0, "{:?}", seen.commands());
+}
+
+#[test]
+fn authorization_basic_is_read_as_proxy_authorization_is() {
+    // One reading of RFC 7617 for every Basic value hopgate takes (http::basic): the scheme in any case, one or
+    // more spaces, the padding optional; a tab, or a value without a colon, is no credentials (anonymous).
+    let (addr, seen) = rogue_in_thread(Script::default());
+    let gw = gateway(&format!("ftp://{addr}"));
+    for (value, user) in [
+        ("Basic Ym9iOnA=", "bob"),
+        ("bAsIc   Ym9iOnA", "bob"),
+        ("Basic\tYm9iOnA=", "anonymous"),
+        ("Basic Ym9i", "anonymous"),
+    ] {
+        let r = exchange(gw.addr, &format!("HEAD /f.bin HTTP/1.1\r\nHost: x\r\nAuthorization: {value}\r\n\r\n"));
+        assert_eq!(r.status, 200, "{value:?}: {}", r.head);
+        let users: Vec<String> = seen.commands().into_iter().filter(|c| c.starts_with("USER ")).collect();
+        assert_eq!(users.last().map(String::as_str), Some(format!("USER {user}").as_str()), "{value:?}: {users:?}");
+    }
+}
+
+#[test]
 fn unreachable_refusing_and_silent_servers_are_502_and_504() {
     let closed = ClosedPort::new();
     let gw = gateway(&format!("ftp://{}", closed.addr));

@@ -181,3 +181,8 @@ fn output_streams_and_failures_map_to_502_and_504() {
     let (code, _, _) = curl(&[&format!("{}/env", down.url())]);
     assert_eq!(code, 502);
 }
+
+#[test]
+fn a_route_to_hopgates_own_listener_is_508() {
+    support::assert_own_listener_routes_are_508("scgi");
+}

@@ -2,15 +2,9 @@
 
 mod support;
 
-use base64::Engine as _;
+use hopgate::http::basic::encode as basic;
 use hopgate::http::htpasswd::{Outcome, Users};
-use http::HeaderValue;
 use support::peers::htpasswd;
-
-fn basic(user: &str, pass: &str) -> HeaderValue {
-    let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
-    HeaderValue::from_str(&format!("Basic {token}")).unwrap()
-}
 
 #[tokio::test]
 async fn apache_htpasswd_formats_verify() {

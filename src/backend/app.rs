@@ -24,17 +24,18 @@ use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Incoming;
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
-use super::Ctx;
 use super::cgi::{self, Cgi, CgiConfig, CgiOutput};
 use super::fastcgi::{FastCgi, FastCgiAddr, FastCgiConfig};
 use super::meta::{
     self, CgiHead, ConnInfo, GatewayBody, GatewayErrorKind, GatewayResponse, HeadKind, HeadParser, MetaInput,
 };
 use super::scgi::{Scgi, ScgiConfig};
-use crate::config::{AppOptions, CgiTarget, FastCgiTarget, ScgiTarget, UpstreamSocket};
+use super::{Ctx, outside};
+use crate::config::{AppOptions, CgiTarget, FastCgiTarget, Prefix, ScgiTarget, UpstreamSocket};
 use crate::error::{BoxError, Error, Kind, StartupError};
 use crate::http::{Body, hop};
-use crate::upstream::UpstreamAddr;
+use crate::idle::Timer;
+use crate::upstream::{Dialer, Outbound, UpstreamAddr};
 
 /// Largest request body without Content-Length (chunked) that is spooled so the application can be told its
 /// CONTENT_LENGTH; larger ones get 411. RFC 3875 §4.2 lets the server buffer such bodies or refuse them.
@@ -50,8 +51,8 @@ type ReqBody = Pin<Box<dyn Stream<Item = Result<Bytes, BoxError>> + Send>>;
 /// One resource-gateway route, built once at start-up: the CGI script slots and the FastCGI pool live here.
 pub struct Gateway {
     app: App,
-    /// The route's path prefix ("/" for none): stripped before resolving, put back in front of SCRIPT_NAME.
-    prefix: String,
+    /// The route's path prefix: taken off before resolving, put back in front of SCRIPT_NAME.
+    prefix: Prefix,
     /// CGI only: the script run for a path ending in `/` (FastCGI's layout has its own).
     index: Option<String>,
     pass_authorization: bool,
@@ -78,28 +79,33 @@ fn timeout(o: &AppOptions) -> Duration {
     o.script_timeout.unwrap_or(Duration::from_secs(cgi::DEFAULT_CGI_TIMEOUT_SECS))
 }
 
+/// The dialer of a FastCGI or SCGI route: no target policy (the operator chose the application), the loop check,
+/// and the route's silence timeout as the connect timeout.
+fn dialer(o: &AppOptions, out: &Outbound) -> Dialer {
+    out.dialer(None).with_connect_timeout(timeout(o))
+}
+
 impl Gateway {
     /// The gateway of a `cgi:DIR` route under `prefix`. Fails when the directory does not exist.
-    pub fn cgi(t: &CgiTarget, prefix: &str) -> Result<Gateway, StartupError> {
+    pub fn cgi(t: &CgiTarget, prefix: &Prefix) -> Result<Gateway, StartupError> {
         let timeout = timeout(&t.app);
         let mut cfg = CgiConfig::new(&t.dir);
         cfg.timeout = timeout;
         if let Some(n) = t.max_scripts {
             cfg.max_scripts = n;
         }
-        cfg.pass_authorization = t.app.pass_authorization;
         let cgi = Cgi::new(cfg).map_err(|e| StartupError::new(format!("CGI directory {}: {e}", t.dir.display())))?;
         Ok(Gateway::with(App::Cgi(cgi), prefix, t.index.clone(), &t.app, None))
     }
 
-    /// The gateway of a `fastcgi://` or `fastcgi+unix:` route under `prefix`. Fails when the root does not
-    /// exist; nothing connects here.
-    pub fn fastcgi(t: &FastCgiTarget, prefix: &str) -> Result<Gateway, StartupError> {
+    /// The gateway of a `fastcgi://` or `fastcgi+unix:` route under `prefix`, dialled through `out`'s loop
+    /// check. Fails when the root does not exist; nothing connects here.
+    pub fn fastcgi(t: &FastCgiTarget, prefix: &Prefix, out: &Outbound) -> Result<Gateway, StartupError> {
         let mut upstream = None;
         let addr = match &t.socket {
             UpstreamSocket::Tcp(a) => {
                 upstream = a.to_string().parse().ok();
-                FastCgiAddr::Tcp(a.to_string())
+                FastCgiAddr::Tcp(a.clone())
             }
             UpstreamSocket::Unix(p) => FastCgiAddr::Unix(p.clone()),
         };
@@ -112,47 +118,34 @@ impl Gateway {
             cfg.split_suffix = s.clone();
         }
         cfg.timeout = timeout(&t.app);
-        cfg.pass_authorization = t.app.pass_authorization;
         let root = cfg.root.clone().unwrap_or_default();
-        let fcgi = FastCgi::new(cfg).map_err(|e| StartupError::new(format!("FastCGI root {}: {e}", root.display())))?;
+        let fcgi = FastCgi::new(cfg, dialer(&t.app, out))
+            .map_err(|e| StartupError::new(format!("FastCGI root {}: {e}", root.display())))?;
         Ok(Gateway::with(App::FastCgi(fcgi), prefix, None, &t.app, upstream))
     }
 
-    /// The gateway of an `scgi://` route under `prefix`; nothing connects here.
-    pub fn scgi(t: &ScgiTarget, prefix: &str) -> Gateway {
-        let mut cfg = ScgiConfig::new(t.authority.to_string());
+    /// The gateway of an `scgi://` route under `prefix`, dialled through `out`'s loop check; nothing connects
+    /// here.
+    pub fn scgi(t: &ScgiTarget, prefix: &Prefix, out: &Outbound) -> Gateway {
+        let mut cfg = ScgiConfig::new(t.authority.clone());
         cfg.timeout = timeout(&t.app);
-        cfg.pass_authorization = t.app.pass_authorization;
-        Gateway::with(App::Scgi(Scgi::new(cfg)), prefix, None, &t.app, t.authority.to_string().parse().ok())
+        Gateway::with(
+            App::Scgi(Scgi::new(cfg, dialer(&t.app, out))),
+            prefix,
+            None,
+            &t.app,
+            t.authority.to_string().parse().ok(),
+        )
     }
 
-    fn with(app: App, prefix: &str, index: Option<String>, o: &AppOptions, upstream: Option<SocketAddr>) -> Gateway {
+    fn with(app: App, prefix: &Prefix, index: Option<String>, o: &AppOptions, upstream: Option<SocketAddr>) -> Gateway {
         let (timeout, pass_authorization) = (timeout(o), o.pass_authorization);
-        Gateway { app, prefix: prefix.to_owned(), index, pass_authorization, timeout, upstream }
-    }
-
-    /// The path below the route prefix ("/" at least); `None` when `path` is not under it.
-    fn below_prefix<'p>(&self, path: &'p str) -> Option<&'p str> {
-        if self.prefix == "/" {
-            return Some(path);
-        }
-        match path.strip_prefix(self.prefix.as_str()) {
-            Some("") => Some("/"),
-            Some(rest) if rest.starts_with('/') => Some(rest),
-            _ => None,
-        }
-    }
-
-    /// SCRIPT_NAME as the client sees it: the route prefix in front of the name found below it.
-    fn mounted(&self, name: &str) -> String {
-        if self.prefix == "/" { name.to_owned() } else { format!("{}{name}", self.prefix) }
+        Gateway { app, prefix: prefix.clone(), index, pass_authorization, timeout, upstream }
     }
 
     /// Resolves `parts`' path, builds its meta-variables and hands the request to the application.
     async fn call(&self, parts: &Parts, conn: &ConnInfo, body: ReqBody) -> Result<Output, Error> {
-        let path = self.below_prefix(parts.uri.path()).ok_or_else(|| {
-            Error::client(Kind::NotFound, format!("{} is not under {}", parts.uri.path(), self.prefix))
-        })?;
+        let path = self.prefix.below(parts.uri.path()).ok_or_else(|| outside(&self.prefix, parts.uri.path()))?;
         let content_length = meta::request_content_length(parts).map_err(Error::from)?;
         let input = |script| MetaInput { conn, script, content_length, pass_authorization: self.pass_authorization };
         match &self.app {
@@ -165,7 +158,7 @@ impl Gateway {
                     (r, _) => r,
                 }
                 .map_err(Error::from)?;
-                script.path.script_name = self.mounted(&script.path.script_name);
+                script.path.script_name = self.prefix.mount(&script.path.script_name);
                 let vars = meta::build(parts, &input(&script.path));
                 Ok(match cgi.run(&script, &vars, body).await.map_err(Error::from)? {
                     CgiOutput::Parsed(r) => Output::Parsed(r),
@@ -174,15 +167,15 @@ impl Gateway {
             }
             App::FastCgi(fcgi) => {
                 let mut script = fcgi.resolve(path).map_err(Error::from)?;
-                script.script_name = self.mounted(&script.script_name);
+                script.script_name = self.prefix.mount(&script.script_name);
                 let vars = meta::build(parts, &input(&script));
-                Ok(Output::Parsed(fcgi.send(&vars, body).await.map_err(Error::from)?))
+                Ok(Output::Parsed(fcgi.send(&vars, body).await?))
             }
             App::Scgi(scgi) => {
                 let mut script = meta::resolve_app(path).map_err(Error::from)?;
-                script.script_name = self.mounted(&script.script_name);
+                script.script_name = self.prefix.mount(&script.script_name);
                 let vars = meta::build(parts, &input(&script));
-                Ok(Output::Parsed(scgi.send(&vars, body).await.map_err(Error::from)?))
+                Ok(Output::Parsed(scgi.send(&vars, body).await?))
             }
         }
     }
@@ -236,7 +229,7 @@ pub async fn serve(req: Request<Incoming>, ctx: &Ctx<'_>, gw: &Gateway) -> Resul
         let target: PathAndQuery = location.parse().map_err(|_| {
             Error::upstream(Kind::UpstreamProtocol, format!("local redirect to an invalid path {location:?}"))
         })?;
-        if gw.below_prefix(target.path()).is_none() {
+        if !gw.prefix.matches(target.path()) {
             // Another route serves that path: let the client ask for it there.
             return Ok(gw.finish(found(&location)));
         }
@@ -313,7 +306,7 @@ fn document(r: GatewayResponse) -> Result<Response<Body>, Error> {
 }
 
 /// A response with `status` and the application's fields, checked for what HTTP framing needs.
-fn response_head(status: StatusCode, mut headers: HeaderMap) -> Result<Response<Body>, Error> {
+pub(crate) fn response_head(status: StatusCode, mut headers: HeaderMap) -> Result<Response<Body>, Error> {
     if status.is_informational() {
         return Err(Error::upstream(
             Kind::UpstreamProtocol,
@@ -397,7 +390,7 @@ async fn nph(mut body: GatewayBody) -> Result<Response<Body>, Error> {
 }
 
 /// `HTTP/1.x NNN reason`: the status and, when it differs from the canonical one, the reason phrase.
-fn status_line(line: &[u8]) -> Option<(StatusCode, Option<hyper::ext::ReasonPhrase>)> {
+pub(crate) fn status_line(line: &[u8]) -> Option<(StatusCode, Option<hyper::ext::ReasonPhrase>)> {
     let rest = line.strip_prefix(b"HTTP/")?;
     let sp = rest.iter().position(|&b| b == b' ')?;
     let version = &rest[..sp];
@@ -427,8 +420,9 @@ async fn spool(incoming: Incoming, idle: Duration) -> Result<(u64, ReqBody), Err
     let mut file: Option<tokio::fs::File> = None;
     let mut total: u64 = 0;
     let spool_error = |e: std::io::Error| Error::local(Kind::Internal, "cannot spool the request body").with_source(e);
+    let mut timer = Timer::new(idle);
     loop {
-        let chunk = match tokio::time::timeout(idle, data.next()).await {
+        let chunk = match timer.guard(data.next()).await {
             Err(_) => return Err(Error::bad_request(format!("request body stalled for {idle:?}"))),
             Ok(None) => break,
             Ok(Some(Err(e))) => return Err(Error::bad_request("the request body broke off").with_source(e)),

@@ -17,7 +17,7 @@ use http::request::Parts;
 use http::{HeaderName, Version};
 
 pub use body::GatewayBody;
-pub(crate) use body::{FeedError, IdleTimer, Progress, ReadEnd, TaskGuard, UpstreamReader, feed_body};
+pub(crate) use body::{FeedError, ReadEnd, TaskGuard, UpstreamReader, feed_body};
 pub use error::{GatewayError, GatewayErrorKind};
 pub use head::{CgiHead, HeadKind, HeadParser, MAX_HEAD_BYTES, MAX_LOCAL_REDIRECTS, parse_head};
 pub use resolve::{CgiScript, FastCgiLayout, ScriptPath, decode_segments, resolve_app, resolve_cgi, resolve_fastcgi};

@@ -1,5 +1,5 @@
-//! One room per integration point. Each room owns its run-time state (`relay::Forward` and `relay::Gateway`,
-//! `connect::Tunnels`, `ftp::FtpRoute`, `app::Gateway`), built from its part of the config by its own
+//! One room per integration point. Each room owns its run-time state (`relay::Forward` and `relay::Reverse`,
+//! `connect::Tunnels`, `ftp::Ftp`, `app::Gateway`), built from its part of the config by its own
 //! constructor. A request reaches a room with a small [`Ctx`]: who connected, the facts of the hop it arrived on
 //! ([`Hop`]) and the task tracker. A room returns a response or an [`Error`](crate::error::Error); it never
 //! renders error pages, binds sockets, reads the config file or looks at another room.
@@ -17,7 +17,8 @@ use std::net::SocketAddr;
 
 use tokio_util::task::TaskTracker;
 
-use crate::config::Timeouts;
+use crate::config::{Prefix, Timeouts};
+use crate::error::{Error, Kind};
 
 /// What every request of one listener shares about the hop it arrived on.
 #[derive(Debug, Clone)]
@@ -50,4 +51,11 @@ pub struct Ctx<'a> {
     pub hop: &'a Hop,
     /// Tunnels and upgraded connections are spawned here so that the drain waits for them.
     pub tasks: &'a TaskTracker,
+}
+
+/// A request in a room whose route prefix its path is not under. `route::Table::pick` hands a room only requests
+/// under its route's prefix, so this is a bug: a 500 naming both, rather than the path served as if it were under
+/// the prefix.
+pub(crate) fn outside(prefix: &Prefix, path: &str) -> Error {
+    Error::local(Kind::Internal, format!("{path} reached the route for {prefix}, which it is not under"))
 }

@@ -2,21 +2,25 @@
 //! the meta-variables as one netstring (CONTENT_LENGTH first, then SCGI=1), the body after it,
 //! and the answer read as a CGI response.
 //!
+//! The connection is made by the route's [`Dialer`] (resolve once, the loop check, `script_timeout_secs` as the
+//! connect timeout), as every outbound TCP connection of hopgate is.
 //! Does not: pool connections or retry (SCGI has no keep-alive: one connection per request),
 //! or send bodies of unknown length (411: SCGI needs CONTENT_LENGTH up front).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::Stream;
-use http::request::Parts;
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 
 use crate::backend::meta::{
-    self, ConnInfo, FeedError, GatewayError, GatewayErrorKind, GatewayResponse, IdleTimer, MetaInput, MetaVars,
-    Progress, TaskGuard, UpstreamReader, feed_body,
+    self, FeedError, GatewayError, GatewayResponse, MetaVars, TaskGuard, UpstreamReader, feed_body,
 };
+use crate::config::Authority;
+use crate::error::Error;
+use crate::idle::{Stamp, Timer};
+use crate::upstream::Dialer;
 
 /// An application silent this long (no output while nothing moves) answers 504.
 pub const DEFAULT_SCGI_TIMEOUT_SECS: u64 = 60;
@@ -25,55 +29,32 @@ pub const MAX_SCGI_HEAD_BYTES: usize = 1024 * 1024;
 
 #[derive(Debug, Clone)]
 pub struct ScgiConfig {
-    /// `host:port` (`scgi://HOST:PORT`).
-    pub addr: String,
+    /// `scgi://HOST:PORT`.
+    pub addr: Authority,
     pub timeout: Duration,
-    /// Pass `Authorization` as HTTP_AUTHORIZATION; default false.
-    pub pass_authorization: bool,
 }
 
 impl ScgiConfig {
-    pub fn new(addr: impl Into<String>) -> ScgiConfig {
-        ScgiConfig {
-            addr: addr.into(),
-            timeout: Duration::from_secs(DEFAULT_SCGI_TIMEOUT_SECS),
-            pass_authorization: false,
-        }
+    pub fn new(addr: Authority) -> ScgiConfig {
+        ScgiConfig { addr, timeout: Duration::from_secs(DEFAULT_SCGI_TIMEOUT_SECS) }
     }
 }
 
+/// One SCGI application, dialled through `dialer`.
 #[derive(Debug, Clone)]
 pub struct Scgi {
     cfg: ScgiConfig,
+    dialer: Dialer,
 }
 
 impl Scgi {
-    pub fn new(cfg: ScgiConfig) -> Scgi {
-        Scgi { cfg }
-    }
-
-    /// The one door: build the meta-variables (the whole path is PATH_INFO) and send the request.
-    pub async fn serve<S, E>(&self, parts: &Parts, conn: &ConnInfo, body: S) -> Result<GatewayResponse, GatewayError>
-    where
-        S: Stream<Item = Result<Bytes, E>> + Send + 'static,
-        E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
-    {
-        let script = meta::resolve_app(parts.uri.path())?;
-        let vars = meta::build(
-            parts,
-            &MetaInput {
-                conn,
-                script: &script,
-                content_length: meta::request_content_length(parts)?,
-                pass_authorization: self.cfg.pass_authorization,
-            },
-        );
-        self.send(&vars, body).await
+    pub fn new(cfg: ScgiConfig, dialer: Dialer) -> Scgi {
+        Scgi { cfg, dialer }
     }
 
     /// Sends one request with exactly `vars` (CONTENT_LENGTH and SCGI added when missing); at
     /// most CONTENT_LENGTH body bytes follow. Returns once the response head is in.
-    pub async fn send<S, E>(&self, vars: &MetaVars, body: S) -> Result<GatewayResponse, GatewayError>
+    pub async fn send<S, E>(&self, vars: &MetaVars, body: S) -> Result<GatewayResponse, Error>
     where
         S: Stream<Item = Result<Bytes, E>> + Send + 'static,
         E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
@@ -86,21 +67,9 @@ impl Scgi {
             .and_then(|v| v.parse::<u64>().ok())
             .unwrap_or(0);
         let head = encode_head(vars);
-        let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr.as_str())).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => {
-                return Err(GatewayError::connect(format!("connecting to scgi://{addr}"), e));
-            }
-            Err(_) => {
-                return Err(GatewayError::new(
-                    GatewayErrorKind::ConnectTimeout,
-                    format!("connecting to scgi://{addr}"),
-                ));
-            }
-        };
-        let _ = stream.set_nodelay(true);
+        let (stream, _) = self.dialer.dial(&addr.host, addr.port).await?;
         let (reader, mut writer) = stream.into_split();
-        let progress = Progress::new();
+        let progress = Arc::new(Stamp::now());
         let feeding = progress.clone();
         let upstream = format!("scgi://{addr}");
         let name = upstream.clone();
@@ -119,8 +88,8 @@ impl Scgi {
             }
             Some(writer)
         });
-        let out = UpstreamReader::new(reader, TaskGuard(feeder), IdleTimer::new(progress, timeout), upstream);
-        meta::read_response(out).await
+        let out = UpstreamReader::new(reader, TaskGuard(feeder), Timer::shared(progress, timeout), upstream);
+        Ok(meta::read_response(out).await?)
     }
 }
 

@@ -15,8 +15,14 @@ use super::*;
 /// Loads and validates a config file, checking that every file it names can be read.
 pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
     let file = path.display().to_string();
-    let src =
-        std::fs::read_to_string(path).map_err(|e| ConfigError::new(format!("{file}: cannot read config: {e}")))?;
+    let at_file = |message: String| ConfigError::new(format!("{file}: {message}"));
+    // A device or a FIFO would never end or block: only a regular file (or a link to one) is read.
+    match std::fs::metadata(path) {
+        Ok(m) if !m.is_file() => return Err(at_file("cannot read config: not a regular file".into())),
+        Ok(_) => {}
+        Err(e) => return Err(at_file(format!("cannot read config: {e}"))),
+    }
+    let src = std::fs::read_to_string(path).map_err(|e| at_file(format!("cannot read config: {e}")))?;
     let base = path.parent().unwrap_or(Path::new("."));
     load_str(&src, &file, base)
 }
@@ -83,6 +89,7 @@ macro_rules! parsed_string {
 parsed_string!(ListenField, ListenAddr, parse_listen);
 parsed_string!(TargetField, Target, Target::parse);
 parsed_string!(ParentField, Parent, parse_parent);
+parsed_string!(FormatField, AccessLogFormat, AccessLogFormat::parse);
 parsed_string!(CidrField, ipnet::IpNet, |s| {
     s.parse::<ipnet::IpNet>()
         .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
@@ -94,6 +101,7 @@ parsed_string!(CidrField, ipnet::IpNet, |s| {
 struct RawConfig {
     drain_secs: Option<Secs>,
     access_log: Option<String>,
+    access_log_format: Option<FormatField>,
     #[serde(default)]
     limits: RawLimits,
     #[serde(default)]
@@ -171,6 +179,7 @@ struct RawRoute {
     host: Option<Spanned<String>>,
     path: Option<Spanned<String>>,
     to: Spanned<TargetField>,
+    name: Option<Spanned<String>>,
     ca: Option<Spanned<PathBuf>>,
     root: Option<Spanned<PathBuf>>,
     index: Option<Spanned<String>>,
@@ -218,9 +227,19 @@ impl Ctx<'_> {
         }
     }
 
+    /// A path (relative to the config file) that must be a regular file: a device (/dev/zero) or a FIFO named by
+    /// mistake would make loading it never end or block.
+    fn file(&self, p: &Spanned<PathBuf>, what: &str) -> Result<PathBuf, ConfigError> {
+        let path = self.readable(p, what)?;
+        if !path.is_file() {
+            return Err(self.err(p.span(), format!("{what} {} is not a regular file", path.display())));
+        }
+        Ok(path)
+    }
+
     /// A CA bundle that is readable and holds usable CA certificates.
     fn ca_bundle(&self, p: &Spanned<PathBuf>) -> Result<PathBuf, ConfigError> {
-        let path = self.readable(p, "CA bundle")?;
+        let path = self.file(p, "CA bundle")?;
         crate::tls::load_ca(&path).map_err(|e| self.err(p.span(), e))?;
         Ok(path)
     }
@@ -299,6 +318,7 @@ impl Ctx<'_> {
         Ok(Config {
             drain: raw.drain_secs.map(|s| s.0).unwrap_or(Duration::from_secs_f64(DEFAULT_DRAIN_SECS)),
             access_log,
+            access_log_format: raw.access_log_format.map(|f| f.0).unwrap_or_default(),
             limits,
             timeouts,
             listeners,
@@ -323,8 +343,8 @@ impl Ctx<'_> {
         let mut certs = Vec::new();
         for c in &l.tls {
             let pair = CertPair {
-                cert: self.readable(&c.get_ref().cert, "certificate")?,
-                key: self.readable(&c.get_ref().key, "key")?,
+                cert: self.file(&c.get_ref().cert, "certificate")?,
+                key: self.file(&c.get_ref().key, "key")?,
             };
             // Parse and match them now, so that the error points at the key naming the wrong file.
             if let Err(e) = crate::tls::load_pair(&pair.cert, &pair.key) {
@@ -357,7 +377,9 @@ impl Ctx<'_> {
             return Err(self.err(span, "this listener serves nothing: add [listener.proxy] or a [[listener.route]]"));
         }
         // Most specific route first: longer paths, then routes with a host before host-less ones.
-        routes.sort_by(|a, b| b.path.len().cmp(&a.path.len()).then(b.host.is_some().cmp(&a.host.is_some())));
+        routes.sort_by(|a, b| {
+            b.path.as_str().len().cmp(&a.path.as_str().len()).then(b.host.is_some().cmp(&a.host.is_some()))
+        });
         if let Some(v) = &l.via_name {
             let name = v.get_ref();
             // RFC 9110 §7.6.3: received-by is a host[:port] or a pseudonym (a token); hopgate finds itself in a
@@ -428,15 +450,12 @@ impl Ctx<'_> {
             }
             route.host = Some(host);
         }
+        if let Some(n) = &r.name {
+            check_route_name(n.get_ref()).map_err(|why| self.err(n.span(), why))?;
+            route.name = Some(n.get_ref().clone());
+        }
         if let Some(p) = &r.path {
-            let path = p.get_ref();
-            if !path.starts_with('/') {
-                return Err(self.err(p.span(), format!("path {path:?} must start with /")));
-            }
-            route.path = path.trim_end_matches('/').to_string();
-            if route.path.is_empty() {
-                route.path = "/".into();
-            }
+            route.path = Prefix::parse(p.get_ref()).map_err(|e| self.err(p.span(), e))?;
         }
         // Paths in the file are relative to the file's directory, a unix socket's too.
         match &mut route.to {
@@ -495,7 +514,7 @@ impl Ctx<'_> {
 
     /// A users file that is readable and parses, so that `check` refuses what `run` could not load.
     fn users_file(&self, p: &Spanned<PathBuf>) -> Result<PathBuf, ConfigError> {
-        let path = self.readable(p, "users file")?;
+        let path = self.file(p, "users file")?;
         crate::http::htpasswd::Users::load(&path).map_err(|e| self.err(p.span(), format!("users file {e}")))?;
         Ok(path)
     }
@@ -602,7 +621,7 @@ mod tests {
         .unwrap();
         let l = &c.listeners[0];
         assert!(l.upgrades.protocols().is_empty());
-        let upgrades = |path: &str| match &l.routes.iter().find(|r| r.path == path).unwrap().to {
+        let upgrades = |path: &str| match &l.routes.iter().find(|r| r.path.as_str() == path).unwrap().to {
             Target::Http(t) => t.upgrades.clone(),
             _ => None,
         };
@@ -616,13 +635,46 @@ mod tests {
     }
 
     #[test]
+    fn access_log_formats_and_route_names() {
+        let proxy = "[[listener]]\nlisten = \":1\"\n[listener.proxy]\n";
+        assert_eq!(load(proxy).unwrap().access_log_format, AccessLogFormat::Hopgate);
+        for (text, format) in [("common", AccessLogFormat::Common), ("json", AccessLogFormat::Json)] {
+            let c = load(&format!("access_log_format = \"{text}\"\n{proxy}")).unwrap();
+            assert_eq!(c.access_log_format, format);
+        }
+        let e = load(&format!("drain_secs = 1\naccess_log_format = \"Common\"\n{proxy}")).unwrap_err();
+        assert_eq!(e.line(), 2, "{e}");
+        assert!(e.message.contains("\"Common\"") && e.message.contains("hopgate, common, combined or json"), "{e}");
+
+        let c = load(
+            "[[listener]]\nlisten = \":1\"\n[[listener.route]]\nto = \"ftp://u:p@a:21/d\"\n\
+             [[listener.route]]\npath = \"/b\"\nname = \"api v2\"\nto = \"http://b:1\"\n",
+        )
+        .unwrap();
+        let routes = &c.listeners[0].routes;
+        assert_eq!((routes[0].name.as_deref(), routes[0].name()), (Some("api v2"), "api v2".to_string()));
+        assert_eq!((routes[1].name.as_deref(), routes[1].name()), (None, "ftp://u@a:21/d".to_string()), "no password");
+        assert!(c.summary().contains("/b -> http://b:1 (api v2)"), "{}", c.summary());
+        for (bad, why) in
+            [("\"\"", "empty"), ("\"a\\tb\"", "control"), (&format!("\"{}\"", "x".repeat(129)), "at most 128")]
+        {
+            let e = load(&format!(
+                "[[listener]]\nlisten = \":1\"\n[[listener.route]]\nto = \"http://b:1\"\nname = {bad}\n"
+            ))
+            .unwrap_err();
+            assert_eq!(e.line(), 5, "{bad}: {e}");
+            assert!(e.message.starts_with("route name") && e.message.contains(why), "{bad}: {e}");
+        }
+    }
+
+    #[test]
     fn routes_sorted_most_specific_first() {
         let c = load(
             "[[listener]]\nlisten = \":1\"\n[[listener.route]]\nto = \"http://a:1\"\n\
              [[listener.route]]\npath = \"/api/\"\nto = \"http://b:1\"\n",
         )
         .unwrap();
-        assert_eq!(c.listeners[0].routes[0].path, "/api");
-        assert_eq!(c.listeners[0].routes[1].path, "/");
+        assert_eq!(c.listeners[0].routes[0].path.as_str(), "/api");
+        assert_eq!(c.listeners[0].routes[1].path.as_str(), "/");
     }
 }

@@ -3,6 +3,7 @@
 //! Defaults are `DEFAULT_*` constants next to the field they fill; docs/configuration.md lists them all.
 
 mod load;
+mod prefix;
 mod target;
 
 use std::net::SocketAddr;
@@ -13,6 +14,7 @@ use ipnet::IpNet;
 
 pub use crate::error::{At, StartupError};
 pub use load::{load_file, load_str};
+pub use prefix::Prefix;
 pub use target::{
     AppOptions, Authority, CgiTarget, FastCgiTarget, FtpTarget, HttpTarget, OptionError, ScgiTarget, Target,
     TargetOption, UpstreamSocket, authority_port, parse_port,
@@ -73,11 +75,18 @@ pub const DEFAULT_TLS_HANDSHAKE_SECS: f64 = 10.0;
 /// The only port CONNECT may reach unless `connect_ports` says otherwise.
 pub const DEFAULT_CONNECT_PORTS: &[u16] = &[443];
 
+/// The longest route `name`, in bytes (it is a label of the access log and of metrics).
+pub const MAX_ROUTE_NAME_BYTES: usize = 128;
+
+/// The name the forward proxy's requests carry in the access log (`route`), as a gateway route carries its `name`.
+pub const PROXY_ROUTE_NAME: &str = "proxy";
+
 /// Everything one hopgate process serves.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     pub drain: Duration,
     pub access_log: AccessLog,
+    pub access_log_format: AccessLogFormat,
     pub limits: Limits,
     pub timeouts: Timeouts,
     pub listeners: Vec<Listener>,
@@ -117,6 +126,42 @@ pub enum AccessLog {
     Stdout,
     Off,
     File(PathBuf),
+}
+
+/// How an access-log line is written (docs/operations.md has an example of each).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AccessLogFormat {
+    /// hopgate's own line: `TIME CLIENT "METHOD TARGET VERSION" STATUS BYTES DURATIONms UPSTREAM`.
+    #[default]
+    Hopgate,
+    /// Apache's Common Log Format: `%h %l %u %t "%r" %>s %b`.
+    Common,
+    /// Apache's Combined Log Format: common, then `"%{Referer}i" "%{User-agent}i"`.
+    Combined,
+    /// One JSON object per line.
+    Json,
+}
+
+impl AccessLogFormat {
+    /// The value of `--access-log-format` and `access_log_format`.
+    pub fn parse(s: &str) -> Result<AccessLogFormat, String> {
+        match s {
+            "hopgate" => Ok(AccessLogFormat::Hopgate),
+            "common" => Ok(AccessLogFormat::Common),
+            "combined" => Ok(AccessLogFormat::Combined),
+            "json" => Ok(AccessLogFormat::Json),
+            other => Err(format!("unknown access log format {other:?}: expected hopgate, common, combined or json")),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AccessLogFormat::Hopgate => "hopgate",
+            AccessLogFormat::Common => "common",
+            AccessLogFormat::Combined => "combined",
+            AccessLogFormat::Json => "json",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -253,18 +298,39 @@ impl std::fmt::Debug for Parent {
 pub struct Route {
     /// Host name (no port) to match, as [`host_key`] makes it; None matches every host.
     pub host: Option<String>,
-    /// Path prefix, always starting with `/`; matched on segment boundaries.
-    pub path: String,
+    /// The path prefix requests must be under (matched on segment boundaries).
+    pub path: Prefix,
     /// Where requests go, with the options of that kind of target.
     pub to: Target,
+    /// What the access log calls the route; None: [`Route::name`] is its target.
+    pub name: Option<String>,
     /// The route's place in a config file (the line of `to`).
     pub at: Option<At>,
 }
 
 impl Route {
     pub fn new(to: Target) -> Route {
-        Route { host: None, path: "/".to_string(), to, at: None }
+        Route { host: None, path: Prefix::root(), to, name: None, at: None }
     }
+
+    /// The route's name in the access log: its `name`, else its target as `check` prints it (without a password).
+    pub fn name(&self) -> String {
+        self.name.clone().unwrap_or_else(|| self.to.to_string())
+    }
+}
+
+/// Why a route `name` can't be used, if it can't: names are labels, short and without control characters.
+pub fn check_route_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("route name is empty".into());
+    }
+    if name.len() > MAX_ROUTE_NAME_BYTES {
+        return Err(format!("route name of {} bytes: at most {MAX_ROUTE_NAME_BYTES} bytes", name.len()));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(format!("route name {name:?} has a control character"));
+    }
+    Ok(())
 }
 
 impl Config {
@@ -273,6 +339,7 @@ impl Config {
         Config {
             drain: Duration::from_secs_f64(DEFAULT_DRAIN_SECS),
             access_log: AccessLog::Stdout,
+            access_log_format: AccessLogFormat::default(),
             limits: Limits::default(),
             timeouts: Timeouts::default(),
             listeners: vec![listener],
@@ -315,7 +382,11 @@ impl Config {
                 roles.push(s);
             }
             for r in &l.routes {
-                roles.push(format!("{}{} -> {}", r.host.as_deref().unwrap_or(""), r.path, r.to));
+                let mut s = format!("{}{} -> {}", r.host.as_deref().unwrap_or(""), r.path, r.to);
+                if let Some(name) = &r.name {
+                    s.push_str(&format!(" ({name})"));
+                }
+                roles.push(s);
             }
             out.push_str(&format!("listener {}://{}: {}\n", l.listen.scheme(), l.listen.addr, roles.join(", ")));
         }

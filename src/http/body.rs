@@ -3,10 +3,9 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
@@ -16,6 +15,7 @@ use tokio::sync::oneshot;
 use tokio::time::Sleep;
 
 use crate::error::BoxError;
+use crate::idle::{self, Stamp};
 
 pub enum Body {
     Empty,
@@ -47,25 +47,17 @@ impl Body {
 
 impl Body {
     /// Bounds a body that is still to be received with an idle timeout: no frame for `idle` ends it with an
-    /// error naming `what`. Also returns a [`Watch`] on how the body is taken: when it has been read in full
+    /// error naming `what`. Also returns how the body is being read ([`Reading`]): when it has been read in full
     /// (or was abandoned), and whether its reader stopped asking for more. An empty body is returned as it is,
     /// with None.
-    pub fn watched(self, idle: Duration, what: &'static str) -> (Body, Option<Watch>) {
+    pub fn watched(self, idle: Duration, what: &'static str) -> (Body, Option<Reading>) {
         if http_body::Body::is_end_stream(&self) {
             return (self, None);
         }
         let (tx, rx) = oneshot::channel();
-        let progress = Arc::new(Progress::default());
-        let watched = Watched {
-            inner: self,
-            ended: Some(tx),
-            idle,
-            last: None,
-            timer: None,
-            what,
-            progress: Some(progress.clone()),
-        };
-        (Body::boxed(watched), Some(Watch { ended: rx, progress }))
+        let asked = Arc::new(Stamp::default());
+        let watched = Watched { inner: self, ended: Some(tx), idle, timer: None, what, asked: Some(asked.clone()) };
+        (Body::boxed(watched), Some(Reading { ended: rx, asked }))
     }
 
     /// Holds a request body back until `open` completes or `wait` has passed. hyper answers a client's
@@ -78,51 +70,22 @@ impl Body {
     }
 }
 
-/// How a [`Body::watched`] body is being taken.
-pub struct Watch {
+/// How a [`Body::watched`] body is being read.
+pub struct Reading {
     /// Completes when the body has been read in full (or was abandoned).
     pub ended: oneshot::Receiver<()>,
-    pub progress: Arc<Progress>,
+    /// When the reader last asked for more and got it; none before its first poll and while the body's source
+    /// (the client) is the one to wait for.
+    asked: Arc<Stamp>,
 }
 
-/// When the reader of a watched body last asked for more, and whether it is waiting for the body's source.
-#[derive(Debug, Default)]
-pub struct Progress {
-    /// Milliseconds since `Progress::epoch` of the last poll; 0 before the first.
-    last_poll_ms: AtomicU64,
-    /// The last poll found nothing ready: the source (the client) is the one to wait for.
-    waiting_for_source: AtomicBool,
-}
-
-impl Progress {
-    fn epoch() -> Instant {
-        static EPOCH: OnceLock<Instant> = OnceLock::new();
-        *EPOCH.get_or_init(Instant::now)
-    }
-
-    fn polled(&self, pending: bool) {
-        let ms = Progress::epoch().elapsed().as_millis() as u64 + 1;
-        self.last_poll_ms.store(ms, Ordering::Relaxed);
-        self.waiting_for_source.store(pending, Ordering::Relaxed);
-    }
-
-    /// Completes once the reader has not asked for more of the body for `limit` although the source had
-    /// given it everything so far: an upstream that stopped reading the request body. A source that is slow
-    /// itself is [`Body::watched`]'s idle timeout, not this.
-    pub async fn reader_stalled(&self, limit: Duration) {
-        loop {
-            let ms = self.last_poll_ms.load(Ordering::Relaxed);
-            // Before the first poll the upstream is still being reached (its own timeouts bound that).
-            if ms != 0 && !self.waiting_for_source.load(Ordering::Relaxed) {
-                let due = Progress::epoch() + Duration::from_millis(ms - 1) + limit;
-                if Instant::now() >= due {
-                    return;
-                }
-                tokio::time::sleep_until(due.into()).await;
-                continue;
-            }
-            tokio::time::sleep(limit).await;
-        }
+impl Reading {
+    /// Completes once the reader has not asked for more of the body for `limit` although the source had given it
+    /// everything so far: an upstream that stopped reading the request body. A source that is slow itself is
+    /// [`Body::watched`]'s idle timeout, not this.
+    pub fn stalled(&self, limit: Duration) -> impl Future<Output = ()> + Send + 'static {
+        let mut timer = idle::Timer::shared(self.asked.clone(), limit);
+        async move { timer.idle().await }
     }
 }
 
@@ -135,22 +98,20 @@ where
     B::Error: Into<BoxError>,
 {
     let (tx, rx) = oneshot::channel();
-    let watched = Watched { inner, ended: Some(tx), idle, last: None, timer: None, what, progress: None };
+    let watched = Watched { inner, ended: Some(tx), idle, timer: None, what, asked: None };
     (Body::boxed(watched), Some(rx))
 }
 
-/// A body with an idle timeout and an end signal. The timer is re-armed lazily: a frame only records its
-/// time, and the timer, when it fires early, moves itself to the new deadline.
+/// A body with an idle timeout and an end signal.
 struct Watched<B> {
     inner: B,
     ended: Option<oneshot::Sender<()>>,
     idle: Duration,
-    /// The last frame, or the first poll: a body held back (see [`Body::gated`]) is not idle yet.
-    last: Option<Instant>,
-    timer: Option<Pin<Box<Sleep>>>,
+    /// Started at the first poll: a body held back (see [`Body::gated`]) is not idle yet. A frame is activity.
+    timer: Option<idle::Timer>,
     what: &'static str,
-    /// For request bodies: how the upstream is taking it.
-    progress: Option<Arc<Progress>>,
+    /// For request bodies: when the upstream last took a frame (see [`Reading`]).
+    asked: Option<Arc<Stamp>>,
 }
 
 impl<B> http_body::Body for Watched<B>
@@ -163,15 +124,19 @@ where
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
-        let last = *this.last.get_or_insert_with(Instant::now);
+        let idle = this.idle;
+        let timer = this.timer.get_or_insert_with(|| idle::Timer::new(idle));
         let r = Pin::new(&mut this.inner).poll_frame(cx);
-        if let Some(progress) = &this.progress {
-            progress.polled(r.is_pending());
+        if let Some(asked) = &this.asked {
+            match r.is_pending() {
+                true => asked.clear(),
+                false => asked.touch(),
+            }
         }
         match r {
             Poll::Ready(r) => {
                 let r = r.map(|f| f.map_err(Into::into));
-                this.last = Some(Instant::now());
+                timer.touch();
                 if (r.is_none() || http_body::Body::is_end_stream(&this.inner))
                     && let Some(tx) = this.ended.take()
                 {
@@ -180,19 +145,9 @@ where
                 Poll::Ready(r)
             }
             Poll::Pending => {
-                let due = last + this.idle;
-                let timer = this.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due.into())));
-                loop {
-                    if timer.as_mut().poll(cx).is_pending() {
-                        return Poll::Pending;
-                    }
-                    let due = this.last.unwrap_or(last) + this.idle;
-                    if Instant::now() >= due {
-                        let msg = format!("{} stalled: nothing for {:?}", this.what, this.idle);
-                        return Poll::Ready(Some(Err(msg.into())));
-                    }
-                    timer.as_mut().reset(due.into());
-                }
+                ready!(timer.poll_idle(cx));
+                let msg = format!("{} stalled: nothing for {:?}", this.what, this.idle);
+                Poll::Ready(Some(Err(msg.into())))
             }
         }
     }

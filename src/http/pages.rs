@@ -63,10 +63,10 @@ fn render(status: StatusCode, reason: &str, close: bool) -> Response<Body> {
     resp
 }
 
-/// hyper's own answer to a request head it can't parse is exactly `HTTP/1.1 {400|414|431} REASON`,
-/// `connection: close`, `content-length: 0`, `date: ...` and nothing else; hopgate's responses always carry
-/// other fields. For that exact response this returns hopgate's page with the same status (and hyper's Date),
-/// naming the cause; for anything else None.
+/// hyper's own answer to a request head it can't parse is exactly `HTTP/1.1 {400|414|431} REASON` (the canonical
+/// reason), `connection: close`, `content-length: 0`, `date: ` an IMF-fixdate, and nothing else; hopgate's
+/// responses always carry other fields. For that exact response this returns hopgate's page with the same
+/// status (and hyper's Date), naming the cause; for anything else None.
 pub fn replace_hyper_error(buf: &[u8]) -> Option<Vec<u8>> {
     if buf.len() > 256 || !buf.starts_with(b"HTTP/1.1 4") {
         return None;
@@ -80,11 +80,17 @@ pub fn replace_hyper_error(buf: &[u8]) -> Option<Vec<u8>> {
         "431" => (StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "request header section too large"),
         _ => return None,
     };
+    if status_line.get(12..) != status.canonical_reason().map(|r| format!(" {r}")).as_deref() {
+        return None;
+    }
     if lines.next()? != "connection: close" || lines.next()? != "content-length: 0" {
         return None;
     }
+    // The date is the one part copied: only an IMF-fixdate as hyper writes it, so that no line end or field rides
+    // along (the date parser skips surrounding whitespace).
     let date = lines.next()?.strip_prefix("date: ")?;
-    if lines.next().is_some() {
+    let canonical = httpdate::parse_http_date(date).ok().map(httpdate::fmt_http_date);
+    if lines.next().is_some() || canonical.as_deref() != Some(date) {
         return None;
     }
     let body = format!("hopgate: {} {}\n{reason}\n", status.as_u16(), status.canonical_reason().unwrap_or(""));
@@ -127,6 +133,30 @@ mod tests {
             replace_hyper_error(b"HTTP/1.1 404 Not Found\r\nconnection: close\r\ncontent-length: 0\r\ndate: x\r\n\r\n")
                 .is_none()
         );
+    }
+
+    /// Only hyper's exact response is replaced: its canonical status line and an IMF-fixdate, so that nothing of
+    /// the replaced bytes but the date is copied, and no line end can reach the page (fuzz target
+    /// hyper_error_page).
+    #[test]
+    fn only_hypers_exact_response_is_replaced() {
+        let with = |status: &str, date: &str| {
+            format!("HTTP/1.1 {status}\r\nconnection: close\r\ncontent-length: 0\r\ndate: {date}\r\n\r\n")
+        };
+        let date = "Wed, 25 Nov 2026 23:54:26 GMT";
+        assert!(replace_hyper_error(with("431 Request Header Fields Too Large", date).as_bytes()).is_some());
+        for (status, date) in [
+            ("400 Bad Request", " \r"),
+            ("400 Bad Request", "x\nInjected: 1"),
+            ("400 Bad Request", "yesterday"),
+            ("400 Bad Request", "\nWed, 25 Nov 2026 23:54:26 GMT"),
+            ("400 Bad Request", "Wednesday, 25-Nov-26 23:54:26 GMT"),
+            ("400 Bad Request\nX: y", date),
+            ("400 Whatever", date),
+            ("400", date),
+        ] {
+            assert_eq!(replace_hyper_error(with(status, date).as_bytes()), None, "{status:?} {date:?}");
+        }
     }
 
     #[tokio::test]

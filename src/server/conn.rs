@@ -8,58 +8,49 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::OnceLock;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::task::{Context, Poll, ready};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 use crate::http::pages;
+use crate::idle::Stamp;
 
 /// What the connection's IO, its requests and its timer loop share.
 #[derive(Debug, Default)]
 pub struct ConnShared {
-    /// Milliseconds since [`epoch`] of the last byte read or written.
-    last_activity: AtomicU64,
-    /// When the first byte of a request head arrived while no request was in flight; 0 when none is arriving.
-    head_started: AtomicU64,
+    /// The last byte read or written.
+    last_activity: Stamp,
+    /// When the first byte of a request head arrived while no request was in flight; none when none is arriving.
+    head_started: Stamp,
     /// Requests whose response has not finished yet.
     in_flight: AtomicUsize,
     /// The head that is arriving names Content-Length more than once.
     duplicate_content_length: AtomicBool,
-    /// When a write to the client first found its socket full and nothing was written since; 0 when none is
-    /// waiting. A client that takes no response bytes for the idle time is cut off.
-    write_blocked: AtomicU64,
-}
-
-fn epoch() -> Instant {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    *EPOCH.get_or_init(Instant::now)
-}
-
-fn now_ms() -> u64 {
-    // +1 so that 0 can mean "not set".
-    epoch().elapsed().as_millis() as u64 + 1
+    /// When a write to the client first found its socket full and nothing was written since; none when none
+    /// is waiting. A client that takes no response bytes for the idle time is cut off.
+    write_blocked: Stamp,
 }
 
 impl ConnShared {
     pub fn new() -> Arc<ConnShared> {
         let s = ConnShared::default();
-        s.last_activity.store(now_ms(), Ordering::Relaxed);
+        s.last_activity.touch();
         Arc::new(s)
     }
 
     /// A request head is complete and its handling starts.
     pub fn request_started(&self) {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
-        self.head_started.store(0, Ordering::Relaxed);
+        self.head_started.clear();
     }
 
     /// The response (body included) is done, or was abandoned.
     pub fn request_finished(&self) {
-        self.last_activity.store(now_ms(), Ordering::Relaxed);
+        self.last_activity.touch();
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 
@@ -69,10 +60,9 @@ impl ConnShared {
     }
 
     fn on_read(&self, bytes: &[u8]) {
-        let now = now_ms();
-        self.last_activity.store(now, Ordering::Relaxed);
-        if self.in_flight.load(Ordering::Relaxed) == 0 && self.head_started.load(Ordering::Relaxed) == 0 {
-            self.head_started.store(now, Ordering::Relaxed);
+        self.last_activity.touch();
+        if self.in_flight.load(Ordering::Relaxed) == 0 && !self.head_started.is_set() {
+            self.head_started.copy(&self.last_activity);
             if count_content_length(bytes) > 1 {
                 self.duplicate_content_length.store(true, Ordering::Relaxed);
             }
@@ -82,12 +72,10 @@ impl ConnShared {
     fn on_write(&self, r: &Poll<io::Result<usize>>) {
         match r {
             Poll::Ready(Ok(n)) if *n > 0 => {
-                self.last_activity.store(now_ms(), Ordering::Relaxed);
-                self.write_blocked.store(0, Ordering::Relaxed);
+                self.last_activity.touch();
+                self.write_blocked.clear();
             }
-            Poll::Pending => {
-                let _ = self.write_blocked.compare_exchange(0, now_ms(), Ordering::Relaxed, Ordering::Relaxed);
-            }
+            Poll::Pending => self.write_blocked.touch_if_none(),
             _ => {}
         }
     }
@@ -96,16 +84,14 @@ impl ConnShared {
     /// own upstream timeouts bound it, except for a client that stops taking the response: `idle` after a
     /// write to it found the socket full.
     pub fn deadline(&self, header_read: Duration, idle: Duration) -> Option<Instant> {
-        let at = |ms: u64, d: Duration| epoch() + Duration::from_millis(ms.saturating_sub(1)) + d;
         if self.in_flight.load(Ordering::Relaxed) > 0 {
-            return match self.write_blocked.load(Ordering::Relaxed) {
-                0 => None,
-                blocked => Some(at(blocked, idle)),
-            };
+            return self.write_blocked.get().map(|blocked| blocked + idle);
         }
-        let head = self.head_started.load(Ordering::Relaxed);
-        let idle_at = at(self.last_activity.load(Ordering::Relaxed), idle);
-        if head != 0 { Some(at(head, header_read).min(idle_at)) } else { Some(idle_at) }
+        let idle_at = self.last_activity.get().unwrap_or_else(Instant::now) + idle;
+        match self.head_started.get() {
+            Some(head) => Some((head + header_read).min(idle_at)),
+            None => Some(idle_at),
+        }
     }
 
     /// When the connection loop should look again: a head that starts arriving does not wake the loop, so
@@ -114,7 +100,7 @@ impl ConnShared {
     pub fn next_check(&self, header_read: Duration, idle: Duration) -> Instant {
         let recheck = Instant::now() + header_read / 2;
         match self.deadline(header_read, idle) {
-            Some(d) if self.head_started.load(Ordering::Relaxed) != 0 => d,
+            Some(d) if self.head_started.is_set() => d,
             Some(d) => d.min(recheck),
             None => recheck,
         }
@@ -145,7 +131,7 @@ pub async fn drive<C, E>(
         graceful(conn.as_mut());
     }
     loop {
-        sleep.as_mut().reset(shared.next_check(header_read, idle).into());
+        sleep.as_mut().reset(shared.next_check(header_read, idle));
         tokio::select! {
             r = conn.as_mut() => {
                 if let Err(e) = r {
@@ -169,12 +155,14 @@ pub async fn drive<C, E>(
 
 /// How many `Content-Length` fields the head at the start of `bytes` has. hyper merges identical duplicates
 /// silently; RFC 9112 §6.3 lets a recipient reject them, and hopgate does, so that no two parsers along the
-/// path can disagree about the framing. Only the head in this first read is seen.
-fn count_content_length(bytes: &[u8]) -> usize {
+/// path can disagree about the framing. Only the head in this first read is seen. Empty lines before the
+/// request line are skipped, as hyper's parser skips them (RFC 9112 §2.2), however many there are.
+pub(crate) fn count_content_length(bytes: &[u8]) -> usize {
     const NAME: &[u8] = b"content-length:";
     // One pass over the lines, ending at the empty line that ends the head (this runs for every request).
     bytes
         .split(|&b| b == b'\n')
+        .skip_while(|line| line.is_empty() || *line == b"\r")
         .skip(1)
         .take_while(|line| !(line.is_empty() || *line == b"\r"))
         .filter(|line| line.len() >= NAME.len() && line[..NAME.len()].eq_ignore_ascii_case(NAME))
@@ -291,6 +279,9 @@ mod tests {
         assert_eq!(count_content_length(b"POST / HTTP/1.1\r\nContent-Length: 5\r\ncontent-length: 5\r\n\r\n"), 2);
         assert_eq!(count_content_length(b"POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\nContent-Length: 5\r\n"), 1);
         assert_eq!(count_content_length(b"GET /content-length: HTTP/1.1\r\n\r\n"), 0);
+        // Empty lines before the request line (found by the fuzz target content_length).
+        let lead = b"\r\n\n\r\nPOST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n";
+        assert_eq!(count_content_length(lead), 2);
     }
 
     #[test]

@@ -54,8 +54,8 @@ impl Server {
     /// Binds every listener and builds its state. Errors name the listener and the cause.
     pub async fn bind(config: &Config) -> Result<Server, StartupError> {
         let own = OwnAddrs::new();
-        let log =
-            log::AccessLogger::open(&config.access_log).map_err(|e| StartupError::new(format!("access log: {e}")))?;
+        let log = log::AccessLogger::open(&config.access_log, config.access_log_format)
+            .map_err(|e| StartupError::new(format!("access log: {e}")))?;
         let log = Arc::new(log);
         let out = Outbound { own: own.clone(), timeouts: config.timeouts };
         let auth = listener::Shared::auth_guard(&config.limits);
@@ -72,6 +72,11 @@ impl Server {
         }
         let connections = Arc::new(Semaphore::new(config.limits.max_connections));
         Ok(Server { bound, drain: config.drain, connections, log })
+    }
+
+    /// The access log, for SIGUSR1 (reopen its file).
+    pub fn access_log(&self) -> Arc<log::AccessLogger> {
+        self.log.clone()
     }
 
     pub fn bound(&self) -> Vec<Bound> {
@@ -262,8 +267,8 @@ impl Server {
     /// Builds every listener's state without binding: what `hopgate check` runs, so that a config that checks
     /// is a config that runs (certificates, users files, targets).
     pub fn check(config: &Config) -> Result<(), StartupError> {
-        let log =
-            log::AccessLogger::open(&crate::config::AccessLog::Off).map_err(|e| StartupError::new(e.to_string()))?;
+        let log = log::AccessLogger::open(&crate::config::AccessLog::Off, config.access_log_format)
+            .map_err(|e| StartupError::new(e.to_string()))?;
         let shared = listener::Shared {
             out: Outbound { own: OwnAddrs::new(), timeouts: config.timeouts },
             log: Arc::new(log),

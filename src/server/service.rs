@@ -3,7 +3,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
 
 use http::{Request, Response, header};
 use hyper::body::Incoming;
@@ -11,13 +10,13 @@ use tokio_util::task::TaskTracker;
 
 use super::conn::ConnShared;
 use super::listener::ListenerState;
-use super::log::{LoggedBody, Record};
+use super::log::{LoggedBody, Record, loggable_target};
 use crate::backend::{Ctx, app, connect, ftp, relay};
 use crate::error::{Error, Kind, Side};
 use crate::http::auth::{Busy, ClientKey};
 use crate::http::htpasswd::Outcome;
 use crate::http::{Body, pages};
-use crate::route::{self, Room, Route};
+use crate::route::{self, Picked, Room};
 use crate::upstream::UpstreamAddr;
 
 /// Everything a request on one connection shares.
@@ -30,18 +29,9 @@ pub struct ConnCtx {
 
 pub async fn handle(req: Request<Incoming>, conn: Arc<ConnCtx>) -> Response<LoggedBody> {
     conn.shared.request_started();
-    let mut record = Record {
-        client: conn.client,
-        method: req.method().clone(),
-        // Formatted (passwords masked) only when a line is written: cloning a Uri shares its bytes.
-        target: req.uri().clone(),
-        version: req.version(),
-        status: http::StatusCode::OK,
-        upstream: None,
-        start: Instant::now(),
-    };
+    let mut record = Record::new(conn.client, &req, &conn.listener.log);
     let ctx = Ctx { client: conn.client, hop: &conn.listener.hop, tasks: &conn.tasks };
-    let mut resp = match serve(req, &ctx, &conn.listener, &conn.shared).await {
+    let mut resp = match serve(req, &ctx, &conn.listener, &conn.shared, &mut record).await {
         Ok(resp) => resp,
         Err(e) => {
             let (target, reason) = (loggable_target(&record.target), e.kind().reason());
@@ -61,7 +51,7 @@ pub async fn handle(req: Request<Incoming>, conn: Arc<ConnCtx>) -> Response<Logg
     }
     record.status = resp.status();
     if conn.listener.log.enabled() {
-        record.upstream = resp.extensions().get::<UpstreamAddr>().map(|a| a.0.to_string());
+        record.upstream = resp.extensions().get::<UpstreamAddr>().map(|a| a.0);
     }
     // Only a 101 or a CONNECT's 2xx opens a tunnel: other responses skip the look-up.
     let opens_tunnel = resp.status() == http::StatusCode::SWITCHING_PROTOCOLS
@@ -76,63 +66,48 @@ async fn serve(
     ctx: &Ctx<'_>,
     listener: &ListenerState,
     shared: &ConnShared,
+    record: &mut Record,
 ) -> Result<Response<Body>, Error> {
     admit(&req, listener, shared)?;
     // The one decision of the host this request is for: routing and every backend read its Host from here on.
     route::settle_host(&mut req)?;
     let route = listener.table.pick(&req, ctx.hop)?;
+    record.route = Some(route.name().clone());
     if let Some(proxy) = route.proxy() {
-        authorize(&req, proxy, ctx.client).await?;
+        record.user = authorize(&req, proxy, ctx.client).await?;
     }
     // hyper keeps a slot the size of this future for every connection, idle or not, so the larger rooms are
     // boxed (allocated only while one of their requests runs); the relay stays inline (bench/profile massif).
     match route {
-        Route::Forward(proxy) => relay::forward(req, ctx, &proxy.relay).await,
-        Route::Connect(proxy) => Box::pin(connect::serve(req, ctx, &proxy.tunnels)).await,
-        Route::Ftp(proxy) => Box::pin(ftp::serve(req, ctx, &proxy.ftp)).await,
-        Route::Gateway(r) => match &r.room {
-            Room::Relay(gw) => relay::gateway(req, ctx, gw).await,
+        Picked::Forward(proxy) => relay::forward(req, ctx, &proxy.relay).await,
+        Picked::Connect(proxy) => Box::pin(connect::serve(req, ctx, &proxy.tunnels)).await,
+        Picked::Ftp(proxy) => Box::pin(ftp::serve(req, ctx, &proxy.ftp)).await,
+        Picked::Route(mount) => match &mount.room {
+            Room::Relay(reverse) => relay::reverse(req, ctx, reverse).await,
             Room::App(gw) => Box::pin(app::serve(req, ctx, gw)).await,
-            Room::Ftp(ftp_route) => Box::pin(ftp::serve(req, ctx, ftp_route)).await,
+            Room::Ftp(ftp) => Box::pin(ftp::serve(req, ctx, ftp)).await,
         },
     }
-}
-
-/// Longest request target a log line carries; longer ones are cut and marked.
-const MAX_LOGGED_TARGET_BYTES: usize = 1024;
-
-/// The request target for logs: a password in the userinfo (`ftp://user:pass@host/`) is never written, and a
-/// huge target does not make a huge line.
-pub(super) fn loggable_target(uri: &http::Uri) -> String {
-    let mut text = uri.to_string();
-    if let Some((userinfo, _)) = uri.authority().map(|a| a.as_str()).and_then(|a| a.rsplit_once('@'))
-        && userinfo.contains(':')
-    {
-        let user = userinfo.split(':').next().unwrap_or("");
-        text = text.replacen(userinfo, &format!("{user}:***"), 1);
-    }
-    if text.len() > MAX_LOGGED_TARGET_BYTES {
-        // A URI is ASCII, so any byte index is a character boundary.
-        text.truncate(MAX_LOGGED_TARGET_BYTES);
-        text.push_str("...");
-    }
-    text
 }
 
 /// Proxy authentication (RFC 9110 §11.7): with a users file, every proxied request and every CONNECT needs valid
 /// `Proxy-Authorization: Basic` credentials, else 407 with a challenge. The field itself never travels upstream
 /// (http::hop strips it). An address that keeps failing is slowed down (407 with Retry-After when another of its
 /// attempts holds the next turn); a full verification queue is 503 with Retry-After, so that a client does not
-/// take it for wrong credentials (docs/tunnels.md).
-async fn authorize(req: &Request<Incoming>, proxy: &route::Proxy, client: SocketAddr) -> Result<(), Error> {
-    let Some(users) = &proxy.users else { return Ok(()) };
+/// take it for wrong credentials (docs/tunnels.md). Accepted: the user, for the access log.
+async fn authorize(
+    req: &Request<Incoming>,
+    proxy: &route::ProxyRooms,
+    client: SocketAddr,
+) -> Result<Option<Box<str>>, Error> {
+    let Some(users) = &proxy.users else { return Ok(None) };
     let challenge = || http::HeaderValue::from_static("Basic realm=\"hopgate\"");
     let Some(value) = req.headers().get(header::PROXY_AUTHORIZATION) else {
         return Err(Error::client(Kind::AuthRequired, "proxy authentication required").with_challenge(challenge()));
     };
     let who = ClientKey::of(client.ip());
     match users.check_basic(value, client.ip()).await {
-        Outcome::Accepted => Ok(()),
+        Outcome::Accepted => Ok(crate::http::basic::decode(value).map(|(user, _)| user.into_boxed_str())),
         Outcome::Rejected => {
             Err(Error::client(Kind::AuthRequired, "proxy credentials rejected").with_challenge(challenge()))
         }
@@ -206,7 +181,7 @@ fn admit(req: &Request<Incoming>, l: &ListenerState, shared: &ConnShared) -> Res
 /// RFC 9112 §6.1: hopgate decodes `chunked` and no other transfer coding (hyper has already refused a message
 /// whose last coding is not chunked). Another coding would reach the upstream decoded of its chunks only, with
 /// nothing saying it is still, say, gzip-coded: 501. `chunked` twice is a framing error.
-fn transfer_codings(req: &Request<Incoming>) -> Result<(), Error> {
+pub(crate) fn transfer_codings<B>(req: &Request<B>) -> Result<(), Error> {
     let mut chunked = 0;
     for value in req.headers().get_all(header::TRANSFER_ENCODING) {
         let text = value.to_str().map_err(|_| Error::client(Kind::BadFraming, "invalid Transfer-Encoding"))?;
@@ -230,7 +205,7 @@ fn transfer_codings(req: &Request<Incoming>) -> Result<(), Error> {
 /// RFC 9112 §3.2: an HTTP/1.1 request without Host, any request with more than one, or with an invalid one,
 /// gets 400, also in absolute form (whose Host route::settle_host then replaces). HTTP/2 carries `:authority`
 /// instead (a `host` beside it must name the same: settle_host).
-fn host_field(req: &Request<Incoming>) -> Result<(), Error> {
+pub(crate) fn host_field<B>(req: &Request<B>) -> Result<(), Error> {
     let mut hosts = req.headers().get_all(header::HOST).iter();
     let Some(host) = hosts.next() else {
         if req.version() == http::Version::HTTP_11 {
@@ -241,26 +216,20 @@ fn host_field(req: &Request<Incoming>) -> Result<(), Error> {
     if hosts.next().is_some() {
         return Err(Error::bad_request("more than one Host field"));
     }
-    // Host = uri-host [ ":" port ], possibly empty; no userinfo, path or spaces.
+    // Host = uri-host [ ":" port ], possibly empty; no userinfo, path or spaces. route::request_host reads it with
+    // the same parser; http's Authority (which later readers use) must accept it too.
+    // The reason authority_port gives (a port that is no port...) is named, as for absolute-form targets.
+    if let Ok(text) = host.to_str()
+        && !text.is_empty()
+        && let Err(e) = crate::config::authority_port(text)
+    {
+        return Err(Error::bad_request(format!("invalid Host field: {e} in Host")));
+    }
     let valid = host.is_empty()
-        || (!host.as_bytes().contains(&b'@') && http::uri::Authority::try_from(host.as_bytes()).is_ok());
+        || (crate::http::parse_host(host.as_bytes()).is_some()
+            && http::uri::Authority::try_from(host.as_bytes()).is_ok());
     if !valid {
         return Err(Error::bad_request("invalid Host field"));
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn passwords_stay_out_of_logs() {
-        let uri: http::Uri = "ftp://bob:s3cret@ftp.example.org/pub/".parse().unwrap();
-        assert_eq!(loggable_target(&uri), "ftp://bob:***@ftp.example.org/pub/");
-        let uri: http::Uri = "http://example.org/a?b".parse().unwrap();
-        assert_eq!(loggable_target(&uri), "http://example.org/a?b");
-        let uri: http::Uri = format!("http://example.org/{}", "x".repeat(5000)).parse().unwrap();
-        assert_eq!(loggable_target(&uri).len(), MAX_LOGGED_TARGET_BYTES + 3);
-    }
 }

@@ -62,6 +62,13 @@ impl Dialer {
         Dialer { policy, own, connect_timeout }
     }
 
+    /// This dialer with a connect timeout of its room's own (an FTP data connection's, a FastCGI or SCGI route's
+    /// `script_timeout_secs`); policy and loop check stay.
+    pub fn with_connect_timeout(mut self, connect_timeout: Duration) -> Dialer {
+        self.connect_timeout = connect_timeout;
+        self
+    }
+
     /// Connects to `host:port` within the connect timeout; returns the stream and the address it reached.
     pub async fn dial(&self, host: &str, port: u16) -> Result<(TcpStream, SocketAddr), Error> {
         let target = display_target(host, port);

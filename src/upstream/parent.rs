@@ -4,7 +4,6 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use base64::Engine;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{StatusCode, Version};
 use hyper::upgrade::Upgraded;
@@ -13,7 +12,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use super::{ConnectError, Dialer};
 use crate::config::{Authority, Parent};
 use crate::error::{Error, Kind};
-use crate::http::append_via;
+use crate::http::{append_via, basic};
 
 pub struct ParentProxy {
     pub authority: Authority,
@@ -29,7 +28,7 @@ pub struct ParentProxy {
 
 impl ParentProxy {
     pub fn new(cfg: &Parent, dialer: Dialer, answer_timeout: Duration, via_name: &str) -> ParentProxy {
-        let auth = cfg.credentials.as_ref().and_then(|(u, p)| basic(u, p));
+        let auth = cfg.credentials.as_ref().map(|(u, p)| basic::encode(u, p));
         ParentProxy { authority: cfg.authority.clone(), auth, dialer, answer_timeout, via_name: via_name.to_owned() }
     }
 
@@ -68,15 +67,6 @@ impl ParentProxy {
     }
 }
 
-/// `Basic base64(user:pass)`.
-pub fn basic(user: &str, pass: &str) -> Option<HeaderValue> {
-    let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
-    let mut value = HeaderValue::from_str(&format!("Basic {token}")).ok()?;
-    // Kept out of Debug output, as hyper-util does for the credentials it adds.
-    value.set_sensitive(true);
-    Some(value)
-}
-
 /// `CONNECT target` through a proxy already dialled (`upstream::connect`, shared with `hopgate tunnel`), as
 /// hopgate's error: the proxy's refusal is a 502 naming the parent and its status; a 504 stays a 504, and a 508
 /// stays a 508 (the parent, or one further up, found that the tunnel would come round in a loop).
@@ -101,17 +91,4 @@ where
         };
         Error::upstream(kind, format!("parent proxy {proxy} {what} CONNECT {target}: {e}"))
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn basic_credentials() {
-        let value = basic("Aladdin", "open sesame").unwrap();
-        assert_eq!(value, "Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ==");
-        assert!(value.is_sensitive());
-        assert!(!format!("{value:?}").contains("QWxh"), "{value:?}");
-    }
 }

@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 use std::net::{Ipv4Addr, SocketAddr};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -36,6 +36,9 @@ pub struct Script {
     pub list: Vec<u8>,
     /// The reply to SIZE, MDTM, CWD, RETR and STOR of any path containing `missing`.
     pub missing: &'static str,
+    /// Not 0: the port EPSV names (on the control connection's address) instead of a data listener of its own;
+    /// settable once the server runs.
+    pub epsv_port: Arc<AtomicU16>,
 }
 
 impl Default for Script {
@@ -48,6 +51,7 @@ impl Default for Script {
             file: (0..200_000u32).map(|i| (i % 251) as u8).collect(),
             list: Vec::new(),
             missing: "550 <missing> & gone",
+            epsv_port: Arc::new(AtomicU16::new(0)),
         }
     }
 }
@@ -141,6 +145,10 @@ async fn serve(conn: TcpStream, script: Script, seen: Seen) {
             "PWD" => "257 \"/\" is cwd".to_string(),
             "CWD" => "250 ok".to_string(),
             "SIZE" => format!("213 {}", script.file.len()),
+            "EPSV" if script.epsv && script.epsv_port.load(Ordering::SeqCst) != 0 => {
+                data = None;
+                format!("229 Entering Extended Passive Mode (|||{}|)", script.epsv_port.load(Ordering::SeqCst))
+            }
             "EPSV" if script.epsv => {
                 let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
                 let port = l.local_addr().unwrap().port();

@@ -197,12 +197,14 @@ impl Hopgate {
         proc_status_kib(self.pid(), "VmHWM:")
     }
 
-    /// Sends `sig` (a name: TERM, INT, HUP...). For TERM and INT, which hopgate handles (a drain), waits first until
-    /// the process has its handler installed: one sent before that would kill it outright.
+    /// Sends `sig` (a name: TERM, INT, USR1, HUP...). For TERM, INT and USR1, which hopgate handles (a drain, reopening
+    /// the access log), waits first until the process has its handler installed: one sent before that would kill it
+    /// outright.
     pub fn signal(&self, sig: &str) {
         let handled = match sig {
             "TERM" => Some(libc::SIGTERM),
             "INT" => Some(libc::SIGINT),
+            "USR1" => Some(libc::SIGUSR1),
             _ => None,
         };
         if let Some(n) = handled {
@@ -660,6 +662,40 @@ impl Default for ClosedPort {
     fn default() -> Self {
         ClosedPort::new()
     }
+}
+
+/// Holds 127.0.0.1:PORT for the test (counting what connects there) so that hopgate can listen on
+/// 127.0.0.2:PORT with no other process able to take the port meanwhile. Returns the port and the count.
+pub fn held_port() -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let n = accepted.clone();
+    std::thread::spawn(move || {
+        for s in listener.incoming() {
+            n.fetch_add(1, Ordering::SeqCst);
+            drop(s);
+        }
+    });
+    (port, accepted)
+}
+
+/// A gateway whose `SCHEME://` routes point at its own listener (by its address, and by 0.0.0.0, which reaches
+/// every listener of this host) answers 508 naming the address, and connects nowhere: the dialer's loop check
+/// covers every room that dials TCP.
+pub fn assert_own_listener_routes_are_508(scheme: &str) {
+    let (port, reached) = held_port();
+    let hg = Hopgate::start_config(&format!(
+        "access_log = \"off\"\n[[listener]]\nlisten = \"127.0.0.2:{port}\"\n\
+         [[listener.route]]\npath = \"/own\"\nto = \"{scheme}://127.0.0.2:{port}\"\n\
+         [[listener.route]]\npath = \"/any\"\nto = \"{scheme}://0.0.0.0:{port}\"\n"
+    ));
+    for (path, addr) in [("/own/x", format!("127.0.0.2:{port}")), ("/any/x", format!("0.0.0.0:{port}"))] {
+        let r = exchange(hg.addr, &format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n"));
+        assert_eq!(r.status, 508, "{scheme} {path}: {}{}", r.head, r.text());
+        assert_eq!(r.text(), format!("hopgate: 508 Loop Detected\n{addr} is this proxy itself\n"), "{scheme} {path}");
+    }
+    assert_eq!(reached.load(Ordering::SeqCst), 0, "nothing connected to this host's port {port}");
 }
 
 /// What a peer's start on a given port came to.

@@ -15,12 +15,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::Stream;
-use http::request::Parts;
 use tokio::sync::Semaphore;
 
-use crate::backend::meta::{
-    self, CgiScript, ConnInfo, GatewayBody, GatewayError, GatewayResponse, MetaInput, MetaVars,
-};
+use crate::backend::meta::{self, CgiScript, GatewayBody, GatewayError, GatewayResponse, MetaVars};
 
 /// A script silent (no output, no stdin taken) this long is killed with its process group.
 pub const DEFAULT_CGI_TIMEOUT_SECS: u64 = 60;
@@ -37,8 +34,6 @@ pub struct CgiConfig {
     pub timeout: Duration,
     /// Default `DEFAULT_CGI_SCRIPTS_PER_CORE` times the number of cores.
     pub max_scripts: usize,
-    /// Pass `Authorization` as HTTP_AUTHORIZATION; default false.
-    pub pass_authorization: bool,
 }
 
 impl CgiConfig {
@@ -48,7 +43,6 @@ impl CgiConfig {
             dir: dir.into(),
             timeout: Duration::from_secs(DEFAULT_CGI_TIMEOUT_SECS),
             max_scripts: DEFAULT_CGI_SCRIPTS_PER_CORE * cores,
-            pass_authorization: false,
         }
     }
 }
@@ -68,7 +62,6 @@ pub enum CgiOutput {
 pub struct Cgi {
     dir: PathBuf,
     timeout: Duration,
-    pass_authorization: bool,
     slots: Arc<Semaphore>,
 }
 
@@ -78,7 +71,6 @@ impl Cgi {
         Ok(Cgi {
             dir: std::fs::canonicalize(&cfg.dir)?,
             timeout: cfg.timeout,
-            pass_authorization: cfg.pass_authorization,
             slots: Arc::new(Semaphore::new(cfg.max_scripts.max(1))),
         })
     }
@@ -86,25 +78,6 @@ impl Cgi {
     /// The script a URL path names, and the PATH_INFO after it.
     pub fn resolve(&self, uri_path: &str) -> Result<CgiScript, GatewayError> {
         meta::resolve_cgi(&self.dir, uri_path)
-    }
-
-    /// The one door: resolve, build the meta-variables, run the script with `body` on stdin.
-    pub async fn serve<S, E>(&self, parts: &Parts, conn: &ConnInfo, body: S) -> Result<CgiOutput, GatewayError>
-    where
-        S: Stream<Item = Result<Bytes, E>> + Send + 'static,
-        E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
-    {
-        let script = self.resolve(parts.uri.path())?;
-        let vars = meta::build(
-            parts,
-            &MetaInput {
-                conn,
-                script: &script.path,
-                content_length: meta::request_content_length(parts)?,
-                pass_authorization: self.pass_authorization,
-            },
-        );
-        self.run(&script, &vars, body).await
     }
 
     /// Runs a resolved script with exactly `vars` (plus PATH) as its environment.

@@ -6,6 +6,7 @@ use std::ffi::OsStr;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -16,9 +17,8 @@ use tokio::sync::{OwnedSemaphorePermit, oneshot};
 use tokio::task::JoinHandle;
 
 use super::CGI_PATH;
-use crate::backend::meta::{
-    CgiScript, FeedError, GatewayError, IdleTimer, MetaVars, Progress, ReadEnd, UpstreamReader, feed_body,
-};
+use crate::backend::meta::{CgiScript, FeedError, GatewayError, MetaVars, ReadEnd, UpstreamReader, feed_body};
+use crate::idle::{Stamp, Timer};
 
 /// Longest stderr line logged as one message; the rest of the line is cut off.
 const MAX_STDERR_LINE_BYTES: usize = 4096;
@@ -64,13 +64,13 @@ where
     };
     let content_length =
         vars.get("CONTENT_LENGTH").and_then(|v| std::str::from_utf8(v).ok()).and_then(|v| v.parse::<u64>().ok());
-    let progress = Progress::new();
+    let progress = Arc::new(Stamp::now());
     let feeder = tokio::spawn(feed_stdin(stdin, body, progress.clone(), content_length, name.clone()));
     tokio::spawn(log_stderr(stderr, name.clone()));
     let (tx, rx) = oneshot::channel();
     tokio::spawn(supervise(child, pid, rx, timeout, name.clone(), slot));
     let guard = ProcessGuard { done: Some(tx), feeder };
-    Ok(UpstreamReader::new(stdout, guard, IdleTimer::new(progress, timeout), format!("script {name}")))
+    Ok(UpstreamReader::new(stdout, guard, Timer::shared(progress, timeout), format!("script {name}")))
 }
 
 fn spawn_error(name: &str, e: io::Error) -> GatewayError {
@@ -111,7 +111,7 @@ impl Drop for ProcessGuard {
 async fn feed_stdin<S, E>(
     mut stdin: tokio::process::ChildStdin,
     body: S,
-    progress: Progress,
+    progress: Arc<Stamp>,
     limit: Option<u64>,
     name: String,
 ) where

@@ -14,7 +14,8 @@ use tokio::task::JoinHandle;
 
 use super::pool::{Conn, Pool};
 use super::{REQUEST_ID, record};
-use crate::backend::meta::{FeedError, GatewayError, GatewayErrorKind, IdleTimer, Progress, feed_body};
+use crate::backend::meta::{FeedError, GatewayError, GatewayErrorKind, feed_body};
+use crate::idle::{Stamp, Timer};
 
 const READ_CHUNK_BYTES: usize = 16 * 1024;
 
@@ -27,7 +28,8 @@ pub(crate) struct Exchange {
     pool: Option<Arc<Pool>>,
     buf: BytesMut,
     scratch: Vec<u8>,
-    timer: IdleTimer,
+    /// Shared with the task feeding STDIN; silence counts only while this stream waits.
+    timer: Timer,
     upstream: String,
     done: bool,
 }
@@ -37,7 +39,7 @@ impl Exchange {
         conn: Conn,
         body: S,
         limit: Option<u64>,
-        progress: Progress,
+        progress: Arc<Stamp>,
         timeout: Duration,
         pool: Option<Arc<Pool>>,
         upstream: String,
@@ -54,7 +56,7 @@ impl Exchange {
             pool,
             buf: BytesMut::new(),
             scratch: vec![0; READ_CHUNK_BYTES],
-            timer: IdleTimer::new(progress, timeout),
+            timer: Timer::shared(progress, timeout),
             upstream,
             done: false,
         }
@@ -116,7 +118,7 @@ impl Stream for Exchange {
                             return this.fail(e);
                         }
                         Poll::Ready(Ok(())) => {
-                            this.timer.moved();
+                            this.timer.touch();
                             this.buf.extend_from_slice(rb.filled());
                             continue;
                         }
@@ -125,7 +127,7 @@ impl Stream for Exchange {
                             return this.fail(e);
                         }
                         Poll::Pending => {
-                            if this.timer.poll_expired(cx).is_pending() {
+                            if this.timer.poll_wait(cx).is_pending() {
                                 return Poll::Pending;
                             }
                             let e = GatewayError::timeout(format!("{} silent", this.upstream));
@@ -190,7 +192,7 @@ async fn feed_stdin<S, E>(
     mut writer: WriteHalf<Conn>,
     body: S,
     limit: Option<u64>,
-    progress: Progress,
+    progress: Arc<Stamp>,
     upstream: String,
 ) -> Option<WriteHalf<Conn>>
 where

@@ -2,7 +2,8 @@
 //! php-fpm over TCP or a unix socket and streams its answer back as a CGI response.
 //!
 //! Order of steps: resolve SCRIPT_FILENAME under the root (404) -> build meta-variables -> take a
-//! kept connection or dial -> BEGIN_REQUEST + PARAMS (a dead kept connection is retried once on a
+//! kept connection or dial (TCP through the route's [`Dialer`]: resolve once, the loop check, `script_timeout_secs`
+//! as the connect timeout) -> BEGIN_REQUEST + PARAMS (a dead kept connection is retried once on a
 //! fresh one here, before any stdin is sent) -> STDIN records from the body as it comes, STDOUT
 //! handed out as it arrives -> END_REQUEST: the connection goes back to the pool.
 //! Does not: multiplex requests on one connection, use the FILTER/AUTHORIZER roles, or send
@@ -19,14 +20,14 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::Stream;
-use http::request::Parts;
 use tokio::io::AsyncWriteExt;
 
 pub use pool::FastCgiAddr;
 
-use crate::backend::meta::{
-    self, ConnInfo, FastCgiLayout, GatewayError, GatewayResponse, MetaInput, MetaVars, Progress,
-};
+use crate::backend::meta::{self, FastCgiLayout, GatewayError, GatewayResponse, MetaVars};
+use crate::error::Error;
+use crate::idle::Stamp;
+use crate::upstream::Dialer;
 use exchange::Exchange;
 use pool::Pool;
 
@@ -55,8 +56,6 @@ pub struct FastCgiConfig {
     /// 0 disables FCGI_KEEP_CONN.
     pub max_idle: usize,
     pub idle_timeout: Duration,
-    /// Pass `Authorization` as HTTP_AUTHORIZATION; default false.
-    pub pass_authorization: bool,
 }
 
 impl FastCgiConfig {
@@ -69,7 +68,6 @@ impl FastCgiConfig {
             timeout: Duration::from_secs(DEFAULT_FASTCGI_TIMEOUT_SECS),
             max_idle: DEFAULT_FASTCGI_MAX_IDLE,
             idle_timeout: Duration::from_secs(DEFAULT_FASTCGI_IDLE_SECS),
-            pass_authorization: false,
         }
     }
 }
@@ -78,15 +76,16 @@ impl FastCgiConfig {
 #[derive(Debug)]
 pub struct FastCgi {
     addr: FastCgiAddr,
+    /// Dials `FastCgiAddr::Tcp` (a unix socket is no TCP connection: connected here, within `timeout`).
+    dialer: Dialer,
     layout: Option<FastCgiLayout>,
     timeout: Duration,
-    pass_authorization: bool,
     pool: Arc<Pool>,
 }
 
 impl FastCgi {
     /// Fails when the root does not exist.
-    pub fn new(cfg: FastCgiConfig) -> io::Result<FastCgi> {
+    pub fn new(cfg: FastCgiConfig, dialer: Dialer) -> io::Result<FastCgi> {
         let layout = match &cfg.root {
             Some(root) if root.exists() && !root.is_dir() => {
                 return Err(io::Error::new(io::ErrorKind::NotADirectory, "not a directory"));
@@ -100,9 +99,9 @@ impl FastCgi {
         };
         Ok(FastCgi {
             addr: cfg.addr,
+            dialer,
             layout,
             timeout: cfg.timeout,
-            pass_authorization: cfg.pass_authorization,
             pool: Arc::new(Pool::new(cfg.max_idle, cfg.idle_timeout)),
         })
     }
@@ -115,27 +114,8 @@ impl FastCgi {
         }
     }
 
-    /// The one door: resolve, build the meta-variables, send the request with `body` as STDIN.
-    pub async fn serve<S, E>(&self, parts: &Parts, conn: &ConnInfo, body: S) -> Result<GatewayResponse, GatewayError>
-    where
-        S: Stream<Item = Result<Bytes, E>> + Send + 'static,
-        E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
-    {
-        let script = self.resolve(parts.uri.path())?;
-        let vars = meta::build(
-            parts,
-            &MetaInput {
-                conn,
-                script: &script,
-                content_length: meta::request_content_length(parts)?,
-                pass_authorization: self.pass_authorization,
-            },
-        );
-        self.send(&vars, body).await
-    }
-
     /// Sends one request with exactly `vars` as PARAMS; returns once the response head is in.
-    pub async fn send<S, E>(&self, vars: &MetaVars, body: S) -> Result<GatewayResponse, GatewayError>
+    pub async fn send<S, E>(&self, vars: &MetaVars, body: S) -> Result<GatewayResponse, Error>
     where
         S: Stream<Item = Result<Bytes, E>> + Send + 'static,
         E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
@@ -155,7 +135,7 @@ impl FastCgi {
             let reused = pooled.is_some();
             let mut conn = match pooled.take() {
                 Some(c) => c,
-                None => pool::dial(&self.addr, self.timeout).await?,
+                None => pool::dial(&self.addr, &self.dialer, self.timeout).await?,
             };
             match tokio::time::timeout(self.timeout, conn.write_all(&head)).await {
                 Ok(Ok(())) => break conn,
@@ -163,12 +143,12 @@ impl FastCgi {
                     tracing::debug!(upstream = %self.addr, error = %e, "kept connection dead, redialing");
                 }
                 Ok(Err(e)) => {
-                    return Err(GatewayError::closed(format!("writing to {}", self.addr), e));
+                    return Err(GatewayError::closed(format!("writing to {}", self.addr), e).into());
                 }
-                Err(_) => return Err(GatewayError::timeout(format!("writing to {}", self.addr))),
+                Err(_) => return Err(GatewayError::timeout(format!("writing to {}", self.addr)).into()),
             }
         };
-        let progress = Progress::new();
+        let progress = Arc::new(Stamp::now());
         let exchange = Exchange::start(
             conn,
             body,
@@ -178,11 +158,6 @@ impl FastCgi {
             keep.then(|| self.pool.clone()),
             self.addr.to_string(),
         );
-        meta::read_response(exchange).await
-    }
-
-    /// Idle kept connections right now (diagnostics and tests).
-    pub fn idle_connections(&self) -> usize {
-        self.pool.idle_count()
+        Ok(meta::read_response(exchange).await?)
     }
 }

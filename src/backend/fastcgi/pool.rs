@@ -18,12 +18,15 @@ use tokio::net::{TcpStream, UnixStream};
 use tokio::time::Instant;
 
 use crate::backend::meta::{GatewayError, GatewayErrorKind};
+use crate::config::Authority;
+use crate::error::Error;
+use crate::upstream::Dialer;
 
 /// Where the FastCGI application listens.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FastCgiAddr {
-    /// `host:port` (`fastcgi://HOST:PORT`).
-    Tcp(String),
+    /// `fastcgi://HOST:PORT`.
+    Tcp(Authority),
     /// A unix socket path (`fastcgi+unix:PATH`).
     Unix(PathBuf),
 }
@@ -95,22 +98,18 @@ impl AsyncWrite for Conn {
     }
 }
 
-/// Dials the application; refused or missing socket is Unavailable, no answer in time Timeout.
-pub(crate) async fn dial(addr: &FastCgiAddr, timeout: Duration) -> Result<Conn, GatewayError> {
-    let attempt = async {
-        match addr {
-            FastCgiAddr::Tcp(a) => {
-                let s = TcpStream::connect(a.as_str()).await?;
-                s.set_nodelay(true)?;
-                Ok(Conn::Tcp(s))
-            }
-            FastCgiAddr::Unix(p) => UnixStream::connect(p).await.map(Conn::Unix),
-        }
+/// Dials the application: TCP through `dialer` (its errors: DNS, refused, loop, its connect timeout), a unix
+/// socket here within `timeout` (refused: ConnectRefused, a missing socket: ConnectFailed, no answer in time:
+/// ConnectTimeout).
+pub(crate) async fn dial(addr: &FastCgiAddr, dialer: &Dialer, timeout: Duration) -> Result<Conn, Error> {
+    let path = match addr {
+        FastCgiAddr::Tcp(a) => return dialer.dial(&a.host, a.port).await.map(|(s, _)| Conn::Tcp(s)),
+        FastCgiAddr::Unix(path) => path,
     };
-    match tokio::time::timeout(timeout, attempt).await {
-        Ok(Ok(conn)) => Ok(conn),
-        Ok(Err(e)) => Err(GatewayError::connect(format!("connecting to {addr}"), e)),
-        Err(_) => Err(GatewayError::new(GatewayErrorKind::ConnectTimeout, format!("connecting to {addr}"))),
+    match tokio::time::timeout(timeout, UnixStream::connect(path)).await {
+        Ok(Ok(s)) => Ok(Conn::Unix(s)),
+        Ok(Err(e)) => Err(GatewayError::connect(format!("connecting to {addr}"), e).into()),
+        Err(_) => Err(GatewayError::new(GatewayErrorKind::ConnectTimeout, format!("connecting to {addr}")).into()),
     }
 }
 
@@ -149,9 +148,5 @@ impl Pool {
         if idle.len() < self.max_idle {
             idle.push((conn, Instant::now()));
         }
-    }
-
-    pub(crate) fn idle_count(&self) -> usize {
-        self.idle.lock().map(|v| v.len()).unwrap_or(0)
     }
 }

@@ -18,8 +18,8 @@ use tokio::time::timeout;
 
 use super::listing::EntryKind;
 use super::reply::{self, Reply, ReplyError};
-use super::transfer::{Download, Upload};
 use super::{FtpError, FtpSettings, check_path};
+use crate::upstream::Dialer;
 
 /// Who logs in. `Debug` does not show the password.
 #[derive(Clone, PartialEq, Eq, Hash)]
@@ -66,7 +66,7 @@ pub struct Features {
 }
 
 impl Features {
-    fn from_lines(lines: &[String]) -> Features {
+    pub(crate) fn from_lines(lines: &[String]) -> Features {
         let mut f = Features::default();
         for line in lines {
             let name = line.split(' ').next().unwrap_or("");
@@ -144,6 +144,8 @@ impl Control {
 /// A logged-in control connection in binary mode.
 pub struct FtpSession {
     pub(crate) ctrl: Control,
+    /// Dials the data connections (the room's dialer, with the data connect timeout).
+    data: Dialer,
     pub(crate) settings: FtpSettings,
     pub(crate) features: Features,
     passive: Passive,
@@ -156,24 +158,18 @@ pub struct FtpSession {
 }
 
 impl FtpSession {
-    /// Connects to `addr` within `settings.connect_timeout`, then [`FtpSession::start`].
-    pub async fn connect(addr: SocketAddr, login: &Login, settings: FtpSettings) -> Result<FtpSession, FtpError> {
-        let stream = match timeout(settings.connect_timeout, TcpStream::connect(addr)).await {
-            Err(_) => return Err(FtpError::ConnectTimeout { during: "connect" }),
-            Ok(Err(source)) => return Err(FtpError::Connect { source }),
-            Ok(Ok(s)) => s,
-        };
-        FtpSession::start(stream, login, settings).await
-    }
-
-    /// Runs the start of a session over a connected stream (dialed by the caller, e.g. with the
-    /// proxy's target policy): greeting (421 is an error), USER/PASS, FEAT, `OPTS UTF8 ON`
-    /// when announced, `TYPE I`, PWD.
-    pub async fn start(stream: TcpStream, login: &Login, settings: FtpSettings) -> Result<FtpSession, FtpError> {
-        let peer = stream.peer_addr().map_err(|source| FtpError::Connect { source })?;
-        let _ = stream.set_nodelay(true);
+    /// Runs the start of a session over a control connection its pool dialled: greeting (421 is an error),
+    /// USER/PASS, FEAT, `OPTS UTF8 ON` when announced, `TYPE I`, PWD. Data connections go through `data`.
+    pub(crate) async fn start(
+        stream: TcpStream,
+        login: &Login,
+        settings: FtpSettings,
+        data: Dialer,
+    ) -> Result<FtpSession, FtpError> {
+        let peer = stream.peer_addr().map_err(|source| FtpError::Io { during: "starting a session", source })?;
         let mut s = FtpSession {
             ctrl: Control { stream, buf: Vec::new(), peer },
+            data,
             settings,
             features: Features::default(),
             passive: Passive::Untried,
@@ -239,11 +235,6 @@ impl FtpSession {
     /// The server's address; every data connection goes to its IP.
     pub fn peer(&self) -> SocketAddr {
         self.ctrl.peer
-    }
-
-    /// The log-in directory (from PWD; `/` when the server would not say).
-    pub fn home(&self) -> &str {
-        &self.home
     }
 
     /// False once a failure left the connection's state unknown, or while the working
@@ -326,16 +317,9 @@ impl FtpSession {
         self.expect_reply("NOOP", "NOOP", &[200]).await.map(drop)
     }
 
-    /// PWD: the working directory.
-    pub async fn pwd(&mut self) -> Result<String, FtpError> {
-        let reply = self.expect_reply("PWD", "PWD", &[257]).await?;
-        reply::parse_pwd(&reply)
-            .ok_or_else(|| FtpError::Protocol { detail: format!("unparseable PWD reply {:?}", reply.text()) })
-    }
-
     /// CWD: changes the working directory (550 gives `NotFound` or `PermissionDenied`). The
     /// gateway's own calls (`stat`, `list`) change back; after a caller's own `cwd` the
-    /// session is not reusable until it changes back to [`FtpSession::home`].
+    /// session is not reusable until it changes back to the log-in directory.
     pub async fn cwd(&mut self, path: &str) -> Result<(), FtpError> {
         check_path(path)?;
         self.expect_reply("CWD", &format!("CWD {path}"), &[250, 200]).await?;
@@ -361,7 +345,8 @@ impl FtpSession {
 
     /// Opens a passive data connection: EPSV (RFC 2428) first, PASV when EPSV is refused,
     /// remembering which works. It always connects to the control connection's peer IP: the
-    /// address in a PASV reply is ignored (RFC 2577 §3, FTP bounce and spoofing).
+    /// address in a PASV reply is ignored (RFC 2577 §3, FTP bounce and spoofing). The connection is made
+    /// by the session's dialer, so the port the server names is loop-checked (hopgate's own listener: 508).
     pub(crate) async fn open_data(&mut self) -> Result<TcpStream, FtpError> {
         let port = match self.passive {
             Passive::Pasv => self.pasv().await?,
@@ -376,11 +361,9 @@ impl FtpSession {
                 }
             },
         };
-        let addr = SocketAddr::new(self.ctrl.peer.ip(), port);
-        match timeout(self.settings.data_connect_timeout, TcpStream::connect(addr)).await {
-            Ok(Ok(stream)) => Ok(stream),
-            Ok(Err(source)) => Err(self.poison(FtpError::Connect { source })),
-            Err(_) => Err(self.poison(FtpError::ConnectTimeout { during: "data connect" })),
+        match self.data.dial(&self.ctrl.peer.ip().to_string(), port).await {
+            Ok((stream, _)) => Ok(stream),
+            Err(e) => Err(self.poison(FtpError::Dial(e))),
         }
     }
 
@@ -410,34 +393,6 @@ impl FtpSession {
                 Err(self.poison(FtpError::Protocol { detail: format!("unparseable PASV reply {:?}", reply.text()) }))
             }
         }
-    }
-
-    /// Starts RETR of `path` from byte `offset` (REST first when non-zero; needs
-    /// `features().rest_stream`). The session travels inside the [`Download`].
-    pub async fn retr(self, path: &str, offset: u64) -> Result<Download<FtpSession>, FtpError> {
-        Download::start(self, path, offset).await
-    }
-
-    /// Starts STOR of `path`; write the bytes into the [`Upload`], then `finish()` it.
-    pub async fn upload(self, path: &str) -> Result<Upload<FtpSession>, FtpError> {
-        Upload::start(self, path).await
-    }
-
-    /// STOR of everything `source` yields; the byte count once the server confirmed (226).
-    pub async fn stor<R>(&mut self, path: &str, source: &mut R) -> Result<u64, FtpError>
-    where
-        R: AsyncRead + Unpin + ?Sized,
-    {
-        let mut up = Upload::start(&mut *self, path).await?;
-        if let Err(e) = tokio::io::copy(source, &mut up).await {
-            return Err(FtpError::from_io_owned(e, "reading the upload source"));
-        }
-        up.finish().await
-    }
-
-    /// QUIT, politely; the connection closes either way.
-    pub async fn quit(mut self) -> Result<(), FtpError> {
-        self.expect_reply("QUIT", "QUIT", &[221]).await.map(drop)
     }
 }
 

@@ -6,11 +6,11 @@ use std::time::SystemTime;
 
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
-use tokio::time::timeout;
 
 use super::client::{FtpSession, Stat};
 use super::listing::{self, Entry, EntryKind};
 use super::{FtpError, check_path};
+use crate::idle::Timer;
 
 impl FtpSession {
     /// Whether `path` is a file or a directory, with size and time where the server tells.
@@ -120,8 +120,9 @@ impl FtpSession {
     async fn read_capped(&self, data: &mut TcpStream, limit: usize) -> Result<Vec<u8>, FtpError> {
         let mut body = Vec::new();
         let mut chunk = vec![0u8; 64 * 1024];
+        let mut timer = Timer::new(self.settings.data_idle_timeout);
         loop {
-            let n = match timeout(self.settings.data_idle_timeout, data.read(&mut chunk)).await {
+            let n = match timer.guard(data.read(&mut chunk)).await {
                 Err(_) => return Err(FtpError::Timeout { during: "listing" }),
                 Ok(Err(source)) => {
                     return Err(FtpError::Io { during: "listing", source });

@@ -16,10 +16,9 @@ use crate::error::{Error, Kind, Side};
 pub enum FtpError {
     /// The path has CR, LF or NUL (or is otherwise unusable); no command was sent. 400.
     BadPath { reason: &'static str },
-    /// The control (or a data) connection could not be made. 502.
-    Connect { source: io::Error },
-    /// Connecting (`during`: the control or a data connection, or resolving the host) took too long. 504.
-    ConnectTimeout { during: &'static str },
+    /// The control or a data connection could not be made: the room's dialer says why (its kind decides the
+    /// status: DNS or refused 502, its connect timeout 504, a loop 508, the target policy 403), in its words.
+    Dial(Error),
     /// A reply or a data transfer took too long. 504.
     Timeout { during: &'static str },
     /// 421: the server is shutting down or refuses service (also as a greeting). 502.
@@ -51,18 +50,19 @@ impl FtpError {
     /// `UpstreamUnavailable`, a negative reply to a command `UpstreamRejected`, a 530 `Unauthorized` with a
     /// `Basic realm="FTP realm_host"` challenge); the detail names the server and quotes its reply as sent, code
     /// and text (the page is text/plain: nothing in it is markup); the error stays the source, for the log.
+    /// A [`FtpError::Dial`] is the dialer's error as it is, as for every other upstream.
     pub fn into_error(self, server: &str, realm_host: &str) -> Error {
-        let (kind, side) = match &self {
+        let this = match self {
+            FtpError::Dial(e) => return e,
+            other => other,
+        };
+        let (kind, side) = match &this {
+            FtpError::Dial(e) => (e.kind(), e.side()),
             FtpError::BadPath { .. } => (Kind::BadRequest, Side::Client),
             FtpError::NotFound { .. } => (Kind::NotFound, Side::Upstream),
             FtpError::PermissionDenied { .. } => (Kind::Forbidden, Side::Upstream),
             FtpError::LoginRefused { .. } => (Kind::Unauthorized, Side::Upstream),
-            FtpError::ConnectTimeout { .. } => (Kind::ConnectTimeout, Side::Upstream),
             FtpError::Timeout { .. } => (Kind::ResponseTimeout, Side::Upstream),
-            FtpError::Connect { source } if source.kind() == io::ErrorKind::ConnectionRefused => {
-                (Kind::ConnectRefused, Side::Upstream)
-            }
-            FtpError::Connect { .. } => (Kind::ConnectFailed, Side::Upstream),
             FtpError::ServiceUnavailable { .. } => (Kind::UpstreamUnavailable, Side::Upstream),
             FtpError::Rejected { .. } => (Kind::UpstreamRejected, Side::Upstream),
             FtpError::Protocol { .. } => (Kind::UpstreamProtocol, Side::Upstream),
@@ -72,11 +72,11 @@ impl FtpError {
             FtpError::ListingTooLarge { .. } => (Kind::ResponseTooLarge, Side::Upstream),
         };
         let named = if server.is_empty() { "ftp server".to_string() } else { format!("ftp server {server}") };
-        let detail = match (&self, self.reply_text()) {
+        let detail = match (&this, this.reply_text()) {
             (FtpError::BadPath { reason }, _) => format!("bad ftp path: {reason}; no ftp command was sent"),
             (FtpError::Rejected { command, .. }, Some(reply)) => format!("{named} answered {command} with: {reply}"),
             (_, Some(reply)) => format!("{named} answered: {reply}"),
-            (_, None) => format!("{named}: {self}"),
+            (_, None) => format!("{named}: {this}"),
         };
         let mut err = Error::new(kind, side, detail);
         if kind == Kind::Unauthorized {
@@ -84,7 +84,7 @@ impl FtpError {
                 .unwrap_or_else(|_| HeaderValue::from_static("Basic realm=\"FTP\""));
             err = err.with_challenge(challenge);
         }
-        err.with_worded_source(self)
+        err.with_worded_source(this)
     }
 
     /// The FTP server's own reply text, code first, when a reply caused this error.
@@ -100,13 +100,8 @@ impl FtpError {
         }
     }
 
-    /// The `FtpError` inside an `io::Error` returned by a [`super::Download`] or
-    /// [`super::Upload`] (their `AsyncRead`/`AsyncWrite` can only return `io::Error`).
-    pub fn from_io(err: &io::Error) -> Option<&FtpError> {
-        err.get_ref()?.downcast_ref::<FtpError>()
-    }
-
-    /// Unwraps an `FtpError` carried in an `io::Error`, or wraps a foreign one as `Io`.
+    /// Unwraps an `FtpError` carried in an `io::Error` returned by a [`super::Download`] or [`super::Upload`]
+    /// (their `AsyncRead`/`AsyncWrite` can only return `io::Error`), or wraps a foreign one as `Io`.
     pub fn from_io_owned(err: io::Error, during: &'static str) -> FtpError {
         if !err.get_ref().is_some_and(|e| e.is::<FtpError>()) {
             return FtpError::Io { during, source: err };
@@ -164,8 +159,8 @@ impl fmt::Display for FtpError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             FtpError::BadPath { reason } => write!(f, "bad ftp path: {reason}"),
-            FtpError::Connect { source } => write!(f, "ftp server unreachable: {source}"),
-            FtpError::ConnectTimeout { during } | FtpError::Timeout { during } => {
+            FtpError::Dial(e) => write!(f, "{e}"),
+            FtpError::Timeout { during } => {
                 write!(f, "ftp server timed out during {during}")
             }
             FtpError::ServiceUnavailable { reply } => {
@@ -196,7 +191,8 @@ impl fmt::Display for FtpError {
 impl std::error::Error for FtpError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            FtpError::Connect { source } | FtpError::Io { source, .. } => Some(source),
+            FtpError::Dial(e) => Some(e),
+            FtpError::Io { source, .. } => Some(source),
             _ => None,
         }
     }
@@ -249,12 +245,11 @@ mod tests {
 
     #[test]
     fn other_failures_keep_their_meaning() {
-        let refused = io::Error::from(io::ErrorKind::ConnectionRefused);
         let cases = [
             (FtpError::BadPath { reason: "x" }, Kind::BadRequest, 400),
-            (FtpError::Connect { source: refused }, Kind::ConnectRefused, 502),
-            (FtpError::Connect { source: io::Error::from(io::ErrorKind::NotFound) }, Kind::ConnectFailed, 502),
-            (FtpError::ConnectTimeout { during: "data connect" }, Kind::ConnectTimeout, 504),
+            (FtpError::Dial(Error::upstream(Kind::ConnectRefused, "x")), Kind::ConnectRefused, 502),
+            (FtpError::Dial(Error::upstream(Kind::ConnectTimeout, "x")), Kind::ConnectTimeout, 504),
+            (FtpError::Dial(Error::client(Kind::Loop, "x")), Kind::Loop, 508),
             (FtpError::Timeout { during: "greeting" }, Kind::ResponseTimeout, 504),
             (FtpError::Protocol { detail: "x".into() }, Kind::UpstreamProtocol, 502),
             (FtpError::ConnectionClosed { during: "x" }, Kind::UpstreamClosedEarly, 502),
@@ -284,10 +279,15 @@ mod tests {
     #[test]
     fn ftp_error_survives_an_io_error() {
         let io = io::Error::other(FtpError::ListingTooLarge { limit: 5 });
-        assert!(matches!(FtpError::from_io(&io), Some(FtpError::ListingTooLarge { limit: 5 })));
         assert!(matches!(FtpError::from_io_owned(io, "x"), FtpError::ListingTooLarge { limit: 5 }));
         let foreign = io::Error::new(io::ErrorKind::BrokenPipe, "pipe");
-        assert!(FtpError::from_io(&foreign).is_none());
         assert!(matches!(FtpError::from_io_owned(foreign, "upload"), FtpError::Io { .. }));
+    }
+
+    #[test]
+    fn a_dial_error_stays_the_dialers() {
+        let e = FtpError::Dial(Error::upstream(Kind::ConnectRefused, "connection refused by 127.0.0.1:2121"));
+        let e = e.into_error("h:21", "h");
+        assert_eq!((e.kind(), e.detail()), (Kind::ConnectRefused, "connection refused by 127.0.0.1:2121"));
     }
 }

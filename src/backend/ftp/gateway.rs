@@ -12,7 +12,6 @@
 
 use std::time::{Duration, SystemTime};
 
-use base64::Engine as _;
 use http::header::{self, HeaderValue};
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body::Body as _;
@@ -25,10 +24,11 @@ use super::render::{mime_for, render_html, render_json};
 use super::{
     EntryKind, FtpError, FtpPool, FtpPoolConfig, FtpSettings, Login, PooledSession, Target, check_path, decode_url_path,
 };
-use crate::backend::Ctx;
-use crate::config::{self, FtpTarget};
+use crate::backend::{Ctx, outside};
+use crate::config::{self, FtpTarget, Prefix};
 use crate::error::{Error, Kind, StartupError};
-use crate::http::{Body, append_via, pages};
+use crate::http::{Body, append_via, basic, pages};
+use crate::idle::Timer;
 use crate::upstream::{Dialer, Outbound, UpstreamAddr};
 
 /// Where the FTP server and log-in come from.
@@ -45,32 +45,31 @@ enum Upstream {
         /// The FTP path requests map under (`decode_url_path` form: relative to the log-in directory unless it
         /// starts with `/`); "" for the log-in directory itself.
         dir: String,
-        /// The route's path prefix on hopgate ("/" strips nothing).
-        prefix: String,
+        /// The route's path prefix on hopgate: the path below it maps under `dir`.
+        prefix: Prefix,
     },
 }
 
-/// An FTP room, ready to serve: the pool of logged-in control connections, the dialer for new ones, and
+/// An FTP room, ready to serve: the pool of logged-in control connections (which owns the room's dialer), and
 /// whether PUT may become STOR.
-pub struct FtpRoute {
+pub struct Ftp {
     pool: FtpPool,
-    dialer: Dialer,
     uploads: bool,
     upstream: Upstream,
 }
 
-impl FtpRoute {
+impl Ftp {
     /// The forward proxy's FTP room: `dialer` applies the proxy's target policy and loop check to each
     /// `ftp://` server a client names. Uploads are allowed; the FTP server's permissions decide. `parent`: the
     /// proxy's parent proxy, if it has one (then `ftp://` is refused with 501 rather than sent around it).
-    pub fn forward(dialer: Dialer, parent: Option<String>, out: &Outbound) -> FtpRoute {
-        let pool = FtpPool::new(settings(&out.timeouts), FtpPoolConfig::default());
-        FtpRoute { pool, dialer, uploads: true, upstream: Upstream::FromUrl { parent } }
+    pub fn forward(dialer: Dialer, parent: Option<String>) -> Ftp {
+        let pool = FtpPool::new(FtpSettings::default(), FtpPoolConfig::default(), dialer);
+        Ftp { pool, uploads: true, upstream: Upstream::FromUrl { parent } }
     }
 
     /// A gateway route to an `ftp://` target under `prefix`, dialled without target policy (the operator
     /// chose the server) but with the loop check.
-    pub fn gateway(t: &FtpTarget, prefix: &str, out: &Outbound) -> Result<FtpRoute, StartupError> {
+    pub fn gateway(t: &FtpTarget, prefix: &Prefix, out: &Outbound) -> Result<Ftp, StartupError> {
         let invalid = |why: &str| StartupError::new(format!("ftp://{}{}: {why}", t.authority, t.dir));
         for s in [t.user.as_deref(), t.pass.as_deref()].into_iter().flatten() {
             check_path(s).map_err(|_| invalid("the credentials contain CR, LF or NUL"))?;
@@ -82,10 +81,10 @@ impl FtpRoute {
             user: t.user.clone(),
             pass: t.pass.clone(),
             dir,
-            prefix: prefix.to_owned(),
+            prefix: prefix.clone(),
         };
-        let pool = FtpPool::new(settings(&out.timeouts), FtpPoolConfig::default());
-        Ok(FtpRoute { pool, dialer: out.dialer(None), uploads: t.uploads, upstream })
+        let pool = FtpPool::new(FtpSettings::default(), FtpPoolConfig::default(), out.dialer(None));
+        Ok(Ftp { pool, uploads: t.uploads, upstream })
     }
 
     fn allow(&self) -> HeaderValue {
@@ -93,14 +92,9 @@ impl FtpRoute {
     }
 }
 
-/// The FTP timeouts a listener uses: the listener's connect timeout, the FTP layer's defaults otherwise.
-fn settings(timeouts: &config::Timeouts) -> FtpSettings {
-    FtpSettings { connect_timeout: timeouts.connect, ..FtpSettings::default() }
-}
-
 /// The `dir` of `--to ftp://host/dir` (already percent-decoded by the config) as an FTP path: relative to
 /// the log-in directory (RFC 1738 §3.2.2) unless it started with `%2F`; no `.`/`..`, CR, LF or NUL.
-fn base_dir(dir: &str) -> Result<String, String> {
+pub(crate) fn base_dir(dir: &str) -> Result<String, String> {
     check_path(dir).map_err(|_| "the directory contains CR, LF or NUL".to_string())?;
     let rest = dir.strip_prefix('/').unwrap_or(dir);
     let absolute = rest.starts_with('/');
@@ -141,7 +135,7 @@ impl Job {
 }
 
 /// Serves one request for an FTP resource (both doors; see the module doc).
-pub async fn serve(mut req: Request<Incoming>, ctx: &Ctx<'_>, ftp: &FtpRoute) -> Result<Response<Body>, Error> {
+pub async fn serve(mut req: Request<Incoming>, ctx: &Ctx<'_>, ftp: &Ftp) -> Result<Response<Body>, Error> {
     if let Upstream::FromUrl { parent: Some(parent) } = &ftp.upstream {
         // "relay every request through the parent": going to the FTP server directly would bypass it
         return Err(Error::local(
@@ -163,7 +157,7 @@ pub async fn serve(mut req: Request<Incoming>, ctx: &Ctx<'_>, ftp: &FtpRoute) ->
     }
     // Everything about the request is checked before any connection: a bad path sends no command.
     let job = resolve(&req, ftp)?;
-    let session = checkout(ftp, &job).await?;
+    let session = ftp.pool.checkout(&job.target).await.map_err(|e| job.error(e))?;
     let peer = session.peer();
     let version = req.version();
     let mut resp =
@@ -178,9 +172,10 @@ pub async fn serve(mut req: Request<Incoming>, ctx: &Ctx<'_>, ftp: &FtpRoute) ->
 async fn refuse_body(req: &mut Request<Incoming>, idle: Duration) -> Result<(), Error> {
     let method = req.method().clone();
     let body = req.body_mut();
+    let mut timer = Timer::new(idle);
     // bounded: each turn takes one frame within the idle timeout, and the first one with data ends it
     while !body.is_end_stream() {
-        match tokio::time::timeout(idle, body.frame()).await {
+        match timer.guard(body.frame()).await {
             Err(_) => return Err(Error::client(Kind::BadRequest, format!("the request body stalled for {idle:?}"))),
             Ok(None) => break,
             Ok(Some(Err(e))) => {
@@ -200,9 +195,9 @@ async fn refuse_body(req: &mut Request<Incoming>, idle: Duration) -> Result<(), 
 }
 
 /// What a request asks for: server, log-in, FTP path. 400 for paths or credentials with CR, LF or NUL.
-fn resolve<B>(req: &Request<B>, ftp: &FtpRoute) -> Result<Job, Error> {
+fn resolve<B>(req: &Request<B>, ftp: &Ftp) -> Result<Job, Error> {
     let uri = req.uri();
-    let basic = basic_credentials(req.headers());
+    let credentials = req.headers().get(header::AUTHORIZATION).and_then(basic::decode);
     match &ftp.upstream {
         Upstream::FromUrl { .. } => {
             let authority =
@@ -222,7 +217,7 @@ fn resolve<B>(req: &Request<B>, ftp: &FtpRoute) -> Result<Job, Error> {
                 },
                 None => (None, None),
             };
-            let login = login_from_url(url_user, url_pass, basic)?;
+            let login = login_from_url(url_user, url_pass, credentials)?;
             let raw_path = uri.path();
             let path = decode_url_path(raw_path).map_err(Error::from)?;
             let slash = raw_path.ends_with('/') || raw_path.is_empty();
@@ -242,7 +237,7 @@ fn resolve<B>(req: &Request<B>, ftp: &FtpRoute) -> Result<Job, Error> {
         }
         Upstream::Fixed { host, port, user, pass, dir, prefix } => {
             let full = uri.path();
-            let rest = if prefix == "/" { full } else { full.strip_prefix(prefix.as_str()).unwrap_or(full) };
+            let rest = prefix.rest(full).ok_or_else(|| outside(prefix, full))?;
             let rel = decode_url_path(rest).map_err(Error::from)?;
             if rel.starts_with('/') {
                 return Err(Error::bad_request("an absolute ftp path (%2F) can't leave the gateway's directory"));
@@ -253,7 +248,7 @@ fn resolve<B>(req: &Request<B>, ftp: &FtpRoute) -> Result<Job, Error> {
                 (d, r) if d.ends_with('/') => format!("{d}{r}"),
                 (d, r) => format!("{d}/{r}"),
             };
-            let login = match basic {
+            let login = match credentials {
                 // The client's own credentials (a browser after a 401) win over the route's.
                 Some((u, p)) => checked_login(u, p)?,
                 None => match user {
@@ -261,7 +256,7 @@ fn resolve<B>(req: &Request<B>, ftp: &FtpRoute) -> Result<Job, Error> {
                     None => Login::anonymous(),
                 },
             };
-            let public_prefix = if prefix == "/" { "" } else { prefix.as_str() };
+            let public_prefix = prefix.mount_point();
             let title = if rel.is_empty() { format!("{public_prefix}/") } else { format!("{public_prefix}/{rel}/") };
             let mut location = format!("{full}/");
             if let Some(q) = uri.query() {
@@ -284,7 +279,7 @@ fn resolve<B>(req: &Request<B>, ftp: &FtpRoute) -> Result<Job, Error> {
 }
 
 /// `user:pass` and `host:port` of an authority (userinfo ends at the last `@`).
-fn split_userinfo(authority: &str) -> (Option<&str>, &str) {
+pub(crate) fn split_userinfo(authority: &str) -> (Option<&str>, &str) {
     match authority.rsplit_once('@') {
         Some((u, h)) => (Some(u), h),
         None => (None, authority),
@@ -327,42 +322,6 @@ fn checked_login(user: String, pass: String) -> Result<Login, Error> {
         return Ok(Login::anonymous());
     }
     Ok(Login::new(user, pass))
-}
-
-/// `Authorization: Basic` (RFC 7617) as user and password; None when absent or not Basic.
-fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
-    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?.trim();
-    let (scheme, token) = v.split_once(' ')?;
-    if !scheme.eq_ignore_ascii_case("basic") {
-        return None;
-    }
-    let raw = base64::engine::general_purpose::STANDARD.decode(token.trim()).ok()?;
-    let text = String::from_utf8(raw).ok()?;
-    let (u, p) = text.split_once(':')?;
-    Some((u.to_string(), p.to_string()))
-}
-
-/// Why a dial through hopgate's own dialer, or the FTP start of a session, failed.
-enum CheckoutError {
-    Dial(Error),
-    Ftp(FtpError),
-}
-
-impl From<FtpError> for CheckoutError {
-    fn from(e: FtpError) -> Self {
-        CheckoutError::Ftp(e)
-    }
-}
-
-/// A logged-in session: a pooled one, or a new connection through `ftp.dialer` (policy, loop check).
-async fn checkout(ftp: &FtpRoute, job: &Job) -> Result<PooledSession, Error> {
-    let dialer = &ftp.dialer;
-    let (host, port) = (job.target.host.as_str(), job.target.port);
-    let dial = || async move { dialer.dial(host, port).await.map(|(stream, _)| stream).map_err(CheckoutError::Dial) };
-    ftp.pool.checkout_with(&job.target, dial).await.map_err(|e| match e {
-        CheckoutError::Dial(e) => e,
-        CheckoutError::Ftp(e) => job.error(e),
-    })
 }
 
 /// GET and HEAD: a directory listing, a redirect to `dir/`, or the file.
@@ -464,9 +423,10 @@ async fn put(req: Request<Incoming>, s: PooledSession, job: &Job) -> Result<Resp
     let idle = s.settings.data_idle_timeout;
     let mut upload = s.upload(&job.path).await.map_err(|e| job.error(e))?;
     let mut body = req.into_body();
+    let mut timer = Timer::new(idle);
     // bounded: each turn takes one frame of the body, each within the data idle timeout
     loop {
-        let frame = match tokio::time::timeout(idle, body.frame()).await {
+        let frame = match timer.guard(body.frame()).await {
             Err(_) => {
                 return Err(Error::client(Kind::BadRequest, format!("the request body stalled for {idle:?}")));
             }
@@ -490,7 +450,7 @@ async fn put(req: Request<Incoming>, s: PooledSession, job: &Job) -> Result<Resp
 }
 
 /// `Range: bytes=N-`, the one form served; None for every other form (then the whole file, 200).
-fn range_start(headers: &HeaderMap) -> Option<u64> {
+pub(crate) fn range_start(headers: &HeaderMap) -> Option<u64> {
     let v = headers.get(header::RANGE)?.to_str().ok()?.trim();
     let spec = v.strip_prefix("bytes=")?.trim();
     let from = spec.strip_suffix('-')?;
@@ -501,7 +461,7 @@ fn range_start(headers: &HeaderMap) -> Option<u64> {
 }
 
 /// RFC 9110 §13.1.5: a Range with `If-Range` applies only when the date equals our Last-Modified.
-fn if_range_holds(headers: &HeaderMap, modified: Option<SystemTime>) -> bool {
+pub(crate) fn if_range_holds(headers: &HeaderMap, modified: Option<SystemTime>) -> bool {
     let Some(v) = headers.get(header::IF_RANGE) else {
         return true;
     };
@@ -512,7 +472,7 @@ fn if_range_holds(headers: &HeaderMap, modified: Option<SystemTime>) -> bool {
 }
 
 /// RFC 9110 §13.1.3: If-Modified-Since on GET/HEAD, at one-second resolution.
-fn not_modified_since(headers: &HeaderMap, modified: SystemTime) -> bool {
+pub(crate) fn not_modified_since(headers: &HeaderMap, modified: SystemTime) -> bool {
     let Some(since) = headers.get(header::IF_MODIFIED_SINCE).and_then(|v| v.to_str().ok()) else {
         return false;
     };
@@ -531,7 +491,7 @@ fn content_range_value(s: &str) -> HeaderValue {
 }
 
 /// JSON when the client's Accept ranks `application/json` above `text/html` (a tie is HTML).
-fn wants_json(headers: &HeaderMap) -> bool {
+pub(crate) fn wants_json(headers: &HeaderMap) -> bool {
     let mut json = 0.0f32;
     let mut html = 0.0f32;
     for value in headers.get_all(header::ACCEPT).iter().filter_map(|v| v.to_str().ok()) {
@@ -599,8 +559,6 @@ mod tests {
         assert_eq!(login_from_url(None, None, None).unwrap(), Login::anonymous());
         assert_eq!(login_from_url(Some("ftp".into()), None, None).unwrap().password, "hopgate@");
         assert!(login_from_url(Some("a\r\nDELE x".into()), Some("p".into()), None).is_err());
-        let h = headers(&[("authorization", "Basic Ym9iOnA6dw==")]);
-        assert_eq!(basic_credentials(&h), Some(("bob".into(), "p:w".into())));
     }
 
     #[test]

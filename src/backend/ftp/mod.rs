@@ -4,6 +4,7 @@
 //!
 //! How the HTTP side uses it:
 //! ```text
+//! let pool = FtpPool::new(settings, config, dialer);         // the room's dialer: every connection
 //! let path = ftp::decode_url_path(url_path)?;                 // 400 on CR/LF/NUL, `..`
 //! let mut s = pool.checkout(&Target { host, port, login }).await?;
 //! match s.stat(&path).await? {                                // MLST, else SIZE/MDTM, else CWD
@@ -12,10 +13,11 @@
 //! }
 //! PUT: let mut up = s.upload(&path).await?; write the body into `up`; up.finish().await?
 //! any Err(e) -> e.into_error(server, realm): hopgate's Error (its kind, the reply in the detail, e as the cause)
-//! Download read errors -> FtpError::from_io(&err)
+//! Download read errors -> FtpError::from_io_owned(err, during)
 //! ```
-//! Every data connection goes to the control connection's peer IP, whatever address a PASV reply
-//! names (FTP bounce, RFC 2577). Paths are UTF-8; one with CR, LF or NUL is refused before any
+//! Every connection, control and data, is made by the room's `upstream::Dialer` (resolve once, the target
+//! policy of the forward proxy, the loop check). Every data connection goes to the control connection's peer
+//! IP, whatever address a PASV reply names (FTP bounce, RFC 2577). Paths are UTF-8; one with CR, LF or NUL is refused before any
 //! command is sent.
 //!
 //! Does not: speak active mode (PORT/EPRT), FTPS, ASCII mode (always `TYPE I`), or resume a
@@ -25,7 +27,7 @@ mod body;
 mod client;
 mod dir;
 mod error;
-mod gateway;
+pub(crate) mod gateway;
 pub mod listing;
 mod pool;
 pub mod render;
@@ -36,7 +38,7 @@ use std::time::Duration;
 
 pub use client::{Features, FtpSession, Login, Stat};
 pub use error::FtpError;
-pub use gateway::{FtpRoute, serve};
+pub use gateway::{Ftp, serve};
 pub use listing::{Entry, EntryKind};
 pub use pool::{
     DEFAULT_FTP_IDLE_SECS, DEFAULT_FTP_MAX_IDLE_PER_KEY, DEFAULT_FTP_MAX_IDLE_TOTAL, DEFAULT_FTP_NOOP_AFTER_SECS,
@@ -47,8 +49,6 @@ pub use transfer::{Download, Upload};
 
 /// The well-known FTP control port, for `ftp://` URLs without one (RFC 1738 §3.2).
 pub const DEFAULT_FTP_PORT: u16 = 21;
-/// TCP connect to the control port.
-pub const DEFAULT_FTP_CONNECT_TIMEOUT_SECS: u64 = 10;
 /// Waiting for any one reply on the control connection.
 pub const DEFAULT_FTP_REPLY_TIMEOUT_SECS: u64 = 30;
 /// TCP connect of a passive data connection.
@@ -58,10 +58,10 @@ pub const DEFAULT_FTP_DATA_IDLE_SECS: u64 = 60;
 /// A directory listing larger than this is an error ([`FtpError::ListingTooLarge`]), not an OOM.
 pub const DEFAULT_MAX_LISTING_BYTES: usize = 16 * 1024 * 1024;
 
-/// Timeouts and limits of one FTP session; `Default` uses the `DEFAULT_*` constants.
+/// Timeouts and limits of one FTP session; `Default` uses the `DEFAULT_*` constants. The control connection is
+/// made within the listener's `connect_secs` (the room's dialer).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FtpSettings {
-    pub connect_timeout: Duration,
     pub reply_timeout: Duration,
     pub data_connect_timeout: Duration,
     pub data_idle_timeout: Duration,
@@ -71,7 +71,6 @@ pub struct FtpSettings {
 impl Default for FtpSettings {
     fn default() -> Self {
         FtpSettings {
-            connect_timeout: Duration::from_secs(DEFAULT_FTP_CONNECT_TIMEOUT_SECS),
             reply_timeout: Duration::from_secs(DEFAULT_FTP_REPLY_TIMEOUT_SECS),
             data_connect_timeout: Duration::from_secs(DEFAULT_FTP_DATA_CONNECT_TIMEOUT_SECS),
             data_idle_timeout: Duration::from_secs(DEFAULT_FTP_DATA_IDLE_SECS),
@@ -171,7 +170,6 @@ mod tests {
         assert_send(&pool.checkout(target));
         assert_send(&s.stat(""));
         assert_send(&s.list(""));
-        assert_send(&s.stor("", &mut tokio::io::empty()));
         assert_send(&s.retr("", 0));
     }
 

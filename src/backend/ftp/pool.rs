@@ -6,26 +6,26 @@
 //! [`FtpError::leaves_session_unknown`]). Checkout takes the most recently used idle session,
 //! checks it without a round trip (has the server closed it or said something unasked?) and,
 //! when it was idle longer than `noop_after`, with a NOOP; a dead one is dropped and the next
-//! tried, then a fresh connection is made. Expired sessions are dropped lazily, at the next
-//! checkout or return: no background task.
+//! tried, then a fresh connection is made through the room's dialer (resolve once, its target policy if
+//! any, the loop check, `connect_secs`), which also makes every data connection of the session (with the
+//! data connect timeout). Expired sessions are dropped lazily, at the next checkout or return: no
+//! background task.
 
 use std::borrow::{Borrow, BorrowMut};
 use std::collections::HashMap;
 use std::collections::hash_map::RandomState;
 use std::fmt;
-use std::future::Future;
 use std::hash::BuildHasher;
-use std::net::SocketAddr;
 use std::ops::{Deref, DerefMut};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use tokio::net::TcpStream;
-use tokio::time::{Instant, timeout};
+use tokio::time::Instant;
 
 use super::client::{FtpSession, Login};
 use super::transfer::{Download, Upload};
 use super::{FtpError, FtpSettings};
+use crate::upstream::Dialer;
 
 /// How long an unused logged-in session is kept.
 pub const DEFAULT_FTP_IDLE_SECS: u64 = 30;
@@ -84,6 +84,10 @@ struct Idle {
 struct Inner {
     settings: FtpSettings,
     config: FtpPoolConfig,
+    /// New control connections.
+    dialer: Dialer,
+    /// Data connections: the same dialer with `settings.data_connect_timeout`.
+    data: Dialer,
     hasher: RandomState,
     idle: Mutex<HashMap<Key, Vec<Idle>>>,
 }
@@ -101,32 +105,17 @@ impl fmt::Debug for FtpPool {
 }
 
 impl FtpPool {
-    pub fn new(settings: FtpSettings, config: FtpPoolConfig) -> FtpPool {
-        FtpPool {
-            inner: Arc::new(Inner { settings, config, hasher: RandomState::new(), idle: Mutex::new(HashMap::new()) }),
-        }
+    /// A pool whose sessions connect through `dialer` (the room's: with the target policy for the forward
+    /// proxy, without for a gateway route; the loop check for both).
+    pub fn new(settings: FtpSettings, config: FtpPoolConfig, dialer: Dialer) -> FtpPool {
+        let data = dialer.clone().with_connect_timeout(settings.data_connect_timeout);
+        let idle = Mutex::new(HashMap::new());
+        FtpPool { inner: Arc::new(Inner { settings, config, dialer, data, hasher: RandomState::new(), idle }) }
     }
 
-    /// The settings every session of this pool uses.
-    pub fn settings(&self) -> &FtpSettings {
-        &self.inner.settings
-    }
-
-    /// A logged-in session for `target`: a live idle one, else a new connection to the first
-    /// address of `target.host` that answers (resolved with the system resolver).
+    /// A logged-in session for `target`: a live idle one, else a new connection through the pool's dialer
+    /// (its errors are [`FtpError::Dial`]).
     pub async fn checkout(&self, target: &Target) -> Result<PooledSession, FtpError> {
-        let settings = self.inner.settings.clone();
-        self.checkout_with(target, || dial(target.host.clone(), target.port, settings)).await
-    }
-
-    /// Like [`FtpPool::checkout`], but a new connection comes from `dial` (the HTTP side's own
-    /// dialer, applying its target policy); its error type is the caller's.
-    pub async fn checkout_with<F, Fut, E>(&self, target: &Target, dial: F) -> Result<PooledSession, E>
-    where
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<TcpStream, E>>,
-        E: From<FtpError>,
-    {
         let key = self.key(target);
         // bounded: each turn removes one idle session
         while let Some(mut idle) = self.take_idle(&key) {
@@ -136,11 +125,12 @@ impl FtpPool {
             if idle.since.elapsed() > self.inner.config.noop_after && idle.session.noop().await.is_err() {
                 continue;
             }
-            return Ok(self.wrap(idle.session, key, true));
+            return Ok(self.wrap(idle.session, key));
         }
-        let stream = dial().await?;
-        let session = FtpSession::start(stream, &target.login, self.inner.settings.clone()).await?;
-        Ok(self.wrap(session, key, false))
+        let (stream, _) = self.inner.dialer.dial(&target.host, target.port).await.map_err(FtpError::Dial)?;
+        let inner = &self.inner;
+        let session = FtpSession::start(stream, &target.login, inner.settings.clone(), inner.data.clone()).await?;
+        Ok(self.wrap(session, key))
     }
 
     /// Idle sessions held now (all keys).
@@ -173,8 +163,8 @@ impl FtpPool {
         found
     }
 
-    fn wrap(&self, session: FtpSession, key: Key, reused: bool) -> PooledSession {
-        PooledSession { session: Some(session), home: Arc::downgrade(&self.inner), key, reused }
+    fn wrap(&self, session: FtpSession, key: Key) -> PooledSession {
+        PooledSession { session: Some(session), home: Arc::downgrade(&self.inner), key }
     }
 }
 
@@ -185,25 +175,6 @@ fn prune(idle: &mut HashMap<Key, Vec<Idle>>, idle_timeout: Duration) {
     });
 }
 
-/// The default dialer: resolve, then try each address within the connect timeout.
-async fn dial(host: String, port: u16, settings: FtpSettings) -> Result<TcpStream, FtpError> {
-    let resolved = timeout(settings.connect_timeout, tokio::net::lookup_host((host.as_str(), port)))
-        .await
-        .map_err(|_| FtpError::ConnectTimeout { during: "resolving the host" })?
-        .map_err(|source| FtpError::Connect { source })?;
-    let addrs: Vec<SocketAddr> = resolved.collect();
-    let mut last =
-        FtpError::Connect { source: std::io::Error::new(std::io::ErrorKind::NotFound, "host has no address") };
-    for addr in addrs {
-        match timeout(settings.connect_timeout, TcpStream::connect(addr)).await {
-            Ok(Ok(stream)) => return Ok(stream),
-            Ok(Err(source)) => last = FtpError::Connect { source },
-            Err(_) => last = FtpError::ConnectTimeout { during: "connect" },
-        }
-    }
-    Err(last)
-}
-
 /// A session checked out of an [`FtpPool`]; use it as an [`FtpSession`] (it derefs to one).
 /// Dropped, it goes back to the pool if its state is known and the pool has room.
 pub struct PooledSession {
@@ -211,23 +182,17 @@ pub struct PooledSession {
     session: Option<FtpSession>,
     home: Weak<Inner>,
     key: Key,
-    reused: bool,
 }
 
 impl PooledSession {
-    /// Whether this session came from the pool rather than a new log-in.
-    pub fn is_reused(&self) -> bool {
-        self.reused
-    }
-
-    /// Starts RETR (see [`FtpSession::retr`]); the session returns to the pool when the
-    /// [`Download`] is dropped after a confirmed end.
+    /// Starts RETR of `path` from byte `offset` (REST first when non-zero; needs `features().rest_stream`); the
+    /// session travels inside the [`Download`] and returns to the pool when it is dropped after a confirmed end.
     pub async fn retr(self, path: &str, offset: u64) -> Result<Download<PooledSession>, FtpError> {
         Download::start(self, path, offset).await
     }
 
-    /// Starts STOR (see [`FtpSession::upload`]); the session returns to the pool after a
-    /// successful [`Upload::finish`].
+    /// Starts STOR of `path`: write the bytes into the [`Upload`], then `finish()` it; the session returns to
+    /// the pool after a successful [`Upload::finish`].
     pub async fn upload(self, path: &str) -> Result<Upload<PooledSession>, FtpError> {
         Upload::start(self, path).await
     }

@@ -5,17 +5,16 @@
 //! a transfer dropped before its end leaves the session unusable, so a pool drops it.
 
 use std::borrow::BorrowMut;
-use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::time::{Instant, Sleep, sleep, timeout};
 
 use super::client::FtpSession;
 use super::{FtpError, check_path};
+use crate::idle::Timer;
 
 enum State {
     Streaming(TcpStream),
@@ -30,7 +29,7 @@ enum State {
 /// server confirmed the transfer with 226/250; a dropped data connection, a 426, a missing
 /// reply, a stall longer than `data_idle_timeout` or a length other than
 /// [`Download::with_expected_len`] is an `io::Error` carrying a
-/// [`FtpError::TransferIncomplete`] (or `Timeout`, `Io`): see [`FtpError::from_io`].
+/// [`FtpError::TransferIncomplete`] (or `Timeout`, `Io`): see [`FtpError::from_io_owned`].
 pub struct Download<S: BorrowMut<FtpSession>> {
     session: S,
     state: State,
@@ -38,7 +37,8 @@ pub struct Download<S: BorrowMut<FtpSession>> {
     expected: Option<u64>,
     /// RETR was answered with a completion reply at once (no 150): no further reply comes.
     final_seen: bool,
-    deadline: Pin<Box<Sleep>>,
+    /// A byte read is activity; then, after the data's end, the wait for the final reply.
+    timer: Timer,
 }
 
 impl<S: BorrowMut<FtpSession>> Download<S> {
@@ -66,7 +66,7 @@ impl<S: BorrowMut<FtpSession>> Download<S> {
             received: 0,
             expected: None,
             final_seen,
-            deadline: Box::pin(sleep(idle)),
+            timer: Timer::new(idle),
         })
     }
 
@@ -78,24 +78,10 @@ impl<S: BorrowMut<FtpSession>> Download<S> {
         self
     }
 
-    /// Bytes delivered so far.
-    pub fn received(&self) -> u64 {
-        self.received
-    }
-
-    /// True once EOF was returned after a confirmed transfer.
-    pub fn is_complete(&self) -> bool {
-        matches!(self.state, State::Done)
-    }
-
     fn fail(&mut self, e: FtpError) -> Poll<io::Result<()>> {
         self.session.borrow_mut().poisoned = true;
         self.state = State::Failed;
         Poll::Ready(Err(io::Error::other(e)))
-    }
-
-    fn reset_deadline(&mut self, after: std::time::Duration) {
-        self.deadline.as_mut().reset(Instant::now() + after);
     }
 }
 
@@ -122,8 +108,7 @@ impl<S: BorrowMut<FtpSession> + Unpin> AsyncRead for Download<S> {
                                         reply: Some("more bytes than announced".into()),
                                     });
                                 }
-                                let idle = this.session.borrow_mut().settings.data_idle_timeout;
-                                this.reset_deadline(idle);
+                                this.timer.touch();
                                 return Poll::Ready(Ok(()));
                             }
                             if this.expected.is_some_and(|e| this.received != e) {
@@ -136,13 +121,13 @@ impl<S: BorrowMut<FtpSession> + Unpin> AsyncRead for Download<S> {
                             }
                             this.state = State::Finishing;
                             let wait = this.session.borrow_mut().settings.reply_timeout;
-                            this.reset_deadline(wait);
+                            this.timer = Timer::new(wait);
                         }
                         Poll::Ready(Err(source)) => {
                             return this.fail(FtpError::Io { during: "download", source });
                         }
                         Poll::Pending => {
-                            if this.deadline.as_mut().poll(cx).is_ready() {
+                            if this.timer.poll_idle(cx).is_ready() {
                                 return this.fail(FtpError::Timeout { during: "download" });
                             }
                             return Poll::Pending;
@@ -162,7 +147,7 @@ impl<S: BorrowMut<FtpSession> + Unpin> AsyncRead for Download<S> {
                             this.fail(FtpError::TransferIncomplete { received: this.received, reply: None })
                         }
                         Poll::Pending => {
-                            if this.deadline.as_mut().poll(cx).is_ready() {
+                            if this.timer.poll_idle(cx).is_ready() {
                                 return this.fail(FtpError::Timeout { during: "waiting for the end of a download" });
                             }
                             Poll::Pending
@@ -199,7 +184,8 @@ pub struct Upload<S: BorrowMut<FtpSession>> {
     sent: u64,
     shut_down: bool,
     finished: bool,
-    deadline: Pin<Box<Sleep>>,
+    /// A byte written is activity.
+    timer: Timer,
 }
 
 impl<S: BorrowMut<FtpSession>> Upload<S> {
@@ -214,26 +200,13 @@ impl<S: BorrowMut<FtpSession>> Upload<S> {
             return Err(FtpError::from_reply("STOR", &reply));
         }
         let idle = s.settings.data_idle_timeout;
-        Ok(Upload {
-            session,
-            data: Some(data),
-            sent: 0,
-            shut_down: false,
-            finished: false,
-            deadline: Box::pin(sleep(idle)),
-        })
-    }
-
-    /// Bytes written so far.
-    pub fn sent(&self) -> u64 {
-        self.sent
+        Ok(Upload { session, data: Some(data), sent: 0, shut_down: false, finished: false, timer: Timer::new(idle) })
     }
 
     /// Ends the file and waits for the server's verdict: the byte count on 226/250.
     pub async fn finish(mut self) -> Result<u64, FtpError> {
-        let idle = self.session.borrow_mut().settings.data_idle_timeout;
         if let Some(mut data) = self.data.take().filter(|_| !self.shut_down) {
-            match timeout(idle, data.shutdown()).await {
+            match self.timer.guard(data.shutdown()).await {
                 Ok(Ok(())) => {}
                 Ok(Err(source)) => {
                     return Err(self.session.borrow_mut().poison(FtpError::Io { during: "ending an upload", source }));
@@ -258,8 +231,7 @@ impl<S: BorrowMut<FtpSession>> Upload<S> {
         };
         match op(Pin::new(data), cx) {
             Poll::Ready(Ok(v)) => {
-                let idle = self.session.borrow_mut().settings.data_idle_timeout;
-                self.deadline.as_mut().reset(Instant::now() + idle);
+                self.timer.touch();
                 Poll::Ready(Ok(v))
             }
             Poll::Ready(Err(source)) => {
@@ -267,7 +239,7 @@ impl<S: BorrowMut<FtpSession>> Upload<S> {
                 Poll::Ready(Err(io::Error::other(e)))
             }
             Poll::Pending => {
-                if self.deadline.as_mut().poll(cx).is_ready() {
+                if self.timer.poll_idle(cx).is_ready() {
                     let e = self.session.borrow_mut().poison(FtpError::Timeout { during: "upload" });
                     return Poll::Ready(Err(io::Error::other(e)));
                 }

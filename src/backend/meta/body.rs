@@ -1,19 +1,16 @@
-//! Streamed bodies both ways: the response body handed to the HTTP side, the request body fed to
-//! the upstream, and the idle timer that watches both.
+//! Streamed bodies both ways: the response body handed to the HTTP side and the request body fed to the
+//! upstream, both touching one idle timer (`crate::idle`) shared by the feeding task and the reader.
 
 use std::fmt;
 use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll, ready};
-use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::time::{Instant, Sleep};
 
 use super::error::GatewayError;
+use crate::idle::{Stamp, Timer};
 
 type BoxStream = Pin<Box<dyn Stream<Item = Result<Bytes, GatewayError>> + Send + Sync>>;
 
@@ -98,70 +95,6 @@ impl http_body::Body for GatewayBody {
     }
 }
 
-/// When either direction last moved: the request body was pulled or written, or upstream bytes
-/// arrived. Shared by the feeding task and the reading stream.
-#[derive(Clone, Debug)]
-pub(crate) struct Progress {
-    base: Instant,
-    last_ms: Arc<AtomicU64>,
-}
-
-impl Progress {
-    pub(crate) fn new() -> Progress {
-        Progress { base: Instant::now(), last_ms: Arc::new(AtomicU64::new(0)) }
-    }
-
-    pub(crate) fn touch(&self) {
-        let ms = u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.last_ms.fetch_max(ms, Ordering::Relaxed);
-    }
-
-    fn last(&self) -> Instant {
-        self.base + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
-    }
-}
-
-/// Fires when nothing moved in either direction for `timeout` while the reader waits on the
-/// upstream. Time the HTTP side spends not polling does not count against the upstream.
-pub(crate) struct IdleTimer {
-    progress: Progress,
-    timeout: Duration,
-    sleep: Pin<Box<Sleep>>,
-    waiting: bool,
-}
-
-impl IdleTimer {
-    pub(crate) fn new(progress: Progress, timeout: Duration) -> IdleTimer {
-        IdleTimer { progress, timeout, sleep: Box::pin(tokio::time::sleep(timeout)), waiting: false }
-    }
-
-    /// The upstream delivered something.
-    pub(crate) fn moved(&mut self) {
-        self.waiting = false;
-        self.progress.touch();
-    }
-
-    /// Call when the upstream read is pending: `Ready` once the timeout has passed.
-    pub(crate) fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        if !self.waiting {
-            self.waiting = true;
-            self.progress.touch();
-        }
-        loop {
-            let deadline = self.progress.last() + self.timeout;
-            if Instant::now() >= deadline {
-                return Poll::Ready(());
-            }
-            if self.sleep.deadline() != deadline {
-                self.sleep.as_mut().reset(deadline);
-            }
-            if self.sleep.as_mut().poll(cx).is_pending() {
-                return Poll::Pending;
-            }
-        }
-    }
-}
-
 /// What an upstream reader's owner is told when reading stops.
 pub(crate) trait ReadEnd: Send + Sync {
     /// `clean`: end of output reached; otherwise timeout or read error (the upstream is abandoned).
@@ -177,14 +110,17 @@ impl ReadEnd for () {
 pub(crate) struct UpstreamReader<R, G> {
     reader: R,
     guard: G,
-    timer: IdleTimer,
+    /// Touched by the reader and by whoever feeds the request body: see [`UpstreamReader::new`].
+    timer: Timer,
     buf: Vec<u8>,
     what: String,
     done: bool,
 }
 
 impl<R, G> UpstreamReader<R, G> {
-    pub(crate) fn new(reader: R, guard: G, timer: IdleTimer, what: String) -> Self {
+    /// `timer`: shared with the task feeding the request body; silence counts only while this reader waits (time
+    /// the HTTP side spends not asking for more is not the upstream's).
+    pub(crate) fn new(reader: R, guard: G, timer: Timer, what: String) -> Self {
         UpstreamReader { reader, guard, timer, buf: vec![0; READ_CHUNK_BYTES], what, done: false }
     }
 }
@@ -210,7 +146,7 @@ where
                     this.guard.end(true);
                     return Poll::Ready(None);
                 }
-                this.timer.moved();
+                this.timer.touch();
                 Poll::Ready(Some(Ok(Bytes::copy_from_slice(rb.filled()))))
             }
             Poll::Ready(Err(e)) => {
@@ -219,12 +155,13 @@ where
                 Poll::Ready(Some(Err(GatewayError::closed(format!("reading from {}", this.what), e))))
             }
             Poll::Pending => {
-                ready!(this.timer.poll_expired(cx));
+                ready!(this.timer.poll_wait(cx));
                 this.done = true;
                 this.guard.end(false);
                 Poll::Ready(Some(Err(GatewayError::timeout(format!(
                     "{} silent for {:?}",
-                    this.what, this.timer.timeout
+                    this.what,
+                    this.timer.after()
                 )))))
             }
         }
@@ -246,7 +183,7 @@ pub(crate) enum FeedError {
 pub(crate) async fn feed_body<W, S, E>(
     w: &mut W,
     body: S,
-    progress: &Progress,
+    progress: &Stamp,
     limit: Option<u64>,
     mut frame: impl FnMut(Bytes, &mut BytesMut),
 ) -> Result<(), FeedError>

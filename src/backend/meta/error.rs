@@ -19,11 +19,12 @@ pub enum GatewayErrorKind {
     /// hopgate could not start the script: its interpreter is missing, the kernel can't run the file, no
     /// process or pipes could be made. Nothing of the script ran: 502 (`Kind::SpawnFailed`, hopgate's side).
     Spawn,
-    /// The application refused the connection (nothing listens on the port): 502.
+    /// The application refused the connection (nothing listens on its unix socket): 502. TCP connections are
+    /// made, and their failures worded, by `upstream::Dialer`.
     ConnectRefused,
     /// The connection to the application could not be made otherwise (no such socket file...): 502.
     ConnectFailed,
-    /// Connecting to the application took longer than the timeout: 504.
+    /// Connecting to the application's unix socket took longer than the timeout: 504.
     ConnectTimeout,
     /// The application is there but refuses service (FastCGI's FCGI_OVERLOADED), or the gateway is closing: 502.
     Unavailable,

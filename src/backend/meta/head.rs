@@ -69,7 +69,9 @@ impl HeadParser {
         let from = self.scanned.saturating_sub(2);
         let Some((head_len, end)) = find_blank_line(&self.buf, from) else {
             self.scanned = self.buf.len();
-            if self.buf.len() > self.limit {
+            // Without its blank line yet, the head is at least all but the last byte (which may be the `\r` of
+            // `\n\r\n`): refuse only what can no longer fit, so that the limit does not depend on the reads.
+            if self.buf.len() > self.limit.saturating_add(1) {
                 return Err(GatewayError::new(
                     GatewayErrorKind::TooLarge,
                     format!("response head over {} bytes", self.limit),
@@ -226,4 +228,42 @@ fn trim(v: &[u8]) -> &[u8] {
     let start = v.iter().position(|b| !matches!(b, b' ' | b'\t')).unwrap_or(v.len());
     let end = v.iter().rposition(|b| !matches!(b, b' ' | b'\t')).map_or(start, |e| e + 1);
     &v[start..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Feeds `out` in pieces of `step` bytes; the head's status or the error's detail.
+    fn feed(out: &[u8], limit: usize, step: usize) -> Result<Option<StatusCode>, String> {
+        let mut p = HeadParser::with_limit(limit);
+        for piece in out.chunks(step) {
+            match p.feed(piece) {
+                Ok(Some((head, _))) => return Ok(Some(head.status)),
+                Ok(None) => {}
+                Err(e) => return Err(e.detail().to_string()),
+            }
+        }
+        Ok(None)
+    }
+
+    /// A head exactly at the limit is accepted however the output is cut into reads, and one byte over it is
+    /// refused however it is cut (found by the fuzz target cgi_head).
+    #[test]
+    fn the_limit_does_not_depend_on_reads() {
+        for end in ["\r\n\r\n", "\n\n", "\n\r\n", "\r\n\n"] {
+            let line_end = &end[..end.find('\n').unwrap() + 1];
+            let at_limit = format!("Status: 404{line_end}");
+            let limit = at_limit.len();
+            let out = format!("Status: 404{end}body");
+            for step in [1, 2, 3, out.len()] {
+                assert_eq!(feed(out.as_bytes(), limit, step), Ok(Some(StatusCode::NOT_FOUND)), "{end:?} step {step}");
+                assert_eq!(
+                    feed(out.as_bytes(), limit - 1, step),
+                    Err(format!("response head over {} bytes", limit - 1)),
+                    "{end:?} step {step}"
+                );
+            }
+        }
+    }
 }

@@ -1,0 +1,4 @@
+Location: https://example.com/x
+Status: 301 Moved
+
+moved

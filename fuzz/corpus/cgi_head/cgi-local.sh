@@ -1,0 +1,2 @@
+Location: /cgi-bin/hello.sh?from=local
+
