@@ -323,6 +323,9 @@ pub async fn run(cli: Cli) -> ExitCode {
     for b in server.bound() {
         eprintln!("hopgate: listening on {b}");
     }
+    if let Some(a) = server.admin_addr() {
+        eprintln!("hopgate: admin on http://{a}");
+    }
     server.run(shutdown).await;
     ExitCode::SUCCESS
 }

@@ -212,7 +212,7 @@ pub struct Metrics {
     routes: Mutex<Vec<Arc<RouteMetrics>>>,
     listeners: Mutex<Vec<Arc<ListenerMetrics>>>,
     /// Open tunnels, for the stats page (never labels: client addresses and targets are unbounded).
-    pub tunnels: OpenTunnels,
+    pub tunnels: Arc<OpenTunnels>,
     pub started: Instant,
 }
 
@@ -246,7 +246,7 @@ impl Metrics {
             reloads: Family::default(),
             routes: Mutex::default(),
             listeners: Mutex::default(),
-            tunnels: OpenTunnels::default(),
+            tunnels: Arc::default(),
             started: Instant::now(),
             registry: Registry::default(),
         };
@@ -256,7 +256,11 @@ impl Metrics {
             "From the request head received to the response body's end",
             m.duration.clone(),
         );
-        registry.register("requests_in_flight", "Requests received and not yet answered to the end", m.in_flight.clone());
+        registry.register(
+            "requests_in_flight",
+            "Requests received and not yet answered to the end",
+            m.in_flight.clone(),
+        );
         registry.register("connections_open", "Client connections open", m.connections_open.clone());
         registry.register("connections", "Client connections accepted", m.connections.clone());
         registry.register("received_bytes", "Bytes received from clients (heads and bodies)", m.received.clone());
@@ -304,17 +308,18 @@ impl Metrics {
         let result = |result| ListenerResult { listener: listener.to_owned(), result };
         let handles = Arc::new(ListenerMetrics {
             name: listener.to_owned(),
-            connections_open: self.connections_open.get_or_create(&l).clone(),
-            connections: self.connections.get_or_create(&l).clone(),
-            in_flight: self.in_flight.get_or_create(&l).clone(),
-            received: self.received.get_or_create(&l).clone(),
-            sent: self.sent.get_or_create(&l).clone(),
-            tunnels_open: self.tunnels_open.get_or_create(&l).clone(),
-            tunnel_up: self.tunnel_bytes.get_or_create(&dir("up")).clone(),
-            tunnel_down: self.tunnel_bytes.get_or_create(&dir("down")).clone(),
-            tls_ok: self.tls.get_or_create(&result("ok")).clone(),
-            tls_error: self.tls.get_or_create(&result("error")).clone(),
-            auth_failures: self.auth_failures.get_or_create(&l).clone(),
+            connections_open: owned(&self.connections_open, &l),
+            connections: owned(&self.connections, &l),
+            in_flight: owned(&self.in_flight, &l),
+            received: owned(&self.received, &l),
+            sent: owned(&self.sent, &l),
+            tunnels_open: owned(&self.tunnels_open, &l),
+            tunnel_up: owned(&self.tunnel_bytes, &dir("up")),
+            tunnel_down: owned(&self.tunnel_bytes, &dir("down")),
+            tls_ok: owned(&self.tls, &result("ok")),
+            tls_error: owned(&self.tls, &result("error")),
+            auth_failures: owned(&self.auth_failures, &l),
+            tunnels: self.tunnels.clone(),
         });
         if let Ok(mut all) = self.listeners.lock() {
             all.retain(|x| x.name != listener);
@@ -332,12 +337,12 @@ impl Metrics {
             route: route.to_owned(),
             metrics: Arc::downgrade(self),
             by_code: (0..STATUS_CODES).map(|_| OnceLock::new()).collect(),
-            duration: self.duration.get_or_create(&lr).0.clone(),
-            reused: self.reused.get_or_create(&r).clone(),
-            opened: self.opened.get_or_create(&r).clone(),
-            cgi_running: self.cgi_running.get_or_create(&r).clone(),
-            cgi_queued: self.cgi_queued.get_or_create(&r).clone(),
-            ftp_idle: self.ftp_idle.get_or_create(&r).clone(),
+            duration: owned(&self.duration, &lr).0,
+            reused: owned(&self.reused, &r),
+            opened: owned(&self.opened, &r),
+            cgi_running: owned(&self.cgi_running, &r),
+            cgi_queued: owned(&self.cgi_queued, &r),
+            ftp_idle: owned(&self.ftp_idle, &r),
             errors: Mutex::default(),
         });
         if let Ok(mut all) = self.routes.lock() {
@@ -371,6 +376,16 @@ impl Metrics {
     }
 }
 
+/// A family's metric for `labels`, cloned (it shares its value). The family's lock guard is dropped before this
+/// returns: holding it while creating another metric of the same family would deadlock.
+fn owned<L, M>(family: &Family<L, M>, labels: &L) -> M
+where
+    L: Clone + std::hash::Hash + Eq,
+    M: Clone + Default,
+{
+    family.get_or_create(labels).clone()
+}
+
 /// Status codes 100..=599 each get their counter slot.
 const STATUS_CODES: usize = 500;
 
@@ -389,6 +404,8 @@ pub struct ListenerMetrics {
     pub tls_ok: Counter,
     pub tls_error: Counter,
     pub auth_failures: Counter,
+    /// The process's table of open tunnels, for the stats page.
+    pub tunnels: Arc<OpenTunnels>,
 }
 
 /// What one route counts. Requests by status: a slot per status code, created on its first use.
@@ -451,7 +468,8 @@ impl RouteMetrics {
 
     /// Upstream errors by reason so far.
     pub fn errors(&self) -> Vec<(&'static str, u64)> {
-        let mut v: Vec<_> = self.errors.lock().map(|e| e.iter().map(|(k, c)| (*k, c.get())).collect()).unwrap_or_default();
+        let mut v: Vec<_> =
+            self.errors.lock().map(|e| e.iter().map(|(k, c)| (*k, c.get())).collect()).unwrap_or_default();
         v.sort();
         v
     }

@@ -15,6 +15,7 @@ use crate::config::{self, Prefix, Target, host_key};
 use crate::error::{Error, Kind, StartupError};
 use crate::http::auth;
 use crate::http::htpasswd::Users;
+use crate::metrics::{Metrics, RouteMetrics};
 use crate::upstream::{Outbound, TargetPolicy};
 
 /// Everything one listener serves.
@@ -35,6 +36,8 @@ pub struct ProxyRooms {
     pub ftp: Ftp,
     /// What the access log calls it: `proxy`.
     pub name: Arc<str>,
+    /// What it counts (requests by status, durations, upstream errors and connections).
+    pub metrics: Arc<RouteMetrics>,
 }
 
 /// A gateway route, built: which requests it takes (host and prefix), and the room mounted there.
@@ -46,6 +49,8 @@ pub struct Mount {
     pub room: Room,
     /// What the access log calls it: the route's `name`, else its target.
     pub name: Arc<str>,
+    /// What it counts (requests by status, durations, upstream errors and connections).
+    pub metrics: Arc<RouteMetrics>,
 }
 
 /// A gateway route's room, ready to serve.
@@ -78,16 +83,22 @@ impl Table {
         hop: &Hop,
         out: &Outbound,
         auth: &Arc<auth::Guard>,
+        metrics: &Arc<Metrics>,
+        listener: &str,
     ) -> Result<Table, StartupError> {
+        // Each route's label set is looked up here, once: its rooms count through the handles they are built with.
         let proxy = cfg
             .proxy
             .as_ref()
-            .map(|p| ProxyRooms::build(p, cfg, hop, out, auth).map_err(|e| e.or_at(cfg.at.as_ref())))
+            .map(|p| {
+                let counted = metrics.route(listener, config::PROXY_ROUTE_NAME);
+                ProxyRooms::build(p, cfg, hop, out, auth, counted).map_err(|e| e.or_at(cfg.at.as_ref()))
+            })
             .transpose()?;
         let routes = cfg
             .routes
             .iter()
-            .map(|r| Mount::build(r, cfg, out).map_err(|e| e.or_at(r.at.as_ref())))
+            .map(|r| Mount::build(r, cfg, out, metrics.route(listener, &r.name())).map_err(|e| e.or_at(r.at.as_ref())))
             .collect::<Result<_, _>>()?;
         Ok(Table { proxy, routes })
     }
@@ -143,7 +154,9 @@ impl ProxyRooms {
         hop: &Hop,
         out: &Outbound,
         auth: &Arc<auth::Guard>,
+        metrics: Arc<RouteMetrics>,
     ) -> Result<ProxyRooms, StartupError> {
+        let out = &out.for_route(metrics.clone());
         // Client-chosen targets: the target policy applies to every room of the proxy.
         let dialer = out.dialer(Some(TargetPolicy::new(p.allow_targets.clone())));
         // The parent's CONNECTs carry this listener's Via hop, so a chain of parents can't loop.
@@ -157,20 +170,26 @@ impl ProxyRooms {
         let relay = Forward::new(p.ca.as_deref(), dialer.clone(), parent.clone(), listener.upgrades.clone(), out)?;
         let tunnels = Tunnels::new(p, dialer.clone(), parent);
         let ftp = Ftp::forward(dialer, p.parent.as_ref().map(|p| p.authority.to_string()));
-        Ok(ProxyRooms { users, relay, tunnels, ftp, name: Arc::from(config::PROXY_ROUTE_NAME) })
+        Ok(ProxyRooms { users, relay, tunnels, ftp, name: Arc::from(config::PROXY_ROUTE_NAME), metrics })
     }
 }
 
 impl Mount {
-    fn build(r: &config::Route, listener: &config::Listener, out: &Outbound) -> Result<Mount, StartupError> {
+    fn build(
+        r: &config::Route,
+        listener: &config::Listener,
+        out: &Outbound,
+        metrics: Arc<RouteMetrics>,
+    ) -> Result<Mount, StartupError> {
+        let out = &out.for_route(metrics.clone());
         let room = match &r.to {
             Target::Http(t) => Room::Relay(relay::Reverse::new(t, &r.path, &listener.upgrades, out)?),
-            Target::Cgi(t) => Room::App(app::Gateway::cgi(t, &r.path)?),
+            Target::Cgi(t) => Room::App(app::Gateway::cgi(t, &r.path, out)?),
             Target::FastCgi(t) => Room::App(app::Gateway::fastcgi(t, &r.path, out)?),
             Target::Scgi(t) => Room::App(app::Gateway::scgi(t, &r.path, out)),
             Target::Ftp(t) => Room::Ftp(Ftp::gateway(t, &r.path, out)?),
         };
-        Ok(Mount { host: r.host.clone(), path: r.path.clone(), room, name: Arc::from(r.name()) })
+        Ok(Mount { host: r.host.clone(), path: r.path.clone(), room, name: Arc::from(r.name()), metrics })
     }
 
     /// Host equal (when the route names one) and path under the prefix on a segment boundary.
@@ -269,6 +288,14 @@ impl Picked<'_> {
         match self {
             Picked::Forward(p) | Picked::Connect(p) | Picked::Ftp(p) => Some(p),
             Picked::Route(_) => None,
+        }
+    }
+
+    /// What the route counts.
+    pub fn metrics(&self) -> &Arc<RouteMetrics> {
+        match self {
+            Picked::Forward(p) | Picked::Connect(p) | Picked::Ftp(p) => &p.metrics,
+            Picked::Route(r) => &r.metrics,
         }
     }
 

@@ -15,7 +15,7 @@ use std::io;
 use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -88,6 +88,7 @@ where
         if let Some(t) = tally {
             t.a_to_b.store(a_to_b.counts.written, Ordering::Relaxed);
             t.b_to_a.store(b_to_a.counts.written, Ordering::Relaxed);
+            t.flush();
         }
         for result in results {
             if let Poll::Ready(Err(e)) = result {
@@ -106,11 +107,32 @@ where
     Outcome { a_to_b: a_to_b.counts.written, b_to_a: b_to_a.counts.written, ended }
 }
 
-/// Bytes written each way so far.
+/// Bytes written each way so far, and who hears of them as they move.
 #[derive(Default)]
 struct Tally {
     a_to_b: AtomicU64,
     b_to_a: AtomicU64,
+    /// The counts already handed to `progress`.
+    flushed_a_to_b: AtomicU64,
+    flushed_b_to_a: AtomicU64,
+    progress: OnceLock<Progress>,
+}
+
+/// Called with the bytes moved (up, down) since its last call.
+type Progress = Box<dyn Fn(u64, u64) + Send + Sync>;
+
+impl Tally {
+    /// Hands what moved since the last flush to `progress`. `fetch_max` keeps two flushers (the pump and
+    /// [`Watch::on_progress`]) from counting a byte twice.
+    fn flush(&self) {
+        let Some(progress) = self.progress.get() else { return };
+        let (up, down) = (self.a_to_b.load(Ordering::Relaxed), self.b_to_a.load(Ordering::Relaxed));
+        let up = up.saturating_sub(self.flushed_a_to_b.fetch_max(up, Ordering::Relaxed));
+        let down = down.saturating_sub(self.flushed_b_to_a.fetch_max(down, Ordering::Relaxed));
+        if up > 0 || down > 0 {
+            progress(up, down);
+        }
+    }
 }
 
 /// How a tunnel ended, as the access log tells it: bytes each way and why it ended.
@@ -155,9 +177,10 @@ impl End {
 /// `upgrade`: the protocol(s) switched to, None for CONNECT.
 pub fn report(upgrade: Option<String>) -> (Report, Watch) {
     let slot = Arc::new(Mutex::new(Slot::Open));
+    let tally = Arc::new(Tally::default());
     (
-        Report { slot: slot.clone(), sent: false, tally: Tally::default() },
-        Watch { slot, upgrade: upgrade.map(Arc::from) },
+        Report { slot: slot.clone(), sent: false, tally: tally.clone() },
+        Watch { slot, upgrade: upgrade.map(Arc::from), tally },
     )
 }
 
@@ -179,7 +202,7 @@ fn lock(slot: &Mutex<Slot>) -> MutexGuard<'_, Slot> {
 pub struct Report {
     slot: Arc<Mutex<Slot>>,
     sent: bool,
-    tally: Tally,
+    tally: Arc<Tally>,
 }
 
 impl Report {
@@ -233,9 +256,17 @@ impl Drop for Report {
 pub struct Watch {
     slot: Arc<Mutex<Slot>>,
     upgrade: Option<Arc<str>>,
+    tally: Arc<Tally>,
 }
 
 impl Watch {
+    /// Calls `f` with the bytes (up from the client, down to it) moved since its last call, as they move: first
+    /// with what moved before this call. Only the first `f` given is called.
+    pub fn on_progress(&self, f: impl Fn(u64, u64) + Send + Sync + 'static) {
+        let _ = self.tally.progress.set(Box::new(f));
+        self.tally.flush();
+    }
+
     /// The protocol(s) an upgrade switched to; None for CONNECT.
     pub fn upgrade(&self) -> Option<&str> {
         self.upgrade.as_deref()

@@ -87,14 +87,19 @@ fn dialer(o: &AppOptions, out: &Outbound) -> Dialer {
 
 impl Gateway {
     /// The gateway of a `cgi:DIR` route under `prefix`. Fails when the directory does not exist.
-    pub fn cgi(t: &CgiTarget, prefix: &Prefix) -> Result<Gateway, StartupError> {
+    pub fn cgi(t: &CgiTarget, prefix: &Prefix, out: &Outbound) -> Result<Gateway, StartupError> {
         let timeout = timeout(&t.app);
         let mut cfg = CgiConfig::new(&t.dir);
         cfg.timeout = timeout;
         if let Some(n) = t.max_scripts {
             cfg.max_scripts = n;
         }
-        let cgi = Cgi::new(cfg).map_err(|e| StartupError::new(format!("CGI directory {}: {e}", t.dir.display())))?;
+        let (running, queued) = match &out.route {
+            Some(m) => (m.cgi_running.clone(), m.cgi_queued.clone()),
+            None => Default::default(),
+        };
+        let cgi = Cgi::new(cfg, running, queued)
+            .map_err(|e| StartupError::new(format!("CGI directory {}: {e}", t.dir.display())))?;
         Ok(Gateway::with(App::Cgi(cgi), prefix, t.index.clone(), &t.app, None))
     }
 

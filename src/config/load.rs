@@ -328,10 +328,9 @@ impl Ctx<'_> {
 
     /// `[admin]`: `listen` is `IP:PORT` (or `:PORT`, every address, which then needs `users`).
     fn admin(&self, a: RawAdmin) -> Result<Admin, ConfigError> {
-        let listen = parse_listen(a.listen.get_ref())
-            .ok()
-            .filter(|l| !l.tls)
-            .ok_or_else(|| self.err(a.listen.span(), format!("admin listen {:?}: IP:PORT expected", a.listen.get_ref())))?;
+        let listen = parse_listen(a.listen.get_ref()).ok().filter(|l| !l.tls).ok_or_else(|| {
+            self.err(a.listen.span(), format!("admin listen {:?}: IP:PORT expected", a.listen.get_ref()))
+        })?;
         let users = a.users.as_ref().map(|u| self.users_file(u)).transpose()?;
         let admin = Admin { listen: listen.addr, users, at: Some(self.at(a.listen.span())) };
         admin.check().map_err(|why| self.err(a.listen.span(), why))?;

@@ -18,6 +18,7 @@ use tokio::time::Instant;
 
 use crate::http::pages;
 use crate::idle::Stamp;
+use crate::metrics::ListenerMetrics;
 
 /// What the connection's IO, its requests and its timer loop share.
 #[derive(Debug, Default)]
@@ -33,11 +34,13 @@ pub struct ConnShared {
     /// When a write to the client first found its socket full and nothing was written since; none when none
     /// is waiting. A client that takes no response bytes for the idle time is cut off.
     write_blocked: Stamp,
+    /// The listener's counters (bytes each way, requests in flight); None in unit tests.
+    metrics: Option<Arc<ListenerMetrics>>,
 }
 
 impl ConnShared {
-    pub fn new() -> Arc<ConnShared> {
-        let s = ConnShared::default();
+    pub fn new(metrics: Option<Arc<ListenerMetrics>>) -> Arc<ConnShared> {
+        let s = ConnShared { metrics, ..ConnShared::default() };
         s.last_activity.touch();
         Arc::new(s)
     }
@@ -46,12 +49,23 @@ impl ConnShared {
     pub fn request_started(&self) {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         self.head_started.clear();
+        if let Some(m) = &self.metrics {
+            m.in_flight.inc();
+        }
     }
 
     /// The response (body included) is done, or was abandoned.
     pub fn request_finished(&self) {
         self.last_activity.touch();
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        if let Some(m) = &self.metrics {
+            m.in_flight.dec();
+        }
+    }
+
+    /// The listener's counters.
+    pub fn metrics(&self) -> Option<&Arc<ListenerMetrics>> {
+        self.metrics.as_ref()
     }
 
     /// Whether the head of the request now starting named Content-Length twice; clears the flag.
@@ -61,6 +75,9 @@ impl ConnShared {
 
     fn on_read(&self, bytes: &[u8]) {
         self.last_activity.touch();
+        if let Some(m) = &self.metrics {
+            m.received.inc_by(bytes.len() as u64);
+        }
         if self.in_flight.load(Ordering::Relaxed) == 0 && !self.head_started.is_set() {
             self.head_started.copy(&self.last_activity);
             if count_content_length(bytes) > 1 {
@@ -74,6 +91,9 @@ impl ConnShared {
             Poll::Ready(Ok(n)) if *n > 0 => {
                 self.last_activity.touch();
                 self.write_blocked.clear();
+                if let Some(m) = &self.metrics {
+                    m.sent.inc_by(*n as u64);
+                }
             }
             Poll::Pending => self.write_blocked.touch_if_none(),
             _ => {}
@@ -286,7 +306,7 @@ mod tests {
 
     #[test]
     fn deadlines() {
-        let s = ConnShared::new();
+        let s = ConnShared::new(None);
         let idle = Duration::from_secs(60);
         let hr = Duration::from_secs(5);
         let d0 = s.deadline(hr, idle).unwrap();
@@ -301,7 +321,7 @@ mod tests {
 
     #[test]
     fn a_client_that_stops_reading_has_a_deadline() {
-        let s = ConnShared::new();
+        let s = ConnShared::new(None);
         let idle = Duration::from_secs(60);
         s.request_started();
         assert!(s.deadline(Duration::from_secs(5), idle).is_none(), "a request in flight waits for its upstream");

@@ -11,6 +11,7 @@ use crate::backend::Hop;
 use crate::config::{self, Limits};
 use crate::error::StartupError;
 use crate::http::auth;
+use crate::metrics::{ListenerMetrics, Metrics, RouteMetrics};
 use crate::route::Table;
 use crate::upstream::Outbound;
 
@@ -21,6 +22,10 @@ pub struct ListenerState {
     pub limits: Limits,
     pub table: Table,
     pub log: Arc<AccessLogger>,
+    /// What this listener counts, labelled with its URL as `listening on` prints it.
+    pub metrics: Arc<ListenerMetrics>,
+    /// What requests no route took (the head checks' 400s, 404s) count for: route `-`.
+    pub unrouted: Arc<RouteMetrics>,
 }
 
 /// What start-up needs from the outside world to build a listener.
@@ -30,6 +35,7 @@ pub struct Shared {
     pub limits: Limits,
     /// Proxy authentication's verification pool and failure record, one per process.
     pub auth: Arc<auth::Guard>,
+    pub metrics: Arc<Metrics>,
 }
 
 impl Shared {
@@ -50,12 +56,15 @@ pub fn build(cfg: &config::Listener, local: SocketAddr, shared: &Shared) -> Resu
         via_name: cfg.via_name.clone().unwrap_or_else(|| format!("{}:{}", hostname(), local.port())),
         timeouts: t,
     };
-    let table = Table::build(cfg, &hop, &shared.out, &shared.auth)?;
+    let label = format!("{}://{local}", hop.scheme());
+    let table = Table::build(cfg, &hop, &shared.out, &shared.auth, &shared.metrics, &label)?;
     let acceptor = match cfg.listen.tls {
         true => Some(Acceptor::new(&cfg.certs, t.tls_handshake).map_err(|e| e.or_at(cfg.at.as_ref()))?),
         false => None,
     };
-    Ok(ListenerState { hop, acceptor, limits: shared.limits, table, log: shared.log.clone() })
+    let unrouted = shared.metrics.route(&label, crate::metrics::NO_ROUTE);
+    let metrics = shared.metrics.listener(&label);
+    Ok(ListenerState { hop, acceptor, limits: shared.limits, table, log: shared.log.clone(), metrics, unrouted })
 }
 
 fn hostname() -> String {

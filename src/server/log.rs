@@ -29,6 +29,7 @@ use super::conn::ConnShared;
 use crate::config::{AccessLog, AccessLogFormat};
 use crate::error::BoxError;
 use crate::http::Body;
+use crate::metrics::{ListenerMetrics, RouteMetrics, TunnelEntry};
 use crate::tunnel;
 
 /// Most lines waiting for the writer thread; past it lines are dropped (and counted), never waited for.
@@ -260,6 +261,8 @@ pub struct Record {
     pub route: Option<Arc<str>>,
     /// The user a `Proxy-Authorization: Basic` check accepted.
     pub user: Option<Box<str>>,
+    /// What the request counts for: its route's (or the listener's unrouted) metrics.
+    pub metrics: Option<Arc<RouteMetrics>>,
     /// `combined` only: the request's Referer and User-Agent.
     referer: Option<HeaderValue>,
     agent: Option<HeaderValue>,
@@ -292,6 +295,7 @@ impl Record {
             upstream: None,
             route: None,
             user: None,
+            metrics: None,
             referer: field(header::REFERER),
             agent: field(header::USER_AGENT),
             start: Instant::now(),
@@ -673,14 +677,21 @@ impl LoggedBody {
 
     fn finish(&mut self, complete: bool) {
         if let Some(mut r) = self.record.take() {
+            if let Some(m) = &r.metrics {
+                m.request_done(r.status.as_u16(), r.start.elapsed());
+            }
             match self.tunnel.take() {
-                Some(watch) if self.log.enabled() => {
-                    let log = self.log.clone();
+                Some(watch) => {
+                    let counted = self.conn.metrics().map(|m| count_tunnel(m, &r, &watch));
+                    let log = self.log.enabled().then(|| self.log.clone());
                     let upgrade = watch.upgrade().map(str::to_string);
                     watch.on_end(move |summary| {
-                        r.tunnel = Some(TunnelEnd { upgrade, summary });
-                        r.end(summary.down, true);
-                        log.write(r);
+                        drop(counted);
+                        if let Some(log) = log {
+                            r.tunnel = Some(TunnelEnd { upgrade, summary });
+                            r.end(summary.down, true);
+                            log.write(r);
+                        }
                     });
                 }
                 _ if self.log.enabled() => {
@@ -693,6 +704,36 @@ impl LoggedBody {
             self.conn.request_finished();
         }
     }
+}
+
+/// A tunnel counted open (`tunnels_open`, the stats page's table) until dropped; its bytes count into
+/// `tunnel_bytes_total` as they move.
+struct CountedTunnel {
+    open: prometheus_client::metrics::gauge::Gauge,
+    _listed: TunnelEntry,
+}
+
+impl Drop for CountedTunnel {
+    fn drop(&mut self) {
+        self.open.dec();
+    }
+}
+
+fn count_tunnel(m: &Arc<ListenerMetrics>, r: &Record, watch: &tunnel::Watch) -> CountedTunnel {
+    let target = match watch.upgrade() {
+        Some(protocol) => format!("{} ({protocol})", loggable_target(&r.target)),
+        None => loggable_target(&r.target),
+    };
+    let listed = m.tunnels.open(&m.name, r.client, target);
+    let (info, up, down) = (listed.info.clone(), m.tunnel_up.clone(), m.tunnel_down.clone());
+    watch.on_progress(move |u, d| {
+        up.inc_by(u);
+        down.inc_by(d);
+        info.up.fetch_add(u, Ordering::Relaxed);
+        info.down.fetch_add(d, Ordering::Relaxed);
+    });
+    m.tunnels_open.inc();
+    CountedTunnel { open: m.tunnels_open.clone(), _listed: listed }
 }
 
 impl Drop for LoggedBody {

@@ -1,10 +1,12 @@
 //! Listeners, client connections and the drain: binds every listener, accepts, runs one hyper connection per
 //! client, and on shutdown stops accepting and lets in-flight work finish for up to the drain time.
 
+pub mod admin;
 pub mod conn;
 pub mod listener;
 pub mod log;
 pub mod service;
+pub mod stats;
 pub mod tls;
 
 use std::convert::Infallible;
@@ -24,7 +26,9 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::error::StartupError;
+use crate::metrics::{ListenerMetrics, Metrics};
 use crate::upstream::{Outbound, OwnAddrs};
+use admin::Admin;
 use conn::{ConnIo, ConnShared};
 use listener::ListenerState;
 use service::ConnCtx;
@@ -35,6 +39,9 @@ pub struct Server {
     drain: Duration,
     connections: Arc<Semaphore>,
     log: Arc<log::AccessLogger>,
+    metrics: Arc<Metrics>,
+    /// The admin listener, when one is configured: bound with the others, served until the process ends.
+    admin: Option<(TcpListener, Arc<Admin>)>,
 }
 
 /// A listener as bound: what the `listening on` line says.
@@ -57,9 +64,14 @@ impl Server {
         let log = log::AccessLogger::open(&config.access_log, config.access_log_format)
             .map_err(|e| StartupError::new(format!("access log: {e}")))?;
         let log = Arc::new(log);
-        let out = Outbound { own: own.clone(), timeouts: config.timeouts };
+        let out = Outbound { own: own.clone(), timeouts: config.timeouts, route: None };
         let auth = listener::Shared::auth_guard(&config.limits);
-        let shared = listener::Shared { out, log: log.clone(), limits: config.limits, auth };
+        let metrics = Metrics::new();
+        let shared = listener::Shared { out, log: log.clone(), limits: config.limits, auth, metrics: metrics.clone() };
+        let admin = match &config.admin {
+            Some(a) => Some(bind_admin(a, &shared)?),
+            None => None,
+        };
         let mut bound = Vec::new();
         for l in &config.listeners {
             let cannot =
@@ -71,7 +83,17 @@ impl Server {
             bound.push((tcp, Arc::new(state)));
         }
         let connections = Arc::new(Semaphore::new(config.limits.max_connections));
-        Ok(Server { bound, drain: config.drain, connections, log })
+        Ok(Server { bound, drain: config.drain, connections, log, metrics, admin })
+    }
+
+    /// The admin listener's address, when there is one (`admin on http://IP:PORT`).
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().and_then(|(tcp, _)| tcp.local_addr().ok())
+    }
+
+    /// The process's metrics (configuration reloads count into it).
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.metrics.clone()
     }
 
     /// The access log, for SIGUSR1 (reopen its file).
@@ -86,6 +108,10 @@ impl Server {
     /// Serves until `shutdown` completes, then drains for up to the drain time.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let (stop_tx, stop_rx) = watch::channel(false);
+        // The admin listener outlives the drain (a load balancer reads /readyz's 503 meanwhile): it stops with
+        // the process.
+        let (admin_stop, admin_rx) = watch::channel(false);
+        let admin = self.admin.map(|(tcp, admin)| (admin.clone(), tokio::spawn(admin.serve(tcp, admin_rx))));
         let tasks = TaskTracker::new();
         let mut accepters = Vec::new();
         for (tcp, state) in self.bound {
@@ -94,6 +120,9 @@ impl Server {
         }
         shutdown.await;
         tracing::info!("shutting down: no new connections, draining for up to {:?}", self.drain);
+        if let Some((admin, _)) = &admin {
+            admin.draining();
+        }
         let _ = stop_tx.send(true);
         for a in accepters {
             let _ = a.await;
@@ -103,6 +132,42 @@ impl Server {
             tracing::warn!("drain time over with {} connections or tunnels still open; closing them", tasks.len());
         }
         self.log.flush();
+        let _ = admin_stop.send(true);
+        if let Some((_, serving)) = admin {
+            let _ = serving.await;
+        }
+    }
+}
+
+/// Binds the admin listener and loads its users file (checked with the same limits as proxy authentication).
+fn bind_admin(a: &crate::config::Admin, shared: &listener::Shared) -> Result<(TcpListener, Arc<Admin>), StartupError> {
+    a.check().map_err(|e| StartupError::at(a.at.as_ref(), e))?;
+    let users = match &a.users {
+        Some(path) => Some(
+            crate::http::htpasswd::Users::load_with(path, shared.auth.clone())
+                .map_err(|e| StartupError::at(a.at.as_ref(), format!("admin users file {e}")))?,
+        ),
+        None => None,
+    };
+    let tcp = bind_tcp(a.listen)
+        .map_err(|e| StartupError::at(a.at.as_ref(), format!("cannot listen on {} (admin): {e}", a.listen)))?;
+    Ok((tcp, Admin::new(shared.metrics.clone(), users)))
+}
+
+/// A client connection counted open (`connections_open`, `connections_total`) until dropped.
+struct OpenConnection(Arc<ListenerMetrics>);
+
+impl OpenConnection {
+    fn new(m: &Arc<ListenerMetrics>) -> OpenConnection {
+        m.connections.inc();
+        m.connections_open.inc();
+        OpenConnection(m.clone())
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.connections_open.dec();
     }
 }
 
@@ -151,8 +216,10 @@ async fn accept_loop(
         let http = http.clone();
         let stop = stop.clone();
         let conn_tasks = tasks.clone();
+        let open = OpenConnection::new(&state.metrics);
         tasks.spawn(async move {
             let _permit = permit;
+            let _open = open;
             serve_tcp(stream, peer, state, http, conn_tasks, stop).await;
         });
     }
@@ -251,7 +318,7 @@ pub async fn serve_http1<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let shared = ConnShared::new();
+    let shared = ConnShared::new(Some(state.metrics.clone()));
     let timeouts = state.hop.timeouts;
     let ctx = Arc::new(ConnCtx { listener: state, client: peer, shared: shared.clone(), tasks });
     let svc = service_fn(move |req| {
@@ -270,11 +337,19 @@ impl Server {
         let log = log::AccessLogger::open(&crate::config::AccessLog::Off, config.access_log_format)
             .map_err(|e| StartupError::new(e.to_string()))?;
         let shared = listener::Shared {
-            out: Outbound { own: OwnAddrs::new(), timeouts: config.timeouts },
+            out: Outbound { own: OwnAddrs::new(), timeouts: config.timeouts, route: None },
             log: Arc::new(log),
             limits: config.limits,
             auth: listener::Shared::auth_guard(&config.limits),
+            metrics: Metrics::new(),
         };
+        if let Some(a) = &config.admin {
+            a.check().map_err(|e| StartupError::at(a.at.as_ref(), e))?;
+            if let Some(path) = &a.users {
+                crate::http::htpasswd::Users::load_with(path, shared.auth.clone())
+                    .map_err(|e| StartupError::at(a.at.as_ref(), format!("admin users file {e}")))?;
+            }
+        }
         for l in &config.listeners {
             listener::build(l, l.listen.addr, &shared)
                 .map_err(|e| e.context(format_args!("listener {}", l.listen.addr)))?;

@@ -18,6 +18,7 @@ use crate::http::htpasswd::Outcome;
 use crate::http::{Body, pages};
 use crate::route::{self, Picked, Room};
 use crate::upstream::UpstreamAddr;
+use prometheus_client::metrics::counter::Counter;
 
 /// Everything a request on one connection shares.
 pub struct ConnCtx {
@@ -30,10 +31,16 @@ pub struct ConnCtx {
 pub async fn handle(req: Request<Incoming>, conn: Arc<ConnCtx>) -> Response<LoggedBody> {
     conn.shared.request_started();
     let mut record = Record::new(conn.client, &req, &conn.listener.log);
+    record.metrics = Some(conn.listener.unrouted.clone());
     let ctx = Ctx { client: conn.client, hop: &conn.listener.hop, tasks: &conn.tasks };
     let mut resp = match serve(req, &ctx, &conn.listener, &conn.shared, &mut record).await {
         Ok(resp) => resp,
         Err(e) => {
+            if e.side() == Side::Upstream
+                && let Some(m) = &record.metrics
+            {
+                m.upstream_error(e.kind().reason());
+            }
             let (target, reason) = (loggable_target(&record.target), e.kind().reason());
             match e.side() {
                 Side::Client => {
@@ -73,8 +80,9 @@ async fn serve(
     route::settle_host(&mut req)?;
     let route = listener.table.pick(&req, ctx.hop)?;
     record.route = Some(route.name().clone());
+    record.metrics = Some(route.metrics().clone());
     if let Some(proxy) = route.proxy() {
-        record.user = authorize(&req, proxy, ctx.client).await?;
+        record.user = authorize(&req, proxy, ctx.client, &listener.metrics.auth_failures).await?;
     }
     // hyper keeps a slot the size of this future for every connection, idle or not, so the larger rooms are
     // boxed (allocated only while one of their requests runs); the relay stays inline (bench/profile massif).
@@ -99,6 +107,7 @@ async fn authorize(
     req: &Request<Incoming>,
     proxy: &route::ProxyRooms,
     client: SocketAddr,
+    failures: &Counter,
 ) -> Result<Option<Box<str>>, Error> {
     let Some(users) = &proxy.users else { return Ok(None) };
     let challenge = || http::HeaderValue::from_static("Basic realm=\"hopgate\"");
@@ -109,9 +118,11 @@ async fn authorize(
     match users.check_basic(value, client.ip()).await {
         Outcome::Accepted => Ok(crate::http::basic::decode(value).map(|(user, _)| user.into_boxed_str())),
         Outcome::Rejected => {
+            failures.inc();
             Err(Error::client(Kind::AuthRequired, "proxy credentials rejected").with_challenge(challenge()))
         }
         Outcome::Throttled { retry_after } => {
+            failures.inc();
             let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
             Err(Error::client(
                 Kind::AuthRequired,

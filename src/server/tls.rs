@@ -135,11 +135,13 @@ pub async fn serve(
     let tls = match tokio::time::timeout(limit, handshake(stream, peer, &acceptor, &state)).await {
         Err(_) => {
             tracing::info!(client = %peer, "TLS handshake not finished within {limit:?}: connection closed");
+            state.metrics.tls_error.inc();
             return;
         }
         Ok(None) => return,
         Ok(Some(tls)) => tls,
     };
+    state.metrics.tls_ok.inc();
     let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
     tracing::trace!(client = %peer, h2, "TLS handshake done in {:?}", start.elapsed());
     if h2 {
@@ -160,6 +162,7 @@ async fn handshake(
         Ok(Opening::Closed) | Err(_) => return None,
         Ok(Opening::PlainHttp) => {
             tracing::info!(client = %peer, "plain HTTP sent to the TLS listener {}: answered 400", state.hop.public_addr());
+            state.metrics.tls_error.inc();
             answer_plain_http(stream, state).await;
             return None;
         }
@@ -168,6 +171,7 @@ async fn handshake(
         Ok(tls) => Some(tls),
         Err(e) => {
             tracing::info!(client = %peer, "TLS handshake failed: {e}");
+            state.metrics.tls_error.inc();
             None
         }
     }
@@ -196,7 +200,7 @@ async fn serve_http2<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let shared = ConnShared::new();
+    let shared = ConnShared::new(Some(state.metrics.clone()));
     let idle = state.hop.timeouts.idle;
     let max_header_list = u32::try_from(state.limits.max_head_bytes * 2).unwrap_or(u32::MAX);
     let ctx = Arc::new(ConnCtx { listener: state, client: peer, shared: shared.clone(), tasks });

@@ -21,6 +21,7 @@ use tokio::net::TcpStream;
 
 use crate::config::{self, Timeouts};
 use crate::error::{Error, Kind};
+use crate::metrics::RouteMetrics;
 pub use connect::ConnectError;
 pub use parent::ParentProxy;
 pub use policy::{OwnAddrs, TargetPolicy};
@@ -32,13 +33,22 @@ pub use pool::{HttpClient, ResponseBody, SendError};
 pub struct Outbound {
     pub own: Arc<OwnAddrs>,
     pub timeouts: Timeouts,
+    /// The route the dialers made from here count for (connections opened and reused).
+    pub route: Option<Arc<RouteMetrics>>,
 }
 
 impl Outbound {
     /// A dialer for client-chosen targets (`policy`: the forward proxy's) or for the operator's own choice
     /// (`None`: a gateway's `--to`, a parent proxy); the loop check applies to both.
     pub fn dialer(&self, policy: Option<TargetPolicy>) -> Dialer {
-        Dialer::new(policy, self.own.clone(), self.timeouts.connect)
+        let mut d = Dialer::new(policy, self.own.clone(), self.timeouts.connect);
+        d.route = self.route.clone();
+        d
+    }
+
+    /// The same, for the rooms of one route: what they dial and reuse is counted for it.
+    pub fn for_route(&self, route: Arc<RouteMetrics>) -> Outbound {
+        Outbound { own: self.own.clone(), timeouts: self.timeouts, route: Some(route) }
     }
 
     /// A parent proxy, dialled without target policy (the operator chose it) but with the loop check; its
@@ -55,11 +65,19 @@ pub struct Dialer {
     policy: Option<TargetPolicy>,
     own: Arc<OwnAddrs>,
     connect_timeout: Duration,
+    /// The route whose `upstream_connections_opened` counts every connection this dialer makes, and whose
+    /// `upstream_connections_reused` the pool over it counts.
+    route: Option<Arc<RouteMetrics>>,
 }
 
 impl Dialer {
     pub fn new(policy: Option<TargetPolicy>, own: Arc<OwnAddrs>, connect_timeout: Duration) -> Dialer {
-        Dialer { policy, own, connect_timeout }
+        Dialer { policy, own, connect_timeout, route: None }
+    }
+
+    /// The route this dialer counts for, if any.
+    pub fn route(&self) -> Option<&Arc<RouteMetrics>> {
+        self.route.as_ref()
     }
 
     /// This dialer with a connect timeout of its room's own (an FTP data connection's, a FastCGI or SCGI route's
@@ -88,6 +106,9 @@ impl Dialer {
             match TcpStream::connect(addr).await {
                 Ok(s) => {
                     let _ = s.set_nodelay(true);
+                    if let Some(r) = &self.route {
+                        r.opened.inc();
+                    }
                     return Ok((s, addr));
                 }
                 Err(e) => last = Some((e, addr)),

@@ -124,7 +124,12 @@ impl HttpClient {
             None => (self.connect(&home).await?, false),
         };
         let req = match conn.sender.try_send_request(req).await {
-            Ok(resp) => return Ok(leased(resp, conn, home)),
+            Ok(resp) => {
+                if reused && let Some(route) = self.connector.dialer.route() {
+                    route.reused.inc();
+                }
+                return Ok(leased(resp, conn, home));
+            }
             Err(mut e) => match e.take_message() {
                 // Nothing of it was written: the origin closed the idle connection as it was taken.
                 Some(req) if reused => {

@@ -15,7 +15,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::Stream;
-use tokio::sync::Semaphore;
+use prometheus_client::metrics::gauge::Gauge;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::backend::meta::{self, CgiScript, GatewayBody, GatewayError, GatewayResponse, MetaVars};
 
@@ -63,15 +64,32 @@ pub struct Cgi {
     dir: PathBuf,
     timeout: Duration,
     slots: Arc<Semaphore>,
+    /// Scripts running, and requests waiting for a slot (the route's `cgi_scripts_running` and `_queued`).
+    running: Gauge,
+    queued: Gauge,
+}
+
+/// A script slot, held until the script's process has been reaped; counted running meanwhile.
+pub struct Slot {
+    _permit: OwnedSemaphorePermit,
+    running: Gauge,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.running.dec();
+    }
 }
 
 impl Cgi {
-    /// Fails when the directory does not exist.
-    pub fn new(cfg: CgiConfig) -> io::Result<Cgi> {
+    /// Fails when the directory does not exist. `running` and `queued` are the gauges it keeps up to date.
+    pub fn new(cfg: CgiConfig, running: Gauge, queued: Gauge) -> io::Result<Cgi> {
         Ok(Cgi {
             dir: std::fs::canonicalize(&cfg.dir)?,
             timeout: cfg.timeout,
             slots: Arc::new(Semaphore::new(cfg.max_scripts.max(1))),
+            running,
+            queued,
         })
     }
 
@@ -86,10 +104,14 @@ impl Cgi {
         S: Stream<Item = Result<Bytes, E>> + Send + 'static,
         E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
     {
-        let slot = tokio::time::timeout(self.timeout, self.slots.clone().acquire_owned())
-            .await
+        self.queued.inc();
+        let waited = tokio::time::timeout(self.timeout, self.slots.clone().acquire_owned()).await;
+        self.queued.dec();
+        let permit = waited
             .map_err(|_| GatewayError::timeout("no free CGI slot"))?
             .map_err(|_| GatewayError::unavailable("CGI gateway closed"))?;
+        self.running.inc();
+        let slot = Slot { _permit: permit, running: self.running.clone() };
         let stdout = process::spawn(script, vars, body, self.timeout, slot)?;
         if script.nph {
             return Ok(CgiOutput::Nph(GatewayBody::new(Bytes::new(), stdout)));

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use futures_util::Stream;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, ChildStderr, ChildStdout, Command};
-use tokio::sync::{OwnedSemaphorePermit, oneshot};
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use super::CGI_PATH;
@@ -32,7 +32,7 @@ pub(crate) fn spawn<S, E>(
     vars: &MetaVars,
     body: S,
     timeout: Duration,
-    slot: OwnedSemaphorePermit,
+    slot: super::Slot,
 ) -> Result<Stdout, GatewayError>
 where
     S: Stream<Item = Result<Bytes, E>> + Send + 'static,
@@ -185,7 +185,7 @@ async fn supervise(
     done: oneshot::Receiver<()>,
     timeout: Duration,
     name: String,
-    slot: OwnedSemaphorePermit,
+    slot: super::Slot,
 ) {
     let status = tokio::select! {
         status = child.wait() => status,

@@ -138,7 +138,12 @@ impl FastCgi {
                 None => pool::dial(&self.addr, &self.dialer, self.timeout).await?,
             };
             match tokio::time::timeout(self.timeout, conn.write_all(&head)).await {
-                Ok(Ok(())) => break conn,
+                Ok(Ok(())) => {
+                    if reused && let Some(route) = self.dialer.route() {
+                        route.reused.inc();
+                    }
+                    break conn;
+                }
                 Ok(Err(e)) if reused => {
                     tracing::debug!(upstream = %self.addr, error = %e, "kept connection dead, redialing");
                 }

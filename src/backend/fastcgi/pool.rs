@@ -107,7 +107,12 @@ pub(crate) async fn dial(addr: &FastCgiAddr, dialer: &Dialer, timeout: Duration)
         FastCgiAddr::Unix(path) => path,
     };
     match tokio::time::timeout(timeout, UnixStream::connect(path)).await {
-        Ok(Ok(s)) => Ok(Conn::Unix(s)),
+        Ok(Ok(s)) => {
+            if let Some(route) = dialer.route() {
+                route.opened.inc();
+            }
+            Ok(Conn::Unix(s))
+        }
         Ok(Err(e)) => Err(GatewayError::connect(format!("connecting to {addr}"), e).into()),
         Err(_) => Err(GatewayError::new(GatewayErrorKind::ConnectTimeout, format!("connecting to {addr}")).into()),
     }

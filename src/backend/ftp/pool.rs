@@ -125,6 +125,9 @@ impl FtpPool {
             if idle.since.elapsed() > self.inner.config.noop_after && idle.session.noop().await.is_err() {
                 continue;
             }
+            if let Some(route) = self.inner.dialer.route() {
+                route.reused.inc();
+            }
             return Ok(self.wrap(idle.session, key));
         }
         let (stream, _) = self.inner.dialer.dial(&target.host, target.port).await.map_err(FtpError::Dial)?;
@@ -155,11 +158,11 @@ impl FtpPool {
     fn take_idle(&self, key: &Key) -> Option<Idle> {
         let mut idle = self.lock();
         prune(&mut idle, self.inner.config.idle_timeout);
-        let list = idle.get_mut(key)?;
-        let found = list.pop();
-        if list.is_empty() {
+        let found = idle.get_mut(key).and_then(Vec::pop);
+        if idle.get(key).is_some_and(Vec::is_empty) {
             idle.remove(key);
         }
+        publish_idle(&self.inner, &idle);
         found
     }
 
@@ -243,9 +246,16 @@ impl Drop for PooledSession {
         prune(&mut idle, inner.config.idle_timeout);
         let total: usize = idle.values().map(Vec::len).sum();
         let list = idle.entry(self.key.clone()).or_default();
-        if list.len() >= inner.config.max_idle_per_key || total >= inner.config.max_idle_total {
-            return;
+        if list.len() < inner.config.max_idle_per_key && total < inner.config.max_idle_total {
+            list.push(Idle { session, since: Instant::now() });
         }
-        list.push(Idle { session, since: Instant::now() });
+        publish_idle(&inner, &idle);
+    }
+}
+
+/// The route's `ftp_sessions_idle`: the sessions held now, after each change.
+fn publish_idle(inner: &Inner, idle: &HashMap<Key, Vec<Idle>>) {
+    if let Some(route) = inner.dialer.route() {
+        route.ftp_idle.set(idle.values().map(Vec::len).sum::<usize>() as i64);
     }
 }
