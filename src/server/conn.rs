@@ -36,11 +36,13 @@ pub struct ConnShared {
     write_blocked: Stamp,
     /// The listener's counters (bytes each way, requests in flight); None in unit tests.
     metrics: Option<Arc<ListenerMetrics>>,
+    /// Counts the connection open while anything (hyper's connection, an upgraded stream, a tunnel) holds it.
+    _open: Option<super::OpenConnection>,
 }
 
 impl ConnShared {
-    pub fn new(metrics: Option<Arc<ListenerMetrics>>) -> Arc<ConnShared> {
-        let s = ConnShared { metrics, ..ConnShared::default() };
+    pub fn new(metrics: Option<Arc<ListenerMetrics>>, open: Option<super::OpenConnection>) -> Arc<ConnShared> {
+        let s = ConnShared { metrics, _open: open, ..ConnShared::default() };
         s.last_activity.touch();
         Arc::new(s)
     }
@@ -306,7 +308,7 @@ mod tests {
 
     #[test]
     fn deadlines() {
-        let s = ConnShared::new(None);
+        let s = ConnShared::new(None, None);
         let idle = Duration::from_secs(60);
         let hr = Duration::from_secs(5);
         let d0 = s.deadline(hr, idle).unwrap();
@@ -321,7 +323,7 @@ mod tests {
 
     #[test]
     fn a_client_that_stops_reading_has_a_deadline() {
-        let s = ConnShared::new(None);
+        let s = ConnShared::new(None, None);
         let idle = Duration::from_secs(60);
         s.request_started();
         assert!(s.deadline(Duration::from_secs(5), idle).is_none(), "a request in flight waits for its upstream");

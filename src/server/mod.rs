@@ -154,8 +154,10 @@ fn bind_admin(a: &crate::config::Admin, shared: &listener::Shared) -> Result<(Tc
     Ok((tcp, Admin::new(shared.metrics.clone(), users)))
 }
 
-/// A client connection counted open (`connections_open`, `connections_total`) until dropped.
-struct OpenConnection(Arc<ListenerMetrics>);
+/// A client connection counted open (`connections_open`, `connections_total`) until dropped: it goes from the
+/// accept to the connection's [`ConnShared`], which an upgraded connection or a CONNECT tunnel keeps alive.
+#[derive(Debug)]
+pub struct OpenConnection(Arc<ListenerMetrics>);
 
 impl OpenConnection {
     fn new(m: &Arc<ListenerMetrics>) -> OpenConnection {
@@ -219,8 +221,7 @@ async fn accept_loop(
         let open = OpenConnection::new(&state.metrics);
         tasks.spawn(async move {
             let _permit = permit;
-            let _open = open;
-            serve_tcp(stream, peer, state, http, conn_tasks, stop).await;
+            serve_tcp(stream, peer, state, http, conn_tasks, stop, open).await;
         });
     }
 }
@@ -297,14 +298,15 @@ async fn serve_tcp(
     http: http1::Builder,
     tasks: TaskTracker,
     stop: watch::Receiver<bool>,
+    open: OpenConnection,
 ) {
     let _ = stream.set_nodelay(true);
-    if let Some(acceptor) = state.acceptor.clone() {
+    if state.acceptor.is_some() {
         // Boxed: a task is as large as its largest state, and every plain connection would otherwise carry
         // the TLS and HTTP/2 states too (bench/profile massif).
-        return Box::pin(tls::serve(stream, peer, state, acceptor, http, tasks, stop)).await;
+        return Box::pin(tls::serve(stream, peer, state, http, tasks, stop, open)).await;
     }
-    serve_http1(stream, peer, state, http, tasks, stop).await;
+    serve_http1(stream, peer, state, http, tasks, stop, open).await;
 }
 
 /// Runs one HTTP/1.1 connection with its idle and header-read timers and the drain signal.
@@ -315,10 +317,11 @@ pub async fn serve_http1<S>(
     http: http1::Builder,
     tasks: TaskTracker,
     stop: watch::Receiver<bool>,
+    open: OpenConnection,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let shared = ConnShared::new(Some(state.metrics.clone()));
+    let shared = ConnShared::new(Some(state.metrics.clone()), Some(open));
     let timeouts = state.hop.timeouts;
     let ctx = Arc::new(ConnCtx { listener: state, client: peer, shared: shared.clone(), tasks });
     let svc = service_fn(move |req| {

@@ -383,6 +383,7 @@ const bytes = n => {{ const u = ["B","KiB","MiB","GiB","TiB"]; let i = 0; while 
 const ms = v => v == null ? "–" : v.toFixed(1) + " ms";
 const row = cells => "<tr>" + cells.map(c => "<td>" + c + "</td>").join("") + "</tr>";
 function draw(s) {{
+  document.body.dataset.live = "yes";
   document.getElementById("uptime").textContent = s.uptime_secs;
   const st = document.getElementById("state");
   st.textContent = s.ready ? "accepting work" : "draining"; st.className = s.ready ? "" : "draining";
@@ -407,7 +408,7 @@ async function poll() {{
   try {{ const r = await fetch("/stats.json", {{cache: "no-store"}}); if (r.ok) draw(await r.json()); }} catch (e) {{}}
   setTimeout(poll, 2000);
 }}
-setTimeout(poll, 2000);
+poll();
 </script>
 </body></html>
 "#,

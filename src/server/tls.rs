@@ -120,16 +120,17 @@ async fn opening(stream: &TcpStream) -> std::io::Result<Opening> {
 
 /// One client connection on an `https://` listener. Everything before the HTTP connection (the peek, the
 /// handshake, the plain-HTTP answer) is bounded by `tls_handshake`, so a client that stalls holds only its own
-/// task.
+/// task. `state` is an `https://` listener's (it has an acceptor).
 pub async fn serve(
     stream: TcpStream,
     peer: SocketAddr,
     state: Arc<ListenerState>,
-    acceptor: Acceptor,
     http: http1::Builder,
     tasks: TaskTracker,
     stop: watch::Receiver<bool>,
+    open: super::OpenConnection,
 ) {
+    let Some(acceptor) = state.acceptor.clone() else { return };
     let limit = acceptor.handshake_timeout;
     let start = Instant::now();
     let tls = match tokio::time::timeout(limit, handshake(stream, peer, &acceptor, &state)).await {
@@ -145,9 +146,9 @@ pub async fn serve(
     let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
     tracing::trace!(client = %peer, h2, "TLS handshake done in {:?}", start.elapsed());
     if h2 {
-        serve_http2(tls, peer, state, tasks, stop).await;
+        serve_http2(tls, peer, state, tasks, stop, open).await;
     } else {
-        super::serve_http1(tls, peer, state, http, tasks, stop).await;
+        super::serve_http1(tls, peer, state, http, tasks, stop, open).await;
     }
 }
 
@@ -197,10 +198,11 @@ async fn serve_http2<S>(
     state: Arc<ListenerState>,
     tasks: TaskTracker,
     stop: watch::Receiver<bool>,
+    open: super::OpenConnection,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let shared = ConnShared::new(Some(state.metrics.clone()));
+    let shared = ConnShared::new(Some(state.metrics.clone()), Some(open));
     let idle = state.hop.timeouts.idle;
     let max_header_list = u32::try_from(state.limits.max_head_bytes * 2).unwrap_or(u32::MAX);
     let ctx = Arc::new(ConnCtx { listener: state, client: peer, shared: shared.clone(), tasks });
