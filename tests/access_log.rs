@@ -746,6 +746,37 @@ fn common_logs_the_authenticated_user_never_the_password() {
     }
 }
 
+/// hopgate's own line names the proxy-authenticated user at its end (`user=ann`), never a password, and no user for
+/// a refused request.
+#[test]
+fn the_default_format_ends_with_the_authenticated_user() {
+    let origin = origin();
+    let echo = echo_server();
+    let (_udir, users) = users();
+    let (_dir, log) = log_dir();
+    let hg = Hopgate::start_config(&format!(
+        "access_log = \"{}\"\n[[listener]]\nlisten = \"127.0.0.1:0\"\n\
+         [listener.proxy]\nallow_targets = [\"127.0.0.0/8\"]\nconnect_ports = [{}]\nusers = \"{}\"\n",
+        log.display(),
+        echo.port(),
+        users.display()
+    ));
+    assert_eq!(curl_full(&["-x", &hg.url(), "-U", "ann:s3cret", &origin.url("/u")]).code, 200);
+    assert_eq!(curl_full(&["-x", &hg.url(), "-U", "ann:nope", &origin.url("/u")]).code, 407);
+    tunnel_echo(hg.addr, &format!("127.0.0.1:{}", echo.port()), Some(&basic("ann:s3cret")), b"0123456789");
+    let lines: Vec<String> = one_file(&log, 3).iter().map(|l| text(l)).collect();
+    let find = |needle: &str| lines.iter().find(|l| l.contains(needle)).cloned().unwrap_or_else(|| panic!("{lines:?}"));
+    let get = find("\" 200 ");
+    assert!(get.ends_with(&format!("{} user=ann", origin.addr)), "{get}");
+    let refused = find("\" 407 ");
+    assert!(!refused.contains("user="), "{refused}");
+    let tunnel = find("CONNECT");
+    assert!(tunnel.ends_with(" tunnel up=10 down=10 closed user=ann"), "{tunnel}");
+    for l in &lines {
+        assert!(!l.contains("s3cret") && !l.contains("nope"), "{l}");
+    }
+}
+
 /// hopgate's own line stays what it was: `TIME CLIENT "METHOD TARGET VERSION" STATUS BYTES DURATIONms UPSTREAM`.
 #[test]
 fn the_default_format_is_unchanged() {

@@ -370,6 +370,18 @@ impl Record {
             None if !self.complete => out.extend_from_slice(b" aborted"),
             None => {}
         }
+        if let Some(user) = &self.user {
+            // The proxy-authenticated user, last: bare when it is one visible word, else quoted and escaped.
+            out.extend_from_slice(b" user=");
+            let bare = !user.is_empty() && user.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\');
+            if bare {
+                out.extend_from_slice(user.as_bytes());
+            } else {
+                out.push(b'"');
+                push_apache_escaped(out, user.as_bytes());
+                out.push(b'"');
+            }
+        }
         out.push(b'\n');
     }
 
