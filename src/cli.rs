@@ -34,6 +34,14 @@ pub struct Global {
     /// Seconds to let in-flight requests finish after SIGINT/SIGTERM [default: 10, or drain_secs in FILE]
     #[arg(long, global = true, value_name = "SECS")]
     pub drain: Option<f64>,
+    /// Seconds listeners keep accepting after SIGTERM while /readyz already answers 503 [default: 0, or
+    /// drain_grace_secs in FILE]
+    #[arg(long, global = true, value_name = "SECS")]
+    pub drain_grace: Option<f64>,
+    /// Offer the listening sockets to a newer hopgate on this unix socket, or take them over from the running one
+    /// (binary upgrade without a dropped connection)
+    #[arg(long, global = true, value_name = "PATH")]
+    pub upgrade_socket: Option<PathBuf>,
     /// Access log: stdout, off, or a file path (SIGUSR1 reopens it) [default: stdout, or access_log in FILE]
     #[arg(long, global = true, value_name = "WHERE")]
     pub access_log: Option<String>,
@@ -254,6 +262,13 @@ impl Cli {
             }
             config.drain = Duration::from_secs_f64(d);
         }
+        if let Some(d) = self.global.drain_grace {
+            if !(d.is_finite() && d >= 0.0) {
+                eprintln!("hopgate: --drain-grace must be a number of seconds");
+                return Err(ExitCode::from(2));
+            }
+            config.drain_grace = Duration::from_secs_f64(d);
+        }
         match self.global.access_log.as_deref() {
             None => {}
             Some("stdout") => config.access_log = AccessLog::Stdout,
@@ -305,7 +320,23 @@ pub async fn run(cli: Cli) -> ExitCode {
             }
         };
     }
-    let server = match Server::bind(&config).await {
+    // Binary upgrade: take the listening sockets over from the hopgate offering them on the upgrade socket.
+    let mut inherited = crate::server::upgrade::Inherited::default();
+    let mut handover = None;
+    if let Some(path) = &cli.global.upgrade_socket {
+        match crate::server::upgrade::take_over(path) {
+            Ok(Some((sockets, h))) => {
+                inherited = sockets;
+                handover = Some(h);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                eprintln!("hopgate: --upgrade-socket {}: {e}", path.display());
+                return ExitCode::from(1);
+            }
+        }
+    }
+    let server = match Server::bind(&config, &mut inherited).await {
         Ok(s) => s,
         Err(e) => {
             // FILE:LINE: reason, as `check` prints it, when the config entry at fault is known.
@@ -318,15 +349,49 @@ pub async fn run(cli: Cli) -> ExitCode {
     };
     // Handlers first: from the moment hopgate says it listens, SIGTERM drains instead of killing, and SIGUSR1
     // reopens the access log instead of killing.
-    let shutdown = shutdown_signal();
+    let signal = shutdown_signal();
     reopen_log_on_sigusr1(server.access_log());
+    let reloads = reload_on_sighup();
     for b in server.bound() {
         eprintln!("hopgate: listening on {b}");
     }
     if let Some(a) = server.admin_addr() {
         eprintln!("hopgate: admin on http://{a}");
     }
-    server.run(shutdown).await;
+    if inherited.unused() > 0 {
+        tracing::info!("{} handed-over sockets are no longer configured: closed", inherited.unused());
+    }
+    drop(inherited);
+    // The old process drains once this one serves; then this one offers its sockets for the next upgrade.
+    let (taken_over_tx, taken_over) = tokio::sync::oneshot::channel::<()>();
+    if let Some(h) = handover {
+        match h.finish() {
+            Ok(path) => eprintln!("hopgate: took the listening sockets over from the hopgate on {}", path.display()),
+            Err(e) => tracing::warn!("the previous hopgate did not confirm its drain: {e}"),
+        }
+    }
+    if let Some(path) = &cli.global.upgrade_socket
+        && let Err(e) = crate::server::upgrade::offer(path, server.offered(), move || {
+            let _ = taken_over_tx.send(());
+        })
+    {
+        eprintln!("hopgate: --upgrade-socket {}: {e}", path.display());
+        return ExitCode::from(1);
+    }
+    let shutdown = async move {
+        tokio::select! {
+            _ = signal => {}
+            Ok(()) = taken_over => {}
+        }
+    };
+    crate::server::notify::send(&[crate::server::notify::READY]);
+    let what = match &cli.command {
+        Some(Command::Run { file }) => file.display().to_string(),
+        _ => "the command line's files".to_string(),
+    };
+    let cli = Arc::new(cli);
+    let reload: crate::server::Reload = Box::new(move || cli.config().ok());
+    server.run(shutdown, reloads, reload, what).await;
     ExitCode::SUCCESS
 }
 
@@ -401,6 +466,24 @@ fn reopen_log_on_sigusr1(log: Arc<AccessLogger>) {
         }
         Err(e) => tracing::warn!("cannot install the SIGUSR1 handler (access-log reopening): {e}"),
     }
+}
+
+/// SIGHUP asks for a reload (docs/operations.md): installed now, before `listening on` (its default action would
+/// end the process). Signals that arrive while a reload runs are folded into one more.
+fn reload_on_sighup() -> tokio::sync::mpsc::Receiver<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    match signal(SignalKind::hangup()) {
+        Ok(mut hup) => {
+            tokio::spawn(async move {
+                while hup.recv().await.is_some() {
+                    let _ = tx.try_send(());
+                }
+            });
+        }
+        Err(e) => tracing::error!("cannot install the SIGHUP handler: {e}; reloads need a restart"),
+    }
+    rx
 }
 
 /// Diagnostics go to stderr; RUST_LOG wins over -v/-q.

@@ -41,33 +41,35 @@ fn line_of(src: &str, offset: usize) -> usize {
     src.as_bytes()[..offset.min(src.len())].iter().filter(|&&b| b == b'\n').count() + 1
 }
 
-/// Seconds as an integer or a float, positive and finite.
+/// Seconds as an integer or a float, finite, and positive (or, with `ZERO`, zero or more).
 #[derive(Debug, Clone, Copy)]
-struct Secs(Duration);
+struct Secs<const ZERO: bool = false>(Duration);
 
-impl<'de> Deserialize<'de> for Secs {
+impl<'de, const ZERO: bool> Deserialize<'de> for Secs<ZERO> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl de::Visitor<'_> for V {
-            type Value = Secs;
+        struct V<const ZERO: bool>;
+        impl<const ZERO: bool> de::Visitor<'_> for V<ZERO> {
+            type Value = Secs<ZERO>;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a positive number of seconds")
+                f.write_str(if ZERO { "a number of seconds, 0 or more" } else { "a positive number of seconds" })
             }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Secs, E> {
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Secs<ZERO>, E> {
                 self.visit_f64(v as f64)
             }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Secs, E> {
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Secs<ZERO>, E> {
                 self.visit_f64(v as f64)
             }
-            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Secs, E> {
-                if v.is_finite() && v > 0.0 && v < 1e9 {
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Secs<ZERO>, E> {
+                if v.is_finite() && (v > 0.0 || (ZERO && v == 0.0)) && v < 1e9 {
                     Ok(Secs(Duration::from_secs_f64(v)))
+                } else if ZERO {
+                    Err(E::custom(format!("{v} is not a number of seconds, 0 or more")))
                 } else {
                     Err(E::custom(format!("{v} is not a positive number of seconds")))
                 }
             }
         }
-        d.deserialize_any(V)
+        d.deserialize_any(V::<ZERO>)
     }
 }
 
@@ -100,6 +102,7 @@ parsed_string!(CidrField, ipnet::IpNet, |s| {
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     drain_secs: Option<Secs>,
+    drain_grace_secs: Option<Secs<true>>,
     access_log: Option<String>,
     access_log_format: Option<FormatField>,
     #[serde(default)]
@@ -317,6 +320,7 @@ impl Ctx<'_> {
         let admin = raw.admin.map(|a| self.admin(a.into_inner())).transpose()?;
         Ok(Config {
             drain: raw.drain_secs.map(|s| s.0).unwrap_or(Duration::from_secs_f64(DEFAULT_DRAIN_SECS)),
+            drain_grace: raw.drain_grace_secs.map(|s| s.0).unwrap_or(Duration::ZERO),
             access_log,
             access_log_format: raw.access_log_format.map(|f| f.0).unwrap_or_default(),
             limits,

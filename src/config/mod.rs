@@ -85,6 +85,8 @@ pub const PROXY_ROUTE_NAME: &str = "proxy";
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     pub drain: Duration,
+    /// After SIGTERM, how long listeners keep accepting while `/readyz` already says 503 (default 0).
+    pub drain_grace: Duration,
     pub access_log: AccessLog,
     pub access_log_format: AccessLogFormat,
     pub limits: Limits,
@@ -338,6 +340,7 @@ impl Config {
     pub fn single(listener: Listener) -> Config {
         Config {
             drain: Duration::from_secs_f64(DEFAULT_DRAIN_SECS),
+            drain_grace: Duration::ZERO,
             access_log: AccessLog::Stdout,
             access_log_format: AccessLogFormat::default(),
             limits: Limits::default(),

@@ -56,7 +56,7 @@ impl Admin {
     }
 
     /// Serves the admin listener until `stop` says so; samples the rates meanwhile.
-    pub async fn serve(self: Arc<Self>, tcp: TcpListener, mut stop: watch::Receiver<bool>) {
+    pub async fn serve(self: Arc<Self>, tcp: Arc<TcpListener>, mut stop: watch::Receiver<bool>) {
         let tasks = TaskTracker::new();
         let sampler = {
             let admin = self.clone();

@@ -129,6 +129,11 @@ impl ConnShared {
     }
 }
 
+/// How long a draining connection without a request in flight is kept open for the client's next request.
+const DRAIN_IDLE: Duration = Duration::from_secs(1);
+/// How often a draining idle connection looks for a request.
+const DRAIN_POLL: Duration = Duration::from_millis(5);
+
 /// Runs one hyper server connection (HTTP/1.1 or HTTP/2) beside the client-side timers and the drain signal:
 /// a head that takes longer than `header_read` from its first byte, or a connection idle for `idle` with nothing
 /// in flight (or a client that takes no response bytes for `idle`), is closed; on drain, `graceful` asks the
@@ -149,11 +154,21 @@ pub async fn drive<C, E>(
     let sleep = tokio::time::sleep(idle);
     tokio::pin!(sleep);
     let mut draining = *stop.borrow();
-    if draining {
-        graceful(conn.as_mut());
-    }
+    // On drain, a kept-alive HTTP/1.1 connection is not closed while it sits idle between two requests (the
+    // client may be sending the next one: closing then fails it). It is asked to close with its next response
+    // (`Connection: close`), or closed after DRAIN_IDLE without a request.
+    let mut close_by = draining.then(|| Instant::now() + DRAIN_IDLE);
     loop {
-        sleep.as_mut().reset(shared.next_check(header_read, idle));
+        let mut next = shared.next_check(header_read, idle);
+        if let Some(by) = close_by {
+            if shared.in_flight.load(Ordering::Relaxed) > 0 || Instant::now() >= by {
+                graceful(conn.as_mut());
+                close_by = None;
+            } else {
+                next = next.min(by).min(Instant::now() + DRAIN_POLL);
+            }
+        }
+        sleep.as_mut().reset(next);
         tokio::select! {
             r = conn.as_mut() => {
                 if let Err(e) = r {
@@ -169,7 +184,7 @@ pub async fn drive<C, E>(
             }
             _ = stop.changed(), if !draining => {
                 draining = true;
-                graceful(conn.as_mut());
+                close_by = Some(Instant::now() + DRAIN_IDLE);
             }
         }
     }

@@ -15,6 +15,10 @@ use crate::metrics::{ListenerMetrics, Metrics, RouteMetrics};
 use crate::route::Table;
 use crate::upstream::Outbound;
 
+/// Where a listener's connections find its current state: each request loads it, so a reload that stores a new
+/// state reaches new requests on kept-alive connections, while requests in flight keep the one they loaded.
+pub type Slot = Arc<arc_swap::ArcSwap<ListenerState>>;
+
 pub struct ListenerState {
     pub hop: Hop,
     /// The TLS side of an `https://` listener (certificates loaded, SNI resolver built).

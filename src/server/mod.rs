@@ -5,9 +5,11 @@ pub mod admin;
 pub mod conn;
 pub mod listener;
 pub mod log;
+pub mod notify;
 pub mod service;
 pub mod stats;
 pub mod tls;
+pub mod upgrade;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -29,19 +31,44 @@ use crate::error::StartupError;
 use crate::metrics::{ListenerMetrics, Metrics};
 use crate::upstream::{Outbound, OwnAddrs};
 use admin::Admin;
+use arc_swap::ArcSwap;
 use conn::{ConnIo, ConnShared};
-use listener::ListenerState;
+use listener::{ListenerState, Slot};
 use service::ConnCtx;
 
 /// Bound listeners, ready to serve.
 pub struct Server {
-    bound: Vec<(TcpListener, Arc<ListenerState>)>,
+    listeners: Vec<Running>,
     drain: Duration,
+    drain_grace: Duration,
     connections: Arc<Semaphore>,
+    /// What every listener's state is built with; a reload builds the new states with the same process-wide
+    /// pieces (own addresses, the verification pool, the metrics).
+    own: Arc<OwnAddrs>,
+    auth: Arc<crate::http::auth::Guard>,
     log: Arc<log::AccessLogger>,
+    log_cfg: (crate::config::AccessLog, crate::config::AccessLogFormat),
     metrics: Arc<Metrics>,
     /// The admin listener, when one is configured: bound with the others, served until the process ends.
-    admin: Option<(TcpListener, Arc<Admin>)>,
+    admin: Option<Arc<Admin>>,
+    /// The admin listener's configured address and socket.
+    admin_socket: Option<(SocketAddr, Arc<TcpListener>)>,
+    /// What a binary upgrade hands over, kept up to date by reloads.
+    offered: Offered,
+}
+
+/// The listening sockets a binary upgrade hands over: kind (`listener` or `admin`), configured address, socket.
+pub type Offered = Arc<std::sync::Mutex<Vec<(&'static str, SocketAddr, Arc<TcpListener>)>>>;
+
+/// One listener: the address it was configured with (what a reload matches), its socket until it is served,
+/// its current state, and how to stop it.
+struct Running {
+    configured: SocketAddr,
+    /// Shared with the accept loop, and offered to a newer hopgate (binary upgrade) while it is listed here.
+    tcp: Arc<TcpListener>,
+    started: bool,
+    slot: Slot,
+    stop: watch::Sender<bool>,
 }
 
 /// A listener as bound: what the `listening on` line says.
@@ -57,38 +84,59 @@ impl std::fmt::Display for Bound {
     }
 }
 
+/// Where a reload gets its configuration: the file (or the command line) read again; None when it does not load
+/// (the loader has already printed why, FILE:LINE as `check` does).
+pub type Reload = Box<dyn Fn() -> Option<Config> + Send + Sync>;
+
 impl Server {
-    /// Binds every listener and builds its state. Errors name the listener and the cause.
-    pub async fn bind(config: &Config) -> Result<Server, StartupError> {
+    /// Binds every listener and builds its state. Errors name the listener and the cause. `inherited`: listening
+    /// sockets handed over by a running hopgate (binary upgrade), by the address they were configured with.
+    pub async fn bind(config: &Config, inherited: &mut upgrade::Inherited) -> Result<Server, StartupError> {
         let own = OwnAddrs::new();
         let log = log::AccessLogger::open(&config.access_log, config.access_log_format)
             .map_err(|e| StartupError::new(format!("access log: {e}")))?;
         let log = Arc::new(log);
-        let out = Outbound { own: own.clone(), timeouts: config.timeouts, route: None };
         let auth = listener::Shared::auth_guard(&config.limits);
         let metrics = Metrics::new();
-        let shared = listener::Shared { out, log: log.clone(), limits: config.limits, auth, metrics: metrics.clone() };
+        let shared = shared_for(config, &own, &log, &auth, &metrics);
         let admin = match &config.admin {
-            Some(a) => Some(bind_admin(a, &shared)?),
+            Some(a) => Some(bind_admin(a, &shared, inherited)?),
             None => None,
         };
-        let mut bound = Vec::new();
+        let mut listeners = Vec::new();
         for l in &config.listeners {
-            let cannot =
-                |e: io::Error| StartupError::at(l.at.as_ref(), format!("cannot listen on {}: {e}", l.listen.addr));
-            let tcp = bind_tcp(l.listen.addr).map_err(cannot)?;
-            let local = tcp.local_addr().map_err(cannot)?;
-            own.add(local);
-            let state = listener::build(l, local, &shared).map_err(|e| e.context(format_args!("listener {local}")))?;
-            bound.push((tcp, Arc::new(state)));
+            let (tcp, state) = open_listener(l, &shared, inherited)?;
+            listeners.push(Running {
+                configured: l.listen.addr,
+                tcp: Arc::new(tcp),
+                started: false,
+                slot: Arc::new(ArcSwap::from_pointee(state)),
+                stop: watch::channel(false).0,
+            });
         }
         let connections = Arc::new(Semaphore::new(config.limits.max_connections));
-        Ok(Server { bound, drain: config.drain, connections, log, metrics, admin })
+        let admin_socket = admin.as_ref().zip(config.admin.as_ref()).map(|((tcp, _), a)| (a.listen, tcp.clone()));
+        let admin = admin.map(|(_, a)| a);
+        Ok(Server {
+            listeners,
+            drain: config.drain,
+            drain_grace: config.drain_grace,
+            connections,
+            own,
+            auth,
+            log,
+            log_cfg: (config.access_log.clone(), config.access_log_format),
+            metrics,
+            admin,
+            admin_socket,
+            offered: Offered::default(),
+        }
+        .published())
     }
 
     /// The admin listener's address, when there is one (`admin on http://IP:PORT`).
     pub fn admin_addr(&self) -> Option<SocketAddr> {
-        self.admin.as_ref().and_then(|(tcp, _)| tcp.local_addr().ok())
+        self.admin_socket.as_ref().and_then(|(_, tcp)| tcp.local_addr().ok())
     }
 
     /// The process's metrics (configuration reloads count into it).
@@ -102,28 +150,79 @@ impl Server {
     }
 
     pub fn bound(&self) -> Vec<Bound> {
-        self.bound.iter().map(|(_, s)| Bound { scheme: s.hop.scheme(), addr: s.hop.local }).collect()
+        self.listeners
+            .iter()
+            .map(|r| {
+                let s = r.slot.load();
+                Bound { scheme: s.hop.scheme(), addr: s.hop.local }
+            })
+            .collect()
     }
 
-    /// Serves until `shutdown` completes, then drains for up to the drain time.
-    pub async fn run(self, shutdown: impl Future<Output = ()>) {
-        let (stop_tx, stop_rx) = watch::channel(false);
+    /// The listening sockets as a binary upgrade hands them over (kept up to date by reloads).
+    pub fn offered(&self) -> Offered {
+        self.offered.clone()
+    }
+
+    fn published(self) -> Server {
+        self.publish();
+        self
+    }
+
+    fn publish(&self) {
+        let mut now: Vec<(&'static str, SocketAddr, Arc<TcpListener>)> =
+            self.listeners.iter().map(|r| ("listener", r.configured, r.tcp.clone())).collect();
+        if let Some((addr, tcp)) = &self.admin_socket {
+            now.push(("admin", *addr, tcp.clone()));
+        }
+        *self.offered.lock().unwrap_or_else(|e| e.into_inner()) = now;
+    }
+
+    /// Serves until `shutdown` completes, then drains for up to the drain time. Each message on `reloads` reads
+    /// the configuration again through `reload` and, when it loads and builds, swaps it in (see [`Server::reload`]).
+    pub async fn run(
+        mut self,
+        shutdown: impl Future<Output = ()>,
+        mut reloads: tokio::sync::mpsc::Receiver<()>,
+        reload: Reload,
+        what: String,
+    ) {
         // The admin listener outlives the drain (a load balancer reads /readyz's 503 meanwhile): it stops with
         // the process.
         let (admin_stop, admin_rx) = watch::channel(false);
-        let admin = self.admin.map(|(tcp, admin)| (admin.clone(), tokio::spawn(admin.serve(tcp, admin_rx))));
+        let admin = match (&self.admin, &self.admin_socket) {
+            (Some(admin), Some((_, tcp))) => Some(tokio::spawn(admin.clone().serve(tcp.clone(), admin_rx))),
+            _ => None,
+        };
         let tasks = TaskTracker::new();
         let mut accepters = Vec::new();
-        for (tcp, state) in self.bound {
-            let accept = accept_loop(tcp, state, tasks.clone(), stop_rx.clone(), self.connections.clone());
-            accepters.push(tokio::spawn(accept));
+        for r in &mut self.listeners {
+            accepters.extend(start(r, &tasks, &self.connections));
         }
-        shutdown.await;
-        tracing::info!("shutting down: no new connections, draining for up to {:?}", self.drain);
-        if let Some((admin, _)) = &admin {
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                Some(()) = reloads.recv() => {
+                    notify::send(&[notify::RELOADING]);
+                    let started = self.reload(reload(), &what, &tasks);
+                    accepters.extend(started);
+                    notify::send(&[notify::READY]);
+                }
+            }
+        }
+        notify::send(&[notify::STOPPING]);
+        if let Some(admin) = &self.admin {
             admin.draining();
         }
-        let _ = stop_tx.send(true);
+        if !self.drain_grace.is_zero() {
+            tracing::info!("draining: /readyz says 503; still accepting for {:?}", self.drain_grace);
+            tokio::time::sleep(self.drain_grace).await;
+        }
+        tracing::info!("shutting down: no new connections, draining for up to {:?}", self.drain);
+        for r in &self.listeners {
+            let _ = r.stop.send(true);
+        }
         for a in accepters {
             let _ = a.await;
         }
@@ -133,14 +232,172 @@ impl Server {
         }
         self.log.flush();
         let _ = admin_stop.send(true);
-        if let Some((_, serving)) = admin {
+        if let Some(serving) = admin {
             let _ = serving.await;
         }
     }
+
+    /// A reload with `config` (None: it did not load; the loader said why). Listeners whose configured address is
+    /// unchanged keep their socket and get a new state; new ones are bound; removed ones stop accepting and their
+    /// connections drain. Nothing changes unless every listener builds and binds. Returns the new accept loops.
+    fn reload(&mut self, config: Option<Config>, what: &str, tasks: &TaskTracker) -> Vec<tokio::task::JoinHandle<()>> {
+        let Some(config) = config else {
+            self.metrics.reload(false);
+            eprintln!("hopgate: reload of {what} failed; still serving the running configuration");
+            return Vec::new();
+        };
+        match self.prepare(&config) {
+            Ok(next) => self.commit(next, &config, what, tasks),
+            Err(e) => {
+                self.metrics.reload(false);
+                match e.at {
+                    Some(_) => eprintln!("{e}"),
+                    None => eprintln!("hopgate: {e}"),
+                }
+                eprintln!("hopgate: reload of {what} failed; still serving the running configuration");
+                Vec::new()
+            }
+        }
+    }
+
+    /// Builds every listener of `config` (binding the new ones) without touching the running ones.
+    fn prepare(&self, config: &Config) -> Result<Prepared, StartupError> {
+        let log = if self.log_cfg == (config.access_log.clone(), config.access_log_format) {
+            self.log.clone()
+        } else {
+            let log = log::AccessLogger::open(&config.access_log, config.access_log_format)
+                .map_err(|e| StartupError::new(format!("access log: {e}")))?;
+            Arc::new(log)
+        };
+        let shared = shared_for(config, &self.own, &log, &self.auth, &self.metrics);
+        let mut states = Vec::new();
+        for l in &config.listeners {
+            match self.listeners.iter().position(|r| r.configured == l.listen.addr) {
+                Some(i) => {
+                    let local = self.listeners[i].slot.load().hop.local;
+                    let state =
+                        listener::build(l, local, &shared).map_err(|e| e.context(format_args!("listener {local}")))?;
+                    states.push((l.listen.addr, Next::Keep(i, state)));
+                }
+                None => {
+                    let (tcp, state) = open_listener(l, &shared, &mut upgrade::Inherited::default())?;
+                    states.push((l.listen.addr, Next::New(tcp, state)));
+                }
+            }
+        }
+        Ok(Prepared { states, log })
+    }
+
+    fn commit(
+        &mut self,
+        next: Prepared,
+        config: &Config,
+        what: &str,
+        tasks: &TaskTracker,
+    ) -> Vec<tokio::task::JoinHandle<()>> {
+        let mut kept = vec![false; self.listeners.len()];
+        let mut added = Vec::new();
+        for (configured, n) in next.states {
+            match n {
+                Next::Keep(i, state) => {
+                    self.listeners[i].slot.store(Arc::new(state));
+                    kept[i] = true;
+                }
+                Next::New(tcp, state) => {
+                    let b = Bound { scheme: state.hop.scheme(), addr: state.hop.local };
+                    eprintln!("hopgate: listening on {b}");
+                    added.push(Running {
+                        configured,
+                        tcp: Arc::new(tcp),
+                        started: false,
+                        slot: Arc::new(ArcSwap::from_pointee(state)),
+                        stop: watch::channel(false).0,
+                    });
+                }
+            }
+        }
+        let mut remaining = Vec::new();
+        for (r, keep) in std::mem::take(&mut self.listeners).into_iter().zip(kept) {
+            if keep {
+                remaining.push(r);
+            } else {
+                // Removed: stop accepting; its connections finish as in a drain (they hold their own state).
+                let _ = r.stop.send(true);
+                eprintln!("hopgate: stopped listening on {}", r.slot.load().hop.local);
+            }
+        }
+        let mut started = Vec::new();
+        for mut r in added {
+            started.extend(start(&mut r, tasks, &self.connections));
+            remaining.push(r);
+        }
+        self.listeners = remaining;
+        self.publish();
+        self.log = next.log;
+        self.log_cfg = (config.access_log.clone(), config.access_log_format);
+        self.drain = config.drain;
+        self.drain_grace = config.drain_grace;
+        self.metrics.reload(true);
+        eprintln!("hopgate: reloaded {what}");
+        started
+    }
+}
+
+/// Starts accepting on a listener (once).
+fn start(r: &mut Running, tasks: &TaskTracker, connections: &Arc<Semaphore>) -> Option<tokio::task::JoinHandle<()>> {
+    if std::mem::replace(&mut r.started, true) {
+        return None;
+    }
+    let accept = accept_loop(r.tcp.clone(), r.slot.clone(), tasks.clone(), r.stop.subscribe(), connections.clone());
+    Some(tokio::spawn(accept))
+}
+
+/// A reload's listeners, built and bound, not yet serving.
+struct Prepared {
+    states: Vec<(SocketAddr, Next)>,
+    log: Arc<log::AccessLogger>,
+}
+
+enum Next {
+    /// The running listener at this index keeps its socket and gets this state.
+    Keep(usize, ListenerState),
+    New(TcpListener, ListenerState),
+}
+
+fn shared_for(
+    config: &Config,
+    own: &Arc<OwnAddrs>,
+    log: &Arc<log::AccessLogger>,
+    auth: &Arc<crate::http::auth::Guard>,
+    metrics: &Arc<Metrics>,
+) -> listener::Shared {
+    let out = Outbound { own: own.clone(), timeouts: config.timeouts, route: None };
+    listener::Shared { out, log: log.clone(), limits: config.limits, auth: auth.clone(), metrics: metrics.clone() }
+}
+
+/// Binds (or takes over) one listener's socket and builds its state.
+fn open_listener(
+    l: &crate::config::Listener,
+    shared: &listener::Shared,
+    inherited: &mut upgrade::Inherited,
+) -> Result<(TcpListener, ListenerState), StartupError> {
+    let cannot = |e: io::Error| StartupError::at(l.at.as_ref(), format!("cannot listen on {}: {e}", l.listen.addr));
+    let tcp = match inherited.take(l.listen.addr) {
+        Some(tcp) => tcp,
+        None => bind_tcp(l.listen.addr).map_err(cannot)?,
+    };
+    let local = tcp.local_addr().map_err(cannot)?;
+    shared.out.own.add(local);
+    let state = listener::build(l, local, shared).map_err(|e| e.context(format_args!("listener {local}")))?;
+    Ok((tcp, state))
 }
 
 /// Binds the admin listener and loads its users file (checked with the same limits as proxy authentication).
-fn bind_admin(a: &crate::config::Admin, shared: &listener::Shared) -> Result<(TcpListener, Arc<Admin>), StartupError> {
+fn bind_admin(
+    a: &crate::config::Admin,
+    shared: &listener::Shared,
+    inherited: &mut upgrade::Inherited,
+) -> Result<(Arc<TcpListener>, Arc<Admin>), StartupError> {
     a.check().map_err(|e| StartupError::at(a.at.as_ref(), e))?;
     let users = match &a.users {
         Some(path) => Some(
@@ -149,9 +406,12 @@ fn bind_admin(a: &crate::config::Admin, shared: &listener::Shared) -> Result<(Tc
         ),
         None => None,
     };
-    let tcp = bind_tcp(a.listen)
-        .map_err(|e| StartupError::at(a.at.as_ref(), format!("cannot listen on {} (admin): {e}", a.listen)))?;
-    Ok((tcp, Admin::new(shared.metrics.clone(), users)))
+    let tcp = match inherited.take_admin(a.listen) {
+        Some(tcp) => tcp,
+        None => bind_tcp(a.listen)
+            .map_err(|e| StartupError::at(a.at.as_ref(), format!("cannot listen on {} (admin): {e}", a.listen)))?,
+    };
+    Ok((Arc::new(tcp), Admin::new(shared.metrics.clone(), users)))
 }
 
 /// A client connection counted open (`connections_open`, `connections_total`) until dropped: it goes from the
@@ -186,14 +446,14 @@ fn bind_tcp(addr: SocketAddr) -> io::Result<TcpListener> {
 }
 
 async fn accept_loop(
-    tcp: TcpListener,
-    state: Arc<ListenerState>,
+    tcp: Arc<TcpListener>,
+    slot: Slot,
     tasks: TaskTracker,
     mut stop: watch::Receiver<bool>,
     connections: Arc<Semaphore>,
 ) {
-    let http = http1_builder(&state);
     let mut errors = AcceptErrors::default();
+    let local = slot.load().hop.local;
     loop {
         let permit = tokio::select! {
             p = connections.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
@@ -202,26 +462,26 @@ async fn accept_loop(
         let (stream, peer) = tokio::select! {
             r = tcp.accept() => match r {
                 Ok(s) => {
-                    errors.recovered(state.hop.local);
+                    errors.recovered(local);
                     s
                 }
                 Err(e) => {
                     // EMFILE and friends: back off instead of spinning; the listener stays up.
-                    errors.failed(state.hop.local, &e);
+                    errors.failed(local, &e);
                     tokio::time::sleep(ACCEPT_RETRY).await;
                     continue;
                 }
             },
             _ = stop.changed() => return,
         };
-        let state = state.clone();
-        let http = http.clone();
+        // The state current at the accept counts the connection; each request loads the then current one.
+        let slot = slot.clone();
         let stop = stop.clone();
         let conn_tasks = tasks.clone();
-        let open = OpenConnection::new(&state.metrics);
+        let open = OpenConnection::new(&slot.load().metrics);
         tasks.spawn(async move {
             let _permit = permit;
-            serve_tcp(stream, peer, state, http, conn_tasks, stop, open).await;
+            serve_tcp(stream, peer, slot, conn_tasks, stop, open).await;
         });
     }
 }
@@ -294,26 +554,26 @@ fn http1_builder(state: &ListenerState) -> http1::Builder {
 async fn serve_tcp(
     stream: TcpStream,
     peer: SocketAddr,
-    state: Arc<ListenerState>,
-    http: http1::Builder,
+    slot: Slot,
     tasks: TaskTracker,
     stop: watch::Receiver<bool>,
     open: OpenConnection,
 ) {
     let _ = stream.set_nodelay(true);
-    if state.acceptor.is_some() {
+    let http = http1_builder(&slot.load());
+    if slot.load().acceptor.is_some() {
         // Boxed: a task is as large as its largest state, and every plain connection would otherwise carry
         // the TLS and HTTP/2 states too (bench/profile massif).
-        return Box::pin(tls::serve(stream, peer, state, http, tasks, stop, open)).await;
+        return Box::pin(tls::serve(stream, peer, slot, http, tasks, stop, open)).await;
     }
-    serve_http1(stream, peer, state, http, tasks, stop, open).await;
+    serve_http1(stream, peer, slot, http, tasks, stop, open).await;
 }
 
 /// Runs one HTTP/1.1 connection with its idle and header-read timers and the drain signal.
 pub async fn serve_http1<S>(
     stream: S,
     peer: SocketAddr,
-    state: Arc<ListenerState>,
+    slot: Slot,
     http: http1::Builder,
     tasks: TaskTracker,
     stop: watch::Receiver<bool>,
@@ -321,9 +581,13 @@ pub async fn serve_http1<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let shared = ConnShared::new(Some(state.metrics.clone()), Some(open));
-    let timeouts = state.hop.timeouts;
-    let ctx = Arc::new(ConnCtx { listener: state, client: peer, shared: shared.clone(), tasks });
+    // Only what the connection itself needs is taken from the state current now; requests load their own.
+    let (metrics, timeouts) = {
+        let state = slot.load();
+        (state.metrics.clone(), state.hop.timeouts)
+    };
+    let shared = ConnShared::new(Some(metrics), Some(open));
+    let ctx = Arc::new(ConnCtx { slot, client: peer, shared: shared.clone(), tasks });
     let svc = service_fn(move |req| {
         let ctx = ctx.clone();
         async move { Ok::<_, Infallible>(service::handle(req, ctx).await) }

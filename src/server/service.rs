@@ -9,7 +9,7 @@ use hyper::body::Incoming;
 use tokio_util::task::TaskTracker;
 
 use super::conn::ConnShared;
-use super::listener::ListenerState;
+use super::listener::{ListenerState, Slot};
 use super::log::{LoggedBody, Record, loggable_target};
 use crate::backend::{Ctx, app, connect, ftp, relay};
 use crate::error::{Error, Kind, Side};
@@ -22,7 +22,8 @@ use prometheus_client::metrics::counter::Counter;
 
 /// Everything a request on one connection shares.
 pub struct ConnCtx {
-    pub listener: Arc<ListenerState>,
+    /// The listener's current state; each request loads it once and keeps it to its end.
+    pub slot: Slot,
     pub client: SocketAddr,
     pub shared: Arc<ConnShared>,
     pub tasks: TaskTracker,
@@ -30,10 +31,11 @@ pub struct ConnCtx {
 
 pub async fn handle(req: Request<Incoming>, conn: Arc<ConnCtx>) -> Response<LoggedBody> {
     conn.shared.request_started();
-    let mut record = Record::new(conn.client, &req, &conn.listener.log);
-    record.metrics = Some(conn.listener.unrouted.clone());
-    let ctx = Ctx { client: conn.client, hop: &conn.listener.hop, tasks: &conn.tasks };
-    let mut resp = match serve(req, &ctx, &conn.listener, &conn.shared, &mut record).await {
+    let listener = conn.slot.load_full();
+    let mut record = Record::new(conn.client, &req, &listener.log);
+    record.metrics = Some(listener.unrouted.clone());
+    let ctx = Ctx { client: conn.client, hop: &listener.hop, tasks: &conn.tasks };
+    let mut resp = match serve(req, &ctx, &listener, &conn.shared, &mut record).await {
         Ok(resp) => resp,
         Err(e) => {
             if e.side() == Side::Upstream
@@ -57,14 +59,14 @@ pub async fn handle(req: Request<Incoming>, conn: Arc<ConnCtx>) -> Response<Logg
         *resp.version_mut() = http::Version::HTTP_10;
     }
     record.status = resp.status();
-    if conn.listener.log.enabled() {
+    if listener.log.enabled() {
         record.upstream = resp.extensions().get::<UpstreamAddr>().map(|a| a.0);
     }
     // Only a 101 or a CONNECT's 2xx opens a tunnel: other responses skip the look-up.
     let opens_tunnel = resp.status() == http::StatusCode::SWITCHING_PROTOCOLS
         || (record.method == http::Method::CONNECT && resp.status().is_success());
     let tunnel = opens_tunnel.then(|| resp.extensions_mut().remove::<crate::tunnel::Watch>()).flatten();
-    let log = conn.listener.log.clone();
+    let log = listener.log.clone();
     resp.map(|b| LoggedBody::new(b, record, tunnel, log, conn.shared.clone()))
 }
 

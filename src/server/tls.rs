@@ -23,7 +23,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::task::TaskTracker;
 
 use super::conn::{ConnIo, ConnShared};
-use super::listener::ListenerState;
+use super::listener::{ListenerState, Slot};
 use super::service::{self, ConnCtx};
 use crate::config::CertPair;
 use crate::error::{Error, Kind, StartupError};
@@ -124,12 +124,15 @@ async fn opening(stream: &TcpStream) -> std::io::Result<Opening> {
 pub async fn serve(
     stream: TcpStream,
     peer: SocketAddr,
-    state: Arc<ListenerState>,
+    slot: Slot,
     http: http1::Builder,
     tasks: TaskTracker,
     stop: watch::Receiver<bool>,
     open: super::OpenConnection,
 ) {
+    // The certificates of the configuration running when the handshake starts (a reload serves renewed ones to
+    // new handshakes).
+    let state = slot.load_full();
     let Some(acceptor) = state.acceptor.clone() else { return };
     let limit = acceptor.handshake_timeout;
     let start = Instant::now();
@@ -146,9 +149,9 @@ pub async fn serve(
     let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
     tracing::trace!(client = %peer, h2, "TLS handshake done in {:?}", start.elapsed());
     if h2 {
-        serve_http2(tls, peer, state, tasks, stop, open).await;
+        serve_http2(tls, peer, slot, tasks, stop, open).await;
     } else {
-        super::serve_http1(tls, peer, state, http, tasks, stop, open).await;
+        super::serve_http1(tls, peer, slot, http, tasks, stop, open).await;
     }
 }
 
@@ -195,17 +198,18 @@ async fn answer_plain_http(stream: TcpStream, state: &ListenerState) {
 async fn serve_http2<S>(
     stream: S,
     peer: SocketAddr,
-    state: Arc<ListenerState>,
+    slot: Slot,
     tasks: TaskTracker,
     stop: watch::Receiver<bool>,
     open: super::OpenConnection,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let state = slot.load_full();
     let shared = ConnShared::new(Some(state.metrics.clone()), Some(open));
     let idle = state.hop.timeouts.idle;
     let max_header_list = u32::try_from(state.limits.max_head_bytes * 2).unwrap_or(u32::MAX);
-    let ctx = Arc::new(ConnCtx { listener: state, client: peer, shared: shared.clone(), tasks });
+    let ctx = Arc::new(ConnCtx { slot, client: peer, shared: shared.clone(), tasks });
     let svc = service_fn(move |req| {
         let ctx = ctx.clone();
         async move { Ok::<_, Infallible>(service::handle(req, ctx).await) }

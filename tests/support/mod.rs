@@ -47,6 +47,13 @@ impl Hopgate {
         Hopgate::spawn(cmd, args, listeners)
     }
 
+    /// Starts `hopgate ARGS...` with `env` added to its environment, one listener.
+    pub fn start_env(args: &[&str], env: &[(&str, &str)]) -> Hopgate {
+        let mut cmd = Command::new(bin());
+        cmd.args(args).envs(env.iter().copied());
+        Hopgate::spawn(cmd, args, 1)
+    }
+
     /// Starts `hopgate ARGS...` with at most `nofile` file descriptors (RLIMIT_NOFILE), one listener.
     pub fn start_with_nofile(nofile: u64, args: &[&str]) -> Hopgate {
         use std::os::unix::process::CommandExt;
@@ -205,6 +212,7 @@ impl Hopgate {
             "TERM" => Some(libc::SIGTERM),
             "INT" => Some(libc::SIGINT),
             "USR1" => Some(libc::SIGUSR1),
+            "HUP" => Some(libc::SIGHUP),
             _ => None,
         };
         if let Some(n) = handled {
