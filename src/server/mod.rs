@@ -223,6 +223,9 @@ impl Server {
         for r in &self.listeners {
             let _ = r.stop.send(true);
         }
+        // The listening sockets close once the accept loops have stopped: drop every other holder.
+        self.listeners.clear();
+        self.offered.lock().unwrap_or_else(|e| e.into_inner()).clear();
         for a in accepters {
             let _ = a.await;
         }
