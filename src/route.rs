@@ -8,6 +8,7 @@ use http::uri::Authority;
 use http::{Method, Request, Version};
 
 use crate::backend::connect::Tunnels;
+use crate::backend::files::Files;
 use crate::backend::ftp::Ftp;
 use crate::backend::relay::{self, Forward};
 use crate::backend::{Hop, app};
@@ -52,6 +53,8 @@ pub enum Room {
     App(app::Gateway),
     /// `ftp://`: the HTTP/FTP gateway.
     Ftp(Ftp),
+    /// `file:DIR`: the static-file room.
+    Files(Files),
 }
 
 /// Where a request goes.
@@ -165,6 +168,7 @@ impl Mount {
             Target::FastCgi(t) => Room::App(app::Gateway::fastcgi(t, &r.path, out)?),
             Target::Scgi(t) => Room::App(app::Gateway::scgi(t, &r.path, out)),
             Target::Ftp(t) => Room::Ftp(Ftp::gateway(t, &r.path, out)?),
+            Target::File(t) => Room::Files(Files::new(t, &r.path)?),
         };
         Ok(Mount { host: r.host.clone(), path: r.path.clone(), room })
     }

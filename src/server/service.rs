@@ -12,7 +12,7 @@ use tokio_util::task::TaskTracker;
 use super::conn::ConnShared;
 use super::listener::ListenerState;
 use super::log::{LoggedBody, Record};
-use crate::backend::{Ctx, app, connect, ftp, relay};
+use crate::backend::{Ctx, app, connect, files, ftp, relay};
 use crate::error::{Error, Kind, Side};
 use crate::http::auth::{Busy, ClientKey};
 use crate::http::htpasswd::Outcome;
@@ -94,6 +94,7 @@ async fn serve(
             Room::Relay(reverse) => relay::reverse(req, ctx, reverse).await,
             Room::App(gw) => Box::pin(app::serve(req, ctx, gw)).await,
             Room::Ftp(ftp) => Box::pin(ftp::serve(req, ctx, ftp)).await,
+            Room::Files(files) => files::serve(req, files).await,
         },
     }
 }

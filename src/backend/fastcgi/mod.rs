@@ -25,6 +25,7 @@ use tokio::io::AsyncWriteExt;
 pub use pool::FastCgiAddr;
 
 use crate::backend::meta::{self, FastCgiLayout, GatewayError, GatewayResponse, MetaVars};
+use crate::config::Symlinks;
 use crate::error::Error;
 use crate::idle::Stamp;
 use crate::upstream::Dialer;
@@ -56,6 +57,8 @@ pub struct FastCgiConfig {
     /// 0 disables FCGI_KEEP_CONN.
     pub max_idle: usize,
     pub idle_timeout: Duration,
+    /// Whether symlinks under the root may lead out of it.
+    pub symlinks: Symlinks,
 }
 
 impl FastCgiConfig {
@@ -68,6 +71,7 @@ impl FastCgiConfig {
             timeout: Duration::from_secs(DEFAULT_FASTCGI_TIMEOUT_SECS),
             max_idle: DEFAULT_FASTCGI_MAX_IDLE,
             idle_timeout: Duration::from_secs(DEFAULT_FASTCGI_IDLE_SECS),
+            symlinks: Symlinks::Follow,
         }
     }
 }
@@ -94,6 +98,7 @@ impl FastCgi {
                 root: std::fs::canonicalize(root)?,
                 split_suffix: cfg.split_suffix.clone(),
                 index: cfg.index.clone(),
+                symlinks: cfg.symlinks,
             }),
             None => None,
         };
