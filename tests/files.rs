@@ -340,7 +340,7 @@ fn config_keys_fit_file_routes_only() {
     let d = site();
     let dir = d.path().display();
     for (keys, want) in [
-        (format!("to = \"http://127.0.0.1:1\"\nbrowse = true"), ":6: browse only applies to file: routes"),
+        ("to = \"http://127.0.0.1:1\"\nbrowse = true".to_string(), ":6: browse only applies to file: routes"),
         (format!("to = \"file:{dir}\"\nsymlinks = \"maybe\""), ":6: symlinks \"maybe\": \"follow\" or \"inside\""),
         (format!("to = \"file:{dir}\"\nsplit_path = \".php\""), ":6: split_path only applies to"),
         (format!("to = \"file:{dir}/missing\""), ":5: file directory"),

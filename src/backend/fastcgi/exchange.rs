@@ -10,6 +10,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use futures_util::Stream;
 use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf, ReadHalf, WriteHalf};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::task::JoinHandle;
 
 use super::pool::{Conn, Pool};
@@ -32,6 +33,16 @@ pub(crate) struct Exchange {
     timer: Timer,
     upstream: String,
     done: bool,
+    /// The route's connection slot (`max_connections`), given back when the connection goes back to the pool or
+    /// is closed.
+    permit: Option<OwnedSemaphorePermit>,
+}
+
+/// Where a connection belongs while a request uses it: its slot of the route's `max_connections`, and the pool
+/// it goes back to after a clean end (None: FCGI_KEEP_CONN is off).
+pub(crate) struct Lease {
+    pub(crate) permit: OwnedSemaphorePermit,
+    pub(crate) pool: Option<Arc<Pool>>,
 }
 
 impl Exchange {
@@ -41,7 +52,7 @@ impl Exchange {
         limit: Option<u64>,
         progress: Arc<Stamp>,
         timeout: Duration,
-        pool: Option<Arc<Pool>>,
+        lease: Lease,
         upstream: String,
     ) -> Exchange
     where
@@ -53,12 +64,13 @@ impl Exchange {
         Exchange {
             reader: Some(reader),
             feeder: Some(feeder),
-            pool,
+            pool: lease.pool,
             buf: BytesMut::new(),
             scratch: vec![0; READ_CHUNK_BYTES],
             timer: Timer::shared(progress, timeout),
             upstream,
             done: false,
+            permit: Some(lease.permit),
         }
     }
 
@@ -82,6 +94,8 @@ impl Exchange {
             (Poll::Ready(Ok(Some(writer))), Some(reader)) => pool.checkin(reader.unsplit(writer)),
             _ => feeder.abort(),
         }
+        // The connection is idle in the pool (or closed): another request may take it.
+        self.permit = None;
     }
 }
 

@@ -66,7 +66,7 @@ fn read(dir: &std::path::Path, opts: &FileOptions, root: &std::path::Path) -> Re
                 format!("the directory has more than {MAX_LISTING_ENTRIES} entries to list"),
             ));
         }
-        let size = (kind == EntryKind::File).then(|| m.len());
+        let size = (kind == EntryKind::File).then_some(m.len());
         entries.push(Entry { name, kind, size, modified: m.modified().ok(), link_target: None });
     }
     Ok(entries)

@@ -23,7 +23,7 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use http::header::{self, HeaderMap, HeaderValue};
-use http::{Method, Request, Response, StatusCode};
+use http::{Method, Request, Response, StatusCode, Uri};
 
 use super::meta::{self, GatewayError, GatewayErrorKind};
 use super::outside;
@@ -120,13 +120,13 @@ impl Files {
 
     /// Answers a request for a file [`Files::lookup`] found: the representation the request selects, its
     /// validators, preconditions and ranges, the body streamed.
-    pub fn send<B>(&self, req: &Request<B>, path: &Path) -> Result<Response<Body>, Error> {
-        check_method(req.method())?;
-        if req.method() == Method::OPTIONS {
+    pub fn send(&self, method: &Method, headers: &HeaderMap, path: &Path) -> Result<Response<Body>, Error> {
+        check_method(method)?;
+        if method == Method::OPTIONS {
             return Ok(options());
         }
         let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let (file, served, encoding, vary) = self.representation(req.headers(), path)?;
+        let (file, served, encoding, vary) = self.representation(headers, path)?;
         let len = served.len();
         let validators = Validators { etag: Some(etag(&served, encoding)), modified: served.modified().ok() };
         let mut head = HeaderMap::new();
@@ -142,7 +142,7 @@ impl Files {
             head.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
         }
         head.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-        match representation::evaluate(req.method(), req.headers(), &validators) {
+        match representation::evaluate(method, headers, &validators) {
             Precondition::Proceed => {}
             Precondition::NotModified => return Ok(respond(StatusCode::NOT_MODIFIED, head, Body::empty())),
             Precondition::Failed(field) => {
@@ -154,8 +154,8 @@ impl Files {
         if let Some(e) = encoding {
             head.insert(header::CONTENT_ENCODING, HeaderValue::from_static(e));
         }
-        let head_only = req.method() == Method::HEAD;
-        let (status, body) = match representation::ranges(req.method(), req.headers(), &validators, len) {
+        let head_only = method == Method::HEAD;
+        let (status, body) = match representation::ranges(method, headers, &validators, len) {
             Ranges::Whole => {
                 head.insert(header::CONTENT_TYPE, media);
                 head.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
@@ -203,7 +203,7 @@ impl Files {
                 continue;
             }
             vary = true;
-            if accepted.iter().any(|c| *c == coding)
+            if accepted.contains(&coding)
                 && let Ok((file, m)) = open_regular(&sibling)
             {
                 // Any other sibling still makes the response vary: look no further.
@@ -225,17 +225,17 @@ pub async fn serve<B>(req: Request<B>, files: &Files) -> Result<Response<Body>, 
     let rest = files.prefix.rest(full).ok_or_else(|| outside(&files.prefix, full))?;
     let rel = files.prefix.below(full).unwrap_or("/");
     match files.lookup(rel)? {
-        Found::File(path) => files.send(&req, &path),
+        Found::File(path) => files.send(req.method(), req.headers(), &path),
         // `/static` on a route with path `/static` is its directory without the `/`.
-        Found::Dir { .. } if rest.is_empty() => Ok(add_slash(&req)),
-        Found::Dir { slash: false, .. } => Ok(add_slash(&req)),
+        Found::Dir { .. } if rest.is_empty() => Ok(add_slash(req.uri())),
+        Found::Dir { slash: false, .. } => Ok(add_slash(req.uri())),
         Found::Dir { path, slash: true } => {
             if let Some(index) = &files.index {
                 let file = path.join(index);
                 if let Ok(Some(m)) = meta::stat_under(&files.root, &file, files.opts.symlinks)
                     && m.is_file()
                 {
-                    return files.send(&req, &file);
+                    return files.send(req.method(), req.headers(), &file);
                 }
             }
             if !files.browse {
@@ -249,9 +249,9 @@ pub async fn serve<B>(req: Request<B>, files: &Files) -> Result<Response<Body>, 
 }
 
 /// A directory asked for without its `/`: 301 to the same path with it, the query kept.
-pub fn add_slash<B>(req: &Request<B>) -> Response<Body> {
-    let mut location = format!("{}/", req.uri().path());
-    if let Some(q) = req.uri().query() {
+pub fn add_slash(uri: &Uri) -> Response<Body> {
+    let mut location = format!("{}/", uri.path());
+    if let Some(q) = uri.query() {
         location.push('?');
         location.push_str(q);
     }

@@ -464,14 +464,6 @@ async fn put(req: Request<Incoming>, s: PooledSession, job: &Job) -> Result<Resp
 mod tests {
     use super::*;
 
-    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for (n, v) in pairs {
-            h.append(http::HeaderName::from_bytes(n.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
-        }
-        h
-    }
-
     #[test]
     fn logins() {
         let basic = Some(("bob".to_string(), "pw".to_string()));
