@@ -5,10 +5,11 @@
 use std::fmt::Write;
 use std::time::SystemTime;
 
-use http::HeaderMap;
-use http::header;
+use http::header::{self, HeaderValue};
+use http::{HeaderMap, Method, Response};
 
 use crate::date;
+use crate::http::{Body, representation};
 
 /// What a listing entry is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -167,22 +168,40 @@ fn json_string(out: &mut String, s: &str) {
 pub fn wants_json(headers: &HeaderMap) -> bool {
     let mut json = 0.0f32;
     let mut html = 0.0f32;
-    for value in headers.get_all(header::ACCEPT).iter().filter_map(|v| v.to_str().ok()) {
-        for range in value.split(',') {
-            let mut parts = range.split(';');
-            let media = parts.next().unwrap_or("").trim().to_ascii_lowercase();
-            let q = parts
-                .filter_map(|p| p.trim().strip_prefix("q="))
-                .find_map(|q| q.trim().parse::<f32>().ok())
-                .unwrap_or(1.0);
-            match media.as_str() {
-                "application/json" => json = json.max(q),
-                "text/html" => html = html.max(q),
-                _ => {}
-            }
+    for (media, q) in representation::weighted(headers, &header::ACCEPT) {
+        match media.as_str() {
+            "application/json" => json = json.max(q),
+            "text/html" => html = html.max(q),
+            _ => {}
         }
     }
     json > 0.0 && json > html
+}
+
+/// The answer to a request for a directory listing: HTML, or JSON when [`wants_json`]; no body for HEAD.
+/// `title` is the decoded path asked for, `by` the room named in the HTML footer.
+pub fn response(
+    method: &Method,
+    headers: &HeaderMap,
+    title: &str,
+    entries: &[Entry],
+    at_root: bool,
+    by: &str,
+) -> Response<Body> {
+    let (body, mime) = if wants_json(headers) {
+        (render_json(entries), "application/json")
+    } else {
+        (render_html(title, entries, at_root, by), "text/html; charset=utf-8")
+    };
+    let len = HeaderValue::from(body.len());
+    let mut resp = Response::new(if method == Method::HEAD { Body::empty() } else { Body::full(body) });
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_LENGTH, len);
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(mime));
+    h.insert(header::VARY, HeaderValue::from_static("Accept"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    resp
 }
 
 #[cfg(test)]
@@ -238,7 +257,7 @@ mod tests {
     fn accept_json() {
         let h = |v: &str| {
             let mut h = HeaderMap::new();
-            h.insert(header::ACCEPT, http::HeaderValue::from_str(v).unwrap());
+            h.insert(header::ACCEPT, HeaderValue::from_str(v).unwrap());
             h
         };
         assert!(wants_json(&h("application/json")));

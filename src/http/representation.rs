@@ -206,6 +206,18 @@ fn value(s: &str) -> HeaderValue {
     HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static("bytes */0"))
 }
 
+/// The items of a list field weighted by `q` (RFC 9110 §12.4.2: Accept, Accept-Encoding), lowercase, in the order
+/// sent; an item without `q` weighs 1.
+pub fn weighted<'a>(headers: &'a HeaderMap, name: &header::HeaderName) -> impl Iterator<Item = (String, f32)> + 'a {
+    headers.get_all(name).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).map(|item| {
+        let mut parts = item.split(';');
+        let token = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+        let q =
+            parts.filter_map(|p| p.trim().strip_prefix("q=")).find_map(|q| q.trim().parse::<f32>().ok()).unwrap_or(1.0);
+        (token, q)
+    })
+}
+
 /// The media type of a file by its name's extension (case-insensitive), from mime_guess's table (the shared
 /// mime database's): `application/octet-stream` when unknown. Text types say `charset=utf-8`: hopgate can't know
 /// a file's encoding, and UTF-8 is what today's text files are; JavaScript is `text/javascript` (RFC 9239).

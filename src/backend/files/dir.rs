@@ -5,15 +5,14 @@
 
 use std::path::PathBuf;
 
-use http::header::{self, HeaderValue};
-use http::{Method, Request, Response};
+use http::{Request, Response};
 
 use super::MAX_LISTING_ENTRIES;
 use crate::backend::meta;
 use crate::config::FileOptions;
 use crate::error::{Error, Kind};
 use crate::http::Body;
-use crate::http::listing::{Entry, EntryKind, render_html, render_json, wants_json};
+use crate::http::listing::{self, Entry, EntryKind};
 
 /// The listing of `dir` for `req`; `title` is the decoded request path.
 pub(super) async fn listing<B>(
@@ -27,20 +26,7 @@ pub(super) async fn listing<B>(
     let entries = tokio::task::spawn_blocking(move || read(&dir, &opts, &root))
         .await
         .map_err(|e| Error::local(Kind::Internal, "listing a directory failed").with_source(e))??;
-    let (body, mime) = if wants_json(req.headers()) {
-        (render_json(&entries), "application/json")
-    } else {
-        (render_html(&title, &entries, at_root, "hopgate"), "text/html; charset=utf-8")
-    };
-    let len = HeaderValue::from(body.len());
-    let mut resp = Response::new(if req.method() == Method::HEAD { Body::empty() } else { Body::full(body) });
-    let h = resp.headers_mut();
-    h.insert(header::CONTENT_LENGTH, len);
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(mime));
-    h.insert(header::VARY, HeaderValue::from_static("Accept"));
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    Ok(resp)
+    Ok(listing::response(req.method(), req.headers(), &title, &entries, at_root, "hopgate"))
 }
 
 fn read(dir: &std::path::Path, opts: &FileOptions, root: &std::path::Path) -> Result<Vec<Entry>, Error> {

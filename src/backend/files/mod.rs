@@ -323,21 +323,13 @@ fn etag(m: &Metadata, coding: Option<&str>) -> String {
 fn accepted_codings(headers: &HeaderMap) -> Vec<&'static str> {
     let mut q = [(None, "br"), (None, "gzip")];
     let mut star = None;
-    for value in headers.get_all(header::ACCEPT_ENCODING).iter().filter_map(|v| v.to_str().ok()) {
-        for item in value.split(',') {
-            let mut parts = item.split(';');
-            let coding = parts.next().unwrap_or("").trim().to_ascii_lowercase();
-            let weight = parts
-                .filter_map(|p| p.trim().strip_prefix("q="))
-                .find_map(|w| w.trim().parse::<f32>().ok())
-                .unwrap_or(1.0);
-            match coding.as_str() {
-                "*" => star = Some(weight),
-                "x-gzip" => q[1].0 = Some(weight),
-                c => {
-                    if let Some(slot) = q.iter_mut().find(|(_, name)| *name == c) {
-                        slot.0 = Some(weight);
-                    }
+    for (coding, weight) in representation::weighted(headers, &header::ACCEPT_ENCODING) {
+        match coding.as_str() {
+            "*" => star = Some(weight),
+            "x-gzip" => q[1].0 = Some(weight),
+            c => {
+                if let Some(slot) = q.iter_mut().find(|(_, name)| *name == c) {
+                    slot.0 = Some(weight);
                 }
             }
         }

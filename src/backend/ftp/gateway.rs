@@ -26,7 +26,7 @@ use super::{
 use crate::backend::{Ctx, outside};
 use crate::config::{self, FtpTarget, Prefix};
 use crate::error::{Error, Kind, StartupError};
-use crate::http::listing::{render_html, render_json, wants_json};
+use crate::http::listing;
 use crate::http::representation::{self, Precondition, Ranges, Validators, http_date, media_type};
 use crate::http::{Body, append_via, basic, pages};
 use crate::idle::Timer;
@@ -335,19 +335,8 @@ async fn get<B>(req: &Request<B>, mut s: PooledSession, job: &Job) -> Result<Res
         }
         let entries = s.list(&job.path).await.map_err(|e| job.error(e))?;
         drop(s); // back to the pool before rendering
-        let (body, mime) = if wants_json(req.headers()) {
-            (render_json(&entries), "application/json")
-        } else {
-            (render_html(&job.title, &entries, job.at_root, "hopgate HTTP/FTP gateway"), "text/html; charset=utf-8")
-        };
-        let len = HeaderValue::from(body.len());
-        let mut resp = Response::new(if req.method() == Method::HEAD { Body::empty() } else { Body::full(body) });
-        let h = resp.headers_mut();
-        h.insert(header::CONTENT_LENGTH, len);
-        h.insert(header::CONTENT_TYPE, HeaderValue::from_static(mime));
-        h.insert(header::VARY, HeaderValue::from_static("Accept"));
-        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-        return Ok(resp);
+        let by = "hopgate HTTP/FTP gateway";
+        return Ok(listing::response(req.method(), req.headers(), &job.title, &entries, job.at_root, by));
     }
     if job.slash {
         return Err(Error::client(Kind::NotFound, format!("/{} is a file, not a directory", job.path)));
