@@ -143,6 +143,7 @@ fn conditionals_answer_304_and_412() {
     for fields in ["If-Match: \"other\"\r\n".to_string(), format!("If-Unmodified-Since: {earlier}\r\n")] {
         let r = get(&h, "/style.css", &fields);
         assert_eq!(r.status, 412, "{fields}");
+        assert_eq!(r.header("accept-ranges"), Some("bytes"));
     }
     assert_eq!(get(&h, "/style.css", &format!("If-Match: {etag}\r\n")).status, 200);
     assert_eq!(get(&h, "/style.css", "If-Match: *\r\n").status, 200);

@@ -146,7 +146,8 @@ impl Files {
             Precondition::Proceed => {}
             Precondition::NotModified => return Ok(respond(StatusCode::NOT_MODIFIED, head, Body::empty())),
             Precondition::Failed(field) => {
-                return Err(Error::client(Kind::PreconditionFailed, format!("{field} does not hold for {name}")));
+                return Err(Error::client(Kind::PreconditionFailed, format!("{field} does not hold for {name}"))
+                    .with_field(header::ACCEPT_RANGES, HeaderValue::from_static("bytes")));
             }
         }
         let media = media_type(&name);
