@@ -223,6 +223,10 @@ fn precompressed_siblings_are_served_by_accept_encoding() {
     // A 304 of the encoded representation carries Vary too; curl decodes what it asked for.
     let r = get(&h, "/app.js", &format!("Accept-Encoding: gzip\r\nIf-None-Match: {gz_etag}\r\n"));
     assert_eq!((r.status, r.header("vary")), (304, Some("Accept-Encoding")));
+    for (fields, status) in [("If-Match: \"x\"\r\n", 412), ("Range: bytes=999-\r\n", 416)] {
+        let r = get(&h, "/app.js", fields);
+        assert_eq!((r.status, r.header("vary")), (status, Some("Accept-Encoding")), "{fields}");
+    }
     let c = curl_full(&["--compressed", "-H", "Accept-Encoding: gzip", &format!("{}/app.js", h.url())]);
     assert_eq!((c.code, c.text().as_str()), (200, "console.log('plain');\n"));
 }

@@ -146,8 +146,8 @@ impl Files {
             Precondition::Proceed => {}
             Precondition::NotModified => return Ok(respond(StatusCode::NOT_MODIFIED, head, Body::empty())),
             Precondition::Failed(field) => {
-                return Err(Error::client(Kind::PreconditionFailed, format!("{field} does not hold for {name}"))
-                    .with_field(header::ACCEPT_RANGES, HeaderValue::from_static("bytes")));
+                let e = Error::client(Kind::PreconditionFailed, format!("{field} does not hold for {name}"));
+                return Err(about_the_file(e, vary));
             }
         }
         let media = media_type(&name);
@@ -163,9 +163,9 @@ impl Files {
                 (StatusCode::OK, FileBody::whole(file, len))
             }
             Ranges::Unsatisfiable => {
-                return Err(Error::client(Kind::RangeNotSatisfiable, format!("no range within {name}'s {len} bytes"))
-                    .with_field(header::CONTENT_RANGE, representation::unsatisfied_range(len))
-                    .with_field(header::ACCEPT_RANGES, HeaderValue::from_static("bytes")));
+                let e = Error::client(Kind::RangeNotSatisfiable, format!("no range within {name}'s {len} bytes"))
+                    .with_field(header::CONTENT_RANGE, representation::unsatisfied_range(len));
+                return Err(about_the_file(e, vary));
             }
             Ranges::Some(r) if r.len() == 1 => {
                 head.insert(header::CONTENT_TYPE, media);
@@ -214,6 +214,13 @@ impl Files {
         let (file, m) = open_regular(path)?;
         Ok((file, m, None, vary))
     }
+}
+
+/// An error page about a file carries what every answer about it does: `Accept-Ranges`, and `Vary` when the file
+/// has precompressed siblings.
+fn about_the_file(e: Error, vary: bool) -> Error {
+    let e = e.with_field(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    if vary { e.with_field(header::VARY, HeaderValue::from_static("Accept-Encoding")) } else { e }
 }
 
 /// The one door: serve `req` from the route's directory.
