@@ -159,6 +159,11 @@ impl FastCgi {
         record::put_params(&mut head, REQUEST_ID, vars);
         let limit =
             vars.get("CONTENT_LENGTH").and_then(|v| std::str::from_utf8(v).ok()).and_then(|v| v.parse::<u64>().ok());
+        if Exchange::bodiless(limit) {
+            // With PARAMS: nothing is left to send once the application answers, so its END_REQUEST can return the
+            // connection to the pool at once (a feeding task still under way would make it unkeepable).
+            record::put_record(&mut head, record::STDIN, REQUEST_ID, &[]);
+        }
 
         let permit = tokio::time::timeout(self.timeout, self.slots.clone().acquire_owned())
             .await
