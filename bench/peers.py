@@ -510,9 +510,29 @@ def fcgiwrap(lab):
     return lab.spawn("fcgiwrap", "origin", port, ["fcgiwrap", "-c", "4", "-s", f"tcp:127.0.0.1:{port}"], d)
 
 
-def nginx_fastcgi(lab, backend, root, script_dir=None):
-    """nginx in front of a FastCGI back end: php-fpm (root = document root) or fcgiwrap (CGI scripts)."""
+def nginx_fastcgi(lab, backend, root, site=False):
+    """nginx in front of a FastCGI back end: php-fpm (root = document root) or fcgiwrap (CGI scripts). With `site`,
+    a PHP application's root the usual way: static files served, `.php` (or nothing: the front controller
+    index.php) to php-fpm (`try_files $uri $uri/ /index.php`)."""
     d, port = lab.workdir("nginx-fcgi"), lab.port()
+    to_app = """
+            include /etc/nginx/fastcgi_params;
+            fastcgi_param SCRIPT_FILENAME $document_root$fastcgi_script_name;
+            fastcgi_pass app;
+            fastcgi_keep_conn on;"""
+    if site:
+        locations = f"""
+        index index.php;
+        location / {{
+            try_files $uri $uri/ /index.php$is_args$args;
+        }}
+        location ~ \\.php$ {{
+            try_files $uri =404;{to_app}
+        }}"""
+    else:
+        locations = f"""
+        location / {{{to_app}
+        }}"""
     body = f"""
     upstream app {{
         server {backend.addr};
@@ -520,13 +540,7 @@ def nginx_fastcgi(lab, backend, root, script_dir=None):
     }}
     server {{
         listen 127.0.0.1:{port} backlog=4096;
-        root {root};
-        location / {{
-            include /etc/nginx/fastcgi_params;
-            fastcgi_param SCRIPT_FILENAME $document_root$fastcgi_script_name;
-            fastcgi_pass app;
-            fastcgi_keep_conn on;
-        }}
+        root {root};{locations}
     }}"""
     conf = write(os.path.join(d, "nginx.conf"), NGINX_MAIN.format(d=d, body=body))
     return lab.spawn("nginx", "reverse", port, ["nginx", "-c", conf, "-p", d], d)
@@ -578,6 +592,43 @@ MaxKeepAliveRequests 0
 {app}""",
     )
     return lab.spawn("apache", "reverse", port, ["apache2", "-f", conf, "-DFOREGROUND"], d)
+
+
+def nginx_static(lab, docroot):
+    """nginx serving static files as the system under test (`sendfile on`, from NGINX_MAIN), no open-file cache:
+    hopgate's file room caches nothing either."""
+    d, port = lab.workdir("nginx-static"), lab.port()
+    body = f"""
+    server {{
+        listen 127.0.0.1:{port} backlog=4096;
+        root {docroot};
+    }}"""
+    conf = write(os.path.join(d, "nginx.conf"), NGINX_MAIN.format(d=d, body=body))
+    return lab.spawn("nginx", "reverse", port, ["nginx", "-c", conf, "-p", d], d)
+
+
+def hopgate_files(lab, docroot):
+    """hopgate's static-file room: `gateway --to file:DIR`."""
+    d, port = lab.workdir("hopgate-files"), lab.port()
+    argv = [lab.hopgate, "gateway", "--listen", f"127.0.0.1:{port}", "--to", f"file:{docroot}"]
+    return lab.spawn("hopgate gateway", "reverse", port, argv + ["--access-log", "off", "-q"], d)
+
+
+def hopgate_php_site(lab, backend, root):
+    """hopgate's combined route: fastcgi with a root (static files beside the scripts) and a front controller."""
+    d, port = lab.workdir("hopgate-php"), lab.port()
+    conf = write(
+        os.path.join(d, "hopgate.toml"),
+        f"""access_log = "off"
+[[listener]]
+listen = "127.0.0.1:{port}"
+[[listener.route]]
+to = "fastcgi://{backend.addr}"
+root = "{root}"
+front_controller = "index.php"
+""",
+    )
+    return lab.spawn("hopgate gateway", "reverse", port, [lab.hopgate, "-q", "run", conf], d)
 
 
 def hopgate_app(lab, to, root=None):

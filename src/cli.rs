@@ -9,7 +9,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::{
-    self, AccessLog, CertPair, Config, ListenAddr, Listener, OptionError, Proxy, Route, Target, TargetOption,
+    self, AccessLog, CertPair, Config, ListenAddr, Listener, OptionError, Proxy, Route, Symlinks, Target, TargetOption,
 };
 use crate::server::Server;
 use crate::server::log::AccessLogger;
@@ -158,15 +158,28 @@ pub struct GatewayArgs {
     #[arg(long, value_parser = config::parse_listen)]
     pub listen: ListenAddr,
     /// http(s)://HOST:PORT[/base], ftp://[USER[:PASS]@]HOST[:PORT][/dir], cgi:DIR, fastcgi://HOST:PORT,
-    /// fastcgi+unix:PATH or scgi://HOST:PORT
+    /// fastcgi+unix:PATH, scgi://HOST:PORT or file:DIR
     #[arg(long, value_parser = Target::parse)]
     pub to: Target,
     /// FastCGI: the document root SCRIPT_FILENAME is resolved under (the script must exist there)
     #[arg(long, value_name = "DIR")]
     pub root: Option<PathBuf>,
-    /// CGI and FastCGI: the script run for a path ending in / [default for FastCGI: index.php; CGI: none]
+    /// CGI, FastCGI and file: what a path ending in / serves [default for FastCGI: index.php; file:
+    /// index.html; CGI: none]
     #[arg(long, value_name = "NAME")]
     pub index: Option<String>,
+    /// file: list a directory without an index (HTML, or JSON for Accept: application/json)
+    #[arg(long)]
+    pub browse: bool,
+    /// file: and FastCGI with --root: serve dotfiles too (/.well-known/ always is)
+    #[arg(long)]
+    pub dotfiles: bool,
+    /// file: and FastCGI with --root: `follow` symlinks wherever they point (default) or only `inside` the directory
+    #[arg(long, value_name = "MODE", value_parser = Symlinks::parse)]
+    pub symlinks: Option<Symlinks>,
+    /// FastCGI with --root: the script run for a path that names nothing (Laravel, Symfony, WordPress)
+    #[arg(long, value_name = "SCRIPT")]
+    pub front_controller: Option<String>,
     /// Extra CA bundle (PEM) trusted for an https:// --to; the system roots are always trusted
     #[arg(long, value_name = "PEM")]
     pub ca: Option<PathBuf>,
@@ -183,6 +196,10 @@ impl GatewayArgs {
             self.ca.clone().map(TargetOption::Ca),
             self.root.clone().map(TargetOption::Root),
             self.index.clone().map(TargetOption::Index),
+            self.browse.then_some(TargetOption::Browse(true)),
+            self.dotfiles.then_some(TargetOption::Dotfiles(true)),
+            self.symlinks.map(TargetOption::Symlinks),
+            self.front_controller.clone().map(TargetOption::FrontController),
         ];
         for option in options.into_iter().flatten() {
             let flag = format!("--{}", option.key().replace('_', "-"));

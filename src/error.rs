@@ -36,6 +36,8 @@ pub enum Kind {
     MethodNotAllowed,
     /// A `Range` the resource can't satisfy (starts at or past its end): 416.
     RangeNotSatisfiable,
+    /// An `If-Match` or `If-Unmodified-Since` (RFC 9110 §13.1) that the representation does not meet: 412.
+    PreconditionFailed,
     /// The client chose a target the policy refuses (loopback, a port CONNECT may not reach...).
     TargetForbidden,
     /// The upstream (FTP server, filesystem) refused access.
@@ -88,6 +90,7 @@ impl Kind {
             Kind::NotFound => "not_found",
             Kind::MethodNotAllowed => "method_not_allowed",
             Kind::RangeNotSatisfiable => "range_not_satisfiable",
+            Kind::PreconditionFailed => "precondition_failed",
             Kind::TargetForbidden => "target_forbidden",
             Kind::Forbidden => "forbidden",
             Kind::AuthRequired => "auth_required",
@@ -212,6 +215,7 @@ impl Error {
             Kind::NotFound => StatusCode::NOT_FOUND,
             Kind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Kind::RangeNotSatisfiable => StatusCode::RANGE_NOT_SATISFIABLE,
+            Kind::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
             Kind::TargetForbidden | Kind::Forbidden => StatusCode::FORBIDDEN,
             Kind::AuthRequired => StatusCode::PROXY_AUTHENTICATION_REQUIRED,
             Kind::Unauthorized => StatusCode::UNAUTHORIZED,

@@ -8,6 +8,7 @@ use http::uri::Authority;
 use http::{Method, Request, Version};
 
 use crate::backend::connect::Tunnels;
+use crate::backend::files::Files;
 use crate::backend::ftp::Ftp;
 use crate::backend::relay::{self, Forward};
 use crate::backend::{Hop, app};
@@ -61,6 +62,8 @@ pub enum Room {
     App(app::Gateway),
     /// `ftp://`: the HTTP/FTP gateway.
     Ftp(Ftp),
+    /// `file:DIR`: the static-file room.
+    Files(Files),
 }
 
 /// Where a request goes.
@@ -188,6 +191,7 @@ impl Mount {
             Target::FastCgi(t) => Room::App(app::Gateway::fastcgi(t, &r.path, out)?),
             Target::Scgi(t) => Room::App(app::Gateway::scgi(t, &r.path, out)),
             Target::Ftp(t) => Room::Ftp(Ftp::gateway(t, &r.path, out)?),
+            Target::File(t) => Room::Files(Files::new(t, &r.path)?),
         };
         Ok(Mount { host: r.host.clone(), path: r.path.clone(), room, name: Arc::from(r.name()), metrics })
     }

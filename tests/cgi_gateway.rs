@@ -525,3 +525,46 @@ fn stderr_lines_go_to_the_log() {
     let line = log.lines().find(|l| l.contains("first complaint")).unwrap_or_else(|| panic!("{log}"));
     assert!(line.contains("WARN") && line.contains("/noisy.sh"), "{line}");
 }
+
+/// `script_total_secs` (issue 15): a script that keeps writing is never silent, so only its total ends it; the
+/// response already under way is cut (no last chunk), never passed off as complete, and its group is killed.
+#[test]
+fn a_trickling_script_is_killed_at_its_total_and_the_response_cut() {
+    let s = Scripts::new();
+    let pids = s.outside("pids");
+    s.add(
+        "trickle.sh",
+        &format!(
+            "#!/bin/sh\nsleep 300 &\necho $$ $! > {}\nprintf 'Content-Type: text/plain\\n\\n'\n\
+             while true; do echo tick; sleep 0.2; done\n",
+            pids.display()
+        ),
+    );
+    s.add("late.sh", "#!/bin/sh\nsleep 3\nprintf 'Content-Type: text/plain\\n\\nlate\\n'\n");
+    let h = s.config("script_timeout_secs = 10\nscript_total_secs = 1");
+    let mut c = Raw::connect(h.addr);
+    c.send("GET /trickle.sh HTTP/1.1\r\nHost: x\r\n\r\n");
+    let head = c.read_until(b"\r\n\r\n");
+    assert!(head.starts_with("HTTP/1.1 200") && head.contains("transfer-encoding: chunked"), "{head}");
+    // Bounded: a script that is never killed keeps the response going; 15 s is far past its 1 s total.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        assert!(Instant::now() < deadline, "still streaming after 15 s: the script was never killed");
+        match std::io::Read::read(&mut c.stream, &mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+    let rest = String::from_utf8_lossy(&got).into_owned();
+    assert!(rest.contains("tick"), "{rest}");
+    assert!(!rest.ends_with("0\r\n\r\n"), "a cut response has no last chunk: {rest:?}");
+    let p = read_pids(&pids);
+    wait_gone(p[0], false);
+    wait_gone(p[1], true);
+    // Past its total before its head: 504.
+    let r = get(&h, "/late.sh");
+    assert_eq!(r.status, 504, "{}", r.text());
+    assert!(r.text().contains("ran past its total of 1s"), "{}", r.text());
+}

@@ -320,6 +320,7 @@ fn fastcgi_resolution() {
         root: std::fs::canonicalize(&root).unwrap(),
         split_suffix: ".php".into(),
         index: "index.php".into(),
+        symlinks: hopgate::config::Symlinks::Inside,
     };
     let r = &layout.root;
 

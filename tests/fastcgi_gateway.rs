@@ -164,7 +164,6 @@ fn fix_pathinfo_trap_is_404() {
     for path in [
         "/uploads/evil.jpg/x.php",
         "/uploads/evil.jpg/.php",
-        "/uploads/evil.jpg",
         "/uploads/evil.jpg%2fx.php",
         "/nope.php",
         "/../www/hello.php",
@@ -176,6 +175,10 @@ fn fix_pathinfo_trap_is_404() {
         assert!(!r.text().contains("must never run"), "{path}");
         assert!(r.text().starts_with("hopgate: 404"), "{path}: answered by hopgate, not php-fpm: {}", r.text());
     }
+    // The file itself is a static file of the root (issue 15): sent as what it is, never run.
+    let r = get(&h, "/uploads/evil.jpg");
+    assert_eq!((r.status, r.text().as_str()), (200, "<?php echo 'must never run';"));
+    assert_eq!(r.header("content-type"), Some("image/jpeg"));
 }
 
 #[test]

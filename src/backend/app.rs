@@ -26,8 +26,10 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
 use super::cgi::{self, Cgi, CgiConfig, CgiOutput};
 use super::fastcgi::{FastCgi, FastCgiAddr, FastCgiConfig};
+use super::files::{self, Files, Found};
 use super::meta::{
     self, CgiHead, ConnInfo, GatewayBody, GatewayErrorKind, GatewayResponse, HeadKind, HeadParser, MetaInput,
+    ScriptPath,
 };
 use super::scgi::{Scgi, ScgiConfig};
 use super::{Ctx, outside};
@@ -60,6 +62,21 @@ pub struct Gateway {
     timeout: Duration,
     /// FastCGI/SCGI over TCP to an IP address: named in the access log.
     upstream: Option<SocketAddr>,
+    /// FastCGI with a root: what else the root holds (static files, directories, the front controller).
+    site: Option<Site>,
+}
+
+/// A FastCGI route's document root beyond its scripts, the way nginx's `try_files` and Caddy's `php_fastcgi` see
+/// it: a path naming a script runs it; another existing regular file is the static-file room's (unless `static
+/// = false`); a directory without its `/` gets 301 (with it, its index runs); a path naming nothing runs the front
+/// controller, else 404. A file whose name ends in the script suffix (any case) is never sent as text, and a file
+/// that does not is never sent to the application.
+struct Site {
+    files: Files,
+    serve_static: bool,
+    split_suffix: String,
+    /// The front controller, resolved once at start-up (SCRIPT_NAME below the prefix, SCRIPT_FILENAME).
+    front_controller: Option<ScriptPath>,
 }
 
 enum App {
@@ -72,6 +89,8 @@ enum App {
 enum Output {
     Parsed(GatewayResponse),
     Nph(GatewayBody),
+    /// A whole response without the application: a static file, a directory's 301.
+    Done(Response<Body>),
 }
 
 /// How long the application may stay silent: the route's `script_timeout_secs`, else the default.
@@ -93,6 +112,9 @@ impl Gateway {
         cfg.timeout = timeout;
         if let Some(n) = t.max_scripts {
             cfg.max_scripts = n;
+        }
+        if let Some(total) = t.script_total {
+            cfg.total = total;
         }
         let (running, queued) = match &out.route {
             Some(m) => (m.cgi_running.clone(), m.cgi_queued.clone()),
@@ -123,10 +145,24 @@ impl Gateway {
             cfg.split_suffix = s.clone();
         }
         cfg.timeout = timeout(&t.app);
+        cfg.symlinks = t.files.symlinks;
+        if let Some(n) = t.max_connections {
+            cfg.max_connections = n;
+        }
         let root = cfg.root.clone().unwrap_or_default();
+        let split_suffix = cfg.split_suffix.clone();
         let fcgi = FastCgi::new(cfg, dialer(&t.app, out))
             .map_err(|e| StartupError::new(format!("FastCGI root {}: {e}", root.display())))?;
-        Ok(Gateway::with(App::FastCgi(fcgi), prefix, None, &t.app, upstream))
+        let site = match &t.root {
+            Some(root) => Some(Site::new(t, root, &fcgi, split_suffix, prefix)?),
+            None if t.front_controller.is_some() => {
+                return Err(StartupError::new("front_controller needs a root (the directory the script is in)"));
+            }
+            None => None,
+        };
+        let mut gw = Gateway::with(App::FastCgi(fcgi), prefix, None, &t.app, upstream);
+        gw.site = site;
+        Ok(gw)
     }
 
     /// The gateway of an `scgi://` route under `prefix`, dialled through `out`'s loop check; nothing connects
@@ -145,7 +181,7 @@ impl Gateway {
 
     fn with(app: App, prefix: &Prefix, index: Option<String>, o: &AppOptions, upstream: Option<SocketAddr>) -> Gateway {
         let (timeout, pass_authorization) = (timeout(o), o.pass_authorization);
-        Gateway { app, prefix: prefix.clone(), index, pass_authorization, timeout, upstream }
+        Gateway { app, prefix: prefix.clone(), index, pass_authorization, timeout, upstream, site: None }
     }
 
     /// Resolves `parts`' path, builds its meta-variables and hands the request to the application.
@@ -171,7 +207,15 @@ impl Gateway {
                 })
             }
             App::FastCgi(fcgi) => {
-                let mut script = fcgi.resolve(path).map_err(Error::from)?;
+                let mut script = match (fcgi.resolve(path), &self.site) {
+                    (Ok(script), _) => script,
+                    (Err(e), Some(site)) if e.kind() == GatewayErrorKind::NotFound => match site.pick(parts, path)? {
+                        Picked::Done(resp) => return Ok(Output::Done(resp)),
+                        Picked::Script(script) => script,
+                        Picked::Nothing => return Err(e.into()),
+                    },
+                    (Err(e), _) => return Err(e.into()),
+                };
                 script.script_name = self.prefix.mount(&script.script_name);
                 let vars = meta::build(parts, &input(&script));
                 Ok(Output::Parsed(fcgi.send(&vars, body).await?))
@@ -190,6 +234,59 @@ impl Gateway {
             resp.extensions_mut().insert(UpstreamAddr(a));
         }
         resp
+    }
+}
+
+/// What a FastCGI route's root holds for a path that names no script.
+enum Picked {
+    Done(Response<Body>),
+    Script(ScriptPath),
+    Nothing,
+}
+
+impl Site {
+    fn new(
+        t: &FastCgiTarget,
+        root: &std::path::Path,
+        fcgi: &FastCgi,
+        split_suffix: String,
+        prefix: &Prefix,
+    ) -> Result<Site, StartupError> {
+        let files = Files::static_half(root, &t.files, prefix)
+            .map_err(|e| StartupError::new(format!("FastCGI root {}: {e}", root.display())))?;
+        let front_controller = match &t.front_controller {
+            None => None,
+            Some(fc) if !meta::is_script_name(fc, &split_suffix) => {
+                return Err(StartupError::new(format!(
+                    "front_controller {fc:?} does not end in {split_suffix:?}: only scripts go to the application"
+                )));
+            }
+            Some(fc) => Some(fcgi.script_at(fc).ok_or_else(|| {
+                StartupError::new(format!("front_controller {fc:?} is no file under the root {}", root.display()))
+            })?),
+        };
+        Ok(Site { files, serve_static: t.static_files, split_suffix, front_controller })
+    }
+
+    /// `path` (below the prefix) named no script: a static file, a directory's 301, the front controller, or
+    /// nothing.
+    fn pick(&self, parts: &Parts, path: &str) -> Result<Picked, Error> {
+        match self.files.lookup(path)? {
+            Found::File(file) => {
+                let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                if meta::is_script_name(&name, &self.split_suffix) {
+                    return Err(Error::client(Kind::NotFound, "a script is never sent as a static file"));
+                }
+                if !self.serve_static {
+                    return Err(Error::client(Kind::NotFound, "not a script (static files are off on this route)"));
+                }
+                Ok(Picked::Done(self.files.send(&parts.method, &parts.headers, &file)?))
+            }
+            Found::Dir { slash: false, .. } => Ok(Picked::Done(files::add_slash(&parts.uri))),
+            Found::Dir { slash: true, .. } | Found::Nothing => {
+                Ok(self.front_controller.clone().map_or(Picked::Nothing, Picked::Script))
+            }
+        }
     }
 }
 
@@ -219,6 +316,7 @@ pub async fn serve(req: Request<Incoming>, ctx: &Ctx<'_>, gw: &Gateway) -> Resul
     loop {
         let resp = match out {
             Output::Nph(body) => return nph(body).await.map(|r| gw.finish(r)),
+            Output::Done(resp) => return Ok(gw.finish(resp)),
             Output::Parsed(resp) => resp,
         };
         let Some(location) = local_redirect(&resp.head) else {

@@ -1,5 +1,5 @@
 //! One room per integration point. Each room owns its run-time state (`relay::Forward` and `relay::Reverse`,
-//! `connect::Tunnels`, `ftp::Ftp`, `app::Gateway`), built from its part of the config by its own
+//! `connect::Tunnels`, `ftp::Ftp`, `app::Gateway`, `files::Files`), built from its part of the config by its own
 //! constructor. A request reaches a room with a small [`Ctx`]: who connected, the facts of the hop it arrived on
 //! ([`Hop`]) and the task tracker. A room returns a response or an [`Error`](crate::error::Error); it never
 //! renders error pages, binds sockets, reads the config file or looks at another room.
@@ -8,6 +8,7 @@ pub mod app;
 pub mod cgi;
 pub mod connect;
 pub mod fastcgi;
+pub mod files;
 pub mod ftp;
 pub mod meta;
 pub mod relay;

@@ -192,6 +192,14 @@ struct RawRoute {
     split_path: Option<Spanned<String>>,
     pass_authorization: Option<Spanned<bool>>,
     upgrades: Option<Spanned<Vec<Spanned<String>>>>,
+    browse: Option<Spanned<bool>>,
+    dotfiles: Option<Spanned<bool>>,
+    symlinks: Option<Spanned<String>>,
+    #[serde(rename = "static")]
+    static_files: Option<Spanned<bool>>,
+    front_controller: Option<Spanned<String>>,
+    max_connections: Option<Spanned<usize>>,
+    script_total_secs: Option<Spanned<Secs>>,
 }
 
 struct Ctx<'a> {
@@ -468,6 +476,12 @@ impl Ctx<'_> {
                     return Err(self.err(to_span, format!("CGI directory {} does not exist", t.dir.display())));
                 }
             }
+            Target::File(t) => {
+                t.dir = self.base.join(&t.dir);
+                if !t.dir.is_dir() {
+                    return Err(self.err(to_span, format!("file directory {} does not exist", t.dir.display())));
+                }
+            }
             Target::FastCgi(FastCgiTarget { socket: UpstreamSocket::Unix(path), .. }) => *path = self.base.join(&*path),
             _ => {}
         }
@@ -501,6 +515,27 @@ impl Ctx<'_> {
         if let Some(v) = &r.upgrades {
             let list = self.upgrades(v.get_ref())?;
             add(v.span(), TargetOption::Upgrades(list));
+        }
+        if let Some(v) = &r.browse {
+            add(v.span(), TargetOption::Browse(*v.get_ref()));
+        }
+        if let Some(v) = &r.dotfiles {
+            add(v.span(), TargetOption::Dotfiles(*v.get_ref()));
+        }
+        if let Some(v) = &r.symlinks {
+            add(v.span(), TargetOption::Symlinks(Symlinks::parse(v.get_ref()).map_err(|e| self.err(v.span(), e))?));
+        }
+        if let Some(v) = &r.static_files {
+            add(v.span(), TargetOption::Static(*v.get_ref()));
+        }
+        if let Some(v) = &r.front_controller {
+            add(v.span(), TargetOption::FrontController(v.get_ref().clone()));
+        }
+        if let Some(v) = &r.max_connections {
+            add(v.span(), TargetOption::MaxConnections(*v.get_ref()));
+        }
+        if let Some(v) = &r.script_total_secs {
+            add(v.span(), TargetOption::ScriptTotal(v.get_ref().0));
         }
         options.sort_by_key(|(span, _)| span.start);
         for (span, option) in options {

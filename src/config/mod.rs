@@ -16,8 +16,8 @@ pub use crate::error::{At, StartupError};
 pub use load::{load_file, load_str};
 pub use prefix::Prefix;
 pub use target::{
-    AppOptions, Authority, CgiTarget, FastCgiTarget, FtpTarget, HttpTarget, OptionError, ScgiTarget, Target,
-    TargetOption, UpstreamSocket, authority_port, parse_port,
+    AppOptions, Authority, CgiTarget, FastCgiTarget, FileOptions, FileTarget, FtpTarget, HttpTarget, OptionError,
+    ScgiTarget, Symlinks, Target, TargetOption, UpstreamSocket, authority_port, parse_port,
 };
 
 /// A config that can't be loaded: where (FILE:LINE) and why.

@@ -117,6 +117,8 @@ pub enum Target {
     FastCgi(FastCgiTarget),
     /// `scgi://HOST:PORT`.
     Scgi(ScgiTarget),
+    /// `file:DIR`: the static-file room.
+    File(FileTarget),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -152,6 +154,44 @@ pub struct AppOptions {
     pub pass_authorization: bool,
 }
 
+/// Whether a symlink under a served directory may lead out of it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Symlinks {
+    /// Followed wherever they point, as nginx and Apache (`FollowSymLinks`) do: the directory is the operator's.
+    #[default]
+    Follow,
+    /// Anything that resolves outside the directory is 404.
+    Inside,
+}
+
+impl Symlinks {
+    pub fn parse(s: &str) -> Result<Symlinks, String> {
+        match s {
+            "follow" => Ok(Symlinks::Follow),
+            "inside" => Ok(Symlinks::Inside),
+            other => Err(format!("symlinks {other:?}: \"follow\" or \"inside\"")),
+        }
+    }
+}
+
+/// How files are served from a directory: the `file:` room, and the static half of a `fastcgi` route with a root.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FileOptions {
+    /// Dotfiles (a path segment starting with `.`) are served and listed; `/.well-known/` always is.
+    pub dotfiles: bool,
+    pub symlinks: Symlinks,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileTarget {
+    pub dir: PathBuf,
+    /// The file served for a directory request; None: the room's default (`index.html`).
+    pub index: Option<String>,
+    /// A directory without an index is listed (HTML, or JSON for `Accept: application/json`) instead of 404.
+    pub browse: bool,
+    pub files: FileOptions,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CgiTarget {
     pub dir: PathBuf,
@@ -159,6 +199,8 @@ pub struct CgiTarget {
     pub index: Option<String>,
     /// Scripts running at once; the rest queue. None: the room's default.
     pub max_scripts: Option<usize>,
+    /// Seconds a script may run in all, however steadily it writes; None: the room's default.
+    pub script_total: Option<Duration>,
     pub app: AppOptions,
 }
 
@@ -171,6 +213,14 @@ pub struct FastCgiTarget {
     pub index: Option<String>,
     /// PATH_INFO starts after the first path segment ending in this suffix.
     pub split_path: Option<String>,
+    /// With a root: other existing files under it are served as static files (default true).
+    pub static_files: bool,
+    /// With a root: the script (relative to the root) run for a path that names nothing; None: 404.
+    pub front_controller: Option<String>,
+    /// Connections to the application at once; the rest wait. None: the room's default.
+    pub max_connections: Option<usize>,
+    /// The static half's path rules.
+    pub files: FileOptions,
     pub app: AppOptions,
 }
 
@@ -193,6 +243,13 @@ pub enum TargetOption {
     SplitPath(String),
     PassAuthorization(bool),
     Upgrades(super::Upgrades),
+    Browse(bool),
+    Dotfiles(bool),
+    Symlinks(Symlinks),
+    Static(bool),
+    FrontController(String),
+    MaxConnections(usize),
+    ScriptTotal(Duration),
 }
 
 /// Why an option can't be set on a target.
@@ -217,6 +274,13 @@ impl TargetOption {
             TargetOption::SplitPath(_) => "split_path",
             TargetOption::PassAuthorization(_) => "pass_authorization",
             TargetOption::Upgrades(_) => "upgrades",
+            TargetOption::Browse(_) => "browse",
+            TargetOption::Dotfiles(_) => "dotfiles",
+            TargetOption::Symlinks(_) => "symlinks",
+            TargetOption::Static(_) => "static",
+            TargetOption::FrontController(_) => "front_controller",
+            TargetOption::MaxConnections(_) => "max_connections",
+            TargetOption::ScriptTotal(_) => "script_total_secs",
         }
     }
 }
@@ -235,14 +299,45 @@ impl Target {
             (_, O::Uploads(_)) => return misplaced("ftp:// routes"),
             (Target::FastCgi(t), O::Root(root)) => t.root = Some(root),
             (_, O::Root(_)) => return misplaced("fastcgi:// and fastcgi+unix: routes"),
-            (Target::Cgi(_) | Target::FastCgi(_), O::Index(index))
+            (Target::Cgi(_) | Target::FastCgi(_) | Target::File(_), O::Index(index))
                 if index.is_empty() || index == "." || index == ".." || index.contains(['/', '%', '\0']) =>
             {
                 return Err(OptionError::Invalid(format!("index {index:?}: a plain file name is expected")));
             }
             (Target::Cgi(t), O::Index(index)) => t.index = Some(index),
             (Target::FastCgi(t), O::Index(index)) => t.index = Some(index),
-            (_, O::Index(_)) => return misplaced("cgi: and fastcgi routes"),
+            (Target::File(t), O::Index(index)) => t.index = Some(index),
+            (_, O::Index(_)) => return misplaced("cgi:, fastcgi and file: routes"),
+            (Target::File(t), O::Browse(on)) => t.browse = on,
+            (_, O::Browse(_)) => return misplaced("file: routes"),
+            (Target::File(t), O::Dotfiles(on)) => t.files.dotfiles = on,
+            (Target::FastCgi(t), O::Dotfiles(on)) => t.files.dotfiles = on,
+            (_, O::Dotfiles(_)) => return misplaced("file: and fastcgi routes"),
+            (Target::File(t), O::Symlinks(s)) => t.files.symlinks = s,
+            (Target::FastCgi(t), O::Symlinks(s)) => t.files.symlinks = s,
+            (_, O::Symlinks(_)) => return misplaced("file: and fastcgi routes"),
+            (Target::FastCgi(t), O::Static(on)) => t.static_files = on,
+            (_, O::Static(_)) => return misplaced("fastcgi:// and fastcgi+unix: routes"),
+            (Target::FastCgi(_), O::FrontController(fc))
+                if fc.is_empty()
+                    || fc.contains(['%', '\0', '\\'])
+                    || fc.trim_start_matches('/').split('/').any(|s| s.is_empty() || s == "." || s == "..") =>
+            {
+                return Err(OptionError::Invalid(format!(
+                    "front_controller {fc:?}: a script path under the root is expected, such as \"index.php\""
+                )));
+            }
+            (Target::FastCgi(t), O::FrontController(fc)) => {
+                t.front_controller = Some(fc.trim_start_matches('/').to_owned())
+            }
+            (_, O::FrontController(_)) => return misplaced("fastcgi:// and fastcgi+unix: routes"),
+            (Target::FastCgi(_), O::MaxConnections(0)) => {
+                return Err(OptionError::Invalid("max_connections must be at least 1".into()));
+            }
+            (Target::FastCgi(t), O::MaxConnections(n)) => t.max_connections = Some(n),
+            (_, O::MaxConnections(_)) => return misplaced("fastcgi:// and fastcgi+unix: routes"),
+            (Target::Cgi(t), O::ScriptTotal(d)) => t.script_total = Some(d),
+            (_, O::ScriptTotal(_)) => return misplaced("cgi: routes"),
             (Target::FastCgi(_), O::SplitPath(sp)) if sp.is_empty() || sp.contains(['/', '\0']) => {
                 return Err(OptionError::Invalid(format!("split_path {sp:?}: a file name suffix such as \".php\"")));
             }
@@ -270,12 +365,23 @@ impl Target {
             Target::Cgi(t) => Some(&mut t.app),
             Target::FastCgi(t) => Some(&mut t.app),
             Target::Scgi(t) => Some(&mut t.app),
-            Target::Http(_) | Target::Ftp(_) => None,
+            Target::Http(_) | Target::Ftp(_) | Target::File(_) => None,
         }
     }
 
     pub fn parse(s: &str) -> Result<Target, String> {
         let bad = |why: &str| format!("target {s:?}: {why}");
+        if let Some(dir) = s.strip_prefix("file:") {
+            if dir.is_empty() {
+                return Err(bad("file: needs a directory"));
+            }
+            return Ok(Target::File(FileTarget {
+                dir: PathBuf::from(dir),
+                index: None,
+                browse: false,
+                files: FileOptions::default(),
+            }));
+        }
         if let Some(dir) = s.strip_prefix("cgi:") {
             if dir.is_empty() {
                 return Err(bad("cgi: needs a directory"));
@@ -284,6 +390,7 @@ impl Target {
                 dir: PathBuf::from(dir),
                 index: None,
                 max_scripts: None,
+                script_total: None,
                 app: AppOptions::default(),
             }));
         }
@@ -294,7 +401,7 @@ impl Target {
             return Ok(Target::FastCgi(FastCgiTarget::new(UpstreamSocket::Unix(PathBuf::from(path)))));
         }
         let (scheme, rest) = s.split_once("://").ok_or_else(|| {
-            bad("expected http://, https://, ftp://, cgi:DIR, fastcgi://, fastcgi+unix:PATH or scgi://")
+            bad("expected http://, https://, ftp://, cgi:DIR, fastcgi://, fastcgi+unix:PATH, scgi:// or file:DIR")
         })?;
         let (hostpart, path) = match rest.find('/') {
             Some(i) => (&rest[..i], &rest[i..]),
@@ -355,7 +462,17 @@ impl Target {
 
 impl FastCgiTarget {
     fn new(socket: UpstreamSocket) -> FastCgiTarget {
-        FastCgiTarget { socket, root: None, index: None, split_path: None, app: AppOptions::default() }
+        FastCgiTarget {
+            socket,
+            root: None,
+            index: None,
+            split_path: None,
+            static_files: true,
+            front_controller: None,
+            max_connections: None,
+            files: FileOptions::default(),
+            app: AppOptions::default(),
+        }
     }
 }
 
@@ -376,6 +493,7 @@ impl fmt::Display for Target {
                 UpstreamSocket::Unix(p) => write!(f, "fastcgi+unix:{}", p.display()),
             },
             Target::Scgi(t) => write!(f, "scgi://{}", t.authority),
+            Target::File(t) => write!(f, "file:{}", t.dir.display()),
         }
     }
 }
@@ -472,7 +590,7 @@ mod tests {
         let mut t = Target::parse("scgi://127.0.0.1:4000").unwrap();
         assert_eq!(
             t.set(TargetOption::Index("i".into())),
-            Err(OptionError::Misplaced { which: "cgi: and fastcgi routes" })
+            Err(OptionError::Misplaced { which: "cgi:, fastcgi and file: routes" })
         );
         assert!(t.set(TargetOption::PassAuthorization(true)).is_ok());
         let mut t = Target::parse("cgi:/srv").unwrap();

@@ -6,16 +6,15 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use http::{HeaderMap, HeaderValue, header};
 
 use super::{header_map, lines, text};
-use crate::backend::ftp::gateway::{
-    base_dir, if_range_holds, not_modified_since, range_start, split_userinfo, wants_json,
-};
+use crate::backend::ftp::gateway::{base_dir, split_userinfo};
 use crate::backend::ftp::listing::{self, Entry, EntryKind};
-use crate::backend::ftp::render::{html_escape, percent_encode_segment, render_html, render_json};
 use crate::backend::ftp::reply::{self, MAX_REPLY_BYTES, MAX_REPLY_LINES, Reply, ReplyError};
 use crate::backend::ftp::{Features, FtpError, decode_url_path};
 use crate::backend::meta;
 use crate::date;
 use crate::http::basic;
+use crate::http::listing::{html_escape, percent_encode_segment, render_html, render_json, wants_json};
+use crate::http::representation::{self, MAX_RANGES, Ranges, Validators};
 
 /// Control-connection bytes: replies read one after another as the client does (RFC 959 §4.2), and the values
 /// hopgate takes out of them (PASV, EPSV, SIZE, MDTM, PWD, FEAT), and the error a reply becomes.
@@ -161,7 +160,7 @@ fn check_entries(entries: &[Entry], line_count: usize) {
         }
     }
     for at_root in [false, true] {
-        check_html(&render_html("/pub/<dir>/", entries, at_root), entries, at_root);
+        check_html(&render_html("/pub/<dir>/", entries, at_root, "hopgate HTTP/FTP gateway"), entries, at_root);
     }
     let json = render_json(entries);
     super::json::check(&json).unwrap_or_else(|e| panic!("invalid JSON listing ({e}): {json}"));
@@ -256,21 +255,22 @@ pub fn range(data: &[u8]) {
         maps.push(h);
     }
     for h in &maps {
-        if let Some(from) = range_start(h) {
-            let raw = h.get(header::RANGE).and_then(|v| v.to_str().ok()).unwrap_or("");
-            assert!(raw.trim().starts_with("bytes="), "{raw:?}");
-            // The canonical form of what was understood reads back the same.
-            let mut again = HeaderMap::new();
-            again.insert(header::RANGE, HeaderValue::from_str(&format!("bytes={from}-")).expect("ASCII"));
-            assert_eq!(range_start(&again), Some(from));
-            // The Content-Range of a 206 for any size past it is a valid field.
-            if let Some(size) = from.checked_add(1) {
-                assert!(HeaderValue::from_str(&format!("bytes {from}-{}/{size}", size - 1)).is_ok());
+        // The ranges asked of representations of several sizes: each non-empty, inside, none overlapping.
+        let v = Validators { etag: Some("\"e\"".into()), modified: Some(t) };
+        for len in [0u64, 1, 11, 4096, u64::MAX] {
+            if let Ranges::Some(rs) = representation::ranges(&http::Method::GET, h, &v, len) {
+                assert!(!rs.is_empty() && rs.len() <= MAX_RANGES);
+                for r in &rs {
+                    assert!(r.start < r.end && r.end <= len, "{r:?} of {len}");
+                    assert!(HeaderValue::to_str(&representation::content_range(r, len)).is_ok());
+                }
+                let mut sorted = rs.clone();
+                sorted.sort_by_key(|r| r.start);
+                assert!(sorted.windows(2).all(|w| w[0].end <= w[1].start), "overlap: {rs:?}");
             }
         }
-        let _ = if_range_holds(h, Some(t));
-        assert!(!if_range_holds(h, None) || !h.contains_key(header::IF_RANGE), "no date: an If-Range never holds");
-        let _ = not_modified_since(h, t);
+        assert_eq!(representation::ranges(&http::Method::HEAD, h, &v, 10), Ranges::Whole, "only GET has ranges");
+        let _ = representation::evaluate(&http::Method::GET, h, &v);
         let _ = wants_json(h);
         // The FTP gateway logs in with what http::basic reads from Authorization.
         if let Some((user, pass)) = h.get(header::AUTHORIZATION).and_then(basic::decode) {

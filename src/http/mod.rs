@@ -7,7 +7,9 @@ pub mod basic;
 mod body;
 pub mod hop;
 pub mod htpasswd;
+pub mod listing;
 pub mod pages;
+pub mod representation;
 pub mod upgrade;
 
 use std::net::SocketAddr;

@@ -11,7 +11,7 @@ use tokio_util::task::TaskTracker;
 use super::conn::ConnShared;
 use super::listener::{ListenerState, Slot};
 use super::log::{LoggedBody, Record, loggable_target};
-use crate::backend::{Ctx, app, connect, ftp, relay};
+use crate::backend::{Ctx, app, connect, files, ftp, relay};
 use crate::error::{Error, Kind, Side};
 use crate::http::auth::{Busy, ClientKey};
 use crate::http::htpasswd::Outcome;
@@ -96,6 +96,7 @@ async fn serve(
             Room::Relay(reverse) => relay::reverse(req, ctx, reverse).await,
             Room::App(gw) => Box::pin(app::serve(req, ctx, gw)).await,
             Room::Ftp(ftp) => Box::pin(ftp::serve(req, ctx, ftp)).await,
+            Room::Files(files) => files::serve(req, files).await,
         },
     }
 }

@@ -18,6 +18,14 @@ pub enum Listen {
     Unix(PathBuf),
 }
 
+/// How php-fpm's pool runs.
+struct Pool<'a> {
+    /// The pool's user and group.
+    user: &'a str,
+    /// Load the system's php.ini and its conf.d (the extensions of Debian's php-* packages); else `-n`.
+    ini: bool,
+}
+
 pub struct Fpm {
     child: Child,
     dir: tempfile::TempDir,
@@ -50,15 +58,16 @@ impl Fpm {
         }
         // A TCP port picked here may be taken before php-fpm binds it: php-fpm then says so in its log and exits,
         // and another port is tried. Ready means php-fpm itself said so.
+        let pool = Pool { user: "nobody", ini: false };
         if unix {
             let listen = Listen::Unix(dir.path().join("fpm.sock"));
-            Fpm::run(dir, www, listen).unwrap_or_else(|_| panic!("php-fpm: its unix socket is in use"))
+            Fpm::run(dir, www, listen, &pool).unwrap_or_else(|_| panic!("php-fpm: its unix socket is in use"))
         } else {
             let mut dir = Some(dir);
             start_on_a_free_port("php-fpm", |port| {
                 let listen = Listen::Tcp(format!("127.0.0.1:{port}"));
                 let d = dir.take().expect("the temp dir of a php-fpm not yet started");
-                match Fpm::run(d, www.clone(), listen) {
+                match Fpm::run(d, www.clone(), listen, &pool) {
                     Ok(fpm) => PortTry::Started(fpm),
                     Err(d) => {
                         dir = Some(d);
@@ -69,9 +78,20 @@ impl Fpm {
         }
     }
 
+    /// php-fpm for an installed application under `root` (Debian's /usr/share/APP): a unix socket, the pool as
+    /// `user` (the owner of the application's state, such as www-data), the system's php.ini and extensions.
+    pub fn start_app(root: &Path, user: &str) -> Fpm {
+        assert!(Path::new(PHP_FPM).exists(), "{PHP_FPM} is missing: apt-get install -y php-fpm");
+        let dir = tempfile::tempdir().unwrap();
+        chmod(dir.path(), 0o755);
+        let listen = Listen::Unix(dir.path().join("fpm.sock"));
+        Fpm::run(dir, root.to_path_buf(), listen, &Pool { user, ini: true })
+            .unwrap_or_else(|_| panic!("php-fpm: its unix socket is in use"))
+    }
+
     /// Starts php-fpm listening on `listen`, with the config and log in `dir`; gives `dir` back when php-fpm found
     /// the address in use.
-    fn run(dir: tempfile::TempDir, www: PathBuf, listen: Listen) -> Result<Fpm, tempfile::TempDir> {
+    fn run(dir: tempfile::TempDir, www: PathBuf, listen: Listen, pool: &Pool) -> Result<Fpm, tempfile::TempDir> {
         let listen_line = match &listen {
             Listen::Tcp(a) => a.clone(),
             Listen::Unix(p) => p.display().to_string(),
@@ -83,15 +103,17 @@ impl Fpm {
             &conf,
             format!(
                 "[global]\nerror_log = {log}\ndaemonize = no\n\
-                 [www]\nuser = nobody\ngroup = nogroup\nlisten = {listen_line}\nlisten.mode = 0666\n\
+                 [www]\nuser = {user}\ngroup = {group}\nlisten = {listen_line}\nlisten.mode = 0666\n\
                  pm = static\npm.max_children = 4\ncatch_workers_output = yes\n\
                  php_admin_value[post_max_size] = 64M\n",
-                log = log.display()
+                log = log.display(),
+                user = pool.user,
+                group = if pool.user == "nobody" { "nogroup" } else { pool.user },
             ),
         )
         .unwrap();
         let mut child = Command::new(PHP_FPM)
-            .args(["-F", "-n", "-y"])
+            .args(if pool.ini { &["-F", "-y"][..] } else { &["-F", "-n", "-y"][..] })
             .arg(&conf)
             .arg("-p")
             .arg(dir.path())

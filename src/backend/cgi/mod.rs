@@ -2,7 +2,8 @@
 //! process per request, and streams its output back.
 //!
 //! Order of steps: resolve the script (404/403) -> build meta-variables -> wait for a script slot
-//! -> spawn in its own process group -> feed stdin / read the head from stdout -> hand the body out.
+//! -> spawn in its own process group -> feed stdin / read the head from stdout -> hand the body out. A script
+//! silent for the timeout, or running past its total (`script_total_secs`), is killed with its group.
 //! Does not: follow local redirects (the HTTP side does, up to `MAX_LOCAL_REDIRECTS`), buffer
 //! request bodies, or parse nph- output (it is handed out raw).
 
@@ -22,6 +23,9 @@ use crate::backend::meta::{self, CgiScript, GatewayBody, GatewayError, GatewayRe
 
 /// A script silent (no output, no stdin taken) this long is killed with its process group.
 pub const DEFAULT_CGI_TIMEOUT_SECS: u64 = 60;
+/// A script running longer than this in all is killed with its process group, however steadily it writes; a
+/// response already under way is cut, never ended as if complete.
+pub const DEFAULT_CGI_TOTAL_SECS: u64 = 600;
 /// Scripts running at once, per CPU core; the rest wait for a slot (up to the timeout).
 pub const DEFAULT_CGI_SCRIPTS_PER_CORE: usize = 4;
 /// The only variable a script gets besides the meta-variables.
@@ -35,6 +39,8 @@ pub struct CgiConfig {
     pub timeout: Duration,
     /// Default `DEFAULT_CGI_SCRIPTS_PER_CORE` times the number of cores.
     pub max_scripts: usize,
+    /// How long a script may run in all (`script_total_secs`); default `DEFAULT_CGI_TOTAL_SECS`.
+    pub total: Duration,
 }
 
 impl CgiConfig {
@@ -44,6 +50,7 @@ impl CgiConfig {
             dir: dir.into(),
             timeout: Duration::from_secs(DEFAULT_CGI_TIMEOUT_SECS),
             max_scripts: DEFAULT_CGI_SCRIPTS_PER_CORE * cores,
+            total: Duration::from_secs(DEFAULT_CGI_TOTAL_SECS),
         }
     }
 }
@@ -63,6 +70,7 @@ pub enum CgiOutput {
 pub struct Cgi {
     dir: PathBuf,
     timeout: Duration,
+    total: Duration,
     slots: Arc<Semaphore>,
     /// Scripts running, and requests waiting for a slot (the route's `cgi_scripts_running` and `_queued`).
     running: Gauge,
@@ -87,6 +95,7 @@ impl Cgi {
         Ok(Cgi {
             dir: std::fs::canonicalize(&cfg.dir)?,
             timeout: cfg.timeout,
+            total: cfg.total,
             slots: Arc::new(Semaphore::new(cfg.max_scripts.max(1))),
             running,
             queued,
@@ -112,7 +121,7 @@ impl Cgi {
             .map_err(|_| GatewayError::unavailable("CGI gateway closed"))?;
         self.running.inc();
         let slot = Slot { _permit: permit, running: self.running.clone() };
-        let stdout = process::spawn(script, vars, body, self.timeout, slot)?;
+        let stdout = process::spawn(script, vars, body, self.timeout, self.total, slot)?;
         if script.nph {
             return Ok(CgiOutput::Nph(GatewayBody::new(Bytes::new(), stdout)));
         }

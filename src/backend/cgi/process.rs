@@ -7,6 +7,7 @@ use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::process::Stdio;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -32,6 +33,7 @@ pub(crate) fn spawn<S, E>(
     vars: &MetaVars,
     body: S,
     timeout: Duration,
+    total: Duration,
     slot: super::Slot,
 ) -> Result<Stdout, GatewayError>
 where
@@ -68,8 +70,11 @@ where
     let feeder = tokio::spawn(feed_stdin(stdin, body, progress.clone(), content_length, name.clone()));
     tokio::spawn(log_stderr(stderr, name.clone()));
     let (tx, rx) = oneshot::channel();
-    tokio::spawn(supervise(child, pid, rx, timeout, name.clone(), slot));
-    let guard = ProcessGuard { done: Some(tx), feeder };
+    let cut = Arc::new(AtomicBool::new(false));
+    let deadline = tokio::time::Instant::now() + total;
+    let watch = Supervised { pgid: pid, timeout, deadline, total, cut: cut.clone(), name: name.clone() };
+    tokio::spawn(supervise(child, rx, watch, slot));
+    let guard = ProcessGuard { done: Some(tx), feeder, cut, total };
     Ok(UpstreamReader::new(stdout, guard, Timer::shared(progress, timeout), format!("script {name}")))
 }
 
@@ -87,6 +92,10 @@ fn spawn_error(name: &str, e: io::Error) -> GatewayError {
 pub(crate) struct ProcessGuard {
     done: Option<oneshot::Sender<()>>,
     feeder: JoinHandle<()>,
+    /// Set by the supervisor before it kills a script that ran past its total: the end of its output is then a
+    /// cut, not the end of the response.
+    cut: Arc<AtomicBool>,
+    total: Duration,
 }
 
 impl ReadEnd for ProcessGuard {
@@ -98,6 +107,10 @@ impl ReadEnd for ProcessGuard {
         } else {
             self.done = None;
         }
+    }
+
+    fn cut(&self) -> Option<String> {
+        self.cut.load(Ordering::SeqCst).then(|| format!("ran past its total of {:?} and was killed", self.total))
     }
 }
 
@@ -178,20 +191,36 @@ fn kill_group(pgid: i32) {
     }
 }
 
-/// Owns the child until it is reaped, so no zombie is left whatever the reader does.
-async fn supervise(
-    mut child: Child,
+/// What the supervisor watches a script for.
+struct Supervised {
     pgid: i32,
-    done: oneshot::Receiver<()>,
+    /// Silence allowed once output ended cleanly.
     timeout: Duration,
+    /// When the script's total (`script_total_secs`) runs out.
+    deadline: tokio::time::Instant,
+    total: Duration,
+    cut: Arc<AtomicBool>,
     name: String,
-    slot: super::Slot,
-) {
+}
+
+/// Owns the child until it is reaped, so no zombie is left whatever the reader does.
+async fn supervise(mut child: Child, done: oneshot::Receiver<()>, w: Supervised, slot: super::Slot) {
+    let (pgid, timeout, name) = (w.pgid, w.timeout, w.name.clone());
+    let past_total = || {
+        // Flagged before the kill, so the reader that sees the output end knows it was cut.
+        w.cut.store(true, Ordering::SeqCst);
+        tracing::info!(script = %w.name, total = ?w.total, "script ran past its total, killing it");
+        kill_group(w.pgid);
+    };
     let status = tokio::select! {
         status = child.wait() => status,
+        () = tokio::time::sleep_until(w.deadline) => {
+            past_total();
+            child.wait().await
+        }
         end = done => match end {
-            // Output ended cleanly: the script may still be finishing; give it the timeout.
-            Ok(()) => match tokio::time::timeout(timeout, child.wait()).await {
+            // Output ended cleanly: the script may still be finishing; give it the timeout (within its total).
+            Ok(()) => match tokio::time::timeout_at(w.deadline.min(tokio::time::Instant::now() + timeout), child.wait()).await {
                 Ok(status) => status,
                 Err(_) => {
                     kill_group(pgid);

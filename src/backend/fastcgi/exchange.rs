@@ -10,6 +10,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use futures_util::Stream;
 use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf, ReadHalf, WriteHalf};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::task::JoinHandle;
 
 use super::pool::{Conn, Pool};
@@ -23,8 +24,8 @@ const READ_CHUNK_BYTES: usize = 16 * 1024;
 pub(crate) struct Exchange {
     /// `None` once the connection went back to the pool.
     reader: Option<ReadHalf<Conn>>,
-    /// Yields the write half once the whole body and the empty STDIN record are sent.
-    feeder: Option<JoinHandle<Option<WriteHalf<Conn>>>>,
+    /// The write half, or the task feeding STDIN that yields it once the body and the empty STDIN record are sent.
+    stdin: Option<Stdin>,
     pool: Option<Arc<Pool>>,
     buf: BytesMut,
     scratch: Vec<u8>,
@@ -32,16 +33,41 @@ pub(crate) struct Exchange {
     timer: Timer,
     upstream: String,
     done: bool,
+    /// The route's connection slot (`max_connections`), given back when the connection goes back to the pool or
+    /// is closed.
+    permit: Option<OwnedSemaphorePermit>,
+}
+
+/// Where the request's STDIN stands.
+enum Stdin {
+    /// A task feeds the body; it yields the write half once the empty STDIN record is out.
+    Feeding(JoinHandle<Option<WriteHalf<Conn>>>),
+    /// A request without a body: its empty STDIN record went out with PARAMS ([`Exchange::bodiless`]), so the
+    /// connection can go back to the pool as soon as END_REQUEST arrives, with no task to wait for.
+    Sent(WriteHalf<Conn>),
+}
+
+/// Where a connection belongs while a request uses it: its slot of the route's `max_connections`, and the pool
+/// it goes back to after a clean end (None: FCGI_KEEP_CONN is off).
+pub(crate) struct Lease {
+    pub(crate) permit: OwnedSemaphorePermit,
+    pub(crate) pool: Option<Arc<Pool>>,
 }
 
 impl Exchange {
+    /// Whether a request of `limit` body bytes has no body: then the caller sends the empty STDIN record with
+    /// PARAMS, and [`Exchange::start`] feeds nothing.
+    pub(crate) fn bodiless(limit: Option<u64>) -> bool {
+        limit.unwrap_or(0) == 0
+    }
+
     pub(crate) fn start<S, E>(
         conn: Conn,
         body: S,
         limit: Option<u64>,
         progress: Arc<Stamp>,
         timeout: Duration,
-        pool: Option<Arc<Pool>>,
+        lease: Lease,
         upstream: String,
     ) -> Exchange
     where
@@ -49,16 +75,21 @@ impl Exchange {
         E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
     {
         let (reader, writer) = tokio::io::split(conn);
-        let feeder = tokio::spawn(feed_stdin(writer, body, limit, progress.clone(), upstream.clone()));
+        let stdin = if Exchange::bodiless(limit) {
+            Stdin::Sent(writer)
+        } else {
+            Stdin::Feeding(tokio::spawn(feed_stdin(writer, body, limit, progress.clone(), upstream.clone())))
+        };
         Exchange {
             reader: Some(reader),
-            feeder: Some(feeder),
-            pool,
+            stdin: Some(stdin),
+            pool: lease.pool,
             buf: BytesMut::new(),
             scratch: vec![0; READ_CHUNK_BYTES],
             timer: Timer::shared(progress, timeout),
             upstream,
             done: false,
+            permit: Some(lease.permit),
         }
     }
 
@@ -71,23 +102,30 @@ impl Exchange {
     /// went out (otherwise stray STDIN records would meet the next request).
     fn finish(&mut self, cx: &mut Context<'_>) {
         self.done = true;
-        let (Some(pool), Some(mut feeder)) = (self.pool.take(), self.feeder.take()) else {
+        let (Some(pool), Some(stdin)) = (self.pool.take(), self.stdin.take()) else {
             return;
         };
-        if !self.buf.is_empty() {
-            feeder.abort();
-            return;
+        let writer = match stdin {
+            Stdin::Sent(writer) => Some(writer),
+            Stdin::Feeding(mut feeder) => match Pin::new(&mut feeder).poll(cx) {
+                Poll::Ready(Ok(Some(writer))) => Some(writer),
+                _ => {
+                    feeder.abort();
+                    None
+                }
+            },
+        };
+        if let (Some(writer), Some(reader), true) = (writer, self.reader.take(), self.buf.is_empty()) {
+            pool.checkin(reader.unsplit(writer));
         }
-        match (Pin::new(&mut feeder).poll(cx), self.reader.take()) {
-            (Poll::Ready(Ok(Some(writer))), Some(reader)) => pool.checkin(reader.unsplit(writer)),
-            _ => feeder.abort(),
-        }
+        // The connection is idle in the pool (or closed): another request may take it.
+        self.permit = None;
     }
 }
 
 impl Drop for Exchange {
     fn drop(&mut self) {
-        if let Some(f) = self.feeder.take() {
+        if let Some(Stdin::Feeding(f)) = self.stdin.take() {
             f.abort();
         }
     }

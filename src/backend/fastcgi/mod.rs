@@ -21,18 +21,23 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use futures_util::Stream;
 use tokio::io::AsyncWriteExt;
+use tokio::sync::Semaphore;
 
 pub use pool::FastCgiAddr;
 
 use crate::backend::meta::{self, FastCgiLayout, GatewayError, GatewayResponse, MetaVars};
+use crate::config::Symlinks;
 use crate::error::Error;
 use crate::idle::Stamp;
 use crate::upstream::Dialer;
-use exchange::Exchange;
+use exchange::{Exchange, Lease};
 use pool::Pool;
 
 /// An application silent this long (no output while nothing moves) answers 504.
 pub const DEFAULT_FASTCGI_TIMEOUT_SECS: u64 = 60;
+/// Connections to the application at once, per CPU core: requests beyond them wait for one to come free (up to
+/// the route's `script_timeout_secs`, then 504).
+pub const DEFAULT_FASTCGI_CONNECTIONS_PER_CORE: usize = 4;
 /// Kept idle connections; keep it below the application's worker count (see `pool`).
 pub const DEFAULT_FASTCGI_MAX_IDLE: usize = 2;
 /// A kept connection idle longer than this is closed rather than reused.
@@ -56,6 +61,10 @@ pub struct FastCgiConfig {
     /// 0 disables FCGI_KEEP_CONN.
     pub max_idle: usize,
     pub idle_timeout: Duration,
+    /// Whether symlinks under the root may lead out of it.
+    pub symlinks: Symlinks,
+    /// Connections at once (`max_connections`); default `DEFAULT_FASTCGI_CONNECTIONS_PER_CORE` per core.
+    pub max_connections: usize,
 }
 
 impl FastCgiConfig {
@@ -68,6 +77,9 @@ impl FastCgiConfig {
             timeout: Duration::from_secs(DEFAULT_FASTCGI_TIMEOUT_SECS),
             max_idle: DEFAULT_FASTCGI_MAX_IDLE,
             idle_timeout: Duration::from_secs(DEFAULT_FASTCGI_IDLE_SECS),
+            symlinks: Symlinks::Follow,
+            max_connections: DEFAULT_FASTCGI_CONNECTIONS_PER_CORE
+                * std::thread::available_parallelism().map_or(1, |n| n.get()),
         }
     }
 }
@@ -81,6 +93,10 @@ pub struct FastCgi {
     layout: Option<FastCgiLayout>,
     timeout: Duration,
     pool: Arc<Pool>,
+    /// One permit per connection in use (`max_connections`): an idle kept connection is taken only with one, and
+    /// a new one is dialled only when none is idle, so the open connections never exceed the permits.
+    slots: Arc<Semaphore>,
+    max_connections: usize,
 }
 
 impl FastCgi {
@@ -94,6 +110,7 @@ impl FastCgi {
                 root: std::fs::canonicalize(root)?,
                 split_suffix: cfg.split_suffix.clone(),
                 index: cfg.index.clone(),
+                symlinks: cfg.symlinks,
             }),
             None => None,
         };
@@ -103,7 +120,22 @@ impl FastCgi {
             layout,
             timeout: cfg.timeout,
             pool: Arc::new(Pool::new(cfg.max_idle, cfg.idle_timeout)),
+            slots: Arc::new(Semaphore::new(cfg.max_connections.max(1))),
+            max_connections: cfg.max_connections.max(1),
         })
+    }
+
+    /// The script at `rel` (a path under the root, `/`-separated, checked by the config) as the meta-variables
+    /// describe it, with no PATH_INFO: the front controller. None without a root or when it is no regular file.
+    pub fn script_at(&self, rel: &str) -> Option<meta::ScriptPath> {
+        let layout = self.layout.as_ref()?;
+        let segments: Vec<String> = rel.split('/').filter(|s| !s.is_empty()).map(str::to_owned).collect();
+        let mut file = layout.root.clone();
+        file.extend(&segments);
+        match meta::stat_under(&layout.root, &file, layout.symlinks) {
+            Ok(Some(m)) if m.is_file() => Some(meta::fastcgi_script(layout, &segments, &[])),
+            _ => None,
+        }
     }
 
     /// SCRIPT_NAME, PATH_INFO and SCRIPT_FILENAME for a URL path.
@@ -127,7 +159,21 @@ impl FastCgi {
         record::put_params(&mut head, REQUEST_ID, vars);
         let limit =
             vars.get("CONTENT_LENGTH").and_then(|v| std::str::from_utf8(v).ok()).and_then(|v| v.parse::<u64>().ok());
+        if Exchange::bodiless(limit) {
+            // With PARAMS: nothing is left to send once the application answers, so its END_REQUEST can return the
+            // connection to the pool at once (a feeding task still under way would make it unkeepable).
+            record::put_record(&mut head, record::STDIN, REQUEST_ID, &[]);
+        }
 
+        let permit = tokio::time::timeout(self.timeout, self.slots.clone().acquire_owned())
+            .await
+            .map_err(|_| {
+                GatewayError::timeout(format!(
+                    "no connection to {} came free within {:?} (max_connections {})",
+                    self.addr, self.timeout, self.max_connections
+                ))
+            })?
+            .map_err(|_| GatewayError::unavailable("the FastCGI gateway is closing"))?;
         // A kept connection may have died while idle; nothing of the body is spent before this
         // write succeeds, so one retry on a fresh connection is safe.
         let mut pooled = self.pool.checkout();
@@ -160,7 +206,7 @@ impl FastCgi {
             limit,
             progress,
             self.timeout,
-            keep.then(|| self.pool.clone()),
+            Lease { permit, pool: keep.then(|| self.pool.clone()) },
             self.addr.to_string(),
         );
         Ok(meta::read_response(exchange).await?)

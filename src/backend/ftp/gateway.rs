@@ -10,7 +10,7 @@
 //! (400 before any connection) -> checkout (pooled control connection) -> stat -> answer.
 //! Does not: cache, delete or rename (DELE, RNFR), resume an interrupted transfer, or speak active mode.
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use http::header::{self, HeaderValue};
 use http::{HeaderMap, Method, Request, Response, StatusCode};
@@ -20,13 +20,14 @@ use hyper::body::Incoming;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::body::DownloadBody;
-use super::render::{mime_for, render_html, render_json};
 use super::{
     EntryKind, FtpError, FtpPool, FtpPoolConfig, FtpSettings, Login, PooledSession, Target, check_path, decode_url_path,
 };
 use crate::backend::{Ctx, outside};
 use crate::config::{self, FtpTarget, Prefix};
 use crate::error::{Error, Kind, StartupError};
+use crate::http::listing;
+use crate::http::representation::{self, Precondition, Ranges, Validators, http_date, media_type};
 use crate::http::{Body, append_via, basic, pages};
 use crate::idle::Timer;
 use crate::upstream::{Dialer, Outbound, UpstreamAddr};
@@ -334,56 +335,55 @@ async fn get<B>(req: &Request<B>, mut s: PooledSession, job: &Job) -> Result<Res
         }
         let entries = s.list(&job.path).await.map_err(|e| job.error(e))?;
         drop(s); // back to the pool before rendering
-        let (body, mime) = if wants_json(req.headers()) {
-            (render_json(&entries), "application/json")
-        } else {
-            (render_html(&job.title, &entries, job.at_root), "text/html; charset=utf-8")
-        };
-        let len = HeaderValue::from(body.len());
-        let mut resp = Response::new(if req.method() == Method::HEAD { Body::empty() } else { Body::full(body) });
-        let h = resp.headers_mut();
-        h.insert(header::CONTENT_LENGTH, len);
-        h.insert(header::CONTENT_TYPE, HeaderValue::from_static(mime));
-        h.insert(header::VARY, HeaderValue::from_static("Accept"));
-        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-        return Ok(resp);
+        let by = "hopgate HTTP/FTP gateway";
+        return Ok(listing::response(req.method(), req.headers(), &job.title, &entries, job.at_root, by));
     }
     if job.slash {
         return Err(Error::client(Kind::NotFound, format!("/{} is a file, not a directory", job.path)));
     }
     let name = job.path.rsplit('/').next().unwrap_or("");
     let mut head = HeaderMap::new();
-    head.insert(header::CONTENT_TYPE, HeaderValue::from_static(mime_for(name)));
+    head.insert(header::CONTENT_TYPE, media_type(name));
     let ranges = s.features().rest_stream;
     head.insert(header::ACCEPT_RANGES, HeaderValue::from_static(if ranges { "bytes" } else { "none" }));
+    // MDTM is the only validator an FTP server gives: no entity tag.
+    let validators = Validators { etag: None, modified: stat.modified };
     if let Some(t) = stat.modified {
         head.insert(header::LAST_MODIFIED, http_date(t));
-        if not_modified_since(req.headers(), t) {
+    }
+    match representation::evaluate(req.method(), req.headers(), &validators) {
+        Precondition::Proceed => {}
+        Precondition::NotModified => {
             let mut resp = Response::new(Body::empty());
             *resp.status_mut() = StatusCode::NOT_MODIFIED;
             head.remove(header::CONTENT_TYPE);
             *resp.headers_mut() = head;
             return Ok(resp);
         }
+        Precondition::Failed(field) => {
+            return Err(Error::client(Kind::PreconditionFailed, format!("{field} does not hold for /{}", job.path)));
+        }
     }
     let mut status = StatusCode::OK;
     let mut offset = 0;
-    // RFC 9110 §14.2: only GET has ranges; a Range we don't serve is ignored (200 with the whole file).
-    if req.method() == Method::GET
-        && ranges
-        && let (Some(size), Some(from)) = (stat.size, range_start(req.headers()))
-        && if_range_holds(req.headers(), stat.modified)
-    {
-        if from >= size {
-            return Err(Error::client(
-                Kind::RangeNotSatisfiable,
-                format!("range starts at {from}, the file has {size} bytes"),
-            )
-            .with_field(header::CONTENT_RANGE, content_range_value(&format!("bytes */{size}"))));
+    // REST serves one range that runs to the end of the file (`bytes=N-`, `bytes=-N`); other ranges get the
+    // whole file (200), as RFC 9110 §14.2 lets a server do.
+    if ranges && let Some(size) = stat.size {
+        match representation::ranges(req.method(), req.headers(), &validators, size) {
+            Ranges::Unsatisfiable => {
+                return Err(Error::client(
+                    Kind::RangeNotSatisfiable,
+                    format!("no range within the file's {size} bytes"),
+                )
+                .with_field(header::CONTENT_RANGE, representation::unsatisfied_range(size)));
+            }
+            Ranges::Some(r) if r.len() == 1 && r[0].end == size => {
+                status = StatusCode::PARTIAL_CONTENT;
+                offset = r[0].start;
+                head.insert(header::CONTENT_RANGE, representation::content_range(&r[0], size));
+            }
+            Ranges::Some(_) | Ranges::Whole => {}
         }
-        status = StatusCode::PARTIAL_CONTENT;
-        offset = from;
-        head.insert(header::CONTENT_RANGE, content_range_value(&format!("bytes {from}-{}/{size}", size - 1)));
     }
     let len = stat.size.map(|size| size - offset);
     if let Some(len) = len {
@@ -449,103 +449,9 @@ async fn put(req: Request<Incoming>, s: PooledSession, job: &Job) -> Result<Resp
     Ok(resp)
 }
 
-/// `Range: bytes=N-`, the one form served; None for every other form (then the whole file, 200).
-pub(crate) fn range_start(headers: &HeaderMap) -> Option<u64> {
-    let v = headers.get(header::RANGE)?.to_str().ok()?.trim();
-    let spec = v.strip_prefix("bytes=")?.trim();
-    let from = spec.strip_suffix('-')?;
-    if from.is_empty() || !from.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    from.parse().ok()
-}
-
-/// RFC 9110 §13.1.5: a Range with `If-Range` applies only when the date equals our Last-Modified.
-pub(crate) fn if_range_holds(headers: &HeaderMap, modified: Option<SystemTime>) -> bool {
-    let Some(v) = headers.get(header::IF_RANGE) else {
-        return true;
-    };
-    match (v.to_str().ok().and_then(|s| httpdate::parse_http_date(s).ok()), modified) {
-        (Some(date), Some(m)) => httpdate::HttpDate::from(date) == httpdate::HttpDate::from(m),
-        _ => false,
-    }
-}
-
-/// RFC 9110 §13.1.3: If-Modified-Since on GET/HEAD, at one-second resolution.
-pub(crate) fn not_modified_since(headers: &HeaderMap, modified: SystemTime) -> bool {
-    let Some(since) = headers.get(header::IF_MODIFIED_SINCE).and_then(|v| v.to_str().ok()) else {
-        return false;
-    };
-    match httpdate::parse_http_date(since) {
-        Ok(since) => httpdate::HttpDate::from(modified) <= httpdate::HttpDate::from(since),
-        Err(_) => false,
-    }
-}
-
-fn http_date(t: SystemTime) -> HeaderValue {
-    HeaderValue::from_str(&httpdate::fmt_http_date(t)).unwrap_or_else(|_| HeaderValue::from_static(""))
-}
-
-fn content_range_value(s: &str) -> HeaderValue {
-    HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static("bytes */0"))
-}
-
-/// JSON when the client's Accept ranks `application/json` above `text/html` (a tie is HTML).
-pub(crate) fn wants_json(headers: &HeaderMap) -> bool {
-    let mut json = 0.0f32;
-    let mut html = 0.0f32;
-    for value in headers.get_all(header::ACCEPT).iter().filter_map(|v| v.to_str().ok()) {
-        for range in value.split(',') {
-            let mut parts = range.split(';');
-            let media = parts.next().unwrap_or("").trim().to_ascii_lowercase();
-            let q = parts
-                .filter_map(|p| p.trim().strip_prefix("q="))
-                .find_map(|q| q.trim().parse::<f32>().ok())
-                .unwrap_or(1.0);
-            match media.as_str() {
-                "application/json" => json = json.max(q),
-                "text/html" => html = html.max(q),
-                _ => {}
-            }
-        }
-    }
-    json > 0.0 && json > html
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for (n, v) in pairs {
-            h.append(http::HeaderName::from_bytes(n.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
-        }
-        h
-    }
-
-    #[test]
-    fn ranges() {
-        assert_eq!(range_start(&headers(&[("range", "bytes=100-")])), Some(100));
-        assert_eq!(range_start(&headers(&[("range", "bytes=0-")])), Some(0));
-        for other in ["bytes=0-99", "bytes=-5", "bytes=1-,5-", "items=1-", "bytes=x-", "bytes=-"] {
-            assert_eq!(range_start(&headers(&[("range", other)])), None, "{other}");
-        }
-        let t = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
-        assert!(if_range_holds(&headers(&[]), Some(t)));
-        assert!(if_range_holds(&headers(&[("if-range", &httpdate::fmt_http_date(t))]), Some(t)));
-        assert!(!if_range_holds(&headers(&[("if-range", "\"etag\"")]), Some(t)));
-        assert!(not_modified_since(&headers(&[("if-modified-since", &httpdate::fmt_http_date(t))]), t));
-    }
-
-    #[test]
-    fn accept_json() {
-        assert!(wants_json(&headers(&[("accept", "application/json")])));
-        assert!(wants_json(&headers(&[("accept", "text/html;q=0.5, application/json")])));
-        assert!(!wants_json(&headers(&[("accept", "text/html,application/xhtml+xml,*/*;q=0.8")])));
-        assert!(!wants_json(&headers(&[("accept", "text/html, application/json")])));
-        assert!(!wants_json(&headers(&[])));
-    }
 
     #[test]
     fn logins() {

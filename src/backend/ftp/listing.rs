@@ -7,37 +7,7 @@ use std::time::SystemTime;
 
 use super::reply::parse_time_val;
 use crate::date;
-
-/// What a listing entry is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum EntryKind {
-    File,
-    Dir,
-    Link,
-}
-
-impl EntryKind {
-    /// `file`, `dir`, `link` (the JSON listing's `type`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EntryKind::File => "file",
-            EntryKind::Dir => "dir",
-            EntryKind::Link => "link",
-        }
-    }
-}
-
-/// One directory entry. `.` and `..` never appear.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Entry {
-    pub name: String,
-    pub kind: EntryKind,
-    pub size: Option<u64>,
-    /// UTC. `LIST` dates carry no zone and are taken as UTC.
-    pub modified: Option<SystemTime>,
-    /// For a Unix `LIST` symlink `name -> target`.
-    pub link_target: Option<String>,
-}
+pub use crate::http::listing::{Entry, EntryKind};
 
 /// Parses an MLSD body: one `fact=value;...; name` per line.
 pub fn parse_mlsd(body: &[u8]) -> Vec<Entry> {

@@ -30,7 +30,6 @@ mod error;
 pub(crate) mod gateway;
 pub mod listing;
 mod pool;
-pub mod render;
 pub mod reply;
 mod transfer;
 
@@ -44,7 +43,6 @@ pub use pool::{
     DEFAULT_FTP_IDLE_SECS, DEFAULT_FTP_MAX_IDLE_PER_KEY, DEFAULT_FTP_MAX_IDLE_TOTAL, DEFAULT_FTP_NOOP_AFTER_SECS,
     FtpPool, FtpPoolConfig, PooledSession, Target,
 };
-pub use render::{mime_for, render_html, render_json};
 pub use transfer::{Download, Upload};
 
 /// The well-known FTP control port, for `ftp://` URLs without one (RFC 1738 §3.2).

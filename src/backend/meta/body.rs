@@ -99,6 +99,12 @@ impl http_body::Body for GatewayBody {
 pub(crate) trait ReadEnd: Send + Sync {
     /// `clean`: end of output reached; otherwise timeout or read error (the upstream is abandoned).
     fn end(&mut self, clean: bool);
+
+    /// Why the output ended before its time, when its owner cut it (a CGI script killed past its total): its
+    /// end is then an error, never the end of a complete response.
+    fn cut(&self) -> Option<String> {
+        None
+    }
 }
 
 impl ReadEnd for () {
@@ -143,6 +149,10 @@ where
                 let n = rb.filled().len();
                 if n == 0 {
                     this.done = true;
+                    if let Some(why) = this.guard.cut() {
+                        this.guard.end(false);
+                        return Poll::Ready(Some(Err(GatewayError::timeout(format!("{} {why}", this.what)))));
+                    }
                     this.guard.end(true);
                     return Poll::Ready(None);
                 }

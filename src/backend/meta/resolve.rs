@@ -2,8 +2,9 @@
 //! FastCGI scripts under a document root.
 //!
 //! Both walk the percent-decoded path segments and refuse anything that could leave the directory:
-//! `.`/`..` segments (also as `%2e%2e`), encoded slashes or NULs, bad escapes, non-UTF-8 names,
-//! and symlinks whose target lies outside (the candidate is canonicalized and its prefix checked).
+//! `.`/`..` segments (also as `%2e%2e`), encoded slashes or NULs, bad escapes, non-UTF-8 names. CGI also
+//! refuses symlinks whose target lies outside (the candidate is canonicalized and its prefix checked); a
+//! document root (FastCGI, the static-file room) follows them unless its `symlinks` is `inside` ([`stat_under`]).
 //! Does not: normalize paths, serve directory listings, or guard against files swapped between the
 //! check and the exec (the directory is the operator's).
 
@@ -12,6 +13,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use super::error::GatewayError;
+use crate::config::Symlinks;
 
 /// Where a request's script is, as the meta-variables describe it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -44,6 +46,7 @@ pub struct FastCgiLayout {
     pub root: PathBuf,
     pub split_suffix: String,
     pub index: String,
+    pub symlinks: Symlinks,
 }
 
 /// Splits an origin-form path into decoded segments, rejecting whatever could escape a directory.
@@ -92,6 +95,38 @@ fn inside(root: &Path, candidate: &Path) -> Result<(PathBuf, fs::Metadata), Gate
     }
     let meta = fs::metadata(&real).map_err(|e| GatewayError::not_found("no such file").with_source(e))?;
     Ok((real, meta))
+}
+
+/// What `candidate` (a path under the canonical `root`, joined from checked segments) is: its metadata, following
+/// symlinks; with [`Symlinks::Inside`] it must also canonicalize to somewhere inside `root`. None: nothing there
+/// (missing, or a path through a file); Err: it leaves the directory (NotFound) or may not be looked at
+/// (Forbidden).
+pub fn stat_under(root: &Path, candidate: &Path, symlinks: Symlinks) -> Result<Option<fs::Metadata>, GatewayError> {
+    let stat = |p: &Path| match fs::metadata(p) {
+        Ok(m) => Ok(Some(m)),
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            Err(GatewayError::forbidden("permission denied").with_source(e))
+        }
+        Err(_) => Ok(None),
+    };
+    match symlinks {
+        Symlinks::Follow => stat(candidate),
+        Symlinks::Inside => {
+            let Ok(real) = fs::canonicalize(candidate) else { return stat(candidate) };
+            if !real.starts_with(root) {
+                return Err(GatewayError::not_found("path leaves the directory"));
+            }
+            stat(&real)
+        }
+    }
+}
+
+/// Whether `name` ends in the script suffix, in any case: such a file is run or refused, never sent as text.
+pub fn is_script_name(name: &str, suffix: &str) -> bool {
+    !suffix.is_empty()
+        && name.len() >= suffix.len()
+        && name.is_char_boundary(name.len() - suffix.len())
+        && name[name.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
 }
 
 fn join_name(segments: &[String]) -> String {
@@ -145,43 +180,49 @@ pub fn resolve_cgi(dir: &Path, uri_path: &str) -> Result<CgiScript, GatewayError
 }
 
 /// FastCGI: SCRIPT_FILENAME under the root, PATH_INFO split after the first segment ending in the
-/// suffix; `index` for a directory. The script must be a regular file under the root, so the
-/// php-fpm `cgi.fix_pathinfo` trap (running `/upload/x.jpg` for `/upload/x.jpg/y.php`) cannot
-/// happen: here that request is simply 404. A path with no such segment that is not a directory is
-/// also 404: only scripts are handed to the application.
+/// suffix. The script must be a regular file under the root, so the php-fpm `cgi.fix_pathinfo` trap
+/// (running `/upload/x.jpg` for `/upload/x.jpg/y.php`) cannot happen: here that request names no script.
+/// A path ending in `/` without such a segment names the directory's `index`. Any other path names no
+/// script: directories without their `/`, static files and the front controller are the HTTP side's (`app.rs`).
 pub fn resolve_fastcgi(layout: &FastCgiLayout, uri_path: &str) -> Result<ScriptPath, GatewayError> {
-    let segments = decode_segments(uri_path)?;
+    let mut segments = decode_segments(uri_path)?;
     let split = segments.iter().position(|s| {
         !layout.split_suffix.is_empty() && s.ends_with(&layout.split_suffix) && s.len() > layout.split_suffix.len()
     });
-    let (mut script, info): (Vec<String>, &[String]) = match split {
-        Some(i) => (segments[..=i].to_vec(), &segments[i + 1..]),
-        None => (segments.clone(), &[]),
+    let split = match split {
+        Some(i) => i,
+        None if uri_path.ends_with('/') => {
+            segments.retain(|s| !s.is_empty());
+            segments.push(layout.index.clone());
+            segments.len() - 1
+        }
+        None => return Err(GatewayError::not_found("not a script")),
     };
+    let mut script = segments[..=split].to_vec();
     script.retain(|s| !s.is_empty());
     let mut file = layout.root.clone();
     file.extend(&script);
-    if split.is_none() {
-        let (_, meta) = inside(&layout.root, &file)?;
-        if !meta.is_dir() {
-            return Err(GatewayError::not_found("not a script"));
-        }
-        script.push(layout.index.clone());
-        file.push(&layout.index);
-    }
-    let (_, meta) = inside(&layout.root, &file)?;
+    let meta =
+        stat_under(&layout.root, &file, layout.symlinks)?.ok_or_else(|| GatewayError::not_found("no such file"))?;
     if !meta.is_file() {
         return Err(GatewayError::not_found("script is not a regular file"));
     }
+    Ok(fastcgi_script(layout, &script, &segments[split + 1..]))
+}
+
+/// The meta-variables' view of a script under the FastCGI root: `script` its segments, `info` those after it.
+pub fn fastcgi_script(layout: &FastCgiLayout, script: &[String], info: &[String]) -> ScriptPath {
+    let mut file = layout.root.clone();
+    file.extend(script);
     let path_info = join_info(info);
     let path_translated = (!path_info.is_empty()).then(|| layout.root.join(path_info.trim_start_matches('/')));
-    Ok(ScriptPath {
-        script_name: join_name(&script),
+    ScriptPath {
+        script_name: join_name(script),
         path_info,
         document_root: Some(layout.root.clone()),
         script_filename: Some(file),
         path_translated,
-    })
+    }
 }
 
 /// No file system at all (SCGI, FastCGI without a root): the whole decoded path is PATH_INFO.

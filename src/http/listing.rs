@@ -1,16 +1,53 @@
-//! What a directory looks like over HTTP: an HTML page and a JSON array, plus the media type of
-//! a file by its name. Pure functions; the HTTP side adds the headers.
+//! What a directory looks like over HTTP, for every room that lists one (the HTTP/FTP gateway, the static-file
+//! room): an HTML page and a JSON array of the same entries, and whether a client asked for JSON. Pure functions;
+//! the rooms add the header fields.
 
 use std::fmt::Write;
+use std::time::SystemTime;
 
-use super::listing::{Entry, EntryKind};
+use http::header::{self, HeaderValue};
+use http::{HeaderMap, Method, Response};
+
 use crate::date;
+use crate::http::{Body, representation};
+
+/// What a listing entry is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EntryKind {
+    File,
+    Dir,
+    Link,
+}
+
+impl EntryKind {
+    /// `file`, `dir`, `link` (the JSON listing's `type`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EntryKind::File => "file",
+            EntryKind::Dir => "dir",
+            EntryKind::Link => "link",
+        }
+    }
+}
+
+/// One directory entry. `.` and `..` never appear.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    pub name: String,
+    pub kind: EntryKind,
+    pub size: Option<u64>,
+    /// UTC. FTP `LIST` dates carry no zone and are taken as UTC.
+    pub modified: Option<SystemTime>,
+    /// For a Unix `LIST` symlink `name -> target`.
+    pub link_target: Option<String>,
+}
 
 /// An HTML directory page for `title` (the decoded URL path the client asked for, ending in
 /// `/`). Entries are listed directories first, then by name; each link is relative and
 /// percent-encoded (RFC 3986 §2.1, per path segment), each name HTML-escaped; directories end
-/// with `/`. A parent link `../` is shown unless `at_root`. Served as `text/html; charset=utf-8`.
-pub fn render_html(title: &str, entries: &[Entry], at_root: bool) -> String {
+/// with `/`. A parent link `../` is shown unless `at_root`; `by` names the room in the footer. Served as
+/// `text/html; charset=utf-8`.
+pub fn render_html(title: &str, entries: &[Entry], at_root: bool, by: &str) -> String {
     let title = html_escape(title);
     let mut out = String::with_capacity(512 + entries.len() * 160);
     let _ = write!(
@@ -34,7 +71,7 @@ pub fn render_html(title: &str, entries: &[Entry], at_root: bool) -> String {
             name = html_escape(&e.name),
         );
     }
-    out.push_str("</table>\n<hr>\n<address>hopgate HTTP/FTP gateway</address>\n</body>\n</html>\n");
+    let _ = write!(out, "</table>\n<hr>\n<address>{}</address>\n</body>\n</html>\n", html_escape(by));
     out
 }
 
@@ -127,57 +164,44 @@ fn json_string(out: &mut String, s: &str) {
     out.push('"');
 }
 
-/// The media type for a file name's extension (case-insensitive); `application/octet-stream`
-/// when unknown. Text types say `charset=utf-8`.
-pub fn mime_for(name: &str) -> &'static str {
-    let ext = match name.rsplit_once('.') {
-        Some((_, ext)) => ext.to_ascii_lowercase(),
-        _ => return "application/octet-stream",
-    };
-    match ext.as_str() {
-        "html" | "htm" => "text/html; charset=utf-8",
-        "txt" | "text" | "log" | "asc" | "md" | "readme" => "text/plain; charset=utf-8",
-        "css" => "text/css; charset=utf-8",
-        "csv" => "text/csv; charset=utf-8",
-        "js" | "mjs" => "text/javascript; charset=utf-8",
-        "json" => "application/json",
-        "xml" => "application/xml",
-        "pdf" => "application/pdf",
-        "ps" | "eps" => "application/postscript",
-        "zip" => "application/zip",
-        "gz" | "tgz" => "application/gzip",
-        "bz2" | "tbz2" => "application/x-bzip2",
-        "xz" | "txz" => "application/x-xz",
-        "zst" => "application/zstd",
-        "tar" => "application/x-tar",
-        "7z" => "application/x-7z-compressed",
-        "rar" => "application/vnd.rar",
-        "iso" => "application/x-iso9660-image",
-        "deb" => "application/vnd.debian.binary-package",
-        "rpm" => "application/x-rpm",
-        "wasm" => "application/wasm",
-        "png" => "image/png",
-        "jpg" | "jpeg" => "image/jpeg",
-        "gif" => "image/gif",
-        "webp" => "image/webp",
-        "svg" => "image/svg+xml",
-        "ico" => "image/vnd.microsoft.icon",
-        "bmp" => "image/bmp",
-        "tif" | "tiff" => "image/tiff",
-        "mp3" => "audio/mpeg",
-        "ogg" | "oga" => "audio/ogg",
-        "wav" => "audio/wav",
-        "flac" => "audio/flac",
-        "mp4" | "m4v" => "video/mp4",
-        "webm" => "video/webm",
-        "mkv" => "video/x-matroska",
-        "avi" => "video/x-msvideo",
-        "woff" => "font/woff",
-        "woff2" => "font/woff2",
-        "ttf" => "font/ttf",
-        "otf" => "font/otf",
-        _ => "application/octet-stream",
+/// JSON when the client's Accept ranks `application/json` above `text/html` (a tie is HTML).
+pub fn wants_json(headers: &HeaderMap) -> bool {
+    let mut json = 0.0f32;
+    let mut html = 0.0f32;
+    for (media, q) in representation::weighted(headers, &header::ACCEPT) {
+        match media.as_str() {
+            "application/json" => json = json.max(q),
+            "text/html" => html = html.max(q),
+            _ => {}
+        }
     }
+    json > 0.0 && json > html
+}
+
+/// The answer to a request for a directory listing: HTML, or JSON when [`wants_json`]; no body for HEAD.
+/// `title` is the decoded path asked for, `by` the room named in the HTML footer.
+pub fn response(
+    method: &Method,
+    headers: &HeaderMap,
+    title: &str,
+    entries: &[Entry],
+    at_root: bool,
+    by: &str,
+) -> Response<Body> {
+    let (body, mime) = if wants_json(headers) {
+        (render_json(entries), "application/json")
+    } else {
+        (render_html(title, entries, at_root, by), "text/html; charset=utf-8")
+    };
+    let len = HeaderValue::from(body.len());
+    let mut resp = Response::new(if method == Method::HEAD { Body::empty() } else { Body::full(body) });
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_LENGTH, len);
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(mime));
+    h.insert(header::VARY, HeaderValue::from_static("Accept"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    resp
 }
 
 #[cfg(test)]
@@ -202,7 +226,7 @@ mod tests {
             entry("über ☃?#%.bin", EntryKind::File, Some(3)),
             entry("a:b", EntryKind::File, None),
         ];
-        let page = render_html("/pub/<x>/", &entries, false);
+        let page = render_html("/pub/<x>/", &entries, false, "hopgate");
         assert!(page.contains("<title>Index of /pub/&lt;x&gt;/</title>"));
         assert!(page.contains("<a href=\"../\">../</a>"));
         assert!(page.contains("<a href=\"sub%20dir/\">sub dir/</a>"));
@@ -213,7 +237,7 @@ mod tests {
         assert!(!page.contains("<b>"));
         // directories first
         assert!(page.find("sub dir").unwrap() < page.find("a:b").unwrap());
-        assert!(!render_html("/", &entries, true).contains("../"));
+        assert!(!render_html("/", &entries, true, "hopgate").contains("../"));
     }
 
     #[test]
@@ -230,12 +254,16 @@ mod tests {
     }
 
     #[test]
-    fn mime_types_by_extension() {
-        assert_eq!(mime_for("a.TXT"), "text/plain; charset=utf-8");
-        assert_eq!(mime_for("x.tar.gz"), "application/gzip");
-        assert_eq!(mime_for("p.PNG"), "image/png");
-        assert_eq!(mime_for("noext"), "application/octet-stream");
-        assert_eq!(mime_for("weird.xyz"), "application/octet-stream");
-        assert_eq!(mime_for(".bashrc"), "application/octet-stream");
+    fn accept_json() {
+        let h = |v: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::ACCEPT, HeaderValue::from_str(v).unwrap());
+            h
+        };
+        assert!(wants_json(&h("application/json")));
+        assert!(wants_json(&h("text/html;q=0.5, application/json")));
+        assert!(!wants_json(&h("text/html,application/xhtml+xml,*/*;q=0.8")));
+        assert!(!wants_json(&h("text/html, application/json")));
+        assert!(!wants_json(&HeaderMap::new()));
     }
 }

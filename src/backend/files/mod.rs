@@ -1,0 +1,376 @@
+//! The static-file room (`file:DIR`, issue 15): GET and HEAD of the files under a directory, and the static half
+//! of a `fastcgi` route with a root (`app.rs` hands it the paths that name a file which is no script).
+//!
+//! Order of steps: method (OPTIONS 204, others than GET/HEAD 405) -> path below the route prefix, decoded and
+//! checked as the CGI room does (`meta::decode_segments`: dot segments, encoded `/` or NUL are 404) -> dotfiles
+//! (404 unless `dotfiles`; `/.well-known/` always) -> stat, following symlinks unless `symlinks = "inside"`
+//! (`meta::stat_under`) -> a directory: 301 to add its `/`, its index, a listing (`browse`) or 404; a regular
+//! file: the representation (a precompressed `.br`/`.gz` sibling when Accept-Encoding allows) -> validators and
+//! preconditions (304/412) -> ranges (206, multipart/byteranges, 416) -> the body streamed from the open file.
+//! FIFOs, sockets and devices are 404 and never opened; a regular file is opened non-blocking and checked again
+//! on its descriptor, so a FIFO swapped in between can't hang a worker.
+//!
+//! File reads happen on the request's task, as nginx does without `aio threads`: from the page cache a read
+//! costs what a copy costs; a file system that blocks (a cold disk, NFS) blocks that worker thread for the read.
+//! Bodies go through hyper in `READ_CHUNK_BYTES` pieces (docs/files.md says why not sendfile).
+//! Does not: write, list dotfiles unless asked, compress on the fly, or cache metadata between requests.
+
+mod body;
+mod dir;
+
+use std::fs::{File, Metadata};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri};
+
+use super::meta::{self, GatewayError, GatewayErrorKind};
+use super::outside;
+use crate::config::{FileOptions, FileTarget, Prefix};
+use crate::error::{Error, Kind, StartupError};
+use crate::http::representation::{self, Precondition, Ranges, Validators, http_date, media_type};
+use crate::http::{Body, pages};
+use body::FileBody;
+
+/// The file a directory request serves when the route names none.
+pub const DEFAULT_INDEX: &str = "index.html";
+/// A directory with more entries than this is not listed (403 naming the limit): the listing is built in memory.
+pub const MAX_LISTING_ENTRIES: usize = 10_000;
+/// What the room answers to: every other method is 405 with this `Allow`.
+pub const ALLOW: &str = "GET, HEAD, OPTIONS";
+
+/// One directory served, built once at start-up.
+#[derive(Debug)]
+pub struct Files {
+    /// Canonical.
+    root: PathBuf,
+    /// What a directory request serves; None: directories are the caller's (the FastCGI route runs its index).
+    index: Option<String>,
+    browse: bool,
+    opts: FileOptions,
+    prefix: Prefix,
+}
+
+/// What a path below the route names.
+#[derive(Debug)]
+pub enum Found {
+    /// A regular file: its path (as joined, symlinks not resolved).
+    File(PathBuf),
+    /// A directory; `slash`: the request path ended in `/`.
+    Dir { path: PathBuf, slash: bool },
+    /// Nothing: missing, or a path through a file.
+    Nothing,
+}
+
+impl Files {
+    /// The room of a `file:DIR` route under `prefix`. Fails when the directory does not exist.
+    pub fn new(t: &FileTarget, prefix: &Prefix) -> Result<Files, StartupError> {
+        let index = Some(t.index.clone().unwrap_or_else(|| DEFAULT_INDEX.to_owned()));
+        Files::under(&t.dir, index, t.browse, &t.files, prefix)
+            .map_err(|e| StartupError::new(format!("file directory {}: {e}", t.dir.display())))
+    }
+
+    /// The static half of a FastCGI route: files under `root`, directories left to the caller.
+    pub fn static_half(root: &Path, opts: &FileOptions, prefix: &Prefix) -> std::io::Result<Files> {
+        Files::under(root, None, false, opts, prefix)
+    }
+
+    fn under(
+        dir: &Path,
+        index: Option<String>,
+        browse: bool,
+        opts: &FileOptions,
+        prefix: &Prefix,
+    ) -> std::io::Result<Files> {
+        let root = std::fs::canonicalize(dir)?;
+        if !root.is_dir() {
+            return Err(std::io::Error::new(std::io::ErrorKind::NotADirectory, "not a directory"));
+        }
+        Ok(Files { root, index, browse, opts: opts.clone(), prefix: prefix.clone() })
+    }
+
+    /// What `rel` (a request path below the route prefix, still percent-encoded) names. Err: a path that is
+    /// refused (404: dot segments, encoded `/` or NUL, a dotfile; 403: not readable), and FIFOs, sockets and
+    /// devices (404), which are never opened.
+    pub fn lookup(&self, rel: &str) -> Result<Found, Error> {
+        let segments = meta::decode_segments(rel).map_err(Error::from)?;
+        // `/.well-known/` (RFC 8615: ACME challenges, security.txt) is always served; what is under it follows the
+        // rule like anything else.
+        let hidden = segments.iter().enumerate().any(|(i, s)| s.starts_with('.') && !(i == 0 && s == ".well-known"));
+        if hidden && !self.opts.dotfiles {
+            return Err(Error::client(Kind::NotFound, "dotfiles are not served"));
+        }
+        let mut path = self.root.clone();
+        path.extend(segments.iter().filter(|s| !s.is_empty()));
+        let Some(meta) = meta::stat_under(&self.root, &path, self.opts.symlinks)? else {
+            return Ok(Found::Nothing);
+        };
+        if meta.is_dir() {
+            return Ok(Found::Dir { path, slash: rel.ends_with('/') });
+        }
+        if !meta.is_file() {
+            return Err(Error::client(Kind::NotFound, "not a regular file"));
+        }
+        if rel.ends_with('/') {
+            return Err(Error::client(Kind::NotFound, "a file is not a directory"));
+        }
+        Ok(Found::File(path))
+    }
+
+    /// Answers a request for a file [`Files::lookup`] found: the representation the request selects, its
+    /// validators, preconditions and ranges, the body streamed.
+    pub fn send(&self, method: &Method, headers: &HeaderMap, path: &Path) -> Result<Response<Body>, Error> {
+        check_method(method)?;
+        if method == Method::OPTIONS {
+            return Ok(options());
+        }
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let (file, served, encoding, vary) = self.representation(headers, path)?;
+        let len = served.len();
+        let validators = Validators { etag: Some(etag(&served, encoding)), modified: served.modified().ok() };
+        let mut head = HeaderMap::new();
+        if let Some(e) = &validators.etag
+            && let Ok(v) = HeaderValue::from_str(e)
+        {
+            head.insert(header::ETAG, v);
+        }
+        if let Some(m) = validators.modified {
+            head.insert(header::LAST_MODIFIED, http_date(m));
+        }
+        if vary {
+            head.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
+        }
+        head.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+        match representation::evaluate(method, headers, &validators) {
+            Precondition::Proceed => {}
+            Precondition::NotModified => return Ok(respond(StatusCode::NOT_MODIFIED, head, Body::empty())),
+            Precondition::Failed(field) => {
+                let e = Error::client(Kind::PreconditionFailed, format!("{field} does not hold for {name}"));
+                return Err(about_the_file(e, vary));
+            }
+        }
+        let media = media_type(&name);
+        head.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+        if let Some(e) = encoding {
+            head.insert(header::CONTENT_ENCODING, HeaderValue::from_static(e));
+        }
+        let head_only = method == Method::HEAD;
+        let (status, body) = match representation::ranges(method, headers, &validators, len) {
+            Ranges::Whole => {
+                head.insert(header::CONTENT_TYPE, media);
+                head.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+                (StatusCode::OK, FileBody::whole(file, len))
+            }
+            Ranges::Unsatisfiable => {
+                let e = Error::client(Kind::RangeNotSatisfiable, format!("no range within {name}'s {len} bytes"))
+                    .with_field(header::CONTENT_RANGE, representation::unsatisfied_range(len));
+                return Err(about_the_file(e, vary));
+            }
+            Ranges::Some(r) if r.len() == 1 => {
+                head.insert(header::CONTENT_TYPE, media);
+                head.insert(header::CONTENT_RANGE, representation::content_range(&r[0], len));
+                head.insert(header::CONTENT_LENGTH, HeaderValue::from(r[0].end - r[0].start));
+                (StatusCode::PARTIAL_CONTENT, FileBody::range(file, r[0].clone()))
+            }
+            Ranges::Some(r) => {
+                let (body, boundary, total) = FileBody::multipart(file, &r, len, &media);
+                let ct = format!("multipart/byteranges; boundary={boundary}");
+                head.insert(header::CONTENT_TYPE, HeaderValue::from_str(&ct).unwrap_or(media));
+                head.insert(header::CONTENT_LENGTH, HeaderValue::from(total));
+                (StatusCode::PARTIAL_CONTENT, body)
+            }
+        };
+        let body = if head_only || body.is_empty() { Body::empty() } else { Body::boxed(body) };
+        Ok(respond(status, head, body))
+    }
+
+    /// The file that answers: a precompressed sibling (`NAME.br`, `NAME.gz`) the client accepts, else the file
+    /// itself; opened non-blocking and checked on its descriptor. Also whether the file has siblings (`Vary`).
+    fn representation(
+        &self,
+        headers: &HeaderMap,
+        path: &Path,
+    ) -> Result<(File, Metadata, Option<&'static str>, bool), Error> {
+        let accepted = accepted_codings(headers);
+        let mut vary = false;
+        for (coding, ext) in [("br", "br"), ("gzip", "gz")] {
+            let mut sibling = path.as_os_str().to_owned();
+            sibling.push(".");
+            sibling.push(ext);
+            let sibling = PathBuf::from(sibling);
+            let Ok(Some(m)) = meta::stat_under(&self.root, &sibling, self.opts.symlinks) else { continue };
+            if !m.is_file() {
+                continue;
+            }
+            vary = true;
+            if accepted.contains(&coding)
+                && let Ok((file, m)) = open_regular(&sibling)
+            {
+                // Any other sibling still makes the response vary: look no further.
+                return Ok((file, m, Some(coding), true));
+            }
+        }
+        let (file, m) = open_regular(path)?;
+        Ok((file, m, None, vary))
+    }
+}
+
+/// An error page about a file carries what every answer about it does: `Accept-Ranges`, and `Vary` when the file
+/// has precompressed siblings.
+fn about_the_file(e: Error, vary: bool) -> Error {
+    let e = e.with_field(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    if vary { e.with_field(header::VARY, HeaderValue::from_static("Accept-Encoding")) } else { e }
+}
+
+/// The one door: serve `req` from the route's directory.
+pub async fn serve<B>(req: Request<B>, files: &Files) -> Result<Response<Body>, Error> {
+    check_method(req.method())?;
+    if req.method() == Method::OPTIONS {
+        return Ok(options());
+    }
+    let full = req.uri().path();
+    let rest = files.prefix.rest(full).ok_or_else(|| outside(&files.prefix, full))?;
+    let rel = files.prefix.below(full).unwrap_or("/");
+    match files.lookup(rel)? {
+        Found::File(path) => files.send(req.method(), req.headers(), &path),
+        // `/static` on a route with path `/static` is its directory without the `/`.
+        Found::Dir { .. } if rest.is_empty() => Ok(add_slash(req.uri())),
+        Found::Dir { slash: false, .. } => Ok(add_slash(req.uri())),
+        Found::Dir { path, slash: true } => {
+            if let Some(index) = &files.index {
+                let file = path.join(index);
+                if let Ok(Some(m)) = meta::stat_under(&files.root, &file, files.opts.symlinks)
+                    && m.is_file()
+                {
+                    return files.send(req.method(), req.headers(), &file);
+                }
+            }
+            if !files.browse {
+                return Err(Error::client(Kind::NotFound, "directory without an index"));
+            }
+            let title = percent_decoded(full);
+            dir::listing(&req, path, title, rel == "/", files.opts.clone(), files.root.clone()).await
+        }
+        Found::Nothing => Err(Error::client(Kind::NotFound, "no such file")),
+    }
+}
+
+/// A directory asked for without its `/`: 301 to the same path with it, the query kept.
+pub fn add_slash(uri: &Uri) -> Response<Body> {
+    let mut location = format!("{}/", uri.path());
+    if let Some(q) = uri.query() {
+        location.push('?');
+        location.push_str(q);
+    }
+    match HeaderValue::from_str(&location) {
+        Ok(v) => pages::redirect(v),
+        // The path came from a valid request target: always a valid field value.
+        Err(_) => pages::redirect(HeaderValue::from_static("/")),
+    }
+}
+
+fn check_method(m: &Method) -> Result<(), Error> {
+    if m == Method::GET || m == Method::HEAD || m == Method::OPTIONS {
+        return Ok(());
+    }
+    Err(Error::client(Kind::MethodNotAllowed, format!("{m} is not served for static files"))
+        .with_field(header::ALLOW, HeaderValue::from_static(ALLOW)))
+}
+
+/// RFC 9110 §9.3.7: what the room allows.
+fn options() -> Response<Body> {
+    let mut head = HeaderMap::new();
+    head.insert(header::ALLOW, HeaderValue::from_static(ALLOW));
+    respond(StatusCode::NO_CONTENT, head, Body::empty())
+}
+
+fn respond(status: StatusCode, head: HeaderMap, body: Body) -> Response<Body> {
+    let mut resp = Response::new(body);
+    *resp.status_mut() = status;
+    *resp.headers_mut() = head;
+    resp
+}
+
+/// Opens a regular file without following it into a FIFO's blocking open (O_NONBLOCK; no effect on a regular
+/// file's reads), then checks what was opened.
+fn open_regular(path: &Path) -> Result<(File, Metadata), Error> {
+    let refused = |e: std::io::Error| -> Error {
+        let kind = match e.kind() {
+            std::io::ErrorKind::PermissionDenied => GatewayErrorKind::Forbidden,
+            _ => GatewayErrorKind::NotFound,
+        };
+        GatewayError::new(kind, "cannot open the file").with_source(e).into()
+    };
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .map_err(refused)?;
+    let meta = file.metadata().map_err(refused)?;
+    if !meta.is_file() {
+        return Err(Error::client(Kind::NotFound, "not a regular file"));
+    }
+    Ok((file, meta))
+}
+
+/// A strong entity tag from what identifies this file's bytes without reading them: inode, size and
+/// modification time to the nanosecond; a precompressed representation is tagged with its coding.
+fn etag(m: &Metadata, coding: Option<&str>) -> String {
+    let mut tag = format!("\"{:x}-{:x}-{:x}.{:x}", m.ino(), m.len(), m.mtime(), m.mtime_nsec());
+    if let Some(c) = coding {
+        tag.push('-');
+        tag.push_str(c);
+    }
+    tag.push('"');
+    tag
+}
+
+/// The content codings a request accepts (RFC 9110 §12.5.3), best first; `q=0` refuses, `*` stands for any not
+/// named. Only `br` and `gzip` matter here.
+fn accepted_codings(headers: &HeaderMap) -> Vec<&'static str> {
+    let mut q = [(None, "br"), (None, "gzip")];
+    let mut star = None;
+    for (coding, weight) in representation::weighted(headers, &header::ACCEPT_ENCODING) {
+        match coding.as_str() {
+            "*" => star = Some(weight),
+            "x-gzip" => q[1].0 = Some(weight),
+            c => {
+                if let Some(slot) = q.iter_mut().find(|(_, name)| *name == c) {
+                    slot.0 = Some(weight);
+                }
+            }
+        }
+    }
+    let mut out: Vec<(f32, &'static str)> =
+        q.iter().filter_map(|(w, name)| w.or(star).filter(|w| *w > 0.0).map(|w| (w, *name))).collect();
+    // Stable: br before gzip at equal weight.
+    out.sort_by(|a, b| b.0.partial_cmp(&a.0).unwrap_or(std::cmp::Ordering::Equal));
+    out.into_iter().map(|(_, c)| c).collect()
+}
+
+/// The decoded request path, for a listing's title (a path that does not decode stays as sent).
+fn percent_decoded(path: &str) -> String {
+    meta::decode_segments(path).map(|s| format!("/{}", s.join("/"))).unwrap_or_else(|_| path.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codings() {
+        let h = |v: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::ACCEPT_ENCODING, HeaderValue::from_str(v).unwrap());
+            h
+        };
+        assert_eq!(accepted_codings(&h("gzip, deflate, br")), ["br", "gzip"]);
+        assert_eq!(accepted_codings(&h("gzip;q=1, br;q=0.5")), ["gzip", "br"]);
+        assert_eq!(accepted_codings(&h("br;q=0, gzip")), ["gzip"]);
+        assert_eq!(accepted_codings(&h("*")), ["br", "gzip"]);
+        assert_eq!(accepted_codings(&h("*;q=0, gzip")), ["gzip"]);
+        assert_eq!(accepted_codings(&h("identity")), Vec::<&str>::new());
+        assert_eq!(accepted_codings(&HeaderMap::new()), Vec::<&str>::new());
+    }
+}

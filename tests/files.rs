@@ -1,0 +1,436 @@
+//! The static-file room (`file:DIR`, issue 15): methods, validators and conditionals (RFC 9110 §13), ranges
+//! (§14, multipart/byteranges), media types, precompressed siblings, directories (index, 301, listings in HTML
+//! and the FTP gateway's JSON shape), path rules (dot segments, encoded slashes, dotfiles, `.well-known`,
+//! symlinks, FIFOs and devices), bodies streamed with bounded memory, TLS. Real hopgate, curl and raw sockets.
+
+mod support;
+
+use std::os::unix::fs::symlink;
+use std::path::Path;
+use std::process::Command;
+
+use sha2::{Digest, Sha256};
+use support::{Hopgate, curl_full, exchange, hex};
+
+/// A web root: files of several types, precompressed siblings, a sub-directory with an index, one without,
+/// dotfiles, `.well-known`.
+fn site() -> tempfile::TempDir {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    let w = |name: &str, body: &[u8]| {
+        let path = p.join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, body).unwrap();
+    };
+    w("index.html", b"<h1>home</h1>\n");
+    w("style.css", b"body { color: red }\n");
+    w("app.js", b"console.log('plain');\n");
+    w("app.js.br", b"BROTLI-BYTES");
+    w("app.js.gz", &gzip(b"console.log('plain');\n"));
+    w("pic.png", b"\x89PNG\r\n\x1a\nfake");
+    w("data.zzunknown", b"???");
+    w("digits.txt", b"0123456789abcdefghij");
+    w("sub/index.html", b"sub index\n");
+    w("sub/page.html", b"sub page\n");
+    w("empty/a.txt", b"a\n");
+    w("empty/.hidden", b"secret\n");
+    w("empty/deeper/b.txt", b"b\n");
+    w(".env", b"PASSWORD=x\n");
+    w(".git/config", b"[core]\n");
+    w(".well-known/acme-challenge/token", b"challenge-response\n");
+    w(".well-known/security.txt", b"Contact: mailto:x@example.org\n");
+    d
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    let out = Command::new("gzip").arg("-c").arg("-n").stdin_bytes(data);
+    assert!(!out.is_empty(), "gzip is installed");
+    out
+}
+
+trait StdinBytes {
+    fn stdin_bytes(&mut self, data: &[u8]) -> Vec<u8>;
+}
+
+impl StdinBytes for Command {
+    fn stdin_bytes(&mut self, data: &[u8]) -> Vec<u8> {
+        use std::io::Write;
+        let mut child =
+            self.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).spawn().expect("spawn");
+        child.stdin.take().unwrap().write_all(data).unwrap();
+        child.wait_with_output().unwrap().stdout
+    }
+}
+
+fn serve(dir: &Path, keys: &str) -> Hopgate {
+    Hopgate::route_config(&format!("file:{}", dir.display()), keys)
+}
+
+fn get(h: &Hopgate, path: &str, fields: &str) -> support::Resp {
+    exchange(h.addr, &format!("GET {path} HTTP/1.1\r\nHost: x\r\n{fields}Connection: close\r\n\r\n"))
+}
+
+#[test]
+fn files_have_types_validators_and_the_allowed_methods() {
+    let d = site();
+    let h = Hopgate::gateway(&format!("file:{}", d.path().display()), &[]);
+    let r = get(&h, "/style.css", "");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, b"body { color: red }\n");
+    assert_eq!(r.header("content-type"), Some("text/css; charset=utf-8"));
+    assert_eq!(r.header("content-length"), Some("20"));
+    assert_eq!(r.header("accept-ranges"), Some("bytes"));
+    assert_eq!(r.header("x-content-type-options"), Some("nosniff"));
+    assert!(r.header("vary").is_none(), "no precompressed sibling, no Vary: {:?}", r.headers);
+    let etag = r.header("etag").unwrap();
+    assert!(etag.starts_with('"') && etag.ends_with('"') && etag.len() > 2, "a strong ETag: {etag}");
+    let modified = std::fs::metadata(d.path().join("style.css")).unwrap().modified().unwrap();
+    assert_eq!(r.header("last-modified"), Some(httpdate::fmt_http_date(modified).as_str()));
+
+    for (path, ty) in [
+        ("/index.html", "text/html; charset=utf-8"),
+        ("/digits.txt", "text/plain; charset=utf-8"),
+        ("/pic.png", "image/png"),
+        ("/data.zzunknown", "application/octet-stream"),
+    ] {
+        assert_eq!(get(&h, path, "").header("content-type"), Some(ty), "{path}");
+    }
+
+    let head = exchange(h.addr, "HEAD /style.css HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    assert_eq!((head.status, head.body.len()), (200, 0));
+    assert_eq!(head.header("content-length"), Some("20"));
+    assert_eq!(head.header("etag"), Some(etag));
+
+    let options = exchange(h.addr, "OPTIONS /style.css HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    assert_eq!(options.status, 204);
+    assert_eq!(options.header("allow"), Some("GET, HEAD, OPTIONS"));
+    for method in ["POST", "PUT", "DELETE", "PATCH"] {
+        let r = exchange(
+            h.addr,
+            &format!("{method} /style.css HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"),
+        );
+        assert_eq!(r.status, 405, "{method}");
+        assert_eq!(r.header("allow"), Some("GET, HEAD, OPTIONS"), "{method}");
+    }
+    assert_eq!(get(&h, "/missing.css", "").status, 404);
+}
+
+#[test]
+fn conditionals_answer_304_and_412() {
+    let d = site();
+    let h = serve(d.path(), "");
+    let r = get(&h, "/style.css", "");
+    let etag = r.header("etag").unwrap().to_string();
+    let lm = r.header("last-modified").unwrap().to_string();
+    let earlier = "Sat, 01 Jan 2000 00:00:00 GMT";
+
+    for fields in [
+        format!("If-None-Match: {etag}\r\n"),
+        format!("If-None-Match: \"other\", W/{etag}\r\n"),
+        "If-None-Match: *\r\n".to_string(),
+        format!("If-Modified-Since: {lm}\r\n"),
+    ] {
+        let r = get(&h, "/style.css", &fields);
+        assert_eq!(r.status, 304, "{fields}");
+        assert!(r.body.is_empty());
+        assert_eq!(r.header("etag"), Some(etag.as_str()), "{fields}");
+        assert_eq!(r.header("last-modified"), Some(lm.as_str()));
+    }
+    // If-None-Match wins over If-Modified-Since (RFC 9110 §13.2.2).
+    assert_eq!(get(&h, "/style.css", &format!("If-None-Match: \"x\"\r\nIf-Modified-Since: {lm}\r\n")).status, 200);
+    assert_eq!(get(&h, "/style.css", &format!("If-Modified-Since: {earlier}\r\n")).status, 200);
+
+    for fields in ["If-Match: \"other\"\r\n".to_string(), format!("If-Unmodified-Since: {earlier}\r\n")] {
+        let r = get(&h, "/style.css", &fields);
+        assert_eq!(r.status, 412, "{fields}");
+        assert_eq!(r.header("accept-ranges"), Some("bytes"));
+    }
+    assert_eq!(get(&h, "/style.css", &format!("If-Match: {etag}\r\n")).status, 200);
+    assert_eq!(get(&h, "/style.css", "If-Match: *\r\n").status, 200);
+    assert_eq!(get(&h, "/style.css", &format!("If-Unmodified-Since: {lm}\r\n")).status, 200);
+}
+
+#[test]
+fn ranges_single_multiple_unsatisfiable_and_if_range() {
+    let d = site();
+    let h = serve(d.path(), "");
+    let etag = get(&h, "/digits.txt", "").header("etag").unwrap().to_string();
+
+    let r = get(&h, "/digits.txt", "Range: bytes=2-5\r\n");
+    assert_eq!(r.status, 206);
+    assert_eq!(r.body, b"2345");
+    assert_eq!(r.header("content-range"), Some("bytes 2-5/20"));
+    assert_eq!(r.header("content-length"), Some("4"));
+    assert_eq!(r.header("accept-ranges"), Some("bytes"));
+    assert_eq!(r.header("content-type"), Some("text/plain; charset=utf-8"));
+    assert_eq!(get(&h, "/digits.txt", "Range: bytes=-3\r\n").body, b"hij");
+    assert_eq!(get(&h, "/digits.txt", "Range: bytes=18-\r\n").body, b"ij");
+
+    let r = get(&h, "/digits.txt", "Range: bytes=20-\r\n");
+    assert_eq!(r.status, 416);
+    assert_eq!(r.header("content-range"), Some("bytes */20"));
+
+    // Several ranges: multipart/byteranges (RFC 9110 §14.6), each part with its own Content-Range.
+    let r = get(&h, "/digits.txt", "Range: bytes=0-1, 10-12\r\n");
+    assert_eq!(r.status, 206);
+    let ct = r.header("content-type").unwrap();
+    let boundary = ct.strip_prefix("multipart/byteranges; boundary=").unwrap_or_else(|| panic!("{ct}"));
+    assert_eq!(r.header("content-length").unwrap(), r.body.len().to_string());
+    let want = format!(
+        "\r\n--{boundary}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Range: bytes 0-1/20\r\n\r\n01\
+         \r\n--{boundary}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Range: bytes 10-12/20\r\n\r\nabc\
+         \r\n--{boundary}--\r\n"
+    );
+    assert_eq!(r.text(), want);
+    assert!(r.header("content-range").is_none());
+
+    // If-Range: the range applies only to the representation the client has.
+    let r = get(&h, "/digits.txt", &format!("Range: bytes=0-0\r\nIf-Range: {etag}\r\n"));
+    assert_eq!((r.status, r.body.as_slice()), (206, &b"0"[..]));
+    let r = get(&h, "/digits.txt", "Range: bytes=0-0\r\nIf-Range: \"stale\"\r\n");
+    assert_eq!((r.status, r.body.len()), (200, 20));
+    // HEAD has no ranges; a range of another unit is ignored.
+    let r = exchange(h.addr, "HEAD /digits.txt HTTP/1.1\r\nHost: x\r\nRange: bytes=0-0\r\nConnection: close\r\n\r\n");
+    assert_eq!((r.status, r.header("content-length")), (200, Some("20")));
+    assert_eq!(get(&h, "/digits.txt", "Range: lines=1-2\r\n").status, 200);
+}
+
+#[test]
+fn precompressed_siblings_are_served_by_accept_encoding() {
+    let d = site();
+    let h = serve(d.path(), "");
+    let r = get(&h, "/app.js", "Accept-Encoding: gzip, deflate, br\r\n");
+    assert_eq!(r.status, 200);
+    assert_eq!((r.header("content-encoding"), r.body.as_slice()), (Some("br"), &b"BROTLI-BYTES"[..]));
+    assert_eq!(r.header("content-type"), Some("text/javascript; charset=utf-8"));
+    assert_eq!(r.header("vary"), Some("Accept-Encoding"));
+    let br_etag = r.header("etag").unwrap().to_string();
+
+    let r = get(&h, "/app.js", "Accept-Encoding: gzip\r\n");
+    assert_eq!(r.header("content-encoding"), Some("gzip"));
+    assert_eq!(r.body, gzip(b"console.log('plain');\n"));
+    assert_eq!(r.header("vary"), Some("Accept-Encoding"));
+    let gz_etag = r.header("etag").unwrap().to_string();
+
+    let r = get(&h, "/app.js", "Accept-Encoding: br;q=0, gzip;q=0\r\n");
+    assert_eq!((r.header("content-encoding"), r.body.as_slice()), (None, &b"console.log('plain');\n"[..]));
+    assert_eq!(r.header("vary"), Some("Accept-Encoding"), "every response of a file that has siblings");
+    let plain_etag = r.header("etag").unwrap().to_string();
+    let r = get(&h, "/app.js", "");
+    assert_eq!((r.header("content-encoding"), r.header("vary")), (None, Some("Accept-Encoding")));
+    assert!(br_etag != gz_etag && gz_etag != plain_etag && br_etag != plain_etag, "one ETag per representation");
+
+    // A 304 of the encoded representation carries Vary too; curl decodes what it asked for.
+    let r = get(&h, "/app.js", &format!("Accept-Encoding: gzip\r\nIf-None-Match: {gz_etag}\r\n"));
+    assert_eq!((r.status, r.header("vary")), (304, Some("Accept-Encoding")));
+    for (fields, status) in [("If-Match: \"x\"\r\n", 412), ("Range: bytes=999-\r\n", 416)] {
+        let r = get(&h, "/app.js", fields);
+        assert_eq!((r.status, r.header("vary")), (status, Some("Accept-Encoding")), "{fields}");
+    }
+    let c = curl_full(&["--compressed", "-H", "Accept-Encoding: gzip", &format!("{}/app.js", h.url())]);
+    assert_eq!((c.code, c.text().as_str()), (200, "console.log('plain');\n"));
+}
+
+#[test]
+fn directories_redirect_index_and_listings() {
+    let d = site();
+    std::fs::write(d.path().join("empty/<odd> name.txt"), b"odd").unwrap();
+    let h = serve(d.path(), "");
+    let r = get(&h, "/sub?x=1", "");
+    assert_eq!(r.status, 301);
+    assert_eq!(r.header("location"), Some("/sub/?x=1"));
+    let r = get(&h, "/sub/", "");
+    assert_eq!((r.status, r.text().as_str()), (200, "sub index\n"));
+    assert_eq!(get(&h, "/", "").text(), "<h1>home</h1>\n");
+    assert_eq!(get(&h, "/empty/", "").status, 404, "no index and no browse");
+    assert_eq!(get(&h, "/style.css/", "").status, 404, "a file is not a directory");
+
+    let h = serve(d.path(), "browse = true\nindex = \"none.html\"");
+    let r = get(&h, "/empty/", "");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-type"), Some("text/html; charset=utf-8"));
+    let page = r.text();
+    assert!(page.contains("<title>Index of /empty/</title>"), "{page}");
+    assert!(page.contains("<a href=\"deeper/\">deeper/</a>"), "{page}");
+    assert!(page.contains("<a href=\"a.txt\">a.txt</a>"), "{page}");
+    assert!(page.contains("<a href=\"%3Codd%3E%20name.txt\">&lt;odd&gt; name.txt</a>"), "{page}");
+    assert!(!page.contains("hidden"), "dotfiles are not listed: {page}");
+    let r = get(&h, "/empty/", "Accept: application/json\r\n");
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    let json = r.text();
+    let modified = std::fs::metadata(d.path().join("empty/a.txt")).unwrap().modified().unwrap();
+    let stamp = rfc3339(modified);
+    assert!(json.starts_with("[\n{\"name\":\"deeper\",\"type\":\"dir\",\"size\":null,\"modified\":\""), "{json}");
+    assert!(json.contains(&format!("{{\"name\":\"a.txt\",\"type\":\"file\",\"size\":2,\"modified\":\"{stamp}\"}}")));
+    assert!(json.ends_with("}\n]\n") && !json.contains("hidden"), "{json}");
+
+    let h = serve(d.path(), "browse = true\ndotfiles = true");
+    assert!(get(&h, "/empty/", "").text().contains(".hidden"));
+}
+
+/// `2023-01-31T12:00:05Z`, as the FTP gateway's JSON listing writes times.
+fn rfc3339(t: std::time::SystemTime) -> String {
+    let out = Command::new("date")
+        .args(["-u", "-d"])
+        .arg(format!("@{}", t.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()))
+        .arg("+%Y-%m-%dT%H:%M:%SZ")
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+#[test]
+fn paths_that_leave_or_hide_are_404() {
+    let d = site();
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("shared.css"), b"shared\n").unwrap();
+    std::fs::write(d.path().parent().unwrap().join("files-test-secret"), b"x").ok();
+    symlink(outside.path().join("shared.css"), d.path().join("linked.css")).unwrap();
+    symlink(outside.path(), d.path().join("linked-dir")).unwrap();
+    symlink("/dev/zero", d.path().join("zero")).unwrap();
+    let fifo = d.path().join("pipe.txt");
+    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let h = serve(d.path(), "");
+    for p in [
+        "/../etc/passwd",
+        "/%2e%2e/etc/passwd",
+        "/sub/%2E%2E/%2e%2e/etc/passwd",
+        "/sub%2fpage.html",
+        "/style.css%00",
+        "/./style.css",
+        "/.env",
+        "/.git/config",
+        "/empty/.hidden",
+        "/pipe.txt",
+        "/zero",
+    ] {
+        let r = get(&h, p, "");
+        assert_eq!(r.status, 404, "{p}: {}", r.text());
+    }
+    // Symlinks are the operator's: followed wherever they point (Debian's packaged applications need it).
+    assert_eq!(get(&h, "/linked.css", "").text(), "shared\n");
+    assert_eq!(get(&h, "/linked-dir/shared.css", "").text(), "shared\n");
+    // `.well-known` is always served.
+    let r = get(&h, "/.well-known/acme-challenge/token", "");
+    assert_eq!((r.status, r.text().as_str()), (200, "challenge-response\n"));
+    assert_eq!(get(&h, "/.well-known/security.txt", "").status, 200);
+    // The FIFO was never opened: a writer opening it would still block; the server still answers.
+    assert_eq!(get(&h, "/style.css", "").status, 200);
+
+    let h = serve(d.path(), "symlinks = \"inside\"\ndotfiles = true");
+    assert_eq!(get(&h, "/linked.css", "").status, 404);
+    assert_eq!(get(&h, "/linked-dir/shared.css", "").status, 404);
+    assert_eq!(get(&h, "/.env", "").text(), "PASSWORD=x\n");
+    assert_eq!(get(&h, "/pipe.txt", "").status, 404);
+}
+
+#[test]
+fn a_route_prefix_mounts_the_directory() {
+    let d = site();
+    let h = Hopgate::start_config(&format!(
+        "access_log = \"off\"\n[[listener]]\nlisten = \"127.0.0.1:0\"\n[[listener.route]]\npath = \"/static\"\n\
+         to = \"file:{}\"\nbrowse = true\n",
+        d.path().display()
+    ));
+    assert_eq!(get(&h, "/static/style.css", "").status, 200);
+    let r = get(&h, "/static", "");
+    assert_eq!((r.status, r.header("location")), (301, Some("/static/")));
+    let r = get(&h, "/static/empty/", "");
+    assert!(r.text().contains("<title>Index of /static/empty/</title>"), "{}", r.text());
+    assert_eq!(get(&h, "/style.css", "").status, 404);
+}
+
+#[test]
+fn config_keys_fit_file_routes_only() {
+    let d = site();
+    let dir = d.path().display();
+    for (keys, want) in [
+        ("to = \"http://127.0.0.1:1\"\nbrowse = true".to_string(), ":6: browse only applies to file: routes"),
+        (format!("to = \"file:{dir}\"\nsymlinks = \"maybe\""), ":6: symlinks \"maybe\": \"follow\" or \"inside\""),
+        (format!("to = \"file:{dir}\"\nsplit_path = \".php\""), ":6: split_path only applies to"),
+        (format!("to = \"file:{dir}/missing\""), ":5: file directory"),
+    ] {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("h.toml");
+        std::fs::write(&path, format!("[[listener]]\nlisten = \"127.0.0.1:0\"\n\n[[listener.route]]\n{keys}\n"))
+            .unwrap();
+        let out = Command::new(support::bin()).arg("check").arg(&path).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{keys}: {err}");
+        assert!(err.contains(want), "{keys}: want {want:?} in {err}");
+    }
+}
+
+#[test]
+fn large_files_stream_with_bounded_memory_and_over_tls() {
+    const LEN: u64 = 256 << 20;
+    let d = tempfile::tempdir().unwrap();
+    let path = d.path().join("big.bin");
+    {
+        use std::io::Write;
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut hash = Sha256::new();
+        let mut block = vec![0u8; 1 << 20];
+        for _ in 0..LEN >> 20 {
+            for c in block.chunks_mut(8) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                c.copy_from_slice(&x.to_le_bytes());
+            }
+            hash.update(&block);
+            f.write_all(&block).unwrap();
+        }
+        std::fs::write(d.path().join("big.sha256"), hex(&hash.finalize())).unwrap();
+    }
+    let want = std::fs::read_to_string(d.path().join("big.sha256")).unwrap();
+    let h = serve(d.path(), "");
+    let _ = get(&h, "/big.sha256", "");
+    let before = h.rss_kib();
+    let watch = support::RssWatch::start(h.pid());
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!("curl -sS --max-time 120 -D /dev/stderr {}/big.bin | sha256sum", h.url()))
+        .output()
+        .unwrap();
+    let head = String::from_utf8_lossy(&out.stderr);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(head.contains(&format!("content-length: {LEN}\r\n")), "{head}");
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with(&want), "{out:?}");
+    let peak = watch.finish();
+    eprintln!("256 MiB file: RSS before {before} KiB, peak {peak} KiB");
+    assert!(peak < before + 32 * 1024, "RSS grew from {before} KiB to {peak} KiB");
+
+    // Over TLS: the same bytes through rustls.
+    let pki = support::tls::Pki::new();
+    let leaf = pki.leaf("files", support::tls::KeyType::EcdsaP256, &["localhost"]);
+    let t = Hopgate::start(&[
+        "gateway",
+        "--listen",
+        "https://127.0.0.1:0",
+        "--to",
+        &format!("file:{}", d.path().display()),
+        "--tls-cert",
+        leaf.cert(),
+        "--tls-key",
+        leaf.key(),
+    ]);
+    let url = format!("https://localhost:{}/big.bin", t.addr.port());
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "curl -sS --max-time 60 --cacert {} --resolve localhost:{}:127.0.0.1 -r 0-1048575 {url} | sha256sum",
+            pki.ca.cert(),
+            t.addr.port()
+        ))
+        .output()
+        .unwrap();
+    let first_mib = {
+        let mut f = std::fs::File::open(&path).unwrap();
+        let mut b = vec![0u8; 1 << 20];
+        std::io::Read::read_exact(&mut f, &mut b).unwrap();
+        hex(&Sha256::digest(&b))
+    };
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with(&first_mib), "{out:?}");
+}
