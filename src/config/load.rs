@@ -90,6 +90,26 @@ parsed_string!(ListenField, ListenAddr, parse_listen);
 parsed_string!(TargetField, Target, Target::parse);
 parsed_string!(ParentField, Parent, parse_parent);
 parsed_string!(FormatField, AccessLogFormat, AccessLogFormat::parse);
+/// `"v1"` or `"v2"` (`proxy_protocol`, `send_proxy_protocol`).
+#[derive(Debug, Clone, Copy)]
+struct VersionField(ProxyVersion);
+
+impl<'de> Deserialize<'de> for VersionField {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl de::Visitor<'_> for V {
+            type Value = VersionField;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("\"v1\" or \"v2\"")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<VersionField, E> {
+                ProxyVersion::parse(v).map(VersionField).map_err(E::custom)
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
 parsed_string!(CidrField, ipnet::IpNet, |s| {
     s.parse::<ipnet::IpNet>()
         .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
@@ -152,6 +172,9 @@ struct RawListener {
     route: Vec<Spanned<RawRoute>>,
     via_name: Option<Spanned<String>>,
     upgrades: Option<Spanned<Vec<Spanned<String>>>>,
+    proxy_protocol: Option<VersionField>,
+    proxy_protocol_from: Option<Spanned<Vec<CidrField>>>,
+    reuse_port: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -189,6 +212,7 @@ struct RawRoute {
     split_path: Option<Spanned<String>>,
     pass_authorization: Option<Spanned<bool>>,
     upgrades: Option<Spanned<Vec<Spanned<String>>>>,
+    send_proxy_protocol: Option<Spanned<VersionField>>,
 }
 
 struct Ctx<'a> {
@@ -394,8 +418,35 @@ impl Ctx<'_> {
             Some(list) => self.upgrades(list.get_ref())?,
             None => Upgrades::default(),
         };
+        let proxy_protocol = match (l.proxy_protocol, l.proxy_protocol_from) {
+            (Some(VersionField(version)), None) => Some(ProxyProtocol { version, from: Vec::new() }),
+            (Some(VersionField(version)), Some(from)) => {
+                if from.get_ref().is_empty() {
+                    return Err(self.err(
+                        from.span(),
+                        "proxy_protocol_from is empty: list the balancers' addresses (CIDRs), or leave the key out \
+                         to take headers from any address",
+                    ));
+                }
+                Some(ProxyProtocol { version, from: from.into_inner().into_iter().map(|c| c.0).collect() })
+            }
+            (None, Some(from)) => {
+                return Err(self.err(from.span(), "proxy_protocol_from needs proxy_protocol = \"v1\" or \"v2\""));
+            }
+            (None, None) => None,
+        };
         let at = Some(self.at(l.listen.span()));
-        Ok(Listener { listen, certs, proxy, routes, via_name: l.via_name.map(|v| v.into_inner()), at, upgrades })
+        Ok(Listener {
+            listen,
+            certs,
+            proxy,
+            routes,
+            via_name: l.via_name.map(|v| v.into_inner()),
+            at,
+            upgrades,
+            proxy_protocol,
+            reuse_port: l.reuse_port.unwrap_or(false),
+        })
     }
 
     /// An `upgrades` list: protocol tokens (`name` or `name/version`), never h2c, h2 or HTTP.
@@ -497,6 +548,9 @@ impl Ctx<'_> {
         if let Some(v) = &r.upgrades {
             let list = self.upgrades(v.get_ref())?;
             add(v.span(), TargetOption::Upgrades(list));
+        }
+        if let Some(v) = &r.send_proxy_protocol {
+            add(v.span(), TargetOption::SendProxyProtocol(v.get_ref().0));
         }
         options.sort_by_key(|(span, _)| span.start);
         for (span, option) in options {

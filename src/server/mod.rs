@@ -5,6 +5,7 @@ pub mod admin;
 pub mod conn;
 pub mod listener;
 pub mod log;
+pub mod proxied;
 pub mod service;
 pub mod stats;
 pub mod tls;
@@ -31,6 +32,7 @@ use crate::upstream::{Outbound, OwnAddrs};
 use admin::Admin;
 use conn::{ConnIo, ConnShared};
 use listener::ListenerState;
+use proxied::Peer;
 use service::ConnCtx;
 
 /// Bound listeners, ready to serve.
@@ -76,7 +78,7 @@ impl Server {
         for l in &config.listeners {
             let cannot =
                 |e: io::Error| StartupError::at(l.at.as_ref(), format!("cannot listen on {}: {e}", l.listen.addr));
-            let tcp = bind_tcp(l.listen.addr).map_err(cannot)?;
+            let tcp = bind_tcp(l.listen.addr, l.reuse_port).map_err(cannot)?;
             let local = tcp.local_addr().map_err(cannot)?;
             own.add(local);
             let state = listener::build(l, local, &shared).map_err(|e| e.context(format_args!("listener {local}")))?;
@@ -149,7 +151,7 @@ fn bind_admin(a: &crate::config::Admin, shared: &listener::Shared) -> Result<(Tc
         ),
         None => None,
     };
-    let tcp = bind_tcp(a.listen)
+    let tcp = bind_tcp(a.listen, false)
         .map_err(|e| StartupError::at(a.at.as_ref(), format!("cannot listen on {} (admin): {e}", a.listen)))?;
     Ok((tcp, Admin::new(shared.metrics.clone(), users)))
 }
@@ -173,9 +175,14 @@ impl Drop for OpenConnection {
     }
 }
 
-fn bind_tcp(addr: SocketAddr) -> io::Result<TcpListener> {
+/// A listening socket on `addr`; with `reuse_port` (SO_REUSEPORT), other sockets may bind the same address and
+/// the kernel spreads new connections over them (several processes on one port).
+fn bind_tcp(addr: SocketAddr, reuse_port: bool) -> io::Result<TcpListener> {
     let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
     socket.set_reuse_address(true)?;
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
     if addr.is_ipv6() {
         socket.set_only_v6(true)?;
     }
@@ -292,8 +299,8 @@ fn http1_builder(state: &ListenerState) -> http1::Builder {
 }
 
 async fn serve_tcp(
-    stream: TcpStream,
-    peer: SocketAddr,
+    mut stream: TcpStream,
+    from: SocketAddr,
     state: Arc<ListenerState>,
     http: http1::Builder,
     tasks: TaskTracker,
@@ -301,6 +308,8 @@ async fn serve_tcp(
     open: OpenConnection,
 ) {
     let _ = stream.set_nodelay(true);
+    // Behind a balancer the client is the one its PROXY header names; without a valid one the connection ends here.
+    let Some(peer) = proxied::peer(&mut stream, from, &state).await else { return };
     if state.acceptor.is_some() {
         // Boxed: a task is as large as its largest state, and every plain connection would otherwise carry
         // the TLS and HTTP/2 states too (bench/profile massif).
@@ -312,7 +321,7 @@ async fn serve_tcp(
 /// Runs one HTTP/1.1 connection with its idle and header-read timers and the drain signal.
 pub async fn serve_http1<S>(
     stream: S,
-    peer: SocketAddr,
+    peer: Peer,
     state: Arc<ListenerState>,
     http: http1::Builder,
     tasks: TaskTracker,
@@ -323,14 +332,15 @@ pub async fn serve_http1<S>(
 {
     let shared = ConnShared::new(Some(state.metrics.clone()), Some(open));
     let timeouts = state.hop.timeouts;
-    let ctx = Arc::new(ConnCtx { listener: state, client: peer, shared: shared.clone(), tasks });
+    let ctx =
+        Arc::new(ConnCtx { listener: state, client: peer.client, local: peer.local, shared: shared.clone(), tasks });
     let svc = service_fn(move |req| {
         let ctx = ctx.clone();
         async move { Ok::<_, Infallible>(service::handle(req, ctx).await) }
     });
     let conn = http.serve_connection(TokioIo::new(ConnIo::new(stream, shared.clone())), svc).with_upgrades();
     let graceful = |c: std::pin::Pin<&mut _>| http1::UpgradeableConnection::graceful_shutdown(c);
-    conn::drive(conn, graceful, &shared, timeouts.header_read, timeouts.idle, peer, stop).await;
+    conn::drive(conn, graceful, &shared, timeouts.header_read, timeouts.idle, peer.client, stop).await;
 }
 
 impl Server {

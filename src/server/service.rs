@@ -23,7 +23,10 @@ use prometheus_client::metrics::counter::Counter;
 /// Everything a request on one connection shares.
 pub struct ConnCtx {
     pub listener: Arc<ListenerState>,
+    /// The client: the connection's peer, or the one its PROXY header names.
     pub client: SocketAddr,
+    /// The address the client connected to (the listener's, or the destination a PROXY header names).
+    pub local: SocketAddr,
     pub shared: Arc<ConnShared>,
     pub tasks: TaskTracker,
 }
@@ -32,7 +35,7 @@ pub async fn handle(req: Request<Incoming>, conn: Arc<ConnCtx>) -> Response<Logg
     conn.shared.request_started();
     let mut record = Record::new(conn.client, &req, &conn.listener.log);
     record.metrics = Some(conn.listener.unrouted.clone());
-    let ctx = Ctx { client: conn.client, hop: &conn.listener.hop, tasks: &conn.tasks };
+    let ctx = Ctx { client: conn.client, local: conn.local, hop: &conn.listener.hop, tasks: &conn.tasks };
     let mut resp = match serve(req, &ctx, &conn.listener, &conn.shared, &mut record).await {
         Ok(resp) => resp,
         Err(e) => {
