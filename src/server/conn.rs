@@ -29,6 +29,10 @@ pub struct ConnShared {
     head_started: Stamp,
     /// Requests whose response has not finished yet.
     in_flight: AtomicUsize,
+    /// A request has started on this connection (its head arrived).
+    requested: AtomicBool,
+    /// The drain has begun: a response goes out with `Connection: close`.
+    draining: AtomicBool,
     /// The head that is arriving names Content-Length more than once.
     duplicate_content_length: AtomicBool,
     /// When a write to the client first found its socket full and nothing was written since; none when none
@@ -49,6 +53,7 @@ impl ConnShared {
 
     /// A request head is complete and its handling starts.
     pub fn request_started(&self) {
+        self.requested.store(true, Ordering::Relaxed);
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         self.head_started.clear();
         if let Some(m) = &self.metrics {
@@ -102,6 +107,16 @@ impl ConnShared {
         }
     }
 
+    /// Whether the drain has begun for this connection: an HTTP/1 response then says `Connection: close`.
+    pub fn draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// Whether the client has begun its first request (a head is arriving, or one has arrived).
+    fn begun(&self) -> bool {
+        self.requested.load(Ordering::Relaxed) || self.head_started.is_set()
+    }
+
     /// When the connection should be closed if nothing happens before then. While a request is in flight its
     /// own upstream timeouts bound it, except for a client that stops taking the response: `idle` after a
     /// write to it found the socket full.
@@ -129,10 +144,20 @@ impl ConnShared {
     }
 }
 
+/// When a drain begins, a connection on which no request has begun yet gets this long to begin one (at most
+/// `header_read_secs`): it was accepted before the drain, and its first request may be on its way (a layer-4
+/// balancer connects and sends at once). That request is answered with `Connection: close`; a connection that
+/// sends nothing in this time is closed.
+pub const DRAIN_FIRST_REQUEST_WAIT: Duration = Duration::from_secs(2);
+
+/// How often a connection waiting for its first request during a drain looks whether it has begun.
+const DRAIN_FIRST_REQUEST_POLL: Duration = Duration::from_millis(20);
+
 /// Runs one hyper server connection (HTTP/1.1 or HTTP/2) beside the client-side timers and the drain signal:
 /// a head that takes longer than `header_read` from its first byte, or a connection idle for `idle` with nothing
 /// in flight (or a client that takes no response bytes for `idle`), is closed; on drain, `graceful` asks the
-/// connection to finish what is in flight and close.
+/// connection to finish what is in flight and close, at once, or, for a connection on which no request has
+/// begun, once one begins or [`DRAIN_FIRST_REQUEST_WAIT`] has passed.
 pub async fn drive<C, E>(
     conn: C,
     graceful: impl Fn(Pin<&mut C>),
@@ -148,12 +173,28 @@ pub async fn drive<C, E>(
     tokio::pin!(conn);
     let sleep = tokio::time::sleep(idle);
     tokio::pin!(sleep);
+    // Set when the drain begins: until then a connection with no request yet may begin one.
+    let mut drain_from: Option<Instant> = None;
+    let mut asked = false;
+    let first_wait = DRAIN_FIRST_REQUEST_WAIT.min(header_read);
     let mut draining = *stop.borrow();
     if draining {
-        graceful(conn.as_mut());
+        drain_from = Some(Instant::now());
+        shared.draining.store(true, Ordering::Relaxed);
     }
     loop {
-        sleep.as_mut().reset(shared.next_check(header_read, idle));
+        let mut next = shared.next_check(header_read, idle);
+        if let Some(from) = drain_from
+            && !asked
+        {
+            if shared.begun() || from.elapsed() >= first_wait {
+                graceful(conn.as_mut());
+                asked = true;
+            } else {
+                next = next.min(Instant::now() + DRAIN_FIRST_REQUEST_POLL);
+            }
+        }
+        sleep.as_mut().reset(next);
         tokio::select! {
             r = conn.as_mut() => {
                 if let Err(e) = r {
@@ -169,7 +210,8 @@ pub async fn drive<C, E>(
             }
             _ = stop.changed(), if !draining => {
                 draining = true;
-                graceful(conn.as_mut());
+                drain_from = Some(Instant::now());
+                shared.draining.store(true, Ordering::Relaxed);
             }
         }
     }

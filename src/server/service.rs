@@ -67,6 +67,11 @@ pub async fn handle(req: Request<Incoming>, conn: Arc<ConnCtx>) -> Response<Logg
     let opens_tunnel = resp.status() == http::StatusCode::SWITCHING_PROTOCOLS
         || (record.method == http::Method::CONNECT && resp.status().is_success());
     let tunnel = opens_tunnel.then(|| resp.extensions_mut().remove::<crate::tunnel::Watch>()).flatten();
+    if !opens_tunnel && record.version != http::Version::HTTP_2 && conn.shared.draining() {
+        // The drain has begun (a request that arrived on a connection accepted just before it): this is the
+        // connection's last response, and the client is told so.
+        resp.headers_mut().insert(header::CONNECTION, http::HeaderValue::from_static("close"));
+    }
     let log = conn.listener.log.clone();
     resp.map(|b| LoggedBody::new(b, record, tunnel, log, conn.shared.clone()))
 }
