@@ -506,6 +506,33 @@ mod tests {
         assert_eq!(crc32c_zeroed(b"123456789", 0..0), 0xE306_9283);
     }
 
+    /// What HAProxy 2.6 sent (fuzz/seeds.py records it): send-proxy, send-proxy-v2 with its TLVs (TLS details,
+    /// authority, unique ID, a CRC32C checksum), over IPv4 and IPv6, and its health check's LOCAL header.
+    #[test]
+    fn haproxy_captures_read_back() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/proxy_protocol");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            if !name.starts_with("haproxy-") {
+                continue;
+            }
+            let data = std::fs::read(&path).unwrap();
+            let version = if data.starts_with(b"PROXY") { Version::V1 } else { Version::V2 };
+            let Ok(Parsed::Complete { len, header }) = parse(version, &data) else {
+                panic!("{name}: {:?}", parse(version, &data));
+            };
+            assert!(len <= data.len());
+            match header {
+                Header::Local => assert!(name.contains("local"), "{name}"),
+                Header::Proxied(a) => assert!(a.src.ip().is_loopback() && a.dst.ip().is_loopback(), "{name}: {a:?}"),
+            }
+            seen += 1;
+        }
+        assert!(seen >= 6, "{seen} captures in {}", dir.display());
+    }
+
     #[tokio::test]
     async fn read_consumes_the_header_only() {
         use tokio::io::AsyncWriteExt;
