@@ -721,6 +721,31 @@ mod tests {
     }
 
     #[test]
+    fn scale_out_keys() {
+        let c = load(
+            "[[listener]]\nlisten = \":1\"\nproxy_protocol = \"v2\"\nproxy_protocol_from = [\"10.0.0.0/8\", \"192.0.2.7\"]\n\
+             reuse_port = true\n[[listener.route]]\nto = \"https://a:1\"\nsend_proxy_protocol = \"v1\"\n",
+        )
+        .unwrap();
+        let l = &c.listeners[0];
+        let pp = l.proxy_protocol.as_ref().unwrap();
+        assert_eq!(pp.version, ProxyVersion::V2);
+        assert_eq!(pp.from.iter().map(|n| n.to_string()).collect::<Vec<_>>(), ["10.0.0.0/8", "192.0.2.7/32"]);
+        assert!(pp.trusts("10.1.2.3".parse().unwrap()) && pp.trusts("::ffff:192.0.2.7".parse().unwrap()));
+        assert!(!pp.trusts("192.0.2.8".parse().unwrap()));
+        assert!(l.reuse_port);
+        assert!(matches!(&l.routes[0].to, Target::Http(t) if t.send_proxy_protocol == Some(ProxyVersion::V1)));
+        assert!(c.summary().contains("(PROXY v2 from 10.0.0.0/8 192.0.2.7/32)"), "{}", c.summary());
+        let c = load("[[listener]]\nlisten = \":1\"\n[listener.proxy]\n").unwrap();
+        assert_eq!((c.listeners[0].proxy_protocol.as_ref(), c.listeners[0].reuse_port), (None, false));
+        let e = load(
+            "[[listener]]\nlisten = \":1\"\nproxy_protocol = \"v1\"\nproxy_protocol_from = []\n[listener.proxy]\n",
+        )
+        .unwrap_err();
+        assert_eq!(e.line(), 4, "{e}");
+    }
+
+    #[test]
     fn routes_sorted_most_specific_first() {
         let c = load(
             "[[listener]]\nlisten = \":1\"\n[[listener.route]]\nto = \"http://a:1\"\n\

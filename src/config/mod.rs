@@ -414,7 +414,18 @@ impl Config {
                 }
                 roles.push(s);
             }
-            out.push_str(&format!("listener {}://{}: {}\n", l.listen.scheme(), l.listen.addr, roles.join(", ")));
+            let mut behind = String::new();
+            if let Some(pp) = &l.proxy_protocol {
+                let from: Vec<String> = pp.from.iter().map(|n| n.to_string()).collect();
+                let from = if from.is_empty() { "any address".to_string() } else { from.join(" ") };
+                behind = format!(" (PROXY {} from {from})", pp.version);
+            }
+            out.push_str(&format!(
+                "listener {}://{}{behind}: {}\n",
+                l.listen.scheme(),
+                l.listen.addr,
+                roles.join(", ")
+            ));
         }
         out
     }
