@@ -181,6 +181,8 @@ fn v1_makes_the_carried_address_the_client_everywhere() {
     assert_eq!(r.status, 200, "{}", r.text());
     let env = env_of(&r.text());
     assert_eq!((env["REMOTE_ADDR"].as_str(), env["REMOTE_PORT"].as_str()), ("198.51.100.9", "4000"));
+    // The port the client connected to is the balancer's, as the header names it.
+    assert_eq!(env["SERVER_PORT"], "80");
 
     // IPv6, and a header that arrives a byte at a time.
     let mut c = Raw::connect(hg.addr);
