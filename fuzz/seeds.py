@@ -8,7 +8,9 @@
 - htpasswd: lines the real `htpasswd` writes (bcrypt, {SHA}, apr1, and the refused plain/crypt forms);
 - content_length, http_fields, range, host, url_paths: request heads curl sends (recorded by a listener here);
 - config_load, config_values: examples/*.toml and the values in them;
-- hyper_error_page: hyper's bodyless 400/414/431 as it writes them.
+- hyper_error_page: hyper's bodyless 400/414/431 as it writes them;
+- proxy_protocol: the PROXY headers HAProxy sends (send-proxy, send-proxy-v2 with its TLVs: TLS details, unique
+  ID, CRC32C; the LOCAL header of its health checks), over IPv4 and IPv6, each followed by the request it relayed.
 
 Run from the repository root with Debian's python3 (it has pyftpdlib): `/usr/bin/python3 fuzz/seeds.py`. Needs the
 packages .ci/run installs and a built target/release/hopgate. Existing seed files of the same name are replaced;
@@ -593,6 +595,115 @@ def hyper_errors():
          f"HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\ndate: {date}\r\nvia: 1.1 x\r\n\r\n")
 
 
+# ---------------------------------------------------------------- PROXY protocol
+
+
+def recorder(name):
+    """A server saving the first bytes of each connection (a PROXY header, then what follows) as seed NAME-N."""
+    srv = socket.socket(socket.AF_INET6 if name.endswith("6") else socket.AF_INET)
+    srv.bind(("::1" if name.endswith("6") else "127.0.0.1", 0))
+    srv.listen(16)
+    got = []
+
+    def run():
+        while True:
+            try:
+                c, _ = srv.accept()
+            except OSError:
+                return
+            c.settimeout(2)
+            data = b""
+            try:
+                while b"\r\n\r\n" not in data[16:] and len(data) < 4096:
+                    chunk = c.recv(4096)
+                    if not chunk:
+                        break
+                    data += chunk
+                c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            except OSError:
+                pass
+            c.close()
+            if data:
+                got.append(data)
+                save("proxy_protocol", f"haproxy-{name}-{len(got)}", data)
+
+    threading.Thread(target=run, daemon=True).start()
+    return srv.getsockname()[1], got
+
+
+def proxy_headers():
+    tmp = tempfile.mkdtemp()
+    pem = os.path.join(tmp, "both.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                    "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost", "-days", "2",
+                    "-keyout", os.path.join(tmp, "key.pem"), "-out", os.path.join(tmp, "cert.pem")],
+                   check=True, capture_output=True)
+    with open(pem, "w") as out:
+        for f in ("cert.pem", "key.pem"):
+            out.write(open(os.path.join(tmp, f)).read())
+    servers = {n: recorder(n) for n in ("v1", "v2", "v2-tls", "local", "v1-6", "v2-6")}
+    ports = {n: free_port() for n in ("plain1", "plain2", "tls", "six1", "six2")}
+    opts = "proxy-v2-options ssl,cert-cn,ssl-cipher,cert-sig,cert-key,authority,crc32c,unique-id"
+    conf = f"""global
+  pidfile {tmp}/haproxy.pid
+defaults
+  mode tcp
+  timeout connect 2s
+  timeout client 5s
+  timeout server 5s
+frontend plain1
+  bind 127.0.0.1:{ports["plain1"]}
+  default_backend v1
+frontend plain2
+  bind 127.0.0.1:{ports["plain2"]}
+  unique-id-format %{{+X}}o\ %ci:%cp_%fi:%fp_%Ts_%rt
+  default_backend v2
+frontend tls
+  bind 127.0.0.1:{ports["tls"]} ssl crt {pem}
+  unique-id-format %{{+X}}o\ %ci:%cp_%fi:%fp_%Ts_%rt
+  default_backend v2tls
+frontend six1
+  bind [::1]:{ports["six1"]}
+  default_backend v16
+frontend six2
+  bind [::1]:{ports["six2"]}
+  default_backend v26
+backend v1
+  server s 127.0.0.1:{servers["v1"][0]} send-proxy
+backend v2
+  server s 127.0.0.1:{servers["v2"][0]} send-proxy-v2 proxy-v2-options crc32c,unique-id
+backend v2tls
+  server s 127.0.0.1:{servers["v2-tls"][0]} send-proxy-v2 {opts}
+backend v16
+  server s [::1]:{servers["v1-6"][0]} send-proxy
+backend v26
+  server s [::1]:{servers["v2-6"][0]} send-proxy-v2 proxy-v2-options crc32c
+backend checks
+  option httpchk
+  http-check send meth GET uri /
+  server s 127.0.0.1:{servers["local"][0]} send-proxy-v2 check check-send-proxy inter 60s
+"""
+    cfg = os.path.join(tmp, "haproxy.cfg")
+    with open(cfg, "w") as f:
+        f.write(conf)
+    p = spawn(["haproxy", "-db", "-f", cfg], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for n in ("plain1", "plain2", "tls"):
+        wait_port(ports[n], "haproxy")
+    curl(f"http://127.0.0.1:{ports['plain1']}/seed")
+    curl(f"http://127.0.0.1:{ports['plain2']}/seed")
+    curl("-k", "--resolve", f"localhost:{ports['tls']}:127.0.0.1", f"https://localhost:{ports['tls']}/seed")
+    curl("-g", f"http://[::1]:{ports['six1']}/seed")
+    curl("-g", f"http://[::1]:{ports['six2']}/seed")
+    deadline = time.time() + 10
+    while time.time() < deadline and not all(got for _, got in servers.values()):
+        time.sleep(0.05)
+    stop(p)
+    shutil.rmtree(tmp, ignore_errors=True)
+    missing = [n for n, (_, got) in servers.items() if not got]
+    if missing:
+        raise SystemExit(f"haproxy sent nothing to {missing}")
+
+
 def main():
     if not os.path.exists(HOPGATE):
         raise SystemExit("build hopgate first: cargo build --release")
@@ -606,6 +717,7 @@ def main():
         htpasswd()
         configs()
         hyper_errors()
+        proxy_headers()
     finally:
         for p in started:
             stop(p)

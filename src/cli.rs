@@ -61,6 +61,18 @@ pub struct Global {
     /// htpasswd file guarding the admin listener with Basic authentication (required off loopback)
     #[arg(long, global = true, value_name = "HTPASSWD")]
     pub admin_users: Option<PathBuf>,
+    /// Behind a balancer: every connection starts with a PROXY protocol header of this version (v1 or v2) naming
+    /// the client; with FILE, on every listener [default: none, or proxy_protocol in FILE]
+    #[arg(long, global = true, value_name = "VERSION", value_parser = config::ProxyVersion::parse)]
+    pub proxy_protocol: Option<config::ProxyVersion>,
+    /// An address (CIDR or IP) balancers connect from, the only ones that may send PROXY headers (repeatable)
+    /// [default: any address, or proxy_protocol_from in FILE]
+    #[arg(long = "proxy-protocol-from", global = true, value_name = "CIDR", value_parser = parse_cidr)]
+    pub proxy_protocol_from: Vec<ipnet::IpNet>,
+    /// SO_REUSEPORT: other processes may listen on the same port, the kernel spreads connections over them; with
+    /// FILE, on every listener [default: off, or reuse_port in FILE]
+    #[arg(long, global = true)]
+    pub reuse_port: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -183,6 +195,9 @@ pub struct GatewayArgs {
     /// Extra CA bundle (PEM) trusted for an https:// --to; the system roots are always trusted
     #[arg(long, value_name = "PEM")]
     pub ca: Option<PathBuf>,
+    /// http(s):// --to: start every upstream connection with a PROXY protocol header (v1 or v2) naming the client
+    #[arg(long, value_name = "VERSION", value_parser = config::ProxyVersion::parse)]
+    pub send_proxy_protocol: Option<config::ProxyVersion>,
     #[command(flatten)]
     pub tls: TlsArgs,
 }
@@ -200,6 +215,7 @@ impl GatewayArgs {
             self.dotfiles.then_some(TargetOption::Dotfiles(true)),
             self.symlinks.map(TargetOption::Symlinks),
             self.front_controller.clone().map(TargetOption::FrontController),
+            self.send_proxy_protocol.map(TargetOption::SendProxyProtocol),
         ];
         for option in options.into_iter().flatten() {
             let flag = format!("--{}", option.key().replace('_', "-"));
@@ -212,6 +228,28 @@ impl GatewayArgs {
             })?;
         }
         Ok(Route::new(to))
+    }
+}
+
+impl Global {
+    /// `--proxy-protocol`, `--proxy-protocol-from` and `--reuse-port` on every listener (the one of a CLI form,
+    /// each of a FILE's).
+    fn listener_flags(&self, config: &mut Config) -> Result<(), ExitCode> {
+        if self.proxy_protocol.is_none() && !self.proxy_protocol_from.is_empty() {
+            return usage(Err("--proxy-protocol-from needs --proxy-protocol v1|v2".into()));
+        }
+        for l in &mut config.listeners {
+            if let Some(version) = self.proxy_protocol {
+                let from = match (&self.proxy_protocol_from, &l.proxy_protocol) {
+                    (flags, _) if !flags.is_empty() => flags.clone(),
+                    (_, Some(file)) => file.from.clone(),
+                    (_, None) => Vec::new(),
+                };
+                l.proxy_protocol = Some(config::ProxyProtocol { version, from });
+            }
+            l.reuse_port |= self.reuse_port;
+        }
+        Ok(())
     }
 }
 
@@ -260,6 +298,8 @@ impl Cli {
                 via_name: None,
                 at: None,
                 upgrades: config::Upgrades::default(),
+                proxy_protocol: None,
+                reuse_port: false,
             }),
             Some(Command::Tunnel(_)) => Config::embedded_default(),
             Some(Command::Gateway(g)) => Config::single(Listener {
@@ -270,6 +310,8 @@ impl Cli {
                 via_name: None,
                 at: None,
                 upgrades: config::Upgrades::default(),
+                proxy_protocol: None,
+                reuse_port: false,
             }),
         };
         if let Some(d) = self.global.drain {
@@ -307,6 +349,7 @@ impl Cli {
         if let Some(admin) = &config.admin {
             usage(admin.check().map_err(|why| format!("--admin: {why}")))?;
         }
+        self.global.listener_flags(&mut config)?;
         Ok(config)
     }
 }

@@ -10,6 +10,7 @@ pub mod fuzz;
 pub mod http;
 pub mod idle;
 pub mod metrics;
+pub mod proxy_protocol;
 pub mod route;
 pub mod server;
 pub mod tls;

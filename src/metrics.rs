@@ -203,6 +203,7 @@ pub struct Metrics {
     reused: Family<RouteLabel, Counter>,
     opened: Family<RouteLabel, Counter>,
     tls: Family<ListenerResult, Counter>,
+    proxy_headers: Family<ListenerResult, Counter>,
     auth_failures: Family<ListenerLabel, Counter>,
     cgi_running: Family<RouteLabel, Gauge>,
     cgi_queued: Family<RouteLabel, Gauge>,
@@ -239,6 +240,7 @@ impl Metrics {
             reused: Family::default(),
             opened: Family::default(),
             tls: Family::default(),
+            proxy_headers: Family::default(),
             auth_failures: Family::default(),
             cgi_running: Family::default(),
             cgi_queued: Family::default(),
@@ -284,6 +286,12 @@ impl Metrics {
         registry.register("upstream_connections_opened", "Upstream connections opened", m.opened.clone());
         registry.register("tls_handshakes", "TLS handshakes with clients, by result (ok, error)", m.tls.clone());
         registry.register(
+            "proxy_protocol_headers",
+            "PROXY protocol headers read on listeners behind a balancer, by result (proxied, local, invalid, \
+             untrusted, timeout, closed)",
+            m.proxy_headers.clone(),
+        );
+        registry.register(
             "auth_failures",
             "Proxy authentication refusals (wrong or missing credentials, throttled)",
             m.auth_failures.clone(),
@@ -326,6 +334,19 @@ impl Metrics {
             all.push(handles.clone());
         }
         handles
+    }
+
+    /// The PROXY-header counters of `listener` (one with `proxy_protocol`), by result.
+    pub fn proxy_headers(&self, listener: &str) -> ProxyHeaderMetrics {
+        let result = |result| owned(&self.proxy_headers, &ListenerResult { listener: listener.to_owned(), result });
+        ProxyHeaderMetrics {
+            proxied: result("proxied"),
+            local: result("local"),
+            invalid: result("invalid"),
+            untrusted: result("untrusted"),
+            timeout: result("timeout"),
+            closed: result("closed"),
+        }
     }
 
     /// The handles of one route of `listener` (`route`: its name; [`NO_ROUTE`] for requests no route took).
@@ -406,6 +427,19 @@ pub struct ListenerMetrics {
     pub auth_failures: Counter,
     /// The process's table of open tunnels, for the stats page.
     pub tunnels: Arc<OpenTunnels>,
+}
+
+/// The PROXY headers of one listener, by result: a client's address taken (`proxied`), the connection's own
+/// kept (`local`: v2 LOCAL, v1 UNKNOWN...), or the connection closed unanswered (`invalid` header, `untrusted`
+/// source, `timeout`, `closed` before the header was complete).
+#[derive(Debug, Clone)]
+pub struct ProxyHeaderMetrics {
+    pub proxied: Counter,
+    pub local: Counter,
+    pub invalid: Counter,
+    pub untrusted: Counter,
+    pub timeout: Counter,
+    pub closed: Counter,
 }
 
 /// What one route counts. Requests by status: a slot per status code, created on its first use.

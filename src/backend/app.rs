@@ -305,7 +305,7 @@ pub async fn serve(req: Request<Incoming>, ctx: &Ctx<'_>, gw: &Gateway) -> Resul
     };
     let conn = ConnInfo {
         remote: ctx.client,
-        local: ctx.hop.local,
+        local: ctx.local,
         https: ctx.hop.tls,
         server_name: None,
         server_port: None,

@@ -47,8 +47,11 @@ impl Hop {
 
 /// What a room knows about the request's surroundings.
 pub struct Ctx<'a> {
-    /// Whoever connected to hopgate.
+    /// Whoever connected to hopgate: the connection's peer, or, on a listener behind a balancer, the client its
+    /// PROXY header names.
     pub client: SocketAddr,
+    /// The address the client connected to: the listener's, or the destination a PROXY header names.
+    pub local: SocketAddr,
     pub hop: &'a Hop,
     /// Tunnels and upgraded connections are spawned here so that the drain waits for them.
     pub tasks: &'a TaskTracker,

@@ -92,6 +92,26 @@ parsed_string!(ListenField, ListenAddr, parse_listen);
 parsed_string!(TargetField, Target, Target::parse);
 parsed_string!(ParentField, Parent, parse_parent);
 parsed_string!(FormatField, AccessLogFormat, AccessLogFormat::parse);
+/// `"v1"` or `"v2"` (`proxy_protocol`, `send_proxy_protocol`).
+#[derive(Debug, Clone, Copy)]
+struct VersionField(ProxyVersion);
+
+impl<'de> Deserialize<'de> for VersionField {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl de::Visitor<'_> for V {
+            type Value = VersionField;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("\"v1\" or \"v2\"")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<VersionField, E> {
+                ProxyVersion::parse(v).map(VersionField).map_err(E::custom)
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
 parsed_string!(CidrField, ipnet::IpNet, |s| {
     s.parse::<ipnet::IpNet>()
         .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
@@ -155,6 +175,9 @@ struct RawListener {
     route: Vec<Spanned<RawRoute>>,
     via_name: Option<Spanned<String>>,
     upgrades: Option<Spanned<Vec<Spanned<String>>>>,
+    proxy_protocol: Option<VersionField>,
+    proxy_protocol_from: Option<Spanned<Vec<CidrField>>>,
+    reuse_port: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -200,6 +223,7 @@ struct RawRoute {
     front_controller: Option<Spanned<String>>,
     max_connections: Option<Spanned<usize>>,
     script_total_secs: Option<Spanned<Secs>>,
+    send_proxy_protocol: Option<Spanned<VersionField>>,
 }
 
 struct Ctx<'a> {
@@ -406,8 +430,35 @@ impl Ctx<'_> {
             Some(list) => self.upgrades(list.get_ref())?,
             None => Upgrades::default(),
         };
+        let proxy_protocol = match (l.proxy_protocol, l.proxy_protocol_from) {
+            (Some(VersionField(version)), None) => Some(ProxyProtocol { version, from: Vec::new() }),
+            (Some(VersionField(version)), Some(from)) => {
+                if from.get_ref().is_empty() {
+                    return Err(self.err(
+                        from.span(),
+                        "proxy_protocol_from is empty: list the balancers' addresses (CIDRs), or leave the key out \
+                         to take headers from any address",
+                    ));
+                }
+                Some(ProxyProtocol { version, from: from.into_inner().into_iter().map(|c| c.0).collect() })
+            }
+            (None, Some(from)) => {
+                return Err(self.err(from.span(), "proxy_protocol_from needs proxy_protocol = \"v1\" or \"v2\""));
+            }
+            (None, None) => None,
+        };
         let at = Some(self.at(l.listen.span()));
-        Ok(Listener { listen, certs, proxy, routes, via_name: l.via_name.map(|v| v.into_inner()), at, upgrades })
+        Ok(Listener {
+            listen,
+            certs,
+            proxy,
+            routes,
+            via_name: l.via_name.map(|v| v.into_inner()),
+            at,
+            upgrades,
+            proxy_protocol,
+            reuse_port: l.reuse_port.unwrap_or(false),
+        })
     }
 
     /// An `upgrades` list: protocol tokens (`name` or `name/version`), never h2c, h2 or HTTP.
@@ -536,6 +587,9 @@ impl Ctx<'_> {
         }
         if let Some(v) = &r.script_total_secs {
             add(v.span(), TargetOption::ScriptTotal(v.get_ref().0));
+        }
+        if let Some(v) = &r.send_proxy_protocol {
+            add(v.span(), TargetOption::SendProxyProtocol(v.get_ref().0));
         }
         options.sort_by_key(|(span, _)| span.start);
         for (span, option) in options {
@@ -703,6 +757,31 @@ mod tests {
             assert_eq!(e.line(), 5, "{bad}: {e}");
             assert!(e.message.starts_with("route name") && e.message.contains(why), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn scale_out_keys() {
+        let c = load(
+            "[[listener]]\nlisten = \":1\"\nproxy_protocol = \"v2\"\nproxy_protocol_from = [\"10.0.0.0/8\", \"192.0.2.7\"]\n\
+             reuse_port = true\n[[listener.route]]\nto = \"https://a:1\"\nsend_proxy_protocol = \"v1\"\n",
+        )
+        .unwrap();
+        let l = &c.listeners[0];
+        let pp = l.proxy_protocol.as_ref().unwrap();
+        assert_eq!(pp.version, ProxyVersion::V2);
+        assert_eq!(pp.from.iter().map(|n| n.to_string()).collect::<Vec<_>>(), ["10.0.0.0/8", "192.0.2.7/32"]);
+        assert!(pp.trusts("10.1.2.3".parse().unwrap()) && pp.trusts("::ffff:192.0.2.7".parse().unwrap()));
+        assert!(!pp.trusts("192.0.2.8".parse().unwrap()));
+        assert!(l.reuse_port);
+        assert!(matches!(&l.routes[0].to, Target::Http(t) if t.send_proxy_protocol == Some(ProxyVersion::V1)));
+        assert!(c.summary().contains("(PROXY v2 from 10.0.0.0/8 192.0.2.7/32)"), "{}", c.summary());
+        let c = load("[[listener]]\nlisten = \":1\"\n[listener.proxy]\n").unwrap();
+        assert_eq!((c.listeners[0].proxy_protocol.as_ref(), c.listeners[0].reuse_port), (None, false));
+        let e = load(
+            "[[listener]]\nlisten = \":1\"\nproxy_protocol = \"v1\"\nproxy_protocol_from = []\n[listener.proxy]\n",
+        )
+        .unwrap_err();
+        assert_eq!(e.line(), 4, "{e}");
     }
 
     #[test]

@@ -24,6 +24,7 @@ pub use target::{
 pub type ConfigError = StartupError;
 
 pub use crate::http::upgrade::{Allowed as Upgrades, Protocol as UpgradeProtocol};
+pub use crate::proxy_protocol::Version as ProxyVersion;
 
 /// Where the embedded default listens.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -233,6 +234,29 @@ pub struct Listener {
     /// Protocols its forward proxy may upgrade to, and its routes unless they say otherwise; default
     /// `["websocket"]` ([`Upgrades::default`]).
     pub upgrades: Upgrades,
+    /// Every connection starts with a PROXY protocol header from a balancer (`proxy_protocol`,
+    /// `proxy_protocol_from`); None: connections are clients themselves.
+    pub proxy_protocol: Option<ProxyProtocol>,
+    /// SO_REUSEPORT: other processes (and sockets) may bind the same address (`reuse_port`).
+    pub reuse_port: bool,
+}
+
+/// A listener behind a layer-4 balancer that passes each connection's client in a PROXY protocol header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxyProtocol {
+    /// The one version accepted (`"v1"` text or `"v2"` binary).
+    pub version: ProxyVersion,
+    /// The addresses balancers connect from; a connection from anywhere else is closed unanswered. Empty: any
+    /// address (`proxy_protocol_from` not given), which `check` and `run` warn about.
+    pub from: Vec<IpNet>,
+}
+
+impl ProxyProtocol {
+    /// Whether a connection from `ip` may send a header.
+    pub fn trusts(&self, ip: std::net::IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.from.is_empty() || self.from.iter().any(|net| net.contains(&ip))
+    }
 }
 
 /// `ADDR`, `http://ADDR` or `https://ADDR`.
@@ -360,6 +384,8 @@ impl Config {
             via_name: None,
             at: None,
             upgrades: Upgrades::default(),
+            proxy_protocol: None,
+            reuse_port: false,
         })
     }
 
@@ -391,7 +417,18 @@ impl Config {
                 }
                 roles.push(s);
             }
-            out.push_str(&format!("listener {}://{}: {}\n", l.listen.scheme(), l.listen.addr, roles.join(", ")));
+            let mut behind = String::new();
+            if let Some(pp) = &l.proxy_protocol {
+                let from: Vec<String> = pp.from.iter().map(|n| n.to_string()).collect();
+                let from = if from.is_empty() { "any address".to_string() } else { from.join(" ") };
+                behind = format!(" (PROXY {} from {from})", pp.version);
+            }
+            out.push_str(&format!(
+                "listener {}://{}{behind}: {}\n",
+                l.listen.scheme(),
+                l.listen.addr,
+                roles.join(", ")
+            ));
         }
         out
     }

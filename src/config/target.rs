@@ -131,6 +131,9 @@ pub struct HttpTarget {
     pub ca: Option<PathBuf>,
     /// The protocols requests may upgrade to; None: the listener's list.
     pub upgrades: Option<super::Upgrades>,
+    /// Every upstream connection starts with a PROXY protocol header naming the client (`send_proxy_protocol`);
+    /// such a connection then carries the requests of that one client connection only.
+    pub send_proxy_protocol: Option<super::ProxyVersion>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -250,6 +253,7 @@ pub enum TargetOption {
     FrontController(String),
     MaxConnections(usize),
     ScriptTotal(Duration),
+    SendProxyProtocol(super::ProxyVersion),
 }
 
 /// Why an option can't be set on a target.
@@ -281,6 +285,7 @@ impl TargetOption {
             TargetOption::FrontController(_) => "front_controller",
             TargetOption::MaxConnections(_) => "max_connections",
             TargetOption::ScriptTotal(_) => "script_total_secs",
+            TargetOption::SendProxyProtocol(_) => "send_proxy_protocol",
         }
     }
 }
@@ -295,6 +300,8 @@ impl Target {
             (_, O::Ca(_)) => return misplaced("https:// routes"),
             (Target::Http(t), O::Upgrades(list)) => t.upgrades = Some(list),
             (_, O::Upgrades(_)) => return misplaced("http:// and https:// routes"),
+            (Target::Http(t), O::SendProxyProtocol(v)) => t.send_proxy_protocol = Some(v),
+            (_, O::SendProxyProtocol(_)) => return misplaced("http:// and https:// routes"),
             (Target::Ftp(t), O::Uploads(on)) => t.uploads = on,
             (_, O::Uploads(_)) => return misplaced("ftp:// routes"),
             (Target::FastCgi(t), O::Root(root)) => t.root = Some(root),
@@ -415,7 +422,14 @@ impl Target {
             "http" | "https" => {
                 let tls = scheme == "https";
                 let authority = Authority::parse(hostpart, Some(if tls { 443 } else { 80 })).map_err(|e| bad(&e))?;
-                Ok(Target::Http(HttpTarget { tls, authority, base, ca: None, upgrades: None }))
+                Ok(Target::Http(HttpTarget {
+                    tls,
+                    authority,
+                    base,
+                    ca: None,
+                    upgrades: None,
+                    send_proxy_protocol: None,
+                }))
             }
             "ftp" => {
                 let (creds, hostport) = match hostpart.rsplit_once('@') {
@@ -567,6 +581,7 @@ mod tests {
                 base: "/app".into(),
                 ca: None,
                 upgrades: None,
+                send_proxy_protocol: None,
             })
         );
         match Target::parse("ftp://bob:s%40cret@ftp.example.org/pub").unwrap() {

@@ -15,6 +15,7 @@ mod ftp;
 mod http;
 mod json;
 pub mod mutate;
+mod proxy;
 
 use std::borrow::Cow;
 
@@ -24,6 +25,7 @@ pub use app::{cgi_head, fastcgi_record, scgi_netstring};
 pub use config::{config_load, config_values};
 pub use ftp::{ftp_listing, ftp_reply, range, url_paths};
 pub use http::{content_length, host, htpasswd, http_fields, hyper_error_page};
+pub use proxy::proxy_protocol;
 
 /// One fuzz target: its name (the cargo-fuzz target, the corpus and dictionary names) and its entry function.
 pub struct Target {
@@ -35,11 +37,6 @@ pub struct Target {
 
 /// Every target. A new parser gets an entry here, a file in fuzz/fuzz_targets/, a corpus in fuzz/corpus/NAME/
 /// and a line in docs/fuzzing.md.
-// The PROXY protocol parser (v1 text and v2 binary headers, HAProxy's spec) does not exist yet. When it lands,
-// its target goes here as `proxy_protocol`: the header parsed from the start of a connection's first bytes,
-// never reading past the header's own length, v1 and v2 of the same addresses giving the same result, an
-// incomplete header asking for more bytes rather than failing; seeds from HAProxy's `send-proxy`/`send-proxy-v2`
-// (shared/PEERS.md says how to start it).
 pub const TARGETS: &[Target] = &[
     Target { name: "ftp_reply", run: ftp_reply, max_len: 4096 },
     Target { name: "ftp_listing", run: ftp_listing, max_len: 4096 },
@@ -55,6 +52,7 @@ pub const TARGETS: &[Target] = &[
     Target { name: "config_load", run: config_load, max_len: 4096 },
     Target { name: "config_values", run: config_values, max_len: 1024 },
     Target { name: "url_paths", run: url_paths, max_len: 1024 },
+    Target { name: "proxy_protocol", run: proxy_protocol, max_len: 1024 },
 ];
 
 /// The target called `name`.

@@ -29,6 +29,8 @@ pub struct ConnShared {
     head_started: Stamp,
     /// Requests whose response has not finished yet.
     in_flight: AtomicUsize,
+    /// The drain has begun: a response goes out with `Connection: close`.
+    draining: AtomicBool,
     /// The head that is arriving names Content-Length more than once.
     duplicate_content_length: AtomicBool,
     /// When a write to the client first found its socket full and nothing was written since; none when none
@@ -102,6 +104,18 @@ impl ConnShared {
         }
     }
 
+    /// Whether the drain has begun for this connection: an HTTP/1 response then says `Connection: close`.
+    pub fn draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// Whether a request is under way (its head is arriving, or it is being answered). A draining connection is
+    /// asked to close only then (its response says `Connection: close`) or after DRAIN_FIRST_REQUEST_WAIT: never
+    /// while it sits between two requests, when the client may be sending the next one (closing then fails it).
+    fn begun(&self) -> bool {
+        self.in_flight.load(Ordering::Relaxed) > 0 || self.head_started.is_set()
+    }
+
     /// When the connection should be closed if nothing happens before then. While a request is in flight its
     /// own upstream timeouts bound it, except for a client that stops taking the response: `idle` after a
     /// write to it found the socket full.
@@ -129,15 +143,20 @@ impl ConnShared {
     }
 }
 
-/// How long a draining connection without a request in flight is kept open for the client's next request.
-const DRAIN_IDLE: Duration = Duration::from_secs(1);
-/// How often a draining idle connection looks for a request.
-const DRAIN_POLL: Duration = Duration::from_millis(5);
+/// When a drain begins, a connection on which no request is under way gets this long to begin one (at most
+/// `header_read_secs`): it was accepted before the drain, and its first request may be on its way (a layer-4
+/// balancer connects and sends at once). That request is answered with `Connection: close`; a connection that
+/// sends nothing in this time is closed.
+pub const DRAIN_FIRST_REQUEST_WAIT: Duration = Duration::from_secs(2);
+
+/// How often a connection waiting for its first request during a drain looks whether it has begun.
+const DRAIN_FIRST_REQUEST_POLL: Duration = Duration::from_millis(20);
 
 /// Runs one hyper server connection (HTTP/1.1 or HTTP/2) beside the client-side timers and the drain signal:
 /// a head that takes longer than `header_read` from its first byte, or a connection idle for `idle` with nothing
 /// in flight (or a client that takes no response bytes for `idle`), is closed; on drain, `graceful` asks the
-/// connection to finish what is in flight and close.
+/// connection to finish what is in flight and close, at once, or, for a connection on which no request has
+/// begun, once one begins or [`DRAIN_FIRST_REQUEST_WAIT`] has passed.
 pub async fn drive<C, E>(
     conn: C,
     graceful: impl Fn(Pin<&mut C>),
@@ -153,19 +172,25 @@ pub async fn drive<C, E>(
     tokio::pin!(conn);
     let sleep = tokio::time::sleep(idle);
     tokio::pin!(sleep);
+    // Set when the drain begins: until then a connection with no request yet may begin one.
+    let mut drain_from: Option<Instant> = None;
+    let mut asked = false;
+    let first_wait = DRAIN_FIRST_REQUEST_WAIT.min(header_read);
     let mut draining = *stop.borrow();
-    // On drain, a kept-alive HTTP/1.1 connection is not closed while it sits idle between two requests (the
-    // client may be sending the next one: closing then fails it). It is asked to close with its next response
-    // (`Connection: close`), or closed after DRAIN_IDLE without a request.
-    let mut close_by = draining.then(|| Instant::now() + DRAIN_IDLE);
+    if draining {
+        drain_from = Some(Instant::now());
+        shared.draining.store(true, Ordering::Relaxed);
+    }
     loop {
         let mut next = shared.next_check(header_read, idle);
-        if let Some(by) = close_by {
-            if shared.in_flight.load(Ordering::Relaxed) > 0 || Instant::now() >= by {
+        if let Some(from) = drain_from
+            && !asked
+        {
+            if shared.begun() || from.elapsed() >= first_wait {
                 graceful(conn.as_mut());
-                close_by = None;
+                asked = true;
             } else {
-                next = next.min(by).min(Instant::now() + DRAIN_POLL);
+                next = next.min(Instant::now() + DRAIN_FIRST_REQUEST_POLL);
             }
         }
         sleep.as_mut().reset(next);
@@ -184,7 +209,8 @@ pub async fn drive<C, E>(
             }
             _ = stop.changed(), if !draining => {
                 draining = true;
-                close_by = Some(Instant::now() + DRAIN_IDLE);
+                drain_from = Some(Instant::now());
+                shared.draining.store(true, Ordering::Relaxed);
             }
         }
     }

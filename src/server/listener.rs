@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use super::log::AccessLogger;
+use super::proxied::Proxied;
 use super::tls::Acceptor;
 use crate::backend::Hop;
 use crate::config::{self, Limits};
@@ -23,6 +24,8 @@ pub struct ListenerState {
     pub hop: Hop,
     /// The TLS side of an `https://` listener (certificates loaded, SNI resolver built).
     pub acceptor: Option<Acceptor>,
+    /// Behind a balancer: every connection starts with a PROXY protocol header (`proxy_protocol`).
+    pub proxied: Option<Proxied>,
     pub limits: Limits,
     pub table: Table,
     pub log: Arc<AccessLogger>,
@@ -66,9 +69,19 @@ pub fn build(cfg: &config::Listener, local: SocketAddr, shared: &Shared) -> Resu
         true => Some(Acceptor::new(&cfg.certs, t.tls_handshake).map_err(|e| e.or_at(cfg.at.as_ref()))?),
         false => None,
     };
+    let proxied = cfg.proxy_protocol.clone().map(|config| {
+        if config.from.is_empty() {
+            tracing::warn!(
+                "listener {label} takes PROXY headers from any address: whoever reaches it can claim any client \
+                 address (list the balancers in proxy_protocol_from)"
+            );
+        }
+        Proxied { config, metrics: shared.metrics.proxy_headers(&label) }
+    });
     let unrouted = shared.metrics.route(&label, crate::metrics::NO_ROUTE);
     let metrics = shared.metrics.listener(&label);
-    Ok(ListenerState { hop, acceptor, limits: shared.limits, table, log: shared.log.clone(), metrics, unrouted })
+    let log = shared.log.clone();
+    Ok(ListenerState { hop, acceptor, proxied, limits: shared.limits, table, log, metrics, unrouted })
 }
 
 fn hostname() -> String {

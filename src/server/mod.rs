@@ -6,6 +6,7 @@ pub mod conn;
 pub mod listener;
 pub mod log;
 pub mod notify;
+pub mod proxied;
 pub mod service;
 pub mod stats;
 pub mod tls;
@@ -34,6 +35,7 @@ use admin::Admin;
 use arc_swap::ArcSwap;
 use conn::{ConnIo, ConnShared};
 use listener::{ListenerState, Slot};
+use proxied::Peer;
 use service::ConnCtx;
 
 /// Bound listeners, ready to serve.
@@ -387,7 +389,7 @@ fn open_listener(
     let cannot = |e: io::Error| StartupError::at(l.at.as_ref(), format!("cannot listen on {}: {e}", l.listen.addr));
     let tcp = match inherited.take(l.listen.addr) {
         Some(tcp) => tcp,
-        None => bind_tcp(l.listen.addr).map_err(cannot)?,
+        None => bind_tcp(l.listen.addr, l.reuse_port).map_err(cannot)?,
     };
     let local = tcp.local_addr().map_err(cannot)?;
     shared.out.own.add(local);
@@ -411,7 +413,7 @@ fn bind_admin(
     };
     let tcp = match inherited.take_admin(a.listen) {
         Some(tcp) => tcp,
-        None => bind_tcp(a.listen)
+        None => bind_tcp(a.listen, false)
             .map_err(|e| StartupError::at(a.at.as_ref(), format!("cannot listen on {} (admin): {e}", a.listen)))?,
     };
     Ok((Arc::new(tcp), Admin::new(shared.metrics.clone(), users)))
@@ -436,9 +438,14 @@ impl Drop for OpenConnection {
     }
 }
 
-fn bind_tcp(addr: SocketAddr) -> io::Result<TcpListener> {
+/// A listening socket on `addr`; with `reuse_port` (SO_REUSEPORT), other sockets may bind the same address and
+/// the kernel spreads new connections over them (several processes on one port).
+fn bind_tcp(addr: SocketAddr, reuse_port: bool) -> io::Result<TcpListener> {
     let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
     socket.set_reuse_address(true)?;
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
     if addr.is_ipv6() {
         socket.set_only_v6(true)?;
     }
@@ -555,8 +562,8 @@ fn http1_builder(state: &ListenerState) -> http1::Builder {
 }
 
 async fn serve_tcp(
-    stream: TcpStream,
-    peer: SocketAddr,
+    mut stream: TcpStream,
+    from: SocketAddr,
     slot: Slot,
     tasks: TaskTracker,
     stop: watch::Receiver<bool>,
@@ -564,6 +571,8 @@ async fn serve_tcp(
 ) {
     let _ = stream.set_nodelay(true);
     let http = http1_builder(&slot.load());
+    // Behind a balancer the client is the one its PROXY header names; without a valid one the connection ends here.
+    let Some(peer) = proxied::peer(&mut stream, from, &slot.load_full()).await else { return };
     if slot.load().acceptor.is_some() {
         // Boxed: a task is as large as its largest state, and every plain connection would otherwise carry
         // the TLS and HTTP/2 states too (bench/profile massif).
@@ -575,7 +584,7 @@ async fn serve_tcp(
 /// Runs one HTTP/1.1 connection with its idle and header-read timers and the drain signal.
 pub async fn serve_http1<S>(
     stream: S,
-    peer: SocketAddr,
+    peer: Peer,
     slot: Slot,
     http: http1::Builder,
     tasks: TaskTracker,
@@ -590,14 +599,14 @@ pub async fn serve_http1<S>(
         (state.metrics.clone(), state.hop.timeouts)
     };
     let shared = ConnShared::new(Some(metrics), Some(open));
-    let ctx = Arc::new(ConnCtx { slot, client: peer, shared: shared.clone(), tasks });
+    let ctx = Arc::new(ConnCtx { slot, client: peer.client, local: peer.local, shared: shared.clone(), tasks });
     let svc = service_fn(move |req| {
         let ctx = ctx.clone();
         async move { Ok::<_, Infallible>(service::handle(req, ctx).await) }
     });
     let conn = http.serve_connection(TokioIo::new(ConnIo::new(stream, shared.clone())), svc).with_upgrades();
     let graceful = |c: std::pin::Pin<&mut _>| http1::UpgradeableConnection::graceful_shutdown(c);
-    conn::drive(conn, graceful, &shared, timeouts.header_read, timeouts.idle, peer, stop).await;
+    conn::drive(conn, graceful, &shared, timeouts.header_read, timeouts.idle, peer.client, stop).await;
 }
 
 impl Server {

@@ -24,7 +24,10 @@ use prometheus_client::metrics::counter::Counter;
 pub struct ConnCtx {
     /// The listener's current state; each request loads it once and keeps it to its end.
     pub slot: Slot,
+    /// The client: the connection's peer, or the one its PROXY header names.
     pub client: SocketAddr,
+    /// The address the client connected to (the listener's, or the destination a PROXY header names).
+    pub local: SocketAddr,
     pub shared: Arc<ConnShared>,
     pub tasks: TaskTracker,
 }
@@ -34,7 +37,7 @@ pub async fn handle(req: Request<Incoming>, conn: Arc<ConnCtx>) -> Response<Logg
     let listener = conn.slot.load_full();
     let mut record = Record::new(conn.client, &req, &listener.log);
     record.metrics = Some(listener.unrouted.clone());
-    let ctx = Ctx { client: conn.client, hop: &listener.hop, tasks: &conn.tasks };
+    let ctx = Ctx { client: conn.client, local: conn.local, hop: &listener.hop, tasks: &conn.tasks };
     let mut resp = match serve(req, &ctx, &listener, &conn.shared, &mut record).await {
         Ok(resp) => resp,
         Err(e) => {
@@ -66,6 +69,11 @@ pub async fn handle(req: Request<Incoming>, conn: Arc<ConnCtx>) -> Response<Logg
     let opens_tunnel = resp.status() == http::StatusCode::SWITCHING_PROTOCOLS
         || (record.method == http::Method::CONNECT && resp.status().is_success());
     let tunnel = opens_tunnel.then(|| resp.extensions_mut().remove::<crate::tunnel::Watch>()).flatten();
+    if !opens_tunnel && record.version != http::Version::HTTP_2 && conn.shared.draining() {
+        // The drain has begun (a request that arrived on a connection accepted just before it): this is the
+        // connection's last response, and the client is told so.
+        resp.headers_mut().insert(header::CONNECTION, http::HeaderValue::from_static("close"));
+    }
     let log = listener.log.clone();
     resp.map(|b| LoggedBody::new(b, record, tunnel, log, conn.shared.clone()))
 }

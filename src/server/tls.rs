@@ -24,6 +24,7 @@ use tokio_util::task::TaskTracker;
 
 use super::conn::{ConnIo, ConnShared};
 use super::listener::{ListenerState, Slot};
+use super::proxied::Peer;
 use super::service::{self, ConnCtx};
 use crate::config::CertPair;
 use crate::error::{Error, Kind, StartupError};
@@ -123,7 +124,7 @@ async fn opening(stream: &TcpStream) -> std::io::Result<Opening> {
 /// task. `state` is an `https://` listener's (it has an acceptor).
 pub async fn serve(
     stream: TcpStream,
-    peer: SocketAddr,
+    peer: Peer,
     slot: Slot,
     http: http1::Builder,
     tasks: TaskTracker,
@@ -136,7 +137,7 @@ pub async fn serve(
     let Some(acceptor) = state.acceptor.clone() else { return };
     let limit = acceptor.handshake_timeout;
     let start = Instant::now();
-    let tls = match tokio::time::timeout(limit, handshake(stream, peer, &acceptor, &state)).await {
+    let tls = match tokio::time::timeout(limit, handshake(stream, peer.client, &acceptor, &state)).await {
         Err(_) => {
             tracing::info!(client = %peer, "TLS handshake not finished within {limit:?}: connection closed");
             state.metrics.tls_error.inc();
@@ -197,7 +198,7 @@ async fn answer_plain_http(stream: TcpStream, state: &ListenerState) {
 /// head to guard against at this level (hyper's h2 bounds the header list), so the head timer is the idle timer.
 async fn serve_http2<S>(
     stream: S,
-    peer: SocketAddr,
+    peer: Peer,
     slot: Slot,
     tasks: TaskTracker,
     stop: watch::Receiver<bool>,
@@ -209,7 +210,7 @@ async fn serve_http2<S>(
     let shared = ConnShared::new(Some(state.metrics.clone()), Some(open));
     let idle = state.hop.timeouts.idle;
     let max_header_list = u32::try_from(state.limits.max_head_bytes * 2).unwrap_or(u32::MAX);
-    let ctx = Arc::new(ConnCtx { slot, client: peer, shared: shared.clone(), tasks });
+    let ctx = Arc::new(ConnCtx { slot, client: peer.client, local: peer.local, shared: shared.clone(), tasks });
     let svc = service_fn(move |req| {
         let ctx = ctx.clone();
         async move { Ok::<_, Infallible>(service::handle(req, ctx).await) }
@@ -218,7 +219,7 @@ async fn serve_http2<S>(
     b.timer(TokioTimer::new()).max_header_list_size(max_header_list);
     let conn = b.serve_connection(TokioIo::new(ConnIo::new(stream, shared.clone())), svc);
     let graceful = |c: std::pin::Pin<&mut _>| http2::Connection::graceful_shutdown(c);
-    super::conn::drive(conn, graceful, &shared, idle, idle, peer, stop).await;
+    super::conn::drive(conn, graceful, &shared, idle, idle, peer.client, stop).await;
 }
 
 #[cfg(test)]

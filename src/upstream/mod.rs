@@ -17,11 +17,13 @@ use std::time::Duration;
 
 use http::uri::{Authority, Scheme};
 use hyper_util::rt::TokioIo;
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use crate::config::{self, Timeouts};
 use crate::error::{Error, Kind};
 use crate::metrics::RouteMetrics;
+use crate::proxy_protocol::{self, Addresses};
 pub use connect::ConnectError;
 pub use parent::ParentProxy;
 pub use policy::{OwnAddrs, TargetPolicy};
@@ -220,6 +222,11 @@ impl hyper::rt::Write for UpstreamIo {
     }
 }
 
+/// The client a request is relayed for, as a PROXY protocol header names it (`send_proxy_protocol`): the
+/// request extension a relay adds for a client whose pool sends the header (`HttpClient::sends_proxy_header`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ProxiedClient(pub Addresses);
+
 /// Opens new upstream connections for the pool: direct, through a parent proxy (plain `http://`: the requests
 /// go to the parent in absolute form), or TLS (`https://`; through a parent: a CONNECT tunnel, then TLS to the
 /// origin inside it).
@@ -229,6 +236,9 @@ pub struct Connector {
     parent: Option<Arc<ParentProxy>>,
     /// None: `https://` targets are refused (a plain-HTTP-only client).
     tls: Option<tls::Origination>,
+    /// Every new connection starts with a PROXY protocol header of this version (a gateway route's
+    /// `send_proxy_protocol`; never through a parent).
+    proxy_header: Option<proxy_protocol::Version>,
 }
 
 impl Connector {
@@ -237,8 +247,15 @@ impl Connector {
         self.parent.is_some() && !https
     }
 
-    /// A new connection to `host:port` (`host` as in a URI: an IPv6 literal in brackets).
-    pub async fn connect(&self, https: bool, host: &str, port: u16) -> Result<UpstreamIo, Error> {
+    /// A new connection to `host:port` (`host` as in a URI: an IPv6 literal in brackets); with a PROXY header
+    /// version, `client` is the one it names (and must be given).
+    pub async fn connect(
+        &self,
+        https: bool,
+        host: &str,
+        port: u16,
+        client: Option<&Addresses>,
+    ) -> Result<UpstreamIo, Error> {
         // Brackets are part of the URI syntax, not of the address.
         let host = host.trim_start_matches('[').trim_end_matches(']');
         let tls =
@@ -260,7 +277,15 @@ impl Connector {
             let (tcp, addr) = parent.dial().await?;
             return Ok(UpstreamIo { io: TokioIo::new(tls::Stream::Plain(tcp)), addr });
         }
-        let (tcp, addr) = self.dialer.dial(host, port).await?;
+        let (mut tcp, addr) = self.dialer.dial(host, port).await?;
+        if let Some(version) = self.proxy_header {
+            // Before anything else, TLS included (HAProxy's spec: sent at once, before any data).
+            let client = client.ok_or_else(|| Error::local(Kind::Internal, "no client for the PROXY header"))?;
+            tcp.write_all(&proxy_protocol::encode(version, client)).await.map_err(|e| {
+                Error::upstream(Kind::ConnectFailed, format!("writing the PROXY header to {addr} failed"))
+                    .with_source(e)
+            })?;
+        }
         let io =
             if https { tls()?.connect(host, port, tls::Stream::Plain(tcp)).await? } else { tls::Stream::Plain(tcp) };
         Ok(UpstreamIo { io: TokioIo::new(io), addr })
@@ -276,21 +301,23 @@ pub fn http_client(
     pool_idle: Duration,
     max_idle_per_host: usize,
 ) -> HttpClient {
-    HttpClient::new(Connector { dialer, parent, tls }, None, pool_idle, max_idle_per_host)
+    HttpClient::new(Connector { dialer, parent, tls, proxy_header: None }, None, pool_idle, max_idle_per_host)
 }
 
 /// Builds the pooled client of a gateway route, which only ever talks to `scheme://authority`: one idle list,
-/// no key to look up.
+/// no key to look up. With `proxy_header`, every connection starts with a PROXY protocol header and carries one
+/// client's requests only: an idle list per client (requests name theirs in a [`ProxiedClient`] extension).
 pub fn gateway_client(
     dialer: Dialer,
     tls: Option<tls::Origination>,
     scheme: &Scheme,
     authority: &Authority,
+    proxy_header: Option<proxy_protocol::Version>,
     pool_idle: Duration,
     max_idle_per_host: usize,
 ) -> HttpClient {
     let https = *scheme == Scheme::HTTPS;
     let port = authority.port_u16().unwrap_or(if https { 443 } else { 80 });
     let target = Some((https, authority.host(), port));
-    HttpClient::new(Connector { dialer, parent: None, tls }, target, pool_idle, max_idle_per_host)
+    HttpClient::new(Connector { dialer, parent: None, tls, proxy_header }, target, pool_idle, max_idle_per_host)
 }

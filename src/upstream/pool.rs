@@ -4,7 +4,10 @@
 //!
 //! - **Keys.** A gateway route talks to one upstream: one idle list, nothing to look up. The forward proxy keys
 //!   by host (a `HashMap` lookup, once per request) and then by scheme and port (a scan of the few pools of that
-//!   host); a request holds its pool by `Arc` from checkout to return, so returning looks nothing up.
+//!   host); a request holds its pool by `Arc` from checkout to return, so returning looks nothing up. A route
+//!   with `send_proxy_protocol` keys by client (the addresses its PROXY header names): a connection that
+//!   started with one client's header never carries another client's request (the spec forbids it), and a
+//!   client connection's requests reuse its own upstream connection.
 //! - **Checkout** takes the most recently returned connection that is ready (LIFO: hot connections stay warm,
 //!   cold ones expire), dropping closed and expired ones; else it dials through the [`Connector`].
 //! - **Return** happens when the response body has been read to its end and the connection is ready for the
@@ -32,9 +35,10 @@ use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 
-use super::{Connector, UpstreamAddr};
-use crate::error::Error;
+use super::{Connector, ProxiedClient, UpstreamAddr};
+use crate::error::{Error, Kind};
 use crate::http::Body;
+use crate::proxy_protocol::Addresses;
 
 /// Why a request got no response: the connector's own error (policy, loop, DNS, connect, TLS), or what hyper
 /// saw on the connection.
@@ -58,6 +62,17 @@ enum Pools {
     One(Arc<HostPool>),
     /// The forward proxy: by host, then by scheme and port.
     Many(Mutex<ByHost>),
+    /// A gateway route sending PROXY headers: its one upstream, by client.
+    PerClient(Mutex<ByClient>),
+}
+
+struct ByClient {
+    https: bool,
+    host: Box<str>,
+    port: u16,
+    map: HashMap<Addresses, Arc<HostPool>>,
+    /// Pools that hold nothing are removed when the map has grown to this many clients.
+    sweep_at: usize,
 }
 
 struct ByHost {
@@ -76,6 +91,8 @@ struct HostPool {
     port: u16,
     /// Connections to a parent proxy: requests go in absolute form.
     proxied: bool,
+    /// The client every connection of this pool names in its PROXY header.
+    client: Option<Addresses>,
     idle_timeout: Duration,
     max_idle: usize,
     state: Mutex<Idle>,
@@ -103,9 +120,16 @@ impl HttpClient {
         max_idle: usize,
     ) -> HttpClient {
         let pools = match target {
+            Some((https, host, port)) if connector.proxy_header.is_some() => Pools::PerClient(Mutex::new(ByClient {
+                https,
+                host: host.into(),
+                port,
+                map: HashMap::new(),
+                sweep_at: SWEEP_MIN,
+            })),
             Some((https, host, port)) => {
                 let proxied = connector.proxied(https);
-                Pools::One(Arc::new(HostPool::new(https, host, port, proxied, idle_timeout, max_idle)))
+                Pools::One(Arc::new(HostPool::new(https, host, port, proxied, None, idle_timeout, max_idle)))
             }
             None => Pools::Many(Mutex::new(ByHost { map: HashMap::new(), sweep_at: SWEEP_MIN })),
         };
@@ -115,7 +139,10 @@ impl HttpClient {
     /// Sends `req` (absolute URI; `Host` already set) over a pooled connection or a new one. The response
     /// carries the [`UpstreamAddr`] it came from; its body returns the connection to the pool when it ends.
     pub async fn request(&self, mut req: Request<Body>) -> Result<Response<ResponseBody>, SendError> {
-        let home = self.pool_for(req.uri())?;
+        let home = match &self.pools {
+            Pools::PerClient(by_client) => self.pool_of_client(by_client, req.extensions().get::<ProxiedClient>())?,
+            _ => self.pool_for(req.uri())?,
+        };
         if !home.proxied {
             origin_form(req.uri_mut());
         }
@@ -156,11 +183,45 @@ impl HttpClient {
         })
     }
 
+    /// Whether every upstream connection starts with a PROXY header: each request then names its client in a
+    /// [`ProxiedClient`] extension.
+    pub fn sends_proxy_header(&self) -> bool {
+        matches!(self.pools, Pools::PerClient(_))
+    }
+
+    /// The pool of one client's connections (a route sending PROXY headers).
+    fn pool_of_client(
+        &self,
+        by_client: &Mutex<ByClient>,
+        client: Option<&ProxiedClient>,
+    ) -> Result<Arc<HostPool>, SendError> {
+        let Some(ProxiedClient(client)) = client else {
+            return Err(SendError::Connect(Error::local(Kind::Internal, "no client named for the PROXY header")));
+        };
+        let mut by_client = lock(by_client);
+        if let Some(pool) = by_client.map.get(client) {
+            return Ok(pool.clone());
+        }
+        if by_client.map.len() >= by_client.sweep_at {
+            // Clients with no idle connection and no request in flight go (as the forward proxy's hosts do).
+            by_client.map.retain(|_, p| Arc::strong_count(p) > 1 || !lock(&p.state).conns.is_empty());
+            by_client.sweep_at = (by_client.map.len() * 2).max(SWEEP_MIN);
+        }
+        let (https, port) = (by_client.https, by_client.port);
+        let pool = HostPool::new(https, &by_client.host, port, false, Some(*client), self.idle_timeout, self.max_idle);
+        let pool = Arc::new(pool);
+        by_client.map.insert(*client, pool.clone());
+        Ok(pool)
+    }
+
     /// The pool of the request's upstream.
     fn pool_for(&self, uri: &Uri) -> Result<Arc<HostPool>, SendError> {
         let by_host = match &self.pools {
             Pools::One(pool) => return Ok(pool.clone()),
             Pools::Many(m) => m,
+            Pools::PerClient(_) => {
+                return Err(SendError::Connect(Error::local(Kind::Internal, "a per-client pool looked up by host")));
+            }
         };
         let https = uri.scheme() == Some(&Scheme::HTTPS);
         let (host, port) = uri.authority().map_or(("", None), |a| host_port(a.as_str()));
@@ -192,7 +253,7 @@ impl HttpClient {
             by_host.sweep_at = (by_host.map.len() * 2).max(SWEEP_MIN);
         }
         let proxied = self.connector.proxied(https);
-        let pool = Arc::new(HostPool::new(https, host, port, proxied, self.idle_timeout, self.max_idle));
+        let pool = Arc::new(HostPool::new(https, host, port, proxied, None, self.idle_timeout, self.max_idle));
         by_host.map.entry(host.into()).or_default().push(pool.clone());
         Ok(pool)
     }
@@ -202,7 +263,11 @@ impl HttpClient {
     /// request's own future lives in hyper's per-connection slot of every client connection.
     fn connect<'a>(&'a self, home: &'a HostPool) -> Pin<Box<dyn Future<Output = Result<Conn, SendError>> + Send + 'a>> {
         Box::pin(async move {
-            let io = self.connector.connect(home.https, &home.host, home.port).await.map_err(SendError::Connect)?;
+            let io = self
+                .connector
+                .connect(home.https, &home.host, home.port, home.client.as_ref())
+                .await
+                .map_err(SendError::Connect)?;
             let addr = io.addr;
             let (sender, conn) = self.builder.handshake(io).await.map_err(SendError::Hyper)?;
             tokio::spawn(async move {
@@ -220,17 +285,27 @@ impl HttpClient {
         match &self.pools {
             Pools::One(p) => lock(&p.state).conns.len(),
             Pools::Many(m) => lock(m).map.values().flatten().map(|p| lock(&p.state).conns.len()).sum(),
+            Pools::PerClient(m) => lock(m).map.values().map(|p| lock(&p.state).conns.len()).sum(),
         }
     }
 }
 
 impl HostPool {
-    fn new(https: bool, host: &str, port: u16, proxied: bool, idle_timeout: Duration, max_idle: usize) -> HostPool {
+    fn new(
+        https: bool,
+        host: &str,
+        port: u16,
+        proxied: bool,
+        client: Option<Addresses>,
+        idle_timeout: Duration,
+        max_idle: usize,
+    ) -> HostPool {
         HostPool {
             https,
             host: host.to_ascii_lowercase().into(),
             port,
             proxied,
+            client,
             idle_timeout,
             max_idle,
             state: Mutex::new(Idle::default()),
@@ -478,7 +553,7 @@ mod tests {
 
     fn client(to: SocketAddr, max_idle: usize) -> HttpClient {
         let dialer = Dialer::new(None, OwnAddrs::new(), Duration::from_secs(5));
-        let connector = Connector { dialer, parent: None, tls: None };
+        let connector = Connector { dialer, parent: None, tls: None, proxy_header: None };
         HttpClient::new(connector, Some((false, "127.0.0.1", to.port())), Duration::from_secs(30), max_idle)
     }
 
@@ -574,7 +649,7 @@ mod tests {
     async fn idle_connections_expire() {
         let o = origin("").await;
         let dialer = Dialer::new(None, OwnAddrs::new(), Duration::from_secs(5));
-        let connector = Connector { dialer, parent: None, tls: None };
+        let connector = Connector { dialer, parent: None, tls: None, proxy_header: None };
         let c = HttpClient::new(connector, Some((false, "127.0.0.1", o.addr.port())), Duration::from_millis(200), 4);
         let resp = c.request(get(o.addr)).await.unwrap();
         resp.into_body().collect().await.unwrap();

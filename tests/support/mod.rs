@@ -31,6 +31,8 @@ pub struct Hopgate {
     pub listening: Vec<String>,
     pub stderr: Arc<Mutex<String>>,
     pub stdout: Arc<Mutex<String>>,
+    /// Set when stdout has ended (the process exited and everything it wrote has been read).
+    stdout_ended: Arc<AtomicBool>,
     /// Keeps temp files (configs) alive as long as the process.
     pub dir: Option<tempfile::TempDir>,
 }
@@ -93,6 +95,8 @@ impl Hopgate {
         });
         let out_pipe = child.stdout.take().expect("stdout");
         let out_buf = stdout.clone();
+        let stdout_ended = Arc::new(AtomicBool::new(false));
+        let ended = stdout_ended.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(out_pipe).lines() {
                 let Ok(line) = line else { break };
@@ -100,6 +104,7 @@ impl Hopgate {
                 b.push_str(&line);
                 b.push('\n');
             }
+            ended.store(true, Ordering::SeqCst);
         });
         let mut listening = Vec::new();
         let deadline = Instant::now() + Duration::from_secs(15);
@@ -118,7 +123,7 @@ impl Hopgate {
         let first = &listening[0];
         let hostport = first.split("://").nth(1).unwrap_or(first);
         let addr = hostport.parse().unwrap_or_else(|_| panic!("bad listening line {first:?}"));
-        Hopgate { child, addr, listening, stderr, stdout, dir: None }
+        Hopgate { child, addr, listening, stderr, stdout, stdout_ended, dir: None }
     }
 
     pub fn start(args: &[&str]) -> Hopgate {
@@ -237,6 +242,14 @@ impl Hopgate {
 
     pub fn stdout_text(&self) -> String {
         self.stdout.lock().unwrap().clone()
+    }
+
+    /// Everything the process wrote to stdout, once it has exited and the pipe has been read to its end (waits up
+    /// to 10 s for that).
+    pub fn stdout_final(&self) -> String {
+        let ended = wait_until(Duration::from_secs(10), || self.stdout_ended.load(Ordering::SeqCst));
+        assert!(ended, "stdout of hopgate {} has not ended", self.pid());
+        self.stdout_text()
     }
 
     pub fn stderr_text(&self) -> String {

@@ -26,8 +26,9 @@ use crate::config::{self, HttpTarget, Prefix};
 use crate::error::{Error, Kind, StartupError};
 use crate::http::upgrade::Allowed;
 use crate::http::{Body, ForwardedFor, MaxForwards, OwnFields, append_via, is_sensitive, max_forwards, via_names};
+use crate::proxy_protocol::Addresses;
 use crate::upstream::tls::Origination;
-use crate::upstream::{Dialer, HttpClient, Outbound, ParentProxy, gateway_client, http_client};
+use crate::upstream::{Dialer, HttpClient, Outbound, ParentProxy, ProxiedClient, gateway_client, http_client};
 use exchange::{Leg, send};
 
 /// How long a request with `Expect: 100-continue` waits for the upstream's `100 Continue` before its body is
@@ -67,7 +68,15 @@ impl Reverse {
             .map_err(|_| StartupError::new(format!("{}: invalid authority", t.authority)))?;
         let scheme = if t.tls { Scheme::HTTPS } else { Scheme::HTTP };
         let max_idle = config::DEFAULT_POOL_MAX_IDLE_PER_HOST;
-        let client = gateway_client(out.dialer(None), origination, &scheme, &authority, timeouts.pool_idle, max_idle);
+        let client = gateway_client(
+            out.dialer(None),
+            origination,
+            &scheme,
+            &authority,
+            t.send_proxy_protocol,
+            timeouts.pool_idle,
+            max_idle,
+        );
         let upgrades = t.upgrades.clone().unwrap_or_else(|| upgrades.clone());
         Ok(Reverse { client, scheme, authority, base: t.base.clone(), prefix: prefix.clone(), upgrades })
     }
@@ -199,6 +208,10 @@ pub async fn reverse(mut req: Request<Incoming>, ctx: &Ctx<'_>, route: &Reverse)
         None => HeaderValue::from_str(route.authority.as_str()).map_err(|_| Error::bad_request("invalid host"))?,
     };
     let proto = if ctx.hop.tls { "https" } else { "http" };
+    if route.client.sends_proxy_header() {
+        // `send_proxy_protocol`: the upstream connection is this client's (upstream::pool keys by it).
+        req.extensions_mut().insert(ProxiedClient(Addresses { src: ctx.client, dst: ctx.local }));
+    }
     let own = OwnFields {
         host,
         version: req.version(),
