@@ -94,6 +94,14 @@ fn connect(proxy: SocketAddr, target: SocketAddr, auth: Option<&str>) -> TcpStre
     s
 }
 
+/// `hopgate gateway --to TO` on loopback with its access log off and an admin listener, plus `extra`.
+fn gateway_with_admin(to: &str, extra: &[&str]) -> Hopgate {
+    let mut args =
+        vec!["gateway", "--listen", "127.0.0.1:0", "--to", to, "--access-log", "off", "--admin", "127.0.0.1:0"];
+    args.extend_from_slice(extra);
+    Hopgate::start(&args)
+}
+
 fn lbl(listener: &str, rest: &str) -> String {
     if rest.is_empty() { format!("{{listener=\"{listener}\"}}") } else { format!("{{listener=\"{listener}\",{rest}}}") }
 }
@@ -322,17 +330,7 @@ fn cgi_slots_show_running_and_queued_scripts() {
 fn ftp_sessions_kept_idle_are_a_gauge() {
     let peer = support::ftp_peers::vsftpd(|root| std::fs::write(root.join("a.txt"), "from ftp").unwrap(), "");
     let to = format!("ftp://{}/", peer.addr);
-    let h = Hopgate::start(&[
-        "gateway",
-        "--listen",
-        "127.0.0.1:0",
-        "--to",
-        &to,
-        "--access-log",
-        "off",
-        "--admin",
-        "127.0.0.1:0",
-    ]);
+    let h = gateway_with_admin(&to, &[]);
     let admin = admin(&h);
     // The route's name is its target as `check` prints it.
     let name = format!("ftp://{}", peer.addr);
@@ -351,17 +349,7 @@ fn ftp_sessions_kept_idle_are_a_gauge() {
 #[test]
 fn the_prometheus_parser_reads_the_exposition() {
     let origin = Origin::fixed("x");
-    let h = Hopgate::start(&[
-        "gateway",
-        "--listen",
-        "127.0.0.1:0",
-        "--to",
-        &origin.url(""),
-        "--access-log",
-        "off",
-        "--admin",
-        "127.0.0.1:0",
-    ]);
+    let h = gateway_with_admin(&origin.url(""), &[]);
     let admin = admin(&h);
     assert_eq!(curl_full(&[&h.url()]).code, 200);
     let c = curl_full(&[&format!("{admin}/metrics")]);
@@ -448,19 +436,7 @@ fn held_origin() -> (SocketAddr, Arc<AtomicBool>, mpsc::Receiver<()>) {
 #[test]
 fn readyz_turns_503_while_a_drain_runs() {
     let (origin, go, arrived) = held_origin();
-    let mut h = Hopgate::start(&[
-        "gateway",
-        "--listen",
-        "127.0.0.1:0",
-        "--to",
-        &format!("http://{origin}"),
-        "--access-log",
-        "off",
-        "--drain",
-        "20",
-        "--admin",
-        "127.0.0.1:0",
-    ]);
+    let mut h = gateway_with_admin(&format!("http://{origin}"), &["--drain", "20"]);
     let admin = admin(&h);
     let ready = curl_full(&[&format!("{admin}/readyz")]);
     assert_eq!((ready.code, ready.text().as_str()), (200, "ok"));
@@ -495,19 +471,7 @@ fn the_admin_listener_asks_for_credentials_when_it_has_users() {
     let users = dir.path().join("admins");
     support::peers::htpasswd(&users, &["-c", "-s"], "ops", "pw");
     let origin = Origin::fixed("x");
-    let h = Hopgate::start(&[
-        "gateway",
-        "--listen",
-        "127.0.0.1:0",
-        "--to",
-        &origin.url(""),
-        "--access-log",
-        "off",
-        "--admin",
-        "127.0.0.1:0",
-        "--admin-users",
-        users.to_str().unwrap(),
-    ]);
+    let h = gateway_with_admin(&origin.url(""), &["--admin-users", users.to_str().unwrap()]);
     let admin = admin(&h);
     for path in ["/metrics", "/", "/stats.json", "/healthz", "/readyz"] {
         let c = curl_full(&[&format!("{admin}{path}")]);

@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+// Every text from the configuration or a client goes through the one HTML escaper.
+use crate::http::listing::html_escape as esc;
 use crate::metrics::{LatencySnapshot, Metrics};
 
 /// Rates and percentiles cover this much of the recent past.
@@ -234,22 +236,6 @@ pub fn collect(m: &Metrics, history: &History, ready: bool) -> Stats {
 
 pub fn to_json(s: &Stats) -> String {
     serde_json::to_string(s).unwrap_or_else(|e| format!("{{\"error\":{:?}}}", e.to_string()))
-}
-
-/// `&`, `<`, `>`, `"` and `'` as entities: every text from the configuration or a client goes through here.
-fn esc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 fn bytes(n: f64) -> String {
