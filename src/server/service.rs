@@ -36,7 +36,6 @@ pub async fn handle(req: Request<Incoming>, conn: Arc<ConnCtx>) -> Response<Logg
     conn.shared.request_started();
     let listener = conn.slot.load_full();
     let mut record = Record::new(conn.client, &req, &listener.log);
-    record.metrics = Some(listener.unrouted.clone());
     let ctx = Ctx { client: conn.client, local: conn.local, hop: &listener.hop, tasks: &conn.tasks };
     let mut resp = match serve(req, &ctx, &listener, &conn.shared, &mut record).await {
         Ok(resp) => resp,
@@ -56,6 +55,10 @@ pub async fn handle(req: Request<Incoming>, conn: Arc<ConnCtx>) -> Response<Logg
             pages::error(&e)
         }
     };
+    // A request no route took counts as the listener's route `-` (only those pay for this clone).
+    if record.metrics.is_none() {
+        record.metrics = Some(listener.unrouted.clone());
+    }
     if record.version == http::Version::HTTP_10 && http_body::Body::size_hint(resp.body()).exact().is_none() {
         // A body of unknown length reaches an HTTP/1.0 client close-delimited (RFC 9112 §6.3), so this response
         // ends the connection: answered as HTTP/1.0, hyper neither offers keep-alive nor keeps it.
