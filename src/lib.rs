@@ -9,6 +9,8 @@ pub mod error;
 pub mod fuzz;
 pub mod http;
 pub mod idle;
+pub mod limit;
+pub mod policy;
 pub mod route;
 pub mod server;
 pub mod tls;

@@ -15,6 +15,7 @@ use crate::config::{self, Prefix, Target, host_key};
 use crate::error::{Error, Kind, StartupError};
 use crate::http::auth;
 use crate::http::htpasswd::Users;
+use crate::policy::Policy;
 use crate::upstream::{Outbound, TargetPolicy};
 
 /// Everything one listener serves.
@@ -35,6 +36,8 @@ pub struct ProxyRooms {
     pub ftp: Ftp,
     /// What the access log calls it: `proxy`.
     pub name: Arc<str>,
+    /// Which targets its requests may reach, and how fast (judged in server::service after authentication).
+    pub policy: Policy,
 }
 
 /// A gateway route, built: which requests it takes (host and prefix), and the room mounted there.
@@ -157,7 +160,8 @@ impl ProxyRooms {
         let relay = Forward::new(p.ca.as_deref(), dialer.clone(), parent.clone(), listener.upgrades.clone(), out)?;
         let tunnels = Tunnels::new(p, dialer.clone(), parent);
         let ftp = Ftp::forward(dialer, p.parent.as_ref().map(|p| p.authority.to_string()));
-        Ok(ProxyRooms { users, relay, tunnels, ftp, name: Arc::from(config::PROXY_ROUTE_NAME) })
+        let policy = Policy::new(p)?;
+        Ok(ProxyRooms { users, relay, tunnels, ftp, name: Arc::from(config::PROXY_ROUTE_NAME), policy })
     }
 }
 

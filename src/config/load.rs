@@ -144,6 +144,9 @@ struct RawListener {
     route: Vec<Spanned<RawRoute>>,
     via_name: Option<Spanned<String>>,
     upgrades: Option<Spanned<Vec<Spanned<String>>>>,
+    mode: Option<Spanned<String>>,
+    host_verify: Option<Spanned<bool>>,
+    spoof_source: Option<Spanned<bool>>,
 }
 
 #[derive(Deserialize)]
@@ -160,9 +163,34 @@ struct RawProxy {
     #[serde(default)]
     allow_targets: Vec<CidrField>,
     users: Option<Spanned<PathBuf>>,
-    parent: Option<ParentField>,
+    parent: Option<Spanned<ParentField>>,
     ca: Option<Spanned<PathBuf>>,
     max_tunnels: Option<Spanned<usize>>,
+    #[serde(default)]
+    allow_domains: Vec<Spanned<String>>,
+    #[serde(default)]
+    deny_domains: Vec<Spanned<String>>,
+    groups: Option<Spanned<PathBuf>>,
+    #[serde(default)]
+    rule: Vec<Spanned<RawRule>>,
+    max_requests_per_second: Option<Spanned<u32>>,
+    max_bytes_per_second: Option<Spanned<u64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRule {
+    #[serde(default)]
+    users: Vec<Spanned<String>>,
+    #[serde(default)]
+    groups: Vec<Spanned<String>>,
+    #[serde(default)]
+    allow_domains: Vec<Spanned<String>>,
+    #[serde(default)]
+    deny_domains: Vec<Spanned<String>>,
+    connect_ports: Option<Vec<Spanned<u16>>>,
+    max_requests_per_second: Option<Spanned<u32>>,
+    max_bytes_per_second: Option<Spanned<u64>>,
 }
 
 #[derive(Deserialize)]
@@ -343,7 +371,9 @@ impl Ctx<'_> {
         if !listen.tls && !certs.is_empty() {
             return Err(self.err(l.tls[0].span(), "[[listener.tls]] on a plain listener: use listen = \"https://...\""));
         }
+        let intercept = self.intercept(&l)?;
         let proxy = match l.proxy {
+            None if intercept.is_some() => Some(Proxy::default()),
             None => None,
             Some(p) => Some(self.proxy(p.into_inner())?),
         };
@@ -374,7 +404,80 @@ impl Ctx<'_> {
             None => Upgrades::default(),
         };
         let at = Some(self.at(l.listen.span()));
-        Ok(Listener { listen, certs, proxy, routes, via_name: l.via_name.map(|v| v.into_inner()), at, upgrades })
+        let via_name = l.via_name.map(|v| v.into_inner());
+        Ok(Listener { listen, certs, proxy, routes, via_name, at, upgrades, intercept })
+    }
+
+    /// `mode`, `host_verify` and `spoof_source`, and what an intercepting listener can't have (each refused at
+    /// its own line): TLS termination, routes, proxy authentication (users, rules) and a parent.
+    fn intercept(&self, l: &RawListener) -> Result<Option<Intercept>, ConfigError> {
+        let Some(mode) = &l.mode else {
+            for (key, span) in [
+                ("host_verify", l.host_verify.as_ref().map(|v| v.span())),
+                ("spoof_source", l.spoof_source.as_ref().map(|v| v.span())),
+            ] {
+                if let Some(span) = span {
+                    return Err(self.err(
+                        span,
+                        format!("{key} only applies to a listener with mode = \"intercept\" or \"tproxy\""),
+                    ));
+                }
+            }
+            return Ok(None);
+        };
+        let mode_span = mode.span();
+        let mode = InterceptMode::parse(mode.get_ref()).map_err(|e| self.err(mode_span.clone(), e))?;
+        let intercept = Intercept {
+            mode,
+            host_verify: l.host_verify.as_ref().map_or(DEFAULT_HOST_VERIFY, |v| *v.get_ref()),
+            spoof_source: l.spoof_source.as_ref().map_or(DEFAULT_SPOOF_SOURCE, |v| *v.get_ref()),
+        };
+        if let Some(v) = &l.spoof_source
+            && *v.get_ref()
+            && mode != InterceptMode::Tproxy
+        {
+            return Err(self.err(
+                v.span(),
+                "spoof_source needs mode = \"tproxy\": a REDIRECTed connection can't keep the client's address",
+            ));
+        }
+        let what = format!("mode = \"{}\"", mode.as_str());
+        if l.listen.get_ref().0.tls {
+            return Err(self.err(
+                mode_span,
+                format!("{what} on an https:// listener: intercepted TLS is spliced, never terminated; listen on a plain address"),
+            ));
+        }
+        if let Some(r) = l.route.first() {
+            return Err(self.err(
+                r.span(),
+                format!("[[listener.route]] on a listener with {what}: its requests go to their original destination"),
+            ));
+        }
+        if let Some(p) = &l.proxy {
+            let p = p.get_ref();
+            if let Some(u) = &p.users {
+                return Err(self.err(
+                    u.span(),
+                    format!("users on a listener with {what}: intercepted clients are not configured for a proxy and can't authenticate"),
+                ));
+            }
+            if let Some(r) = p.rule.first() {
+                return Err(self.err(
+                    r.span(),
+                    format!("[[listener.proxy.rule]] on a listener with {what}: rules match authenticated users, and intercepted clients can't authenticate"),
+                ));
+            }
+            if let Some(parent) = &p.parent {
+                return Err(self.err(
+                    parent.span(),
+                    format!(
+                        "parent on a listener with {what}: intercepted connections go to their original destination"
+                    ),
+                ));
+            }
+        }
+        Ok(Some(intercept))
     }
 
     /// An `upgrades` list: protocol tokens (`name` or `name/version`), never h2c, h2 or HTTP.
@@ -398,21 +501,109 @@ impl Ctx<'_> {
 
     fn proxy(&self, p: RawProxy) -> Result<Proxy, ConfigError> {
         let mut out = Proxy::default();
-        if let Some(ports) = p.connect_ports {
-            out.connect_ports = Vec::new();
-            for port in ports {
-                if *port.get_ref() == 0 {
-                    return Err(self.err(port.span(), "connect port 0"));
-                }
-                out.connect_ports.push(*port.get_ref());
-            }
+        if let Some(ports) = &p.connect_ports {
+            out.connect_ports = self.ports(ports)?;
         }
         out.allow_targets = p.allow_targets.into_iter().map(|c| c.0).collect();
-        out.users = p.users.as_ref().map(|u| self.users_file(u)).transpose()?;
-        out.parent = p.parent.map(|p| p.0);
+        let users = p.users.as_ref().map(|u| self.users_file(u)).transpose()?;
+        out.users = users.as_ref().map(|(path, _)| path.clone());
+        out.parent = p.parent.map(|p| p.into_inner().0);
         out.ca = p.ca.as_ref().map(|c| self.ca_bundle(c)).transpose()?;
         out.max_tunnels = self.positive(&p.max_tunnels, "max_tunnels", DEFAULT_MAX_TUNNELS)?;
+        out.allow_domains = self.domains(&p.allow_domains, "allow_domains")?;
+        out.deny_domains = self.domains(&p.deny_domains, "deny_domains")?;
+        out.rates = self.rates(&p.max_requests_per_second, &p.max_bytes_per_second)?;
+        let groups = p.groups.as_ref().map(|g| self.groups_file(g)).transpose()?;
+        out.groups = groups.as_ref().map(|(path, _)| path.clone());
+        for r in p.rule {
+            let span = r.span();
+            let rule = r.into_inner();
+            let Some((_, users)) = &users else {
+                return Err(self.err(
+                    span,
+                    "[[listener.proxy.rule]] needs users = \"FILE\" in [listener.proxy]: rules match authenticated users",
+                ));
+            };
+            out.rules.push(self.rule(rule, span, users, groups.as_ref().map(|(_, g)| g))?);
+        }
         Ok(out)
+    }
+
+    /// `allow_domains` / `deny_domains`: names and `*.suffix` patterns, each error at its own line.
+    fn domains(&self, list: &[Spanned<String>], key: &str) -> Result<Vec<DomainPattern>, ConfigError> {
+        list.iter()
+            .map(|d| DomainPattern::parse(d.get_ref()).map_err(|e| self.err(d.span(), format!("{key}: {e}"))))
+            .collect()
+    }
+
+    fn rates(&self, requests: &Option<Spanned<u32>>, bytes: &Option<Spanned<u64>>) -> Result<Rates, ConfigError> {
+        if let Some(r) = requests
+            && *r.get_ref() == 0
+        {
+            return Err(self.err(r.span(), "max_requests_per_second must be at least 1"));
+        }
+        if let Some(b) = bytes
+            && *b.get_ref() < MIN_BYTES_PER_SECOND
+        {
+            return Err(self.err(
+                b.span(),
+                format!(
+                    "max_bytes_per_second must be at least {MIN_BYTES_PER_SECOND}: slower, a request head could not \
+                     arrive within header_read_secs"
+                ),
+            ));
+        }
+        Ok(Rates {
+            requests_per_second: requests.as_ref().map(|r| *r.get_ref()),
+            bytes_per_second: bytes.as_ref().map(|b| *b.get_ref()),
+        })
+    }
+
+    /// One `[[listener.proxy.rule]]`: it names users of the users file, or groups of the groups file, or both.
+    fn rule(
+        &self,
+        r: RawRule,
+        span: Range<usize>,
+        users: &crate::http::htpasswd::Users,
+        groups: Option<&crate::http::groups::Groups>,
+    ) -> Result<ProxyRule, ConfigError> {
+        if r.users.is_empty() && r.groups.is_empty() {
+            return Err(self.err(span, "[[listener.proxy.rule]] names nobody: give it users = [...] or groups = [...]"));
+        }
+        let mut rule = ProxyRule { at: Some(self.at(span)), ..ProxyRule::default() };
+        for u in &r.users {
+            if !users.has_user(u.get_ref()) {
+                return Err(self.err(u.span(), format!("user {:?} is not in the users file", u.get_ref())));
+            }
+            rule.users.push(u.get_ref().clone());
+        }
+        for g in &r.groups {
+            let Some(groups) = groups else {
+                return Err(self.err(g.span(), "groups in a rule need groups = \"FILE\" in [listener.proxy]"));
+            };
+            if !groups.contains(g.get_ref()) {
+                return Err(self.err(g.span(), format!("group {:?} is not in the groups file", g.get_ref())));
+            }
+            rule.groups.push(g.get_ref().clone());
+        }
+        rule.allow_domains = self.domains(&r.allow_domains, "allow_domains")?;
+        rule.deny_domains = self.domains(&r.deny_domains, "deny_domains")?;
+        rule.connect_ports = match &r.connect_ports {
+            None => DEFAULT_CONNECT_PORTS.to_vec(),
+            Some(ports) => self.ports(ports)?,
+        };
+        rule.rates = self.rates(&r.max_requests_per_second, &r.max_bytes_per_second)?;
+        Ok(rule)
+    }
+
+    fn ports(&self, ports: &[Spanned<u16>]) -> Result<Vec<u16>, ConfigError> {
+        ports
+            .iter()
+            .map(|p| match *p.get_ref() {
+                0 => Err(self.err(p.span(), "connect port 0")),
+                n => Ok(n),
+            })
+            .collect()
     }
 
     fn route(&self, r: RawRoute) -> Result<Route, ConfigError> {
@@ -491,10 +682,19 @@ impl Ctx<'_> {
     }
 
     /// A users file that is readable and parses, so that `check` refuses what `run` could not load.
-    fn users_file(&self, p: &Spanned<PathBuf>) -> Result<PathBuf, ConfigError> {
+    fn users_file(&self, p: &Spanned<PathBuf>) -> Result<(PathBuf, crate::http::htpasswd::Users), ConfigError> {
         let path = self.file(p, "users file")?;
-        crate::http::htpasswd::Users::load(&path).map_err(|e| self.err(p.span(), format!("users file {e}")))?;
-        Ok(path)
+        let users =
+            crate::http::htpasswd::Users::load(&path).map_err(|e| self.err(p.span(), format!("users file {e}")))?;
+        Ok((path, users))
+    }
+
+    /// A groups file (Apache's AuthGroupFile) that is readable and parses.
+    fn groups_file(&self, p: &Spanned<PathBuf>) -> Result<(PathBuf, crate::http::groups::Groups), ConfigError> {
+        let path = self.file(p, "groups file")?;
+        let groups =
+            crate::http::groups::Groups::load(&path).map_err(|e| self.err(p.span(), format!("groups file {e}")))?;
+        Ok((path, groups))
     }
 
     /// A path (relative to the config file) that must be an existing directory.

@@ -3,6 +3,7 @@
 //! Defaults are `DEFAULT_*` constants next to the field they fill; docs/configuration.md lists them all.
 
 mod load;
+mod policy;
 mod prefix;
 mod target;
 
@@ -14,6 +15,10 @@ use ipnet::IpNet;
 
 pub use crate::error::{At, StartupError};
 pub use load::{load_file, load_str};
+pub use policy::{
+    DEFAULT_HOST_VERIFY, DEFAULT_SPOOF_SOURCE, DomainPattern, Intercept, InterceptMode, MIN_BYTES_PER_SECOND,
+    ProxyRule, Rates,
+};
 pub use prefix::Prefix;
 pub use target::{
     AppOptions, Authority, CgiTarget, FastCgiTarget, FtpTarget, HttpTarget, OptionError, ScgiTarget, Target,
@@ -203,6 +208,9 @@ pub struct Listener {
     /// Protocols its forward proxy may upgrade to, and its routes unless they say otherwise; default
     /// `["websocket"]` ([`Upgrades::default`]).
     pub upgrades: Upgrades,
+    /// Present: the listener takes connections the packet filter redirected to it (`mode`), and relays or
+    /// splices them to their original destination under its proxy's policy.
+    pub intercept: Option<Intercept>,
 }
 
 /// `ADDR`, `http://ADDR` or `https://ADDR`.
@@ -233,6 +241,16 @@ pub struct Proxy {
     pub parent: Option<Parent>,
     pub ca: Option<PathBuf>,
     pub max_tunnels: usize,
+    /// Not empty: only targets matching one of these names are served.
+    pub allow_domains: Vec<DomainPattern>,
+    /// Targets matching one of these are refused (deny wins over allow).
+    pub deny_domains: Vec<DomainPattern>,
+    /// Apache `AuthGroupFile` naming the groups rules may name.
+    pub groups: Option<PathBuf>,
+    /// Per-user rules, first match wins; its lists replace these for that request.
+    pub rules: Vec<ProxyRule>,
+    /// Per client address and per authenticated user.
+    pub rates: Rates,
 }
 
 impl Default for Proxy {
@@ -244,6 +262,11 @@ impl Default for Proxy {
             parent: None,
             ca: None,
             max_tunnels: DEFAULT_MAX_TUNNELS,
+            allow_domains: Vec::new(),
+            deny_domains: Vec::new(),
+            groups: None,
+            rules: Vec::new(),
+            rates: Rates::default(),
         }
     }
 }
@@ -328,6 +351,7 @@ impl Config {
             via_name: None,
             at: None,
             upgrades: Upgrades::default(),
+            intercept: None,
         })
     }
 
@@ -342,13 +366,24 @@ impl Config {
         let mut out = String::new();
         for l in &self.listeners {
             let mut roles = Vec::new();
-            if let Some(p) = &l.proxy {
+            if let Some(i) = &l.intercept {
+                let mut s = format!("{} (original destination", i.mode.as_str());
+                s.push_str(if i.host_verify { ", host_verify" } else { ", no host_verify" });
+                if i.spoof_source {
+                    s.push_str(", spoof_source");
+                }
+                s.push(')');
+                roles.push(s);
+            } else if let Some(p) = &l.proxy {
                 let mut s = String::from("forward proxy");
                 if p.users.is_some() {
                     s.push_str(" (auth)");
                 }
                 if let Some(parent) = &p.parent {
                     s.push_str(&format!(" via {}", parent.authority));
+                }
+                if !p.rules.is_empty() {
+                    s.push_str(&format!(" ({} rules)", p.rules.len()));
                 }
                 roles.push(s);
             }

@@ -24,6 +24,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::error::StartupError;
+use crate::limit::Throttled;
 use crate::upstream::{Outbound, OwnAddrs};
 use conn::{ConnIo, ConnShared};
 use listener::ListenerState;
@@ -253,12 +254,15 @@ pub async fn serve_http1<S>(
 {
     let shared = ConnShared::new();
     let timeouts = state.hop.timeouts;
-    let ctx = Arc::new(ConnCtx { listener: state, client: peer, shared: shared.clone(), tasks });
+    let throttle = state.throttle();
+    let ctx =
+        Arc::new(ConnCtx { listener: state, client: peer, shared: shared.clone(), tasks, throttle: throttle.clone() });
     let svc = service_fn(move |req| {
         let ctx = ctx.clone();
         async move { Ok::<_, Infallible>(service::handle(req, ctx).await) }
     });
-    let conn = http.serve_connection(TokioIo::new(ConnIo::new(stream, shared.clone())), svc).with_upgrades();
+    let io = ConnIo::new(Throttled::new(stream, throttle), shared.clone());
+    let conn = http.serve_connection(TokioIo::new(io), svc).with_upgrades();
     let graceful = |c: std::pin::Pin<&mut _>| http1::UpgradeableConnection::graceful_shutdown(c);
     conn::drive(conn, graceful, &shared, timeouts.header_read, timeouts.idle, peer, stop).await;
 }

@@ -16,6 +16,8 @@ use crate::error::{Error, Kind, Side};
 use crate::http::auth::{Busy, ClientKey};
 use crate::http::htpasswd::Outcome;
 use crate::http::{Body, pages};
+use crate::limit::Throttle;
+use crate::policy;
 use crate::route::{self, Picked, Room};
 use crate::upstream::UpstreamAddr;
 
@@ -25,13 +27,15 @@ pub struct ConnCtx {
     pub client: SocketAddr,
     pub shared: Arc<ConnShared>,
     pub tasks: TaskTracker,
+    /// The byte limits the connection is under, when its listener's policy has any: set per proxied request.
+    pub throttle: Option<Arc<Throttle>>,
 }
 
 pub async fn handle(req: Request<Incoming>, conn: Arc<ConnCtx>) -> Response<LoggedBody> {
     conn.shared.request_started();
     let mut record = Record::new(conn.client, &req, &conn.listener.log);
     let ctx = Ctx { client: conn.client, hop: &conn.listener.hop, tasks: &conn.tasks };
-    let mut resp = match serve(req, &ctx, &conn.listener, &conn.shared, &mut record).await {
+    let mut resp = match serve(req, &ctx, &conn, &mut record).await {
         Ok(resp) => resp,
         Err(e) => {
             let (target, reason) = (loggable_target(&record.target), e.kind().reason());
@@ -64,17 +68,31 @@ pub async fn handle(req: Request<Incoming>, conn: Arc<ConnCtx>) -> Response<Logg
 async fn serve(
     mut req: Request<Incoming>,
     ctx: &Ctx<'_>,
-    listener: &ListenerState,
-    shared: &ConnShared,
+    conn: &ConnCtx,
     record: &mut Record,
 ) -> Result<Response<Body>, Error> {
-    admit(&req, listener, shared)?;
+    let listener = &conn.listener;
+    admit(&req, listener, &conn.shared)?;
     // The one decision of the host this request is for: routing and every backend read its Host from here on.
     route::settle_host(&mut req)?;
     let route = listener.table.pick(&req, ctx.hop)?;
     record.route = Some(route.name().clone());
-    if let Some(proxy) = route.proxy() {
-        record.user = authorize(&req, proxy, ctx.client).await?;
+    match route.proxy() {
+        Some(proxy) => {
+            record.user = authorize(&req, proxy, ctx.client).await?;
+            // The proxy's policy, once the user is known: the target's name and port (403), the request rate
+            // (429), and the byte rate the connection is held to from now on.
+            let reach = Reach::of(&req, &route)?;
+            let grant = proxy.policy.admit(reach.target(), record.user.as_deref(), ctx.client.ip())?;
+            if let Some(t) = &conn.throttle {
+                t.set(grant.bandwidth);
+            }
+        }
+        None => {
+            if let Some(t) = &conn.throttle {
+                t.set(Vec::new());
+            }
+        }
     }
     // hyper keeps a slot the size of this future for every connection, idle or not, so the larger rooms are
     // boxed (allocated only while one of their requests runs); the relay stays inline (bench/profile massif).
@@ -87,6 +105,42 @@ async fn serve(
             Room::App(gw) => Box::pin(app::serve(req, ctx, gw)).await,
             Room::Ftp(ftp) => Box::pin(ftp::serve(req, ctx, ftp)).await,
         },
+    }
+}
+
+/// What a proxied request wants to reach, as the policy judges it.
+enum Reach {
+    /// `OPTIONS *`: the proxy itself.
+    Itself,
+    Host {
+        host: String,
+        port: u16,
+        connect: bool,
+    },
+}
+
+impl Reach {
+    /// An absolute-form target's host and port, a CONNECT's authority (read by the CONNECT room's own reader).
+    fn of<B>(req: &Request<B>, route: &Picked<'_>) -> Result<Reach, Error> {
+        if let Picked::Connect(_) = route {
+            let (host, port) = connect::target(req.uri())?;
+            return Ok(Reach::Host { host, port, connect: true });
+        }
+        let uri = req.uri();
+        let Some(host) = uri.host() else { return Ok(Reach::Itself) };
+        let default = match uri.scheme_str() {
+            Some("https") => 443,
+            Some("ftp") => 21,
+            _ => 80,
+        };
+        Ok(Reach::Host { host: host.to_owned(), port: uri.port_u16().unwrap_or(default), connect: false })
+    }
+
+    fn target(&self) -> policy::Target<'_> {
+        match self {
+            Reach::Itself => policy::Target::Itself,
+            Reach::Host { host, port, connect } => policy::Target::Host { host, port: *port, connect: *connect },
+        }
     }
 }
 
