@@ -3,6 +3,7 @@
 
 pub mod backend;
 pub mod cli;
+pub mod clienthello;
 pub mod config;
 pub mod date;
 pub mod error;

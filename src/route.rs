@@ -9,6 +9,7 @@ use http::{Method, Request, Version};
 
 use crate::backend::connect::Tunnels;
 use crate::backend::ftp::Ftp;
+use crate::backend::intercept::Intercept;
 use crate::backend::relay::{self, Forward};
 use crate::backend::{Hop, app};
 use crate::config::{self, Prefix, Target, host_key};
@@ -38,6 +39,8 @@ pub struct ProxyRooms {
     pub name: Arc<str>,
     /// Which targets its requests may reach, and how fast (judged in server::service after authentication).
     pub policy: Policy,
+    /// Present on an intercepting listener (`mode`): every connection goes to its original destination.
+    pub intercept: Option<Intercept>,
 }
 
 /// A gateway route, built: which requests it takes (host and prefix), and the room mounted there.
@@ -71,6 +74,8 @@ pub enum Picked<'a> {
     Ftp(&'a ProxyRooms),
     /// Origin-form matched a gateway route (a `[[listener.route]]`).
     Route(&'a Mount),
+    /// A request on an intercepting listener: to the connection's original destination.
+    Intercept(&'a ProxyRooms),
 }
 
 impl Table {
@@ -98,6 +103,18 @@ impl Table {
     /// Picks the room for `req`. Absolute-form and CONNECT go to the forward proxy (when this listener is one);
     /// origin-form is matched against the routes by Host and path prefix, most specific first.
     pub fn pick<'a, B>(&'a self, req: &Request<B>, hop: &Hop) -> Result<Picked<'a>, Error> {
+        if let Some(proxy) = self.proxy.as_ref().filter(|p| p.intercept.is_some()) {
+            // Intercepted clients think they talk to the origin; whatever their target says, the connection's
+            // original destination is where requests go. A CONNECT is only ever sent to a configured proxy.
+            if req.method() == Method::CONNECT {
+                return Err(Error::client(
+                    Kind::MethodNotAllowed,
+                    "CONNECT is not served on an intercepting listener: its connections go to their original destination",
+                )
+                .with_field(header::ALLOW, HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS, TRACE")));
+            }
+            return Ok(Picked::Intercept(proxy));
+        }
         if req.method() == Method::CONNECT {
             return match &self.proxy {
                 Some(proxy) => Ok(Picked::Connect(proxy)),
@@ -159,9 +176,14 @@ impl ProxyRooms {
         };
         let relay = Forward::new(p.ca.as_deref(), dialer.clone(), parent.clone(), listener.upgrades.clone(), out)?;
         let tunnels = Tunnels::new(p, dialer.clone(), parent);
+        let intercept = listener
+            .intercept
+            .as_ref()
+            .map(|i| Intercept::new(i, dialer.clone(), listener.upgrades.clone(), &out.timeouts));
         let ftp = Ftp::forward(dialer, p.parent.as_ref().map(|p| p.authority.to_string()));
         let policy = Policy::new(p)?;
-        Ok(ProxyRooms { users, relay, tunnels, ftp, name: Arc::from(config::PROXY_ROUTE_NAME), policy })
+        let name = if intercept.is_some() { config::INTERCEPT_ROUTE_NAME } else { config::PROXY_ROUTE_NAME };
+        Ok(ProxyRooms { users, relay, tunnels, ftp, name: Arc::from(name), policy, intercept })
     }
 }
 
@@ -271,7 +293,7 @@ impl Picked<'_> {
     /// The forward proxy this route goes through, if any: its users file guards it.
     pub fn proxy(&self) -> Option<&ProxyRooms> {
         match self {
-            Picked::Forward(p) | Picked::Connect(p) | Picked::Ftp(p) => Some(p),
+            Picked::Forward(p) | Picked::Connect(p) | Picked::Ftp(p) | Picked::Intercept(p) => Some(p),
             Picked::Route(_) => None,
         }
     }
@@ -279,7 +301,7 @@ impl Picked<'_> {
     /// The route's name, for the access log.
     pub fn name(&self) -> &Arc<str> {
         match self {
-            Picked::Forward(p) | Picked::Connect(p) | Picked::Ftp(p) => &p.name,
+            Picked::Forward(p) | Picked::Connect(p) | Picked::Ftp(p) | Picked::Intercept(p) => &p.name,
             Picked::Route(r) => &r.name,
         }
     }

@@ -9,6 +9,7 @@ pub mod cgi;
 pub mod connect;
 pub mod fastcgi;
 pub mod ftp;
+pub mod intercept;
 pub mod meta;
 pub mod relay;
 pub mod scgi;

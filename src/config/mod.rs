@@ -86,6 +86,9 @@ pub const MAX_ROUTE_NAME_BYTES: usize = 128;
 /// The name the forward proxy's requests carry in the access log (`route`), as a gateway route carries its `name`.
 pub const PROXY_ROUTE_NAME: &str = "proxy";
 
+/// The name an intercepting listener's requests and connections carry in the access log (`route`).
+pub const INTERCEPT_ROUTE_NAME: &str = "intercept";
+
 /// Everything one hopgate process serves.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {

@@ -93,6 +93,28 @@ impl AccessLogger {
         }
     }
 
+    /// The line of a connection that was no HTTP request (an intercepted TLS connection, spliced or refused):
+    /// written when `tunnel` ends, with its bytes each way, or now without one.
+    pub fn connection(self: &Arc<Self>, mut record: Record, tunnel: Option<tunnel::Watch>) {
+        if !self.enabled() {
+            return;
+        }
+        match tunnel {
+            Some(watch) => {
+                let log = self.clone();
+                watch.on_end(move |summary| {
+                    record.tunnel = Some(TunnelEnd { upgrade: None, summary });
+                    record.end(summary.down, true);
+                    log.write(Box::new(record));
+                });
+            }
+            None => {
+                record.end(0, true);
+                self.write(Box::new(record));
+            }
+        }
+    }
+
     /// Has the writer close and reopen the log file at its path (create, append) between two lines: lines written
     /// until then stay in the file as it was (renamed by logrotate, say), the next ones go to the new one. False
     /// when the log is no file (stdout, off): nothing to do.

@@ -2,6 +2,7 @@
 //! client, and on shutdown stops accepting and lets in-flight work finish for up to the drain time.
 
 pub mod conn;
+pub mod intercept;
 pub mod listener;
 pub mod log;
 pub mod service;
@@ -63,9 +64,13 @@ impl Server {
         let shared = listener::Shared { out, log: log.clone(), limits: config.limits, auth };
         let mut bound = Vec::new();
         for l in &config.listeners {
-            let cannot =
-                |e: io::Error| StartupError::at(l.at.as_ref(), format!("cannot listen on {}: {e}", l.listen.addr));
-            let tcp = bind_tcp(l.listen.addr).map_err(cannot)?;
+            // TPROXY hands over connections for any address: the listener must be IP_TRANSPARENT.
+            let transparent = l.intercept.is_some_and(|i| i.mode == crate::config::InterceptMode::Tproxy);
+            let cannot = |e: io::Error| {
+                let hint = if transparent { " (mode = \"tproxy\" needs CAP_NET_ADMIN for IP_TRANSPARENT)" } else { "" };
+                StartupError::at(l.at.as_ref(), format!("cannot listen on {}: {e}{hint}", l.listen.addr))
+            };
+            let tcp = bind_tcp(l.listen.addr, transparent).map_err(cannot)?;
             let local = tcp.local_addr().map_err(cannot)?;
             own.add(local);
             let state = listener::build(l, local, &shared).map_err(|e| e.context(format_args!("listener {local}")))?;
@@ -107,11 +112,17 @@ impl Server {
     }
 }
 
-fn bind_tcp(addr: SocketAddr) -> io::Result<TcpListener> {
+fn bind_tcp(addr: SocketAddr, transparent: bool) -> io::Result<TcpListener> {
     let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
     socket.set_reuse_address(true)?;
     if addr.is_ipv6() {
         socket.set_only_v6(true)?;
+    }
+    if transparent {
+        match addr {
+            SocketAddr::V4(_) => socket.set_ip_transparent_v4(true)?,
+            SocketAddr::V6(_) => socket.set_ip_transparent_v6(true)?,
+        }
     }
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
@@ -233,6 +244,10 @@ async fn serve_tcp(
     stop: watch::Receiver<bool>,
 ) {
     let _ = stream.set_nodelay(true);
+    if intercept::intercepting(&state) {
+        // Boxed, like TLS: the splice's state is for intercepting listeners only.
+        return Box::pin(intercept::serve(stream, peer, state, http, tasks, stop)).await;
+    }
     if let Some(acceptor) = state.acceptor.clone() {
         // Boxed: a task is as large as its largest state, and every plain connection would otherwise carry
         // the TLS and HTTP/2 states too (bench/profile massif).
@@ -252,11 +267,32 @@ pub async fn serve_http1<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    serve_http1_with(stream, peer, state, http, tasks, stop, None).await
+}
+
+/// [`serve_http1`] for a connection whose requests go to an intercepted connection's original destination.
+async fn serve_http1_with<S>(
+    stream: S,
+    peer: SocketAddr,
+    state: Arc<ListenerState>,
+    http: http1::Builder,
+    tasks: TaskTracker,
+    stop: watch::Receiver<bool>,
+    intercepted: Option<Arc<crate::backend::intercept::Intercepted>>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let shared = ConnShared::new();
     let timeouts = state.hop.timeouts;
     let throttle = state.throttle();
-    let ctx =
-        Arc::new(ConnCtx { listener: state, client: peer, shared: shared.clone(), tasks, throttle: throttle.clone() });
+    let ctx = Arc::new(ConnCtx {
+        listener: state,
+        client: peer,
+        shared: shared.clone(),
+        tasks,
+        throttle: throttle.clone(),
+        intercepted,
+    });
     let svc = service_fn(move |req| {
         let ctx = ctx.clone();
         async move { Ok::<_, Infallible>(service::handle(req, ctx).await) }

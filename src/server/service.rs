@@ -11,6 +11,7 @@ use tokio_util::task::TaskTracker;
 use super::conn::ConnShared;
 use super::listener::ListenerState;
 use super::log::{LoggedBody, Record, loggable_target};
+use crate::backend::intercept::{self, Intercepted};
 use crate::backend::{Ctx, app, connect, ftp, relay};
 use crate::error::{Error, Kind, Side};
 use crate::http::auth::{Busy, ClientKey};
@@ -29,6 +30,8 @@ pub struct ConnCtx {
     pub tasks: TaskTracker,
     /// The byte limits the connection is under, when its listener's policy has any: set per proxied request.
     pub throttle: Option<Arc<Throttle>>,
+    /// On an intercepting listener: where the client was going, and its relay there.
+    pub intercepted: Option<Arc<Intercepted>>,
 }
 
 pub async fn handle(req: Request<Incoming>, conn: Arc<ConnCtx>) -> Response<LoggedBody> {
@@ -82,7 +85,7 @@ async fn serve(
             record.user = authorize(&req, proxy, ctx.client).await?;
             // The proxy's policy, once the user is known: the target's name and port (403), the request rate
             // (429), and the byte rate the connection is held to from now on.
-            let reach = Reach::of(&req, &route)?;
+            let reach = Reach::of(&req, &route, conn.intercepted.as_deref())?;
             let grant = proxy.policy.admit(reach.target(), record.user.as_deref(), ctx.client.ip())?;
             if let Some(t) = &conn.throttle {
                 t.set(grant.bandwidth);
@@ -105,6 +108,10 @@ async fn serve(
             Room::App(gw) => Box::pin(app::serve(req, ctx, gw)).await,
             Room::Ftp(ftp) => Box::pin(ftp::serve(req, ctx, ftp)).await,
         },
+        Picked::Intercept(proxy) => match (&proxy.intercept, conn.intercepted.as_deref()) {
+            (Some(room), Some(c)) => Box::pin(intercept::serve(req, ctx, room, c)).await,
+            _ => Err(Error::local(Kind::Internal, "an intercepted request without its original destination")),
+        },
     }
 }
 
@@ -117,14 +124,24 @@ enum Reach {
         port: u16,
         connect: bool,
     },
+    /// An intercepted request without Host.
+    Unnamed,
 }
 
 impl Reach {
-    /// An absolute-form target's host and port, a CONNECT's authority (read by the CONNECT room's own reader).
-    fn of<B>(req: &Request<B>, route: &Picked<'_>) -> Result<Reach, Error> {
+    /// An absolute-form target's host and port, a CONNECT's authority (read by the CONNECT room's own reader), an
+    /// intercepted request's Host (route::settle_host made an absolute-form target's authority the Host).
+    fn of<B>(req: &Request<B>, route: &Picked<'_>, intercepted: Option<&Intercepted>) -> Result<Reach, Error> {
         if let Picked::Connect(_) = route {
             let (host, port) = connect::target(req.uri())?;
             return Ok(Reach::Host { host, port, connect: true });
+        }
+        if let Picked::Intercept(_) = route {
+            let port = intercepted.map_or(80, |c| c.original.port());
+            return Ok(match route::request_host(req) {
+                Some(host) if !host.is_empty() => Reach::Host { host, port, connect: false },
+                _ => Reach::Unnamed,
+            });
         }
         let uri = req.uri();
         let Some(host) = uri.host() else { return Ok(Reach::Itself) };
@@ -140,6 +157,7 @@ impl Reach {
         match self {
             Reach::Itself => policy::Target::Itself,
             Reach::Host { host, port, connect } => policy::Target::Host { host, port: *port, connect: *connect },
+            Reach::Unnamed => policy::Target::Unnamed,
         }
     }
 }

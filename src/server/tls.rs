@@ -200,8 +200,14 @@ async fn serve_http2<S>(
     let idle = state.hop.timeouts.idle;
     let max_header_list = u32::try_from(state.limits.max_head_bytes * 2).unwrap_or(u32::MAX);
     let throttle = state.throttle();
-    let ctx =
-        Arc::new(ConnCtx { listener: state, client: peer, shared: shared.clone(), tasks, throttle: throttle.clone() });
+    let ctx = Arc::new(ConnCtx {
+        listener: state,
+        client: peer,
+        shared: shared.clone(),
+        tasks,
+        throttle: throttle.clone(),
+        intercepted: None,
+    });
     let svc = service_fn(move |req| {
         let ctx = ctx.clone();
         async move { Ok::<_, Infallible>(service::handle(req, ctx).await) }

@@ -171,6 +171,21 @@ impl Netns {
         .expect("the binding thread")
     }
 
+    /// A TCP connection to `addr` made from inside this namespace.
+    pub fn connect(&self, addr: SocketAddr) -> std::net::TcpStream {
+        let path = self.path.clone();
+        std::thread::spawn(move || {
+            let ns = std::fs::File::open(&path).expect("open the namespace");
+            // SAFETY: setns on this thread only, with a namespace file descriptor that is open.
+            let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+            std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(10))
+                .unwrap_or_else(|e| panic!("connect to {addr} from {path}: {e}"))
+        })
+        .join()
+        .expect("the connecting thread")
+    }
+
     /// Moves interface `dev` (of the test's namespace) into this one.
     pub fn take(&self, dev: &str) {
         sh(&["ip", "link", "set", dev, "netns", &self.pid().to_string()]);
