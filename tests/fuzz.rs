@@ -267,4 +267,5 @@ targets!(
     config_load,
     config_values,
     url_paths,
+    client_hello,
 );

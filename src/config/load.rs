@@ -346,6 +346,7 @@ impl Ctx<'_> {
 
     fn listener(&self, l: RawListener, span: Range<usize>) -> Result<Listener, ConfigError> {
         let listen = l.listen.get_ref().0;
+        let intercept = self.intercept(&l)?;
         let mut certs = Vec::new();
         for c in &l.tls {
             let pair = CertPair {
@@ -371,7 +372,6 @@ impl Ctx<'_> {
         if !listen.tls && !certs.is_empty() {
             return Err(self.err(l.tls[0].span(), "[[listener.tls]] on a plain listener: use listen = \"https://...\""));
         }
-        let intercept = self.intercept(&l)?;
         let proxy = match l.proxy {
             None if intercept.is_some() => Some(Proxy::default()),
             None => None,
@@ -842,6 +842,91 @@ mod tests {
             .unwrap_err();
             assert_eq!(e.line(), 5, "{bad}: {e}");
             assert!(e.message.starts_with("route name") && e.message.contains(why), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn intercepting_listeners() {
+        let l = "[[listener]]\nlisten = \":1\"\n";
+        let c = load(&format!("{l}mode = \"intercept\"\n")).unwrap();
+        let i = c.listeners[0].intercept.unwrap();
+        assert_eq!((i.mode, i.host_verify, i.spoof_source), (InterceptMode::Redirect, true, false));
+        assert!(c.listeners[0].proxy.is_some(), "an intercepting listener's policy defaults to none");
+        assert!(c.summary().contains("intercept (original destination, host_verify)"), "{}", c.summary());
+        let c = load(&format!("{l}mode = \"tproxy\"\nspoof_source = true\nhost_verify = false\n")).unwrap();
+        let i = c.listeners[0].intercept.unwrap();
+        assert_eq!((i.mode, i.host_verify, i.spoof_source), (InterceptMode::Tproxy, false, true));
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("users"), "ann:{SHA}qUqP5cyxm6YcTAhz05Hph5gvu9M=\n").unwrap();
+        let load_in = |src: &str| load_str(src, "t.toml", dir.path());
+        for (src, line, words) in [
+            (format!("{l}mode = \"redirect\"\n"), 3, "expected \"intercept\""),
+            (format!("{l}host_verify = false\n[listener.proxy]\n"), 3, "host_verify only applies"),
+            (format!("{l}mode = \"intercept\"\nspoof_source = true\n"), 4, "spoof_source needs mode = \"tproxy\""),
+            ("[[listener]]\nlisten = \"https://:1\"\nmode = \"intercept\"\n".into(), 3, "spliced, never terminated"),
+            (format!("{l}mode = \"intercept\"\n[[listener.route]]\nto = \"http://a:1\"\n"), 4, "original destination"),
+            (format!("{l}mode = \"tproxy\"\n[listener.proxy]\nusers = \"users\"\n"), 5, "can't authenticate"),
+            (format!("{l}mode = \"tproxy\"\n[listener.proxy]\nparent = \"http://p:3128\"\n"), 5, "parent on"),
+        ] {
+            let e = load_in(&src).unwrap_err();
+            assert_eq!(e.line(), line, "{src}: {e}");
+            assert!(e.message.contains(words), "{src}: {e}");
+        }
+    }
+
+    #[test]
+    fn policies_and_rules() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("users"), "ann:{SHA}qUqP5cyxm6YcTAhz05Hph5gvu9M=\n").unwrap();
+        std::fs::write(dir.path().join("groups"), "staff: ann bob\n").unwrap();
+        let load_in = |src: &str| load_str(src, "t.toml", dir.path());
+        let p = "[[listener]]\nlisten = \":1\"\n[listener.proxy]\n";
+        let c = load_in(&format!(
+            "{p}users = \"users\"\ngroups = \"groups\"\nallow_domains = [\"*.A.example.\"]\n\
+             max_requests_per_second = 5\n[[listener.proxy.rule]]\ngroups = [\"staff\"]\nconnect_ports = [443, 8443]\n\
+             max_bytes_per_second = 2048\n"
+        ))
+        .unwrap();
+        let proxy = c.listeners[0].proxy.as_ref().unwrap();
+        assert_eq!(proxy.allow_domains, [DomainPattern::Under("a.example".into())]);
+        assert_eq!(proxy.rates, Rates { requests_per_second: Some(5), bytes_per_second: None });
+        let rule = &proxy.rules[0];
+        assert_eq!(
+            (rule.groups.as_slice(), rule.connect_ports.as_slice()),
+            (&["staff".to_string()][..], &[443, 8443][..])
+        );
+        assert_eq!(rule.rates.bytes_per_second, Some(2048));
+        assert_eq!(rule.at.as_ref().map(|a| a.line), Some(8));
+        for (src, line, words) in [
+            (
+                format!("{p}deny_domains = [\"ok.example\",\n\"a b\"]\n"),
+                5,
+                "deny_domains: \"a b\" is not a domain pattern",
+            ),
+            (format!("{p}[[listener.proxy.rule]]\nusers = [\"ann\"]\n"), 4, "needs users = \"FILE\""),
+            (format!("{p}users = \"users\"\n[[listener.proxy.rule]]\nallow_domains = [\"a\"]\n"), 5, "names nobody"),
+            (
+                format!("{p}users = \"users\"\n[[listener.proxy.rule]]\nusers = [\"ann\", \"zed\"]\n"),
+                6,
+                "user \"zed\" is not in",
+            ),
+            (
+                format!("{p}users = \"users\"\n[[listener.proxy.rule]]\ngroups = [\"staff\"]\n"),
+                6,
+                "need groups = \"FILE\"",
+            ),
+            (
+                format!("{p}users = \"users\"\ngroups = \"groups\"\n[[listener.proxy.rule]]\ngroups = [\"ops\"]\n"),
+                7,
+                "group \"ops\" is not in",
+            ),
+            (format!("{p}max_requests_per_second = 0\n"), 4, "at least 1"),
+            (format!("{p}max_bytes_per_second = 1000\n"), 4, "at least 1024"),
+            (format!("{p}groups = \"missing\"\n"), 4, "groups file"),
+        ] {
+            let e = load_in(&src).unwrap_err();
+            assert_eq!(e.line(), line, "{src}: {e}");
+            assert!(e.message.contains(words), "{src}: {e}");
         }
     }
 

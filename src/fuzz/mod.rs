@@ -15,6 +15,7 @@ mod ftp;
 mod http;
 mod json;
 pub mod mutate;
+mod tls;
 
 use std::borrow::Cow;
 
@@ -24,6 +25,7 @@ pub use app::{cgi_head, fastcgi_record, scgi_netstring};
 pub use config::{config_load, config_values};
 pub use ftp::{ftp_listing, ftp_reply, range, url_paths};
 pub use http::{content_length, host, htpasswd, http_fields, hyper_error_page};
+pub use tls::client_hello;
 
 /// One fuzz target: its name (the cargo-fuzz target, the corpus and dictionary names) and its entry function.
 pub struct Target {
@@ -55,6 +57,7 @@ pub const TARGETS: &[Target] = &[
     Target { name: "config_load", run: config_load, max_len: 4096 },
     Target { name: "config_values", run: config_values, max_len: 1024 },
     Target { name: "url_paths", run: url_paths, max_len: 1024 },
+    Target { name: "client_hello", run: client_hello, max_len: 4096 },
 ];
 
 /// The target called `name`.
