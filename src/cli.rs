@@ -261,6 +261,8 @@ impl Cli {
                 }
             },
             Some(Command::Proxy(p)) => Config::single(Listener {
+                // What an intercepting listener can't have is said first (an https:// one needs no certificate).
+                intercept: usage(p.intercept())?,
                 listen: p.listen,
                 certs: usage(p.tls.certs(&p.listen))?,
                 proxy: Some(Proxy {
@@ -285,7 +287,6 @@ impl Cli {
                 via_name: None,
                 at: None,
                 upgrades: config::Upgrades::default(),
-                intercept: usage(p.intercept())?,
             }),
             Some(Command::Tunnel(_)) => Config::embedded_default(),
             Some(Command::Gateway(g)) => Config::single(Listener {

@@ -9,7 +9,8 @@
 //! The client's default route is the gateway; its /etc/hosts (the test's own) names origin.test and
 //! www.blocked.test 10.18.2.2, other.test 10.18.2.3 (where nothing is). On the gateway, NAT REDIRECT sends ports
 //! 80/443 to an `intercept` listener (deny list), 81/444 to one with `host_verify = false` and an allow list, and
-//! TPROXY sends 82/445 to a `tproxy` listener with `spoof_source`. curl verifies the origin's certificate itself
+//! TPROXY sends 82/445 to a `tproxy` listener with `spoof_source`; on the gateway itself, connections of user 65534
+//! to ports 80/443 are REDIRECTed to the `intercept` listener (hopgate, root, is left alone). curl verifies the origin's certificate itself
 //! (`--cacert`, never `-k`): hopgate splices TLS and never decrypts it.
 
 mod support;
@@ -58,6 +59,10 @@ table ip hopgate_test {
     type nat hook prerouting priority dstnat; policy accept;
     iifname \"cl0\" tcp dport { 80, 443 } redirect to :3129
     iifname \"cl0\" tcp dport { 81, 444 } redirect to :3131
+  }
+  chain nat_output {
+    type nat hook output priority -100; policy accept;
+    meta skuid 65534 tcp dport { 80, 443 } redirect to :3129
   }
   chain mangle_prerouting {
     type filter hook prerouting priority mangle; policy accept;
@@ -366,4 +371,24 @@ fn a_connection_to_the_listener_itself_is_a_loop() {
             .contains("\"CONNECT origin.test:3129 HTTP/1.1\" 508")),
         "{stdout}"
     );
+}
+
+#[test]
+fn this_hosts_own_traffic_is_intercepted_for_its_user() {
+    if !isolated("this_hosts_own_traffic_is_intercepted_for_its_user") {
+        return;
+    }
+    let lab = Lab::new();
+    // curl as user 65534 on the gateway: the output hook's rule sends it to hopgate, whose own upstream
+    // connection (root's) goes out untouched.
+    let out = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "curl", "-s", "-S", "-i", "--noproxy", "*"])
+        .args(["--max-time", "20", "http://origin.test/local"])
+        .output()
+        .expect("setpriv (util-linux) runs curl");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("\r\nvia: 1.1 gw\r\n") && text.ends_with("hello from the origin\n"), "{text}");
+    assert_eq!(lab.http.last().target, "/local");
+    assert_eq!(lab.http.last().header("via"), Some("1.1 gw"));
 }

@@ -386,7 +386,8 @@ impl Config {
                     s.push_str(&format!(" via {}", parent.authority));
                 }
                 if !p.rules.is_empty() {
-                    s.push_str(&format!(" ({} rules)", p.rules.len()));
+                    let n = p.rules.len();
+                    s.push_str(&format!(" ({n} rule{})", if n == 1 { "" } else { "s" }));
                 }
                 roles.push(s);
             }
