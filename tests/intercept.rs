@@ -29,11 +29,20 @@ use support::{Curl, Hopgate, curl_full_with, find, wait_until};
 const GATEWAY: &str = "10.18.0.1";
 const CLIENT: &str = "10.18.0.2";
 const SERVER: &str = "10.18.2.2";
+const CLIENT6: &str = "fd18::2";
+const SERVER6: &str = "fd18:2::2";
 
 const CONFIG: &str = "\
 access_log = \"stdout\"
 [[listener]]
 listen = \"0.0.0.0:3129\"
+mode = \"intercept\"
+via_name = \"gw\"
+[listener.proxy]
+deny_domains = [\"*.blocked.test\"]
+
+[[listener]]
+listen = \"[::]:3129\"
 mode = \"intercept\"
 via_name = \"gw\"
 [listener.proxy]
@@ -70,6 +79,12 @@ table ip hopgate_test {
     iifname \"cl0\" tcp dport { 82, 445 } tproxy to :3130 meta mark set 1 accept
   }
 }
+table ip6 hopgate_test6 {
+  chain nat_prerouting {
+    type nat hook prerouting priority dstnat; policy accept;
+    iifname \"cl0\" tcp dport { 80, 443 } redirect to :3129
+  }
+}
 ";
 
 /// The three namespaces, the origins in the server's, and hopgate on the gateway.
@@ -87,7 +102,8 @@ struct Lab {
 
 impl Lab {
     fn new() -> Lab {
-        let hosts = hosts(&[(SERVER, "origin.test www.blocked.test"), ("10.18.2.3", "other.test")]);
+        let hosts =
+            hosts(&[(SERVER, "origin.test www.blocked.test"), ("10.18.2.3", "other.test"), (SERVER6, "origin6.test")]);
         let client = Netns::new();
         let server = Netns::new();
         sh(&["ip", "link", "add", "cl0", "type", "veth", "peer", "name", "cl1"]);
@@ -96,21 +112,29 @@ impl Lab {
         server.take("sv1");
         sh(&["ip", "addr", "add", &format!("{GATEWAY}/24"), "dev", "cl0"]);
         sh(&["ip", "addr", "add", "10.18.2.1/24", "dev", "sv0"]);
+        // IPv6 beside IPv4 (nodad: usable at once).
+        sh(&["ip", "-6", "addr", "add", "fd18::1/64", "dev", "cl0", "nodad"]);
+        sh(&["ip", "-6", "addr", "add", "fd18:2::1/64", "dev", "sv0", "nodad"]);
         sh(&["ip", "link", "set", "cl0", "up"]);
         sh(&["ip", "link", "set", "sv0", "up"]);
         client.run(&["ip", "addr", "add", &format!("{CLIENT}/24"), "dev", "cl1"]);
         client.run(&["ip", "link", "set", "cl1", "up"]);
         client.run(&["ip", "route", "add", "default", "via", GATEWAY]);
+        client.run(&["ip", "-6", "addr", "add", &format!("{CLIENT6}/64"), "dev", "cl1", "nodad"]);
+        client.run(&["ip", "-6", "route", "add", "default", "via", "fd18::1"]);
         server.run(&["ip", "addr", "add", &format!("{SERVER}/24"), "dev", "sv1"]);
         server.run(&["ip", "link", "set", "sv1", "up"]);
         server.run(&["ip", "route", "add", "default", "via", "10.18.2.1"]);
+        server.run(&["ip", "-6", "addr", "add", &format!("{SERVER6}/64"), "dev", "sv1", "nodad"]);
+        server.run(&["ip", "-6", "route", "add", "default", "via", "fd18:2::1"]);
         // TPROXY: marked packets (for a transparent socket) are delivered here, whatever their destination.
         sh(&["ip", "rule", "add", "fwmark", "1", "lookup", "100"]);
         sh(&["ip", "route", "add", "local", "0.0.0.0/0", "dev", "lo", "table", "100"]);
         nft(RULES);
 
         let pki = Pki::new();
-        let pair = pki.leaf_with_ips("origin", &["origin.test", "www.blocked.test"], &[SERVER]);
+        let pair =
+            pki.leaf_with_ips("origin", &["origin.test", "www.blocked.test", "origin6.test"], &[SERVER, SERVER6]);
         let at = |port: u16| SocketAddr::new(SERVER.parse().unwrap(), port);
         let http_listener = server.bind(at(80));
         let second = server.bind(at(81));
@@ -137,8 +161,22 @@ impl Lab {
                 respond(&mut s, "HTTP/1.1 200 OK", &[], format!("connected from {peer}\n").as_bytes());
             }
         });
-        let tls =
+        let mut tls: Vec<TlsOrigin> =
             [443, 444, 445].map(|port| TlsOrigin::start_on(server.bind(at(port)), &pair, "hello over TLS\n")).into();
+        // Over IPv6: port 80 answers as port 80 does, 443 is the fourth TLS origin.
+        let seen = http.seen.clone();
+        raw_on(server.bind(SocketAddr::new(SERVER6.parse().unwrap(), 80)), move |mut s| {
+            if let Some(head) = read_head(&mut s) {
+                seen.lock().unwrap().push(support::origin::Seen {
+                    head: head.clone(),
+                    headers: support::parse_fields(head.split("\r\n").skip(1)),
+                    ..Default::default()
+                });
+                respond(&mut s, "HTTP/1.1 200 OK", &[], b"hello over IPv6\n");
+            }
+        });
+        let six = server.bind(SocketAddr::new(SERVER6.parse().unwrap(), 443));
+        tls.push(TlsOrigin::start_on(six, &pair, "hello over TLS\n"));
         let hg = Hopgate::start_config(CONFIG);
         Lab { client, _server: server, _hosts: hosts, pki, http, tls, hg }
     }
@@ -391,4 +429,25 @@ fn this_hosts_own_traffic_is_intercepted_for_its_user() {
     assert!(text.contains("\r\nvia: 1.1 gw\r\n") && text.ends_with("hello from the origin\n"), "{text}");
     assert_eq!(lab.http.last().target, "/local");
     assert_eq!(lab.http.last().header("via"), Some("1.1 gw"));
+}
+
+#[test]
+fn ipv6_connections_are_intercepted_too() {
+    if !isolated("ipv6_connections_are_intercepted_too") {
+        return;
+    }
+    let lab = Lab::new();
+    // IP6T_SO_ORIGINAL_DST names the original destination.
+    let r = lab.curl(&["-6", "http://origin6.test/six"]);
+    assert_eq!((r.code, r.text().as_str()), (200, "hello over IPv6\n"), "{}", r.stderr);
+    assert_eq!(r.header("via").as_deref(), Some("1.1 gw"));
+    assert_eq!(lab.http.last().header("host"), Some("origin6.test"));
+    let line = lab.hg.stdout_line("\"GET /six HTTP/1.1\" 200");
+    assert!(line.contains(&format!(" [{CLIENT6}]:")) && line.ends_with(&format!(" [{SERVER6}]:80")), "{line}");
+    let r = lab.curl(&["-6", "https://origin6.test/"]);
+    assert_eq!((r.code, r.text().as_str()), (200, "hello over TLS\n"), "{}", r.stderr);
+    assert_eq!(lab.tls[3].last().sni.as_deref(), Some("origin6.test"));
+    lab.hg.stdout_line("\"CONNECT origin6.test:443 HTTP/1.1\" 200");
+    let r = lab.curl(&["-6", "--resolve", &format!("www.blocked.test:443:[{SERVER6}]"), "https://www.blocked.test/"]);
+    assert!(r.stderr.contains("alert access denied"), "{}", r.stderr);
 }

@@ -347,16 +347,21 @@ fn pattern(len: usize) -> Vec<u8> {
 }
 
 #[test]
-fn a_bandwidth_limit_slows_relayed_and_tunnelled_transfers_to_its_rate() {
-    if !isolated("a_bandwidth_limit_slows_relayed_and_tunnelled_transfers_to_its_rate") {
+fn a_bandwidth_limit_slows_transfers_each_way_to_its_rate() {
+    if !isolated("a_bandwidth_limit_slows_transfers_each_way_to_its_rate") {
         return;
     }
     const RATE: f64 = 256_000.0;
     const RELAYED: usize = 1_024_000;
     const TUNNELLED: usize = 512_000;
+    const UPLOADED: usize = 512_000;
     let body = pattern(RELAYED);
     let origin = Origin::start(move |_, s| {
         respond(s, "HTTP/1.1 200 OK", &[], &body);
+        Next::Close
+    });
+    let sink = Origin::start(|seen, s| {
+        respond(s, "HTTP/1.1 200 OK", &[], seen.body.len().to_string().as_bytes());
         Next::Close
     });
     let source = raw(|mut s| {
@@ -385,12 +390,30 @@ fn a_bandwidth_limit_slows_relayed_and_tunnelled_transfers_to_its_rate() {
     let (got, secs) = read_all_timed(&mut tunnel, start);
     assert!(got == pattern(TUNNELLED), "the whole stream: {} bytes", got.len());
     let tunnelled = (got.len() + head.len()) as f64 / secs;
-    println!(
-        "max_bytes_per_second = {RATE}: relayed {RELAYED} bytes at {relayed:.0} B/s ({:+.1}%), tunnelled {TUNNELLED} at {tunnelled:.0} B/s ({:+.1}%)",
-        (relayed / RATE - 1.0) * 100.0,
-        (tunnelled / RATE - 1.0) * 100.0
+    // Uploaded: a request body read from the client at the rate. From another address: 127.0.0.1's bucket for
+    // this direction has been unused for seconds and holds one second of the rate, which would pass at once.
+    sh_addr("127.0.0.2");
+    let mut c = connect_from("127.0.0.2", hg.addr);
+    c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let head = format!(
+        "POST {} HTTP/1.1\r\nHost: x\r\nContent-Length: {UPLOADED}\r\nConnection: close\r\n\r\n",
+        sink.url("/")
     );
-    for (what, rate) in [("relayed", relayed), ("tunnelled", tunnelled)] {
+    let start = Instant::now();
+    c.write_all(head.as_bytes()).unwrap();
+    c.write_all(&pattern(UPLOADED)).unwrap();
+    let (got, secs) = read_all_timed(&mut c, start);
+    assert!(got.ends_with(format!("\r\n\r\n{UPLOADED}").as_bytes()), "{}", String::from_utf8_lossy(&got));
+    assert!(sink.last().body == pattern(UPLOADED), "the whole body reached the origin");
+    let uploaded = (UPLOADED + head.len()) as f64 / secs;
+    println!(
+        "max_bytes_per_second = {RATE}: relayed {RELAYED} bytes at {relayed:.0} B/s ({:+.1}%), tunnelled {TUNNELLED} at \
+         {tunnelled:.0} B/s ({:+.1}%), uploaded {UPLOADED} at {uploaded:.0} B/s ({:+.1}%)",
+        (relayed / RATE - 1.0) * 100.0,
+        (tunnelled / RATE - 1.0) * 100.0,
+        (uploaded / RATE - 1.0) * 100.0
+    );
+    for (what, rate) in [("relayed", relayed), ("tunnelled", tunnelled), ("uploaded", uploaded)] {
         assert!((rate / RATE - 1.0).abs() < 0.10, "{what}: {rate:.0} B/s is not within 10% of {RATE}");
     }
 }
