@@ -159,7 +159,7 @@ struct RawCert {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawProxy {
-    connect_ports: Option<Vec<Spanned<u16>>>,
+    connect_ports: Option<Spanned<Vec<Spanned<u16>>>>,
     #[serde(default)]
     allow_targets: Vec<CidrField>,
     users: Option<Spanned<PathBuf>>,
@@ -476,6 +476,20 @@ impl Ctx<'_> {
                     ),
                 ));
             }
+            // Keys of what an intercepting listener never does: CONNECT, absolute-form https://, rules.
+            for (key, span) in [
+                ("connect_ports", p.connect_ports.as_ref().map(|v| v.span())),
+                ("max_tunnels", p.max_tunnels.as_ref().map(|v| v.span())),
+                ("ca", p.ca.as_ref().map(|v| v.span())),
+                ("groups", p.groups.as_ref().map(|v| v.span())),
+            ] {
+                if let Some(span) = span {
+                    return Err(self.err(
+                        span,
+                        format!("{key} does not apply to a listener with {what}: it never serves CONNECT, https:// targets or rules"),
+                    ));
+                }
+            }
         }
         Ok(Some(intercept))
     }
@@ -502,7 +516,7 @@ impl Ctx<'_> {
     fn proxy(&self, p: RawProxy) -> Result<Proxy, ConfigError> {
         let mut out = Proxy::default();
         if let Some(ports) = &p.connect_ports {
-            out.connect_ports = self.ports(ports)?;
+            out.connect_ports = self.ports(ports.get_ref())?;
         }
         out.allow_targets = p.allow_targets.into_iter().map(|c| c.0).collect();
         let users = p.users.as_ref().map(|u| self.users_file(u)).transpose()?;
@@ -867,6 +881,12 @@ mod tests {
             (format!("{l}mode = \"intercept\"\n[[listener.route]]\nto = \"http://a:1\"\n"), 4, "original destination"),
             (format!("{l}mode = \"tproxy\"\n[listener.proxy]\nusers = \"users\"\n"), 5, "can't authenticate"),
             (format!("{l}mode = \"tproxy\"\n[listener.proxy]\nparent = \"http://p:3128\"\n"), 5, "parent on"),
+            (
+                format!("{l}mode = \"intercept\"\n[listener.proxy]\nconnect_ports = [\n443]\n"),
+                5,
+                "connect_ports does not",
+            ),
+            (format!("{l}mode = \"intercept\"\n[listener.proxy]\nmax_tunnels = 1\n"), 5, "max_tunnels does not"),
         ] {
             let e = load_in(&src).unwrap_err();
             assert_eq!(e.line(), line, "{src}: {e}");
