@@ -185,6 +185,12 @@ impl Policy {
         Ok(Policy { base, rules, rates, addresses, users: user_table(rates), limits_bytes })
     }
 
+    /// Whether the policy judges nothing but CONNECT ports (no lists, rules or rates): then only a CONNECT needs
+    /// [`Policy::admit`], and other requests skip it at no cost.
+    pub fn only_ports(&self) -> bool {
+        self.base.allow.is_empty() && self.base.deny.is_empty() && self.rules.is_empty() && self.rates.is_none()
+    }
+
     /// Whether any request may come under a byte limit (then client connections are wrapped in a throttle).
     pub fn limits_bytes(&self) -> bool {
         self.limits_bytes
@@ -277,18 +283,8 @@ impl Lists {
             }
             Target::Host { host, port, connect } => (host, port, connect),
         };
-        let name = host_key(host);
-        if let Some(p) = self.deny.matching(&name) {
-            return Err(Error::client(
-                Kind::TargetForbidden,
-                format!("{name} is refused by deny_domains \"{p}\" of {}", self.label),
-            ));
-        }
-        if !self.allow.is_empty() && self.allow.matching(&name).is_none() {
-            return Err(Error::client(
-                Kind::TargetForbidden,
-                format!("{name} matches no allow_domains pattern ({}) of {}", self.allow, self.label),
-            ));
+        if !(self.allow.is_empty() && self.deny.is_empty()) {
+            self.judge_name(&host_key(host))?;
         }
         if connect && !self.connect_ports.contains(&port) {
             let allowed = self.connect_ports.iter().map(u16::to_string).collect::<Vec<_>>().join(", ");
@@ -297,6 +293,22 @@ impl Lists {
                 why.push_str(&format!(" by {}", self.label));
             }
             return Err(Error::client(Kind::TargetForbidden, why));
+        }
+        Ok(())
+    }
+
+    fn judge_name(&self, name: &str) -> Result<(), Error> {
+        if let Some(p) = self.deny.matching(name) {
+            return Err(Error::client(
+                Kind::TargetForbidden,
+                format!("{name} is refused by deny_domains \"{p}\" of {}", self.label),
+            ));
+        }
+        if !self.allow.is_empty() && self.allow.matching(name).is_none() {
+            return Err(Error::client(
+                Kind::TargetForbidden,
+                format!("{name} matches no allow_domains pattern ({}) of {}", self.allow, self.label),
+            ));
         }
         Ok(())
     }

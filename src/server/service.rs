@@ -84,11 +84,14 @@ async fn serve(
         Some(proxy) => {
             record.user = authorize(&req, proxy, ctx.client).await?;
             // The proxy's policy, once the user is known: the target's name and port (403), the request rate
-            // (429), and the byte rate the connection is held to from now on.
-            let reach = Reach::of(&req, &route, conn.intercepted.as_deref())?;
-            let grant = proxy.policy.admit(reach.target(), record.user.as_deref(), ctx.client.ip())?;
-            if let Some(t) = &conn.throttle {
-                t.set(grant.bandwidth);
+            // (429), and the byte rate the connection is held to from now on. Without lists, rules or rates only
+            // a CONNECT has something to be judged by (its port).
+            if !proxy.policy.only_ports() || matches!(route, Picked::Connect(_)) {
+                let reach = Reach::of(&req, &route, conn.intercepted.as_deref())?;
+                let grant = proxy.policy.admit(reach.target(), record.user.as_deref(), ctx.client.ip())?;
+                if let Some(t) = &conn.throttle {
+                    t.set(grant.bandwidth);
+                }
             }
         }
         None => {
