@@ -284,7 +284,12 @@ impl Lists {
             Target::Host { host, port, connect } => (host, port, connect),
         };
         if !(self.allow.is_empty() && self.deny.is_empty()) {
-            self.judge_name(&host_key(host))?;
+            let mut name = host_key(host);
+            // An address in its one written form, as exact entries keep it (`[0:0::1]` is `::1`).
+            if let Ok(ip) = name.parse::<IpAddr>() {
+                name = ip.to_string();
+            }
+            self.judge_name(&name)?;
         }
         if connect && !self.connect_ports.contains(&port) {
             let allowed = self.connect_ports.iter().map(u16::to_string).collect::<Vec<_>>().join(", ");
@@ -361,6 +366,8 @@ mod tests {
         assert_eq!(e.detail(), "example matches no allow_domains pattern (\"*.example\") of [listener.proxy]");
         assert!(p.admit(Target::Unnamed, None, ip).is_err(), "no name under an allow list");
         assert!(p.admit(Target::Itself, None, ip).is_ok());
+        let by_address = policy("[[listener]]\nlisten = \":1\"\n[listener.proxy]\ndeny_domains = [\"[::1]\"]\n");
+        assert!(by_address.admit(host("[0:0::1]"), None, ip).is_err(), "an address in another written form");
         let deny_only = policy("[[listener]]\nlisten = \":1\"\n[listener.proxy]\ndeny_domains = [\"*.x\"]\n");
         assert!(deny_only.admit(Target::Unnamed, None, ip).is_ok(), "no name under a deny list");
     }
