@@ -11,6 +11,9 @@
 - hyper_error_page: hyper's bodyless 400/414/431 as it writes them;
 - proxy_protocol: the PROXY headers HAProxy sends (send-proxy, send-proxy-v2 with its TLVs: TLS details, unique
   ID, CRC32C; the LOCAL header of its health checks), over IPv4 and IPv6, each followed by the request it relayed.
+- client_hello: the ClientHellos curl, openssl s_client (TLS 1.2, 1.3, no SNI) and Python's ssl send (recorded
+  by a listener here), and each of them cut into several records;
+- htpasswd also gets an Apache groups file (the target reads both formats).
 
 Run from the repository root with Debian's python3 (it has pyftpdlib): `/usr/bin/python3 fuzz/seeds.py`. Needs the
 packages .ci/run installs and a built target/release/hopgate. Existing seed files of the same name are replaced;
@@ -575,7 +578,8 @@ def configs():
             with open(os.path.join(ROOT, "examples", name), "rb") as f:
                 text = f.read()
             save("config_load", name, text)
-            values = re.findall(rb'(?:listen|to|parent|path|host|via_name) = "([^"]*)"', text)
+            values = re.findall(rb'(?:listen|to|parent|path|host|via_name|mode) = "([^"]*)"', text)
+            values += re.findall(rb'"(\*?\.?[a-z0-9.-]+)"', b"".join(re.findall(rb'_domains = \[([^]]*)\]', text)))
             if values:
                 save("config_values", name, b"\n".join(values))
     save("config_values", "cli-forms", "\n".join([
@@ -704,6 +708,85 @@ backend checks
         raise SystemExit(f"haproxy sent nothing to {missing}")
 
 
+def read_hello(conn):
+    """The ClientHello's records as a client sent them (reassembled by their lengths)."""
+    conn.settimeout(5)
+    data = b""
+    need = None
+    while True:
+        if len(data) >= 9 and need is None:
+            need = 4 + int.from_bytes(data[6:9], "big")
+        got, pos = 0, 0
+        while pos + 5 <= len(data):
+            n = int.from_bytes(data[pos + 3:pos + 5], "big")
+            if pos + 5 + n > len(data):
+                break
+            got += n
+            pos += 5 + n
+        if need is not None and got >= need:
+            return data[:pos]
+        chunk = conn.recv(65536)
+        if not chunk:
+            return data
+        data += chunk
+
+
+def reframe(records, size):
+    """The same handshake bytes in records of at most `size` bytes."""
+    msg, pos = b"", 0
+    while pos + 5 <= len(records):
+        n = int.from_bytes(records[pos + 3:pos + 5], "big")
+        msg += records[pos + 5:pos + 5 + n]
+        pos += 5 + n
+    version = records[1:3]
+    return b"".join(b"\x16" + version + len(msg[i:i + size]).to_bytes(2, "big") + msg[i:i + size]
+                    for i in range(0, len(msg), size))
+
+
+def client_hellos():
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(8)
+    port = srv.getsockname()[1]
+    got = {}
+
+    def accept(name):
+        conn, _ = srv.accept()
+        try:
+            got[name] = read_hello(conn)
+        finally:
+            conn.close()
+
+    clients = [
+        ("curl", ["curl", "-s", "--max-time", "5", "--resolve", f"www.example.com:{port}:127.0.0.1",
+                  f"https://www.example.com:{port}/"]),
+        ("openssl-tls13", ["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-servername", "a.example.org",
+                           "-tls1_3"]),
+        ("openssl-tls12", ["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-servername", "b.example.net",
+                           "-tls1_2"]),
+        ("openssl-no-sni", ["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-noservername"]),
+        ("python", [sys.executable, "-c",
+                    "import socket,ssl;s=socket.create_connection(('127.0.0.1',%d));"
+                    "ssl.create_default_context().wrap_socket(s,server_hostname='py.example')" % port]),
+    ]
+    for name, args in clients:
+        t = threading.Thread(target=accept, args=(name,))
+        t.start()
+        p = spawn(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        t.join(10)
+        stop(p)
+    srv.close()
+    for name, hello in got.items():
+        save("client_hello", name, hello)
+        save("client_hello", f"{name}-records-of-100", reframe(hello, 100))
+    if "curl" in got:
+        save("client_hello", "curl-records-of-7", reframe(got["curl"], 7))
+
+
+def groups():
+    save("htpasswd", "groups", "# Apache AuthGroupFile\nstaff: ann bob\nadmins:carl\nstaff: dan\r\n\nempty:\n")
+
+
 def main():
     if not os.path.exists(HOPGATE):
         raise SystemExit("build hopgate first: cargo build --release")
@@ -718,6 +801,8 @@ def main():
         configs()
         hyper_errors()
         proxy_headers()
+        client_hellos()
+        groups()
     finally:
         for p in started:
             stop(p)

@@ -137,8 +137,59 @@ pub struct ProxyArgs {
     /// Extra CA bundle (PEM) trusted for https:// targets; the system roots are always trusted
     #[arg(long, value_name = "PEM")]
     pub ca: Option<PathBuf>,
+    /// Serve only targets matching NAME or *.SUFFIX (repeatable); others get 403
+    #[arg(long = "allow-domain", value_name = "PATTERN", value_parser = config::DomainPattern::parse)]
+    pub allow_domains: Vec<config::DomainPattern>,
+    /// Refuse targets matching NAME or *.SUFFIX (repeatable): 403; deny wins over allow
+    #[arg(long = "deny-domain", value_name = "PATTERN", value_parser = config::DomainPattern::parse)]
+    pub deny_domains: Vec<config::DomainPattern>,
+    /// Requests per second per client address and per user; past it 429 with Retry-After
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_requests_per_second: Option<u32>,
+    /// Bytes per second each way per client address and per user; past it transfers are slowed [at least 1024]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(config::MIN_BYTES_PER_SECOND..))]
+    pub max_bytes_per_second: Option<u64>,
+    /// Take connections the packet filter REDIRECTed here (SO_ORIGINAL_DST): plain HTTP is relayed and TLS
+    /// spliced to the original destination (docs/intercept.md)
+    #[arg(long, conflicts_with = "tproxy")]
+    pub intercept: bool,
+    /// Like --intercept, for TPROXY rules: the listener is IP_TRANSPARENT, the original destination its local address
+    #[arg(long)]
+    pub tproxy: bool,
+    /// With --tproxy: connect upstream from the client's own address
+    #[arg(long, requires = "tproxy")]
+    pub spoof_source: bool,
+    /// With --intercept or --tproxy: relay requests whose Host does not resolve to the original destination
+    /// instead of answering 409
+    #[arg(long)]
+    pub no_host_verify: bool,
     #[command(flatten)]
     pub tls: TlsArgs,
+}
+
+impl ProxyArgs {
+    /// The intercepting mode the flags ask for, and what such a listener can't have.
+    fn intercept(&self) -> Result<Option<config::Intercept>, String> {
+        let mode = match (self.intercept, self.tproxy) {
+            (true, _) => config::InterceptMode::Redirect,
+            (_, true) => config::InterceptMode::Tproxy,
+            _ if self.no_host_verify => return Err("--no-host-verify needs --intercept or --tproxy".into()),
+            _ => return Ok(None),
+        };
+        let flag = format!("--{}", mode.as_str());
+        if self.listen.tls {
+            return Err(format!("{flag} needs a plain --listen address: intercepted TLS is spliced, never terminated"));
+        }
+        if self.users.is_some() {
+            return Err(format!(
+                "{flag} and --users: intercepted clients are not configured for a proxy and can't authenticate"
+            ));
+        }
+        if self.parent.is_some() {
+            return Err(format!("{flag} and --parent: intercepted connections go to their original destination"));
+        }
+        Ok(Some(config::Intercept { mode, host_verify: !self.no_host_verify, spoof_source: self.spoof_source }))
+    }
 }
 
 /// The certificate of an `https://` listener.
@@ -280,6 +331,8 @@ impl Cli {
                 }
             },
             Some(Command::Proxy(p)) => Config::single(Listener {
+                // What an intercepting listener can't have is said first (an https:// one needs no certificate).
+                intercept: usage(p.intercept())?,
                 listen: p.listen,
                 certs: usage(p.tls.certs(&p.listen))?,
                 proxy: Some(Proxy {
@@ -292,6 +345,12 @@ impl Cli {
                     users: p.users.clone(),
                     parent: p.parent.clone(),
                     ca: p.ca.clone(),
+                    allow_domains: p.allow_domains.clone(),
+                    deny_domains: p.deny_domains.clone(),
+                    rates: config::Rates {
+                        requests_per_second: p.max_requests_per_second,
+                        bytes_per_second: p.max_bytes_per_second,
+                    },
                     ..Proxy::default()
                 }),
                 routes: Vec::new(),
@@ -312,6 +371,7 @@ impl Cli {
                 upgrades: config::Upgrades::default(),
                 proxy_protocol: None,
                 reuse_port: false,
+                intercept: None,
             }),
         };
         if let Some(d) = self.global.drain {

@@ -49,6 +49,11 @@ pub enum Kind {
     Loop,
     /// Too many tunnels or scripts at once.
     Overloaded,
+    /// A client past its request rate (`max_requests_per_second`): 429 with Retry-After.
+    RateLimited,
+    /// An intercepted request whose Host does not resolve to the address the client connected to (a forged
+    /// Host, Squid's `host_verify_strict`): 409.
+    HostForgery,
     DnsFailed,
     ConnectRefused,
     ConnectFailed,
@@ -97,6 +102,8 @@ impl Kind {
             Kind::Unauthorized => "unauthorized",
             Kind::Loop => "loop",
             Kind::Overloaded => "overloaded",
+            Kind::RateLimited => "rate_limited",
+            Kind::HostForgery => "host_forgery",
             Kind::DnsFailed => "dns",
             Kind::ConnectRefused => "refused",
             Kind::ConnectFailed => "connect",
@@ -221,6 +228,8 @@ impl Error {
             Kind::Unauthorized => StatusCode::UNAUTHORIZED,
             Kind::Loop => StatusCode::LOOP_DETECTED,
             Kind::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            Kind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            Kind::HostForgery => StatusCode::CONFLICT,
             Kind::DnsFailed
             | Kind::ConnectRefused
             | Kind::ConnectFailed

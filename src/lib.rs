@@ -3,13 +3,16 @@
 
 pub mod backend;
 pub mod cli;
+pub mod clienthello;
 pub mod config;
 pub mod date;
 pub mod error;
 pub mod fuzz;
 pub mod http;
 pub mod idle;
+pub mod limit;
 pub mod metrics;
+pub mod policy;
 pub mod proxy_protocol;
 pub mod route;
 pub mod server;

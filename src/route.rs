@@ -10,6 +10,7 @@ use http::{Method, Request, Version};
 use crate::backend::connect::Tunnels;
 use crate::backend::files::Files;
 use crate::backend::ftp::Ftp;
+use crate::backend::intercept::Intercept;
 use crate::backend::relay::{self, Forward};
 use crate::backend::{Hop, app};
 use crate::config::{self, Prefix, Target, host_key};
@@ -17,6 +18,7 @@ use crate::error::{Error, Kind, StartupError};
 use crate::http::auth;
 use crate::http::htpasswd::Users;
 use crate::metrics::{Metrics, RouteMetrics};
+use crate::policy::Policy;
 use crate::upstream::{Outbound, TargetPolicy};
 
 /// Everything one listener serves.
@@ -39,6 +41,10 @@ pub struct ProxyRooms {
     pub name: Arc<str>,
     /// What it counts (requests by status, durations, upstream errors and connections).
     pub metrics: Arc<RouteMetrics>,
+    /// Which targets its requests may reach, and how fast (judged in server::service after authentication).
+    pub policy: Policy,
+    /// Present on an intercepting listener (`mode`): every connection goes to its original destination.
+    pub intercept: Option<Intercept>,
 }
 
 /// A gateway route, built: which requests it takes (host and prefix), and the room mounted there.
@@ -76,6 +82,8 @@ pub enum Picked<'a> {
     Ftp(&'a ProxyRooms),
     /// Origin-form matched a gateway route (a `[[listener.route]]`).
     Route(&'a Mount),
+    /// A request on an intercepting listener: to the connection's original destination.
+    Intercept(&'a ProxyRooms),
 }
 
 impl Table {
@@ -94,7 +102,9 @@ impl Table {
             .proxy
             .as_ref()
             .map(|p| {
-                let counted = metrics.route(listener, config::PROXY_ROUTE_NAME);
+                let name =
+                    if cfg.intercept.is_some() { config::INTERCEPT_ROUTE_NAME } else { config::PROXY_ROUTE_NAME };
+                let counted = metrics.route(listener, name);
                 ProxyRooms::build(p, cfg, hop, out, auth, counted).map_err(|e| e.or_at(cfg.at.as_ref()))
             })
             .transpose()?;
@@ -109,6 +119,18 @@ impl Table {
     /// Picks the room for `req`. Absolute-form and CONNECT go to the forward proxy (when this listener is one);
     /// origin-form is matched against the routes by Host and path prefix, most specific first.
     pub fn pick<'a, B>(&'a self, req: &Request<B>, hop: &Hop) -> Result<Picked<'a>, Error> {
+        if let Some(proxy) = self.proxy.as_ref().filter(|p| p.intercept.is_some()) {
+            // Intercepted clients think they talk to the origin; whatever their target says, the connection's
+            // original destination is where requests go. A CONNECT is only ever sent to a configured proxy.
+            if req.method() == Method::CONNECT {
+                return Err(Error::client(
+                    Kind::MethodNotAllowed,
+                    "CONNECT is not served on an intercepting listener: its connections go to their original destination",
+                )
+                .with_field(header::ALLOW, HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS, TRACE")));
+            }
+            return Ok(Picked::Intercept(proxy));
+        }
         if req.method() == Method::CONNECT {
             return match &self.proxy {
                 Some(proxy) => Ok(Picked::Connect(proxy)),
@@ -172,8 +194,14 @@ impl ProxyRooms {
         };
         let relay = Forward::new(p.ca.as_deref(), dialer.clone(), parent.clone(), listener.upgrades.clone(), out)?;
         let tunnels = Tunnels::new(p, dialer.clone(), parent);
+        let intercept = listener
+            .intercept
+            .as_ref()
+            .map(|i| Intercept::new(i, dialer.clone(), listener.upgrades.clone(), &out.timeouts));
         let ftp = Ftp::forward(dialer, p.parent.as_ref().map(|p| p.authority.to_string()));
-        Ok(ProxyRooms { users, relay, tunnels, ftp, name: Arc::from(config::PROXY_ROUTE_NAME), metrics })
+        let policy = Policy::new(p)?;
+        let name = Arc::from(metrics.route.as_str());
+        Ok(ProxyRooms { users, relay, tunnels, ftp, name, policy, intercept, metrics })
     }
 }
 
@@ -290,7 +318,7 @@ impl Picked<'_> {
     /// The forward proxy this route goes through, if any: its users file guards it.
     pub fn proxy(&self) -> Option<&ProxyRooms> {
         match self {
-            Picked::Forward(p) | Picked::Connect(p) | Picked::Ftp(p) => Some(p),
+            Picked::Forward(p) | Picked::Connect(p) | Picked::Ftp(p) | Picked::Intercept(p) => Some(p),
             Picked::Route(_) => None,
         }
     }
@@ -298,7 +326,7 @@ impl Picked<'_> {
     /// What the route counts.
     pub fn metrics(&self) -> &Arc<RouteMetrics> {
         match self {
-            Picked::Forward(p) | Picked::Connect(p) | Picked::Ftp(p) => &p.metrics,
+            Picked::Forward(p) | Picked::Connect(p) | Picked::Ftp(p) | Picked::Intercept(p) => &p.metrics,
             Picked::Route(r) => &r.metrics,
         }
     }
@@ -306,7 +334,7 @@ impl Picked<'_> {
     /// The route's name, for the access log.
     pub fn name(&self) -> &Arc<str> {
         match self {
-            Picked::Forward(p) | Picked::Connect(p) | Picked::Ftp(p) => &p.name,
+            Picked::Forward(p) | Picked::Connect(p) | Picked::Ftp(p) | Picked::Intercept(p) => &p.name,
             Picked::Route(r) => &r.name,
         }
     }

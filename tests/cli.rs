@@ -334,3 +334,36 @@ fn check_refuses_files_that_are_not_regular() {
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("/dev/zero") && err.contains("not a regular file"), "{err}");
 }
+
+#[test]
+fn policy_and_intercept_flags_refuse_what_cant_work() {
+    for (args, says) in [
+        (&["--intercept", "--users", "u"][..], "--intercept and --users: intercepted clients"),
+        (&["--tproxy", "--parent", "http://p:3128"], "--tproxy and --parent"),
+        (&["--intercept", "--listen", "https://127.0.0.1:0"], "--intercept needs a plain --listen address"),
+        (&["--spoof-source"], "--tproxy"),
+        (&["--intercept", "--tproxy"], "cannot be used with"),
+        (&["--no-host-verify"], "--no-host-verify needs --intercept or --tproxy"),
+        (&["--deny-domain", "a b"], "\"a b\" is not a domain pattern"),
+        (&["--allow-domain", "a.*.example"], "is not a domain pattern"),
+        (&["--max-bytes-per-second", "1000"], "1024"),
+        (&["--max-requests-per-second", "0"], "--max-requests-per-second"),
+    ] {
+        let out = Command::new(bin()).arg("proxy").args(args).stdin(Stdio::null()).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+    }
+    // What works starts: an intercepting listener and a policy from flags.
+    let hg = Hopgate::start(&[
+        "proxy",
+        "--listen",
+        "127.0.0.1:0",
+        "--intercept",
+        "--deny-domain",
+        "*.blocked.example",
+        "--max-requests-per-second",
+        "5",
+    ]);
+    assert!(hg.listening[0].starts_with("http://127.0.0.1:"), "{:?}", hg.listening);
+}

@@ -268,4 +268,5 @@ targets!(
     config_values,
     url_paths,
     proxy_protocol,
+    client_hello,
 );

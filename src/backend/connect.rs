@@ -1,7 +1,9 @@
 //! CONNECT tunnels (RFC 9110 §9.3.6, "SSL tunneling"): `CONNECT host:port` becomes an opaque two-way byte
-//! stream. A CONNECT whose Via names this listener is a loop (508). The target is dialled first (port list,
-//! target policy, loop check; through a parent: a CONNECT carrying Via) and `200 Connection Established` is
-//! answered only once it is connected; otherwise 400/403/502/504/508. Bytes the client sent before reading the 200
+//! stream. A CONNECT whose Via names this listener is a loop (508). The ports CONNECT may reach and the names it
+//! may reach are the proxy's policy (`crate::policy`, judged before the room is entered, with [`target`] as the
+//! one reader of the authority). The target is dialled first (target policy, loop check; through a parent: a
+//! CONNECT carrying Via) and `200 Connection Established` is answered only once it is connected; otherwise
+//! 400/403/502/504/508. Bytes the client sent before reading the 200
 //! stay in hyper's upgrade buffer and reach the target. Each direction half-closes on its own
 //! (tunnel::pump); a tunnel idle for `tunnel_idle_secs` is closed; at most `max_tunnels` are open at once (503).
 //! The request's access-log line is written when the tunnel ends, with its bytes each way (tunnel::report).
@@ -23,9 +25,8 @@ use crate::http::{Body, via_names};
 use crate::tunnel;
 use crate::upstream::{Dialer, ParentProxy, UpstreamAddr, display_target};
 
-/// The forward proxy's CONNECT room: which ports may be reached, how, and how many tunnels may be open.
+/// The forward proxy's CONNECT room: how targets are reached, and how many tunnels may be open.
 pub struct Tunnels {
-    ports: Vec<u16>,
     /// Client-chosen targets: the proxy's target policy applies.
     dialer: Dialer,
     parent: Option<Arc<ParentProxy>>,
@@ -37,7 +38,7 @@ pub struct Tunnels {
 impl Tunnels {
     pub fn new(cfg: &config::Proxy, dialer: Dialer, parent: Option<Arc<ParentProxy>>) -> Tunnels {
         let max = cfg.max_tunnels;
-        Tunnels { ports: cfg.connect_ports.clone(), dialer, parent, permits: Arc::new(Semaphore::new(max)), max }
+        Tunnels { dialer, parent, permits: Arc::new(Semaphore::new(max)), max }
     }
 }
 
@@ -56,12 +57,6 @@ pub async fn serve(mut req: Request<Incoming>, ctx: &Ctx<'_>, tunnels: &Tunnels)
     }
     let (host, port) = target(req.uri())?;
     let target = display_target(&host, port);
-    if !tunnels.ports.contains(&port) {
-        return Err(Error::client(
-            Kind::TargetForbidden,
-            format!("CONNECT to port {port} is not allowed (allowed: {})", list(&tunnels.ports)),
-        ));
-    }
     let permit = tunnels
         .permits
         .clone()
@@ -111,8 +106,9 @@ pub async fn serve(mut req: Request<Incoming>, ctx: &Ctx<'_>, tunnels: &Tunnels)
     Ok(resp)
 }
 
-/// `host:port` from an authority-form request target.
-fn target(uri: &Uri) -> Result<(String, u16), Error> {
+/// `host:port` from an authority-form request target (the host lowercase, without IPv6 brackets): the one reader
+/// of a CONNECT's target, for the policy and the room.
+pub fn target(uri: &Uri) -> Result<(String, u16), Error> {
     let bad = || Error::bad_request(format!("CONNECT needs host:port, got {uri:?}"));
     if uri.scheme().is_some() || uri.path_and_query().is_some_and(|p| !p.as_str().is_empty() && p.as_str() != "/") {
         return Err(bad());
@@ -129,10 +125,6 @@ fn target(uri: &Uri) -> Result<(String, u16), Error> {
         return Err(bad());
     }
     Ok((host.to_ascii_lowercase(), port))
-}
-
-fn list(ports: &[u16]) -> String {
-    ports.iter().map(u16::to_string).collect::<Vec<_>>().join(", ")
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ pub mod connect;
 pub mod fastcgi;
 pub mod files;
 pub mod ftp;
+pub mod intercept;
 pub mod meta;
 pub mod relay;
 pub mod scgi;

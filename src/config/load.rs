@@ -178,6 +178,9 @@ struct RawListener {
     proxy_protocol: Option<VersionField>,
     proxy_protocol_from: Option<Spanned<Vec<CidrField>>>,
     reuse_port: Option<bool>,
+    mode: Option<Spanned<String>>,
+    host_verify: Option<Spanned<bool>>,
+    spoof_source: Option<Spanned<bool>>,
 }
 
 #[derive(Deserialize)]
@@ -190,13 +193,38 @@ struct RawCert {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawProxy {
-    connect_ports: Option<Vec<Spanned<u16>>>,
+    connect_ports: Option<Spanned<Vec<Spanned<u16>>>>,
     #[serde(default)]
     allow_targets: Vec<CidrField>,
     users: Option<Spanned<PathBuf>>,
-    parent: Option<ParentField>,
+    parent: Option<Spanned<ParentField>>,
     ca: Option<Spanned<PathBuf>>,
     max_tunnels: Option<Spanned<usize>>,
+    #[serde(default)]
+    allow_domains: Vec<Spanned<String>>,
+    #[serde(default)]
+    deny_domains: Vec<Spanned<String>>,
+    groups: Option<Spanned<PathBuf>>,
+    #[serde(default)]
+    rule: Vec<Spanned<RawRule>>,
+    max_requests_per_second: Option<Spanned<u32>>,
+    max_bytes_per_second: Option<Spanned<u64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRule {
+    #[serde(default)]
+    users: Vec<Spanned<String>>,
+    #[serde(default)]
+    groups: Vec<Spanned<String>>,
+    #[serde(default)]
+    allow_domains: Vec<Spanned<String>>,
+    #[serde(default)]
+    deny_domains: Vec<Spanned<String>>,
+    connect_ports: Option<Vec<Spanned<u16>>>,
+    max_requests_per_second: Option<Spanned<u32>>,
+    max_bytes_per_second: Option<Spanned<u64>>,
 }
 
 #[derive(Deserialize)]
@@ -367,7 +395,7 @@ impl Ctx<'_> {
         let listen = parse_listen(a.listen.get_ref()).ok().filter(|l| !l.tls).ok_or_else(|| {
             self.err(a.listen.span(), format!("admin listen {:?}: IP:PORT expected", a.listen.get_ref()))
         })?;
-        let users = a.users.as_ref().map(|u| self.users_file(u)).transpose()?;
+        let users = a.users.as_ref().map(|u| self.users_file(u)).transpose()?.map(|(path, _)| path);
         let admin = Admin { listen: listen.addr, users, at: Some(self.at(a.listen.span())) };
         admin.check().map_err(|why| self.err(a.listen.span(), why))?;
         Ok(admin)
@@ -375,6 +403,7 @@ impl Ctx<'_> {
 
     fn listener(&self, l: RawListener, span: Range<usize>) -> Result<Listener, ConfigError> {
         let listen = l.listen.get_ref().0;
+        let intercept = self.intercept(&l)?;
         let mut certs = Vec::new();
         for c in &l.tls {
             let pair = CertPair {
@@ -401,6 +430,7 @@ impl Ctx<'_> {
             return Err(self.err(l.tls[0].span(), "[[listener.tls]] on a plain listener: use listen = \"https://...\""));
         }
         let proxy = match l.proxy {
+            None if intercept.is_some() => Some(Proxy::default()),
             None => None,
             Some(p) => Some(self.proxy(p.into_inner())?),
         };
@@ -458,7 +488,100 @@ impl Ctx<'_> {
             upgrades,
             proxy_protocol,
             reuse_port: l.reuse_port.unwrap_or(false),
+            intercept,
         })
+    }
+
+    /// `mode`, `host_verify` and `spoof_source`, and what an intercepting listener can't have (each refused at
+    /// its own line): TLS termination, routes, proxy authentication (users, rules) and a parent.
+    fn intercept(&self, l: &RawListener) -> Result<Option<Intercept>, ConfigError> {
+        let Some(mode) = &l.mode else {
+            for (key, span) in [
+                ("host_verify", l.host_verify.as_ref().map(|v| v.span())),
+                ("spoof_source", l.spoof_source.as_ref().map(|v| v.span())),
+            ] {
+                if let Some(span) = span {
+                    return Err(self.err(
+                        span,
+                        format!("{key} only applies to a listener with mode = \"intercept\" or \"tproxy\""),
+                    ));
+                }
+            }
+            return Ok(None);
+        };
+        let mode_span = mode.span();
+        let mode = InterceptMode::parse(mode.get_ref()).map_err(|e| self.err(mode_span.clone(), e))?;
+        let intercept = Intercept {
+            mode,
+            host_verify: l.host_verify.as_ref().map_or(DEFAULT_HOST_VERIFY, |v| *v.get_ref()),
+            spoof_source: l.spoof_source.as_ref().map_or(DEFAULT_SPOOF_SOURCE, |v| *v.get_ref()),
+        };
+        if let Some(v) = &l.spoof_source
+            && *v.get_ref()
+            && mode != InterceptMode::Tproxy
+        {
+            return Err(self.err(
+                v.span(),
+                "spoof_source needs mode = \"tproxy\": a REDIRECTed connection can't keep the client's address",
+            ));
+        }
+        let what = format!("mode = \"{}\"", mode.as_str());
+        if l.listen.get_ref().0.tls {
+            return Err(self.err(
+                mode_span,
+                format!("{what} on an https:// listener: intercepted TLS is spliced, never terminated; listen on a plain address"),
+            ));
+        }
+        if l.proxy_protocol.is_some() || l.reuse_port == Some(true) {
+            return Err(self.err(
+                mode_span,
+                format!("{what} with proxy_protocol or reuse_port: an intercepted connection's original destination is read from its own socket, which a balancer in front would hide"),
+            ));
+        }
+        if let Some(r) = l.route.first() {
+            return Err(self.err(
+                r.span(),
+                format!("[[listener.route]] on a listener with {what}: its requests go to their original destination"),
+            ));
+        }
+        if let Some(p) = &l.proxy {
+            let p = p.get_ref();
+            if let Some(u) = &p.users {
+                return Err(self.err(
+                    u.span(),
+                    format!("users on a listener with {what}: intercepted clients are not configured for a proxy and can't authenticate"),
+                ));
+            }
+            if let Some(r) = p.rule.first() {
+                return Err(self.err(
+                    r.span(),
+                    format!("[[listener.proxy.rule]] on a listener with {what}: rules match authenticated users, and intercepted clients can't authenticate"),
+                ));
+            }
+            if let Some(parent) = &p.parent {
+                return Err(self.err(
+                    parent.span(),
+                    format!(
+                        "parent on a listener with {what}: intercepted connections go to their original destination"
+                    ),
+                ));
+            }
+            // Keys of what an intercepting listener never does: CONNECT, absolute-form https://, rules.
+            for (key, span) in [
+                ("connect_ports", p.connect_ports.as_ref().map(|v| v.span())),
+                ("max_tunnels", p.max_tunnels.as_ref().map(|v| v.span())),
+                ("ca", p.ca.as_ref().map(|v| v.span())),
+                ("groups", p.groups.as_ref().map(|v| v.span())),
+            ] {
+                if let Some(span) = span {
+                    return Err(self.err(
+                        span,
+                        format!("{key} does not apply to a listener with {what}: it never serves CONNECT, https:// targets or rules"),
+                    ));
+                }
+            }
+        }
+        Ok(Some(intercept))
     }
 
     /// An `upgrades` list: protocol tokens (`name` or `name/version`), never h2c, h2 or HTTP.
@@ -482,21 +605,109 @@ impl Ctx<'_> {
 
     fn proxy(&self, p: RawProxy) -> Result<Proxy, ConfigError> {
         let mut out = Proxy::default();
-        if let Some(ports) = p.connect_ports {
-            out.connect_ports = Vec::new();
-            for port in ports {
-                if *port.get_ref() == 0 {
-                    return Err(self.err(port.span(), "connect port 0"));
-                }
-                out.connect_ports.push(*port.get_ref());
-            }
+        if let Some(ports) = &p.connect_ports {
+            out.connect_ports = self.ports(ports.get_ref())?;
         }
         out.allow_targets = p.allow_targets.into_iter().map(|c| c.0).collect();
-        out.users = p.users.as_ref().map(|u| self.users_file(u)).transpose()?;
-        out.parent = p.parent.map(|p| p.0);
+        let users = p.users.as_ref().map(|u| self.users_file(u)).transpose()?;
+        out.users = users.as_ref().map(|(path, _)| path.clone());
+        out.parent = p.parent.map(|p| p.into_inner().0);
         out.ca = p.ca.as_ref().map(|c| self.ca_bundle(c)).transpose()?;
         out.max_tunnels = self.positive(&p.max_tunnels, "max_tunnels", DEFAULT_MAX_TUNNELS)?;
+        out.allow_domains = self.domains(&p.allow_domains, "allow_domains")?;
+        out.deny_domains = self.domains(&p.deny_domains, "deny_domains")?;
+        out.rates = self.rates(&p.max_requests_per_second, &p.max_bytes_per_second)?;
+        let groups = p.groups.as_ref().map(|g| self.groups_file(g)).transpose()?;
+        out.groups = groups.as_ref().map(|(path, _)| path.clone());
+        for r in p.rule {
+            let span = r.span();
+            let rule = r.into_inner();
+            let Some((_, users)) = &users else {
+                return Err(self.err(
+                    span,
+                    "[[listener.proxy.rule]] needs users = \"FILE\" in [listener.proxy]: rules match authenticated users",
+                ));
+            };
+            out.rules.push(self.rule(rule, span, users, groups.as_ref().map(|(_, g)| g))?);
+        }
         Ok(out)
+    }
+
+    /// `allow_domains` / `deny_domains`: names and `*.suffix` patterns, each error at its own line.
+    fn domains(&self, list: &[Spanned<String>], key: &str) -> Result<Vec<DomainPattern>, ConfigError> {
+        list.iter()
+            .map(|d| DomainPattern::parse(d.get_ref()).map_err(|e| self.err(d.span(), format!("{key}: {e}"))))
+            .collect()
+    }
+
+    fn rates(&self, requests: &Option<Spanned<u32>>, bytes: &Option<Spanned<u64>>) -> Result<Rates, ConfigError> {
+        if let Some(r) = requests
+            && *r.get_ref() == 0
+        {
+            return Err(self.err(r.span(), "max_requests_per_second must be at least 1"));
+        }
+        if let Some(b) = bytes
+            && *b.get_ref() < MIN_BYTES_PER_SECOND
+        {
+            return Err(self.err(
+                b.span(),
+                format!(
+                    "max_bytes_per_second must be at least {MIN_BYTES_PER_SECOND}: slower, a request head could not \
+                     arrive within header_read_secs"
+                ),
+            ));
+        }
+        Ok(Rates {
+            requests_per_second: requests.as_ref().map(|r| *r.get_ref()),
+            bytes_per_second: bytes.as_ref().map(|b| *b.get_ref()),
+        })
+    }
+
+    /// One `[[listener.proxy.rule]]`: it names users of the users file, or groups of the groups file, or both.
+    fn rule(
+        &self,
+        r: RawRule,
+        span: Range<usize>,
+        users: &crate::http::htpasswd::Users,
+        groups: Option<&crate::http::groups::Groups>,
+    ) -> Result<ProxyRule, ConfigError> {
+        if r.users.is_empty() && r.groups.is_empty() {
+            return Err(self.err(span, "[[listener.proxy.rule]] names nobody: give it users = [...] or groups = [...]"));
+        }
+        let mut rule = ProxyRule { at: Some(self.at(span)), ..ProxyRule::default() };
+        for u in &r.users {
+            if !users.has_user(u.get_ref()) {
+                return Err(self.err(u.span(), format!("user {:?} is not in the users file", u.get_ref())));
+            }
+            rule.users.push(u.get_ref().clone());
+        }
+        for g in &r.groups {
+            let Some(groups) = groups else {
+                return Err(self.err(g.span(), "groups in a rule need groups = \"FILE\" in [listener.proxy]"));
+            };
+            if !groups.contains(g.get_ref()) {
+                return Err(self.err(g.span(), format!("group {:?} is not in the groups file", g.get_ref())));
+            }
+            rule.groups.push(g.get_ref().clone());
+        }
+        rule.allow_domains = self.domains(&r.allow_domains, "allow_domains")?;
+        rule.deny_domains = self.domains(&r.deny_domains, "deny_domains")?;
+        rule.connect_ports = match &r.connect_ports {
+            None => DEFAULT_CONNECT_PORTS.to_vec(),
+            Some(ports) => self.ports(ports)?,
+        };
+        rule.rates = self.rates(&r.max_requests_per_second, &r.max_bytes_per_second)?;
+        Ok(rule)
+    }
+
+    fn ports(&self, ports: &[Spanned<u16>]) -> Result<Vec<u16>, ConfigError> {
+        ports
+            .iter()
+            .map(|p| match *p.get_ref() {
+                0 => Err(self.err(p.span(), "connect port 0")),
+                n => Ok(n),
+            })
+            .collect()
     }
 
     fn route(&self, r: RawRoute) -> Result<Route, ConfigError> {
@@ -605,10 +816,19 @@ impl Ctx<'_> {
     }
 
     /// A users file that is readable and parses, so that `check` refuses what `run` could not load.
-    fn users_file(&self, p: &Spanned<PathBuf>) -> Result<PathBuf, ConfigError> {
+    fn users_file(&self, p: &Spanned<PathBuf>) -> Result<(PathBuf, crate::http::htpasswd::Users), ConfigError> {
         let path = self.file(p, "users file")?;
-        crate::http::htpasswd::Users::load(&path).map_err(|e| self.err(p.span(), format!("users file {e}")))?;
-        Ok(path)
+        let users =
+            crate::http::htpasswd::Users::load(&path).map_err(|e| self.err(p.span(), format!("users file {e}")))?;
+        Ok((path, users))
+    }
+
+    /// A groups file (Apache's AuthGroupFile) that is readable and parses.
+    fn groups_file(&self, p: &Spanned<PathBuf>) -> Result<(PathBuf, crate::http::groups::Groups), ConfigError> {
+        let path = self.file(p, "groups file")?;
+        let groups =
+            crate::http::groups::Groups::load(&path).map_err(|e| self.err(p.span(), format!("groups file {e}")))?;
+        Ok((path, groups))
     }
 
     /// A path (relative to the config file) that must be an existing directory.
@@ -782,6 +1002,98 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(e.line(), 4, "{e}");
+    }
+
+    #[test]
+    fn intercepting_listeners() {
+        let l = "[[listener]]\nlisten = \":1\"\n";
+        let c = load(&format!("{l}mode = \"intercept\"\n")).unwrap();
+        let i = c.listeners[0].intercept.unwrap();
+        assert_eq!((i.mode, i.host_verify, i.spoof_source), (InterceptMode::Redirect, true, false));
+        assert!(c.listeners[0].proxy.is_some(), "an intercepting listener's policy defaults to none");
+        assert!(c.summary().contains("intercept (original destination, host_verify)"), "{}", c.summary());
+        let c = load(&format!("{l}mode = \"tproxy\"\nspoof_source = true\nhost_verify = false\n")).unwrap();
+        let i = c.listeners[0].intercept.unwrap();
+        assert_eq!((i.mode, i.host_verify, i.spoof_source), (InterceptMode::Tproxy, false, true));
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("users"), "ann:{SHA}qUqP5cyxm6YcTAhz05Hph5gvu9M=\n").unwrap();
+        let load_in = |src: &str| load_str(src, "t.toml", dir.path());
+        for (src, line, words) in [
+            (format!("{l}mode = \"redirect\"\n"), 3, "expected \"intercept\""),
+            (format!("{l}host_verify = false\n[listener.proxy]\n"), 3, "host_verify only applies"),
+            (format!("{l}mode = \"intercept\"\nspoof_source = true\n"), 4, "spoof_source needs mode = \"tproxy\""),
+            ("[[listener]]\nlisten = \"https://:1\"\nmode = \"intercept\"\n".into(), 3, "spliced, never terminated"),
+            (format!("{l}mode = \"intercept\"\n[[listener.route]]\nto = \"http://a:1\"\n"), 4, "original destination"),
+            (format!("{l}mode = \"tproxy\"\n[listener.proxy]\nusers = \"users\"\n"), 5, "can't authenticate"),
+            (format!("{l}mode = \"tproxy\"\n[listener.proxy]\nparent = \"http://p:3128\"\n"), 5, "parent on"),
+            (
+                format!("{l}mode = \"intercept\"\n[listener.proxy]\nconnect_ports = [\n443]\n"),
+                5,
+                "connect_ports does not",
+            ),
+            (format!("{l}mode = \"intercept\"\n[listener.proxy]\nmax_tunnels = 1\n"), 5, "max_tunnels does not"),
+            (format!("{l}mode = \"intercept\"\nproxy_protocol = \"v2\"\n"), 3, "a balancer in front would hide"),
+        ] {
+            let e = load_in(&src).unwrap_err();
+            assert_eq!(e.line(), line, "{src}: {e}");
+            assert!(e.message.contains(words), "{src}: {e}");
+        }
+    }
+
+    #[test]
+    fn policies_and_rules() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("users"), "ann:{SHA}qUqP5cyxm6YcTAhz05Hph5gvu9M=\n").unwrap();
+        std::fs::write(dir.path().join("groups"), "staff: ann bob\n").unwrap();
+        let load_in = |src: &str| load_str(src, "t.toml", dir.path());
+        let p = "[[listener]]\nlisten = \":1\"\n[listener.proxy]\n";
+        let c = load_in(&format!(
+            "{p}users = \"users\"\ngroups = \"groups\"\nallow_domains = [\"*.A.example.\"]\n\
+             max_requests_per_second = 5\n[[listener.proxy.rule]]\ngroups = [\"staff\"]\nconnect_ports = [443, 8443]\n\
+             max_bytes_per_second = 2048\n"
+        ))
+        .unwrap();
+        let proxy = c.listeners[0].proxy.as_ref().unwrap();
+        assert_eq!(proxy.allow_domains, [DomainPattern::Under("a.example".into())]);
+        assert_eq!(proxy.rates, Rates { requests_per_second: Some(5), bytes_per_second: None });
+        let rule = &proxy.rules[0];
+        assert_eq!(
+            (rule.groups.as_slice(), rule.connect_ports.as_slice()),
+            (&["staff".to_string()][..], &[443, 8443][..])
+        );
+        assert_eq!(rule.rates.bytes_per_second, Some(2048));
+        assert_eq!(rule.at.as_ref().map(|a| a.line), Some(8));
+        for (src, line, words) in [
+            (
+                format!("{p}deny_domains = [\"ok.example\",\n\"a b\"]\n"),
+                5,
+                "deny_domains: \"a b\" is not a domain pattern",
+            ),
+            (format!("{p}[[listener.proxy.rule]]\nusers = [\"ann\"]\n"), 4, "needs users = \"FILE\""),
+            (format!("{p}users = \"users\"\n[[listener.proxy.rule]]\nallow_domains = [\"a\"]\n"), 5, "names nobody"),
+            (
+                format!("{p}users = \"users\"\n[[listener.proxy.rule]]\nusers = [\"ann\", \"zed\"]\n"),
+                6,
+                "user \"zed\" is not in",
+            ),
+            (
+                format!("{p}users = \"users\"\n[[listener.proxy.rule]]\ngroups = [\"staff\"]\n"),
+                6,
+                "need groups = \"FILE\"",
+            ),
+            (
+                format!("{p}users = \"users\"\ngroups = \"groups\"\n[[listener.proxy.rule]]\ngroups = [\"ops\"]\n"),
+                7,
+                "group \"ops\" is not in",
+            ),
+            (format!("{p}max_requests_per_second = 0\n"), 4, "at least 1"),
+            (format!("{p}max_bytes_per_second = 1000\n"), 4, "at least 1024"),
+            (format!("{p}groups = \"missing\"\n"), 4, "groups file"),
+        ] {
+            let e = load_in(&src).unwrap_err();
+            assert_eq!(e.line(), line, "{src}: {e}");
+            assert!(e.message.contains(words), "{src}: {e}");
+        }
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! Defaults are `DEFAULT_*` constants next to the field they fill; docs/configuration.md lists them all.
 
 mod load;
+mod policy;
 mod prefix;
 mod target;
 
@@ -14,6 +15,10 @@ use ipnet::IpNet;
 
 pub use crate::error::{At, StartupError};
 pub use load::{load_file, load_str};
+pub use policy::{
+    DEFAULT_HOST_VERIFY, DEFAULT_SPOOF_SOURCE, DomainPattern, Intercept, InterceptMode, MIN_BYTES_PER_SECOND,
+    ProxyRule, Rates,
+};
 pub use prefix::Prefix;
 pub use target::{
     AppOptions, Authority, CgiTarget, FastCgiTarget, FileOptions, FileTarget, FtpTarget, HttpTarget, OptionError,
@@ -81,6 +86,9 @@ pub const MAX_ROUTE_NAME_BYTES: usize = 128;
 
 /// The name the forward proxy's requests carry in the access log (`route`), as a gateway route carries its `name`.
 pub const PROXY_ROUTE_NAME: &str = "proxy";
+
+/// The name an intercepting listener's requests and connections carry in the access log (`route`).
+pub const INTERCEPT_ROUTE_NAME: &str = "intercept";
 
 /// Everything one hopgate process serves.
 #[derive(Debug, Clone, PartialEq)]
@@ -239,6 +247,9 @@ pub struct Listener {
     pub proxy_protocol: Option<ProxyProtocol>,
     /// SO_REUSEPORT: other processes (and sockets) may bind the same address (`reuse_port`).
     pub reuse_port: bool,
+    /// Present: the listener takes connections the packet filter redirected to it (`mode`), and relays or
+    /// splices them to their original destination under its proxy's policy.
+    pub intercept: Option<Intercept>,
 }
 
 /// A listener behind a layer-4 balancer that passes each connection's client in a PROXY protocol header.
@@ -287,6 +298,16 @@ pub struct Proxy {
     pub parent: Option<Parent>,
     pub ca: Option<PathBuf>,
     pub max_tunnels: usize,
+    /// Not empty: only targets matching one of these names are served.
+    pub allow_domains: Vec<DomainPattern>,
+    /// Targets matching one of these are refused (deny wins over allow).
+    pub deny_domains: Vec<DomainPattern>,
+    /// Apache `AuthGroupFile` naming the groups rules may name.
+    pub groups: Option<PathBuf>,
+    /// Per-user rules, first match wins; its lists replace these for that request.
+    pub rules: Vec<ProxyRule>,
+    /// Per client address and per authenticated user.
+    pub rates: Rates,
 }
 
 impl Default for Proxy {
@@ -298,6 +319,11 @@ impl Default for Proxy {
             parent: None,
             ca: None,
             max_tunnels: DEFAULT_MAX_TUNNELS,
+            allow_domains: Vec::new(),
+            deny_domains: Vec::new(),
+            groups: None,
+            rules: Vec::new(),
+            rates: Rates::default(),
         }
     }
 }
@@ -386,6 +412,7 @@ impl Config {
             upgrades: Upgrades::default(),
             proxy_protocol: None,
             reuse_port: false,
+            intercept: None,
         })
     }
 
@@ -400,13 +427,25 @@ impl Config {
         let mut out = String::new();
         for l in &self.listeners {
             let mut roles = Vec::new();
-            if let Some(p) = &l.proxy {
+            if let Some(i) = &l.intercept {
+                let mut s = format!("{} (original destination", i.mode.as_str());
+                s.push_str(if i.host_verify { ", host_verify" } else { ", no host_verify" });
+                if i.spoof_source {
+                    s.push_str(", spoof_source");
+                }
+                s.push(')');
+                roles.push(s);
+            } else if let Some(p) = &l.proxy {
                 let mut s = String::from("forward proxy");
                 if p.users.is_some() {
                     s.push_str(" (auth)");
                 }
                 if let Some(parent) = &p.parent {
                     s.push_str(&format!(" via {}", parent.authority));
+                }
+                if !p.rules.is_empty() {
+                    let n = p.rules.len();
+                    s.push_str(&format!(" ({n} rule{})", if n == 1 { "" } else { "s" }));
                 }
                 roles.push(s);
             }

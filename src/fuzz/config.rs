@@ -6,8 +6,8 @@ use std::sync::OnceLock;
 
 use super::{lines, text};
 use crate::config::{
-    self, Authority, FastCgiTarget, FtpTarget, Target, UpstreamSocket, load_str, parse_listen, parse_parent,
-    percent_decode,
+    self, Authority, DomainPattern, FastCgiTarget, FtpTarget, Target, UpstreamSocket, host_key, load_str, parse_listen,
+    parse_parent, percent_decode,
 };
 use crate::tunnel_client::{ProxyUrl, TunnelClient, parse_proxy_user};
 
@@ -95,6 +95,13 @@ pub fn config_values(data: &[u8]) {
         if let Ok(l) = parse_listen(s) {
             let again = parse_listen(&format!("{}://{}", l.scheme(), l.addr));
             assert_eq!(again, Ok(l), "{s:?}");
+        }
+        if let Ok(d) = DomainPattern::parse(s) {
+            assert_eq!(DomainPattern::parse(&d.to_string()).as_ref(), Ok(&d), "{s:?} shown as {d}");
+            let name = match &d {
+                DomainPattern::Exact(n) | DomainPattern::Under(n) => n,
+            };
+            assert_eq!(&host_key(name), name, "kept as names are compared");
         }
         if let Ok(p) = parse_parent(s) {
             assert_eq!(Authority::parse(&p.authority.to_string(), None).as_ref(), Ok(&p.authority));

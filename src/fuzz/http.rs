@@ -11,6 +11,7 @@ use super::ftp::base64_encode;
 use super::{header_map, lines, text};
 use crate::http::auth::{AuthLimits, Guard};
 use crate::http::basic::{MAX_CREDENTIALS_BYTES, decode as parse_basic};
+use crate::http::groups::Groups;
 use crate::http::htpasswd::Users;
 use crate::http::{
     ForwardedFor, MaxForwards, OwnFields, append_via, forward_request_head, hop, max_forwards, pages, via_names,
@@ -291,6 +292,22 @@ fn check_page(raw: &[u8]) {
 /// input checks with its password and no other; `Proxy-Authorization: Basic` values read back as encoded.
 pub fn htpasswd(data: &[u8]) {
     let line_count = data.split(|&b| b == b'\n').count();
+    // The same bytes as an Apache groups file: members are words, an error names a line the input has.
+    match Groups::parse(data) {
+        Ok(groups) => {
+            for line in lines(data) {
+                let t = text(line);
+                if let Some((name, _)) = t.split_once(':')
+                    && !name.trim().is_empty()
+                    && !name.trim_start().starts_with('#')
+                {
+                    assert!(groups.contains(name.trim()), "{name:?}");
+                    assert!(groups.members(name.trim()).all(|m| !m.is_empty() && !m.contains(char::is_whitespace)));
+                }
+            }
+        }
+        Err(e) => assert!((1..=line_count).contains(&e.line), "line {} of {line_count}", e.line),
+    }
     static GUARD: std::sync::OnceLock<std::sync::Arc<Guard>> = std::sync::OnceLock::new();
     let guard = GUARD.get_or_init(|| std::sync::Arc::new(Guard::new(AuthLimits { max_verifying: 1, max_queued: 1 })));
     match Users::parse_bytes(data, guard.clone()) {

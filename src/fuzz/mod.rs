@@ -16,6 +16,7 @@ mod http;
 mod json;
 pub mod mutate;
 mod proxy;
+mod tls;
 
 use std::borrow::Cow;
 
@@ -26,6 +27,7 @@ pub use config::{config_load, config_values};
 pub use ftp::{ftp_listing, ftp_reply, range, url_paths};
 pub use http::{content_length, host, htpasswd, http_fields, hyper_error_page};
 pub use proxy::proxy_protocol;
+pub use tls::client_hello;
 
 /// One fuzz target: its name (the cargo-fuzz target, the corpus and dictionary names) and its entry function.
 pub struct Target {
@@ -53,6 +55,7 @@ pub const TARGETS: &[Target] = &[
     Target { name: "config_values", run: config_values, max_len: 1024 },
     Target { name: "url_paths", run: url_paths, max_len: 1024 },
     Target { name: "proxy_protocol", run: proxy_protocol, max_len: 1024 },
+    Target { name: "client_hello", run: client_hello, max_len: 4096 },
 ];
 
 /// The target called `name`.

@@ -170,6 +170,12 @@ impl Users {
         self.entries.is_empty()
     }
 
+    /// Whether the file has an entry for `user` (for the config check of rules naming users; never on a request,
+    /// where an unknown user must cost what a known one does).
+    pub fn has_user(&self, user: &str) -> bool {
+        self.entries.contains_key(user)
+    }
+
     /// Checks a `Proxy-Authorization` value from `client`: the failure delay first, then the cache, then the
     /// check itself (bcrypt and `$apr1$` on the pool). Values that are no Basic credentials ([`basic::decode`]:
     /// another scheme, bad base64, no colon, not UTF-8) are `Rejected` without a check and do not count as

@@ -12,6 +12,7 @@ use crate::backend::Hop;
 use crate::config::{self, Limits};
 use crate::error::StartupError;
 use crate::http::auth;
+use crate::limit::Throttle;
 use crate::metrics::{ListenerMetrics, Metrics, RouteMetrics};
 use crate::route::Table;
 use crate::upstream::Outbound;
@@ -52,6 +53,14 @@ impl Shared {
             max_verifying: limits.auth_max_verifying,
             max_queued: limits.auth_max_queued,
         }))
+    }
+}
+
+impl ListenerState {
+    /// A new connection's throttle, when its listener's policy may limit bytes (else its bytes are never
+    /// looked at).
+    pub fn throttle(&self) -> Option<Arc<Throttle>> {
+        self.table.proxy.as_ref().filter(|p| p.policy.limits_bytes()).map(|_| Throttle::new())
     }
 }
 

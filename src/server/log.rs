@@ -94,6 +94,39 @@ impl AccessLogger {
         }
     }
 
+    /// The line of a connection that was no HTTP request (an intercepted TLS connection, spliced or refused):
+    /// written when `tunnel` ends, with its bytes each way, or now without one. It counts as its route's request
+    /// (`record.metrics`) and, while `tunnel` is open, as one of `listener`'s tunnels.
+    pub fn connection(
+        self: &Arc<Self>,
+        mut record: Record,
+        tunnel: Option<tunnel::Watch>,
+        listener: &Arc<ListenerMetrics>,
+    ) {
+        if let Some(m) = &record.metrics {
+            m.request_done(record.status.as_u16(), record.start.elapsed());
+        }
+        match tunnel {
+            Some(watch) => {
+                let counted = count_tunnel(listener, &record, &watch);
+                let log = self.enabled().then(|| self.clone());
+                watch.on_end(move |summary| {
+                    drop(counted);
+                    if let Some(log) = log {
+                        record.tunnel = Some(TunnelEnd { upgrade: None, summary });
+                        record.end(summary.down, true);
+                        log.write(Box::new(record));
+                    }
+                });
+            }
+            None if self.enabled() => {
+                record.end(0, true);
+                self.write(Box::new(record));
+            }
+            None => {}
+        }
+    }
+
     /// Has the writer close and reopen the log file at its path (create, append) between two lines: lines written
     /// until then stay in the file as it was (renamed by logrotate, say), the next ones go to the new one. False
     /// when the log is no file (stdout, off): nothing to do.

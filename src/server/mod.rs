@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod conn;
+pub mod intercept;
 pub mod listener;
 pub mod log;
 pub mod notify;
@@ -29,6 +30,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::error::StartupError;
+use crate::limit::Throttled;
 use crate::metrics::{ListenerMetrics, Metrics};
 use crate::upstream::{Outbound, OwnAddrs};
 use admin::Admin;
@@ -386,10 +388,15 @@ fn open_listener(
     shared: &listener::Shared,
     inherited: &mut upgrade::Inherited,
 ) -> Result<(TcpListener, ListenerState), StartupError> {
-    let cannot = |e: io::Error| StartupError::at(l.at.as_ref(), format!("cannot listen on {}: {e}", l.listen.addr));
+    // TPROXY hands over connections for any address: the listener must be IP_TRANSPARENT.
+    let transparent = l.intercept.is_some_and(|i| i.mode == crate::config::InterceptMode::Tproxy);
+    let cannot = |e: io::Error| {
+        let hint = if transparent { " (mode = \"tproxy\" needs CAP_NET_ADMIN for IP_TRANSPARENT)" } else { "" };
+        StartupError::at(l.at.as_ref(), format!("cannot listen on {}: {e}{hint}", l.listen.addr))
+    };
     let tcp = match inherited.take(l.listen.addr) {
         Some(tcp) => tcp,
-        None => bind_tcp(l.listen.addr, l.reuse_port).map_err(cannot)?,
+        None => bind_tcp(l.listen.addr, l.reuse_port, transparent).map_err(cannot)?,
     };
     let local = tcp.local_addr().map_err(cannot)?;
     shared.out.own.add(local);
@@ -413,7 +420,7 @@ fn bind_admin(
     };
     let tcp = match inherited.take_admin(a.listen) {
         Some(tcp) => tcp,
-        None => bind_tcp(a.listen, false)
+        None => bind_tcp(a.listen, false, false)
             .map_err(|e| StartupError::at(a.at.as_ref(), format!("cannot listen on {} (admin): {e}", a.listen)))?,
     };
     Ok((Arc::new(tcp), Admin::new(shared.metrics.clone(), users)))
@@ -439,8 +446,9 @@ impl Drop for OpenConnection {
 }
 
 /// A listening socket on `addr`; with `reuse_port` (SO_REUSEPORT), other sockets may bind the same address and
-/// the kernel spreads new connections over them (several processes on one port).
-fn bind_tcp(addr: SocketAddr, reuse_port: bool) -> io::Result<TcpListener> {
+/// the kernel spreads new connections over them (several processes on one port); `transparent` (IP_TRANSPARENT)
+/// takes connections for any address (a TPROXY listener).
+fn bind_tcp(addr: SocketAddr, reuse_port: bool, transparent: bool) -> io::Result<TcpListener> {
     let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
     socket.set_reuse_address(true)?;
     if reuse_port {
@@ -448,6 +456,12 @@ fn bind_tcp(addr: SocketAddr, reuse_port: bool) -> io::Result<TcpListener> {
     }
     if addr.is_ipv6() {
         socket.set_only_v6(true)?;
+    }
+    if transparent {
+        match addr {
+            SocketAddr::V4(_) => socket.set_ip_transparent_v4(true)?,
+            SocketAddr::V6(_) => socket.set_ip_transparent_v6(true)?,
+        }
     }
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
@@ -573,6 +587,10 @@ async fn serve_tcp(
     let http = http1_builder(&slot.load());
     // Behind a balancer the client is the one its PROXY header names; without a valid one the connection ends here.
     let Some(peer) = proxied::peer(&mut stream, from, &slot.load_full()).await else { return };
+    if intercept::intercepting(&slot.load()) {
+        // Boxed, like TLS: the splice's state is for intercepting listeners only.
+        return Box::pin(intercept::serve(stream, peer, slot, http, tasks, stop, open)).await;
+    }
     if slot.load().acceptor.is_some() {
         // Boxed: a task is as large as its largest state, and every plain connection would otherwise carry
         // the TLS and HTTP/2 states too (bench/profile massif).
@@ -593,18 +611,44 @@ pub async fn serve_http1<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    serve_http1_with(stream, peer, slot, http, tasks, stop, open, None).await
+}
+
+/// [`serve_http1`] for a connection whose requests go to an intercepted connection's original destination.
+#[allow(clippy::too_many_arguments)]
+async fn serve_http1_with<S>(
+    stream: S,
+    peer: Peer,
+    slot: Slot,
+    http: http1::Builder,
+    tasks: TaskTracker,
+    stop: watch::Receiver<bool>,
+    open: OpenConnection,
+    intercepted: Option<Arc<crate::backend::intercept::Intercepted>>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     // Only what the connection itself needs is taken from the state current now; requests load their own.
-    let (metrics, timeouts) = {
+    let (metrics, timeouts, throttle) = {
         let state = slot.load();
-        (state.metrics.clone(), state.hop.timeouts)
+        (state.metrics.clone(), state.hop.timeouts, state.throttle())
     };
     let shared = ConnShared::new(Some(metrics), Some(open));
-    let ctx = Arc::new(ConnCtx { slot, client: peer.client, local: peer.local, shared: shared.clone(), tasks });
+    let ctx = Arc::new(ConnCtx {
+        slot,
+        client: peer.client,
+        local: peer.local,
+        shared: shared.clone(),
+        tasks,
+        throttle: throttle.clone(),
+        intercepted,
+    });
     let svc = service_fn(move |req| {
         let ctx = ctx.clone();
         async move { Ok::<_, Infallible>(service::handle(req, ctx).await) }
     });
-    let conn = http.serve_connection(TokioIo::new(ConnIo::new(stream, shared.clone())), svc).with_upgrades();
+    let io = ConnIo::new(Throttled::new(stream, throttle), shared.clone());
+    let conn = http.serve_connection(TokioIo::new(io), svc).with_upgrades();
     let graceful = |c: std::pin::Pin<&mut _>| http1::UpgradeableConnection::graceful_shutdown(c);
     conn::drive(conn, graceful, &shared, timeouts.header_read, timeouts.idle, peer.client, stop).await;
 }

@@ -11,11 +11,14 @@ use tokio_util::task::TaskTracker;
 use super::conn::ConnShared;
 use super::listener::{ListenerState, Slot};
 use super::log::{LoggedBody, Record, loggable_target};
+use crate::backend::intercept::{self, Intercepted};
 use crate::backend::{Ctx, app, connect, files, ftp, relay};
 use crate::error::{Error, Kind, Side};
 use crate::http::auth::{Busy, ClientKey};
 use crate::http::htpasswd::Outcome;
 use crate::http::{Body, pages};
+use crate::limit::Throttle;
+use crate::policy;
 use crate::route::{self, Picked, Room};
 use crate::upstream::UpstreamAddr;
 use prometheus_client::metrics::counter::Counter;
@@ -30,6 +33,10 @@ pub struct ConnCtx {
     pub local: SocketAddr,
     pub shared: Arc<ConnShared>,
     pub tasks: TaskTracker,
+    /// The byte limits the connection is under, when its listener's policy has any: set per proxied request.
+    pub throttle: Option<Arc<Throttle>>,
+    /// On an intercepting listener: where the client was going, and its relay there.
+    pub intercepted: Option<Arc<Intercepted>>,
 }
 
 pub async fn handle(req: Request<Incoming>, conn: Arc<ConnCtx>) -> Response<LoggedBody> {
@@ -37,7 +44,7 @@ pub async fn handle(req: Request<Incoming>, conn: Arc<ConnCtx>) -> Response<Logg
     let listener = conn.slot.load_full();
     let mut record = Record::new(conn.client, &req, &listener.log);
     let ctx = Ctx { client: conn.client, local: conn.local, hop: &listener.hop, tasks: &conn.tasks };
-    let mut resp = match serve(req, &ctx, &listener, &conn.shared, &mut record).await {
+    let mut resp = match serve(req, &ctx, &listener, &conn, &mut record).await {
         Ok(resp) => resp,
         Err(e) => {
             if e.side() == Side::Upstream
@@ -85,17 +92,34 @@ async fn serve(
     mut req: Request<Incoming>,
     ctx: &Ctx<'_>,
     listener: &ListenerState,
-    shared: &ConnShared,
+    conn: &ConnCtx,
     record: &mut Record,
 ) -> Result<Response<Body>, Error> {
-    admit(&req, listener, shared)?;
+    admit(&req, listener, &conn.shared)?;
     // The one decision of the host this request is for: routing and every backend read its Host from here on.
     route::settle_host(&mut req)?;
     let route = listener.table.pick(&req, ctx.hop)?;
     record.route = Some(route.name().clone());
     record.metrics = Some(route.metrics().clone());
-    if let Some(proxy) = route.proxy() {
-        record.user = authorize(&req, proxy, ctx.client, &listener.metrics.auth_failures).await?;
+    match route.proxy() {
+        Some(proxy) => {
+            record.user = authorize(&req, proxy, ctx.client, &listener.metrics.auth_failures).await?;
+            // The proxy's policy, once the user is known: the target's name and port (403), the request rate
+            // (429), and the byte rate the connection is held to from now on. Without lists, rules or rates only
+            // a CONNECT has something to be judged by (its port).
+            if !proxy.policy.only_ports() || matches!(route, Picked::Connect(_)) {
+                let reach = Reach::of(&req, &route, conn.intercepted.as_deref())?;
+                let grant = proxy.policy.admit(reach.target(), record.user.as_deref(), ctx.client.ip())?;
+                if let Some(t) = &conn.throttle {
+                    t.set(grant.bandwidth);
+                }
+            }
+        }
+        None => {
+            if let Some(t) = &conn.throttle {
+                t.set(Vec::new());
+            }
+        }
     }
     // hyper keeps a slot the size of this future for every connection, idle or not, so the larger rooms are
     // boxed (allocated only while one of their requests runs); the relay stays inline (bench/profile massif).
@@ -109,6 +133,57 @@ async fn serve(
             Room::Ftp(ftp) => Box::pin(ftp::serve(req, ctx, ftp)).await,
             Room::Files(files) => files::serve(req, files).await,
         },
+        Picked::Intercept(proxy) => match (&proxy.intercept, conn.intercepted.as_deref()) {
+            (Some(room), Some(c)) => Box::pin(intercept::serve(req, ctx, room, c)).await,
+            _ => Err(Error::local(Kind::Internal, "an intercepted request without its original destination")),
+        },
+    }
+}
+
+/// What a proxied request wants to reach, as the policy judges it.
+enum Reach {
+    /// `OPTIONS *`: the proxy itself.
+    Itself,
+    Host {
+        host: String,
+        port: u16,
+        connect: bool,
+    },
+    /// An intercepted request without Host.
+    Unnamed,
+}
+
+impl Reach {
+    /// An absolute-form target's host and port, a CONNECT's authority (read by the CONNECT room's own reader), an
+    /// intercepted request's Host (route::settle_host made an absolute-form target's authority the Host).
+    fn of<B>(req: &Request<B>, route: &Picked<'_>, intercepted: Option<&Intercepted>) -> Result<Reach, Error> {
+        if let Picked::Connect(_) = route {
+            let (host, port) = connect::target(req.uri())?;
+            return Ok(Reach::Host { host, port, connect: true });
+        }
+        if let Picked::Intercept(_) = route {
+            let port = intercepted.map_or(80, |c| c.original.port());
+            return Ok(match route::request_host(req) {
+                Some(host) if !host.is_empty() => Reach::Host { host, port, connect: false },
+                _ => Reach::Unnamed,
+            });
+        }
+        let uri = req.uri();
+        let Some(host) = uri.host() else { return Ok(Reach::Itself) };
+        let default = match uri.scheme_str() {
+            Some("https") => 443,
+            Some("ftp") => 21,
+            _ => 80,
+        };
+        Ok(Reach::Host { host: host.to_owned(), port: uri.port_u16().unwrap_or(default), connect: false })
+    }
+
+    fn target(&self) -> policy::Target<'_> {
+        match self {
+            Reach::Itself => policy::Target::Itself,
+            Reach::Host { host, port, connect } => policy::Target::Host { host, port: *port, connect: *connect },
+            Reach::Unnamed => policy::Target::Unnamed,
+        }
     }
 }
 

@@ -210,14 +210,24 @@ async fn serve_http2<S>(
     let shared = ConnShared::new(Some(state.metrics.clone()), Some(open));
     let idle = state.hop.timeouts.idle;
     let max_header_list = u32::try_from(state.limits.max_head_bytes * 2).unwrap_or(u32::MAX);
-    let ctx = Arc::new(ConnCtx { slot, client: peer.client, local: peer.local, shared: shared.clone(), tasks });
+    let throttle = state.throttle();
+    let ctx = Arc::new(ConnCtx {
+        slot,
+        client: peer.client,
+        local: peer.local,
+        shared: shared.clone(),
+        tasks,
+        throttle: throttle.clone(),
+        intercepted: None,
+    });
     let svc = service_fn(move |req| {
         let ctx = ctx.clone();
         async move { Ok::<_, Infallible>(service::handle(req, ctx).await) }
     });
     let mut b = http2::Builder::new(TokioExecutor::new());
     b.timer(TokioTimer::new()).max_header_list_size(max_header_list);
-    let conn = b.serve_connection(TokioIo::new(ConnIo::new(stream, shared.clone())), svc);
+    let io = ConnIo::new(crate::limit::Throttled::new(stream, throttle), shared.clone());
+    let conn = b.serve_connection(TokioIo::new(io), svc);
     let graceful = |c: std::pin::Pin<&mut _>| http2::Connection::graceful_shutdown(c);
     super::conn::drive(conn, graceful, &shared, idle, idle, peer.client, stop).await;
 }

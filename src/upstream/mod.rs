@@ -70,16 +70,26 @@ pub struct Dialer {
     /// The route whose `upstream_connections_opened` counts every connection this dialer makes, and whose
     /// `upstream_connections_reused` the pool over it counts.
     route: Option<Arc<RouteMetrics>>,
+    /// Connect from this address (a tproxy listener's `spoof_source`: the client's own, bound with
+    /// `IP_TRANSPARENT`); None: the kernel picks.
+    source: Option<IpAddr>,
 }
 
 impl Dialer {
     pub fn new(policy: Option<TargetPolicy>, own: Arc<OwnAddrs>, connect_timeout: Duration) -> Dialer {
-        Dialer { policy, own, connect_timeout, route: None }
+        Dialer { policy, own, connect_timeout, route: None, source: None }
     }
 
     /// The route this dialer counts for, if any.
     pub fn route(&self) -> Option<&Arc<RouteMetrics>> {
         self.route.as_ref()
+    }
+
+    /// This dialer connecting from `source`, an address that need not be this host's (`IP_TRANSPARENT`, which
+    /// takes CAP_NET_ADMIN): a tproxy listener's upstream connections keep their client's address.
+    pub fn with_source(mut self, source: IpAddr) -> Dialer {
+        self.source = Some(source);
+        self
     }
 
     /// This dialer with a connect timeout of its room's own (an FTP data connection's, a FastCGI or SCGI route's
@@ -105,7 +115,11 @@ impl Dialer {
         let addrs = self.resolve(host, port, target).await?;
         let mut last: Option<(io::Error, SocketAddr)> = None;
         for addr in addrs {
-            match TcpStream::connect(addr).await {
+            let connected = match self.source {
+                None => TcpStream::connect(addr).await,
+                Some(source) => connect_from(source, addr).await,
+            };
+            match connected {
                 Ok(s) => {
                     let _ = s.set_nodelay(true);
                     if let Some(r) = &self.route {
@@ -167,6 +181,27 @@ impl Dialer {
         }
         Ok(())
     }
+}
+
+/// Connects to `addr` from `source` (any address, this host's or not: `IP_TRANSPARENT`), the port the kernel's.
+async fn connect_from(source: IpAddr, addr: SocketAddr) -> io::Result<TcpStream> {
+    let socket = match (source, addr) {
+        (IpAddr::V4(_), SocketAddr::V4(_)) => tokio::net::TcpSocket::new_v4()?,
+        (IpAddr::V6(_), SocketAddr::V6(_)) => tokio::net::TcpSocket::new_v6()?,
+        _ => {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("the source address {source} is not of the family of {addr}"),
+            ));
+        }
+    };
+    let raw = socket2::SockRef::from(&socket);
+    match source {
+        IpAddr::V4(_) => raw.set_ip_transparent_v4(true)?,
+        IpAddr::V6(_) => raw.set_ip_transparent_v6(true)?,
+    }
+    socket.bind(SocketAddr::new(source, 0))?;
+    socket.connect(addr).await
 }
 
 /// `name:port (ip:port)`, or just `ip:port` when the target was an address already.

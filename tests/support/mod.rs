@@ -5,6 +5,7 @@
 pub mod cgi;
 pub mod ftp_peers;
 pub mod ftp_rogue;
+pub mod netns;
 pub mod origin;
 pub mod peers;
 pub mod phpfpm;
@@ -547,9 +548,14 @@ impl Curl {
 
 /// Runs curl with `args` (a 60 s limit), the body in memory (small responses only).
 pub fn curl_full(args: &[&str]) -> Curl {
+    curl_full_with(Command::new("curl"), args)
+}
+
+/// [`curl_full`] run as `cmd` (curl, or a command that runs curl: `nsenter ... curl`).
+pub fn curl_full_with(mut cmd: Command, args: &[&str]) -> Curl {
     let dir = tempfile::tempdir().expect("tempdir");
     let head = dir.path().join("head");
-    let out = Command::new("curl")
+    let out = cmd
         .args(["-s", "-S", "--max-time", "60", "-o", "-", "-D"])
         .arg(&head)
         .args(["-w", "\n%{http_code} %{http_version}"])

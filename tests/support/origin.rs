@@ -48,7 +48,14 @@ pub struct Origin {
 impl Origin {
     /// Starts an origin on 127.0.0.1:0 answering with `handler`.
     pub fn start(handler: impl Fn(&Seen, &mut TcpStream) -> Next + Send + Sync + 'static) -> Origin {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        Origin::start_on(TcpListener::bind("127.0.0.1:0").unwrap(), handler)
+    }
+
+    /// An origin on a socket bound already (another address, another network namespace).
+    pub fn start_on(
+        listener: TcpListener,
+        handler: impl Fn(&Seen, &mut TcpStream) -> Next + Send + Sync + 'static,
+    ) -> Origin {
         let addr = listener.local_addr().unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let connections = Arc::new(AtomicUsize::new(0));
@@ -196,7 +203,11 @@ fn read_request(stream: &mut TcpStream, buf: &mut Vec<u8>, conn: usize) -> Optio
 
 /// An origin that hands each accepted connection to `f` untouched (for byte-level and streaming tests).
 pub fn raw(f: impl Fn(TcpStream) + Send + Sync + 'static) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    raw_on(TcpListener::bind("127.0.0.1:0").unwrap(), f)
+}
+
+/// [`raw`] on a socket bound already.
+pub fn raw_on(listener: TcpListener, f: impl Fn(TcpStream) + Send + Sync + 'static) -> SocketAddr {
     let addr = listener.local_addr().unwrap();
     let f = Arc::new(f);
     std::thread::spawn(move || {

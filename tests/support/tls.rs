@@ -127,7 +127,8 @@ impl Pki {
         let ext = format!("{name}.ext");
         self.genkey(&key, kind);
         openssl(&["req", "-new", "-key", &key, "-subj", &format!("/CN={cn}"), "-out", &csr], self.dir.path());
-        let mut sans: Vec<String> = dns.iter().map(|d| format!("DNS:{d}")).collect();
+        let mut sans: Vec<String> =
+            dns.iter().map(|d| if d.starts_with("IP:") { d.to_string() } else { format!("DNS:{d}") }).collect();
         sans.push("IP:127.0.0.1".into());
         std::fs::write(
             self.path(&ext),
@@ -157,6 +158,14 @@ impl Pki {
         args.extend_from_slice(validity);
         args.extend(["-extfile", ext, "-notext"]);
         openssl(&args, self.dir.path());
+    }
+
+    /// A server certificate for `dns` and the addresses `ips` (besides 127.0.0.1), issued by the test CA.
+    pub fn leaf_with_ips(&self, name: &str, dns: &[&str], ips: &[&str]) -> Pair {
+        let mut sans: Vec<String> = dns.to_vec().iter().map(|d| d.to_string()).collect();
+        sans.extend(ips.iter().map(|ip| format!("IP:{ip}")));
+        let sans: Vec<&str> = sans.iter().map(String::as_str).collect();
+        self.issue(name, KeyType::EcdsaP256, dns[0], &sans, Validity::Current, &self.ca.clone())
     }
 
     /// A server certificate for `dns` (first name is the CN) issued by the test CA, valid now.
@@ -298,6 +307,11 @@ pub struct TlsOrigin {
 
 impl TlsOrigin {
     pub fn start(pair: &Pair, body: &'static str) -> TlsOrigin {
+        TlsOrigin::start_on(TcpListener::bind("127.0.0.1:0").unwrap(), pair, body)
+    }
+
+    /// A TLS origin on a socket bound already (another address, another network namespace).
+    pub fn start_on(listener: TcpListener, pair: &Pair, body: &'static str) -> TlsOrigin {
         let certs: Vec<CertificateDer<'static>> =
             CertificateDer::pem_file_iter(&pair.cert).unwrap().collect::<Result<_, _>>().unwrap();
         let key = PrivateKeyDer::from_pem_file(&pair.key).unwrap();
@@ -308,7 +322,6 @@ impl TlsOrigin {
             .with_single_cert(certs, key)
             .unwrap();
         let config = Arc::new(config);
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let connections = Arc::new(AtomicUsize::new(0));
         let seen = Arc::new(Mutex::new(Vec::new()));

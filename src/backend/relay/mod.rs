@@ -108,6 +108,51 @@ impl Forward {
     }
 }
 
+impl Forward {
+    /// The relay of one intercepted connection: its own client, which only ever reaches the connection's original
+    /// destination (backend::intercept); no parent.
+    pub(crate) fn fixed(client: HttpClient, upgrades: Allowed) -> Forward {
+        Forward { client, parent: None, upgrades }
+    }
+}
+
+/// An intercepted request (backend::intercept): relayed to `original`, the address its client connected to,
+/// whatever its target or Host say, with its Host as sent (the origin serves that name) and every rule of the
+/// forward proxy's relay: loop check, Max-Forwards, hop-by-hop fields, Via.
+pub(crate) async fn intercepted(
+    mut req: Request<Incoming>,
+    ctx: &Ctx<'_>,
+    relay: &Forward,
+    original: std::net::SocketAddr,
+) -> Result<Response<Body>, Error> {
+    if req.uri() == "*" {
+        // RFC 9112 §3.2.4: asterisk-form asks about the server itself, which is hopgate here.
+        if req.method() == Method::OPTIONS {
+            return Ok(answer_here(&req, &ctx.hop.via_name));
+        }
+        return Err(Error::bad_request("the asterisk-form request target is for OPTIONS only"));
+    }
+    if let Some(resp) = before_forwarding(&mut req, ctx)? {
+        return Ok(resp);
+    }
+    let path = req.uri().path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
+    let authority = Authority::try_from(original.to_string())
+        .map_err(|_| Error::local(Kind::Internal, format!("{original} is no authority")))?;
+    *req.uri_mut() = Uri::builder()
+        .scheme(Scheme::HTTP)
+        .authority(authority.clone())
+        .path_and_query(path)
+        .build()
+        .map_err(|_| Error::bad_request("invalid request target"))?;
+    // The name the client asked for; an HTTP/1.0 request without Host gets the address it connected to.
+    let host = match req.headers().get(header::HOST) {
+        Some(h) if !h.is_empty() => h.clone(),
+        _ => HeaderValue::from_str(authority.as_str()).map_err(|_| Error::bad_request("invalid host"))?,
+    };
+    let own = OwnFields { host, version: req.version(), via_name: &ctx.hop.via_name, forwarded: None };
+    send(req, ctx, own, Leg::Forward { room: relay, parent_auth: None }).await
+}
+
 /// Forward proxy: `GET http://host/path HTTP/1.1` from a client configured to use hopgate; `https://` targets
 /// go out over verified TLS (the proxy's `HttpClient` has TLS origination).
 pub async fn forward(mut req: Request<Incoming>, ctx: &Ctx<'_>, proxy: &Forward) -> Result<Response<Body>, Error> {
