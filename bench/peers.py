@@ -17,7 +17,7 @@ import measure
 SUT_CPU = "0"  # the system under test
 LOAD_CPU = "1"  # load generators, origins and this harness
 
-ACCESS_LOG_OFF = "access logs off everywhere"
+ACCESS_LOG_OFF = "access logs off everywhere, except the rows marked \"log on\" (A)"
 
 
 class Peer:
@@ -184,8 +184,10 @@ def nginx_origin(lab, docroot):
 # --- reverse proxies ---------------------------------------------------------------------------------------
 
 
-def nginx_reverse(lab, origin):
+def nginx_reverse(lab, origin, log=False):
+    """nginx as a gateway; `log`: its access log on, buffered as an operator would (combined, buffer=64k)."""
     d, port = lab.workdir("nginx"), lab.port()
+    access_log = f"access_log {d}/access.log combined buffer=64k flush=1s;" if log else ""
     body = f"""
     upstream origin {{
         server {origin.addr};
@@ -194,6 +196,7 @@ def nginx_reverse(lab, origin):
     }}
     server {{
         listen 127.0.0.1:{port} backlog=4096;
+        {access_log}
         location / {{
             proxy_pass http://origin;
             proxy_http_version 1.1;
@@ -210,8 +213,11 @@ def nginx_reverse(lab, origin):
     return lab.spawn("nginx", "reverse", port, ["nginx", "-c", conf, "-p", d], d)
 
 
-def haproxy_reverse(lab, origin):
+def haproxy_reverse(lab, origin, log=False):
+    """haproxy as a gateway; `log`: `option httplog` lines to its stdout (a file here), as in a container."""
     d, port = lab.workdir("haproxy"), lab.port()
+    log_global = "log stdout format raw local0 info" if log else ""
+    log_defaults = "log global\n    option httplog" if log else ""
     conf = write(
         os.path.join(d, "haproxy.cfg"),
         f"""
@@ -219,8 +225,10 @@ global
     nbthread 1
     maxconn 8000
     pidfile {d}/haproxy.pid
+    {log_global}
 defaults
     mode http
+    {log_defaults}
     timeout connect 5s
     timeout client 120s
     timeout server 120s
@@ -239,20 +247,25 @@ backend origin
     return lab.spawn("haproxy", "reverse", port, ["haproxy", "-db", "-f", conf], d)
 
 
-def hopgate_gateway(lab, origin, binary=None):
+def hopgate_log(d, log):
+    """hopgate's access log: off, or on (the default format) into a file."""
+    return ["--access-log", os.path.join(d, "access.log") if log else "off", "-q"]
+
+
+def hopgate_gateway(lab, origin, binary=None, log=False):
     d, port = lab.workdir("hopgate-gw"), lab.port()
     argv = [binary or lab.hopgate, "gateway", "--listen", f"127.0.0.1:{port}", "--to", f"http://{origin.addr}"]
-    return lab.spawn("hopgate gateway", "reverse", port, argv + ["--access-log", "off", "-q"], d)
+    return lab.spawn("hopgate gateway", "reverse", port, argv + hopgate_log(d, log), d)
 
 
 # --- forward proxies ---------------------------------------------------------------------------------------
 
 
-def hopgate_proxy(lab, origin, binary=None):
+def hopgate_proxy(lab, origin, binary=None, log=False):
     d, port = lab.workdir("hopgate-proxy"), lab.port()
     argv = [binary or lab.hopgate, "proxy", "--listen", f"127.0.0.1:{port}", "--allow-target", "127.0.0.1/32"]
     argv += ["--connect-port", str(origin.port)]
-    return lab.spawn("hopgate proxy", "forward", port, argv + ["--access-log", "off", "-q"], d)
+    return lab.spawn("hopgate proxy", "forward", port, argv + hopgate_log(d, log), d)
 
 
 def squid_forward(lab, origin):

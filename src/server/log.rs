@@ -1,6 +1,6 @@
 //! The access log: one line per request, written when its response body has been sent (or abandoned). The request
-//! path only fills in a [`Record`] and queues it; the writer thread formats it, in one of four formats
-//! (docs/operations.md):
+//! path fills in a [`Record`]; when the request ends, its task formats the line into the logger's buffer, in one
+//! of four formats (docs/operations.md), and the writer thread writes the buffer out in blocks:
 //! - `hopgate`: `TIME CLIENT "METHOD TARGET VERSION" STATUS BYTES DURATIONms UPSTREAM`; a request that became a
 //!   tunnel (CONNECT, an upgrade) is written when the tunnel ends, with ` tunnel` or ` upgrade=PROTOCOL`, then
 //!   ` up=BYTES down=BYTES END` after it (BYTES is then the tunnel's bytes to the client); ` aborted` ends the line
@@ -15,9 +15,8 @@ use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -32,52 +31,81 @@ use crate::http::Body;
 use crate::metrics::{ListenerMetrics, RouteMetrics, TunnelEntry};
 use crate::tunnel;
 
-/// Most lines waiting for the writer thread; past it lines are dropped (and counted), never waited for.
-pub const ACCESS_LOG_QUEUE_LINES: usize = 16 * 1024;
+/// Most bytes of formatted lines waiting for the writer thread (about 16,000 lines); past it lines are dropped (and
+/// counted), never waited for.
+pub const ACCESS_LOG_PENDING_BYTES: usize = 4 * 1024 * 1024;
 
 /// Longest request target a log line carries; longer ones are cut (on a character boundary) and marked `...`.
 pub const MAX_LOGGED_TARGET_BYTES: usize = 1024;
 
-/// The writer collects lines while more are queued and writes them out at this size, or when the queue is empty.
+/// The writer wakes up as soon as this much is waiting...
 const WRITE_OUT_BYTES: usize = 64 * 1024;
 
-enum Msg {
-    Line(Box<Record>),
-    /// Write out everything queued so far, then answer.
-    Flush(std::sync::mpsc::Sender<()>),
-    /// Wakes the writer to reopen its file (the flag says so; it is also seen when the queue is full).
-    Reopen,
-}
+/// ...and otherwise this long after the first line of a batch: no line waits longer to be written.
+pub const ACCESS_LOG_FLUSH: Duration = Duration::from_millis(100);
 
-/// Where access-log lines go: a writer thread of its own, so that a slow or stalled reader of stdout (or a slow
-/// disk) never stalls serving; a full queue drops lines and says how many.
+/// Where access-log lines go. A request's line is formatted by the task that finished it, straight into one shared
+/// buffer (a lock held for the formatting only); a writer thread of its own takes the whole buffer and writes it
+/// in one call when 64 KiB have collected or 0.1 s after the first line of a batch. So a line costs its formatting
+/// and no thread hop, and a slow or stalled reader of stdout (or a slow disk) never stalls serving: past 4 MiB
+/// waiting, lines are dropped and a warning says how many.
 pub struct AccessLogger {
-    tx: Option<SyncSender<Msg>>,
+    shared: Option<Arc<Pending>>,
     dropped: AtomicU64,
     format: AccessLogFormat,
-    /// A log file: set to have the writer reopen its path before the next line.
-    reopen: Option<Arc<AtomicBool>>,
+    /// A log file (that can be reopened at its path), not stdout.
+    file: bool,
+}
+
+/// The lines waiting, and what the writer is asked to do.
+struct Pending {
+    state: Mutex<Queue>,
+    /// The writer waits on it: the first line of a batch, a full batch, a flush or reopen, the end.
+    wake: Condvar,
+    /// Flushers wait on it for `written` to reach their ticket.
+    written: Condvar,
+}
+
+#[derive(Default)]
+struct Queue {
+    buf: Vec<u8>,
+    clock: Clock,
+    /// When the oldest line waiting was added.
+    since: Option<Instant>,
+    /// Flush tickets: asked for, and done (every line queued before a ticket is written when it is done).
+    asked: u64,
+    done: u64,
+    reopen: bool,
+    closed: bool,
+}
+
+fn lock(m: &Mutex<Queue>) -> std::sync::MutexGuard<'_, Queue> {
+    // A panic while formatting leaves whole lines behind; the queue stays usable.
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl AccessLogger {
     pub fn open(cfg: &AccessLog, format: AccessLogFormat) -> std::io::Result<AccessLogger> {
-        let (sink, reopen) = match cfg {
+        let sink = match cfg {
             AccessLog::Off => {
-                return Ok(AccessLogger { tx: None, dropped: AtomicU64::new(0), format, reopen: None });
+                return Ok(AccessLogger { shared: None, dropped: AtomicU64::new(0), format, file: false });
             }
-            AccessLog::Stdout => (Sink::Stdout(std::io::stdout()), None),
-            AccessLog::File(p) => {
-                (Sink::File { file: open_append(p)?, path: p.clone() }, Some(Arc::new(AtomicBool::new(false))))
-            }
+            AccessLog::Stdout => Sink::Stdout(std::io::stdout()),
+            AccessLog::File(p) => Sink::File { file: open_append(p)?, path: p.clone() },
         };
-        let (tx, rx) = std::sync::mpsc::sync_channel(ACCESS_LOG_QUEUE_LINES);
-        let flag = reopen.clone();
-        std::thread::Builder::new().name("access-log".into()).spawn(move || write_lines(sink, rx, format, flag))?;
-        Ok(AccessLogger { tx: Some(tx), dropped: AtomicU64::new(0), format, reopen })
+        let file = matches!(sink, Sink::File { .. });
+        let shared = Arc::new(Pending {
+            state: Mutex::new(Queue { buf: Vec::with_capacity(WRITE_OUT_BYTES), ..Queue::default() }),
+            wake: Condvar::new(),
+            written: Condvar::new(),
+        });
+        let writer = shared.clone();
+        std::thread::Builder::new().name("access-log".into()).spawn(move || write_lines(sink, &writer))?;
+        Ok(AccessLogger { shared: Some(shared), dropped: AtomicU64::new(0), format, file })
     }
 
     pub fn enabled(&self) -> bool {
-        self.tx.is_some()
+        self.shared.is_some()
     }
 
     /// Whether lines need the request's Referer and User-Agent (`combined`).
@@ -86,11 +114,24 @@ impl AccessLogger {
     }
 
     fn write(&self, record: Box<Record>) {
-        let Some(tx) = &self.tx else { return };
-        if let Err(TrySendError::Full(_)) = tx.try_send(Msg::Line(record))
-            && self.dropped.fetch_add(1, Ordering::Relaxed).is_multiple_of(10_000)
-        {
-            tracing::warn!("access log: the writer can't keep up (is stdout read?); lines are being dropped");
+        let Some(shared) = &self.shared else { return };
+        let mut q = lock(&shared.state);
+        if q.buf.len() >= ACCESS_LOG_PENDING_BYTES {
+            drop(q);
+            if self.dropped.fetch_add(1, Ordering::Relaxed).is_multiple_of(10_000) {
+                tracing::warn!("access log: the writer can't keep up (is stdout read?); lines are being dropped");
+            }
+            return;
+        }
+        let first = q.buf.is_empty();
+        let q = &mut *q;
+        record.format(self.format, &mut q.clock, &mut q.buf);
+        if first {
+            // The writer sleeps until a batch begins, then gives it ACCESS_LOG_FLUSH to fill.
+            q.since = Some(Instant::now());
+            shared.wake.notify_one();
+        } else if q.buf.len() >= WRITE_OUT_BYTES && q.buf.len() - WRITE_OUT_BYTES < 4096 {
+            shared.wake.notify_one();
         }
     }
 
@@ -131,10 +172,9 @@ impl AccessLogger {
     /// until then stay in the file as it was (renamed by logrotate, say), the next ones go to the new one. False
     /// when the log is no file (stdout, off): nothing to do.
     pub fn reopen(&self) -> bool {
-        let (Some(flag), Some(tx)) = (&self.reopen, &self.tx) else { return false };
-        flag.store(true, Ordering::Release);
-        // A full queue: the writer sees the flag before its next line anyway.
-        let _ = tx.try_send(Msg::Reopen);
+        let Some(shared) = self.shared.as_ref().filter(|_| self.file) else { return false };
+        lock(&shared.state).reopen = true;
+        shared.wake.notify_one();
         true
     }
 
@@ -147,31 +187,35 @@ impl AccessLogger {
         }
     }
 
-    /// Queues a flush and waits for it, `wait` at most in all: a full queue (a stalled stdout) can't hold up exit.
+    /// Asks the writer to write out everything queued so far and waits for it, `wait` at most: a stalled stdout
+    /// can't hold up exit.
     fn flush_within(&self, wait: Duration) {
-        let Some(tx) = &self.tx else { return };
+        let Some(shared) = &self.shared else { return };
         let deadline = Instant::now() + wait;
-        let (done_tx, done_rx) = std::sync::mpsc::channel();
-        let mut msg = Msg::Flush(done_tx);
-        loop {
-            match tx.try_send(msg) {
-                Ok(()) => break,
-                Err(TrySendError::Full(back)) if Instant::now() < deadline => {
-                    msg = back;
-                    std::thread::sleep(Duration::from_millis(10));
-                }
-                Err(_) => return,
+        let mut q = lock(&shared.state);
+        q.asked += 1;
+        let ticket = q.asked;
+        shared.wake.notify_one();
+        while q.done < ticket && !q.closed {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return;
             }
+            q = shared.written.wait_timeout(q, left).unwrap_or_else(|e| e.into_inner()).0;
         }
-        let _ = done_rx.recv_timeout(deadline.saturating_duration_since(Instant::now()));
     }
 }
 
 impl Drop for AccessLogger {
     /// The last holder is gone (at exit, when the runtime drops what the drain cut off): lines queued since the
-    /// last flush, such as those of tunnels cut at the end of the drain, go out too (a second at most).
+    /// last flush, such as those of tunnels cut at the end of the drain, go out too (a second at most); then the
+    /// writer thread ends.
     fn drop(&mut self) {
         self.flush_within(Duration::from_secs(1));
+        if let Some(shared) = &self.shared {
+            lock(&shared.state).closed = true;
+            shared.wake.notify_one();
+        }
     }
 }
 
@@ -221,37 +265,44 @@ impl Sink {
     }
 }
 
-/// The writer thread: formats lines as they come, writes them out whenever the queue runs empty (or 64 KiB have
-/// collected), and reopens the file between two lines when asked to.
-fn write_lines(mut sink: Sink, rx: Receiver<Msg>, format: AccessLogFormat, reopen: Option<Arc<AtomicBool>>) {
-    let mut buf = Vec::with_capacity(WRITE_OUT_BYTES);
-    let mut clock = Clock::default();
-    while let Ok(msg) = rx.recv() {
-        let mut next = Some(msg);
-        while let Some(msg) = next.take() {
-            if reopen.as_ref().is_some_and(|r| r.swap(false, Ordering::AcqRel)) {
-                // Lines queued before go to the file open until now.
-                sink.write_out(&mut buf);
-                sink.reopen();
-            }
-            match msg {
-                Msg::Line(record) => {
-                    record.format(format, &mut clock, &mut buf);
-                    if buf.len() >= WRITE_OUT_BYTES {
-                        sink.write_out(&mut buf);
-                    }
-                }
-                Msg::Flush(done) => {
-                    sink.write_out(&mut buf);
-                    sink.flush();
-                    let _ = done.send(());
-                }
-                Msg::Reopen => {}
-            }
-            next = rx.try_recv().ok();
+/// The writer thread: sleeps until a batch of lines begins, lets it collect for ACCESS_LOG_FLUSH (or until 64 KiB,
+/// a flush or a reopen), then takes the whole buffer and writes it in one call; reopens the file between two
+/// batches when asked to.
+fn write_lines(mut sink: Sink, shared: &Pending) {
+    let mut out = Vec::with_capacity(WRITE_OUT_BYTES);
+    let mut q = lock(&shared.state);
+    loop {
+        let due = q.since.map(|t| t + ACCESS_LOG_FLUSH);
+        let now = Instant::now();
+        let ready =
+            q.asked > q.done || q.reopen || q.closed || q.buf.len() >= WRITE_OUT_BYTES || due.is_some_and(|d| d <= now);
+        if !ready {
+            q = match due {
+                Some(d) => shared.wake.wait_timeout(q, d - now).unwrap_or_else(|e| e.into_inner()).0,
+                None => shared.wake.wait(q).unwrap_or_else(|e| e.into_inner()),
+            };
+            continue;
         }
-        sink.write_out(&mut buf);
+        std::mem::swap(&mut q.buf, &mut out);
+        q.since = None;
+        let (ticket, reopen, closed) = (q.asked, std::mem::take(&mut q.reopen), q.closed);
+        drop(q);
+        // Lines queued before a reopen go to the file open until now.
+        sink.write_out(&mut out);
         sink.flush();
+        if reopen {
+            sink.reopen();
+        }
+        // A burst can grow the buffer; don't keep more than a batch's worth once it is written.
+        if out.capacity() > 4 * WRITE_OUT_BYTES {
+            out = Vec::with_capacity(WRITE_OUT_BYTES);
+        }
+        q = lock(&shared.state);
+        q.done = q.done.max(ticket);
+        shared.written.notify_all();
+        if closed && q.buf.is_empty() {
+            return;
+        }
     }
 }
 
@@ -280,8 +331,7 @@ impl Clock {
     }
 }
 
-/// What the log line says about one request, filled in as the request is handled, then queued as it is and
-/// formatted by the writer thread.
+/// What the log line says about one request, filled in as the request is handled and formatted when it ends.
 pub struct Record {
     pub client: SocketAddr,
     pub method: Method,
