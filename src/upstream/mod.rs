@@ -3,6 +3,7 @@
 //! address that passed.
 
 pub mod connect;
+pub mod group;
 pub mod parent;
 pub mod policy;
 pub mod pool;
