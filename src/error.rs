@@ -49,6 +49,9 @@ pub enum Kind {
     Loop,
     /// Too many tunnels or scripts at once.
     Overloaded,
+    /// No member of the route's upstream group is up, or every one failed to take the request: 503 with
+    /// `Retry-After` (docs/upstreams.md).
+    NoUpstream,
     DnsFailed,
     ConnectRefused,
     ConnectFailed,
@@ -97,6 +100,7 @@ impl Kind {
             Kind::Unauthorized => "unauthorized",
             Kind::Loop => "loop",
             Kind::Overloaded => "overloaded",
+            Kind::NoUpstream => "no_upstream",
             Kind::DnsFailed => "dns",
             Kind::ConnectRefused => "refused",
             Kind::ConnectFailed => "connect",
@@ -220,7 +224,7 @@ impl Error {
             Kind::AuthRequired => StatusCode::PROXY_AUTHENTICATION_REQUIRED,
             Kind::Unauthorized => StatusCode::UNAUTHORIZED,
             Kind::Loop => StatusCode::LOOP_DETECTED,
-            Kind::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            Kind::Overloaded | Kind::NoUpstream => StatusCode::SERVICE_UNAVAILABLE,
             Kind::DnsFailed
             | Kind::ConnectRefused
             | Kind::ConnectFailed

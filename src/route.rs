@@ -186,8 +186,15 @@ impl Mount {
     ) -> Result<Mount, StartupError> {
         let out = &out.for_route(metrics.clone());
         let room = match &r.to {
-            Target::Http(t) => Room::Relay(relay::Reverse::new(t, &r.path, &listener.upgrades, out)?),
+            Target::Http(t) => Room::Relay(match &r.group {
+                Some(g) => relay::Reverse::group(t, g, &r.path, &listener.upgrades, out)?,
+                None => relay::Reverse::new(t, &r.path, &listener.upgrades, out)?,
+            }),
             Target::Cgi(t) => Room::App(app::Gateway::cgi(t, &r.path, out)?),
+            Target::FastCgi(_) | Target::Scgi(_) if r.group.is_some() => {
+                let Some(g) = &r.group else { unreachable!() };
+                Room::App(app::Gateway::group(&r.to, g, &r.path, out)?)
+            }
             Target::FastCgi(t) => Room::App(app::Gateway::fastcgi(t, &r.path, out)?),
             Target::Scgi(t) => Room::App(app::Gateway::scgi(t, &r.path, out)),
             Target::Ftp(t) => Room::Ftp(Ftp::gateway(t, &r.path, out)?),
