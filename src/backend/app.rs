@@ -287,12 +287,12 @@ impl Gateway {
                 }
                 let group = Group::new(members, settings, out.route.as_deref());
                 if g.health_check == Some(HealthCheck::Fcgi) {
-                    let probes = (0..group.members().len())
-                        .map(|i| {
-                            let Target::FastCgi(t) = &g.members[i].to else { unreachable!() };
-                            fcgi_probe(t, out)
-                        })
-                        .collect::<Result<Vec<_>, _>>()?;
+                    let mut probes = Vec::new();
+                    for m in &g.members {
+                        if let Target::FastCgi(t) = &m.to {
+                            probes.push(fcgi_probe(t, out)?);
+                        }
+                    }
                     group.start_checks(probes);
                 }
                 App::FastCgi(Members::Group(group))

@@ -120,13 +120,16 @@ pub(super) async fn send(
             (None, Some(head)) => head.request(),
             (None, None) => return Err(Error::local(Kind::Internal, "a request without its head to send again")),
         };
-        match pick.client().try_request(attempt).await {
+        let result = pick.client().try_request(attempt).await;
+        // Errors name the member (the request's URI names the group's first).
+        let member: Uri = pick.member().name.parse().unwrap_or_else(|_| target.clone());
+        match result {
             Ok(resp) => {
                 pick.answered(resp.status().as_u16());
                 return Ok(resp);
             }
             Err(Failed { error, unsent: Some(back) }) => {
-                let e = client_error(error, &target);
+                let e = client_error(error, &member);
                 if e.side() != Side::Upstream {
                     // A loop, or hopgate's own trouble: no member would do better.
                     return Err(e);
@@ -137,7 +140,7 @@ pub(super) async fn send(
                 req = Some(back);
             }
             Err(Failed { error, unsent: None }) => {
-                let e = client_error(error, &target);
+                let e = client_error(error, &member);
                 if e.side() != Side::Upstream {
                     // The client's body broke off: not the member's doing.
                     return Err(e);
