@@ -421,3 +421,32 @@ fn php_fpm_group_never_runs_a_post_twice_when_its_pool_dies() {
         assert_eq!(get(&mut c, &q, ""), (200, format!("pool {other}")));
     }
 }
+
+#[test]
+fn to_repeated_on_the_command_line_is_a_group_and_mixed_kinds_are_refused() {
+    let o = Origins::start(&[0.0, 0.0]);
+    let (a, b) = (o.url(0), o.url(1));
+    let h = Hopgate::start(&["gateway", "--listen", "127.0.0.1:0", "--to", &a, "--to", &b, "--access-log", "off"]);
+    let mut c = Raw::connect(h.addr);
+    let names: Vec<String> = (0..4).map(|_| get(&mut c, "/", "").1).collect();
+    assert_eq!(names, ["o0", "o1", "o0", "o1"]);
+    let out = Command::new(support::bin())
+        .args(["gateway", "--listen", "127.0.0.1:0", "--to", &a, "--to", "fastcgi://127.0.0.1:9"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("fastcgi://127.0.0.1:9 is not of the group's kind"), "{err}");
+    // In a file: the line of the member at fault.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("g.toml");
+    std::fs::write(
+        &file,
+        format!("[[listener]]\nlisten = \"127.0.0.1:0\"\n[[listener.route]]\nto = [\n  \"{a}\",\n  \"scgi://127.0.0.1:9\",\n]\n"),
+    )
+    .unwrap();
+    let out = Command::new(support::bin()).arg("check").arg(&file).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.starts_with(&format!("{}:6: ", file.display())) && err.contains("not of the group's kind"), "{err}");
+}
