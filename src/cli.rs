@@ -221,9 +221,16 @@ pub struct GatewayArgs {
     #[arg(long, value_parser = config::parse_listen)]
     pub listen: ListenAddr,
     /// http(s)://HOST:PORT[/base], ftp://[USER[:PASS]@]HOST[:PORT][/dir], cgi:DIR, fastcgi://HOST:PORT,
-    /// fastcgi+unix:PATH, scgi://HOST:PORT or file:DIR
-    #[arg(long, value_parser = Target::parse)]
-    pub to: Target,
+    /// fastcgi+unix:PATH, scgi://HOST:PORT or file:DIR. Given more than once: an upstream group (members of
+    /// one kind: http(s)://, fastcgi or scgi://), balanced by --balance
+    #[arg(long, value_parser = Target::parse, required = true)]
+    pub to: Vec<Target>,
+    /// An upstream group's balancing: round_robin (default), least_conn, client_ip, header:NAME or cookie:NAME
+    #[arg(long, value_name = "HOW", value_parser = config::Balance::parse)]
+    pub balance: Option<config::Balance>,
+    /// An upstream group's active health check: a path to GET (http members) or fcgi (FastCGI members)
+    #[arg(long, value_name = "CHECK", value_parser = config::HealthCheck::parse)]
+    pub health_check: Option<config::HealthCheck>,
     /// FastCGI: the document root SCRIPT_FILENAME is resolved under (the script must exist there)
     #[arg(long, value_name = "DIR")]
     pub root: Option<PathBuf>,
@@ -257,7 +264,7 @@ impl GatewayArgs {
     /// The one route `hopgate gateway` serves: the flags go to the target they belong to (`Target::set`, as
     /// the config file's keys do).
     fn route(&self) -> Result<Route, String> {
-        let mut to = self.to.clone();
+        let Some(mut to) = self.to.first().cloned() else { return Err("--to is required".into()) };
         let options = [
             self.ca.clone().map(TargetOption::Ca),
             self.root.clone().map(TargetOption::Root),
@@ -268,8 +275,21 @@ impl GatewayArgs {
             self.front_controller.clone().map(TargetOption::FrontController),
             self.send_proxy_protocol.map(TargetOption::SendProxyProtocol),
         ];
+        let grouped = self.to.len() > 1 || self.balance.is_some() || self.health_check.is_some();
+        let mut group = match grouped {
+            true => {
+                config::check_members(&self.to).map_err(|(_, why)| format!("--to: {why}"))?;
+                Some(config::Group::new(self.to.iter().map(|t| config::Member { to: t.clone(), weight: 1 }).collect()))
+            }
+            false => None,
+        };
         for option in options.into_iter().flatten() {
             let flag = format!("--{}", option.key().replace('_', "-"));
+            if let Some(g) = &mut group {
+                for m in &mut g.members {
+                    let _ = m.to.set(option.clone());
+                }
+            }
             to.set(option).map_err(|e| match e {
                 OptionError::Misplaced { which: "https:// routes" } => {
                     format!("{flag} only applies to https:// targets (the proxy's --ca to absolute-form https://)")
@@ -278,7 +298,14 @@ impl GatewayArgs {
                 OptionError::Invalid(why) => format!("{flag}: {why}"),
             })?;
         }
-        Ok(Route::new(to))
+        if let Some(g) = &mut group {
+            g.balance = self.balance.clone().unwrap_or_default();
+            g.health_check = self.health_check.clone();
+            g.check_fits().map_err(|why| format!("--health-check: {why}"))?;
+        }
+        let mut route = Route::new(to);
+        route.group = group;
+        Ok(route)
     }
 }
 

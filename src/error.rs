@@ -54,6 +54,9 @@ pub enum Kind {
     /// An intercepted request whose Host does not resolve to the address the client connected to (a forged
     /// Host, Squid's `host_verify_strict`): 409.
     HostForgery,
+    /// No member of the route's upstream group is up, or every one failed to take the request: 503 with
+    /// `Retry-After` (docs/upstreams.md).
+    NoUpstream,
     DnsFailed,
     ConnectRefused,
     ConnectFailed,
@@ -104,6 +107,7 @@ impl Kind {
             Kind::Overloaded => "overloaded",
             Kind::RateLimited => "rate_limited",
             Kind::HostForgery => "host_forgery",
+            Kind::NoUpstream => "no_upstream",
             Kind::DnsFailed => "dns",
             Kind::ConnectRefused => "refused",
             Kind::ConnectFailed => "connect",
@@ -227,7 +231,7 @@ impl Error {
             Kind::AuthRequired => StatusCode::PROXY_AUTHENTICATION_REQUIRED,
             Kind::Unauthorized => StatusCode::UNAUTHORIZED,
             Kind::Loop => StatusCode::LOOP_DETECTED,
-            Kind::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            Kind::Overloaded | Kind::NoUpstream => StatusCode::SERVICE_UNAVAILABLE,
             Kind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             Kind::HostForgery => StatusCode::CONFLICT,
             Kind::DnsFailed

@@ -69,6 +69,12 @@ struct RouteReason {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteUpstream {
+    route: String,
+    upstream: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabel {
     result: &'static str,
 }
@@ -209,6 +215,11 @@ pub struct Metrics {
     cgi_queued: Family<RouteLabel, Gauge>,
     ftp_idle: Family<RouteLabel, Gauge>,
     reloads: Family<ResultLabel, Counter>,
+    member_up: Family<RouteUpstream, Gauge>,
+    member_in_flight: Family<RouteUpstream, Gauge>,
+    member_requests: Family<RouteUpstream, Counter>,
+    member_failures: Family<RouteUpstream, Counter>,
+    member_retries: Family<RouteUpstream, Counter>,
     /// The routes and listeners built so far, for the stats page, in the order they were built.
     routes: Mutex<Vec<Arc<RouteMetrics>>>,
     listeners: Mutex<Vec<Arc<ListenerMetrics>>>,
@@ -246,6 +257,11 @@ impl Metrics {
             cgi_queued: Family::default(),
             ftp_idle: Family::default(),
             reloads: Family::default(),
+            member_up: Family::default(),
+            member_in_flight: Family::default(),
+            member_requests: Family::default(),
+            member_failures: Family::default(),
+            member_retries: Family::default(),
             routes: Mutex::default(),
             listeners: Mutex::default(),
             tunnels: Arc::default(),
@@ -300,6 +316,32 @@ impl Metrics {
         registry.register("cgi_scripts_queued", "Requests waiting for a CGI script slot", m.cgi_queued.clone());
         registry.register("ftp_sessions_idle", "Logged-in FTP control connections kept for reuse", m.ftp_idle.clone());
         registry.register("config_reloads", "Configuration reloads, by result (ok, error)", m.reloads.clone());
+        registry.register(
+            "upstream_up",
+            "Whether a member of an upstream group takes requests (1) or is down (0)",
+            m.member_up.clone(),
+        );
+        registry.register(
+            "upstream_in_flight",
+            "Requests sent to a member of an upstream group and waiting for its response head",
+            m.member_in_flight.clone(),
+        );
+        registry.register(
+            "upstream_requests",
+            "Requests sent to a member of an upstream group",
+            m.member_requests.clone(),
+        );
+        registry.register(
+            "upstream_failures",
+            "Requests a member of an upstream group failed: connection refused or timed out, closed early, or \
+             answered 502, 503 or 504",
+            m.member_failures.clone(),
+        );
+        registry.register(
+            "upstream_retries",
+            "Requests sent to another member after this member failed them",
+            m.member_retries.clone(),
+        );
         for result in ["ok", "error"] {
             let _ = m.reloads.get_or_create(&ResultLabel { result });
         }
@@ -365,6 +407,7 @@ impl Metrics {
             cgi_queued: owned(&self.cgi_queued, &r),
             ftp_idle: owned(&self.ftp_idle, &r),
             errors: Mutex::default(),
+            members: Mutex::default(),
         });
         if let Ok(mut all) = self.routes.lock() {
             all.retain(|x| !(x.listener == listener && x.route == route));
@@ -456,6 +499,20 @@ pub struct RouteMetrics {
     pub cgi_queued: Gauge,
     pub ftp_idle: Gauge,
     errors: Mutex<HashMap<&'static str, Counter>>,
+    /// The members of the route's upstream group, if it has one, for the stats page.
+    members: Mutex<Vec<Arc<MemberMetrics>>>,
+}
+
+/// What one member of an upstream group counts (labels `route` and `upstream`: the member's URL).
+#[derive(Debug, Default)]
+pub struct MemberMetrics {
+    pub upstream: String,
+    pub weight: u32,
+    pub up: Gauge,
+    pub in_flight: Gauge,
+    pub requests: Counter,
+    pub failures: Counter,
+    pub retries: Counter,
 }
 
 impl RouteMetrics {
@@ -488,6 +545,33 @@ impl RouteMetrics {
             None => Counter::default(),
         });
         counter.inc();
+    }
+
+    /// The handles of `upstream`, a member of this route's group (listed on the stats page from now on).
+    pub fn member(&self, upstream: &str, weight: u32) -> Arc<MemberMetrics> {
+        let l = RouteUpstream { route: self.route.clone(), upstream: upstream.to_owned() };
+        let handles = Arc::new(match self.metrics.upgrade() {
+            Some(m) => MemberMetrics {
+                upstream: upstream.to_owned(),
+                weight,
+                up: owned(&m.member_up, &l),
+                in_flight: owned(&m.member_in_flight, &l),
+                requests: owned(&m.member_requests, &l),
+                failures: owned(&m.member_failures, &l),
+                retries: owned(&m.member_retries, &l),
+            },
+            None => MemberMetrics { upstream: upstream.to_owned(), weight, ..MemberMetrics::default() },
+        });
+        if let Ok(mut all) = self.members.lock() {
+            all.retain(|x| x.upstream != upstream);
+            all.push(handles.clone());
+        }
+        handles
+    }
+
+    /// The members of the route's upstream group (empty without one).
+    pub fn members(&self) -> Vec<Arc<MemberMetrics>> {
+        self.members.lock().map(|m| m.clone()).unwrap_or_default()
     }
 
     /// Requests by status code so far: (code, count), ascending.

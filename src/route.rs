@@ -213,13 +213,15 @@ impl Mount {
         metrics: Arc<RouteMetrics>,
     ) -> Result<Mount, StartupError> {
         let out = &out.for_route(metrics.clone());
-        let room = match &r.to {
-            Target::Http(t) => Room::Relay(relay::Reverse::new(t, &r.path, &listener.upgrades, out)?),
-            Target::Cgi(t) => Room::App(app::Gateway::cgi(t, &r.path, out)?),
-            Target::FastCgi(t) => Room::App(app::Gateway::fastcgi(t, &r.path, out)?),
-            Target::Scgi(t) => Room::App(app::Gateway::scgi(t, &r.path, out)),
-            Target::Ftp(t) => Room::Ftp(Ftp::gateway(t, &r.path, out)?),
-            Target::File(t) => Room::Files(Files::new(t, &r.path)?),
+        let room = match (&r.to, &r.group) {
+            (Target::Http(t), Some(g)) => Room::Relay(relay::Reverse::group(t, g, &r.path, &listener.upgrades, out)?),
+            (Target::FastCgi(_) | Target::Scgi(_), Some(g)) => Room::App(app::Gateway::group(&r.to, g, &r.path, out)?),
+            (Target::Http(t), _) => Room::Relay(relay::Reverse::new(t, &r.path, &listener.upgrades, out)?),
+            (Target::Cgi(t), _) => Room::App(app::Gateway::cgi(t, &r.path, out)?),
+            (Target::FastCgi(t), _) => Room::App(app::Gateway::fastcgi(t, &r.path, out)?),
+            (Target::Scgi(t), _) => Room::App(app::Gateway::scgi(t, &r.path, out)),
+            (Target::Ftp(t), _) => Room::Ftp(Ftp::gateway(t, &r.path, out)?),
+            (Target::File(t), _) => Room::Files(Files::new(t, &r.path)?),
         };
         Ok(Mount { host: r.host.clone(), path: r.path.clone(), room, name: Arc::from(r.name()), metrics })
     }

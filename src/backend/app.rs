@@ -8,6 +8,7 @@
 //! Does not: add Via (this is the origin side of the exchange, not an intermediary on the path), cache, retry, or
 //! pass hop-by-hop fields either way. nph- scripts: see [`nph`].
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,19 +25,23 @@ use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Incoming;
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
+use super::NotAnswered;
 use super::cgi::{self, Cgi, CgiConfig, CgiOutput};
-use super::fastcgi::{FastCgi, FastCgiAddr, FastCgiConfig};
+use super::fastcgi::{DEFAULT_FASTCGI_SPLIT_SUFFIX, FastCgi, FastCgiAddr, FastCgiConfig};
 use super::files::{self, Files, Found};
 use super::meta::{
-    self, CgiHead, ConnInfo, GatewayBody, GatewayErrorKind, GatewayResponse, HeadKind, HeadParser, MetaInput,
+    self, CgiHead, ConnInfo, GatewayBody, GatewayErrorKind, GatewayResponse, HeadKind, HeadParser, MetaInput, MetaVars,
     ScriptPath,
 };
 use super::scgi::{Scgi, ScgiConfig};
 use super::{Ctx, outside};
-use crate::config::{AppOptions, CgiTarget, FastCgiTarget, Prefix, ScgiTarget, UpstreamSocket};
-use crate::error::{BoxError, Error, Kind, StartupError};
+use crate::config::{
+    self, AppOptions, CgiTarget, FastCgiTarget, HealthCheck, Prefix, ScgiTarget, Target, UpstreamSocket,
+};
+use crate::error::{BoxError, Error, Kind, Side, StartupError};
 use crate::http::{Body, hop};
 use crate::idle::Timer;
+use crate::upstream::group::{Group, Probe, Settings};
 use crate::upstream::{Dialer, Outbound, UpstreamAddr};
 
 /// Largest request body without Content-Length (chunked) that is spooled so the application can be told its
@@ -81,8 +86,123 @@ struct Site {
 
 enum App {
     Cgi(Cgi),
-    FastCgi(FastCgi),
-    Scgi(Scgi),
+    FastCgi(Members<FastCgi>),
+    Scgi(Members<Scgi>),
+}
+
+/// A FastCGI or SCGI route's application: one, or an upstream group (docs/upstreams.md).
+enum Members<T> {
+    One(T),
+    Group(Group<T>),
+}
+
+impl<T> Members<T> {
+    /// The one application, or a group's first member: they share the route's options (root, layout).
+    fn first(&self) -> &T {
+        match self {
+            Members::One(t) => t,
+            Members::Group(g) => &g.members()[0].client,
+        }
+    }
+}
+
+/// What a member of an application group is asked to do.
+trait Member: Send + Sync {
+    fn try_send<'a>(
+        &'a self,
+        vars: &'a MetaVars,
+        body: ReqBody,
+    ) -> Pin<Box<dyn Future<Output = Result<GatewayResponse, NotAnswered<ReqBody>>> + Send + 'a>>;
+}
+
+impl Member for FastCgi {
+    fn try_send<'a>(
+        &'a self,
+        vars: &'a MetaVars,
+        body: ReqBody,
+    ) -> Pin<Box<dyn Future<Output = Result<GatewayResponse, NotAnswered<ReqBody>>> + Send + 'a>> {
+        Box::pin(FastCgi::try_send(self, vars, body))
+    }
+}
+
+impl Member for Scgi {
+    fn try_send<'a>(
+        &'a self,
+        vars: &'a MetaVars,
+        body: ReqBody,
+    ) -> Pin<Box<dyn Future<Output = Result<GatewayResponse, NotAnswered<ReqBody>>> + Send + 'a>> {
+        Box::pin(Scgi::try_send(self, vars, body))
+    }
+}
+
+impl<T: Member> Members<T> {
+    /// Sends to the one application, or to a member of the group as relay::group does for http members: to
+    /// another member when nothing reached the first one; once more when the request is replayable (no body,
+    /// an idempotent method), at most `retries` times; never after a response head came.
+    async fn send(
+        &self,
+        vars: &MetaVars,
+        body: ReqBody,
+        replayable: bool,
+        key: Option<u64>,
+        prefix: &Prefix,
+    ) -> Result<GatewayResponse, Error> {
+        let g = match self {
+            Members::One(t) => return t.try_send(vars, body).await.map_err(NotAnswered::error),
+            Members::Group(g) => g,
+        };
+        let mut body = Some(body);
+        let mut tried: Vec<usize> = Vec::new();
+        let mut retries = g.settings().retries;
+        let mut failed: Option<Error> = None;
+        let mut again: Option<(usize, String)> = None;
+        loop {
+            let Some(mut pick) = g.pick(key, &tried) else {
+                return Err(failed.unwrap_or_else(|| no_member(g, prefix, !tried.is_empty())));
+            };
+            if let Some((i, why)) = again.take() {
+                g.retried(i, &why);
+            }
+            tried.push(pick.index());
+            let attempt = body.take().unwrap_or_else(|| Box::pin(stream::empty()) as ReqBody);
+            match pick.client().try_send(vars, attempt).await {
+                Ok(resp) => {
+                    pick.answered(resp.head.status.as_u16());
+                    return Ok(resp);
+                }
+                Err(NotAnswered::Unsent(e, back)) => {
+                    if e.side() != Side::Upstream {
+                        return Err(e);
+                    }
+                    pick.unreachable(e.detail());
+                    again = Some((pick.index(), e.detail().to_owned()));
+                    body = Some(back);
+                }
+                Err(NotAnswered::Sent(e)) => {
+                    if e.side() != Side::Upstream {
+                        return Err(e);
+                    }
+                    pick.failed(e.detail());
+                    if !replayable || retries == 0 {
+                        return Err(e);
+                    }
+                    retries -= 1;
+                    again = Some((pick.index(), e.detail().to_owned()));
+                    failed = Some(e);
+                }
+            }
+        }
+    }
+}
+
+/// The 503 when no member of the group is up, or every one refused the request's own attempts.
+fn no_member<M>(group: &Group<M>, prefix: &Prefix, tried: bool) -> Error {
+    let detail = match tried {
+        true => format!("every member of the upstream group of {prefix} refused the request"),
+        false => format!("no member of the upstream group of {prefix} is up"),
+    };
+    Error::upstream(Kind::NoUpstream, detail)
+        .with_field(header::RETRY_AFTER, HeaderValue::from(group.retry_after_secs()))
 }
 
 /// What one call of the application produced.
@@ -128,6 +248,73 @@ impl Gateway {
     /// The gateway of a `fastcgi://` or `fastcgi+unix:` route under `prefix`, dialled through `out`'s loop
     /// check. Fails when the root does not exist; nothing connects here.
     pub fn fastcgi(t: &FastCgiTarget, prefix: &Prefix, out: &Outbound) -> Result<Gateway, StartupError> {
+        let (fcgi, upstream) = Gateway::fastcgi_app(t, out)?;
+        let site = match &t.root {
+            Some(root) => Some(Site::new(
+                t,
+                root,
+                &fcgi,
+                t.split_path.clone().unwrap_or_else(|| DEFAULT_FASTCGI_SPLIT_SUFFIX.into()),
+                prefix,
+            )?),
+            None if t.front_controller.is_some() => {
+                return Err(StartupError::new("front_controller needs a root (the directory the script is in)"));
+            }
+            None => None,
+        };
+        let mut gw = Gateway::with(App::FastCgi(Members::One(fcgi)), prefix, None, &t.app, upstream);
+        gw.site = site;
+        Ok(gw)
+    }
+
+    /// The gateway of a route whose `to` is a group of FastCGI or SCGI applications: each member with its own
+    /// connections (and the route's options), balanced and checked as `g` says.
+    pub fn group(to: &Target, g: &config::Group, prefix: &Prefix, out: &Outbound) -> Result<Gateway, StartupError> {
+        let settings = Settings::of(g);
+        let mut gw = match to {
+            Target::FastCgi(first) => Gateway::fastcgi(first, prefix, out)?,
+            Target::Scgi(first) => Gateway::scgi(first, prefix, out),
+            other => return Err(StartupError::new(format!("{other} can't be a member of an application group"))),
+        };
+        gw.app = match to {
+            Target::FastCgi(_) => {
+                let mut members = Vec::new();
+                for m in &g.members {
+                    let Target::FastCgi(t) = &m.to else {
+                        return Err(StartupError::new(format!("{}: not a FastCGI member", m.to)));
+                    };
+                    members.push((Gateway::fastcgi_app(t, out)?.0, m.to.to_string(), m.weight));
+                }
+                let group = Group::new(members, settings, out.route.as_deref());
+                if g.health_check == Some(HealthCheck::Fcgi) {
+                    let mut probes = Vec::new();
+                    for m in &g.members {
+                        if let Target::FastCgi(t) = &m.to {
+                            probes.push(fcgi_probe(t, out)?);
+                        }
+                    }
+                    group.start_checks(probes);
+                }
+                App::FastCgi(Members::Group(group))
+            }
+            _ => {
+                let mut members = Vec::new();
+                for m in &g.members {
+                    let Target::Scgi(t) = &m.to else {
+                        return Err(StartupError::new(format!("{}: not an SCGI member", m.to)));
+                    };
+                    members.push((Gateway::scgi_app(t, out), m.to.to_string(), m.weight));
+                }
+                App::Scgi(Members::Group(Group::new(members, settings, out.route.as_deref())))
+            }
+        };
+        // The access log names the member through the response (no one address for the route).
+        gw.upstream = None;
+        Ok(gw)
+    }
+
+    /// One FastCGI application of a route (its one, or a group member's), and its address when it is an IP.
+    fn fastcgi_app(t: &FastCgiTarget, out: &Outbound) -> Result<(FastCgi, Option<SocketAddr>), StartupError> {
         let mut upstream = None;
         let addr = match &t.socket {
             UpstreamSocket::Tcp(a) => {
@@ -150,33 +337,22 @@ impl Gateway {
             cfg.max_connections = n;
         }
         let root = cfg.root.clone().unwrap_or_default();
-        let split_suffix = cfg.split_suffix.clone();
         let fcgi = FastCgi::new(cfg, dialer(&t.app, out))
             .map_err(|e| StartupError::new(format!("FastCGI root {}: {e}", root.display())))?;
-        let site = match &t.root {
-            Some(root) => Some(Site::new(t, root, &fcgi, split_suffix, prefix)?),
-            None if t.front_controller.is_some() => {
-                return Err(StartupError::new("front_controller needs a root (the directory the script is in)"));
-            }
-            None => None,
-        };
-        let mut gw = Gateway::with(App::FastCgi(fcgi), prefix, None, &t.app, upstream);
-        gw.site = site;
-        Ok(gw)
+        Ok((fcgi, upstream))
     }
 
     /// The gateway of an `scgi://` route under `prefix`, dialled through `out`'s loop check; nothing connects
     /// here.
     pub fn scgi(t: &ScgiTarget, prefix: &Prefix, out: &Outbound) -> Gateway {
+        let app = App::Scgi(Members::One(Gateway::scgi_app(t, out)));
+        Gateway::with(app, prefix, None, &t.app, t.authority.to_string().parse().ok())
+    }
+
+    fn scgi_app(t: &ScgiTarget, out: &Outbound) -> Scgi {
         let mut cfg = ScgiConfig::new(t.authority.clone());
         cfg.timeout = timeout(&t.app);
-        Gateway::with(
-            App::Scgi(Scgi::new(cfg, dialer(&t.app, out))),
-            prefix,
-            None,
-            &t.app,
-            t.authority.to_string().parse().ok(),
-        )
+        Scgi::new(cfg, dialer(&t.app, out))
     }
 
     fn with(app: App, prefix: &Prefix, index: Option<String>, o: &AppOptions, upstream: Option<SocketAddr>) -> Gateway {
@@ -188,6 +364,7 @@ impl Gateway {
     async fn call(&self, parts: &Parts, conn: &ConnInfo, body: ReqBody) -> Result<Output, Error> {
         let path = self.prefix.below(parts.uri.path()).ok_or_else(|| outside(&self.prefix, parts.uri.path()))?;
         let content_length = meta::request_content_length(parts).map_err(Error::from)?;
+        let replayable = parts.method.is_idempotent() && content_length.unwrap_or(0) == 0;
         let input = |script| MetaInput { conn, script, content_length, pass_authorization: self.pass_authorization };
         match &self.app {
             App::Cgi(cgi) => {
@@ -206,7 +383,8 @@ impl Gateway {
                     CgiOutput::Nph(b) => Output::Nph(b),
                 })
             }
-            App::FastCgi(fcgi) => {
+            App::FastCgi(members) => {
+                let fcgi = members.first();
                 let mut script = match (fcgi.resolve(path), &self.site) {
                     (Ok(script), _) => script,
                     (Err(e), Some(site)) if e.kind() == GatewayErrorKind::NotFound => match site.pick(parts, path)? {
@@ -218,13 +396,15 @@ impl Gateway {
                 };
                 script.script_name = self.prefix.mount(&script.script_name);
                 let vars = meta::build(parts, &input(&script));
-                Ok(Output::Parsed(fcgi.send(&vars, body).await?))
+                let key = members.key(parts, conn);
+                Ok(Output::Parsed(members.send(&vars, body, replayable, key, &self.prefix).await?))
             }
-            App::Scgi(scgi) => {
+            App::Scgi(members) => {
                 let mut script = meta::resolve_app(path).map_err(Error::from)?;
                 script.script_name = self.prefix.mount(&script.script_name);
                 let vars = meta::build(parts, &input(&script));
-                Ok(Output::Parsed(scgi.send(&vars, body).await?))
+                let key = members.key(parts, conn);
+                Ok(Output::Parsed(members.send(&vars, body, replayable, key, &self.prefix).await?))
             }
         }
     }
@@ -235,6 +415,25 @@ impl Gateway {
         }
         resp
     }
+}
+
+impl<T> Members<T> {
+    /// What a hashing group balances the request by.
+    fn key(&self, parts: &Parts, conn: &ConnInfo) -> Option<u64> {
+        match self {
+            Members::One(_) => None,
+            Members::Group(g) => g.key(&parts.headers, conn.remote.ip()),
+        }
+    }
+}
+
+/// An active check of a FastCGI member (`health_check = "fcgi"`): its own connection, FCGI_GET_VALUES.
+fn fcgi_probe(t: &FastCgiTarget, out: &Outbound) -> Result<Probe, StartupError> {
+    let app = std::sync::Arc::new(Gateway::fastcgi_app(t, out)?.0);
+    Ok(Box::new(move || {
+        let app = app.clone();
+        Box::pin(async move { app.check().await })
+    }))
 }
 
 /// What a FastCGI route's root holds for a path that names no script.

@@ -58,6 +58,22 @@ pub struct Ctx<'a> {
     pub tasks: &'a TaskTracker,
 }
 
+/// Why an application (FastCGI, SCGI) gave no response: with the request body back when none of the request
+/// was written (the connection could not be opened, or died before the first byte), so that an upstream group
+/// can send it to another member as it is.
+pub enum NotAnswered<B> {
+    Unsent(Error, B),
+    Sent(Error),
+}
+
+impl<B> NotAnswered<B> {
+    pub fn error(self) -> Error {
+        match self {
+            NotAnswered::Unsent(e, _) | NotAnswered::Sent(e) => e,
+        }
+    }
+}
+
 /// A request in a room whose route prefix its path is not under. `route::Table::pick` hands a room only requests
 /// under its route's prefix, so this is a bug: a 500 naming both, rather than the path served as if it were under
 /// the prefix.

@@ -14,6 +14,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::Stream;
 use tokio::io::AsyncWriteExt;
 
+use crate::backend::NotAnswered;
 use crate::backend::meta::{
     self, FeedError, GatewayError, GatewayResponse, MetaVars, TaskGuard, UpstreamReader, feed_body,
 };
@@ -59,6 +60,15 @@ impl Scgi {
         S: Stream<Item = Result<Bytes, E>> + Send + 'static,
         E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
     {
+        self.try_send(vars, body).await.map_err(NotAnswered::error)
+    }
+
+    /// [`Scgi::send`], with the body back when the connection could not be opened (nothing was sent).
+    pub async fn try_send<S, E>(&self, vars: &MetaVars, body: S) -> Result<GatewayResponse, NotAnswered<S>>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Send + 'static,
+        E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
+    {
         let addr = &self.cfg.addr;
         let timeout = self.cfg.timeout;
         let length = vars
@@ -67,7 +77,10 @@ impl Scgi {
             .and_then(|v| v.parse::<u64>().ok())
             .unwrap_or(0);
         let head = encode_head(vars);
-        let (stream, _) = self.dialer.dial(&addr.host, addr.port).await?;
+        let (stream, _) = match self.dialer.dial(&addr.host, addr.port).await {
+            Ok(s) => s,
+            Err(e) => return Err(NotAnswered::Unsent(e, body)),
+        };
         let (reader, mut writer) = stream.into_split();
         let progress = Arc::new(Stamp::now());
         let feeding = progress.clone();
@@ -89,7 +102,7 @@ impl Scgi {
             Some(writer)
         });
         let out = UpstreamReader::new(reader, TaskGuard(feeder), Timer::shared(progress, timeout), upstream);
-        Ok(meta::read_response(out).await?)
+        meta::read_response(out).await.map_err(|e| NotAnswered::Sent(e.into()))
     }
 }
 

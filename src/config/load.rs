@@ -112,6 +112,79 @@ impl<'de> Deserialize<'de> for VersionField {
     }
 }
 
+parsed_string!(BalanceField, Balance, Balance::parse);
+parsed_string!(HealthField, HealthCheck, HealthCheck::parse);
+
+/// A route's `to`: one target, or a list of members, each a target or `{ url = "...", weight = N }`.
+enum RawTo {
+    One(Target),
+    Many(Vec<Spanned<RawMember>>),
+}
+
+impl<'de> Deserialize<'de> for RawTo {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> de::Visitor<'de> for V {
+            type Value = RawTo;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a target such as \"http://127.0.0.1:8080\", or a list of them (an upstream group)")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawTo, E> {
+                Target::parse(v).map(RawTo::One).map_err(E::custom)
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<RawTo, A::Error> {
+                let mut members = Vec::new();
+                while let Some(m) = seq.next_element::<Spanned<RawMember>>()? {
+                    members.push(m);
+                }
+                if members.is_empty() {
+                    return Err(de::Error::custom("to = []: an upstream group needs at least one member"));
+                }
+                Ok(RawTo::Many(members))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// One member of a `to` list.
+struct RawMember {
+    to: Target,
+    weight: Option<Spanned<u32>>,
+}
+
+impl<'de> Deserialize<'de> for RawMember {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> de::Visitor<'de> for V {
+            type Value = RawMember;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a target, or { url = \"...\", weight = N }")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawMember, E> {
+                Target::parse(v).map(|to| RawMember { to, weight: None }).map_err(E::custom)
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<RawMember, A::Error> {
+                let (mut to, mut weight) = (None, None);
+                while let Some(key) = map.next_key::<String>()? {
+                    match key.as_str() {
+                        "url" => to = Some(map.next_value::<TargetField>()?.0),
+                        "weight" => weight = Some(map.next_value::<Spanned<u32>>()?),
+                        other => {
+                            return Err(de::Error::custom(format!(
+                                "unknown key {other:?} in a group member: url and weight are expected"
+                            )));
+                        }
+                    }
+                }
+                let to = to.ok_or_else(|| de::Error::custom("a group member needs url = \"...\""))?;
+                Ok(RawMember { to, weight })
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 parsed_string!(CidrField, ipnet::IpNet, |s| {
     s.parse::<ipnet::IpNet>()
         .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
@@ -232,8 +305,16 @@ struct RawRule {
 struct RawRoute {
     host: Option<Spanned<String>>,
     path: Option<Spanned<String>>,
-    to: Spanned<TargetField>,
+    to: Spanned<RawTo>,
     name: Option<Spanned<String>>,
+    balance: Option<Spanned<BalanceField>>,
+    health_check: Option<Spanned<HealthField>>,
+    health_interval_secs: Option<Spanned<Secs>>,
+    health_timeout_secs: Option<Spanned<Secs>>,
+    unhealthy_after: Option<Spanned<u32>>,
+    healthy_after: Option<Spanned<u32>>,
+    max_fails: Option<Spanned<u32>>,
+    retries: Option<Spanned<u32>>,
     ca: Option<Spanned<PathBuf>>,
     root: Option<Spanned<PathBuf>>,
     index: Option<Spanned<String>>,
@@ -712,7 +793,8 @@ impl Ctx<'_> {
 
     fn route(&self, r: RawRoute) -> Result<Route, ConfigError> {
         let to_span = r.to.span();
-        let mut route = Route::new(r.to.into_inner().0);
+        let (first, mut group) = self.group(&r)?;
+        let mut route = Route::new(first);
         route.at = Some(self.at(to_span.clone()));
         if let Some(h) = &r.host {
             let given = h.get_ref();
@@ -731,6 +813,13 @@ impl Ctx<'_> {
             route.path = Prefix::parse(p.get_ref()).map_err(|e| self.err(p.span(), e))?;
         }
         // Paths in the file are relative to the file's directory, a unix socket's too.
+        if let Some(g) = &mut group {
+            for m in &mut g.members {
+                if let Target::FastCgi(FastCgiTarget { socket: UpstreamSocket::Unix(path), .. }) = &mut m.to {
+                    *path = self.base.join(&*path);
+                }
+            }
+        }
         match &mut route.to {
             Target::Cgi(t) => {
                 t.dir = self.base.join(&t.dir);
@@ -805,6 +894,12 @@ impl Ctx<'_> {
         options.sort_by_key(|(span, _)| span.start);
         for (span, option) in options {
             let key = option.key();
+            // Every member of a group has the route's options (they are all of one kind).
+            if let Some(g) = &mut group {
+                for m in &mut g.members {
+                    let _ = m.to.set(option.clone());
+                }
+            }
             route.to.set(option).map_err(|e| match e {
                 OptionError::Misplaced { which } => {
                     self.err(span, format!("{key} only applies to {which}, not to {}", route.to))
@@ -812,7 +907,68 @@ impl Ctx<'_> {
                 OptionError::Invalid(why) => self.err(span, why),
             })?;
         }
+        route.group = group;
         Ok(route)
+    }
+
+    /// A route's `to` and group keys: its first (or only) target, and the group when `to` is a list or a group
+    /// key is given. Members of another kind than the first, an unknown `balance` or a check that does not fit
+    /// the members are errors at their line.
+    fn group(&self, r: &RawRoute) -> Result<(Target, Option<Group>), ConfigError> {
+        let keys_given = r.balance.is_some()
+            || r.health_check.is_some()
+            || r.health_interval_secs.is_some()
+            || r.health_timeout_secs.is_some()
+            || r.unhealthy_after.is_some()
+            || r.healthy_after.is_some()
+            || r.max_fails.is_some()
+            || r.retries.is_some();
+        let members: Vec<(Range<usize>, Member)> = match r.to.get_ref() {
+            RawTo::One(t) if !keys_given => return Ok((t.clone(), None)),
+            RawTo::One(t) => vec![(r.to.span(), Member { to: t.clone(), weight: 1 })],
+            RawTo::Many(list) => {
+                let mut out = Vec::new();
+                for m in list {
+                    let weight = match &m.get_ref().weight {
+                        None => 1,
+                        Some(w) if *w.get_ref() == 0 || *w.get_ref() > MAX_WEIGHT => {
+                            return Err(self.err(w.span(), format!("weight must be from 1 to {MAX_WEIGHT}")));
+                        }
+                        Some(w) => *w.get_ref(),
+                    };
+                    out.push((m.span(), Member { to: m.get_ref().to.clone(), weight }));
+                }
+                out
+            }
+        };
+        check_members(members.iter().map(|(_, m)| &m.to)).map_err(|(i, why)| self.err(members[i].0.clone(), why))?;
+        let first = members[0].1.to.clone();
+        let mut g = Group::new(members.into_iter().map(|(_, m)| m).collect());
+        if let Some(b) = &r.balance {
+            g.balance = b.get_ref().0.clone();
+        }
+        if let Some(h) = &r.health_check {
+            g.health_check = Some(h.get_ref().0.clone());
+            g.check_fits().map_err(|why| self.err(h.span(), why))?;
+        }
+        if let Some(v) = &r.health_interval_secs {
+            g.health_interval = v.get_ref().0;
+        }
+        if let Some(v) = &r.health_timeout_secs {
+            g.health_timeout = v.get_ref().0;
+        }
+        let count = |v: &Option<Spanned<u32>>, name: &str, min: u32, default: u32| match v {
+            None => Ok(default),
+            Some(n) if *n.get_ref() < min || *n.get_ref() > MAX_COUNT => {
+                Err(self.err(n.span(), format!("{name} must be from {min} to {MAX_COUNT}")))
+            }
+            Some(n) => Ok(*n.get_ref()),
+        };
+        g.unhealthy_after = count(&r.unhealthy_after, "unhealthy_after", 1, DEFAULT_UNHEALTHY_AFTER)?;
+        g.healthy_after = count(&r.healthy_after, "healthy_after", 1, DEFAULT_HEALTHY_AFTER)?;
+        g.max_fails = count(&r.max_fails, "max_fails", 0, DEFAULT_MAX_FAILS)?;
+        g.retries = count(&r.retries, "retries", 0, DEFAULT_RETRIES)?;
+        Ok((first, Some(g)))
     }
 
     /// A users file that is readable and parses, so that `check` refuses what `run` could not load.
@@ -1093,6 +1249,53 @@ mod tests {
             let e = load_in(&src).unwrap_err();
             assert_eq!(e.line(), line, "{src}: {e}");
             assert!(e.message.contains(words), "{src}: {e}");
+        }
+    }
+
+    #[test]
+    fn upstream_groups() {
+        let route = |body: &str| load(&format!("[[listener]]\nlisten = \":1\"\n[[listener.route]]\n{body}"));
+        let c = route(
+            "to = [\"http://a:1\", { url = \"https://b:2\", weight = 3 }]\nbalance = \"least_conn\"\n\
+             health_check = \"/healthz\"\nhealth_interval_secs = 1\nunhealthy_after = 3\nretries = 0\nmax_fails = 0\n",
+        )
+        .unwrap();
+        let r = &c.listeners[0].routes[0];
+        let g = r.group.as_ref().unwrap();
+        assert_eq!(
+            g.members.iter().map(|m| (m.to.to_string(), m.weight)).collect::<Vec<_>>(),
+            [("http://a:1".to_string(), 1), ("https://b:2".to_string(), 3)]
+        );
+        assert_eq!(r.to.to_string(), "http://a:1");
+        assert_eq!(g.balance, Balance::LeastConn);
+        assert_eq!(g.health_check, Some(HealthCheck::Get("/healthz".into())));
+        assert_eq!((g.health_interval, g.health_timeout), (Duration::from_secs(1), Duration::from_secs(2)));
+        assert_eq!((g.unhealthy_after, g.healthy_after, g.max_fails, g.retries), (3, 2, 0, 0));
+        assert_eq!(r.name(), "http://a:1,https://b:2");
+        // A single target without group keys stays a plain route; with one it is a group of one.
+        assert!(route("to = \"http://a:1\"\n").unwrap().listeners[0].routes[0].group.is_none());
+        assert!(route("to = \"http://a:1\"\nretries = 2\n").unwrap().listeners[0].routes[0].group.is_some());
+        // Options reach every member.
+        let c = route("to = [\"fastcgi://a:1\", \"fastcgi://b:1\"]\nmax_connections = 7\n").unwrap();
+        for m in &c.listeners[0].routes[0].group.as_ref().unwrap().members {
+            assert!(matches!(&m.to, Target::FastCgi(t) if t.max_connections == Some(7)), "{:?}", m.to);
+        }
+        for (body, line, why) in [
+            ("to = [\n\"http://a:1\",\n\"fastcgi://b:1\"]\n", 6, "not of the group's kind"),
+            ("to = [\"http://a:1\", \"scgi://b:1\"]\n", 4, "not of the group's kind"),
+            ("to = [\"ftp://a/\", \"ftp://b/\"]\n", 4, "can't be a member"),
+            ("to = [\"http://a:1\"]\nbalance = \"random\"\n", 5, "unknown balance \"random\""),
+            ("to = [\"http://a:1\", { url = \"http://b:1\", weight = 0 }]\n", 4, "weight"),
+            ("to = [\"http://a:1\", { url = \"http://b:1\", wait = 1 }]\n", 4, "unknown key"),
+            ("to = []\n", 4, "at least one member"),
+            ("to = [\"fastcgi://a:1\"]\nhealth_check = \"/x\"\n", 5, "HTTP check"),
+            ("to = [\"http://a:1\"]\nhealth_check = \"fcgi\"\n", 5, "FastCGI"),
+            ("to = [\"http://a:1\"]\nhealth_check = \"healthz\"\n", 5, "a path"),
+            ("to = [\"http://a:1\"]\nunhealthy_after = 0\n", 5, "unhealthy_after"),
+        ] {
+            let e = route(body).unwrap_err();
+            assert_eq!(e.line(), line, "{body}: {e}");
+            assert!(e.message.contains(why), "{body}: {e}");
         }
     }
 

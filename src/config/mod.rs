@@ -2,6 +2,7 @@
 //! same [`Config`] a TOML file describes (`hopgate run FILE`), so a config that checks is a config that runs.
 //! Defaults are `DEFAULT_*` constants next to the field they fill; docs/configuration.md lists them all.
 
+mod group;
 mod load;
 mod policy;
 mod prefix;
@@ -14,6 +15,11 @@ use std::time::Duration;
 use ipnet::IpNet;
 
 pub use crate::error::{At, StartupError};
+pub use group::{
+    Balance, DEFAULT_HEALTH_INTERVAL_SECS, DEFAULT_HEALTH_TIMEOUT_SECS, DEFAULT_HEALTHY_AFTER, DEFAULT_MAX_FAILS,
+    DEFAULT_RETRIES, DEFAULT_UNHEALTHY_AFTER, Group, HealthCheck, MAX_COUNT, MAX_GROUP_MEMBERS, MAX_WEIGHT, Member,
+    check_members,
+};
 pub use load::{load_file, load_str};
 pub use policy::{
     DEFAULT_HOST_VERIFY, DEFAULT_SPOOF_SOURCE, DomainPattern, Intercept, InterceptMode, MIN_BYTES_PER_SECOND,
@@ -352,8 +358,11 @@ pub struct Route {
     pub host: Option<String>,
     /// The path prefix requests must be under (matched on segment boundaries).
     pub path: Prefix,
-    /// Where requests go, with the options of that kind of target.
+    /// Where requests go, with the options of that kind of target (a group's first member).
     pub to: Target,
+    /// Present: `to` was a list (or a group key was given): every member, `to` first, with the balancing, health
+    /// and retry settings (docs/upstreams.md). Absent: the one upstream `to`, as before groups existed.
+    pub group: Option<Group>,
     /// What the access log calls the route; None: [`Route::name`] is its target.
     pub name: Option<String>,
     /// The route's place in a config file (the line of `to`).
@@ -362,12 +371,20 @@ pub struct Route {
 
 impl Route {
     pub fn new(to: Target) -> Route {
-        Route { host: None, path: Prefix::root(), to, name: None, at: None }
+        Route { host: None, path: Prefix::root(), to, group: None, name: None, at: None }
     }
 
     /// The route's name in the access log: its `name`, else its target as `check` prints it (without a password).
     pub fn name(&self) -> String {
-        self.name.clone().unwrap_or_else(|| self.to.to_string())
+        self.name.clone().unwrap_or_else(|| self.target())
+    }
+
+    /// Its target as `check` prints it: the one upstream, or a group's members separated by commas.
+    pub fn target(&self) -> String {
+        match &self.group {
+            Some(g) if g.members.len() > 1 => g.members.iter().map(|m| m.to.to_string()).collect::<Vec<_>>().join(","),
+            _ => self.to.to_string(),
+        }
     }
 }
 
@@ -450,7 +467,11 @@ impl Config {
                 roles.push(s);
             }
             for r in &l.routes {
-                let mut s = format!("{}{} -> {}", r.host.as_deref().unwrap_or(""), r.path, r.to);
+                let mut s = format!("{}{} -> {}", r.host.as_deref().unwrap_or(""), r.path, r.target());
+                if let Some(g) = &r.group {
+                    let weights: Vec<String> = g.members.iter().map(|m| m.weight.to_string()).collect();
+                    s.push_str(&format!(" [{} weights {}]", g.balance, weights.join("/")));
+                }
                 if let Some(name) = &r.name {
                     s.push_str(&format!(" ({name})"));
                 }

@@ -85,7 +85,22 @@ pub struct Stats {
     pub window_secs: f64,
     pub listeners: Vec<ListenerStats>,
     pub routes: Vec<RouteStats>,
+    /// The members of the routes' upstream groups.
+    pub upstreams: Vec<MemberStats>,
     pub tunnels: TunnelStats,
+}
+
+/// One member of an upstream group.
+#[derive(Debug, Serialize)]
+pub struct MemberStats {
+    pub route: String,
+    pub upstream: String,
+    pub weight: u32,
+    pub up: bool,
+    pub in_flight: i64,
+    pub requests: u64,
+    pub failures: u64,
+    pub retries: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -211,6 +226,22 @@ pub fn collect(m: &Metrics, history: &History, ready: bool) -> Stats {
             }
         })
         .collect();
+    let upstreams = m
+        .routes()
+        .iter()
+        .flat_map(|r| {
+            r.members().into_iter().map(|u| MemberStats {
+                route: r.route.clone(),
+                upstream: u.upstream.clone(),
+                weight: u.weight,
+                up: u.up.get() == 1,
+                in_flight: u.in_flight.get(),
+                requests: u.requests.get(),
+                failures: u.failures.get(),
+                retries: u.retries.get(),
+            })
+        })
+        .collect();
     let (largest, open) = m.tunnels.largest(MAX_TUNNELS_SHOWN);
     let largest = largest
         .iter()
@@ -230,6 +261,7 @@ pub fn collect(m: &Metrics, history: &History, ready: bool) -> Stats {
         window_secs: (span * 10.0).round() / 10.0,
         listeners,
         routes,
+        upstreams,
         tunnels: TunnelStats { open, largest },
     }
 }
@@ -311,6 +343,25 @@ fn route_rows(s: &Stats) -> String {
     out
 }
 
+fn upstream_rows(s: &Stats) -> String {
+    let mut out = String::new();
+    for u in &s.upstreams {
+        let _ = write!(
+            out,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&u.upstream),
+            esc(&u.route),
+            u.weight,
+            if u.up { "up" } else { "down" },
+            u.in_flight,
+            u.requests,
+            u.failures,
+            u.retries,
+        );
+    }
+    out
+}
+
 fn tunnel_rows(s: &Stats) -> String {
     let mut out = String::new();
     for t in &s.tunnels.largest {
@@ -358,6 +409,10 @@ rates over the last <span id="window">{window}</span> s · <a href="/metrics">/m
 <table><thead><tr><th>route</th><th>listener</th><th>requests</th><th>rate</th><th>2xx</th><th>3xx</th><th>1xx</th>
 <th>4xx</th><th>5xx</th><th>p50</th><th>p90</th><th>p99</th><th>upstream errors</th><th>slots</th></tr></thead>
 <tbody id="routes">{routes}</tbody></table>
+<h2>Upstream groups</h2>
+<table><thead><tr><th>upstream</th><th>route</th><th>weight</th><th>state</th><th>in flight</th><th>requests</th>
+<th>failures</th><th>retries</th></tr></thead>
+<tbody id="upstreams">{upstreams}</tbody></table>
 <h2>Open tunnels: <span id="tunnels-open">{tunnels_open}</span> (the {max_shown} largest)</h2>
 <table><thead><tr><th>client</th><th>target</th><th>listener</th><th>up</th><th>down</th><th>age</th></tr></thead>
 <tbody id="tunnels">{tunnels}</tbody></table>
@@ -386,6 +441,8 @@ function draw(s) {{
       c("4xx") + " (" + rate("4xx") + "/s)", c("5xx") + " (" + rate("5xx") + "/s)", ms(r.latency_ms.p50), ms(r.latency_ms.p90),
       ms(r.latency_ms.p99), esc(errs), slots]);
   }}).join("");
+  document.getElementById("upstreams").innerHTML = s.upstreams.map(u => row([esc(u.upstream), esc(u.route), u.weight,
+    u.up ? "up" : "down", u.in_flight, u.requests, u.failures, u.retries])).join("");
   document.getElementById("tunnels-open").textContent = s.tunnels.open;
   document.getElementById("tunnels").innerHTML = s.tunnels.largest.map(t => row([esc(t.client), esc(t.target),
     esc(t.listener), bytes(t.up), bytes(t.down), Math.round(t.age_secs) + " s"])).join("");
@@ -405,6 +462,7 @@ poll();
         window = s.window_secs,
         listeners = listener_rows(s),
         routes = route_rows(s),
+        upstreams = upstream_rows(s),
         tunnels_open = s.tunnels.open,
         max_shown = MAX_TUNNELS_SHOWN,
         tunnels = tunnel_rows(s),
@@ -428,5 +486,25 @@ mod tests {
         let json: serde_json::Value = serde_json::from_str(&to_json(&s)).unwrap();
         assert_eq!(json["routes"][0]["requests"], 1);
         assert_eq!(json["routes"][0]["by_class"]["2xx"], 1);
+    }
+
+    #[test]
+    fn group_members_have_rows() {
+        let m = Metrics::new();
+        let r = m.route("http://127.0.0.1:1", "app");
+        let a = r.member("http://10.0.0.1:80", 3);
+        a.up.set(1);
+        a.requests.inc();
+        r.member("http://10.0.0.2:80", 1);
+        let s = collect(&m, &History::default(), true);
+        let page = to_html(&s);
+        assert!(
+            page.contains("<tr><td>http://10.0.0.1:80</td><td>app</td><td>3</td><td>up</td><td>0</td><td>1</td>"),
+            "{page}"
+        );
+        assert!(page.contains("<tr><td>http://10.0.0.2:80</td><td>app</td><td>1</td><td>down</td>"), "{page}");
+        let json: serde_json::Value = serde_json::from_str(&to_json(&s)).unwrap();
+        assert_eq!(json["upstreams"][0]["upstream"], "http://10.0.0.1:80");
+        assert_eq!(json["upstreams"][0]["up"], true);
     }
 }

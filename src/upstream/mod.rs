@@ -3,6 +3,7 @@
 //! address that passed.
 
 pub mod connect;
+pub mod group;
 pub mod parent;
 pub mod policy;
 pub mod pool;
@@ -27,7 +28,7 @@ use crate::proxy_protocol::{self, Addresses};
 pub use connect::ConnectError;
 pub use parent::ParentProxy;
 pub use policy::{OwnAddrs, TargetPolicy};
-pub use pool::{HttpClient, ResponseBody, SendError};
+pub use pool::{Failed, HttpClient, ResponseBody, SendError};
 
 /// What every room needs to open upstream connections: hopgate's own addresses (for the loop check) and the
 /// timeouts. Rooms build their dialers, parent proxies and pools from it at start-up.

@@ -48,6 +48,12 @@ pub enum SendError {
     Hyper(hyper::Error),
 }
 
+/// A request that got no response, and the request itself when none of it was written.
+pub struct Failed {
+    pub error: SendError,
+    pub unsent: Option<Request<Body>>,
+}
+
 /// The pooled client of one forward proxy or one gateway route.
 pub struct HttpClient {
     connector: Connector,
@@ -138,17 +144,30 @@ impl HttpClient {
 
     /// Sends `req` (absolute URI; `Host` already set) over a pooled connection or a new one. The response
     /// carries the [`UpstreamAddr`] it came from; its body returns the connection to the pool when it ends.
-    pub async fn request(&self, mut req: Request<Body>) -> Result<Response<ResponseBody>, SendError> {
+    pub async fn request(&self, req: Request<Body>) -> Result<Response<ResponseBody>, SendError> {
+        self.try_request(req).await.map_err(|f| f.error)
+    }
+
+    /// [`HttpClient::request`], handing the request back when none of it was written (the connection could not
+    /// be opened, or hyper returned it unsent): an upstream group sends it to another member.
+    pub async fn try_request(&self, mut req: Request<Body>) -> Result<Response<ResponseBody>, Failed> {
         let home = match &self.pools {
-            Pools::PerClient(by_client) => self.pool_of_client(by_client, req.extensions().get::<ProxiedClient>())?,
-            _ => self.pool_for(req.uri())?,
+            Pools::PerClient(by_client) => self.pool_of_client(by_client, req.extensions().get::<ProxiedClient>()),
+            _ => self.pool_for(req.uri()),
+        };
+        let home = match home {
+            Ok(home) => home,
+            Err(error) => return Err(Failed { error, unsent: Some(req) }),
         };
         if !home.proxied {
             origin_form(req.uri_mut());
         }
         let (mut conn, reused) = match home.checkout() {
             Some(conn) => (conn, true),
-            None => (self.connect(&home).await?, false),
+            None => match self.connect(&home).await {
+                Ok(conn) => (conn, false),
+                Err(error) => return Err(Failed { error, unsent: Some(req) }),
+            },
         };
         let req = match conn.sender.try_send_request(req).await {
             Ok(resp) => {
@@ -163,7 +182,7 @@ impl HttpClient {
                     tracing::debug!("request not sent on a reused connection ({}), sending it on a new one", e.error());
                     req
                 }
-                _ => return Err(SendError::Hyper(e.into_error())),
+                unsent => return Err(Failed { unsent, error: SendError::Hyper(e.into_error()) }),
             },
         };
         self.send_on_new(req, home).await
@@ -175,11 +194,16 @@ impl HttpClient {
         &self,
         req: Request<Body>,
         home: Arc<HostPool>,
-    ) -> Pin<Box<dyn Future<Output = Result<Response<ResponseBody>, SendError>> + Send + '_>> {
+    ) -> Pin<Box<dyn Future<Output = Result<Response<ResponseBody>, Failed>> + Send + '_>> {
         Box::pin(async move {
-            let mut conn = self.connect(&home).await?;
-            let resp = conn.sender.send_request(req).await.map_err(SendError::Hyper)?;
-            Ok(leased(resp, conn, home))
+            let mut conn = match self.connect(&home).await {
+                Ok(conn) => conn,
+                Err(error) => return Err(Failed { error, unsent: Some(req) }),
+            };
+            match conn.sender.try_send_request(req).await {
+                Ok(resp) => Ok(leased(resp, conn, home)),
+                Err(mut e) => Err(Failed { unsent: e.take_message(), error: SendError::Hyper(e.into_error()) }),
+            }
         })
     }
 

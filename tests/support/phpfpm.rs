@@ -146,6 +146,11 @@ impl Fpm {
         }
     }
 
+    /// The PID of php-fpm's master process (its workers' parent).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The temp dir holding the root, the config and the logs.
     pub fn dir(&self) -> &Path {
         self.dir.path()

@@ -25,6 +25,7 @@ use tokio::sync::Semaphore;
 
 pub use pool::FastCgiAddr;
 
+use crate::backend::NotAnswered;
 use crate::backend::meta::{self, FastCgiLayout, GatewayError, GatewayResponse, MetaVars};
 use crate::config::Symlinks;
 use crate::error::Error;
@@ -152,6 +153,16 @@ impl FastCgi {
         S: Stream<Item = Result<Bytes, E>> + Send + 'static,
         E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
     {
+        self.try_send(vars, body).await.map_err(NotAnswered::error)
+    }
+
+    /// [`FastCgi::send`], with the body back when nothing of the request reached the application (no
+    /// connection could be opened, or writing BEGIN_REQUEST and PARAMS to a new one failed).
+    pub async fn try_send<S, E>(&self, vars: &MetaVars, body: S) -> Result<GatewayResponse, NotAnswered<S>>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Send + 'static,
+        E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
+    {
         let keep = self.pool.keeps();
         let mut head = BytesMut::new();
         let flags = if keep { record::KEEP_CONN } else { 0 };
@@ -168,12 +179,15 @@ impl FastCgi {
         let permit = tokio::time::timeout(self.timeout, self.slots.clone().acquire_owned())
             .await
             .map_err(|_| {
-                GatewayError::timeout(format!(
-                    "no connection to {} came free within {:?} (max_connections {})",
-                    self.addr, self.timeout, self.max_connections
-                ))
+                NotAnswered::Sent(
+                    GatewayError::timeout(format!(
+                        "no connection to {} came free within {:?} (max_connections {})",
+                        self.addr, self.timeout, self.max_connections
+                    ))
+                    .into(),
+                )
             })?
-            .map_err(|_| GatewayError::unavailable("the FastCGI gateway is closing"))?;
+            .map_err(|_| NotAnswered::Sent(GatewayError::unavailable("the FastCGI gateway is closing").into()))?;
         // A kept connection may have died while idle; nothing of the body is spent before this
         // write succeeds, so one retry on a fresh connection is safe.
         let mut pooled = self.pool.checkout();
@@ -181,7 +195,10 @@ impl FastCgi {
             let reused = pooled.is_some();
             let mut conn = match pooled.take() {
                 Some(c) => c,
-                None => pool::dial(&self.addr, &self.dialer, self.timeout).await?,
+                None => match pool::dial(&self.addr, &self.dialer, self.timeout).await {
+                    Ok(c) => c,
+                    Err(e) => return Err(NotAnswered::Unsent(e, body)),
+                },
             };
             match tokio::time::timeout(self.timeout, conn.write_all(&head)).await {
                 Ok(Ok(())) => {
@@ -193,10 +210,16 @@ impl FastCgi {
                 Ok(Err(e)) if reused => {
                     tracing::debug!(upstream = %self.addr, error = %e, "kept connection dead, redialing");
                 }
+                // A new connection that took nothing: the application never saw the request.
                 Ok(Err(e)) => {
-                    return Err(GatewayError::closed(format!("writing to {}", self.addr), e).into());
+                    return Err(NotAnswered::Unsent(
+                        GatewayError::closed(format!("writing to {}", self.addr), e).into(),
+                        body,
+                    ));
                 }
-                Err(_) => return Err(GatewayError::timeout(format!("writing to {}", self.addr)).into()),
+                Err(_) => {
+                    return Err(NotAnswered::Sent(GatewayError::timeout(format!("writing to {}", self.addr)).into()));
+                }
             }
         };
         let progress = Arc::new(Stamp::now());
@@ -209,6 +232,40 @@ impl FastCgi {
             Lease { permit, pool: keep.then(|| self.pool.clone()) },
             self.addr.to_string(),
         );
-        Ok(meta::read_response(exchange).await?)
+        meta::read_response(exchange).await.map_err(|e| NotAnswered::Sent(e.into()))
+    }
+
+    /// An active check (`health_check = "fcgi"`): a new connection, an `FCGI_GET_VALUES` record asking for
+    /// `FCGI_MAX_CONNS`, `FCGI_MAX_REQS` and `FCGI_MPXS_CONNS`, and an `FCGI_GET_VALUES_RESULT` back.
+    pub async fn check(&self) -> Result<(), String> {
+        let mut conn = pool::dial(&self.addr, &self.dialer, self.timeout).await.map_err(|e| e.detail().to_owned())?;
+        let mut names = BytesMut::new();
+        for name in [&b"FCGI_MAX_CONNS"[..], b"FCGI_MAX_REQS", b"FCGI_MPXS_CONNS"] {
+            record::put_name_value(&mut names, name, b"");
+        }
+        let mut out = BytesMut::new();
+        record::put_record(&mut out, record::GET_VALUES, 0, &names);
+        conn.write_all(&out).await.map_err(|e| format!("writing FCGI_GET_VALUES to {}: {e}", self.addr))?;
+        let mut buf = BytesMut::new();
+        loop {
+            match record::decode(&mut buf).map_err(|e| e.to_string())? {
+                Some(r) if r.kind == record::GET_VALUES_RESULT => return Ok(()),
+                Some(r) => {
+                    return Err(format!("{} answered FCGI_GET_VALUES with a record of type {}", self.addr, r.kind));
+                }
+                None => {}
+            }
+            let n = tokio::io::AsyncReadExt::read_buf(&mut conn, &mut buf)
+                .await
+                .map_err(|e| format!("reading from {}: {e}", self.addr))?;
+            if n == 0 {
+                return Err(format!("{} closed the connection without an FCGI_GET_VALUES_RESULT", self.addr));
+            }
+        }
+    }
+
+    /// The application's address, as the log names it.
+    pub fn addr(&self) -> &FastCgiAddr {
+        &self.addr
     }
 }

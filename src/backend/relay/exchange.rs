@@ -19,7 +19,7 @@ use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use tokio::sync::oneshot;
 
-use super::{EXPECT_CONTINUE_WAIT_MILLIS, Forward, MAX_INFORMATIONAL, Reverse};
+use super::{EXPECT_CONTINUE_WAIT_MILLIS, Forward, MAX_INFORMATIONAL, Reverse, Upstream};
 use crate::backend::Ctx;
 use crate::error::{Error, Kind, Side};
 use crate::http::upgrade::{self, Allowed};
@@ -33,15 +33,23 @@ pub(super) enum Leg<'a> {
     Forward { room: &'a Forward, parent_auth: Option<HeaderValue> },
     /// A gateway route. `public`: the Host the client addressed, and `proto` how it came (`http`/`https`): a
     /// `Location` pointing at the upstream is rewritten to that address.
-    Reverse { room: &'a Reverse, public: Option<&'a HeaderValue>, proto: &'static str },
+    /// `key`: what a hashing group balances the request by.
+    Reverse { room: &'a Reverse, public: Option<&'a HeaderValue>, proto: &'static str, key: Option<u64> },
 }
 
 impl Leg<'_> {
-    fn client(&self) -> &HttpClient {
-        match self {
+    /// Sends the request to the upstream: the forward proxy's or a route's one client, or a member of the
+    /// route's group (which may send it to another member: relay::group).
+    async fn request(&self, req: Request<Body>, replayable: bool) -> Result<Response<ResponseBody>, Error> {
+        let target = req.uri().clone();
+        let client: &HttpClient = match self {
             Leg::Forward { room, .. } => &room.client,
-            Leg::Reverse { room, .. } => &room.client,
-        }
+            Leg::Reverse { room, key, .. } => match &room.upstream {
+                Upstream::One(client) => client,
+                Upstream::Group(g) => return super::group::send(g, *key, req, replayable, &room.prefix).await,
+            },
+        };
+        client.request(req).await.map_err(|e| client_error(e, &target))
     }
 
     fn upgrades(&self) -> &Allowed {
@@ -65,7 +73,7 @@ pub(super) async fn send(
     let asked = request_head(&mut req, own, &leg);
     let upgrade = offer_upgrade(&mut req, asked, leg.upgrades());
     let (seen, gate) = informational(&mut req, version);
-    let resp = exchange(req, gate, seen, ctx, leg.client(), &target).await?;
+    let resp = exchange(req, gate, seen, ctx, &leg, &target).await?;
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         return switch(resp, upgrade, ctx, &target);
     }
@@ -160,10 +168,14 @@ async fn exchange(
     gate: Option<oneshot::Receiver<()>>,
     seen: Arc<Informational>,
     ctx: &Ctx<'_>,
-    client: &HttpClient,
+    leg: &Leg<'_>,
     target: &Uri,
 ) -> Result<Response<ResponseBody>, Error> {
     *req.version_mut() = Version::HTTP_11;
+    // Sent again to another member of a group only when nothing is lost by it: an idempotent method, no body,
+    // no upgrade (its client side can't be offered twice).
+    let replayable =
+        req.method().is_idempotent() && req.body().is_end_stream() && !req.headers().contains_key(header::UPGRADE);
     let (parts, body) = req.into_parts();
     let (body, reading) = Body::from(body).watched(ctx.hop.timeouts.idle, "the request body from the client");
     let body = match gate {
@@ -179,7 +191,7 @@ async fn exchange(
         )
     };
     // Dropping the request on a flood of 1xx drops hyper's response receiver: hyper then closes the connection.
-    let response = UntilFlood { inner: client.request(req), informational: seen };
+    let response = UntilFlood { inner: leg.request(req, replayable), informational: seen };
     tokio::pin!(response);
     let waited = match reading {
         None => tokio::time::timeout(timeout, response).await.map_err(|_| head_timeout()),
@@ -196,8 +208,7 @@ async fn exchange(
         }
     };
     match waited? {
-        Ok(Ok(r)) => Ok(r),
-        Ok(Err(e)) => Err(client_error(e, target)),
+        Ok(r) => r,
         Err(Flooded) => Err(Error::upstream(
             Kind::UpstreamProtocol,
             format!(
@@ -296,7 +307,7 @@ fn response_head(
             }
         }
     }
-    if let Leg::Reverse { room, public: Some(public), proto } = leg
+    if let Leg::Reverse { room, public: Some(public), proto, .. } = leg
         && parts.headers.contains_key(header::LOCATION)
     {
         room.rewrite_location(&mut parts.headers, public, proto);
@@ -372,7 +383,7 @@ fn display_authority(uri: &Uri) -> String {
 
 /// Turns the pooled client's error into hopgate's: the connector's own error when it has one, else what
 /// hyper saw on the connection.
-fn client_error(e: SendError, target: &Uri) -> Error {
+pub(super) fn client_error(e: SendError, target: &Uri) -> Error {
     let upstream = display_authority(target);
     let e = match e {
         SendError::Connect(ours) => return ours,

@@ -11,6 +11,7 @@
 //! Does not: cache, retry requests that reached the origin, or rewrite bodies.
 
 mod exchange;
+mod group;
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -40,11 +41,14 @@ pub const EXPECT_CONTINUE_WAIT_MILLIS: u64 = 1000;
 /// Go's HTTP client allows 5; a 100 (Continue), 102 (Processing) or 103 (Early Hints) come once or a few times.
 pub const MAX_INFORMATIONAL: u32 = 10;
 
-/// A gateway route's upstream: `http(s)://authority[/base]`.
+/// A gateway route's upstream: `http(s)://authority[/base]`, or a group of them (docs/upstreams.md).
 pub struct Reverse {
-    client: HttpClient,
+    upstream: Upstream,
     scheme: Scheme,
     authority: Authority,
+    /// `scheme://authority` of every member (and without the port when it is the scheme's default): a
+    /// `Location` that names one of them is rewritten.
+    origins: Vec<String>,
     /// Path prefix on the upstream, without a trailing slash ("" for none).
     base: String,
     /// The route's path prefix on hopgate, replaced by `base`.
@@ -59,27 +63,75 @@ impl Reverse {
     /// verified against the system roots plus the route's `ca`. `upgrades`: the listener's list, for a route
     /// without its own.
     pub fn new(t: &HttpTarget, prefix: &Prefix, upgrades: &Allowed, out: &Outbound) -> Result<Reverse, StartupError> {
-        let timeouts = out.timeouts;
-        let origination = if t.tls { Some(Origination::new(t.ca.as_deref(), timeouts.connect)?) } else { None };
-        let authority: Authority = t
-            .authority
-            .to_string()
-            .parse()
-            .map_err(|_| StartupError::new(format!("{}: invalid authority", t.authority)))?;
-        let scheme = if t.tls { Scheme::HTTPS } else { Scheme::HTTP };
-        let max_idle = config::DEFAULT_POOL_MAX_IDLE_PER_HOST;
-        let client = gateway_client(
-            out.dialer(None),
-            origination,
-            &scheme,
-            &authority,
-            t.send_proxy_protocol,
-            timeouts.pool_idle,
-            max_idle,
-        );
+        let (client, scheme, authority) = member_client(t, out)?;
         let upgrades = t.upgrades.clone().unwrap_or_else(|| upgrades.clone());
-        Ok(Reverse { client, scheme, authority, base: t.base.clone(), prefix: prefix.clone(), upgrades })
+        Ok(Reverse {
+            upstream: Upstream::One(client),
+            origins: upstream_origins(&scheme, &authority),
+            scheme,
+            authority,
+            base: t.base.clone(),
+            prefix: prefix.clone(),
+            upgrades,
+        })
     }
+
+    /// The relay room of a route whose `to` is a group of `http://` and `https://` members: a pool per member
+    /// (each with the route's options), balanced and checked as the group says. `t`: the first member.
+    pub fn group(
+        t: &HttpTarget,
+        g: &config::Group,
+        prefix: &Prefix,
+        upgrades: &Allowed,
+        out: &Outbound,
+    ) -> Result<Reverse, StartupError> {
+        let mut r = Reverse::new(t, prefix, upgrades, out)?;
+        let mut members = Vec::new();
+        r.origins.clear();
+        for m in &g.members {
+            let config::Target::Http(mt) = &m.to else {
+                return Err(StartupError::new(format!("{}: not an http:// or https:// member", m.to)));
+            };
+            let (client, scheme, authority) = member_client(mt, out)?;
+            r.origins.extend(upstream_origins(&scheme, &authority));
+            members.push((Arc::new(client), m.to.to_string(), m.weight));
+        }
+        let group = group::start(members, g, out);
+        r.upstream = Upstream::Group(group);
+        Ok(r)
+    }
+}
+
+/// Where a gateway route's requests go: its one upstream, or a group. One per route, built once: the size of
+/// the larger variant costs nothing, while boxing it would cost every request of a plain route a pointer hop.
+#[allow(clippy::large_enum_variant)]
+enum Upstream {
+    One(HttpClient),
+    Group(crate::upstream::group::Group<Arc<HttpClient>>),
+}
+
+/// The pooled client of one upstream of a route (its one upstream, or a member of its group), dialled without
+/// target policy (the operator chose it) but with the loop check.
+fn member_client(t: &HttpTarget, out: &Outbound) -> Result<(HttpClient, Scheme, Authority), StartupError> {
+    let timeouts = out.timeouts;
+    let origination = if t.tls { Some(Origination::new(t.ca.as_deref(), timeouts.connect)?) } else { None };
+    let authority: Authority = t
+        .authority
+        .to_string()
+        .parse()
+        .map_err(|_| StartupError::new(format!("{}: invalid authority", t.authority)))?;
+    let scheme = if t.tls { Scheme::HTTPS } else { Scheme::HTTP };
+    let max_idle = config::DEFAULT_POOL_MAX_IDLE_PER_HOST;
+    let client = gateway_client(
+        out.dialer(None),
+        origination,
+        &scheme,
+        &authority,
+        t.send_proxy_protocol,
+        timeouts.pool_idle,
+        max_idle,
+    );
+    Ok((client, scheme, authority))
 }
 
 /// The forward proxy's relay: absolute-form `http://` and `https://` targets over one pooled client.
@@ -253,7 +305,13 @@ pub async fn reverse(mut req: Request<Incoming>, ctx: &Ctx<'_>, route: &Reverse)
         None => HeaderValue::from_str(route.authority.as_str()).map_err(|_| Error::bad_request("invalid host"))?,
     };
     let proto = if ctx.hop.tls { "https" } else { "http" };
-    if route.client.sends_proxy_header() {
+    let (sends_proxy_header, key) = match &route.upstream {
+        Upstream::One(client) => (client.sends_proxy_header(), None),
+        Upstream::Group(g) => {
+            (g.members().iter().any(|m| m.client.sends_proxy_header()), g.key(req.headers(), ctx.client.ip()))
+        }
+    };
+    if sends_proxy_header {
         // `send_proxy_protocol`: the upstream connection is this client's (upstream::pool keys by it).
         req.extensions_mut().insert(ProxiedClient(Addresses { src: ctx.client, dst: ctx.local }));
     }
@@ -263,7 +321,7 @@ pub async fn reverse(mut req: Request<Incoming>, ctx: &Ctx<'_>, route: &Reverse)
         via_name: &ctx.hop.via_name,
         forwarded: Some(ForwardedFor { client: ctx.client, proto, host: public_host.as_ref() }),
     };
-    send(req, ctx, own, Leg::Reverse { room: route, public: public_host.as_ref(), proto }).await
+    send(req, ctx, own, Leg::Reverse { room: route, public: public_host.as_ref(), proto, key }).await
 }
 
 /// A `.` or `..` segment (RFC 3986 §3.3), also percent-encoded (`%2e%2e`, §2.3) or with a `;` parameter
@@ -321,7 +379,7 @@ impl Reverse {
     fn rewrite_location(&self, headers: &mut http::HeaderMap, public: &HeaderValue, proto: &str) {
         let Ok(public) = public.to_str() else { return };
         let rw = LocationRewrite {
-            upstream: upstream_origins(&self.scheme, &self.authority),
+            upstream: self.origins.clone(),
             base: self.base.clone(),
             public: format!("{proto}://{public}{}", self.prefix.mount_point()),
         };
