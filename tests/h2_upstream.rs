@@ -93,15 +93,25 @@ fn a_connection_carries_upstream_max_streams_then_another_opens() {
 fn trailers_reach_an_http11_client_only_when_it_sent_te_trailers() {
     let o = H2Origin::plain();
     let hg = gateway(&format!("http://127.0.0.1:{}", o.port), "upstream_http = \"2\"");
-    for path in ["/trailers?announce", "/trailers"] {
-        let with = raw(&hg, &format!("GET {path} HTTP/1.1\r\nHost: h\r\nTE: trailers\r\nConnection: close\r\n\r\n"));
-        assert!(with.starts_with("HTTP/1.1 200 OK\r\n"), "{with}");
-        assert!(with.contains("\r\ntransfer-encoding: chunked\r\n"), "{with}");
-        assert!(with.to_ascii_lowercase().contains("\r\ntrailer: x-checksum"), "announced: {with}");
-        assert!(with.ends_with("\r\n\r\n5\r\nhello\r\n0\r\nx-checksum: abc\r\n\r\n"), "{path}: {with}");
-        let without = raw(&hg, &format!("GET {path} HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n"));
-        assert!(without.ends_with("\r\n\r\n5\r\nhello\r\n0\r\n\r\n"), "RFC 9110 §6.5: dropped: {without}");
-    }
+    let get = |path: &str, te: &str| {
+        raw(&hg, &format!("GET {path} HTTP/1.1\r\nHost: h\r\n{te}Connection: close\r\n\r\n"))
+    };
+    // Announced by the origin (Trailer passes end to end): chunked trailers for a client that accepts them.
+    let with = get("/trailers?announce", "TE: trailers\r\n");
+    assert!(with.starts_with("HTTP/1.1 200 OK\r\n"), "{with}");
+    assert!(with.contains("\r\ntransfer-encoding: chunked\r\n"), "{with}");
+    assert!(with.contains("\r\ntrailer: x-checksum\r\n"), "{with}");
+    assert!(with.ends_with("\r\n\r\n5\r\nhello\r\n0\r\nx-checksum: abc\r\n\r\n"), "{with}");
+    // RFC 9110 §6.5.1: a client that did not send TE: trailers gets none.
+    let without = get("/trailers?announce", "");
+    assert!(without.ends_with("\r\n\r\n5\r\nhello\r\n0\r\n\r\n"), "{without}");
+    // gRPC's trailers need no announcement from the origin: hopgate announces gRPC's own.
+    let grpc = get("/trailers?grpc", "TE: trailers\r\n");
+    assert!(grpc.contains("\r\ntrailer: grpc-status, grpc-message, grpc-status-details-bin\r\n"), "{grpc}");
+    assert!(grpc.ends_with("\r\n\r\n5\r\nhello\r\n0\r\ngrpc-status: 0\r\ngrpc-message: fine\r\n\r\n"), "{grpc}");
+    // Unannounced trailer fields of another kind can't be sent to HTTP/1.1 (the head went out before them).
+    let other = get("/trailers", "TE: trailers\r\n");
+    assert!(other.ends_with("\r\n\r\n5\r\nhello\r\n0\r\n\r\n"), "{other}");
     // TE: trailers is what HTTP/2 allows of TE, and it goes up only when the client sent it.
     let reqs = o.wait_requests(4);
     assert_eq!(fields(&reqs[0], "te"), ["trailers"], "{:?}", reqs[0]);
@@ -217,17 +227,41 @@ fn auto_takes_what_alpn_chose_and_2_insists_on_h2() {
 #[test]
 fn a_client_that_goes_away_resets_its_upstream_stream() {
     let o = H2Origin::plain();
-    let hg = gateway(&format!("http://127.0.0.1:{}", o.port), "upstream_http = \"2\"");
-    let mut c = Raw::connect(hg.addr);
-    c.send("GET /never HTTP/1.1\r\nHost: h\r\n\r\n");
-    o.wait_requests(1);
-    drop(c);
-    let reset = wait_until(Duration::from_secs(10), || !o.resets().is_empty());
+    let pki = Pki::new();
+    let pair = pki.leaf("srv", KeyType::EcdsaP256, &["localhost"]);
+    let hg = Hopgate::start_config(&format!(
+        "access_log = \"off\"\n[[listener]]\nlisten = \"https://127.0.0.1:0\"\n[[listener.tls]]\ncert = \"{}\"\n\
+         key = \"{}\"\n[[listener.route]]\nto = \"http://127.0.0.1:{}\"\nupstream_http = \"2\"\n\
+         [[listener]]\nlisten = \"127.0.0.1:0\"\n[[listener.route]]\nto = \"http://127.0.0.1:{}\"\n\
+         upstream_http = \"2\"\n",
+        pair.cert(),
+        pair.key(),
+        o.port,
+        o.port
+    ));
+    // An HTTP/2 client gives up while the response head is awaited: its stream's reset reaches the origin.
+    let resolve = format!("localhost:{}:127.0.0.1", hg.addr.port());
+    let url = format!("https://localhost:{}/never", hg.addr.port());
+    let c = curl_full(&["--http2", "--cacert", pki.ca.cert(), "--resolve", &resolve, "--max-time", "1", &url]);
+    assert!(!c.ok, "{c:?}");
+    let reset = wait_until(Duration::from_secs(10), || o.resets().len() == 1);
     assert!(reset, "no RST_STREAM reached the origin: {:?}", o.lines());
     assert_eq!(o.resets()[0]["code"], 8, "CANCEL: {:?}", o.resets());
+    // An HTTP/1.1 client that closes in the middle of the body: hopgate's next write fails, and the stream ends.
+    let plain: std::net::SocketAddr = hg.listening[1].trim_start_matches("http://").parse().unwrap();
+    let mut c = Raw::connect(plain);
+    c.send("GET /drip HTTP/1.1\r\nHost: h\r\n\r\n");
+    c.read_until(b"xxxx");
+    drop(c);
+    let reset = wait_until(Duration::from_secs(10), || o.resets().len() == 2);
+    assert!(reset, "no RST_STREAM reached the origin: {:?}", o.lines());
+    assert_eq!(o.resets()[1]["code"], 8, "CANCEL: {:?}", o.resets());
     // The connection stays for the next request.
-    let text = raw(&hg, "GET /after HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n");
-    assert!(text.ends_with("proto=2 conn=1 path=/after"), "{text}");
+    let mut c = Raw::connect(plain);
+    c.send("GET /after HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n");
+    let text = String::from_utf8_lossy(&c.read_to_close()).into_owned();
+    // Each listener's route has its own pool: the plain one's connection is the second.
+    assert!(text.ends_with("proto=2 conn=2 path=/after"), "{text}");
 }
 
 #[test]

@@ -5,8 +5,10 @@
 //! one per stream reset by the client, and one per connection; the test reads them.
 //!
 //! Paths: `/hold/N` is answered once N such requests have arrived (on any connection; at most 10 s);
-//! `/trailers` answers `hello` with the trailer `x-checksum: abc` (announced in `trailer` with `?announce`);
-//! `/never` is never answered; anything else answers `proto=2 conn=ID path=PATH`.
+//! `/trailers` answers `hello` with the trailer `x-checksum: abc` (announced in `trailer` with `?announce`; with
+//! `?grpc` as `application/grpc` with the trailers `grpc-status: 0` and `grpc-message: fine`, unannounced);
+//! `/drip` sends 1000 bytes every 100 ms for 20 s; `/never` is never answered; anything else answers
+//! `proto=2 conn=ID path=PATH`.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -85,12 +87,25 @@ async def h2c(cid, reader, writer, first):
             except asyncio.TimeoutError:
                 pass
         if path.startswith('/trailers'):
-            head = [(':status', '200'), ('content-type', 'text/plain')]
+            grpc = 'grpc' in path
+            head = [(':status', '200'), ('content-type', 'application/grpc' if grpc else 'text/plain')]
             if 'announce' in path:
                 head.append(('trailer', 'x-checksum'))
             conn.send_headers(sid, head)
             conn.send_data(sid, b'hello')
-            conn.send_headers(sid, [('x-checksum', 'abc')], end_stream=True)
+            trailers = [('grpc-status', '0'), ('grpc-message', 'fine')] if grpc else [('x-checksum', 'abc')]
+            conn.send_headers(sid, trailers, end_stream=True)
+        elif path == '/drip':
+            conn.send_headers(sid, [(':status', '200'), ('content-type', 'text/plain')])
+            for _ in range(200):
+                try:
+                    conn.send_data(sid, b'x' * 1000)
+                except Exception:
+                    return
+                flush()
+                await writer.drain()
+                await asyncio.sleep(0.1)
+            return
         else:
             body = ('proto=2 conn=%d path=%s' % (cid, path)).encode()
             conn.send_headers(sid, [(':status', '200'), ('content-length', str(len(body)))])

@@ -60,7 +60,7 @@ impl Reverse {
     /// without its own.
     pub fn new(t: &HttpTarget, prefix: &Prefix, upgrades: &Allowed, out: &Outbound) -> Result<Reverse, StartupError> {
         let timeouts = out.timeouts;
-        let origination = if t.tls { Some(Origination::new(t.ca.as_deref(), timeouts.connect)?) } else { None };
+        let origination = if t.tls { Some(Origination::new(t.ca.as_deref(), timeouts.connect, t.upstream_http)?) } else { None };
         let authority: Authority = t
             .authority
             .to_string()
@@ -76,6 +76,7 @@ impl Reverse {
             t.send_proxy_protocol,
             timeouts.pool_idle,
             max_idle,
+            (t.upstream_http, t.upstream_max_streams.unwrap_or(config::DEFAULT_UPSTREAM_MAX_STREAMS)),
         );
         let upgrades = t.upgrades.clone().unwrap_or_else(|| upgrades.clone());
         Ok(Reverse { client, scheme, authority, base: t.base.clone(), prefix: prefix.clone(), upgrades })
@@ -101,7 +102,7 @@ impl Forward {
         out: &Outbound,
     ) -> Result<Forward, StartupError> {
         let t = out.timeouts;
-        let tls = Origination::new(ca, t.connect)?;
+        let tls = Origination::new(ca, t.connect, config::UpstreamHttp::Http1)?;
         let client =
             http_client(dialer, parent.clone(), Some(tls), t.pool_idle, config::DEFAULT_POOL_MAX_IDLE_PER_HOST);
         Ok(Forward { client, parent, upgrades })
