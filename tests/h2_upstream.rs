@@ -93,9 +93,8 @@ fn a_connection_carries_upstream_max_streams_then_another_opens() {
 fn trailers_reach_an_http11_client_only_when_it_sent_te_trailers() {
     let o = H2Origin::plain();
     let hg = gateway(&format!("http://127.0.0.1:{}", o.port), "upstream_http = \"2\"");
-    let get = |path: &str, te: &str| {
-        raw(&hg, &format!("GET {path} HTTP/1.1\r\nHost: h\r\n{te}Connection: close\r\n\r\n"))
-    };
+    let get =
+        |path: &str, te: &str| raw(&hg, &format!("GET {path} HTTP/1.1\r\nHost: h\r\n{te}Connection: close\r\n\r\n"));
     // Announced by the origin (Trailer passes end to end): chunked trailers for a client that accepts them.
     let with = get("/trailers?announce", "TE: trailers\r\n");
     assert!(with.starts_with("HTTP/1.1 200 OK\r\n"), "{with}");
@@ -269,12 +268,16 @@ fn upstream_http_keys_and_flags_are_checked() {
     let dir = tempfile::tempdir().unwrap();
     let check = |keys: &str| {
         let path = dir.path().join("h.toml");
-        std::fs::write(&path, format!("[[listener]]\nlisten = \"127.0.0.1:0\"\n[[listener.route]]\nto = \"http://a:1\"\n{keys}\n"))
-            .unwrap();
+        std::fs::write(
+            &path,
+            format!("[[listener]]\nlisten = \"127.0.0.1:0\"\n[[listener.route]]\nto = \"http://a:1\"\n{keys}\n"),
+        )
+        .unwrap();
         let out = Command::new(support::bin()).args(["check", path.to_str().unwrap()]).output().unwrap();
         (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
     };
-    for ok in ["upstream_http = \"1.1\"", "upstream_http = \"2\"", "upstream_http = \"auto\"", "upstream_max_streams = 1"]
+    for ok in
+        ["upstream_http = \"1.1\"", "upstream_http = \"2\"", "upstream_http = \"auto\"", "upstream_max_streams = 1"]
     {
         assert!(check(ok).0, "{ok}: {}", check(ok).1);
     }

@@ -91,9 +91,11 @@ pub fn strip(headers: &mut HeaderMap) -> Stripped {
 
 /// Whether a `TE` field line lists `trailers` (a member without parameters: RFC 9110 §10.1.4).
 fn has_trailers(headers: &HeaderMap) -> bool {
-    headers.get_all(header::TE).iter().filter_map(|v| v.to_str().ok()).any(|v| {
-        v.split(',').any(|m| m.split(';').next().is_some_and(|t| t.trim().eq_ignore_ascii_case("trailers")))
-    })
+    headers
+        .get_all(header::TE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.split(',').any(|m| m.split(';').next().is_some_and(|t| t.trim().eq_ignore_ascii_case("trailers"))))
 }
 
 /// Every `Upgrade` field line as one list (RFC 9110 §5.3).
@@ -198,7 +200,8 @@ mod tests {
 
     #[test]
     fn te_trailers_is_remembered() {
-        for (te, want) in [("trailers", true), ("gzip, Trailers", true), ("deflate;q=0.5", false), ("trailersx", false)] {
+        for (te, want) in [("trailers", true), ("gzip, Trailers", true), ("deflate;q=0.5", false), ("trailersx", false)]
+        {
             let mut h = HeaderMap::new();
             h.insert("te", te.parse().unwrap());
             h.insert("connection", "TE".parse().unwrap());

@@ -38,9 +38,9 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::uri::{PathAndQuery, Scheme};
 use http::header;
 use http::uri::Authority;
+use http::uri::{PathAndQuery, Scheme};
 use http::{Request, Response, StatusCode, Uri, Version};
 use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
@@ -306,7 +306,12 @@ impl HttpClient {
     }
 
     /// Sends on a new connection, or on one another request opened meanwhile.
-    async fn open_and_send(&self, req: Request<Body>, home: &Arc<HostPool>, h2: &H2) -> Result<Response<ResponseBody>, SendError> {
+    async fn open_and_send(
+        &self,
+        req: Request<Body>,
+        home: &Arc<HostPool>,
+        h2: &H2,
+    ) -> Result<Response<ResponseBody>, SendError> {
         let opened = {
             let _opening = home.opening.lock().await;
             match home.checkout_h2(h2.max_streams) {
@@ -363,12 +368,8 @@ impl HttpClient {
                 tracing::debug!("HTTP/2 upstream connection to {addr}: {e}");
             }
         });
-        let conn = Arc::new(H2Conn {
-            sender,
-            addr,
-            streams: AtomicUsize::new(1),
-            idle_since: Mutex::new(Instant::now()),
-        });
+        let conn =
+            Arc::new(H2Conn { sender, addr, streams: AtomicUsize::new(1), idle_since: Mutex::new(Instant::now()) });
         home.add_h2(conn.clone());
         Ok(Opened::H2(Stream(conn)))
     }
@@ -636,9 +637,8 @@ async fn send_h2(
     let authority = host.as_ref().and_then(|h| Authority::try_from(h.as_bytes()).ok());
     let authority = match authority {
         Some(a) => a,
-        None => Authority::try_from(display_target(&home.host, home.port).as_str()).map_err(|_| {
-            (SendError::Connect(Error::bad_request("the request's host is no valid :authority")), None)
-        })?,
+        None => Authority::try_from(display_target(&home.host, home.port).as_str())
+            .map_err(|_| (SendError::Connect(Error::bad_request("the request's host is no valid :authority")), None))?,
     };
     let path = req.uri().path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
     let scheme = if home.https { Scheme::HTTPS } else { Scheme::HTTP };

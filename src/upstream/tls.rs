@@ -46,7 +46,11 @@ impl std::fmt::Debug for Origination {
 impl Origination {
     /// System roots plus the certificates of `ca`; ALPN offers what `http` speaks (HTTP/1.1 alone, `h2` alone, or
     /// both, `h2` first).
-    pub fn new(ca: Option<&Path>, handshake_timeout: Duration, http: UpstreamHttp) -> Result<Origination, StartupError> {
+    pub fn new(
+        ca: Option<&Path>,
+        handshake_timeout: Duration,
+        http: UpstreamHttp,
+    ) -> Result<Origination, StartupError> {
         let mut config = crate::tls::client_config(ca).map_err(StartupError::new)?;
         config.alpn_protocols = match http {
             UpstreamHttp::Http1 => vec![b"http/1.1".to_vec()],

@@ -60,7 +60,8 @@ impl Reverse {
     /// without its own.
     pub fn new(t: &HttpTarget, prefix: &Prefix, upgrades: &Allowed, out: &Outbound) -> Result<Reverse, StartupError> {
         let timeouts = out.timeouts;
-        let origination = if t.tls { Some(Origination::new(t.ca.as_deref(), timeouts.connect, t.upstream_http)?) } else { None };
+        let origination =
+            if t.tls { Some(Origination::new(t.ca.as_deref(), timeouts.connect, t.upstream_http)?) } else { None };
         let authority: Authority = t
             .authority
             .to_string()
