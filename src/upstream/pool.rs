@@ -229,14 +229,8 @@ impl HttpClient {
             Pools::PerClient(by_client) => self.pool_of_client(by_client, req.extensions().get::<ProxiedClient>())?,
             _ => self.pool_for(req.uri())?,
         };
-        if let Some(h2) = &self.h2
-            && (h2.only || !home.chose_http1.load(Ordering::Relaxed))
-        {
+        if let Some(h2) = &self.h2 {
             return self.request_h2(req, home, h2).await;
-        }
-        if self.h2.is_some() {
-            // "auto", and the upstream chose HTTP/1.1: what was added for an HTTP/2 hop goes.
-            req.headers_mut().remove(header::TE);
         }
         if !home.proxied {
             origin_form(req.uri_mut());
@@ -299,34 +293,54 @@ impl HttpClient {
                     Err((_, Some(req))) => req,
                     Err((e, None)) => return Err(e),
                 };
-                return self.open_and_send(req, &home, h2).await;
+                return self.open_and_send(req, &home, h2, true).await;
             }
-            self.open_and_send(req, &home, h2).await
+            let http1 = !h2.only && home.chose_http1.load(Ordering::Relaxed);
+            if http1 && let Some(conn) = home.checkout() {
+                // "auto", and the upstream chose HTTP/1.1: its idle connections, as on the HTTP/1.1 path.
+                let mut req = req;
+                for_http1(&mut req);
+                let req = match conn_send(conn, req, &home).await {
+                    Ok(resp) => {
+                        if let Some(route) = self.connector.dialer.route() {
+                            route.reused.inc();
+                        }
+                        return Ok(resp);
+                    }
+                    Err((_, Some(req))) => req,
+                    Err((e, None)) => return Err(e),
+                };
+                return self.open_and_send(req, &home, h2, false).await;
+            }
+            self.open_and_send(req, &home, h2, !http1).await
         })
     }
 
-    /// Sends on a new connection, or on one another request opened meanwhile.
+    /// Sends on a new connection, or (`shared`: the upstream speaks HTTP/2) on one another request opened
+    /// meanwhile: only one request at a time opens a connection then.
     async fn open_and_send(
         &self,
         req: Request<Body>,
         home: &Arc<HostPool>,
         h2: &H2,
+        shared: bool,
     ) -> Result<Response<ResponseBody>, SendError> {
-        let opened = {
-            let _opening = home.opening.lock().await;
-            match home.checkout_h2(h2.max_streams) {
-                Some(stream) => Opened::H2(stream),
-                None => self.open(home, h2).await?,
+        let opened = match shared {
+            true => {
+                let _opening = home.opening.lock().await;
+                match home.checkout_h2(h2.max_streams) {
+                    Some(stream) => Opened::H2(stream),
+                    None => self.open(home, h2).await?,
+                }
             }
+            false => self.open(home, h2).await?,
         };
         match opened {
             Opened::H2(stream) => send_h2(req, home, stream).await.map_err(|(e, _)| e),
-            Opened::H1(mut conn) => {
+            Opened::H1(conn) => {
                 let mut req = req;
-                req.headers_mut().remove(header::TE);
-                origin_form(req.uri_mut());
-                let resp = conn.sender.send_request(req).await.map_err(SendError::Hyper)?;
-                Ok(leased(resp, conn, home.clone()))
+                for_http1(&mut req);
+                conn_send(conn, req, home).await.map_err(|(e, _)| e)
             }
         }
     }
@@ -655,6 +669,28 @@ async fn send_h2(
             resp.extensions_mut().insert(UpstreamAddr(addr));
             Ok(resp.map(|inner| ResponseBody::new_h2(inner, stream)))
         }
+        Err(mut e) => {
+            let req = e.take_message();
+            Err((SendError::Hyper(e.into_error()), req))
+        }
+    }
+}
+
+/// An HTTP/2 client's request for an HTTP/1.1 connection ("auto"): origin-form, and no `TE` (HTTP/1.1 would need
+/// it named in `Connection`; hopgate offers trailers on HTTP/2 hops only).
+fn for_http1(req: &mut Request<Body>) {
+    req.headers_mut().remove(header::TE);
+    origin_form(req.uri_mut());
+}
+
+/// Sends on an HTTP/1.1 connection; an error that hands the request back means nothing of it was sent.
+async fn conn_send(
+    mut conn: Conn,
+    req: Request<Body>,
+    home: &Arc<HostPool>,
+) -> Result<Response<ResponseBody>, (SendError, Option<Request<Body>>)> {
+    match conn.sender.try_send_request(req).await {
+        Ok(resp) => Ok(leased(resp, conn, home.clone())),
         Err(mut e) => {
             let req = e.take_message();
             Err((SendError::Hyper(e.into_error()), req))
