@@ -242,6 +242,13 @@ impl H2Origin {
         self.lines.lock().unwrap().iter().filter(|v| v.get("connection").is_some()).cloned().collect()
     }
 
+    /// Connection `n` (1-based) once its line has been read (up to 10 s).
+    pub fn connection(&self, n: usize) -> serde_json::Value {
+        let ok = wait_until(Duration::from_secs(10), || self.connections().len() >= n);
+        assert!(ok, "the origin saw {} connections, not {n}: {:?}", self.connections().len(), self.lines());
+        self.connections()[n - 1].clone()
+    }
+
     /// Streams the client reset: `{"conn": ID, "reset": STREAM, "code": H2 error code}`.
     pub fn resets(&self) -> Vec<serde_json::Value> {
         self.lines.lock().unwrap().iter().filter(|v| v.get("reset").is_some()).cloned().collect()
