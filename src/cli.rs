@@ -256,6 +256,13 @@ pub struct GatewayArgs {
     /// http(s):// --to: start every upstream connection with a PROXY protocol header (v1 or v2) naming the client
     #[arg(long, value_name = "VERSION", value_parser = config::ProxyVersion::parse)]
     pub send_proxy_protocol: Option<config::ProxyVersion>,
+    /// http(s):// --to: the HTTP version spoken to the upstream: 1.1 (default), 2 (ALPN h2 on https://, prior
+    /// knowledge on http://) or auto (ALPN's choice on https://; HTTP/1.1 on http://)
+    #[arg(long, value_name = "VERSION", value_parser = config::UpstreamHttp::parse)]
+    pub upstream_http: Option<config::UpstreamHttp>,
+    /// http(s):// --to with HTTP/2: requests at once on one upstream connection before another opens [default: 100]
+    #[arg(long, value_name = "N")]
+    pub upstream_max_streams: Option<usize>,
     #[command(flatten)]
     pub tls: TlsArgs,
 }
@@ -274,6 +281,8 @@ impl GatewayArgs {
             self.symlinks.map(TargetOption::Symlinks),
             self.front_controller.clone().map(TargetOption::FrontController),
             self.send_proxy_protocol.map(TargetOption::SendProxyProtocol),
+            self.upstream_http.map(TargetOption::UpstreamHttp),
+            self.upstream_max_streams.map(TargetOption::UpstreamMaxStreams),
         ];
         let grouped = self.to.len() > 1 || self.balance.is_some() || self.health_check.is_some();
         let mut group = match grouped {

@@ -22,7 +22,7 @@ use tokio::net::TcpStream;
 
 use super::Ctx;
 use super::relay::{self, Forward};
-use crate::config::{self, InterceptMode};
+use crate::config::{self, DEFAULT_UPSTREAM_MAX_STREAMS, InterceptMode, UpstreamHttp};
 use crate::error::{Error, Kind};
 use crate::http::Body;
 use crate::http::upgrade::Allowed;
@@ -78,7 +78,16 @@ impl Intercept {
     pub fn connection(&self, original: SocketAddr, client: SocketAddr) -> Result<Intercepted, Error> {
         let authority = Authority::try_from(original.to_string())
             .map_err(|_| Error::local(Kind::Internal, format!("{original} is no authority")))?;
-        let client = gateway_client(self.dialer_for(client), None, &Scheme::HTTP, &authority, None, self.pool_idle, 1);
+        let client = gateway_client(
+            self.dialer_for(client),
+            None,
+            &Scheme::HTTP,
+            &authority,
+            None,
+            self.pool_idle,
+            1,
+            (UpstreamHttp::Http1, DEFAULT_UPSTREAM_MAX_STREAMS),
+        );
         Ok(Intercepted { original, relay: Forward::fixed(client, self.upgrades.clone()) })
     }
 

@@ -185,6 +185,8 @@ impl<'de> Deserialize<'de> for RawMember {
     }
 }
 
+parsed_string!(UpstreamHttpField, UpstreamHttp, UpstreamHttp::parse);
+
 parsed_string!(CidrField, ipnet::IpNet, |s| {
     s.parse::<ipnet::IpNet>()
         .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
@@ -333,6 +335,8 @@ struct RawRoute {
     max_connections: Option<Spanned<usize>>,
     script_total_secs: Option<Spanned<Secs>>,
     send_proxy_protocol: Option<Spanned<VersionField>>,
+    upstream_http: Option<Spanned<UpstreamHttpField>>,
+    upstream_max_streams: Option<Spanned<usize>>,
 }
 
 struct Ctx<'a> {
@@ -890,6 +894,12 @@ impl Ctx<'_> {
         }
         if let Some(v) = &r.send_proxy_protocol {
             add(v.span(), TargetOption::SendProxyProtocol(v.get_ref().0));
+        }
+        if let Some(v) = &r.upstream_http {
+            add(v.span(), TargetOption::UpstreamHttp(v.get_ref().0));
+        }
+        if let Some(v) = &r.upstream_max_streams {
+            add(v.span(), TargetOption::UpstreamMaxStreams(*v.get_ref()));
         }
         options.sort_by_key(|(span, _)| span.start);
         for (span, option) in options {

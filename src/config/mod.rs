@@ -28,7 +28,7 @@ pub use policy::{
 pub use prefix::Prefix;
 pub use target::{
     AppOptions, Authority, CgiTarget, FastCgiTarget, FileOptions, FileTarget, FtpTarget, HttpTarget, OptionError,
-    ScgiTarget, Symlinks, Target, TargetOption, UpstreamSocket, authority_port, parse_port,
+    ScgiTarget, Symlinks, Target, TargetOption, UpstreamHttp, UpstreamSocket, authority_port, parse_port,
 };
 
 /// A config that can't be loaded: where (FILE:LINE) and why.
@@ -77,6 +77,8 @@ pub const DEFAULT_RESPONSE_HEAD_SECS: f64 = 60.0;
 pub const DEFAULT_POOL_IDLE_SECS: f64 = 30.0;
 /// Most idle pooled connections kept per upstream host.
 pub const DEFAULT_POOL_MAX_IDLE_PER_HOST: usize = 64;
+/// Requests at once on one HTTP/2 upstream connection (`upstream_max_streams`) before another opens.
+pub const DEFAULT_UPSTREAM_MAX_STREAMS: usize = 100;
 /// A tunnel (CONNECT, upgrade) with no bytes either way for this many seconds is closed.
 pub const DEFAULT_TUNNEL_IDLE_SECS: f64 = 300.0;
 /// Most tunnels open at once per listener; past it CONNECT gets 503.

@@ -134,6 +134,44 @@ pub struct HttpTarget {
     /// Every upstream connection starts with a PROXY protocol header naming the client (`send_proxy_protocol`);
     /// such a connection then carries the requests of that one client connection only.
     pub send_proxy_protocol: Option<super::ProxyVersion>,
+    /// The HTTP version spoken to the upstream (`upstream_http`).
+    pub upstream_http: UpstreamHttp,
+    /// Requests at once on one HTTP/2 upstream connection before another opens (`upstream_max_streams`); None:
+    /// [`super::DEFAULT_UPSTREAM_MAX_STREAMS`].
+    pub upstream_max_streams: Option<usize>,
+}
+
+/// The HTTP version a relay route speaks to its upstream (`upstream_http`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum UpstreamHttp {
+    /// `"1.1"` (the default): HTTP/1.1, offered alone by ALPN on `https://`.
+    #[default]
+    Http1,
+    /// `"2"`: HTTP/2 only, by ALPN on `https://` (the upstream must choose `h2`), with prior knowledge (h2c) on
+    /// `http://`.
+    Http2,
+    /// `"auto"`: `https://` offers `h2` and `http/1.1` by ALPN and speaks what the upstream chose; `http://` is
+    /// HTTP/1.1, since h2c can't be negotiated without an upgrade round trip.
+    Auto,
+}
+
+impl UpstreamHttp {
+    pub fn parse(s: &str) -> Result<UpstreamHttp, String> {
+        match s {
+            "1.1" => Ok(UpstreamHttp::Http1),
+            "2" => Ok(UpstreamHttp::Http2),
+            "auto" => Ok(UpstreamHttp::Auto),
+            other => Err(format!("upstream_http {other:?}: \"1.1\", \"2\" or \"auto\"")),
+        }
+    }
+
+    /// What it means on an `https://` (`tls`) or `http://` route: `"auto"` on `http://` is HTTP/1.1.
+    pub fn effective(self, tls: bool) -> UpstreamHttp {
+        match self {
+            UpstreamHttp::Auto if !tls => UpstreamHttp::Http1,
+            other => other,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -254,6 +292,8 @@ pub enum TargetOption {
     MaxConnections(usize),
     ScriptTotal(Duration),
     SendProxyProtocol(super::ProxyVersion),
+    UpstreamHttp(UpstreamHttp),
+    UpstreamMaxStreams(usize),
 }
 
 /// Why an option can't be set on a target.
@@ -286,6 +326,8 @@ impl TargetOption {
             TargetOption::MaxConnections(_) => "max_connections",
             TargetOption::ScriptTotal(_) => "script_total_secs",
             TargetOption::SendProxyProtocol(_) => "send_proxy_protocol",
+            TargetOption::UpstreamHttp(_) => "upstream_http",
+            TargetOption::UpstreamMaxStreams(_) => "upstream_max_streams",
         }
     }
 }
@@ -302,6 +344,13 @@ impl Target {
             (_, O::Upgrades(_)) => return misplaced("http:// and https:// routes"),
             (Target::Http(t), O::SendProxyProtocol(v)) => t.send_proxy_protocol = Some(v),
             (_, O::SendProxyProtocol(_)) => return misplaced("http:// and https:// routes"),
+            (Target::Http(t), O::UpstreamHttp(v)) => t.upstream_http = v,
+            (_, O::UpstreamHttp(_)) => return misplaced("http:// and https:// routes"),
+            (Target::Http(_), O::UpstreamMaxStreams(0)) => {
+                return Err(OptionError::Invalid("upstream_max_streams must be at least 1".into()));
+            }
+            (Target::Http(t), O::UpstreamMaxStreams(n)) => t.upstream_max_streams = Some(n),
+            (_, O::UpstreamMaxStreams(_)) => return misplaced("http:// and https:// routes"),
             (Target::Ftp(t), O::Uploads(on)) => t.uploads = on,
             (_, O::Uploads(_)) => return misplaced("ftp:// routes"),
             (Target::FastCgi(t), O::Root(root)) => t.root = Some(root),
@@ -429,6 +478,8 @@ impl Target {
                     ca: None,
                     upgrades: None,
                     send_proxy_protocol: None,
+                    upstream_http: UpstreamHttp::Http1,
+                    upstream_max_streams: None,
                 }))
             }
             "ftp" => {
@@ -582,6 +633,8 @@ mod tests {
                 ca: None,
                 upgrades: None,
                 send_proxy_protocol: None,
+                upstream_http: UpstreamHttp::Http1,
+                upstream_max_streams: None,
             })
         );
         match Target::parse("ftp://bob:s%40cret@ftp.example.org/pub").unwrap() {

@@ -107,7 +107,6 @@ pub fn http_fields(data: &[u8]) {
         "keep-alive",
         "te",
         "transfer-encoding",
-        "trailer",
         "upgrade",
         "proxy-authenticate",
         "proxy-authorization",

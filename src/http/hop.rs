@@ -3,17 +3,18 @@
 use http::HeaderMap;
 use http::header::{self, HeaderName};
 
-/// Fields that only ever concern one connection, removed from every forwarded message.
-static HOP_BY_HOP: [HeaderName; 10] = [
+/// Fields that only ever concern one connection, removed from every forwarded message. `Trailer` is not one
+/// (RFC 9110 §6.6.2: it announces the trailer fields, which travel end to end): it passes, and an HTTP/1.1 hop
+/// needs it, as hyper sends only the trailer fields a message announced.
+static HOP_BY_HOP: [HeaderName; 9] = [
     header::CONNECTION,
     // Not standard, but sent by old clients to proxies; the book's dumb-relay hang in one header.
     HeaderName::from_static("proxy-connection"),
     HeaderName::from_static("keep-alive"),
+    // What this hop's recipient accepts; its `trailers` member is remembered ([`Stripped::te_trailers`]).
     header::TE,
     // hopgate frames every message itself (chunked, Content-Length or close-delimited).
     header::TRANSFER_ENCODING,
-    // Announces trailer fields of a chunked body, which is re-framed here.
-    header::TRAILER,
     header::UPGRADE,
     // Only ever part of an h2c upgrade offer (RFC 7540 §3.2.1 makes it a connection option), which hopgate never
     // forwards: dropped even when a client forgets to name it in Connection.
@@ -28,6 +29,8 @@ static HOP_BY_HOP: [HeaderName; 10] = [
 pub struct Stripped {
     /// The `Upgrade` value (its field lines joined) when `Connection` contained the `upgrade` token.
     pub upgrade: Option<http::HeaderValue>,
+    /// `TE` had the `trailers` member: the sender accepts trailer fields (RFC 9110 §10.1.4).
+    pub te_trailers: bool,
 }
 
 /// Removes every field named in `Connection`, then the fixed hop-by-hop list.
@@ -45,7 +48,12 @@ pub fn strip(headers: &mut HeaderMap) -> Stripped {
                 out.upgrade = upgrade_value(headers);
                 continue;
             }
-            if token.eq_ignore_ascii_case("close") || token.eq_ignore_ascii_case("keep-alive") {
+            // `TE` is on the fixed list, which reads its `trailers` member before removing it (an HTTP/1.1
+            // sender names it in Connection: RFC 9110 §10.1.4).
+            if token.eq_ignore_ascii_case("close")
+                || token.eq_ignore_ascii_case("keep-alive")
+                || token.eq_ignore_ascii_case("te")
+            {
                 continue;
             }
             // RFC 9110 §7.6.1: a sender never names a field meant for every recipient as a connection option,
@@ -72,10 +80,22 @@ pub fn strip(headers: &mut HeaderMap) -> Stripped {
     }
     for (i, name) in HOP_BY_HOP.iter().enumerate() {
         if present & (1 << i) != 0 {
+            if *name == header::TE {
+                out.te_trailers = has_trailers(headers);
+            }
             headers.remove(name);
         }
     }
     out
+}
+
+/// Whether a `TE` field line lists `trailers` (a member without parameters: RFC 9110 §10.1.4).
+fn has_trailers(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::TE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.split(',').any(|m| m.split(';').next().is_some_and(|t| t.trim().eq_ignore_ascii_case("trailers"))))
 }
 
 /// Every `Upgrade` field line as one list (RFC 9110 §5.3).
@@ -168,11 +188,26 @@ mod tests {
         h.insert("proxy-connection", "keep-alive".parse().unwrap());
         h.insert("te", "trailers".parse().unwrap());
         h.insert("transfer-encoding", "chunked".parse().unwrap());
+        h.insert("trailer", "x-sum".parse().unwrap());
         h.insert("x-kept", "1".parse().unwrap());
         let s = strip(&mut h);
         assert_eq!(s.upgrade, None);
-        assert_eq!(h.len(), 1);
+        assert!(s.te_trailers);
+        assert_eq!(h.len(), 2);
         assert!(h.contains_key("x-kept"));
+        assert!(h.contains_key("trailer"), "Trailer travels end to end");
+    }
+
+    #[test]
+    fn te_trailers_is_remembered() {
+        for (te, want) in [("trailers", true), ("gzip, Trailers", true), ("deflate;q=0.5", false), ("trailersx", false)]
+        {
+            let mut h = HeaderMap::new();
+            h.insert("te", te.parse().unwrap());
+            h.insert("connection", "TE".parse().unwrap());
+            assert_eq!(strip(&mut h).te_trailers, want, "{te}");
+            assert!(h.is_empty());
+        }
     }
 
     #[test]

@@ -226,6 +226,18 @@ pub struct UpstreamIo {
     addr: SocketAddr,
 }
 
+impl UpstreamIo {
+    /// Whether the upstream chose `h2` by ALPN.
+    pub fn chose_h2(&self) -> bool {
+        self.io.inner().chose_h2()
+    }
+
+    /// The protocol the upstream chose by ALPN, if any.
+    pub fn alpn(&self) -> Option<String> {
+        self.io.inner().alpn()
+    }
+}
+
 impl hyper::rt::Read for UpstreamIo {
     fn poll_read(
         mut self: Pin<&mut Self>,
@@ -343,6 +355,9 @@ pub fn http_client(
 /// Builds the pooled client of a gateway route, which only ever talks to `scheme://authority`: one idle list,
 /// no key to look up. With `proxy_header`, every connection starts with a PROXY protocol header and carries one
 /// client's requests only: an idle list per client (requests name theirs in a [`ProxiedClient`] extension).
+/// `http`: the version spoken (`upstream_http`; `tls` offers it by ALPN), HTTP/2 connections carrying up to
+/// `max_streams` requests at once.
+#[allow(clippy::too_many_arguments)]
 pub fn gateway_client(
     dialer: Dialer,
     tls: Option<tls::Origination>,
@@ -351,9 +366,13 @@ pub fn gateway_client(
     proxy_header: Option<proxy_protocol::Version>,
     pool_idle: Duration,
     max_idle_per_host: usize,
+    http: (config::UpstreamHttp, usize),
 ) -> HttpClient {
     let https = *scheme == Scheme::HTTPS;
     let port = authority.port_u16().unwrap_or(if https { 443 } else { 80 });
     let target = Some((https, authority.host(), port));
-    HttpClient::new(Connector { dialer, parent: None, tls, proxy_header }, target, pool_idle, max_idle_per_host)
+    let connector = Connector { dialer, parent: None, tls, proxy_header };
+    let mut client = HttpClient::new(connector, target, pool_idle, max_idle_per_host);
+    client.speak(http.0.effective(https), http.1);
+    client
 }

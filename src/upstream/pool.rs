@@ -20,22 +20,36 @@
 //!   Nothing is retried once it may have reached the origin.
 //! - **Expiry.** An idle connection is closed after `pool_idle` by a reaper task per pool that sleeps until the
 //!   oldest deadline and ends when the pool is empty; at most `max_idle` connections are kept per pool.
+//! - **HTTP/2** (a route's `upstream_http` "2" or "auto"): a pool also keeps a few `http2` connections, each
+//!   shared by up to `max_streams` requests at once; a request takes the first with room (so one connection
+//!   fills before the next opens), and only one request at a time opens a new one (the others wait for it
+//!   rather than opening their own). A stream is counted from checkout until its response body ends or is
+//!   dropped; dropping it before its end resets the stream (RST_STREAM CANCEL, hyper's h2). Closed connections
+//!   are dropped at checkout; one without streams for `pool_idle` is closed by the reaper. "auto" speaks what
+//!   ALPN chose for each new connection: an upstream that chose `http/1.1` gets the HTTP/1.1 pool above (and
+//!   no more waiting for a shared connection).
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use http::header;
+use http::uri::Authority;
 use http::uri::{PathAndQuery, Scheme};
-use http::{Request, Response, StatusCode, Uri};
+use http::{Request, Response, StatusCode, Uri, Version};
 use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
+use hyper::client::conn::http2;
+use hyper_util::rt::TokioExecutor;
 
-use super::{Connector, ProxiedClient, UpstreamAddr};
+use super::{Connector, ProxiedClient, UpstreamAddr, UpstreamIo, display_target};
+use crate::config::UpstreamHttp;
 use crate::error::{Error, Kind};
 use crate::http::Body;
 use crate::proxy_protocol::Addresses;
@@ -58,9 +72,20 @@ pub struct Failed {
 pub struct HttpClient {
     connector: Connector,
     builder: http1::Builder,
+    /// A route that speaks HTTP/2 (`upstream_http` "2", or "auto" on https://).
+    h2: Option<Box<H2>>,
     pools: Pools,
     idle_timeout: Duration,
     max_idle: usize,
+}
+
+/// How a client speaks HTTP/2.
+struct H2 {
+    builder: http2::Builder<TokioExecutor>,
+    /// "2": every connection is HTTP/2 (over TLS the upstream must choose `h2`); "auto": what ALPN chose.
+    only: bool,
+    /// Requests at once on one connection before another opens.
+    max_streams: usize,
 }
 
 enum Pools {
@@ -102,14 +127,57 @@ struct HostPool {
     idle_timeout: Duration,
     max_idle: usize,
     state: Mutex<Idle>,
+    /// Held by the one request that opens an HTTP/2 connection; the others wait for it.
+    opening: tokio::sync::Mutex<()>,
+    /// "auto": the upstream chose `http/1.1` by ALPN on the last connection opened.
+    chose_http1: AtomicBool,
 }
 
 #[derive(Default)]
 struct Idle {
     /// Oldest first; checkout takes from the end.
     conns: Vec<(Conn, Instant)>,
+    /// HTTP/2 connections, busy or not, oldest first.
+    h2: Vec<Arc<H2Conn>>,
     /// A reaper task is running for this pool.
     reaping: bool,
+}
+
+/// One HTTP/2 connection, shared by the requests on it.
+struct H2Conn {
+    sender: http2::SendRequest<Body>,
+    addr: std::net::SocketAddr,
+    /// Streams in use. Only ever increased under the pool's lock, so a checkout never overfills a connection.
+    streams: AtomicUsize,
+    /// When the last stream ended (or the connection opened).
+    idle_since: Mutex<Instant>,
+}
+
+impl H2Conn {
+    /// When it is due to be closed for idleness: None while streams are in use.
+    fn due(&self, timeout: Duration) -> Option<Instant> {
+        match self.streams.load(Ordering::Acquire) {
+            0 => Some(*lock(&self.idle_since) + timeout),
+            _ => None,
+        }
+    }
+}
+
+/// One stream of an [`H2Conn`], counted until dropped.
+struct Stream(Arc<H2Conn>);
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        if self.0.streams.fetch_sub(1, Ordering::AcqRel) == 1 {
+            *lock(&self.0.idle_since) = Instant::now();
+        }
+    }
+}
+
+/// A new connection: HTTP/2, or HTTP/1.1 when "auto"'s upstream chose it.
+enum Opened {
+    H1(Conn),
+    H2(Stream),
 }
 
 struct Conn {
@@ -139,7 +207,25 @@ impl HttpClient {
             }
             None => Pools::Many(Mutex::new(ByHost { map: HashMap::new(), sweep_at: SWEEP_MIN })),
         };
-        HttpClient { connector, builder: http1::Builder::new(), pools, idle_timeout, max_idle }
+        HttpClient { connector, builder: http1::Builder::new(), h2: None, pools, idle_timeout, max_idle }
+    }
+
+    /// Speaks `http` (as it applies to this client's scheme: `UpstreamHttp::effective`) to the upstream, with at
+    /// most `max_streams` requests at once on one HTTP/2 connection.
+    pub fn speak(&mut self, http: UpstreamHttp, max_streams: usize) {
+        self.h2 = match http {
+            UpstreamHttp::Http1 => None,
+            UpstreamHttp::Http2 | UpstreamHttp::Auto => Some(Box::new(H2 {
+                builder: http2::Builder::new(TokioExecutor::new()),
+                only: http == UpstreamHttp::Http2,
+                max_streams: max_streams.max(1),
+            })),
+        };
+    }
+
+    /// Whether requests may go out over HTTP/2 (the relay then forwards `TE: trailers`).
+    pub fn may_speak_h2(&self) -> bool {
+        self.h2.is_some()
     }
 
     /// Sends `req` (absolute URI; `Host` already set) over a pooled connection or a new one. The response
@@ -159,6 +245,9 @@ impl HttpClient {
             Ok(home) => home,
             Err(error) => return Err(Failed { error, unsent: Some(req) }),
         };
+        if let Some(h2) = &self.h2 {
+            return self.request_h2(req, home, h2).await;
+        }
         if !home.proxied {
             origin_form(req.uri_mut());
         }
@@ -205,6 +294,129 @@ impl HttpClient {
                 Err(mut e) => Err(Failed { unsent: e.take_message(), error: SendError::Hyper(e.into_error()) }),
             }
         })
+    }
+
+    /// A request over HTTP/2: a stream on a connection with room, else on a new connection that this request
+    /// opens, or waits for while another request opens it. "auto" may find the upstream chose HTTP/1.1: the
+    /// request then goes on that connection, and later ones take the HTTP/1.1 path. Boxed, as it is the
+    /// HTTP/2 routes' alone.
+    fn request_h2<'a>(
+        &'a self,
+        req: Request<Body>,
+        home: Arc<HostPool>,
+        h2: &'a H2,
+    ) -> Pin<Box<dyn Future<Output = Result<Response<ResponseBody>, Failed>> + Send + 'a>> {
+        Box::pin(async move {
+            if let Some(stream) = home.checkout_h2(h2.max_streams) {
+                if let Some(route) = self.connector.dialer.route() {
+                    route.reused.inc();
+                }
+                let req = match send_h2(req, &home, stream).await {
+                    Ok(resp) => return Ok(resp),
+                    // Not sent: the connection closed as it was taken.
+                    Err((_, Some(req))) => req,
+                    Err((error, None)) => return Err(Failed { error, unsent: None }),
+                };
+                return self.open_and_send(req, &home, h2, true).await;
+            }
+            let http1 = !h2.only && home.chose_http1.load(Ordering::Relaxed);
+            if http1 && let Some(conn) = home.checkout() {
+                // "auto", and the upstream chose HTTP/1.1: its idle connections, as on the HTTP/1.1 path.
+                let mut req = req;
+                for_http1(&mut req);
+                let req = match conn_send(conn, req, &home).await {
+                    Ok(resp) => {
+                        if let Some(route) = self.connector.dialer.route() {
+                            route.reused.inc();
+                        }
+                        return Ok(resp);
+                    }
+                    Err((_, Some(req))) => req,
+                    Err((error, None)) => return Err(Failed { error, unsent: None }),
+                };
+                return self.open_and_send(req, &home, h2, false).await;
+            }
+            self.open_and_send(req, &home, h2, !http1).await
+        })
+    }
+
+    /// Sends on a new connection, or (`shared`: the upstream speaks HTTP/2) on one another request opened
+    /// meanwhile: only one request at a time opens a connection then.
+    async fn open_and_send(
+        &self,
+        req: Request<Body>,
+        home: &Arc<HostPool>,
+        h2: &H2,
+        shared: bool,
+    ) -> Result<Response<ResponseBody>, Failed> {
+        let opened = match shared {
+            true => {
+                let _opening = home.opening.lock().await;
+                match home.checkout_h2(h2.max_streams) {
+                    Some(stream) => Ok(Opened::H2(stream)),
+                    None => self.open(home, h2).await,
+                }
+            }
+            false => self.open(home, h2).await,
+        };
+        // Nothing of the request was written when no connection could be opened (an upstream group then sends
+        // it to another member), nor when hyper hands it back.
+        let opened = match opened {
+            Ok(o) => o,
+            Err(error) => return Err(Failed { error, unsent: Some(req) }),
+        };
+        let sent = match opened {
+            Opened::H2(stream) => send_h2(req, home, stream).await,
+            Opened::H1(conn) => {
+                let mut req = req;
+                for_http1(&mut req);
+                conn_send(conn, req, home).await
+            }
+        };
+        sent.map_err(|(error, unsent)| Failed { error, unsent })
+    }
+
+    /// Opens a connection for an HTTP/2 client: HTTP/2 with prior knowledge on http://, what ALPN chose on
+    /// https:// ("2" insists on `h2`).
+    async fn open(&self, home: &Arc<HostPool>, h2: &H2) -> Result<Opened, SendError> {
+        let io: UpstreamIo = self
+            .connector
+            .connect(home.https, &home.host, home.port, home.client.as_ref())
+            .await
+            .map_err(SendError::Connect)?;
+        let addr = io.addr;
+        let speaks_h2 = if home.https { io.chose_h2() } else { h2.only };
+        if !speaks_h2 {
+            if h2.only {
+                let chose = io.alpn().map_or("no protocol".to_string(), |p| format!("{p:?}"));
+                return Err(SendError::Connect(Error::upstream(
+                    Kind::UpstreamProtocol,
+                    format!(
+                        "{} did not choose h2 by ALPN (it chose {chose}); the route has upstream_http = \"2\"",
+                        display_target(&home.host, home.port)
+                    ),
+                )));
+            }
+            home.chose_http1.store(true, Ordering::Relaxed);
+            let (sender, conn) = self.builder.handshake(io).await.map_err(SendError::Hyper)?;
+            tokio::spawn(async move {
+                if let Err(e) = conn.with_upgrades().await {
+                    tracing::debug!("upstream connection to {addr}: {e}");
+                }
+            });
+            return Ok(Opened::H1(Conn { sender, addr }));
+        }
+        home.chose_http1.store(false, Ordering::Relaxed);
+        let (sender, conn) = h2.builder.handshake(io).await.map_err(SendError::Hyper)?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!("HTTP/2 upstream connection to {addr}: {e}");
+            }
+        });
+        let conn =
+            Arc::new(H2Conn { sender, addr, streams: AtomicUsize::new(1), idle_since: Mutex::new(Instant::now()) });
+        home.add_h2(conn.clone());
+        Ok(Opened::H2(Stream(conn)))
     }
 
     /// Whether every upstream connection starts with a PROXY header: each request then names its client in a
@@ -333,6 +545,36 @@ impl HostPool {
             idle_timeout,
             max_idle,
             state: Mutex::new(Idle::default()),
+            opening: tokio::sync::Mutex::new(()),
+            chose_http1: AtomicBool::new(false),
+        }
+    }
+
+    /// A stream on the oldest HTTP/2 connection with room; closed connections are dropped on the way.
+    fn checkout_h2(&self, max_streams: usize) -> Option<Stream> {
+        let mut idle = lock(&self.state);
+        if idle.h2.is_empty() {
+            return None;
+        }
+        idle.h2.retain(|c| !c.sender.is_closed());
+        let conn = idle.h2.iter().find(|c| c.streams.load(Ordering::Acquire) < max_streams)?;
+        conn.streams.fetch_add(1, Ordering::AcqRel);
+        Some(Stream(conn.clone()))
+    }
+
+    /// Keeps a new HTTP/2 connection for the requests after this one, and makes sure a reaper watches it.
+    fn add_h2(self: &Arc<Self>, conn: Arc<H2Conn>) {
+        let mut idle = lock(&self.state);
+        idle.h2.push(conn);
+        self.reap_later(&mut idle);
+    }
+
+    fn reap_later(self: &Arc<Self>, idle: &mut Idle) {
+        if !idle.reaping
+            && let Ok(rt) = tokio::runtime::Handle::try_current()
+        {
+            idle.reaping = true;
+            rt.spawn(reap(Arc::downgrade(self), self.idle_timeout));
         }
     }
 
@@ -363,12 +605,7 @@ impl HostPool {
             return;
         }
         idle.conns.push((conn, Instant::now()));
-        if !idle.reaping
-            && let Ok(rt) = tokio::runtime::Handle::try_current()
-        {
-            idle.reaping = true;
-            rt.spawn(reap(Arc::downgrade(self), self.idle_timeout));
-        }
+        self.reap_later(&mut idle);
     }
 }
 
@@ -381,8 +618,13 @@ async fn reap(pool: Weak<HostPool>, timeout: Duration) {
             let mut idle = lock(&pool.state);
             let now = Instant::now();
             idle.conns.retain(|(c, since)| now.saturating_duration_since(*since) < timeout && !c.sender.is_closed());
-            match idle.conns.first() {
-                Some((_, since)) => *since + timeout,
+            // An HTTP/2 connection goes when it closed or had no stream for the timeout; a busy one is looked
+            // at again a timeout later.
+            idle.h2.retain(|c| !c.sender.is_closed() && c.due(timeout).is_none_or(|due| due > now));
+            let h1 = idle.conns.first().map(|(_, since)| *since + timeout);
+            let h2 = idle.h2.iter().map(|c| c.due(timeout).unwrap_or(now + timeout)).min();
+            match h1.into_iter().chain(h2).min() {
+                Some(due) => due,
                 None => {
                     idle.reaping = false;
                     return;
@@ -420,6 +662,71 @@ fn leased(mut resp: Response<Incoming>, conn: Conn, home: Arc<HostPool>) -> Resp
     // After a 101 the connection belongs to the upgrade.
     let lease = (resp.status() != StatusCode::SWITCHING_PROTOCOLS).then_some(Lease { conn, home });
     resp.map(|inner| ResponseBody::new(inner, lease))
+}
+
+/// Sends `req` as an HTTP/2 request on `stream`'s connection. The head is HTTP/2's: `Host` becomes the
+/// `:authority` (the URI's), and what only framed or offered the HTTP/1.1 hop (`Transfer-Encoding`, an upgrade
+/// offer's `Connection` and `Upgrade`) goes; `http::hop` removed the other connection-specific fields, and `TE`
+/// is at most `trailers`. An error that hands the request back means nothing of it was sent.
+async fn send_h2(
+    mut req: Request<Body>,
+    home: &Arc<HostPool>,
+    stream: Stream,
+) -> Result<Response<ResponseBody>, (SendError, Option<Request<Body>>)> {
+    *req.version_mut() = Version::HTTP_2;
+    let headers = req.headers_mut();
+    headers.remove(header::TRANSFER_ENCODING);
+    headers.remove(header::CONNECTION);
+    headers.remove(header::UPGRADE);
+    let host = headers.remove(header::HOST);
+    let authority = host.as_ref().and_then(|h| Authority::try_from(h.as_bytes()).ok());
+    let authority = match authority {
+        Some(a) => a,
+        None => Authority::try_from(display_target(&home.host, home.port).as_str())
+            .map_err(|_| (SendError::Connect(Error::bad_request("the request's host is no valid :authority")), None))?,
+    };
+    let path = req.uri().path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
+    let scheme = if home.https { Scheme::HTTPS } else { Scheme::HTTP };
+    *req.uri_mut() = Uri::builder()
+        .scheme(scheme)
+        .authority(authority)
+        .path_and_query(path)
+        .build()
+        .map_err(|_| (SendError::Connect(Error::bad_request("invalid request target")), None))?;
+    let mut sender = stream.0.sender.clone();
+    let addr = stream.0.addr;
+    match sender.try_send_request(req).await {
+        Ok(mut resp) => {
+            resp.extensions_mut().insert(UpstreamAddr(addr));
+            Ok(resp.map(|inner| ResponseBody::new_h2(inner, stream)))
+        }
+        Err(mut e) => {
+            let req = e.take_message();
+            Err((SendError::Hyper(e.into_error()), req))
+        }
+    }
+}
+
+/// An HTTP/2 client's request for an HTTP/1.1 connection ("auto"): origin-form, and no `TE` (HTTP/1.1 would need
+/// it named in `Connection`; hopgate offers trailers on HTTP/2 hops only).
+fn for_http1(req: &mut Request<Body>) {
+    req.headers_mut().remove(header::TE);
+    origin_form(req.uri_mut());
+}
+
+/// Sends on an HTTP/1.1 connection; an error that hands the request back means nothing of it was sent.
+async fn conn_send(
+    mut conn: Conn,
+    req: Request<Body>,
+    home: &Arc<HostPool>,
+) -> Result<Response<ResponseBody>, (SendError, Option<Request<Body>>)> {
+    match conn.sender.try_send_request(req).await {
+        Ok(resp) => Ok(leased(resp, conn, home.clone())),
+        Err(mut e) => {
+            let req = e.take_message();
+            Err((SendError::Hyper(e.into_error()), req))
+        }
+    }
 }
 
 /// `/path?query` (what an origin is sent; `/` when empty).
@@ -460,13 +767,23 @@ impl Lease {
 pub struct ResponseBody {
     inner: Incoming,
     lease: Option<Lease>,
+    /// An HTTP/2 response: its stream, counted until the body ends or is dropped.
+    stream: Option<Stream>,
 }
 
 impl ResponseBody {
     fn new(inner: Incoming, lease: Option<Lease>) -> ResponseBody {
-        let mut body = ResponseBody { inner, lease };
+        let mut body = ResponseBody { inner, lease, stream: None };
         if http_body::Body::is_end_stream(&body.inner) {
             // No body (HEAD, 204, 304, Content-Length: 0): the exchange is over already.
+            body.release();
+        }
+        body
+    }
+
+    fn new_h2(inner: Incoming, stream: Stream) -> ResponseBody {
+        let mut body = ResponseBody { inner, lease: None, stream: Some(stream) };
+        if http_body::Body::is_end_stream(&body.inner) {
             body.release();
         }
         body
@@ -476,6 +793,7 @@ impl ResponseBody {
         if let Some(lease) = self.lease.take() {
             lease.release();
         }
+        self.stream = None;
     }
 }
 
@@ -491,7 +809,10 @@ impl http_body::Body for ResponseBody {
             Some(Ok(_)) if http_body::Body::is_end_stream(&this.inner) => this.release(),
             Some(Ok(_)) => {}
             // The connection is broken: never back to the pool.
-            Some(Err(_)) => this.lease = None,
+            Some(Err(_)) => {
+                this.lease = None;
+                this.stream = None;
+            }
         }
         Poll::Ready(r)
     }

@@ -6,8 +6,9 @@
 //! certificate. A certificate of the bundle that the origin presents as its own is pinned: trusted as that
 //! server without a chain (`crate::tls::PinningVerifier`). A failure is an [`Error`] of kind `UpstreamTls` (502)
 //! whose detail says why in a few words.
-//! Does not: offer client certificates, check revocation, speak HTTP/2 upstream, or ever fall back to an
-//! unverified connection.
+//! ALPN offers what the route speaks (`upstream_http`): `http/1.1` alone (the default), `h2` alone ("2"), or both
+//! ("auto"); the pool reads the upstream's choice ([`Stream::chose_h2`]).
+//! Does not: offer client certificates, check revocation, or ever fall back to an unverified connection.
 
 use std::io;
 use std::path::Path;
@@ -25,6 +26,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
+use crate::config::UpstreamHttp;
 use crate::error::{Error, Kind, StartupError};
 
 /// What hopgate needs to open verified TLS connections to upstreams.
@@ -42,9 +44,19 @@ impl std::fmt::Debug for Origination {
 }
 
 impl Origination {
-    /// System roots plus the certificates of `ca`; offers only HTTP/1.1 by ALPN (the relay speaks HTTP/1.1).
-    pub fn new(ca: Option<&Path>, handshake_timeout: Duration) -> Result<Origination, StartupError> {
-        let config = crate::tls::client_config(ca).map_err(StartupError::new)?;
+    /// System roots plus the certificates of `ca`; ALPN offers what `http` speaks (HTTP/1.1 alone, `h2` alone, or
+    /// both, `h2` first).
+    pub fn new(
+        ca: Option<&Path>,
+        handshake_timeout: Duration,
+        http: UpstreamHttp,
+    ) -> Result<Origination, StartupError> {
+        let mut config = crate::tls::client_config(ca).map_err(StartupError::new)?;
+        config.alpn_protocols = match http {
+            UpstreamHttp::Http1 => vec![b"http/1.1".to_vec()],
+            UpstreamHttp::Http2 => vec![b"h2".to_vec()],
+            UpstreamHttp::Auto => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
+        };
         Ok(Origination { connector: TlsConnector::from(Arc::new(config)), handshake_timeout })
     }
 
@@ -134,6 +146,24 @@ pub enum Stream {
     Plain(TcpStream),
     Tunnel(TokioIo<Upgraded>),
     Tls(Box<TlsStream<Stream>>),
+}
+
+impl Stream {
+    /// Whether the upstream chose `h2` by ALPN (never on a connection without TLS).
+    pub fn chose_h2(&self) -> bool {
+        match self {
+            Stream::Tls(s) => s.get_ref().1.alpn_protocol() == Some(b"h2"),
+            Stream::Plain(_) | Stream::Tunnel(_) => false,
+        }
+    }
+
+    /// The protocol the upstream chose by ALPN, for an error that names it.
+    pub fn alpn(&self) -> Option<String> {
+        match self {
+            Stream::Tls(s) => s.get_ref().1.alpn_protocol().map(|p| String::from_utf8_lossy(p).into_owned()),
+            Stream::Plain(_) | Stream::Tunnel(_) => None,
+        }
+    }
 }
 
 impl AsyncRead for Stream {

@@ -5,6 +5,7 @@
 pub mod cgi;
 pub mod ftp_peers;
 pub mod ftp_rogue;
+pub mod h2origin;
 pub mod netns;
 pub mod origin;
 pub mod peers;

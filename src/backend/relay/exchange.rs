@@ -52,6 +52,17 @@ impl Leg<'_> {
         client.request(req).await.map_err(|e| client_error(e, &target))
     }
 
+    /// Whether the request may go out over HTTP/2 (its route's `upstream_http`; every member of a group shares it).
+    fn may_speak_h2(&self) -> bool {
+        match self {
+            Leg::Forward { room, .. } => room.client.may_speak_h2(),
+            Leg::Reverse { room, .. } => match &room.upstream {
+                Upstream::One(client) => client.may_speak_h2(),
+                Upstream::Group(g) => g.members().iter().any(|m| m.client.may_speak_h2()),
+            },
+        }
+    }
+
     fn upgrades(&self) -> &Allowed {
         match self {
             Leg::Forward { room, .. } => &room.upgrades,
@@ -89,6 +100,12 @@ fn request_head(req: &mut Request<Incoming>, own: OwnFields<'_>, leg: &Leg<'_>) 
     if let Leg::Forward { parent_auth: Some(auth), .. } = leg {
         // The parent proxy's own credentials, for its hop only.
         req.headers_mut().insert(header::PROXY_AUTHORIZATION, auth.clone());
+    }
+    if stripped.te_trailers && leg.may_speak_h2() {
+        // TE is hop-by-hop, but HTTP/2 carries its `trailers` member (RFC 9113 §8.2.2) and gRPC servers require
+        // it: the client accepts trailers, and hopgate passes them on. An HTTP/1.1 upstream connection never gets
+        // it (upstream::pool removes it there).
+        req.headers_mut().insert(header::TE, HeaderValue::from_static("trailers"));
     }
     // A body of unknown length (the client sent it chunked, or as HTTP/2 DATA without a length) goes up chunked:
     // hyper's client sends a GET, HEAD or CONNECT that does not say so with no body at all (it assumes such a
@@ -312,6 +329,9 @@ fn response_head(
     {
         room.rewrite_location(&mut parts.headers, public, proto);
     }
+    if parts.version == Version::HTTP_2 {
+        announce_grpc_trailers(&mut parts.headers);
+    }
     parts.version = Version::HTTP_11;
     // An origin that stops sending mid-body for the response-head time is cut off (the client sees the response
     // end early, never a complete-looking one). The body returns its connection to the pool when it ends; an
@@ -322,6 +342,19 @@ fn response_head(
         crate::http::watch(body, ctx.hop.timeouts.response_head, "the response body from the upstream").0
     };
     Ok(Response::from_parts(parts, body))
+}
+
+/// The trailer fields of gRPC (its PROTOCOL-HTTP2 spec fixes them), announced in `Trailer` on a gRPC response from an
+/// HTTP/2 upstream that announced none. HTTP/2 needs no announcement, and gRPC servers send none; but hyper sends an
+/// HTTP/1.1 client (one that accepts trailers: `TE: trailers`) only the trailer fields the head announced, and the
+/// head goes out before the trailers are known. An HTTP/2 client is sent every trailer field in any case.
+fn announce_grpc_trailers(headers: &mut http::HeaderMap) {
+    let grpc = headers
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|t| t.as_bytes().get(..16).is_some_and(|p| p.eq_ignore_ascii_case(b"application/grpc")));
+    if grpc && !headers.contains_key(header::TRAILER) {
+        headers.insert(header::TRAILER, HeaderValue::from_static("grpc-status, grpc-message, grpc-status-details-bin"));
+    }
 }
 
 /// How many informational responses one request has had, shared by hyper's 1xx callback and the request

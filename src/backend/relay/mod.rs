@@ -114,7 +114,8 @@ enum Upstream {
 /// target policy (the operator chose it) but with the loop check.
 fn member_client(t: &HttpTarget, out: &Outbound) -> Result<(HttpClient, Scheme, Authority), StartupError> {
     let timeouts = out.timeouts;
-    let origination = if t.tls { Some(Origination::new(t.ca.as_deref(), timeouts.connect)?) } else { None };
+    let origination =
+        if t.tls { Some(Origination::new(t.ca.as_deref(), timeouts.connect, t.upstream_http)?) } else { None };
     let authority: Authority = t
         .authority
         .to_string()
@@ -130,6 +131,7 @@ fn member_client(t: &HttpTarget, out: &Outbound) -> Result<(HttpClient, Scheme, 
         t.send_proxy_protocol,
         timeouts.pool_idle,
         max_idle,
+        (t.upstream_http, t.upstream_max_streams.unwrap_or(config::DEFAULT_UPSTREAM_MAX_STREAMS)),
     );
     Ok((client, scheme, authority))
 }
@@ -153,7 +155,7 @@ impl Forward {
         out: &Outbound,
     ) -> Result<Forward, StartupError> {
         let t = out.timeouts;
-        let tls = Origination::new(ca, t.connect)?;
+        let tls = Origination::new(ca, t.connect, config::UpstreamHttp::Http1)?;
         let client =
             http_client(dialer, parent.clone(), Some(tls), t.pool_idle, config::DEFAULT_POOL_MAX_IDLE_PER_HOST);
         Ok(Forward { client, parent, upgrades })
