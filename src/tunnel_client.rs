@@ -329,8 +329,14 @@ impl Opener {
     {
         // No idle timeout (the proxy has its own): a time too large to add to a clock reading (see tunnel::pump).
         // The stream's slot on its HTTP/2 connection is given back when the tunnel ends.
-        let Tunnel { io, _slot } = upstream;
-        tunnel::pipe(local, io, Duration::MAX).await.map_err(|source| TunnelError::Tunnel {
+        let Tunnel { mut io, _slot } = upstream;
+        let piped = tunnel::pipe(local, &mut io, Duration::MAX).await;
+        if piped.is_err() {
+            // The local connection failed (a reset, say): its HTTP/2 stream is reset too, so that the proxy
+            // resets the target's connection (RFC 9113 §8.5) rather than closing it as ended.
+            io.inner_mut().reset_h2_stream(tunnel::H2_CONNECT_ERROR);
+        }
+        piped.map_err(|source| TunnelError::Tunnel {
             proxy: self.proxy.to_string(),
             target: self.target.to_string(),
             source,

@@ -107,18 +107,16 @@ fn one_stalled_stream_does_not_stall_99_others() {
 }
 
 /// RFC 9113 §8.5: a TCP reset from the target is a stream error of type CONNECT_ERROR (0xa) on the tunnel's
-/// stream; a target that closes normally ends the stream normally.
+/// stream; a target that closes normally (the echo, after the client's END_STREAM) ends the stream normally, and
+/// the connection's other streams carry on.
 #[test]
-#[ignore = "hyper gives no way to reset an upgraded HTTP/2 stream yet"]
 fn a_targets_reset_is_connect_error() {
     require_h2();
     let resets = raw(|mut s| {
         let mut ping = [0u8; 4];
         let _ = s.read_exact(&mut ping);
-        let _ = s.write_all(b"pong");
+        // Reset (linger 0 sends RST on close) once the ping is in.
         let _ = socket2::SockRef::from(&s).set_linger(Some(std::time::Duration::ZERO));
-        // Waits for the ping's end, then resets (linger 0 sends RST on close).
-        let _ = s.read(&mut [0u8; 1]);
     });
     let echo = echo_server();
     let pki = Pki::new();
@@ -134,7 +132,37 @@ fn a_targets_reset_is_connect_error() {
         ],
     );
     let got = lines(&out);
-    assert_eq!(got, ["200 ping", "200 pong reset 10", "200 ping"], "the connection carries on after the reset");
+    assert_eq!(got, ["200 ping", "200 reset 10", "200 ping"], "the connection carries on after the reset");
+}
+
+/// RFC 9113 §8.5 the other way: a client that resets its CONNECT stream (CANCEL) gets the target's TCP connection
+/// reset, not closed as if the client had finished.
+#[test]
+fn a_client_reset_resets_the_target() {
+    require_h2();
+    let ends: Arc<Mutex<Vec<String>>> = Arc::default();
+    let e = ends.clone();
+    let target = raw(move |mut s| {
+        let mut buf = [0u8; 64];
+        let end = loop {
+            match s.read(&mut buf) {
+                Ok(0) => break "eof".to_string(),
+                Ok(n) => {
+                    let _ = s.write_all(&buf[..n]);
+                }
+                Err(e) => break format!("{:?}", e.kind()),
+            }
+        };
+        e.lock().unwrap().push(end);
+    });
+    let pki = Pki::new();
+    let (hg, _pair) = h2_proxy(&pki, "access_log = \"off\"", &format!("connect_ports = [{}]", target.port()));
+    let args = [hg.addr.port().to_string(), pki.ca.cert().to_string(), format!("CONNECT {target} -;cancel")];
+    assert_eq!(lines(&python("requests.py", &args)), ["200 ping cancelled"]);
+    let args = [hg.addr.port().to_string(), pki.ca.cert().to_string(), format!("CONNECT {target} -")];
+    assert_eq!(lines(&python("requests.py", &args)), ["200 ping"]);
+    assert!(support::wait_until(std::time::Duration::from_secs(10), || ends.lock().unwrap().len() == 2));
+    assert_eq!(*ends.lock().unwrap(), ["ConnectionReset", "eof"]);
 }
 
 /// The proxy's rules hold on HTTP/2 CONNECT streams, each answered with its status on the stream: a port not

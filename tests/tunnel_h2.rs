@@ -132,6 +132,49 @@ fn reconnects_after_the_proxy_restarts() {
     drop(s);
 }
 
+/// A reset reaches the other end as a reset, both ways: a target that resets is a CONNECT_ERROR on the stream
+/// (hopgate, the proxy), and a reset of the local connection (the tunnel client); a local connection that resets
+/// resets its stream, and the proxy resets the target.
+#[test]
+fn a_reset_reaches_the_other_end_both_ways() {
+    let ends: std::sync::Arc<std::sync::Mutex<Vec<String>>> = Default::default();
+    let e = ends.clone();
+    let target = support::origin::raw(move |mut s| {
+        let mut buf = [0u8; 64];
+        let end = loop {
+            match s.read(&mut buf) {
+                Ok(0) => break "eof".to_string(),
+                Ok(n) if buf[..n].starts_with(b"reset") => {
+                    // Asked to reset: linger 0 sends RST on close.
+                    let _ = socket2::SockRef::from(&s).set_linger(Some(Duration::ZERO));
+                    break "reset by target".to_string();
+                }
+                Ok(n) => {
+                    let _ = s.write_all(&buf[..n]);
+                }
+                Err(e) => break format!("{:?}", e.kind()),
+            }
+        };
+        e.lock().unwrap().push(end);
+    });
+    let pki = Pki::new();
+    let pair = pki.leaf("proxy", KeyType::EcdsaP256, &["proxy.test"]);
+    let hg = proxy(&pair, 0, target);
+    let t = tunnel(&pki, hg.addr.port(), target, &[]);
+    // The target resets: the local connection is reset.
+    let mut s = echoed(&t, b"hello");
+    s.write_all(b"reset").unwrap();
+    let mut buf = [0u8; 16];
+    let got = s.read(&mut buf);
+    assert_eq!(got.map_err(|e| e.kind()), Err(std::io::ErrorKind::ConnectionReset), "tunnel stderr: {}", t.stderr_text());
+    // The local connection resets: the target is reset.
+    let s = echoed(&t, b"hello");
+    socket2::SockRef::from(&s).set_linger(Some(Duration::ZERO)).unwrap();
+    drop(s);
+    assert!(wait_until(Duration::from_secs(10), || ends.lock().unwrap().len() == 2), "{:?}", ends.lock().unwrap());
+    assert_eq!(*ends.lock().unwrap(), ["reset by target", "ConnectionReset"]);
+}
+
 /// Without `--h2`, or with an http:// proxy, nothing changes; `--h2` with an http:// proxy is refused, naming why.
 #[test]
 fn h2_needs_an_https_proxy() {

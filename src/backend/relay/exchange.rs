@@ -255,9 +255,14 @@ fn switch(
     ctx.tasks.spawn(async move {
         match tokio::try_join!(client_upgrade, upstream_upgrade) {
             Ok((c, u)) => {
-                let c = hyper_util::rt::TokioIo::new(c);
+                let mut c = hyper_util::rt::TokioIo::new(c);
                 let u = hyper_util::rt::TokioIo::new(u);
-                let outcome = report.pump(c, u, idle).await;
+                let outcome = report.pump(&mut c, u, idle).await;
+                if let crate::tunnel::Ended::Failed(_) = outcome.ended {
+                    // An HTTP/2 WebSocket (RFC 8441) whose origin connection failed: its stream is reset with
+                    // CONNECT_ERROR as a CONNECT tunnel's is, never ended as if the origin had closed.
+                    c.inner_mut().reset_h2_stream(crate::tunnel::H2_CONNECT_ERROR);
+                }
                 let (up, down) = (outcome.a_to_b, outcome.b_to_a);
                 tracing::debug!(%client, up, down, "upgraded connection ended: {:?}", outcome.ended);
                 report.outcome(&outcome);
