@@ -167,7 +167,7 @@ fn a_client_reset_resets_the_target() {
 
 /// The proxy's rules hold on HTTP/2 CONNECT streams, each answered with its status on the stream: a port not
 /// listed (403), a link-local target (403), a closed port (502), proxy authentication (407 with its challenge, then
-/// 200).
+/// 200), and `max_tunnels` (503 while the one allowed is open on another stream).
 #[test]
 fn the_proxy_rules_answer_on_the_stream() {
     require_h2();
@@ -182,7 +182,7 @@ fn the_proxy_rules_answer_on_the_stream() {
     let (hg, _pair) = h2_proxy(
         &pki,
         "",
-        &format!("connect_ports = [{port}, {}]\nusers = \"{}\"", closed.port(), users.display()),
+        &format!("connect_ports = [{port}, {}]\nusers = \"{}\"\nmax_tunnels = 1", closed.port(), users.display()),
     );
     let auth = ";proxy-authorization=Basic YWxpY2U6c2VjcmV0";
     let out = python(
@@ -194,16 +194,18 @@ fn the_proxy_rules_answer_on_the_stream() {
             format!("CONNECT 127.0.0.1:1 -{auth}"),
             format!("CONNECT 169.254.1.1:{port} -{auth}"),
             format!("CONNECT 127.0.0.1:{} -{auth}", closed.port()),
+            format!("CONNECT {echo} -{auth};hold"),
             format!("CONNECT {echo} -{auth}"),
         ],
     );
     let got = lines(&out);
-    assert_eq!(got.len(), 5, "{got:?}");
+    assert_eq!(got.len(), 6, "{got:?}");
     assert!(got[0].starts_with("407 "), "{got:?}");
     assert!(got[1].starts_with("403 ") && got[1].contains("port 1"), "{got:?}");
     assert!(got[2].starts_with("403 "), "{got:?}");
     assert!(got[3].starts_with("502 "), "{got:?}");
-    assert_eq!(got[4], "200 ping");
+    assert_eq!(got[4], "200 ping held");
+    assert!(got[5].starts_with("503 ") && got[5].contains("too many tunnels open (limit 1)"), "{got:?}");
 }
 
 /// Absolute-form over HTTP/2: `:scheme http` with the target's `:authority` to the forward proxy is relayed as

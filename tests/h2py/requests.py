@@ -1,7 +1,8 @@
 # Requests on one HTTP/2 connection to an https:// listener, one after another.
 # argv: PORT CA REQUEST...; a REQUEST is "METHOD AUTHORITY PATH[;name=value...]", PATH "-" for none (CONNECT).
 # A CONNECT that gets a 2xx sends "ping", then ends its side, and reads until the stream ends or is reset; with the
-# field ";cancel", it keeps its side open, and once "ping" came back resets the stream with CANCEL.
+# field ";cancel", it keeps its side open, and once "ping" came back resets the stream with CANCEL; with ";hold", it
+# keeps its side open and goes on to the next request once "ping" came back (the tunnel stays open).
 # Prints per request: "STATUS BODY" (newlines in BODY as " | "), then " reset CODE" if the stream was reset.
 import socket, ssl, sys
 import h2.config, h2.connection, h2.events
@@ -16,8 +17,8 @@ conn.initiate_connection()
 tls.sendall(conn.data_to_send())
 for req in sys.argv[3:]:
     line, *fields = req.split(';')
-    cancel = 'cancel' in fields
-    fields = [f for f in fields if f != 'cancel']
+    cancel, hold = 'cancel' in fields, 'hold' in fields
+    fields = [f for f in fields if f not in ('cancel', 'hold')]
     method, authority, path = line.split(' ')
     sid = conn.get_next_available_stream_id()
     headers = [(':method', method), (':authority', authority)]
@@ -37,13 +38,15 @@ for req in sys.argv[3:]:
             if isinstance(ev, h2.events.ResponseReceived):
                 status = dict(ev.headers)[b':status'].decode()
                 if method == 'CONNECT' and status.startswith('2'):
-                    conn.send_data(sid, b'ping', end_stream=not cancel)
+                    conn.send_data(sid, b'ping', end_stream=not (cancel or hold))
             elif isinstance(ev, h2.events.DataReceived):
                 body += ev.data
                 conn.acknowledge_received_data(ev.flow_controlled_length, sid)
                 if cancel and body == b'ping':
                     conn.reset_stream(sid, error_code=8)
                     body, done = b'ping cancelled', True
+                elif hold and body == b'ping':
+                    body, done = b'ping held', True
             elif isinstance(ev, h2.events.StreamEnded):
                 done = True
             elif isinstance(ev, h2.events.StreamReset):
