@@ -413,7 +413,9 @@ impl H2Pool {
             };
             match opener.connect_stream(send).await {
                 Ok(io) => return Ok(Tunnel { io, _slot: Some(slot) }),
-                Err(TunnelError::Handshake { source, .. }) if reused && !fresh_only && (source.is_closed() || source.is_canceled()) => {
+                Err(TunnelError::Handshake { source, .. })
+                    if reused && !fresh_only && (source.is_closed() || source.is_canceled()) =>
+                {
                     tracing::debug!(proxy = %opener.proxy, "HTTP/2 connection to the proxy was gone: a new one");
                     fresh_only = true;
                 }
@@ -433,7 +435,11 @@ impl H2Pool {
             .timer(hyper_util::rt::TokioTimer::new())
             .handshake(TokioIo::new(tls))
             .await
-            .map_err(|source| TunnelError::Handshake { proxy: proxy.clone(), target: opener.target.to_string(), source })?;
+            .map_err(|source| TunnelError::Handshake {
+                proxy: proxy.clone(),
+                target: opener.target.to_string(),
+                source,
+            })?;
         tokio::spawn(async move {
             if let Err(e) = conn.await {
                 tracing::info!(%proxy, "HTTP/2 connection to the proxy ended: {e}");

@@ -90,7 +90,10 @@ fn many_local_connections_share_one_tls_connection() {
     }
     assert_eq!(accepted(&hg), 1.0, "one TLS connection for 40 tunnels");
     assert!(wait_until(Duration::from_secs(10), || hg.stdout_text().matches("HTTP/2.0").count() >= 40));
-    assert_eq!(hg.stdout_text().lines().filter(|l| l.contains("CONNECT 127.0.0.1:") && l.contains("HTTP/2.0")).count(), 40);
+    assert_eq!(
+        hg.stdout_text().lines().filter(|l| l.contains("CONNECT 127.0.0.1:") && l.contains("HTTP/2.0")).count(),
+        40
+    );
 }
 
 /// `--max-streams 2`: a third tunnel open at the same time goes on a second connection; once the first two end,
@@ -109,7 +112,12 @@ fn max_streams_opens_a_second_connection() {
     assert_eq!(accepted(&hg), 2.0, "the third tunnel needs a second connection");
     drop((a, b));
     // The first connection's streams end when the proxy has seen both tunnels close.
-    assert!(wait_until(Duration::from_secs(10), || hg.stdout_text().lines().filter(|l| l.contains("CONNECT ")).count() >= 2));
+    assert!(wait_until(Duration::from_secs(10), || hg
+        .stdout_text()
+        .lines()
+        .filter(|l| l.contains("CONNECT "))
+        .count()
+        >= 2));
     let d = echoed(&t, b"d");
     assert_eq!(accepted(&hg), 2.0, "room again on a connection there is");
     drop((c, d));
@@ -166,7 +174,12 @@ fn a_reset_reaches_the_other_end_both_ways() {
     s.write_all(b"reset").unwrap();
     let mut buf = [0u8; 16];
     let got = s.read(&mut buf);
-    assert_eq!(got.map_err(|e| e.kind()), Err(std::io::ErrorKind::ConnectionReset), "tunnel stderr: {}", t.stderr_text());
+    assert_eq!(
+        got.map_err(|e| e.kind()),
+        Err(std::io::ErrorKind::ConnectionReset),
+        "tunnel stderr: {}",
+        t.stderr_text()
+    );
     // The local connection resets: the target is reset.
     let s = echoed(&t, b"hello");
     socket2::SockRef::from(&s).set_linger(Some(Duration::ZERO)).unwrap();
@@ -186,7 +199,18 @@ fn h2_needs_an_https_proxy() {
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("--h2 needs an https:// proxy"), "{err}");
     let out = std::process::Command::new(support::bin())
-        .args(["tunnel", "--h2", "--max-streams", "0", "--proxy", "https://127.0.0.1:1", "--to", "h:22", "--listen", "127.0.0.1:0"])
+        .args([
+            "tunnel",
+            "--h2",
+            "--max-streams",
+            "0",
+            "--proxy",
+            "https://127.0.0.1:1",
+            "--to",
+            "h:22",
+            "--listen",
+            "127.0.0.1:0",
+        ])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));

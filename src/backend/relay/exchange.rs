@@ -78,7 +78,11 @@ pub(super) async fn send(
         // A 2xx to an extended CONNECT opens the tunnel: it can only come from a 101.
         return Err(Error::upstream(
             Kind::UpstreamProtocol,
-            format!("{} answered the WebSocket request with {} instead of switching", display_authority(&target), resp.status()),
+            format!(
+                "{} answered the WebSocket request with {} instead of switching",
+                display_authority(&target),
+                resp.status()
+            ),
         ));
     }
     response_head(resp, version, ctx, &leg, &target)
