@@ -96,9 +96,9 @@ async fn serve(
     record: &mut Record,
 ) -> Result<Response<Body>, Error> {
     admit(&req, listener, &conn.shared)?;
-    // The one decision of the host this request is for: routing and every backend read its Host from here on.
     // An HTTP/2 WebSocket (RFC 8441) is routed, judged and relayed as the HTTP/1.1 upgrade it stands for.
     let extended = crate::http::upgrade::extended_connect(&mut req)?;
+    // The one decision of the host this request is for: routing and every backend read its Host from here on.
     route::settle_host(&mut req)?;
     let route = listener.table.pick(&req, ctx.hop)?;
     record.route = Some(route.name().clone());
