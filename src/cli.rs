@@ -111,6 +111,13 @@ pub struct TunnelArgs {
     /// Extra CA bundle trusted for an https:// proxy
     #[arg(long, value_name = "PEM")]
     pub ca: Option<PathBuf>,
+    /// Offer HTTP/2 to the https:// proxy: every tunnel is a CONNECT stream on one TLS connection
+    #[arg(long)]
+    pub h2: bool,
+    /// With --h2: tunnels per connection to the proxy before a second one is opened
+    #[arg(long, value_name = "N", default_value_t = crate::tunnel_client::DEFAULT_MAX_STREAMS as u32,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_streams: u32,
 }
 
 fn parse_socket_addr(s: &str) -> Result<std::net::SocketAddr, String> {
@@ -586,6 +593,9 @@ fn build_tunnel_client(t: &TunnelArgs) -> Result<TunnelClient, crate::tunnel_cli
         client.proxy_user = Some(crate::tunnel_client::parse_proxy_user(u)?);
     }
     client.ca = t.ca.clone();
+    client.h2 = t.h2;
+    client.max_streams = t.max_streams as usize;
+    client.check()?;
     Ok(client)
 }
 

@@ -142,15 +142,7 @@ impl Table {
         // An HTTP/2 request always carries a scheme; only HTTP/1 absolute-form means "proxy this".
         let absolute = req.uri().scheme().is_some() && req.version() != http::Version::HTTP_2;
         if absolute && let Some(proxy) = &self.proxy {
-            return match req.uri().scheme_str() {
-                // https:// sent in plain HTTP: the relay with TLS origination (HTTP/HTTPS gateway).
-                Some("http") | Some("https") => Ok(Picked::Forward(proxy)),
-                Some("ftp") => Ok(Picked::Ftp(proxy)),
-                Some(other) => {
-                    Err(Error::client(Kind::BadRequest, format!("the forward proxy does not serve {other}:// targets")))
-                }
-                None => Err(Error::bad_request("request target has no scheme")),
-            };
+            return proxied(req, proxy);
         }
         check_host_port(req)?;
         let host = request_host(req);
@@ -163,12 +155,31 @@ impl Table {
             if req.method() == Method::OPTIONS && path == "*" {
                 return Ok(Picked::Forward(proxy));
             }
+            // HTTP/2 has no absolute form: every request names its target by `:scheme` and `:authority`
+            // (RFC 9113 §8.3.1), as a browser sends `http://` URLs to an HTTPS proxy. On a forward proxy, one that
+            // no gateway route takes is for the proxy, as the same request in absolute form over HTTP/1.1 is.
+            if req.version() == Version::HTTP_2 && req.uri().scheme().is_some() {
+                return proxied(req, proxy);
+            }
             return Err(Error::bad_request(format!(
                 "this is a forward proxy: send requests in absolute form, for example curl -x {} http://example.com/",
                 hop.public_addr()
             )));
         }
         Err(Error::client(Kind::NotFound, format!("no route for {path}")))
+    }
+}
+
+/// The forward proxy's room for a request naming its target's scheme: `http://`/`https://` the relay (https://
+/// sent in plain HTTP: TLS origination, the HTTP/HTTPS gateway), `ftp://` the HTTP/FTP gateway.
+fn proxied<'a, B>(req: &Request<B>, proxy: &'a ProxyRooms) -> Result<Picked<'a>, Error> {
+    match req.uri().scheme_str() {
+        Some("http") | Some("https") => Ok(Picked::Forward(proxy)),
+        Some("ftp") => Ok(Picked::Ftp(proxy)),
+        Some(other) => {
+            Err(Error::client(Kind::BadRequest, format!("the forward proxy does not serve {other}:// targets")))
+        }
+        None => Err(Error::bad_request("request target has no scheme")),
     }
 }
 

@@ -29,6 +29,10 @@ use crate::idle;
 /// slower on loopback, so there is no TCP-only fast path.
 pub const PIPE_CHUNK_BYTES: usize = 64 * 1024;
 
+/// RFC 9113 §7 CONNECT_ERROR: the error code of the RST_STREAM that ends an HTTP/2 CONNECT stream whose TCP
+/// connection was reset or failed (§8.5).
+pub const H2_CONNECT_ERROR: u32 = 0xa;
+
 /// How a tunnel ended, with the bytes moved each way.
 #[derive(Debug)]
 pub struct Outcome {

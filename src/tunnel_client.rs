@@ -6,8 +6,16 @@
 //! Any 2xx opens the tunnel; bytes the proxy sent after its blank line are kept (hyper's
 //! `Upgraded` hands them out first). Anything else is a [`TunnelError`] whose Display is one
 //! line naming the proxy and its status.
-//! Does not: follow proxy redirects, retry, answer a 407 challenge other than with the
-//! `--proxy-user` it was given, or speak HTTP/2 to the proxy.
+//!
+//! With `--h2` (an https:// proxy that chooses `h2` by ALPN), every tunnel is a CONNECT stream (RFC 9113 §8.5)
+//! on one TLS connection ([`H2Pool`]): no TCP or TLS handshake per tunnel, at most `--max-streams` tunnels per
+//! connection before another is opened, and a connection that died replaced by the next tunnel that needs one.
+//! A proxy that chooses HTTP/1.1 gets one connection per tunnel, as without `--h2`.
+//!
+//! A tunnel that fails (the proxy's connection or stream reset, say) resets the local connection (SO_LINGER 0)
+//! rather than closing it as if it had ended.
+//! Does not: follow proxy redirects, retry, or answer a 407 challenge other than with the `--proxy-user` it was
+//! given.
 
 use std::fmt;
 use std::io;
@@ -15,7 +23,11 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Empty;
 
 use ::http::uri::{Authority, Scheme};
 use ::http::{HeaderMap, StatusCode, Uri, header};
@@ -35,6 +47,9 @@ use crate::upstream::{self, ConnectError, Dialer, OwnAddrs};
 pub const HANDSHAKE_TIMEOUT_SECS: u64 = 30;
 /// Pause after a failed accept (out of file descriptors, say) before accepting again.
 const ACCEPT_BACKOFF_MILLIS: u64 = 100;
+/// `--max-streams`: tunnels on one HTTP/2 connection to the proxy before a second one is opened (hopgate's
+/// listeners allow 200 streams per connection).
+pub const DEFAULT_MAX_STREAMS: usize = 100;
 
 /// `http://HOST[:PORT]` or `https://HOST[:PORT]` (default ports 80 and 443).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -97,6 +112,10 @@ pub struct TunnelClient {
     pub proxy_user: Option<(String, String)>,
     /// Extra CA certificates (PEM) trusted for an https:// proxy, besides the system roots.
     pub ca: Option<PathBuf>,
+    /// `--h2`: offer HTTP/2 to an https:// proxy and carry every tunnel as a stream of one connection.
+    pub h2: bool,
+    /// `--max-streams`: tunnels per HTTP/2 connection (at least 1).
+    pub max_streams: usize,
 }
 
 impl fmt::Debug for TunnelClient {
@@ -107,6 +126,8 @@ impl fmt::Debug for TunnelClient {
             .field("to", &self.to)
             .field("proxy_user", &self.proxy_user.as_ref().map(|(user, _)| user))
             .field("ca", &self.ca)
+            .field("h2", &self.h2)
+            .field("max_streams", &self.max_streams)
             .finish()
     }
 }
@@ -123,7 +144,28 @@ impl TunnelClient {
     pub fn new(proxy: &str, to: &str) -> Result<TunnelClient, TunnelError> {
         let proxy = proxy.parse()?;
         parse_target(to)?;
-        Ok(TunnelClient { proxy, to: to.to_owned(), proxy_user: None, ca: None })
+        Ok(TunnelClient {
+            proxy,
+            to: to.to_owned(),
+            proxy_user: None,
+            ca: None,
+            h2: false,
+            max_streams: DEFAULT_MAX_STREAMS,
+        })
+    }
+
+    /// Checks the options together: `--h2` needs an https:// proxy, `--max-streams` at least 1.
+    pub fn check(&self) -> Result<(), TunnelError> {
+        if self.h2 && !self.proxy.tls {
+            return Err(TunnelError::BadProxyUrl(format!(
+                "{}: --h2 needs an https:// proxy (HTTP/2 is chosen by ALPN in the TLS handshake)",
+                self.proxy
+            )));
+        }
+        if self.max_streams == 0 {
+            return Err(TunnelError::BadProxyUrl("--max-streams must be at least 1".into()));
+        }
+        Ok(())
     }
 
     /// Listens on `listen` and gives each accepted connection its own CONNECT tunnel. Calls
@@ -140,15 +182,23 @@ impl TunnelClient {
         loop {
             tokio::select! {
                 accepted = listener.accept() => match accepted {
-                    Ok((client, peer)) => {
+                    Ok((mut client, peer)) => {
                         let opener = Arc::clone(&opener);
                         tunnels.spawn(async move {
                             match opener.open().await {
-                                Ok(upstream) => match opener.pump(client, upstream).await {
+                                Ok(upstream) => match opener.pump(&mut client, upstream).await {
                                     Ok((up, down)) => tracing::debug!(%peer, up, down, "tunnel closed"),
-                                    Err(e) => tracing::info!(%peer, "{e}"),
+                                    Err(e) => {
+                                        tracing::info!(%peer, "{e}");
+                                        // A tunnel that failed is no tunnel that ended: the local side sees a
+                                        // reset, as it would from the target itself.
+                                        let _ = socket2::SockRef::from(&client).set_linger(Some(Duration::ZERO));
+                                    }
                                 },
-                                Err(e) => tracing::warn!(%peer, "{e}"),
+                                Err(e) => {
+                                    tracing::warn!(%peer, "{e}");
+                                    let _ = socket2::SockRef::from(&client).set_linger(Some(Duration::ZERO));
+                                }
                             }
                         });
                     }
@@ -189,6 +239,8 @@ struct Opener {
     /// `Proxy-Authorization` when `--proxy-user` was given; nothing else (no Via: this is a client).
     fields: HeaderMap,
     tls: Option<(TlsConnector, ServerName<'static>)>,
+    /// `--h2`: the HTTP/2 connections to the proxy.
+    h2: Option<H2Pool>,
 }
 
 impl Opener {
@@ -198,20 +250,32 @@ impl Opener {
         if let Some((user, pass)) = &client.proxy_user {
             fields.insert(header::PROXY_AUTHORIZATION, basic::encode(user, pass));
         }
+        client.check()?;
         let tls = if client.proxy.tls {
             let name = ServerName::try_from(client.proxy.host.clone())
                 .map_err(|_| TunnelError::BadProxyUrl(format!("{:?}: not a TLS server name", client.proxy.host)))?;
-            Some((TlsConnector::from(tls_config(client.ca.as_deref())?), name))
+            let mut config = tls_config(client.ca.as_deref())?;
+            if client.h2 {
+                Arc::make_mut(&mut config).alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+            }
+            Some((TlsConnector::from(config), name))
         } else {
             None
         };
         let dialer = Dialer::new(None, OwnAddrs::new(), Duration::from_secs(HANDSHAKE_TIMEOUT_SECS));
-        Ok(Opener { dialer, proxy: client.proxy.clone(), target, fields, tls })
+        let h2 = client.h2.then(|| H2Pool::new(client.max_streams));
+        Ok(Opener { dialer, proxy: client.proxy.clone(), target, fields, tls, h2 })
     }
 
-    async fn open(&self) -> Result<TokioIo<Upgraded>, TunnelError> {
+    async fn open(&self) -> Result<Tunnel, TunnelError> {
         let deadline = Duration::from_secs(HANDSHAKE_TIMEOUT_SECS);
-        match tokio::time::timeout(deadline, self.open_now()).await {
+        let opening = async {
+            match &self.h2 {
+                Some(pool) => pool.open(self).await,
+                None => self.open_now().await.map(|io| Tunnel { io, _slot: None }),
+            }
+        };
+        match tokio::time::timeout(deadline, opening).await {
             Ok(result) => result,
             Err(_) => Err(TunnelError::Timeout {
                 proxy: self.proxy.to_string(),
@@ -223,19 +287,26 @@ impl Opener {
 
     async fn open_now(&self) -> Result<TokioIo<Upgraded>, TunnelError> {
         let proxy = self.proxy.to_string();
-        let unreachable = |source| TunnelError::ProxyUnreachable { proxy: proxy.clone(), source: Box::new(source) };
-        let (tcp, _) = self.dialer.dial(&self.proxy.host, self.proxy.port).await.map_err(unreachable)?;
-        let upgraded = match &self.tls {
-            None => self.handshake(tcp, &proxy).await?,
-            Some((connector, name)) => {
-                let tls = connector
-                    .connect(name.clone(), tcp)
-                    .await
-                    .map_err(|source| TunnelError::Tls { proxy: proxy.clone(), source })?;
-                self.handshake(tls, &proxy).await?
-            }
+        let upgraded = match self.connect().await? {
+            ProxyConn::Tcp(tcp) => self.handshake(tcp, &proxy).await?,
+            ProxyConn::Tls(tls) => self.handshake(tls, &proxy).await?,
         };
         Ok(TokioIo::new(upgraded))
+    }
+
+    /// A connection to the proxy: TCP, then TLS for an https:// proxy.
+    async fn connect(&self) -> Result<ProxyConn, TunnelError> {
+        let proxy = self.proxy.to_string();
+        let unreachable = |source| TunnelError::ProxyUnreachable { proxy: proxy.clone(), source: Box::new(source) };
+        let (tcp, _) = self.dialer.dial(&self.proxy.host, self.proxy.port).await.map_err(unreachable)?;
+        match &self.tls {
+            None => Ok(ProxyConn::Tcp(tcp)),
+            Some((connector, name)) => connector
+                .connect(name.clone(), tcp)
+                .await
+                .map(|tls| ProxyConn::Tls(Box::new(tls)))
+                .map_err(|source| TunnelError::Tls { proxy: proxy.clone(), source }),
+        }
     }
 
     /// CONNECT over a connection to the proxy; a refusal names the proxy and its status.
@@ -252,16 +323,157 @@ impl Opener {
         })
     }
 
-    async fn pump<S>(&self, local: S, upstream: TokioIo<Upgraded>) -> Result<(u64, u64), TunnelError>
+    async fn pump<S>(&self, local: S, upstream: Tunnel) -> Result<(u64, u64), TunnelError>
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
         // No idle timeout (the proxy has its own): a time too large to add to a clock reading (see tunnel::pump).
-        tunnel::pipe(local, upstream, Duration::MAX).await.map_err(|source| TunnelError::Tunnel {
+        // The stream's slot on its HTTP/2 connection is given back when the tunnel ends.
+        let Tunnel { mut io, _slot } = upstream;
+        let piped = tunnel::pipe(local, &mut io, Duration::MAX).await;
+        if piped.is_err() {
+            // The local connection failed (a reset, say): its HTTP/2 stream is reset too, so that the proxy
+            // resets the target's connection (RFC 9113 §8.5) rather than closing it as ended.
+            io.inner_mut().reset_h2_stream(tunnel::H2_CONNECT_ERROR);
+        }
+        piped.map_err(|source| TunnelError::Tunnel {
             proxy: self.proxy.to_string(),
             target: self.target.to_string(),
             source,
         })
+    }
+}
+
+/// A connection to the proxy.
+enum ProxyConn {
+    Tcp(tokio::net::TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>),
+}
+
+/// An open tunnel: the upgraded connection (or HTTP/2 stream), and its place on an HTTP/2 connection.
+struct Tunnel {
+    io: TokioIo<Upgraded>,
+    _slot: Option<StreamSlot>,
+}
+
+/// One tunnel counted on its HTTP/2 connection, until dropped.
+struct StreamSlot(Arc<AtomicUsize>);
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// One HTTP/2 connection to the proxy and how many tunnels it carries.
+struct H2Conn {
+    send: hyper::client::conn::http2::SendRequest<Empty<Bytes>>,
+    streams: Arc<AtomicUsize>,
+}
+
+/// `--h2`: the HTTP/2 connections to the proxy, each carrying up to `max_streams` tunnels. Opening a tunnel takes
+/// the first live connection with room, else makes a new one; a connection the proxy closed (or that failed) is
+/// dropped from the list by the next tunnel that looks. Opens are one at a time (a lock), so a burst of local
+/// connections fills one HTTP/2 connection rather than racing to open many.
+struct H2Pool {
+    conns: tokio::sync::Mutex<Vec<H2Conn>>,
+    max_streams: usize,
+}
+
+impl H2Pool {
+    fn new(max_streams: usize) -> H2Pool {
+        H2Pool { conns: tokio::sync::Mutex::new(Vec::new()), max_streams }
+    }
+
+    /// A tunnel on a connection with room. A stream refused because its connection had just died (the proxy
+    /// restarted, say, before the connection's task noticed) is tried once more on a new connection.
+    async fn open(&self, opener: &Opener) -> Result<Tunnel, TunnelError> {
+        let mut fresh_only = false;
+        loop {
+            let (send, slot, reused) = {
+                let mut conns = self.conns.lock().await;
+                conns.retain(|c| !c.send.is_closed());
+                let found = match fresh_only {
+                    true => None,
+                    false => conns.iter().position(|c| c.streams.load(Ordering::Acquire) < self.max_streams),
+                };
+                let (conn, reused) = match found {
+                    Some(i) => (&conns[i], true),
+                    None => match self.connect(opener).await? {
+                        Some(conn) => {
+                            conns.push(conn);
+                            (&conns[conns.len() - 1], false)
+                        }
+                        // The proxy chose HTTP/1.1: one connection per tunnel after all.
+                        None => return opener.open_now().await.map(|io| Tunnel { io, _slot: None }),
+                    },
+                };
+                conn.streams.fetch_add(1, Ordering::AcqRel);
+                (conn.send.clone(), StreamSlot(conn.streams.clone()), reused)
+            };
+            match opener.connect_stream(send).await {
+                Ok(io) => return Ok(Tunnel { io, _slot: Some(slot) }),
+                Err(TunnelError::Handshake { source, .. })
+                    if reused && !fresh_only && (source.is_closed() || source.is_canceled()) =>
+                {
+                    tracing::debug!(proxy = %opener.proxy, "HTTP/2 connection to the proxy was gone: a new one");
+                    fresh_only = true;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// A new HTTP/2 connection to the proxy; None when its ALPN chose HTTP/1.1.
+    async fn connect(&self, opener: &Opener) -> Result<Option<H2Conn>, TunnelError> {
+        let proxy = opener.proxy.to_string();
+        let ProxyConn::Tls(tls) = opener.connect().await? else { return Ok(None) };
+        if tls.get_ref().1.alpn_protocol() != Some(b"h2") {
+            return Ok(None);
+        }
+        let (send, conn) = hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .timer(hyper_util::rt::TokioTimer::new())
+            .handshake(TokioIo::new(tls))
+            .await
+            .map_err(|source| TunnelError::Handshake {
+                proxy: proxy.clone(),
+                target: opener.target.to_string(),
+                source,
+            })?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::info!(%proxy, "HTTP/2 connection to the proxy ended: {e}");
+            }
+        });
+        tracing::debug!(proxy = %opener.proxy, "new HTTP/2 connection to the proxy");
+        Ok(Some(H2Conn { send, streams: Arc::new(AtomicUsize::new(0)) }))
+    }
+}
+
+impl Opener {
+    /// CONNECT on a new stream of an HTTP/2 connection to the proxy.
+    async fn connect_stream(
+        &self,
+        mut send: hyper::client::conn::http2::SendRequest<Empty<Bytes>>,
+    ) -> Result<TokioIo<Upgraded>, TunnelError> {
+        let (proxy, target) = (self.proxy.to_string(), self.target.to_string());
+        let mut request = ::http::Request::new(Empty::<Bytes>::new());
+        *request.method_mut() = ::http::Method::CONNECT;
+        *request.uri_mut() = Uri::from(self.target.clone());
+        *request.version_mut() = ::http::Version::HTTP_2;
+        request.headers_mut().extend(self.fields.clone());
+        if let Some(auth) = request.headers_mut().get_mut(header::PROXY_AUTHORIZATION) {
+            auth.set_sensitive(true);
+        }
+        let handshake = |source| TunnelError::Handshake { proxy: proxy.clone(), target: target.clone(), source };
+        let mut response = send.send_request(request).await.map_err(handshake)?;
+        let status = response.status();
+        if !status.is_success() {
+            let reason = status.canonical_reason().unwrap_or("").to_string();
+            return Err(TunnelError::Refused { proxy, target, status, reason });
+        }
+        let upgraded = hyper::upgrade::on(&mut response).await.map_err(handshake)?;
+        Ok(TokioIo::new(upgraded))
     }
 }
 

@@ -7,6 +7,9 @@
 //! stay in hyper's upgrade buffer and reach the target. Each direction half-closes on its own
 //! (tunnel::pump); a tunnel idle for `tunnel_idle_secs` is closed; at most `max_tunnels` are open at once (503).
 //! The request's access-log line is written when the tunnel ends, with its bytes each way (tunnel::report).
+//! Over HTTP/2 each CONNECT stream is a tunnel under the same rules (RFC 9113 §8.5); a tunnel that fails (the
+//! target reset its connection) resets the stream with CONNECT_ERROR, and a stream the client reset resets the
+//! target's TCP connection (SO_LINGER 0).
 //! Does not: look inside the stream, or retry.
 
 use std::net::SocketAddr;
@@ -22,7 +25,7 @@ use super::Ctx;
 use crate::config;
 use crate::error::{Error, Kind};
 use crate::http::{Body, via_names};
-use crate::tunnel;
+use crate::tunnel::{self, Ended};
 use crate::upstream::{Dialer, ParentProxy, UpstreamAddr, display_target};
 
 /// The forward proxy's CONNECT room: how targets are reached, and how many tunnels may be open.
@@ -83,7 +86,7 @@ pub async fn serve(mut req: Request<Incoming>, ctx: &Ctx<'_>, tunnels: &Tunnels)
     let (report, watch) = tunnel::report(None);
     ctx.tasks.spawn(async move {
         let _permit = permit;
-        let near = match on_upgrade.await {
+        let mut near = match on_upgrade.await {
             Ok(up) => TokioIo::new(up),
             Err(e) => {
                 tracing::debug!(%client, %target, "tunnel not established: {e}");
@@ -92,9 +95,21 @@ pub async fn serve(mut req: Request<Incoming>, ctx: &Ctx<'_>, tunnels: &Tunnels)
             }
         };
         let outcome = match far {
-            Far::Direct(tcp) => report.pump(near, tcp, idle).await,
-            Far::Parent(up) => report.pump(near, up, idle).await,
+            Far::Direct(mut tcp) => {
+                let outcome = report.pump(&mut near, &mut tcp, idle).await;
+                if let Ended::Failed(_) = outcome.ended {
+                    // RFC 9113 §8.5: an error on the client's side (its stream reset) resets the target's TCP.
+                    let _ = socket2::SockRef::from(&tcp).set_linger(Some(std::time::Duration::ZERO));
+                }
+                outcome
+            }
+            Far::Parent(mut up) => report.pump(&mut near, &mut up, idle).await,
         };
+        if let Ended::Failed(_) = outcome.ended {
+            // RFC 9113 §8.5: a reset (or any error) of the target's connection is RST_STREAM(CONNECT_ERROR) on an
+            // HTTP/2 client's stream, never an end that looks like the target closed. (HTTP/1.1: nothing to do.)
+            near.inner_mut().reset_h2_stream(tunnel::H2_CONNECT_ERROR);
+        }
         let (up, down) = (outcome.a_to_b, outcome.b_to_a);
         tracing::debug!(%client, %target, up, down, "tunnel ended: {:?}", outcome.ended);
         report.outcome(&outcome);

@@ -5,10 +5,19 @@
 //! forwarding field applies there. Only the protocols on a listener's or route's `upgrades` list (default
 //! `["websocket"]`) are re-offered upstream; `h2c` (and any HTTP) can never be on it, because what follows such an
 //! upgrade is more HTTP requests, which would reach the origin around hopgate.
+//!
+//! HTTP/2 has no Upgrade: a WebSocket is opened with an extended CONNECT (RFC 8441, `:protocol websocket`,
+//! offered by SETTINGS_ENABLE_CONNECT_PROTOCOL on hopgate's HTTP/2 listeners). [`extended_connect`] turns one
+//! into the HTTP/1.1 upgrade request it stands for (RFC 8441 §5), so that routing, the policy and the relay treat
+//! both alike; the relay maps the origin's 101 back to the 200 the HTTP/2 client waits for ([`ExtendedConnect`]).
 
 use std::fmt;
 
-use http::HeaderValue;
+use base64::Engine as _;
+use http::{HeaderValue, Method, Request, header};
+use sha1::{Digest as _, Sha1};
+
+use crate::error::{Error, Kind};
 
 /// A protocol as `Upgrade` names it: `protocol-name ["/" protocol-version]`, both tokens. Compared
 /// case-insensitively; kept as written.
@@ -153,9 +162,103 @@ pub fn check_switch(offered: &HeaderValue, answer: Option<&HeaderValue>) -> Resu
     Ok(switched.join(","))
 }
 
+/// RFC 6455 §1.3: the GUID the server appends to `Sec-WebSocket-Key` to make `Sec-WebSocket-Accept`.
+const WEBSOCKET_GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+
+/// Marks a request that arrived as an RFC 8441 extended CONNECT (an extension of the request): the client waits
+/// for a 2xx, not a 101, and the key is the one hopgate sent upstream in its name.
+#[derive(Debug, Clone)]
+pub struct ExtendedConnect {
+    key: HeaderValue,
+}
+
+impl ExtendedConnect {
+    /// Checks a 101's `Sec-WebSocket-Accept` against the key hopgate sent (RFC 6455 §4.1: a client fails the
+    /// connection on a wrong one, and hopgate is that client towards the origin).
+    pub fn check_accept(&self, accept: Option<&HeaderValue>) -> Result<(), String> {
+        let want = accept_for(self.key.as_bytes());
+        match accept {
+            Some(a) if a.as_bytes() == want.as_bytes() => Ok(()),
+            Some(a) => Err(format!(
+                "answered the WebSocket key with Sec-WebSocket-Accept {:?} (RFC 6455 wants {want:?})",
+                String::from_utf8_lossy(a.as_bytes())
+            )),
+            None => Err("switched to websocket without Sec-WebSocket-Accept".into()),
+        }
+    }
+
+    /// The 101's fields that mean nothing to the HTTP/2 client, which gets a 200 (RFC 8441 §5): the
+    /// connection-specific `Upgrade`/`Connection` and `Sec-WebSocket-Accept`.
+    pub fn strip_response(headers: &mut http::HeaderMap) {
+        headers.remove(header::UPGRADE);
+        headers.remove(header::CONNECTION);
+        headers.remove(header::SEC_WEBSOCKET_ACCEPT);
+    }
+}
+
+/// `Sec-WebSocket-Accept` for `key`: base64(SHA-1(key + GUID)).
+fn accept_for(key: &[u8]) -> String {
+    let mut h = Sha1::new();
+    h.update(key);
+    h.update(WEBSOCKET_GUID);
+    base64::engine::general_purpose::STANDARD.encode(h.finalize())
+}
+
+/// A fresh `Sec-WebSocket-Key`: 16 bytes, base64 (RFC 6455 §4.1). A nonce, not a secret: std's randomly keyed
+/// hashers over the clock make it.
+fn websocket_key() -> HeaderValue {
+    use std::hash::{BuildHasher as _, Hasher as _};
+    let mut bytes = [0u8; 16];
+    for half in bytes.chunks_mut(8) {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+        half.copy_from_slice(&h.finish().to_le_bytes());
+    }
+    let text = base64::engine::general_purpose::STANDARD.encode(bytes);
+    HeaderValue::from_str(&text).unwrap_or(HeaderValue::from_static("dGhlIHNhbXBsZSBub25jZQ=="))
+}
+
+/// RFC 8441 §5: an extended CONNECT with `:protocol websocket` is the HTTP/2 form of a `GET` with
+/// `Upgrade: websocket`; this makes `req` that request (a fresh `Sec-WebSocket-Key`, the client's
+/// `Sec-WebSocket-Version`, `-Protocol` and `-Extensions` kept) and marks it [`ExtendedConnect`]. An extended
+/// CONNECT for another protocol is 501 naming it. Ok(false): not an extended CONNECT.
+pub fn extended_connect<B>(req: &mut Request<B>) -> Result<bool, Error> {
+    if req.method() != Method::CONNECT {
+        return Ok(false);
+    }
+    let Some(protocol) = req.extensions().get::<hyper::ext::Protocol>() else { return Ok(false) };
+    if !protocol.as_str().eq_ignore_ascii_case("websocket") {
+        return Err(Error::client(
+            Kind::NotImplemented,
+            format!("extended CONNECT for {:?} is not served: only websocket (RFC 8441)", protocol.as_str()),
+        ));
+    }
+    let key = websocket_key();
+    *req.method_mut() = Method::GET;
+    let headers = req.headers_mut();
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    headers.insert(header::SEC_WEBSOCKET_KEY, key.clone());
+    req.extensions_mut().insert(ExtendedConnect { key });
+    Ok(true)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rfc6455_accept() {
+        // RFC 6455 §1.3's example.
+        assert_eq!(accept_for(b"dGhlIHNhbXBsZSBub25jZQ=="), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+        let x = ExtendedConnect { key: HeaderValue::from_static("dGhlIHNhbXBsZSBub25jZQ==") };
+        assert!(x.check_accept(Some(&HeaderValue::from_static("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="))).is_ok());
+        assert!(x.check_accept(Some(&HeaderValue::from_static("nope"))).is_err());
+        assert!(x.check_accept(None).is_err());
+        let (a, b) = (websocket_key(), websocket_key());
+        assert_eq!(a.len(), 24);
+        assert_ne!(a, b);
+    }
 
     fn v(s: &str) -> HeaderValue {
         HeaderValue::from_str(s).unwrap()

@@ -96,6 +96,8 @@ async fn serve(
     record: &mut Record,
 ) -> Result<Response<Body>, Error> {
     admit(&req, listener, &conn.shared)?;
+    // An HTTP/2 WebSocket (RFC 8441) is routed, judged and relayed as the HTTP/1.1 upgrade it stands for.
+    let extended = crate::http::upgrade::extended_connect(&mut req)?;
     // The one decision of the host this request is for: routing and every backend read its Host from here on.
     route::settle_host(&mut req)?;
     let route = listener.table.pick(&req, ctx.hop)?;
@@ -123,7 +125,7 @@ async fn serve(
     }
     // hyper keeps a slot the size of this future for every connection, idle or not, so the larger rooms are
     // boxed (allocated only while one of their requests runs); the relay stays inline (bench/profile massif).
-    match route {
+    let resp = match route {
         Picked::Forward(proxy) => relay::forward(req, ctx, &proxy.relay).await,
         Picked::Connect(proxy) => Box::pin(connect::serve(req, ctx, &proxy.tunnels)).await,
         Picked::Ftp(proxy) => Box::pin(ftp::serve(req, ctx, &proxy.ftp)).await,
@@ -137,7 +139,14 @@ async fn serve(
             (Some(room), Some(c)) => Box::pin(intercept::serve(req, ctx, room, c)).await,
             _ => Err(Error::local(Kind::Internal, "an intercepted request without its original destination")),
         },
+    }?;
+    // A 2xx to an extended CONNECT opens a tunnel on the client's stream: only the relay's switch (which carries
+    // the tunnel's Watch) may send one. Any other room answered the request as an ordinary GET.
+    if extended && resp.status().is_success() && resp.extensions().get::<crate::tunnel::Watch>().is_none() {
+        let name = route.name();
+        return Err(Error::client(Kind::BadRequest, format!("{name} does not serve WebSockets (an RFC 8441 CONNECT)")));
     }
+    Ok(resp)
 }
 
 /// What a proxied request wants to reach, as the policy judges it.

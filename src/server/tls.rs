@@ -33,6 +33,19 @@ use crate::tls::{LoadedCert, load_pair, provider};
 
 /// ALPN protocols an `https://` listener offers, most preferred first.
 const ALPN_PROTOCOLS: &[&[u8]] = &[b"h2", b"http/1.1"];
+/// HTTP/2 flow control (RFC 9113 §5.2) on client connections: how much a client may send on one stream, and on
+/// the whole connection, before hopgate has passed it on. A tunnel (CONNECT) releases its stream's window only
+/// for bytes it has written to the target, so a tunnel whose target stops reading holds at most
+/// [`H2_STREAM_WINDOW`] of the connection's window: with the connection's 16 times larger, 15 tunnels can stall
+/// before the others on the connection must wait (tests/h2_connect.rs). It is also the most a client can make
+/// hopgate hold, unread, per connection. hyper's defaults (1 MiB both) let one stalled tunnel take the whole
+/// connection.
+pub const H2_STREAM_WINDOW: u32 = 256 * 1024;
+/// See [`H2_STREAM_WINDOW`].
+pub const H2_CONNECTION_WINDOW: u32 = 16 * H2_STREAM_WINDOW;
+/// Streams a client may have open at once on one HTTP/2 connection (SETTINGS_MAX_CONCURRENT_STREAMS; hyper's
+/// default). Tunnels count against `max_tunnels` too.
+pub const H2_MAX_STREAMS: u32 = 200;
 /// The TLS record type of a handshake message: the first byte of every ClientHello.
 const TLS_HANDSHAKE_RECORD: u8 = 0x16;
 
@@ -225,7 +238,13 @@ async fn serve_http2<S>(
         async move { Ok::<_, Infallible>(service::handle(req, ctx).await) }
     });
     let mut b = http2::Builder::new(TokioExecutor::new());
-    b.timer(TokioTimer::new()).max_header_list_size(max_header_list);
+    b.timer(TokioTimer::new())
+        .max_header_list_size(max_header_list)
+        .initial_stream_window_size(H2_STREAM_WINDOW)
+        .initial_connection_window_size(H2_CONNECTION_WINDOW)
+        .max_concurrent_streams(H2_MAX_STREAMS)
+        // RFC 8441: extended CONNECT (`:protocol websocket`), served as a WebSocket upgrade (backend::relay).
+        .enable_connect_protocol();
     let io = ConnIo::new(crate::limit::Throttled::new(stream, throttle), shared.clone());
     let conn = b.serve_connection(TokioIo::new(io), svc);
     let graceful = |c: std::pin::Pin<&mut _>| http2::Connection::graceful_shutdown(c);

@@ -22,7 +22,7 @@ use tokio::sync::oneshot;
 use super::{EXPECT_CONTINUE_WAIT_MILLIS, Forward, MAX_INFORMATIONAL, Reverse, Upstream};
 use crate::backend::Ctx;
 use crate::error::{Error, Kind, Side};
-use crate::http::upgrade::{self, Allowed};
+use crate::http::upgrade::{self, Allowed, ExtendedConnect};
 use crate::http::{Body, OwnFields, forward_request_head, forward_response_head, hop};
 use crate::upstream::{HttpClient, ResponseBody, SendError};
 
@@ -81,12 +81,28 @@ pub(super) async fn send(
 ) -> Result<Response<Body>, Error> {
     let target = req.uri().clone();
     let version = req.version();
+    // An HTTP/2 WebSocket (RFC 8441), already in its HTTP/1.1 form (http::upgrade::extended_connect).
+    let extended = req.extensions_mut().remove::<ExtendedConnect>();
     let asked = request_head(&mut req, own, &leg);
-    let upgrade = offer_upgrade(&mut req, asked, leg.upgrades());
+    let upgrade = offer_upgrade(&mut req, asked, leg.upgrades(), extended.is_some());
+    if extended.is_some() && upgrade.is_none() {
+        return Err(Error::client(Kind::BadRequest, "websocket is not on this route's upgrades list"));
+    }
     let (seen, gate) = informational(&mut req, version);
     let resp = exchange(req, gate, seen, ctx, &leg, &target).await?;
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-        return switch(resp, upgrade, ctx, &target);
+        return switch(resp, upgrade, extended, ctx, &target);
+    }
+    if extended.is_some() && resp.status().is_success() {
+        // A 2xx to an extended CONNECT opens the tunnel: it can only come from a 101.
+        return Err(Error::upstream(
+            Kind::UpstreamProtocol,
+            format!(
+                "{} answered the WebSocket request with {} instead of switching",
+                display_authority(&target),
+                resp.status()
+            ),
+        ));
     }
     response_head(resp, version, ctx, &leg, &target)
 }
@@ -127,13 +143,18 @@ struct Upgrade {
     client: OnUpgrade,
 }
 
-/// RFC 9110 §7.8: an upgrade is hop-by-hop, so hopgate re-offers it on its own hop (HTTP/1.1 only), and only the
-/// protocols on the list: with none left the request goes on as an ordinary one (Upgrade, Connection and what it
-/// named are gone already).
+/// RFC 9110 §7.8: an upgrade is hop-by-hop, so hopgate re-offers it on its own hop (HTTP/1.1, or an HTTP/2
+/// extended CONNECT: `extended`), and only the protocols on the list: with none left the request goes on as an
+/// ordinary one (Upgrade, Connection and what it named are gone already).
 #[inline]
-fn offer_upgrade(req: &mut Request<Incoming>, asked: Option<HeaderValue>, upgrades: &Allowed) -> Option<Upgrade> {
+fn offer_upgrade(
+    req: &mut Request<Incoming>,
+    asked: Option<HeaderValue>,
+    upgrades: &Allowed,
+    extended: bool,
+) -> Option<Upgrade> {
     let offer = match asked {
-        Some(asked) if req.version() == Version::HTTP_11 => upgrades.filter(&asked)?,
+        Some(asked) if req.version() == Version::HTTP_11 || extended => upgrades.filter(&asked)?,
         _ => return None,
     };
     req.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -242,6 +263,7 @@ async fn exchange(
 fn switch(
     mut resp: Response<ResponseBody>,
     upgrade: Option<Upgrade>,
+    extended: Option<ExtendedConnect>,
     ctx: &Ctx<'_>,
     target: &Uri,
 ) -> Result<Response<Body>, Error> {
@@ -254,6 +276,10 @@ fn switch(
     let proto = resp.headers().get(header::UPGRADE).cloned();
     let switched = upgrade::check_switch(&offer, proto.as_ref())
         .map_err(|why| Error::upstream(Kind::UpstreamProtocol, format!("{} {why}", display_authority(target))))?;
+    if let Some(x) = &extended {
+        x.check_accept(resp.headers().get(header::SEC_WEBSOCKET_ACCEPT))
+            .map_err(|why| Error::upstream(Kind::UpstreamProtocol, format!("{} {why}", display_authority(target))))?;
+    }
     let upstream_upgrade = hyper::upgrade::on(&mut resp);
     let idle = ctx.hop.timeouts.tunnel_idle;
     let (report, watch) = crate::tunnel::report(Some(switched));
@@ -261,9 +287,14 @@ fn switch(
     ctx.tasks.spawn(async move {
         match tokio::try_join!(client_upgrade, upstream_upgrade) {
             Ok((c, u)) => {
-                let c = hyper_util::rt::TokioIo::new(c);
+                let mut c = hyper_util::rt::TokioIo::new(c);
                 let u = hyper_util::rt::TokioIo::new(u);
-                let outcome = report.pump(c, u, idle).await;
+                let outcome = report.pump(&mut c, u, idle).await;
+                if let crate::tunnel::Ended::Failed(_) = outcome.ended {
+                    // An HTTP/2 WebSocket (RFC 8441) whose origin connection failed: its stream is reset with
+                    // CONNECT_ERROR as a CONNECT tunnel's is, never ended as if the origin had closed.
+                    c.inner_mut().reset_h2_stream(crate::tunnel::H2_CONNECT_ERROR);
+                }
                 let (up, down) = (outcome.a_to_b, outcome.b_to_a);
                 tracing::debug!(%client, up, down, "upgraded connection ended: {:?}", outcome.ended);
                 report.outcome(&outcome);
@@ -276,7 +307,11 @@ fn switch(
     });
     let (mut parts, _) = resp.into_parts();
     forward_response_head(&mut parts.headers, parts.version, &ctx.hop.via_name);
-    if let Some(p) = proto {
+    if extended.is_some() {
+        // RFC 8441 §5: the HTTP/2 client's tunnel opens with a 2xx (hyper then hands over the stream).
+        parts.status = StatusCode::OK;
+        ExtendedConnect::strip_response(&mut parts.headers);
+    } else if let Some(p) = proto {
         parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         parts.headers.insert(header::UPGRADE, p);
     }
