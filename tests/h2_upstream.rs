@@ -6,6 +6,7 @@
 
 mod support;
 
+use std::io::{Read, Write};
 use std::process::Command;
 use std::time::Duration;
 
@@ -328,4 +329,41 @@ fn an_http2_group_sends_what_a_dead_member_refused_to_the_live_one() {
     let bodies: Vec<_> = reqs.iter().map(|r| r["body"].as_str().unwrap_or_default().to_string()).collect();
     assert_eq!(bodies, (0..6).map(|i| format!("n={i}")).collect::<Vec<_>>());
     assert_eq!(o.connections().len(), 1, "one multiplexed connection to the live member");
+}
+
+/// A WebSocket upgrade through a route that speaks HTTP/2 to its origin goes up as an extended CONNECT (RFC 8441
+/// §4: `:protocol websocket`, no Sec-WebSocket-Key, no Upgrade/Connection), and the origin's 200 comes back to
+/// the HTTP/1.1 client as a 101 with the Accept for its own key; then bytes flow both ways on the stream.
+#[test]
+fn a_websocket_upgrade_to_an_http2_origin_is_an_extended_connect() {
+    let o = H2Origin::plain();
+    let hg = gateway(&format!("http://127.0.0.1:{}", o.port), "upstream_http = \"2\"");
+    let mut c = std::net::TcpStream::connect(hg.addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    c.write_all(
+        b"GET /chat HTTP/1.1\r\nHost: ws.example\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    )
+    .unwrap();
+    let head = support::read_head(&mut c);
+    assert!(head.starts_with("HTTP/1.1 101 Switching Protocols\r\n"), "{head}");
+    let lower = head.to_ascii_lowercase();
+    assert!(lower.contains("\r\nupgrade: websocket\r\n"), "{head}");
+    // RFC 6455's own example: this key is answered with this Accept.
+    assert!(lower.contains("\r\nsec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo=\r\n"), "{head}");
+    let req = &o.wait_requests(1)[0];
+    assert_eq!(fields(req, ":method"), ["CONNECT"], "{req}");
+    assert_eq!(fields(req, ":protocol"), ["websocket"], "{req}");
+    assert_eq!(fields(req, ":path"), ["/chat"], "{req}");
+    assert_eq!(fields(req, ":authority"), ["ws.example"], "{req}");
+    assert_eq!(fields(req, "sec-websocket-version"), ["13"], "{req}");
+    for gone in ["sec-websocket-key", "upgrade", "connection", "host"] {
+        assert!(fields(req, gone).is_empty(), "{gone} went to the HTTP/2 origin: {req}");
+    }
+    for word in ["ping", "pong!"] {
+        c.write_all(word.as_bytes()).unwrap();
+        let mut echo = vec![0u8; 5 + word.len()];
+        c.read_exact(&mut echo).unwrap();
+        assert_eq!(String::from_utf8_lossy(&echo), format!("echo:{word}"));
+    }
 }

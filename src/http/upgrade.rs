@@ -197,7 +197,8 @@ impl ExtendedConnect {
 }
 
 /// `Sec-WebSocket-Accept` for `key`: base64(SHA-1(key + GUID)).
-fn accept_for(key: &[u8]) -> String {
+/// The `Sec-WebSocket-Accept` that answers `key` (RFC 6455 §4.2.2).
+pub fn accept_for(key: &[u8]) -> String {
     let mut h = Sha1::new();
     h.update(key);
     h.update(WEBSOCKET_GUID);

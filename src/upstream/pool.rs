@@ -41,7 +41,7 @@ use bytes::Bytes;
 use http::header;
 use http::uri::Authority;
 use http::uri::{PathAndQuery, Scheme};
-use http::{Request, Response, StatusCode, Uri, Version};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
@@ -674,6 +674,18 @@ async fn send_h2(
     stream: Stream,
 ) -> Result<Response<ResponseBody>, (SendError, Option<Request<Body>>)> {
     *req.version_mut() = Version::HTTP_2;
+    // A WebSocket upgrade offer becomes an extended CONNECT (RFC 8441 §4): the origin answers 200 on the stream,
+    // which is then the WebSocket; the relay gets the 101 (with the Accept for the offer's key) it expects.
+    let websocket = req
+        .headers()
+        .get(header::UPGRADE)
+        .is_some_and(|u| u.as_bytes().eq_ignore_ascii_case(b"websocket"))
+        .then(|| req.headers_mut().remove(header::SEC_WEBSOCKET_KEY))
+        .map(|key| key.map(|k| crate::http::upgrade::accept_for(k.as_bytes())));
+    if websocket.is_some() {
+        *req.method_mut() = Method::CONNECT;
+        req.extensions_mut().insert(hyper::ext::Protocol::from_static("websocket"));
+    }
     let headers = req.headers_mut();
     headers.remove(header::TRANSFER_ENCODING);
     headers.remove(header::CONNECTION);
@@ -698,6 +710,18 @@ async fn send_h2(
     match sender.try_send_request(req).await {
         Ok(mut resp) => {
             resp.extensions_mut().insert(UpstreamAddr(addr));
+            if let Some(accept) = websocket
+                && resp.status().is_success()
+            {
+                // RFC 8441 §5: the 2xx is the switch.
+                *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+                let h = resp.headers_mut();
+                h.insert(header::UPGRADE, header::HeaderValue::from_static("websocket"));
+                h.insert(header::CONNECTION, header::HeaderValue::from_static("upgrade"));
+                if let Some(accept) = accept.and_then(|a| header::HeaderValue::from_str(&a).ok()) {
+                    h.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+                }
+            }
             Ok(resp.map(|inner| ResponseBody::new_h2(inner, stream)))
         }
         Err(mut e) => {

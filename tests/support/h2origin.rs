@@ -8,7 +8,8 @@
 //! `/trailers` answers `hello` with the trailer `x-checksum: abc` (announced in `trailer` with `?announce`; with
 //! `?grpc` as `application/grpc` with the trailers `grpc-status: 0` and `grpc-message: fine`, unannounced);
 //! `/drip` sends 1000 bytes every 100 ms for 20 s; `/never` is never answered; anything else answers
-//! `proto=2 conn=ID path=PATH`.
+//! `proto=2 conn=ID path=PATH`. An extended CONNECT with `:protocol websocket` (RFC 8441; the origin sends
+//! SETTINGS_ENABLE_CONNECT_PROTOCOL) is answered 200 at once, and each DATA frame on it is echoed as `echo:BYTES`.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -60,6 +61,8 @@ async def h1(cid, reader, writer, first):
 async def h2c(cid, reader, writer, first):
     conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False, header_encoding=None))
     conn.initiate_connection()
+    # RFC 8441: extended CONNECT (a WebSocket on a stream) is welcome.
+    conn.update_settings({8: 1})
     writer.write(conn.data_to_send())
     streams = {}
 
@@ -122,13 +125,25 @@ async def h2c(cid, reader, writer, first):
         for ev in conn.receive_data(data):
             if isinstance(ev, h2.events.RequestReceived):
                 streams[ev.stream_id] = {'headers': ev.headers, 'body': b'', 'trailers': []}
+                pseudo = dict((text(n), text(v)) for n, v in ev.headers)
+                if pseudo.get(':method') == 'CONNECT' and pseudo.get(':protocol') == 'websocket':
+                    # An extended CONNECT: answered at once, then every DATA frame is echoed as `echo:BYTES`.
+                    streams[ev.stream_id]['echo'] = True
+                    out({'conn': cid, 'proto': '2', 'headers': [[text(n), text(v)] for n, v in ev.headers],
+                         'body': '', 'trailers': []})
+                    conn.send_headers(ev.stream_id, [(':status', '200')])
             elif isinstance(ev, h2.events.DataReceived):
                 streams[ev.stream_id]['body'] += ev.data
                 conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+                if streams[ev.stream_id].get('echo'):
+                    conn.send_data(ev.stream_id, b'echo:' + ev.data)
             elif isinstance(ev, h2.events.TrailersReceived):
                 streams[ev.stream_id]['trailers'] = ev.headers
             elif isinstance(ev, h2.events.StreamEnded):
-                asyncio.ensure_future(respond(ev.stream_id))
+                if streams.get(ev.stream_id, {}).get('echo'):
+                    conn.end_stream(ev.stream_id)
+                else:
+                    asyncio.ensure_future(respond(ev.stream_id))
             elif isinstance(ev, h2.events.StreamReset):
                 out({'conn': cid, 'reset': ev.stream_id, 'code': int(ev.error_code)})
         data = b''
