@@ -8,6 +8,10 @@ TLS handshake and an HTTP/1.1 CONNECT per tunnel). Through each, N short local c
 the CPU seconds of the tunnel client and of the proxy (utime+stime from /proc/PID/stat over the run). The proxy
 runs on CPU 0, the tunnel client on CPU 1, this harness and the echo target on CPU 1 too. Prints a markdown
 table (median and min-max). Everything it starts is stopped by PID; every run is bounded by the count.
+
+`--idle N` (default 2,000; 0 skips it) also measures memory: N tunnels opened through each mode, each moving 16
+bytes and then left idle, and the RSS the proxy and the tunnel client grew by, per tunnel (HTTP/2: one stream
+each, over N / 100 connections with the default `--max-streams`).
 """
 
 import argparse
@@ -39,11 +43,14 @@ def echo_server():
 
     def serve(c):
         with c:
-            while True:
-                data = c.recv(65536)
-                if not data:
-                    return
-                c.sendall(data)
+            try:
+                while True:
+                    data = c.recv(65536)
+                    if not data:
+                        return
+                    c.sendall(data)
+            except OSError:
+                return  # a tunnel reset as it closed
 
     def accept():
         while True:
@@ -97,11 +104,39 @@ def one_run(addr, conns):
             assert got == payload
 
 
+def idle_tunnels(addr, n, procs):
+    """Opens n tunnels through `addr`, each moving 16 bytes, and returns the KiB per tunnel each of `procs` grew
+    by while they sit idle; then closes them."""
+    before = [measure.rss_kib(measure.tree(p.pid)) for p in procs]
+    held = []
+    try:
+        for i in range(n):
+            s = socket.create_connection(addr, timeout=20)
+            held.append(s)
+            s.sendall(b"0123456789abcdef")
+            got = b""
+            while len(got) < 16:
+                chunk = s.recv(64)
+                if not chunk:
+                    sys.exit(f"idle tunnel {i} closed")
+                got += chunk
+        time.sleep(1)  # let freed handshake state settle before reading RSS
+        after = [measure.rss_kib(measure.tree(p.pid)) for p in procs]
+    finally:
+        for s in held:
+            s.close()
+    return [(a - b) / n for a, b in zip(after, before)]
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--conns", type=int, default=1000)
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--idle", type=int, default=2000)
     a = ap.parse_args()
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 65536)), hard))
     if not os.path.exists(BIN):
         subprocess.run(["cargo", "build", "--release"], cwd=REPO, check=True)
     tmp = tempfile.TemporaryDirectory()
@@ -117,6 +152,7 @@ def main():
                 f'connect_ports = [{echo}]\n[limits]\nmax_connections = 100000\n')
     proxy, paddr = start(["run", conf], 0)
     results = {"h2": [], "h1": []}
+    idle = {}
     try:
         for _ in range(a.reps):
             for mode in ("h2", "h1"):
@@ -131,6 +167,14 @@ def main():
                                           (ticks(proxy) - p0) / measure.CLK_TCK))
                 finally:
                     stop(client)
+        for mode in ("h2", "h1") if a.idle else ():
+            extra = ["--h2"] if mode == "h2" else []
+            client, laddr = start(["tunnel", "--proxy", f"https://127.0.0.1:{paddr[1]}", "--ca", cert,
+                                   "--to", f"127.0.0.1:{echo}", "--listen", "127.0.0.1:0"] + extra, 1)
+            try:
+                idle[mode] = idle_tunnels(laddr, a.idle, [proxy, client])
+            finally:
+                stop(client)
     finally:
         stop(proxy)
     rows = []
@@ -144,6 +188,10 @@ def main():
           f"{measure.loadavg()}):\n")
     print(markdown_table(["mode", "wall time", "tunnel client CPU", "proxy CPU",
                           "tunnels per CPU-second (both sides)"], rows))
+    if idle:
+        print(f"\n{a.idle} idle tunnels (RSS growth per tunnel):\n")
+        print(markdown_table(["mode", "proxy KiB per tunnel", "tunnel client KiB per tunnel"],
+                             [[m, f"{idle[m][0]:.2f}", f"{idle[m][1]:.2f}"] for m in ("h1", "h2") if m in idle]))
 
 
 if __name__ == "__main__":
