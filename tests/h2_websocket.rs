@@ -308,3 +308,30 @@ fn chromium_uses_hopgate_as_an_https_proxy_over_http2() {
         assert!(origin.accepted() >= 1);
     }
 }
+
+/// The whole chain over HTTP/2: an HTTP/2 client's extended CONNECT, through a gateway route that speaks HTTP/2 to
+/// its origin, reaches the origin as an extended CONNECT of hopgate's own (RFC 8441 both ways), and a frame goes
+/// each way.
+#[test]
+fn an_http2_websocket_reaches_an_http2_origin_as_an_extended_connect() {
+    let o = support::h2origin::H2Origin::plain();
+    let pki = Pki::new();
+    let hg = h2_listener(
+        &pki,
+        &format!(
+            "[[listener.route]]\nhost = \"gw.test\"\nto = \"http://127.0.0.1:{}\"\nupstream_http = \"2\"\n",
+            o.port
+        ),
+    );
+    let port = hg.addr.port();
+    let got = python_ws(port, pki.ca.cert(), "https", &format!("gw.test:{port}"), "/chat", "over two hops");
+    assert_eq!(got[1], "200", "{got:?}");
+    assert!(!got.iter().any(|l| l.starts_with("sec-websocket-accept") || l.starts_with("upgrade")), "{got:?}");
+    assert_eq!(got.last().unwrap(), "frame over two hops", "{got:?}");
+    let req = &o.wait_requests(1)[0];
+    let fields = |name: &str| support::h2origin::fields(req, name).into_iter().map(str::to_string).collect::<Vec<_>>();
+    assert_eq!(fields(":method"), ["CONNECT"], "{req}");
+    assert_eq!(fields(":protocol"), ["websocket"], "{req}");
+    assert_eq!(fields(":path"), ["/chat"], "{req}");
+    assert!(fields("sec-websocket-key").is_empty() && fields("upgrade").is_empty(), "{req}");
+}

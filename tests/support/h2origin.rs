@@ -9,7 +9,8 @@
 //! `?grpc` as `application/grpc` with the trailers `grpc-status: 0` and `grpc-message: fine`, unannounced);
 //! `/drip` sends 1000 bytes every 100 ms for 20 s; `/never` is never answered; anything else answers
 //! `proto=2 conn=ID path=PATH`. An extended CONNECT with `:protocol websocket` (RFC 8441; the origin sends
-//! SETTINGS_ENABLE_CONNECT_PROTOCOL) is answered 200 at once, and each DATA frame on it is echoed as `echo:BYTES`.
+//! SETTINGS_ENABLE_CONNECT_PROTOCOL) is answered 200 at once, and each DATA frame on it is echoed as `echo:BYTES` (one masked WebSocket text frame is
+//! answered with its text in an unmasked frame).
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -136,7 +137,14 @@ async def h2c(cid, reader, writer, first):
                 streams[ev.stream_id]['body'] += ev.data
                 conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
                 if streams[ev.stream_id].get('echo'):
-                    conn.send_data(ev.stream_id, b'echo:' + ev.data)
+                    d = ev.data
+                    if len(d) >= 6 and d[0] == 0x81 and d[1] & 0x80 and 6 + (d[1] & 0x7f) == len(d):
+                        # One masked WebSocket text frame: answered with the same text, unmasked, as a server does.
+                        mask, n = d[2:6], d[1] & 0x7f
+                        text_ = bytes(b ^ mask[i % 4] for i, b in enumerate(d[6:6 + n]))
+                        conn.send_data(ev.stream_id, bytes([0x81, n]) + text_)
+                    else:
+                        conn.send_data(ev.stream_id, b'echo:' + d)
             elif isinstance(ev, h2.events.TrailersReceived):
                 streams[ev.stream_id]['trailers'] = ev.headers
             elif isinstance(ev, h2.events.StreamEnded):
