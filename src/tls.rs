@@ -18,6 +18,9 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 
 /// The crypto provider of every TLS config hopgate builds (client and server side).
 pub fn provider() -> Arc<CryptoProvider> {
+    #[cfg(feature = "aws-lc")]
+    return Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    #[cfg(not(feature = "aws-lc"))]
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
