@@ -158,7 +158,7 @@ impl<T: Member> Members<T> {
         let mut again: Option<(usize, String)> = None;
         loop {
             let Some(mut pick) = g.pick(key, &tried) else {
-                return Err(failed.unwrap_or_else(|| no_member(g, prefix, !tried.is_empty())));
+                return Err(failed.unwrap_or_else(|| g.no_member(prefix, !tried.is_empty())));
             };
             if let Some((i, why)) = again.take() {
                 g.retried(i, &why);
@@ -193,16 +193,6 @@ impl<T: Member> Members<T> {
             }
         }
     }
-}
-
-/// The 503 when no member of the group is up, or every one refused the request's own attempts.
-fn no_member<M>(group: &Group<M>, prefix: &Prefix, tried: bool) -> Error {
-    let detail = match tried {
-        true => format!("every member of the upstream group of {prefix} refused the request"),
-        false => format!("no member of the upstream group of {prefix} is up"),
-    };
-    Error::upstream(Kind::NoUpstream, detail)
-        .with_field(header::RETRY_AFTER, HeaderValue::from(group.retry_after_secs()))
 }
 
 /// What one call of the application produced.

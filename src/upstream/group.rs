@@ -25,7 +25,8 @@ use std::time::{Duration, Instant};
 
 use http::HeaderMap;
 
-use crate::config::{Balance, Group as GroupConfig};
+use crate::config::{Balance, Group as GroupConfig, Prefix};
+use crate::error::{Error, Kind};
 use crate::metrics::{MemberMetrics, RouteMetrics};
 
 /// An active check of one member: Ok, or why it failed.
@@ -143,6 +144,17 @@ impl<M> Group<M> {
     /// The `Retry-After` of a 503 when no member is up: the seconds until the next check or trial.
     pub fn retry_after_secs(&self) -> u64 {
         self.inner.settings.interval.as_secs_f64().ceil().max(1.0) as u64
+    }
+
+    /// The 503 when no member is up (`tried`: or every one refused the request's own attempts), naming the route
+    /// by its path prefix, with `Retry-After`.
+    pub fn no_member(&self, prefix: &Prefix, tried: bool) -> Error {
+        let detail = match tried {
+            true => format!("every member of the upstream group of {prefix} refused the request"),
+            false => format!("no member of the upstream group of {prefix} is up"),
+        };
+        Error::upstream(Kind::NoUpstream, detail)
+            .with_field(http::header::RETRY_AFTER, http::HeaderValue::from(self.retry_after_secs()))
     }
 
     /// The key a hashing group balances `headers`' request from `client` by; None for the other balances and
