@@ -21,16 +21,11 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::{Method, Request, Uri};
-use hyper::server::conn::http1;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::sync::watch;
-use tokio_util::task::TaskTracker;
 
-use super::OpenConnection;
-use super::listener::{ListenerState, Slot};
+use super::listener::ListenerState;
 use super::log::Record;
-use super::proxied::Peer;
 use crate::backend::intercept::Intercept;
 use crate::clienthello::{self, Alert, ClientHello, Read};
 use crate::config::InterceptMode;
@@ -69,19 +64,11 @@ fn original_destination(stream: &TcpStream, mode: InterceptMode) -> io::Result<S
 }
 
 /// One connection on an intercepting listener.
-pub async fn serve(
-    stream: TcpStream,
-    peer: Peer,
-    slot: Slot,
-    http: http1::Builder,
-    tasks: TaskTracker,
-    stop: watch::Receiver<bool>,
-    open: OpenConnection,
-) {
+pub async fn serve(stream: TcpStream, conn: super::Accepted) {
     // The connection keeps the state it was accepted with for what it decides once (its destination, a splice);
     // its HTTP requests load the current state, as every listener's do.
-    let state = slot.load_full();
-    let peer_addr = peer.client;
+    let state = conn.slot.load_full();
+    let peer_addr = conn.peer.client;
     let Some((_, room)) = rooms(&state) else { return };
     let original = match original_destination(&stream, room.mode()) {
         Ok(a) => a,
@@ -97,9 +84,10 @@ pub async fn serve(
         _ => return,
     }
     if first[0] == clienthello::HANDSHAKE {
-        // Counted open (connections_open) until the splice ends.
-        let _open = open;
-        return splice(stream, peer_addr, original, &state).await;
+        // Counted open (connections_open) until the splice ends: `conn` lives to the end of this call.
+        splice(stream, peer_addr, original, &state).await;
+        drop(conn);
+        return;
     }
     let intercepted = match room.connection(original, peer_addr) {
         Ok(c) => Arc::new(c),
@@ -109,7 +97,7 @@ pub async fn serve(
         }
     };
     drop(state);
-    super::serve_http1_with(stream, peer, slot, http, tasks, stop, open, Some(intercepted)).await;
+    super::serve_http1(stream, conn, Some(intercepted)).await;
 }
 
 /// Reads from `stream` into `buf` until the ClientHello is complete or refused.

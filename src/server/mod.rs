@@ -13,7 +13,6 @@ pub mod stats;
 pub mod tls;
 pub mod upgrade;
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
@@ -28,9 +27,11 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio_util::task::TaskTracker;
 
+use crate::backend::intercept::Intercepted;
 use crate::config::Config;
+use crate::config::{Limits, Timeouts};
 use crate::error::StartupError;
-use crate::limit::Throttled;
+use crate::limit::{Throttle, Throttled};
 use crate::metrics::{ListenerMetrics, Metrics};
 use crate::upstream::{Outbound, OwnAddrs};
 use admin::Admin;
@@ -575,6 +576,54 @@ fn http1_builder(state: &ListenerState) -> http1::Builder {
     b
 }
 
+/// An accepted client connection on its way to the protocol it speaks: everything but its stream.
+pub struct Accepted {
+    /// The client (the socket's peer, or the one a PROXY header named) and the address it connected to.
+    pub peer: Peer,
+    /// The listener's state; the connection and each request load it when they need it.
+    pub slot: Slot,
+    pub http: http1::Builder,
+    pub tasks: TaskTracker,
+    pub stop: watch::Receiver<bool>,
+    /// Counts the connection open until it ends (a tunnel or an upgrade it became keeps it).
+    pub open: OpenConnection,
+}
+
+impl Accepted {
+    /// What every request of the connection shares, made from the listener's state current now (requests load
+    /// their own): the shared counters and drain flag, the byte throttle when its policy limits bytes, and the
+    /// intercepted destination. Hands back what the connection loop needs beside it.
+    fn into_ctx(self, intercepted: Option<Arc<Intercepted>>) -> Serving {
+        let (metrics, timeouts, limits, throttle) = {
+            let state = self.slot.load();
+            (state.metrics.clone(), state.hop.timeouts, state.limits, state.throttle())
+        };
+        let shared = ConnShared::new(Some(metrics), Some(self.open));
+        let ctx = Arc::new(ConnCtx {
+            slot: self.slot,
+            client: self.peer.client,
+            local: self.peer.local,
+            shared: shared.clone(),
+            tasks: self.tasks,
+            throttle: throttle.clone(),
+            intercepted,
+        });
+        Serving { ctx, shared, throttle, timeouts, limits, http: self.http, stop: self.stop, client: self.peer.client }
+    }
+}
+
+/// A connection's request context and what its loop needs ([`Accepted::into_ctx`]).
+struct Serving {
+    ctx: Arc<ConnCtx>,
+    shared: Arc<ConnShared>,
+    throttle: Option<Arc<Throttle>>,
+    timeouts: Timeouts,
+    limits: Limits,
+    http: http1::Builder,
+    stop: watch::Receiver<bool>,
+    client: SocketAddr,
+}
+
 async fn serve_tcp(
     mut stream: TcpStream,
     from: SocketAddr,
@@ -587,70 +636,37 @@ async fn serve_tcp(
     let http = http1_builder(&slot.load());
     // Behind a balancer the client is the one its PROXY header names; without a valid one the connection ends here.
     let Some(peer) = proxied::peer(&mut stream, from, &slot.load_full()).await else { return };
-    if intercept::intercepting(&slot.load()) {
+    let (intercepting, tls) = {
+        let state = slot.load();
+        (intercept::intercepting(&state), state.acceptor.is_some())
+    };
+    let conn = Accepted { peer, slot, http, tasks, stop, open };
+    if intercepting {
         // Boxed, like TLS: the splice's state is for intercepting listeners only.
-        return Box::pin(intercept::serve(stream, peer, slot, http, tasks, stop, open)).await;
+        return Box::pin(intercept::serve(stream, conn)).await;
     }
-    if slot.load().acceptor.is_some() {
+    if tls {
         // Boxed: a task is as large as its largest state, and every plain connection would otherwise carry
         // the TLS and HTTP/2 states too (bench/profile massif).
-        return Box::pin(tls::serve(stream, peer, slot, http, tasks, stop, open)).await;
+        return Box::pin(tls::serve(stream, conn)).await;
     }
-    serve_http1(stream, peer, slot, http, tasks, stop, open).await;
+    serve_http1(stream, conn, None).await;
 }
 
-/// Runs one HTTP/1.1 connection with its idle and header-read timers and the drain signal.
-pub async fn serve_http1<S>(
-    stream: S,
-    peer: Peer,
-    slot: Slot,
-    http: http1::Builder,
-    tasks: TaskTracker,
-    stop: watch::Receiver<bool>,
-    open: OpenConnection,
-) where
+/// Runs one HTTP/1.1 connection with its idle and header-read timers and the drain signal; `intercepted`: the
+/// original destination of a connection on an intercepting listener, where its requests go.
+pub async fn serve_http1<S>(stream: S, conn: Accepted, intercepted: Option<Arc<Intercepted>>)
+where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    serve_http1_with(stream, peer, slot, http, tasks, stop, open, None).await
-}
-
-/// [`serve_http1`] for a connection whose requests go to an intercepted connection's original destination.
-#[allow(clippy::too_many_arguments)]
-async fn serve_http1_with<S>(
-    stream: S,
-    peer: Peer,
-    slot: Slot,
-    http: http1::Builder,
-    tasks: TaskTracker,
-    stop: watch::Receiver<bool>,
-    open: OpenConnection,
-    intercepted: Option<Arc<crate::backend::intercept::Intercepted>>,
-) where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    // Only what the connection itself needs is taken from the state current now; requests load their own.
-    let (metrics, timeouts, throttle) = {
-        let state = slot.load();
-        (state.metrics.clone(), state.hop.timeouts, state.throttle())
-    };
-    let shared = ConnShared::new(Some(metrics), Some(open));
-    let ctx = Arc::new(ConnCtx {
-        slot,
-        client: peer.client,
-        local: peer.local,
-        shared: shared.clone(),
-        tasks,
-        throttle: throttle.clone(),
-        intercepted,
-    });
-    let svc = service_fn(move |req| {
-        let ctx = ctx.clone();
-        async move { Ok::<_, Infallible>(service::handle(req, ctx).await) }
-    });
-    let io = ConnIo::new(Throttled::new(stream, throttle), shared.clone());
-    let conn = http.serve_connection(TokioIo::new(io), svc).with_upgrades();
+    let s = conn.into_ctx(intercepted);
+    let io = ConnIo::new(Throttled::new(stream, s.throttle.clone()), s.shared.clone());
+    let ctx = s.ctx.clone();
+    let svc = service_fn(move |req| service::call(req, ctx.clone()));
+    let hyper_conn = s.http.serve_connection(TokioIo::new(io), svc).with_upgrades();
     let graceful = |c: std::pin::Pin<&mut _>| http1::UpgradeableConnection::graceful_shutdown(c);
-    conn::drive(conn, graceful, &shared, timeouts.header_read, timeouts.idle, peer.client, stop).await;
+    let t = s.timeouts;
+    conn::drive(hyper_conn, graceful, &s.shared, t.header_read, t.idle, s.client, s.stop).await;
 }
 
 impl Server {

@@ -1,6 +1,7 @@
 //! The per-request path through hopgate: admit (limits, framing) -> route::pick -> backend -> one page for any
 //! error -> one access-log line when the response is done.
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -37,6 +38,11 @@ pub struct ConnCtx {
     pub throttle: Option<Arc<Throttle>>,
     /// On an intercepting listener: where the client was going, and its relay there.
     pub intercepted: Option<Arc<Intercepted>>,
+}
+
+/// [`handle`] as hyper's service calls it (a request never fails: an error is a page).
+pub async fn call(req: Request<Incoming>, conn: Arc<ConnCtx>) -> Result<Response<LoggedBody>, Infallible> {
+    Ok(handle(req, conn).await)
 }
 
 pub async fn handle(req: Request<Incoming>, conn: Arc<ConnCtx>) -> Response<LoggedBody> {

@@ -18,14 +18,11 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
-use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
-use tokio_util::task::TaskTracker;
 
-use super::conn::{ConnIo, ConnShared};
-use super::listener::{ListenerState, Slot};
-use super::proxied::Peer;
-use super::service::{self, ConnCtx};
+use super::conn::ConnIo;
+use super::listener::ListenerState;
+use super::service;
 use crate::config::CertPair;
 use crate::error::{Error, Kind, StartupError};
 use crate::http::pages;
@@ -135,18 +132,11 @@ async fn opening(stream: &TcpStream) -> std::io::Result<Opening> {
 /// One client connection on an `https://` listener. Everything before the HTTP connection (the peek, the
 /// handshake, the plain-HTTP answer) is bounded by `tls_handshake`, so a client that stalls holds only its own
 /// task. `state` is an `https://` listener's (it has an acceptor).
-pub async fn serve(
-    stream: TcpStream,
-    peer: Peer,
-    slot: Slot,
-    http: http1::Builder,
-    tasks: TaskTracker,
-    stop: watch::Receiver<bool>,
-    open: super::OpenConnection,
-) {
+pub async fn serve(stream: TcpStream, conn: super::Accepted) {
     // The certificates of the configuration running when the handshake starts (a reload serves renewed ones to
     // new handshakes).
-    let state = slot.load_full();
+    let state = conn.slot.load_full();
+    let peer = conn.peer;
     let Some(acceptor) = state.acceptor.clone() else { return };
     let limit = acceptor.handshake_timeout;
     let start = Instant::now();
@@ -162,10 +152,11 @@ pub async fn serve(
     state.metrics.tls_ok.inc();
     let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
     tracing::trace!(client = %peer, h2, "TLS handshake done in {:?}", start.elapsed());
+    drop(state);
     if h2 {
-        serve_http2(tls, peer, slot, tasks, stop, open).await;
+        serve_http2(tls, conn).await;
     } else {
-        super::serve_http1(tls, peer, slot, http, tasks, stop, open).await;
+        super::serve_http1(tls, conn, None).await;
     }
 }
 
@@ -209,34 +200,15 @@ async fn answer_plain_http(stream: TcpStream, state: &ListenerState) {
 
 /// Runs one HTTP/2 connection (ALPN `h2`) with the idle timer and the drain signal. HTTP/2 has no slow request
 /// head to guard against at this level (hyper's h2 bounds the header list), so the head timer is the idle timer.
-async fn serve_http2<S>(
-    stream: S,
-    peer: Peer,
-    slot: Slot,
-    tasks: TaskTracker,
-    stop: watch::Receiver<bool>,
-    open: super::OpenConnection,
-) where
+async fn serve_http2<S>(stream: S, conn: super::Accepted)
+where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let state = slot.load_full();
-    let shared = ConnShared::new(Some(state.metrics.clone()), Some(open));
-    let idle = state.hop.timeouts.idle;
-    let max_header_list = u32::try_from(state.limits.max_head_bytes * 2).unwrap_or(u32::MAX);
-    let throttle = state.throttle();
-    let ctx = Arc::new(ConnCtx {
-        slot,
-        client: peer.client,
-        local: peer.local,
-        shared: shared.clone(),
-        tasks,
-        throttle: throttle.clone(),
-        intercepted: None,
-    });
-    let svc = service_fn(move |req| {
-        let ctx = ctx.clone();
-        async move { Ok::<_, Infallible>(service::handle(req, ctx).await) }
-    });
+    let s = conn.into_ctx(None);
+    let idle = s.timeouts.idle;
+    let max_header_list = u32::try_from(s.limits.max_head_bytes * 2).unwrap_or(u32::MAX);
+    let ctx = s.ctx.clone();
+    let svc = service_fn(move |req| service::call(req, ctx.clone()));
     let mut b = http2::Builder::new(TokioExecutor::new());
     b.timer(TokioTimer::new())
         .max_header_list_size(max_header_list)
@@ -245,10 +217,10 @@ async fn serve_http2<S>(
         .max_concurrent_streams(H2_MAX_STREAMS)
         // RFC 8441: extended CONNECT (`:protocol websocket`), served as a WebSocket upgrade (backend::relay).
         .enable_connect_protocol();
-    let io = ConnIo::new(crate::limit::Throttled::new(stream, throttle), shared.clone());
-    let conn = b.serve_connection(TokioIo::new(io), svc);
+    let io = ConnIo::new(crate::limit::Throttled::new(stream, s.throttle.clone()), s.shared.clone());
+    let hyper_conn = b.serve_connection(TokioIo::new(io), svc);
     let graceful = |c: std::pin::Pin<&mut _>| http2::Connection::graceful_shutdown(c);
-    super::conn::drive(conn, graceful, &shared, idle, idle, peer.client, stop).await;
+    super::conn::drive(hyper_conn, graceful, &s.shared, idle, idle, s.client, s.stop).await;
 }
 
 #[cfg(test)]
