@@ -123,14 +123,15 @@ impl AccessLogger {
             }
             return;
         }
-        let first = q.buf.is_empty();
+        let before = q.buf.len();
         let q = &mut *q;
         record.format(self.format, &mut q.clock, &mut q.buf);
-        if first {
+        if before == 0 {
             // The writer sleeps until a batch begins, then gives it ACCESS_LOG_FLUSH to fill.
             q.since = Some(Instant::now());
             shared.wake.notify_one();
-        } else if q.buf.len() >= WRITE_OUT_BYTES && q.buf.len() - WRITE_OUT_BYTES < 4096 {
+        } else if before < WRITE_OUT_BYTES && q.buf.len() >= WRITE_OUT_BYTES {
+            // The line that fills a batch wakes the writer early (once).
             shared.wake.notify_one();
         }
     }
