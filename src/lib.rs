@@ -8,6 +8,7 @@ pub mod config;
 pub mod date;
 pub mod error;
 pub mod fuzz;
+pub mod h1;
 pub mod http;
 pub mod idle;
 pub mod limit;

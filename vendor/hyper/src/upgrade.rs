@@ -111,7 +111,9 @@ pub fn on<T: sealed::CanUpgrade>(msg: T) -> OnUpgrade {
     any(feature = "client", feature = "server"),
     any(feature = "http1", feature = "http2"),
 ))]
-pub(super) struct Pending {
+/// hopgate patch: public, so that hopgate's own HTTP/1 connection can hand over an upgraded connection.
+#[allow(missing_debug_implementations)]
+pub struct Pending {
     tx: oneshot::Sender<crate::Result<Upgraded>>,
 }
 
@@ -119,7 +121,8 @@ pub(super) struct Pending {
     any(feature = "client", feature = "server"),
     any(feature = "http1", feature = "http2"),
 ))]
-pub(super) fn pending() -> (Pending, OnUpgrade) {
+/// hopgate patch: public (see `Pending`).
+pub fn pending() -> (Pending, OnUpgrade) {
     let (tx, rx) = oneshot::channel();
     (
         Pending { tx },
@@ -136,7 +139,9 @@ impl Upgraded {
         any(feature = "client", feature = "server"),
         any(feature = "http1", feature = "http2")
     ))]
-    pub(super) fn new<T>(io: T, read_buf: Bytes) -> Self
+    /// hopgate patch: public (an upgraded connection of hopgate's own HTTP/1 layer; `read_buf`: bytes read
+    /// past the head, read first).
+    pub fn new<T>(io: T, read_buf: Bytes) -> Self
     where
         T: Read + Write + Unpin + Send + 'static,
     {
@@ -274,7 +279,8 @@ impl fmt::Debug for OnUpgrade {
     any(feature = "http1", feature = "http2")
 ))]
 impl Pending {
-    pub(super) fn fulfill(self, upgraded: Upgraded) {
+    /// hopgate patch: public.
+    pub fn fulfill(self, upgraded: Upgraded) {
         trace!("pending upgrade fulfill");
         let _ = self.tx.send(Ok(upgraded));
     }

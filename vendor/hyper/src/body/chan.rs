@@ -35,7 +35,9 @@ pub(crate) fn channel(wanter: bool) -> (Sender, Receiver) {
 }
 
 #[must_use = "Sender does nothing unless sent on"]
-pub(crate) struct Sender {
+/// hopgate patch: public (see `Incoming::channel_for`).
+#[allow(missing_debug_implementations)]
+pub struct Sender {
     shared: Arc<Shared>,
     trailers_sent: bool,
 }
@@ -63,7 +65,8 @@ struct State {
 }
 
 impl Sender {
-    pub(crate) fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<crate::Result<()>> {
+    /// hopgate patch: public.
+    pub fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<crate::Result<()>> {
         self.shared.sender_waker.register(cx.waker());
         let state = self.shared.state.lock().panic_if_poisoned();
         if !state.receiver_open {
@@ -88,7 +91,8 @@ impl Sender {
             .map_err(|_| crate::Error::new_closed())
     }
 
-    pub(crate) fn try_send_data(&mut self, chunk: Bytes) -> Result<(), Bytes> {
+    /// hopgate patch: public.
+    pub fn try_send_data(&mut self, chunk: Bytes) -> Result<(), Bytes> {
         let mut state = self.shared.state.lock().panic_if_poisoned();
         if !state.receiver_open
             || !state.want
@@ -103,7 +107,8 @@ impl Sender {
         Ok(())
     }
 
-    pub(crate) fn try_send_trailers(
+    /// hopgate patch: public.
+    pub fn try_send_trailers(
         &mut self,
         trailers: HeaderMap,
     ) -> Result<(), Option<HeaderMap>> {
@@ -128,6 +133,12 @@ impl Sender {
     pub(crate) async fn send_trailers(&mut self, trailers: HeaderMap) -> crate::Result<()> {
         self.try_send_trailers(trailers)
             .map_err(|_| crate::Error::new_closed())
+    }
+
+    /// hopgate patch: ends the body with an error (the client's body broke off or was malformed): its reader
+    /// gets a hyper body error whose source is `cause`.
+    pub fn fail(&mut self, cause: Box<dyn std::error::Error + Send + Sync>) {
+        self.send_error(crate::Error::new_body(cause));
     }
 
     pub(crate) fn send_error(&mut self, err: crate::Error) {

@@ -72,7 +72,7 @@ enum Kind {
 /// [`Body::channel()`]: struct.Body.html#method.channel
 /// [`Sender::abort()`]: struct.Sender.html#method.abort
 #[cfg(all(feature = "http1", any(feature = "client", feature = "server")))]
-pub(crate) use super::chan::Sender;
+pub use super::chan::Sender;
 
 impl Incoming {
     /// Create a `Body` stream with an associated sender half.
@@ -91,6 +91,23 @@ impl Incoming {
         let rx = Incoming::new(Kind::Chan { content_length, rx });
 
         (tx, rx)
+    }
+
+    /// hopgate patch: the body of a request read by hopgate's own HTTP/1 connection: a channel whose sender
+    /// half the connection fills. `content_length` None is a chunked body; `wanter` holds the sender back until
+    /// the body is first polled (the moment a `100 Continue` goes out).
+    #[cfg(all(feature = "http1", any(feature = "client", feature = "server")))]
+    pub fn channel_for(content_length: Option<u64>, wanter: bool) -> (Sender, Incoming) {
+        let len = match content_length {
+            Some(n) => DecodedLength::checked_new(n).unwrap_or(DecodedLength::CHUNKED),
+            None => DecodedLength::CHUNKED,
+        };
+        Self::new_channel(len, wanter)
+    }
+
+    /// hopgate patch: an empty request body, for hopgate's own HTTP/1 connection.
+    pub fn none() -> Incoming {
+        Incoming::new(Kind::Empty)
     }
 
     fn new(kind: Kind) -> Incoming {

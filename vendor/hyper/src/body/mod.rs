@@ -72,7 +72,8 @@ pub use http_body::SizeHint;
 pub use self::incoming::Incoming;
 
 #[cfg(all(any(feature = "client", feature = "server"), feature = "http1"))]
-pub(crate) use self::incoming::Sender;
+// hopgate patch: the channel's sender half is public, for hopgate's own HTTP/1 server connection (src/server/h1.rs).
+pub use self::incoming::Sender;
 #[cfg(all(
     any(feature = "http1", feature = "http2"),
     any(feature = "client", feature = "server")
