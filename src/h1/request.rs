@@ -17,7 +17,7 @@ pub struct RequestHead {
     /// The client may send another request after this one (HTTP/1.1 without `Connection: close`, or HTTP/1.0
     /// with `Connection: keep-alive`; never when both framing fields were sent).
     pub keep_alive: bool,
-    /// `Expect: 100-continue`.
+    /// `Expect: 100-continue` in an HTTP/1.1 request.
     pub expect_continue: bool,
     /// A CONNECT, or an HTTP/1.1 request with `Upgrade`: the connection may become a tunnel after the response.
     pub wants_upgrade: bool,
@@ -119,7 +119,8 @@ fn build(buf: &mut BytesMut, s: Scanned) -> Result<RequestHead, HeadError> {
         request,
         body,
         keep_alive,
-        expect_continue: framing.expect_continue,
+        // hyper answers an expectation in HTTP/1.1 only (RFC 9110 §10.1.1: HTTP/1.0 ones are ignored).
+        expect_continue: framing.expect_continue && is_11,
         wants_upgrade: framing.wants_upgrade,
     })
 }

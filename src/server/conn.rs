@@ -31,6 +31,9 @@ pub struct ConnShared {
     in_flight: AtomicUsize,
     /// The drain has begun: a response goes out with `Connection: close`.
     draining: AtomicBool,
+    /// The drain asks the connection to close: at once if no request has begun, else after its response
+    /// (hopgate's HTTP/1.1 connection; hyper's HTTP/2 one is asked through its own graceful shutdown).
+    close_asked: AtomicBool,
     /// The head that is arriving names Content-Length more than once.
     duplicate_content_length: AtomicBool,
     /// When a write to the client first found its socket full and nothing was written since; none when none
@@ -102,6 +105,16 @@ impl ConnShared {
             Poll::Pending => self.write_blocked.touch_if_none(),
             _ => {}
         }
+    }
+
+    /// Asks the connection to close once no request is under way.
+    pub fn ask_close(&self) {
+        self.close_asked.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the connection was asked to close ([`ConnShared::ask_close`]).
+    pub fn close_asked(&self) -> bool {
+        self.close_asked.load(Ordering::Relaxed)
     }
 
     /// Whether the drain has begun for this connection: an HTTP/1 response then says `Connection: close`.

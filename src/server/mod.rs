@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod conn;
+pub mod h1;
 pub mod intercept;
 pub mod listener;
 pub mod log;
@@ -20,8 +21,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
@@ -661,12 +660,15 @@ where
 {
     let s = conn.into_ctx(intercepted);
     let io = ConnIo::new(Throttled::new(stream, s.throttle.clone()), s.shared.clone());
-    let ctx = s.ctx.clone();
-    let svc = service_fn(move |req| service::call(req, ctx.clone()));
-    let hyper_conn = s.http.serve_connection(TokioIo::new(io), svc).with_upgrades();
-    let graceful = |c: std::pin::Pin<&mut _>| http1::UpgradeableConnection::graceful_shutdown(c);
+    // hopgate enforces its head-size limits itself, with a page naming the limit (service::admit); the read
+    // buffer's limit sits above them as a hard backstop (431).
+    let settings =
+        h1::Settings { max_headers: s.limits.max_headers, max_buf: (s.limits.max_head_bytes * 2).max(16 * 1024) };
+    let shared = s.shared.clone();
+    let conn = h1::Conn::new(io, s.shared.clone(), s.ctx.clone(), settings).run();
+    let graceful = move |_: std::pin::Pin<&mut _>| shared.ask_close();
     let t = s.timeouts;
-    conn::drive(hyper_conn, graceful, &s.shared, t.header_read, t.idle, s.client, s.stop).await;
+    conn::drive(conn, graceful, &s.shared, t.header_read, t.idle, s.client, s.stop).await;
 }
 
 impl Server {

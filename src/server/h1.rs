@@ -1,0 +1,630 @@
+//! One HTTP/1.1 client connection on hopgate's own framing (crate::h1), in place of hyper's server connection
+//! (issue 14). A connection waiting for its next request holds its socket and a few hundred bytes: its read
+//! buffer comes from a per-thread pool when bytes arrive and goes back when a request has been answered, and
+//! each request's work (the service future, the response being written) is one allocation that lives as long
+//! as the request.
+//!
+//! What it does is what hyper's connection did (the differential test and the integration tests hold it to
+//! that): heads parsed with hyper's rules, bodies handed to the service through hyper's `Incoming` channel (its
+//! `100 Continue` sent when the body is first read), the request body read while the response is written,
+//! pipelined requests answered in order, `Connection` and HTTP/1.0 keep-alive rules, upgrades (101, a
+//! CONNECT's 2xx) handed over as hyper `Upgraded` with the bytes read past the head, a request whose body is
+//! not read to its end closing the connection after its response, and a head that can't be parsed answered
+//! with hopgate's page naming why (400, 414, 431). Timers and the drain stay in `conn::drive`.
+
+use std::cell::RefCell;
+use std::future::{Future, poll_fn};
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::{HeaderMap, Method, Request, Response, Version};
+use http_body::Body as _;
+use hyper::body::{Incoming, Sender};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+
+use super::conn::ConnShared;
+use super::log::LoggedBody;
+use super::service::{self, ConnCtx};
+use crate::error::{Error, Kind};
+use crate::h1::chunked::{self, Decoded};
+use crate::h1::request::{RequestHead, parse_request};
+use crate::h1::response::{BodySize, Encoder, write_head};
+use crate::h1::{BodyLen, HeadError};
+use crate::http::pages;
+
+/// A read buffer's size when it is taken from the pool; a head that needs more grows it (up to `max_buf`).
+const READ_BUF: usize = 8 * 1024;
+/// Buffers kept per thread for connections to take when bytes arrive.
+const POOL_KEEP: usize = 256;
+/// Data frames up to this size are copied beside the head or chunk framing and written in one go; larger ones
+/// are written from their own buffer.
+const COPY_FRAME: usize = 4 * 1024;
+
+thread_local! {
+    static POOL: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };
+}
+
+fn take_buf() -> BytesMut {
+    POOL.with(|p| p.borrow_mut().pop()).unwrap_or_else(|| BytesMut::with_capacity(READ_BUF))
+}
+
+/// Gives an empty buffer back to the pool (one whose room has shrunk under split-off heads is let go).
+fn give_buf(mut b: BytesMut) {
+    if !b.is_empty() || b.capacity() == 0 {
+        return;
+    }
+    if b.capacity() < READ_BUF / 2 && !b.try_reclaim(READ_BUF) {
+        return;
+    }
+    POOL.with(|p| {
+        let mut p = p.borrow_mut();
+        if p.len() < POOL_KEEP {
+            p.push(b);
+        }
+    });
+}
+
+/// What a connection's requests are read and answered with.
+pub struct Settings {
+    pub max_headers: usize,
+    /// The most bytes a head may fill before it is complete (431 past it).
+    pub max_buf: usize,
+}
+
+/// A client connection.
+pub struct Conn<I> {
+    io: I,
+    /// Bytes read and not used yet; empty (and holding no memory) between requests.
+    rbuf: BytesMut,
+    shared: Arc<ConnShared>,
+    ctx: Arc<ConnCtx>,
+    settings: Settings,
+}
+
+/// How a request's exchange left the connection.
+enum Next {
+    KeepAlive,
+    Close,
+    /// The response was a 101 or a CONNECT's 2xx: the connection is the tunnel's now.
+    Upgrade(hyper::upgrade::Pending),
+}
+
+impl<I> Conn<I>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    pub fn new(io: I, shared: Arc<ConnShared>, ctx: Arc<ConnCtx>, settings: Settings) -> Conn<I> {
+        Conn { io, rbuf: BytesMut::new(), shared, ctx, settings }
+    }
+
+    /// Serves requests until the client closes, a response ends the connection, the drain asks it to close
+    /// between two requests, or it becomes a tunnel.
+    pub async fn run(mut self) -> io::Result<()> {
+        loop {
+            let head = match self.read_head().await {
+                Ok(Some(head)) => head,
+                Ok(None) => break,
+                Err(Failed::Io(e)) => return Err(e),
+                Err(Failed::Head(e)) => {
+                    self.answer_bad_head(&e).await;
+                    break;
+                }
+            };
+            // Boxed: the service's future and the response's state live only as long as the request.
+            match Box::pin(self.exchange(head)).await? {
+                Next::KeepAlive => {
+                    if self.rbuf.is_empty() {
+                        give_buf(std::mem::take(&mut self.rbuf));
+                    }
+                }
+                Next::Close => break,
+                Next::Upgrade(pending) => {
+                    let rest = std::mem::take(&mut self.rbuf).freeze();
+                    pending.fulfill(hyper::upgrade::Upgraded::new(TokioIo::new(self.io), rest));
+                    return Ok(());
+                }
+            }
+        }
+        let _ = self.io.shutdown().await;
+        Ok(())
+    }
+
+    /// Reads until a whole head is in the buffer. None: the client closed (or the drain asked to close) with no
+    /// request begun.
+    async fn read_head(&mut self) -> Result<Option<RequestHead>, Failed> {
+        loop {
+            if !self.rbuf.is_empty() {
+                match parse_request(&mut self.rbuf, self.settings.max_headers) {
+                    Ok(Some(head)) => return Ok(Some(head)),
+                    Ok(None) if self.rbuf.len() >= self.settings.max_buf => {
+                        return Err(Failed::Head(HeadError::TooLarge));
+                    }
+                    Ok(None) => {}
+                    Err(e) => return Err(Failed::Head(e)),
+                }
+            }
+            let begun = !self.rbuf.is_empty();
+            let n = poll_fn(|cx| {
+                if !begun && self.shared.close_asked() {
+                    return Poll::Ready(Ok(0));
+                }
+                poll_fill(&mut self.io, &mut self.rbuf, cx)
+            })
+            .await
+            .map_err(Failed::Io)?;
+            if n == 0 {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// hyper's answer to a head it can't parse, as hopgate's page naming the cause; the connection then closes.
+    async fn answer_bad_head(&mut self, e: &HeadError) {
+        let kind = match e {
+            HeadError::Malformed(_) => Kind::BadFraming,
+            HeadError::UriTooLong => Kind::UriTooLong,
+            HeadError::TooLarge => Kind::HeadTooLarge,
+        };
+        let reason = match e {
+            HeadError::Malformed(why) => format!("malformed request: {why}"),
+            other => other.to_string(),
+        };
+        tracing::info!(client = %self.ctx.client, "{}: {reason}", e.status());
+        let (mut parts, body) = pages::error(&Error::client(kind, reason)).into_parts();
+        let mut out = Vec::with_capacity(256);
+        let size = match http_body::Body::size_hint(&body).exact() {
+            Some(n) => BodySize::Known(n),
+            None => BodySize::Unknown,
+        };
+        if write_head(&mut out, &mut parts, size, &Method::GET, false, false).is_ok() {
+            if let crate::http::Body::Full(Some(b)) = body {
+                out.extend_from_slice(&b);
+            }
+            let _ = self.io.write_all(&out).await;
+        }
+    }
+
+    /// One request: the service called, its body fed from the connection, its response written.
+    async fn exchange(&mut self, head: RequestHead) -> io::Result<Next> {
+        let RequestHead { request, body, keep_alive, expect_continue, wants_upgrade } = head;
+        let (parts, ()) = request.into_parts();
+        let http10 = parts.version == Version::HTTP_10;
+        let method = parts.method.clone();
+        let (incoming, mut body_in) = match body {
+            BodyLen::Length(n) => {
+                let (tx, rx) = Incoming::channel_for(Some(n), expect_continue);
+                (rx, Some(BodyIn::new(tx, Framing::Length(n), expect_continue, self.settings.max_headers)))
+            }
+            BodyLen::Chunked => {
+                let (tx, rx) = Incoming::channel_for(None, expect_continue);
+                let decoder = chunked::Decoder::new(self.settings.max_headers);
+                (rx, Some(BodyIn::new(tx, Framing::Chunked(decoder), expect_continue, self.settings.max_headers)))
+            }
+            BodyLen::Zero | BodyLen::Close => (Incoming::none(), None),
+        };
+        let mut req = Request::from_parts(parts, incoming);
+        let mut pending = None;
+        if wants_upgrade {
+            let (p, on) = hyper::upgrade::pending();
+            req.extensions_mut().insert(on);
+            pending = Some(p);
+        }
+
+        // The service runs while the request body is read into its channel.
+        let mut fut = std::pin::pin!(service::handle(req, self.ctx.clone()));
+        let resp: Response<LoggedBody> = poll_fn(|cx| {
+            if let Poll::Ready(resp) = fut.as_mut().poll(cx) {
+                return Poll::Ready(Ok::<_, io::Error>(resp));
+            }
+            if let Some(b) = body_in.as_mut() {
+                b.poll(cx, &mut self.io, &mut self.rbuf, true)?;
+            }
+            Poll::Pending
+        })
+        .await?;
+
+        let (mut parts, body) = resp.into_parts();
+        let size = if body.is_end_stream() {
+            BodySize::Empty
+        } else {
+            match body.size_hint().exact() {
+                Some(n) => BodySize::Known(n),
+                None => BodySize::Unknown,
+            }
+        };
+        let upgrading = pending.is_some()
+            && (parts.status == http::StatusCode::SWITCHING_PROTOCOLS
+                || (method == Method::CONNECT && parts.status.is_success()));
+        let mut out = Out::default();
+        let written = match write_head(&mut out.pre, &mut parts, size, &method, http10, keep_alive) {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::warn!(client = %self.ctx.client, "response head not written: {}", e.0);
+                return Ok(Next::Close);
+            }
+        };
+        // A body the head says is empty (HEAD, 204, 304, a CONNECT's 2xx) is dropped unread, as hyper did.
+        let mut body = match written.encoder {
+            Encoder::Length(0) => {
+                drop(body);
+                None
+            }
+            _ => Some(body),
+        };
+        let mut writer = Writer { encoder: written.encoder, done: body.is_none() };
+        poll_fn(|cx| {
+            if let Some(b) = body_in.as_mut() {
+                b.poll(cx, &mut self.io, &mut self.rbuf, false)?;
+            }
+            writer.poll(cx, &mut self.io, &mut out, &mut body)
+        })
+        .await?;
+
+        if upgrading {
+            return Ok(match pending {
+                Some(p) => Next::Upgrade(p),
+                None => Next::Close,
+            });
+        }
+        drop(pending);
+        // A request body not read to its end: what is already here is skipped; else the connection can't be
+        // read any further.
+        let body_done = match body_in.as_mut() {
+            Some(b) => b.finish_from(&mut self.rbuf),
+            None => true,
+        };
+        if !keep_alive || written.last || !body_done || self.shared.close_asked() {
+            return Ok(Next::Close);
+        }
+        Ok(Next::KeepAlive)
+    }
+}
+
+enum Failed {
+    Io(io::Error),
+    Head(HeadError),
+}
+
+/// Reads more into `buf`. An empty buffer is taken from the pool for the read and goes back if nothing came,
+/// so that a connection waiting for bytes holds none. Ok(0): end of stream.
+fn poll_fill<I: AsyncRead + Unpin>(io: &mut I, buf: &mut BytesMut, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+    if buf.capacity() == 0 {
+        *buf = take_buf();
+    }
+    if buf.capacity() - buf.len() < 1024 {
+        buf.reserve(READ_BUF.max(buf.len()));
+    }
+    let spare = buf.spare_capacity_mut();
+    let mut rb = ReadBuf::uninit(spare);
+    match Pin::new(io).poll_read(cx, &mut rb) {
+        Poll::Ready(Ok(())) => {
+            let n = rb.filled().len();
+            // SAFETY: poll_read initialized the first n bytes of the spare capacity.
+            unsafe { buf.set_len(buf.len() + n) };
+            if n == 0 && buf.is_empty() {
+                give_buf(std::mem::take(buf));
+            }
+            Poll::Ready(Ok(n))
+        }
+        Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+        Poll::Pending => {
+            if buf.is_empty() {
+                give_buf(std::mem::take(buf));
+            }
+            Poll::Pending
+        }
+    }
+}
+
+/// How a request body is framed on the connection.
+enum Framing {
+    Length(u64),
+    Chunked(chunked::Decoder),
+}
+
+/// A request body being read from the connection into the service's channel.
+struct BodyIn {
+    tx: Option<Sender>,
+    framing: Framing,
+    /// `Expect: 100-continue` not answered yet: the `100 Continue` goes out when the body is first read.
+    continue_due: bool,
+    /// How much of the `100 Continue` is written.
+    continue_written: usize,
+    /// The whole body has been read off the connection.
+    done: bool,
+    /// The body broke off or was malformed: the connection can't be read any further.
+    broken: bool,
+}
+
+const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+
+impl BodyIn {
+    fn new(tx: Sender, framing: Framing, continue_due: bool, _max_fields: usize) -> BodyIn {
+        BodyIn { tx: Some(tx), framing, continue_due, continue_written: 0, done: false, broken: false }
+    }
+
+    /// Moves the body along: reads and hands over what the channel takes. `before_response`: the response head
+    /// is not written yet, so a `100 Continue` may still go out. Err only for a failed write of the 100.
+    fn poll<I: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        cx: &mut Context<'_>,
+        io: &mut I,
+        rbuf: &mut BytesMut,
+        before_response: bool,
+    ) -> io::Result<()> {
+        loop {
+            let Some(tx) = self.tx.as_mut() else { return Ok(()) };
+            match tx.poll_ready(cx) {
+                Poll::Pending => return Ok(()),
+                Poll::Ready(Err(_)) => {
+                    // The service let go of the body: nobody reads on.
+                    self.tx = None;
+                    return Ok(());
+                }
+                Poll::Ready(Ok(())) => {}
+            }
+            if self.continue_due {
+                if !before_response {
+                    self.continue_due = false;
+                } else {
+                    while self.continue_written < CONTINUE.len() {
+                        match Pin::new(&mut *io).poll_write(cx, &CONTINUE[self.continue_written..]) {
+                            Poll::Ready(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
+                            Poll::Ready(Ok(n)) => self.continue_written += n,
+                            Poll::Ready(Err(e)) => return Err(e),
+                            Poll::Pending => return Ok(()),
+                        }
+                    }
+                    if Pin::new(&mut *io).poll_flush(cx)?.is_pending() {
+                        return Ok(());
+                    }
+                    self.continue_due = false;
+                }
+            }
+            match self.next_piece(rbuf) {
+                Ok(Some(Piece::Data(data))) => {
+                    if let Some(tx) = self.tx.as_mut() {
+                        let _ = tx.try_send_data(data);
+                    }
+                    if self.done {
+                        self.tx = None;
+                    }
+                }
+                Ok(Some(Piece::End(trailers))) => {
+                    if let (Some(tx), Some(t)) = (self.tx.as_mut(), trailers) {
+                        let _ = tx.try_send_trailers(t);
+                    }
+                    self.tx = None;
+                }
+                Ok(None) => match poll_fill(io, rbuf, cx) {
+                    Poll::Pending => return Ok(()),
+                    Poll::Ready(Ok(0)) => {
+                        self.fail("the client closed the connection before the request body was complete".into());
+                    }
+                    Poll::Ready(Ok(_)) => {}
+                    Poll::Ready(Err(e)) => self.fail(Box::new(e)),
+                },
+                Err(e) => self.fail(Box::new(e)),
+            }
+        }
+    }
+
+    fn fail(&mut self, cause: Box<dyn std::error::Error + Send + Sync>) {
+        self.broken = true;
+        if let Some(mut tx) = self.tx.take() {
+            tx.fail(cause);
+        }
+    }
+
+    /// The next piece of the body already in `rbuf`; None: read more.
+    fn next_piece(&mut self, rbuf: &mut BytesMut) -> Result<Option<Piece>, chunked::ChunkError> {
+        match &mut self.framing {
+            Framing::Length(left) => {
+                if rbuf.is_empty() {
+                    return Ok(None);
+                }
+                let n = usize::try_from(*left).unwrap_or(usize::MAX).min(rbuf.len());
+                *left -= n as u64;
+                self.done = *left == 0;
+                Ok(Some(Piece::Data(rbuf.split_to(n).freeze())))
+            }
+            Framing::Chunked(d) => match d.decode(rbuf)? {
+                Decoded::Data(b) => Ok(Some(Piece::Data(b))),
+                Decoded::End(t) => {
+                    self.done = true;
+                    Ok(Some(Piece::End(t)))
+                }
+                Decoded::NeedMore => Ok(None),
+            },
+        }
+    }
+
+    /// Whether the body has been read off the connection by now, skipping what of it is already in `rbuf` when
+    /// its reader let go of it (hyper drained what was there the same way).
+    fn finish_from(&mut self, rbuf: &mut BytesMut) -> bool {
+        if self.broken {
+            return false;
+        }
+        while !self.done {
+            match self.next_piece(rbuf) {
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => return false,
+            }
+        }
+        self.tx = None;
+        true
+    }
+}
+
+enum Piece {
+    Data(Bytes),
+    End(Option<HeaderMap>),
+}
+
+/// Bytes on their way to the client: small ones (the head, chunk framing, small frames) copied into `pre`, then
+/// one larger frame, then its chunk's CRLF.
+#[derive(Default)]
+struct Out {
+    pre: Vec<u8>,
+    pre_at: usize,
+    data: Bytes,
+    post: &'static [u8],
+}
+
+impl Out {
+    fn is_empty(&self) -> bool {
+        self.pre_at == self.pre.len() && self.data.is_empty() && self.post.is_empty()
+    }
+
+    /// Room for more small bytes: nothing larger is queued after them yet.
+    fn open(&self) -> bool {
+        self.data.is_empty() && self.post.is_empty()
+    }
+
+    fn poll_write<I: AsyncWrite + Unpin>(&mut self, cx: &mut Context<'_>, io: &mut I) -> Poll<io::Result<()>> {
+        while !self.is_empty() {
+            let bufs = [IoSlice::new(&self.pre[self.pre_at..]), IoSlice::new(&self.data), IoSlice::new(self.post)];
+            let n = ready!(Pin::new(&mut *io).poll_write_vectored(cx, &bufs))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.advance(n);
+        }
+        self.pre.clear();
+        self.pre_at = 0;
+        Poll::Ready(Ok(()))
+    }
+
+    fn advance(&mut self, mut n: usize) {
+        let pre = (self.pre.len() - self.pre_at).min(n);
+        self.pre_at += pre;
+        n -= pre;
+        let data = self.data.len().min(n);
+        self.data.advance(data);
+        n -= data;
+        let post = self.post.len().min(n);
+        self.post = &self.post[post..];
+    }
+}
+
+/// Writes a response body through its encoder.
+struct Writer {
+    encoder: Encoder,
+    /// The body has ended and its end is queued.
+    done: bool,
+}
+
+impl Writer {
+    /// Writes the head and the body; Ready(Ok) once all is written and flushed. A body that fails, or does not
+    /// match its declared length, ends the connection (Err): the client can tell the response is incomplete.
+    fn poll<I: AsyncWrite + Unpin>(
+        &mut self,
+        cx: &mut Context<'_>,
+        io: &mut I,
+        out: &mut Out,
+        body: &mut Option<LoggedBody>,
+    ) -> Poll<io::Result<()>> {
+        loop {
+            // Gather what the body has ready while the queue has room, then write.
+            let mut waiting = false;
+            while !self.done && out.open() && out.pre.len() - out.pre_at < 64 * 1024 {
+                let Some(b) = body.as_mut() else {
+                    self.done = true;
+                    break;
+                };
+                match Pin::new(b).poll_frame(cx) {
+                    Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                        Ok(data) => self.data(out, data)?,
+                        Err(frame) => {
+                            if let Ok(trailers) = frame.into_trailers() {
+                                self.end(out, Some(trailers))?;
+                                *body = None;
+                            }
+                        }
+                    },
+                    Poll::Ready(None) => {
+                        self.end(out, None)?;
+                        *body = None;
+                    }
+                    Poll::Ready(Some(Err(e))) => {
+                        *body = None;
+                        return Poll::Ready(Err(io::Error::other(format!("response body failed: {e}"))));
+                    }
+                    Poll::Pending => {
+                        waiting = true;
+                        break;
+                    }
+                }
+            }
+            ready!(out.poll_write(cx, io))?;
+            if waiting || !self.done {
+                ready!(Pin::new(&mut *io).poll_flush(cx))?;
+                if waiting {
+                    return Poll::Pending;
+                }
+                continue;
+            }
+            return Pin::new(&mut *io).poll_flush(cx);
+        }
+    }
+
+    fn data(&mut self, out: &mut Out, data: Bytes) -> io::Result<()> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        match &mut self.encoder {
+            Encoder::Length(left) => {
+                if data.len() as u64 > *left {
+                    return Err(io::Error::other("response body longer than its Content-Length"));
+                }
+                *left -= data.len() as u64;
+                if *left == 0 {
+                    self.done = true;
+                }
+                queue(out, data, b"");
+            }
+            Encoder::Chunked { .. } => {
+                chunked::size_line(&mut out.pre, data.len());
+                queue(out, data, b"\r\n");
+            }
+            Encoder::Close => queue(out, data, b""),
+        }
+        Ok(())
+    }
+
+    fn end(&mut self, out: &mut Out, trailers: Option<HeaderMap>) -> io::Result<()> {
+        self.done = true;
+        match &self.encoder {
+            Encoder::Length(0) | Encoder::Close => Ok(()),
+            Encoder::Length(_) => Err(io::Error::other("response body shorter than its Content-Length")),
+            Encoder::Chunked { trailers: allowed } => {
+                out.pre.extend_from_slice(b"0\r\n");
+                if let (Some(t), Some(allowed)) = (trailers, allowed) {
+                    for (name, value) in t.iter().filter(|(n, _)| allowed.contains(n)) {
+                        out.pre.extend_from_slice(name.as_str().as_bytes());
+                        out.pre.extend_from_slice(b": ");
+                        out.pre.extend_from_slice(value.as_bytes());
+                        out.pre.extend_from_slice(b"\r\n");
+                    }
+                }
+                out.pre.extend_from_slice(b"\r\n");
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Queues a data frame and what follows it: copied when small, else written from its own buffer.
+fn queue(out: &mut Out, data: Bytes, post: &'static [u8]) {
+    if data.len() <= COPY_FRAME {
+        out.pre.extend_from_slice(&data);
+        out.pre.extend_from_slice(post);
+    } else {
+        out.data = data;
+        out.post = post;
+    }
+}
