@@ -21,6 +21,8 @@ pub struct RequestHead {
     pub expect_continue: bool,
     /// A CONNECT, or an HTTP/1.1 request with `Upgrade`: the connection may become a tunnel after the response.
     pub wants_upgrade: bool,
+    /// `TE` lists `trailers`: the client accepts trailer fields in a chunked response (hyper sends none otherwise).
+    pub te_trailers: bool,
 }
 
 /// Header fields parsed on the stack up to this many (hyper's default `max_headers`); more go to the heap.
@@ -122,6 +124,7 @@ fn build(buf: &mut BytesMut, s: Scanned) -> Result<RequestHead, HeadError> {
         // hyper answers an expectation in HTTP/1.1 only (RFC 9110 §10.1.1: HTTP/1.0 ones are ignored).
         expect_continue: framing.expect_continue && is_11,
         wants_upgrade: framing.wants_upgrade,
+        te_trailers: framing.te_trailers,
     })
 }
 
@@ -144,6 +147,7 @@ struct Framing {
     saw_close: bool,
     expect_continue: bool,
     wants_upgrade: bool,
+    te_trailers: bool,
 }
 
 impl Framing {
@@ -159,6 +163,7 @@ impl Framing {
             saw_close: false,
             expect_continue: false,
             wants_upgrade: connect,
+            te_trailers: false,
         }
     }
 
@@ -207,6 +212,7 @@ impl Framing {
             }
             header::EXPECT => self.expect_continue = value.as_bytes().eq_ignore_ascii_case(b"100-continue"),
             header::UPGRADE => self.wants_upgrade = self.is_11,
+            header::TE => self.te_trailers |= has_token(value, "trailers"),
             _ => {}
         }
         Ok(true)

@@ -190,7 +190,7 @@ where
 
     /// One request: the service called, its body fed from the connection, its response written.
     async fn exchange(&mut self, head: RequestHead) -> io::Result<Next> {
-        let RequestHead { request, body, keep_alive, expect_continue, wants_upgrade } = head;
+        let RequestHead { request, body, keep_alive, expect_continue, wants_upgrade, te_trailers } = head;
         let (parts, ()) = request.into_parts();
         let http10 = parts.version == Version::HTTP_10;
         let method = parts.method.clone();
@@ -239,7 +239,7 @@ where
         let upgrading = pending.is_some()
             && (parts.status == http::StatusCode::SWITCHING_PROTOCOLS
                 || (method == Method::CONNECT && parts.status.is_success()));
-        let mut out = Out::default();
+        let mut out = Out { pre: Vec::with_capacity(1024), ..Out::default() };
         let written = match write_head(&mut out.pre, &mut parts, size, &method, http10, keep_alive) {
             Ok(w) => w,
             Err(e) => {
@@ -255,7 +255,7 @@ where
             }
             _ => Some(body),
         };
-        let mut writer = Writer { encoder: written.encoder, done: body.is_none() };
+        let mut writer = Writer { encoder: written.encoder, done: body.is_none(), trailers: te_trailers };
         poll_fn(|cx| {
             if let Some(b) = body_in.as_mut() {
                 b.poll(cx, &mut self.io, &mut self.rbuf, false)?;
@@ -514,6 +514,8 @@ impl Out {
 /// Writes a response body through its encoder.
 struct Writer {
     encoder: Encoder,
+    /// The client accepts trailer fields (`TE: trailers`).
+    trailers: bool,
     /// The body has ended and its end is queued.
     done: bool,
 }
@@ -603,7 +605,7 @@ impl Writer {
             Encoder::Length(_) => Err(io::Error::other("response body shorter than its Content-Length")),
             Encoder::Chunked { trailers: allowed } => {
                 out.pre.extend_from_slice(b"0\r\n");
-                if let (Some(t), Some(allowed)) = (trailers, allowed) {
+                if let (Some(t), Some(allowed), true) = (trailers, allowed, self.trailers) {
                     for (name, value) in t.iter().filter(|(n, _)| allowed.contains(n)) {
                         out.pre.extend_from_slice(name.as_str().as_bytes());
                         out.pre.extend_from_slice(b": ");
