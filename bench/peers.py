@@ -181,6 +181,12 @@ def nginx_origin(lab, docroot):
     return lab.spawn("origin", "origin", port, ["nginx", "-c", conf, "-p", d], d, cpu=LOAD_CPU)
 
 
+def blast_sender(lab, binary):
+    """bench/blast's sender (scenario C): writes as many bytes as each connection asks for, on the load CPU."""
+    d, port = lab.workdir("blast"), lab.port()
+    return lab.spawn("blast sender", "origin", port, [binary, "serve", str(port)], d, cpu=LOAD_CPU)
+
+
 # --- reverse proxies ---------------------------------------------------------------------------------------
 
 
