@@ -1,7 +1,8 @@
 //! bench/run C's client and sender: N bytes over one TCP connection, as fast as plain sockets move them.
 //!
 //! `blast serve PORT`: listens on 127.0.0.1:PORT; on each connection reads an 8-byte length (u64, little
-//! endian), writes that many bytes (from one buffer, --buf bytes per write) and closes.
+//! endian), writes that many bytes (from one buffer, --buf bytes per write) and closes. A connection that starts
+//! with `CONNECT ` gets `200` to its head first (the sender acts as its own proxy for `hopgate tunnel`).
 //! `blast get ADDR BYTES [--proxy HOST:PORT] [--buf N]`: connects to ADDR (or sends `CONNECT ADDR` to the proxy
 //! and reads its 2xx head), then times from sending the length to the sender's EOF, reading into one buffer
 //! of N bytes. Prints `bytes=B secs=S mbps=M` (MB = 10^6 bytes); exits 1 unless exactly BYTES arrived.
@@ -50,6 +51,23 @@ fn serve(args: &[String]) -> io::Result<()> {
             // A probe (bench/peers.py's wait_listening) connects and closes without a length.
             if conn.read_exact(&mut len).is_err() {
                 return;
+            }
+            // A tunnel client (`hopgate tunnel --proxy http://THIS`) asks with CONNECT first: the sender is its
+            // own proxy, so that hopgate's end of such a tunnel is the only relay in the path.
+            if &len == b"CONNECT " {
+                let mut head = len.to_vec();
+                let mut b = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if conn.read(&mut b).unwrap_or(0) == 0 || head.len() > 16 * 1024 {
+                        return;
+                    }
+                    head.push(b[0]);
+                }
+                if conn.write_all(b"HTTP/1.1 200 Connection Established\r\n\r\n").is_err()
+                    || conn.read_exact(&mut len).is_err()
+                {
+                    return;
+                }
             }
             let mut left = u64::from_le_bytes(len);
             let buf = vec![b'x'; buf_len];
