@@ -9,6 +9,9 @@
 //! Memory: an idle tunnel holds no copy buffer. Each read goes into a buffer on the stack of the
 //! poll and is written straight on; only bytes the writer could not take yet are moved to a heap
 //! buffer, which is freed as soon as the reading side has nothing more to give.
+//!
+//! [`splice`] is the same for two plain TCP sockets, with splice(2) through a pipe instead of a buffer: the bytes
+//! never enter user space, and the pipe exists only while bytes flow.
 
 use std::future::poll_fn;
 use std::io;
@@ -30,8 +33,8 @@ use crate::idle;
 
 /// Bytes per read (on the stack while polling; on the heap only while a writer lags behind).
 /// On loopback TCP, 64 KiB chunks moved ~1.5x what 8 KiB did, and cost nothing while idle
-/// (tests/tunnel_pipe.rs `throughput_vs_direct_loopback`). splice(2) was measured too and was
-/// slower on loopback, so there is no TCP-only fast path.
+/// (tests/tunnel_pipe.rs `throughput_vs_direct_loopback`). Two plain TCP sockets are spliced instead
+/// ([`splice`]), which moved ~1.4x what this pump does (docs/benchmarks.md, C).
 pub const PIPE_CHUNK_BYTES: usize = 64 * 1024;
 
 /// RFC 9113 §7 CONNECT_ERROR: the error code of the RST_STREAM that ends an HTTP/2 CONNECT stream whose TCP
