@@ -16,6 +16,10 @@ import measure
 
 SUT_CPU = "0"  # the system under test
 LOAD_CPU = "1"  # load generators, origins and this harness
+# bench/run A2 (multi-core) sets these: the SUT on every CPU, nginx with that many workers, haproxy with that many
+# threads (hopgate's default runtime takes a worker per CPU it may run on).
+SUT_CPUS = SUT_CPU
+WORKERS = 1
 
 ACCESS_LOG_OFF = "access logs off everywhere, except the rows marked \"log on\" (A)"
 
@@ -76,7 +80,8 @@ class Lab:
         os.makedirs(d, exist_ok=True)
         return d
 
-    def spawn(self, name, mode, port, argv, workdir, cpu=SUT_CPU):
+    def spawn(self, name, mode, port, argv, workdir, cpu=None):
+        cpu = cpu or SUT_CPUS
         log = open(os.path.join(workdir, "stdout-stderr.log"), "wb")
         proc = subprocess.Popen(
             ["taskset", "-c", cpu] + argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=workdir
@@ -144,7 +149,7 @@ def write(path, text, mode=0o644):
 # --- the origin --------------------------------------------------------------------------------------------
 
 NGINX_MAIN = """
-worker_processes 1;
+worker_processes {workers};
 daemon off;
 pid {d}/nginx.pid;
 error_log {d}/error.log warn;
@@ -177,8 +182,14 @@ def nginx_origin(lab, docroot):
         root {docroot};
         open_file_cache max=100;
     }}"""
-    conf = write(os.path.join(d, "nginx.conf"), NGINX_MAIN.format(d=d, body=body))
+    conf = write(os.path.join(d, "nginx.conf"), NGINX_MAIN.format(d=d, body=body, workers=1))
     return lab.spawn("origin", "origin", port, ["nginx", "-c", conf, "-p", d], d, cpu=LOAD_CPU)
+
+
+def blast_sender(lab, binary):
+    """bench/blast's sender (scenario C): writes as many bytes as each connection asks for, on the load CPU."""
+    d, port = lab.workdir("blast"), lab.port()
+    return lab.spawn("blast sender", "origin", port, [binary, "serve", str(port)], d, cpu=LOAD_CPU)
 
 
 # --- reverse proxies ---------------------------------------------------------------------------------------
@@ -209,7 +220,7 @@ def nginx_reverse(lab, origin, log=False):
             proxy_max_temp_file_size 0;
         }}
     }}"""
-    conf = write(os.path.join(d, "nginx.conf"), NGINX_MAIN.format(d=d, body=body))
+    conf = write(os.path.join(d, "nginx.conf"), NGINX_MAIN.format(d=d, body=body, workers=WORKERS))
     return lab.spawn("nginx", "reverse", port, ["nginx", "-c", conf, "-p", d], d)
 
 
@@ -222,7 +233,7 @@ def haproxy_reverse(lab, origin, log=False):
         os.path.join(d, "haproxy.cfg"),
         f"""
 global
-    nbthread 1
+    nbthread {WORKERS}
     maxconn 8000
     pidfile {d}/haproxy.pid
     {log_global}
@@ -266,6 +277,15 @@ def hopgate_proxy(lab, origin, binary=None, log=False):
     argv = [binary or lab.hopgate, "proxy", "--listen", f"127.0.0.1:{port}", "--allow-target", "127.0.0.1/32"]
     argv += ["--connect-port", str(origin.port)]
     return lab.spawn("hopgate proxy", "forward", port, argv + hopgate_log(d, log), d)
+
+
+def hopgate_tunnel(lab, origin, binary=None):
+    """`hopgate tunnel`: each connection to its local port is a CONNECT tunnel through `origin` (which must answer
+    CONNECT itself, as bench/blast's sender does) to `origin`. Mode 'forwarder': clients connect to it plainly."""
+    d, port = lab.workdir("hopgate-tunnel"), lab.port()
+    argv = [binary or lab.hopgate, "tunnel", "--listen", f"127.0.0.1:{port}", "--proxy", f"http://{origin.addr}"]
+    argv += ["--to", origin.addr, "--access-log", "off", "-q"]
+    return lab.spawn("hopgate tunnel", "forwarder", port, argv, d)
 
 
 def squid_forward(lab, origin):
@@ -403,7 +423,7 @@ def nginx_tls(lab, origin, tls):
             proxy_set_header X-Forwarded-Proto $scheme;
         }}
     }}"""
-    conf = write(os.path.join(d, "nginx.conf"), NGINX_MAIN.format(d=d, body=body))
+    conf = write(os.path.join(d, "nginx.conf"), NGINX_MAIN.format(d=d, body=body, workers=WORKERS))
     return https(lab.spawn("nginx", "reverse", port, ["nginx", "-c", conf, "-p", d], d))
 
 
@@ -418,7 +438,7 @@ def haproxy_tls(lab, origin, tls):
         os.path.join(d, "haproxy.cfg"),
         f"""
 global
-    nbthread 1
+    nbthread {WORKERS}
     maxconn 8000
     pidfile {d}/haproxy.pid
     tune.ssl.cachesize 0
@@ -555,7 +575,7 @@ def nginx_fastcgi(lab, backend, root, site=False):
         listen 127.0.0.1:{port} backlog=4096;
         root {root};{locations}
     }}"""
-    conf = write(os.path.join(d, "nginx.conf"), NGINX_MAIN.format(d=d, body=body))
+    conf = write(os.path.join(d, "nginx.conf"), NGINX_MAIN.format(d=d, body=body, workers=WORKERS))
     return lab.spawn("nginx", "reverse", port, ["nginx", "-c", conf, "-p", d], d)
 
 
@@ -616,7 +636,7 @@ def nginx_static(lab, docroot):
         listen 127.0.0.1:{port} backlog=4096;
         root {docroot};
     }}"""
-    conf = write(os.path.join(d, "nginx.conf"), NGINX_MAIN.format(d=d, body=body))
+    conf = write(os.path.join(d, "nginx.conf"), NGINX_MAIN.format(d=d, body=body, workers=WORKERS))
     return lab.spawn("nginx", "reverse", port, ["nginx", "-c", conf, "-p", d], d)
 
 

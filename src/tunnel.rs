@@ -9,24 +9,32 @@
 //! Memory: an idle tunnel holds no copy buffer. Each read goes into a buffer on the stack of the
 //! poll and is written straight on; only bytes the writer could not take yet are moved to a heap
 //! buffer, which is freed as soon as the reading side has nothing more to give.
+//!
+//! [`splice`] is the same for two plain TCP sockets, with splice(2) through a pipe instead of a buffer: the bytes
+//! never enter user space, and the pipe exists only while bytes flow.
 
 use std::future::poll_fn;
 use std::io;
 use std::mem::MaybeUninit;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use bytes::Bytes;
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
+use tokio::net::TcpStream;
 
 use crate::idle;
 
 /// Bytes per read (on the stack while polling; on the heap only while a writer lags behind).
 /// On loopback TCP, 64 KiB chunks moved ~1.5x what 8 KiB did, and cost nothing while idle
-/// (tests/tunnel_pipe.rs `throughput_vs_direct_loopback`). splice(2) was measured too and was
-/// slower on loopback, so there is no TCP-only fast path.
+/// (tests/tunnel_pipe.rs `throughput_vs_direct_loopback`). Two plain TCP sockets are spliced instead
+/// ([`splice`]), which moved ~1.4x what this pump does (docs/benchmarks.md, C).
 pub const PIPE_CHUNK_BYTES: usize = 64 * 1024;
 
 /// RFC 9113 §7 CONNECT_ERROR: the error code of the RST_STREAM that ends an HTTP/2 CONNECT stream whose TCP
@@ -109,6 +117,210 @@ where
     })
     .await;
     Outcome { a_to_b: a_to_b.counts.written, b_to_a: b_to_a.counts.written, ended }
+}
+
+/// Copies between two plain TCP sockets with splice(2) through a pipe per direction, so that no byte passes through
+/// user space; otherwise like [`pump`]. `a_read` / `b_read`: bytes already read off `a` / `b` (hyper's buffer past a
+/// CONNECT head), written to the other side first. A direction holds its pipe only while bytes flow: it is closed as
+/// soon as its reader has nothing more to give and the pipe is empty, so an idle tunnel holds no pipe.
+pub async fn splice(a: &mut TcpStream, a_read: Bytes, b: &mut TcpStream, b_read: Bytes, idle: Duration) -> Outcome {
+    splice_into(a, a_read, b, b_read, idle, None).await
+}
+
+async fn splice_into(
+    a: &mut TcpStream,
+    a_read: Bytes,
+    b: &mut TcpStream,
+    b_read: Bytes,
+    idle: Duration,
+    tally: Option<&Tally>,
+) -> Outcome {
+    let mut a_to_b = SpliceHalf::new(a_read);
+    let mut b_to_a = SpliceHalf::new(b_read);
+    let mut idle_timer = idle::Timer::new(idle);
+    let ended = poll_fn(|cx| {
+        let moved_before = a_to_b.counts.moved + b_to_a.counts.moved;
+        let results = [a_to_b.poll(cx, a, b), b_to_a.poll(cx, b, a)];
+        if let Some(t) = tally {
+            t.a_to_b.store(a_to_b.counts.written, Ordering::Relaxed);
+            t.b_to_a.store(b_to_a.counts.written, Ordering::Relaxed);
+            t.flush();
+        }
+        for result in results {
+            if let Poll::Ready(Err(e)) = result {
+                return Poll::Ready(Ended::Failed(e));
+            }
+        }
+        if a_to_b.done && b_to_a.done {
+            return Poll::Ready(Ended::Closed);
+        }
+        if a_to_b.counts.moved + b_to_a.counts.moved != moved_before {
+            idle_timer.touch();
+        }
+        idle_timer.poll_idle(cx).map(|()| Ended::Idle)
+    })
+    .await;
+    Outcome { a_to_b: a_to_b.counts.written, b_to_a: b_to_a.counts.written, ended }
+}
+
+/// A plain TCP socket inside hyper's upgraded connection, with the bytes hyper read past the head; `Err` gives the
+/// connection back when it is anything else (TLS, an HTTP/2 stream, a wrapped socket).
+pub fn tcp_of(up: Upgraded) -> Result<(TcpStream, Bytes), Upgraded> {
+    up.downcast::<TokioIo<TcpStream>>().map(|parts| (parts.io.into_inner(), parts.read_buf))
+}
+
+/// Bytes a direction's pipe holds at most (F_SETPIPE_SZ; the kernel's default of 64 KiB when the process may not
+/// have more: fs.pipe-max-size, fs.pipe-user-pages-soft). Measured on loopback (docs/benchmarks.md, C): 1 MiB
+/// moved ~1.3x what 64 KiB did.
+pub const SPLICE_PIPE_BYTES: usize = 1 << 20;
+
+/// One direction's pipe: open only while bytes flow.
+struct Pipe {
+    read: OwnedFd,
+    write: OwnedFd,
+    /// Bytes in the pipe, not yet spliced out.
+    held: usize,
+    size: usize,
+}
+
+impl Pipe {
+    fn new() -> io::Result<Pipe> {
+        let mut fds = [0; 2];
+        // SAFETY: pipe2 writes two descriptors into the array it is given, which is two ints long.
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: both descriptors were just opened by pipe2 and are owned by nothing else.
+        let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        // SAFETY: fcntl on a descriptor this function owns; a refusal leaves the pipe at its size.
+        let size = unsafe {
+            let set = libc::fcntl(write.as_raw_fd(), libc::F_SETPIPE_SZ, SPLICE_PIPE_BYTES as libc::c_int);
+            if set > 0 { set } else { libc::fcntl(write.as_raw_fd(), libc::F_GETPIPE_SZ) }
+        };
+        Ok(Pipe { read, write, held: 0, size: usize::try_from(size).unwrap_or(0).max(4096) })
+    }
+}
+
+/// splice(2) from `from` to `to`, at most `len` bytes, never blocking; moving pages where it can.
+fn splice_fds(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
+    // SAFETY: both descriptors are open for the call (borrowed from a socket and a pipe this direction owns); null
+    // offsets are what sockets and pipes need.
+    let n = unsafe {
+        libc::splice(
+            from,
+            std::ptr::null_mut(),
+            to,
+            std::ptr::null_mut(),
+            len,
+            libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK,
+        )
+    };
+    if n < 0 { Err(io::Error::last_os_error()) } else { Ok(n as usize) }
+}
+
+/// One spliced direction: bytes read before the tunnel, then socket -> pipe -> socket, then shut the writer down.
+struct SpliceHalf {
+    early: Bytes,
+    pipe: Option<Pipe>,
+    eof: bool,
+    done: bool,
+    counts: Counts,
+}
+
+impl SpliceHalf {
+    fn new(early: Bytes) -> SpliceHalf {
+        SpliceHalf { early, pipe: None, eof: false, done: false, counts: Counts::default() }
+    }
+
+    fn poll(&mut self, cx: &mut Context<'_>, reader: &mut TcpStream, writer: &mut TcpStream) -> Poll<io::Result<()>> {
+        if self.done {
+            return Poll::Ready(Ok(()));
+        }
+        while !self.early.is_empty() {
+            let n = ready!(self.counts.poll_write(cx, writer, &self.early.clone()))?;
+            let _ = self.early.split_to(n);
+        }
+        loop {
+            let mut moved = false;
+            // 1. Out of the pipe into the writer.
+            if let Some(pipe) = &mut self.pipe
+                && pipe.held > 0
+                && writer.poll_write_ready(cx)?.is_ready()
+            {
+                let (from, to) = (pipe.read.as_raw_fd(), writer.as_raw_fd());
+                match writer.try_io(Interest::WRITABLE, || splice_fds(from, to, pipe.held)) {
+                    Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                    Ok(n) => {
+                        pipe.held -= n;
+                        self.counts.moved += n as u64;
+                        self.counts.written += n as u64;
+                        moved = true;
+                    }
+                    // The socket's buffer is full (readiness cleared): the next round waits on it.
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => moved = true,
+                    Err(e) => return Poll::Ready(Err(e)),
+                }
+            }
+            let held = self.pipe.as_ref().map_or(0, |p| p.held);
+            if self.eof {
+                if held > 0 {
+                    if moved {
+                        continue;
+                    }
+                    return Poll::Pending;
+                }
+                self.pipe = None;
+                ready!(Pin::new(&mut *writer).poll_shutdown(cx))?;
+                self.done = true;
+                return Poll::Ready(Ok(()));
+            }
+            // 2. From the reader into the pipe, while it has room.
+            if self.pipe.as_ref().is_none_or(|p| p.held < p.size) {
+                if reader.poll_read_ready(cx)?.is_pending() {
+                    if held == 0 {
+                        self.pipe = None; // idle: hold no pipe
+                    }
+                    if moved {
+                        continue;
+                    }
+                    return Poll::Pending;
+                }
+                if self.pipe.is_none() {
+                    self.pipe = Some(Pipe::new()?);
+                }
+                let Some(pipe) = &mut self.pipe else { unreachable!("just opened") };
+                let (from, to, room) = (reader.as_raw_fd(), pipe.write.as_raw_fd(), pipe.size - pipe.held);
+                let held = pipe.held;
+                // EAGAIN with bytes in the pipe may mean a full pipe (pages partly used), not an empty socket: the
+                // socket's readiness is then kept (Ok(None)), and it is asked again once the pipe has drained.
+                let r = reader.try_io(Interest::READABLE, || match splice_fds(from, to, room) {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock && held > 0 => Ok(None),
+                    other => other.map(Some),
+                });
+                match r {
+                    Ok(Some(0)) => {
+                        self.eof = true;
+                        moved = true;
+                    }
+                    Ok(Some(n)) => {
+                        pipe.held += n;
+                        self.counts.moved += n as u64;
+                        moved = true;
+                    }
+                    Ok(None) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        // The socket is empty (readiness cleared): the next round waits on it.
+                        moved = true;
+                    }
+                    Err(e) => return Poll::Ready(Err(e)),
+                }
+            }
+            if !moved {
+                // Pipe full and the writer not ready: its readiness wakes this task.
+                return Poll::Pending;
+            }
+        }
+    }
 }
 
 /// Bytes written each way so far, and who hears of them as they move.
@@ -217,6 +429,18 @@ impl Report {
         B: AsyncRead + AsyncWrite + Unpin,
     {
         pump_into(a, b, idle, Some(&self.tally)).await
+    }
+
+    /// [`splice`] `a` (the client side) <-> `b`, counting for a report even if the tunnel is cut off.
+    pub async fn splice(
+        &self,
+        a: &mut TcpStream,
+        a_read: Bytes,
+        b: &mut TcpStream,
+        b_read: Bytes,
+        idle: Duration,
+    ) -> Outcome {
+        splice_into(a, a_read, b, b_read, idle, Some(&self.tally)).await
     }
 
     /// The pump's outcome, `a` being the client side.

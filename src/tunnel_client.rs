@@ -35,7 +35,7 @@ use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsConnector;
 
 use crate::error::Error;
@@ -186,7 +186,7 @@ impl TunnelClient {
                         let opener = Arc::clone(&opener);
                         tunnels.spawn(async move {
                             match opener.open().await {
-                                Ok(upstream) => match opener.pump(&mut client, upstream).await {
+                                Ok(upstream) => match opener.pump_tcp(&mut client, upstream).await {
                                     Ok((up, down)) => tracing::debug!(%peer, up, down, "tunnel closed"),
                                     Err(e) => {
                                         tracing::info!(%peer, "{e}");
@@ -321,6 +321,28 @@ impl Opener {
                 ConnectError::Refused { status, reason } => TunnelError::Refused { proxy, target, status, reason },
             }
         })
+    }
+
+    /// [`Opener::pump`] for a local TCP connection: spliced (tunnel::splice) when the connection to the proxy is
+    /// plain TCP too (an http:// proxy, HTTP/1.1), pumped otherwise.
+    async fn pump_tcp(&self, local: &mut TcpStream, upstream: Tunnel) -> Result<(u64, u64), TunnelError> {
+        let Tunnel { io, _slot } = upstream;
+        match tunnel::tcp_of(io.into_inner()) {
+            Ok((mut tcp, early)) => {
+                let outcome = tunnel::splice(local, Bytes::new(), &mut tcp, early, Duration::MAX).await;
+                let piped = match outcome.ended {
+                    tunnel::Ended::Closed => Ok((outcome.a_to_b, outcome.b_to_a)),
+                    tunnel::Ended::Idle => Err(io::Error::new(io::ErrorKind::TimedOut, "tunnel idle")),
+                    tunnel::Ended::Failed(e) => Err(e),
+                };
+                piped.map_err(|source| TunnelError::Tunnel {
+                    proxy: self.proxy.to_string(),
+                    target: self.target.to_string(),
+                    source,
+                })
+            }
+            Err(up) => self.pump(local, Tunnel { io: TokioIo::new(up), _slot }).await,
+        }
     }
 
     async fn pump<S>(&self, local: S, upstream: Tunnel) -> Result<(u64, u64), TunnelError>

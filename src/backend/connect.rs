@@ -86,14 +86,33 @@ pub async fn serve(mut req: Request<Incoming>, ctx: &Ctx<'_>, tunnels: &Tunnels)
     let (report, watch) = tunnel::report(None);
     ctx.tasks.spawn(async move {
         let _permit = permit;
-        let mut near = match on_upgrade.await {
-            Ok(up) => TokioIo::new(up),
+        let up = match on_upgrade.await {
+            Ok(up) => up,
             Err(e) => {
                 tracing::debug!(%client, %target, "tunnel not established: {e}");
                 report.not_established();
                 return;
             }
         };
+        // Two plain TCP sockets: spliced, no byte through user space (tunnel::splice). A client connection the
+        // server hands over in any other shape (TLS, an HTTP/2 stream, one held to a byte rate) is pumped.
+        let up = match far {
+            Far::Direct(mut tcp) => match tunnel::tcp_of(up) {
+                Ok((mut near, early)) => {
+                    let outcome = report.splice(&mut near, early, &mut tcp, bytes::Bytes::new(), idle).await;
+                    if let Ended::Failed(_) = outcome.ended {
+                        let _ = socket2::SockRef::from(&tcp).set_linger(Some(std::time::Duration::ZERO));
+                    }
+                    let (up, down) = (outcome.a_to_b, outcome.b_to_a);
+                    tracing::debug!(%client, %target, up, down, "tunnel ended (spliced): {:?}", outcome.ended);
+                    report.outcome(&outcome);
+                    return;
+                }
+                Err(up) => (up, Far::Direct(tcp)),
+            },
+            far => (up, far),
+        };
+        let (mut near, far) = (TokioIo::new(up.0), up.1);
         let outcome = match far {
             Far::Direct(mut tcp) => {
                 let outcome = report.pump(&mut near, &mut tcp, idle).await;
