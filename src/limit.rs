@@ -250,6 +250,14 @@ impl<S> Throttled<S> {
     pub fn get_ref(&self) -> &S {
         &self.inner
     }
+
+    /// The connection itself when it is held to no rate; else itself back.
+    pub fn into_unthrottled(self) -> Result<S, Throttled<S>> {
+        match self.throttle {
+            None => Ok(self.inner),
+            Some(_) => Err(self),
+        }
+    }
 }
 
 /// Waits out `wait` (when there is one) in `slot`; Ready once the time has come.

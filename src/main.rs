@@ -3,11 +3,6 @@ use std::process::ExitCode;
 use clap::Parser;
 use hopgate::cli::{self, Cli};
 
-/// mimalloc: the relay allocates and frees a request's state (about 8 KiB) per request; glibc's malloc takes its
-/// slow path for blocks that size (bench/profile callgrind: see docs/benchmarks.md).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     cli::init_tracing(&cli.global);

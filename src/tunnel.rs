@@ -163,10 +163,69 @@ async fn splice_into(
     Outcome { a_to_b: a_to_b.counts.written, b_to_a: b_to_a.counts.written, ended }
 }
 
-/// A plain TCP socket inside hyper's upgraded connection, with the bytes hyper read past the head; `Err` gives the
-/// connection back when it is anything else (TLS, an HTTP/2 stream, a wrapped socket).
-pub fn tcp_of(up: Upgraded) -> Result<(TcpStream, Bytes), Upgraded> {
-    up.downcast::<TokioIo<TcpStream>>().map(|parts| (parts.io.into_inner(), parts.read_buf))
+/// A plain TCP socket inside hyper's upgraded connection, with the bytes read past the head and, for a client
+/// connection the server handed over ([`PlainClient`]), what it holds; `Err` gives the connection back when it is
+/// anything else (TLS, an HTTP/2 stream, a socket held to a byte rate).
+pub fn tcp_of(up: Upgraded) -> Result<(TcpStream, Bytes, Option<Box<dyn Held>>), Upgraded> {
+    match up.downcast::<PlainClient>() {
+        Ok(parts) => Ok((parts.io.io.into_inner(), parts.read_buf, Some(parts.io.held))),
+        Err(up) => up.downcast::<TokioIo<TcpStream>>().map(|parts| (parts.io.into_inner(), parts.read_buf, None)),
+    }
+}
+
+/// What a client connection keeps alive while it is a tunnel (the server's count of open connections), and
+/// where the bytes it moves are counted (the listener's byte counters).
+pub trait Held: Send + Sync {
+    /// Bytes moved from and to the client.
+    fn count(&self, from_client: u64, to_client: u64);
+}
+
+/// A client's plain TCP socket (no TLS, no byte limit) as the server hands it over after a CONNECT's 2xx, so that
+/// the tunnel may splice it ([`tcp_of`]); pumped, it counts its bytes itself.
+pub struct PlainClient {
+    io: TokioIo<TcpStream>,
+    held: Box<dyn Held>,
+}
+
+impl PlainClient {
+    pub fn new(tcp: TcpStream, held: Box<dyn Held>) -> PlainClient {
+        PlainClient { io: TokioIo::new(tcp), held }
+    }
+}
+
+impl hyper::rt::Read for PlainClient {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        mut buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        // The cursor can't say how much it took: read through a tokio ReadBuf over its unfilled part.
+        // SAFETY: tokio's ReadBuf only writes initialized bytes into the unfilled part and reports how many.
+        let n = unsafe {
+            let mut rb = ReadBuf::uninit(buf.as_mut());
+            ready!(Pin::new(this.io.inner_mut()).poll_read(cx, &mut rb))?;
+            rb.filled().len()
+        };
+        // SAFETY: n bytes were written by poll_read above.
+        unsafe { buf.advance(n) };
+        this.held.count(n as u64, 0);
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl hyper::rt::Write for PlainClient {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let n = ready!(Pin::new(&mut self.io).poll_write(cx, buf))?;
+        self.held.count(0, n as u64);
+        Poll::Ready(Ok(n))
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
 }
 
 /// Bytes a direction's pipe holds at most (F_SETPIPE_SZ; the kernel's default of 64 KiB when the process may not

@@ -328,7 +328,7 @@ impl Opener {
     async fn pump_tcp(&self, local: &mut TcpStream, upstream: Tunnel) -> Result<(u64, u64), TunnelError> {
         let Tunnel { io, _slot } = upstream;
         match tunnel::tcp_of(io.into_inner()) {
-            Ok((mut tcp, early)) => {
+            Ok((mut tcp, early, _)) => {
                 let outcome = tunnel::splice(local, Bytes::new(), &mut tcp, early, Duration::MAX).await;
                 let piped = match outcome.ended {
                     tunnel::Ended::Closed => Ok((outcome.a_to_b, outcome.b_to_a)),

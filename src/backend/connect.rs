@@ -98,8 +98,11 @@ pub async fn serve(mut req: Request<Incoming>, ctx: &Ctx<'_>, tunnels: &Tunnels)
         // server hands over in any other shape (TLS, an HTTP/2 stream, one held to a byte rate) is pumped.
         let up = match far {
             Far::Direct(mut tcp) => match tunnel::tcp_of(up) {
-                Ok((mut near, early)) => {
+                Ok((mut near, early, held)) => {
                     let outcome = report.splice(&mut near, early, &mut tcp, bytes::Bytes::new(), idle).await;
+                    if let Some(held) = held {
+                        held.count(outcome.a_to_b, outcome.b_to_a);
+                    }
                     if let Ended::Failed(_) = outcome.ended {
                         let _ = socket2::SockRef::from(&tcp).set_linger(Some(std::time::Duration::ZERO));
                     }

@@ -257,6 +257,22 @@ impl<T> ConnIo<T> {
     pub fn new(inner: T, shared: Arc<ConnShared>) -> ConnIo<T> {
         ConnIo { inner, shared, page: None }
     }
+
+    /// The socket and what it reports to.
+    pub fn into_parts(self) -> (T, Arc<ConnShared>) {
+        (self.inner, self.shared)
+    }
+}
+
+/// A client connection handed over as a plain socket for a tunnel counts its bytes into the listener's counters,
+/// and stays counted open until the tunnel ends.
+impl crate::tunnel::Held for Arc<ConnShared> {
+    fn count(&self, from_client: u64, to_client: u64) {
+        if let Some(m) = &self.metrics {
+            m.received.inc_by(from_client);
+            m.sent.inc_by(to_client);
+        }
+    }
 }
 
 impl<T: AsyncWrite + Unpin> ConnIo<T> {

@@ -12,6 +12,7 @@
 //! not read to its end closing the connection after its response, and a head that can't be parsed answered
 //! with hopgate's page naming why (400, 414, 431). Timers and the drain stay in `conn::drive`.
 
+use std::any::Any;
 use std::cell::RefCell;
 use std::future::{Future, poll_fn};
 use std::io::{self, IoSlice};
@@ -25,8 +26,9 @@ use http_body::Body as _;
 use hyper::body::{Incoming, Sender};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
 
-use super::conn::ConnShared;
+use super::conn::{ConnIo, ConnShared};
 use super::log::LoggedBody;
 use super::service::{self, ConnCtx};
 use crate::error::{Error, Kind};
@@ -35,6 +37,8 @@ use crate::h1::request::{RequestHead, parse_request};
 use crate::h1::response::{BodySize, Encoder, write_head};
 use crate::h1::{BodyLen, HeadError};
 use crate::http::pages;
+use crate::limit::Throttled;
+use crate::tunnel;
 
 /// A read buffer's size when it is taken from the pool; a head that needs more grows it (up to `max_buf`).
 const READ_BUF: usize = 8 * 1024;
@@ -76,8 +80,8 @@ pub struct Settings {
 }
 
 /// A client connection.
-pub struct Conn<I> {
-    io: I,
+pub struct Conn<S> {
+    io: ConnIo<Throttled<S>>,
     /// Bytes read and not used yet; empty (and holding no memory) between requests.
     rbuf: BytesMut,
     shared: Arc<ConnShared>,
@@ -89,15 +93,18 @@ pub struct Conn<I> {
 enum Next {
     KeepAlive,
     Close,
-    /// The response was a 101 or a CONNECT's 2xx: the connection is the tunnel's now.
-    Upgrade(hyper::upgrade::Pending),
+    /// The response was a 101 or a CONNECT's 2xx (`connect`): the connection is the tunnel's now.
+    Upgrade {
+        pending: hyper::upgrade::Pending,
+        connect: bool,
+    },
 }
 
-impl<I> Conn<I>
+impl<S> Conn<S>
 where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    pub fn new(io: I, shared: Arc<ConnShared>, ctx: Arc<ConnCtx>, settings: Settings) -> Conn<I> {
+    pub fn new(io: ConnIo<Throttled<S>>, shared: Arc<ConnShared>, ctx: Arc<ConnCtx>, settings: Settings) -> Conn<S> {
         Conn { io, rbuf: BytesMut::new(), shared, ctx, settings }
     }
 
@@ -122,9 +129,9 @@ where
                     }
                 }
                 Next::Close => break,
-                Next::Upgrade(pending) => {
+                Next::Upgrade { pending, connect } => {
                     let rest = std::mem::take(&mut self.rbuf).freeze();
-                    pending.fulfill(hyper::upgrade::Upgraded::new(TokioIo::new(self.io), rest));
+                    pending.fulfill(upgraded(self.io, rest, connect));
                     return Ok(());
                 }
             }
@@ -266,7 +273,7 @@ where
 
         if upgrading {
             return Ok(match pending {
-                Some(p) => Next::Upgrade(p),
+                Some(pending) => Next::Upgrade { pending, connect: method == Method::CONNECT },
                 None => Next::Close,
             });
         }
@@ -281,6 +288,34 @@ where
             return Ok(Next::Close);
         }
         Ok(Next::KeepAlive)
+    }
+}
+
+/// The connection as its tunnel gets it. A CONNECT's client on a plain socket held to no byte rate is handed
+/// over as that socket ([`tunnel::PlainClient`]), so that the tunnel can splice it; anything else goes as it is.
+fn upgraded<S>(io: ConnIo<Throttled<S>>, rest: Bytes, connect: bool) -> hyper::upgrade::Upgraded
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    if !connect {
+        return hyper::upgrade::Upgraded::new(TokioIo::new(io), rest);
+    }
+    let (throttled, shared) = io.into_parts();
+    let stream = match throttled.into_unthrottled() {
+        Ok(stream) => stream,
+        Err(throttled) => return hyper::upgrade::Upgraded::new(TokioIo::new(ConnIo::new(throttled, shared)), rest),
+    };
+    let any: Box<dyn Any> = Box::new(stream);
+    match any.downcast::<TcpStream>() {
+        Ok(tcp) => hyper::upgrade::Upgraded::new(tunnel::PlainClient::new(*tcp, Box::new(shared)), rest),
+        Err(any) => match any.downcast::<S>() {
+            Ok(stream) => {
+                let io = ConnIo::new(Throttled::new(*stream, None), shared);
+                hyper::upgrade::Upgraded::new(TokioIo::new(io), rest)
+            }
+            // Not possible (it was an S); a closed stream rather than a panic.
+            Err(_) => hyper::upgrade::Upgraded::new(TokioIo::new(tokio::io::duplex(1).0), rest),
+        },
     }
 }
 

@@ -20,7 +20,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hyper::server::conn::http1;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
@@ -558,30 +557,12 @@ impl AcceptErrors {
     }
 }
 
-fn http1_builder(state: &ListenerState) -> http1::Builder {
-    let limits = state.limits;
-    let mut b = http1::Builder::new();
-    // hopgate enforces its head-size limits itself, with a page naming the limit (service::admit); hyper's
-    // buffer limit sits above them as a hard backstop. The header count is hyper's to enforce: it sizes the
-    // parser's per-request header array, so a larger backstop costs every request (measured: 6% instructions);
-    // its bodyless 431 becomes hopgate's page in server::conn.
-    b.max_buf_size((limits.max_head_bytes * 2).max(16 * 1024))
-        .max_headers(limits.max_headers)
-        // The idle and head timers live in the connection loop below, not in hyper.
-        .header_read_timeout(None)
-        // A client may shut down its sending side after the request and still get the response.
-        .half_close(true)
-        .keep_alive(true);
-    b
-}
-
 /// An accepted client connection on its way to the protocol it speaks: everything but its stream.
 pub struct Accepted {
     /// The client (the socket's peer, or the one a PROXY header named) and the address it connected to.
     pub peer: Peer,
     /// The listener's state; the connection and each request load it when they need it.
     pub slot: Slot,
-    pub http: http1::Builder,
     pub tasks: TaskTracker,
     pub stop: watch::Receiver<bool>,
     /// Counts the connection open until it ends (a tunnel or an upgrade it became keeps it).
@@ -607,7 +588,7 @@ impl Accepted {
             throttle: throttle.clone(),
             intercepted,
         });
-        Serving { ctx, shared, throttle, timeouts, limits, http: self.http, stop: self.stop, client: self.peer.client }
+        Serving { ctx, shared, throttle, timeouts, limits, stop: self.stop, client: self.peer.client }
     }
 }
 
@@ -618,7 +599,6 @@ struct Serving {
     throttle: Option<Arc<Throttle>>,
     timeouts: Timeouts,
     limits: Limits,
-    http: http1::Builder,
     stop: watch::Receiver<bool>,
     client: SocketAddr,
 }
@@ -632,14 +612,13 @@ async fn serve_tcp(
     open: OpenConnection,
 ) {
     let _ = stream.set_nodelay(true);
-    let http = http1_builder(&slot.load());
     // Behind a balancer the client is the one its PROXY header names; without a valid one the connection ends here.
     let Some(peer) = proxied::peer(&mut stream, from, &slot.load_full()).await else { return };
     let (intercepting, tls) = {
         let state = slot.load();
         (intercept::intercepting(&state), state.acceptor.is_some())
     };
-    let conn = Accepted { peer, slot, http, tasks, stop, open };
+    let conn = Accepted { peer, slot, tasks, stop, open };
     if intercepting {
         // Boxed, like TLS: the splice's state is for intercepting listeners only.
         return Box::pin(intercept::serve(stream, conn)).await;
