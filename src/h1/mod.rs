@@ -23,16 +23,27 @@ pub enum HeadError {
     UriTooLong,
     /// More header fields than the listener allows, or a head larger than its buffer: 431.
     TooLarge,
+    /// The HTTP/2 connection preface (h2c with prior knowledge) on an HTTP/1.1 connection: closed without an
+    /// answer, as hyper does ([`HeadError::answered`] is false).
+    Http2Preface,
 }
 
 impl HeadError {
     /// The status the client is answered with.
     pub fn status(&self) -> http::StatusCode {
         match self {
-            HeadError::Malformed(_) => http::StatusCode::BAD_REQUEST,
+            HeadError::Malformed(_) | HeadError::Http2Preface => http::StatusCode::BAD_REQUEST,
             HeadError::UriTooLong => http::StatusCode::URI_TOO_LONG,
             HeadError::TooLarge => http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
         }
+    }
+}
+
+impl HeadError {
+    /// Whether the client is answered with [`HeadError::status`] before the connection closes (hyper answers
+    /// every head error but the HTTP/2 preface).
+    pub fn answered(&self) -> bool {
+        *self != HeadError::Http2Preface
     }
 }
 
@@ -42,6 +53,7 @@ impl fmt::Display for HeadError {
             HeadError::Malformed(why) => f.write_str(why),
             HeadError::UriTooLong => f.write_str("request target too long"),
             HeadError::TooLarge => f.write_str("request header section too large"),
+            HeadError::Http2Preface => f.write_str("HTTP/2 connection preface on an HTTP/1.1 connection"),
         }
     }
 }
