@@ -104,7 +104,10 @@ pub fn h1_response_head(data: &[u8]) {
 }
 
 /// Decodes a chunked body fed in `pieces`; the data, the trailers or the error, and what is left after the end.
-fn decode(pieces: &[&[u8]]) -> (Result<(Vec<u8>, Option<String>), String>, Vec<u8>) {
+/// A decoded body: its data and trailers, or the error; then the bytes left after it.
+type Body = (Result<(Vec<u8>, Option<String>), String>, Vec<u8>);
+
+fn decode(pieces: &[&[u8]]) -> Body {
     let mut d = Decoder::new(100);
     let mut buf = BytesMut::new();
     let mut data = Vec::new();
