@@ -37,16 +37,33 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// Every file of fuzz/corpus/NAME/, sorted by name.
+/// Seeds a target shares with another test: the HTTP/1 framing targets start from tests/h1_differential.rs's
+/// corpus (libFuzzer takes the same directories after the target's own: docs/fuzzing.md).
+fn shared_seeds(name: &str) -> &'static [&'static str] {
+    match name {
+        "h1_request_head" | "h1_chunked" => &["tests/corpus/h1/requests"],
+        "h1_response_head" => &["tests/corpus/h1/responses"],
+        _ => &[],
+    }
+}
+
+/// Every file of fuzz/corpus/NAME/ (sorted by name), then those of its shared seed directories.
 fn corpus(name: &str) -> Vec<(PathBuf, Vec<u8>)> {
     let dir = root().join("fuzz/corpus").join(name);
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e} (every target has a seed corpus)", dir.display()))
-        .map(|e| e.expect("corpus entry").path())
-        .filter(|p| p.is_file())
-        .collect();
-    files.sort();
+    let list = |dir: &Path| {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+            .unwrap_or_else(|e| panic!("{}: {e} (every target has a seed corpus)", dir.display()))
+            .map(|e| e.expect("corpus entry").path())
+            .filter(|p| p.is_file() && p.extension().is_none_or(|e| e != "py"))
+            .collect();
+        files.sort();
+        files
+    };
+    let mut files = list(&dir);
     assert!(!files.is_empty(), "{} is empty", dir.display());
+    for shared in shared_seeds(name) {
+        files.extend(list(&root().join(shared)));
+    }
     files.into_iter().map(|p| (p.clone(), std::fs::read(&p).expect("read corpus file"))).collect()
 }
 
@@ -269,4 +286,8 @@ targets!(
     url_paths,
     proxy_protocol,
     client_hello,
+    h1_request_head,
+    h1_chunked,
+    h1_response_head,
+    h1_round_trip,
 );

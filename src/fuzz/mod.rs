@@ -12,6 +12,7 @@
 mod app;
 mod config;
 mod ftp;
+mod h1;
 mod http;
 mod json;
 pub mod mutate;
@@ -25,6 +26,7 @@ use ::http::{HeaderMap, HeaderName, HeaderValue};
 pub use app::{cgi_head, fastcgi_record, scgi_netstring};
 pub use config::{config_load, config_values};
 pub use ftp::{ftp_listing, ftp_reply, range, url_paths};
+pub use h1::{h1_chunked, h1_request_head, h1_response_head, h1_round_trip};
 pub use http::{content_length, host, htpasswd, http_fields, hyper_error_page};
 pub use proxy::proxy_protocol;
 pub use tls::client_hello;
@@ -56,6 +58,10 @@ pub const TARGETS: &[Target] = &[
     Target { name: "url_paths", run: url_paths, max_len: 1024 },
     Target { name: "proxy_protocol", run: proxy_protocol, max_len: 1024 },
     Target { name: "client_hello", run: client_hello, max_len: 4096 },
+    Target { name: "h1_request_head", run: h1_request_head, max_len: 4096 },
+    Target { name: "h1_chunked", run: h1_chunked, max_len: 4096 },
+    Target { name: "h1_response_head", run: h1_response_head, max_len: 4096 },
+    Target { name: "h1_round_trip", run: h1_round_trip, max_len: 1024 },
 ];
 
 /// The target called `name`.

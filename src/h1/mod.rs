@@ -1,5 +1,5 @@
 //! hopgate's own HTTP/1.1 framing (issue 14): the request head (`request`), chunked bodies (`chunked`) and the
-//! response head and body framing (`response`), each a plain function or state machine over bytes, with no IO.
+//! response head and body framing (`response`), the upstream's response head (`response_head`), each a plain function or state machine over bytes, with no IO.
 //! The client connection loop that drives them is `server::h1`; HTTP/2 stays on hyper.
 //!
 //! The rules are hyper 1.12's (its parser is httparse, as here), so that moving off hyper changes no answer;
@@ -10,6 +10,7 @@
 pub mod chunked;
 pub mod request;
 pub mod response;
+pub mod response_head;
 
 use std::fmt;
 
@@ -22,16 +23,27 @@ pub enum HeadError {
     UriTooLong,
     /// More header fields than the listener allows, or a head larger than its buffer: 431.
     TooLarge,
+    /// The HTTP/2 connection preface (h2c with prior knowledge) on an HTTP/1.1 connection: closed without an
+    /// answer, as hyper does ([`HeadError::answered`] is false).
+    Http2Preface,
 }
 
 impl HeadError {
     /// The status the client is answered with.
     pub fn status(&self) -> http::StatusCode {
         match self {
-            HeadError::Malformed(_) => http::StatusCode::BAD_REQUEST,
+            HeadError::Malformed(_) | HeadError::Http2Preface => http::StatusCode::BAD_REQUEST,
             HeadError::UriTooLong => http::StatusCode::URI_TOO_LONG,
             HeadError::TooLarge => http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
         }
+    }
+}
+
+impl HeadError {
+    /// Whether the client is answered with [`HeadError::status`] before the connection closes (hyper answers
+    /// every head error but the HTTP/2 preface).
+    pub fn answered(&self) -> bool {
+        *self != HeadError::Http2Preface
     }
 }
 
@@ -41,6 +53,7 @@ impl fmt::Display for HeadError {
             HeadError::Malformed(why) => f.write_str(why),
             HeadError::UriTooLong => f.write_str("request target too long"),
             HeadError::TooLarge => f.write_str("request header section too large"),
+            HeadError::Http2Preface => f.write_str("HTTP/2 connection preface on an HTTP/1.1 connection"),
         }
     }
 }

@@ -91,10 +91,16 @@ fn scan<'b>(bytes: &'b [u8], fields: &mut [MaybeUninit<httparse::Header<'b>>]) -
         Err(httparse::Error::Token) if req.method.is_none() => Err(HeadError::Malformed("invalid request method")),
         Err(httparse::Error::Token) => Err(HeadError::Malformed("invalid request target")),
         Err(httparse::Error::TooManyHeaders) => Err(HeadError::TooLarge),
+        Err(httparse::Error::Version) if H2_PREFACE.starts_with(bytes) => Ok(None),
+        Err(httparse::Error::Version) if bytes.starts_with(H2_PREFACE) => Err(HeadError::Http2Preface),
         Err(httparse::Error::Version) => Err(HeadError::Malformed("invalid HTTP version")),
         Err(_) => Err(HeadError::Malformed("invalid header field")),
     }
 }
+
+/// The HTTP/2 client connection preface (RFC 9113 §3.4). hyper closes a connection that starts with it without an
+/// answer once all 24 bytes are read; here a part of it waits for the rest, whatever the reads were.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 fn build(buf: &mut BytesMut, s: Scanned) -> Result<RequestHead, HeadError> {
     let head = buf.split_to(s.len).freeze();
@@ -323,6 +329,19 @@ mod tests {
         let long = "a".repeat(MAX_URI_LEN + 1);
         assert_eq!(parse(&format!("GET /{long} HTTP/1.1\r\n\r\n")).unwrap_err().status(), 414);
         assert!(parse("\r\n\r\nGET / HTTP/1.1\r\n\r\n").unwrap().is_some(), "leading empty lines are skipped");
+    }
+
+    #[test]
+    fn the_http2_preface_is_closed_unanswered() {
+        let preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+        for n in 1..preface.len() {
+            assert!(parse(&preface[..n]).unwrap().is_none(), "a part of the preface waits: {n}");
+        }
+        let e = parse(&format!("{preface}\0\0\0\x04")).unwrap_err();
+        assert_eq!(e, HeadError::Http2Preface);
+        assert!(!e.answered());
+        assert!(parse("PRI * HTTP/2.0\r\n\r\nXX\r\n\r\n").unwrap_err().answered());
+        assert!(parse("GET / HTTP/2.0\r\n\r\n").unwrap_err().answered());
     }
 
     #[test]

@@ -83,6 +83,10 @@ fn write(
             }
         }
     }
+    if !http10 && !keep_alive && !parts.headers.get_all(header::CONNECTION).iter().any(|v| has_token(v, "close")) {
+        // The request ends the connection: an HTTP/1.1 client is told so (hyper's `enforce_version`).
+        parts.headers.append(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     let version = if http10 { Version::HTTP_10 } else { parts.version };
     let mut last = if status == StatusCode::SWITCHING_PROTOCOLS || connect_ok { true } else { !keep_alive };
     let reason = parts.extensions.get::<hyper::ext::ReasonPhrase>();
@@ -319,7 +323,7 @@ mod tests {
         assert_eq!((w.encoder, w.last), (Encoder::Length(5), false));
         let r = http::Response::builder().status(404).body(()).unwrap();
         let (t, w) = head(r, BodySize::Unknown, Method::GET, false, false);
-        assert_eq!(t, "HTTP/1.1 404 Not Found\r\ntransfer-encoding: chunked\r\ndate: \r\n\r\n");
+        assert_eq!(t, "HTTP/1.1 404 Not Found\r\nconnection: close\r\ntransfer-encoding: chunked\r\ndate: \r\n\r\n");
         assert_eq!((w.encoder, w.last), (Encoder::Chunked { trailers: None }, true));
         let r = http::Response::builder().body(()).unwrap();
         let (t, w) = head(r, BodySize::Unknown, Method::GET, true, true);
@@ -361,6 +365,20 @@ mod tests {
         );
         assert!(w.last);
         assert_eq!(w.encoder, Encoder::Chunked { trailers: Some(vec![HeaderName::from_static("x-t")]) });
+    }
+
+    #[test]
+    fn a_closing_request_is_told_connection_close() {
+        let r = http::Response::builder().body(()).unwrap();
+        let (t, w) = head(r, BodySize::Known(2), Method::GET, false, false);
+        assert_eq!(t, "HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 2\r\ndate: \r\n\r\n");
+        assert!(w.last);
+        let r = http::Response::builder().header("connection", "x-a").body(()).unwrap();
+        let (t, _) = head(r, BodySize::Known(2), Method::GET, false, false);
+        assert_eq!(t, "HTTP/1.1 200 OK\r\nconnection: x-a, close\r\ncontent-length: 2\r\ndate: \r\n\r\n");
+        let r = http::Response::builder().header("connection", "Close").body(()).unwrap();
+        let (t, _) = head(r, BodySize::Known(2), Method::GET, false, false);
+        assert_eq!(t, "HTTP/1.1 200 OK\r\nconnection: Close\r\ncontent-length: 2\r\ndate: \r\n\r\n");
     }
 
     #[test]
