@@ -138,8 +138,10 @@ fn write(
                             _ => len,
                         };
                         encoder = Encoder::Length(len);
+                        // The length the body will have, which is what is written: a field that says
+                        // otherwise would frame the next message wrongly (hyper writes the field as given).
                         dst.extend_from_slice(b"content-length: ");
-                        dst.extend_from_slice(value.as_bytes());
+                        dst.extend_from_slice(itoa(len, &mut [0; 20]));
                         dst.extend_from_slice(b"\r\n");
                         wrote_len = true;
                         prev_len = Some(len);

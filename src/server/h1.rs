@@ -171,8 +171,12 @@ where
 
     /// hyper's answer to a head it can't parse, as hopgate's page naming the cause; the connection then closes.
     async fn answer_bad_head(&mut self, e: &HeadError) {
+        if !e.answered() {
+            tracing::debug!(client = %self.ctx.client, "closing: {e}");
+            return;
+        }
         let kind = match e {
-            HeadError::Malformed(_) => Kind::BadFraming,
+            HeadError::Malformed(_) | HeadError::Http2Preface => Kind::BadFraming,
             HeadError::UriTooLong => Kind::UriTooLong,
             HeadError::TooLarge => Kind::HeadTooLarge,
         };
