@@ -6,9 +6,8 @@
   CGI heads php-fpm and real CGI scripts write;
 - scgi_netstring: the SCGI request heads hopgate sends (recorded by an SCGI application here);
 - htpasswd: lines the real `htpasswd` writes (bcrypt, {SHA}, apr1, and the refused plain/crypt forms);
-- content_length, http_fields, range, host, url_paths: request heads curl sends (recorded by a listener here);
+- http_fields, range, host, url_paths: request heads curl sends (recorded by a listener here);
 - config_load, config_values: examples/*.toml and the values in them;
-- hyper_error_page: hyper's bodyless 400/414/431 as it writes them;
 - proxy_protocol: the PROXY headers HAProxy sends (send-proxy, send-proxy-v2 with its TLVs: TLS details, unique
   ID, CRC32C; the LOCAL header of its health checks), over IPv4 and IPv6, each followed by the request it relayed.
 - client_hello: the ClientHellos curl, openssl s_client (TLS 1.2, 1.3, no SNI) and Python's ssl send (recorded
@@ -547,16 +546,13 @@ def curl_heads():
         while len(rec.got) == before and time.time() < deadline:
             time.sleep(0.05)
         head = rec.got[-1] if len(rec.got) > before else b""
-        for target in ["content_length", "http_fields", "range"]:
+        for target in ["http_fields", "range"]:
             save(target, f"curl-{name}", head)
         lines = head.split(b"\r\n")
         target = lines[0].split(b" ")[1] if b" " in lines[0] else b"/"
         hosts = [l.split(b":", 1)[1].strip() for l in lines[1:] if l.lower().startswith(b"host:")]
         save("host", f"curl-{name}", b"\n".join([target] + hosts))
         save("url_paths", f"curl-{name}", target.split(b"?")[0])
-    save("content_length", "duplicate", b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\ncontent-length: 5\r\n\r\n")
-    save("content_length", "pipelined",
-         b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhelloGET / HTTP/1.1\r\nHost: a\r\n\r\n")
 
 
 def htpasswd():
@@ -588,15 +584,6 @@ def configs():
         "ftp://ftp.example.org/%2Fetc", "cgi:/srv/cgi-bin", "fastcgi://127.0.0.1:9000", "fastcgi+unix:/run/php.sock",
         "scgi://127.0.0.1:4000", "http://user:pa%3Ass@parent.example:3128", "[::1]:8080", "example.com",
         "https://proxy.example:8443", "ann:secret", "10.0.0.0/8"]))
-
-
-def hyper_errors():
-    date = email.utils.formatdate(time.time(), usegmt=True)
-    for code, reason in [("400", "Bad Request"), ("414", "URI Too Long"), ("431", "Request Header Fields Too Large")]:
-        save("hyper_error_page", f"hyper-{code}",
-             f"HTTP/1.1 {code} {reason}\r\nconnection: close\r\ncontent-length: 0\r\ndate: {date}\r\n\r\n")
-    save("hyper_error_page", "relayed-400",
-         f"HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\ndate: {date}\r\nvia: 1.1 x\r\n\r\n")
 
 
 # ---------------------------------------------------------------- PROXY protocol
@@ -799,7 +786,6 @@ def main():
         curl_heads()
         htpasswd()
         configs()
-        hyper_errors()
         proxy_headers()
         client_hellos()
         groups()

@@ -166,12 +166,16 @@ async fn splice_into(
 /// A plain TCP socket inside hyper's upgraded connection, with the bytes read past the head and, for a client
 /// connection the server handed over ([`PlainClient`]), what it holds; `Err` gives the connection back when it is
 /// anything else (TLS, an HTTP/2 stream, a socket held to a byte rate).
-pub fn tcp_of(up: Upgraded) -> Result<(TcpStream, Bytes, Option<Box<dyn Held>>), Upgraded> {
+pub fn tcp_of(up: Upgraded) -> Result<PlainParts, Upgraded> {
     match up.downcast::<PlainClient>() {
         Ok(parts) => Ok((parts.io.io.into_inner(), parts.read_buf, Some(parts.io.held))),
         Err(up) => up.downcast::<TokioIo<TcpStream>>().map(|parts| (parts.io.into_inner(), parts.read_buf, None)),
     }
 }
+
+/// A plain socket taken out of an upgraded connection: the socket, the bytes read past the head, and what the
+/// client connection holds ([`tcp_of`]).
+pub type PlainParts = (TcpStream, Bytes, Option<Box<dyn Held>>);
 
 /// What a client connection keeps alive while it is a tunnel (the server's count of open connections), and
 /// where the bytes it moves are counted (the listener's byte counters).

@@ -279,8 +279,6 @@ targets!(
     range,
     http_fields,
     host,
-    content_length,
-    hyper_error_page,
     config_load,
     config_values,
     url_paths,

@@ -1,6 +1,5 @@
 //! HTTP fields hopgate reads or writes itself: Via, Max-Forwards, Forwarded/X-Forwarded-*, hop-by-hop stripping,
-//! Host (routing and validation), the raw head's Content-Length count, hyper's error responses replaced by pages,
-//! and htpasswd files with `Proxy-Authorization: Basic`.
+//! Host (routing and validation), and htpasswd files with `Proxy-Authorization: Basic`.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
@@ -14,9 +13,8 @@ use crate::http::basic::{MAX_CREDENTIALS_BYTES, decode as parse_basic};
 use crate::http::groups::Groups;
 use crate::http::htpasswd::Users;
 use crate::http::{
-    ForwardedFor, MaxForwards, OwnFields, append_via, forward_request_head, hop, max_forwards, pages, via_names,
+    ForwardedFor, MaxForwards, OwnFields, append_via, forward_request_head, hop, max_forwards, via_names,
 };
-use crate::server::conn::count_content_length;
 use crate::server::log::loggable_target;
 use crate::server::service::{host_field, transfer_codings};
 
@@ -232,59 +230,6 @@ pub fn host(data: &[u8]) {
             assert!(logged[at..].starts_with(&masked), "the password of {uri} is logged: {logged}");
         }
     }
-}
-
-/// The first read of a request head: hopgate counts its Content-Length fields itself (hyper merges identical
-/// duplicates, hopgate refuses them). Whenever httparse, hyper's parser, reads a complete head from the bytes,
-/// the count is the number of Content-Length fields it found.
-pub fn content_length(data: &[u8]) {
-    let n = count_content_length(data);
-    assert!(n <= data.iter().filter(|&&b| b == b'\n').count());
-    let mut fields = [httparse::EMPTY_HEADER; 128];
-    let mut req = httparse::Request::new(&mut fields);
-    if let Ok(httparse::Status::Complete(_)) = req.parse(data) {
-        let parsed = req.headers.iter().filter(|h| h.name.eq_ignore_ascii_case("content-length")).count();
-        assert_eq!(n, parsed, "hopgate counts {n} Content-Length fields where hyper's parser reads {parsed}");
-    }
-}
-
-/// hyper's own bodyless error response (what the connection writes for a head it can't parse), raw and as
-/// hyper would write it with the input as its Date: replaced only by a page that is a well-formed response with
-/// the same status and a body as long as its Content-Length.
-pub fn hyper_error_page(data: &[u8]) {
-    check_page(data);
-    let code = match data.first().map(|b| b % 4) {
-        Some(0) => "400 Bad Request",
-        Some(1) => "414 URI Too Long",
-        Some(2) => "431 Request Header Fields Too Large",
-        _ => "404 Not Found",
-    };
-    let date = data.get(1..).unwrap_or_default();
-    let mut raw = format!("HTTP/1.1 {code}\r\nconnection: close\r\ncontent-length: 0\r\ndate: ").into_bytes();
-    raw.extend_from_slice(date);
-    raw.extend_from_slice(b"\r\n\r\n");
-    check_page(&raw);
-}
-
-fn check_page(raw: &[u8]) {
-    let Some(page) = pages::replace_hyper_error(raw) else { return };
-    let mut fields = [httparse::EMPTY_HEADER; 16];
-    let mut resp = httparse::Response::new(&mut fields);
-    let Ok(httparse::Status::Complete(head_len)) = resp.parse(&page) else {
-        panic!("the page is not a response: {:?}", String::from_utf8_lossy(&page));
-    };
-    assert_eq!(resp.code.map(|c| c.to_string()), std::str::from_utf8(&raw[9..12]).ok().map(str::to_string));
-    let names: Vec<String> = resp.headers.iter().map(|h| h.name.to_ascii_lowercase()).collect();
-    for want in ["content-type", "content-length", "connection", "date"] {
-        assert_eq!(names.iter().filter(|n| *n == want).count(), 1, "one {want} in {names:?}");
-    }
-    for h in resp.headers.iter() {
-        assert!(h.value.iter().all(|&b| b == b'\t' || (b' '..=b'~').contains(&b)), "{}: {:?}", h.name, h.value);
-    }
-    let len = resp.headers.iter().find(|h| h.name.eq_ignore_ascii_case("content-length")).map(|h| h.value);
-    let body = &page[head_len..];
-    assert_eq!(len, Some(body.len().to_string().as_bytes()));
-    assert!(body.starts_with(b"hopgate: "));
 }
 
 /// An htpasswd file (`--users`): loaded, or refused naming a line that exists; a `{SHA}` entry made from the

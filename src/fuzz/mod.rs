@@ -27,7 +27,7 @@ pub use app::{cgi_head, fastcgi_record, scgi_netstring};
 pub use config::{config_load, config_values};
 pub use ftp::{ftp_listing, ftp_reply, range, url_paths};
 pub use h1::{h1_chunked, h1_request_head, h1_response_head, h1_round_trip};
-pub use http::{content_length, host, htpasswd, http_fields, hyper_error_page};
+pub use http::{host, htpasswd, http_fields};
 pub use proxy::proxy_protocol;
 pub use tls::client_hello;
 
@@ -51,8 +51,6 @@ pub const TARGETS: &[Target] = &[
     Target { name: "range", run: range, max_len: 512 },
     Target { name: "http_fields", run: http_fields, max_len: 1024 },
     Target { name: "host", run: host, max_len: 512 },
-    Target { name: "content_length", run: content_length, max_len: 2048 },
-    Target { name: "hyper_error_page", run: hyper_error_page, max_len: 300 },
     Target { name: "config_load", run: config_load, max_len: 4096 },
     Target { name: "config_values", run: config_values, max_len: 1024 },
     Target { name: "url_paths", run: url_paths, max_len: 1024 },

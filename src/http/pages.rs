@@ -63,48 +63,6 @@ fn render(status: StatusCode, reason: &str, close: bool) -> Response<Body> {
     resp
 }
 
-/// hyper's own answer to a request head it can't parse is exactly `HTTP/1.1 {400|414|431} REASON` (the canonical
-/// reason), `connection: close`, `content-length: 0`, `date: ` an IMF-fixdate, and nothing else; hopgate's
-/// responses always carry other fields. For that exact response this returns hopgate's page with the same
-/// status (and hyper's Date), naming the cause; for anything else None.
-pub fn replace_hyper_error(buf: &[u8]) -> Option<Vec<u8>> {
-    if buf.len() > 256 || !buf.starts_with(b"HTTP/1.1 4") {
-        return None;
-    }
-    let text = std::str::from_utf8(buf).ok()?.strip_suffix("\r\n\r\n")?;
-    let mut lines = text.split("\r\n");
-    let status_line = lines.next()?;
-    let (status, reason) = match status_line.get(9..12)? {
-        "400" => (StatusCode::BAD_REQUEST, "malformed request: not a valid HTTP/1.1 request line or header field"),
-        "414" => (StatusCode::URI_TOO_LONG, "request target too long"),
-        "431" => (StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "request header section too large"),
-        _ => return None,
-    };
-    if status_line.get(12..) != status.canonical_reason().map(|r| format!(" {r}")).as_deref() {
-        return None;
-    }
-    if lines.next()? != "connection: close" || lines.next()? != "content-length: 0" {
-        return None;
-    }
-    // The date is the one part copied: only an IMF-fixdate as hyper writes it, so that no line end or field rides
-    // along (the date parser skips surrounding whitespace).
-    let date = lines.next()?.strip_prefix("date: ")?;
-    let canonical = httpdate::parse_http_date(date).ok().map(httpdate::fmt_http_date);
-    if lines.next().is_some() || canonical.as_deref() != Some(date) {
-        return None;
-    }
-    let body = format!("hopgate: {} {}\n{reason}\n", status.as_u16(), status.canonical_reason().unwrap_or(""));
-    Some(
-        format!(
-            "{status_line}\r\ncontent-type: text/plain; charset=utf-8\r\ncache-control: no-store\r\n\
-             x-content-type-options: nosniff\r\nconnection: close\r\ncontent-length: {}\r\n\
-             date: {date}\r\n\r\n{body}",
-            body.len()
-        )
-        .into_bytes(),
-    )
-}
-
 /// Control characters (CR, LF...) never reach a page: a reason may quote client input.
 fn one_line(s: &str) -> String {
     s.chars().map(|c| if c.is_control() { ' ' } else { c }).collect()
@@ -114,50 +72,6 @@ fn one_line(s: &str) -> String {
 mod tests {
     use super::*;
     use http_body_util::BodyExt;
-
-    #[test]
-    fn hypers_bodyless_errors_get_a_page() {
-        let hyper = b"HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\n\
-                      date: Wed, 25 Nov 2026 23:54:26 GMT\r\n\r\n";
-        let page = String::from_utf8(replace_hyper_error(hyper).unwrap()).unwrap();
-        assert!(page.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{page}");
-        assert!(page.contains("date: Wed, 25 Nov 2026 23:54:26 GMT\r\n"), "{page}");
-        let (head, body) = page.split_once("\r\n\r\n").unwrap();
-        assert!(head.contains(&format!("content-length: {}", body.len())), "{page}");
-        assert!(body.starts_with("hopgate: 400 Bad Request\nmalformed request"), "{body}");
-        // Anything with another field (a relayed response, one of hopgate's pages) is left alone.
-        let relayed = b"HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\n\
-                        date: Wed, 25 Nov 2026 23:54:26 GMT\r\nvia: 1.1 x\r\n\r\n";
-        assert!(replace_hyper_error(relayed).is_none());
-        assert!(
-            replace_hyper_error(b"HTTP/1.1 404 Not Found\r\nconnection: close\r\ncontent-length: 0\r\ndate: x\r\n\r\n")
-                .is_none()
-        );
-    }
-
-    /// Only hyper's exact response is replaced: its canonical status line and an IMF-fixdate, so that nothing of
-    /// the replaced bytes but the date is copied, and no line end can reach the page (fuzz target
-    /// hyper_error_page).
-    #[test]
-    fn only_hypers_exact_response_is_replaced() {
-        let with = |status: &str, date: &str| {
-            format!("HTTP/1.1 {status}\r\nconnection: close\r\ncontent-length: 0\r\ndate: {date}\r\n\r\n")
-        };
-        let date = "Wed, 25 Nov 2026 23:54:26 GMT";
-        assert!(replace_hyper_error(with("431 Request Header Fields Too Large", date).as_bytes()).is_some());
-        for (status, date) in [
-            ("400 Bad Request", " \r"),
-            ("400 Bad Request", "x\nInjected: 1"),
-            ("400 Bad Request", "yesterday"),
-            ("400 Bad Request", "\nWed, 25 Nov 2026 23:54:26 GMT"),
-            ("400 Bad Request", "Wednesday, 25-Nov-26 23:54:26 GMT"),
-            ("400 Bad Request\nX: y", date),
-            ("400 Whatever", date),
-            ("400", date),
-        ] {
-            assert_eq!(replace_hyper_error(with(status, date).as_bytes()), None, "{status:?} {date:?}");
-        }
-    }
 
     #[tokio::test]
     async fn page_shape() {

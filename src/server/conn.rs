@@ -9,14 +9,13 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::http::pages;
 use crate::idle::Stamp;
 use crate::metrics::ListenerMetrics;
 
@@ -34,8 +33,6 @@ pub struct ConnShared {
     /// The drain asks the connection to close: at once if no request has begun, else after its response
     /// (hopgate's HTTP/1.1 connection; hyper's HTTP/2 one is asked through its own graceful shutdown).
     close_asked: AtomicBool,
-    /// The head that is arriving names Content-Length more than once.
-    duplicate_content_length: AtomicBool,
     /// When a write to the client first found its socket full and nothing was written since; none when none
     /// is waiting. A client that takes no response bytes for the idle time is cut off.
     write_blocked: Stamp,
@@ -75,11 +72,6 @@ impl ConnShared {
         self.metrics.as_ref()
     }
 
-    /// Whether the head of the request now starting named Content-Length twice; clears the flag.
-    pub fn take_duplicate_content_length(&self) -> bool {
-        self.duplicate_content_length.swap(false, Ordering::Relaxed)
-    }
-
     fn on_read(&self, bytes: &[u8]) {
         self.last_activity.touch();
         if let Some(m) = &self.metrics {
@@ -87,9 +79,6 @@ impl ConnShared {
         }
         if self.in_flight.load(Ordering::Relaxed) == 0 && !self.head_started.is_set() {
             self.head_started.copy(&self.last_activity);
-            if count_content_length(bytes) > 1 {
-                self.duplicate_content_length.store(true, Ordering::Relaxed);
-            }
         }
     }
 
@@ -229,33 +218,15 @@ pub async fn drive<C, E>(
     }
 }
 
-/// How many `Content-Length` fields the head at the start of `bytes` has. hyper merges identical duplicates
-/// silently; RFC 9112 §6.3 lets a recipient reject them, and hopgate does, so that no two parsers along the
-/// path can disagree about the framing. Only the head in this first read is seen. Empty lines before the
-/// request line are skipped, as hyper's parser skips them (RFC 9112 §2.2), however many there are.
-pub(crate) fn count_content_length(bytes: &[u8]) -> usize {
-    const NAME: &[u8] = b"content-length:";
-    // One pass over the lines, ending at the empty line that ends the head (this runs for every request).
-    bytes
-        .split(|&b| b == b'\n')
-        .skip_while(|line| line.is_empty() || *line == b"\r")
-        .skip(1)
-        .take_while(|line| !(line.is_empty() || *line == b"\r"))
-        .filter(|line| line.len() >= NAME.len() && line[..NAME.len()].eq_ignore_ascii_case(NAME))
-        .count()
-}
-
 /// The client socket, reporting every read and write to [`ConnShared`].
 pub struct ConnIo<T> {
     inner: T,
     shared: Arc<ConnShared>,
-    /// A page replacing hyper's bodyless error response, and how much of it is written.
-    page: Option<(Vec<u8>, usize)>,
 }
 
 impl<T> ConnIo<T> {
     pub fn new(inner: T, shared: Arc<ConnShared>) -> ConnIo<T> {
-        ConnIo { inner, shared, page: None }
+        ConnIo { inner, shared }
     }
 
     /// The socket and what it reports to.
@@ -275,39 +246,6 @@ impl crate::tunnel::Held for Arc<ConnShared> {
     }
 }
 
-impl<T: AsyncWrite + Unpin> ConnIo<T> {
-    /// Writes what is left of a replacement page.
-    fn poll_page(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        while let Some((page, done)) = &mut self.page {
-            if *done == page.len() {
-                self.page = None;
-                break;
-            }
-            let n = ready!(Pin::new(&mut self.inner).poll_write(cx, &page[*done..]))?;
-            if n == 0 {
-                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
-            }
-            *done += n;
-        }
-        Poll::Ready(Ok(()))
-    }
-
-    /// hyper answers a head it can't parse with a bodyless 400/414/431 of its own. When no request is in flight
-    /// and a write is exactly that response, hopgate sends its page instead, so that the client learns why.
-    fn take_automatic_error(&mut self, buf: &[u8]) -> bool {
-        if self.shared.in_flight.load(Ordering::Relaxed) != 0 {
-            return false;
-        }
-        match pages::replace_hyper_error(buf) {
-            Some(page) => {
-                self.page = Some((page, 0));
-                true
-            }
-            None => false,
-        }
-    }
-}
-
 impl<T: AsyncRead + Unpin> AsyncRead for ConnIo<T> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
@@ -323,12 +261,6 @@ impl<T: AsyncRead + Unpin> AsyncRead for ConnIo<T> {
 
 impl<T: AsyncWrite + Unpin> AsyncWrite for ConnIo<T> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        ready!(self.poll_page(cx))?;
-        if self.take_automatic_error(buf) {
-            // The page stands for all of hyper's bytes; what is left of it goes out on the next write or flush.
-            let _ = self.poll_page(cx)?;
-            return Poll::Ready(Ok(buf.len()));
-        }
         let r = Pin::new(&mut self.inner).poll_write(cx, buf);
         self.shared.on_write(&r);
         r
@@ -338,13 +270,6 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for ConnIo<T> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        ready!(self.poll_page(cx))?;
-        if let [one] = bufs
-            && self.take_automatic_error(one)
-        {
-            let _ = self.poll_page(cx)?;
-            return Poll::Ready(Ok(one.len()));
-        }
         let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
         self.shared.on_write(&r);
         r
@@ -353,11 +278,9 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for ConnIo<T> {
         self.inner.is_write_vectored()
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        ready!(self.poll_page(cx))?;
         Pin::new(&mut self.inner).poll_flush(cx)
     }
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        ready!(self.poll_page(cx))?;
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
@@ -365,16 +288,6 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for ConnIo<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn counts_content_length_in_head_only() {
-        assert_eq!(count_content_length(b"POST / HTTP/1.1\r\nContent-Length: 5\r\ncontent-length: 5\r\n\r\n"), 2);
-        assert_eq!(count_content_length(b"POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\nContent-Length: 5\r\n"), 1);
-        assert_eq!(count_content_length(b"GET /content-length: HTTP/1.1\r\n\r\n"), 0);
-        // Empty lines before the request line (found by the fuzz target content_length).
-        let lead = b"\r\n\n\r\nPOST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n";
-        assert_eq!(count_content_length(lead), 2);
-    }
 
     #[test]
     fn deadlines() {

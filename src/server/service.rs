@@ -101,7 +101,7 @@ async fn serve(
     conn: &ConnCtx,
     record: &mut Record,
 ) -> Result<Response<Body>, Error> {
-    admit(&req, listener, &conn.shared)?;
+    admit(&req, listener)?;
     // An HTTP/2 WebSocket (RFC 8441) is routed, judged and relayed as the HTTP/1.1 upgrade it stands for.
     let extended = crate::http::upgrade::extended_connect(&mut req)?;
     // The one decision of the host this request is for: routing and every backend read its Host from here on.
@@ -255,10 +255,7 @@ async fn authorize(
 }
 
 /// Limits and framing checks that apply to every request, before any routing.
-fn admit(req: &Request<Incoming>, l: &ListenerState, shared: &ConnShared) -> Result<(), Error> {
-    if shared.take_duplicate_content_length() {
-        return Err(Error::client(Kind::BadFraming, "duplicate Content-Length fields"));
-    }
+fn admit(req: &Request<Incoming>, l: &ListenerState) -> Result<(), Error> {
     let limits = &l.limits;
     let uri_len = req.uri().path_and_query().map_or(0, |p| p.as_str().len())
         + req.uri().authority().map_or(0, |a| a.as_str().len())
@@ -285,7 +282,8 @@ fn admit(req: &Request<Incoming>, l: &ListenerState, shared: &ConnShared) -> Res
             format!("request head of {head_bytes} bytes is over the limit of {}", limits.max_head_bytes),
         ));
     }
-    // hyper accepts a single field listing one length twice ("5, 5"); see conn::count_content_length.
+    // RFC 9112 §6.3 lets a recipient refuse a repeated Content-Length, and hopgate does, so that no two parsers
+    // along the path can disagree about the framing (the HTTP/1.1 parser keeps every one of them for this check).
     if req.headers().get_all(header::CONTENT_LENGTH).iter().count() > 1 {
         return Err(Error::client(Kind::BadFraming, "duplicate Content-Length fields"));
     }
