@@ -42,8 +42,9 @@ use crate::tunnel;
 
 /// A read buffer's size when it is taken from the pool; a head that needs more grows it (up to `max_buf`).
 const READ_BUF: usize = 8 * 1024;
-/// Buffers kept per thread for connections to take when bytes arrive.
-const POOL_KEEP: usize = 256;
+/// Buffers kept per thread for connections to take when bytes arrive: enough for the reads under way at once on
+/// one thread; more would be memory every idle connection is charged for (bench/run E).
+const POOL_KEEP: usize = 16;
 /// Data frames up to this size are copied beside the head or chunk framing and written in one go; larger ones
 /// are written from their own buffer.
 const COPY_FRAME: usize = 4 * 1024;
@@ -117,7 +118,8 @@ where
                 Ok(None) => break,
                 Err(Failed::Io(e)) => return Err(e),
                 Err(Failed::Head(e)) => {
-                    self.answer_bad_head(&e).await;
+                    // Boxed: a connection carries the largest state of its loop for its whole life.
+                    Box::pin(self.answer_bad_head(&e)).await;
                     break;
                 }
             };
@@ -130,7 +132,12 @@ where
                 }
                 Next::Close => break,
                 Next::Upgrade { pending, connect } => {
-                    let rest = std::mem::take(&mut self.rbuf).freeze();
+                    // Bytes read past the head go with the connection in a buffer of their own size: the read
+                    // buffer would otherwise live as long as the tunnel.
+                    let mut rbuf = std::mem::take(&mut self.rbuf);
+                    let rest = Bytes::copy_from_slice(&rbuf);
+                    rbuf.clear();
+                    give_buf(rbuf);
                     pending.fulfill(upgraded(self.io, rest, connect));
                     return Ok(());
                 }

@@ -613,7 +613,9 @@ async fn serve_tcp(
 ) {
     let _ = stream.set_nodelay(true);
     // Behind a balancer the client is the one its PROXY header names; without a valid one the connection ends here.
-    let Some(peer) = proxied::peer(&mut stream, from, &slot.load_full()).await else { return };
+    // Boxed, like the TLS and intercepting paths below: only what an HTTP/1.1 connection needs for its whole life
+    // stays in its task.
+    let Some(peer) = Box::pin(proxied::peer(&mut stream, from, &slot.load_full())).await else { return };
     let (intercepting, tls) = {
         let state = slot.load();
         (intercept::intercepting(&state), state.acceptor.is_some())
@@ -637,17 +639,18 @@ pub async fn serve_http1<S>(stream: S, conn: Accepted, intercepted: Option<Arc<I
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let s = conn.into_ctx(intercepted);
-    let io = ConnIo::new(Throttled::new(stream, s.throttle.clone()), s.shared.clone());
+    // Taken apart here so that only what the loop needs lives as long as the connection (bench/run E).
+    let Serving { ctx, shared, throttle, timeouts, limits, stop, client } = conn.into_ctx(intercepted);
+    let io = ConnIo::new(Throttled::new(stream, throttle), shared.clone());
     // hopgate enforces its head-size limits itself, with a page naming the limit (service::admit); the read
     // buffer's limit sits above them as a hard backstop (431).
     let settings =
-        h1::Settings { max_headers: s.limits.max_headers, max_buf: (s.limits.max_head_bytes * 2).max(16 * 1024) };
-    let shared = s.shared.clone();
-    let conn = h1::Conn::new(io, s.shared.clone(), s.ctx.clone(), settings).run();
-    let graceful = move |_: std::pin::Pin<&mut _>| shared.ask_close();
-    let t = s.timeouts;
-    conn::drive(conn, graceful, &s.shared, t.header_read, t.idle, s.client, s.stop).await;
+        h1::Settings { max_headers: limits.max_headers, max_buf: (limits.max_head_bytes * 2).max(16 * 1024) };
+    let conn = h1::Conn::new(io, shared.clone(), ctx, settings).run();
+    let asked = shared.clone();
+    let graceful = move |_: std::pin::Pin<&mut _>| asked.ask_close();
+    let (header_read, idle) = (timeouts.header_read, timeouts.idle);
+    conn::drive(conn, graceful, &shared, header_read, idle, client, stop).await;
 }
 
 impl Server {
