@@ -233,7 +233,8 @@ where
         }
 
         // The service runs while the request body is read into its channel.
-        let mut fut = std::pin::pin!(service::handle(req, self.ctx.clone()));
+        // Boxed on its own, built in place: moved into this future's state it would be copied (some 7 KiB).
+        let mut fut = Box::pin(service::handle(req, self.ctx.clone()));
         let resp: Response<LoggedBody> = poll_fn(|cx| {
             if let Poll::Ready(resp) = fut.as_mut().poll(cx) {
                 return Poll::Ready(Ok::<_, io::Error>(resp));
