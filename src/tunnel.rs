@@ -91,15 +91,53 @@ where
     A: AsyncRead + AsyncWrite + Unpin,
     B: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut a_to_b = Half::default();
-    let mut b_to_a = Half::default();
+    let (mut a_to_b, mut b_to_a) = (Half::default(), Half::default());
+    both_ways(&mut a_to_b, &mut b_to_a, idle, tally, |cx, ab, ba| {
+        [ab.poll(cx, &mut a, &mut b), ba.poll(cx, &mut b, &mut a)]
+    })
+    .await
+}
+
+/// One direction of a tunnel, as [`both_ways`] sees it.
+trait Direction {
+    fn counts(&self) -> &Counts;
+    fn done(&self) -> bool;
+}
+
+impl Direction for Half {
+    fn counts(&self) -> &Counts {
+        &self.counts
+    }
+    fn done(&self) -> bool {
+        self.done
+    }
+}
+
+impl Direction for SpliceHalf {
+    fn counts(&self) -> &Counts {
+        &self.counts
+    }
+    fn done(&self) -> bool {
+        self.done
+    }
+}
+
+/// Moves both directions (`step`) until both are done, one fails, or nothing moved for `idle`; keeps `tally` up
+/// to date. What the pump and the splice share.
+async fn both_ways<D: Direction>(
+    a_to_b: &mut D,
+    b_to_a: &mut D,
+    idle: Duration,
+    tally: Option<&Tally>,
+    mut step: impl FnMut(&mut Context<'_>, &mut D, &mut D) -> [Poll<io::Result<()>>; 2],
+) -> Outcome {
     let mut idle_timer = idle::Timer::new(idle);
     let ended = poll_fn(|cx| {
-        let moved_before = a_to_b.counts.moved + b_to_a.counts.moved;
-        let results = [a_to_b.poll(cx, &mut a, &mut b), b_to_a.poll(cx, &mut b, &mut a)];
+        let moved_before = a_to_b.counts().moved + b_to_a.counts().moved;
+        let results = step(cx, a_to_b, b_to_a);
         if let Some(t) = tally {
-            t.a_to_b.store(a_to_b.counts.written, Ordering::Relaxed);
-            t.b_to_a.store(b_to_a.counts.written, Ordering::Relaxed);
+            t.a_to_b.store(a_to_b.counts().written, Ordering::Relaxed);
+            t.b_to_a.store(b_to_a.counts().written, Ordering::Relaxed);
             t.flush();
         }
         for result in results {
@@ -107,16 +145,16 @@ where
                 return Poll::Ready(Ended::Failed(e));
             }
         }
-        if a_to_b.done && b_to_a.done {
+        if a_to_b.done() && b_to_a.done() {
             return Poll::Ready(Ended::Closed);
         }
-        if a_to_b.counts.moved + b_to_a.counts.moved != moved_before {
+        if a_to_b.counts().moved + b_to_a.counts().moved != moved_before {
             idle_timer.touch();
         }
         idle_timer.poll_idle(cx).map(|()| Ended::Idle)
     })
     .await;
-    Outcome { a_to_b: a_to_b.counts.written, b_to_a: b_to_a.counts.written, ended }
+    Outcome { a_to_b: a_to_b.counts().written, b_to_a: b_to_a.counts().written, ended }
 }
 
 /// Copies between two plain TCP sockets with splice(2) through a pipe per direction, so that no byte passes through
@@ -135,32 +173,8 @@ async fn splice_into(
     idle: Duration,
     tally: Option<&Tally>,
 ) -> Outcome {
-    let mut a_to_b = SpliceHalf::new(a_read);
-    let mut b_to_a = SpliceHalf::new(b_read);
-    let mut idle_timer = idle::Timer::new(idle);
-    let ended = poll_fn(|cx| {
-        let moved_before = a_to_b.counts.moved + b_to_a.counts.moved;
-        let results = [a_to_b.poll(cx, a, b), b_to_a.poll(cx, b, a)];
-        if let Some(t) = tally {
-            t.a_to_b.store(a_to_b.counts.written, Ordering::Relaxed);
-            t.b_to_a.store(b_to_a.counts.written, Ordering::Relaxed);
-            t.flush();
-        }
-        for result in results {
-            if let Poll::Ready(Err(e)) = result {
-                return Poll::Ready(Ended::Failed(e));
-            }
-        }
-        if a_to_b.done && b_to_a.done {
-            return Poll::Ready(Ended::Closed);
-        }
-        if a_to_b.counts.moved + b_to_a.counts.moved != moved_before {
-            idle_timer.touch();
-        }
-        idle_timer.poll_idle(cx).map(|()| Ended::Idle)
-    })
-    .await;
-    Outcome { a_to_b: a_to_b.counts.written, b_to_a: b_to_a.counts.written, ended }
+    let (mut a_to_b, mut b_to_a) = (SpliceHalf::new(a_read), SpliceHalf::new(b_read));
+    both_ways(&mut a_to_b, &mut b_to_a, idle, tally, |cx, ab, ba| [ab.poll(cx, a, b), ba.poll(cx, b, a)]).await
 }
 
 /// A plain TCP socket inside hyper's upgraded connection, with the bytes read past the head and, for a client
