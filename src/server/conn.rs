@@ -154,13 +154,15 @@ pub const DRAIN_FIRST_REQUEST_WAIT: Duration = Duration::from_secs(2);
 /// How often a connection waiting for its first request during a drain looks whether it has begun.
 const DRAIN_FIRST_REQUEST_POLL: Duration = Duration::from_millis(20);
 
-/// Runs one hyper server connection (HTTP/1.1 or HTTP/2) beside the client-side timers and the drain signal:
+/// Runs one server connection (hopgate's HTTP/1.1, hyper's HTTP/2) beside the client-side timers and the drain signal:
 /// a head that takes longer than `header_read` from its first byte, or a connection idle for `idle` with nothing
 /// in flight (or a client that takes no response bytes for `idle`), is closed; on drain, `graceful` asks the
 /// connection to finish what is in flight and close, at once, or, for a connection on which no request has
-/// begun, once one begins or [`DRAIN_FIRST_REQUEST_WAIT`] has passed.
+/// begun, once one begins or [`DRAIN_FIRST_REQUEST_WAIT`] has passed. `conn` is pinned by the caller: an async
+/// function keeps a by-value argument twice (as it was passed and where it is moved), and the connection's future
+/// is the largest part of an idle connection's memory.
 pub async fn drive<C, E>(
-    conn: C,
+    mut conn: Pin<&mut C>,
     graceful: impl Fn(Pin<&mut C>),
     shared: &ConnShared,
     header_read: Duration,
@@ -171,7 +173,6 @@ pub async fn drive<C, E>(
     C: Future<Output = Result<(), E>>,
     E: Display,
 {
-    tokio::pin!(conn);
     let sleep = tokio::time::sleep(idle);
     tokio::pin!(sleep);
     // Set when the drain begins: until then a connection with no request yet may begin one.

@@ -112,14 +112,14 @@ where
     /// Serves requests until the client closes, a response ends the connection, the drain asks it to close
     /// between two requests, or it becomes a tunnel.
     pub async fn run(mut self) -> io::Result<()> {
+        let mut bad_head = None;
         loop {
             let head = match self.read_head().await {
                 Ok(Some(head)) => head,
                 Ok(None) => break,
                 Err(Failed::Io(e)) => return Err(e),
                 Err(Failed::Head(e)) => {
-                    // Boxed: a connection carries the largest state of its loop for its whole life.
-                    Box::pin(self.answer_bad_head(&e)).await;
+                    bad_head = Some(e);
                     break;
                 }
             };
@@ -142,6 +142,10 @@ where
                     return Ok(());
                 }
             }
+        }
+        if let Some(e) = bad_head {
+            // Boxed: a connection carries the largest state of its loop for its whole life.
+            Box::pin(self.answer_bad_head(&e)).await;
         }
         let _ = self.io.shutdown().await;
         Ok(())

@@ -646,7 +646,7 @@ where
     // buffer's limit sits above them as a hard backstop (431).
     let settings =
         h1::Settings { max_headers: limits.max_headers, max_buf: (limits.max_head_bytes * 2).max(16 * 1024) };
-    let conn = h1::Conn::new(io, shared.clone(), ctx, settings).run();
+    let conn = std::pin::pin!(h1::Conn::new(io, shared.clone(), ctx, settings).run());
     let asked = shared.clone();
     let graceful = move |_: std::pin::Pin<&mut _>| asked.ask_close();
     let (header_read, idle) = (timeouts.header_read, timeouts.idle);

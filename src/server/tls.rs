@@ -220,6 +220,7 @@ where
     let io = ConnIo::new(crate::limit::Throttled::new(stream, s.throttle.clone()), s.shared.clone());
     let hyper_conn = b.serve_connection(TokioIo::new(io), svc);
     let graceful = |c: std::pin::Pin<&mut _>| http2::Connection::graceful_shutdown(c);
+    let hyper_conn = std::pin::pin!(hyper_conn);
     super::conn::drive(hyper_conn, graceful, &s.shared, idle, idle, s.client, s.stop).await;
 }
 
