@@ -186,7 +186,7 @@ pub fn h1_round_trip(data: &[u8]) {
     if fields
         .get_all(http::header::CONTENT_LENGTH)
         .iter()
-        .any(|v| crate::h1::request::digits(v.as_bytes()).is_some_and(|n| n > u64::MAX - 2))
+        .any(|v| crate::h1::fields::digits(v.as_bytes()).is_some_and(|n| n > u64::MAX - 2))
     {
         return; // written as given; every reader (and hyper's) refuses a length that large
     }
@@ -231,7 +231,7 @@ pub fn h1_round_trip(data: &[u8]) {
     // (hyper's server does the same); the reader then keeps it.
     let connect_bodiless = method == Method::CONNECT && matches!(status.as_u16(), 204 | 304);
     let says_keep_alive =
-        fields.get_all(http::header::CONNECTION).iter().any(|v| crate::h1::request::has_token(v, "keep-alive"));
+        fields.get_all(http::header::CONNECTION).iter().any(|v| crate::h1::fields::has_token(v, "keep-alive"));
     if !connect_bodiless
         && !says_keep_alive
         && fields.get_all(http::header::CONNECTION).iter().all(|v| v.to_str().is_ok())

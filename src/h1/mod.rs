@@ -8,6 +8,7 @@
 //! any other disagreement; `src/fuzz/h1.rs` fuzzes every parser here.
 
 pub mod chunked;
+pub mod fields;
 pub mod request;
 pub mod response;
 pub mod response_head;

@@ -1,12 +1,11 @@
 //! The request head: httparse's request line and fields, then the framing RFC 9112 §6 gives them, the way hyper
 //! 1.12 decides it (every rule here is one of hyper's; tests/h1_differential.rs holds them to it).
 
-use std::mem::MaybeUninit;
-
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use http::header::{self, HeaderName, HeaderValue};
 use http::{HeaderMap, Method, Request, Uri, Version};
 
+use super::fields::{KeepAlive, Span, digits, field, has_token, last_coding_is_chunked, scan_with_fields, spans};
 use super::{BodyLen, HeadError, MAX_URI_LEN};
 
 /// A parsed request head and what the connection needs to know about it.
@@ -25,33 +24,15 @@ pub struct RequestHead {
     pub te_trailers: bool,
 }
 
-/// Header fields parsed on the stack up to this many (hyper's default `max_headers`); more go to the heap.
-const STACK_HEADERS: usize = 100;
-
 /// Parses the request head at the start of `buf`. Ok(None): the head is not complete yet (read more, unless
 /// `buf` is already at the connection's limit). On success the head's bytes are taken off `buf` (the field
 /// values share them), and what follows (a body, a pipelined request) stays. Empty lines before the request
 /// line are skipped (RFC 9112 §2.2).
 pub fn parse_request(buf: &mut BytesMut, max_headers: usize) -> Result<Option<RequestHead>, HeadError> {
-    let scanned = if max_headers <= STACK_HEADERS {
-        let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; STACK_HEADERS];
-        scan(buf, &mut fields[..max_headers])?
-    } else {
-        let mut fields = Vec::with_capacity(max_headers);
-        fields.resize_with(max_headers, MaybeUninit::uninit);
-        scan(buf, &mut fields)?
-    };
-    match scanned {
+    match scan_with_fields!(scan, buf, max_headers)? {
         Some(s) => build(buf, s).map(Some),
         None => Ok(None),
     }
-}
-
-/// Where a field's name and value lie in the head.
-#[derive(Clone, Copy)]
-struct Span {
-    name: (usize, usize),
-    value: (usize, usize),
 }
 
 /// A complete head found by httparse, as positions in the buffer.
@@ -63,7 +44,10 @@ struct Scanned {
     spans: Vec<Span>,
 }
 
-fn scan<'b>(bytes: &'b [u8], fields: &mut [MaybeUninit<httparse::Header<'b>>]) -> Result<Option<Scanned>, HeadError> {
+fn scan<'b>(
+    bytes: &'b [u8],
+    fields: &mut [std::mem::MaybeUninit<httparse::Header<'b>>],
+) -> Result<Option<Scanned>, HeadError> {
     let mut req = httparse::Request::new(&mut []);
     match httparse::ParserConfig::default().parse_request_with_uninit_headers(&mut req, bytes, fields) {
         Ok(httparse::Status::Complete(len)) => {
@@ -73,17 +57,8 @@ fn scan<'b>(bytes: &'b [u8], fields: &mut [MaybeUninit<httparse::Header<'b>>]) -
             }
             let method = Method::from_bytes(req.method.unwrap_or("").as_bytes())
                 .map_err(|_| HeadError::Malformed("invalid request method"))?;
-            let base = bytes.as_ptr() as usize;
-            let at = path.as_ptr() as usize - base;
-            let mut spans = Vec::with_capacity(req.headers.len());
-            for h in req.headers.iter() {
-                if h.name.len() >= 1 << 16 {
-                    return Err(HeadError::TooLarge);
-                }
-                let name = h.name.as_ptr() as usize - base;
-                let value = h.value.as_ptr() as usize - base;
-                spans.push(Span { name: (name, name + h.name.len()), value: (value, value + h.value.len()) });
-            }
+            let at = path.as_ptr() as usize - bytes.as_ptr() as usize;
+            let spans = spans(bytes, req.headers)?;
             let version = if req.version == Some(1) { Version::HTTP_11 } else { Version::HTTP_10 };
             Ok(Some(Scanned { len, method, path: (at, at + path.len()), version, spans }))
         }
@@ -109,10 +84,8 @@ fn build(buf: &mut BytesMut, s: Scanned) -> Result<RequestHead, HeadError> {
     let is_11 = s.version == Version::HTTP_11;
     let mut framing = Framing::new(is_11, s.method == Method::CONNECT);
     let mut headers = HeaderMap::with_capacity(s.spans.len());
-    for span in &s.spans {
-        let name = HeaderName::from_bytes(&head[span.name.0..span.name.1])
-            .map_err(|_| HeadError::Malformed("invalid header field name"))?;
-        let value = header_value(&head, span.value)?;
+    for &span in &s.spans {
+        let (name, value) = field(&head, span)?;
         if framing.field(&name, &value, &mut headers)? {
             headers.append(name, value);
         }
@@ -134,13 +107,6 @@ fn build(buf: &mut BytesMut, s: Scanned) -> Result<RequestHead, HeadError> {
     })
 }
 
-/// A field value as a slice of the head (no copy). httparse has checked its bytes already; the check here is
-/// `HeaderValue`'s own (it refuses DEL, which httparse lets through in no version hopgate uses, and costs a pass).
-fn header_value(head: &Bytes, (start, end): (usize, usize)) -> Result<HeaderValue, HeadError> {
-    HeaderValue::from_maybe_shared(head.slice(start..end))
-        .map_err(|_| HeadError::Malformed("invalid header field value"))
-}
-
 /// The framing facts of a head, field by field (hyper's rules, RFC 9112 §6.3).
 struct Framing {
     is_11: bool,
@@ -149,8 +115,7 @@ struct Framing {
     saw_content_length: bool,
     saw_te: bool,
     te_chunked: bool,
-    keep_alive: bool,
-    saw_close: bool,
+    keep_alive: KeepAlive,
     expect_continue: bool,
     wants_upgrade: bool,
     te_trailers: bool,
@@ -165,8 +130,7 @@ impl Framing {
             saw_content_length: false,
             saw_te: false,
             te_chunked: false,
-            keep_alive: is_11,
-            saw_close: false,
+            keep_alive: KeepAlive::new(is_11),
             expect_continue: false,
             wants_upgrade: connect,
             te_trailers: false,
@@ -208,14 +172,7 @@ impl Framing {
                     }
                 }
             }
-            header::CONNECTION => {
-                if self.saw_close || has_token(value, "close") {
-                    self.saw_close = true;
-                    self.keep_alive = false;
-                } else if !self.keep_alive {
-                    self.keep_alive = has_token(value, "keep-alive");
-                }
-            }
+            header::CONNECTION => self.keep_alive.connection(value),
             header::EXPECT => self.expect_continue = value.as_bytes().eq_ignore_ascii_case(b"100-continue"),
             header::UPGRADE => self.wants_upgrade = self.is_11,
             header::TE => self.te_trailers |= has_token(value, "trailers"),
@@ -229,30 +186,9 @@ impl Framing {
         if self.saw_te && !self.te_chunked {
             return Err(HeadError::Malformed("Transfer-Encoding whose last coding is not chunked"));
         }
-        let keep_alive = self.keep_alive && !(self.saw_te && self.saw_content_length);
+        let keep_alive = self.keep_alive.keep && !(self.saw_te && self.saw_content_length);
         Ok((self.body, keep_alive))
     }
-}
-
-/// Whether the last coding a `Transfer-Encoding` value lists is `chunked`.
-pub fn last_coding_is_chunked(value: &HeaderValue) -> bool {
-    value.to_str().ok().and_then(|s| s.rsplit(',').next()).is_some_and(|c| c.trim().eq_ignore_ascii_case("chunked"))
-}
-
-/// Whether a comma-separated field value lists `token` (case-insensitive).
-pub fn has_token(value: &HeaderValue, token: &str) -> bool {
-    value.to_str().is_ok_and(|s| s.split(',').any(|v| v.trim().eq_ignore_ascii_case(token)))
-}
-
-/// A decimal length: digits only, no sign, no overflow.
-pub fn digits(bytes: &[u8]) -> Option<u64> {
-    if bytes.is_empty() {
-        return None;
-    }
-    bytes.iter().try_fold(0u64, |n, &b| match b {
-        b'0'..=b'9' => n.checked_mul(10)?.checked_add(u64::from(b - b'0')),
-        _ => None,
-    })
 }
 
 #[cfg(test)]

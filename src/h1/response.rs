@@ -9,7 +9,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Version};
 
-use super::request::{digits, has_token, last_coding_is_chunked};
+use super::fields::{digits, has_token, last_coding_is_chunked};
 
 /// How the body after a head is written.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -3,13 +3,11 @@
 //! Http1Transaction for Client`: `parse` and `decoder`), with hyper's default client `ParserConfig` (no obs-fold,
 //! no whitespace before a colon, no HTTP/0.9). tests/h1_differential.rs holds it to hyper.
 
-use std::mem::MaybeUninit;
-
 use bytes::BytesMut;
-use http::header::{self, HeaderName, HeaderValue};
+use http::header;
 use http::{HeaderMap, Method, Response, StatusCode, Version};
 
-use super::request::{digits, has_token, last_coding_is_chunked};
+use super::fields::{KeepAlive, Span, digits, field, last_coding_is_chunked, scan_with_fields, spans};
 use super::{BodyLen, HeadError};
 
 /// A parsed response head and what the connection needs to know about it.
@@ -36,9 +34,6 @@ impl ResponseHead {
     }
 }
 
-/// Header fields parsed on the stack up to this many (hyper's default `max_headers`); more go to the heap.
-const STACK_HEADERS: usize = 100;
-
 /// Parses the response head at the start of `buf`, the response to a request with `method`. Ok(None): the head
 /// is not complete yet. On success the head's bytes are taken off `buf` (the field values share them); the body
 /// and anything after it stay. Errors: `TooLarge` for more than `max_headers` fields, a field name of 64 KiB or a
@@ -49,15 +44,7 @@ pub fn parse_response(
     method: &Method,
     max_headers: usize,
 ) -> Result<Option<ResponseHead>, HeadError> {
-    let scanned = if max_headers <= STACK_HEADERS {
-        let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; STACK_HEADERS];
-        scan(buf, &mut fields[..max_headers])?
-    } else {
-        let mut fields = Vec::with_capacity(max_headers);
-        fields.resize_with(max_headers, MaybeUninit::uninit);
-        scan(buf, &mut fields)?
-    };
-    match scanned {
+    match scan_with_fields!(scan, buf, max_headers)? {
         Some(s) => build(buf, s, method).map(Some),
         None => Ok(None),
     }
@@ -70,10 +57,13 @@ struct Scanned {
     /// The reason phrase's position, when it is not the canonical one.
     reason: Option<(usize, usize)>,
     version: Version,
-    spans: Vec<((usize, usize), (usize, usize))>,
+    spans: Vec<Span>,
 }
 
-fn scan<'b>(bytes: &'b [u8], fields: &mut [MaybeUninit<httparse::Header<'b>>]) -> Result<Option<Scanned>, HeadError> {
+fn scan<'b>(
+    bytes: &'b [u8],
+    fields: &mut [std::mem::MaybeUninit<httparse::Header<'b>>],
+) -> Result<Option<Scanned>, HeadError> {
     let mut res = httparse::Response::new(&mut []);
     match httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut res, bytes, fields) {
         Ok(httparse::Status::Complete(len)) => {
@@ -92,15 +82,7 @@ fn scan<'b>(bytes: &'b [u8], fields: &mut [MaybeUninit<httparse::Header<'b>>]) -
                 let at = reason.as_ptr() as usize - base;
                 Some((at, at + reason.len()))
             };
-            let mut spans = Vec::with_capacity(res.headers.len());
-            for h in res.headers.iter() {
-                if h.name.len() >= 1 << 16 {
-                    return Err(HeadError::TooLarge);
-                }
-                let name = h.name.as_ptr() as usize - base;
-                let value = h.value.as_ptr() as usize - base;
-                spans.push(((name, name + h.name.len()), (value, value + h.value.len())));
-            }
+            let spans = spans(bytes, res.headers)?;
             let version = if res.version == Some(1) { Version::HTTP_11 } else { Version::HTTP_10 };
             Ok(Some(Scanned { len, status, reason, version, spans }))
         }
@@ -115,20 +97,11 @@ fn scan<'b>(bytes: &'b [u8], fields: &mut [MaybeUninit<httparse::Header<'b>>]) -
 fn build(buf: &mut BytesMut, s: Scanned, method: &Method) -> Result<ResponseHead, HeadError> {
     let head = buf.split_to(s.len).freeze();
     let mut headers = HeaderMap::with_capacity(s.spans.len());
-    let mut keep_alive = s.version == Version::HTTP_11;
-    let mut saw_close = false;
-    for &(name, value) in &s.spans {
-        let name = HeaderName::from_bytes(&head[name.0..name.1])
-            .map_err(|_| HeadError::Malformed("invalid header field name"))?;
-        let value = HeaderValue::from_maybe_shared(head.slice(value.0..value.1))
-            .map_err(|_| HeadError::Malformed("invalid header field value"))?;
+    let mut keep_alive = KeepAlive::new(s.version == Version::HTTP_11);
+    for &span in &s.spans {
+        let (name, value) = field(&head, span)?;
         if name == header::CONNECTION {
-            if saw_close || has_token(&value, "close") {
-                saw_close = true;
-                keep_alive = false;
-            } else if !keep_alive {
-                keep_alive = has_token(&value, "keep-alive");
-            }
+            keep_alive.connection(&value);
         }
         headers.append(name, value);
     }
@@ -142,7 +115,7 @@ fn build(buf: &mut BytesMut, s: Scanned, method: &Method) -> Result<ResponseHead
     }
     let (body, tunnel) = framing(s.status, s.version, &headers, method)?;
     *response.headers_mut() = headers;
-    let keep_alive = keep_alive && !tunnel && body != BodyLen::Close;
+    let keep_alive = keep_alive.keep && !tunnel && body != BodyLen::Close;
     Ok(ResponseHead { response, body, keep_alive })
 }
 

@@ -219,12 +219,12 @@ where
         let (incoming, mut body_in) = match body {
             BodyLen::Length(n) => {
                 let (tx, rx) = Incoming::channel_for(Some(n), expect_continue);
-                (rx, Some(BodyIn::new(tx, Framing::Length(n), expect_continue, self.settings.max_headers)))
+                (rx, Some(BodyIn::new(tx, Framing::Length(n), expect_continue)))
             }
             BodyLen::Chunked => {
                 let (tx, rx) = Incoming::channel_for(None, expect_continue);
                 let decoder = chunked::Decoder::new(self.settings.max_headers);
-                (rx, Some(BodyIn::new(tx, Framing::Chunked(decoder), expect_continue, self.settings.max_headers)))
+                (rx, Some(BodyIn::new(tx, Framing::Chunked(decoder), expect_continue)))
             }
             BodyLen::Zero | BodyLen::Close => (Incoming::none(), None),
         };
@@ -394,7 +394,7 @@ struct BodyIn {
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
 impl BodyIn {
-    fn new(tx: Sender, framing: Framing, continue_due: bool, _max_fields: usize) -> BodyIn {
+    fn new(tx: Sender, framing: Framing, continue_due: bool) -> BodyIn {
         BodyIn { tx: Some(tx), framing, continue_due, continue_written: 0, done: false, broken: false }
     }
 

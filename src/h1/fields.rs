@@ -1,0 +1,108 @@
+//! What the request and the response head parsers share: the field array httparse fills (on the stack up to
+//! hyper's default count), where each field lies in the head, a field made from its bytes without a copy, the
+//! `Connection` rule, and the small readers of field values (a token list, the last transfer coding, a length).
+
+use bytes::Bytes;
+use http::header::{HeaderName, HeaderValue};
+
+use super::HeadError;
+
+/// Header fields parsed on the stack up to this many (hyper's default `max_headers`); more go to the heap.
+pub const STACK_HEADERS: usize = 100;
+
+/// Runs `$scan($buf, fields)` with an array of `$max` uninitialized httparse fields: on the stack up to
+/// [`STACK_HEADERS`], else on the heap. (A macro: the fields borrow from the buffer, a lifetime no closure can be
+/// generic over.)
+macro_rules! scan_with_fields {
+    ($scan:expr, $buf:expr, $max:expr) => {{
+        let max: usize = $max;
+        if max <= $crate::h1::fields::STACK_HEADERS {
+            let mut fields =
+                [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; $crate::h1::fields::STACK_HEADERS];
+            $scan($buf, &mut fields[..max])
+        } else {
+            let mut fields = Vec::with_capacity(max);
+            fields.resize_with(max, std::mem::MaybeUninit::uninit);
+            $scan($buf, &mut fields)
+        }
+    }};
+}
+pub(crate) use scan_with_fields;
+
+/// Where a field's name and value lie in the head.
+#[derive(Clone, Copy)]
+pub struct Span {
+    name: (usize, usize),
+    value: (usize, usize),
+}
+
+/// The positions of httparse's fields in `bytes` (the buffer they were parsed from). A name of 64 KiB or more is
+/// `TooLarge`, as hyper has it.
+pub fn spans(bytes: &[u8], fields: &[httparse::Header<'_>]) -> Result<Vec<Span>, HeadError> {
+    let base = bytes.as_ptr() as usize;
+    fields
+        .iter()
+        .map(|h| {
+            if h.name.len() >= 1 << 16 {
+                return Err(HeadError::TooLarge);
+            }
+            let name = h.name.as_ptr() as usize - base;
+            let value = h.value.as_ptr() as usize - base;
+            Ok(Span { name: (name, name + h.name.len()), value: (value, value + h.value.len()) })
+        })
+        .collect()
+}
+
+/// The field at `span` of `head`: its value a slice of the head (no copy). httparse has checked the bytes
+/// already; `HeaderValue`'s own check refuses DEL, which httparse lets through.
+pub fn field(head: &Bytes, span: Span) -> Result<(HeaderName, HeaderValue), HeadError> {
+    let name = HeaderName::from_bytes(&head[span.name.0..span.name.1])
+        .map_err(|_| HeadError::Malformed("invalid header field name"))?;
+    let value = HeaderValue::from_maybe_shared(head.slice(span.value.0..span.value.1))
+        .map_err(|_| HeadError::Malformed("invalid header field value"))?;
+    Ok((name, value))
+}
+
+/// Whether a message lets its connection be kept, field by field (hyper's rule): HTTP/1.1 unless a `Connection`
+/// field says `close` (a later `keep-alive` does not undo it); HTTP/1.0 only with `keep-alive`.
+pub struct KeepAlive {
+    pub keep: bool,
+    saw_close: bool,
+}
+
+impl KeepAlive {
+    pub fn new(http11: bool) -> KeepAlive {
+        KeepAlive { keep: http11, saw_close: false }
+    }
+
+    /// One `Connection` field.
+    pub fn connection(&mut self, value: &HeaderValue) {
+        if self.saw_close || has_token(value, "close") {
+            self.saw_close = true;
+            self.keep = false;
+        } else if !self.keep {
+            self.keep = has_token(value, "keep-alive");
+        }
+    }
+}
+
+/// Whether the last coding a `Transfer-Encoding` value lists is `chunked`.
+pub fn last_coding_is_chunked(value: &HeaderValue) -> bool {
+    value.to_str().ok().and_then(|s| s.rsplit(',').next()).is_some_and(|c| c.trim().eq_ignore_ascii_case("chunked"))
+}
+
+/// Whether a comma-separated field value lists `token` (case-insensitive).
+pub fn has_token(value: &HeaderValue, token: &str) -> bool {
+    value.to_str().is_ok_and(|s| s.split(',').any(|v| v.trim().eq_ignore_ascii_case(token)))
+}
+
+/// A decimal length: digits only, no sign, no overflow.
+pub fn digits(bytes: &[u8]) -> Option<u64> {
+    if bytes.is_empty() {
+        return None;
+    }
+    bytes.iter().try_fold(0u64, |n, &b| match b {
+        b'0'..=b'9' => n.checked_mul(10)?.checked_add(u64::from(b - b'0')),
+        _ => None,
+    })
+}
