@@ -251,6 +251,14 @@ impl<S> Throttled<S> {
         &self.inner
     }
 
+    /// The connection itself when it is held to no rate.
+    pub fn unthrottled_mut(&mut self) -> Option<&mut S> {
+        match self.throttle {
+            None => Some(&mut self.inner),
+            Some(_) => None,
+        }
+    }
+
     /// The connection itself when it is held to no rate; else itself back.
     pub fn into_unthrottled(self) -> Result<S, Throttled<S>> {
         match self.throttle {

@@ -434,3 +434,111 @@ fn large_files_stream_with_bounded_memory_and_over_tls() {
     };
     assert!(String::from_utf8_lossy(&out.stdout).starts_with(&first_mib), "{out:?}");
 }
+
+/// A file of `len` bytes whose every 8-byte word is its own offset: any slice can be checked without a copy.
+fn counting_file(path: &Path, len: u64) {
+    use std::io::Write;
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    for i in 0..len / 8 {
+        f.write_all(&(i * 8).to_le_bytes()).unwrap();
+    }
+}
+
+fn counting_slice(from: u64, to: u64) -> Vec<u8> {
+    (from / 8..to.div_ceil(8))
+        .flat_map(|i| (i * 8).to_le_bytes())
+        .skip((from % 8) as usize)
+        .take((to - from) as usize)
+        .collect()
+}
+
+/// On a plain socket a file's large parts go out with sendfile(2): the bytes, a range's offset and the parts of
+/// a multipart/byteranges answer are right; the access log and the listener's `hopgate_sent_bytes` count them;
+/// a file that shrinks while it is sent cuts the response (the connection closes short of its Content-Length),
+/// and the next client is served.
+#[test]
+fn large_parts_go_by_sendfile_counted_and_cut_when_the_file_shrinks() {
+    const LEN: u64 = 8 << 20;
+    let d = tempfile::tempdir().unwrap();
+    counting_file(&d.path().join("count.bin"), LEN);
+    let h = Hopgate::start_config(&format!(
+        "access_log = \"stdout\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[[listener]]\nlisten = \"127.0.0.1:0\"\n\
+         [[listener.route]]\nto = \"file:{}\"\n",
+        d.path().display()
+    ));
+
+    // The whole file, then one range, on one kept-alive connection.
+    let mut raw = support::Raw::connect(h.addr);
+    let whole = raw.send("GET /count.bin HTTP/1.1\r\nHost: x\r\n\r\n").response();
+    assert_eq!(whole.status, 200);
+    assert_eq!(whole.body.len() as u64, LEN);
+    assert!(whole.body == counting_slice(0, LEN), "the whole file's bytes");
+    let range = raw.send("GET /count.bin HTTP/1.1\r\nHost: x\r\nRange: bytes=1000001-3000000\r\n\r\n").response();
+    assert_eq!(range.status, 206);
+    assert_eq!(range.header("content-range"), Some("bytes 1000001-3000000/8388608"));
+    assert!(range.body == counting_slice(1_000_001, 3_000_001), "the range's bytes");
+    h.stdout_line(&format!("\"GET /count.bin HTTP/1.1\" 200 {LEN} "));
+    h.stdout_line("\"GET /count.bin HTTP/1.1\" 206 2000000 ");
+
+    // Two large parts and a small one, between their boundaries.
+    let multi = raw
+        .send("GET /count.bin HTTP/1.1\r\nHost: x\r\nRange: bytes=5-20, 100000-1199999, 7000000-7999999\r\n\r\n")
+        .response();
+    assert_eq!(multi.status, 206);
+    let ct = multi.header("content-type").unwrap_or_default().to_string();
+    let boundary = ct.strip_prefix("multipart/byteranges; boundary=").expect("multipart").to_string();
+    let mut want = Vec::new();
+    for (from, to) in [(5u64, 21u64), (100_000, 1_200_000), (7_000_000, 8_000_000)] {
+        want.extend_from_slice(
+            format!(
+                "\r\n--{boundary}\r\nContent-Type: application/octet-stream\r\nContent-Range: bytes {from}-{}/{LEN}\r\n\r\n",
+                to - 1
+            )
+            .as_bytes(),
+        );
+        want.extend_from_slice(&counting_slice(from, to));
+    }
+    want.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    assert!(multi.body == want, "the multipart body ({} bytes, want {})", multi.body.len(), want.len());
+    h.stdout_line(&format!("\"GET /count.bin HTTP/1.1\" 206 {} ", want.len()));
+
+    // The listener counted every byte it sent: heads and bodies.
+    let line = h.wait_stderr_line(&["admin on http://"]);
+    let admin = line[line.find("http://").expect("a URL")..].trim().to_string();
+    let heads = [&whole, &range, &multi].iter().map(|r| r.head.len()).sum::<usize>() as u64;
+    let sent = heads + LEN + 2_000_000 + want.len() as u64;
+    let metrics = support::curl_full(&[&format!("{admin}/metrics")]).text();
+    let got = metrics
+        .lines()
+        .find(|l| l.starts_with("hopgate_sent_bytes_total{"))
+        .and_then(|l| l.rsplit_once(' '))
+        .map(|(_, v)| v.parse::<f64>().unwrap_or(0.0) as u64);
+    assert_eq!(got, Some(sent), "{metrics}");
+
+    // A file that shrinks while it is sent: the response is cut, never passed off as complete.
+    let big = d.path().join("shrinks.bin");
+    counting_file(&big, 64 << 20);
+    let mut s = std::net::TcpStream::connect(h.addr).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(20))).unwrap();
+    std::io::Write::write_all(&mut s, b"GET /shrinks.bin HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut got = vec![0u8; 65536];
+    let mut n = 0;
+    while support::find(&got[..n], b"\r\n\r\n").is_none() {
+        n += std::io::Read::read(&mut s, &mut got[n..]).unwrap();
+    }
+    std::fs::OpenOptions::new().write(true).open(&big).unwrap().set_len(1 << 20).unwrap();
+    let mut total = n as u64;
+    let mut chunk = vec![0u8; 1 << 20];
+    loop {
+        match std::io::Read::read(&mut s, &mut chunk) {
+            Ok(0) => break,
+            Ok(k) => total += k as u64,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+            Err(e) => panic!("the cut response did not end: {e} after {total} bytes"),
+        }
+    }
+    assert!(total < 64 << 20, "{total} bytes arrived of a file cut to 1 MiB");
+    let line = h.stdout_line("\"GET /shrinks.bin HTTP/1.1\" 200 ");
+    assert!(line.contains(" aborted"), "the cut response is logged as such: {line}");
+    assert_eq!(get(&h, "/count.bin", "Range: bytes=0-7\r\n").status, 206, "the next client is served");
+}

@@ -14,6 +14,7 @@ use hyper::body::Incoming;
 use tokio::sync::oneshot;
 use tokio::time::Sleep;
 
+use super::file::FileBody;
 use crate::error::BoxError;
 use crate::idle::{self, Stamp};
 
@@ -21,6 +22,8 @@ pub enum Body {
     Empty,
     Full(Option<Bytes>),
     Incoming(Incoming),
+    /// A file's bytes: a client connection on a plain socket sends them with sendfile(2).
+    File(Box<FileBody>),
     Boxed(BoxBody<Bytes, BoxError>),
 }
 
@@ -32,6 +35,11 @@ impl Body {
     pub fn full(b: impl Into<Bytes>) -> Body {
         let b = b.into();
         if b.is_empty() { Body::Empty } else { Body::Full(Some(b)) }
+    }
+
+    /// A file's bytes ([`FileBody`]); an empty one is [`Body::Empty`].
+    pub fn file(f: FileBody) -> Body {
+        if f.is_empty() { Body::Empty } else { Body::File(Box::new(f)) }
     }
 
     /// Any other body (a stream from a gateway, say), boxed.
@@ -224,6 +232,7 @@ impl http_body::Body for Body {
             Body::Empty => Poll::Ready(None),
             Body::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             Body::Incoming(i) => Pin::new(i).poll_frame(cx).map_err(Into::into),
+            Body::File(f) => Pin::new(&mut **f).poll_frame(cx).map_err(Into::into),
             Body::Boxed(b) => Pin::new(b).poll_frame(cx),
         }
     }
@@ -233,6 +242,7 @@ impl http_body::Body for Body {
             Body::Empty => true,
             Body::Full(b) => b.is_none(),
             Body::Incoming(i) => i.is_end_stream(),
+            Body::File(f) => f.is_end_stream(),
             Body::Boxed(b) => b.is_end_stream(),
         }
     }
@@ -242,6 +252,7 @@ impl http_body::Body for Body {
             Body::Empty => SizeHint::with_exact(0),
             Body::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
             Body::Incoming(i) => i.size_hint(),
+            Body::File(f) => f.size_hint(),
             Body::Boxed(b) => b.size_hint(),
         }
     }

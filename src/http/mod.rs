@@ -5,6 +5,7 @@
 pub mod auth;
 pub mod basic;
 mod body;
+pub mod file;
 pub mod groups;
 pub mod hop;
 pub mod htpasswd;

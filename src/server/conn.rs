@@ -82,7 +82,7 @@ impl ConnShared {
         }
     }
 
-    fn on_write(&self, r: &Poll<io::Result<usize>>) {
+    pub(super) fn on_write(&self, r: &Poll<io::Result<usize>>) {
         match r {
             Poll::Ready(Ok(n)) if *n > 0 => {
                 self.last_activity.touch();
@@ -233,6 +233,11 @@ impl<T> ConnIo<T> {
     /// The socket and what it reports to.
     pub fn into_parts(self) -> (T, Arc<ConnShared>) {
         (self.inner, self.shared)
+    }
+
+    /// The socket, for a write that does not go through `AsyncWrite` (sendfile), and what to report it to.
+    pub fn parts_mut(&mut self) -> (&mut T, &ConnShared) {
+        (&mut self.inner, &self.shared)
     }
 }
 

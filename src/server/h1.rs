@@ -574,7 +574,7 @@ struct Writer {
 impl Writer {
     /// Writes the head and the body; Ready(Ok) once all is written and flushed. A body that fails, or does not
     /// match its declared length, ends the connection (Err): the client can tell the response is incomplete.
-    fn poll<I: AsyncWrite + Unpin>(
+    fn poll<I: AsyncWrite + Unpin + SendFile>(
         &mut self,
         cx: &mut Context<'_>,
         io: &mut I,
@@ -584,11 +584,30 @@ impl Writer {
         loop {
             // Gather what the body has ready while the queue has room, then write.
             let mut waiting = false;
+            let mut direct = false;
             while !self.done && out.open() && out.pre.len() - out.pre_at < 64 * 1024 {
                 let Some(b) = body.as_mut() else {
                     self.done = true;
                     break;
                 };
+                // A file of known length: small parts read straight into the queue, large ones sent by the kernel
+                // from the page cache on a plain socket (sendfile), else polled as frames.
+                if let Encoder::Length(left) = &mut self.encoder
+                    && let Some(file) = b.file()
+                    && let Some((_, _, part)) = file.file_part()
+                {
+                    if part <= COPY_FRAME as u64 {
+                        let n = file.read_into(&mut out.pre, part.min(*left) as usize).map_err(body_failed)?;
+                        *left -= n as u64;
+                        self.done = *left == 0;
+                        b.count(n as u64);
+                        continue;
+                    }
+                    if io.plain_tcp().is_some() {
+                        direct = true;
+                        break;
+                    }
+                }
                 match Pin::new(b).poll_frame(cx) {
                     Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
                         Ok(data) => self.data(out, data)?,
@@ -605,7 +624,7 @@ impl Writer {
                     }
                     Poll::Ready(Some(Err(e))) => {
                         *body = None;
-                        return Poll::Ready(Err(io::Error::other(format!("response body failed: {e}"))));
+                        return Poll::Ready(Err(body_failed(e)));
                     }
                     Poll::Pending => {
                         waiting = true;
@@ -614,6 +633,10 @@ impl Writer {
                 }
             }
             ready!(out.poll_write(cx, io))?;
+            if direct {
+                ready!(self.poll_sendfile(cx, io, body))?;
+                continue;
+            }
             if waiting || !self.done {
                 ready!(Pin::new(&mut *io).poll_flush(cx))?;
                 if waiting {
@@ -622,6 +645,37 @@ impl Writer {
                 continue;
             }
             return Pin::new(&mut *io).poll_flush(cx);
+        }
+    }
+
+    /// Sends the file part in front of a file body with sendfile(2) until it is done (Ready(Ok)), the socket is
+    /// full (Pending) or the send fails. A file that ends before its part does (it shrank) is an error.
+    fn poll_sendfile<I: SendFile>(
+        &mut self,
+        cx: &mut Context<'_>,
+        io: &mut I,
+        body: &mut Option<LoggedBody>,
+    ) -> Poll<io::Result<()>> {
+        loop {
+            let (Some(b), Encoder::Length(left)) = (body.as_mut(), &mut self.encoder) else {
+                return Poll::Ready(Ok(()));
+            };
+            let (Some(file), Some((tcp, shared))) = (b.file(), io.plain_tcp()) else {
+                return Poll::Ready(Ok(()));
+            };
+            let Some((f, offset, part)) = file.file_part() else {
+                return Poll::Ready(Ok(()));
+            };
+            let r = sendfile(tcp, cx, f, offset, part.min(*left));
+            shared.on_write(&r);
+            let n = ready!(r)?;
+            file.advance(n as u64);
+            b.count(n as u64);
+            *left -= n as u64;
+            if *left == 0 {
+                self.done = true;
+                return Poll::Ready(Ok(()));
+            }
         }
     }
 
@@ -667,6 +721,62 @@ impl Writer {
                 out.pre.extend_from_slice(b"\r\n");
                 Ok(())
             }
+        }
+    }
+}
+
+fn body_failed(e: impl std::fmt::Display) -> io::Error {
+    io::Error::other(format!("response body failed: {e}"))
+}
+
+/// A client socket a file can be sent to with sendfile(2): a plain TCP socket held to no byte rate.
+trait SendFile {
+    /// The socket and what its writes are reported to; None when it is TLS or throttled.
+    fn plain_tcp(&mut self) -> Option<(&TcpStream, &ConnShared)>;
+}
+
+impl<S: 'static> SendFile for ConnIo<Throttled<S>> {
+    fn plain_tcp(&mut self) -> Option<(&TcpStream, &ConnShared)> {
+        let (throttled, shared) = self.parts_mut();
+        let stream: &mut dyn Any = throttled.unthrottled_mut()?;
+        Some((stream.downcast_mut::<TcpStream>()?, shared))
+    }
+}
+
+/// One sendfile(2) of up to `len` bytes of `file` from `offset` once the socket is writable: how many went.
+fn sendfile(
+    tcp: &TcpStream,
+    cx: &mut Context<'_>,
+    file: &std::fs::File,
+    offset: u64,
+    len: u64,
+) -> Poll<io::Result<usize>> {
+    use std::os::fd::AsRawFd;
+    let Ok(mut off) = libc::off_t::try_from(offset) else {
+        return Poll::Ready(Err(io::Error::other("file offset out of range")));
+    };
+    // One call moves what the socket's buffer takes; the count only has to be within what the kernel allows.
+    let count = len.min(1 << 30) as usize;
+    let (sock, fd) = (tcp.as_raw_fd(), file.as_raw_fd());
+    loop {
+        ready!(tcp.poll_write_ready(cx))?;
+        // SAFETY: both descriptors are open for the call (the socket and the file are borrowed); `off` is a valid
+        // offset the kernel reads and updates.
+        let r =
+            tcp.try_io(tokio::io::Interest::WRITABLE, || match unsafe { libc::sendfile(sock, fd, &mut off, count) } {
+                n if n < 0 => Err(io::Error::last_os_error()),
+                n => Ok(n as usize),
+            });
+        match r {
+            Ok(0) => {
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "response body failed: the file shrank while it was sent",
+                )));
+            }
+            Ok(n) => return Poll::Ready(Ok(n)),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Poll::Ready(Err(e)),
         }
     }
 }

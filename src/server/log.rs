@@ -28,6 +28,7 @@ use super::conn::ConnShared;
 use crate::config::{AccessLog, AccessLogFormat};
 use crate::error::BoxError;
 use crate::http::Body;
+use crate::http::file::FileBody;
 use crate::metrics::{ListenerMetrics, RouteMetrics, TunnelEntry};
 use crate::tunnel;
 
@@ -769,6 +770,20 @@ impl LoggedBody {
         conn: Arc<ConnShared>,
     ) -> LoggedBody {
         LoggedBody { inner, bytes: 0, record: Some(Box::new(record)), tunnel, log, conn }
+    }
+
+    /// The file a file body sends from, for a connection that writes it without polling frames (sendfile, or
+    /// reads straight into its write queue); what it writes so is counted with [`LoggedBody::count`].
+    pub fn file(&mut self) -> Option<&mut FileBody> {
+        match &mut self.inner {
+            Body::File(f) => Some(f),
+            _ => None,
+        }
+    }
+
+    /// `n` bytes of the body went out without a frame.
+    pub fn count(&mut self, n: u64) {
+        self.bytes += n;
     }
 
     fn finish(&mut self, complete: bool) {

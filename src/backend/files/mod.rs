@@ -15,7 +15,6 @@
 //! Bodies go through hyper in `READ_CHUNK_BYTES` pieces (docs/files.md says why not sendfile).
 //! Does not: write, list dotfiles unless asked, compress on the fly, or cache metadata between requests.
 
-mod body;
 mod dir;
 
 use std::fs::{File, Metadata};
@@ -29,9 +28,9 @@ use super::meta::{self, GatewayError, GatewayErrorKind};
 use super::outside;
 use crate::config::{FileOptions, FileTarget, Prefix};
 use crate::error::{Error, Kind, StartupError};
+use crate::http::file::FileBody;
 use crate::http::representation::{self, Precondition, Ranges, Validators, http_date, media_type};
 use crate::http::{Body, pages};
-use body::FileBody;
 
 /// The file a directory request serves when the route names none.
 pub const DEFAULT_INDEX: &str = "index.html";
@@ -181,7 +180,7 @@ impl Files {
                 (StatusCode::PARTIAL_CONTENT, body)
             }
         };
-        let body = if head_only || body.is_empty() { Body::empty() } else { Body::boxed(body) };
+        let body = if head_only { Body::empty() } else { Body::file(body) };
         Ok(respond(status, head, body))
     }
 
