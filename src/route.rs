@@ -145,7 +145,11 @@ impl Table {
             return proxied(req, proxy);
         }
         check_host_port(req)?;
-        let host = request_host(req);
+        // The host is only read (and lowercased) when a route names one.
+        let host = match self.routes.iter().any(|r| r.host.is_some()) {
+            true => request_host(req),
+            false => None,
+        };
         let path = req.uri().path();
         if let Some(r) = self.routes.iter().find(|r| r.matches(host.as_deref(), path)) {
             return Ok(Picked::Route(r));
@@ -258,6 +262,9 @@ fn check_host_port<B>(req: &Request<B>) -> Result<(), Error> {
             None => return Ok(()),
         },
     };
+    if crate::http::is_plain_host(authority.as_bytes()) {
+        return Ok(());
+    }
     config::authority_port(authority).map(|_| ()).map_err(|e| Error::bad_request(format!("{e} in Host")))
 }
 
@@ -403,6 +410,22 @@ mod tests {
         }
         let mut r = req(Version::HTTP_2, Method::GET, "https://a.example:8443/x", None);
         assert_eq!(settled(&mut r).unwrap().as_deref(), Some("a.example:8443"), ":authority becomes Host");
+    }
+
+    #[test]
+    fn a_plain_host_passes_every_host_check() {
+        for h in ["example.com", "a", "127.0.0.1", "x-y.z:80", "h:1", "h:00080", "h:65535", "A.B:8080", "h.:1"] {
+            assert!(crate::http::is_plain_host(h.as_bytes()), "{h}");
+            assert!(crate::http::parse_host(h.as_bytes()).is_some(), "{h}");
+            assert!(config::authority_port(h).is_ok(), "{h}");
+            assert!(http::uri::Authority::try_from(h).is_ok(), "{h}");
+        }
+        for h in [
+            "", ":80", "h:", "h:0", "h:00000", "h:65536", "h:123456", "h:8a", "[::1]", "u@h", "h_1", "h:80:80", "h/x",
+            "h h",
+        ] {
+            assert!(!crate::http::is_plain_host(h.as_bytes()), "{h}");
+        }
     }
 
     #[test]

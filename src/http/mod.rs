@@ -93,6 +93,25 @@ pub fn parse_host(value: &[u8]) -> Option<(&str, Option<u16>)> {
     Some((host, port))
 }
 
+/// The common Host: a name of letters, digits, `-` and `.`, and a port from 1 to 65535 or none. Every check a Host
+/// goes through (`parse_host`, `config::authority_port`, http's `Authority`) accepts it, so they can be skipped.
+pub fn is_plain_host(value: &[u8]) -> bool {
+    let (name, port) = match value.iter().position(|&b| b == b':') {
+        Some(i) => (&value[..i], Some(&value[i + 1..])),
+        None => (value, None),
+    };
+    let name_ok = !name.is_empty() && name.iter().all(|&b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+    let port_ok = match port {
+        None => true,
+        Some(p) => {
+            (1..=5).contains(&p.len())
+                && p.iter().all(u8::is_ascii_digit)
+                && (1..=65535).contains(&p.iter().fold(0u32, |n, &d| n * 10 + u32::from(d - b'0')))
+        }
+    };
+    name_ok && port_ok
+}
+
 /// RFC 3986 `IPvFuture`: `v` 1*HEXDIG `.` 1*( unreserved / sub-delims / `:` ).
 fn is_ip_future(s: &str) -> bool {
     let Some((version, rest)) = s.strip_prefix(['v', 'V']).and_then(|r| r.split_once('.')) else {

@@ -186,9 +186,21 @@ fn date_field(headers: &HeaderMap, name: &header::HeaderName) -> Option<HttpDate
     field(headers, name).and_then(|s| httpdate::parse_http_date(s).ok()).map(HttpDate::from)
 }
 
-/// An HTTP-date field value (IMF-fixdate).
+/// An HTTP-date field value (IMF-fixdate). The last one made on this thread is kept: the files a server sends
+/// in a row tend to share their modification second.
 pub fn http_date(t: SystemTime) -> HeaderValue {
-    HeaderValue::from_str(&httpdate::fmt_http_date(t)).unwrap_or_else(|_| HeaderValue::from_static(""))
+    thread_local! {
+        static LAST: std::cell::RefCell<Option<(u64, HeaderValue)>> = const { std::cell::RefCell::new(None) };
+    }
+    let secs = t.duration_since(SystemTime::UNIX_EPOCH).map_or(u64::MAX, |d| d.as_secs());
+    LAST.with_borrow_mut(|last| match last {
+        Some((s, v)) if *s == secs && secs != u64::MAX => v.clone(),
+        _ => {
+            let v = HeaderValue::from_str(&httpdate::fmt_http_date(t)).unwrap_or_else(|_| HeaderValue::from_static(""));
+            *last = Some((secs, v.clone()));
+            v
+        }
+    })
 }
 
 /// `Content-Range: bytes FIRST-LAST/LEN` for a non-empty range.
@@ -225,10 +237,28 @@ pub fn media_type(name: &str) -> HeaderValue {
     let Some((_, ext)) = name.rsplit_once('.') else {
         return HeaderValue::from_static("application/octet-stream");
     };
-    let guess = match ext.to_ascii_lowercase().as_str() {
+    // Lowercased on the stack: extensions are short.
+    let mut buf = [0u8; 16];
+    let lower;
+    let ext = match buf.get_mut(..ext.len()) {
+        Some(b) => {
+            b.copy_from_slice(ext.as_bytes());
+            b.make_ascii_lowercase();
+            std::str::from_utf8(b).unwrap_or("")
+        }
+        None => {
+            lower = ext.to_ascii_lowercase();
+            lower.as_str()
+        }
+    };
+    let guess = match ext {
         "js" | "mjs" | "cjs" => return HeaderValue::from_static("text/javascript; charset=utf-8"),
         "json" | "map" => return HeaderValue::from_static("application/json"),
         "wasm" => return HeaderValue::from_static("application/wasm"),
+        // The text types served most, without building their value.
+        "html" | "htm" => return HeaderValue::from_static("text/html; charset=utf-8"),
+        "css" => return HeaderValue::from_static("text/css; charset=utf-8"),
+        "txt" => return HeaderValue::from_static("text/plain; charset=utf-8"),
         e => mime_guess::from_ext(e).first_raw(),
     };
     match guess {
@@ -329,6 +359,9 @@ mod tests {
             ("a.html", "text/html; charset=utf-8"),
             ("a.CSS", "text/css; charset=utf-8"),
             ("a.txt", "text/plain; charset=utf-8"),
+            ("A.HTM", "text/html; charset=utf-8"),
+            ("a.csv", "text/csv; charset=utf-8"),
+            ("a.averyveryverylongextension", "application/octet-stream"),
             ("a.js", "text/javascript; charset=utf-8"),
             ("a.png", "image/png"),
             ("a.svg", "image/svg+xml"),

@@ -262,7 +262,12 @@ where
         let upgrading = pending.is_some()
             && (parts.status == http::StatusCode::SWITCHING_PROTOCOLS
                 || (method == Method::CONNECT && parts.status.is_success()));
-        let mut out = Out { pre: Vec::with_capacity(1024), ..Out::default() };
+        // Room for the head and a small body copied beside it.
+        let small = match size {
+            BodySize::Known(n) if n <= COPY_FRAME as u64 => n as usize,
+            _ => 0,
+        };
+        let mut out = Out { pre: Vec::with_capacity(1024 + small), ..Out::default() };
         let written = match write_head(&mut out.pre, &mut parts, size, &method, http10, keep_alive) {
             Ok(w) => w,
             Err(e) => {

@@ -331,6 +331,9 @@ pub(crate) fn host_field<B>(req: &Request<B>) -> Result<(), Error> {
     }
     // Host = uri-host [ ":" port ], possibly empty; no userinfo, path or spaces. route::request_host reads it with
     // the same parser; http's Authority (which later readers use) must accept it too.
+    if crate::http::is_plain_host(host.as_bytes()) {
+        return Ok(());
+    }
     // The reason authority_port gives (a port that is no port...) is named, as for absolute-form targets.
     if let Ok(text) = host.to_str()
         && !text.is_empty()

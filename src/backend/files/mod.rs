@@ -124,16 +124,11 @@ impl Files {
         if method == Method::OPTIONS {
             return Ok(options());
         }
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
         let (file, served, encoding, vary) = self.representation(headers, path)?;
         let len = served.len();
-        let validators = Validators { etag: Some(etag(&served, encoding)), modified: served.modified().ok() };
-        let mut head = HeaderMap::new();
-        if let Some(e) = &validators.etag
-            && let Ok(v) = HeaderValue::from_str(e)
-        {
-            head.insert(header::ETAG, v);
-        }
+        let mut validators = Validators { etag: Some(etag(&served, encoding)), modified: served.modified().ok() };
+        let mut head = HeaderMap::with_capacity(8);
         if let Some(m) = validators.modified {
             head.insert(header::LAST_MODIFIED, http_date(m));
         }
@@ -141,7 +136,14 @@ impl Files {
             head.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
         }
         head.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-        match representation::evaluate(method, headers, &validators) {
+        let precondition = representation::evaluate(method, headers, &validators);
+        let ranges = representation::ranges(method, headers, &validators, len);
+        if let Some(e) = validators.etag.take()
+            && let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(e))
+        {
+            head.insert(header::ETAG, v);
+        }
+        match precondition {
             Precondition::Proceed => {}
             Precondition::NotModified => return Ok(respond(StatusCode::NOT_MODIFIED, head, Body::empty())),
             Precondition::Failed(field) => {
@@ -155,7 +157,7 @@ impl Files {
             head.insert(header::CONTENT_ENCODING, HeaderValue::from_static(e));
         }
         let head_only = method == Method::HEAD;
-        let (status, body) = match representation::ranges(method, headers, &validators, len) {
+        let (status, body) = match ranges {
             Ranges::Whole => {
                 head.insert(header::CONTENT_TYPE, media);
                 head.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
@@ -193,18 +195,19 @@ impl Files {
     ) -> Result<(File, Metadata, Option<&'static str>, bool), Error> {
         let accepted = accepted_codings(headers);
         let mut vary = false;
-        for (coding, ext) in [("br", "br"), ("gzip", "gz")] {
-            let mut sibling = path.as_os_str().to_owned();
-            sibling.push(".");
+        let mut sibling = std::ffi::OsString::with_capacity(path.as_os_str().len() + 3);
+        for (coding, ext) in [("br", ".br"), ("gzip", ".gz")] {
+            sibling.clear();
+            sibling.push(path.as_os_str());
             sibling.push(ext);
-            let sibling = PathBuf::from(sibling);
-            let Ok(Some(m)) = meta::stat_under(&self.root, &sibling, self.opts.symlinks) else { continue };
+            let sibling = Path::new(&sibling);
+            let Ok(Some(m)) = meta::stat_under(&self.root, sibling, self.opts.symlinks) else { continue };
             if !m.is_file() {
                 continue;
             }
             vary = true;
             if accepted.contains(&coding)
-                && let Ok((file, m)) = open_regular(&sibling)
+                && let Ok((file, m)) = open_regular(sibling)
             {
                 // Any other sibling still makes the response vary: look no further.
                 return Ok((file, m, Some(coding), true));
@@ -316,13 +319,30 @@ fn open_regular(path: &Path) -> Result<(File, Metadata), Error> {
 /// A strong entity tag from what identifies this file's bytes without reading them: inode, size and
 /// modification time to the nanosecond; a precompressed representation is tagged with its coding.
 fn etag(m: &Metadata, coding: Option<&str>) -> String {
-    let mut tag = format!("\"{:x}-{:x}-{:x}.{:x}", m.ino(), m.len(), m.mtime(), m.mtime_nsec());
+    let mut tag = String::with_capacity(64);
+    tag.push('"');
+    push_hex(&mut tag, m.ino());
+    tag.push('-');
+    push_hex(&mut tag, m.len());
+    tag.push('-');
+    // As `{:x}` of the signed value: two's complement for a time before 1970.
+    push_hex(&mut tag, m.mtime() as u64);
+    tag.push('.');
+    push_hex(&mut tag, m.mtime_nsec() as u64);
     if let Some(c) = coding {
         tag.push('-');
         tag.push_str(c);
     }
     tag.push('"');
     tag
+}
+
+/// `n` in lowercase hex, no leading zeros.
+fn push_hex(out: &mut String, n: u64) {
+    let digits = (64 - n.leading_zeros()).div_ceil(4).max(1);
+    for i in (0..digits).rev() {
+        out.push(char::from(b"0123456789abcdef"[((n >> (i * 4)) & 0xf) as usize]));
+    }
 }
 
 /// The content codings a request accepts (RFC 9110 §12.5.3), best first; `q=0` refuses, `*` stands for any not
@@ -356,6 +376,16 @@ fn percent_decoded(path: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hex_as_format_writes_it() {
+        for n in [0u64, 1, 0xf, 0x10, 0xdead_beef, u64::MAX, (-5i64) as u64] {
+            let mut s = String::new();
+            push_hex(&mut s, n);
+            assert_eq!(s, format!("{n:x}"));
+        }
+        assert_eq!(format!("{:x}", -5i64), format!("{:x}", (-5i64) as u64));
+    }
 
     #[test]
     fn codings() {
