@@ -161,7 +161,8 @@ const DRAIN_FIRST_REQUEST_POLL: Duration = Duration::from_millis(20);
 /// begun, once one begins or [`DRAIN_FIRST_REQUEST_WAIT`] has passed. `conn` is pinned by the caller: an async
 /// function keeps a by-value argument twice (as it was passed and where it is moved), and the connection's future
 /// is the largest part of an idle connection's memory.
-pub async fn drive<C, E>(
+#[allow(clippy::manual_async_fn)] // on purpose: see the comment in the body
+pub fn drive<C, E>(
     mut conn: Pin<&mut C>,
     graceful: impl Fn(Pin<&mut C>),
     shared: &ConnShared,
@@ -169,51 +170,55 @@ pub async fn drive<C, E>(
     idle: Duration,
     peer: SocketAddr,
     mut stop: watch::Receiver<bool>,
-) where
+) -> impl Future<Output = ()>
+where
     C: Future<Output = Result<(), E>>,
     E: Display,
 {
-    let sleep = tokio::time::sleep(idle);
-    tokio::pin!(sleep);
-    // Set when the drain begins: until then a connection with no request yet may begin one.
-    let mut drain_from: Option<Instant> = None;
-    let mut asked = false;
-    let first_wait = DRAIN_FIRST_REQUEST_WAIT.min(header_read);
-    let mut draining = *stop.borrow();
-    if draining {
-        drain_from = Some(Instant::now());
-        shared.draining.store(true, Ordering::Relaxed);
-    }
-    loop {
-        let mut next = shared.next_check(header_read, idle);
-        if let Some(from) = drain_from
-            && !asked
-        {
-            if shared.begun() || from.elapsed() >= first_wait {
-                graceful(conn.as_mut());
-                asked = true;
-            } else {
-                next = next.min(Instant::now() + DRAIN_FIRST_REQUEST_POLL);
-            }
+    // Not an `async fn`, which would keep every argument twice in its state (as passed and where it is moved to).
+    async move {
+        let sleep = tokio::time::sleep(idle);
+        tokio::pin!(sleep);
+        // Set when the drain begins: until then a connection with no request yet may begin one.
+        let mut drain_from: Option<Instant> = None;
+        let mut asked = false;
+        let first_wait = DRAIN_FIRST_REQUEST_WAIT.min(header_read);
+        let mut draining = *stop.borrow();
+        if draining {
+            drain_from = Some(Instant::now());
+            shared.draining.store(true, Ordering::Relaxed);
         }
-        sleep.as_mut().reset(next);
-        tokio::select! {
-            r = conn.as_mut() => {
-                if let Err(e) = r {
-                    tracing::debug!(client = %peer, "connection ended: {e}");
+        loop {
+            let mut next = shared.next_check(header_read, idle);
+            if let Some(from) = drain_from
+                && !asked
+            {
+                if shared.begun() || from.elapsed() >= first_wait {
+                    graceful(conn.as_mut());
+                    asked = true;
+                } else {
+                    next = next.min(Instant::now() + DRAIN_FIRST_REQUEST_POLL);
                 }
-                return;
             }
-            _ = &mut sleep => {
-                if shared.deadline(header_read, idle).is_some_and(|d| d <= Instant::now()) {
-                    tracing::debug!(client = %peer, "closing connection: idle or request head too slow");
+            sleep.as_mut().reset(next);
+            tokio::select! {
+                r = conn.as_mut() => {
+                    if let Err(e) = r {
+                        tracing::debug!(client = %peer, "connection ended: {e}");
+                    }
                     return;
                 }
-            }
-            _ = stop.changed(), if !draining => {
-                draining = true;
-                drain_from = Some(Instant::now());
-                shared.draining.store(true, Ordering::Relaxed);
+                _ = &mut sleep => {
+                    if shared.deadline(header_read, idle).is_some_and(|d| d <= Instant::now()) {
+                        tracing::debug!(client = %peer, "closing connection: idle or request head too slow");
+                        return;
+                    }
+                }
+                _ = stop.changed(), if !draining => {
+                    draining = true;
+                    drain_from = Some(Instant::now());
+                    shared.draining.store(true, Ordering::Relaxed);
+                }
             }
         }
     }

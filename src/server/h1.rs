@@ -110,45 +110,49 @@ where
     }
 
     /// Serves requests until the client closes, a response ends the connection, the drain asks it to close
-    /// between two requests, or it becomes a tunnel.
-    pub async fn run(mut self) -> io::Result<()> {
-        let mut bad_head = None;
-        loop {
-            let head = match self.read_head().await {
-                Ok(Some(head)) => head,
-                Ok(None) => break,
-                Err(Failed::Io(e)) => return Err(e),
-                Err(Failed::Head(e)) => {
-                    bad_head = Some(e);
-                    break;
-                }
-            };
-            // Boxed: the service's future and the response's state live only as long as the request.
-            match Box::pin(self.exchange(head)).await? {
-                Next::KeepAlive => {
-                    if self.rbuf.is_empty() {
-                        give_buf(std::mem::take(&mut self.rbuf));
+    /// between two requests, or it becomes a tunnel. Not an `async fn`: one would keep the connection twice in its
+    /// state (as passed and where it is moved to), and that state is most of what an idle connection holds.
+    #[allow(clippy::manual_async_fn)] // on purpose: see above
+    pub fn run(mut self) -> impl Future<Output = io::Result<()>> + Send {
+        async move {
+            let mut bad_head = None;
+            loop {
+                let head = match self.read_head().await {
+                    Ok(Some(head)) => head,
+                    Ok(None) => break,
+                    Err(Failed::Io(e)) => return Err(e),
+                    Err(Failed::Head(e)) => {
+                        bad_head = Some(e);
+                        break;
+                    }
+                };
+                // Boxed: the service's future and the response's state live only as long as the request.
+                match Box::pin(self.exchange(head)).await? {
+                    Next::KeepAlive => {
+                        if self.rbuf.is_empty() {
+                            give_buf(std::mem::take(&mut self.rbuf));
+                        }
+                    }
+                    Next::Close => break,
+                    Next::Upgrade { pending, connect } => {
+                        // Bytes read past the head go with the connection in a buffer of their own size: the read
+                        // buffer would otherwise live as long as the tunnel.
+                        let mut rbuf = std::mem::take(&mut self.rbuf);
+                        let rest = Bytes::copy_from_slice(&rbuf);
+                        rbuf.clear();
+                        give_buf(rbuf);
+                        pending.fulfill(upgraded(self.io, rest, connect));
+                        return Ok(());
                     }
                 }
-                Next::Close => break,
-                Next::Upgrade { pending, connect } => {
-                    // Bytes read past the head go with the connection in a buffer of their own size: the read
-                    // buffer would otherwise live as long as the tunnel.
-                    let mut rbuf = std::mem::take(&mut self.rbuf);
-                    let rest = Bytes::copy_from_slice(&rbuf);
-                    rbuf.clear();
-                    give_buf(rbuf);
-                    pending.fulfill(upgraded(self.io, rest, connect));
-                    return Ok(());
-                }
             }
+            if let Some(e) = bad_head {
+                // Boxed: a connection carries the largest state of its loop for its whole life.
+                Box::pin(self.answer_bad_head(&e)).await;
+            }
+            let _ = self.io.shutdown().await;
+            Ok(())
         }
-        if let Some(e) = bad_head {
-            // Boxed: a connection carries the largest state of its loop for its whole life.
-            Box::pin(self.answer_bad_head(&e)).await;
-        }
-        let _ = self.io.shutdown().await;
-        Ok(())
     }
 
     /// Reads until a whole head is in the buffer. None: the client closed (or the drain asked to close) with no
