@@ -180,13 +180,23 @@ fn forwarded_pairs(s: &str) -> Result<Vec<(String, String)>, String> {
 }
 
 /// The request target and Host fields (first line the target, each further line one Host field): the two places
-/// that read Host agree (the one that validates it, RFC 9112 §3.2, and the one that routes by it); a target
+/// that read Host agree (the one that validates it, RFC 9112 §3.2, and the one that routes by it), and what the
+/// fast path calls a plain Host every full check accepts; a target
 /// with a password never reaches a log line.
 pub fn host(data: &[u8]) {
     let mut it = lines(data);
     let target = it.next().unwrap_or(b"/");
     let hosts: Vec<HeaderValue> = it.filter_map(|l| HeaderValue::from_bytes(l).ok()).take(4).collect();
     let uri: Uri = Uri::try_from(target).unwrap_or_else(|_| Uri::from_static("/"));
+    // The fast path for a plain Host skips the full checks: it may only ever take what all of them take.
+    for h in &hosts {
+        if crate::http::is_plain_host(h.as_bytes()) {
+            let text = h.to_str().expect("a plain host is ASCII");
+            assert!(crate::http::parse_host(h.as_bytes()).is_some(), "{text:?}: parse_host refuses a plain host");
+            assert!(crate::config::authority_port(text).is_ok(), "{text:?}: authority_port refuses a plain host");
+            assert!(http::uri::Authority::try_from(text).is_ok(), "{text:?}: Authority refuses a plain host");
+        }
+    }
     for version in [Version::HTTP_10, Version::HTTP_11, Version::HTTP_2] {
         let mut b = Request::builder().uri(uri.clone()).version(version);
         for h in &hosts {
