@@ -689,7 +689,7 @@ impl Writer {
             let Some((f, offset, part)) = file.file_part() else {
                 return Poll::Ready(Ok(()));
             };
-            let r = sendfile(tcp, cx, f, offset, part.min(*left));
+            let r = sendfile(tcp, cx, f, offset, part.min(*left).min(SENDFILE_CHUNK));
             shared.on_write(&r);
             let n = ready!(r)?;
             file.advance(n as u64);
@@ -698,6 +698,12 @@ impl Writer {
             if *left == 0 {
                 self.done = true;
                 return Poll::Ready(Ok(()));
+            }
+            // A client that reads as fast as the file is sent never fills the socket: the other connections of
+            // this thread get their turn between chunks.
+            if n as u64 == SENDFILE_CHUNK {
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
             }
         }
     }
@@ -766,6 +772,11 @@ impl<S: 'static> SendFile for ConnIo<Throttled<S>> {
     }
 }
 
+/// The most one sendfile(2) moves before the connection lets the thread's other connections run (nginx's
+/// `sendfile_max_chunk`, 2 MiB by default): one call moving a fast reader's gigabyte would hold the thread for
+/// tens of milliseconds.
+const SENDFILE_CHUNK: u64 = 2 << 20;
+
 /// Sets or clears TCP_CORK on the socket; whether it is set now. A socket that refuses stays as it was: the
 /// bytes still go out, in smaller segments.
 fn set_cork(tcp: &TcpStream, on: bool) -> bool {
@@ -796,8 +807,7 @@ fn sendfile(
     let Ok(mut off) = libc::off_t::try_from(offset) else {
         return Poll::Ready(Err(io::Error::other("file offset out of range")));
     };
-    // One call moves what the socket's buffer takes; the count only has to be within what the kernel allows.
-    let count = len.min(1 << 30) as usize;
+    let count = len.min(SENDFILE_CHUNK) as usize;
     let (sock, fd) = (tcp.as_raw_fd(), file.as_raw_fd());
     loop {
         ready!(tcp.poll_write_ready(cx))?;
