@@ -1,6 +1,7 @@
-//! The relay's pooled HTTP/1.1 client: hopgate's own small pool of `hyper::client::conn::http1` connections
-//! (it replaced hyper-util's legacy client, whose checkout, key hashing and hand-over machinery cost ~10,000
-//! instructions per request: docs/benchmarks.md).
+//! The relay's pooled upstream client: hopgate's own small pool of HTTP/1.1 connections on hopgate's own framing
+//! ([`super::h1`]: no connection task, no dispatch channel) and of hyper's HTTP/2 connections (it replaced
+//! hyper-util's legacy client, whose checkout, key hashing and hand-over machinery cost ~10,000 instructions per
+//! request, and then hyper's HTTP/1.1 client connection: docs/benchmarks.md).
 //!
 //! - **Keys.** A gateway route talks to one upstream: one idle list, nothing to look up. The forward proxy keys
 //!   by host (a `HashMap` lookup, once per request) and then by scheme and port (a scan of the few pools of that
@@ -8,18 +9,21 @@
 //!   with `send_proxy_protocol` keys by client (the addresses its PROXY header names): a connection that
 //!   started with one client's header never carries another client's request (the spec forbids it), and a
 //!   client connection's requests reuse its own upstream connection.
-//! - **Checkout** takes the most recently returned connection that is ready (LIFO: hot connections stay warm,
-//!   cold ones expire), dropping closed and expired ones; else it dials through the [`Connector`].
-//! - **Return** happens when the response body has been read to its end and the connection is ready for the
-//!   next request (hyper only says so after a complete exchange with keep-alive, so never after `Connection:
-//!   close`, an error or a 101). When the body ends before the connection is ready (the request body still
-//!   going up), a small task waits for it, as hyper-util's client did for every request. An unfinished body
-//!   drops its connection.
-//! - **Retry.** A request that failed on a reused connection before any of it was written (hyper hands it
-//!   back) is sent once more on a fresh connection: the origin closed the idle connection as it was taken.
+//! - **Checkout** takes the most recently returned connection that is still open (LIFO: hot connections stay
+//!   warm, cold ones expire), dropping expired ones and closed ones (no task watches an idle connection: checkout
+//!   reads it once with a waker that does nothing; EOF, an error or bytes nobody asked for drop it); else it
+//!   dials through the [`Connector`].
+//! - **Return** happens when the response body has been read to its end after an exchange that keeps the
+//!   connection (never after `Connection: close` either way, an HTTP/1.0 response without keep-alive, a
+//!   close-delimited body, an error, bytes past the response or a 101). When the body ends before the request body
+//!   has gone up (the origin answered early), a small task finishes the upload and then returns the connection.
+//!   An unfinished body drops its connection.
+//! - **Retry.** A request that failed on a reused connection before any of it was written (its first write
+//!   failed) is sent once more on a fresh connection: the origin closed the idle connection as it was taken.
 //!   Nothing is retried once it may have reached the origin.
 //! - **Expiry.** An idle connection is closed after `pool_idle` by a reaper task per pool that sleeps until the
-//!   oldest deadline and ends when the pool is empty; at most `max_idle` connections are kept per pool.
+//!   oldest deadline (dropping the closed ones it finds) and ends when the pool is empty; at most `max_idle`
+//!   connections are kept per pool.
 //! - **HTTP/2** (a route's `upstream_http` "2" or "auto"): a pool also keeps a few `http2` connections, each
 //!   shared by up to `max_streams` requests at once; a request takes the first with room (so one connection
 //!   fills before the next opens), and only one request at a time opens a new one (the others wait for it
