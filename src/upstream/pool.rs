@@ -715,15 +715,25 @@ fn for_http1(req: &mut Request<Body>) {
 }
 
 /// Sends on an HTTP/1.1 connection; an error that hands the request back means nothing of it was sent. The
-/// response carries the address it came from; its body returns the connection to `home` when it ends.
-async fn conn_send(
+/// response carries the address it came from; its body returns the connection to `home` when it ends. Boxed,
+/// built in place: the exchange's state (the head, the upload, the buffers) would otherwise be part of every
+/// relayed request's future, which the relay moves (copies) on its way into the exchange.
+fn conn_send(
     conn: h1::Conn,
     req: Request<Body>,
     home: &Arc<HostPool>,
+) -> Pin<Box<impl Future<Output = Result<Response<ResponseBody>, (SendError, Option<Request<Body>>)>> + Send + use<>>> {
+    Box::pin(send_on(conn, req, home.clone()))
+}
+
+async fn send_on(
+    conn: h1::Conn,
+    req: Request<Body>,
+    home: Arc<HostPool>,
 ) -> Result<Response<ResponseBody>, (SendError, Option<Request<Body>>)> {
     let addr = conn.addr;
-    let mut resp = match h1::send(conn, req, home.clone()).await {
-        Ok(Answer::Response(resp, reader)) => resp.map(|()| ResponseBody { kind: BodyKind::H1(reader) }),
+    let mut resp = match h1::send(conn, req, home).await {
+        Ok(Answer::Response(resp, reader)) => resp.map(|()| ResponseBody { kind: BodyKind::H1(Box::new(reader)) }),
         // After a 101 the connection belongs to the upgrade.
         Ok(Answer::Upgraded(resp)) => resp.map(|()| ResponseBody { kind: BodyKind::Empty }),
         Err((e, req)) => return Err((SendError::Http1(e), req)),
@@ -749,7 +759,7 @@ pub struct ResponseBody {
 
 enum BodyKind {
     Empty,
-    H1(h1::Reader),
+    H1(Box<h1::Reader>),
     H2 { inner: Incoming, stream: Option<Stream> },
 }
 
