@@ -39,8 +39,9 @@ use crate::http::Body;
 
 /// A read buffer's size when it is taken from the pool.
 const READ_BUF: usize = 8 * 1024;
-/// The largest read a body grows its buffer to (reads that fill the buffer double the next one).
-const MAX_READ: usize = 64 * 1024;
+/// The largest read a body grows its buffer to (reads that fill the buffer double the next one; hyper's client
+/// read up to about 400 KiB at once).
+const MAX_READ: usize = 256 * 1024;
 /// Buffers kept per thread.
 const POOL_KEEP: usize = 16;
 /// Data frames up to this size are copied beside the head or chunk framing and written in one go.
@@ -59,7 +60,8 @@ fn take_buf() -> BytesMut {
 }
 
 fn give_buf(mut b: BytesMut) {
-    if !b.is_empty() || b.capacity() == 0 {
+    // A body's large read buffer is let go: the pool keeps buffers of the size it hands out.
+    if !b.is_empty() || b.capacity() == 0 || b.capacity() > 2 * READ_BUF {
         return;
     }
     if b.capacity() < READ_BUF / 2 && !b.try_reclaim(READ_BUF) {
@@ -81,11 +83,13 @@ fn poll_fill<I: AsyncRead + Unpin>(
     want: usize,
     cx: &mut Context<'_>,
 ) -> Poll<io::Result<usize>> {
-    if buf.capacity() == 0 {
-        *buf = take_buf();
-    }
     if buf.capacity() - buf.len() < 1024 {
-        buf.reserve(want.max(buf.len()));
+        if buf.capacity() == 0 && want <= READ_BUF {
+            *buf = take_buf();
+        } else {
+            // A body's larger reads: the last one's buffer is used again when its frames have been written.
+            buf.reserve(want.max(buf.len()));
+        }
     }
     let spare = buf.spare_capacity_mut();
     let mut rb = ReadBuf::uninit(spare);
@@ -112,7 +116,10 @@ fn poll_fill<I: AsyncRead + Unpin>(
 /// The relay's callback for every interim (1xx) response to a request: a request extension (hyper's own,
 /// `hyper::ext::on_informational`, is for its HTTP/2 client; its type is private).
 #[derive(Clone)]
-pub struct OnInformational(pub Arc<dyn Fn(&Response<()>) + Send + Sync>);
+pub struct OnInformational(pub Arc<InformationalFn>);
+
+/// What [`OnInformational`] calls with each interim response.
+pub type InformationalFn = dyn Fn(&Response<()>) + Send + Sync;
 
 /// Why an exchange on a connection failed.
 #[derive(Debug)]
@@ -192,7 +199,7 @@ impl<T> Exclusive<T> {
 /// A response head, and the connection and body state it came with.
 pub enum Answer {
     /// A response whose body [`Reader`] reads (an empty one is over already).
-    Response(Response<()>, Reader),
+    Response(Response<()>, Box<Reader>),
     /// A 101 or a CONNECT's 2xx: the connection is handed over through the response's `OnUpgrade`.
     Upgraded(Response<()>),
 }
@@ -307,7 +314,7 @@ pub async fn send(
     if matches!(reader.framing, Framing::Done) {
         reader.finish();
     }
-    Ok(Answer::Response(response, reader))
+    Ok(Answer::Response(response, Box::new(reader)))
 }
 
 /// A request body on its way up.

@@ -722,18 +722,17 @@ fn conn_send(
     conn: h1::Conn,
     req: Request<Body>,
     home: &Arc<HostPool>,
-) -> Pin<Box<impl Future<Output = Result<Response<ResponseBody>, (SendError, Option<Request<Body>>)>> + Send + use<>>> {
+) -> Pin<Box<impl Future<Output = Sent> + Send + use<>>> {
     Box::pin(send_on(conn, req, home.clone()))
 }
 
-async fn send_on(
-    conn: h1::Conn,
-    req: Request<Body>,
-    home: Arc<HostPool>,
-) -> Result<Response<ResponseBody>, (SendError, Option<Request<Body>>)> {
+/// A response, or why there is none and the request when none of it was written.
+type Sent = Result<Response<ResponseBody>, (SendError, Option<Request<Body>>)>;
+
+async fn send_on(conn: h1::Conn, req: Request<Body>, home: Arc<HostPool>) -> Sent {
     let addr = conn.addr;
     let mut resp = match h1::send(conn, req, home).await {
-        Ok(Answer::Response(resp, reader)) => resp.map(|()| ResponseBody { kind: BodyKind::H1(Box::new(reader)) }),
+        Ok(Answer::Response(resp, reader)) => resp.map(|()| ResponseBody { kind: BodyKind::H1(reader) }),
         // After a 101 the connection belongs to the upgrade.
         Ok(Answer::Upgraded(resp)) => resp.map(|()| ResponseBody { kind: BodyKind::Empty }),
         Err((e, req)) => return Err((SendError::Http1(e), req)),
