@@ -8,6 +8,8 @@
 //! - Responses: every file of tests/corpus/h1/responses/METHOD-NAME.http is what an upstream answers to a request
 //!   with METHOD. hopgate's side is `parse_response` + `Decoder`; hyper's is `hyper::client::conn::http1`.
 //! - Head writer: `write_head` against what hyper's server writes for the same response (the date's value masked).
+//! - Request writer: `h1::request_head` (and the body framing upstream::h1 writes) against the bytes hyper's client
+//!   writes for the same request (fields, lengths, streamed bodies, trailers, HTTP/1.0) on an in-memory pipe.
 //!
 //! A few files are also fed one byte per read to both (hyper reads from a pipe of one byte), and to hopgate cut in
 //! two at every byte. Any disagreement fails, except the documented stricter choices in [`REQUEST_EXCEPTIONS`] and
