@@ -8,6 +8,8 @@
 //! - Responses: every file of tests/corpus/h1/responses/METHOD-NAME.http is what an upstream answers to a request
 //!   with METHOD. hopgate's side is `parse_response` + `Decoder`; hyper's is `hyper::client::conn::http1`.
 //! - Head writer: `write_head` against what hyper's server writes for the same response (the date's value masked).
+//! - Request writer: `h1::request_head` (and the body framing upstream::h1 writes) against the bytes hyper's client
+//!   writes for the same request (fields, lengths, streamed bodies, trailers, HTTP/1.0) on an in-memory pipe.
 //!
 //! A few files are also fed one byte per read to both (hyper reads from a pipe of one byte), and to hopgate cut in
 //! two at every byte. Any disagreement fails, except the documented stricter choices in [`REQUEST_EXCEPTIONS`] and
@@ -706,6 +708,263 @@ fn written_heads_agree_with_hyper() {
         let ours = hopgate_writes(&c);
         let theirs = rt.block_on(hyper_writes(&c));
         if let Err(e) = compare(c.label, &ours, &theirs) {
+            failures.push(e);
+        }
+    }
+    assert!(failures.is_empty(), "{} disagreements:\n{}", failures.len(), failures.join("\n"));
+}
+
+// ---- The request head and body hopgate sends upstream (h1::request_head), against hyper's client. ----
+
+/// One request for both clients: method, URI, version, fields, the body's frames (data, then trailers) and
+/// whether its size is known ahead (a full body) or not (a stream).
+struct SendCase {
+    label: &'static str,
+    method: Method,
+    uri: &'static str,
+    version: Version,
+    fields: &'static [(&'static str, &'static str)],
+    data: &'static [&'static str],
+    trailers: &'static [(&'static str, &'static str)],
+    known_size: bool,
+}
+
+fn send_cases() -> Vec<SendCase> {
+    let case = |label, method, uri, fields, data, known_size| SendCase {
+        label,
+        method,
+        uri,
+        version: Version::HTTP_11,
+        fields,
+        data,
+        trailers: &[],
+        known_size,
+    };
+    let host: &'static [(&str, &str)] = &[("host", "example.com"), ("user-agent", "t"), ("accept", "*/*")];
+    let mut cases = vec![
+        case("get origin-form", Method::GET, "/a/b?c=d&e", host, &[], true),
+        case("get absolute-form", Method::GET, "http://example.com:8080/x?y", host, &[], true),
+        case("get root", Method::GET, "/", host, &[], true),
+        case("head", Method::HEAD, "/h", host, &[], true),
+        case("delete", Method::DELETE, "/d", host, &[], true),
+        case("options star", Method::OPTIONS, "*", host, &[], true),
+        case("post known", Method::POST, "/p", host, &["hello ", "world"], true),
+        case("post stream", Method::POST, "/p", host, &["hello ", "world", ""], false),
+        case("put stream empty frames", Method::PUT, "/p", host, &["", "abc"], false),
+        case("get stream (no framing, as hyper)", Method::GET, "/g", host, &["abc"], false),
+        case(
+            "post content-length given",
+            Method::POST,
+            "/p",
+            &[("host", "h"), ("content-length", "5")],
+            &["hello"],
+            false,
+        ),
+        case(
+            "post invalid content-length, stream",
+            Method::POST,
+            "/p",
+            &[("content-length", "x"), ("host", "h")],
+            &["ab"],
+            false,
+        ),
+        case(
+            "post invalid content-length, known",
+            Method::POST,
+            "/p",
+            &[("content-length", "x"), ("host", "h")],
+            &["ab"],
+            true,
+        ),
+        case(
+            "post chunked given",
+            Method::POST,
+            "/p",
+            &[("transfer-encoding", "chunked"), ("host", "h")],
+            &["ab"],
+            false,
+        ),
+        case(
+            "post chunked given, with a length",
+            Method::POST,
+            "/p",
+            &[("content-length", "2"), ("transfer-encoding", "chunked"), ("host", "h")],
+            &["ab"],
+            false,
+        ),
+        case("post gzip given", Method::POST, "/p", &[("transfer-encoding", "gzip"), ("host", "h")], &["ab"], false),
+        case(
+            "get empty with transfer-encoding",
+            Method::GET,
+            "/p",
+            &[("transfer-encoding", "chunked"), ("host", "h"), ("x-a", "1")],
+            &[],
+            true,
+        ),
+        case(
+            "repeated fields",
+            Method::GET,
+            "/",
+            &[("x-a", "1"), ("host", "h"), ("x-a", "2"), ("cookie", "a=b"), ("x-a", "3")],
+            &[],
+            true,
+        ),
+        case(
+            "upgrade offer",
+            Method::GET,
+            "/ws",
+            &[
+                ("host", "h"),
+                ("connection", "upgrade"),
+                ("upgrade", "websocket"),
+                ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+            ],
+            &[],
+            true,
+        ),
+        case("connection close", Method::GET, "/", &[("host", "h"), ("connection", "close")], &[], true),
+        case(
+            "patch known large",
+            Method::PATCH,
+            "/big",
+            host,
+            &["0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"],
+            true,
+        ),
+    ];
+    cases.push(SendCase {
+        label: "post stream with announced trailers",
+        trailers: &[("x-sum", "abc"), ("x-not-announced", "1"), ("content-type", "no")],
+        ..case("", Method::POST, "/t", &[("host", "h"), ("trailer", "x-sum, content-type")], &["abc"], false)
+    });
+    cases.push(SendCase {
+        label: "post stream with unannounced trailers",
+        trailers: &[("x-sum", "abc")],
+        ..case("", Method::POST, "/t", &[("host", "h")], &["abc"], false)
+    });
+    cases.push(SendCase {
+        label: "http/1.0 known",
+        version: Version::HTTP_10,
+        ..case("", Method::POST, "/p", host, &["ab"], true)
+    });
+    cases.push(SendCase {
+        label: "http/1.0 stream",
+        version: Version::HTTP_10,
+        ..case("", Method::POST, "/p", host, &["ab"], false)
+    });
+    cases.push(SendCase {
+        label: "http/1.0 chunked given",
+        version: Version::HTTP_10,
+        ..case("", Method::POST, "/p", &[("transfer-encoding", "chunked"), ("content-length", "2")], &["ab"], false)
+    });
+    cases
+}
+
+fn send_request(c: &SendCase) -> Request<BoxBody<Bytes, Infallible>> {
+    let mut req = Request::new(());
+    *req.method_mut() = c.method.clone();
+    *req.uri_mut() = c.uri.parse().unwrap();
+    *req.version_mut() = c.version;
+    for (n, v) in c.fields {
+        req.headers_mut().append(http::header::HeaderName::from_static(n), v.parse().unwrap());
+    }
+    let all: Vec<u8> = c.data.iter().flat_map(|d| d.bytes()).collect();
+    let body = if c.known_size {
+        if all.is_empty() { Empty::new().boxed() } else { Full::new(Bytes::from(all)).boxed() }
+    } else {
+        let mut frames: Vec<Result<Frame<Bytes>, Infallible>> =
+            c.data.iter().map(|d| Ok(Frame::data(Bytes::from_static(d.as_bytes())))).collect();
+        if !c.trailers.is_empty() {
+            let mut t = HeaderMap::new();
+            for (n, v) in c.trailers {
+                t.append(http::header::HeaderName::from_static(n), v.parse().unwrap());
+            }
+            frames.push(Ok(Frame::trailers(t)));
+        }
+        StreamBody::new(futures_util::stream::iter(frames)).boxed()
+    };
+    req.map(|()| body)
+}
+
+/// What hyper's client writes for the request: everything read off the pipe until `expect` bytes came (hopgate's
+/// length) and then nothing more for a moment, or the deadline.
+async fn hyper_sends(c: &SendCase, expect: usize) -> Vec<u8> {
+    let (near, mut far) = tokio::io::duplex(1 << 16);
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(near)).await.unwrap();
+    tokio::spawn(conn);
+    let req = send_request(c);
+    tokio::spawn(async move { sender.send_request(req).await });
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let quiet = if got.len() >= expect { Duration::from_millis(50) } else { DEADLINE };
+        let until = deadline.min(tokio::time::Instant::now() + quiet);
+        match tokio::time::timeout_at(until, far.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return got,
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+/// What hopgate's upstream connection writes: the head from `request_head`, the body through its encoder.
+fn hopgate_sends(c: &SendCase) -> Vec<u8> {
+    use hopgate::h1::request_head::{RequestBody, set_length, write_last_chunk, write_request_head};
+    use hopgate::h1::response::Encoder;
+    let (mut parts, body) = send_request(c).into_parts();
+    let size = if http_body::Body::is_end_stream(&body) {
+        RequestBody::Empty
+    } else {
+        match http_body::Body::size_hint(&body).exact() {
+            Some(n) => RequestBody::Known(n),
+            None => RequestBody::Unknown,
+        }
+    };
+    let encoder = set_length(&mut parts.headers, &parts.method, parts.version, size);
+    let mut out = Vec::new();
+    write_request_head(&mut out, &parts.method, &parts.uri, parts.version, &parts.headers);
+    let mut left = match &encoder {
+        Encoder::Length(n) => *n,
+        _ => u64::MAX,
+    };
+    if left == 0 {
+        return out;
+    }
+    for d in c.data.iter().filter(|d| !d.is_empty()) {
+        match &encoder {
+            Encoder::Chunked { .. } => {
+                hopgate::h1::chunked::size_line(&mut out, d.len());
+                out.extend_from_slice(d.as_bytes());
+                out.extend_from_slice(b"\r\n");
+            }
+            _ => {
+                let n = (d.len() as u64).min(left) as usize;
+                out.extend_from_slice(&d.as_bytes()[..n]);
+                left -= n as u64;
+            }
+        }
+    }
+    if let Encoder::Chunked { trailers } = &encoder {
+        let mut t = HeaderMap::new();
+        for (n, v) in c.trailers {
+            t.append(http::header::HeaderName::from_static(n), v.parse().unwrap());
+        }
+        write_last_chunk(&mut out, trailers.as_deref(), (!c.trailers.is_empty()).then_some(&t));
+    }
+    out
+}
+
+#[test]
+fn sent_requests_agree_with_hyper() {
+    let rt = runtime();
+    let mut failures = Vec::new();
+    for c in send_cases() {
+        let ours = hopgate_sends(&c);
+        let theirs = rt.block_on(hyper_sends(&c, ours.len()));
+        assert!(theirs.starts_with(c.method.as_str().as_bytes()), "{}: hyper wrote {theirs:?}", c.label);
+        if let Err(e) =
+            compare(c.label, &String::from_utf8_lossy(&ours).to_string(), &String::from_utf8_lossy(&theirs).to_string())
+        {
             failures.push(e);
         }
     }

@@ -369,17 +369,22 @@ fn a_pooled_connection_the_origin_closed_while_idle_is_not_used() {
         while matches!(std::io::Read::read(&mut s, &mut chunk), Ok(n) if n > 0) {}
         c.fetch_add(1, Ordering::SeqCst);
     });
+    // No task watches an idle upstream connection: hopgate notices the close when it next takes the connection
+    // from its pool, closes it, and opens a new one.
     let to = format!("http://{addr}");
     let gateway = Hopgate::gateway(&to, &[]);
-    let mut served = 0;
+    let mut before = 0;
     for (hg, target) in [(proxy(), format!("http://{addr}/")), (gateway, "/".to_string())] {
-        for _ in 0..3 {
+        for i in 0..3 {
             let r = exchange(hg.addr, &format!("GET {target} HTTP/1.1\r\nHost: {addr}\r\n\r\n"));
             assert_eq!((r.status, r.body.as_slice()), (200, &b"fresh"[..]), "{}", r.text());
-            served += 1;
-            let gone = wait_until(Duration::from_secs(10), || closed.load(Ordering::SeqCst) == served);
-            assert!(gone, "hopgate closed the connection the origin closed");
+            let gone = wait_until(Duration::from_secs(10), || closed.load(Ordering::SeqCst) >= before + i);
+            assert!(gone, "hopgate closed the connection the origin closed when it next took it");
         }
+        drop(hg);
+        before += 3;
+        let gone = wait_until(Duration::from_secs(10), || closed.load(Ordering::SeqCst) == before);
+        assert!(gone, "the last connection closed with hopgate");
     }
     assert_eq!(closed.load(Ordering::SeqCst), 6, "a new connection for every request");
 }
@@ -574,4 +579,58 @@ fn an_undrained_stdout_does_not_stall_serving() {
     assert!(started.elapsed() < Duration::from_secs(60));
     let _ = child.kill();
     let _ = child.wait();
+}
+
+#[test]
+fn an_origin_that_answers_before_the_upload_ends_gets_the_rest_and_its_connection_is_reused() {
+    // The origin answers a POST as soon as its head arrives (a chunked response, its first chunk), reads the whole
+    // request body after that, and only then ends its response; then it serves a GET on the same connection.
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let bodies = Arc::new(std::sync::Mutex::new(Vec::<Vec<u8>>::new()));
+    let (a, b) = (accepted.clone(), bodies.clone());
+    let addr = support::origin::raw(move |mut s| {
+        a.fetch_add(1, Ordering::SeqCst);
+        let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        fn read_head(s: &mut std::net::TcpStream, buf: &mut Vec<u8>) -> Option<Vec<u8>> {
+            let mut chunk = [0u8; 4096];
+            loop {
+                if let Some(at) = support::find(buf, b"\r\n\r\n") {
+                    return Some(buf.drain(..at + 4).collect());
+                }
+                match std::io::Read::read(s, &mut chunk) {
+                    Ok(0) | Err(_) => return None,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+            }
+        }
+        let Some(head) = read_head(&mut s, &mut buf) else { return };
+        assert!(head.starts_with(b"POST "), "{}", String::from_utf8_lossy(&head));
+        let _ = s.write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nearly\r\n");
+        while buf.len() < 10 {
+            match std::io::Read::read(&mut s, &mut chunk) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+        b.lock().unwrap().push(buf.drain(..10).collect());
+        let _ = s.write_all(b"0\r\n\r\n");
+        while let Some(head) = read_head(&mut s, &mut buf) {
+            assert!(head.starts_with(b"GET "), "{}", String::from_utf8_lossy(&head));
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+        }
+    });
+    let hg = Hopgate::gateway(&format!("http://{addr}"), &[]);
+    let mut c = Raw::connect(hg.addr);
+    c.send("POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nhello");
+    // The response has begun before the client sends the rest of its body.
+    c.read_until(b"early");
+    c.send("world");
+    let got = c.read_until(b"0\r\n\r\n");
+    assert!(got.starts_with("HTTP/1.1 200 OK\r\n") && got.contains("5\r\nearly\r\n0\r\n\r\n"), "{got}");
+    assert_eq!(bodies.lock().unwrap().as_slice(), [b"helloworld".to_vec()], "the whole upload reached the origin");
+    let r = exchange(hg.addr, "GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!((r.status, r.body.as_slice()), (200, &b"ok"[..]), "{}", r.text());
+    assert_eq!(accepted.load(Ordering::SeqCst), 1, "the connection was reused once the upload had ended");
 }

@@ -1,6 +1,8 @@
 //! hopgate's own HTTP/1.1 framing (issue 14): the request head (`request`), chunked bodies (`chunked`) and the
-//! response head and body framing (`response`), the upstream's response head (`response_head`), each a plain function or state machine over bytes, with no IO.
-//! The client connection loop that drives them is `server::h1`; HTTP/2 stays on hyper.
+//! response head and body framing (`response`), the upstream's response head (`response_head`) and the request
+//! head hopgate sends upstream (`request_head`), each a plain function or state machine over bytes, with no IO.
+//! The client connection loop that drives them is `server::h1`, the pooled upstream connections `upstream::h1`;
+//! HTTP/2 stays on hyper.
 //!
 //! The rules are hyper 1.12's (its parser is httparse, as here), so that moving off hyper changes no answer;
 //! where hopgate was already stricter (duplicate `Content-Length`, transfer codings) the stricter check stays
@@ -10,6 +12,7 @@
 pub mod chunked;
 pub mod fields;
 pub mod request;
+pub mod request_head;
 pub mod response;
 pub mod response_head;
 

@@ -4,6 +4,7 @@
 
 pub mod connect;
 pub mod group;
+mod h1;
 pub mod parent;
 pub mod policy;
 pub mod pool;
@@ -26,6 +27,7 @@ use crate::error::{Error, Kind};
 use crate::metrics::RouteMetrics;
 use crate::proxy_protocol::{self, Addresses};
 pub use connect::ConnectError;
+pub use h1::{ConnError, OnInformational};
 pub use parent::ParentProxy;
 pub use policy::{OwnAddrs, TargetPolicy};
 pub use pool::{Failed, HttpClient, ResponseBody, SendError};

@@ -1,6 +1,7 @@
-//! The relay's pooled HTTP/1.1 client: hopgate's own small pool of `hyper::client::conn::http1` connections
-//! (it replaced hyper-util's legacy client, whose checkout, key hashing and hand-over machinery cost ~10,000
-//! instructions per request: docs/benchmarks.md).
+//! The relay's pooled upstream client: hopgate's own small pool of HTTP/1.1 connections on hopgate's own framing
+//! ([`super::h1`]: no connection task, no dispatch channel) and of hyper's HTTP/2 connections (it replaced
+//! hyper-util's legacy client, whose checkout, key hashing and hand-over machinery cost ~10,000 instructions per
+//! request, and then hyper's HTTP/1.1 client connection: docs/benchmarks.md).
 //!
 //! - **Keys.** A gateway route talks to one upstream: one idle list, nothing to look up. The forward proxy keys
 //!   by host (a `HashMap` lookup, once per request) and then by scheme and port (a scan of the few pools of that
@@ -8,18 +9,21 @@
 //!   with `send_proxy_protocol` keys by client (the addresses its PROXY header names): a connection that
 //!   started with one client's header never carries another client's request (the spec forbids it), and a
 //!   client connection's requests reuse its own upstream connection.
-//! - **Checkout** takes the most recently returned connection that is ready (LIFO: hot connections stay warm,
-//!   cold ones expire), dropping closed and expired ones; else it dials through the [`Connector`].
-//! - **Return** happens when the response body has been read to its end and the connection is ready for the
-//!   next request (hyper only says so after a complete exchange with keep-alive, so never after `Connection:
-//!   close`, an error or a 101). When the body ends before the connection is ready (the request body still
-//!   going up), a small task waits for it, as hyper-util's client did for every request. An unfinished body
-//!   drops its connection.
-//! - **Retry.** A request that failed on a reused connection before any of it was written (hyper hands it
-//!   back) is sent once more on a fresh connection: the origin closed the idle connection as it was taken.
+//! - **Checkout** takes the most recently returned connection that is still open (LIFO: hot connections stay
+//!   warm, cold ones expire), dropping expired ones and closed ones (no task watches an idle connection: checkout
+//!   reads it once with a waker that does nothing; EOF, an error or bytes nobody asked for drop it); else it
+//!   dials through the [`Connector`].
+//! - **Return** happens when the response body has been read to its end after an exchange that keeps the
+//!   connection (never after `Connection: close` either way, an HTTP/1.0 response without keep-alive, a
+//!   close-delimited body, an error, bytes past the response or a 101). When the body ends before the request body
+//!   has gone up (the origin answered early), a small task finishes the upload and then returns the connection.
+//!   An unfinished body drops its connection.
+//! - **Retry.** A request that failed on a reused connection before any of it was written (its first write
+//!   failed) is sent once more on a fresh connection: the origin closed the idle connection as it was taken.
 //!   Nothing is retried once it may have reached the origin.
 //! - **Expiry.** An idle connection is closed after `pool_idle` by a reaper task per pool that sleeps until the
-//!   oldest deadline and ends when the pool is empty; at most `max_idle` connections are kept per pool.
+//!   oldest deadline (dropping the closed ones it finds) and ends when the pool is empty; at most `max_idle`
+//!   connections are kept per pool.
 //! - **HTTP/2** (a route's `upstream_http` "2" or "auto"): a pool also keeps a few `http2` connections, each
 //!   shared by up to `max_streams` requests at once; a request takes the first with room (so one connection
 //!   fills before the next opens), and only one request at a time opens a new one (the others wait for it
@@ -44,22 +48,23 @@ use http::uri::{PathAndQuery, Scheme};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
-use hyper::client::conn::http1::{self, SendRequest};
 use hyper::client::conn::http2;
 use hyper_util::rt::TokioExecutor;
 
+use super::h1::{self, Answer};
 use super::{Connector, ProxiedClient, UpstreamAddr, UpstreamIo, display_target};
 use crate::config::UpstreamHttp;
-use crate::error::{Error, Kind};
+use crate::error::{BoxError, Error, Kind};
 use crate::http::Body;
 use crate::proxy_protocol::Addresses;
 
-/// Why a request got no response: the connector's own error (policy, loop, DNS, connect, TLS), or what hyper
-/// saw on the connection.
+/// Why a request got no response: the connector's own error (policy, loop, DNS, connect, TLS), what hyper saw
+/// on an HTTP/2 connection, or what hopgate's own HTTP/1.1 connection saw.
 #[derive(Debug)]
 pub enum SendError {
     Connect(Error),
     Hyper(hyper::Error),
+    Http1(h1::ConnError),
 }
 
 /// A request that got no response, and the request itself when none of it was written.
@@ -71,7 +76,6 @@ pub struct Failed {
 /// The pooled client of one forward proxy or one gateway route.
 pub struct HttpClient {
     connector: Connector,
-    builder: http1::Builder,
     /// A route that speaks HTTP/2 (`upstream_http` "2", or "auto" on https://).
     h2: Option<Box<H2>>,
     pools: Pools,
@@ -115,7 +119,7 @@ struct ByHost {
 const SWEEP_MIN: usize = 64;
 
 /// The idle connections to one upstream (`https`, `host`, `port`).
-struct HostPool {
+pub(super) struct HostPool {
     https: bool,
     /// As in the URI (an IPv6 literal keeps its brackets), lowercase.
     host: Box<str>,
@@ -136,7 +140,7 @@ struct HostPool {
 #[derive(Default)]
 struct Idle {
     /// Oldest first; checkout takes from the end.
-    conns: Vec<(Conn, Instant)>,
+    conns: Vec<(h1::Conn, Instant)>,
     /// HTTP/2 connections, busy or not, oldest first.
     h2: Vec<Arc<H2Conn>>,
     /// A reaper task is running for this pool.
@@ -176,13 +180,8 @@ impl Drop for Stream {
 
 /// A new connection: HTTP/2, or HTTP/1.1 when "auto"'s upstream chose it.
 enum Opened {
-    H1(Conn),
+    H1(h1::Conn),
     H2(Stream),
-}
-
-struct Conn {
-    sender: SendRequest<Body>,
-    addr: std::net::SocketAddr,
 }
 
 impl HttpClient {
@@ -207,7 +206,7 @@ impl HttpClient {
             }
             None => Pools::Many(Mutex::new(ByHost { map: HashMap::new(), sweep_at: SWEEP_MIN })),
         };
-        HttpClient { connector, builder: http1::Builder::new(), h2: None, pools, idle_timeout, max_idle }
+        HttpClient { connector, h2: None, pools, idle_timeout, max_idle }
     }
 
     /// Speaks `http` (as it applies to this client's scheme: `UpstreamHttp::effective`) to the upstream, with at
@@ -251,28 +250,26 @@ impl HttpClient {
         if !home.proxied {
             origin_form(req.uri_mut());
         }
-        let (mut conn, reused) = match home.checkout() {
+        let (conn, reused) = match home.checkout() {
             Some(conn) => (conn, true),
             None => match self.connect(&home).await {
                 Ok(conn) => (conn, false),
                 Err(error) => return Err(Failed { error, unsent: Some(req) }),
             },
         };
-        let req = match conn.sender.try_send_request(req).await {
+        let req = match conn_send(conn, req, &home).await {
             Ok(resp) => {
                 if reused && let Some(route) = self.connector.dialer.route() {
                     route.reused.inc();
                 }
-                return Ok(leased(resp, conn, home));
+                return Ok(resp);
             }
-            Err(mut e) => match e.take_message() {
-                // Nothing of it was written: the origin closed the idle connection as it was taken.
-                Some(req) if reused => {
-                    tracing::debug!("request not sent on a reused connection ({}), sending it on a new one", e.error());
-                    req
-                }
-                unsent => return Err(Failed { unsent, error: SendError::Hyper(e.into_error()) }),
-            },
+            // Nothing of it was written: the origin closed the idle connection as it was taken.
+            Err((e, Some(req))) if reused => {
+                tracing::debug!("request not sent on a reused connection ({e:?}), sending it on a new one");
+                req
+            }
+            Err((error, unsent)) => return Err(Failed { error, unsent }),
         };
         self.send_on_new(req, home).await
     }
@@ -285,14 +282,11 @@ impl HttpClient {
         home: Arc<HostPool>,
     ) -> Pin<Box<dyn Future<Output = Result<Response<ResponseBody>, Failed>> + Send + '_>> {
         Box::pin(async move {
-            let mut conn = match self.connect(&home).await {
+            let conn = match self.connect(&home).await {
                 Ok(conn) => conn,
                 Err(error) => return Err(Failed { error, unsent: Some(req) }),
             };
-            match conn.sender.try_send_request(req).await {
-                Ok(resp) => Ok(leased(resp, conn, home)),
-                Err(mut e) => Err(Failed { unsent: e.take_message(), error: SendError::Hyper(e.into_error()) }),
-            }
+            conn_send(conn, req, &home).await.map_err(|(error, unsent)| Failed { error, unsent })
         })
     }
 
@@ -398,13 +392,7 @@ impl HttpClient {
                 )));
             }
             home.chose_http1.store(true, Ordering::Relaxed);
-            let (sender, conn) = self.builder.handshake(io).await.map_err(SendError::Hyper)?;
-            tokio::spawn(async move {
-                if let Err(e) = conn.with_upgrades().await {
-                    tracing::debug!("upstream connection to {addr}: {e}");
-                }
-            });
-            return Ok(Opened::H1(Conn { sender, addr }));
+            return Ok(Opened::H1(h1::Conn::new(io)));
         }
         home.chose_http1.store(false, Ordering::Relaxed);
         let (sender, conn) = h2.builder.handshake(io).await.map_err(SendError::Hyper)?;
@@ -494,24 +482,19 @@ impl HttpClient {
         Ok(pool)
     }
 
-    /// A new connection: dial, handshake, and the connection's own task (with upgrades). Boxed: the dial,
-    /// TLS and handshake states are large and only a request that opens a connection needs them, while the
-    /// request's own future lives in hyper's per-connection slot of every client connection.
-    fn connect<'a>(&'a self, home: &'a HostPool) -> Pin<Box<dyn Future<Output = Result<Conn, SendError>> + Send + 'a>> {
+    /// A new connection (dial, TLS). Boxed: the dial and TLS states are large and only a request that opens a
+    /// connection needs them.
+    fn connect<'a>(
+        &'a self,
+        home: &'a HostPool,
+    ) -> Pin<Box<dyn Future<Output = Result<h1::Conn, SendError>> + Send + 'a>> {
         Box::pin(async move {
-            let io = self
+            let io: UpstreamIo = self
                 .connector
                 .connect(home.https, &home.host, home.port, home.client.as_ref())
                 .await
                 .map_err(SendError::Connect)?;
-            let addr = io.addr;
-            let (sender, conn) = self.builder.handshake(io).await.map_err(SendError::Hyper)?;
-            tokio::spawn(async move {
-                if let Err(e) = conn.with_upgrades().await {
-                    tracing::debug!("upstream connection to {addr}: {e}");
-                }
-            });
-            Ok(Conn { sender, addr })
+            Ok(h1::Conn::new(io))
         })
     }
 
@@ -578,20 +561,21 @@ impl HostPool {
         }
     }
 
-    /// The newest idle connection that is ready; closed and expired ones are dropped on the way.
-    fn checkout(&self) -> Option<Conn> {
+    /// The newest idle connection that is still open; closed and expired ones are dropped on the way.
+    fn checkout(&self) -> Option<h1::Conn> {
         let mut idle = lock(&self.state);
         if idle.conns.is_empty() {
             return None;
         }
         let now = Instant::now();
-        while let Some((conn, since)) = idle.conns.pop() {
+        while let Some((mut conn, since)) = idle.conns.pop() {
             if now.saturating_duration_since(since) >= self.idle_timeout {
                 // The newest has expired, so have all the others.
                 idle.conns.clear();
                 return None;
             }
-            if conn.sender.is_ready() && !conn.sender.is_closed() {
+            // No task watches an idle connection: one the origin closed (or sent bytes on) is noticed here.
+            if conn.is_open() {
                 return Some(conn);
             }
         }
@@ -599,7 +583,7 @@ impl HostPool {
     }
 
     /// Keeps a connection that is ready for its next request, unless the pool is full.
-    fn put(self: &Arc<Self>, conn: Conn) {
+    pub(super) fn put(self: &Arc<Self>, conn: h1::Conn) {
         let mut idle = lock(&self.state);
         if idle.conns.len() >= self.max_idle {
             return;
@@ -617,7 +601,7 @@ async fn reap(pool: Weak<HostPool>, timeout: Duration) {
             let Some(pool) = pool.upgrade() else { return };
             let mut idle = lock(&pool.state);
             let now = Instant::now();
-            idle.conns.retain(|(c, since)| now.saturating_duration_since(*since) < timeout && !c.sender.is_closed());
+            idle.conns.retain_mut(|(c, since)| now.saturating_duration_since(*since) < timeout && c.is_open());
             // An HTTP/2 connection goes when it closed or had no stream for the timeout; a busy one is looked
             // at again a timeout later.
             idle.h2.retain(|c| !c.sender.is_closed() && c.due(timeout).is_none_or(|due| due > now));
@@ -654,14 +638,6 @@ fn host_port(authority: &str) -> (&str, Option<u16>) {
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// The response as the relay gets it: the address it came from, and a body that returns the connection.
-fn leased(mut resp: Response<Incoming>, conn: Conn, home: Arc<HostPool>) -> Response<ResponseBody> {
-    resp.extensions_mut().insert(UpstreamAddr(conn.addr));
-    // After a 101 the connection belongs to the upgrade.
-    let lease = (resp.status() != StatusCode::SWITCHING_PROTOCOLS).then_some(Lease { conn, home });
-    resp.map(|inner| ResponseBody::new(inner, lease))
 }
 
 /// Sends `req` as an HTTP/2 request on `stream`'s connection. The head is HTTP/2's: `Host` becomes the
@@ -738,19 +714,31 @@ fn for_http1(req: &mut Request<Body>) {
     origin_form(req.uri_mut());
 }
 
-/// Sends on an HTTP/1.1 connection; an error that hands the request back means nothing of it was sent.
-async fn conn_send(
-    mut conn: Conn,
+/// Sends on an HTTP/1.1 connection; an error that hands the request back means nothing of it was sent. The
+/// response carries the address it came from; its body returns the connection to `home` when it ends. Boxed,
+/// built in place: the exchange's state (the head, the upload, the buffers) would otherwise be part of every
+/// relayed request's future, which the relay moves (copies) on its way into the exchange.
+fn conn_send(
+    conn: h1::Conn,
     req: Request<Body>,
     home: &Arc<HostPool>,
-) -> Result<Response<ResponseBody>, (SendError, Option<Request<Body>>)> {
-    match conn.sender.try_send_request(req).await {
-        Ok(resp) => Ok(leased(resp, conn, home.clone())),
-        Err(mut e) => {
-            let req = e.take_message();
-            Err((SendError::Hyper(e.into_error()), req))
-        }
-    }
+) -> Pin<Box<impl Future<Output = Sent> + Send + use<>>> {
+    Box::pin(send_on(conn, req, home.clone()))
+}
+
+/// A response, or why there is none and the request when none of it was written.
+type Sent = Result<Response<ResponseBody>, (SendError, Option<Request<Body>>)>;
+
+async fn send_on(conn: h1::Conn, req: Request<Body>, home: Arc<HostPool>) -> Sent {
+    let addr = conn.addr;
+    let mut resp = match h1::send(conn, req, home).await {
+        Ok(Answer::Response(resp, reader)) => resp.map(|()| ResponseBody { kind: BodyKind::H1(reader) }),
+        // After a 101 the connection belongs to the upgrade.
+        Ok(Answer::Upgraded(resp)) => resp.map(|()| ResponseBody { kind: BodyKind::Empty }),
+        Err((e, req)) => return Err((SendError::Http1(e), req)),
+    };
+    resp.extensions_mut().insert(UpstreamAddr(addr));
+    Ok(resp)
 }
 
 /// `/path?query` (what an origin is sent; `/` when empty).
@@ -762,99 +750,58 @@ fn origin_form(uri: &mut Uri) {
     };
 }
 
-/// A connection lent to one exchange, and the pool it goes back to.
-struct Lease {
-    conn: Conn,
-    home: Arc<HostPool>,
-}
-
-impl Lease {
-    /// Back to the pool if the connection is ready for another request, or once it is (the request body may
-    /// still be going up); dropped (closed) if it never will be.
-    fn release(self) {
-        if self.conn.sender.is_ready() {
-            self.home.put(self.conn);
-        } else if !self.conn.sender.is_closed()
-            && let Ok(rt) = tokio::runtime::Handle::try_current()
-        {
-            let Lease { mut conn, home } = self;
-            rt.spawn(async move {
-                if conn.sender.ready().await.is_ok() {
-                    home.put(conn);
-                }
-            });
-        }
-    }
-}
-
-/// An upstream response body: hyper's, plus the connection it came on, returned to the pool at its end.
+/// An upstream response body: read off hopgate's own HTTP/1.1 connection (which it returns to the pool at its
+/// end), or hyper's HTTP/2 stream (counted until the body ends or is dropped).
 pub struct ResponseBody {
-    inner: Incoming,
-    lease: Option<Lease>,
-    /// An HTTP/2 response: its stream, counted until the body ends or is dropped.
-    stream: Option<Stream>,
+    kind: BodyKind,
+}
+
+enum BodyKind {
+    Empty,
+    H1(Box<h1::Reader>),
+    H2 { inner: Incoming, stream: Option<Stream> },
 }
 
 impl ResponseBody {
-    fn new(inner: Incoming, lease: Option<Lease>) -> ResponseBody {
-        let mut body = ResponseBody { inner, lease, stream: None };
-        if http_body::Body::is_end_stream(&body.inner) {
-            // No body (HEAD, 204, 304, Content-Length: 0): the exchange is over already.
-            body.release();
-        }
-        body
-    }
-
     fn new_h2(inner: Incoming, stream: Stream) -> ResponseBody {
-        let mut body = ResponseBody { inner, lease: None, stream: Some(stream) };
-        if http_body::Body::is_end_stream(&body.inner) {
-            body.release();
-        }
-        body
-    }
-
-    fn release(&mut self) {
-        if let Some(lease) = self.lease.take() {
-            lease.release();
-        }
-        self.stream = None;
+        let end = http_body::Body::is_end_stream(&inner);
+        // No body (HEAD, 204, 304, an empty DATA end): the stream is over already.
+        ResponseBody { kind: BodyKind::H2 { inner, stream: (!end).then_some(stream) } }
     }
 }
 
 impl http_body::Body for ResponseBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let this = &mut *self;
-        let r = std::task::ready!(Pin::new(&mut this.inner).poll_frame(cx));
-        match &r {
-            None => this.release(),
-            Some(Ok(_)) if http_body::Body::is_end_stream(&this.inner) => this.release(),
-            Some(Ok(_)) => {}
-            // The connection is broken: never back to the pool.
-            Some(Err(_)) => {
-                this.lease = None;
-                this.stream = None;
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match &mut self.kind {
+            BodyKind::Empty => Poll::Ready(None),
+            BodyKind::H1(reader) => Pin::new(reader).poll_frame(cx),
+            BodyKind::H2 { inner, stream } => {
+                let r = std::task::ready!(Pin::new(&mut *inner).poll_frame(cx));
+                match &r {
+                    Some(Ok(_)) if !http_body::Body::is_end_stream(inner) => {}
+                    _ => *stream = None,
+                }
+                Poll::Ready(r.map(|f| f.map_err(Into::into)))
             }
         }
-        Poll::Ready(r)
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        match &self.kind {
+            BodyKind::Empty => true,
+            BodyKind::H1(reader) => reader.is_end_stream(),
+            BodyKind::H2 { inner, .. } => inner.is_end_stream(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-impl Drop for ResponseBody {
-    fn drop(&mut self) {
-        // hyper's server drops a body that says it is at its end without polling it again.
-        if self.lease.is_some() && http_body::Body::is_end_stream(&self.inner) {
-            self.release();
+        match &self.kind {
+            BodyKind::Empty => SizeHint::with_exact(0),
+            BodyKind::H1(reader) => reader.size_hint(),
+            BodyKind::H2 { inner, .. } => inner.size_hint(),
         }
     }
 }
@@ -1031,25 +978,83 @@ mod tests {
         assert_eq!(o.accepted.load(Ordering::SeqCst), 2);
     }
 
+    /// A pooled connection to `to` whose own side can no longer write (a write fails with nothing written),
+    /// while its peer keeps it open: it looks open at checkout.
+    async fn unwritable(to: SocketAddr) -> h1::Conn {
+        let tcp = tokio::net::TcpStream::connect(to).await.unwrap();
+        let std = tcp.into_std().unwrap();
+        std.shutdown(std::net::Shutdown::Write).unwrap();
+        let tcp = tokio::net::TcpStream::from_std(std).unwrap();
+        let io = UpstreamIo { io: hyper_util::rt::TokioIo::new(super::super::tls::Stream::Plain(tcp)), addr: to };
+        h1::Conn::new(io)
+    }
+
     #[tokio::test]
     async fn a_request_not_sent_on_a_reused_connection_is_retried_once_on_a_new_one() {
         let o = origin("").await;
         let c = client(o.addr, 4);
         let Pools::One(home) = &c.pools else { unreachable!() };
-        // A pooled connection whose peer has gone, before its task has noticed: the request is queued on it and
-        // handed back unsent.
-        let (near, far) = tokio::io::duplex(4096);
-        let io = hyper_util::rt::TokioIo::new(near);
-        let (sender, conn) = http1::Builder::new().handshake::<_, Body>(io).await.unwrap();
-        tokio::spawn(conn);
-        let stale: SocketAddr = "192.0.2.1:9".parse().unwrap();
-        let mut conn = Conn { sender, addr: stale };
-        conn.sender.ready().await.unwrap();
-        home.put(conn);
-        drop(far);
+        // A peer that accepts and holds its connections without a word.
+        let holder = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let stale_addr = holder.local_addr().unwrap();
+        let held = tokio::spawn(async move {
+            let (mut s, _) = holder.accept().await.unwrap();
+            let mut got = Vec::new();
+            let _ = s.read_to_end(&mut got).await;
+            got
+        });
+        home.put(unwritable(stale_addr).await);
         let resp = c.request(get(o.addr)).await.unwrap();
         assert_eq!(resp.extensions().get::<UpstreamAddr>().map(|a| a.0), Some(o.addr), "sent on a new connection");
         assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "ok");
         assert_eq!(o.requests.load(Ordering::SeqCst), 1);
+        assert_eq!(held.await.unwrap(), b"", "nothing reached the stale connection's peer");
+    }
+
+    #[tokio::test]
+    async fn an_idle_connection_the_origin_closed_is_noticed_at_checkout() {
+        // An origin that closes every connection after its response, without saying so.
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counted = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                counted.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match s.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").await;
+                });
+            }
+        });
+        let c = client(addr, 4);
+        let resp = c.request(get(addr)).await.unwrap();
+        assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "ok");
+        assert_eq!(c.idle_count(), 1, "kept: nothing said it would close");
+        let Pools::One(home) = &c.pools else { unreachable!() };
+        // Wait until the close has arrived, as a later request would find it.
+        let mut cx = 0;
+        loop {
+            let closed = {
+                let mut idle = lock(&home.state);
+                idle.conns.last_mut().is_some_and(|(conn, _)| !conn.is_open())
+            };
+            if closed {
+                break;
+            }
+            cx += 1;
+            assert!(cx < 200, "the origin's close never arrived");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let resp = c.request(get(addr)).await.unwrap();
+        assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "ok");
+        assert_eq!(accepted.load(Ordering::SeqCst), 2, "a new connection for the second request");
     }
 }

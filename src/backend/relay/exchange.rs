@@ -24,7 +24,7 @@ use crate::backend::Ctx;
 use crate::error::{Error, Kind, Side};
 use crate::http::upgrade::{self, Allowed, ExtendedConnect};
 use crate::http::{Body, OwnFields, forward_request_head, forward_response_head, hop};
-use crate::upstream::{HttpClient, ResponseBody, SendError};
+use crate::upstream::{ConnError, HttpClient, OnInformational, ResponseBody, SendError};
 
 /// How the two relay rooms differ around the one exchange.
 pub(super) enum Leg<'a> {
@@ -187,14 +187,19 @@ fn informational(req: &mut Request<Incoming>, version: Version) -> (Arc<Informat
     let seen = Arc::new(Informational::default());
     let counter = seen.clone();
     let on_continue = std::sync::Mutex::new(continue_tx);
-    hyper::ext::on_informational(req, move |res| {
+    let callback: Arc<dyn Fn(StatusCode) + Send + Sync> = Arc::new(move |status| {
         counter.seen();
-        if res.status() == StatusCode::CONTINUE
+        if status == StatusCode::CONTINUE
             && let Some(tx) = on_continue.lock().ok().and_then(|mut t| t.take())
         {
             let _ = tx.send(());
         }
     });
+    // The same callback for both clients: hopgate's own HTTP/1.1 connection calls its extension, hyper's HTTP/2
+    // client its own.
+    let h2 = callback.clone();
+    hyper::ext::on_informational(req, move |res| h2(res.status()));
+    req.extensions_mut().insert(OnInformational(Arc::new(move |res: &Response<()>| callback(res.status()))));
     (seen, gate)
 }
 
@@ -456,6 +461,7 @@ pub(super) fn client_error(e: SendError, target: &Uri) -> Error {
     let e = match e {
         SendError::Connect(ours) => return ours,
         SendError::Hyper(h) => h,
+        SendError::Http1(e) => return conn_error(e, &upstream),
     };
     let mut src: Option<&(dyn std::error::Error + 'static)> = Some(&e);
     while let Some(s) = src {
@@ -489,4 +495,32 @@ pub(super) fn client_error(e: SendError, target: &Uri) -> Error {
         src = s.source();
     }
     Error::new(Kind::UpstreamClosedEarly, Side::Upstream, format!("request to {upstream} failed")).with_source(e)
+}
+
+/// What hopgate's own HTTP/1.1 connection saw, as hopgate's error: the same kinds, statuses and words hyper's
+/// client errors were given (above).
+fn conn_error(e: ConnError, upstream: &str) -> Error {
+    match e {
+        ConnError::Body(why) => {
+            if let Some(ours) = why.downcast_ref::<Error>() {
+                return Error::new(ours.kind(), ours.side(), ours.detail().to_string());
+            }
+            Error::client(Kind::BadRequest, format!("the request body could not be forwarded: {why}"))
+        }
+        ConnError::Head(h) => {
+            let why = match h {
+                crate::h1::HeadError::TooLarge => "message head is too large".to_string(),
+                other => format!("invalid HTTP response head: {other}"),
+            };
+            Error::upstream(Kind::UpstreamProtocol, format!("invalid response from {upstream}")).with_source(why)
+        }
+        ConnError::Closed => Error::upstream(
+            Kind::UpstreamClosedEarly,
+            format!("{upstream} closed the connection before a complete response"),
+        ),
+        ConnError::Io(io) => {
+            Error::upstream(Kind::UpstreamClosedEarly, format!("connection to {upstream} failed: {}", io.kind()))
+                .with_source(io.to_string())
+        }
+    }
 }
