@@ -354,6 +354,10 @@ fn a_pooled_connection_the_origin_closed_while_idle_is_not_used() {
     // the connection as closed once hopgate has closed its side too (it has seen the close and dropped it).
     let closed = Arc::new(AtomicUsize::new(0));
     let c = closed.clone();
+    // Responses the origin has sent and closed its side after: the next request waits for it, so that the
+    // origin's close has reached hopgate when hopgate next takes the connection.
+    let shut = Arc::new(AtomicUsize::new(0));
+    let sh = shut.clone();
     let addr = support::origin::raw(move |mut s| {
         let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
         let mut head = Vec::new();
@@ -366,6 +370,7 @@ fn a_pooled_connection_the_origin_closed_while_idle_is_not_used() {
         }
         let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfresh");
         let _ = s.shutdown(std::net::Shutdown::Write);
+        sh.fetch_add(1, Ordering::SeqCst);
         while matches!(std::io::Read::read(&mut s, &mut chunk), Ok(n) if n > 0) {}
         c.fetch_add(1, Ordering::SeqCst);
     });
@@ -378,6 +383,8 @@ fn a_pooled_connection_the_origin_closed_while_idle_is_not_used() {
         for i in 0..3 {
             let r = exchange(hg.addr, &format!("GET {target} HTTP/1.1\r\nHost: {addr}\r\n\r\n"));
             assert_eq!((r.status, r.body.as_slice()), (200, &b"fresh"[..]), "{}", r.text());
+            let sent = wait_until(Duration::from_secs(10), || shut.load(Ordering::SeqCst) > before + i);
+            assert!(sent, "the origin closed its side after its response");
             let gone = wait_until(Duration::from_secs(10), || closed.load(Ordering::SeqCst) >= before + i);
             assert!(gone, "hopgate closed the connection the origin closed when it next took it");
         }

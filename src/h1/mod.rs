@@ -11,6 +11,7 @@
 
 pub mod chunked;
 pub mod fields;
+pub mod io;
 pub mod request;
 pub mod request_head;
 pub mod response;

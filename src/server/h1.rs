@@ -13,19 +13,18 @@
 //! with hopgate's page naming why (400, 414, 431). Timers and the drain stay in `conn::drive`.
 
 use std::any::Any;
-use std::cell::RefCell;
 use std::future::{Future, poll_fn};
-use std::io::{self, IoSlice};
+use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, Method, Request, Response, Version};
 use http_body::Body as _;
 use hyper::body::{Incoming, Sender};
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::conn::{ConnIo, ConnShared};
@@ -33,45 +32,13 @@ use super::log::LoggedBody;
 use super::service::{self, ConnCtx};
 use crate::error::{Error, Kind};
 use crate::h1::chunked::{self, Decoded};
+use crate::h1::io::{COPY_FRAME, Out, READ_BUF, give_buf, poll_fill, queue};
 use crate::h1::request::{RequestHead, parse_request};
 use crate::h1::response::{BodySize, Encoder, write_head};
 use crate::h1::{BodyLen, HeadError};
 use crate::http::pages;
 use crate::limit::Throttled;
 use crate::tunnel;
-
-/// A read buffer's size when it is taken from the pool; a head that needs more grows it (up to `max_buf`).
-const READ_BUF: usize = 8 * 1024;
-/// Buffers kept per thread for connections to take when bytes arrive: enough for the reads under way at once on
-/// one thread; more would be memory every idle connection is charged for (bench/run E).
-const POOL_KEEP: usize = 16;
-/// Data frames up to this size are copied beside the head or chunk framing and written in one go; larger ones
-/// are written from their own buffer.
-const COPY_FRAME: usize = 4 * 1024;
-
-thread_local! {
-    static POOL: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };
-}
-
-fn take_buf() -> BytesMut {
-    POOL.with(|p| p.borrow_mut().pop()).unwrap_or_else(|| BytesMut::with_capacity(READ_BUF))
-}
-
-/// Gives an empty buffer back to the pool (one whose room has shrunk under split-off heads is let go).
-fn give_buf(mut b: BytesMut) {
-    if !b.is_empty() || b.capacity() == 0 {
-        return;
-    }
-    if b.capacity() < READ_BUF / 2 && !b.try_reclaim(READ_BUF) {
-        return;
-    }
-    POOL.with(|p| {
-        let mut p = p.borrow_mut();
-        if p.len() < POOL_KEEP {
-            p.push(b);
-        }
-    });
-}
 
 /// What a connection's requests are read and answered with.
 pub struct Settings {
@@ -174,7 +141,7 @@ where
                 if !begun && self.shared.close_asked() {
                     return Poll::Ready(Ok(0));
                 }
-                poll_fill(&mut self.io, &mut self.rbuf, cx)
+                poll_fill(&mut self.io, &mut self.rbuf, READ_BUF, cx)
             })
             .await
             .map_err(Failed::Io)?;
@@ -350,37 +317,6 @@ enum Failed {
     Head(HeadError),
 }
 
-/// Reads more into `buf`. An empty buffer is taken from the pool for the read and goes back if nothing came,
-/// so that a connection waiting for bytes holds none. Ok(0): end of stream.
-fn poll_fill<I: AsyncRead + Unpin>(io: &mut I, buf: &mut BytesMut, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-    if buf.capacity() == 0 {
-        *buf = take_buf();
-    }
-    if buf.capacity() - buf.len() < 1024 {
-        buf.reserve(READ_BUF.max(buf.len()));
-    }
-    let spare = buf.spare_capacity_mut();
-    let mut rb = ReadBuf::uninit(spare);
-    match Pin::new(io).poll_read(cx, &mut rb) {
-        Poll::Ready(Ok(())) => {
-            let n = rb.filled().len();
-            // SAFETY: poll_read initialized the first n bytes of the spare capacity.
-            unsafe { buf.set_len(buf.len() + n) };
-            if n == 0 && buf.is_empty() {
-                give_buf(std::mem::take(buf));
-            }
-            Poll::Ready(Ok(n))
-        }
-        Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-        Poll::Pending => {
-            if buf.is_empty() {
-                give_buf(std::mem::take(buf));
-            }
-            Poll::Pending
-        }
-    }
-}
-
 /// How a request body is framed on the connection.
 enum Framing {
     Length(u64),
@@ -461,7 +397,7 @@ impl BodyIn {
                     }
                     self.tx = None;
                 }
-                Ok(None) => match poll_fill(io, rbuf, cx) {
+                Ok(None) => match poll_fill(io, rbuf, READ_BUF, cx) {
                     Poll::Pending => return Ok(()),
                     Poll::Ready(Ok(0)) => {
                         self.fail("the client closed the connection before the request body was complete".into());
@@ -524,52 +460,6 @@ impl BodyIn {
 enum Piece {
     Data(Bytes),
     End(Option<HeaderMap>),
-}
-
-/// Bytes on their way to the client: small ones (the head, chunk framing, small frames) copied into `pre`, then
-/// one larger frame, then its chunk's CRLF.
-#[derive(Default)]
-struct Out {
-    pre: Vec<u8>,
-    pre_at: usize,
-    data: Bytes,
-    post: &'static [u8],
-}
-
-impl Out {
-    fn is_empty(&self) -> bool {
-        self.pre_at == self.pre.len() && self.data.is_empty() && self.post.is_empty()
-    }
-
-    /// Room for more small bytes: nothing larger is queued after them yet.
-    fn open(&self) -> bool {
-        self.data.is_empty() && self.post.is_empty()
-    }
-
-    fn poll_write<I: AsyncWrite + Unpin>(&mut self, cx: &mut Context<'_>, io: &mut I) -> Poll<io::Result<()>> {
-        while !self.is_empty() {
-            let bufs = [IoSlice::new(&self.pre[self.pre_at..]), IoSlice::new(&self.data), IoSlice::new(self.post)];
-            let n = ready!(Pin::new(&mut *io).poll_write_vectored(cx, &bufs))?;
-            if n == 0 {
-                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
-            }
-            self.advance(n);
-        }
-        self.pre.clear();
-        self.pre_at = 0;
-        Poll::Ready(Ok(()))
-    }
-
-    fn advance(&mut self, mut n: usize) {
-        let pre = (self.pre.len() - self.pre_at).min(n);
-        self.pre_at += pre;
-        n -= pre;
-        let data = self.data.len().min(n);
-        self.data.advance(data);
-        n -= data;
-        let post = self.post.len().min(n);
-        self.post = &self.post[post..];
-    }
 }
 
 /// Writes a response body through its encoder.
@@ -829,16 +719,5 @@ fn sendfile(
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
             Err(e) => return Poll::Ready(Err(e)),
         }
-    }
-}
-
-/// Queues a data frame and what follows it: copied when small, else written from its own buffer.
-fn queue(out: &mut Out, data: Bytes, post: &'static [u8]) {
-    if data.len() <= COPY_FRAME {
-        out.pre.extend_from_slice(&data);
-        out.pre.extend_from_slice(post);
-    } else {
-        out.data = data;
-        out.post = post;
     }
 }

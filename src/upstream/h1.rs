@@ -14,13 +14,13 @@
 
 use std::fmt;
 use std::future::poll_fn;
-use std::io::{self, IoSlice};
+use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker, ready};
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap};
 use http::{Method, Request, Response, StatusCode};
 use http_body::{Body as _, Frame, SizeHint};
@@ -31,87 +31,20 @@ use super::{UpstreamIo, tls};
 use crate::error::BoxError;
 use crate::h1::chunked::{self, Decoded};
 use crate::h1::fields::has_token;
+use crate::h1::io::{Out, READ_BUF, give_buf, poll_fill, queue};
 use crate::h1::request_head::{RequestBody, set_length, write_last_chunk, write_request_head};
 use crate::h1::response::Encoder;
 use crate::h1::response_head::{ResponseHead, parse_response};
 use crate::h1::{BodyLen, HeadError};
 use crate::http::Body;
 
-/// A read buffer's size when it is taken from the pool.
-const READ_BUF: usize = 8 * 1024;
 /// The largest read a body grows its buffer to (reads that fill the buffer double the next one; hyper's client
 /// read up to about 400 KiB at once).
 const MAX_READ: usize = 256 * 1024;
-/// Buffers kept per thread.
-const POOL_KEEP: usize = 16;
-/// Data frames up to this size are copied beside the head or chunk framing and written in one go.
-const COPY_FRAME: usize = 4 * 1024;
 /// Fields in a response head (hyper's default `max_headers`).
 const MAX_HEADERS: usize = 100;
 /// The most bytes a response head may fill before it is complete (hyper's client's default buffer limit).
 pub const MAX_HEAD: usize = 8192 + 4096 * 100;
-
-thread_local! {
-    static POOL: std::cell::RefCell<Vec<BytesMut>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
-fn take_buf() -> BytesMut {
-    POOL.with(|p| p.borrow_mut().pop()).unwrap_or_else(|| BytesMut::with_capacity(READ_BUF))
-}
-
-fn give_buf(mut b: BytesMut) {
-    // A body's large read buffer is let go: the pool keeps buffers of the size it hands out.
-    if !b.is_empty() || b.capacity() == 0 || b.capacity() > 2 * READ_BUF {
-        return;
-    }
-    if b.capacity() < READ_BUF / 2 && !b.try_reclaim(READ_BUF) {
-        return;
-    }
-    POOL.with(|p| {
-        let mut p = p.borrow_mut();
-        if p.len() < POOL_KEEP {
-            p.push(b);
-        }
-    });
-}
-
-/// Reads more into `buf`, at least `want` bytes of room (an empty buffer is taken from the pool for the read and
-/// goes back if nothing came). Ok(0): end of stream.
-fn poll_fill<I: AsyncRead + Unpin>(
-    io: &mut I,
-    buf: &mut BytesMut,
-    want: usize,
-    cx: &mut Context<'_>,
-) -> Poll<io::Result<usize>> {
-    if buf.capacity() - buf.len() < 1024 {
-        if buf.capacity() == 0 && want <= READ_BUF {
-            *buf = take_buf();
-        } else {
-            // A body's larger reads: the last one's buffer is used again when its frames have been written.
-            buf.reserve(want.max(buf.len()));
-        }
-    }
-    let spare = buf.spare_capacity_mut();
-    let mut rb = ReadBuf::uninit(spare);
-    match Pin::new(io).poll_read(cx, &mut rb) {
-        Poll::Ready(Ok(())) => {
-            let n = rb.filled().len();
-            // SAFETY: poll_read initialized the first n bytes of the spare capacity.
-            unsafe { buf.set_len(buf.len() + n) };
-            if n == 0 && buf.is_empty() {
-                give_buf(std::mem::take(buf));
-            }
-            Poll::Ready(Ok(n))
-        }
-        Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-        Poll::Pending => {
-            if buf.is_empty() {
-                give_buf(std::mem::take(buf));
-            }
-            Poll::Pending
-        }
-    }
-}
 
 /// The relay's callback for every interim (1xx) response to a request: a request extension (hyper's own,
 /// `hyper::ext::on_informational`, is for its HTTP/2 client; its type is private).
@@ -176,6 +109,18 @@ impl Conn {
     /// does nothing). Nothing to read: open. The end of the stream, an error, or bytes the origin sent unasked:
     /// it can't carry a request.
     pub fn is_open(&mut self) -> bool {
+        if let tls::Stream::Plain(tcp) = self.stream() {
+            // The kernel itself: tokio's readiness may not have seen a close that has only just arrived (the
+            // origin closed as its last response went out), and one non-blocking peek costs what the read below
+            // costs when tokio thinks the socket readable, which is most of the time.
+            use std::os::fd::AsRawFd;
+            let mut byte = [0u8; 1];
+            // SAFETY: the descriptor is open (the stream is borrowed); recv(2) writes at most one byte into `byte`.
+            let n = unsafe {
+                libc::recv(tcp.as_raw_fd(), byte.as_mut_ptr().cast(), 1, libc::MSG_PEEK | libc::MSG_DONTWAIT)
+            };
+            return n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::WouldBlock;
+        }
         let mut cx = Context::from_waker(Waker::noop());
         let mut byte = [0u8; 1];
         let mut rb = ReadBuf::new(&mut byte);
@@ -588,70 +533,5 @@ impl http_body::Body for Reader {
             Framing::Done if self.failed.is_none() => SizeHint::with_exact(0),
             _ => SizeHint::default(),
         }
-    }
-}
-
-/// Bytes on their way to the upstream: small ones (the head, chunk framing, small frames) copied into `pre`, then
-/// one larger frame, then its chunk's CRLF (as server::h1 writes to clients).
-#[derive(Default)]
-struct Out {
-    pre: Vec<u8>,
-    pre_at: usize,
-    data: Bytes,
-    post: &'static [u8],
-}
-
-impl Out {
-    fn is_empty(&self) -> bool {
-        self.pre_at == self.pre.len() && self.data.is_empty() && self.post.is_empty()
-    }
-
-    fn open(&self) -> bool {
-        self.data.is_empty() && self.post.is_empty()
-    }
-
-    /// One write: Ready(Ok) once some of it is written (or there was nothing to write).
-    fn poll_write_once<I: AsyncWrite + Unpin>(&mut self, cx: &mut Context<'_>, io: &mut I) -> Poll<io::Result<()>> {
-        if self.is_empty() {
-            return Poll::Ready(Ok(()));
-        }
-        let bufs = [IoSlice::new(&self.pre[self.pre_at..]), IoSlice::new(&self.data), IoSlice::new(self.post)];
-        let n = ready!(Pin::new(&mut *io).poll_write_vectored(cx, &bufs))?;
-        if n == 0 {
-            return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
-        }
-        self.advance(n);
-        Poll::Ready(Ok(()))
-    }
-
-    fn poll_write<I: AsyncWrite + Unpin>(&mut self, cx: &mut Context<'_>, io: &mut I) -> Poll<io::Result<()>> {
-        while !self.is_empty() {
-            ready!(self.poll_write_once(cx, io))?;
-        }
-        self.pre.clear();
-        self.pre_at = 0;
-        Poll::Ready(Ok(()))
-    }
-
-    fn advance(&mut self, mut n: usize) {
-        let pre = (self.pre.len() - self.pre_at).min(n);
-        self.pre_at += pre;
-        n -= pre;
-        let data = self.data.len().min(n);
-        self.data.advance(data);
-        n -= data;
-        let post = self.post.len().min(n);
-        self.post = &self.post[post..];
-    }
-}
-
-/// Queues a data frame and what follows it: copied when small, else written from its own buffer.
-fn queue(out: &mut Out, data: Bytes, post: &'static [u8]) {
-    if data.len() <= COPY_FRAME {
-        out.pre.extend_from_slice(&data);
-        out.pre.extend_from_slice(post);
-    } else {
-        out.data = data;
-        out.post = post;
     }
 }
