@@ -27,6 +27,8 @@ pub struct Table {
     pub proxy: Option<ProxyRooms>,
     /// Origin-form requests are matched against these, most specific first.
     pub routes: Vec<Mount>,
+    /// Some route names a host: only then is a request's host read (and lowercased) to route it.
+    by_host: bool,
 }
 
 /// The forward proxy's rooms. They share one dialer (the target policy) and the parent proxy.
@@ -112,8 +114,9 @@ impl Table {
             .routes
             .iter()
             .map(|r| Mount::build(r, cfg, out, metrics.route(listener, &r.name())).map_err(|e| e.or_at(r.at.as_ref())))
-            .collect::<Result<_, _>>()?;
-        Ok(Table { proxy, routes })
+            .collect::<Result<Vec<Mount>, _>>()?;
+        let by_host = routes.iter().any(|r| r.host.is_some());
+        Ok(Table { proxy, routes, by_host })
     }
 
     /// Picks the room for `req`. Absolute-form and CONNECT go to the forward proxy (when this listener is one);
@@ -145,11 +148,7 @@ impl Table {
             return proxied(req, proxy);
         }
         check_host_port(req)?;
-        // The host is only read (and lowercased) when a route names one.
-        let host = match self.routes.iter().any(|r| r.host.is_some()) {
-            true => request_host(req),
-            false => None,
-        };
+        let host = if self.by_host { request_host(req) } else { None };
         let path = req.uri().path();
         if let Some(r) = self.routes.iter().find(|r| r.matches(host.as_deref(), path)) {
             return Ok(Picked::Route(r));
