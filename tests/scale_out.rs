@@ -35,6 +35,11 @@ fn hopgate(listen: u16, admin: u16, origin: SocketAddr) -> Hopgate {
         &format!("127.0.0.1:{admin}"),
         "--drain",
         "10",
+        // At least the check's `inter` x `fall` (docs/scale-out.md): the balancer has stopped sending before the
+        // listener closes. Without it, a connection whose handshake the kernel has not finished when the socket
+        // closes is reset, and HAProxy can't retry it (1 drain in 50 here, under two client loops).
+        "--drain-grace",
+        "0.5",
     ])
 }
 
@@ -212,9 +217,10 @@ fn haproxy_in_front_of_two_hopgates_one_drained_and_restarted_under_load() {
     let all_served = |hs: &[Hopgate]| hs.iter().all(|h| served(h).len() >= 10);
     assert!(wait_until(Duration::from_secs(60), || all_served(&hopgates)), "both hopgates serve");
 
-    // Drain each in turn under load, twice: /readyz turns 503 and its listener closes; HAProxy's check marks it
-    // down, and a connection it refuses meanwhile is dispatched to the other (retries, redispatch). Then it
-    // starts again on the same ports and the health check brings it back.
+    // Drain each in turn under load, twice: /readyz turns 503, HAProxy's check marks it down while its listener
+    // still accepts (the drain grace), then the listener closes (what waits in its accept queue is answered) and
+    // a connection it refuses meanwhile is dispatched to the other (retries, redispatch). Then it starts again on
+    // the same ports and the health check brings it back.
     let mut counts = Vec::new();
     for round in 0..4 {
         let i = round % 2;
@@ -337,4 +343,43 @@ fn a_connection_accepted_before_a_drain_has_its_first_request_answered() {
     assert!(status.success());
     assert!(started.elapsed() < Duration::from_secs(30), "not held for the 60 s drain time: {:?}", started.elapsed());
     assert_eq!(origin.count(), 2);
+}
+
+/// Connections the kernel completed but hopgate had not accepted yet (here held back by `max_connections = 1`)
+/// are taken from the accept queue when the drain closes the listener, and each has its request answered with
+/// `Connection: close`: closing the socket would reset them, and a balancer in TCP mode that has sent a request
+/// on one cannot retry it.
+#[test]
+fn connections_waiting_in_the_accept_queue_at_a_drain_are_answered_not_reset() {
+    let origin = Origin::fixed("ok");
+    let mut hg = Hopgate::start_config(&format!(
+        "drain_secs = 20\n[limits]\nmax_connections = 1\n\
+         [[listener]]\nlisten = \"127.0.0.1:0\"\n[[listener.route]]\nto = \"http://{}\"\n",
+        origin.addr
+    ));
+    let mut held = support::Raw::connect(hg.addr);
+    held.send("GET /held HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(held.response().status, 200);
+    // The limit is taken: these three wait in the kernel's queue with their requests sent.
+    let mut queued: Vec<support::Raw> = (0..3).map(|_| support::Raw::connect(hg.addr)).collect();
+    for (i, q) in queued.iter_mut().enumerate() {
+        q.send(format!("GET /queued{i} HTTP/1.1\r\nHost: x\r\n\r\n"));
+    }
+    assert_eq!(origin.count(), 1, "the queued connections were not accepted before the drain");
+    hg.signal("TERM");
+    for q in &mut queued {
+        let r = q.response();
+        assert_eq!(
+            (r.status, r.header("connection"), r.body.as_slice()),
+            (200, Some("close"), &b"ok"[..]),
+            "{}",
+            r.head
+        );
+        assert!(q.closed_within(Duration::from_secs(10)));
+    }
+    assert!(held.closed_within(Duration::from_secs(10)), "the idle kept-alive connection is closed by the drain");
+    let status = hg.wait_exit(Duration::from_secs(20)).expect("hopgate exits once nothing is left");
+    assert!(status.success(), "{}", hg.stderr_text());
+    assert_eq!(origin.count(), 4);
+    assert!(hg.stderr_text().contains("took 3 connections from the accept queue of"), "{}", hg.stderr_text());
 }

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio_util::task::TaskTracker;
 
 use crate::backend::intercept::Intercepted;
@@ -223,12 +223,13 @@ impl Server {
             tokio::time::sleep(self.drain_grace).await;
         }
         tracing::info!("shutting down: no new connections, draining for up to {:?}", self.drain);
-        for r in &self.listeners {
-            let _ = r.stop.send(true);
-        }
-        // The listening sockets close once the accept loops have stopped: drop every other holder.
-        self.listeners.clear();
+        // The listening sockets close once the accept loops have stopped: every other holder lets go first, so
+        // that a socket closes right after its loop has taken what waits in its accept queue.
+        let stops: Vec<_> = self.listeners.drain(..).map(|r| r.stop).collect();
         self.offered.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        for stop in &stops {
+            let _ = stop.send(true);
+        }
         for a in accepters {
             let _ = a.await;
         }
@@ -477,10 +478,22 @@ async fn accept_loop(
 ) {
     let mut errors = AcceptErrors::default();
     let local = slot.load().hop.local;
+    let conn_stop = stop.clone();
+    let spawn = |stream: TcpStream, peer: SocketAddr, permit: Option<OwnedSemaphorePermit>| {
+        // The state current at the accept counts the connection; each request loads the then current one.
+        let slot = slot.clone();
+        let stop = conn_stop.clone();
+        let conn_tasks = tasks.clone();
+        let open = OpenConnection::new(&slot.load().metrics);
+        tasks.spawn(async move {
+            let _permit = permit;
+            serve_tcp(stream, peer, slot, conn_tasks, stop, open).await;
+        });
+    };
     loop {
         let permit = tokio::select! {
             p = connections.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
-            _ = stop.changed() => return,
+            _ = stop.changed() => break,
         };
         let (stream, peer) = tokio::select! {
             r = tcp.accept() => match r {
@@ -495,18 +508,45 @@ async fn accept_loop(
                     continue;
                 }
             },
-            _ = stop.changed() => return,
+            _ = stop.changed() => break,
         };
-        // The state current at the accept counts the connection; each request loads the then current one.
-        let slot = slot.clone();
-        let stop = stop.clone();
-        let conn_tasks = tasks.clone();
-        let open = OpenConnection::new(&slot.load().metrics);
-        tasks.spawn(async move {
-            let _permit = permit;
-            serve_tcp(stream, peer, slot, conn_tasks, stop, open).await;
-        });
+        spawn(stream, peer, Some(permit));
     }
+    for (stream, peer) in accept_queued(&tcp) {
+        spawn(stream, peer, connections.clone().try_acquire_owned().ok());
+    }
+}
+
+/// The connections the kernel completed that still wait in the listener's accept queue when it stops accepting,
+/// taken without waiting. Closing the socket would reset them, and a balancer in TCP mode that already sent a
+/// request on one cannot retry it elsewhere; taken, each has its first request answered under the drain's rules
+/// (with `Connection: close`). They are served even past `max_connections` (the queue is bounded by the
+/// listen backlog); the first failed accept (the queue is empty, or no descriptor is left) ends the taking.
+fn accept_queued(tcp: &TcpListener) -> Vec<(TcpStream, SocketAddr)> {
+    let mut taken = Vec::new();
+    while taken.len() < ACCEPT_QUEUE_MAX {
+        let Ok((socket, addr)) = socket2::SockRef::from(tcp).accept() else { break };
+        let Some(peer) = addr.as_socket() else { continue };
+        let stream = std::net::TcpStream::from(socket);
+        if stream.set_nonblocking(true).is_err() {
+            continue;
+        }
+        match TcpStream::from_std(stream) {
+            Ok(stream) => taken.push((stream, peer)),
+            Err(_) => break,
+        }
+    }
+    if !taken.is_empty() {
+        tracing::info!("took {} connections from the accept queue of {} as it stopped", taken.len(), addr_of(tcp));
+    }
+    taken
+}
+
+/// At most this many connections are taken from a stopping listener's accept queue (the kernel's largest backlog).
+const ACCEPT_QUEUE_MAX: usize = 65_535;
+
+fn addr_of(tcp: &TcpListener) -> String {
+    tcp.local_addr().map(|a| a.to_string()).unwrap_or_else(|_| "a listener".into())
 }
 
 /// How long a listener waits after a failed accept (EMFILE, ENFILE, ENOBUFS...) before it tries again.
