@@ -330,10 +330,24 @@ pub async fn reverse(mut req: Request<Incoming>, ctx: &Ctx<'_>, route: &Reverse)
 /// (`..;`, which some origins strip): the origin would resolve it and the request could climb out of the
 /// route's base and prefix, so a gateway refuses it instead of passing it on. Clients normalize such paths
 /// before sending (RFC 3986 §5.2.4); only a hand-made request carries one.
+// On every gateway request: a pass over the bytes, with no string made per segment (bench/profile callgrind).
 fn has_dot_segment(path: &str) -> bool {
     path.split('/').any(|segment| {
-        let name = segment.split(';').next().unwrap_or("").to_ascii_lowercase().replace("%2e", ".");
-        name == "." || name == ".."
+        let name = segment.as_bytes().split(|&b| b == b';').next().unwrap_or_default();
+        let mut dots = 0;
+        let mut rest = name;
+        while !rest.is_empty() {
+            rest = match rest {
+                [b'.', tail @ ..] => tail,
+                [b'%', b'2', b'e' | b'E', tail @ ..] => tail,
+                _ => return false,
+            };
+            dots += 1;
+            if dots > 2 {
+                return false;
+            }
+        }
+        dots > 0
     })
 }
 
@@ -434,10 +448,12 @@ mod tests {
 
     #[test]
     fn dot_segments() {
-        for p in ["/..", "/a/../b", "/./a", "/a/%2e%2E/b", "/.%2e/x", "/%2e", "/..;x/y", "/a/.;/b"] {
+        for p in ["/..", "/a/../b", "/./a", "/a/%2e%2E/b", "/.%2e/x", "/%2e", "/..;x/y", "/a/.;/b", "/%2E%2e", ".."] {
             assert!(has_dot_segment(p), "{p}");
         }
-        for p in ["/", "/a/b", "/a..b/", "/.hidden", "/...", "/a/%2e%2e%2f", "/a.b"] {
+        for p in
+            ["/", "/a/b", "/a..b/", "/.hidden", "/...", "/a/%2e%2e%2f", "/a.b", "/%2e%2e%2e", "/%2", "/%2f", "/.%2"]
+        {
             assert!(!has_dot_segment(p), "{p}");
         }
     }
