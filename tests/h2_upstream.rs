@@ -367,3 +367,17 @@ fn a_websocket_upgrade_to_an_http2_origin_is_an_extended_connect() {
         assert_eq!(String::from_utf8_lossy(&echo), format!("echo:{word}"));
     }
 }
+
+/// Interim (103) responses from an HTTP/2 origin do not disturb the final response (the h2 crate drops them;
+/// hyper's HTTP/2 client has no callback for them, so the relay's limit of ten counts HTTP/1.1 upstreams only).
+#[test]
+fn interim_responses_from_an_http2_origin_leave_the_final_one_intact() {
+    let o = H2Origin::plain();
+    let hg = gateway(&format!("http://127.0.0.1:{}", o.port), "upstream_http = \"2\"");
+    for n in [3, 12] {
+        let text = raw(&hg, &format!("GET /hints/{n} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"));
+        assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+        assert!(text.ends_with("\r\n\r\nhints"), "{text}");
+        assert!(!text.contains("103"), "{text}");
+    }
+}

@@ -99,6 +99,12 @@ async def h2c(cid, reader, writer, first):
             conn.send_data(sid, b'hello')
             trailers = [('grpc-status', '0'), ('grpc-message', 'fine')] if grpc else [('x-checksum', 'abc')]
             conn.send_headers(sid, trailers, end_stream=True)
+        elif path.startswith('/hints/'):
+            # N interim 103 (Early Hints) responses, then the final one.
+            for _ in range(int(path.split('/')[2])):
+                conn.send_headers(sid, [(':status', '103'), ('link', '</a.css>; rel=preload')])
+            conn.send_headers(sid, [(':status', '200'), ('content-length', '5')])
+            conn.send_data(sid, b'hints', end_stream=True)
         elif path == '/drip':
             conn.send_headers(sid, [(':status', '200'), ('content-type', 'text/plain')])
             for _ in range(200):

@@ -195,10 +195,8 @@ fn informational(req: &mut Request<Incoming>, version: Version) -> (Arc<Informat
             let _ = tx.send(());
         }
     });
-    // The same callback for both clients: hopgate's own HTTP/1.1 connection calls its extension, hyper's HTTP/2
-    // client its own.
-    let h2 = callback.clone();
-    hyper::ext::on_informational(req, move |res| h2(res.status()));
+    // hopgate's own HTTP/1.1 connection calls this extension. hyper's HTTP/2 client has no such callback (its
+    // `ext::on_informational` is read by its HTTP/1 client only): the h2 crate drops interim responses itself.
     req.extensions_mut().insert(OnInformational(Arc::new(move |res: &Response<()>| callback(res.status()))));
     (seen, gate)
 }
