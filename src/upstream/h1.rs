@@ -46,6 +46,12 @@ const MAX_HEADERS: usize = 100;
 /// The most bytes a response head may fill before it is complete (hyper's client's default buffer limit).
 pub const MAX_HEAD: usize = 8192 + 4096 * 100;
 
+/// More informational (1xx) responses than this to one request end the exchange ([`ConnError::Flooded`]) and
+/// close the connection: an origin that sends them without end would otherwise keep hopgate reading for the whole
+/// response-head time. Go's HTTP client allows 5; a 100 (Continue), 102 (Processing) or 103 (Early Hints) come
+/// once or a few times.
+pub const MAX_INFORMATIONAL: u32 = 10;
+
 /// The relay's callback for every interim (1xx) response to a request: a request extension (hyper's own,
 /// `hyper::ext::on_informational`, is for its HTTP/2 client; its type is private).
 #[derive(Clone)]
@@ -63,6 +69,8 @@ pub enum ConnError {
     Head(HeadError),
     /// The upstream closed the connection before a complete response head.
     Closed,
+    /// The upstream sent more than [`MAX_INFORMATIONAL`] interim (1xx) responses to one request.
+    Flooded,
     /// Reading or writing the connection failed.
     Io(io::Error),
 }
@@ -74,6 +82,7 @@ impl fmt::Display for ConnError {
             ConnError::Head(HeadError::TooLarge) => f.write_str("message head is too large"),
             ConnError::Head(e) => write!(f, "invalid response head: {e}"),
             ConnError::Closed => f.write_str("connection closed before a complete response"),
+            ConnError::Flooded => write!(f, "more than {MAX_INFORMATIONAL} informational (1xx) responses"),
             ConnError::Io(e) => write!(f, "{e}"),
         }
     }
@@ -193,6 +202,7 @@ pub async fn send(
 
     let mut rbuf = BytesMut::new();
     let mut uploading = true;
+    let mut interim = 0u32;
     let head = poll_fn(|cx| {
         loop {
             if uploading {
@@ -205,6 +215,10 @@ pub async fn send(
             if !rbuf.is_empty() {
                 match parse_response(&mut rbuf, &method, MAX_HEADERS) {
                     Ok(Some(head)) if head.is_interim() => {
+                        interim += 1;
+                        if interim > MAX_INFORMATIONAL {
+                            return Poll::Ready(Err(ConnError::Flooded));
+                        }
                         if let Some(OnInformational(f)) = &informational {
                             f(&head.response);
                         }

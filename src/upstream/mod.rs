@@ -27,7 +27,7 @@ use crate::error::{Error, Kind};
 use crate::metrics::RouteMetrics;
 use crate::proxy_protocol::{self, Addresses};
 pub use connect::ConnectError;
-pub use h1::{ConnError, OnInformational};
+pub use h1::{ConnError, MAX_INFORMATIONAL, OnInformational};
 pub use parent::ParentProxy;
 pub use policy::{OwnAddrs, TargetPolicy};
 pub use pool::{Failed, HttpClient, ResponseBody, SendError};

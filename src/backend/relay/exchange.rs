@@ -4,14 +4,9 @@
 //! ([`response_head`]). The two relay rooms differ only in their [`Leg`].
 
 use std::error::Error as _;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures_util::task::AtomicWaker;
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
@@ -88,8 +83,8 @@ pub(super) async fn send(
     if extended.is_some() && upgrade.is_none() {
         return Err(Error::client(Kind::BadRequest, "websocket is not on this route's upgrades list"));
     }
-    let (seen, gate) = informational(&mut req, version);
-    let resp = exchange(req, gate, seen, ctx, &leg, &target).await?;
+    let gate = continue_gate(&mut req, version);
+    let resp = exchange(req, gate, ctx, &leg, &target).await?;
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         return switch(resp, upgrade, extended, ctx, &target);
     }
@@ -162,8 +157,8 @@ fn offer_upgrade(
     Some(Upgrade { offer, client: hyper::upgrade::on(req) })
 }
 
-/// Counts the upstream's 1xx responses (one too many ends the exchange: [`MAX_INFORMATIONAL`]) and holds a body
-/// that expects `100-continue` behind a gate the upstream's 100 opens. Returns the count and the gate.
+/// Holds a body that expects `100-continue` behind a gate the upstream's 100 opens, and returns the gate. (The
+/// upstream connection counts 1xx responses itself: more than [`MAX_INFORMATIONAL`] end the exchange.)
 ///
 /// The client's 100 (Continue) is the upstream's to give (RFC 9110 §15.2: a proxy forwards 1xx): the body is held
 /// back, so hyper does not promise it, until the upstream sends its 100, or says nothing for a moment (an
@@ -171,43 +166,35 @@ fn offer_upgrade(
 /// never sends its body. RFC 9110 §10.1.1: a 100-continue expectation in an HTTP/1.0 request is ignored;
 /// forwarded in an HTTP/1.1 request it would mean something the client never asked.
 #[inline]
-fn informational(req: &mut Request<Incoming>, version: Version) -> (Arc<Informational>, Option<oneshot::Receiver<()>>) {
+fn continue_gate(req: &mut Request<Incoming>, version: Version) -> Option<oneshot::Receiver<()>> {
     let expects_continue =
         req.headers().get(header::EXPECT).is_some_and(|e| e.as_bytes().eq_ignore_ascii_case(b"100-continue"));
     if version == Version::HTTP_10 {
         req.headers_mut().remove(header::EXPECT);
     }
-    let (continue_tx, gate) = match expects_continue && version == Version::HTTP_11 {
-        true => {
-            let (tx, rx) = oneshot::channel();
-            (Some(tx), Some(rx))
-        }
-        false => (None, None),
-    };
-    let seen = Arc::new(Informational::default());
-    let counter = seen.clone();
-    let on_continue = std::sync::Mutex::new(continue_tx);
-    let callback: Arc<dyn Fn(StatusCode) + Send + Sync> = Arc::new(move |status| {
-        counter.seen();
-        if status == StatusCode::CONTINUE
+    if !expects_continue || version != Version::HTTP_11 {
+        return None;
+    }
+    let (tx, gate) = oneshot::channel();
+    let on_continue = std::sync::Mutex::new(Some(tx));
+    // hopgate's own HTTP/1.1 connection calls this extension. hyper's HTTP/2 client has no such callback (its
+    // `ext::on_informational` is read by its HTTP/1 client only): the h2 crate drops interim responses itself.
+    req.extensions_mut().insert(OnInformational(Arc::new(move |res: &Response<()>| {
+        if res.status() == StatusCode::CONTINUE
             && let Some(tx) = on_continue.lock().ok().and_then(|mut t| t.take())
         {
             let _ = tx.send(());
         }
-    });
-    // hopgate's own HTTP/1.1 connection calls this extension. hyper's HTTP/2 client has no such callback (its
-    // `ext::on_informational` is read by its HTTP/1 client only): the h2 crate drops interim responses itself.
-    req.extensions_mut().insert(OnInformational(Arc::new(move |res: &Response<()>| callback(res.status()))));
-    (seen, gate)
+    })));
+    Some(gate)
 }
 
 /// Sends the request and waits for the response head. The response-head timeout starts once the request body is
 /// sent: a long upload is not a slow origin. A client that stops sending its body for the idle time is cut off;
-/// so is an upstream that stops taking it for the response-head time, or that sends too many 1xx.
+/// so is an upstream that stops taking it for the response-head time.
 async fn exchange(
     mut req: Request<Incoming>,
     gate: Option<oneshot::Receiver<()>>,
-    seen: Arc<Informational>,
     ctx: &Ctx<'_>,
     leg: &Leg<'_>,
     target: &Uri,
@@ -231,32 +218,21 @@ async fn exchange(
             format!("no response head from {} within {:?}", display_authority(target), timeout),
         )
     };
-    // Dropping the request on a flood of 1xx drops hyper's response receiver: hyper then closes the connection.
-    let response = UntilFlood { inner: leg.request(req, replayable), informational: seen };
+    let response = leg.request(req, replayable);
     tokio::pin!(response);
-    let waited = match reading {
-        None => tokio::time::timeout(timeout, response).await.map_err(|_| head_timeout()),
+    match reading {
+        None => tokio::time::timeout(timeout, response).await.map_err(|_| head_timeout())?,
         Some(reading) => {
             let stalled = reading.stalled(timeout);
             tokio::select! {
-                r = &mut response => Ok(r),
-                _ = reading.ended => tokio::time::timeout(timeout, response).await.map_err(|_| head_timeout()),
+                r = &mut response => r,
+                _ = reading.ended => tokio::time::timeout(timeout, response).await.map_err(|_| head_timeout())?,
                 () = stalled => Err(Error::upstream(
                     Kind::ResponseTimeout,
                     format!("{} stopped reading the request body for {:?}", display_authority(target), timeout),
                 )),
             }
         }
-    };
-    match waited? {
-        Ok(r) => r,
-        Err(Flooded) => Err(Error::upstream(
-            Kind::UpstreamProtocol,
-            format!(
-                "{} sent more than {MAX_INFORMATIONAL} informational (1xx) responses to one request",
-                display_authority(target)
-            ),
-        )),
     }
 }
 
@@ -395,59 +371,6 @@ fn announce_grpc_trailers(headers: &mut http::HeaderMap) {
     }
 }
 
-/// How many informational responses one request has had, shared by hyper's 1xx callback and the request
-/// waiting for its response ([`UntilFlood`]), which the callback wakes when there are too many.
-#[derive(Default)]
-struct Informational {
-    seen: AtomicU32,
-    waiting: AtomicWaker,
-}
-
-impl Informational {
-    fn seen(&self) {
-        if self.seen.fetch_add(1, Ordering::AcqRel) == MAX_INFORMATIONAL {
-            self.waiting.wake();
-        }
-    }
-
-    fn flooded(&self) -> bool {
-        self.seen.load(Ordering::Acquire) > MAX_INFORMATIONAL
-    }
-}
-
-/// The upstream sent more than [`MAX_INFORMATIONAL`] 1xx responses.
-struct Flooded;
-
-pin_project_lite::pin_project! {
-    /// A response future that ends early, with [`Flooded`], once its request has had too many 1xx responses.
-    /// (Hand-made rather than a `select!`: it is on every relayed request, and a 1xx-free one costs a load.)
-    struct UntilFlood<F> {
-        #[pin]
-        inner: F,
-        informational: Arc<Informational>,
-    }
-}
-
-impl<F: Future> Future for UntilFlood<F> {
-    type Output = Result<F::Output, Flooded>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        if let Poll::Ready(r) = this.inner.poll(cx) {
-            return Poll::Ready(Ok(r));
-        }
-        if this.informational.flooded() {
-            return Poll::Ready(Err(Flooded));
-        }
-        this.informational.waiting.register(cx.waker());
-        // A flood counted between the first look and the registration has woken nobody.
-        match this.informational.flooded() {
-            true => Poll::Ready(Err(Flooded)),
-            false => Poll::Pending,
-        }
-    }
-}
-
 fn display_authority(uri: &Uri) -> String {
     uri.authority().map(|a| a.to_string()).unwrap_or_default()
 }
@@ -512,6 +435,10 @@ fn conn_error(e: ConnError, upstream: &str) -> Error {
             };
             Error::upstream(Kind::UpstreamProtocol, format!("invalid response from {upstream}")).with_source(why)
         }
+        ConnError::Flooded => Error::upstream(
+            Kind::UpstreamProtocol,
+            format!("{upstream} sent more than {MAX_INFORMATIONAL} informational (1xx) responses to one request"),
+        ),
         ConnError::Closed => Error::upstream(
             Kind::UpstreamClosedEarly,
             format!("{upstream} closed the connection before a complete response"),

@@ -36,10 +36,9 @@ use exchange::{Leg, send};
 /// read anyway (and hyper sends the client a 100 itself): curl's own wait.
 pub const EXPECT_CONTINUE_WAIT_MILLIS: u64 = 1000;
 
-/// More informational (1xx) responses than this to one request make it a 502 and close the upstream connection:
-/// an origin that sends them without end would otherwise keep hopgate reading for the whole response-head time.
-/// Go's HTTP client allows 5; a 100 (Continue), 102 (Processing) or 103 (Early Hints) come once or a few times.
-pub const MAX_INFORMATIONAL: u32 = 10;
+/// More informational (1xx) responses than this to one request make it a 502 and close the upstream connection
+/// (counted by the upstream connection: `upstream::MAX_INFORMATIONAL`).
+pub use crate::upstream::MAX_INFORMATIONAL;
 
 /// A gateway route's upstream: `http(s)://authority[/base]`, or a group of them (docs/upstreams.md).
 pub struct Reverse {
