@@ -24,6 +24,9 @@ static HOP_BY_HOP: [HeaderName; 9] = [
     header::PROXY_AUTHORIZATION,
 ];
 
+/// The lengths of the [`HOP_BY_HOP`] names, one bit each (2, 7, 10, 14, 16, 17, 18, 19).
+const HOP_LENGTHS: u32 = 1 << 2 | 1 << 7 | 1 << 10 | 1 << 14 | 1 << 16 | 1 << 17 | 1 << 18 | 1 << 19;
+
 /// What [`strip`] found out about a message before removing its hop-by-hop fields.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Stripped {
@@ -74,7 +77,12 @@ pub fn strip(headers: &mut HeaderMap) -> Stripped {
     }
     let mut present = 0u16;
     for name in headers.keys() {
-        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
+        // Most names have a length no hop-by-hop name has: one bit test instead of nine comparisons.
+        let len = name.as_str().len();
+        if len < 32
+            && HOP_LENGTHS & (1 << len) != 0
+            && let Some(i) = HOP_BY_HOP.iter().position(|h| h == name)
+        {
             present |= 1 << i;
         }
     }
@@ -177,6 +185,12 @@ pub fn one_content_length(headers: &mut HeaderMap) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hop_lengths_cover_the_list() {
+        let lengths = HOP_BY_HOP.iter().fold(0u32, |bits, n| bits | 1 << n.as_str().len());
+        assert_eq!(lengths, HOP_LENGTHS);
+    }
 
     #[test]
     fn strips_named_and_fixed() {
