@@ -160,6 +160,14 @@ fn framing(
 fn content_length(headers: &HeaderMap) -> Option<u64> {
     let mut len = None;
     for value in headers.get_all(header::CONTENT_LENGTH) {
+        // The usual value: digits only.
+        if let Some(n) = digits(value.as_bytes()) {
+            if len.is_some_and(|l| l != n) {
+                return None;
+            }
+            len = Some(n);
+            continue;
+        }
         for v in value.to_str().ok()?.split(',') {
             let n = digits(v.trim().as_bytes())?;
             if len.is_some_and(|l| l != n) {

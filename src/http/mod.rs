@@ -249,7 +249,10 @@ fn set_forwarded(headers: &mut HeaderMap, client: SocketAddr, proto: &str, host:
     fwd.push_str(proto);
     if let Some(h) = host.and_then(|h| h.to_str().ok()) {
         fwd.push_str(";host=\"");
-        fwd.extend(h.chars().filter(|c| !matches!(c, '"' | '\\')));
+        // Quotes and backslashes dropped; a host has none, so it is usually copied whole.
+        for part in h.split(['"', '\\']) {
+            fwd.push_str(part);
+        }
         fwd.push('"');
     }
     match HeaderValue::from_maybe_shared(Bytes::from(fwd)) {
@@ -400,5 +403,8 @@ mod tests {
         assert_eq!(h["x-forwarded-for"], "::1");
         assert_eq!(h[header::FORWARDED], "for=\"[::1]\";proto=https;host=\"example.com\"");
         assert_eq!(h["x-forwarded-proto"], "https");
+        let odd = HeaderValue::from_static("a\"b\\c\"");
+        set_forwarded(&mut h, "10.1.2.3:5".parse().unwrap(), "http", Some(&odd));
+        assert_eq!(h[header::FORWARDED], "for=10.1.2.3;proto=http;host=\"abc\"");
     }
 }
