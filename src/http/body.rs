@@ -98,16 +98,14 @@ impl Reading {
 }
 
 /// [`Body::watched`] for a body of another type that is not at its end yet (an upstream response body that
-/// returns its connection to the pool when it ends), boxed once together with the watch. Returns a receiver
-/// that completes when the body has been read in full (or was abandoned).
-pub fn watch<B>(inner: B, idle: Duration, what: &'static str) -> (Body, Option<oneshot::Receiver<()>>)
+/// returns its connection to the pool when it ends), boxed once together with the watch: the idle limit only, no
+/// end signal (nobody waits for one).
+pub fn watch<B>(inner: B, idle: Duration, what: &'static str) -> Body
 where
     B: http_body::Body<Data = Bytes> + Send + Sync + Unpin + 'static,
     B::Error: Into<BoxError>,
 {
-    let (tx, rx) = oneshot::channel();
-    let watched = Watched { inner, ended: Some(tx), idle, timer: None, what, asked: None };
-    (Body::boxed(watched), Some(rx))
+    Body::boxed(Watched { inner, ended: None, idle, timer: None, what, asked: None })
 }
 
 /// A body with an idle timeout and an end signal.

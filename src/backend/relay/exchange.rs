@@ -353,7 +353,7 @@ fn response_head(
     let body = if body.is_end_stream() {
         Body::empty()
     } else {
-        crate::http::watch(body, ctx.hop.timeouts.response_head, "the response body from the upstream").0
+        crate::http::watch(body, ctx.hop.timeouts.response_head, "the response body from the upstream")
     };
     Ok(Response::from_parts(parts, body))
 }
