@@ -41,7 +41,10 @@ impl Leg<'_> {
             Leg::Forward { room, .. } => &room.client,
             Leg::Reverse { room, key, .. } => match &room.upstream {
                 Upstream::One(client) => client,
-                Upstream::Group(g) => return super::group::send(g, *key, req, replayable, &room.prefix).await,
+                // Boxed: a group's state (some 2 KiB) would otherwise sit in every relayed request's future.
+                Upstream::Group(g) => {
+                    return Box::pin(super::group::send(g, *key, req, replayable, &room.prefix)).await;
+                }
             },
         };
         client.request(req).await.map_err(|e| client_error(e, &target))
