@@ -115,15 +115,7 @@ impl Files {
     /// refused (404: dot segments, encoded `/` or NUL, a dotfile; 403: not readable), and FIFOs, sockets and
     /// devices (404), which are never opened.
     pub fn lookup(&self, rel: &str) -> Result<Found, Error> {
-        let segments = meta::decode_segments(rel).map_err(Error::from)?;
-        // `/.well-known/` (RFC 8615: ACME challenges, security.txt) is always served; what is under it follows the
-        // rule like anything else.
-        let hidden = segments.iter().enumerate().any(|(i, s)| s.starts_with('.') && !(i == 0 && s == ".well-known"));
-        if hidden && !self.opts.dotfiles {
-            return Err(Error::client(Kind::NotFound, "dotfiles are not served"));
-        }
-        let mut path = self.root.clone();
-        path.extend(segments.iter().filter(|s| !s.is_empty()));
+        let path = self.joined(rel)?;
         // With symlinks followed, a noted regular file in an unchanged directory needs no stat of its own (it is
         // checked on its descriptor once open). `inside` resolves every path anyway.
         if self.opts.symlinks == Symlinks::Follow
@@ -146,6 +138,35 @@ impl Files {
             return Err(Error::client(Kind::NotFound, "a file is not a directory"));
         }
         Ok(Found::File(Located::unnoted(path)))
+    }
+
+    /// The root joined with `rel`'s segments, decoded under `meta::decode_segments`' rules; dotfiles refused.
+    fn joined(&self, rel: &str) -> Result<PathBuf, Error> {
+        let mut path = PathBuf::with_capacity(self.root.as_os_str().len() + rel.len() + 1);
+        path.push(&self.root);
+        // Most paths have nothing to decode: their segments are checked as they are, by the same rules.
+        let plain = rel
+            .strip_prefix('/')
+            .filter(|r| !r.contains('%') && r.split('/').all(|s| s != "." && s != ".." && !s.contains(['\\', '\0'])));
+        if let Some(r) = plain {
+            self.visible(r.split('/'))?;
+            path.extend(r.split('/').filter(|s| !s.is_empty()));
+        } else {
+            let segments = meta::decode_segments(rel).map_err(Error::from)?;
+            self.visible(segments.iter().map(String::as_str))?;
+            path.extend(segments.iter().filter(|s| !s.is_empty()));
+        }
+        Ok(path)
+    }
+
+    /// Dotfiles are 404 unless the route serves them; `/.well-known/` (RFC 8615: ACME challenges, security.txt) is
+    /// always served, and what is under it follows the rule like anything else.
+    fn visible<'a>(&self, segments: impl Iterator<Item = &'a str>) -> Result<(), Error> {
+        let mut segments = segments.enumerate();
+        if !self.opts.dotfiles && segments.any(|(i, s)| s.starts_with('.') && !(i == 0 && s == ".well-known")) {
+            return Err(Error::client(Kind::NotFound, "dotfiles are not served"));
+        }
+        Ok(())
     }
 
     /// Answers a request for a file [`Files::lookup`] found: the representation the request selects, its
@@ -229,13 +250,14 @@ impl Files {
         let path = &found.path;
         let accepted = accepted_codings(headers);
         let mut vary = false;
-        let mut sibling = std::ffi::OsString::with_capacity(path.as_os_str().len() + 3);
+        let mut sibling = std::ffi::OsString::new();
         for (i, (coding, ext)) in SIBLINGS.into_iter().enumerate() {
             let noted = found.siblings.map(|s| s[i]);
             if noted == Some(Sibling::Absent) {
                 continue;
             }
             sibling.clear();
+            sibling.reserve(path.as_os_str().len() + ext.len());
             sibling.push(path.as_os_str());
             sibling.push(ext);
             let sibling = Path::new(&sibling);
