@@ -120,7 +120,8 @@ impl Files {
         // checked on its descriptor once open). `inside` resolves every path anyway.
         if self.opts.symlinks == Symlinks::Follow
             && !rel.ends_with('/')
-            && path != self.root
+            // Built on the root: longer is below it.
+            && path.as_os_str().len() > self.root.as_os_str().len()
             && let Some(siblings) = self.notes.file(&path)
         {
             return Ok(Found::File(Located { path, siblings: Some(siblings) }));
@@ -177,7 +178,7 @@ impl Files {
             return Ok(options());
         }
         let path = &found.path;
-        let name = path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
+        let name = note::split(path).map(|(_, n)| n.to_string_lossy()).unwrap_or_default();
         let (file, served, encoding, vary) = self.representation(headers, found)?;
         let len = served.len();
         let mut validators = Validators { etag: Some(etag(&served, encoding)), modified: served.modified().ok() };

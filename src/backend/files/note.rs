@@ -14,8 +14,10 @@
 //! come from the open descriptor (`open_regular`'s fstat) on every request.
 
 use std::collections::HashMap;
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::fs::{self, Metadata};
+use std::hash::{BuildHasherDefault, Hasher};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
@@ -58,10 +60,12 @@ impl DirKey {
     }
 }
 
+type Map = HashMap<OsString, (DirKey, [Sibling; 2]), BuildHasherDefault<PathHasher>>;
+
 /// The notes of one room, by a file's path (as joined under the root).
 #[derive(Default)]
 pub struct Notes {
-    map: Mutex<HashMap<OsString, (DirKey, [Sibling; 2])>>,
+    map: Mutex<Map>,
 }
 
 impl std::fmt::Debug for Notes {
@@ -78,7 +82,7 @@ impl Notes {
     /// One `statx` (the directory) when the note holds; three more (`lstat` of the name and of both siblings)
     /// when it is taken.
     pub fn file(&self, path: &Path) -> Option<[Sibling; 2]> {
-        let dir = path.parent()?;
+        let (dir, _) = split(path)?;
         // Before the directory is looked at: a change after this moment gets later times than one settled
         // before it.
         let now = SystemTime::now();
@@ -117,7 +121,7 @@ impl Notes {
         Some(siblings)
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<OsString, (DirKey, [Sibling; 2])>> {
+    fn lock(&self) -> MutexGuard<'_, Map> {
         // A panic while the map was held leaves nothing half-written that matters: notes are only hints.
         self.map.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -137,4 +141,58 @@ fn settled(m: &Metadata, now: SystemTime) -> bool {
     };
     // A time in the future (a clock set back, times set by hand) is never settled.
     now.duration_since(c.max(m)).is_ok_and(|d| d >= margin)
+}
+
+/// A path joined under the root (no `.` or empty segments, no trailing `/`): its directory and its last name,
+/// without `Path::parent`'s walk over components. None for `/` itself.
+pub fn split(path: &Path) -> Option<(&Path, &OsStr)> {
+    let bytes = path.as_os_str().as_bytes();
+    let cut = bytes.iter().rposition(|b| *b == b'/')?;
+    let name = &bytes[cut + 1..];
+    if name.is_empty() {
+        return None;
+    }
+    let dir = if cut == 0 { &bytes[..1] } else { &bytes[..cut] };
+    Some((Path::new(OsStr::from_bytes(dir)), OsStr::from_bytes(name)))
+}
+
+/// FNV-1a over a path's bytes, a word at a time: cheaper than SipHash for the one lookup per request. Flooding
+/// is no concern here: only names that are regular files on disk are ever inserted, so a client can't fill a
+/// bucket with names of its choosing.
+#[derive(Default)]
+struct PathHasher(u64);
+
+impl Hasher for PathHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 { 0xcbf2_9ce4_8422_2325 } else { self.0 };
+        let mut words = bytes.chunks_exact(8);
+        for w in &mut words {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(w);
+            h = (h ^ u64::from_le_bytes(b)).wrapping_mul(0x0000_0100_0000_01b3).rotate_left(23);
+        }
+        for &b in words.remainder() {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        self.0 = h;
+    }
+
+    fn finish(&self) -> u64 {
+        // hashbrown takes its control bits from the top: spread the low ones up.
+        self.0 ^ (self.0 >> 29).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_is_parent_and_file_name() {
+        for p in ["/srv/www/a.txt", "/a", "/srv/www/sub/x.tar.gz"] {
+            let p = Path::new(p);
+            assert_eq!(split(p), Some((p.parent().unwrap(), p.file_name().unwrap())));
+        }
+        assert_eq!(split(Path::new("/")), None);
+    }
 }
