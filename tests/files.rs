@@ -433,6 +433,30 @@ fn large_files_stream_with_bounded_memory_and_over_tls() {
         hex(&Sha256::digest(&b))
     };
     assert!(String::from_utf8_lossy(&out.stdout).starts_with(&first_mib), "{out:?}");
+
+    // HTTP/2 frames bodies by their length too: Content-Length on a whole file, a range, several, HEAD and an
+    // empty file, as over HTTP/1.1.
+    std::fs::write(d.path().join("small.txt"), b"0123456789").unwrap();
+    std::fs::write(d.path().join("empty.txt"), b"").unwrap();
+    let base = format!("https://localhost:{}", t.addr.port());
+    let resolve = format!("localhost:{}:127.0.0.1", t.addr.port());
+    for (extra, path, status, length) in [
+        (None, "/small.txt", 200, "10"),
+        (Some("-r 2-4"), "/small.txt", 206, "3"),
+        (Some("-I"), "/small.txt", 200, "10"),
+        (None, "/empty.txt", 200, "0"),
+    ] {
+        let mut args = vec!["--http2", "--cacert", pki.ca.cert(), "--resolve", &resolve, "-o", "/dev/null"];
+        args.extend(["-D", "-", "-s"]);
+        let url = format!("{base}{path}");
+        let extra: Vec<&str> = extra.map(|e| e.split(' ').collect()).unwrap_or_default();
+        args.extend(extra.iter().copied());
+        args.push(&url);
+        let out = Command::new("curl").args(&args).output().unwrap();
+        let head = String::from_utf8_lossy(&out.stdout).to_lowercase();
+        assert!(head.starts_with(&format!("http/2 {status}")), "{path} {extra:?}: {head}");
+        assert!(head.contains(&format!("\r\ncontent-length: {length}\r\n")), "{path} {extra:?}: {head}");
+    }
 }
 
 /// A file of `len` bytes whose every 8-byte word is its own offset: any slice can be checked without a copy.

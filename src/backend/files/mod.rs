@@ -211,11 +211,10 @@ impl Files {
             head.insert(header::CONTENT_ENCODING, HeaderValue::from_static(e));
         }
         let head_only = method == Method::HEAD;
-        let (status, body) = match ranges {
+        let (status, body, length) = match ranges {
             Ranges::Whole => {
                 head.insert(header::CONTENT_TYPE, media);
-                head.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
-                (StatusCode::OK, FileBody::whole(file, len))
+                (StatusCode::OK, FileBody::whole(file, len), len)
             }
             Ranges::Unsatisfiable => {
                 let e = Error::client(Kind::RangeNotSatisfiable, format!("no range within {name}'s {len} bytes"))
@@ -225,17 +224,20 @@ impl Files {
             Ranges::Some(r) if r.len() == 1 => {
                 head.insert(header::CONTENT_TYPE, media);
                 head.insert(header::CONTENT_RANGE, representation::content_range(&r[0], len));
-                head.insert(header::CONTENT_LENGTH, HeaderValue::from(r[0].end - r[0].start));
-                (StatusCode::PARTIAL_CONTENT, FileBody::range(file, r[0].clone()))
+                (StatusCode::PARTIAL_CONTENT, FileBody::range(file, r[0].clone()), r[0].end - r[0].start)
             }
             Ranges::Some(r) => {
                 let (body, boundary, total) = FileBody::multipart(file, &r, len, &media);
                 let ct = format!("multipart/byteranges; boundary={boundary}");
                 head.insert(header::CONTENT_TYPE, HeaderValue::from_str(&ct).unwrap_or(media));
-                head.insert(header::CONTENT_LENGTH, HeaderValue::from(total));
-                (StatusCode::PARTIAL_CONTENT, body)
+                (StatusCode::PARTIAL_CONTENT, body, total)
             }
         };
+        // A body's exact length is what the connection writes as Content-Length (HTTP/1.1: h1::response::write_head;
+        // HTTP/2: hyper), so the field is built here only where no body carries it: HEAD, and an empty file.
+        if head_only || length == 0 {
+            head.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+        }
         let body = if head_only { Body::empty() } else { Body::file(body) };
         Ok(respond(status, head, body))
     }
