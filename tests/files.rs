@@ -685,7 +685,7 @@ fn a_noted_file_costs_one_directory_stat_and_one_descriptor_stat() {
     settle(d.path());
     let h = serve(d.path(), "");
     let mut raw = support::Raw::connect(h.addr);
-    let mut ask = |raw: &mut support::Raw| {
+    let ask = |raw: &mut support::Raw| {
         let r = raw.send("GET /1k HTTP/1.1\r\nHost: x\r\nAccept-Encoding: gzip, br\r\n\r\n").response();
         assert_eq!((r.status, r.body.len()), (200, 1024));
     };

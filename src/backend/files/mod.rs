@@ -55,7 +55,8 @@ pub struct Files {
     browse: bool,
     opts: FileOptions,
     prefix: Prefix,
-    notes: Notes,
+    /// Boxed: a route's room stays small (route::Room).
+    notes: Box<Notes>,
 }
 
 /// A regular file [`Files::lookup`] found.
@@ -108,7 +109,7 @@ impl Files {
         if !root.is_dir() {
             return Err(std::io::Error::new(std::io::ErrorKind::NotADirectory, "not a directory"));
         }
-        Ok(Files { root, index, browse, opts: opts.clone(), prefix: prefix.clone(), notes: Notes::default() })
+        Ok(Files { root, index, browse, opts: opts.clone(), prefix: prefix.clone(), notes: Box::default() })
     }
 
     /// What `rel` (a request path below the route prefix, still percent-encoded) names. Err: a path that is
