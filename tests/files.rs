@@ -433,6 +433,30 @@ fn large_files_stream_with_bounded_memory_and_over_tls() {
         hex(&Sha256::digest(&b))
     };
     assert!(String::from_utf8_lossy(&out.stdout).starts_with(&first_mib), "{out:?}");
+
+    // HTTP/2 frames bodies by their length too: Content-Length on a whole file, a range, several, HEAD and an
+    // empty file, as over HTTP/1.1.
+    std::fs::write(d.path().join("small.txt"), b"0123456789").unwrap();
+    std::fs::write(d.path().join("empty.txt"), b"").unwrap();
+    let base = format!("https://localhost:{}", t.addr.port());
+    let resolve = format!("localhost:{}:127.0.0.1", t.addr.port());
+    for (extra, path, status, length) in [
+        (None, "/small.txt", 200, "10"),
+        (Some("-r 2-4"), "/small.txt", 206, "3"),
+        (Some("-I"), "/small.txt", 200, "10"),
+        (None, "/empty.txt", 200, "0"),
+    ] {
+        let mut args = vec!["--http2", "--cacert", pki.ca.cert(), "--resolve", &resolve, "-o", "/dev/null"];
+        args.extend(["-D", "-", "-s"]);
+        let url = format!("{base}{path}");
+        let extra: Vec<&str> = extra.map(|e| e.split(' ').collect()).unwrap_or_default();
+        args.extend(extra.iter().copied());
+        args.push(&url);
+        let out = Command::new("curl").args(&args).output().unwrap();
+        let head = String::from_utf8_lossy(&out.stdout).to_lowercase();
+        assert!(head.starts_with(&format!("http/2 {status}")), "{path} {extra:?}: {head}");
+        assert!(head.contains(&format!("\r\ncontent-length: {length}\r\n")), "{path} {extra:?}: {head}");
+    }
 }
 
 /// A file of `len` bytes whose every 8-byte word is its own offset: any slice can be checked without a copy.
@@ -541,4 +565,162 @@ fn large_parts_go_by_sendfile_counted_and_cut_when_the_file_shrinks() {
     let line = h.stdout_line("\"GET /shrinks.bin HTTP/1.1\" 200 ");
     assert!(line.contains(" aborted"), "the cut response is logged as such: {line}");
     assert_eq!(get(&h, "/count.bin", "Range: bytes=0-7\r\n").status, 206, "the next client is served");
+}
+
+/// Waits (bounded) until `dir` last changed longer ago than the room's note rule asks (docs/files.md: 100 ms),
+/// so that the next request takes a note about it and the one after uses it.
+fn settle(dir: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let m = std::fs::metadata(dir).unwrap();
+        let changed = UNIX_EPOCH + Duration::new(m.ctime().max(m.mtime()) as u64, 999_999_999);
+        if SystemTime::now().duration_since(changed).is_ok_and(|d| d > Duration::from_millis(300)) {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "{} did not settle", dir.display());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Directory notes (the room keeps, per file, whether it is a regular file and which siblings exist while the
+/// directory is unchanged) never hide a change: a sibling created, deleted or turned into a dangling symlink, a file
+/// rewritten in place with another length, renamed over or replaced by a FIFO, each seen by the very next request.
+#[test]
+fn notes_between_requests_see_every_change_at_once() {
+    let d = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    let a = d.path().join("a.txt");
+    std::fs::write(&a, b"first\n").unwrap();
+    settle(d.path());
+    let h = serve(d.path(), "");
+    let gz = "Accept-Encoding: gzip, br\r\n";
+    let plain = |r: &support::Resp, body: &[u8]| {
+        assert_eq!(r.status, 200);
+        assert_eq!((r.header("content-encoding"), r.header("vary")), (None, None), "{:?}", r.headers);
+        assert_eq!(r.body, body);
+        assert_eq!(r.header("content-length"), Some(body.len().to_string().as_str()));
+    };
+    // The first request takes the note, the second uses it.
+    for _ in 0..2 {
+        plain(&get(&h, "/a.txt", gz), b"first\n");
+    }
+
+    // Written in place: the directory does not change, the length and ETag do.
+    let etag = get(&h, "/a.txt", "").header("etag").unwrap().to_string();
+    std::fs::write(&a, b"second, and longer\n").unwrap();
+    let r = get(&h, "/a.txt", gz);
+    plain(&r, b"second, and longer\n");
+    assert_ne!(r.header("etag"), Some(etag.as_str()));
+    std::fs::write(&a, b"3\n").unwrap();
+    plain(&get(&h, "/a.txt", gz), b"3\n");
+
+    // A sibling created: served at once, and Vary on the plain answer too.
+    std::fs::write(d.path().join("a.txt.gz"), gzip(b"3\n")).unwrap();
+    let r = get(&h, "/a.txt", gz);
+    assert_eq!(
+        (r.status, r.header("content-encoding"), r.header("vary")),
+        (200, Some("gzip"), Some("Accept-Encoding"))
+    );
+    assert_eq!(r.body, gzip(b"3\n"));
+    let r = get(&h, "/a.txt", "");
+    assert_eq!((r.header("content-encoding"), r.header("vary")), (None, Some("Accept-Encoding")));
+
+    // Noted in a settled directory, then deleted: not served, no Vary.
+    settle(d.path());
+    for _ in 0..2 {
+        assert_eq!(get(&h, "/a.txt", gz).header("content-encoding"), Some("gzip"));
+    }
+    std::fs::remove_file(d.path().join("a.txt.gz")).unwrap();
+    plain(&get(&h, "/a.txt", gz), b"3\n");
+
+    // A sibling that is a symlink: what it points to is looked up on every request (its directory is not ours).
+    let target = outside.path().join("a.br");
+    std::fs::write(&target, b"BR").unwrap();
+    symlink(&target, d.path().join("a.txt.br")).unwrap();
+    settle(d.path());
+    for _ in 0..2 {
+        let r = get(&h, "/a.txt", gz);
+        assert_eq!((r.header("content-encoding"), r.body.as_slice()), (Some("br"), &b"BR"[..]));
+    }
+    std::fs::remove_file(&target).unwrap();
+    plain(&get(&h, "/a.txt", gz), b"3\n");
+    std::fs::remove_file(d.path().join("a.txt.br")).unwrap();
+
+    // Renamed over by another file: its bytes and validators.
+    settle(d.path());
+    plain(&get(&h, "/a.txt", gz), b"3\n");
+    let tmp = d.path().join("a.new");
+    std::fs::write(&tmp, b"renamed over\n").unwrap();
+    std::fs::rename(&tmp, &a).unwrap();
+    plain(&get(&h, "/a.txt", gz), b"renamed over\n");
+
+    // Replaced by a FIFO: 404 at once and once its directory has settled (never opened: the request would hang).
+    settle(d.path());
+    plain(&get(&h, "/a.txt", gz), b"renamed over\n");
+    std::fs::remove_file(&a).unwrap();
+    assert!(Command::new("mkfifo").arg(&a).status().unwrap().success());
+    assert_eq!(get(&h, "/a.txt", gz).status, 404);
+    settle(d.path());
+    for _ in 0..2 {
+        assert_eq!(get(&h, "/a.txt", gz).status, 404);
+    }
+    // Gone: 404; back as a file: served.
+    std::fs::remove_file(&a).unwrap();
+    assert_eq!(get(&h, "/a.txt", gz).status, 404);
+    std::fs::write(&a, b"back\n").unwrap();
+    plain(&get(&h, "/a.txt", gz), b"back\n");
+}
+
+/// Issue 15's performance goal, counted in system calls (strace attached to every thread): a file served again from
+/// a settled directory costs one `statx` of its directory and one of its open descriptor, and one `openat`. The
+/// path's own `stat` and the `.br` / `.gz` siblings' two are answered by the directory note.
+#[test]
+fn a_noted_file_costs_one_directory_stat_and_one_descriptor_stat() {
+    use std::time::{Duration, Instant};
+    let strace = support::require("strace", "strace");
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(d.path().join("1k"), vec![b'x'; 1024]).unwrap();
+    settle(d.path());
+    let h = serve(d.path(), "");
+    let mut raw = support::Raw::connect(h.addr);
+    let ask = |raw: &mut support::Raw| {
+        let r = raw.send("GET /1k HTTP/1.1\r\nHost: x\r\nAccept-Encoding: gzip, br\r\n\r\n").response();
+        assert_eq!((r.status, r.body.len()), (200, 1024));
+    };
+    ask(&mut raw);
+
+    let log = d.path().join("..").join(format!("strace-{}.txt", h.pid()));
+    let err = d.path().join("..").join(format!("strace-{}.err", h.pid()));
+    let mut st = Command::new(strace)
+        .args(["-f", "-e", "trace=stat,lstat,fstat,newfstatat,statx,open,openat", "-o"])
+        .arg(&log)
+        .args(["-p", &h.pid().to_string()])
+        .stderr(std::fs::File::create(&err).unwrap())
+        .spawn()
+        .unwrap();
+    // Every thread attached before the first request (strace says so once: "attached with N threads").
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !std::fs::read_to_string(&err).unwrap_or_default().contains("attached") {
+        assert!(Instant::now() < deadline, "strace did not attach: {}", std::fs::read_to_string(&err).unwrap());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let n = 10;
+    for _ in 0..n {
+        ask(&mut raw);
+    }
+    assert!(Command::new("kill").args(["-INT", &st.id().to_string()]).status().unwrap().success());
+    st.wait().unwrap();
+    let text = std::fs::read_to_string(&log).unwrap();
+    std::fs::remove_file(&log).ok();
+    std::fs::remove_file(&err).ok();
+    let count = |calls: &[&str]| {
+        text.lines()
+            .filter(|l| calls.iter().any(|c| l.split_whitespace().nth(1).is_some_and(|w| w.starts_with(c))))
+            .count()
+    };
+    let stats = count(&["stat(", "lstat(", "fstat(", "newfstatat(", "statx("]);
+    let opens = count(&["open(", "openat("]);
+    assert_eq!((stats, opens), (2 * n, n), "per request: the directory's statx and the descriptor's; one open\n{text}");
 }

@@ -462,7 +462,7 @@ impl Site {
     fn pick(&self, parts: &Parts, path: &str) -> Result<Picked, Error> {
         match self.files.lookup(path)? {
             Found::File(file) => {
-                let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                let name = file.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
                 if meta::is_script_name(&name, &self.split_suffix) {
                     return Err(Error::client(Kind::NotFound, "a script is never sent as a static file"));
                 }

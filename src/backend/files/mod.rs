@@ -13,9 +13,12 @@
 //! File reads happen on the request's task, as nginx does without `aio threads`: from the page cache a read
 //! costs what a copy costs; a file system that blocks (a cold disk, NFS) blocks that worker thread for the read.
 //! Bodies go through hyper in `READ_CHUNK_BYTES` pieces (docs/files.md says why not sendfile).
-//! Does not: write, list dotfiles unless asked, compress on the fly, or cache metadata between requests.
+//! Between requests it keeps only directory notes (note.rs): which names are regular files and which siblings
+//! exist, while their directory is unchanged; never a file's length, validators or bytes.
+//! Does not: write, list dotfiles unless asked, or compress on the fly.
 
 mod dir;
+mod note;
 
 use std::fs::{File, Metadata};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
@@ -26,11 +29,14 @@ use http::{Method, Request, Response, StatusCode, Uri};
 
 use super::meta::{self, GatewayError, GatewayErrorKind};
 use super::outside;
-use crate::config::{FileOptions, FileTarget, Prefix};
+use crate::config::{FileOptions, FileTarget, Prefix, Symlinks};
 use crate::error::{Error, Kind, StartupError};
 use crate::http::file::FileBody;
 use crate::http::representation::{self, Precondition, Ranges, Validators, http_date, media_type};
 use crate::http::{Body, pages};
+use note::{Notes, SIBLINGS, Sibling};
+
+pub use note::MAX_NOTED_FILES;
 
 /// The file a directory request serves when the route names none.
 pub const DEFAULT_INDEX: &str = "index.html";
@@ -49,13 +55,30 @@ pub struct Files {
     browse: bool,
     opts: FileOptions,
     prefix: Prefix,
+    /// Boxed: a route's room stays small (route::Room).
+    notes: Box<Notes>,
+}
+
+/// A regular file [`Files::lookup`] found.
+#[derive(Debug)]
+pub struct Located {
+    /// As joined, symlinks not resolved.
+    pub path: PathBuf,
+    /// What the directory note says of its siblings (in [`SIBLINGS`]' order); None: look them up.
+    siblings: Option<[Sibling; 2]>,
+}
+
+impl Located {
+    fn unnoted(path: PathBuf) -> Located {
+        Located { path, siblings: None }
+    }
 }
 
 /// What a path below the route names.
 #[derive(Debug)]
 pub enum Found {
-    /// A regular file: its path (as joined, symlinks not resolved).
-    File(PathBuf),
+    /// A regular file.
+    File(Located),
     /// A directory; `slash`: the request path ended in `/`.
     Dir { path: PathBuf, slash: bool },
     /// Nothing: missing, or a path through a file.
@@ -86,22 +109,24 @@ impl Files {
         if !root.is_dir() {
             return Err(std::io::Error::new(std::io::ErrorKind::NotADirectory, "not a directory"));
         }
-        Ok(Files { root, index, browse, opts: opts.clone(), prefix: prefix.clone() })
+        Ok(Files { root, index, browse, opts: opts.clone(), prefix: prefix.clone(), notes: Box::default() })
     }
 
     /// What `rel` (a request path below the route prefix, still percent-encoded) names. Err: a path that is
     /// refused (404: dot segments, encoded `/` or NUL, a dotfile; 403: not readable), and FIFOs, sockets and
     /// devices (404), which are never opened.
     pub fn lookup(&self, rel: &str) -> Result<Found, Error> {
-        let segments = meta::decode_segments(rel).map_err(Error::from)?;
-        // `/.well-known/` (RFC 8615: ACME challenges, security.txt) is always served; what is under it follows the
-        // rule like anything else.
-        let hidden = segments.iter().enumerate().any(|(i, s)| s.starts_with('.') && !(i == 0 && s == ".well-known"));
-        if hidden && !self.opts.dotfiles {
-            return Err(Error::client(Kind::NotFound, "dotfiles are not served"));
+        let path = self.joined(rel)?;
+        // With symlinks followed, a noted regular file in an unchanged directory needs no stat of its own (it is
+        // checked on its descriptor once open). `inside` resolves every path anyway.
+        if self.opts.symlinks == Symlinks::Follow
+            && !rel.ends_with('/')
+            // Built on the root: longer is below it.
+            && path.as_os_str().len() > self.root.as_os_str().len()
+            && let Some(siblings) = self.notes.file(&path)
+        {
+            return Ok(Found::File(Located { path, siblings: Some(siblings) }));
         }
-        let mut path = self.root.clone();
-        path.extend(segments.iter().filter(|s| !s.is_empty()));
         let Some(meta) = meta::stat_under(&self.root, &path, self.opts.symlinks)? else {
             return Ok(Found::Nothing);
         };
@@ -114,18 +139,48 @@ impl Files {
         if rel.ends_with('/') {
             return Err(Error::client(Kind::NotFound, "a file is not a directory"));
         }
-        Ok(Found::File(path))
+        Ok(Found::File(Located::unnoted(path)))
+    }
+
+    /// The root joined with `rel`'s segments, decoded under `meta::decode_segments`' rules; dotfiles refused.
+    fn joined(&self, rel: &str) -> Result<PathBuf, Error> {
+        let mut path = PathBuf::with_capacity(self.root.as_os_str().len() + rel.len() + 1);
+        path.push(&self.root);
+        // Most paths have nothing to decode: their segments are checked as they are, by the same rules.
+        let plain = rel
+            .strip_prefix('/')
+            .filter(|r| !r.contains('%') && r.split('/').all(|s| s != "." && s != ".." && !s.contains(['\\', '\0'])));
+        if let Some(r) = plain {
+            self.visible(r.split('/'))?;
+            path.extend(r.split('/').filter(|s| !s.is_empty()));
+        } else {
+            let segments = meta::decode_segments(rel).map_err(Error::from)?;
+            self.visible(segments.iter().map(String::as_str))?;
+            path.extend(segments.iter().filter(|s| !s.is_empty()));
+        }
+        Ok(path)
+    }
+
+    /// Dotfiles are 404 unless the route serves them; `/.well-known/` (RFC 8615: ACME challenges, security.txt) is
+    /// always served, and what is under it follows the rule like anything else.
+    fn visible<'a>(&self, segments: impl Iterator<Item = &'a str>) -> Result<(), Error> {
+        let mut segments = segments.enumerate();
+        if !self.opts.dotfiles && segments.any(|(i, s)| s.starts_with('.') && !(i == 0 && s == ".well-known")) {
+            return Err(Error::client(Kind::NotFound, "dotfiles are not served"));
+        }
+        Ok(())
     }
 
     /// Answers a request for a file [`Files::lookup`] found: the representation the request selects, its
     /// validators, preconditions and ranges, the body streamed.
-    pub fn send(&self, method: &Method, headers: &HeaderMap, path: &Path) -> Result<Response<Body>, Error> {
+    pub fn send(&self, method: &Method, headers: &HeaderMap, found: &Located) -> Result<Response<Body>, Error> {
         check_method(method)?;
         if method == Method::OPTIONS {
             return Ok(options());
         }
-        let name = path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
-        let (file, served, encoding, vary) = self.representation(headers, path)?;
+        let path = &found.path;
+        let name = note::split(path).map(|(_, n)| n.to_string_lossy()).unwrap_or_default();
+        let (file, served, encoding, vary) = self.representation(headers, found)?;
         let len = served.len();
         let mut validators = Validators { etag: Some(etag(&served, encoding)), modified: served.modified().ok() };
         let mut head = HeaderMap::with_capacity(8);
@@ -157,11 +212,10 @@ impl Files {
             head.insert(header::CONTENT_ENCODING, HeaderValue::from_static(e));
         }
         let head_only = method == Method::HEAD;
-        let (status, body) = match ranges {
+        let (status, body, length) = match ranges {
             Ranges::Whole => {
                 head.insert(header::CONTENT_TYPE, media);
-                head.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
-                (StatusCode::OK, FileBody::whole(file, len))
+                (StatusCode::OK, FileBody::whole(file, len), len)
             }
             Ranges::Unsatisfiable => {
                 let e = Error::client(Kind::RangeNotSatisfiable, format!("no range within {name}'s {len} bytes"))
@@ -171,39 +225,51 @@ impl Files {
             Ranges::Some(r) if r.len() == 1 => {
                 head.insert(header::CONTENT_TYPE, media);
                 head.insert(header::CONTENT_RANGE, representation::content_range(&r[0], len));
-                head.insert(header::CONTENT_LENGTH, HeaderValue::from(r[0].end - r[0].start));
-                (StatusCode::PARTIAL_CONTENT, FileBody::range(file, r[0].clone()))
+                (StatusCode::PARTIAL_CONTENT, FileBody::range(file, r[0].clone()), r[0].end - r[0].start)
             }
             Ranges::Some(r) => {
                 let (body, boundary, total) = FileBody::multipart(file, &r, len, &media);
                 let ct = format!("multipart/byteranges; boundary={boundary}");
                 head.insert(header::CONTENT_TYPE, HeaderValue::from_str(&ct).unwrap_or(media));
-                head.insert(header::CONTENT_LENGTH, HeaderValue::from(total));
-                (StatusCode::PARTIAL_CONTENT, body)
+                (StatusCode::PARTIAL_CONTENT, body, total)
             }
         };
+        // A body's exact length is what the connection writes as Content-Length (HTTP/1.1: h1::response::write_head;
+        // HTTP/2: hyper), so the field is built here only where no body carries it: HEAD, and an empty file.
+        if head_only || length == 0 {
+            head.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+        }
         let body = if head_only { Body::empty() } else { Body::file(body) };
         Ok(respond(status, head, body))
     }
 
     /// The file that answers: a precompressed sibling (`NAME.br`, `NAME.gz`) the client accepts, else the file
     /// itself; opened non-blocking and checked on its descriptor. Also whether the file has siblings (`Vary`).
+    /// A sibling the directory note says is a regular file (or absent) is not looked up again.
     fn representation(
         &self,
         headers: &HeaderMap,
-        path: &Path,
+        found: &Located,
     ) -> Result<(File, Metadata, Option<&'static str>, bool), Error> {
+        let path = &found.path;
         let accepted = accepted_codings(headers);
         let mut vary = false;
-        let mut sibling = std::ffi::OsString::with_capacity(path.as_os_str().len() + 3);
-        for (coding, ext) in [("br", ".br"), ("gzip", ".gz")] {
+        let mut sibling = std::ffi::OsString::new();
+        for (i, (coding, ext)) in SIBLINGS.into_iter().enumerate() {
+            let noted = found.siblings.map(|s| s[i]);
+            if noted == Some(Sibling::Absent) {
+                continue;
+            }
             sibling.clear();
+            sibling.reserve(path.as_os_str().len() + ext.len());
             sibling.push(path.as_os_str());
             sibling.push(ext);
             let sibling = Path::new(&sibling);
-            let Ok(Some(m)) = meta::stat_under(&self.root, sibling, self.opts.symlinks) else { continue };
-            if !m.is_file() {
-                continue;
+            if noted != Some(Sibling::Regular) {
+                let Ok(Some(m)) = meta::stat_under(&self.root, sibling, self.opts.symlinks) else { continue };
+                if !m.is_file() {
+                    continue;
+                }
             }
             vary = true;
             if accepted.contains(&coding)
@@ -235,7 +301,7 @@ pub async fn serve<B>(req: Request<B>, files: &Files) -> Result<Response<Body>, 
     let rest = files.prefix.rest(full).ok_or_else(|| outside(&files.prefix, full))?;
     let rel = files.prefix.below(full).unwrap_or("/");
     match files.lookup(rel)? {
-        Found::File(path) => files.send(req.method(), req.headers(), &path),
+        Found::File(found) => files.send(req.method(), req.headers(), &found),
         // `/static` on a route with path `/static` is its directory without the `/`.
         Found::Dir { .. } if rest.is_empty() => Ok(add_slash(req.uri())),
         Found::Dir { slash: false, .. } => Ok(add_slash(req.uri())),
@@ -245,7 +311,7 @@ pub async fn serve<B>(req: Request<B>, files: &Files) -> Result<Response<Body>, 
                 if let Ok(Some(m)) = meta::stat_under(&files.root, &file, files.opts.symlinks)
                     && m.is_file()
                 {
-                    return files.send(req.method(), req.headers(), &file);
+                    return files.send(req.method(), req.headers(), &Located::unnoted(file));
                 }
             }
             if !files.browse {
