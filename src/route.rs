@@ -286,12 +286,15 @@ pub fn settle_host<B>(req: &mut Request<B>) -> Result<(), Error> {
     }
     // userinfo never becomes a Host (`http://user:pass@host/`).
     let addressed = authority.as_str().rsplit_once('@').map_or(authority.as_str(), |(_, host_port)| host_port);
-    // The target's authority becomes the Host field: it passes what a Host field must (service::host_field).
-    if let Err(e) = crate::config::authority_port(addressed) {
-        return Err(Error::bad_request(format!("invalid request target: {e}")));
-    }
-    if crate::http::parse_host(addressed.as_bytes()).is_none() {
-        return Err(Error::bad_request(format!("invalid host in request target {addressed:?}")));
+    // The target's authority becomes the Host field: it passes what a Host field must (service::host_field). A
+    // plain name and port passes both checks (on every forward-proxy request).
+    if !crate::http::is_plain_host(addressed.as_bytes()) {
+        if let Err(e) = crate::config::authority_port(addressed) {
+            return Err(Error::bad_request(format!("invalid request target: {e}")));
+        }
+        if crate::http::parse_host(addressed.as_bytes()).is_none() {
+            return Err(Error::bad_request(format!("invalid host in request target {addressed:?}")));
+        }
     }
     if req.version() == Version::HTTP_2
         && let Some(field) = req.headers().get(header::HOST)
