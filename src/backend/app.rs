@@ -42,7 +42,7 @@ use crate::error::{BoxError, Error, Kind, Side, StartupError};
 use crate::http::{Body, hop};
 use crate::idle::Timer;
 use crate::upstream::group::{Group, Probe, Settings};
-use crate::upstream::{Dialer, Outbound, UpstreamAddr};
+use crate::upstream::{Dialer, Outbound};
 
 /// Largest request body without Content-Length (chunked) that is spooled so the application can be told its
 /// CONTENT_LENGTH; larger ones get 411. RFC 3875 §4.2 lets the server buffer such bodies or refuse them.
@@ -399,9 +399,9 @@ impl Gateway {
         }
     }
 
-    fn finish(&self, mut resp: Response<Body>) -> Response<Body> {
+    fn finish(&self, ctx: &Ctx<'_>, resp: Response<Body>) -> Response<Body> {
         if let Some(a) = self.upstream {
-            resp.extensions_mut().insert(UpstreamAddr(a));
+            ctx.answered_from(a);
         }
         resp
     }
@@ -504,12 +504,12 @@ pub async fn serve(req: Request<Incoming>, ctx: &Ctx<'_>, gw: &Gateway) -> Resul
     let mut out = gw.call(&parts, &conn, body).await?;
     loop {
         let resp = match out {
-            Output::Nph(body) => return nph(body).await.map(|r| gw.finish(r)),
-            Output::Done(resp) => return Ok(gw.finish(resp)),
+            Output::Nph(body) => return nph(body).await.map(|r| gw.finish(ctx, r)),
+            Output::Done(resp) => return Ok(gw.finish(ctx, resp)),
             Output::Parsed(resp) => resp,
         };
         let Some(location) = local_redirect(&resp.head) else {
-            return document(resp).map(|r| gw.finish(r));
+            return document(resp).map(|r| gw.finish(ctx, r));
         };
         // RFC 3875 §6.2.2: the server answers as if the client had asked for this path. The body of the
         // redirecting response is not sent; dropping it ends the script (or closes the FastCGI connection).
@@ -523,7 +523,7 @@ pub async fn serve(req: Request<Incoming>, ctx: &Ctx<'_>, gw: &Gateway) -> Resul
         })?;
         if !gw.prefix.matches(target.path()) {
             // Another route serves that path: let the client ask for it there.
-            return Ok(gw.finish(found(&location)));
+            return Ok(gw.finish(ctx, found(&location)));
         }
         trail.push(location);
         parts = redirected(&parts, target);

@@ -26,7 +26,7 @@ use crate::config;
 use crate::error::{Error, Kind};
 use crate::http::{Body, via_names};
 use crate::tunnel::{self, Ended};
-use crate::upstream::{Dialer, ParentProxy, UpstreamAddr, display_target};
+use crate::upstream::{Dialer, ParentProxy, display_target};
 
 /// The forward proxy's CONNECT room: how targets are reached, and how many tunnels may be open.
 pub struct Tunnels {
@@ -138,7 +138,7 @@ pub async fn serve(mut req: Request<Incoming>, ctx: &Ctx<'_>, tunnels: &Tunnels)
     });
     let mut resp = Response::new(Body::empty());
     resp.extensions_mut().insert(ReasonPhrase::from_static(b"Connection Established"));
-    resp.extensions_mut().insert(UpstreamAddr(addr));
+    ctx.answered_from(addr);
     resp.extensions_mut().insert(watch);
     Ok(resp)
 }

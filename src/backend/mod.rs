@@ -56,6 +56,15 @@ pub struct Ctx<'a> {
     pub hop: &'a Hop,
     /// Tunnels and upgraded connections are spawned here so that the drain waits for them.
     pub tasks: &'a TaskTracker,
+    /// Where the room reached the server that answered (the access log's upstream): set by the room, once.
+    pub upstream: &'a std::sync::OnceLock<SocketAddr>,
+}
+
+impl Ctx<'_> {
+    /// Notes the address of the upstream that answered this request (the first one noted stays).
+    pub fn answered_from(&self, addr: SocketAddr) {
+        let _ = self.upstream.set(addr);
+    }
 }
 
 /// Why an application (FastCGI, SCGI) gave no response: with the request body back when none of the request

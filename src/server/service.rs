@@ -21,7 +21,6 @@ use crate::http::{Body, pages};
 use crate::limit::Throttle;
 use crate::policy;
 use crate::route::{self, Picked, Room};
-use crate::upstream::UpstreamAddr;
 use prometheus_client::metrics::counter::Counter;
 
 /// Everything a request on one connection shares.
@@ -49,7 +48,9 @@ pub async fn handle(req: Request<Incoming>, conn: Arc<ConnCtx>) -> Response<Logg
     conn.shared.request_started();
     let listener = conn.slot.load_full();
     let mut record = Record::new(conn.client, &req, &listener.log);
-    let ctx = Ctx { client: conn.client, local: conn.local, hop: &listener.hop, tasks: &conn.tasks };
+    let upstream = std::sync::OnceLock::new();
+    let ctx =
+        Ctx { client: conn.client, local: conn.local, hop: &listener.hop, tasks: &conn.tasks, upstream: &upstream };
     let mut resp = match serve(req, &ctx, &listener, &conn, &mut record).await {
         Ok(resp) => resp,
         Err(e) => {
@@ -79,7 +80,7 @@ pub async fn handle(req: Request<Incoming>, conn: Arc<ConnCtx>) -> Response<Logg
     }
     record.status = resp.status();
     if listener.log.enabled() {
-        record.upstream = resp.extensions().get::<UpstreamAddr>().map(|a| a.0);
+        record.upstream = upstream.get().copied();
     }
     // Only a 101 or a CONNECT's 2xx opens a tunnel: other responses skip the look-up.
     let opens_tunnel = resp.status() == http::StatusCode::SWITCHING_PROTOCOLS

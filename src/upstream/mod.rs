@@ -217,10 +217,6 @@ pub fn display_target(host: &str, port: u16) -> String {
     if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") }
 }
 
-/// The address an upstream connection reached, attached to responses for the access log.
-#[derive(Debug, Clone, Copy)]
-pub struct UpstreamAddr(pub SocketAddr);
-
 /// An upstream connection as the pool's HTTP/1 handshake sees it: plain, TLS, or TLS inside a CONNECT tunnel.
 pub struct UpstreamIo {
     io: TokioIo<tls::Stream>,

@@ -35,6 +35,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -52,7 +53,7 @@ use hyper::client::conn::http2;
 use hyper_util::rt::TokioExecutor;
 
 use super::h1::{self, Answer};
-use super::{Connector, ProxiedClient, UpstreamAddr, UpstreamIo, display_target};
+use super::{Connector, ProxiedClient, UpstreamIo, display_target};
 use crate::config::UpstreamHttp;
 use crate::error::{BoxError, Error, Kind};
 use crate::http::Body;
@@ -228,7 +229,7 @@ impl HttpClient {
     }
 
     /// Sends `req` (absolute URI; `Host` already set) over a pooled connection or a new one. The response
-    /// carries the [`UpstreamAddr`] it came from; its body returns the connection to the pool when it ends.
+    /// carries the address it came from ([`ResponseBody::upstream_addr`]); its body returns the connection to the pool when it ends.
     pub async fn request(&self, req: Request<Body>) -> Result<Response<ResponseBody>, SendError> {
         self.try_request(req).await.map_err(|f| f.error)
     }
@@ -685,7 +686,6 @@ async fn send_h2(
     let addr = stream.0.addr;
     match sender.try_send_request(req).await {
         Ok(mut resp) => {
-            resp.extensions_mut().insert(UpstreamAddr(addr));
             if let Some(accept) = websocket
                 && resp.status().is_success()
             {
@@ -698,7 +698,7 @@ async fn send_h2(
                     h.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
                 }
             }
-            Ok(resp.map(|inner| ResponseBody::new_h2(inner, stream)))
+            Ok(resp.map(|inner| ResponseBody::new_h2(inner, stream, addr)))
         }
         Err(mut e) => {
             let req = e.take_message();
@@ -731,14 +731,12 @@ type Sent = Result<Response<ResponseBody>, (SendError, Option<Request<Body>>)>;
 
 async fn send_on(conn: h1::Conn, req: Request<Body>, home: Arc<HostPool>) -> Sent {
     let addr = conn.addr;
-    let mut resp = match h1::send(conn, req, home).await {
-        Ok(Answer::Response(resp, reader)) => resp.map(|()| ResponseBody { kind: BodyKind::H1(reader) }),
+    match h1::send(conn, req, home).await {
+        Ok(Answer::Response(resp, reader)) => Ok(resp.map(|()| ResponseBody { kind: BodyKind::H1(reader), addr })),
         // After a 101 the connection belongs to the upgrade.
-        Ok(Answer::Upgraded(resp)) => resp.map(|()| ResponseBody { kind: BodyKind::Empty }),
-        Err((e, req)) => return Err((SendError::Http1(e), req)),
-    };
-    resp.extensions_mut().insert(UpstreamAddr(addr));
-    Ok(resp)
+        Ok(Answer::Upgraded(resp)) => Ok(resp.map(|()| ResponseBody { kind: BodyKind::Empty, addr })),
+        Err((e, req)) => Err((SendError::Http1(e), req)),
+    }
 }
 
 /// `/path?query` (what an origin is sent; `/` when empty).
@@ -754,6 +752,8 @@ fn origin_form(uri: &mut Uri) {
 /// end), or hyper's HTTP/2 stream (counted until the body ends or is dropped).
 pub struct ResponseBody {
     kind: BodyKind,
+    /// The address of the connection it came on (for the access log).
+    addr: SocketAddr,
 }
 
 enum BodyKind {
@@ -763,10 +763,16 @@ enum BodyKind {
 }
 
 impl ResponseBody {
-    fn new_h2(inner: Incoming, stream: Stream) -> ResponseBody {
+    fn new_h2(inner: Incoming, stream: Stream, addr: SocketAddr) -> ResponseBody {
         let end = http_body::Body::is_end_stream(&inner);
         // No body (HEAD, 204, 304, an empty DATA end): the stream is over already.
-        ResponseBody { kind: BodyKind::H2 { inner, stream: (!end).then_some(stream) } }
+        ResponseBody { kind: BodyKind::H2 { inner, stream: (!end).then_some(stream) }, addr }
+    }
+
+    /// The address of the upstream connection the response came on. (Carried here rather than as a response
+    /// extension: an extension costs three allocations on every relayed request.)
+    pub fn upstream_addr(&self) -> SocketAddr {
+        self.addr
     }
 }
 
@@ -915,7 +921,7 @@ mod tests {
         let c = client(o.addr, 4);
         for _ in 0..3 {
             let resp = c.request(get(o.addr)).await.unwrap();
-            assert_eq!(resp.extensions().get::<UpstreamAddr>().map(|a| a.0), Some(o.addr));
+            assert_eq!(resp.body().upstream_addr(), o.addr);
             assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "ok");
         }
         assert_eq!(o.accepted.load(Ordering::SeqCst), 1);
@@ -1005,7 +1011,7 @@ mod tests {
         });
         home.put(unwritable(stale_addr).await);
         let resp = c.request(get(o.addr)).await.unwrap();
-        assert_eq!(resp.extensions().get::<UpstreamAddr>().map(|a| a.0), Some(o.addr), "sent on a new connection");
+        assert_eq!(resp.body().upstream_addr(), o.addr, "sent on a new connection");
         assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "ok");
         assert_eq!(o.requests.load(Ordering::SeqCst), 1);
         assert_eq!(held.await.unwrap(), b"", "nothing reached the stale connection's peer");

@@ -30,7 +30,7 @@ use crate::http::listing;
 use crate::http::representation::{self, Precondition, Ranges, Validators, http_date, media_type};
 use crate::http::{Body, append_via, basic, pages};
 use crate::idle::Timer;
-use crate::upstream::{Dialer, Outbound, UpstreamAddr};
+use crate::upstream::{Dialer, Outbound};
 
 /// Where the FTP server and log-in come from.
 enum Upstream {
@@ -163,7 +163,7 @@ pub async fn serve(mut req: Request<Incoming>, ctx: &Ctx<'_>, ftp: &Ftp) -> Resu
     let version = req.version();
     let mut resp =
         if method == Method::PUT { put(req, session, &job).await? } else { get(&req, session, &job).await? };
-    resp.extensions_mut().insert(UpstreamAddr(peer));
+    ctx.answered_from(peer);
     append_via(resp.headers_mut(), version, &ctx.hop.via_name);
     Ok(resp)
 }

@@ -88,6 +88,7 @@ pub(super) async fn send(
     }
     let gate = continue_gate(&mut req, version);
     let resp = exchange(req, gate, ctx, &leg, &target).await?;
+    ctx.answered_from(resp.body().upstream_addr());
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         return switch(resp, upgrade, extended, ctx, &target);
     }
