@@ -89,7 +89,7 @@ fn build(buf: &mut BytesMut, s: Scanned) -> Result<RequestHead, HeadError> {
     let mut framing = Framing::new(is_11, s.method == Method::CONNECT);
     // Room for the fields a relay adds (Via, Forwarded, X-Forwarded-*): growing the map on the way out rehashed
     // it up to three times per relayed request (bench/profile callgrind gateway).
-    let mut headers = HeaderMap::with_capacity(s.spans.len() + RELAY_ADDS);
+    let mut headers = super::io::take_map(s.spans.len() + RELAY_ADDS);
     for &span in &s.spans {
         let (name, value) = field(&head, span)?;
         if framing.field(&name, &value, &mut headers)? {

@@ -96,7 +96,7 @@ fn scan<'b>(
 
 fn build(buf: &mut BytesMut, s: Scanned, method: &Method) -> Result<ResponseHead, HeadError> {
     let head = buf.split_to(s.len).freeze();
-    let mut headers = HeaderMap::with_capacity(s.spans.len());
+    let mut headers = super::io::take_map(s.spans.len());
     let mut keep_alive = KeepAlive::new(s.version == Version::HTTP_11);
     for &span in &s.spans {
         let (name, value) = field(&head, span)?;

@@ -32,7 +32,7 @@ use super::log::LoggedBody;
 use super::service::{self, ConnCtx};
 use crate::error::{Error, Kind};
 use crate::h1::chunked::{self, Decoded};
-use crate::h1::io::{COPY_FRAME, Out, READ_BUF, give_buf, poll_fill, queue};
+use crate::h1::io::{COPY_FRAME, Out, READ_BUF, give_buf, give_map, poll_fill, queue};
 use crate::h1::request::{RequestHead, parse_request};
 use crate::h1::response::{BodySize, Encoder, write_head};
 use crate::h1::{BodyLen, HeadError};
@@ -240,7 +240,11 @@ where
         };
         let mut out = Out { pre: Vec::with_capacity(1024 + small), ..Out::default() };
         let written = match write_head(&mut out.pre, &mut parts, size, &method, http10, keep_alive) {
-            Ok(w) => w,
+            Ok(w) => {
+                // The head is written (its fields drained): the map goes back to the pool.
+                give_map(std::mem::take(&mut parts.headers));
+                w
+            }
             Err(e) => {
                 tracing::warn!(client = %self.ctx.client, "response head not written: {}", e.0);
                 return Ok(Next::Close);

@@ -31,7 +31,7 @@ use super::{UpstreamIo, tls};
 use crate::error::BoxError;
 use crate::h1::chunked::{self, Decoded};
 use crate::h1::fields::has_token;
-use crate::h1::io::{Out, READ_BUF, give_buf, poll_fill, queue};
+use crate::h1::io::{Out, READ_BUF, give_buf, give_map, poll_fill, queue};
 use crate::h1::request_head::{RequestBody, set_length, write_last_chunk, write_request_head};
 use crate::h1::response::Encoder;
 use crate::h1::response_head::{ResponseHead, parse_response};
@@ -193,7 +193,9 @@ pub async fn send(
     if let Err(e) = first {
         return Err((ConnError::Io(e), Some(req)));
     }
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
+    // The head is written: its fields go back to the pool for the next head read.
+    give_map(std::mem::take(&mut parts.headers));
     let informational = parts.extensions.get::<OnInformational>().cloned();
     let mut upload = match (&encoder, queued) {
         (Encoder::Length(0), _) | (_, true) => Upload { body: None, encoder, out, ended: true },
