@@ -24,7 +24,12 @@ pub const COPY_FRAME: usize = 4 * 1024;
 thread_local! {
     static POOL: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };
     static MAPS: RefCell<Vec<HeaderMap>> = const { RefCell::new(Vec::new()) };
+    static QUEUES: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
 }
+
+/// Write-queue buffers kept per thread ([`Out::with_room`]), and the largest kept.
+const QUEUES_KEEP: usize = 32;
+const QUEUE_KEEP_BYTES: usize = 16 * 1024;
 
 /// Field maps kept per thread ([`take_map`]): a relayed request's two maps (its request's and its response's)
 /// were made and freed on every request (bench/profile callgrind gateway).
@@ -125,7 +130,31 @@ pub struct Out {
     pub post: &'static [u8],
 }
 
+impl Drop for Out {
+    fn drop(&mut self) {
+        let mut pre = std::mem::take(&mut self.pre);
+        if pre.capacity() == 0 || pre.capacity() > QUEUE_KEEP_BYTES {
+            return;
+        }
+        pre.clear();
+        let _ = QUEUES.try_with(|q| {
+            let mut q = q.borrow_mut();
+            if q.len() < QUEUES_KEEP {
+                q.push(pre);
+            }
+        });
+    }
+}
+
 impl Out {
+    /// An empty queue with room for `room` small bytes, its buffer from the thread's pool (it goes back when the
+    /// queue is dropped).
+    pub fn with_room(room: usize) -> Out {
+        let mut pre = QUEUES.try_with(|q| q.borrow_mut().pop()).ok().flatten().unwrap_or_default();
+        pre.reserve(room);
+        Out { pre, pre_at: 0, data: Bytes::new(), post: b"" }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.pre_at == self.pre.len() && self.data.is_empty() && self.post.is_empty()
     }

@@ -238,7 +238,7 @@ where
             BodySize::Known(n) if n <= COPY_FRAME as u64 => n as usize,
             _ => 0,
         };
-        let mut out = Out { pre: Vec::with_capacity(1024 + small), ..Out::default() };
+        let mut out = Out::with_room(1024 + small);
         let written = match write_head(&mut out.pre, &mut parts, size, &method, http10, keep_alive) {
             Ok(w) => {
                 // The head is written (its fields drained): the map goes back to the pool.

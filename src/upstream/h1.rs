@@ -177,7 +177,7 @@ pub async fn send(
     let encoder = set_length(req.headers_mut(), &method, version, size);
     // A request that says `Connection: close` ends its connection, whatever the response says (hyper's rule).
     let close_asked = req.headers().get_all(header::CONNECTION).iter().any(|v| has_token(v, "close"));
-    let mut out = Out { pre: Vec::with_capacity(512), ..Out::default() };
+    let mut out = Out::with_room(512);
     write_request_head(&mut out.pre, &method, req.uri(), version, req.headers());
     // A body already at hand goes out with the head; a stream is read once the head is on its way, so that a
     // connection that fails at once can hand the request back whole.
