@@ -183,7 +183,7 @@ impl Files {
         let (file, served, encoding, vary) = self.representation(headers, found)?;
         let len = served.len();
         let mut validators = Validators { etag: Some(etag(&served, encoding)), modified: served.modified().ok() };
-        let mut head = HeaderMap::with_capacity(8);
+        let mut head = crate::h1::io::take_map(8);
         if let Some(m) = validators.modified {
             head.insert(header::LAST_MODIFIED, http_date(m));
         }
@@ -292,7 +292,7 @@ fn about_the_file(e: Error, vary: bool) -> Error {
 }
 
 /// The one door: serve `req` from the route's directory.
-pub async fn serve<B>(req: Request<B>, files: &Files) -> Result<Response<Body>, Error> {
+pub async fn serve<B>(mut req: Request<B>, files: &Files) -> Result<Response<Body>, Error> {
     check_method(req.method())?;
     if req.method() == Method::OPTIONS {
         return Ok(options());
@@ -301,7 +301,12 @@ pub async fn serve<B>(req: Request<B>, files: &Files) -> Result<Response<Body>, 
     let rest = files.prefix.rest(full).ok_or_else(|| outside(&files.prefix, full))?;
     let rel = files.prefix.below(full).unwrap_or("/");
     match files.lookup(rel)? {
-        Found::File(found) => files.send(req.method(), req.headers(), &found),
+        Found::File(found) => {
+            let resp = files.send(req.method(), req.headers(), &found);
+            // Done with the request's fields: the map goes back to the thread's pool (h1::io) for the next head.
+            crate::h1::io::give_map(std::mem::take(req.headers_mut()));
+            resp
+        }
         // `/static` on a route with path `/static` is its directory without the `/`.
         Found::Dir { .. } if rest.is_empty() => Ok(add_slash(req.uri())),
         Found::Dir { slash: false, .. } => Ok(add_slash(req.uri())),
