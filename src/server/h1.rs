@@ -583,7 +583,7 @@ impl Writer {
             let Some((f, offset, part)) = file.file_part() else {
                 return Poll::Ready(Ok(()));
             };
-            let r = sendfile(tcp, cx, f, offset, part.min(*left).min(SENDFILE_CHUNK));
+            let r = sendfile(tcp, cx, f, offset, part.min(*left));
             shared.on_write(&r);
             let n = ready!(r)?;
             file.advance(n as u64);
@@ -674,19 +674,7 @@ const SENDFILE_CHUNK: u64 = 2 << 20;
 /// Sets or clears TCP_CORK on the socket; whether it is set now. A socket that refuses stays as it was: the
 /// bytes still go out, in smaller segments.
 fn set_cork(tcp: &TcpStream, on: bool) -> bool {
-    use std::os::fd::AsRawFd;
-    let value: libc::c_int = on.into();
-    // SAFETY: the descriptor is open (the socket is borrowed); the option value is a c_int of the size given.
-    let r = unsafe {
-        libc::setsockopt(
-            tcp.as_raw_fd(),
-            libc::IPPROTO_TCP,
-            libc::TCP_CORK,
-            (&value as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    on && r == 0
+    socket2::SockRef::from(tcp).set_tcp_cork(on).is_ok() && on
 }
 
 /// One sendfile(2) of up to `len` bytes of `file` from `offset` once the socket is writable: how many went.

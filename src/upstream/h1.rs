@@ -120,15 +120,11 @@ impl Conn {
     pub fn is_open(&mut self) -> bool {
         if let tls::Stream::Plain(tcp) = self.stream() {
             // The kernel itself: tokio's readiness may not have seen a close that has only just arrived (the
-            // origin closed as its last response went out), and one non-blocking peek costs what the read below
-            // costs when tokio thinks the socket readable, which is most of the time.
-            use std::os::fd::AsRawFd;
-            let mut byte = [0u8; 1];
-            // SAFETY: the descriptor is open (the stream is borrowed); recv(2) writes at most one byte into `byte`.
-            let n = unsafe {
-                libc::recv(tcp.as_raw_fd(), byte.as_mut_ptr().cast(), 1, libc::MSG_PEEK | libc::MSG_DONTWAIT)
-            };
-            return n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::WouldBlock;
+            // origin closed as its last response went out), and one peek (the socket is non-blocking) costs what
+            // the read below costs when tokio thinks the socket readable, which is most of the time.
+            let mut byte = [std::mem::MaybeUninit::uninit()];
+            let peeked = socket2::SockRef::from(&*tcp).peek(&mut byte);
+            return matches!(peeked, Err(e) if e.kind() == io::ErrorKind::WouldBlock);
         }
         let mut cx = Context::from_waker(Waker::noop());
         let mut byte = [0u8; 1];
