@@ -54,9 +54,15 @@ pub fn give_map(mut map: HeaderMap) {
         return;
     }
     map.clear();
-    MAPS.with_borrow_mut(|m| {
-        if m.len() < MAPS_KEEP {
-            m.push(map);
+    keep(&MAPS, map, MAPS_KEEP);
+}
+
+/// Puts `item` in this thread's `pool` unless it holds `max` already (or the thread is ending).
+fn keep<T>(pool: &'static std::thread::LocalKey<RefCell<Vec<T>>>, item: T, max: usize) {
+    let _ = pool.try_with(|p| {
+        let mut p = p.borrow_mut();
+        if p.len() < max {
+            p.push(item);
         }
     });
 }
@@ -74,12 +80,7 @@ pub fn give_buf(mut b: BytesMut) {
     if b.capacity() < READ_BUF / 2 && !b.try_reclaim(READ_BUF) {
         return;
     }
-    POOL.with(|p| {
-        let mut p = p.borrow_mut();
-        if p.len() < POOL_KEEP {
-            p.push(b);
-        }
-    });
+    keep(&POOL, b, POOL_KEEP);
 }
 
 /// Reads more into `buf`, at least `want` bytes of room (an empty buffer is taken from the pool for the read and
@@ -121,8 +122,7 @@ pub fn poll_fill<I: AsyncRead + Unpin>(
 }
 
 /// Bytes on their way out: small ones (the head, chunk framing, small frames) copied into `pre`, then one larger
-/// frame, then its chunk's CRLF.
-#[derive(Default)]
+/// frame, then its chunk's CRLF. Made with [`Out::with_room`].
 pub struct Out {
     pub pre: Vec<u8>,
     pub pre_at: usize,
@@ -137,12 +137,7 @@ impl Drop for Out {
             return;
         }
         pre.clear();
-        let _ = QUEUES.try_with(|q| {
-            let mut q = q.borrow_mut();
-            if q.len() < QUEUES_KEEP {
-                q.push(pre);
-            }
-        });
+        keep(&QUEUES, pre, QUEUES_KEEP);
     }
 }
 
