@@ -21,8 +21,8 @@ pub(crate) use body::{FeedError, ReadEnd, TaskGuard, UpstreamReader, feed_body};
 pub use error::{GatewayError, GatewayErrorKind};
 pub use head::{CgiHead, HeadKind, HeadParser, MAX_HEAD_BYTES, MAX_LOCAL_REDIRECTS, parse_head};
 pub use resolve::{
-    CgiScript, FastCgiLayout, ScriptPath, decode_segments, fastcgi_script, is_script_name, resolve_app, resolve_cgi,
-    resolve_fastcgi, stat_under,
+    CgiScript, FastCgiLayout, ScriptPath, decode_segments, fastcgi_script, is_script_name, plain_segments, resolve_app,
+    resolve_cgi, resolve_fastcgi, stat_under,
 };
 
 /// A parsed CGI response head and the body that follows it, streamed.

@@ -147,12 +147,9 @@ impl Files {
         let mut path = PathBuf::with_capacity(self.root.as_os_str().len() + rel.len() + 1);
         path.push(&self.root);
         // Most paths have nothing to decode: their segments are checked as they are, by the same rules.
-        let plain = rel
-            .strip_prefix('/')
-            .filter(|r| !r.contains('%') && r.split('/').all(|s| s != "." && s != ".." && !s.contains(['\\', '\0'])));
-        if let Some(r) = plain {
-            self.visible(r.split('/'))?;
-            path.extend(r.split('/').filter(|s| !s.is_empty()));
+        if let Some(segments) = meta::plain_segments(rel) {
+            self.visible(segments.clone())?;
+            path.extend(segments.filter(|s| !s.is_empty()));
         } else {
             let segments = meta::decode_segments(rel).map_err(Error::from)?;
             self.visible(segments.iter().map(String::as_str))?;
@@ -292,7 +289,7 @@ fn about_the_file(e: Error, vary: bool) -> Error {
 }
 
 /// The one door: serve `req` from the route's directory.
-pub async fn serve<B>(mut req: Request<B>, files: &Files) -> Result<Response<Body>, Error> {
+pub async fn serve<B>(req: Request<B>, files: &Files) -> Result<Response<Body>, Error> {
     check_method(req.method())?;
     if req.method() == Method::OPTIONS {
         return Ok(options());
@@ -301,12 +298,7 @@ pub async fn serve<B>(mut req: Request<B>, files: &Files) -> Result<Response<Bod
     let rest = files.prefix.rest(full).ok_or_else(|| outside(&files.prefix, full))?;
     let rel = files.prefix.below(full).unwrap_or("/");
     match files.lookup(rel)? {
-        Found::File(found) => {
-            let resp = files.send(req.method(), req.headers(), &found);
-            // Done with the request's fields: the map goes back to the thread's pool (h1::io) for the next head.
-            crate::h1::io::give_map(std::mem::take(req.headers_mut()));
-            resp
-        }
+        Found::File(found) => files.send(req.method(), req.headers(), &found),
         // `/static` on a route with path `/static` is its directory without the `/`.
         Found::Dir { .. } if rest.is_empty() => Ok(add_slash(req.uri())),
         Found::Dir { slash: false, .. } => Ok(add_slash(req.uri())),

@@ -58,6 +58,25 @@ pub fn decode_segments(uri_path: &str) -> Result<Vec<String>, GatewayError> {
     rest.split('/').map(decode_segment).collect()
 }
 
+/// [`decode_segments`] for a path with nothing to decode (no `%`), without making a string per segment: its
+/// segments as they are when every one passes the same rules, else None (decode it to learn why, or to decode).
+pub fn plain_segments(uri_path: &str) -> Option<std::str::Split<'_, char>> {
+    let rest = uri_path.strip_prefix('/')?;
+    let plain = !rest.contains('%') && rest.split('/').all(|s| refused(s.as_bytes()).is_none());
+    plain.then(|| rest.split('/'))
+}
+
+/// Why a decoded segment can't name something under a directory, if it can't.
+fn refused(segment: &[u8]) -> Option<&'static str> {
+    if segment.contains(&b'/') || segment.contains(&0) || segment.contains(&b'\\') {
+        return Some("encoded slash or NUL in path");
+    }
+    if segment == b"." || segment == b".." {
+        return Some("dot segment in path");
+    }
+    None
+}
+
 fn decode_segment(raw: &str) -> Result<String, GatewayError> {
     let bytes = raw.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
@@ -78,11 +97,8 @@ fn decode_segment(raw: &str) -> Result<String, GatewayError> {
             i += 1;
         }
     }
-    if out.contains(&b'/') || out.contains(&0) || out.contains(&b'\\') {
-        return Err(GatewayError::not_found("encoded slash or NUL in path"));
-    }
-    if out == b"." || out == b".." {
-        return Err(GatewayError::not_found("dot segment in path"));
+    if let Some(why) = refused(&out) {
+        return Err(GatewayError::not_found(why));
     }
     String::from_utf8(out).map_err(|_| GatewayError::not_found("path is not UTF-8"))
 }
@@ -229,4 +245,18 @@ pub fn fastcgi_script(layout: &FastCgiLayout, script: &[String], info: &[String]
 pub fn resolve_app(uri_path: &str) -> Result<ScriptPath, GatewayError> {
     let segments = decode_segments(uri_path)?;
     Ok(ScriptPath { script_name: String::new(), path_info: join_info(&segments), ..ScriptPath::default() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_segments_follow_decode_segments() {
+        for p in ["/", "/a/b.txt", "//a/", "/a/../b", "/./a", "/a\\b", "/a\0b", "/.well-known/x", "/a/.../b", "nope"] {
+            let plain = plain_segments(p).map(|s| s.map(str::to_owned).collect::<Vec<_>>());
+            assert_eq!(plain, decode_segments(p).ok(), "{p:?}");
+        }
+        assert!(plain_segments("/a%20b").is_none(), "a path with something to decode is decoded");
+    }
 }
