@@ -21,6 +21,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::{Prefix, Timeouts};
 use crate::error::{Error, Kind};
+use crate::http::ViaName;
 
 /// What every request of one listener shares about the hop it arrived on.
 #[derive(Debug, Clone)]
@@ -30,7 +31,7 @@ pub struct Hop {
     /// The listener terminates TLS (`https://`).
     pub tls: bool,
     /// The `received-by` this listener writes into Via and recognises as a loop.
-    pub via_name: String,
+    pub via_name: ViaName,
     pub timeouts: Timeouts,
 }
 

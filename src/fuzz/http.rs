@@ -13,7 +13,7 @@ use crate::http::basic::{MAX_CREDENTIALS_BYTES, decode as parse_basic};
 use crate::http::groups::Groups;
 use crate::http::htpasswd::Users;
 use crate::http::{
-    ForwardedFor, MaxForwards, OwnFields, append_via, forward_request_head, hop, max_forwards, via_names,
+    ForwardedFor, MaxForwards, OwnFields, ViaName, append_via, forward_request_head, hop, max_forwards, via_names,
 };
 use crate::server::log::loggable_target;
 use crate::server::service::{host_field, transfer_codings};
@@ -32,9 +32,10 @@ pub fn http_fields(data: &[u8]) {
         .unwrap_or_default();
     let _ = via_names(&headers, "hopgate:8080");
     if !name.is_empty() {
+        let via = ViaName::new(&name);
         for version in [Version::HTTP_10, Version::HTTP_11, Version::HTTP_2] {
             let mut h = headers.clone();
-            append_via(&mut h, version, &name);
+            append_via(&mut h, version, &via);
             assert!(via_names(&h, &name), "the hop just appended ({name:?}) is found");
             assert_eq!(h.get_all(header::VIA).iter().count(), headers.get_all(header::VIA).iter().count() + 1);
         }
@@ -79,7 +80,8 @@ pub fn http_fields(data: &[u8]) {
         let host = h.get(header::HOST).cloned();
         let forwarded = Some(ForwardedFor { client, proto, host: host.as_ref() });
         let own_host = host.clone().unwrap_or(HeaderValue::from_static("fuzz.example"));
-        let own = OwnFields { host: own_host, version: http::Version::HTTP_11, via_name: "fuzz", forwarded };
+        let own =
+            OwnFields { host: own_host, version: http::Version::HTTP_11, via_name: &ViaName::new("fuzz"), forwarded };
         forward_request_head(&mut h, own);
         let ip = client.ip().to_canonical();
         let fwd = h.get(header::FORWARDED).expect("Forwarded is always set").to_str().expect("ASCII");

@@ -33,36 +33,56 @@ fn via_protocol(version: Version) -> &'static str {
     }
 }
 
-/// Appends this hop to Via: `1.1 NAME`.
-pub fn append_via(headers: &mut HeaderMap, version: Version, name: &str) {
-    // Twice per relayed request, with the same few values: each thread keeps the last ones it made, and a copy of
-    // one shares its bytes (bench/profile callgrind).
-    thread_local! {
-        static MADE: std::cell::RefCell<Vec<(Version, Box<str>, HeaderValue)>> = const { std::cell::RefCell::new(Vec::new()) };
+/// This hop's Via `received-by` name (a listener's `via_name`), with the Via values it writes made once: a relayed
+/// request writes one on its way out and one on its way back (bench/profile callgrind: making them per message
+/// was a string, an allocation and a check each time). Reads as the name (`&str`).
+#[derive(Clone, Debug)]
+pub struct ViaName {
+    name: Box<str>,
+    /// `PROTOCOL NAME` for each received protocol, in [`via_protocol`]'s order; None when the name can't be a
+    /// field value (the configuration refuses such names).
+    values: Option<[HeaderValue; 5]>,
+}
+
+/// The versions [`ViaName`] keeps a value for, in order.
+const VIA_VERSIONS: [Version; 5] =
+    [Version::HTTP_09, Version::HTTP_10, Version::HTTP_11, Version::HTTP_2, Version::HTTP_3];
+
+impl ViaName {
+    pub fn new(name: &str) -> ViaName {
+        let made: Option<Vec<HeaderValue>> =
+            VIA_VERSIONS.iter().map(|v| HeaderValue::from_str(&format!("{} {name}", via_protocol(*v))).ok()).collect();
+        let values = made.and_then(|v| v.try_into().ok());
+        ViaName { name: name.into(), values }
     }
-    let value = MADE.with_borrow_mut(|made| {
-        if let Some((_, _, v)) = made.iter().find(|(ver, n, _)| *ver == version && **n == *name) {
-            return Some(v.clone());
-        }
-        let protocol = via_protocol(version);
-        let mut v = String::with_capacity(protocol.len() + 1 + name.len());
-        v.push_str(protocol);
-        v.push(' ');
-        v.push_str(name);
-        let v = HeaderValue::from_maybe_shared(Bytes::from(v)).ok()?;
-        if made.len() == VIA_KEPT {
-            made.remove(0);
-        }
-        made.push((version, name.into(), v.clone()));
-        Some(v)
-    });
-    if let Some(v) = value {
-        headers.append(header::VIA, v);
+
+    /// The Via value for a message received as `version`.
+    fn value(&self, version: Version) -> Option<&HeaderValue> {
+        let at = VIA_VERSIONS.iter().position(|v| *v == version).unwrap_or(2);
+        self.values.as_ref().map(|v| &v[at])
     }
 }
 
-/// How many Via values each thread keeps ([`append_via`]): a version or two for each listener's name.
-const VIA_KEPT: usize = 8;
+impl std::fmt::Display for ViaName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.name)
+    }
+}
+
+impl std::ops::Deref for ViaName {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.name
+    }
+}
+
+/// Appends this hop to Via: `1.1 NAME`.
+pub fn append_via(headers: &mut HeaderMap, version: Version, name: &ViaName) {
+    if let Some(v) = name.value(version) {
+        headers.append(header::VIA, v.clone());
+    }
+}
 
 /// Whether a Via field already names this hopgate: the request went round in a loop.
 pub fn via_names(headers: &HeaderMap, name: &str) -> bool {
@@ -194,7 +214,7 @@ pub struct OwnFields<'a> {
     /// The received protocol version of the request, for this hop's Via entry.
     pub version: Version,
     /// This hop's Via `received-by` name.
-    pub via_name: &'a str,
+    pub via_name: &'a ViaName,
     /// Gateways: Forwarded and X-Forwarded-For/-Proto/-Host, replacing the client's.
     pub forwarded: Option<ForwardedFor<'a>>,
 }
@@ -224,7 +244,7 @@ pub fn forward_request_head(headers: &mut HeaderMap, own: OwnFields<'_>) -> hop:
 }
 
 /// The same order for a response on its way back: hop-by-hop fields go, then this hop's Via entry is appended.
-pub fn forward_response_head(headers: &mut HeaderMap, version: Version, via_name: &str) {
+pub fn forward_response_head(headers: &mut HeaderMap, version: Version, via_name: &ViaName) {
     hop::strip(headers);
     append_via(headers, version, via_name);
 }
@@ -334,7 +354,7 @@ mod tests {
     fn via_roundtrip() {
         let mut h = HeaderMap::new();
         h.insert(header::VIA, "1.0 fred, 1.1 p.example.net".parse().unwrap());
-        append_via(&mut h, Version::HTTP_11, "me:8080");
+        append_via(&mut h, Version::HTTP_11, &ViaName::new("me:8080"));
         assert!(via_names(&h, "me:8080"));
         assert!(via_names(&h, "fred"));
         assert!(!via_names(&h, "me"));
@@ -407,8 +427,9 @@ mod tests {
         h.insert("x-own", "1".parse().unwrap());
         let host = HeaderValue::from_static("public.example");
         let forwarded = ForwardedFor { client: "10.0.0.7:9".parse().unwrap(), proto: "http", host: Some(&host) };
+        let me = ViaName::new("me");
         let own =
-            OwnFields { host: host.clone(), version: Version::HTTP_10, via_name: "me", forwarded: Some(forwarded) };
+            OwnFields { host: host.clone(), version: Version::HTTP_10, via_name: &me, forwarded: Some(forwarded) };
         forward_request_head(&mut h, own);
         assert_eq!(h[header::HOST], "public.example");
         let via: Vec<_> = h.get_all(header::VIA).iter().collect();

@@ -11,7 +11,7 @@ use super::tls::Acceptor;
 use crate::backend::Hop;
 use crate::config::{self, Limits};
 use crate::error::StartupError;
-use crate::http::auth;
+use crate::http::{ViaName, auth};
 use crate::limit::Throttle;
 use crate::metrics::{ListenerMetrics, Metrics, RouteMetrics};
 use crate::route::Table;
@@ -69,7 +69,7 @@ pub fn build(cfg: &config::Listener, local: SocketAddr, shared: &Shared) -> Resu
     let hop = Hop {
         local,
         tls: cfg.listen.tls,
-        via_name: cfg.via_name.clone().unwrap_or_else(|| format!("{}:{}", hostname(), local.port())),
+        via_name: ViaName::new(&cfg.via_name.clone().unwrap_or_else(|| format!("{}:{}", hostname(), local.port()))),
         timeouts: t,
     };
     let label = format!("{}://{local}", hop.scheme());

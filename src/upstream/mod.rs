@@ -24,6 +24,7 @@ use tokio::net::TcpStream;
 
 use crate::config::{self, Timeouts};
 use crate::error::{Error, Kind};
+use crate::http::ViaName;
 use crate::metrics::RouteMetrics;
 use crate::proxy_protocol::{self, Addresses};
 pub use connect::ConnectError;
@@ -58,7 +59,7 @@ impl Outbound {
 
     /// A parent proxy, dialled without target policy (the operator chose it) but with the loop check; its
     /// CONNECTs carry `via_name` (the listener's) in Via.
-    pub fn parent(&self, cfg: &config::Parent, via_name: &str) -> Arc<ParentProxy> {
+    pub fn parent(&self, cfg: &config::Parent, via_name: &ViaName) -> Arc<ParentProxy> {
         Arc::new(ParentProxy::new(cfg, self.dialer(None), self.timeouts.response_head, via_name))
     }
 }

@@ -12,7 +12,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use super::{ConnectError, Dialer};
 use crate::config::{Authority, Parent};
 use crate::error::{Error, Kind};
-use crate::http::{append_via, basic};
+use crate::http::{ViaName, append_via, basic};
 
 pub struct ParentProxy {
     pub authority: Authority,
@@ -23,13 +23,13 @@ pub struct ParentProxy {
     /// How long the parent may take to answer a CONNECT.
     answer_timeout: Duration,
     /// The listener's Via name, for the CONNECTs it sends.
-    via_name: String,
+    via_name: ViaName,
 }
 
 impl ParentProxy {
-    pub fn new(cfg: &Parent, dialer: Dialer, answer_timeout: Duration, via_name: &str) -> ParentProxy {
+    pub fn new(cfg: &Parent, dialer: Dialer, answer_timeout: Duration, via_name: &ViaName) -> ParentProxy {
         let auth = cfg.credentials.as_ref().map(|(u, p)| basic::encode(u, p));
-        ParentProxy { authority: cfg.authority.clone(), auth, dialer, answer_timeout, via_name: via_name.to_owned() }
+        ParentProxy { authority: cfg.authority.clone(), auth, dialer, answer_timeout, via_name: via_name.clone() }
     }
 
     /// A TCP connection to the parent.

@@ -26,7 +26,9 @@ use super::{Ctx, outside};
 use crate::config::{self, HttpTarget, Prefix};
 use crate::error::{Error, Kind, StartupError};
 use crate::http::upgrade::Allowed;
-use crate::http::{Body, ForwardedFor, MaxForwards, OwnFields, append_via, is_sensitive, max_forwards, via_names};
+use crate::http::{
+    Body, ForwardedFor, MaxForwards, OwnFields, ViaName, append_via, is_sensitive, max_forwards, via_names,
+};
 use crate::proxy_protocol::Addresses;
 use crate::upstream::tls::Origination;
 use crate::upstream::{Dialer, HttpClient, Outbound, ParentProxy, ProxiedClient, gateway_client, http_client};
@@ -364,7 +366,7 @@ fn before_forwarding(req: &mut Request<Incoming>, ctx: &Ctx<'_>) -> Result<Optio
 }
 
 /// Max-Forwards: 0 on TRACE or OPTIONS: this proxy is the final recipient (RFC 9110 §7.6.2).
-fn answer_here(req: &Request<Incoming>, via_name: &str) -> Response<Body> {
+fn answer_here(req: &Request<Incoming>, via_name: &ViaName) -> Response<Body> {
     let mut resp = Response::new(Body::empty());
     if req.method() == Method::TRACE {
         // RFC 9110 §9.3.8: reflect the request as received, minus fields likely to hold credentials.
