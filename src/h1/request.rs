@@ -218,6 +218,32 @@ mod tests {
     }
 
     #[test]
+    fn field_values_take_what_header_value_takes() {
+        // Every byte HeaderValue accepts (HTAB, SP, VCHAR, obs-text) arrives as it was sent; the bytes it refuses
+        // (controls, DEL) make the head malformed, whichever of httparse's scanners (SIMD or not) read them. A
+        // value starts after optional whitespace, so each starts with `a`s.
+        let mut value: Vec<u8> = (0x20..0x7f).chain(0x80..=0xff).collect();
+        value.insert(10, b'\t');
+        for pad in [1, 7, 31, 40] {
+            let mut head = b"GET / HTTP/1.1\r\nX-A: ".to_vec();
+            head.extend(std::iter::repeat_n(b'a', pad));
+            head.extend(&value);
+            head.extend(b"\r\n\r\n");
+            let h = parse_request(&mut BytesMut::from(&head[..]), 100).unwrap().unwrap();
+            let got = h.request.headers()["x-a"].as_bytes();
+            assert_eq!(&got[pad..], &value[..], "pad {pad}");
+            for bad in [0x7f, 0x01, 0x1f, 0x00] {
+                let mut head = b"GET / HTTP/1.1\r\nX-A: ".to_vec();
+                head.extend(std::iter::repeat_n(b'a', pad));
+                head.push(bad);
+                head.extend(b"zz\r\n\r\n");
+                let e = parse_request(&mut BytesMut::from(&head[..]), 100).err();
+                assert!(matches!(e, Some(HeadError::Malformed(_))), "byte {bad:#x} after {pad}: {e:?}");
+            }
+        }
+    }
+
+    #[test]
     fn partial_heads_wait() {
         assert!(parse("GET / HTTP/1.1\r\nHost: x\r\n").unwrap().is_none());
         assert!(parse("GE").unwrap().is_none());
