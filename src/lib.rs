@@ -9,6 +9,7 @@ pub mod date;
 pub mod error;
 pub mod fuzz;
 pub mod h1;
+pub mod heap;
 pub mod http;
 pub mod idle;
 pub mod limit;

@@ -36,6 +36,7 @@ use crate::h1::io::{COPY_FRAME, Out, READ_BUF, give_buf, give_map, poll_fill, qu
 use crate::h1::request::{RequestHead, parse_request};
 use crate::h1::response::{BodySize, Encoder, write_head};
 use crate::h1::{BodyLen, HeadError};
+use crate::heap;
 use crate::http::pages;
 use crate::limit::Throttled;
 use crate::tunnel;
@@ -94,7 +95,7 @@ where
                     }
                 };
                 // Boxed: the service's future and the response's state live only as long as the request.
-                match Box::pin(self.exchange(head)).await? {
+                match heap::pinned!(self.exchange(head)).await? {
                     Next::KeepAlive => {
                         if self.rbuf.is_empty() {
                             give_buf(std::mem::take(&mut self.rbuf));
@@ -209,7 +210,7 @@ where
 
         // The service runs while the request body is read into its channel.
         // Boxed on its own, built in place: moved into this future's state it would be copied (some 7 KiB).
-        let mut fut = Box::pin(service::handle(req, self.ctx.clone()));
+        let mut fut = heap::pinned!(service::handle(req, self.ctx.clone()));
         let resp: Response<LoggedBody> = poll_fn(|cx| {
             if let Poll::Ready(resp) = fut.as_mut().poll(cx) {
                 return Poll::Ready(Ok::<_, io::Error>(resp));

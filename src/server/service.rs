@@ -15,6 +15,7 @@ use super::log::{LoggedBody, Record, loggable_target};
 use crate::backend::intercept::{self, Intercepted};
 use crate::backend::{Ctx, app, connect, files, ftp, relay};
 use crate::error::{Error, Kind, Side};
+use crate::heap;
 use crate::http::auth::{Busy, ClientKey};
 use crate::http::htpasswd::Outcome;
 use crate::http::{Body, pages};
@@ -134,16 +135,16 @@ async fn serve(
     // boxed (allocated only while one of their requests runs); the relay stays inline (bench/profile massif).
     let resp = match route {
         Picked::Forward(proxy) => relay::forward(req, ctx, &proxy.relay).await,
-        Picked::Connect(proxy) => Box::pin(connect::serve(req, ctx, &proxy.tunnels)).await,
-        Picked::Ftp(proxy) => Box::pin(ftp::serve(req, ctx, &proxy.ftp)).await,
+        Picked::Connect(proxy) => heap::pinned!(connect::serve(req, ctx, &proxy.tunnels)).await,
+        Picked::Ftp(proxy) => heap::pinned!(ftp::serve(req, ctx, &proxy.ftp)).await,
         Picked::Route(mount) => match &mount.room {
             Room::Relay(reverse) => relay::reverse(req, ctx, reverse).await,
-            Room::App(gw) => Box::pin(app::serve(req, ctx, gw)).await,
-            Room::Ftp(ftp) => Box::pin(ftp::serve(req, ctx, ftp)).await,
+            Room::App(gw) => heap::pinned!(app::serve(req, ctx, gw)).await,
+            Room::Ftp(ftp) => heap::pinned!(ftp::serve(req, ctx, ftp)).await,
             Room::Files(files) => files::serve(req, files).await,
         },
         Picked::Intercept(proxy) => match (&proxy.intercept, conn.intercepted.as_deref()) {
-            (Some(room), Some(c)) => Box::pin(intercept::serve(req, ctx, room, c)).await,
+            (Some(room), Some(c)) => heap::pinned!(intercept::serve(req, ctx, room, c)).await,
             _ => Err(Error::local(Kind::Internal, "an intercepted request without its original destination")),
         },
     }?;

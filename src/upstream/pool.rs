@@ -56,6 +56,7 @@ use super::h1::{self, Answer};
 use super::{Connector, ProxiedClient, UpstreamIo, display_target};
 use crate::config::UpstreamHttp;
 use crate::error::{BoxError, Error, Kind};
+use crate::heap;
 use crate::http::Body;
 use crate::proxy_protocol::Addresses;
 
@@ -723,7 +724,7 @@ fn conn_send(
     req: Request<Body>,
     home: &Arc<HostPool>,
 ) -> Pin<Box<impl Future<Output = Sent> + Send + use<>>> {
-    Box::pin(send_on(conn, req, home.clone()))
+    heap::pinned!(send_on(conn, req, home.clone()))
 }
 
 /// A response, or why there is none and the request when none of it was written.

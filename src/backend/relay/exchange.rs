@@ -17,6 +17,7 @@ use tokio::sync::oneshot;
 use super::{EXPECT_CONTINUE_WAIT_MILLIS, Forward, MAX_INFORMATIONAL, Reverse, Upstream};
 use crate::backend::Ctx;
 use crate::error::{Error, Kind, Side};
+use crate::heap;
 use crate::http::upgrade::{self, Allowed, ExtendedConnect};
 use crate::http::{Body, OwnFields, forward_request_head, forward_response_head, hop};
 use crate::upstream::{ConnError, HttpClient, OnInformational, ResponseBody, SendError};
@@ -43,7 +44,7 @@ impl Leg<'_> {
                 Upstream::One(client) => client,
                 // Boxed: a group's state (some 2 KiB) would otherwise sit in every relayed request's future.
                 Upstream::Group(g) => {
-                    return Box::pin(super::group::send(g, *key, req, replayable, &room.prefix)).await;
+                    return heap::pinned!(super::group::send(g, *key, req, replayable, &room.prefix)).await;
                 }
             },
         };
