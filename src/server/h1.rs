@@ -94,7 +94,8 @@ where
                         break;
                     }
                 };
-                // Boxed: the service's future and the response's state live only as long as the request.
+                // Boxed (in place, one allocation): the service's future and the response's state live only as long
+                // as the request, not as long as the connection.
                 match heap::pinned!(self.exchange(head)).await? {
                     Next::KeepAlive => {
                         if self.rbuf.is_empty() {
@@ -209,8 +210,9 @@ where
         }
 
         // The service runs while the request body is read into its channel.
-        // Boxed on its own, built in place: moved into this future's state it would be copied (some 7 KiB).
-        let mut fut = heap::pinned!(service::handle(req, self.ctx.clone()));
+        // In this future's state, which is boxed in place (`run`): one allocation per request for all of it.
+        let fut = service::handle(req, self.ctx.clone());
+        let mut fut = std::pin::pin!(fut);
         let resp: Response<LoggedBody> = poll_fn(|cx| {
             if let Poll::Ready(resp) = fut.as_mut().poll(cx) {
                 return Poll::Ready(Ok::<_, io::Error>(resp));
