@@ -247,11 +247,7 @@ impl Files {
     /// itself; opened non-blocking and checked on its descriptor (or the descriptor its note keeps). Also whether
     /// the file has siblings (`Vary`). A sibling the directory note says is a regular file (or absent) is not
     /// looked up again.
-    fn representation(
-        &self,
-        headers: &HeaderMap,
-        found: &Located,
-    ) -> Result<(Arc<File>, Metadata, Option<&'static str>, bool), Error> {
+    fn representation(&self, headers: &HeaderMap, found: &Located) -> Result<Representation, Error> {
         let path = &found.path;
         let accepted = accepted_codings(headers);
         let mut vary = false;
@@ -307,6 +303,10 @@ impl Files {
         opened
     }
 }
+
+/// What answers a request for a file: the open file, its fstat, its content coding (a precompressed sibling) and
+/// whether the response varies by `Accept-Encoding`.
+type Representation = (Arc<File>, Metadata, Option<&'static str>, bool);
 
 /// An error page about a file carries what every answer about it does: `Accept-Ranges`, and `Vary` when the file
 /// has precompressed siblings.
