@@ -287,7 +287,14 @@ impl Files {
         let Some(noted) = &found.noted else {
             return open_regular(path);
         };
-        let stale = match &noted.kept[slot] {
+        let sibling;
+        let kept = if slot == 0 {
+            &noted.file
+        } else {
+            sibling = self.notes.kept(&found.path, noted, slot);
+            &sibling
+        };
+        let stale = match kept {
             Some(kept) => match kept.check() {
                 Some(held) => return Ok(held),
                 None => true,

@@ -121,18 +121,20 @@ impl Kept {
     }
 }
 
-/// A note as a request uses it: what the siblings are and the descriptors kept, in slots (the file's, then the
-/// siblings' in [`SIBLINGS`]' order).
+/// A note as a request uses it: what the siblings are and the file's kept descriptor (a sibling's is asked for
+/// with [`Notes::kept`]: small, since it travels with the request's lookup).
 #[derive(Clone, Debug)]
 pub struct Noted {
-    key: DirKey,
+    /// Which note (taken again, it is another).
+    id: u64,
     pub siblings: [Sibling; 2],
-    pub kept: [Option<Kept>; SLOTS],
+    pub file: Option<Kept>,
 }
 
 /// One file's note.
 struct Entry {
     key: DirKey,
+    id: u64,
     siblings: [Sibling; 2],
     kept: [Option<Kept>; SLOTS],
     /// The sweep count when a request last used it.
@@ -156,6 +158,8 @@ struct Inner {
     sweeps: u32,
     /// A sweep task is running.
     sweeping: bool,
+    /// Notes taken so far: the next one's id.
+    taken: u64,
 }
 
 /// The notes of one room, by a file's path (as joined under the root).
@@ -195,7 +199,7 @@ impl Notes {
                 && e.key == key
             {
                 e.used = sweeps;
-                return Some(Noted { key, siblings: e.siblings, kept: e.kept.clone() });
+                return Some(Noted { id: e.id, siblings: e.siblings, file: e.kept[0].clone() });
             }
         }
         // Taken again below, or not at all: what was kept under the old times goes now.
@@ -225,15 +229,23 @@ impl Notes {
             inner.open = 0;
         }
         let used = inner.sweeps;
-        let old =
-            inner.map.insert(path.as_os_str().to_owned(), Entry { key, siblings, kept: Default::default(), used });
+        inner.taken += 1;
+        let id = inner.taken;
+        let entry = Entry { key, id, siblings, kept: Default::default(), used };
+        let old = inner.map.insert(path.as_os_str().to_owned(), entry);
         if let Some(old) = &old {
             // Another request took it meanwhile.
             inner.open -= old.kept_count();
         }
         drop(inner);
         drop((dropped, old));
-        Some(Noted { key, siblings, kept: Default::default() })
+        Some(Noted { id, siblings, file: None })
+    }
+
+    /// The descriptor `noted` (the note of `path`) keeps in `slot` (1 + a sibling's index in [`SIBLINGS`]).
+    pub fn kept(&self, path: &Path, noted: &Noted, slot: usize) -> Option<Kept> {
+        let inner = self.lock();
+        inner.map.get(path.as_os_str()).filter(|e| e.id == noted.id).and_then(|e| e.kept.get(slot)?.clone())
     }
 
     /// After a request opened `slot` of `noted` (the note of `path`) by name: keeps `new` in the note, in place
@@ -243,7 +255,7 @@ impl Notes {
     pub fn keep(self: &Arc<Self>, path: &Path, noted: &Noted, slot: usize, new: Option<Kept>) {
         let mut guard = self.lock();
         let inner = &mut *guard;
-        let Some(e) = inner.map.get_mut(path.as_os_str()).filter(|e| e.key == noted.key) else { return };
+        let Some(e) = inner.map.get_mut(path.as_os_str()).filter(|e| e.id == noted.id) else { return };
         let old = e.kept[slot].take();
         if old.is_some() {
             inner.open -= 1;
@@ -425,7 +437,7 @@ mod tests {
         assert_eq!(kept(&notes), MAX_OPEN_FILES);
         assert_eq!(notes.lock().map.len(), paths.len(), "every file is noted");
         // Found again: what was kept is handed out, the rest are noted without.
-        let handed = paths.iter().filter(|p| notes.file(p).unwrap().kept[0].is_some()).count();
+        let handed = paths.iter().filter(|p| notes.file(p).unwrap().file.is_some()).count();
         assert_eq!(handed, MAX_OPEN_FILES);
 
         // Used within KEEP_OPEN_IDLE: kept; after, closed, and the sweep ends.
@@ -453,13 +465,13 @@ mod tests {
         let (d, paths) = settled_dir(2);
         let notes = Arc::new(Notes::default());
         keep_opened(&notes, &paths[0]);
-        let kept = notes.file(&paths[0]).unwrap().kept[0].clone().unwrap();
+        let kept = notes.file(&paths[0]).unwrap().file.unwrap();
         assert!(kept.check().is_some());
         fs::set_permissions(&paths[0], fs::Permissions::from_mode(0o600)).unwrap();
         assert!(kept.check().is_none(), "chmod: stale");
 
         let noted = keep_opened(&notes, &paths[1]);
-        let kept = notes.file(&paths[1]).unwrap().kept[0].clone().unwrap();
+        let kept = notes.file(&paths[1]).unwrap().file.unwrap();
         assert!(kept.check().is_some());
         fs::remove_file(&paths[1]).unwrap();
         assert!(kept.check().is_none(), "no link left: stale");
@@ -470,5 +482,39 @@ mod tests {
         notes.keep(&paths[1], &noted, 0, Some(kept));
         assert!(!notes.lock().map.contains_key(paths[1].as_os_str()));
         drop(d);
+    }
+
+    /// A sibling's descriptor is kept only when the note says it is a regular file (never an absent name's or a
+    /// symlink's), and handed out by `kept` while the note holds.
+    #[tokio::test]
+    async fn sibling_descriptors_only_for_regular_siblings() {
+        let (d, paths) = settled_dir(1);
+        let gz = d.path().join("f0.gz");
+        fs::write(&gz, b"gz").unwrap();
+        std::os::unix::fs::symlink(&gz, d.path().join("f0.br")).unwrap();
+        // The directory changed: wait until it settles again.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !settled(&fs::metadata(d.path()).unwrap(), SystemTime::now()) {
+            assert!(std::time::Instant::now() < deadline, "the directory did not settle");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let notes = Arc::new(Notes::default());
+        let noted = notes.file(&paths[0]).unwrap();
+        assert_eq!(noted.siblings, [Sibling::Ask, Sibling::Regular]);
+        let open = |p: &Path| {
+            let f = Arc::new(File::open(p).unwrap());
+            let m = f.metadata().unwrap();
+            Kept::new(f, &m)
+        };
+        notes.keep(&paths[0], &noted, 1, Some(open(&gz)));
+        notes.keep(&paths[0], &noted, 2, Some(open(&gz)));
+        assert!(notes.kept(&paths[0], &noted, 1).is_none(), "a symlinked sibling is never kept");
+        assert!(notes.kept(&paths[0], &noted, 2).is_some());
+        assert_eq!(notes.lock().open, 1);
+        // A stale handle (the note taken again) neither finds nor keeps anything.
+        let old = Noted { id: noted.id + 1, ..noted.clone() };
+        assert!(notes.kept(&paths[0], &old, 2).is_none());
+        notes.keep(&paths[0], &old, 0, Some(open(&paths[0])));
+        assert_eq!(notes.lock().open, 1);
     }
 }
