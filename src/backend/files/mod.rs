@@ -66,8 +66,8 @@ pub struct Files {
 pub struct Located {
     /// As joined, symlinks not resolved.
     pub path: PathBuf,
-    /// The directory note: what it says of the siblings (in [`SIBLINGS`]' order) and the descriptors it keeps;
-    /// None: look them up and open them by name.
+    /// The directory note: what it says of the siblings (in [`SIBLINGS`]' order) and the file's descriptor it
+    /// keeps (a sibling's is asked of the notes when served); None: look them up and open them by name.
     noted: Option<Noted>,
 }
 
