@@ -9,6 +9,7 @@ use std::hash::{BuildHasher, Hasher};
 use std::ops::Range;
 use std::os::fd::AsRawFd;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
@@ -28,7 +29,8 @@ enum Segment {
 /// large pieces with sendfile(2) and reads its small ones straight into its write queue ([`FileBody::file_part`],
 /// [`FileBody::read_into`], [`FileBody::advance`]); anything else polls it as a body.
 pub struct FileBody {
-    file: File,
+    /// Shared with the static room's directory note that keeps it open (reads take offsets: no shared position).
+    file: Arc<File>,
     /// What goes out next; then `rest` in order (empty for a whole file or one range: no allocation).
     front: Option<Segment>,
     rest: VecDeque<Segment>,
@@ -37,12 +39,12 @@ pub struct FileBody {
 
 impl FileBody {
     /// The whole file of `len` bytes.
-    pub fn whole(file: File, len: u64) -> FileBody {
+    pub fn whole(file: Arc<File>, len: u64) -> FileBody {
         FileBody::range(file, 0..len)
     }
 
     /// One range of the file.
-    pub fn range(file: File, r: Range<u64>) -> FileBody {
+    pub fn range(file: Arc<File>, r: Range<u64>) -> FileBody {
         let len = r.end - r.start;
         let front = (len > 0).then_some(Segment::File { offset: r.start, len });
         FileBody { file, front, rest: VecDeque::new(), left: len }
@@ -50,7 +52,7 @@ impl FileBody {
 
     /// Several ranges of a file of `len` bytes as multipart/byteranges parts of type `media`: the body, its
     /// boundary and its length.
-    pub fn multipart(file: File, ranges: &[Range<u64>], len: u64, media: &HeaderValue) -> (FileBody, String, u64) {
+    pub fn multipart(file: Arc<File>, ranges: &[Range<u64>], len: u64, media: &HeaderValue) -> (FileBody, String, u64) {
         let boundary = format!("{:016x}{:016x}", random(), random());
         let media = String::from_utf8_lossy(media.as_bytes()).into_owned();
         let mut segments = VecDeque::new();

@@ -14,7 +14,8 @@
 //! costs what a copy costs; a file system that blocks (a cold disk, NFS) blocks that worker thread for the read.
 //! Bodies go through hyper in `READ_CHUNK_BYTES` pieces (docs/files.md says why not sendfile).
 //! Between requests it keeps only directory notes (note.rs): which names are regular files and which siblings
-//! exist, while their directory is unchanged; never a file's length, validators or bytes.
+//! exist, and the descriptors they were served from, while their directory is unchanged; never a file's length,
+//! validators or bytes (each request fstat()s the descriptor).
 //! Does not: write, list dotfiles unless asked, or compress on the fly.
 
 mod dir;
@@ -23,6 +24,7 @@ mod note;
 use std::fs::{File, Metadata};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri};
@@ -34,9 +36,9 @@ use crate::error::{Error, Kind, StartupError};
 use crate::http::file::FileBody;
 use crate::http::representation::{self, Precondition, Ranges, Validators, http_date, media_type};
 use crate::http::{Body, pages};
-use note::{Notes, SIBLINGS, Sibling};
+use note::{Kept, Noted, Notes, SIBLINGS, Sibling};
 
-pub use note::MAX_NOTED_FILES;
+pub use note::{KEEP_OPEN_IDLE, MAX_NOTED_FILES, MAX_OPEN_FILES, SWEEP_EVERY};
 
 /// The file a directory request serves when the route names none.
 pub const DEFAULT_INDEX: &str = "index.html";
@@ -55,8 +57,8 @@ pub struct Files {
     browse: bool,
     opts: FileOptions,
     prefix: Prefix,
-    /// Boxed: a route's room stays small (route::Room).
-    notes: Box<Notes>,
+    /// Shared with its sweep task (a Weak), which closes idle descriptors; also keeps a route's room small.
+    notes: Arc<Notes>,
 }
 
 /// A regular file [`Files::lookup`] found.
@@ -64,13 +66,14 @@ pub struct Files {
 pub struct Located {
     /// As joined, symlinks not resolved.
     pub path: PathBuf,
-    /// What the directory note says of its siblings (in [`SIBLINGS`]' order); None: look them up.
-    siblings: Option<[Sibling; 2]>,
+    /// The directory note: what it says of the siblings (in [`SIBLINGS`]' order) and the file's descriptor it
+    /// keeps (a sibling's is asked of the notes when served); None: look them up and open them by name.
+    noted: Option<Noted>,
 }
 
 impl Located {
     fn unnoted(path: PathBuf) -> Located {
-        Located { path, siblings: None }
+        Located { path, noted: None }
     }
 }
 
@@ -109,7 +112,7 @@ impl Files {
         if !root.is_dir() {
             return Err(std::io::Error::new(std::io::ErrorKind::NotADirectory, "not a directory"));
         }
-        Ok(Files { root, index, browse, opts: opts.clone(), prefix: prefix.clone(), notes: Box::default() })
+        Ok(Files { root, index, browse, opts: opts.clone(), prefix: prefix.clone(), notes: Arc::default() })
     }
 
     /// What `rel` (a request path below the route prefix, still percent-encoded) names. Err: a path that is
@@ -118,14 +121,14 @@ impl Files {
     pub fn lookup(&self, rel: &str) -> Result<Found, Error> {
         let path = self.joined(rel)?;
         // With symlinks followed, a noted regular file in an unchanged directory needs no stat of its own (it is
-        // checked on its descriptor once open). `inside` resolves every path anyway.
+        // checked on its descriptor, kept or opened). `inside` resolves every path anyway.
         if self.opts.symlinks == Symlinks::Follow
             && !rel.ends_with('/')
             // Built on the root: longer is below it.
             && path.as_os_str().len() > self.root.as_os_str().len()
-            && let Some(siblings) = self.notes.file(&path)
+            && let Some(noted) = self.notes.file(&path)
         {
-            return Ok(Found::File(Located { path, siblings: Some(siblings) }));
+            return Ok(Found::File(Located { path, noted: Some(noted) }));
         }
         let Some(meta) = meta::stat_under(&self.root, &path, self.opts.symlinks)? else {
             return Ok(Found::Nothing);
@@ -241,19 +244,16 @@ impl Files {
     }
 
     /// The file that answers: a precompressed sibling (`NAME.br`, `NAME.gz`) the client accepts, else the file
-    /// itself; opened non-blocking and checked on its descriptor. Also whether the file has siblings (`Vary`).
-    /// A sibling the directory note says is a regular file (or absent) is not looked up again.
-    fn representation(
-        &self,
-        headers: &HeaderMap,
-        found: &Located,
-    ) -> Result<(File, Metadata, Option<&'static str>, bool), Error> {
+    /// itself; opened non-blocking and checked on its descriptor (or the descriptor its note keeps). Also whether
+    /// the file has siblings (`Vary`). A sibling the directory note says is a regular file (or absent) is not
+    /// looked up again.
+    fn representation(&self, headers: &HeaderMap, found: &Located) -> Result<Representation, Error> {
         let path = &found.path;
         let accepted = accepted_codings(headers);
         let mut vary = false;
         let mut sibling = std::ffi::OsString::new();
         for (i, (coding, ext)) in SIBLINGS.into_iter().enumerate() {
-            let noted = found.siblings.map(|s| s[i]);
+            let noted = found.noted.as_ref().map(|n| n.siblings[i]);
             if noted == Some(Sibling::Absent) {
                 continue;
             }
@@ -270,16 +270,50 @@ impl Files {
             }
             vary = true;
             if accepted.contains(&coding)
-                && let Ok((file, m)) = open_regular(sibling)
+                && let Ok((file, m)) = self.open(found, 1 + i, sibling)
             {
                 // Any other sibling still makes the response vary: look no further.
                 return Ok((file, m, Some(coding), true));
             }
         }
-        let (file, m) = open_regular(path)?;
+        let (file, m) = self.open(found, 0, path)?;
         Ok((file, m, None, vary))
     }
+
+    /// `path`, `found` itself (slot 0) or its sibling (slot 1 + its index in [`SIBLINGS`]): the descriptor the
+    /// note keeps while its fstat says it stands for what was opened (note.rs, `Kept::check`), else opened by name
+    /// as [`open_regular`] does and kept in the note in place of the stale one.
+    fn open(&self, found: &Located, slot: usize, path: &Path) -> Result<(Arc<File>, Metadata), Error> {
+        let Some(noted) = &found.noted else {
+            return open_regular(path);
+        };
+        let sibling;
+        let kept = if slot == 0 {
+            &noted.file
+        } else {
+            sibling = self.notes.kept(&found.path, noted, slot);
+            &sibling
+        };
+        let stale = match kept {
+            Some(kept) => match kept.check() {
+                Some(held) => return Ok(held),
+                None => true,
+            },
+            None => false,
+        };
+        let opened = open_regular(path);
+        match &opened {
+            Ok((file, m)) => self.notes.keep(&found.path, noted, slot, Some(Kept::new(file.clone(), m))),
+            Err(_) if stale => self.notes.keep(&found.path, noted, slot, None),
+            Err(_) => {}
+        }
+        opened
+    }
 }
+
+/// What answers a request for a file: the open file, its fstat, its content coding (a precompressed sibling) and
+/// whether the response varies by `Accept-Encoding`.
+type Representation = (Arc<File>, Metadata, Option<&'static str>, bool);
 
 /// An error page about a file carries what every answer about it does: `Accept-Ranges`, and `Vary` when the file
 /// has precompressed siblings.
@@ -359,7 +393,7 @@ fn respond(status: StatusCode, head: HeaderMap, body: Body) -> Response<Body> {
 
 /// Opens a regular file without following it into a FIFO's blocking open (O_NONBLOCK; no effect on a regular
 /// file's reads), then checks what was opened.
-fn open_regular(path: &Path) -> Result<(File, Metadata), Error> {
+fn open_regular(path: &Path) -> Result<(Arc<File>, Metadata), Error> {
     let refused = |e: std::io::Error| -> Error {
         let kind = match e.kind() {
             std::io::ErrorKind::PermissionDenied => GatewayErrorKind::Forbidden,
@@ -376,7 +410,7 @@ fn open_regular(path: &Path) -> Result<(File, Metadata), Error> {
     if !meta.is_file() {
         return Err(Error::client(Kind::NotFound, "not a regular file"));
     }
-    Ok((file, meta))
+    Ok((Arc::new(file), meta))
 }
 
 /// A strong entity tag from what identifies this file's bytes without reading them: inode, size and

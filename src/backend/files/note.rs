@@ -12,19 +12,43 @@
 //! times as they were. What a name points to is never noted: a symlink (the file or a sibling) is looked up on
 //! every request, as without notes. Nothing here decides what the file holds: its length, validators and type
 //! come from the open descriptor (`open_regular`'s fstat) on every request.
+//!
+//! A note also keeps the descriptors it was served from open (the file's, and a sibling's once it was served, if
+//! the note says it is a regular file): while the note holds, the name still leads to the inode that was opened,
+//! so a request does not open or close it again. Each is shared as `Arc<File>` (reads take offsets: there is no
+//! shared position), and a request holds its clone while it streams, so a note dropped meanwhile never cuts a
+//! response. What the name can't tell (a `chmod`/`chown` of the file itself, or its last link gone) the
+//! descriptor's own fstat, made on every request anyway, does: a ctime (to the nanosecond), mode, owner or group
+//! other than when it was opened, or no link left, makes it stale ([`Kept::check`]): it is closed and the name
+//! opened again. A descriptor lives only inside its note: it is closed when the note is dropped (the directory
+//! changed, [`MAX_NOTED_FILES`] reached, the room dropped on reload), beyond [`MAX_OPEN_FILES`] a note keeps none,
+//! and a sweep closes those whose note was not used for [`KEEP_OPEN_IDLE`] (a file deleted while no request
+//! comes would otherwise keep its disk space).
 
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
-use std::fs::{self, Metadata};
+use std::fs::{self, File, Metadata};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, SystemTime};
 
 /// Files noted per room at most; at the limit the notes are dropped and taken again as requests come.
 pub const MAX_NOTED_FILES: usize = 4096;
+/// Descriptors kept open per room at most (a file's and its served siblings'); beyond it, notes are taken without
+/// one and their files opened by name on every request.
+pub const MAX_OPEN_FILES: usize = 1024;
+/// A kept descriptor whose note no request used for this long is closed by the sweep (within one more
+/// [`SWEEP_EVERY`]).
+pub const KEEP_OPEN_IDLE: Duration = Duration::from_secs(10);
+/// How often the sweep of a room that keeps descriptors looks at them; it ends when none are kept.
+pub const SWEEP_EVERY: Duration = Duration::from_secs(2);
+/// [`KEEP_OPEN_IDLE`] in sweeps.
+const IDLE_SWEEPS: u32 = (KEEP_OPEN_IDLE.as_secs() / SWEEP_EVERY.as_secs()) as u32;
+/// The slots of a note's descriptors: the file's, then one per sibling in [`SIBLINGS`]' order.
+const SLOTS: usize = 1 + SIBLINGS.len();
 /// How long ago a directory must have changed for a note about it to be taken (the kernel stamps file times from
 /// a clock that moves in ticks of up to 10 ms).
 pub const SETTLED: Duration = Duration::from_millis(100);
@@ -46,7 +70,7 @@ pub enum Sibling {
 }
 
 /// A directory's identity and times: while they are the same, its entries are.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct DirKey {
     dev: u64,
     ino: u64,
@@ -60,42 +84,126 @@ impl DirKey {
     }
 }
 
-type Map = HashMap<OsString, (DirKey, [Sibling; 2]), BuildHasherDefault<PathHasher>>;
+/// What of a file's inode its name can't tell: a change to any of these (`chmod`, `chown`, a new ctime) makes a
+/// kept descriptor stale.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Seen {
+    ctime: (i64, i64),
+    mode: u32,
+    uid: u32,
+    gid: u32,
+}
+
+impl Seen {
+    fn of(m: &Metadata) -> Seen {
+        Seen { ctime: (m.ctime(), m.ctime_nsec()), mode: m.mode(), uid: m.uid(), gid: m.gid() }
+    }
+}
+
+/// A descriptor a note keeps open, and what its fstat said when it was opened.
+#[derive(Clone, Debug)]
+pub struct Kept {
+    file: Arc<File>,
+    seen: Seen,
+}
+
+impl Kept {
+    /// `file` as just opened by name, with its fstat `m`.
+    pub fn new(file: Arc<File>, m: &Metadata) -> Kept {
+        Kept { file, seen: Seen::of(m) }
+    }
+
+    /// The descriptor and its fstat (one `statx`), while it stands for what was opened; None: stale (ctime, mode,
+    /// owner or group changed, or no link left), or it could not be looked at.
+    pub fn check(&self) -> Option<(Arc<File>, Metadata)> {
+        let m = self.file.metadata().ok()?;
+        (Seen::of(&m) == self.seen && m.nlink() > 0 && m.is_file()).then(|| (self.file.clone(), m))
+    }
+}
+
+/// A note as a request uses it: what the siblings are and the file's kept descriptor (a sibling's is asked for
+/// with [`Notes::kept`]: small, since it travels with the request's lookup).
+#[derive(Clone, Debug)]
+pub struct Noted {
+    /// Which note (taken again, it is another).
+    id: u64,
+    pub siblings: [Sibling; 2],
+    pub file: Option<Kept>,
+}
+
+/// One file's note.
+struct Entry {
+    key: DirKey,
+    id: u64,
+    siblings: [Sibling; 2],
+    kept: [Option<Kept>; SLOTS],
+    /// The sweep count when a request last used it.
+    used: u32,
+}
+
+impl Entry {
+    fn kept_count(&self) -> usize {
+        self.kept.iter().filter(|k| k.is_some()).count()
+    }
+}
+
+type Map = HashMap<OsString, Entry, BuildHasherDefault<PathHasher>>;
+
+#[derive(Default)]
+struct Inner {
+    map: Map,
+    /// Descriptors kept in `map`.
+    open: usize,
+    /// Sweeps so far.
+    sweeps: u32,
+    /// A sweep task is running.
+    sweeping: bool,
+    /// Notes taken so far: the next one's id.
+    taken: u64,
+}
 
 /// The notes of one room, by a file's path (as joined under the root).
 #[derive(Default)]
 pub struct Notes {
-    map: Mutex<Map>,
+    inner: Mutex<Inner>,
 }
 
 impl std::fmt::Debug for Notes {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Notes").field("files", &self.lock().len()).finish()
+        let inner = self.lock();
+        f.debug_struct("Notes").field("files", &inner.map.len()).field("open", &inner.open).finish()
     }
 }
 
 impl Notes {
-    /// `path` names a regular file (no symlink) in a settled directory: what its siblings are. None: no note can
-    /// be used or taken (the directory changed a moment ago or can't be looked at, the name is no regular file,
-    /// or a symlink): look the path up as usual.
+    /// `path` names a regular file (no symlink) in a settled directory: its note. None: no note can be used or
+    /// taken (the directory changed a moment ago or can't be looked at, the name is no regular file, or a
+    /// symlink): look the path up as usual. A note that no longer holds is dropped here, with its descriptors.
     ///
     /// One `statx` (the directory) when the note holds; three more (`lstat` of the name and of both siblings)
     /// when it is taken.
-    pub fn file(&self, path: &Path) -> Option<[Sibling; 2]> {
+    pub fn file(&self, path: &Path) -> Option<Noted> {
         let (dir, _) = split(path)?;
         // Before the directory is looked at: a change after this moment gets later times than one settled
         // before it.
         let now = SystemTime::now();
-        let m = fs::metadata(dir).ok()?;
-        if !settled(&m, now) {
+        let Some(m) = fs::metadata(dir).ok().filter(|m| settled(m, now)) else {
+            self.forget(path);
             return None;
-        }
+        };
         let key = DirKey::of(&m);
-        if let Some((k, siblings)) = self.lock().get(path.as_os_str())
-            && *k == key
         {
-            return Some(*siblings);
+            let mut inner = self.lock();
+            let sweeps = inner.sweeps;
+            if let Some(e) = inner.map.get_mut(path.as_os_str())
+                && e.key == key
+            {
+                e.used = sweeps;
+                return Some(Noted { id: e.id, siblings: e.siblings, file: e.kept[0].clone() });
+            }
         }
+        // Taken again below, or not at all: what was kept under the old times goes now.
+        self.forget(path);
         if !fs::symlink_metadata(path).ok()?.file_type().is_file() {
             return None;
         }
@@ -113,17 +221,113 @@ impl Notes {
                 Err(_) => Sibling::Ask,
             };
         }
-        let mut map = self.lock();
-        if map.len() >= MAX_NOTED_FILES {
-            map.clear();
+        let mut inner = self.lock();
+        // Dropped once the lock is let go: closing descriptors is no work to do under it.
+        let mut dropped = None;
+        if inner.map.len() >= MAX_NOTED_FILES {
+            dropped = Some(std::mem::take(&mut inner.map));
+            inner.open = 0;
         }
-        map.insert(path.as_os_str().to_owned(), (key, siblings));
-        Some(siblings)
+        let used = inner.sweeps;
+        inner.taken += 1;
+        let id = inner.taken;
+        let entry = Entry { key, id, siblings, kept: Default::default(), used };
+        let old = inner.map.insert(path.as_os_str().to_owned(), entry);
+        if let Some(old) = &old {
+            // Another request took it meanwhile.
+            inner.open -= old.kept_count();
+        }
+        drop(inner);
+        drop((dropped, old));
+        Some(Noted { id, siblings, file: None })
     }
 
-    fn lock(&self) -> MutexGuard<'_, Map> {
-        // A panic while the map was held leaves nothing half-written that matters: notes are only hints.
-        self.map.lock().unwrap_or_else(|e| e.into_inner())
+    /// The descriptor `noted` (the note of `path`) keeps in `slot` (1 + a sibling's index in [`SIBLINGS`]).
+    pub fn kept(&self, path: &Path, noted: &Noted, slot: usize) -> Option<Kept> {
+        let inner = self.lock();
+        inner.map.get(path.as_os_str()).filter(|e| e.id == noted.id).and_then(|e| e.kept.get(slot)?.clone())
+    }
+
+    /// After a request opened `slot` of `noted` (the note of `path`) by name: keeps `new` in the note, in place
+    /// of what it kept there (stale); None only drops that. Nothing is kept when the note changed meanwhile, the
+    /// slot is a sibling the note does not say is a regular file, [`MAX_OPEN_FILES`] are kept, or no sweep can
+    /// run (no tokio runtime).
+    pub fn keep(self: &Arc<Self>, path: &Path, noted: &Noted, slot: usize, new: Option<Kept>) {
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        let Some(e) = inner.map.get_mut(path.as_os_str()).filter(|e| e.id == noted.id) else { return };
+        let old = e.kept[slot].take();
+        if old.is_some() {
+            inner.open -= 1;
+        }
+        let regular = slot == 0 || e.siblings[slot - 1] == Sibling::Regular;
+        if let Some(new) = new
+            && regular
+            && inner.open < MAX_OPEN_FILES
+            && (inner.sweeping || Notes::sweep_later(self))
+        {
+            inner.sweeping = true;
+            e.kept[slot] = Some(new);
+            e.used = inner.sweeps;
+            inner.open += 1;
+        }
+        drop(guard);
+        drop(old);
+    }
+
+    /// Starts the sweep task; false without a tokio runtime.
+    fn sweep_later(self: &Arc<Self>) -> bool {
+        let Ok(rt) = tokio::runtime::Handle::try_current() else { return false };
+        rt.spawn(sweep(Arc::downgrade(self)));
+        true
+    }
+
+    /// Closes the descriptors whose note was not used for [`KEEP_OPEN_IDLE`]; false (and the sweep ends) when
+    /// none are left.
+    fn sweep_once(&self) -> bool {
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        inner.sweeps = inner.sweeps.wrapping_add(1);
+        let mut closed = Vec::new();
+        for e in inner.map.values_mut() {
+            if inner.sweeps.wrapping_sub(e.used) > IDLE_SWEEPS {
+                closed.extend(e.kept.iter_mut().filter_map(Option::take));
+            }
+        }
+        inner.open -= closed.len();
+        let more = inner.open > 0;
+        inner.sweeping = more;
+        drop(guard);
+        drop(closed);
+        more
+    }
+
+    /// Drops the note of `path` and what it keeps open.
+    fn forget(&self, path: &Path) {
+        let mut inner = self.lock();
+        let old = inner.map.remove(path.as_os_str());
+        if let Some(old) = &old {
+            inner.open -= old.kept_count();
+        }
+        drop(inner);
+        drop(old);
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while the map was held leaves nothing half-written that matters: notes are only hints, and the
+        // count of descriptors is changed beside the change it counts.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The sweep of one room's kept descriptors: every [`SWEEP_EVERY`] until none are kept or the room is gone.
+async fn sweep(notes: Weak<Notes>) {
+    loop {
+        tokio::time::sleep(SWEEP_EVERY).await;
+        let Some(notes) = notes.upgrade() else { return };
+        if !notes.sweep_once() {
+            return;
+        }
     }
 }
 
@@ -194,5 +398,123 @@ mod tests {
             assert_eq!(split(p), Some((p.parent().unwrap(), p.file_name().unwrap())));
         }
         assert_eq!(split(Path::new("/")), None);
+    }
+
+    /// A directory of `n` files, settled (bounded wait), and their paths.
+    fn settled_dir(n: usize) -> (tempfile::TempDir, Vec<std::path::PathBuf>) {
+        let d = tempfile::tempdir().unwrap();
+        let paths: Vec<_> = (0..n).map(|i| d.path().join(format!("f{i}"))).collect();
+        for p in &paths {
+            fs::write(p, b"x").unwrap();
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !settled(&fs::metadata(d.path()).unwrap(), SystemTime::now()) {
+            assert!(std::time::Instant::now() < deadline, "the directory did not settle");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        (d, paths)
+    }
+
+    fn keep_opened(notes: &Arc<Notes>, path: &Path) -> Noted {
+        let noted = notes.file(path).expect("noted");
+        let file = Arc::new(File::open(path).unwrap());
+        let m = file.metadata().unwrap();
+        notes.keep(path, &noted, 0, Some(Kept::new(file, &m)));
+        noted
+    }
+
+    /// At most MAX_OPEN_FILES descriptors are kept; notes beyond it are taken without one. The sweep closes them
+    /// all once unused for KEEP_OPEN_IDLE, and ends.
+    #[tokio::test]
+    async fn kept_descriptors_are_bounded_and_swept() {
+        let (_d, paths) = settled_dir(MAX_OPEN_FILES + 8);
+        let notes = Arc::new(Notes::default());
+        for p in &paths {
+            keep_opened(&notes, p);
+        }
+        assert_eq!(notes.lock().open, MAX_OPEN_FILES);
+        let kept = |notes: &Notes| notes.lock().map.values().map(Entry::kept_count).sum::<usize>();
+        assert_eq!(kept(&notes), MAX_OPEN_FILES);
+        assert_eq!(notes.lock().map.len(), paths.len(), "every file is noted");
+        // Found again: what was kept is handed out, the rest are noted without.
+        let handed = paths.iter().filter(|p| notes.file(p).unwrap().file.is_some()).count();
+        assert_eq!(handed, MAX_OPEN_FILES);
+
+        // Used within KEEP_OPEN_IDLE: kept; after, closed, and the sweep ends.
+        for _ in 0..IDLE_SWEEPS {
+            assert!(notes.sweep_once());
+        }
+        assert_eq!(notes.lock().open, MAX_OPEN_FILES);
+        keep_opened(&notes, &paths[0]);
+        assert!(notes.sweep_once(), "one was used a sweep ago");
+        assert_eq!(notes.lock().open, 1);
+        for _ in 1..IDLE_SWEEPS {
+            assert!(notes.sweep_once());
+        }
+        assert!(!notes.sweep_once(), "unused for more than IDLE_SWEEPS sweeps");
+        let open = notes.lock().open;
+        assert_eq!((open, kept(&notes)), (0, 0));
+        assert!(!notes.lock().sweeping);
+    }
+
+    /// A kept descriptor is stale once its file's ctime, mode or links change; a note whose directory changed is
+    /// dropped with what it keeps.
+    #[tokio::test]
+    async fn kept_descriptors_go_stale() {
+        use std::os::unix::fs::PermissionsExt;
+        let (d, paths) = settled_dir(2);
+        let notes = Arc::new(Notes::default());
+        keep_opened(&notes, &paths[0]);
+        let kept = notes.file(&paths[0]).unwrap().file.unwrap();
+        assert!(kept.check().is_some());
+        fs::set_permissions(&paths[0], fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(kept.check().is_none(), "chmod: stale");
+
+        let noted = keep_opened(&notes, &paths[1]);
+        let kept = notes.file(&paths[1]).unwrap().file.unwrap();
+        assert!(kept.check().is_some());
+        fs::remove_file(&paths[1]).unwrap();
+        assert!(kept.check().is_none(), "no link left: stale");
+        // The directory changed: the note (and its descriptor) goes with the next look.
+        assert!(notes.file(&paths[1]).is_none());
+        assert!(!notes.lock().map.contains_key(paths[1].as_os_str()));
+        // Nothing is kept under a note that is gone.
+        notes.keep(&paths[1], &noted, 0, Some(kept));
+        assert!(!notes.lock().map.contains_key(paths[1].as_os_str()));
+        drop(d);
+    }
+
+    /// A sibling's descriptor is kept only when the note says it is a regular file (never an absent name's or a
+    /// symlink's), and handed out by `kept` while the note holds.
+    #[tokio::test]
+    async fn sibling_descriptors_only_for_regular_siblings() {
+        let (d, paths) = settled_dir(1);
+        let gz = d.path().join("f0.gz");
+        fs::write(&gz, b"gz").unwrap();
+        std::os::unix::fs::symlink(&gz, d.path().join("f0.br")).unwrap();
+        // The directory changed: wait until it settles again.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !settled(&fs::metadata(d.path()).unwrap(), SystemTime::now()) {
+            assert!(std::time::Instant::now() < deadline, "the directory did not settle");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let notes = Arc::new(Notes::default());
+        let noted = notes.file(&paths[0]).unwrap();
+        assert_eq!(noted.siblings, [Sibling::Ask, Sibling::Regular]);
+        let open = |p: &Path| {
+            let f = Arc::new(File::open(p).unwrap());
+            let m = f.metadata().unwrap();
+            Kept::new(f, &m)
+        };
+        notes.keep(&paths[0], &noted, 1, Some(open(&gz)));
+        notes.keep(&paths[0], &noted, 2, Some(open(&gz)));
+        assert!(notes.kept(&paths[0], &noted, 1).is_none(), "a symlinked sibling is never kept");
+        assert!(notes.kept(&paths[0], &noted, 2).is_some());
+        assert_eq!(notes.lock().open, 1);
+        // A stale handle (the note taken again) neither finds nor keeps anything.
+        let old = Noted { id: noted.id + 1, ..noted.clone() };
+        assert!(notes.kept(&paths[0], &old, 2).is_none());
+        notes.keep(&paths[0], &old, 0, Some(open(&paths[0])));
+        assert_eq!(notes.lock().open, 1);
     }
 }
