@@ -32,7 +32,8 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::{Duration, SystemTime};
 
 /// Files noted per room at most; at the limit the notes are dropped and taken again as requests come.
@@ -152,7 +153,7 @@ type Map = HashMap<OsString, Entry, BuildHasherDefault<PathHasher>>;
 #[derive(Default)]
 struct Inner {
     map: Map,
-    /// Descriptors kept in `map`.
+    /// Descriptors kept in `map` (counted in [`KEPT_IN_PROCESS`] too).
     open: usize,
     /// Sweeps so far.
     sweeps: u32,
@@ -161,6 +162,54 @@ struct Inner {
     /// Notes taken so far: the next one's id.
     taken: u64,
 }
+
+impl Inner {
+    /// `n` kept descriptors are let go.
+    fn closed(&mut self, n: usize) {
+        self.open -= n;
+        KEPT_IN_PROCESS.fetch_sub(n, Ordering::Relaxed);
+    }
+
+    /// Counts one more kept descriptor, if this room and the process may keep another.
+    fn may_keep(&mut self) -> bool {
+        if self.open >= MAX_OPEN_FILES {
+            return false;
+        }
+        if KEPT_IN_PROCESS.fetch_add(1, Ordering::Relaxed) >= process_budget() {
+            KEPT_IN_PROCESS.fetch_sub(1, Ordering::Relaxed);
+            return false;
+        }
+        self.open += 1;
+        true
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // The room is gone (a reload): its descriptors close with the map.
+        KEPT_IN_PROCESS.fetch_sub(self.open, Ordering::Relaxed);
+    }
+}
+
+/// Descriptors kept by every room of the process.
+static KEPT_IN_PROCESS: AtomicUsize = AtomicUsize::new(0);
+
+/// How many descriptors all rooms together may keep: a quarter of the process's soft limit on open files
+/// (RLIMIT_NOFILE, read once), so that kept files never take the descriptors connections need (with the common
+/// soft limit of 1,024: 256 in all).
+fn process_budget() -> usize {
+    static BUDGET: OnceLock<usize> = OnceLock::new();
+    *BUDGET.get_or_init(|| {
+        let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: getrlimit writes one rlimit into the struct it is given.
+        let ok = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0;
+        let soft = if ok { usize::try_from(lim.rlim_cur).unwrap_or(usize::MAX) } else { 1024 };
+        soft / OPEN_FILES_SHARE
+    })
+}
+
+/// The share of the soft limit on open files that kept descriptors may take, as its reciprocal.
+pub const OPEN_FILES_SHARE: usize = 4;
 
 /// The notes of one room, by a file's path (as joined under the root).
 #[derive(Default)]
@@ -226,7 +275,8 @@ impl Notes {
         let mut dropped = None;
         if inner.map.len() >= MAX_NOTED_FILES {
             dropped = Some(std::mem::take(&mut inner.map));
-            inner.open = 0;
+            let open = inner.open;
+            inner.closed(open);
         }
         let used = inner.sweeps;
         inner.taken += 1;
@@ -235,7 +285,7 @@ impl Notes {
         let old = inner.map.insert(path.as_os_str().to_owned(), entry);
         if let Some(old) = &old {
             // Another request took it meanwhile.
-            inner.open -= old.kept_count();
+            inner.closed(old.kept_count());
         }
         drop(inner);
         drop((dropped, old));
@@ -257,19 +307,24 @@ impl Notes {
         let inner = &mut *guard;
         let Some(e) = inner.map.get_mut(path.as_os_str()).filter(|e| e.id == noted.id) else { return };
         let old = e.kept[slot].take();
-        if old.is_some() {
-            inner.open -= 1;
-        }
         let regular = slot == 0 || e.siblings[slot - 1] == Sibling::Regular;
-        if let Some(new) = new
-            && regular
-            && inner.open < MAX_OPEN_FILES
-            && (inner.sweeping || Notes::sweep_later(self))
+        let sweeps = inner.sweeps;
+        let kept = match new {
+            Some(new) if regular && (inner.sweeping || Notes::sweep_later(self)) => {
+                inner.sweeping = true;
+                Some(new)
+            }
+            _ => None,
+        };
+        if old.is_some() {
+            inner.closed(1);
+        }
+        if let Some(new) = kept
+            && inner.may_keep()
+            && let Some(e) = inner.map.get_mut(path.as_os_str())
         {
-            inner.sweeping = true;
             e.kept[slot] = Some(new);
-            e.used = inner.sweeps;
-            inner.open += 1;
+            e.used = sweeps;
         }
         drop(guard);
         drop(old);
@@ -294,7 +349,7 @@ impl Notes {
                 closed.extend(e.kept.iter_mut().filter_map(Option::take));
             }
         }
-        inner.open -= closed.len();
+        inner.closed(closed.len());
         let more = inner.open > 0;
         inner.sweeping = more;
         drop(guard);
@@ -307,7 +362,7 @@ impl Notes {
         let mut inner = self.lock();
         let old = inner.map.remove(path.as_os_str());
         if let Some(old) = &old {
-            inner.open -= old.kept_count();
+            inner.closed(old.kept_count());
         }
         drop(inner);
         drop(old);
@@ -427,6 +482,12 @@ mod tests {
     /// all once unused for KEEP_OPEN_IDLE, and ends.
     #[tokio::test]
     async fn kept_descriptors_are_bounded_and_swept() {
+        // The process-wide share (a quarter of `ulimit -n`, shared with the other tests here) must not be the
+        // bound this test reaches; tests/files.rs covers that one with a small limit of its own.
+        if process_budget() < 2 * MAX_OPEN_FILES {
+            eprintln!("skipped: ulimit -n is below {}", 2 * MAX_OPEN_FILES * OPEN_FILES_SHARE);
+            return;
+        }
         let (_d, paths) = settled_dir(MAX_OPEN_FILES + 8);
         let notes = Arc::new(Notes::default());
         for p in &paths {
