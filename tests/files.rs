@@ -874,3 +874,45 @@ fn kept_descriptors_stay_within_a_share_of_the_open_files_limit() {
     });
     assert!(settled, "64 / 4 descriptors kept, no more: {} {held:?}", held.len());
 }
+
+/// A reload that replaces the static room lets go of every descriptor the old room's notes kept: the notes are
+/// dropped with the room (the sweep holds only a weak reference).
+#[test]
+fn a_reload_closes_the_descriptors_the_old_room_kept() {
+    use std::time::Duration;
+    let old = tempfile::tempdir().unwrap();
+    let new = tempfile::tempdir().unwrap();
+    std::fs::write(old.path().join("a.txt"), b"old\n").unwrap();
+    std::fs::write(new.path().join("b.txt"), b"new\n").unwrap();
+    settle(old.path());
+    let conf_dir = tempfile::tempdir().unwrap();
+    let conf = conf_dir.path().join("hopgate.toml");
+    let config = |dir: &Path| {
+        format!(
+            "access_log = \"off\"\n[[listener]]\nlisten = \"127.0.0.1:0\"\n[[listener.route]]\nto = \"file:{}\"\n",
+            dir.display()
+        )
+    };
+    std::fs::write(&conf, config(old.path())).unwrap();
+    let h = Hopgate::start(&["run", conf.to_str().unwrap()]);
+    for _ in 0..2 {
+        let r = get(&h, "/a.txt", "");
+        assert_eq!((r.status, r.body.as_slice()), (200, &b"old\n"[..]));
+    }
+    assert_eq!(held_open(h.pid(), old.path()), vec!["a.txt".to_string()]);
+
+    // Written beside and renamed: the reload never reads half a file.
+    let tmp = conf.with_extension("tmp");
+    std::fs::write(&tmp, config(new.path())).unwrap();
+    std::fs::rename(&tmp, &conf).unwrap();
+    h.signal("HUP");
+    h.stderr_with("hopgate: reloaded ", 1);
+    let r = get(&h, "/b.txt", "");
+    assert_eq!((r.status, r.body.as_slice()), (200, &b"new\n"[..]));
+    let mut held = Vec::new();
+    let closed = support::wait_until(Duration::from_secs(5), || {
+        held = held_open(h.pid(), old.path());
+        held.is_empty()
+    });
+    assert!(closed, "the old room's kept descriptors are closed after the reload: {held:?}");
+}
