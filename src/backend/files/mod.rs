@@ -174,45 +174,16 @@ impl Files {
     /// Answers a request for a file [`Files::lookup`] found: the representation the request selects, its
     /// validators, preconditions and ranges, the body streamed.
     pub fn send(&self, method: &Method, headers: &HeaderMap, found: &Located) -> Result<Response<Body>, Error> {
-        if let Some(early) = before_the_file(method) {
-            return early;
+        check_method(method)?;
+        if method == Method::OPTIONS {
+            return Ok(options());
         }
-        let read = self.read_request(method, headers, found)?;
-        self.answer(method, found, read, crate::h1::io::take_map(8))
-    }
-
-    /// [`Files::send`], writing the response's fields into the request's map once it is read (cleared, its room
-    /// kept): no map taken or allocated per request.
-    pub fn send_in(&self, method: &Method, headers: &mut HeaderMap, found: &Located) -> Result<Response<Body>, Error> {
-        if let Some(early) = before_the_file(method) {
-            return early;
-        }
-        let read = self.read_request(method, headers, found)?;
-        let mut head = std::mem::take(headers);
-        head.clear();
-        self.answer(method, found, read, head)
-    }
-
-    /// All that the answer takes from the request's fields: which representation, and the request's preconditions
-    /// and ranges against it.
-    fn read_request(&self, method: &Method, headers: &HeaderMap, found: &Located) -> Result<Read, Error> {
+        let path = &found.path;
+        let name = note::split(path).map(|(_, n)| n.to_string_lossy()).unwrap_or_default();
         let (file, served, encoding, vary) = self.representation(headers, found)?;
-        let validators = Validators { etag: Some(etag(&served, encoding)), modified: served.modified().ok() };
-        let precondition = representation::evaluate(method, headers, &validators);
-        let ranges = representation::ranges(method, headers, &validators, served.len());
-        Ok(Read { file, len: served.len(), encoding, vary, validators, precondition, ranges })
-    }
-
-    /// The answer to what [`Files::read_request`] read, its fields written into `head`.
-    fn answer(
-        &self,
-        method: &Method,
-        found: &Located,
-        read: Read,
-        mut head: HeaderMap,
-    ) -> Result<Response<Body>, Error> {
-        let Read { file, len, encoding, vary, mut validators, precondition, ranges } = read;
-        let name = note::split(&found.path).map(|(_, n)| n.to_string_lossy()).unwrap_or_default();
+        let len = served.len();
+        let mut validators = Validators { etag: Some(etag(&served, encoding)), modified: served.modified().ok() };
+        let mut head = crate::h1::io::take_map(8);
         if let Some(m) = validators.modified {
             head.insert(header::LAST_MODIFIED, http_date(m));
         }
@@ -220,6 +191,8 @@ impl Files {
             head.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
         }
         head.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+        let precondition = representation::evaluate(method, headers, &validators);
+        let ranges = representation::ranges(method, headers, &validators, len);
         if let Some(e) = validators.etag.take()
             && let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(e))
         {
@@ -338,25 +311,6 @@ impl Files {
     }
 }
 
-/// A method no file is opened for: refused (405), or OPTIONS answered (204).
-fn before_the_file(method: &Method) -> Option<Result<Response<Body>, Error>> {
-    if let Err(e) = check_method(method) {
-        return Some(Err(e));
-    }
-    (method == Method::OPTIONS).then(|| Ok(options()))
-}
-
-/// What [`Files::read_request`] read off a request for a file.
-struct Read {
-    file: Arc<File>,
-    len: u64,
-    encoding: Option<&'static str>,
-    vary: bool,
-    validators: Validators,
-    precondition: Precondition,
-    ranges: Ranges,
-}
-
 /// What answers a request for a file: the open file, its fstat, its content coding (a precompressed sibling) and
 /// whether the response varies by `Accept-Encoding`.
 type Representation = (Arc<File>, Metadata, Option<&'static str>, bool);
@@ -379,9 +333,11 @@ pub async fn serve<B>(req: Request<B>, files: &Files) -> Result<Response<Body>, 
     let rel = files.prefix.below(full).unwrap_or("/");
     match files.lookup(rel)? {
         Found::File(found) => {
-            let (parts, _) = req.into_parts();
-            let http::request::Parts { method, mut headers, .. } = parts;
-            files.send_in(&method, &mut headers, &found)
+            let resp = files.send(req.method(), req.headers(), &found);
+            // Read: the request's field map goes back to the thread's pool, which the response's came from (the
+            // connection gives that one back once its head is written).
+            crate::h1::io::give_map(req.into_parts().0.headers);
+            resp
         }
         // `/static` on a route with path `/static` is its directory without the `/`.
         Found::Dir { .. } if rest.is_empty() => Ok(add_slash(req.uri())),
