@@ -159,21 +159,20 @@ fn framing(
 /// decimal number (hyper's `content_length_parse_all`, RFC 9110 §8.6).
 fn content_length(headers: &HeaderMap) -> Option<u64> {
     let mut len = None;
+    // Every length given must be the first one.
+    let mut agrees = |n: u64| len.replace(n).is_none_or(|l| l == n);
     for value in headers.get_all(header::CONTENT_LENGTH) {
-        // The usual value: digits only.
+        // The usual value: digits only, no list to split.
         if let Some(n) = digits(value.as_bytes()) {
-            if len.is_some_and(|l| l != n) {
+            if !agrees(n) {
                 return None;
             }
-            len = Some(n);
             continue;
         }
         for v in value.to_str().ok()?.split(',') {
-            let n = digits(v.trim().as_bytes())?;
-            if len.is_some_and(|l| l != n) {
+            if !agrees(digits(v.trim().as_bytes())?) {
                 return None;
             }
-            len = Some(n);
         }
     }
     len

@@ -131,8 +131,8 @@ async fn serve(
             }
         }
     }
-    // hyper keeps a slot the size of this future for every connection, idle or not, so the larger rooms are
-    // boxed (allocated only while one of their requests runs); the relay stays inline (bench/profile massif).
+    // A request's whole future is one allocation the size of its largest state (server::h1): the larger rooms are
+    // boxed on their own, so that a relayed request's allocation is not sized for them; the relay stays inline.
     let resp = match route {
         Picked::Forward(proxy) => relay::forward(req, ctx, &proxy.relay).await,
         Picked::Connect(proxy) => heap::pinned!(connect::serve(req, ctx, &proxy.tunnels)).await,
