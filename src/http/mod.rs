@@ -47,6 +47,8 @@ pub struct ViaName {
 /// The versions [`ViaName`] keeps a value for, in order.
 const VIA_VERSIONS: [Version; 5] =
     [Version::HTTP_09, Version::HTTP_10, Version::HTTP_11, Version::HTTP_2, Version::HTTP_3];
+/// HTTP/1.1's place in [`VIA_VERSIONS`].
+const VIA_DEFAULT: usize = 2;
 
 impl ViaName {
     pub fn new(name: &str) -> ViaName {
@@ -58,7 +60,8 @@ impl ViaName {
 
     /// The Via value for a message received as `version`.
     fn value(&self, version: Version) -> Option<&HeaderValue> {
-        let at = VIA_VERSIONS.iter().position(|v| *v == version).unwrap_or(2);
+        // Any other version is written as HTTP/1.1, as via_protocol does.
+        let at = VIA_VERSIONS.iter().position(|v| *v == version).unwrap_or(VIA_DEFAULT);
         self.values.as_ref().map(|v| &v[at])
     }
 }
