@@ -644,10 +644,10 @@ def nginx_static(lab, docroot, cache=False):
     return lab.spawn("nginx", "reverse", port, ["nginx", "-c", conf, "-p", d], d)
 
 
-def hopgate_files(lab, docroot):
+def hopgate_files(lab, docroot, binary=None):
     """hopgate's static-file room: `gateway --to file:DIR`."""
     d, port = lab.workdir("hopgate-files"), lab.port()
-    argv = [lab.hopgate, "gateway", "--listen", f"127.0.0.1:{port}", "--to", f"file:{docroot}"]
+    argv = [binary or lab.hopgate, "gateway", "--listen", f"127.0.0.1:{port}", "--to", f"file:{docroot}"]
     return lab.spawn("hopgate gateway", "reverse", port, argv + ["--access-log", "off", "-q"], d)
 
 
