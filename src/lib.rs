@@ -1,6 +1,7 @@
 //! hopgate: one binary for every HTTP integration point of "HTTP: The Definitive Guide", chapter 8:
 //! relays, tunnels, protocol gateways and resource gateways. docs/ARCHITECTURE.md has the map.
 
+pub mod arrival;
 pub mod backend;
 pub mod cli;
 pub mod clienthello;

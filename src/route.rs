@@ -89,6 +89,13 @@ pub enum Picked<'a> {
 }
 
 impl Table {
+    /// Some route may answer from the static room's directory notes (a `file:` room, or a resource gateway with
+    /// a root): the listener's plain connections have their reads stamped (`crate::arrival`), so that requests
+    /// that arrived before a look at a directory share it.
+    pub fn notes_files(&self) -> bool {
+        self.routes.iter().any(|m| matches!(m.room, Room::Files(_) | Room::App(_)))
+    }
+
     /// Builds every room of a listener; nothing connects here. Fails naming what can't be used (a users file,
     /// a CA bundle, a CGI directory...).
     pub fn build(

@@ -678,6 +678,69 @@ fn notes_between_requests_see_every_change_at_once() {
 /// `close`: the directory note holds the open descriptor. The path's own `stat` and the `.br` / `.gz` siblings'
 /// two are answered by the note too. A `chmod` of the file (its ctime changes) makes the next request open it by
 /// name again (as root, `chmod 000` does not refuse it), once.
+/// Requests that arrived before a look at a directory share it (src/arrival.rs): while other connections keep
+/// the room busy, a sibling created or removed is still seen by the very next request sent after the change, on
+/// every round (a request that shared a look taken before the change would miss the sibling).
+#[test]
+fn shared_looks_never_hide_a_change_from_a_later_request() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::time::{Duration, Instant};
+    let d = tempfile::tempdir().unwrap();
+    let a = d.path().join("a.txt");
+    let body = b"the file itself\n".repeat(8);
+    std::fs::write(&a, &body).unwrap();
+    settle(d.path());
+    let h = serve(d.path(), "");
+    let (stop, served) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicUsize::new(0)));
+    let load: Vec<_> = (0..4)
+        .map(|_| {
+            let (stop, served, addr) = (stop.clone(), served.clone(), h.addr);
+            std::thread::spawn(move || {
+                let deadline = Instant::now() + Duration::from_secs(120);
+                let mut raw = support::Raw::connect(addr);
+                for _ in 0..1_000_000 {
+                    if stop.load(Ordering::Relaxed) || Instant::now() > deadline {
+                        break;
+                    }
+                    let r = raw.send("GET /a.txt HTTP/1.1\r\nHost: x\r\n\r\n").response();
+                    assert_eq!(r.status, 200);
+                    served.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    let mut raw = support::Raw::connect(h.addr);
+    let mut ask = || raw.send("GET /a.txt HTTP/1.1\r\nHost: x\r\nAccept-Encoding: gzip\r\n\r\n").response();
+    let sibling = d.path().join("a.txt.gz");
+    let packed = gzip(&body);
+    for round in 0..6 {
+        // With the load running, the room notes the settled directory again and requests share its looks.
+        settle(d.path());
+        let before = served.load(Ordering::Relaxed);
+        assert!(support::wait_until(Duration::from_secs(10), || served.load(Ordering::Relaxed) > before + 200));
+        let r = ask();
+        assert_eq!((r.status, r.header("content-encoding")), (200, None), "round {round}");
+        std::fs::write(&sibling, &packed).unwrap();
+        let r = ask();
+        assert_eq!((r.status, r.header("content-encoding"), &r.body), (200, Some("gzip"), &packed), "round {round}");
+        assert_eq!(r.header("vary"), Some("Accept-Encoding"), "round {round}");
+
+        settle(d.path());
+        let before = served.load(Ordering::Relaxed);
+        assert!(support::wait_until(Duration::from_secs(10), || served.load(Ordering::Relaxed) > before + 200));
+        assert_eq!(ask().header("content-encoding"), Some("gzip"), "round {round}");
+        std::fs::remove_file(&sibling).unwrap();
+        let r = ask();
+        assert_eq!((r.status, r.header("content-encoding"), &r.body), (200, None, &body), "round {round}");
+        assert_eq!(r.header("vary"), None, "round {round}");
+    }
+    stop.store(true, Ordering::Relaxed);
+    for t in load {
+        t.join().unwrap();
+    }
+}
+
 #[test]
 fn a_noted_file_costs_one_directory_stat_and_one_descriptor_stat() {
     use std::os::unix::fs::PermissionsExt;

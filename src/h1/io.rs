@@ -5,12 +5,14 @@
 
 use std::cell::RefCell;
 use std::io::{self, IoSlice};
+use std::os::fd::AsRawFd;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::HeaderMap;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
+use tokio::net::TcpStream;
 
 /// A read buffer's size when it is taken from the pool; a head that needs more grows it.
 pub const READ_BUF: usize = 8 * 1024;
@@ -91,6 +93,53 @@ pub fn poll_fill<I: AsyncRead + Unpin>(
     want: usize,
     cx: &mut Context<'_>,
 ) -> Poll<io::Result<usize>> {
+    fill_with(buf, want, |rb| Pin::new(io).poll_read(cx, rb))
+}
+
+/// [`poll_fill`] from a plain TCP socket the kernel stamps (`crate::arrival`): `stamp` becomes the receive time of
+/// the last segment read, or None when the read had none. `on_read` is told what was read (what `ConnIo` would
+/// report).
+pub fn poll_fill_stamped(
+    tcp: &TcpStream,
+    buf: &mut BytesMut,
+    want: usize,
+    cx: &mut Context<'_>,
+    stamp: &mut Option<std::time::SystemTime>,
+    on_read: impl FnOnce(&[u8]),
+) -> Poll<io::Result<usize>> {
+    let r = fill_with(buf, want, |rb| {
+        loop {
+            ready!(tcp.poll_read_ready(cx))?;
+            // SAFETY: recv writes only initialised bytes into the unfilled part, and says how many.
+            let unfilled = unsafe { rb.unfilled_mut() };
+            match tcp.try_io(Interest::READABLE, || crate::arrival::recv(tcp.as_raw_fd(), unfilled)) {
+                Ok((n, at)) => {
+                    // SAFETY: recvmsg initialised the first n bytes of the unfilled part.
+                    unsafe { rb.assume_init(n) };
+                    rb.advance(n);
+                    *stamp = at;
+                    return Poll::Ready(Ok(()));
+                }
+                // try_io cleared the readiness: wait for the next.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    });
+    if let Poll::Ready(Ok(n)) = r
+        && n > 0
+    {
+        on_read(&buf[buf.len() - n..]);
+    }
+    r
+}
+
+/// Reads with `read` into `buf`'s spare room (the thread's pooled buffer when `buf` holds none): how many bytes.
+fn fill_with(
+    buf: &mut BytesMut,
+    want: usize,
+    read: impl FnOnce(&mut ReadBuf<'_>) -> Poll<io::Result<()>>,
+) -> Poll<io::Result<usize>> {
     if buf.capacity() - buf.len() < 1024 {
         if buf.capacity() == 0 && want <= READ_BUF {
             *buf = take_buf();
@@ -101,10 +150,10 @@ pub fn poll_fill<I: AsyncRead + Unpin>(
     }
     let spare = buf.spare_capacity_mut();
     let mut rb = ReadBuf::uninit(spare);
-    match Pin::new(io).poll_read(cx, &mut rb) {
+    match read(&mut rb) {
         Poll::Ready(Ok(())) => {
             let n = rb.filled().len();
-            // SAFETY: poll_read initialized the first n bytes of the spare capacity.
+            // SAFETY: the read initialized the first n bytes of the spare capacity.
             unsafe { buf.set_len(buf.len() + n) };
             if n == 0 && buf.is_empty() {
                 give_buf(std::mem::take(buf));

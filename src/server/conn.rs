@@ -72,7 +72,8 @@ impl ConnShared {
         self.metrics.as_ref()
     }
 
-    fn on_read(&self, bytes: &[u8]) {
+    /// Bytes read from the client (by `ConnIo`, or by a read around it): activity, the byte count, a head begun.
+    pub fn on_read(&self, bytes: &[u8]) {
         self.last_activity.touch();
         if let Some(m) = &self.metrics {
             m.received.inc_by(bytes.len() as u64);

@@ -18,6 +18,7 @@ use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
+use std::time::SystemTime;
 
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, Method, Request, Response, Version};
@@ -32,7 +33,7 @@ use super::log::LoggedBody;
 use super::service::{self, ConnCtx};
 use crate::error::{Error, Kind};
 use crate::h1::chunked::{self, Decoded};
-use crate::h1::io::{COPY_FRAME, Out, READ_BUF, give_buf, give_map, poll_fill, queue};
+use crate::h1::io::{COPY_FRAME, Out, READ_BUF, give_buf, give_map, poll_fill, poll_fill_stamped, queue};
 use crate::h1::request::{RequestHead, parse_request};
 use crate::h1::response::{BodySize, Encoder, write_head};
 use crate::h1::{BodyLen, HeadError};
@@ -56,6 +57,10 @@ pub struct Conn<S> {
     shared: Arc<ConnShared>,
     ctx: Arc<ConnCtx>,
     settings: Settings,
+    /// The socket is stamped (`crate::arrival`): reads from it as a plain socket say when their bytes arrived.
+    stamped: bool,
+    /// When the bytes of the last read arrived, if it said (a read from a stamped plain socket).
+    arrival: Option<SystemTime>,
 }
 
 /// How a request's exchange left the connection.
@@ -73,8 +78,15 @@ impl<S> Conn<S>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    pub fn new(io: ConnIo<Throttled<S>>, shared: Arc<ConnShared>, ctx: Arc<ConnCtx>, settings: Settings) -> Conn<S> {
-        Conn { io, rbuf: BytesMut::new(), shared, ctx, settings }
+    /// `stamped`: the socket was `arrival::enable`d.
+    pub fn new(
+        io: ConnIo<Throttled<S>>,
+        shared: Arc<ConnShared>,
+        ctx: Arc<ConnCtx>,
+        settings: Settings,
+        stamped: bool,
+    ) -> Conn<S> {
+        Conn { io, rbuf: BytesMut::new(), shared, ctx, settings, stamped, arrival: None }
     }
 
     /// Serves requests until the client closes, a response ends the connection, the drain asks it to close
@@ -143,6 +155,13 @@ where
                 if !begun && self.shared.close_asked() {
                     return Poll::Ready(Ok(0));
                 }
+                if self.stamped
+                    && let Some((tcp, shared)) = self.io.plain_tcp()
+                {
+                    let (buf, at) = (&mut self.rbuf, &mut self.arrival);
+                    return poll_fill_stamped(tcp, buf, READ_BUF, cx, at, |b| shared.on_read(b));
+                }
+                self.arrival = None;
                 poll_fill(&mut self.io, &mut self.rbuf, READ_BUF, cx)
             })
             .await
@@ -187,6 +206,12 @@ where
     async fn exchange(&mut self, head: RequestHead) -> io::Result<Next> {
         let RequestHead { request, body, keep_alive, expect_continue, wants_upgrade, te_trailers } = head;
         let (parts, ()) = request.into_parts();
+        // The head's bytes arrived by then. What the buffer holds after a body was read may have come from reads
+        // that did not say when: the next head read from it has no arrival.
+        let arrived = self.arrival;
+        if !matches!(body, BodyLen::Zero | BodyLen::Close) {
+            self.arrival = None;
+        }
         let http10 = parts.version == Version::HTTP_10;
         let method = parts.method.clone();
         let (incoming, mut body_in) = match body {
@@ -214,7 +239,7 @@ where
         let fut = service::handle(req, self.ctx.clone());
         let mut fut = std::pin::pin!(fut);
         let resp: Response<LoggedBody> = poll_fn(|cx| {
-            if let Poll::Ready(resp) = fut.as_mut().poll(cx) {
+            if let Poll::Ready(resp) = crate::arrival::during(arrived, || fut.as_mut().poll(cx)) {
                 return Poll::Ready(Ok::<_, io::Error>(resp));
             }
             if let Some(b) = body_in.as_mut() {

@@ -97,7 +97,7 @@ pub async fn serve(stream: TcpStream, conn: super::Accepted) {
         }
     };
     drop(state);
-    super::serve_http1(stream, conn, Some(intercepted)).await;
+    super::serve_http1(stream, conn, Some(intercepted), false).await;
 }
 
 /// Reads from `stream` into `buf` until the ClientHello is complete or refused.

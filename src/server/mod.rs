@@ -656,9 +656,9 @@ async fn serve_tcp(
     // Boxed, like the TLS and intercepting paths below: only what an HTTP/1.1 connection needs for its whole life
     // stays in its task.
     let Some(peer) = Box::pin(proxied::peer(&mut stream, from, &slot.load_full())).await else { return };
-    let (intercepting, tls) = {
+    let (intercepting, tls, notes) = {
         let state = slot.load();
-        (intercept::intercepting(&state), state.acceptor.is_some())
+        (intercept::intercepting(&state), state.acceptor.is_some(), state.table.notes_files())
     };
     let conn = Accepted { peer, slot, tasks, stop, open };
     if intercepting {
@@ -670,12 +670,14 @@ async fn serve_tcp(
         // the TLS and HTTP/2 states too (bench/profile massif).
         return Box::pin(tls::serve(stream, conn)).await;
     }
-    serve_http1(stream, conn, None).await;
+    let stamped = notes && crate::arrival::enable(std::os::fd::AsRawFd::as_raw_fd(&stream));
+    serve_http1(stream, conn, None, stamped).await;
 }
 
 /// Runs one HTTP/1.1 connection with its idle and header-read timers and the drain signal; `intercepted`: the
-/// original destination of a connection on an intercepting listener, where its requests go.
-pub async fn serve_http1<S>(stream: S, conn: Accepted, intercepted: Option<Arc<Intercepted>>)
+/// original destination of a connection on an intercepting listener, where its requests go; `stamped`: the socket
+/// is a plain one whose reads say when their bytes arrived (`crate::arrival`).
+pub async fn serve_http1<S>(stream: S, conn: Accepted, intercepted: Option<Arc<Intercepted>>, stamped: bool)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -686,7 +688,7 @@ where
     // buffer's limit sits above them as a hard backstop (431).
     let settings =
         h1::Settings { max_headers: limits.max_headers, max_buf: (limits.max_head_bytes * 2).max(16 * 1024) };
-    let conn = std::pin::pin!(h1::Conn::new(io, shared.clone(), ctx, settings).run());
+    let conn = std::pin::pin!(h1::Conn::new(io, shared.clone(), ctx, settings, stamped).run());
     let asked = shared.clone();
     let graceful = move |_: std::pin::Pin<&mut _>| asked.ask_close();
     let (header_read, idle) = (timeouts.header_read, timeouts.idle);

@@ -156,7 +156,7 @@ pub async fn serve(stream: TcpStream, conn: super::Accepted) {
     if h2 {
         serve_http2(tls, conn).await;
     } else {
-        super::serve_http1(tls, conn, None).await;
+        super::serve_http1(tls, conn, None, false).await;
     }
 }
 

@@ -126,7 +126,7 @@ impl Files {
             && !rel.ends_with('/')
             // Built on the root: longer is below it.
             && path.as_os_str().len() > self.root.as_os_str().len()
-            && let Some(noted) = self.notes.file(&path)
+            && let Some(noted) = self.notes.file(&path, crate::arrival::arrived())
         {
             return Ok(Found::File(Located { path, noted: Some(noted) }));
         }

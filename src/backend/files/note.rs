@@ -140,6 +140,9 @@ struct Entry {
     kept: [Option<Kept>; SLOTS],
     /// The sweep count when a request last used it.
     used: u32,
+    /// When the last look at the directory that found `key` began: a request that arrived before it may use
+    /// the note without a look of its own ([`Notes::file`]).
+    looked: SystemTime,
 }
 
 impl Entry {
@@ -231,10 +234,22 @@ impl Notes {
     ///
     /// One `statx` (the directory) when the note holds; three more (`lstat` of the name and of both siblings)
     /// when it is taken.
-    pub fn file(&self, path: &Path) -> Option<Noted> {
+    pub fn file(&self, path: &Path, arrived: Option<SystemTime>) -> Option<Noted> {
         let (dir, _) = split(path)?;
+        // A request that arrived before the last look at the directory began is answered as of that look: a
+        // moment within its own lifetime (crate::arrival), so what a look of its own would have given.
+        if let Some(arrived) = arrived {
+            let mut inner = self.lock();
+            let sweeps = inner.sweeps;
+            if let Some(e) = inner.map.get_mut(path.as_os_str())
+                && e.looked >= arrived
+            {
+                e.used = sweeps;
+                return Some(Noted { id: e.id, siblings: e.siblings, file: e.kept[0].clone() });
+            }
+        }
         // Before the directory is looked at: a change after this moment gets later times than one settled
-        // before it.
+        // before it, and a request that arrived before it may share this look.
         let now = SystemTime::now();
         let Some(m) = fs::metadata(dir).ok().filter(|m| settled(m, now)) else {
             self.forget(path);
@@ -248,6 +263,7 @@ impl Notes {
                 && e.key == key
             {
                 e.used = sweeps;
+                e.looked = e.looked.max(now);
                 return Some(Noted { id: e.id, siblings: e.siblings, file: e.kept[0].clone() });
             }
         }
@@ -281,7 +297,7 @@ impl Notes {
         let used = inner.sweeps;
         inner.taken += 1;
         let id = inner.taken;
-        let entry = Entry { key, id, siblings, kept: Default::default(), used };
+        let entry = Entry { key, id, siblings, kept: Default::default(), used, looked: now };
         let old = inner.map.insert(path.as_os_str().to_owned(), entry);
         if let Some(old) = &old {
             // Another request took it meanwhile.
@@ -471,11 +487,29 @@ mod tests {
     }
 
     fn keep_opened(notes: &Arc<Notes>, path: &Path) -> Noted {
-        let noted = notes.file(path).expect("noted");
+        let noted = notes.file(path, None).expect("noted");
         let file = Arc::new(File::open(path).unwrap());
         let m = file.metadata().unwrap();
         notes.keep(path, &noted, 0, Some(Kept::new(file, &m)));
         noted
+    }
+
+    /// A request that arrived before the last look at the directory shares it, even when the directory has
+    /// changed since (it is answered as of that look, within its lifetime); one that arrived after the change
+    /// looks for itself and sees it.
+    #[test]
+    fn a_look_serves_the_requests_that_arrived_before_it() {
+        let (d, paths) = settled_dir(1);
+        let notes = Notes::default();
+        let before = SystemTime::now();
+        let first = notes.file(&paths[0], None).expect("noted");
+        fs::write(d.path().join("f0.gz"), b"zz").unwrap();
+        let shared = notes.file(&paths[0], Some(before)).expect("shared");
+        assert_eq!((shared.id, shared.siblings), (first.id, [Sibling::Absent, Sibling::Absent]));
+        // Arrived after the change: the directory changed a moment ago, so no note is used or taken.
+        assert!(notes.file(&paths[0], Some(SystemTime::now())).is_none());
+        // Nor is the old one shared any more: it was forgotten with the look that saw the change.
+        assert!(notes.file(&paths[0], Some(before)).is_none());
     }
 
     /// At most MAX_OPEN_FILES descriptors are kept; notes beyond it are taken without one. The sweep closes them
@@ -498,7 +532,7 @@ mod tests {
         assert_eq!(kept(&notes), MAX_OPEN_FILES);
         assert_eq!(notes.lock().map.len(), paths.len(), "every file is noted");
         // Found again: what was kept is handed out, the rest are noted without.
-        let handed = paths.iter().filter(|p| notes.file(p).unwrap().file.is_some()).count();
+        let handed = paths.iter().filter(|p| notes.file(p, None).unwrap().file.is_some()).count();
         assert_eq!(handed, MAX_OPEN_FILES);
 
         // Used within KEEP_OPEN_IDLE: kept; after, closed, and the sweep ends.
@@ -526,18 +560,18 @@ mod tests {
         let (d, paths) = settled_dir(2);
         let notes = Arc::new(Notes::default());
         keep_opened(&notes, &paths[0]);
-        let kept = notes.file(&paths[0]).unwrap().file.unwrap();
+        let kept = notes.file(&paths[0], None).unwrap().file.unwrap();
         assert!(kept.check().is_some());
         fs::set_permissions(&paths[0], fs::Permissions::from_mode(0o600)).unwrap();
         assert!(kept.check().is_none(), "chmod: stale");
 
         let noted = keep_opened(&notes, &paths[1]);
-        let kept = notes.file(&paths[1]).unwrap().file.unwrap();
+        let kept = notes.file(&paths[1], None).unwrap().file.unwrap();
         assert!(kept.check().is_some());
         fs::remove_file(&paths[1]).unwrap();
         assert!(kept.check().is_none(), "no link left: stale");
         // The directory changed: the note (and its descriptor) goes with the next look.
-        assert!(notes.file(&paths[1]).is_none());
+        assert!(notes.file(&paths[1], None).is_none());
         assert!(!notes.lock().map.contains_key(paths[1].as_os_str()));
         // Nothing is kept under a note that is gone.
         notes.keep(&paths[1], &noted, 0, Some(kept));
@@ -560,7 +594,7 @@ mod tests {
             std::thread::sleep(Duration::from_millis(20));
         }
         let notes = Arc::new(Notes::default());
-        let noted = notes.file(&paths[0]).unwrap();
+        let noted = notes.file(&paths[0], None).unwrap();
         assert_eq!(noted.siblings, [Sibling::Ask, Sibling::Regular]);
         let open = |p: &Path| {
             let f = Arc::new(File::open(p).unwrap());
