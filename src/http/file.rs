@@ -74,6 +74,25 @@ impl FileBody {
         (FileBody { file, front, rest: segments, left: total }, boundary, total)
     }
 
+    /// The same parts, from `bytes`, the whole file as it was read and held (the static room's directory notes):
+    /// every part is then a slice of them, and the file is not read (a client connection writes them from
+    /// memory, a small body in the same write as the head). A part beyond `bytes` (not of this file) stays a
+    /// part of the file.
+    pub fn from_held(mut self, bytes: &Bytes) -> FileBody {
+        let slice = |s: Segment| match s {
+            Segment::File { offset, len } => {
+                match usize::try_from(offset).ok().zip(usize::try_from(offset + len).ok()) {
+                    Some((from, to)) if to <= bytes.len() => Segment::Bytes(bytes.slice(from..to)),
+                    _ => Segment::File { offset, len },
+                }
+            }
+            held => held,
+        };
+        self.front = self.front.map(slice);
+        self.rest = self.rest.into_iter().map(slice).collect();
+        self
+    }
+
     pub fn is_empty(&self) -> bool {
         self.left == 0
     }
