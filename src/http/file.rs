@@ -79,17 +79,15 @@ impl FileBody {
     /// memory, a small body in the same write as the head). A part beyond `bytes` (not of this file) stays a
     /// part of the file.
     pub fn from_held(mut self, bytes: &Bytes) -> FileBody {
-        let slice = |s: Segment| match s {
-            Segment::File { offset, len } => {
-                match usize::try_from(offset).ok().zip(usize::try_from(offset + len).ok()) {
-                    Some((from, to)) if to <= bytes.len() => Segment::Bytes(bytes.slice(from..to)),
-                    _ => Segment::File { offset, len },
-                }
+        let slice = |s: &mut Segment| {
+            if let Segment::File { offset, len } = *s
+                && let (Ok(from), Ok(len)) = (usize::try_from(offset), usize::try_from(len))
+                && from.checked_add(len).is_some_and(|to| to <= bytes.len())
+            {
+                *s = Segment::Bytes(bytes.slice(from..from + len));
             }
-            held => held,
         };
-        self.front = self.front.map(slice);
-        self.rest = self.rest.into_iter().map(slice).collect();
+        self.front.iter_mut().chain(self.rest.iter_mut()).for_each(slice);
         self
     }
 
