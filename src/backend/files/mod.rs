@@ -14,8 +14,9 @@
 //! costs what a copy costs; a file system that blocks (a cold disk, NFS) blocks that worker thread for the read.
 //! Bodies go through hyper in `READ_CHUNK_BYTES` pieces (docs/files.md says why not sendfile).
 //! Between requests it keeps only directory notes (note.rs): which names are regular files and which siblings
-//! exist, and the descriptors they were served from, while their directory is unchanged; never a file's length,
-//! validators or bytes (each request fstat()s the descriptor).
+//! exist, and the descriptors they were served from, while their directory is unchanged; a file's length and
+//! validators come from the descriptor's fstat on every request, and a small file's bytes (held with its kept
+//! descriptor, note.rs `Held`) answer only while that fstat agrees with the one they were read under.
 //! Does not: write, list dotfiles unless asked, or compress on the fly.
 
 mod dir;

@@ -11,7 +11,8 @@
 //! nanoseconds) is not noted ("racy" in git's words): a second change within the same clock tick would leave its
 //! times as they were. What a name points to is never noted: a symlink (the file or a sibling) is looked up on
 //! every request, as without notes. Nothing here decides what the file holds: its length, validators and type
-//! come from the open descriptor (`open_regular`'s fstat) on every request.
+//! come from the open descriptor (`open_regular`'s fstat) on every request; a small file's bytes, held with its
+//! kept descriptor ([`Held`]), are used only while that fstat agrees with the one they were read under.
 //!
 //! A note also keeps the descriptors it was served from open (the file's, and a sibling's once it was served, if
 //! the note says it is a regular file): while the note holds, the name still leads to the inode that was opened,
@@ -24,6 +25,10 @@
 //! changed, [`MAX_NOTED_FILES`] reached, the room dropped on reload), beyond [`MAX_OPEN_FILES`] a note keeps none,
 //! and a sweep closes those whose note was not used for [`KEEP_OPEN_IDLE`] (a file deleted while no request
 //! comes would otherwise keep its disk space).
+//!
+//! A kept regular file of at most [`HOLD_MAX_BYTES`] also has its bytes held with its descriptor, read once when
+//! its ctime is settled ([`Held::take`] says why that makes them exact), at most [`MAX_HELD_BYTES`] per room;
+//! they go with the descriptor.
 
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
