@@ -880,6 +880,24 @@ fn held_small_files_show_every_change_at_once() {
     whole(&third[..600]);
     held(&third[..600]);
 
+    // A precompressed sibling is held too, under its own ETag (with its coding), and written in place is served new.
+    let gz = d.path().join("a.txt.gz");
+    std::fs::write(&gz, b"GZ-ONE").unwrap();
+    settle(&gz);
+    settle(d.path());
+    let gzipped = |want: &[u8]| {
+        let r = get(&h, "/a.txt", "Accept-Encoding: gzip\r\n");
+        assert_eq!((r.status, r.header("content-encoding"), r.body.as_slice()), (200, Some("gzip"), want));
+        let etag = r.header("etag").unwrap().to_string();
+        assert!(etag.ends_with("-gzip\""), "{etag}");
+        etag
+    };
+    let tags: Vec<_> = (0..3).map(|_| gzipped(b"GZ-ONE")).collect();
+    assert!(tags.windows(2).all(|w| w[0] == w[1]), "{tags:?}");
+    std::fs::OpenOptions::new().write(true).open(&gz).unwrap().write_all_at(b"GZ-TWO", 0).unwrap();
+    assert_ne!(gzipped(b"GZ-TWO"), tags[0]);
+    whole(&third[..600]);
+
     // At the limit and a byte beyond it: both served right, whole and in ranges.
     for (name, len) in [("max.bin", HOLD_MAX_BYTES), ("over.bin", HOLD_MAX_BYTES + 1)] {
         let bytes = pattern(len, 7);
@@ -904,7 +922,7 @@ fn held_small_files_show_every_change_at_once() {
 }
 
 /// A held file is answered from memory: no read of the file (pread64) and its head and body in one write
-/// (writev) per response, ranges and multipart ones too. A file larger than HOLD_MAX_BYTES is still read (sendfile
+/// (writev) per response, ranges and multipart ones too, and a held precompressed sibling. A file larger than HOLD_MAX_BYTES is still read (sendfile
 /// for its whole body, pread for a small range), and so is a held file just written, by the very next request.
 #[test]
 fn a_held_file_is_answered_without_reading_it() {
@@ -916,8 +934,11 @@ fn a_held_file_is_answered_without_reading_it() {
     let big = d.path().join("big");
     std::fs::write(&small, vec![b'x'; 1024]).unwrap();
     std::fs::write(&big, pattern(HOLD_MAX_BYTES + 1, 3)).unwrap();
+    std::fs::write(d.path().join("s.txt"), b"plain").unwrap();
+    std::fs::write(d.path().join("s.txt.gz"), b"GZIPPED").unwrap();
     settle(&small);
     settle(&big);
+    settle(&d.path().join("s.txt.gz"));
     let h = serve(d.path(), "");
     let mut raw = support::Raw::connect(h.addr);
     let mut ask = |path: &str, fields: &str, status: u16| {
@@ -925,10 +946,12 @@ fn a_held_file_is_answered_without_reading_it() {
         assert_eq!(r.status, status, "{path} {fields}");
         r
     };
-    // The first request takes the note and keeps the descriptor, the second holds the bytes.
+    let gz = "Accept-Encoding: gzip\r\n";
+    // The first request takes the note and keeps the descriptor, the second holds the bytes (a sibling's too).
     for _ in 0..2 {
         assert_eq!(ask("/1k", "", 200).body, vec![b'x'; 1024]);
         assert_eq!(ask("/big", "", 200).body.len() as u64, HOLD_MAX_BYTES + 1);
+        assert_eq!(ask("/s.txt", gz, 200).body, b"GZIPPED");
     }
     let n = 10;
     let text = traced(&h, d.path(), "trace=pread64,sendfile,writev", || {
@@ -937,10 +960,11 @@ fn a_held_file_is_answered_without_reading_it() {
         }
         assert_eq!(ask("/1k", "Range: bytes=1-2\r\n", 206).body, b"xx");
         assert!(ask("/1k", "Range: bytes=0-0, 9-9\r\n", 206).text().contains("Content-Range: bytes 9-9/1024\r\n"));
+        assert_eq!(ask("/s.txt", gz, 200).body, b"GZIPPED");
     });
     assert_eq!(
         (calls_of(&text, "pread64"), calls_of(&text, "sendfile"), calls_of(&text, "writev")),
-        (0, 0, n + 2),
+        (0, 0, n + 3),
         "a held file: no read, one write per response\n{text}"
     );
 
