@@ -191,11 +191,13 @@ impl Held {
     /// within one tick leave the same ctime. So the clock is read first (`now`), then the file is fstat()ed, read
     /// whole, and fstat()ed again, and the bytes are held only if both fstats agree (ctime, mode, owner, length,
     /// mtime, inode), the read returned exactly the length, and the ctime is settled: at least [`SETTLED`]
-    /// ([`SETTLED_COARSE`] without nanoseconds) before `now`. Then any change after `now` (and so any change the
-    /// read could have missed, or one to come) gets a ctime later than the held one, and the fstat every request
-    /// makes sees it: "racy git"'s rule, as directory notes use it. A change before `now` but after the first
-    /// fstat's ctime would have changed it. A file not yet settled is not held (it is read on each request, and
-    /// held by a later one).
+    /// ([`SETTLED_COARSE`] without nanoseconds) before `now`. A change made before the first fstat is in what it
+    /// says; any change after `now` (and so any change the read could have missed, or one to come) gets a ctime
+    /// later than the settled one, which the second fstat, or the fstat every request makes, sees: "racy git"'s
+    /// rule, as directory notes use it. A file not yet settled is not held (it is read on each request, and held
+    /// by a later one). What this can't see: a writer that changes the bytes without a new ctime (a store through
+    /// a shared mmap into a page already dirty; a write stalled for longer than [`SETTLED`] between setting the
+    /// ctime and copying its bytes), as the ETag can't either.
     pub fn take(
         file: &File,
         m: &Metadata,
