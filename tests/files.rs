@@ -457,6 +457,25 @@ fn large_files_stream_with_bounded_memory_and_over_tls() {
         assert!(head.starts_with(&format!("http/2 {status}")), "{path} {extra:?}: {head}");
         assert!(head.contains(&format!("\r\ncontent-length: {length}\r\n")), "{path} {extra:?}: {head}");
     }
+
+    // Over HTTP/2 a held small file's body is framed from the held bytes: the first request after the directory
+    // settled takes the note, the second holds the bytes, the third is answered from them.
+    settle(&d.path().join("small.txt"));
+    settle(d.path());
+    let url = format!("{base}/small.txt");
+    for _ in 0..3 {
+        for (range, want) in [(None, "0123456789"), (Some("2-4"), "234"), (Some("0-0,9-9"), "9\r\n--")] {
+            let mut args = vec!["--http2", "--cacert", pki.ca.cert(), "--resolve", &resolve, "-sS"];
+            args.extend(range.map(|r| ["-r", r]).into_iter().flatten());
+            args.push(&url);
+            let out = Command::new("curl").args(&args).output().unwrap();
+            let body = String::from_utf8_lossy(&out.stdout);
+            match range {
+                Some(r) if r.contains(',') => assert!(body.contains(want), "{body}"),
+                _ => assert_eq!(body, want, "{range:?}"),
+            }
+        }
+    }
 }
 
 /// A file of `len` bytes whose every 8-byte word is its own offset: any slice can be checked without a copy.
@@ -744,8 +763,7 @@ fn shared_looks_never_hide_a_change_from_a_later_request() {
 #[test]
 fn a_noted_file_costs_one_directory_stat_and_one_descriptor_stat() {
     use std::os::unix::fs::PermissionsExt;
-    use std::time::{Duration, Instant};
-    let strace = support::require("strace", "strace");
+    support::require("strace", "strace");
     let d = tempfile::tempdir().unwrap();
     let file = d.path().join("1k");
     std::fs::write(&file, vec![b'x'; 1024]).unwrap();
@@ -764,36 +782,18 @@ fn a_noted_file_costs_one_directory_stat_and_one_descriptor_stat() {
     ask(&mut raw, 200);
     ask(&mut raw, 200);
 
-    let log = d.path().join("..").join(format!("strace-{}.txt", h.pid()));
-    let err = d.path().join("..").join(format!("strace-{}.err", h.pid()));
-    let mut st = Command::new(strace)
-        .args(["-f", "-e", "trace=stat,lstat,fstat,newfstatat,statx,open,openat,close", "-o"])
-        .arg(&log)
-        .args(["-p", &h.pid().to_string()])
-        .stderr(std::fs::File::create(&err).unwrap())
-        .spawn()
-        .unwrap();
-    // Every thread attached before the first request (strace says so once: "attached with N threads").
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !std::fs::read_to_string(&err).unwrap_or_default().contains("attached") {
-        assert!(Instant::now() < deadline, "strace did not attach: {}", std::fs::read_to_string(&err).unwrap());
-        std::thread::sleep(Duration::from_millis(20));
-    }
     let n = 10;
-    for _ in 0..n {
+    let text = traced(&h, d.path(), "trace=stat,lstat,fstat,newfstatat,statx,open,openat,close,pread64", || {
+        for _ in 0..n {
+            ask(&mut raw, 200);
+        }
+        // The file's mode changes (and with it its ctime): the kept descriptor no longer stands for the name.
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o000)).unwrap();
+        ask(&mut raw, if root { 200 } else { 403 });
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
         ask(&mut raw, 200);
-    }
-    // The file's mode changes (and with it its ctime): the kept descriptor no longer stands for the name.
-    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o000)).unwrap();
-    ask(&mut raw, if root { 200 } else { 403 });
-    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
-    ask(&mut raw, 200);
-    ask(&mut raw, 200);
-    assert!(Command::new("kill").args(["-INT", &st.id().to_string()]).status().unwrap().success());
-    st.wait().unwrap();
-    let text = std::fs::read_to_string(&log).unwrap();
-    std::fs::remove_file(&log).ok();
-    std::fs::remove_file(&err).ok();
+        ask(&mut raw, 200);
+    });
     let count = |calls: &[&str]| {
         text.lines()
             .filter(|l| calls.iter().any(|c| l.split_whitespace().nth(1).is_some_and(|w| w.starts_with(c))))
@@ -801,6 +801,10 @@ fn a_noted_file_costs_one_directory_stat_and_one_descriptor_stat() {
     };
     let stats = count(&["stat(", "lstat(", "fstat(", "newfstatat(", "statx("]);
     let opens = count(&["open(", "openat("]);
+    // A request that holds the file's bytes (the last one may, if the file settled again since the chmod) reads
+    // the whole file and one byte more between two fstats of the descriptor.
+    let holds = text.lines().filter(|l| l.contains("pread64(") && l.contains(", 1025, 0)")).count();
+    assert!(holds <= 1, "the bytes are held once\n{text}");
     // After the chmods: the first request opens by name (as root it succeeds and is kept; refused otherwise), the
     // second too when the first was refused, and the last uses the descriptor kept.
     // As root: each of the two requests after a chmod stats the stale descriptor, opens the name and stats the
@@ -808,7 +812,7 @@ fn a_noted_file_costs_one_directory_stat_and_one_descriptor_stat() {
     let (after_chmods, closes) = if root { (3 + 3 + 2, 2) } else { (2 + 3 + 2, 1) };
     assert_eq!(
         (stats, opens),
-        (2 * n + after_chmods, 2),
+        (2 * n + after_chmods + 2 * holds, 2),
         "per request: the directory's statx and the descriptor's, no open but after each chmod\n{text}"
     );
     // Each stale descriptor is closed once the request that found it stale let go of it; nothing else is.
@@ -822,6 +826,239 @@ fn running_as_root() -> bool {
         .find_map(|l| l.strip_prefix("Uid:"))
         .and_then(|l| l.split_whitespace().nth(1))
         == Some("0")
+}
+
+/// What hopgate made of the system calls in `calls` (strace's `-e` expression) while `during` ran: strace attached
+/// to every thread before it runs (bounded wait) and stopped after; one line per call, `PID NAME(ARGS) = RESULT`.
+fn traced(h: &Hopgate, dir: &Path, calls: &str, during: impl FnOnce()) -> String {
+    use std::time::{Duration, Instant};
+    let strace = support::require("strace", "strace");
+    let log = dir.join("..").join(format!("strace-{}.txt", h.pid()));
+    let err = dir.join("..").join(format!("strace-{}.err", h.pid()));
+    let mut st = Command::new(strace)
+        .args(["-f", "-e", calls, "-o"])
+        .arg(&log)
+        .args(["-p", &h.pid().to_string()])
+        .stderr(std::fs::File::create(&err).unwrap())
+        .spawn()
+        .unwrap();
+    // Every thread attached before the first request (strace says so once: "attached with N threads").
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !std::fs::read_to_string(&err).unwrap_or_default().contains("attached") {
+        assert!(Instant::now() < deadline, "strace did not attach: {}", std::fs::read_to_string(&err).unwrap());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    during();
+    assert!(Command::new("kill").args(["-INT", &st.id().to_string()]).status().unwrap().success());
+    st.wait().unwrap();
+    let text = std::fs::read_to_string(&log).unwrap();
+    std::fs::remove_file(&log).ok();
+    std::fs::remove_file(&err).ok();
+    text
+}
+
+/// How many of strace's lines in `text` are calls of `name`.
+fn calls_of(text: &str, name: &str) -> usize {
+    text.lines().filter(|l| l.split_whitespace().nth(1).is_some_and(|w| w.starts_with(&format!("{name}(")))).count()
+}
+
+/// What a multipart/byteranges answer `r` of `ranges` (first and last offsets) of `bytes` of type `media` is, with
+/// the boundary `r` names.
+fn byteranges(r: &support::Resp, media: &str, ranges: &[(u64, u64)], bytes: &[u8]) -> Vec<u8> {
+    let ct = r.header("content-type").unwrap();
+    let boundary = ct.strip_prefix("multipart/byteranges; boundary=").unwrap_or_else(|| panic!("{ct}"));
+    let mut want = Vec::new();
+    for &(from, to) in ranges {
+        let len = bytes.len();
+        let part =
+            format!("\r\n--{boundary}\r\nContent-Type: {media}\r\nContent-Range: bytes {from}-{to}/{len}\r\n\r\n");
+        want.extend_from_slice(part.as_bytes());
+        want.extend_from_slice(&bytes[from as usize..=to as usize]);
+    }
+    want.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    want
+}
+
+/// `len` bytes that differ from offset to offset (and from `seed` to `seed`).
+fn pattern(len: u64, seed: u8) -> Vec<u8> {
+    (0..len).map(|i| (i % 251) as u8 ^ seed).collect()
+}
+
+/// Small files' bytes are held beside their kept descriptor (docs/files.md, HOLD_MAX_BYTES), and that never shows:
+/// a held file written in place with the same length, renamed over, or truncated is served new (bytes, length,
+/// ETag) by the very next request; ranges (one and several), HEAD, 304 and If-Range of a held file are exact; a
+/// file of HOLD_MAX_BYTES and one a byte larger are served right.
+#[test]
+fn held_small_files_show_every_change_at_once() {
+    use hopgate::backend::files::HOLD_MAX_BYTES;
+    use std::os::unix::fs::FileExt;
+    let d = tempfile::tempdir().unwrap();
+    // On the same file system, so that a file can be renamed in without a change to `d` beforehand.
+    let beside = tempfile::tempdir_in(d.path().parent().unwrap()).unwrap();
+    let a = d.path().join("a.txt");
+    let first = pattern(1000, 0);
+    std::fs::write(&a, &first).unwrap();
+    settle(&a);
+    let h = serve(d.path(), "");
+    let whole = |want: &[u8]| -> (String, String) {
+        let r = get(&h, "/a.txt", "");
+        assert_eq!((r.status, r.body.len()), (200, want.len()));
+        assert!(r.body == want, "the file's bytes as they are now");
+        assert_eq!(r.header("content-length"), Some(want.len().to_string().as_str()));
+        (r.header("etag").unwrap().to_string(), r.header("last-modified").unwrap().to_string())
+    };
+    // Held from the second request on (the first takes the note and keeps the descriptor): served from memory.
+    let held = |want: &[u8]| {
+        settle(&a);
+        let tags: Vec<_> = (0..3).map(|_| whole(want)).collect();
+        assert!(tags.windows(2).all(|w| w[0] == w[1]), "{tags:?}");
+        tags[0].clone()
+    };
+
+    // Written in place, same length, not truncated: same inode, same directory, a new ctime.
+    let (etag, _) = held(&first);
+    let second = pattern(1000, 0x55);
+    std::fs::OpenOptions::new().write(true).open(&a).unwrap().write_all_at(&second, 0).unwrap();
+    let (etag2, _) = whole(&second);
+    assert_ne!(etag2, etag, "a new ETag with the new bytes");
+
+    // What a held file answers: ranges, HEAD, 304, If-Range.
+    let (etag, modified) = held(&second);
+    let r = get(&h, "/a.txt", "Range: bytes=10-19\r\n");
+    assert_eq!((r.status, r.header("content-range")), (206, Some("bytes 10-19/1000")));
+    assert_eq!(r.body, &second[10..20]);
+    assert_eq!(get(&h, "/a.txt", "Range: bytes=-5\r\n").body, &second[995..]);
+    assert_eq!(get(&h, "/a.txt", "Range: bytes=998-\r\n").body, &second[998..]);
+    let r = get(&h, "/a.txt", "Range: bytes=0-1, 500-503, 999-\r\n");
+    assert_eq!(r.status, 206);
+    let want = byteranges(&r, "text/plain; charset=utf-8", &[(0, 1), (500, 503), (999, 999)], &second);
+    assert!(r.body == want, "multipart/byteranges of a held file:\n{}", r.text());
+    assert_eq!(r.header("content-length"), Some(want.len().to_string().as_str()));
+    let r = exchange(h.addr, "HEAD /a.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    assert_eq!((r.status, r.header("content-length"), r.body.len()), (200, Some("1000"), 0));
+    assert_eq!((r.header("etag"), r.header("last-modified")), (Some(etag.as_str()), Some(modified.as_str())));
+    for fields in [format!("If-None-Match: {etag}\r\n"), format!("If-Modified-Since: {modified}\r\n")] {
+        let r = get(&h, "/a.txt", &fields);
+        assert_eq!((r.status, r.body.len()), (304, 0), "{fields}");
+        assert_eq!((r.header("etag"), r.header("last-modified")), (Some(etag.as_str()), Some(modified.as_str())));
+    }
+    let r = get(&h, "/a.txt", &format!("Range: bytes=3-4\r\nIf-Range: {etag}\r\n"));
+    assert_eq!((r.status, r.body.as_slice()), (206, &second[3..5]));
+    let r = get(&h, "/a.txt", "Range: bytes=3-4\r\nIf-Range: \"stale\"\r\n");
+    assert_eq!((r.status, r.body.len()), (200, 1000));
+
+    // Renamed over by a file of the same length (made outside, so the directory changes only by the rename).
+    held(&second);
+    let third = pattern(1000, 0xaa);
+    let tmp = beside.path().join("a.new");
+    std::fs::write(&tmp, &third).unwrap();
+    std::fs::rename(&tmp, &a).unwrap();
+    let (etag3, _) = whole(&third);
+    assert_ne!(etag3, etag);
+
+    // Truncated to a shorter length.
+    held(&third);
+    std::fs::OpenOptions::new().write(true).open(&a).unwrap().set_len(600).unwrap();
+    whole(&third[..600]);
+    held(&third[..600]);
+
+    // A precompressed sibling is held too, under its own ETag (with its coding), and written in place is served new.
+    let gz = d.path().join("a.txt.gz");
+    std::fs::write(&gz, b"GZ-ONE").unwrap();
+    settle(&gz);
+    settle(d.path());
+    let gzipped = |want: &[u8]| {
+        let r = get(&h, "/a.txt", "Accept-Encoding: gzip\r\n");
+        assert_eq!((r.status, r.header("content-encoding"), r.body.as_slice()), (200, Some("gzip"), want));
+        let etag = r.header("etag").unwrap().to_string();
+        assert!(etag.ends_with("-gzip\""), "{etag}");
+        etag
+    };
+    let tags: Vec<_> = (0..3).map(|_| gzipped(b"GZ-ONE")).collect();
+    assert!(tags.windows(2).all(|w| w[0] == w[1]), "{tags:?}");
+    std::fs::OpenOptions::new().write(true).open(&gz).unwrap().write_all_at(b"GZ-TWO", 0).unwrap();
+    assert_ne!(gzipped(b"GZ-TWO"), tags[0]);
+    whole(&third[..600]);
+
+    // At the limit and a byte beyond it: both served right, whole and in ranges.
+    for (name, len) in [("max.bin", HOLD_MAX_BYTES), ("over.bin", HOLD_MAX_BYTES + 1)] {
+        let bytes = pattern(len, 7);
+        let path = d.path().join(name);
+        std::fs::write(&path, &bytes).unwrap();
+        settle(&path);
+        settle(d.path());
+        for _ in 0..3 {
+            let r = get(&h, &format!("/{name}"), "");
+            assert_eq!((r.status, r.body.len()), (200, bytes.len()), "{name}");
+            assert!(r.body == bytes, "{name}");
+            let r = get(&h, &format!("/{name}"), "Range: bytes=100-5099\r\n");
+            assert_eq!((r.status, r.body.len()), (206, 5000), "{name}");
+            assert!(r.body == bytes[100..5100], "{name}");
+            let ranges = [(0, 4999), (6000, 6001), (len - 1, len - 1)];
+            let spec = ranges.map(|(from, to)| format!("{from}-{to}")).join(", ");
+            let r = get(&h, &format!("/{name}"), &format!("Range: bytes={spec}\r\n"));
+            assert_eq!(r.status, 206, "{name}");
+            assert!(r.body == byteranges(&r, "application/octet-stream", &ranges, &bytes), "{name}");
+        }
+    }
+}
+
+/// A held file is answered from memory: no read of the file (pread64) and its head and body in one write
+/// (writev) per response, ranges and multipart ones too, and a held precompressed sibling. A file larger than HOLD_MAX_BYTES is still read (sendfile
+/// for its whole body, pread for a small range), and so is a held file just written, by the very next request.
+#[test]
+fn a_held_file_is_answered_without_reading_it() {
+    use hopgate::backend::files::HOLD_MAX_BYTES;
+    use std::os::unix::fs::FileExt;
+    support::require("strace", "strace");
+    let d = tempfile::tempdir().unwrap();
+    let small = d.path().join("1k");
+    let big = d.path().join("big");
+    std::fs::write(&small, vec![b'x'; 1024]).unwrap();
+    std::fs::write(&big, pattern(HOLD_MAX_BYTES + 1, 3)).unwrap();
+    std::fs::write(d.path().join("s.txt"), b"plain").unwrap();
+    std::fs::write(d.path().join("s.txt.gz"), b"GZIPPED").unwrap();
+    settle(&small);
+    settle(&big);
+    settle(&d.path().join("s.txt.gz"));
+    let h = serve(d.path(), "");
+    let mut raw = support::Raw::connect(h.addr);
+    let mut ask = |path: &str, fields: &str, status: u16| {
+        let r = raw.send(format!("GET {path} HTTP/1.1\r\nHost: x\r\n{fields}\r\n")).response();
+        assert_eq!(r.status, status, "{path} {fields}");
+        r
+    };
+    let gz = "Accept-Encoding: gzip\r\n";
+    // The first request takes the note and keeps the descriptor, the second holds the bytes (a sibling's too).
+    for _ in 0..2 {
+        assert_eq!(ask("/1k", "", 200).body, vec![b'x'; 1024]);
+        assert_eq!(ask("/big", "", 200).body.len() as u64, HOLD_MAX_BYTES + 1);
+        assert_eq!(ask("/s.txt", gz, 200).body, b"GZIPPED");
+    }
+    let n = 10;
+    let text = traced(&h, d.path(), "trace=pread64,sendfile,writev", || {
+        for _ in 0..n {
+            assert_eq!(ask("/1k", "", 200).body, vec![b'x'; 1024]);
+        }
+        assert_eq!(ask("/1k", "Range: bytes=1-2\r\n", 206).body, b"xx");
+        assert!(ask("/1k", "Range: bytes=0-0, 9-9\r\n", 206).text().contains("Content-Range: bytes 9-9/1024\r\n"));
+        assert_eq!(ask("/s.txt", gz, 200).body, b"GZIPPED");
+    });
+    assert_eq!(
+        (calls_of(&text, "pread64"), calls_of(&text, "sendfile"), calls_of(&text, "writev")),
+        (0, 0, n + 3),
+        "a held file: no read, one write per response\n{text}"
+    );
+
+    let text = traced(&h, d.path(), "trace=pread64,sendfile", || {
+        assert_eq!(ask("/big", "", 200).body.len() as u64, HOLD_MAX_BYTES + 1);
+        assert_eq!(ask("/big", "Range: bytes=0-99\r\n", 206).body, pattern(100, 3));
+        std::fs::OpenOptions::new().write(true).open(&small).unwrap().write_all_at(b"y", 0).unwrap();
+        let r = ask("/1k", "", 200);
+        assert_eq!((r.body.len(), r.body[0], r.body[1]), (1024, b'y', b'x'));
+    });
+    assert!(calls_of(&text, "sendfile") >= 1, "a larger file goes by sendfile\n{text}");
+    assert_eq!(calls_of(&text, "pread64"), 2, "a larger file's range and a file just written are read\n{text}");
 }
 
 /// What of `dir` hopgate (process `pid`) holds open: its descriptors' links, `NAME` or `NAME (deleted)`.

@@ -256,7 +256,7 @@ pub fn range(data: &[u8]) {
     }
     for h in &maps {
         // The ranges asked of representations of several sizes: each non-empty, inside, none overlapping.
-        let v = Validators { etag: Some("\"e\"".into()), modified: Some(t) };
+        let v = Validators { etag: Some("\"e\""), modified: Some(t) };
         for len in [0u64, 1, 11, 4096, u64::MAX] {
             if let Ranges::Some(rs) = representation::ranges(&http::Method::GET, h, &v, len) {
                 assert!(!rs.is_empty() && rs.len() <= MAX_RANGES);

@@ -1,6 +1,7 @@
 //! A file's bytes as a response body: the whole file, one range, or several ranges as multipart/byteranges
 //! (RFC 9110 §14.6), read from the open file in `READ_CHUNK_BYTES` pieces as hyper asks for them, so memory stays
-//! bounded by one piece whatever the file's size. A file that shrinks while it is sent ends the body with an
+//! bounded by one piece whatever the file's size; or, for a small file whose bytes the static room holds
+//! ([`FileBody::from_held`]), slices of them, with no read at all. A file that shrinks while it is sent ends the body with an
 //! error (the connection cuts the response), never a short body passed off as complete.
 
 use std::collections::VecDeque;
@@ -72,6 +73,23 @@ impl FileBody {
         segments.push_back(Segment::Bytes(Bytes::from(end)));
         let front = segments.pop_front();
         (FileBody { file, front, rest: segments, left: total }, boundary, total)
+    }
+
+    /// The same parts, from `bytes`, the whole file as it was read and held (the static room's directory notes):
+    /// every part is then a slice of them, and the file is not read (a client connection writes them from
+    /// memory, a small body in the same write as the head). A part beyond `bytes` (not of this file) stays a
+    /// part of the file.
+    pub fn from_held(mut self, bytes: &Bytes) -> FileBody {
+        let slice = |s: &mut Segment| {
+            if let Segment::File { offset, len } = *s
+                && let (Ok(from), Ok(len)) = (usize::try_from(offset), usize::try_from(len))
+                && from.checked_add(len).is_some_and(|to| to <= bytes.len())
+            {
+                *s = Segment::Bytes(bytes.slice(from..from + len));
+            }
+        };
+        self.front.iter_mut().chain(self.rest.iter_mut()).for_each(slice);
+        self
     }
 
     pub fn is_empty(&self) -> bool {

@@ -18,9 +18,9 @@ pub const MAX_RANGES: usize = 64;
 
 /// The validators of one selected representation.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Validators {
+pub struct Validators<'a> {
     /// A strong entity tag, quoted (`"5f3a-1c"`).
-    pub etag: Option<String>,
+    pub etag: Option<&'a str>,
     pub modified: Option<SystemTime>,
 }
 
@@ -38,11 +38,11 @@ pub enum Precondition {
 /// Evaluates the preconditions of a request on an existing representation in RFC 9110 §13.2.2's order:
 /// If-Match, else If-Unmodified-Since (412); If-None-Match, else (GET/HEAD) If-Modified-Since (304, or 412 for
 /// other methods' If-None-Match).
-pub fn evaluate(method: &Method, headers: &HeaderMap, v: &Validators) -> Precondition {
+pub fn evaluate(method: &Method, headers: &HeaderMap, v: &Validators<'_>) -> Precondition {
     let get_or_head = method == Method::GET || method == Method::HEAD;
     if let Some(list) = field(headers, &header::IF_MATCH) {
         // §13.1.1: strong comparison; `*` matches any current representation.
-        if !etag_list_matches(list, v.etag.as_deref(), true) {
+        if !etag_list_matches(list, v.etag, true) {
             return Precondition::Failed("If-Match");
         }
     } else if let (Some(date), Some(modified)) = (date_field(headers, &header::IF_UNMODIFIED_SINCE), v.modified)
@@ -52,7 +52,7 @@ pub fn evaluate(method: &Method, headers: &HeaderMap, v: &Validators) -> Precond
     }
     if let Some(list) = field(headers, &header::IF_NONE_MATCH) {
         // §13.1.2: weak comparison.
-        if etag_list_matches(list, v.etag.as_deref(), false) {
+        if etag_list_matches(list, v.etag, false) {
             return if get_or_head { Precondition::NotModified } else { Precondition::Failed("If-None-Match") };
         }
     } else if get_or_head
@@ -77,7 +77,7 @@ pub enum Ranges {
 }
 
 /// RFC 9110 §14.2 with §13.1.5 (If-Range): what `Range` asks of a representation of `len` bytes.
-pub fn ranges(method: &Method, headers: &HeaderMap, v: &Validators, len: u64) -> Ranges {
+pub fn ranges(method: &Method, headers: &HeaderMap, v: &Validators<'_>, len: u64) -> Ranges {
     if method != Method::GET {
         return Ranges::Whole;
     }
@@ -152,11 +152,11 @@ fn parse_range(value: &str) -> Option<Vec<Spec>> {
 
 /// RFC 9110 §13.1.5: a Range with `If-Range` applies only when the validator given is the representation's own:
 /// an entity tag compared strongly, or a date equal to Last-Modified.
-fn if_range_holds(headers: &HeaderMap, v: &Validators) -> bool {
+fn if_range_holds(headers: &HeaderMap, v: &Validators<'_>) -> bool {
     let Some(value) = field(headers, &header::IF_RANGE) else { return true };
     let value = value.trim();
     if value.starts_with('"') || value.starts_with("W/") {
-        return !value.starts_with("W/") && v.etag.as_deref() == Some(value);
+        return !value.starts_with("W/") && v.etag == Some(value);
     }
     match (httpdate::parse_http_date(value), v.modified) {
         (Ok(date), Some(m)) => HttpDate::from(date) == HttpDate::from(m),
@@ -282,9 +282,9 @@ mod tests {
         h
     }
 
-    fn v() -> Validators {
+    fn v() -> Validators<'static> {
         Validators {
-            etag: Some("\"abc\"".into()),
+            etag: Some("\"abc\""),
             modified: Some(SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000)),
         }
     }

@@ -14,8 +14,9 @@
 //! costs what a copy costs; a file system that blocks (a cold disk, NFS) blocks that worker thread for the read.
 //! Bodies go through hyper in `READ_CHUNK_BYTES` pieces (docs/files.md says why not sendfile).
 //! Between requests it keeps only directory notes (note.rs): which names are regular files and which siblings
-//! exist, and the descriptors they were served from, while their directory is unchanged; never a file's length,
-//! validators or bytes (each request fstat()s the descriptor).
+//! exist, and the descriptors they were served from, while their directory is unchanged; a file's length and
+//! validators come from the descriptor's fstat on every request, and a small file's bytes (held with its kept
+//! descriptor, note.rs `Held`) answer only while that fstat agrees with the one they were read under.
 //! Does not: write, list dotfiles unless asked, or compress on the fly.
 
 mod dir;
@@ -25,6 +26,7 @@ use std::fs::{File, Metadata};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri};
@@ -36,9 +38,9 @@ use crate::error::{Error, Kind, StartupError};
 use crate::http::file::FileBody;
 use crate::http::representation::{self, Precondition, Ranges, Validators, http_date, media_type};
 use crate::http::{Body, pages};
-use note::{Kept, Noted, Notes, SIBLINGS, Sibling};
+use note::{Held, Kept, Noted, Notes, SIBLINGS, Sibling};
 
-pub use note::{KEEP_OPEN_IDLE, MAX_NOTED_FILES, MAX_OPEN_FILES, SWEEP_EVERY};
+pub use note::{HOLD_MAX_BYTES, KEEP_OPEN_IDLE, MAX_HELD_BYTES, MAX_NOTED_FILES, MAX_OPEN_FILES, SWEEP_EVERY};
 
 /// The file a directory request serves when the route names none.
 pub const DEFAULT_INDEX: &str = "index.html";
@@ -180,12 +182,20 @@ impl Files {
         }
         let path = &found.path;
         let name = note::split(path).map(|(_, n)| n.to_string_lossy()).unwrap_or_default();
-        let (file, served, encoding, vary) = self.representation(headers, found)?;
+        let Representation { file, meta: served, held, encoding, vary } = self.representation(headers, found)?;
         let len = served.len();
-        let mut validators = Validators { etag: Some(etag(&served, encoding)), modified: served.modified().ok() };
+        // A held file's validators were formatted when its bytes were read.
+        let (etag, modified, last_modified) = match &held {
+            Some(h) => (h.etag.clone(), h.modified, h.last_modified.clone()),
+            None => {
+                let (etag, modified) = validators_of(&served, encoding);
+                (etag, modified, modified.map(http_date))
+            }
+        };
+        let validators = Validators { etag: etag.as_ref().and_then(|e| e.to_str().ok()), modified };
         let mut head = crate::h1::io::take_map(8);
-        if let Some(m) = validators.modified {
-            head.insert(header::LAST_MODIFIED, http_date(m));
+        if let Some(v) = last_modified {
+            head.insert(header::LAST_MODIFIED, v);
         }
         if vary {
             head.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
@@ -193,10 +203,8 @@ impl Files {
         head.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
         let precondition = representation::evaluate(method, headers, &validators);
         let ranges = representation::ranges(method, headers, &validators, len);
-        if let Some(e) = validators.etag.take()
-            && let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(e))
-        {
-            head.insert(header::ETAG, v);
+        if let Some(e) = etag {
+            head.insert(header::ETAG, e);
         }
         match precondition {
             Precondition::Proceed => {}
@@ -239,7 +247,12 @@ impl Files {
         if head_only || length == 0 {
             head.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
         }
-        let body = if head_only { Body::empty() } else { Body::file(body) };
+        let body = match held {
+            _ if head_only => Body::empty(),
+            // Every part from the bytes held: no read of the file.
+            Some(h) => Body::file(body.from_held(&h.bytes)),
+            None => Body::file(body),
+        };
         Ok(respond(status, head, body))
     }
 
@@ -270,22 +283,23 @@ impl Files {
             }
             vary = true;
             if accepted.contains(&coding)
-                && let Ok((file, m)) = self.open(found, 1 + i, sibling)
+                && let Ok((file, meta, held)) = self.open(found, 1 + i, sibling)
             {
                 // Any other sibling still makes the response vary: look no further.
-                return Ok((file, m, Some(coding), true));
+                return Ok(Representation { file, meta, held, encoding: Some(coding), vary: true });
             }
         }
-        let (file, m) = self.open(found, 0, path)?;
-        Ok((file, m, None, vary))
+        let (file, meta, held) = self.open(found, 0, path)?;
+        Ok(Representation { file, meta, held, encoding: None, vary })
     }
 
     /// `path`, `found` itself (slot 0) or its sibling (slot 1 + its index in [`SIBLINGS`]): the descriptor the
     /// note keeps while its fstat says it stands for what was opened (note.rs, `Kept::check`), else opened by name
-    /// as [`open_regular`] does and kept in the note in place of the stale one.
-    fn open(&self, found: &Located, slot: usize, path: &Path) -> Result<(Arc<File>, Metadata), Error> {
+    /// as [`open_regular`] does and kept in the note in place of the stale one. A kept small file's bytes come
+    /// with it once held (note.rs, `Held`), and are held by the first request that finds them settled.
+    fn open(&self, found: &Located, slot: usize, path: &Path) -> Result<Opened, Error> {
         let Some(noted) = &found.noted else {
-            return open_regular(path);
+            return open_regular(path).map(|(file, m)| (file, m, None));
         };
         let sibling;
         let kept = if slot == 0 {
@@ -296,7 +310,20 @@ impl Files {
         };
         let stale = match kept {
             Some(kept) => match kept.check() {
-                Some(held) => return Ok(held),
+                Some((file, m)) => {
+                    let held = match kept.held(&m) {
+                        Some(held) => Some(held),
+                        None if self.notes.may_hold(&m) => {
+                            let coding = slot.checked_sub(1).map(|i| SIBLINGS[i].0);
+                            self.notes.hold(&found.path, noted, slot, (&file, &m), |m| {
+                                let (etag, modified) = validators_of(m, coding);
+                                (etag, modified, modified.map(http_date))
+                            })
+                        }
+                        None => None,
+                    };
+                    return Ok((file, m, held));
+                }
                 None => true,
             },
             None => false,
@@ -307,13 +334,25 @@ impl Files {
             Err(_) if stale => self.notes.keep(&found.path, noted, slot, None),
             Err(_) => {}
         }
-        opened
+        opened.map(|(file, m)| (file, m, None))
     }
 }
 
-/// What answers a request for a file: the open file, its fstat, its content coding (a precompressed sibling) and
-/// whether the response varies by `Accept-Encoding`.
-type Representation = (Arc<File>, Metadata, Option<&'static str>, bool);
+/// An open file: its descriptor, its fstat, and its bytes if they are held.
+type Opened = (Arc<File>, Metadata, Option<Arc<Held>>);
+
+/// What answers a request for a file.
+struct Representation {
+    file: Arc<File>,
+    /// Its fstat.
+    meta: Metadata,
+    /// Its bytes, held with its kept descriptor.
+    held: Option<Arc<Held>>,
+    /// Its content coding (a precompressed sibling).
+    encoding: Option<&'static str>,
+    /// The response varies by `Accept-Encoding` (the file has siblings).
+    vary: bool,
+}
 
 /// An error page about a file carries what every answer about it does: `Accept-Ranges`, and `Vary` when the file
 /// has precompressed siblings.
@@ -417,6 +456,12 @@ fn open_regular(path: &Path) -> Result<(Arc<File>, Metadata), Error> {
         return Err(Error::client(Kind::NotFound, "not a regular file"));
     }
     Ok((Arc::new(file), meta))
+}
+
+/// The validators of the file whose fstat is `m` in content coding `coding`: its `ETag` and modification time.
+fn validators_of(m: &Metadata, coding: Option<&str>) -> (Option<HeaderValue>, Option<SystemTime>) {
+    // Hex digits, `"`, `-`, `.` and a coding's name: always a valid field value.
+    (HeaderValue::from_maybe_shared(bytes::Bytes::from(etag(m, coding))).ok(), m.modified().ok())
 }
 
 /// A strong entity tag from what identifies this file's bytes without reading them: inode, size and

@@ -11,7 +11,8 @@
 //! nanoseconds) is not noted ("racy" in git's words): a second change within the same clock tick would leave its
 //! times as they were. What a name points to is never noted: a symlink (the file or a sibling) is looked up on
 //! every request, as without notes. Nothing here decides what the file holds: its length, validators and type
-//! come from the open descriptor (`open_regular`'s fstat) on every request.
+//! come from the open descriptor (`open_regular`'s fstat) on every request; a small file's bytes, held with its
+//! kept descriptor ([`Held`]), are used only while that fstat agrees with the one they were read under.
 //!
 //! A note also keeps the descriptors it was served from open (the file's, and a sibling's once it was served, if
 //! the note says it is a regular file): while the note holds, the name still leads to the inode that was opened,
@@ -24,17 +25,24 @@
 //! changed, [`MAX_NOTED_FILES`] reached, the room dropped on reload), beyond [`MAX_OPEN_FILES`] a note keeps none,
 //! and a sweep closes those whose note was not used for [`KEEP_OPEN_IDLE`] (a file deleted while no request
 //! comes would otherwise keep its disk space).
+//!
+//! A kept regular file of at most [`HOLD_MAX_BYTES`] also has its bytes held with its descriptor, read once when
+//! its ctime is settled ([`Held::take`] says why that makes them exact), at most [`MAX_HELD_BYTES`] per room;
+//! they go with the descriptor.
 
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
 use std::fs::{self, File, Metadata};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http::HeaderValue;
 
 /// Files noted per room at most; at the limit the notes are dropped and taken again as requests come.
 pub const MAX_NOTED_FILES: usize = 4096;
@@ -55,6 +63,13 @@ const SLOTS: usize = 1 + SIBLINGS.len();
 pub const SETTLED: Duration = Duration::from_millis(100);
 /// The same on a file system that keeps whole seconds (its times have no nanoseconds; FAT keeps two seconds).
 pub const SETTLED_COARSE: Duration = Duration::from_secs(3);
+
+/// A regular file of at most this many bytes has them held with its kept descriptor, read once (docs/files.md,
+/// "Small files' bytes"): requests whose fstat agrees with what was read are answered from memory.
+pub const HOLD_MAX_BYTES: u64 = 16 * 1024;
+/// Bytes held per room at most (counted while held, as kept descriptors are); beyond it, small files are read
+/// on every request as larger ones are.
+pub const MAX_HELD_BYTES: usize = 4 << 20;
 
 /// The precompressed siblings, in the order they are preferred at equal weight: content coding and suffix.
 pub const SIBLINGS: [(&str, &str); 2] = [("br", ".br"), ("gzip", ".gz")];
@@ -101,17 +116,18 @@ impl Seen {
     }
 }
 
-/// A descriptor a note keeps open, and what its fstat said when it was opened.
+/// A descriptor a note keeps open, and what its fstat said when it was opened; for a small file, also its bytes.
 #[derive(Clone, Debug)]
 pub struct Kept {
     file: Arc<File>,
     seen: Seen,
+    held: Option<Arc<Held>>,
 }
 
 impl Kept {
     /// `file` as just opened by name, with its fstat `m`.
     pub fn new(file: Arc<File>, m: &Metadata) -> Kept {
-        Kept { file, seen: Seen::of(m) }
+        Kept { file, seen: Seen::of(m), held: None }
     }
 
     /// The descriptor and its fstat (one `statx`), while it stands for what was opened; None: stale (ctime, mode,
@@ -119,6 +135,131 @@ impl Kept {
     pub fn check(&self) -> Option<(Arc<File>, Metadata)> {
         let m = self.file.metadata().ok()?;
         (Seen::of(&m) == self.seen && m.nlink() > 0 && m.is_file()).then(|| (self.file.clone(), m))
+    }
+
+    /// The file's bytes held with the descriptor, if they are those of the file whose fstat (from [`Kept::check`])
+    /// is `m`.
+    pub fn held(&self, m: &Metadata) -> Option<Arc<Held>> {
+        self.held.as_ref().filter(|h| h.stat == Stat::of(m)).cloned()
+    }
+}
+
+/// What of a file's fstat its held bytes stand for: any write, truncation or `touch` changes the ctime (and
+/// most change the length or mtime too); the inode can't change under one descriptor, and is compared anyway.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Stat {
+    seen: Seen,
+    len: u64,
+    mtime: (i64, i64),
+    ino: u64,
+}
+
+impl Stat {
+    fn of(m: &Metadata) -> Stat {
+        Stat { seen: Seen::of(m), len: m.len(), mtime: (m.mtime(), m.mtime_nsec()), ino: m.ino() }
+    }
+}
+
+/// A small file's bytes, read once, with what its responses say about them: the representation's validators as
+/// the room writes them (its `ETag` and `Last-Modified` values, formatted once). Taken only by [`Held::take`].
+pub struct Held {
+    /// The whole file.
+    pub bytes: Bytes,
+    /// The `ETag` (the room's `etag()` of the fstat, with the coding of a sibling).
+    pub etag: Option<HeaderValue>,
+    pub modified: Option<SystemTime>,
+    /// `Last-Modified`: `modified` as an HTTP date.
+    pub last_modified: Option<HeaderValue>,
+    stat: Stat,
+    /// Gives the bytes back to the room's count when the last reference goes.
+    _charge: Charge,
+}
+
+impl std::fmt::Debug for Held {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Held").field("len", &self.bytes.len()).field("etag", &self.etag).finish()
+    }
+}
+
+impl Held {
+    /// Reads the whole of `file`, whose fstat (from [`Kept::check`]) is `m`, if its bytes can be held: at most
+    /// [`HOLD_MAX_BYTES`], within the room's [`MAX_HELD_BYTES`] (`room` counts them), and settled.
+    ///
+    /// Held bytes are used while the descriptor's fstat on each request agrees with the one they were read under,
+    /// so they must not be able to change without the fstat changing. Every change to a file's bytes or length
+    /// (write, truncate, fallocate...) sets its ctime from the kernel's clock, which moves in ticks: two changes
+    /// within one tick leave the same ctime. So the clock is read first (`now`), then the file is fstat()ed, read
+    /// whole, and fstat()ed again, and the bytes are held only if both fstats agree (ctime, mode, owner, length,
+    /// mtime, inode), the read returned exactly the length, and the ctime is settled: at least [`SETTLED`]
+    /// ([`SETTLED_COARSE`] without nanoseconds) before `now`. A change made before the first fstat is in what it
+    /// says; any change after `now` (and so any change the read could have missed, or one to come) gets a ctime
+    /// later than the settled one, which the second fstat, or the fstat every request makes, sees: "racy git"'s
+    /// rule, as directory notes use it. A file not yet settled is not held (it is read on each request, and held
+    /// by a later one). What this can't see: a writer that changes the bytes without a new ctime (a store through
+    /// a shared mmap into a page already dirty; a write stalled for longer than [`SETTLED`] between setting the
+    /// ctime and copying its bytes), as the ETag can't either.
+    pub fn take(
+        file: &File,
+        m: &Metadata,
+        room: &Arc<AtomicUsize>,
+        validators: impl FnOnce(&Metadata) -> Validators,
+    ) -> Option<Held> {
+        if m.len() > HOLD_MAX_BYTES {
+            return None;
+        }
+        let len = usize::try_from(m.len()).ok()?;
+        let charge = Charge::take(room, len)?;
+        let now = SystemTime::now();
+        let first = file.metadata().ok()?;
+        let stat = Stat::of(&first);
+        if stat != Stat::of(m) || !first.is_file() || !settled(&first, now) {
+            return None;
+        }
+        // One byte more than the length: a read that returns exactly the length found the end of the file there.
+        let mut buf = vec![0u8; len + 1];
+        let mut got = 0;
+        while got < buf.len() {
+            match file.read_at(&mut buf[got..], got as u64) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => return None,
+            }
+        }
+        let second = file.metadata().ok()?;
+        if got != len || Stat::of(&second) != stat {
+            return None;
+        }
+        buf.truncate(len);
+        let (etag, modified, last_modified) = validators(&first);
+        Some(Held { bytes: Bytes::from(buf), etag, modified, last_modified, stat, _charge: charge })
+    }
+}
+
+/// What [`Held`] keeps of a file's validators, from its fstat: the `ETag` value, the modification time and its
+/// `Last-Modified` value.
+pub type Validators = (Option<HeaderValue>, Option<SystemTime>, Option<HeaderValue>);
+
+/// Bytes counted against a room's [`MAX_HELD_BYTES`] until dropped.
+struct Charge {
+    n: usize,
+    room: Arc<AtomicUsize>,
+}
+
+impl Charge {
+    /// `n` more bytes counted in `room`, if they fit.
+    fn take(room: &Arc<AtomicUsize>, n: usize) -> Option<Charge> {
+        room.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |held| {
+            held.checked_add(n).filter(|&sum| sum <= MAX_HELD_BYTES)
+        })
+        .ok()?;
+        Some(Charge { n, room: room.clone() })
+    }
+}
+
+impl Drop for Charge {
+    fn drop(&mut self) {
+        self.room.fetch_sub(self.n, Ordering::Relaxed);
     }
 }
 
@@ -218,12 +359,18 @@ pub const OPEN_FILES_SHARE: usize = 4;
 #[derive(Default)]
 pub struct Notes {
     inner: Mutex<Inner>,
+    /// Bytes held with kept descriptors (and by responses still being sent from them), at most [`MAX_HELD_BYTES`].
+    held: Arc<AtomicUsize>,
 }
 
 impl std::fmt::Debug for Notes {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let inner = self.lock();
-        f.debug_struct("Notes").field("files", &inner.map.len()).field("open", &inner.open).finish()
+        f.debug_struct("Notes")
+            .field("files", &inner.map.len())
+            .field("open", &inner.open)
+            .field("held", &self.held.load(Ordering::Relaxed))
+            .finish()
     }
 }
 
@@ -344,6 +491,40 @@ impl Notes {
         }
         drop(guard);
         drop(old);
+    }
+
+    /// Whether [`Notes::hold`] may hold the bytes of the file whose fstat (from [`Kept::check`]) is `m`: small
+    /// enough, room left, its ctime settled. No system call: asked on each request that finds no bytes held.
+    pub fn may_hold(&self, m: &Metadata) -> bool {
+        m.len() <= HOLD_MAX_BYTES
+            && self.held.load(Ordering::Relaxed).saturating_add(m.len() as usize) <= MAX_HELD_BYTES
+            && settled(m, SystemTime::now())
+    }
+
+    /// Reads and holds the bytes of `file`, kept in `slot` of `noted` (the note of `path`), whose fstat is `m`
+    /// ([`Held::take`] says when it can), with the validators `validators` makes of its fstat. The bytes are
+    /// kept with the descriptor while the note keeps it (the note changed meanwhile: they answer only this
+    /// request). None: not held; read the file.
+    pub fn hold(
+        &self,
+        path: &Path,
+        noted: &Noted,
+        slot: usize,
+        (file, m): (&Arc<File>, &Metadata),
+        validators: impl FnOnce(&Metadata) -> Validators,
+    ) -> Option<Arc<Held>> {
+        let held = Arc::new(Held::take(file, m, &self.held, validators)?);
+        let mut inner = self.lock();
+        let old = inner
+            .map
+            .get_mut(path.as_os_str())
+            .filter(|e| e.id == noted.id)
+            .and_then(|e| e.kept.get_mut(slot)?.as_mut())
+            .filter(|k| Arc::ptr_eq(&k.file, file))
+            .map(|k| k.held.replace(held.clone()));
+        drop(inner);
+        drop(old);
+        Some(held)
     }
 
     /// Starts the sweep task; false without a tokio runtime.
@@ -611,5 +792,142 @@ mod tests {
         assert!(notes.kept(&paths[0], &old, 2).is_none());
         notes.keep(&paths[0], &old, 0, Some(open(&paths[0])));
         assert_eq!(notes.lock().open, 1);
+    }
+
+    /// Waits (bounded) until `path`'s times are settled.
+    fn wait_settled(path: &Path) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !settled(&fs::metadata(path).unwrap(), SystemTime::now()) {
+            assert!(std::time::Instant::now() < deadline, "{} did not settle", path.display());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn no_validators(_: &Metadata) -> Validators {
+        (None, None, None)
+    }
+
+    /// A room holds at most MAX_HELD_BYTES, counted while held: what a note kept is given back when the note goes
+    /// (forgotten, swept), and only what fits is held. Files over HOLD_MAX_BYTES are never held.
+    #[tokio::test]
+    async fn held_bytes_are_bounded_per_room_and_given_back() {
+        let d = tempfile::tempdir().unwrap();
+        let fit = MAX_HELD_BYTES / HOLD_MAX_BYTES as usize;
+        let paths: Vec<_> = (0..fit + 2).map(|i| d.path().join(format!("f{i}"))).collect();
+        for (i, p) in paths.iter().enumerate() {
+            fs::write(p, vec![i as u8; HOLD_MAX_BYTES as usize]).unwrap();
+        }
+        let over = d.path().join("over");
+        fs::write(&over, vec![0u8; HOLD_MAX_BYTES as usize + 1]).unwrap();
+        wait_settled(&over);
+        let open = |p: &Path| {
+            let f = File::open(p).unwrap();
+            let m = f.metadata().unwrap();
+            (f, m)
+        };
+        let room = Arc::new(AtomicUsize::new(0));
+        let (f, m) = open(&over);
+        assert!(Held::take(&f, &m, &room, no_validators).is_none(), "larger than HOLD_MAX_BYTES");
+        let mut held = Vec::new();
+        for p in &paths {
+            let (f, m) = open(p);
+            held.extend(Held::take(&f, &m, &room, no_validators));
+        }
+        assert_eq!((held.len(), room.load(Ordering::Relaxed)), (fit, MAX_HELD_BYTES));
+        assert!(held.iter().enumerate().all(|(i, h)| h.bytes == vec![i as u8; HOLD_MAX_BYTES as usize]));
+        // One given back: one more fits.
+        held.pop();
+        let (f, m) = open(&paths[fit]);
+        held.extend(Held::take(&f, &m, &room, no_validators));
+        assert_eq!((held.len(), room.load(Ordering::Relaxed)), (fit, MAX_HELD_BYTES));
+        drop(held);
+        assert_eq!(room.load(Ordering::Relaxed), 0);
+
+        // Through a room's notes: held with the kept descriptor, handed out while the fstat agrees, counted until
+        // the note goes.
+        let notes = Arc::new(Notes::default());
+        wait_settled(d.path());
+        let hold = |p: &Path| {
+            let noted = keep_opened(&notes, p);
+            let (f, m) = noted_again(&notes, p).file.unwrap().check().unwrap();
+            assert!(notes.may_hold(&m));
+            notes.hold(p, &noted, 0, (&f, &m), no_validators).expect("held")
+        };
+        let held = hold(&paths[0]);
+        let kept = notes.file(&paths[0]).unwrap().file.unwrap();
+        let (_, m) = kept.check().unwrap();
+        assert!(Arc::ptr_eq(&kept.held(&m).expect("kept with the descriptor"), &held));
+        assert_eq!(notes.held.load(Ordering::Relaxed), HOLD_MAX_BYTES as usize);
+        drop((held, kept));
+        notes.forget(&paths[0]);
+        assert_eq!(notes.held.load(Ordering::Relaxed), 0, "given back with the note");
+        drop(hold(&paths[1]));
+        for _ in 0..=IDLE_SWEEPS {
+            notes.sweep_once();
+        }
+        assert_eq!(notes.held.load(Ordering::Relaxed), 0, "given back with the swept descriptor");
+        // A full room holds nothing more (asked before reading).
+        notes.held.store(MAX_HELD_BYTES, Ordering::Relaxed);
+        let (_, m) = open(&paths[2]);
+        assert!(!notes.may_hold(&m));
+        notes.held.store(0, Ordering::Relaxed);
+    }
+
+    /// The note of `path`, which must be taken.
+    fn noted_again(notes: &Notes, path: &Path) -> Noted {
+        notes.file(path).expect("noted")
+    }
+
+    /// Bytes are held only when they can't change unseen: not while the file's ctime is within SETTLED of the
+    /// read (nor in the future), and not when the file changed since the fstat the request made.
+    #[test]
+    fn unsettled_or_changed_files_are_not_held() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("f");
+        let room = Arc::new(AtomicUsize::new(0));
+        // Written and taken at once: not held. Only a round that took less than SETTLED (less a clock tick) says
+        // so; a slower one (a loaded machine) is tried again, a bounded number of times.
+        let mut judged = false;
+        for i in 0..20u8 {
+            let before = SystemTime::now();
+            let f = fs::OpenOptions::new().create(true).truncate(false).read(true).write(true).open(&p).unwrap();
+            f.write_all_at(&[i; 100], 0).unwrap();
+            let m = f.metadata().unwrap();
+            let held = Held::take(&f, &m, &room, no_validators);
+            if SystemTime::now().duration_since(before).is_ok_and(|t| t < SETTLED - Duration::from_millis(20)) {
+                assert!(held.is_none(), "a file changed within SETTLED of the read is not held");
+                judged = true;
+                break;
+            }
+        }
+        assert!(judged, "no round was quick enough to judge");
+        assert_eq!(room.load(Ordering::Relaxed), 0, "nothing counted for what was not held");
+
+        // Settled: held, exactly its bytes.
+        wait_settled(&p);
+        let f = File::open(&p).unwrap();
+        let m = f.metadata().unwrap();
+        let held = Held::take(&f, &m, &room, no_validators).expect("settled: held");
+        assert_eq!(held.bytes.len(), 100);
+        drop(held);
+
+        // Changed since the request's fstat (`m`): not held, even once settled again.
+        fs::OpenOptions::new().write(true).open(&p).unwrap().write_all_at(b"changed", 0).unwrap();
+        wait_settled(&p);
+        assert!(Held::take(&f, &m, &room, no_validators).is_none());
+
+        // A modification time in the future is never settled.
+        let later = SystemTime::now() + Duration::from_secs(3600);
+        fs::OpenOptions::new().write(true).open(&p).unwrap().set_modified(later).unwrap();
+        let m = f.metadata().unwrap();
+        // Once its ctime (set by the change) is settled, the future mtime alone is what keeps it from being held.
+        let changed = SystemTime::UNIX_EPOCH + Duration::new(m.ctime() as u64, m.ctime_nsec() as u32);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let margin = if m.ctime_nsec() == 0 { SETTLED_COARSE } else { 2 * SETTLED };
+        while SystemTime::now().duration_since(changed).is_ok_and(|t| t < margin) {
+            assert!(std::time::Instant::now() < deadline);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(Held::take(&f, &m, &room, no_validators).is_none());
     }
 }
