@@ -697,9 +697,10 @@ fn notes_between_requests_see_every_change_at_once() {
 /// `close`: the directory note holds the open descriptor. The path's own `stat` and the `.br` / `.gz` siblings'
 /// two are answered by the note too. A `chmod` of the file (its ctime changes) makes the next request open it by
 /// name again (as root, `chmod 000` does not refuse it), once.
-/// Requests that arrived before a look at a directory share it (src/arrival.rs): while other connections keep
-/// the room busy, a sibling created or removed is still seen by the very next request sent after the change, on
-/// every round (a request that shared a look taken before the change would miss the sibling).
+/// Requests that arrived before a look share it (src/arrival.rs): a look at a directory, and a look at a held
+/// file's descriptor. While other connections keep the room busy, a file rewritten in place and a sibling created
+/// or removed are still seen by the very next request sent after the change, on every round (a request that
+/// shared a look taken before the change would get the old bytes, or miss the sibling).
 #[test]
 fn shared_looks_never_hide_a_change_from_a_later_request() {
     use std::sync::Arc;
@@ -707,8 +708,8 @@ fn shared_looks_never_hide_a_change_from_a_later_request() {
     use std::time::{Duration, Instant};
     let d = tempfile::tempdir().unwrap();
     let a = d.path().join("a.txt");
-    let body = b"the file itself\n".repeat(8);
-    std::fs::write(&a, &body).unwrap();
+    let version = |n: usize| format!("version {n:04} of the file\n").repeat(8).into_bytes();
+    std::fs::write(&a, version(0)).unwrap();
     settle(d.path());
     let h = serve(d.path(), "");
     let (stop, served) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicUsize::new(0)));
@@ -729,29 +730,44 @@ fn shared_looks_never_hide_a_change_from_a_later_request() {
             })
         })
         .collect();
+    // With the load running, the room notes the settled directory (and holds the file's bytes) again, and
+    // requests share its looks.
+    let busy = || {
+        settle(d.path());
+        let before = served.load(Ordering::Relaxed);
+        assert!(support::wait_until(Duration::from_secs(10), || served.load(Ordering::Relaxed) > before + 300));
+    };
     let mut raw = support::Raw::connect(h.addr);
     let mut ask = || raw.send("GET /a.txt HTTP/1.1\r\nHost: x\r\nAccept-Encoding: gzip\r\n\r\n").response();
     let sibling = d.path().join("a.txt.gz");
-    let packed = gzip(&body);
-    for round in 0..6 {
-        // With the load running, the room notes the settled directory again and requests share its looks.
-        settle(d.path());
-        let before = served.load(Ordering::Relaxed);
-        assert!(support::wait_until(Duration::from_secs(10), || served.load(Ordering::Relaxed) > before + 200));
+    for round in 1..=6 {
+        busy();
         let r = ask();
-        assert_eq!((r.status, r.header("content-encoding")), (200, None), "round {round}");
+        assert_eq!(
+            (r.status, r.header("content-encoding"), &r.body),
+            (200, None, &version(round - 1)),
+            "round {round}"
+        );
+        // Rewritten in place, same length (same inode, no directory change).
+        let mut f = std::fs::OpenOptions::new().write(true).open(&a).unwrap();
+        std::io::Write::write_all(&mut f, &version(round)).unwrap();
+        drop(f);
+        let r = ask();
+        assert_eq!((r.status, &r.body), (200, &version(round)), "round {round}: written in place");
+
+        busy();
+        assert_eq!(ask().body, version(round), "round {round}");
+        let packed = gzip(&version(round));
         std::fs::write(&sibling, &packed).unwrap();
         let r = ask();
         assert_eq!((r.status, r.header("content-encoding"), &r.body), (200, Some("gzip"), &packed), "round {round}");
         assert_eq!(r.header("vary"), Some("Accept-Encoding"), "round {round}");
 
-        settle(d.path());
-        let before = served.load(Ordering::Relaxed);
-        assert!(support::wait_until(Duration::from_secs(10), || served.load(Ordering::Relaxed) > before + 200));
+        busy();
         assert_eq!(ask().header("content-encoding"), Some("gzip"), "round {round}");
         std::fs::remove_file(&sibling).unwrap();
         let r = ask();
-        assert_eq!((r.status, r.header("content-encoding"), &r.body), (200, None, &body), "round {round}");
+        assert_eq!((r.status, r.header("content-encoding"), &r.body), (200, None, &version(round)), "round {round}");
         assert_eq!(r.header("vary"), None, "round {round}");
     }
     stop.store(true, Ordering::Relaxed);

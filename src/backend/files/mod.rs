@@ -308,11 +308,25 @@ impl Files {
             sibling = self.notes.kept(&found.path, noted, slot);
             &sibling
         };
+        let arrived = crate::arrival::arrived();
+        if let Some(kept) = kept
+            && let Some(held) = kept.held_since(arrived)
+        {
+            // Held bytes a look after the request arrived found standing: no fstat of its own.
+            return Ok((kept.file().clone(), held.meta.clone(), Some(held)));
+        }
+        // Before the descriptor is looked at: requests that arrived before this moment may share the look.
+        let now = arrived.map(|_| SystemTime::now());
         let stale = match kept {
             Some(kept) => match kept.check() {
                 Some((file, m)) => {
                     let held = match kept.held(&m) {
-                        Some(held) => Some(held),
+                        Some(held) => {
+                            if let Some(now) = now {
+                                held.looked_at(now);
+                            }
+                            Some(held)
+                        }
                         None if self.notes.may_hold(&m) => {
                             let coding = slot.checked_sub(1).map(|i| SIBLINGS[i].0);
                             self.notes.hold(&found.path, noted, slot, (&file, &m), |m| {

@@ -37,9 +37,9 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http::HeaderValue;
@@ -142,6 +142,24 @@ impl Kept {
     pub fn held(&self, m: &Metadata) -> Option<Arc<Held>> {
         self.held.as_ref().filter(|h| h.stat == Stat::of(m)).cloned()
     }
+
+    /// The held bytes, with no fstat of the request's own, when a look at the descriptor that found them standing
+    /// began after the request `arrived` (crate::arrival): it is answered as of that look, a moment within its
+    /// lifetime, as directory notes answer such requests.
+    pub fn held_since(&self, arrived: Option<SystemTime>) -> Option<Arc<Held>> {
+        let arrived = nanos(arrived?);
+        self.held.as_ref().filter(|h| h.looked.load(Ordering::Relaxed) >= arrived).cloned()
+    }
+
+    /// The descriptor.
+    pub fn file(&self) -> &Arc<File> {
+        &self.file
+    }
+}
+
+/// A moment as nanoseconds since 1970 (0 before; saturated far after).
+fn nanos(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
 /// What of a file's fstat its held bytes stand for: any write, truncation or `touch` changes the ctime (and
@@ -171,6 +189,10 @@ pub struct Held {
     /// `Last-Modified`: `modified` as an HTTP date.
     pub last_modified: Option<HeaderValue>,
     stat: Stat,
+    /// The fstat they were read under (the answer's length and what `Kept::held_since` gives).
+    pub meta: Metadata,
+    /// When the latest look at the descriptor that found them standing began ([`nanos`]).
+    looked: AtomicU64,
     /// Gives the bytes back to the room's count when the last reference goes.
     _charge: Charge,
 }
@@ -232,7 +254,22 @@ impl Held {
         }
         buf.truncate(len);
         let (etag, modified, last_modified) = validators(&first);
-        Some(Held { bytes: Bytes::from(buf), etag, modified, last_modified, stat, _charge: charge })
+        let looked = AtomicU64::new(nanos(now));
+        Some(Held {
+            bytes: Bytes::from(buf),
+            etag,
+            modified,
+            last_modified,
+            stat,
+            meta: first,
+            looked,
+            _charge: charge,
+        })
+    }
+
+    /// A look at the descriptor that began at `at` found these bytes standing (`Kept::check`, then `Kept::held`).
+    pub fn looked_at(&self, at: SystemTime) {
+        self.looked.fetch_max(nanos(at), Ordering::Relaxed);
     }
 }
 
@@ -854,7 +891,7 @@ mod tests {
             notes.hold(p, &noted, 0, (&f, &m), no_validators).expect("held")
         };
         let held = hold(&paths[0]);
-        let kept = notes.file(&paths[0]).unwrap().file.unwrap();
+        let kept = notes.file(&paths[0], None).unwrap().file.unwrap();
         let (_, m) = kept.check().unwrap();
         assert!(Arc::ptr_eq(&kept.held(&m).expect("kept with the descriptor"), &held));
         assert_eq!(notes.held.load(Ordering::Relaxed), HOLD_MAX_BYTES as usize);
@@ -875,7 +912,7 @@ mod tests {
 
     /// The note of `path`, which must be taken.
     fn noted_again(notes: &Notes, path: &Path) -> Noted {
-        notes.file(path).expect("noted")
+        notes.file(path, None).expect("noted")
     }
 
     /// Bytes are held only when they can't change unseen: not while the file's ctime is within SETTLED of the
