@@ -9,16 +9,15 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::Stream;
-use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf, ReadHalf, WriteHalf};
+use tokio::io::{AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::task::JoinHandle;
 
 use super::pool::{Conn, Pool};
 use super::{REQUEST_ID, record};
 use crate::backend::meta::{FeedError, GatewayError, GatewayErrorKind, feed_body};
+use crate::h1::io::READ_BUF;
 use crate::idle::{Stamp, Timer};
-
-const READ_CHUNK_BYTES: usize = 16 * 1024;
 
 /// The application's side of one request, as a stream of STDOUT content.
 pub(crate) struct Exchange {
@@ -27,8 +26,10 @@ pub(crate) struct Exchange {
     /// The write half, or the task feeding STDIN that yields it once the body and the empty STDIN record are sent.
     stdin: Option<Stdin>,
     pool: Option<Arc<Pool>>,
+    /// What was read and not decoded yet: a buffer from the thread's pool while bytes wait (h1::io::poll_fill),
+    /// none in between (a per-request buffer of its own cost an allocation large enough to consolidate malloc's
+    /// free lists, and zeroing it, on every request).
     buf: BytesMut,
-    scratch: Vec<u8>,
     /// Shared with the task feeding STDIN; silence counts only while this stream waits.
     timer: Timer,
     upstream: String,
@@ -85,7 +86,6 @@ impl Exchange {
             stdin: Some(stdin),
             pool: lease.pool,
             buf: BytesMut::new(),
-            scratch: vec![0; READ_CHUNK_BYTES],
             timer: Timer::shared(progress, timeout),
             upstream,
             done: false,
@@ -117,6 +117,7 @@ impl Exchange {
         };
         if let (Some(writer), Some(reader), true) = (writer, self.reader.take(), self.buf.is_empty()) {
             pool.checkin(reader.unsplit(writer));
+            crate::h1::io::give_buf(std::mem::take(&mut self.buf));
         }
         // The connection is idle in the pool (or closed): another request may take it.
         self.permit = None;
@@ -146,18 +147,16 @@ impl Stream for Exchange {
                     let Some(reader) = this.reader.as_mut() else {
                         return Poll::Ready(None);
                     };
-                    let mut rb = ReadBuf::new(&mut this.scratch);
-                    match Pin::new(reader).poll_read(cx, &mut rb) {
-                        Poll::Ready(Ok(())) if rb.filled().is_empty() => {
+                    match crate::h1::io::poll_fill(reader, &mut this.buf, READ_BUF, cx) {
+                        Poll::Ready(Ok(0)) => {
                             let e = GatewayError::new(
                                 GatewayErrorKind::Closed,
                                 format!("{} closed the connection before END_REQUEST", this.upstream),
                             );
                             return this.fail(e);
                         }
-                        Poll::Ready(Ok(())) => {
+                        Poll::Ready(Ok(_)) => {
                             this.timer.touch();
-                            this.buf.extend_from_slice(rb.filled());
                             continue;
                         }
                         Poll::Ready(Err(e)) => {
