@@ -663,6 +663,8 @@ listen = "127.0.0.1:{port}"
 to = "fastcgi://{backend.addr}"
 root = "{root}"
 front_controller = "index.php"
+# php-fpm's pm.max_children, as docs/cgi.md advises: every connection is kept.
+max_connections = 4
 """,
     )
     return lab.spawn("hopgate gateway", "reverse", port, [lab.hopgate, "-q", "run", conf], d)

@@ -150,6 +150,8 @@ struct Relay {
     addr: SocketAddr,
     open: Arc<AtomicUsize>,
     peak: Arc<AtomicUsize>,
+    /// Connections accepted so far.
+    accepted: Arc<AtomicUsize>,
 }
 
 impl Relay {
@@ -157,10 +159,12 @@ impl Relay {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = l.local_addr().unwrap();
         let (open, peak) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-        let (o, p) = (open.clone(), peak.clone());
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let (o, p, a) = (open.clone(), peak.clone(), accepted.clone());
         std::thread::spawn(move || {
             for c in l.incoming() {
                 let Ok(c) = c else { return };
+                a.fetch_add(1, Ordering::SeqCst);
                 let Ok(up) = TcpStream::connect(to) else { continue };
                 let now = o.fetch_add(1, Ordering::SeqCst) + 1;
                 p.fetch_max(now, Ordering::SeqCst);
@@ -173,7 +177,7 @@ impl Relay {
                 });
             }
         });
-        Relay { addr, open, peak }
+        Relay { addr, open, peak, accepted }
     }
 }
 
@@ -227,6 +231,46 @@ fn max_connections_bounds_the_connections_to_php_fpm() {
     assert_eq!(r.status, 504, "{}", r.text());
     assert!(r.text().contains("max_connections 1"), "{}", r.text());
     assert_eq!(first.join().unwrap(), (200, "........".to_string()));
+}
+
+/// With `max_connections` set (to php-fpm's 4 workers, as docs/cgi.md advises), every connection is kept: eight
+/// busy keep-alive clients are served over the same four connections, none opened again. Left to its default,
+/// only two are kept, and the others are closed and opened again as requests come.
+#[test]
+fn an_explicit_max_connections_keeps_every_connection() {
+    let fpm = Fpm::start(&[("hi.php", "<?php echo 'hi';")], false);
+    let support::phpfpm::Listen::Tcp(fpm_addr) = &fpm.listen else { unreachable!() };
+    let load = |keys: &str| {
+        let relay = Relay::start(fpm_addr.parse().unwrap());
+        let h = Hopgate::route_config(
+            &format!("fastcgi://{}", relay.addr),
+            &format!("root = \"{}\"\n{keys}", fpm.www.display()),
+        );
+        let clients: Vec<_> = (0..8)
+            .map(|_| {
+                let addr = h.addr;
+                std::thread::spawn(move || {
+                    let mut raw = support::Raw::connect(addr);
+                    for _ in 0..50 {
+                        let r = raw.send("GET /hi.php HTTP/1.1\r\nHost: a\r\n\r\n").response();
+                        assert_eq!((r.status, r.text()), (200, "hi".to_string()));
+                    }
+                })
+            })
+            .collect();
+        for c in clients {
+            c.join().unwrap();
+        }
+        let (accepted, peak) = (relay.accepted.load(Ordering::SeqCst), relay.peak.load(Ordering::SeqCst));
+        drop(h);
+        (accepted, peak)
+    };
+    let (accepted, peak) = load("max_connections = 4");
+    assert!(peak <= 4 && accepted == peak, "400 requests over {accepted} connections (at most {peak} at once)");
+    // The default (4 per core: 8 here) is more than php-fpm's workers: with only two kept, the connections waiting
+    // in php-fpm's backlog are accepted as others close, and every request is served.
+    let (accepted, _) = load("script_timeout_secs = 20");
+    assert!(accepted > 4, "the default keeps two: {accepted} connections");
 }
 
 fn get_at(addr: SocketAddr, path: &str) -> (u16, String) {

@@ -324,7 +324,12 @@ impl Gateway {
         cfg.timeout = timeout(&t.app);
         cfg.symlinks = t.files.symlinks;
         if let Some(n) = t.max_connections {
+            // Set to what the application can serve at once (php-fpm's pm.max_children, docs/cgi.md): every
+            // connection may be kept, since none can hold a worker another connection waits for. Left to its
+            // default, at most DEFAULT_FASTCGI_MAX_IDLE are kept, so that an application with fewer workers than
+            // hopgate's connections still accepts the others.
             cfg.max_connections = n;
+            cfg.max_idle = n;
         }
         let root = cfg.root.clone().unwrap_or_default();
         let fcgi = FastCgi::new(cfg, dialer(&t.app, out))
