@@ -12,11 +12,13 @@
 //!
 //! File reads happen on the request's task, as nginx does without `aio threads`: from the page cache a read
 //! costs what a copy costs; a file system that blocks (a cold disk, NFS) blocks that worker thread for the read.
-//! Bodies go through hyper in `READ_CHUNK_BYTES` pieces (docs/files.md says why not sendfile).
+//! A body is a `FileBody`: on a plain HTTP/1.1 connection its large parts go with sendfile(2) and small ones are
+//! read beside the head; otherwise it is read in `READ_CHUNK_BYTES` pieces (docs/files.md, "Bodies").
 //! Between requests it keeps only directory notes (note.rs): which names are regular files and which siblings
 //! exist, and the descriptors they were served from, while their directory is unchanged; a file's length and
-//! validators come from the descriptor's fstat on every request, and a small file's bytes (held with its kept
-//! descriptor, note.rs `Held`) answer only while that fstat agrees with the one they were read under.
+//! validators come from the descriptor's fstat, and a small file's bytes (held with its kept descriptor, note.rs
+//! `Held`) answer only while that fstat agrees with the one they were read under. A look (the directory's statx,
+//! a held file's fstat) answers every request that arrived before it began (`crate::arrival`), not only its own.
 //! Does not: write, list dotfiles unless asked, or compress on the fly.
 
 mod dir;

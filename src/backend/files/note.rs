@@ -29,6 +29,10 @@
 //! A kept regular file of at most [`HOLD_MAX_BYTES`] also has its bytes held with its descriptor, read once when
 //! its ctime is settled ([`Held::take`] says why that makes them exact), at most [`MAX_HELD_BYTES`] per room;
 //! they go with the descriptor.
+//!
+//! A look answers every request that arrived before it began, not only the one that made it (`crate::arrival`):
+//! the directory's statx ([`Notes::file`], `Entry::looked`) and the fstat that finds a held file's bytes standing
+//! ([`Kept::held_since`], `Held::looked`). Such a request is answered as of a moment within its own lifetime.
 
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
