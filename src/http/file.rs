@@ -1,8 +1,8 @@
 //! A file's bytes as a response body: the whole file, one range, or several ranges as multipart/byteranges
 //! (RFC 9110 §14.6), read from the open file in `READ_CHUNK_BYTES` pieces as hyper asks for them, so memory stays
 //! bounded by one piece whatever the file's size; or, for a small file whose bytes the static room holds
-//! ([`FileBody::from_held`]), slices of them, with no read at all. A file that shrinks while it is sent ends the body with an
-//! error (the connection cuts the response), never a short body passed off as complete.
+//! ([`FileBody::from_held`]), slices of them, with no read at all. A file that shrinks while it is sent ends the
+//! body with an error (the connection cuts the response), never a short body passed off as complete.
 
 use std::collections::VecDeque;
 use std::fs::File;
