@@ -189,10 +189,7 @@ impl Files {
         // A held file's validators were formatted when its bytes were read.
         let (etag, modified, last_modified) = match &held {
             Some(h) => (h.etag.clone(), h.modified, h.last_modified.clone()),
-            None => {
-                let (etag, modified) = validators_of(&served, encoding);
-                (etag, modified, modified.map(http_date))
-            }
+            None => validators_of(&served, encoding),
         };
         let validators = Validators { etag: etag.as_ref().and_then(|e| e.to_str().ok()), modified };
         let mut head = crate::h1::io::take_map(8);
@@ -331,10 +328,7 @@ impl Files {
                         }
                         None if self.notes.may_hold(&m) => {
                             let coding = slot.checked_sub(1).map(|i| SIBLINGS[i].0);
-                            self.notes.hold(&found.path, noted, slot, (&file, &m), |m| {
-                                let (etag, modified) = validators_of(m, coding);
-                                (etag, modified, modified.map(http_date))
-                            })
+                            self.notes.hold(&found.path, noted, slot, (&file, &m), |m| validators_of(m, coding))
                         }
                         None => None,
                     };
@@ -474,10 +468,13 @@ fn open_regular(path: &Path) -> Result<(Arc<File>, Metadata), Error> {
     Ok((Arc::new(file), meta))
 }
 
-/// The validators of the file whose fstat is `m` in content coding `coding`: its `ETag` and modification time.
-fn validators_of(m: &Metadata, coding: Option<&str>) -> (Option<HeaderValue>, Option<SystemTime>) {
+/// The validators of the file whose fstat is `m` in content coding `coding`: its `ETag`, its modification time
+/// and that as `Last-Modified`.
+fn validators_of(m: &Metadata, coding: Option<&str>) -> note::Validators {
     // Hex digits, `"`, `-`, `.` and a coding's name: always a valid field value.
-    (HeaderValue::from_maybe_shared(bytes::Bytes::from(etag(m, coding))).ok(), m.modified().ok())
+    let etag = HeaderValue::from_maybe_shared(bytes::Bytes::from(etag(m, coding))).ok();
+    let modified = m.modified().ok();
+    (etag, modified, modified.map(http_date))
 }
 
 /// A strong entity tag from what identifies this file's bytes without reading them: inode, size and

@@ -144,7 +144,7 @@ impl Kept {
     /// The file's bytes held with the descriptor, if they are those of the file whose fstat (from [`Kept::check`])
     /// is `m`.
     pub fn held(&self, m: &Metadata) -> Option<Arc<Held>> {
-        self.held.as_ref().filter(|h| h.stat == Stat::of(m)).cloned()
+        self.held.as_ref().filter(|h| Stat::of(&h.meta) == Stat::of(m)).cloned()
     }
 
     /// The held bytes, with no fstat of the request's own, when a look at the descriptor that found them standing
@@ -192,8 +192,8 @@ pub struct Held {
     pub modified: Option<SystemTime>,
     /// `Last-Modified`: `modified` as an HTTP date.
     pub last_modified: Option<HeaderValue>,
-    stat: Stat,
-    /// The fstat they were read under (the answer's length and what `Kept::held_since` gives).
+    /// The fstat they were read under (what a request's fstat must agree with, the answer's length, and what
+    /// `Kept::held_since` gives).
     pub meta: Metadata,
     /// When the latest look at the descriptor that found them standing began ([`nanos`]).
     looked: AtomicU64,
@@ -259,16 +259,7 @@ impl Held {
         buf.truncate(len);
         let (etag, modified, last_modified) = validators(&first);
         let looked = AtomicU64::new(nanos(now));
-        Some(Held {
-            bytes: Bytes::from(buf),
-            etag,
-            modified,
-            last_modified,
-            stat,
-            meta: first,
-            looked,
-            _charge: charge,
-        })
+        Some(Held { bytes: Bytes::from(buf), etag, modified, last_modified, meta: first, looked, _charge: charge })
     }
 
     /// A look at the descriptor that began at `at` found these bytes standing (`Kept::check`, then `Kept::held`).
@@ -426,15 +417,10 @@ impl Notes {
         let (dir, _) = split(path)?;
         // A request that arrived before the last look at the directory began is answered as of that look: a
         // moment within its own lifetime (crate::arrival), so what a look of its own would have given.
-        if let Some(arrived) = arrived {
-            let mut inner = self.lock();
-            let sweeps = inner.sweeps;
-            if let Some(e) = inner.map.get_mut(path.as_os_str())
-                && e.looked >= arrived
-            {
-                e.used = sweeps;
-                return Some(Noted { id: e.id, siblings: e.siblings, file: e.kept[0].clone() });
-            }
+        if let Some(arrived) = arrived
+            && let Some(noted) = self.used(path, |e| e.looked >= arrived)
+        {
+            return Some(noted);
         }
         // Before the directory is looked at: a change after this moment gets later times than one settled
         // before it, and a request that arrived before it may share this look.
@@ -444,16 +430,15 @@ impl Notes {
             return None;
         };
         let key = DirKey::of(&m);
-        {
-            let mut inner = self.lock();
-            let sweeps = inner.sweeps;
-            if let Some(e) = inner.map.get_mut(path.as_os_str())
-                && e.key == key
-            {
-                e.used = sweeps;
+        let looked = |e: &mut Entry| {
+            let holds = e.key == key;
+            if holds {
                 e.looked = e.looked.max(now);
-                return Some(Noted { id: e.id, siblings: e.siblings, file: e.kept[0].clone() });
             }
+            holds
+        };
+        if let Some(noted) = self.used(path, looked) {
+            return Some(noted);
         }
         // Taken again below, or not at all: what was kept under the old times goes now.
         self.forget(path);
@@ -494,6 +479,18 @@ impl Notes {
         drop(inner);
         drop((dropped, old));
         Some(Noted { id, siblings, file: None })
+    }
+
+    /// The note of `path` as a request uses it, marked used, if `holds` says it stands.
+    fn used(&self, path: &Path, holds: impl FnOnce(&mut Entry) -> bool) -> Option<Noted> {
+        let mut inner = self.lock();
+        let sweeps = inner.sweeps;
+        let e = inner.map.get_mut(path.as_os_str())?;
+        if !holds(e) {
+            return None;
+        }
+        e.used = sweeps;
+        Some(Noted { id: e.id, siblings: e.siblings, file: e.kept[0].clone() })
     }
 
     /// The descriptor `noted` (the note of `path`) keeps in `slot` (1 + a sibling's index in [`SIBLINGS`]).
