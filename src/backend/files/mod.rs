@@ -314,8 +314,9 @@ impl Files {
             // Held bytes a look after the request arrived found standing: no fstat of its own.
             return Ok((kept.file().clone(), held.meta.clone(), Some(held)));
         }
-        // Before the descriptor is looked at: requests that arrived before this moment may share the look.
-        let now = arrived.map(|_| SystemTime::now());
+        // Before the descriptor is looked at: requests that arrived before this moment may share the look (of
+        // held bytes only: a file read per request is looked at per request).
+        let now = arrived.filter(|_| kept.as_ref().is_some_and(Kept::holds)).map(|_| SystemTime::now());
         let stale = match kept {
             Some(kept) => match kept.check() {
                 Some((file, m)) => {

@@ -155,6 +155,11 @@ impl Kept {
         self.held.as_ref().filter(|h| h.looked.load(Ordering::Relaxed) >= arrived).cloned()
     }
 
+    /// Bytes are held with the descriptor.
+    pub fn holds(&self) -> bool {
+        self.held.is_some()
+    }
+
     /// The descriptor.
     pub fn file(&self) -> &Arc<File> {
         &self.file
